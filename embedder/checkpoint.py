@@ -1,0 +1,78 @@
+"""An embedder checkpoint is a directory: weights, the ModelSpec, and the calibrated threshold.
+
+Keeping the settings with the weights (timm's PretrainedCfg habit) means ingestion and search need nothing
+re-typed: they read the input size, normalisation and decision threshold from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from embedder.errors import ModelError
+from embedder.model import FaceEmbedder
+from embedder.spec import ModelSpec
+
+WEIGHTS_FILE = "model.pt"
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A cosine-similarity threshold (higher is closer), and how it was chosen."""
+
+    threshold: float
+    target_far: float
+    measured_far: float
+    tar: float
+    pairs: int
+
+    def save(self, directory: str | Path) -> None:
+        (Path(directory) / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Calibration | None:
+        path = Path(directory) / CALIBRATION_FILE
+        if not path.is_file():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+def weights_version(model: FaceEmbedder) -> str:
+    """A version string that changes whenever the weights do: backbone, size and a hash of the tensors."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return f"{model.spec.backbone}-d{model.spec.embedding_size}-{digest.hexdigest()[:12]}"
+
+
+def save_embedder(model: FaceEmbedder, directory: str | Path) -> ModelSpec:
+    """Write weights and spec; the spec's version is stamped from the weights. Returns the stamped spec."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    spec = model.spec.with_version(weights_version(model))
+    model.spec = spec
+    torch.save(model.state_dict(), directory / WEIGHTS_FILE)
+    spec.save(directory)
+    return spec
+
+
+def load_embedder(directory: str | Path) -> FaceEmbedder:
+    directory = Path(directory)
+    spec = ModelSpec.load(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelError(f"{directory} has no {WEIGHTS_FILE}")
+    model = FaceEmbedder(spec)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"{weights} does not match its spec.json: {exc}") from exc
+    return model.eval()

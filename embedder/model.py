@@ -1,0 +1,88 @@
+"""The embedding network: a timm backbone by name plus an embedding neck.
+
+The neck (BN -> Dropout -> Linear -> BN1d) is the face-recognition standard from insightface: the final BN1d
+keeps embeddings centred, which is what makes cosine similarity between them meaningful early in training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embedder.errors import ModelError
+from embedder.spec import ModelSpec
+
+
+class EmbeddingNeck(nn.Module):
+    def __init__(self, in_features: int, embedding_size: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.bn_in = nn.BatchNorm1d(in_features)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, embedding_size)
+        self.bn_out = nn.BatchNorm1d(embedding_size)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.bn_out(self.fc(self.dropout(self.bn_in(features))))
+
+
+class FaceEmbedder(nn.Module):
+    """Backbone + neck. forward() returns raw embeddings; embed() returns L2-normalised ones."""
+
+    def __init__(self, spec: ModelSpec, dropout: float = 0.0, backbone_weights: str | Path | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        try:
+            self.backbone = timm.create_model(
+                spec.backbone, pretrained=False, num_classes=0, **spec.backbone_args
+            )
+        except RuntimeError as exc:  # timm: "Unknown model (...)"
+            raise ModelError(f"cannot build backbone {spec.backbone!r}: {exc}") from exc
+        except TypeError as exc:  # a backbone_args key the model does not take
+            raise ModelError(f"backbone {spec.backbone!r} rejects {spec.backbone_args}: {exc}") from exc
+        if backbone_weights is not None:
+            load_backbone_weights(self.backbone, backbone_weights)
+        self.neck = EmbeddingNeck(_output_width(self.backbone, spec), spec.embedding_size, dropout)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.backbone(images))
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.forward(images).float(), dim=1)
+
+
+def _output_width(backbone: nn.Module, spec: ModelSpec) -> int:
+    """Measured, not read from num_features: some timm models (MobileNetV3) add a wider head conv after it."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        out = backbone(torch.zeros(1, 3, *spec.input_size))
+    backbone.train(was_training)
+    if out.ndim != 2:
+        raise ModelError(f"backbone {spec.backbone!r} returns shape {tuple(out.shape)}, expected pooled (N, C)")
+    return out.shape[1]
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Initialise a backbone from a local file (nothing is downloaded). A classifier head in the file is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"backbone weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith(("fc.", "head.", "classifier."))]
+    if missing or unexpected:
+        raise ModelError(
+            f"{path} does not fit backbone: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )

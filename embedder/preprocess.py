@@ -1,0 +1,93 @@
+"""Decode any image the way every path of arcmatch does: training, ingestion, the API.
+
+One function turns bytes into a fixed-size uint8 RGB array (EXIF rotation applied, every PIL mode converted,
+crop and resize from the ModelSpec); another normalises a batch of those into the model's float input. Keeping
+the uint8 step separate lets Ray ship compact arrays from CPU decode tasks to the embedding actors.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from embedder.errors import ImageError
+from embedder.spec import ModelSpec
+
+DEFAULT_MAX_PIXELS = 40_000_000  # refuses decompression bombs long before they allocate
+DEFAULT_MIN_SIDE = 16
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; transparent pixels become white rather than undefined colours."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float greyscale: scale the real range to 0..255 instead of clipping at 255.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.round().astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(
+    data: bytes,
+    spec: ModelSpec,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
+) -> np.ndarray:
+    """Bytes of any common format -> (H, W, 3) uint8 RGB array at spec.input_size. Raises ImageError."""
+    if not data:
+        raise ImageError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageError(f"image is {width}x{height}, over the limit of {max_pixels} pixels")
+            if min(width, height) < min_side:
+                raise ImageError(f"image is {width}x{height}, smaller than {min_side} px on a side")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"not a readable image: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncated/corrupt data as these
+        raise ImageError(f"corrupt image data: {exc}") from exc
+    img = _to_rgb(img)
+    if spec.crop_box is not None:
+        left, top, right, bottom = spec.crop_box
+        w, h = img.size
+        img = img.crop((round(left * w), round(top * h), round(right * w), round(bottom * h)))
+    height, width = spec.input_size
+    if img.size != (width, height):
+        img = img.resize((width, height), _RESAMPLE[spec.interpolation])
+    return np.asarray(img, dtype=np.uint8)
+
+
+def normalize_batch(images: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32, channel order, mean and std from the spec."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ImageError(f"expected a (N, H, W, 3) uint8 batch, got shape {images.shape}")
+    x = images.astype(np.float32) / 255.0
+    if spec.channel_order == "BGR":
+        x = x[..., ::-1]
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

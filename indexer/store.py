@@ -1,0 +1,202 @@
+"""FaceIndex: one Milvus collection of face embeddings, on Milvus Lite or a Milvus server alike.
+
+The client is passed in (connect() builds one from a URI), so tests, the CLI and the API share this code and
+only differ in where they point. The collection records the model it was built for in a collection property
+(Milvus Lite drops schema descriptions, properties survive on both stores); writing
+or searching with vectors of another model is refused with ModelMismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.errors import BackendUnavailable, CollectionNotFound, InvalidValue, ModelMismatch
+from indexer.ids import quote, validate_identity
+
+VECTOR = "vector"
+INFO_PROPERTY = "arcmatch.info"
+OUTPUT_FIELDS = ["identity", "source", "model_version", "created_at", "metadata"]
+INDEX_PARAMS = {
+    "FLAT": {},
+    "HNSW": {"M": 16, "efConstruction": 200},
+    "IVF_FLAT": {"nlist": 1024},
+    "DISKANN": {},
+    "AUTOINDEX": {},
+}
+
+
+def _milvus():
+    try:
+        import pymilvus
+    except ImportError as exc:  # checked on the driver, before any work is scheduled
+        raise BackendUnavailable("pymilvus is not installed: pip install pymilvus milvus-lite") from exc
+    return pymilvus
+
+
+def connect(uri: str, token: str | None = None, timeout: float = 30.0):
+    """A MilvusClient for a Milvus Lite file path (./faces.db) or a server URI (http://host:19530)."""
+    pymilvus = _milvus()
+    try:
+        return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout)
+    except pymilvus.MilvusException as exc:
+        raise BackendUnavailable(f"cannot open Milvus at {uri}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What the collection was built for; stored as JSON in the collection property INFO_PROPERTY."""
+
+    model_version: str
+    dim: int
+    threshold: float | None = None
+    model_spec: dict | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"arcmatch": 1, "model_version": self.model_version, "dim": self.dim,
+                           "threshold": self.threshold, "model_spec": self.model_spec}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> CollectionInfo | None:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError):
+            return None
+        if not isinstance(data, dict) or data.get("arcmatch") != 1:
+            return None
+        return cls(data["model_version"], int(data["dim"]), data.get("threshold"), data.get("model_spec"))
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    source: str
+    identity: str
+    vector: np.ndarray
+    face_id: int
+    metadata: dict | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    face_id: int
+    identity: str
+    score: float  # cosine similarity, higher is closer
+    source: str
+
+
+class FaceIndex:
+    def __init__(self, client, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+        self._info: CollectionInfo | None = None
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        pymilvus = _milvus()
+        try:
+            return fn(*args, **kwargs)
+        except pymilvus.MilvusException as exc:
+            raise BackendUnavailable(f"Milvus {what} on {self.collection!r} failed: {exc}") from exc
+
+    def exists(self) -> bool:
+        return bool(self._call("has_collection", self.client.has_collection, self.collection))
+
+    def info(self) -> CollectionInfo:
+        if self._info is None:
+            if not self.exists():
+                raise CollectionNotFound(f"collection {self.collection!r} does not exist; ingest a gallery first")
+            described = self._call("describe_collection", self.client.describe_collection, self.collection)
+            info = CollectionInfo.from_json((described.get("properties") or {}).get(INFO_PROPERTY, ""))
+            if info is None:
+                raise ModelMismatch(f"collection {self.collection!r} was not created by arcmatch")
+            self._info = info
+        return self._info
+
+    def ensure(self, info: CollectionInfo, *, index_type: str = "HNSW") -> None:
+        """Create the collection for this model, or check that the existing one was made for the same model."""
+        if self.exists():
+            existing = self.info()
+            if existing.model_version != info.model_version or existing.dim != info.dim:
+                raise ModelMismatch(
+                    f"collection {self.collection!r} holds vectors of model {existing.model_version} "
+                    f"(dim {existing.dim}), not {info.model_version} (dim {info.dim}); "
+                    f"use another collection or re-ingest into a new one"
+                )
+            return
+        if index_type not in INDEX_PARAMS:
+            raise InvalidValue(f"index type must be one of {sorted(INDEX_PARAMS)}, got {index_type!r}")
+        pymilvus = _milvus()
+        DataType = pymilvus.DataType
+        schema = pymilvus.MilvusClient.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("identity", DataType.VARCHAR, max_length=256)
+        schema.add_field("source", DataType.VARCHAR, max_length=2048)
+        schema.add_field("model_version", DataType.VARCHAR, max_length=128)
+        schema.add_field("created_at", DataType.INT64)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=info.dim)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name=VECTOR, index_type=index_type, metric_type="COSINE",
+                        params=INDEX_PARAMS[index_type])
+        self._call("create_collection", self.client.create_collection, self.collection, schema=schema,
+                   index_params=index, consistency_level="Strong",
+                   properties={INFO_PROPERTY: info.to_json()})
+        self._info = info
+
+    def upsert(self, rows: Sequence[FaceRow]) -> int:
+        if not rows:
+            return 0
+        info = self.info()
+        now = int(time.time())
+        data = []
+        for row in rows:
+            vector = np.asarray(row.vector, dtype=np.float32)
+            if vector.shape != (info.dim,) or not np.isfinite(vector).all():
+                raise InvalidValue(f"vector for {row.source!r} has shape {vector.shape}, expected ({info.dim},)")
+            data.append({"id": row.face_id, "identity": validate_identity(row.identity), "source": row.source[:2048],
+                         "model_version": info.model_version, "created_at": now,
+                         "metadata": row.metadata or {}, VECTOR: vector.tolist()})
+        self._call("upsert", self.client.upsert, self.collection, data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._call("flush", self.client.flush, self.collection)
+
+    def count(self) -> int:
+        self.info()
+        result = self._call("query", self.client.query, self.collection, filter="", output_fields=["count(*)"])
+        return int(result[0]["count(*)"])
+
+    def search(self, vectors: np.ndarray, k: int = 10, ef: int | None = None) -> list[list[Hit]]:
+        """Top-k faces for each row of `vectors` (L2-normalised, the collection's dimension)."""
+        info = self.info()
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if vectors.shape[1] != info.dim:
+            raise ModelMismatch(f"query vectors have dim {vectors.shape[1]}, collection {self.collection!r} "
+                                f"holds dim {info.dim} ({info.model_version})")
+        params = {"metric_type": "COSINE", "params": {"ef": max(ef or 64, k)}}
+        results = self._call("search", self.client.search, self.collection, data=vectors.tolist(), limit=k,
+                             output_fields=["identity", "source"], search_params=params)
+        return [
+            [Hit(int(h["id"]), h["entity"]["identity"], float(h["distance"]), h["entity"]["source"]) for h in hits]
+            for hits in results
+        ]
+
+    def faces_of(self, identity: str, limit: int = 1000) -> list[dict]:
+        expr = f"identity == {quote(validate_identity(identity))}"
+        return self._call("query", self.client.query, self.collection, filter=expr,
+                          output_fields=["id", *OUTPUT_FIELDS], limit=limit)
+
+    def iter_ids(self, batch: int = 1000) -> Iterator[int]:
+        """Every primary key, for checks that each face is present exactly once."""
+        offset = 0
+        while True:
+            rows = self._call("query", self.client.query, self.collection, filter="id >= 0",
+                              output_fields=["id"], limit=batch, offset=offset)
+            yield from (int(r["id"]) for r in rows)
+            if len(rows) < batch:
+                return
+            offset += batch

@@ -1,0 +1,230 @@
+"""The `arcmatch` command line. Only this layer reads the environment and wires the packages together.
+
+Every failure ends as one line on stderr and an exit code from jobs/errors.py; set ARCMATCH_DEBUG=1 for the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from jobs.errors import EXIT_OK, EXIT_PARTIAL, NotImplementedYet, classify
+
+DEFAULT_MILVUS = "./arcmatch.db"
+
+
+def _milvus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--milvus", default=os.environ.get("ARCMATCH_MILVUS_URI", DEFAULT_MILVUS),
+                   help="Milvus Lite file or server URI (env ARCMATCH_MILVUS_URI; default %(default)s)")
+    p.add_argument("--collection", default=os.environ.get("ARCMATCH_COLLECTION", "faces"),
+                   help="collection name (env ARCMATCH_COLLECTION; default %(default)s)")
+
+
+def _ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="resnet10t", help="any timm model name (default %(default)s)")
+    p.add_argument("--embedding-size", type=int, default=512)
+    p.add_argument("--input-size", type=int, default=112, help="square input side in pixels (default %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arcmatch", description="Face identity: train, embed, index, look up.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="prepare a training set (synthetic faces now; Parquet shards later)")
+    p.add_argument("--synthetic", metavar="OUT", help="draw a synthetic identity/image tree into OUT")
+    p.add_argument("--identities", type=int, default=100)
+    p.add_argument("--images", type=int, default=10, help="images per identity")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parquet", metavar="OUT", help="write Parquet shards from --source (not built yet)")
+
+    p = sub.add_parser("train", help="train an embedding model with Ray Train")
+    p.add_argument("--data", required=True, help="identity/image tree or CSV manifest (path, identity)")
+    p.add_argument("--out", required=True, help="directory for the exported embedder checkpoint")
+    _spec_args(p)
+    p.add_argument("--head", default="arcface", choices=["arcface", "cosface", "sphereface", "combined", "softmax"])
+    p.add_argument("--scale", type=float, default=64.0, help="logit scale s")
+    p.add_argument("--m1", type=float)
+    p.add_argument("--m2", type=float, help="additive angular margin, radians")
+    p.add_argument("--m3", type=float, help="additive cosine margin")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128, help="per worker")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")
+    p.add_argument("--cpus-per-worker", type=int, default=1)
+    p.add_argument("--backbone-weights", help="local file with initial backbone weights")
+    p.add_argument("--storage", default="./runs", help="Ray Train storage path for checkpoints")
+    _ray_args(p)
+
+    p = sub.add_parser("eval", help="verification accuracy and threshold calibration on held-out identities")
+    p.add_argument("--model", required=True, help="embedder checkpoint directory")
+    p.add_argument("--data", required=True, help="identity/image tree or CSV manifest of held-out identities")
+    p.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)g)")
+    p.add_argument("--calibrate", action="store_true", help="store the threshold in the checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("ingest", help="embed a gallery into Milvus with Ray Data")
+    p.add_argument("source", help="identity/image tree or CSV manifest (path, identity)")
+    p.add_argument("--model", required=True, help="embedder checkpoint directory")
+    _milvus_args(p)
+    p.add_argument("--errors", default="ingest_errors.csv", help="CSV report of skipped files")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=1, help="embedding actors")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--index", default="HNSW", help="vector index type for a new collection")
+    _ray_args(p)
+
+    p = sub.add_parser("search", help="identify the face in each image: identity or unknown")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", required=True, help="embedder checkpoint directory")
+    _milvus_args(p)
+    p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibrated one)")
+    p.add_argument("--k", type=int, default=10, help="faces retrieved per probe")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+
+    p = sub.add_parser("serve", help="run the search API (not built yet)")
+    p.add_argument("--ray", action="store_true")
+    p = sub.add_parser("submit", help="submit a job to a Ray cluster (not built yet)")
+    p.add_argument("job", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("demo", help="end to end on the embedded defaults: data, training, gallery, lookups")
+    p.add_argument("--data", help="a real identity/image tree instead of synthetic faces")
+    p.add_argument("--workdir", default="./demo-work")
+    p.add_argument("--size", default="default", choices=["default", "tiny"])
+    p.add_argument("--far", type=float, default=1e-3, help="target false accept rate for the threshold")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    if args.parquet:
+        raise NotImplementedYet("prepare --parquet is not built yet (issue 3); train reads trees and CSV manifests")
+    if not args.synthetic:
+        raise ValueError("prepare needs --synthetic OUT")
+    from trainer.synthetic import write_dataset
+
+    paths = write_dataset(args.synthetic, range(args.identities), args.images, seed=args.seed, size=args.size)
+    print(f"wrote {len(paths)} images of {args.identities} identities to {args.synthetic}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from embedder.spec import ModelSpec
+    from jobs.runtime import init_ray
+    from trainer.config import TrainConfig
+    from trainer.ray_loop import fit
+
+    margins = {k: v for k, v in (("m1", args.m1), ("m2", args.m2), ("m3", args.m3)) if v is not None}
+    spec = ModelSpec(args.backbone, args.embedding_size, (args.input_size, args.input_size))
+    config = TrainConfig(data=str(Path(args.data).resolve()), spec=spec, head=args.head, scale=args.scale,
+                         margins=margins, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                         lr=args.lr, workers=args.workers, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
+                         backbone_weights=args.backbone_weights)
+    init_ray(args.address)
+    result = fit(config, args.out, storage=args.storage)
+    last = result.history[-1]
+    print(f"trained {spec.backbone}: loss {result.history[0]['loss']:.3f} -> {last['loss']:.3f}, "
+          f"{last['images_per_s']:.0f} img/s, {len(result.skipped)} images skipped; checkpoint in {args.out}")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from embedder.embed import TorchEmbedder
+    from jobs.demo import calibrate
+    from trainer.data import list_images
+
+    embedder = TorchEmbedder.from_checkpoint(args.model)
+    verification, calibration = calibrate(embedder, list_images(args.data), args.far, args.seed)
+    print(f"verification: {100 * verification.accuracy_mean:.2f}% +- {100 * verification.accuracy_std:.2f} "
+          f"({verification.folds}-fold), ROC AUC {verification.auc:.4f}")
+    print(f"threshold {calibration.threshold:.4f} at FAR {calibration.measured_far:.5f} "
+          f"(target {calibration.target_far:g}), TAR {calibration.tar:.3f}, {calibration.pairs} pairs")
+    if args.calibrate:
+        calibration.save(args.model)
+        print(f"stored the threshold in {args.model}")
+    return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from indexer.store import FaceIndex, connect
+    from jobs.ingest import ingest
+    from jobs.runtime import init_ray
+
+    init_ray(args.address)
+    index = FaceIndex(connect(args.milvus, os.environ.get("ARCMATCH_MILVUS_TOKEN")), args.collection)
+    summary = ingest(args.source, args.model, index, batch_size=args.batch_size, embed_concurrency=args.concurrency,
+                     gpus_per_actor=args.gpus_per_actor, index_type=args.index, errors_csv=args.errors)
+    print("\n".join(summary.lines()))
+    if summary.skipped:
+        print(f"skipped files and reasons are listed in {args.errors}", file=sys.stderr)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from embedder.embed import TorchEmbedder
+    from indexer.store import FaceIndex, connect
+    from jobs.lookup import Lookup
+
+    index = FaceIndex(connect(args.milvus, os.environ.get("ARCMATCH_MILVUS_TOKEN")), args.collection)
+    lookup = Lookup(TorchEmbedder.from_checkpoint(args.model), index, k=args.k)
+    decisions = lookup.identify_images([Path(p).read_bytes() for p in args.images], args.threshold)
+    for path, decision in zip(args.images, decisions, strict=True):
+        if args.json:
+            print(json.dumps({"image": path, "identity": decision.identity, "score": decision.score,
+                              "threshold": decision.threshold,
+                              "candidates": [{"identity": c.identity, "score": c.score}
+                                             for c in decision.candidates[:5]]}))
+        else:
+            verdict = decision.identity if decision.is_match else "unknown"
+            print(f"{path}\t{verdict}\tscore {decision.score:.4f} (threshold {decision.threshold:.4f})")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jobs.demo import SIZES, run_demo
+    from jobs.runtime import init_ray
+
+    init_ray()
+    report = run_demo(args.workdir, data=args.data, size=SIZES[args.size], target_far=args.far, seed=args.seed)
+    print("\n".join(report.lines()))
+    return EXIT_OK
+
+
+def cmd_not_yet(args: argparse.Namespace) -> int:
+    issue = {"serve": "5 (search API)", "submit": "6 (Ray job submission)"}[args.command]
+    raise NotImplementedYet(f"`arcmatch {args.command}` is not built yet: see issue {issue}")
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "ingest": cmd_ingest,
+            "search": cmd_search, "serve": cmd_not_yet, "submit": cmd_not_yet, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("arcmatch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the edge: every error becomes one line and an exit code
+        code, _, kind = classify(exc)
+        if os.environ.get("ARCMATCH_DEBUG"):
+            traceback.print_exc()
+        print(f"arcmatch {args.command}: {kind}: {exc}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

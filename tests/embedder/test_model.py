@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from embedder.checkpoint import Calibration, load_embedder, save_embedder
+from embedder.embed import TorchEmbedder
+from embedder.errors import ModelError
+from embedder.model import FaceEmbedder
+from embedder.spec import ModelSpec
+
+
+def test_unknown_backbone_fails_clearly():
+    with pytest.raises(ModelError, match="no_such_net"):
+        FaceEmbedder(ModelSpec("no_such_net"))
+
+
+def test_neck_width_is_measured(tiny_spec):
+    # MobileNetV3's pooled output (1024) is wider than its num_features (576)
+    model = FaceEmbedder(ModelSpec("mobilenetv3_small_050", embedding_size=8, input_size=(32, 32)))
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 8)
+
+
+def test_checkpoint_round_trip_keeps_outputs_and_version(tmp_path, tiny_spec):
+    torch.manual_seed(1)
+    model = FaceEmbedder(tiny_spec).eval()
+    spec = save_embedder(model, tmp_path)
+    assert spec.version.startswith("test_resnet-d16-")
+    loaded = load_embedder(tmp_path)
+    assert loaded.spec == spec
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(loaded.embed(x), model.embed(x))
+    assert save_embedder(loaded, tmp_path / "again").version == spec.version
+
+
+def test_embedder_returns_unit_vectors_in_batches(tiny_model_dir):
+    embedder = TorchEmbedder.from_checkpoint(tiny_model_dir, batch_size=4)
+    images = np.random.default_rng(0).integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
+    vectors = embedder.embed(images)
+    assert vectors.shape == (10, 16) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(embedder.embed(images[:3]), vectors[:3], atol=1e-5)  # batching changes nothing
+    assert isinstance(embedder.calibration, Calibration)
+
+
+def test_weights_that_do_not_fit_the_spec_are_refused(tmp_path, tiny_spec):
+    save_embedder(FaceEmbedder(tiny_spec), tmp_path)
+    ModelSpec(**{**tiny_spec.to_dict(), "embedding_size": 32}).save(tmp_path)
+    with pytest.raises(ModelError, match="does not match"):
+        load_embedder(tmp_path)

@@ -1,0 +1,78 @@
+"""FaceIndex against a real Milvus Lite file."""
+
+import numpy as np
+import pytest
+
+from indexer.errors import CollectionNotFound, InvalidValue, ModelMismatch
+from indexer.ids import face_id
+from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
+
+DIM = 8
+
+
+def unit_rows(n, identities, seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, DIM)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return [FaceRow(f"src/{i}", identities[i % len(identities)], v[i], face_id(f"src/{i}")) for i in range(n)]
+
+
+@pytest.fixture
+def index(milvus_lite):
+    idx = FaceIndex(milvus_lite, "faces")
+    idx.ensure(CollectionInfo("model-a", DIM, 0.4, {"backbone": "x"}), index_type="FLAT")
+    return idx
+
+
+def test_upsert_twice_keeps_one_row_per_face(index):
+    rows = unit_rows(30, ["ann", "bob", "cy"])
+    index.upsert(rows)
+    index.upsert(rows)
+    assert index.count() == 30
+    assert sorted(index.iter_ids()) == sorted(r.face_id for r in rows)
+
+
+def test_search_finds_the_face_itself_first(index):
+    rows = unit_rows(30, ["ann", "bob", "cy"])
+    index.upsert(rows)
+    results = index.search(np.stack([rows[4].vector, rows[7].vector]), k=3)
+    assert [r[0].face_id for r in results] == [rows[4].face_id, rows[7].face_id]
+    assert results[0][0].identity == rows[4].identity
+    assert results[0][0].score == pytest.approx(1.0, abs=1e-4)
+    assert results[0][0].score >= results[0][1].score  # cosine similarity: higher is closer
+
+
+def test_info_survives_reopening(tmp_path):
+    path = str(tmp_path / "g.db")
+    client = connect(path)
+    FaceIndex(client, "faces").ensure(CollectionInfo("model-a", DIM, 0.42, {"backbone": "x"}), index_type="FLAT")
+    client.close()
+    reopened = connect(path)
+    info = FaceIndex(reopened, "faces").info()
+    reopened.close()
+    assert info == CollectionInfo("model-a", DIM, 0.42, {"backbone": "x"})
+
+
+def test_other_model_is_refused(index):
+    with pytest.raises(ModelMismatch, match="model-a"):
+        FaceIndex(index.client, "faces").ensure(CollectionInfo("model-b", DIM))
+    with pytest.raises(ModelMismatch, match="dim"):
+        index.search(np.ones((1, DIM + 1), np.float32))
+
+
+def test_missing_collection_and_bad_vectors(milvus_lite, index):
+    with pytest.raises(CollectionNotFound):
+        FaceIndex(milvus_lite, "nothing_here").count()
+    bad = FaceRow("s", "ann", np.full(DIM, np.nan, np.float32), 1)
+    with pytest.raises(InvalidValue):
+        index.upsert([bad])
+
+
+@pytest.mark.parametrize("payload", ['" or 1==1 or "', 'ann" || identity != "', "\\", 'a\\" or "1"=="1'])
+def test_filter_injection_matches_nothing_and_leaks_nothing(index, payload):
+    index.upsert(unit_rows(12, ["ann", "bob"]))
+    assert index.faces_of(payload) == []
+    index.upsert([FaceRow("evil", payload, unit_rows(1, ["x"], seed=3)[0].vector, face_id("evil"))])
+    found = index.faces_of(payload)
+    assert [r["source"] for r in found] == ["evil"]
+    assert len(index.faces_of("ann")) == 6

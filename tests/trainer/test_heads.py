@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainer.heads import CombinedMarginHead, SoftmaxHead, build_head, margin_logits
+
+
+def unit(angle: float) -> list[float]:
+    return [math.cos(angle), math.sin(angle)]
+
+
+def test_arcface_logits_match_the_formula_on_2d_vectors():
+    head = CombinedMarginHead(2, 2, s=10.0, m2=0.5)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([unit(0.0), unit(math.pi / 2)]))
+    x = torch.tensor([unit(0.3), unit(1.0)])
+    labels = torch.tensor([0, 1])
+    _, logits = head(x, labels)
+    expected = torch.tensor([
+        [10 * math.cos(0.3 + 0.5), 10 * math.cos(math.pi / 2 - 0.3)],
+        [10 * math.cos(1.0), 10 * math.cos(math.pi / 2 - 1.0 + 0.5)],
+    ])
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("m1, m2, m3", [(1.0, 0.0, 0.35), (1.5, 0.0, 0.0), (1.0, 0.3, 0.2)])
+def test_combined_margin_matches_the_formula_in_3d(m1, m2, m3):
+    torch.manual_seed(0)
+    w = F.normalize(torch.randn(4, 3))
+    x = F.normalize(torch.randn(5, 3))
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    cos = x @ w.T
+    logits = margin_logits(cos, labels, 2.0, m1, m2, m3)
+    for i, label in enumerate(labels.tolist()):
+        theta = math.acos(cos[i, label].item())
+        if m1 * theta + m2 <= math.pi:
+            assert logits[i, label].item() == pytest.approx(2 * (math.cos(m1 * theta + m2) - m3), abs=1e-4)
+        others = [j for j in range(4) if j != label]
+        torch.testing.assert_close(logits[i, others], 2 * cos[i, others])
+
+
+def test_fallback_past_theta_max_is_continuous_and_decreasing():
+    m1, m2 = 1.0, 0.5
+    theta_max = math.pi - m2
+    thetas = torch.tensor([theta_max - 1e-3, theta_max, theta_max + 1e-3, theta_max + 0.3, math.pi - 1e-3])
+    cos = torch.cos(thetas)[:, None]
+    values = margin_logits(cos, torch.zeros(5, dtype=torch.long), 1.0, m1, m2, 0.0)[:, 0]
+    assert (values[1:] < values[:-1]).all()
+    assert abs(values[0] - values[2]) < 0.01
+    assert values[-1] > -1.6  # stays bounded, no jump towards -inf
+
+
+def test_gradients_are_finite_at_cos_plus_and_minus_one():
+    head = CombinedMarginHead(2, 2, s=64.0, m2=0.5)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    x = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], requires_grad=True)
+    loss, _ = head(x, torch.tensor([0, 0]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_no_nan_under_low_precision_autocast(dtype):
+    torch.manual_seed(0)
+    head = CombinedMarginHead(8, 100, s=64.0, m2=0.5)
+    x = torch.randn(32, 8, requires_grad=True)
+    labels = torch.randint(0, 100, (32,))
+    with torch.autocast("cpu", dtype=dtype):
+        loss, logits = head(x.to(dtype), labels)
+    assert logits.dtype == torch.float32
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+def test_presets_and_bad_margins():
+    assert isinstance(build_head("softmax", 4, 3), SoftmaxHead)
+    cosface = build_head("cosface", 4, 3)
+    assert (cosface.m1, cosface.m2, cosface.m3) == (1.0, 0.0, 0.35)
+    assert build_head("arcface", 4, 3, margins={"m2": 0.3}).m2 == 0.3
+    with pytest.raises(ValueError, match="unknown head"):
+        build_head("arcfase", 4, 3)
+    with pytest.raises(ValueError, match="m1 >= 1"):
+        CombinedMarginHead(4, 3, m1=0.5)

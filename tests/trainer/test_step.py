@@ -1,0 +1,50 @@
+import numpy as np
+import torch
+
+from embedder.model import FaceEmbedder
+from trainer.config import TrainConfig
+from trainer.heads import build_head
+from trainer.step import TrainModule, build_optimizer, build_scheduler, make_batch, train_step
+
+
+def test_weight_decay_skips_batchnorm_and_bias(tiny_spec):
+    module = TrainModule(FaceEmbedder(tiny_spec), build_head("arcface", 16, 5))
+    config = TrainConfig(data="unused", spec=tiny_spec, optimizer="sgd", lr=0.1, weight_decay=5e-4)
+    decay, no_decay = build_optimizer(module, config).param_groups
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    no_decay_ids = {id(p) for p in no_decay["params"]}
+    for name, param in module.named_parameters():
+        if name.endswith(".bias") or "bn" in name.split(".")[-2]:
+            assert id(param) in no_decay_ids, name
+    assert id(module.head.weight) not in no_decay_ids
+
+
+def test_warmup_then_cosine_schedule(tiny_spec):
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = build_scheduler(optimizer, warmup_steps=4, total_steps=20)
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False)) and lrs[-1] < 0.05
+
+
+def test_training_steps_learn_a_tiny_problem(tiny_spec):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8).repeat(8, axis=0)
+    labels = np.arange(4).repeat(8)
+    module = TrainModule(FaceEmbedder(tiny_spec), build_head("arcface", 16, 4, s=16.0, margins={"m2": 0.2}))
+    config = TrainConfig(data="unused", spec=tiny_spec, optimizer="adamw", lr=3e-3)
+    optimizer = build_optimizer(module, config)
+    scheduler = build_scheduler(optimizer, 1, 60)
+    losses = []
+    for _ in range(60):
+        x, y = make_batch(images, labels, tiny_spec, rng)
+        loss, acc = train_step(module, optimizer, scheduler, x, y, clip_grad_norm=5.0)
+        losses.append(loss)
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert acc > 0.9

@@ -1,0 +1,90 @@
+"""One training step, in plain torch: importable and testable on a machine with no Ray.
+
+The Ray Train loop (trainer/ray_loop.py) only feeds batches to these functions and reports what they return.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from embedder.model import FaceEmbedder
+from embedder.preprocess import normalize_batch
+from embedder.spec import ModelSpec
+from trainer.config import TrainConfig
+
+
+class TrainModule(nn.Module):
+    """Embedder and margin head as one module, so DDP wraps (and synchronises) both."""
+
+    def __init__(self, embedder: FaceEmbedder, head: nn.Module) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.head = head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.embedder(images), labels)
+
+
+def make_batch(
+    images: np.ndarray, labels: np.ndarray, spec: ModelSpec, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images -> normalised float input with random horizontal flips (the augmentation faces tolerate)."""
+    flip = rng.random(len(images)) < 0.5
+    images = images.copy()
+    images[flip] = images[flip, :, ::-1]
+    x = torch.from_numpy(normalize_batch(images, spec))
+    return x, torch.from_numpy(labels)
+
+
+def build_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on weights only: BN parameters and biases are excluded, as in arcface_torch."""
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warmup, then cosine decay to zero: a step-based schedule, so resuming mid-epoch is exact."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_step(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    clip_grad_norm: float = 0.0,
+) -> tuple[float, float]:
+    """Forward, backward, clip, step. Returns (loss, top-1 accuracy of the head's logits on this batch)."""
+    module.train()
+    device_type = images.device.type
+    with torch.autocast(device_type=device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss, logits = module(images, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), clip_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    accuracy = (logits.argmax(dim=1) == labels).float().mean()
+    return float(loss.detach()), float(accuracy)
