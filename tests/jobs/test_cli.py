@@ -1,0 +1,40 @@
+"""The command line as a user meets it: --help everywhere, and one clear line on errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from jobs.cli import COMMANDS, main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_has_help(command):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+
+
+def test_unbuilt_command_says_so_in_one_line():
+    result = run_cli("serve")
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "issue 5" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_model_is_one_line_not_a_traceback(tmp_path):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    result = run_cli("search", str(image), "--model", str(tmp_path / "nope"), "--milvus", str(tmp_path / "m.db"))
+    assert result.returncode == 2
+    assert "spec.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prepare_synthetic(tmp_path):
+    assert main(["prepare", "--synthetic", str(tmp_path / "s"), "--identities", "2", "--images", "2",
+                 "--size", "32"]) == 0
+    assert len(list((tmp_path / "s").rglob("*.png"))) == 4
