@@ -1,0 +1,79 @@
+"""Training images/s of an R50-class face model on one GPU: bf16 autocast and channels_last, on and off.
+
+Needs only torch and timm (no Ray, no Milvus): it drives trainer.step.train_step, the same step the Ray Train
+job runs, on random in-memory data, so the figure is the compute ceiling that the data pipeline must feed.
+
+    PYTHONPATH=. python bench/gpu_train_throughput.py --backbone resnet50 --batch-size 256 --out gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from embedder.model import FaceEmbedder
+from embedder.spec import ModelSpec
+from trainer.config import TrainConfig
+from trainer.heads import build_head
+from trainer.step import TrainModule, build_optimizer, build_scheduler, train_step
+
+
+def measure(args: argparse.Namespace, bf16: bool, channels_last: bool) -> dict:
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    spec = ModelSpec(args.backbone, args.embedding_size, (args.input_size, args.input_size))
+    module = TrainModule(FaceEmbedder(spec), build_head("arcface", args.embedding_size, args.classes)).to(device)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    config = TrainConfig(data="-", spec=spec, optimizer="sgd", lr=0.1)
+    optimizer = build_optimizer(module, config)
+    scheduler = build_scheduler(optimizer, 10, args.steps + args.warmup)
+    x = torch.randn(args.batch_size, 3, args.input_size, args.input_size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, args.classes, (args.batch_size,), device=device)
+    dtype = torch.bfloat16 if bf16 else None
+    for _ in range(args.warmup):
+        train_step(module, optimizer, scheduler, x, y, autocast_dtype=dtype, clip_grad_norm=5.0)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        loss, _ = train_step(module, optimizer, scheduler, x, y, autocast_dtype=dtype, clip_grad_norm=5.0)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return {"bf16": bf16, "channels_last": channels_last, "images_per_s": args.steps * args.batch_size / seconds,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "final_loss": loss}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--input-size", type=int, default=112)
+    parser.add_argument("--embedding-size", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("no CUDA device: this benchmark measures GPU training throughput")
+    torch.backends.cudnn.benchmark = True
+    rows = [measure(args, bf16, cl) for bf16, cl in ((False, False), (True, False), (True, True))]
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, **vars(args), "runs": rows}
+    result["out"] = str(args.out) if args.out else None
+    for row in rows:
+        print(f"bf16={row['bf16']!s:5} channels_last={row['channels_last']!s:5} "
+              f"{row['images_per_s']:8.0f} img/s  peak {row['peak_memory_gib']:.1f} GiB  loss {row['final_loss']:.2f}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
