@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="a real identity/image tree instead of synthetic faces")
     p.add_argument("--workdir", default="./demo-work")
     p.add_argument("--size", default="default", choices=["default", "tiny"])
-    p.add_argument("--far", type=float, default=1e-3, help="target false accept rate for the threshold")
+    p.add_argument("--far", type=float, help="pair false accept rate for the threshold (default: from --fpir)")
+    p.add_argument("--fpir", type=float, default=0.02,
+                   help="target rate of unknown probes accepted; sets FAR = FPIR / gallery faces (default %(default)g)")
     p.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -141,8 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from embedder.embed import TorchEmbedder
-    from jobs.demo import calibrate
     from trainer.data import list_images
+    from trainer.evaluate import calibrate
 
     embedder = TorchEmbedder.from_checkpoint(args.model)
     verification, calibration = calibrate(embedder, list_images(args.data), args.far, args.seed)
@@ -197,7 +199,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from jobs.runtime import init_ray
 
     init_ray()
-    report = run_demo(args.workdir, data=args.data, size=SIZES[args.size], target_far=args.far, seed=args.seed)
+    report = run_demo(args.workdir, data=args.data, size=SIZES[args.size], target_far=args.far,
+                      target_fpir=args.fpir, seed=args.seed)
     print("\n".join(report.lines()))
     return EXIT_OK
 

@@ -1,10 +1,15 @@
 """`arcmatch demo`: the whole path on the embedded defaults, from images to "this is X" / "unknown".
 
 Identities are split into four disjoint groups: training identities (the model learns them), calibration
-identities (held-out pairs choose the threshold and measure verification accuracy), enrolled identities (one
-gallery photo each goes into Milvus, their other photos are probes that must be recognised) and unknown
-identities (never enrolled; their photos are probes that must be rejected). The same code runs on synthetic
-faces it draws itself or, with --data, on a real `identity/image` tree.
+identities (held-out pairs choose the threshold and measure verification accuracy), enrolled identities (a few
+gallery photos each go into Milvus, their other photos are probes that must be recognised) and unknown
+identities (never enrolled; their photos are probes that must be rejected).
+
+An unknown probe is compared with every gallery face, so its chance of a false match (FPIR) is about the gallery
+size times the pair false accept rate (FAR). Unless a FAR is given, the demo calibrates for the FAR that keeps
+FPIR at `target_fpir` for its gallery: the operating point an identification system is run at.
+
+The same code runs on synthetic faces it draws itself or, with --data, on a real `identity/image` tree.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from indexer.store import FaceIndex, connect
 from jobs.ingest import IngestSummary, ingest
 from jobs.lookup import Lookup
 from trainer.config import TrainConfig
-from trainer.data import LabelledImage, decode_items, list_images, write_manifest
-from trainer.evaluate import Verification, kfold_accuracy, pair_scores, sample_pairs, threshold_at_far
+from trainer.data import LabelledImage, list_images, write_manifest
+from trainer.evaluate import Verification, calibrate
 from trainer.synthetic import write_dataset
 
 
@@ -34,14 +39,14 @@ class DemoSize:
     calibration_identities: int
     enrolled_identities: int
     unknown_identities: int
-    probe_images: int  # per enrolled or unknown identity (enrolled ones get one more, the gallery photo)
+    gallery_images: int  # photos enrolled per known identity; the rest of its photos are probes
     epochs: int
     batch_size: int
 
 
 SIZES = {
-    "default": DemoSize(400, 12, 40, 50, 50, 5, 12, 64),
-    "tiny": DemoSize(30, 8, 8, 6, 6, 3, 2, 32),
+    "default": DemoSize(400, 12, 40, 50, 50, 3, 16, 64),
+    "tiny": DemoSize(50, 6, 6, 6, 6, 2, 2, 32),
 }
 
 
@@ -93,52 +98,39 @@ class Split:
 
 
 def split_identities(items: list[LabelledImage], size: DemoSize, seed: int = 0) -> Split:
-    """Disjoint identity groups; only identities with at least two images can be enrolled or calibrate."""
+    """Disjoint identity groups; only identities with more images than gallery photos can be enrolled or calibrate."""
     by_identity: dict[str, list[LabelledImage]] = {}
     for item in items:
         by_identity.setdefault(item.identity, []).append(item)
     names = sorted(by_identity)
     rng = np.random.default_rng(seed)
     rng.shuffle(names)
-    multi = [n for n in names if len(by_identity[n]) >= 2]
-    n_cal, n_enr, n_unk = size.calibration_identities, size.enrolled_identities, size.unknown_identities
+    multi = [n for n in names if len(by_identity[n]) > size.gallery_images]
+    wanted = size.calibration_identities + size.enrolled_identities + size.unknown_identities
+    # a small real data set (ORL has 40 people) keeps at least 70% of its identities for training
+    shrink = min(1.0, 0.3 * len(multi) / wanted)
+    n_cal, n_enr, n_unk = (max(2, int(n * shrink)) for n in
+                           (size.calibration_identities, size.enrolled_identities, size.unknown_identities))
     if len(multi) < n_cal + n_enr + n_unk + 2:
-        raise ValueError(f"only {len(multi)} identities have two or more images; the demo needs more than "
-                         f"{n_cal + n_enr + n_unk} of them (calibration + enrolled + unknown) plus training ones")
+        raise ValueError(f"only {len(multi)} identities have over {size.gallery_images} images; the demo needs "
+                         f"more than {n_cal + n_enr + n_unk} of them (calibration + enrolled + unknown)")
     cal, enr, unk = multi[:n_cal], multi[n_cal : n_cal + n_enr], multi[n_cal + n_enr : n_cal + n_enr + n_unk]
     held = set(cal) | set(enr) | set(unk)
     train = [n for n in names if n not in held and len(by_identity[n]) >= 2]
+    g = size.gallery_images
     return Split(
         train=[i for n in train for i in by_identity[n]],
         calibration=[i for n in cal for i in by_identity[n]],
-        gallery=[by_identity[n][0] for n in enr],
-        known_probes=[i for n in enr for i in by_identity[n][1:]],
+        gallery=[i for n in enr for i in by_identity[n][:g]],
+        known_probes=[i for n in enr for i in by_identity[n][g:]],
         unknown_probes=[i for n in unk for i in by_identity[n]],
     )
 
 
 def make_synthetic(root: Path, size: DemoSize, seed: int) -> list[LabelledImage]:
     held = size.calibration_identities + size.enrolled_identities + size.unknown_identities
-    write_dataset(root, range(size.train_identities), size.images_per_identity, seed=seed)
-    write_dataset(root, range(size.train_identities, size.train_identities + held), size.probe_images + 1,
-                  seed=seed)
+    write_dataset(root, range(size.train_identities + held), size.images_per_identity, seed=seed)
     return list_images(root)
-
-
-def calibrate(embedder: TorchEmbedder, items: list[LabelledImage], target_far: float,
-              seed: int) -> tuple[Verification, Calibration]:
-    """Embed held-out identities, then: 10-fold accuracy on balanced pairs, and the threshold at target_far."""
-    data = decode_items(items, embedder.spec)
-    vectors = embedder.embed(data.images)
-    rng = np.random.default_rng(seed)
-    pairs, same = sample_pairs(data.labels, 3000, 3000, rng)
-    scores = pair_scores(vectors, pairs)
-    verification = kfold_accuracy(scores, same, rng.permutation(len(scores)) % 10)
-    # the threshold needs many impostor pairs to resolve a small FAR: use every pair there is
-    all_pairs, all_same = sample_pairs(data.labels, 10**6, 200_000, rng)
-    all_scores = pair_scores(vectors, all_pairs)
-    threshold, far, tar = threshold_at_far(all_scores, all_same, target_far)
-    return verification, Calibration(threshold, target_far, far, tar, len(all_pairs))
 
 
 def run_demo(
@@ -147,7 +139,8 @@ def run_demo(
     data: str | Path | None = None,
     size: DemoSize = SIZES["default"],
     spec: ModelSpec | None = None,
-    target_far: float = 1e-3,
+    target_far: float | None = None,
+    target_fpir: float = 0.02,
     seed: int = 0,
     log=print,
 ) -> DemoReport:
@@ -182,12 +175,15 @@ def run_demo(
                          margins={"m2": 0.4}, epochs=size.epochs, batch_size=size.batch_size, optimizer="adamw",
                          lr=2e-3, weight_decay=5e-4, warmup_epochs=1.0, cpus_per_worker=2, seed=seed)
     log(f"training {spec.backbone} with ArcFace on {report.counts['train']} images (Ray Train)")
-    result = fit(config, workdir / "model", storage=workdir / "runs", name="demo-train")
+    result = fit(config, workdir / "model", storage=workdir / "runs")
     report.loss_start, report.loss_end = result.history[0]["loss"], result.history[-1]["loss"]
     report.train_seconds = result.seconds
     lap("train")
 
-    log("calibrating the threshold on held-out identities")
+    if target_far is None:
+        # a probe of an unknown person meets every gallery face: FPIR ~ gallery size x pair FAR
+        target_far = target_fpir / max(1, report.counts["gallery"])
+    log(f"calibrating the threshold on held-out identities for a pair FAR of {target_far:.2g}")
     embedder = TorchEmbedder.from_checkpoint(workdir / "model")
     report.verification, report.calibration = calibrate(embedder, split.calibration, target_far, seed)
     report.calibration.save(workdir / "model")

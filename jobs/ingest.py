@@ -119,7 +119,8 @@ def ingest(
     ])
     ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec}, batch_size=batch_size, batch_format="numpy")
     ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model_dir),), batch_size=batch_size,
-                        batch_format="numpy", concurrency=embed_concurrency, num_gpus=gpus_per_actor)
+                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed_concurrency),
+                        num_gpus=gpus_per_actor)
     for batch in ds.iter_batches(batch_size=write_batch, batch_format="numpy"):
         rows = []
         for source, identity, error, vector in zip(batch["source"], batch["identity"], batch["error"],

@@ -12,7 +12,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs = {"logging_level": logging.WARNING if quiet else logging.INFO, "include_dashboard": False}
+    # the dashboard stays on: Ray Train's placement-group cleaner polls the state API it serves
+    kwargs = {"logging_level": logging.WARNING if quiet else logging.INFO}
     if address:
         ray.init(address=address, **kwargs)
     else:

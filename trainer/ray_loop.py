@@ -8,6 +8,7 @@ with fewer steps. Rank 0 writes the embedder checkpoint and the per-epoch histor
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -75,9 +76,11 @@ def train_loop_per_worker(config_dict: dict) -> None:
             if rank == 0 and config.log_every and (step + 1) % config.log_every == 0:
                 rate = (step + 1) * config.batch_size * world / (time.perf_counter() - started)
                 recent = slice(-config.log_every, None)
-                print(f"epoch {epoch + 1}/{config.epochs} step {step + 1}/{steps_per_epoch} "
-                      f"loss {np.mean(losses[recent]):.3f} acc {np.mean(accuracies[recent]):.3f} "
-                      f"{rate:.0f} img/s", flush=True)
+                # not print(): Ray Train patches print into its logger, and the driver would show each line twice
+                sys.stdout.write(f"epoch {epoch + 1}/{config.epochs} step {step + 1}/{steps_per_epoch} "
+                                 f"loss {np.mean(losses[recent]):.3f} acc {np.mean(accuracies[recent]):.3f} "
+                                 f"{rate:.0f} img/s\n")
+                sys.stdout.flush()
         seconds = time.perf_counter() - started
         metrics = {
             "epoch": epoch + 1,
@@ -107,9 +110,14 @@ class TrainResult:
     seconds: float
 
 
-def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: str = "arcmatch-train") -> TrainResult:
-    """Run the TorchTrainer and copy the final embedder checkpoint to `output`."""
+def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: str | None = None) -> TrainResult:
+    """Run the TorchTrainer and copy the final embedder checkpoint to `output`.
+
+    Ray Train resumes a run whose name already exists in `storage`, so a new run gets a new, timestamped name.
+    """
     started = time.perf_counter()
+    list_images(config.data)  # a missing tree or bad manifest fails here, in one line, not inside a worker
+    name = name or f"arcmatch-train-{time.strftime('%Y%m%d-%H%M%S')}"
     resources = {"CPU": config.cpus_per_worker} | ({"GPU": 1} if config.gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,

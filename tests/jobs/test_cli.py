@@ -38,3 +38,19 @@ def test_prepare_synthetic(tmp_path):
     assert main(["prepare", "--synthetic", str(tmp_path / "s"), "--identities", "2", "--images", "2",
                  "--size", "32"]) == 0
     assert len(list((tmp_path / "s").rglob("*.png"))) == 4
+
+
+def test_eval_calibrates_into_the_checkpoint(tmp_path, tiny_model_dir):
+    import shutil
+
+    from embedder.checkpoint import Calibration
+    from trainer.synthetic import write_dataset
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "calibration.json").unlink()
+    write_dataset(tmp_path / "held", range(5), 4, size=32)
+    assert main(["eval", "--model", str(model), "--data", str(tmp_path / "held"), "--far", "0.1",
+                 "--calibrate"]) == 0
+    calibration = Calibration.load(model)
+    assert calibration.target_far == 0.1 and calibration.measured_far <= 0.1

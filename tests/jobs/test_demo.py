@@ -8,21 +8,24 @@ from trainer.data import LabelledImage
 
 
 def test_split_keeps_identity_groups_disjoint():
-    items = [LabelledImage(f"{i}/{j}.png", f"p{i}") for i in range(40) for j in range(3)]
+    items = [LabelledImage(f"{i}/{j}.png", f"p{i}") for i in range(80) for j in range(3)]
     items += [LabelledImage(f"single{i}.png", f"s{i}") for i in range(5)]
     split = split_identities(items, SIZES["tiny"])
     groups = [{i.identity for i in getattr(split, name)} for name in ("train", "calibration", "gallery")]
     groups.append({i.identity for i in split.unknown_probes})
     assert sum(len(g) for g in groups) == len(set().union(*groups))
     assert {i.identity for i in split.known_probes} == groups[2]
-    assert len(split.gallery) == SIZES["tiny"].enrolled_identities
+    tiny = SIZES["tiny"]
+    assert len(split.gallery) == tiny.enrolled_identities * tiny.gallery_images
+    small = split_identities(items[:60], tiny)  # 20 people: most stay for training
+    assert len({i.identity for i in small.train}) >= 14
 
 
 @pytest.mark.slow
 def test_tiny_demo_runs_end_to_end(ray_local, tmp_path, tiny_spec):
     report = run_demo(tmp_path, size=SIZES["tiny"], spec=tiny_spec, log=lambda _: None)
     assert np.isfinite(report.loss_start) and np.isfinite(report.loss_end)
-    assert report.ingest.rows_in_collection == SIZES["tiny"].enrolled_identities
+    assert report.ingest.rows_in_collection == SIZES["tiny"].enrolled_identities * SIZES["tiny"].gallery_images
     assert report.ingest.skipped == []
     assert 0.0 <= report.rank1 <= 1.0 and 0.0 <= report.unknown_rejected <= 1.0
     assert -1.0 <= report.calibration.threshold <= 1.0
