@@ -76,7 +76,7 @@ class DemoReport:
                        f"({v.folds}-fold), ROC AUC {v.auc:.4f}")
         if c is not None:
             out.append(f"  threshold: cosine {c.threshold:.4f} at FAR {c.measured_far:.4f} "
-                       f"(target {c.target_far:g}), TAR {c.tar:.3f} on {c.pairs} pairs")
+                       f"(target {c.target_far:.2g}), TAR {c.tar:.3f} on {c.pairs} pairs")
         out += [
             f"  enrolled probes identified correctly (rank-1, above threshold): {self.rank1:.3f}"
             f"  (nearest gallery identity correct: {self.nearest_correct:.3f})",
