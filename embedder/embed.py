@@ -1,7 +1,8 @@
 """Embed batches of decoded images. This is the piece the Ray Data actors and the search API hold.
 
 Every embedder takes (N, H, W, 3) uint8 RGB arrays from embedder.preprocess.decode_image and returns
-(N, D) float32 L2-normalised vectors, so the callers never care which runtime computes them.
+(N, D) float32 L2-normalised vectors, so the callers never care which runtime computes them. Flip test-time
+augmentation (the ModelSpec's flip_tta) is applied here once for every runtime.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedder.checkpoint import Calibration, load_embedder
+from embedder.checkpoint import WEIGHTS_FILE, Calibration, load_embedder
+from embedder.errors import ModelError
 from embedder.model import FaceEmbedder
 from embedder.preprocess import normalize_batch
 from embedder.spec import ModelSpec
@@ -22,7 +24,33 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-class TorchEmbedder:
+class Embedder:
+    """Shared batching, flip-TTA and normalisation; subclasses only run the network on a float batch."""
+
+    spec: ModelSpec
+    calibration: Calibration | None
+    batch_size: int
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, self.spec.embedding_size), dtype=np.float32)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            x = normalize_batch(images[start : start + self.batch_size], self.spec)
+            raw = self._forward(x)
+            if self.spec.flip_tta:
+                raw = raw + self._forward(np.ascontiguousarray(x[..., ::-1]))
+            out.append(raw)
+        vectors = np.concatenate(out)
+        if vectors.shape[1] != self.spec.embedding_size:
+            raise ModelError(f"model returns {vectors.shape[1]}-d vectors, its spec says {self.spec.embedding_size}")
+        return l2_normalize(vectors)
+
+
+class TorchEmbedder(Embedder):
     """A FaceEmbedder in eval mode on one device, fed in chunks of `batch_size`."""
 
     def __init__(
@@ -46,11 +74,21 @@ class TorchEmbedder:
     def spec(self) -> ModelSpec:
         return self.model.spec
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        if len(images) == 0:
-            return np.zeros((0, self.spec.embedding_size), dtype=np.float32)
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            x = torch.from_numpy(normalize_batch(images[start : start + self.batch_size], self.spec))
-            out.append(self.model.embed(x.to(self.device)).cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
+    @torch.no_grad()
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+
+
+def open_embedder(model: str | Path, *, device: str = "cpu", batch_size: int = 64) -> Embedder:
+    """An arcmatch checkpoint directory (model.pt or model.onnx beside spec.json), or an ONNX file whose
+    spec.json lies beside it as `<name>.spec.json`."""
+    path = Path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"model {path} does not exist")
+    if path.is_dir() and (path / WEIGHTS_FILE).is_file():
+        return TorchEmbedder.from_checkpoint(path, device=device, batch_size=batch_size)
+    from embedder.onnx import OnnxEmbedder
+
+    if path.is_dir() or path.suffix == ".onnx":
+        return OnnxEmbedder.from_path(path, batch_size=batch_size)
+    raise ModelError(f"{path} is neither an arcmatch checkpoint directory nor an ONNX model")

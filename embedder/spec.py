@@ -34,6 +34,7 @@ class ModelSpec:
     crop_box: tuple[float, float, float, float] | None = None
     interpolation: str = "bilinear"
     backbone_args: dict = field(default_factory=dict)
+    flip_tta: bool = False  # embed the image and its mirror image, sum, then normalise
     version: str = ""
 
     def __post_init__(self) -> None:
@@ -82,6 +83,11 @@ class ModelSpec:
         path = Path(directory) / SPEC_FILE
         if not path.is_file():
             raise ModelError(f"{directory} has no {SPEC_FILE}: not an arcmatch model directory")
+        return cls.from_json_file(path)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> ModelSpec:
+        path = Path(path)
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:

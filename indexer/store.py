@@ -38,6 +38,11 @@ def _milvus():
     return pymilvus
 
 
+def is_lite_uri(uri: str) -> bool:
+    """Milvus Lite is a local file path; a server is http(s):// or tcp:// (or grpc)."""
+    return "://" not in uri
+
+
 def connect(uri: str, token: str | None = None, timeout: float = 30.0):
     """A MilvusClient for a Milvus Lite file path (./faces.db) or a server URI (http://host:19530)."""
     pymilvus = _milvus()
@@ -112,6 +117,8 @@ class FaceIndex:
             info = CollectionInfo.from_json((described.get("properties") or {}).get(INFO_PROPERTY, ""))
             if info is None:
                 raise ModelMismatch(f"collection {self.collection!r} was not created by arcmatch")
+            # a store restarted after a crash (or a server after release) holds it unloaded; loading is idempotent
+            self._call("load_collection", self.client.load_collection, self.collection)
             self._info = info
         return self._info
 
@@ -187,11 +194,13 @@ class FaceIndex:
 
     def faces_of(self, identity: str, limit: int = 1000) -> list[dict]:
         expr = f"identity == {quote(validate_identity(identity))}"
+        self.info()
         return self._call("query", self.client.query, self.collection, filter=expr,
                           output_fields=["id", *OUTPUT_FIELDS], limit=limit)
 
     def iter_ids(self, batch: int = 1000) -> Iterator[int]:
         """Every primary key, for checks that each face is present exactly once."""
+        self.info()
         offset = 0
         while True:
             rows = self._call("query", self.client.query, self.collection, filter="id >= 0",

@@ -74,15 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true", help="store the threshold in the checkpoint")
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("ingest", help="embed a gallery into Milvus with Ray Data")
-    p.add_argument("source", help="identity/image tree or CSV manifest (path, identity)")
+    p = sub.add_parser("export", help="export a checkpoint as ONNX (with its spec and calibration)")
     p.add_argument("--model", required=True, help="embedder checkpoint directory")
+    p.add_argument("--onnx", required=True, metavar="DIR", help="output directory for model.onnx and spec.json")
+
+    p = sub.add_parser("ingest", help="embed a gallery into Milvus with Ray Data")
+    p.add_argument("source", help="identity/image tree, or a CSV/Parquet manifest (uri, identity[, face_id, metadata])")
+    p.add_argument("--model", required=True,
+                   help="arcmatch checkpoint directory, or an ONNX model with its <name>.spec.json beside it")
     _milvus_args(p)
     p.add_argument("--errors", default="ingest_errors.csv", help="CSV report of skipped files")
+    p.add_argument("--export-parquet", help="also write the embeddings to this Parquet file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=1, help="embedding actors")
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
-    p.add_argument("--index", default="HNSW", help="vector index type for a new collection")
+    p.add_argument("--write-concurrency", type=int, help="parallel write tasks (Milvus server only)")
+    p.add_argument("--index", default="HNSW", choices=["HNSW", "IVF_FLAT", "DISKANN", "FLAT", "AUTOINDEX"],
+                   help="vector index type for a new collection (default %(default)s)")
     _ray_args(p)
 
     p = sub.add_parser("search", help="identify the face in each image: identity or unknown")
@@ -142,11 +150,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from embedder.embed import TorchEmbedder
+    from embedder.embed import open_embedder
     from trainer.data import list_images
     from trainer.evaluate import calibrate
 
-    embedder = TorchEmbedder.from_checkpoint(args.model)
+    embedder = open_embedder(args.model)
     verification, calibration = calibrate(embedder, list_images(args.data), args.far, args.seed)
     print(f"verification: {100 * verification.accuracy_mean:.2f}% +- {100 * verification.accuracy_std:.2f} "
           f"({verification.folds}-fold), ROC AUC {verification.auc:.4f}")
@@ -158,15 +166,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from embedder.checkpoint import load_embedder
+    from embedder.embed import TorchEmbedder
+    from embedder.export import export_onnx
+    from embedder.onnx import OnnxEmbedder
+
+    model = load_embedder(args.model)
+    path = export_onnx(model, args.onnx, calibration_from=args.model)
+    images = np.random.default_rng(0).integers(0, 256, size=(8, *model.spec.input_size, 3), dtype=np.uint8)
+    diff = np.abs(OnnxEmbedder.from_path(args.onnx).embed(images) - TorchEmbedder(model).embed(images)).max()
+    print(f"wrote {path} (max abs difference from torch on 8 random images: {diff:.2e})")
+    return EXIT_OK
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from indexer.store import FaceIndex, connect
     from jobs.ingest import ingest
     from jobs.runtime import init_ray
 
     init_ray(args.address)
-    index = FaceIndex(connect(args.milvus, os.environ.get("ARCMATCH_MILVUS_TOKEN")), args.collection)
-    summary = ingest(args.source, args.model, index, batch_size=args.batch_size, embed_concurrency=args.concurrency,
-                     gpus_per_actor=args.gpus_per_actor, index_type=args.index, errors_csv=args.errors)
+    summary = ingest(args.source, args.model, milvus=args.milvus, token=os.environ.get("ARCMATCH_MILVUS_TOKEN"),
+                     collection=args.collection, batch_size=args.batch_size, embed_concurrency=args.concurrency,
+                     gpus_per_actor=args.gpus_per_actor, write_concurrency=args.write_concurrency,
+                     index_type=args.index, errors_csv=args.errors, export_parquet=args.export_parquet)
     print("\n".join(summary.lines()))
     if summary.skipped:
         print(f"skipped files and reasons are listed in {args.errors}", file=sys.stderr)
@@ -175,12 +199,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from embedder.embed import TorchEmbedder
+    from embedder.embed import open_embedder
     from indexer.store import FaceIndex, connect
     from jobs.lookup import Lookup
 
     index = FaceIndex(connect(args.milvus, os.environ.get("ARCMATCH_MILVUS_TOKEN")), args.collection)
-    lookup = Lookup(TorchEmbedder.from_checkpoint(args.model), index, k=args.k)
+    lookup = Lookup(open_embedder(args.model), index, k=args.k)
     decisions = lookup.identify_images([Path(p).read_bytes() for p in args.images], args.threshold)
     for path, decision in zip(args.images, decisions, strict=True):
         if args.json:
@@ -210,7 +234,7 @@ def cmd_not_yet(args: argparse.Namespace) -> int:
     raise NotImplementedYet(f"`arcmatch {args.command}` is not built yet: see issue {issue}")
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "ingest": cmd_ingest,
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "export": cmd_export, "ingest": cmd_ingest,
             "search": cmd_search, "serve": cmd_not_yet, "submit": cmd_not_yet, "demo": cmd_demo}
 
 

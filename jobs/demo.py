@@ -191,11 +191,13 @@ def run_demo(
     lap("calibrate")
 
     log("ingesting the gallery into Milvus Lite (Ray Data)")
-    client = connect(str(workdir / "gallery.db"))
-    if client.has_collection("faces"):
+    gallery_db = str(workdir / "gallery.db")
+    client = connect(gallery_db)
+    if client.has_collection("faces"):  # a fresh gallery for this run's model
         client.drop_collection("faces")
+    report.ingest = ingest(manifests["gallery"], workdir / "model", milvus=gallery_db, collection="faces",
+                           errors_csv=workdir / "ingest_errors.csv", progress=lambda _: None)
     index = FaceIndex(client, "faces")
-    report.ingest = ingest(manifests["gallery"], workdir / "model", index, errors_csv=workdir / "ingest_errors.csv")
     lap("ingest")
 
     log("looking up probes")

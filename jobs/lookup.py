@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedder.embed import TorchEmbedder
+from embedder.embed import Embedder
 from embedder.errors import ModelError
 from embedder.preprocess import decode_image
 from indexer.decision import Decision, decide
@@ -20,7 +20,7 @@ from indexer.store import FaceIndex
 
 @dataclass
 class Lookup:
-    embedder: TorchEmbedder
+    embedder: Embedder
     index: FaceIndex
     k: int = 10
     top_n: int = 1

@@ -30,6 +30,42 @@ def milvus_lite(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory):
+    """A real Milvus 2.3 standalone server (PyPI package `milvus`) on loopback, for the whole session."""
+    milvus = pytest.importorskip("milvus", reason="the `milvus` server package is not installed (pip install milvus)")
+    server = milvus.MilvusServer()
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
+    server.start()
+    yield f"http://127.0.0.1:{server.listen_port}"
+    server.stop()
+
+
+@pytest.fixture(params=["lite", "server"])
+def milvus_uri(request, tmp_path):
+    """Each test that takes this runs twice: on a Milvus Lite file, and on the real server."""
+    if request.param == "lite":
+        return str(tmp_path / "faces.db")
+    return request.getfixturevalue("milvus_server_uri")
+
+
+@pytest.fixture
+def collection_name(request) -> str:
+    """Unique per test, because the server outlives a test; dropped afterwards."""
+    import re
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name)[-60:]
+    yield name
+    uri = request.getfixturevalue("milvus_uri") if "milvus_uri" in request.fixturenames else None
+    if uri is not None:
+        from indexer.store import connect
+
+        client = connect(uri)
+        if client.has_collection(name):
+            client.drop_collection(name)
+        client.close()
+
+
+@pytest.fixture(scope="session")
 def tiny_spec():
     from embedder.spec import ModelSpec
 

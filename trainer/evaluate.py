@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from embedder.checkpoint import Calibration
-from embedder.embed import TorchEmbedder
+from embedder.embed import Embedder
 from trainer.data import LabelledImage, decode_items
 
 
@@ -83,7 +83,7 @@ def sample_pairs(
 
 
 def calibrate(
-    embedder: TorchEmbedder, items: list[LabelledImage], target_far: float, seed: int = 0
+    embedder: Embedder, items: list[LabelledImage], target_far: float, seed: int = 0
 ) -> tuple[Verification, Calibration]:
     """Embed held-out identities, then: 10-fold accuracy on balanced pairs, and the threshold at target_far.
 

@@ -1,4 +1,4 @@
-"""FaceIndex against a real Milvus Lite file."""
+"""FaceIndex against real Milvus: a Milvus Lite file and the standalone server (each test runs on both)."""
 
 import numpy as np
 import pytest
@@ -18,9 +18,16 @@ def unit_rows(n, identities, seed=0):
 
 
 @pytest.fixture
-def index(milvus_lite):
-    idx = FaceIndex(milvus_lite, "faces")
-    idx.ensure(CollectionInfo("model-a", DIM, 0.4, {"backbone": "x"}), index_type="FLAT")
+def client(milvus_uri):
+    client = connect(milvus_uri)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def index(client, collection_name):
+    idx = FaceIndex(client, collection_name)
+    idx.ensure(CollectionInfo("model-a", DIM, 0.4, {"backbone": "x"}), index_type="HNSW")
     return idx
 
 
@@ -28,6 +35,7 @@ def test_upsert_twice_keeps_one_row_per_face(index):
     rows = unit_rows(30, ["ann", "bob", "cy"])
     index.upsert(rows)
     index.upsert(rows)
+    index.flush()
     assert index.count() == 30
     assert sorted(index.iter_ids()) == sorted(r.face_id for r in rows)
 
@@ -42,27 +50,23 @@ def test_search_finds_the_face_itself_first(index):
     assert results[0][0].score >= results[0][1].score  # cosine similarity: higher is closer
 
 
-def test_info_survives_reopening(tmp_path):
-    path = str(tmp_path / "g.db")
-    client = connect(path)
-    FaceIndex(client, "faces").ensure(CollectionInfo("model-a", DIM, 0.42, {"backbone": "x"}), index_type="FLAT")
-    client.close()
-    reopened = connect(path)
-    info = FaceIndex(reopened, "faces").info()
+def test_info_survives_reopening(milvus_uri, index):
+    reopened = connect(milvus_uri)
+    info = FaceIndex(reopened, index.collection).info()
     reopened.close()
-    assert info == CollectionInfo("model-a", DIM, 0.42, {"backbone": "x"})
+    assert info == CollectionInfo("model-a", DIM, 0.4, {"backbone": "x"})
 
 
 def test_other_model_is_refused(index):
     with pytest.raises(ModelMismatch, match="model-a"):
-        FaceIndex(index.client, "faces").ensure(CollectionInfo("model-b", DIM))
+        FaceIndex(index.client, index.collection).ensure(CollectionInfo("model-b", DIM))
     with pytest.raises(ModelMismatch, match="dim"):
         index.search(np.ones((1, DIM + 1), np.float32))
 
 
-def test_missing_collection_and_bad_vectors(milvus_lite, index):
+def test_missing_collection_and_bad_vectors(client, index):
     with pytest.raises(CollectionNotFound):
-        FaceIndex(milvus_lite, "nothing_here").count()
+        FaceIndex(client, "nothing_here").count()
     bad = FaceRow("s", "ann", np.full(DIM, np.nan, np.float32), 1)
     with pytest.raises(InvalidValue):
         index.upsert([bad])

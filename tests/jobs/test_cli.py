@@ -30,8 +30,8 @@ def test_missing_model_is_one_line_not_a_traceback(tmp_path):
     image = tmp_path / "x.png"
     image.write_bytes(b"")
     result = run_cli("search", str(image), "--model", str(tmp_path / "nope"), "--milvus", str(tmp_path / "m.db"))
-    assert result.returncode == 2
-    assert "spec.json" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 4
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_prepare_synthetic(tmp_path):
