@@ -192,6 +192,16 @@ class FaceIndex:
             for hits in results
         ]
 
+    def vectors(self, ids: list[int], batch: int = 1000) -> dict[int, np.ndarray]:
+        """The stored vectors of these faces (missing ids are simply absent from the result)."""
+        self.info()
+        out = {}
+        for start in range(0, len(ids), batch):
+            rows = self._call("get", self.client.get, self.collection, ids=ids[start : start + batch],
+                              output_fields=["id", VECTOR])
+            out.update({int(r["id"]): np.asarray(r[VECTOR], dtype=np.float32) for r in rows})
+        return out
+
     def faces_of(self, identity: str, limit: int = 1000) -> list[dict]:
         expr = f"identity == {quote(validate_identity(identity))}"
         self.info()

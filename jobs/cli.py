@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-parquet", help="also write the embeddings to this Parquet file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=1, help="embedding actors")
-    p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the Ray cluster has GPUs, else 0")
     p.add_argument("--write-concurrency", type=int, help="parallel write tasks (Milvus server only)")
     p.add_argument("--index", default="HNSW", choices=["HNSW", "IVF_FLAT", "DISKANN", "FLAT", "AUTOINDEX"],
                    help="vector index type for a new collection (default %(default)s)")

@@ -41,6 +41,7 @@ class IngestSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     rows_in_collection: int = 0
     seconds: float = 0.0
+    write_seconds: float = 0.0  # time spent in Milvus upserts (driver-writer path)
 
     def skipped_by_reason(self) -> Counter:
         return Counter(reason.split(":")[0] for _, reason in self.skipped)
@@ -156,7 +157,7 @@ def ingest(
     collection: str = "faces",
     batch_size: int = 64,
     embed_concurrency: int = 1,
-    gpus_per_actor: float = 0.0,
+    gpus_per_actor: float | None = None,
     write_batch: int = 512,
     write_concurrency: int | None = None,
     index_type: str = "HNSW",
@@ -165,6 +166,7 @@ def ingest(
     progress=None,
 ) -> IngestSummary:
     """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into `collection` at `milvus`."""
+    import ray
     import ray.data
 
     from embedder.embed import open_embedder
@@ -179,6 +181,8 @@ def ingest(
                  index_type=index_type)
     items = list_source(source)
     summary = IngestSummary(seen=len(items))
+    if gpus_per_actor is None:  # embed on GPUs whenever the cluster has them
+        gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     ds = ray.data.from_items(items)
     ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec}, batch_size=batch_size, batch_format="numpy")
     ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model),), batch_size=batch_size,
@@ -209,7 +213,9 @@ def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch
         for batch in ds.iter_batches(batch_size=write_batch, batch_format="numpy"):
             rows, skipped = rows_from_batch(batch)
             summary.skipped += skipped
+            write_started = time.perf_counter()
             summary.embedded += _upsert_checked(index, rows, summary.skipped)
+            summary.write_seconds += time.perf_counter() - write_started
             if export_parquet is not None and rows:
                 writer = _export(writer, export_parquet, rows)
             progress(f"ingest: {summary.embedded + len(summary.skipped)}/{summary.seen} images done, "

@@ -120,6 +120,7 @@ def test_ingesting_another_model_is_refused(tmp_path, tiny_model_dir, gallery):
 def test_killed_job_rerun_leaves_every_face_exactly_once(tmp_path, tiny_model_dir):
     root = tmp_path / "big"
     write_dataset(root, range(60), 10, size=32)
+    (root / "person_00007" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     db = str(tmp_path / "g.db")
     command = [sys.executable, "-m", "jobs.cli", "ingest", str(root), "--model", str(tiny_model_dir),
                "--milvus", db, "--batch-size", "16", "--errors", str(tmp_path / "e.csv")]
@@ -132,6 +133,8 @@ def test_killed_job_rerun_leaves_every_face_exactly_once(tmp_path, tiny_model_di
     job.wait(timeout=120)
     assert job.returncode == -signal.SIGKILL
     rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert rerun.returncode == 3, rerun.stderr[-2000:]  # finished, with one file skipped
+    assert "person_00007/broken.jpg" in (tmp_path / "e.csv").read_text()
+    assert "images seen 601, embedded 600, skipped 1" in rerun.stdout
     ids = rows_of(db, "faces")
     assert len(ids) == len(set(ids)) == 600
