@@ -202,6 +202,45 @@ class FaceIndex:
             out.update({int(r["id"]): np.asarray(r[VECTOR], dtype=np.float32) for r in rows})
         return out
 
+    def delete_identity(self, identity: str) -> int:
+        """Delete every face of one identity; returns how many there were."""
+        faces = self.faces_of(identity)
+        if faces:
+            self._call("delete", self.client.delete, self.collection, ids=[int(f["id"]) for f in faces])
+        return len(faces)
+
+    def delete_face(self, identity: str, face: int) -> bool:
+        """Delete one face, only if it belongs to `identity` (a face id alone never deletes someone else's)."""
+        expr = f"id == {int(face)} and identity == {quote(validate_identity(identity))}"
+        self.info()
+        found = self._call("query", self.client.query, self.collection, filter=expr, output_fields=["id"], limit=1)
+        if found:
+            self._call("delete", self.client.delete, self.collection, ids=[int(face)])
+        return bool(found)
+
+    def list_identities(self, after: str | None = None, limit: int = 100) -> list[tuple[str, int]]:
+        """Identities in name order after the cursor `after`, with their face counts, at most `limit`.
+
+        Milvus has no ORDER BY or DISTINCT, so this scans the identity field of the faces past the cursor; the
+        cost grows with the gallery, which is fine for administration, not for a hot path.
+        """
+        expr = f"identity > {quote(validate_identity(after))}" if after else 'identity != ""'
+        counts: dict[str, int] = {}
+        for row in self._scan(expr, ["identity"]):
+            counts[row["identity"]] = counts.get(row["identity"], 0) + 1
+        return [(name, counts[name]) for name in sorted(counts)[:limit]]
+
+    def _scan(self, expr: str, fields: list[str], batch: int = 1000) -> Iterator[dict]:
+        """Every row matching `expr`, through a query iterator (plain offsets stop at 16,384 rows)."""
+        self.info()
+        iterator = self._call("query_iterator", self.client.query_iterator, self.collection, batch_size=batch,
+                              filter=expr, output_fields=fields)
+        try:
+            while rows := self._call("query_iterator.next", iterator.next):
+                yield from rows
+        finally:
+            iterator.close()
+
     def faces_of(self, identity: str, limit: int = 1000) -> list[dict]:
         expr = f"identity == {quote(validate_identity(identity))}"
         self.info()
@@ -210,12 +249,4 @@ class FaceIndex:
 
     def iter_ids(self, batch: int = 1000) -> Iterator[int]:
         """Every primary key, for checks that each face is present exactly once."""
-        self.info()
-        offset = 0
-        while True:
-            rows = self._call("query", self.client.query, self.collection, filter="id >= 0",
-                              output_fields=["id"], limit=batch, offset=offset)
-            yield from (int(r["id"]) for r in rows)
-            if len(rows) < batch:
-                return
-            offset += batch
+        yield from (int(r["id"]) for r in self._scan("id >= 0", ["id"], batch))
