@@ -101,8 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="faces retrieved per probe")
     p.add_argument("--json", action="store_true", help="print JSON lines")
 
-    p = sub.add_parser("serve", help="run the search API (not built yet)")
-    p.add_argument("--ray", action="store_true")
+    p = sub.add_parser("serve", help="run the search API (settings from ARCMATCH_* variables; flags override)")
+    p.add_argument("--model", help="model directory (env ARCMATCH_MODEL)")
+    p.add_argument("--milvus", help="Milvus Lite file or server URI (env ARCMATCH_MILVUS_URI)")
+    p.add_argument("--collection", help="collection (env ARCMATCH_COLLECTION)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (not built yet)")
+
+    p = sub.add_parser("apikey", help="create an API key: prints the key once, and its ARCMATCH_API_KEYS entry")
+    p.add_argument("name")
+    p.add_argument("--scopes", default="read", help="comma separated: read, write (default %(default)s)")
     p = sub.add_parser("submit", help="submit a job to a Ray cluster (not built yet)")
     p.add_argument("job", nargs=argparse.REMAINDER)
 
@@ -229,13 +238,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.ray:
+        raise NotImplementedYet("`arcmatch serve --ray` (Ray Serve with dynamic batching) is not built yet: issue 5")
+    import uvicorn
+
+    from jobs.api import create_app
+    from jobs.settings import Settings
+
+    overrides = {k: v for k, v in (("model", args.model), ("milvus_uri", args.milvus),
+                                   ("collection", args.collection)) if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except Exception as exc:  # pydantic's ValidationError: name the missing settings in one line
+        missing = ", ".join(f"ARCMATCH_{'_'.join(map(str, e['loc'])).upper()}" for e in exc.errors())
+        raise ValueError(f"settings incomplete or invalid: {missing}") from exc
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return EXIT_OK
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from jobs.apikeys import new_key
+
+    key, entry = new_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+    print(f"key (shown once, give it to the client): {key}")
+    print(f"add to ARCMATCH_API_KEYS (comma separated): {entry}")
+    return EXIT_OK
+
+
 def cmd_not_yet(args: argparse.Namespace) -> int:
-    issue = {"serve": "5 (search API)", "submit": "6 (Ray job submission)"}[args.command]
+    issue = {"submit": "6 (Ray job submission)"}[args.command]
     raise NotImplementedYet(f"`arcmatch {args.command}` is not built yet: see issue {issue}")
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "export": cmd_export, "ingest": cmd_ingest,
-            "search": cmd_search, "serve": cmd_not_yet, "submit": cmd_not_yet, "demo": cmd_demo}
+            "search": cmd_search, "serve": cmd_serve, "apikey": cmd_apikey, "submit": cmd_not_yet, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,17 @@ def test_every_subcommand_has_help(command):
 
 
 def test_unbuilt_command_says_so_in_one_line():
-    result = run_cli("serve")
+    result = run_cli("submit", "train")
     assert result.returncode != 0
-    assert result.stderr.strip().count("\n") == 0 and "issue 5" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "issue 6" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_without_settings_names_what_is_missing(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "jobs.cli", "serve"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "ARCMATCH_MODEL" in result.stderr and "ARCMATCH_API_KEYS" in result.stderr
     assert "Traceback" not in result.stderr
 
 

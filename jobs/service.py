@@ -1,0 +1,87 @@
+"""The identity service: what the HTTP API does, without HTTP. Routes stay thin; this holds the logic.
+
+Faces enrolled through the API are keyed by identity and image content (SHA-256), so enrolling the same photo
+twice is one face, not two, and a retried request is harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedder.embed import Embedder
+from embedder.preprocess import decode_image
+from indexer.decision import Decision, decide
+from indexer.errors import InvalidValue
+from indexer.ids import face_id, validate_identity
+from indexer.store import FaceIndex, FaceRow
+from jobs.lookup import Lookup
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    identity: str
+    face_ids: list[int]
+
+
+class IdentityService:
+    def __init__(self, embedder: Embedder, index: FaceIndex, *, k: int = 20, max_pixels: int = 40_000_000) -> None:
+        self.embedder = embedder
+        self.index = index
+        self.k = k
+        self.max_pixels = max_pixels
+        self.lookup = Lookup(embedder, index, k=k)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return decode_image(data, self.embedder.spec, max_pixels=self.max_pixels)
+
+    def embed_images(self, images: list[bytes]) -> np.ndarray:
+        return self.embedder.embed(np.stack([self.decode(data) for data in images]))
+
+    def search_vectors(self, vectors: np.ndarray, threshold: float | None = None, k: int | None = None,
+                       top_n: int = 1) -> list[Decision]:
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if vectors.ndim != 2 or vectors.shape[1] != self.embedder.spec.embedding_size:
+            raise InvalidValue(f"embeddings must have {self.embedder.spec.embedding_size} values each")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if not np.isfinite(vectors).all() or (norms == 0).any():
+            raise InvalidValue("embeddings must be finite and non-zero")
+        threshold = self.lookup.default_threshold() if threshold is None else threshold
+        hits = self.index.search(vectors / norms, k=k or self.k)
+        return [decide(h, threshold, top_n) for h in hits]
+
+    def search_images(self, images: list[bytes], threshold: float | None = None, k: int | None = None,
+                      top_n: int = 1) -> list[Decision]:
+        return self.search_vectors(self.embed_images(images), threshold, k, top_n)
+
+    def enroll(self, identity: str, images: list[tuple[str, bytes]], metadata: dict | None = None) -> Enrolled:
+        identity = validate_identity(identity)
+        vectors = self.embed_images([data for _, data in images])  # all decode, or nothing is written
+        rows = []
+        for (name, data), vector in zip(images, vectors, strict=True):
+            digest = hashlib.sha256(data).hexdigest()
+            rows.append(FaceRow(f"api:{name[:200]}", identity, vector, face_id(f"{identity}\x00{digest}"),
+                                {**(metadata or {}), "sha256": digest}))
+        self.index.upsert(rows)
+        return Enrolled(identity, [r.face_id for r in rows])
+
+    def identity(self, identity: str) -> list[dict]:
+        return self.index.faces_of(identity)
+
+    def delete_identity(self, identity: str) -> int:
+        return self.index.delete_identity(identity)
+
+    def delete_face(self, identity: str, face: int) -> bool:
+        return self.index.delete_face(identity, face)
+
+    def list_identities(self, cursor: str | None, limit: int) -> tuple[list[tuple[str, int]], str | None]:
+        page = self.index.list_identities(cursor, limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        return page, (page[-1][0] if more and page else None)
+
+    def ready(self) -> dict:
+        info = self.index.info()
+        return {"collection": self.index.collection, "model_version": info.model_version, "dim": info.dim}

@@ -1,0 +1,167 @@
+"""The HTTP API over real HTTP (uvicorn on loopback), on Milvus Lite and on the real Milvus server."""
+
+import io
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+
+from embedder.embed import TorchEmbedder
+from embedder.preprocess import decode_image
+from jobs.api import create_app
+from jobs.apikeys import new_key
+from jobs.settings import Settings
+from trainer.synthetic import make_identity, render
+
+READ_KEY, READ_ENTRY = new_key("reader", ["read"])
+WRITE_KEY, WRITE_ENTRY = new_key("admin", ["read", "write"])
+R, W = {"X-API-Key": READ_KEY}, {"X-API-Key": WRITE_KEY}
+
+
+def png(identity: int, n: int = 0) -> bytes:
+    rng = np.random.default_rng([identity, n])
+    buf = io.BytesIO()
+    Image.fromarray(render(make_identity(0, identity), rng, 32)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", params=["lite", "server"])
+def api(request, tmp_path_factory, tiny_model_dir):
+    uri = (str(tmp_path_factory.mktemp("api") / "api.db") if request.param == "lite"
+           else request.getfixturevalue("milvus_server_uri"))
+    collection = f"api_{request.param}_{int(time.time())}"
+    settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=uri,
+                        collection=collection, max_upload_bytes=200_000, max_pixels=1_000_000)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        yield client
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def enroll(api, identity, *images, metadata=None):
+    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    data = {"metadata": metadata} if metadata else None
+    return api.post(f"/v1/identities/{identity}/faces", files=files, data=data, headers=W)
+
+
+def test_health_is_open_everything_else_needs_a_key(api):
+    assert api.get("/v1/health").json() == {"status": "ok"}
+    assert api.get("/v1/ready").status_code == 401
+    assert api.get("/v1/ready", headers={"X-API-Key": "am_wrong"}).status_code == 401
+    ready = api.get("/v1/ready", headers=R)
+    assert ready.status_code == 200 and ready.json()["dim"] == 16
+    assert enroll.__name__ and api.post("/v1/identities/x/faces", files=[("images", ("a.png", png(1)))],
+                                        headers=R).status_code == 403
+
+
+def test_enroll_then_search_by_image_and_by_embedding(api, tiny_model_dir):
+    response = enroll(api, "ann", png(1), png(1, 1), metadata='{"team": "blue"}')
+    assert response.status_code == 201 and len(response.json()["face_ids"]) == 2
+    again = enroll(api, "ann", png(1))  # the same photo again is the same face
+    assert again.json()["face_ids"][0] == response.json()["face_ids"][0]
+    enroll(api, "bob", png(2))
+
+    found = api.post("/v1/search", files={"image": ("p.png", png(1), "image/png")}, headers=R).json()
+    assert found["match"] and found["identity"] == "ann" and found["score"] == pytest.approx(1.0, abs=1e-4)
+    assert found["candidates"][0]["identity"] == "ann" and found["threshold"] == 0.5
+
+    strict = api.post("/v1/search", files={"image": ("p.png", png(2, 5), "image/png")},
+                      data={"threshold": "0.99999"}, headers=R).json()
+    assert not strict["match"] and strict["identity"] is None and strict["candidates"]
+
+    embedder = TorchEmbedder.from_checkpoint(tiny_model_dir)
+    vector = embedder.embed(decode_image(png(2), embedder.spec)[None])[0]
+    answers = api.post("/v1/search/embedding", json={"embeddings": [vector.tolist()]}, headers=R).json()
+    assert answers[0]["identity"] == "bob"
+    identity = api.get("/v1/identities/ann", headers=R).json()
+    assert len(identity["faces"]) == 2
+    # re-enrolling a photo replaces its row, metadata included; the other photo keeps what it was given
+    assert sorted(f["metadata"].get("team", "-") for f in identity["faces"]) == ["-", "blue"]
+
+
+def test_pagination_and_deletes(api):
+    for name in ("p1", "p2", "p3"):
+        enroll(api, name, png(10 + int(name[1])))
+    seen, cursor = [], None
+    while True:
+        page = api.get("/v1/identities", params={"limit": 2, **({"cursor": cursor} if cursor else {})},
+                       headers=R).json()
+        seen += [i["identity"] for i in page["identities"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen) and {"p1", "p2", "p3"} <= set(seen) and len(seen) == len(set(seen))
+
+    face = api.get("/v1/identities/p1", headers=R).json()["faces"][0]["face_id"]
+    assert api.delete(f"/v1/identities/p2/faces/{face}", headers=W).status_code == 404  # not p2's face
+    assert api.delete(f"/v1/identities/p1/faces/{face}", headers=W).json()["deleted_face"] == face
+    assert api.get("/v1/identities/p1", headers=R).status_code == 404
+    assert api.delete("/v1/identities/p3", headers=W).json()["deleted_faces"] == 1
+    assert api.delete("/v1/identities/p3", headers=W).status_code == 404
+
+
+@pytest.mark.parametrize("payload", ['" or 1==1 or "', 'x" || identity != "', "a\\", "') or ('1'=='1"])
+def test_filter_injection_deletes_and_leaks_nothing(api, payload):
+    enroll(api, "victim", png(30))
+    before = api.get("/v1/identities", params={"limit": 1000}, headers=R).json()["identities"]
+    assert api.get(f"/v1/identities/{payload}", headers=R).status_code == 404
+    assert api.delete(f"/v1/identities/{payload}", headers=W).status_code == 404
+    assert api.get("/v1/identities", params={"limit": 1000}, headers=R).json()["identities"] == before
+    created = enroll(api, payload, png(31))
+    assert created.status_code == 201
+    assert api.delete(f"/v1/identities/{payload}", headers=W).json()["deleted_faces"] == 1
+    assert api.get("/v1/identities/victim", headers=R).status_code == 200
+
+
+def test_bad_requests_get_json_4xx_without_traces(api):
+    checks = [
+        api.post("/v1/search", files={"image": ("x.png", b"not an image", "image/png")}, headers=R),
+        api.post("/v1/search", files={"image": ("x.png", b"", "image/png")}, headers=R),
+        api.post("/v1/search", files={"image": ("big.bin", b"0" * 300_000, "image/png")}, headers=R),
+        api.post("/v1/search/embedding", json={"embeddings": [[0.1, 0.2]]}, headers=R),
+        api.post("/v1/search/embedding", json={"embeddings": [[0.0] * 16]}, headers=R),
+        api.post("/v1/search/embedding", json={"embeddings": []}, headers=R),
+        api.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1)))], data={"metadata": "[1]"},
+                 headers=W),
+        api.post("/v1/identities/%20/faces", files=[("images", ("a.png", png(1)))], headers=W),
+        api.get("/v1/identities", params={"limit": 0}, headers=R),
+    ]
+    statuses = [r.status_code for r in checks]
+    assert statuses == [400, 400, 413, 400, 400, 422, 400, 400, 422]
+    for response in checks:
+        body = response.json()
+        assert body["error"] and body["detail"] and "Traceback" not in response.text
+    big = Image.new("L", (2000, 2000))
+    buf = io.BytesIO()
+    big.save(buf, "PNG")
+    bomb = api.post("/v1/search", files={"image": ("big.png", buf.getvalue(), "image/png")}, headers=R)
+    assert bomb.status_code == 400 and "pixels" in bomb.json()["detail"]
+
+
+def test_openapi_is_served(api):
+    spec = api.get("/openapi.json").json()
+    assert "/v1/search" in spec["paths"] and "/v1/identities/{identity}" in spec["paths"]
+
+
+def test_settings_have_no_default_for_secrets(tmp_path, monkeypatch):
+    monkeypatch.delenv("ARCMATCH_API_KEYS", raising=False)
+    with pytest.raises(Exception, match="api_keys"):
+        Settings(model=tmp_path, _env_file=None)
