@@ -5,9 +5,11 @@ Every route but /v1/health needs an API key (header `X-API-Key`) with the read o
 """
 
 
+import asyncio
 import json
 import logging
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +23,8 @@ from jobs.service import IdentityService
 from jobs.settings import Settings
 
 log = logging.getLogger("arcmatch.api")
+if not log.handlers:  # under Ray Serve the root logger has no handler: keep tracebacks in the replica's log
+    log.addHandler(logging.StreamHandler())
 
 
 class CandidateOut(BaseModel):
@@ -54,12 +58,19 @@ class TooLarge(ValueError):
     """An upload over the size limit (HTTP 413)."""
 
 
-def create_app(settings: Settings, service: IdentityService | None = None) -> FastAPI:
-    """The app; `service` is built from the settings unless given (the Ray Serve deployment builds its own)."""
+def create_app(settings: Settings, provider: Callable[[], tuple[IdentityService, Any]] | None = None) -> FastAPI:
+    """The app. `provider` returns (service, batcher or None); by default one service is built from the settings.
+
+    The Ray Serve deployment passes a provider that returns its replica's own service and batcher.
+    """
     keys = parse_keys(settings.api_keys.get_secret_value())
     if not keys:
         raise ValueError("ARCMATCH_API_KEYS holds no key: create one with `arcmatch apikey NAME`")
-    service = service or build_service(settings)
+    if provider is None:
+        built = (build_service(settings), None)
+
+        def provider() -> tuple[IdentityService, Any]:
+            return built
     app = FastAPI(title="arcmatch", version="1", description="One-shot face identity lookup.")
 
     def require(scope: str):
@@ -95,6 +106,8 @@ def create_app(settings: Settings, service: IdentityService | None = None) -> Fa
         if isinstance(exc, TooLarge):
             return JSONResponse({"error": "too large", "detail": str(exc)}, status_code=413)
         _, status, kind = classify(exc)
+        if status == 500:  # a builtin error that is none of ours: a bug, so no detail leaves the service
+            return await internal_error(request, exc)
         return JSONResponse({"error": kind, "detail": str(exc)}, status_code=status)
 
     # our errors derive from these builtins (jobs/errors.py); registering them here answers without re-raising
@@ -103,7 +116,7 @@ def create_app(settings: Settings, service: IdentityService | None = None) -> Fa
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request %s %s failed", request.method, request.url.path)
+        log.error("request %s %s failed", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal error", "detail": "the service could not complete the request"},
                             status_code=500)
 
@@ -111,23 +124,36 @@ def create_app(settings: Settings, service: IdentityService | None = None) -> Fa
     def health() -> dict:
         return {"status": "ok"}
 
+    async def search(vectors, threshold: float | None, k: int | None, top_n: int) -> list[Decision]:
+        service, batcher = provider()
+        vectors = service.check_vectors(vectors)
+        if batcher is None:  # off the event loop, so slow searches do not stall other requests
+            return await asyncio.to_thread(service.search_vectors, vectors, threshold, k, top_n)
+        query = (service.threshold(threshold), k or service.k, top_n)
+        return list(await asyncio.gather(*(batcher.search((v, *query)) for v in vectors)))
+
     @app.get("/v1/ready")
     def ready(_: ReadKey) -> dict:
-        return {"status": "ready", **service.ready()}
+        return {"status": "ready", **provider()[0].ready()}
 
     @app.post("/v1/search", response_model=DecisionOut)
     async def search_image(_: ReadKey, image: Annotated[UploadFile, File()],
                            threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
                            k: Annotated[int | None, Form(ge=1, le=1000)] = None,
                            top_n: Annotated[int, Form(ge=1, le=100)] = 1):
-        return DecisionOut.of(service.search_images([await read_upload(image)], threshold, k, top_n)[0])
+        service, batcher = provider()
+        pixels = service.decode(await read_upload(image))
+        if batcher is not None:
+            vector = await batcher.embed(pixels)
+        else:
+            vector = (await asyncio.to_thread(service.embedder.embed, pixels[None]))[0]
+        return DecisionOut.of((await search(vector, threshold, k, top_n))[0])
 
     @app.post("/v1/search/embedding", response_model=list[DecisionOut])
-    def search_embedding(_: ReadKey, query: EmbeddingQuery):
+    async def search_embedding(_: ReadKey, query: EmbeddingQuery):
         if len(query.embeddings) > settings.max_batch_vectors:
             raise HTTPException(400, f"at most {settings.max_batch_vectors} embeddings per request")
-        decisions = service.search_vectors(query.embeddings, query.threshold, query.k, query.top_n)
-        return [DecisionOut.of(d) for d in decisions]
+        return [DecisionOut.of(d) for d in await search(query.embeddings, query.threshold, query.k, query.top_n)]
 
     @app.post("/v1/identities/{identity}/faces", status_code=201)
     async def enroll(_: WriteKey, identity: str, images: Annotated[list[UploadFile], File()],
@@ -136,12 +162,12 @@ def create_app(settings: Settings, service: IdentityService | None = None) -> Fa
         if extra is not None and not isinstance(extra, dict):
             raise HTTPException(400, "metadata must be a JSON object")
         uploads = [(u.filename or f"image{i}", await read_upload(u)) for i, u in enumerate(images)]
-        enrolled = service.enroll(identity, uploads, extra)
+        enrolled = provider()[0].enroll(identity, uploads, extra)
         return {"identity": enrolled.identity, "face_ids": [str(f) for f in enrolled.face_ids]}
 
     @app.get("/v1/identities/{identity}")
     def get_identity(_: ReadKey, identity: str) -> dict:
-        faces = service.identity(identity)
+        faces = provider()[0].identity(identity)
         if not faces:
             raise HTTPException(404, f"no identity {identity!r}")
         return {"identity": identity, "faces": [
@@ -150,21 +176,21 @@ def create_app(settings: Settings, service: IdentityService | None = None) -> Fa
 
     @app.delete("/v1/identities/{identity}")
     def delete_identity(_: WriteKey, identity: str) -> dict:
-        deleted = service.delete_identity(identity)
+        deleted = provider()[0].delete_identity(identity)
         if not deleted:
             raise HTTPException(404, f"no identity {identity!r}")
         return {"identity": identity, "deleted_faces": deleted}
 
     @app.delete("/v1/identities/{identity}/faces/{face}")
     def delete_face(_: WriteKey, identity: str, face: int) -> dict:
-        if not service.delete_face(identity, face):
+        if not provider()[0].delete_face(identity, face):
             raise HTTPException(404, f"identity {identity!r} has no face {face}")
         return {"identity": identity, "deleted_face": str(face)}
 
     @app.get("/v1/identities")
     def list_identities(_: ReadKey, cursor: str | None = None,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
-        page, next_cursor = service.list_identities(cursor, limit)
+        page, next_cursor = provider()[0].list_identities(cursor, limit)
         return {"identities": [{"identity": name, "faces": n} for name, n in page], "next_cursor": next_cursor}
 
     return app

@@ -107,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", help="collection (env ARCMATCH_COLLECTION)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (not built yet)")
+    p.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment with dynamic batching")
+    p.add_argument("--replicas", type=int, default=1, help="--ray: (minimum) replicas")
+    p.add_argument("--max-replicas", type=int, help="--ray: autoscale up to this many replicas")
+    p.add_argument("--batch-size", type=int, default=16, help="--ray: dynamic batch size (1 turns batching off)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="--ray: longest wait to fill a batch")
+    p.add_argument("--gpus-per-replica", type=float, default=0.0)
+    _ray_args(p)
 
     p = sub.add_parser("apikey", help="create an API key: prints the key once, and its ARCMATCH_API_KEYS entry")
     p.add_argument("name")
@@ -239,11 +245,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if args.ray:
-        raise NotImplementedYet("`arcmatch serve --ray` (Ray Serve with dynamic batching) is not built yet: issue 5")
-    import uvicorn
-
-    from jobs.api import create_app
     from jobs.settings import Settings
 
     overrides = {k: v for k, v in (("model", args.model), ("milvus_uri", args.milvus),
@@ -253,7 +254,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except Exception as exc:  # pydantic's ValidationError: name the missing settings in one line
         missing = ", ".join(f"ARCMATCH_{'_'.join(map(str, e['loc'])).upper()}" for e in exc.errors())
         raise ValueError(f"settings incomplete or invalid: {missing}") from exc
+    if args.ray:
+        return _serve_ray(args, settings)
+    import uvicorn
+
+    from jobs.api import create_app
+
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return EXIT_OK
+
+
+def _serve_ray(args: argparse.Namespace, settings) -> int:
+    from ray import serve
+
+    from indexer.store import is_lite_uri
+    from jobs.runtime import init_ray
+    from jobs.serve_deploy import build_application
+
+    max_replicas = args.max_replicas or args.replicas
+    if is_lite_uri(settings.milvus_uri) and max_replicas > 1:
+        raise ValueError("Milvus Lite opens its file from one process only: use one replica, or a Milvus server")
+    init_ray(args.address)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    application = build_application(settings, min_replicas=args.replicas, max_replicas=max_replicas,
+                                    max_batch_size=args.batch_size, batch_wait_timeout_s=args.batch_wait_ms / 1000,
+                                    num_gpus=args.gpus_per_replica)
+    serve.run(application, name="arcmatch", route_prefix="/", blocking=True)
     return EXIT_OK
 
 

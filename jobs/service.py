@@ -40,17 +40,23 @@ class IdentityService:
     def embed_images(self, images: list[bytes]) -> np.ndarray:
         return self.embedder.embed(np.stack([self.decode(data) for data in images]))
 
-    def search_vectors(self, vectors: np.ndarray, threshold: float | None = None, k: int | None = None,
-                       top_n: int = 1) -> list[Decision]:
+    def check_vectors(self, vectors) -> np.ndarray:
+        """Caller-given embeddings as unit float32 rows of the model's dimension, or InvalidValue."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.ndim != 2 or vectors.shape[1] != self.embedder.spec.embedding_size:
             raise InvalidValue(f"embeddings must have {self.embedder.spec.embedding_size} values each")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if not np.isfinite(vectors).all() or (norms == 0).any():
             raise InvalidValue("embeddings must be finite and non-zero")
-        threshold = self.lookup.default_threshold() if threshold is None else threshold
-        hits = self.index.search(vectors / norms, k=k or self.k)
-        return [decide(h, threshold, top_n) for h in hits]
+        return vectors / norms
+
+    def threshold(self, threshold: float | None) -> float:
+        return self.lookup.default_threshold() if threshold is None else threshold
+
+    def search_vectors(self, vectors: np.ndarray, threshold: float | None = None, k: int | None = None,
+                       top_n: int = 1) -> list[Decision]:
+        hits = self.index.search(self.check_vectors(vectors), k=k or self.k)
+        return [decide(h, self.threshold(threshold), top_n) for h in hits]
 
     def search_images(self, images: list[bytes], threshold: float | None = None, k: int | None = None,
                       top_n: int = 1) -> list[Decision]:
