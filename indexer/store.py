@@ -94,9 +94,16 @@ class Hit:
 
 
 class FaceIndex:
-    def __init__(self, client, collection: str) -> None:
+    """One collection. `consistency` applies to searches: "Strong" (the default) waits until every write before
+    the search is visible, which on a Milvus server costs up to a few hundred milliseconds per search; "Session"
+    sees this client's own writes at once and others' within moments, which is what a search service wants."""
+
+    def __init__(self, client, collection: str, *, consistency: str = "Strong") -> None:
+        if consistency not in ("Strong", "Session", "Bounded", "Eventually"):
+            raise InvalidValue(f"consistency must be Strong, Session, Bounded or Eventually, got {consistency!r}")
         self.client = client
         self.collection = collection
+        self.consistency = consistency
         self._info: CollectionInfo | None = None
 
     def _call(self, what: str, fn, *args, **kwargs):
@@ -186,7 +193,8 @@ class FaceIndex:
                                 f"holds dim {info.dim} ({info.model_version})")
         params = {"metric_type": "COSINE", "params": {"ef": max(ef or 64, k)}}
         results = self._call("search", self.client.search, self.collection, data=vectors.tolist(), limit=k,
-                             output_fields=["identity", "source"], search_params=params)
+                             output_fields=["identity", "source"], search_params=params,
+                             consistency_level=self.consistency)
         return [
             [Hit(int(h["id"]), h["entity"]["identity"], float(h["distance"]), h["entity"]["source"]) for h in hits]
             for hits in results

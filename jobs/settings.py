@@ -19,4 +19,5 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 8 * 1024 * 1024
     max_pixels: int = 40_000_000
     search_k: int = 20
+    search_consistency: str = "Session"  # see indexer.store.FaceIndex
     max_batch_vectors: int = 64
