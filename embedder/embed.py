@@ -30,6 +30,7 @@ class Embedder:
     spec: ModelSpec
     calibration: Calibration | None
     batch_size: int
+    flip_tta: bool = False  # force flip-TTA for evaluation, whatever the spec says
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -41,7 +42,7 @@ class Embedder:
         for start in range(0, len(images), self.batch_size):
             x = normalize_batch(images[start : start + self.batch_size], self.spec)
             raw = self._forward(x)
-            if self.spec.flip_tta:
+            if self.spec.flip_tta or self.flip_tta:
                 raw = raw + self._forward(np.ascontiguousarray(x[..., ::-1]))
             out.append(raw)
         vectors = np.concatenate(out)

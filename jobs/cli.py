@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="verification accuracy and threshold calibration on held-out identities")
     p.add_argument("--model", required=True, help="embedder checkpoint directory")
     p.add_argument("--data", required=True, help="identity/image tree or CSV manifest of held-out identities")
+    p.add_argument("--pairs", help="an LFW-style pairs file over --data (10 folds); default: sampled pairs")
+    p.add_argument("--flip-tta", action="store_true", help="embed each image with its mirror image")
+    p.add_argument("--roc", help="write the ROC curve to this PNG")
     p.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)g)")
     p.add_argument("--calibrate", action="store_true", help="store the threshold in the checkpoint")
     p.add_argument("--seed", type=int, default=0)
@@ -167,14 +170,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from embedder.embed import open_embedder
     from trainer.data import list_images
-    from trainer.evaluate import calibrate
+    from trainer.evaluate import calibrate, evaluate_pairs
 
     embedder = open_embedder(args.model)
-    verification, calibration = calibrate(embedder, list_images(args.data), args.far, args.seed)
+    embedder.flip_tta = args.flip_tta
+    if args.pairs:
+        verification, calibration, scores = evaluate_pairs(embedder, args.pairs, args.data, args.far)
+    else:
+        verification, calibration, scores = calibrate(embedder, list_images(args.data), args.far, args.seed)
     print(f"verification: {100 * verification.accuracy_mean:.2f}% +- {100 * verification.accuracy_std:.2f} "
           f"({verification.folds}-fold), ROC AUC {verification.auc:.4f}")
+    for far, tar in verification.tar_at_far.items():
+        print(f"TAR {tar:.4f} at FAR {far:g}")
     print(f"threshold {calibration.threshold:.4f} at FAR {calibration.measured_far:.5f} "
           f"(target {calibration.target_far:g}), TAR {calibration.tar:.3f}, {calibration.pairs} pairs")
+    if args.roc:
+        from trainer.evaluate import plot_roc
+
+        print(f"ROC curve in {plot_roc(*scores, args.roc, title=f'arcmatch eval: {Path(args.model).name}')}")
     if args.calibrate:
         calibration.save(args.model)
         print(f"stored the threshold in {args.model}")

@@ -185,7 +185,7 @@ def run_demo(
         target_far = target_fpir / max(1, report.counts["gallery"])
     log(f"calibrating the threshold on held-out identities for a pair FAR of {target_far:.2g}")
     embedder = TorchEmbedder.from_checkpoint(workdir / "model")
-    report.verification, report.calibration = calibrate(embedder, split.calibration, target_far, seed)
+    report.verification, report.calibration, _ = calibrate(embedder, split.calibration, target_far, seed)
     report.calibration.save(workdir / "model")
     embedder.calibration = report.calibration
     lap("calibrate")

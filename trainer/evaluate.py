@@ -6,7 +6,8 @@ ROC computation is sklearn's; nothing here re-implements it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -22,6 +23,7 @@ class Verification:
     accuracy_std: float
     auc: float
     folds: int
+    tar_at_far: dict[float, float] = field(default_factory=dict)
 
 
 def pair_scores(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -46,6 +48,35 @@ def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> V
         accuracies.append(((scores[test] >= threshold) == same[test]).mean())
     auc = roc_auc_score(same, scores) if 0 < same.sum() < len(same) else float("nan")
     return Verification(float(np.mean(accuracies)), float(np.std(accuracies)), float(auc), len(accuracies))
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, fars: tuple[float, ...] = (1e-2, 1e-3)) -> dict[float, float]:
+    """TAR at each FAR the data can resolve (at least ten impostor pairs above it); others are left out."""
+    impostors = int((~same).sum())
+    return {far: threshold_at_far(scores, same, far)[2] for far in fars if far * impostors >= 10}
+
+
+def plot_roc(scores: np.ndarray, same: np.ndarray, path: str | Path, title: str = "ROC") -> Path:
+    """The ROC curve (log FAR axis) as a PNG, with its AUC in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr, _ = roc_curve(same, scores)
+    figure, axis = plt.subplots(figsize=(5, 4), dpi=120)
+    axis.plot(np.maximum(fpr, 1e-6), tpr, label=f"AUC {roc_auc_score(same, scores):.4f}")
+    axis.set_xscale("log")
+    axis.set_xlim(1e-4, 1)
+    axis.set_xlabel("false accept rate")
+    axis.set_ylabel("true accept rate")
+    axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
 
 
 def threshold_at_far(scores: np.ndarray, same: np.ndarray, target_far: float) -> tuple[float, float, float]:
@@ -82,19 +113,43 @@ def sample_pairs(
     return pairs, same
 
 
+def _verify(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> Verification:
+    return replace(kfold_accuracy(scores, same, folds), tar_at_far=tar_at_far(scores, same))
+
+
 def calibrate(
     embedder: Embedder, items: list[LabelledImage], target_far: float, seed: int = 0
-) -> tuple[Verification, Calibration]:
-    """Embed held-out identities, then: 10-fold accuracy on balanced pairs, and the threshold at target_far.
+) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
+    """Embed held-out identities; 10-fold accuracy on balanced pairs, and the threshold at target_far.
 
     The threshold uses every impostor pair there is (up to 200k): a FAR of 1e-3 needs thousands to be resolved.
+    Returns (verification, calibration, (scores, same) of the balanced pairs).
     """
     data = decode_items(items, embedder.spec)
     vectors = embedder.embed(data.images)
     rng = np.random.default_rng(seed)
     pairs, same = sample_pairs(data.labels, 3000, 3000, rng)
     scores = pair_scores(vectors, pairs)
-    verification = kfold_accuracy(scores, same, rng.permutation(len(scores)) % 10)
+    verification = _verify(scores, same, rng.permutation(len(scores)) % 10)
     all_pairs, all_same = sample_pairs(data.labels, 10**6, 200_000, rng)
     threshold, far, tar = threshold_at_far(pair_scores(vectors, all_pairs), all_same, target_far)
-    return verification, Calibration(threshold, target_far, far, tar, len(all_pairs))
+    return verification, Calibration(threshold, target_far, far, tar, len(all_pairs)), (scores, same)
+
+
+def evaluate_pairs(
+    embedder: Embedder, pairs_file: str | Path, root: str | Path, target_far: float
+) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
+    """The LFW protocol on a pairs file: each fold's threshold chosen on the other folds; calibration on all."""
+    from embedder.preprocess import decode_image
+    from trainer.pairs import read_pairs
+
+    pairs = read_pairs(pairs_file, root)
+    paths = pairs.images()
+    images = np.stack([decode_image(Path(p).read_bytes(), embedder.spec) for p in paths])
+    vectors = embedder.embed(images)
+    row = {p: i for i, p in enumerate(paths)}
+    index = np.array([[row[a], row[b]] for a, b in zip(pairs.left, pairs.right, strict=True)])
+    scores = pair_scores(vectors, index)
+    threshold, far, tar = threshold_at_far(scores, pairs.same, target_far)
+    calibration = Calibration(threshold, target_far, far, tar, len(scores))
+    return _verify(scores, pairs.same, pairs.fold), calibration, (scores, pairs.same)

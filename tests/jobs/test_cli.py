@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jobs.cli import COMMANDS, main
@@ -62,3 +63,27 @@ def test_eval_calibrates_into_the_checkpoint(tmp_path, tiny_model_dir):
                  "--calibrate"]) == 0
     calibration = Calibration.load(model)
     assert calibration.target_far == 0.1 and calibration.measured_far <= 0.1
+
+
+def test_eval_on_a_pairs_file_writes_a_roc_plot(tmp_path, tiny_model_dir, capsys):
+    from PIL import Image
+
+    from trainer.synthetic import make_identity, render
+
+    lines = ["2\t3"]
+    for person in range(4):
+        rng = np.random.default_rng(person)
+        folder = tmp_path / "tree" / f"p{person}"
+        folder.mkdir(parents=True)
+        for n in range(1, 4):
+            Image.fromarray(render(make_identity(0, person), rng, 32)).save(folder / f"p{person}_{n:04d}.jpg")
+    for fold in range(2):
+        a, b = 2 * fold, 2 * fold + 1
+        lines += [f"p{a}\t1\t2", f"p{a}\t1\t3", f"p{b}\t2\t3"]
+        lines += [f"p{a}\t1\tp{b}\t1", f"p{a}\t2\tp{b}\t2", f"p{a}\t3\tp{b}\t3"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path / "tree"), "--pairs",
+                 str(tmp_path / "pairs.txt"), "--flip-tta", "--roc", str(tmp_path / "roc.png"), "--far", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "(2-fold)" in out and "ROC curve in" in out
+    assert (tmp_path / "roc.png").stat().st_size > 1000

@@ -38,3 +38,16 @@ def test_sample_pairs_are_labelled_right_and_unique():
     assert len({tuple(sorted(p)) for p in pairs.tolist()}) == len(pairs)
     vectors = np.eye(40, dtype=np.float32)
     assert (pair_scores(vectors, pairs) == 0).all()
+
+
+def test_tar_only_where_the_data_resolves_the_far(tmp_path):
+    from trainer.evaluate import plot_roc, tar_at_far
+
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.normal(0.7, 0.1, 500), rng.normal(0.1, 0.1, 2000)])
+    same = np.arange(2500) < 500
+    tars = tar_at_far(scores, same)
+    assert set(tars) == {1e-2}  # 2,000 impostors resolve 1e-2, not 1e-3
+    assert 0.9 < tars[1e-2] <= 1.0
+    png = plot_roc(scores, same, tmp_path / "roc.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
