@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-worker", type=int, default=1)
     p.add_argument("--backbone-weights", help="local file with initial backbone weights")
     p.add_argument("--storage", default="./runs", help="Ray Train storage path for checkpoints")
+    p.add_argument("--name", help="run name (default: arcmatch-train-<time>)")
+    p.add_argument("--resume", metavar="NAME", help="continue the run NAME in --storage from its latest checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: each epoch)")
+    p.add_argument("--max-failures", type=int, default=2, help="worker failures survived from the last checkpoint")
     _ray_args(p)
 
     p = sub.add_parser("eval", help="verification accuracy and threshold calibration on held-out identities")
@@ -158,9 +162,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(data=str(Path(args.data).resolve()), spec=spec, head=args.head, scale=args.scale,
                          margins=margins, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                          lr=args.lr, workers=args.workers, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
-                         backbone_weights=args.backbone_weights)
+                         backbone_weights=args.backbone_weights, checkpoint_every=args.checkpoint_every,
+                         max_failures=args.max_failures)
+    if args.resume and not (Path(args.storage) / args.resume).is_dir():
+        raise FileNotFoundError(f"no run {args.resume!r} in {args.storage} to resume")
     init_ray(args.address)
-    result = fit(config, args.out, storage=args.storage)
+    result = fit(config, args.out, storage=args.storage, name=args.resume or args.name)
     last = result.history[-1]
     print(f"trained {spec.backbone}: loss {result.history[0]['loss']:.3f} -> {last['loss']:.3f}, "
           f"{last['images_per_s']:.0f} img/s, {len(result.skipped)} images skipped; checkpoint in {args.out}")

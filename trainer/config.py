@@ -27,6 +27,9 @@ class TrainConfig:
     cpus_per_worker: int = 1
     seed: int = 0
     log_every: int = 20
+    checkpoint_every: int = 0  # steps; 0 = at the end of each epoch only
+    keep_checkpoints: int = 2
+    max_failures: int = 2  # worker deaths survived by restarting from the last checkpoint
     backbone_weights: str | None = None
 
     def __post_init__(self) -> None:

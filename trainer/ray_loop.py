@@ -11,13 +11,14 @@ import json
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from embedder.checkpoint import load_embedder, save_embedder
@@ -25,6 +26,7 @@ from embedder.model import FaceEmbedder
 from trainer.config import TrainConfig
 from trainer.data import decode_items, list_images
 from trainer.heads import build_head
+from trainer.state import Position, load_state, save_state
 from trainer.step import TrainModule, build_optimizer, build_scheduler, make_batch, train_step
 
 HISTORY_FILE = "history.json"
@@ -55,51 +57,81 @@ def train_loop_per_worker(config_dict: dict) -> None:
     embedder = FaceEmbedder(config.spec, dropout=config.dropout, backbone_weights=config.backbone_weights)
     head = build_head(config.head, config.spec.embedding_size, len(data.classes), s=config.scale,
                       margins=config.margins or None)
-    module = prepare_model(TrainModule(embedder, head))
-    optimizer = build_optimizer(module, config)
-    total = steps_per_epoch * config.epochs
-    scheduler = build_scheduler(optimizer, int(config.warmup_epochs * steps_per_epoch), total)
+    train_module = TrainModule(embedder, head)
+    optimizer = build_optimizer(train_module, config)
+    scheduler = build_scheduler(optimizer, int(config.warmup_epochs * steps_per_epoch),
+                                steps_per_epoch * config.epochs)
+    position, history = Position(0, 0), []
+    restored = ray.train.get_checkpoint()
+    if restored is not None:  # a resumed run, or a restart after a worker died
+        with restored.as_directory() as directory:
+            position, history = load_state(directory, train_module, optimizer)
+    per_step = config.batch_size * world
+    start_step = position.samples // per_step
+    fast_forward(scheduler, position.epoch * steps_per_epoch + start_step)
+    module = prepare_model(train_module)
     autocast = torch.bfloat16 if device.type == "cuda" else None
-    rng = np.random.default_rng([config.seed, rank, 7])
 
-    history = []
-    for epoch in range(config.epochs):
+    for epoch in range(position.epoch, config.epochs):
         order = _epoch_indices(len(data.labels), epoch, config.seed, rank, world, config.batch_size)
+        first = start_step if epoch == position.epoch else 0
+        rng = np.random.default_rng([config.seed, rank, epoch, first])
         losses, accuracies, started = [], [], time.perf_counter()
-        for step in range(steps_per_epoch):
+        for step in range(first, steps_per_epoch):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             x, y = make_batch(data.images[idx], data.labels[idx], config.spec, rng)
             loss, acc = train_step(module, optimizer, scheduler, x.to(device), y.to(device),
                                    autocast_dtype=autocast, clip_grad_norm=config.clip_grad_norm)
             losses.append(loss)
             accuracies.append(acc)
-            if rank == 0 and config.log_every and (step + 1) % config.log_every == 0:
-                rate = (step + 1) * config.batch_size * world / (time.perf_counter() - started)
+            done = step + 1 - first
+            if rank == 0 and config.log_every and done % config.log_every == 0:
+                rate = done * per_step / (time.perf_counter() - started)
                 recent = slice(-config.log_every, None)
                 # not print(): Ray Train patches print into its logger, and the driver would show each line twice
                 sys.stdout.write(f"epoch {epoch + 1}/{config.epochs} step {step + 1}/{steps_per_epoch} "
                                  f"loss {np.mean(losses[recent]):.3f} acc {np.mean(accuracies[recent]):.3f} "
                                  f"{rate:.0f} img/s\n")
                 sys.stdout.flush()
+            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                metrics = {"epoch": epoch + 1, "step": step + 1, "loss": float(np.mean(losses[-done:]))}
+                _report(rank, metrics, train_module, optimizer, Position(epoch, (step + 1) * per_step), history,
+                        data, with_model=False)
         seconds = time.perf_counter() - started
-        metrics = {
+        history.append({
             "epoch": epoch + 1,
-            "loss": float(np.mean(losses)),
-            "accuracy": float(np.mean(accuracies)),
-            "images_per_s": steps_per_epoch * config.batch_size * world / seconds,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "accuracy": float(np.mean(accuracies)) if accuracies else float("nan"),
+            "images_per_s": len(losses) * per_step / seconds,
             "lr": scheduler.get_last_lr()[0],
             "skipped_images": len(data.skipped),
-        }
-        history.append(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                unwrapped = module.module if hasattr(module, "module") else module
-                save_embedder(unwrapped.embedder, tmp)
-                (Path(tmp) / HISTORY_FILE).write_text(json.dumps({"history": history, "skipped": data.skipped,
-                                                                   "classes": len(data.classes)}, indent=1))
-                checkpoint = Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            "resumed_at_step": first or None,
+        })
+        _report(rank, history[-1], train_module, optimizer, Position(epoch + 1, 0), history, data, with_model=True)
+
+
+def fast_forward(scheduler, step: int) -> None:
+    """Put a step-based schedule at `step` (after a resume) without replaying the steps."""
+    if step > 0:
+        scheduler.last_epoch = step - 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+            scheduler.step()
+
+
+def _report(rank: int, metrics: dict, module, optimizer, position: Position, history: list, data,
+            *, with_model: bool) -> None:
+    """Every worker reports; rank 0 attaches the checkpoint (full state, and the embedder at epoch ends)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            save_state(tmp, module, optimizer, position, history)
+            if with_model:
+                save_embedder(module.embedder, tmp)
+                (Path(tmp) / HISTORY_FILE).write_text(json.dumps(
+                    {"history": history, "skipped": data.skipped, "classes": len(data.classes)}, indent=1))
+            checkpoint = Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 @dataclass(frozen=True)
@@ -113,7 +145,8 @@ class TrainResult:
 def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: str | None = None) -> TrainResult:
     """Run the TorchTrainer and copy the final embedder checkpoint to `output`.
 
-    Ray Train resumes a run whose name already exists in `storage`, so a new run gets a new, timestamped name.
+    Ray Train resumes a run whose name already exists in `storage` from its latest checkpoint (also on another
+    number of workers): pass that name to continue it. Without a name a new, timestamped run starts.
     """
     started = time.perf_counter()
     list_images(config.data)  # a missing tree or bad manifest fails here, in one line, not inside a worker
@@ -126,7 +159,8 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
         run_config=RunConfig(
             name=name,
             storage_path=str(Path(storage).resolve()),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=config.max_failures),
         ),
     )
     result = trainer.fit()
