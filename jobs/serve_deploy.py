@@ -49,3 +49,17 @@ def build_application(settings: Settings, *, min_replicas: int = 1, max_replicas
             this_module._REPLICA["current"] = (service, batcher)
 
     return ArcmatchAPI.bind()
+
+
+def app_builder(args: dict[str, Any]):
+    """Serve's application builder (serveConfigV2 `import_path: jobs.serve_deploy:app_builder`, as in the RayService
+    manifest): settings from the ARCMATCH_* environment, sizes from the config's `args`."""
+    known = {"min_replicas", "max_replicas", "max_batch_size", "batch_wait_ms", "num_cpus", "num_gpus"}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ValueError(f"unknown arcmatch serve args {unknown}; known: {sorted(known)}")
+    minimum = int(args.get("min_replicas", 1))
+    return build_application(Settings(), min_replicas=minimum, max_replicas=int(args.get("max_replicas", minimum)),
+                             max_batch_size=int(args.get("max_batch_size", 16)),
+                             batch_wait_timeout_s=float(args.get("batch_wait_ms", 5)) / 1000,
+                             num_cpus=float(args.get("num_cpus", 1)), num_gpus=float(args.get("num_gpus", 0)))
