@@ -125,8 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apikey", help="create an API key: prints the key once, and its ARCMATCH_API_KEYS entry")
     p.add_argument("name")
     p.add_argument("--scopes", default="read", help="comma separated: read, write (default %(default)s)")
-    p = sub.add_parser("submit", help="submit a job to a Ray cluster (not built yet)")
-    p.add_argument("job", nargs=argparse.REMAINDER)
+    p = sub.add_parser("submit", help="run train/ingest/eval/prepare/export on a Ray cluster (Ray Jobs API)")
+    p.add_argument("job", choices=["train", "ingest", "eval", "prepare", "export"])
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the job's own arguments, as for the local command")
+    p.add_argument("--address", default=None, help="Ray Jobs API address, http://HEAD:8265 (default RAY_ADDRESS)")
+    p.add_argument("--no-follow", action="store_true", help="print the job id and return without waiting")
+
+    p = sub.add_parser("jobs", help="list, inspect, read the logs of, or stop jobs on a Ray cluster")
+    p.add_argument("action", choices=["list", "status", "logs", "stop"])
+    p.add_argument("job_id", nargs="?")
+    p.add_argument("--address", default=None, help="Ray Jobs API address (default RAY_ADDRESS)")
 
     p = sub.add_parser("demo", help="end to end on the embedded defaults: data, training, gallery, lookups")
     p.add_argument("--data", help="a real identity/image tree instead of synthetic faces")
@@ -312,13 +320,21 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_not_yet(args: argparse.Namespace) -> int:
-    issue = {"submit": "6 (Ray job submission)"}[args.command]
-    raise NotImplementedYet(f"`arcmatch {args.command}` is not built yet: see issue {issue}")
+def cmd_submit(args: argparse.Namespace) -> int:
+    from jobs.submit import submit
+
+    return submit(args.address, args.job, args.args, follow=not args.no_follow)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from jobs.submit import manage
+
+    return manage(args.address, args.action, args.job_id)
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "eval": cmd_eval, "export": cmd_export, "ingest": cmd_ingest,
-            "search": cmd_search, "serve": cmd_serve, "apikey": cmd_apikey, "submit": cmd_not_yet, "demo": cmd_demo}
+            "search": cmd_search, "serve": cmd_serve, "apikey": cmd_apikey, "submit": cmd_submit,
+            "jobs": cmd_jobs, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,11 +20,17 @@ def test_every_subcommand_has_help(command):
     assert exc.value.code == 0
 
 
-def test_unbuilt_command_says_so_in_one_line():
-    result = run_cli("submit", "train")
+def test_unbuilt_option_says_so_in_one_line():
+    result = run_cli("prepare", "--parquet", "out")
     assert result.returncode != 0
-    assert result.stderr.strip().count("\n") == 0 and "issue 6" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "issue 3" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_submit_without_a_cluster_says_how_to_name_one():
+    result = subprocess.run([sys.executable, "-m", "jobs.cli", "submit", "prepare", "--synthetic", "x"],
+                            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "RAY_ADDRESS" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_serve_without_settings_names_what_is_missing(tmp_path):
