@@ -153,7 +153,7 @@ class FaceIndex:
         schema.add_field("metadata", DataType.JSON)
         schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=info.dim)
         index = self.client.prepare_index_params()
-        index.add_index(field_name=VECTOR, index_type=index_type, metric_type="COSINE",
+        index.add_index(field_name=VECTOR, index_name=VECTOR, index_type=index_type, metric_type="COSINE",
                         params=INDEX_PARAMS[index_type])
         self._call("create_collection", self.client.create_collection, self.collection, schema=schema,
                    index_params=index, consistency_level="Strong",

@@ -25,11 +25,15 @@ AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     ray = Path(sys.executable).parent / "ray"
-    port, dashboard = free_port(), free_port()
+    # every port of its own: another Ray on this machine (the tests' local one) holds the defaults
+    port, dashboard, agent, agent_grpc, metrics, runtime_env, client = (free_port() for _ in range(7))
     temp = tmp_path_factory.mktemp("ray-head")
     head = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=1",
-                             "--include-dashboard=true", f"--temp-dir={temp}"],
+                             "--include-dashboard=true", f"--temp-dir={temp}",
+                             f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                             f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+                             f"--ray-client-server-port={client}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             # the cluster's `python` is the one with arcmatch's dependencies, as in its image
                             env={**os.environ, **AUTH, "PATH": f"{ray.parent}:{os.environ['PATH']}"})
