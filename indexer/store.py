@@ -9,6 +9,7 @@ or searching with vectors of another model is refused with ModelMismatch.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,10 +47,14 @@ def is_lite_uri(uri: str) -> bool:
 def connect(uri: str, token: str | None = None, timeout: float = 30.0):
     """A MilvusClient for a Milvus Lite file path (./faces.db) or a server URI (http://host:19530)."""
     pymilvus = _milvus()
+    lite = is_lite_uri(uri)
+    if lite:  # its lock failure is turned into one clear error below; no traceback from its logger first
+        logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
     try:
         return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout)
     except pymilvus.MilvusException as exc:
-        raise BackendUnavailable(f"cannot open Milvus at {uri}: {exc}") from exc
+        hint = " (Milvus Lite opens a file from one process only: is another process using it?)" if lite else ""
+        raise BackendUnavailable(f"cannot open Milvus at {uri}: {exc}{hint}") from exc
 
 
 @dataclass(frozen=True)
