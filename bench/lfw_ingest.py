@@ -16,12 +16,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import emit, start_milvus_server  # bench/common.py, beside this script
 
 from embedder.onnx import OnnxEmbedder
 from embedder.preprocess import decode_image
@@ -94,12 +94,7 @@ def main() -> None:
     server = None
     uri = args.milvus or str(workdir / "lfw.db")
     if args.server:
-        from milvus import MilvusServer
-
-        server = MilvusServer()
-        server.set_base_dir(str(workdir / "server"))
-        server.start()
-        uri = f"http://127.0.0.1:{server.listen_port}"
+        server, uri = start_milvus_server(workdir / "server")
     try:
         model = model_dir(workdir)
         init_ray()
@@ -142,9 +137,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

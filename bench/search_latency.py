@@ -17,7 +17,6 @@ figures: Milvus Lite serves one process, so the API cannot open the file this be
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from common import emit, start_milvus_server  # bench/common.py, beside this script
 
 from embedder.checkpoint import save_embedder
 from embedder.model import FaceEmbedder
@@ -155,12 +155,7 @@ def main() -> None:
 
     server = None
     if args.server:
-        from milvus import MilvusServer
-
-        server = MilvusServer()
-        server.set_base_dir(str(args.workdir / "milvus-server"))
-        server.start()
-        uri = f"http://127.0.0.1:{server.listen_port}"
+        server, uri = start_milvus_server(args.workdir / "milvus-server")
     else:
         uri = args.milvus or str(args.workdir / "bench.db")
     result: dict = {"faces": args.faces, "identities": identities, "index": args.index, "k": args.k,
@@ -234,9 +229,7 @@ def main() -> None:
             stop(process)
         if server is not None:
             server.stop()
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
