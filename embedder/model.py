@@ -6,6 +6,7 @@ keeps embeddings centred, which is what makes cosine similarity between them mea
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import timm
@@ -86,3 +87,18 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             f"{path} does not fit backbone: {len(missing)} missing keys (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
+
+
+def with_output_stride(spec: ModelSpec, stride: int) -> tuple[ModelSpec, str]:
+    """The spec with timm's `output_stride` set, where the backbone takes it; returns (spec, what was done).
+
+    Face models see 112 px inputs, where a stride-32 backbone ends on a 4x4 map (3.5 rounded up); stride 16 keeps
+    7x7, as insightface's iResNets do, by dilating the last stage. Models without the option (ViTs, for one) keep
+    their own stride, and the note says so. The spec records what was built, so the embedder rebuilds the same net.
+    """
+    args = {**spec.backbone_args, "output_stride": stride}
+    try:
+        timm.create_model(spec.backbone, pretrained=False, num_classes=0, **args)
+    except (TypeError, AssertionError, ValueError, NotImplementedError) as exc:
+        return spec, f"{spec.backbone} has no output_stride {stride} ({type(exc).__name__}); its own stride is kept"
+    return replace(spec, backbone_args=args), f"{spec.backbone} built with output_stride {stride}"

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from indexer.decision import Decision
 from jobs.apikeys import ApiKey, authenticate, parse_keys
-from jobs.errors import NotImplementedYet, classify
+from jobs.errors import classify
 from jobs.service import IdentityService
 from jobs.settings import Settings
 
@@ -111,7 +111,7 @@ def create_app(settings: Settings, provider: Callable[[], tuple[IdentityService,
         return JSONResponse({"error": kind, "detail": str(exc)}, status_code=status)
 
     # our errors derive from these builtins (jobs/errors.py); registering them here answers without re-raising
-    for category in (ValueError, LookupError, ConnectionError, NotImplementedYet):
+    for category in (ValueError, LookupError, ConnectionError):
         app.add_exception_handler(category, known_error)
 
     @app.exception_handler(Exception)

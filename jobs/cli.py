@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from jobs.errors import EXIT_OK, EXIT_PARTIAL, NotImplementedYet, classify
+from jobs.errors import EXIT_OK, EXIT_PARTIAL, classify, write_error_report
 
 DEFAULT_MILVUS = "./arcmatch.db"
 
@@ -39,18 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arcmatch", description="Face identity: train, embed, index, look up.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("prepare", help="prepare a training set (synthetic faces now; Parquet shards later)")
+    p = sub.add_parser("prepare", help="Parquet training shards from a tree or manifest, or synthetic faces")
+    p.add_argument("--source", help="identity/image tree or CSV manifest (path, identity) to pack into --parquet")
+    p.add_argument("--parquet", metavar="OUT", help="write Parquet shards (image bytes, label, identity, path) to OUT")
+    p.add_argument("--rows-per-shard", type=int, default=5000)
+    p.add_argument("--errors", default="prepare_errors.csv", help="CSV report of files that could not be read")
     p.add_argument("--synthetic", metavar="OUT", help="draw a synthetic identity/image tree into OUT")
     p.add_argument("--identities", type=int, default=100)
     p.add_argument("--images", type=int, default=10, help="images per identity")
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--parquet", metavar="OUT", help="write Parquet shards from --source (not built yet)")
 
     p = sub.add_parser("train", help="train an embedding model with Ray Train")
-    p.add_argument("--data", required=True, help="identity/image tree or CSV manifest (path, identity)")
+    p.add_argument("--data", required=True,
+                   help="identity/image tree, CSV manifest (path, identity), or Parquet shards from prepare")
     p.add_argument("--out", required=True, help="directory for the exported embedder checkpoint")
     _spec_args(p)
+    p.add_argument("--crop-box", type=float, nargs=4, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
+                   help="face region as fractions of the image, cropped before the resize (default: whole image)")
+    p.add_argument("--output-stride", type=int, default=16,
+                   help="backbone output stride where the model supports it (default %(default)s; 0: the model's own)")
+    p.add_argument("--sample-rate", type=float, default=1.0,
+                   help="Partial FC: fraction of each worker's class centres used per step (default %(default)s)")
+    p.add_argument("--random-shift", type=float, default=0.0,
+                   help="augmentation: random translation up to this fraction of the side (default off)")
     p.add_argument("--head", default="arcface", choices=["arcface", "cosface", "sphereface", "combined", "softmax"])
     p.add_argument("--scale", type=float, default=64.0, help="logit scale s")
     p.add_argument("--m1", type=float)
@@ -149,9 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     if args.parquet:
-        raise NotImplementedYet("prepare --parquet is not built yet (issue 3); train reads trees and CSV manifests")
+        return _prepare_parquet(args)
     if not args.synthetic:
-        raise ValueError("prepare needs --synthetic OUT")
+        raise ValueError("prepare needs --synthetic OUT, or --source TREE --parquet OUT")
     from trainer.synthetic import write_dataset
 
     paths = write_dataset(args.synthetic, range(args.identities), args.images, seed=args.seed, size=args.size)
@@ -159,19 +171,40 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _prepare_parquet(args: argparse.Namespace) -> int:
+    from trainer.data import list_images
+    from trainer.shards import write_shards
+
+    if not args.source:
+        raise ValueError("prepare --parquet needs --source (an identity/image tree or a CSV manifest)")
+    summary = write_shards(list_images(args.source), args.parquet, args.rows_per_shard)
+    print(f"wrote {summary.rows} images of {summary.classes} identities in {summary.shards} shard(s) to {args.parquet}")
+    if summary.skipped:
+        write_error_report(args.errors, summary.skipped)
+        print(f"{len(summary.skipped)} file(s) skipped; see {args.errors}")
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from embedder.model import with_output_stride
     from embedder.spec import ModelSpec
     from jobs.runtime import init_ray
     from trainer.config import TrainConfig
     from trainer.ray_loop import fit
 
     margins = {k: v for k, v in (("m1", args.m1), ("m2", args.m2), ("m3", args.m3)) if v is not None}
-    spec = ModelSpec(args.backbone, args.embedding_size, (args.input_size, args.input_size))
+    spec = ModelSpec(args.backbone, args.embedding_size, (args.input_size, args.input_size),
+                     crop_box=tuple(args.crop_box) if args.crop_box else None)
+    if args.output_stride:
+        spec, note = with_output_stride(spec, args.output_stride)
+        print(note)
     config = TrainConfig(data=str(Path(args.data).resolve()), spec=spec, head=args.head, scale=args.scale,
                          margins=margins, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                          lr=args.lr, workers=args.workers, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
                          backbone_weights=args.backbone_weights, checkpoint_every=args.checkpoint_every,
-                         max_failures=args.max_failures)
+                         max_failures=args.max_failures, sample_rate=args.sample_rate,
+                         random_shift=args.random_shift)
     if args.resume and not (Path(args.storage) / args.resume).is_dir():
         raise FileNotFoundError(f"no run {args.resume!r} in {args.storage} to resume")
     init_ray(args.address)

@@ -6,6 +6,9 @@ one place that knows what each category means to a user.
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 from embedder.errors import ImageError, ModelError
 from indexer.errors import BackendUnavailable, CollectionNotFound, IndexerError
 
@@ -17,10 +20,6 @@ EXIT_NOT_FOUND = 4
 EXIT_UNAVAILABLE = 5
 
 
-class NotImplementedYet(Exception):
-    """A command that is planned (it has its --help) but not built yet."""
-
-
 def classify(exc: BaseException) -> tuple[int, int, str]:
     """(exit code, HTTP status, short kind) for an exception; unknown ones are internal errors."""
     if isinstance(exc, (CollectionNotFound, FileNotFoundError)):
@@ -29,6 +28,12 @@ def classify(exc: BaseException) -> tuple[int, int, str]:
         return EXIT_UNAVAILABLE, 503, "backend unavailable"
     if isinstance(exc, (ImageError, ModelError, IndexerError, ValueError)):
         return EXIT_BAD_INPUT, 400, "bad input"
-    if isinstance(exc, NotImplementedYet):
-        return EXIT_BAD_INPUT, 501, "not implemented yet"
     return EXIT_INTERNAL, 500, "internal error"
+
+
+def write_error_report(path: str | Path, skipped: list[tuple[str, str]]) -> None:
+    """The CSV (file, reason) of inputs a job skipped, beside its exit code EXIT_PARTIAL."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "reason"])
+        writer.writerows(skipped)

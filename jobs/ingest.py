@@ -10,7 +10,6 @@ never stop the job.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -26,6 +25,7 @@ from embedder.spec import ModelSpec
 from indexer.errors import InvalidValue
 from indexer.ids import face_id
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect, is_lite_uri
+from jobs.errors import write_error_report
 from jobs.sources import list_source, read_bytes
 
 try:  # the sink subclasses Ray's Datasink; the rest of this module (and its tests) work without Ray
@@ -241,9 +241,3 @@ def _export(writer, path: str | Path, rows: list[FaceRow]):
     writer.write_table(table)
     return writer
 
-
-def write_error_report(path: str | Path, skipped: list[tuple[str, str]]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "reason"])
-        writer.writerows(skipped)

@@ -15,7 +15,7 @@ def ray_local():
 
     from jobs.runtime import init_ray
 
-    init_ray(num_cpus=2)
+    init_ray(num_cpus=4)  # logical CPUs: two training workers plus Ray Data's decode tasks beside them
     yield ray
     ray.shutdown()
 

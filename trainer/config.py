@@ -14,6 +14,7 @@ class TrainConfig:
     head: str = "arcface"  # softmax | arcface | cosface | sphereface | combined
     scale: float = 64.0
     margins: dict[str, float] = field(default_factory=dict)  # overrides of the head's m1/m2/m3, radians
+    sample_rate: float = 1.0  # Partial FC: fraction of each worker's class centres used per step
     epochs: int = 10
     batch_size: int = 128  # per worker
     optimizer: str = "sgd"  # sgd | adamw
@@ -22,6 +23,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     clip_grad_norm: float = 5.0
     dropout: float = 0.0
+    random_shift: float = 0.0  # augmentation: random translation by up to this fraction of the side (0: off)
     workers: int = 1
     gpu: bool = False
     cpus_per_worker: int = 1
@@ -38,6 +40,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "workers", "cpus_per_worker"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {self.sample_rate}")
+        if not 0 <= self.random_shift < 0.5:
+            raise ValueError(f"random_shift must be in [0, 0.5), got {self.random_shift}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 

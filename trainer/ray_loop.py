@@ -20,26 +20,24 @@ import ray.train
 import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_model
+from torch import nn
 
 from embedder.checkpoint import load_embedder, save_embedder
 from embedder.model import FaceEmbedder
 from trainer.config import TrainConfig
-from trainer.data import decode_items, list_images
-from trainer.heads import build_head
+from trainer.data import list_images
+from trainer.feed import MemoryFeed, StreamFeed
+from trainer.heads import CombinedMarginHead, build_head
+from trainer.shards import is_shard_dir
 from trainer.state import Position, load_state, save_state
 from trainer.step import TrainModule, build_optimizer, build_scheduler, make_batch, train_step
 
 HISTORY_FILE = "history.json"
 
 
-def _epoch_indices(n: int, epoch: int, seed: int, rank: int, world: int, batch: int) -> np.ndarray:
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    per_worker = (n // world) // batch * batch
-    return perm[rank * per_worker : (rank + 1) * per_worker]
-
-
-def train_loop_per_worker(config_dict: dict) -> None:
-    config = TrainConfig.from_dict(config_dict)
+def train_loop_per_worker(loop_config: dict) -> None:
+    """loop_config: {"config": TrainConfig as a dict, "stream_rows": rows of the streamed dataset, 0 in memory}."""
+    config = TrainConfig.from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     if not config.gpu:
@@ -47,17 +45,15 @@ def train_loop_per_worker(config_dict: dict) -> None:
     torch.manual_seed(config.seed)
     device = ray.train.torch.get_device()
 
-    data = decode_items(list_images(config.data), config.spec)
-    steps_per_epoch = len(_epoch_indices(len(data.labels), 0, config.seed, rank, world, config.batch_size))
-    steps_per_epoch //= config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{len(data.labels)} images cannot fill one batch of {config.batch_size} on each of {world} workers"
-        )
+    if loop_config["stream_rows"]:  # Parquet shards, streamed by Ray Data
+        feed = StreamFeed(config, world, ray.train.get_dataset_shard("train"), loop_config["stream_rows"], device)
+    else:
+        feed = MemoryFeed(config, rank, world)
+    steps_per_epoch = feed.steps_per_epoch
     embedder = FaceEmbedder(config.spec, dropout=config.dropout, backbone_weights=config.backbone_weights)
-    head = build_head(config.head, config.spec.embedding_size, len(data.classes), s=config.scale,
-                      margins=config.margins or None)
-    train_module = TrainModule(embedder, head)
+    head = build_head(config.head, config.spec.embedding_size, len(feed.classes), s=config.scale,
+                      margins=config.margins or None, rank=rank, world_size=world, sample_rate=config.sample_rate)
+    train_module = TrainModule(embedder, head).to(device)  # on its device before the optimizer state is loaded
     optimizer = build_optimizer(train_module, config)
     scheduler = build_scheduler(optimizer, int(config.warmup_epochs * steps_per_epoch),
                                 steps_per_epoch * config.epochs)
@@ -69,17 +65,15 @@ def train_loop_per_worker(config_dict: dict) -> None:
     per_step = config.batch_size * world
     start_step = position.samples // per_step
     fast_forward(scheduler, position.epoch * steps_per_epoch + start_step)
-    module = prepare_model(train_module)
+    module = wrap_for_ddp(train_module)
     autocast = torch.bfloat16 if device.type == "cuda" else None
 
     for epoch in range(position.epoch, config.epochs):
-        order = _epoch_indices(len(data.labels), epoch, config.seed, rank, world, config.batch_size)
         first = start_step if epoch == position.epoch else 0
         rng = np.random.default_rng([config.seed, rank, epoch, first])
         losses, accuracies, started = [], [], time.perf_counter()
-        for step in range(first, steps_per_epoch):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x, y = make_batch(data.images[idx], data.labels[idx], config.spec, rng)
+        for step, (images, labels) in enumerate(feed.epoch(epoch, first), start=first):
+            x, y = make_batch(images, labels, config.spec, rng, shift=config.random_shift)
             loss, acc = train_step(module, optimizer, scheduler, x.to(device), y.to(device),
                                    autocast_dtype=autocast, clip_grad_norm=config.clip_grad_norm)
             losses.append(loss)
@@ -96,18 +90,28 @@ def train_loop_per_worker(config_dict: dict) -> None:
             if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
                 metrics = {"epoch": epoch + 1, "step": step + 1, "loss": float(np.mean(losses[-done:]))}
                 _report(rank, metrics, train_module, optimizer, Position(epoch, (step + 1) * per_step), history,
-                        data, with_model=False)
+                        feed, with_model=False)
         seconds = time.perf_counter() - started
+        skipped = feed.skipped()
         history.append({
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "accuracy": float(np.mean(accuracies)) if accuracies else float("nan"),
             "images_per_s": len(losses) * per_step / seconds,
             "lr": scheduler.get_last_lr()[0],
-            "skipped_images": len(data.skipped),
+            "steps": len(losses),
+            "skipped_images": len(skipped),
             "resumed_at_step": first or None,
         })
-        _report(rank, history[-1], train_module, optimizer, Position(epoch + 1, 0), history, data, with_model=True)
+        _report(rank, history[-1], train_module, optimizer, Position(epoch + 1, 0), history, feed, with_model=True,
+                skipped=skipped)
+
+
+def wrap_for_ddp(train_module: TrainModule) -> nn.Module:
+    """DDP over what is replicated: the whole module, or only the embedder when the head is sharded by class."""
+    if isinstance(train_module.head, CombinedMarginHead):
+        return TrainModule(prepare_model(train_module.embedder, move_to_device=False), train_module.head)
+    return prepare_model(train_module, move_to_device=False)
 
 
 def fast_forward(scheduler, step: int) -> None:
@@ -119,19 +123,41 @@ def fast_forward(scheduler, step: int) -> None:
             scheduler.step()
 
 
-def _report(rank: int, metrics: dict, module, optimizer, position: Position, history: list, data,
-            *, with_model: bool) -> None:
-    """Every worker reports; rank 0 attaches the checkpoint (full state, and the embedder at epoch ends)."""
+def _report(rank: int, metrics: dict, module, optimizer, position: Position, history: list, feed,
+            *, with_model: bool, skipped: list | None = None) -> None:
+    """Every worker reports. Rank 0 writes the replicated state (and the embedder at epoch ends); with a sharded
+    head every worker adds its block of centres, and Ray Train merges the workers' files into one checkpoint."""
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
+        save_state(tmp, module, optimizer, position, history, rank=rank)
         if rank == 0:
-            save_state(tmp, module, optimizer, position, history)
             if with_model:
                 save_embedder(module.embedder, tmp)
                 (Path(tmp) / HISTORY_FILE).write_text(json.dumps(
-                    {"history": history, "skipped": data.skipped, "classes": len(data.classes)}, indent=1))
+                    {"history": history, "skipped": skipped or [], "classes": len(feed.classes)}, indent=1))
+        if any(Path(tmp).iterdir()):
             checkpoint = Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def stream_dataset(config: TrainConfig):
+    """The shards as a Ray Data dataset decoded on CPU tasks (block order shuffled each epoch), and its rows."""
+    import ray
+    import ray.data
+
+    from trainer.shards import decode_rows, read_classes
+
+    read_classes(config.data)
+    spare = ray.cluster_resources().get("CPU", 0) - config.workers * config.cpus_per_worker
+    if spare < 1:
+        raise ValueError(f"streaming shards needs a CPU for decoding beside the {config.workers} worker(s) x "
+                         f"{config.cpus_per_worker} CPU(s) training; the cluster has {spare:g} to spare: lower "
+                         f"--cpus-per-worker or add CPUs")
+    dataset = ray.data.read_parquet(config.data, columns=["image", "label", "path"])
+    rows = dataset.count()  # from the Parquet footers, no data read
+    decoded = dataset.randomize_block_order().map_batches(decode_rows, fn_kwargs={"spec": config.spec},
+                                                          batch_size=256, batch_format="numpy")
+    return decoded, rows
 
 
 @dataclass(frozen=True)
@@ -149,12 +175,17 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
     number of workers): pass that name to continue it. Without a name a new, timestamped run starts.
     """
     started = time.perf_counter()
-    list_images(config.data)  # a missing tree or bad manifest fails here, in one line, not inside a worker
+    datasets, rows = {}, 0
+    if is_shard_dir(config.data):
+        datasets["train"], rows = stream_dataset(config)
+    else:
+        list_images(config.data)  # a missing tree or bad manifest fails here, in one line, not inside a worker
     name = name or f"arcmatch-train-{time.strftime('%Y%m%d-%H%M%S')}"
     resources = {"CPU": config.cpus_per_worker} | ({"GPU": 1} if config.gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=config.to_dict(),
+        train_loop_config={"config": config.to_dict(), "stream_rows": rows},
+        datasets=datasets,
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,

@@ -3,6 +3,11 @@
 Weights of the whole TrainModule (backbone, neck, head), the optimizer, and the position: epoch and how many
 samples of that epoch all workers together had consumed. The position is in samples, not steps, so a run can
 resume on a different number of workers; the learning-rate schedule is recomputed from it.
+
+A margin head's centres are sharded by class over the workers, so each worker writes its own block (weights and
+their optimizer state) to `head_<start>_<end>.pt`; Ray Train merges the workers' files into one checkpoint
+directory. Loading picks, for the classes this worker now holds, the rows of whichever blocks cover them: a run
+saved on 4 workers resumes on 2 or 8 (the head is re-sharded).
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.heads import CombinedMarginHead
+
 STATE_FILE = "train_state.pt"
+HEAD_KEY = "head.weight"
 
 
 @dataclass(frozen=True)
@@ -23,16 +31,79 @@ class Position:
     samples: int  # samples of this epoch already trained on, by all workers together
 
 
+def _sharded_head(module: nn.Module) -> CombinedMarginHead | None:
+    head = getattr(module, "head", None)
+    return head if isinstance(head, CombinedMarginHead) else None
+
+
+def _param_index(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> int:
+    flat = [p for group in optimizer.param_groups for p in group["params"]]
+    return next(i for i, p in enumerate(flat) if p is param)
+
+
 def save_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.Optimizer, position: Position,
-               history: list[dict]) -> None:
-    torch.save({"module": module.state_dict(), "optimizer": optimizer.state_dict(), "position": asdict(position)},
-               Path(directory) / STATE_FILE)
-    (Path(directory) / "position.json").write_text(json.dumps({**asdict(position), "history": history}))
+               history: list[dict], *, rank: int = 0) -> None:
+    """Rank 0 writes the replicated state; every rank writes its block of a sharded head."""
+    directory = Path(directory)
+    head = _sharded_head(module)
+    if head is not None:
+        slot = optimizer.state.get(head.weight, {})
+        torch.save({"start": head.start, "end": head.end, "weight": head.weight.detach().cpu(),
+                    "optimizer": {k: v.cpu() if torch.is_tensor(v) else v for k, v in slot.items()}},
+                   directory / f"head_{head.start:09d}_{head.end:09d}.pt")
+    if rank != 0:
+        return
+    weights = module.state_dict()
+    optimizer_state = optimizer.state_dict()
+    if head is not None:
+        weights.pop(HEAD_KEY)
+        optimizer_state["state"].pop(_param_index(optimizer, head.weight), None)
+    torch.save({"module": weights, "optimizer": optimizer_state, "position": asdict(position)},
+               directory / STATE_FILE)
+    (directory / "position.json").write_text(json.dumps({**asdict(position), "history": history}))
 
 
 def load_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Position, list]:
-    state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
-    module.load_state_dict(state["module"])
-    optimizer.load_state_dict(state["optimizer"])
-    history = json.loads((Path(directory) / "position.json").read_text()).get("history", [])
+    """Restore weights and optimizer in place (the module already on its device); returns (position, history)."""
+    directory = Path(directory)
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+    head = _sharded_head(module)
+    if head is not None and HEAD_KEY not in state["module"]:
+        module.load_state_dict({**state["module"], HEAD_KEY: head.weight.detach()})
+        optimizer.load_state_dict(state["optimizer"])
+        _load_head_block(directory, head, optimizer)
+    else:  # a replicated head (softmax), or a single-worker checkpoint that kept the centres in the module
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+    history = json.loads((directory / "position.json").read_text()).get("history", [])
     return Position(**state["position"]), history
+
+
+def _load_head_block(directory: Path, head: CombinedMarginHead, optimizer: torch.optim.Optimizer) -> None:
+    """Fill this worker's classes [start, end) from the saved blocks that overlap them."""
+    weight_rows, slot_rows, slot_scalars, covered = [], {}, {}, head.start
+    for path in sorted(directory.glob("head_*.pt")):
+        start, end = (int(part) for part in path.stem.split("_")[1:])
+        if end <= head.start or start >= head.end:
+            continue
+        if start > covered:
+            break
+        block = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        rows = slice(max(head.start, start) - start, min(head.end, end) - start)
+        weight_rows.append(block["weight"][rows])
+        for key, value in block["optimizer"].items():
+            if torch.is_tensor(value) and value.ndim == 2:
+                slot_rows.setdefault(key, []).append(value[rows])
+            else:
+                slot_scalars[key] = value
+        covered = min(head.end, end)
+    if covered < head.end:
+        raise ValueError(f"checkpoint {directory} has no class centres for classes {covered}..{head.end - 1}: "
+                         f"was it written for fewer classes?")
+    with torch.no_grad():
+        head.weight.copy_(torch.cat(weight_rows))
+    if slot_rows or slot_scalars:
+        # scalars (AdamW's step count) stay where the optimizer keeps them, on the CPU
+        optimizer.state[head.weight] = {
+            **slot_scalars, **{k: torch.cat(parts).to(head.weight.device) for k, parts in slot_rows.items()}
+        }

@@ -30,14 +30,27 @@ class TrainModule(nn.Module):
 
 
 def make_batch(
-    images: np.ndarray, labels: np.ndarray, spec: ModelSpec, rng: np.random.Generator
+    images: np.ndarray, labels: np.ndarray, spec: ModelSpec, rng: np.random.Generator, *, shift: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images -> normalised float input with random horizontal flips (the augmentation faces tolerate)."""
+    """uint8 images -> normalised float input, augmented as aligned faces tolerate: random horizontal flips and,
+    with shift > 0, a random translation of up to shift x the side (a random crop of the edge-padded image)."""
     flip = rng.random(len(images)) < 0.5
     images = images.copy()
     images[flip] = images[flip, :, ::-1]
+    if shift > 0:
+        images = random_shift(images, shift, rng)
     x = torch.from_numpy(normalize_batch(images, spec))
     return x, torch.from_numpy(labels)
+
+
+def random_shift(images: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Translate each image by up to `fraction` of its side in x and y, filling with the edge pixels."""
+    n, height, width = images.shape[:3]
+    pad_y, pad_x = max(1, int(fraction * height)), max(1, int(fraction * width))
+    padded = np.pad(images, ((0, 0), (pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="edge")
+    dy = rng.integers(0, 2 * pad_y + 1, n)
+    dx = rng.integers(0, 2 * pad_x + 1, n)
+    return np.stack([padded[i, dy[i] : dy[i] + height, dx[i] : dx[i] + width] for i in range(n)])
 
 
 def build_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -75,16 +88,16 @@ def train_step(
     autocast_dtype: torch.dtype | None = None,
     clip_grad_norm: float = 0.0,
 ) -> tuple[float, float]:
-    """Forward, backward, clip, step. Returns (loss, top-1 accuracy of the head's logits on this batch)."""
+    """Forward, backward, clip, step. Returns (loss, top-1 accuracy of the head's predictions on this batch)."""
     module.train()
     device_type = images.device.type
     with torch.autocast(device_type=device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        loss, logits = module(images, labels)
+        loss, predicted = module(images, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(module.parameters(), clip_grad_norm)
     optimizer.step()
     scheduler.step()
-    accuracy = (logits.argmax(dim=1) == labels).float().mean()
+    accuracy = (predicted == labels).float().mean()
     return float(loss.detach()), float(accuracy)

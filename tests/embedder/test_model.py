@@ -5,7 +5,7 @@ import torch
 from embedder.checkpoint import Calibration, load_embedder, save_embedder
 from embedder.embed import TorchEmbedder
 from embedder.errors import ModelError
-from embedder.model import FaceEmbedder
+from embedder.model import FaceEmbedder, with_output_stride
 from embedder.spec import ModelSpec
 
 
@@ -47,3 +47,15 @@ def test_weights_that_do_not_fit_the_spec_are_refused(tmp_path, tiny_spec):
     ModelSpec(**{**tiny_spec.to_dict(), "embedding_size": 32}).save(tmp_path)
     with pytest.raises(ModelError, match="does not match"):
         load_embedder(tmp_path)
+
+
+def test_output_stride_16_where_the_backbone_takes_it():
+    spec, note = with_output_stride(ModelSpec("test_resnet", embedding_size=16, input_size=(112, 112)), 16)
+    assert spec.backbone_args == {"output_stride": 16} and "built with output_stride 16" in note
+    features = FaceEmbedder(spec).backbone.forward_features(torch.zeros(1, 3, 112, 112))
+    assert features.shape[-2:] == (7, 7)  # stride 32 would end on 4x4
+    assert FaceEmbedder(ModelSpec.from_dict(spec.to_dict())).neck.fc.in_features == features.shape[1]
+
+    vit = ModelSpec("test_vit", embedding_size=16, input_size=(112, 112), backbone_args={"img_size": 112})
+    unchanged, note = with_output_stride(vit, 16)
+    assert unchanged == vit and "own stride is kept" in note

@@ -20,11 +20,27 @@ def test_every_subcommand_has_help(command):
     assert exc.value.code == 0
 
 
-def test_unbuilt_option_says_so_in_one_line():
+def test_prepare_parquet_without_a_source_says_so_in_one_line():
     result = run_cli("prepare", "--parquet", "out")
-    assert result.returncode != 0
-    assert result.stderr.strip().count("\n") == 0 and "issue 3" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--source" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_prepare_parquet_packs_a_tree_and_reports_unreadable_files(tmp_path):
+    from trainer.data import LabelledImage, write_manifest
+    from trainer.shards import read_classes
+    from trainer.synthetic import write_dataset
+
+    paths = write_dataset(tmp_path / "tree", range(2), 3, size=32)
+    write_manifest(tmp_path / "m.csv", [LabelledImage(str(p), p.parent.name) for p in paths]
+                   + [LabelledImage(str(tmp_path / "missing.jpg"), "person_00000")])
+    code = main(["prepare", "--source", str(tmp_path / "m.csv"), "--parquet", str(tmp_path / "shards"),
+                 "--rows-per-shard", "4", "--errors", str(tmp_path / "errors.csv")])
+    assert code == 3  # finished, with a file skipped
+    assert read_classes(tmp_path / "shards") == ["person_00000", "person_00001"]
+    assert len(list((tmp_path / "shards").glob("*.parquet"))) == 2
+    assert "missing.jpg" in (tmp_path / "errors.csv").read_text()
 
 
 def test_submit_without_a_cluster_says_how_to_name_one():

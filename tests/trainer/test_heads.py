@@ -17,7 +17,7 @@ def test_arcface_logits_match_the_formula_on_2d_vectors():
         head.weight.copy_(torch.tensor([unit(0.0), unit(math.pi / 2)]))
     x = torch.tensor([unit(0.3), unit(1.0)])
     labels = torch.tensor([0, 1])
-    _, logits = head(x, labels)
+    logits = head.logits(x, labels)
     expected = torch.tensor([
         [10 * math.cos(0.3 + 0.5), 10 * math.cos(math.pi / 2 - 0.3)],
         [10 * math.cos(1.0), 10 * math.cos(math.pi / 2 - 1.0 + 0.5)],
@@ -69,7 +69,8 @@ def test_no_nan_under_low_precision_autocast(dtype):
     x = torch.randn(32, 8, requires_grad=True)
     labels = torch.randint(0, 100, (32,))
     with torch.autocast("cpu", dtype=dtype):
-        loss, logits = head(x.to(dtype), labels)
+        loss, _ = head(x.to(dtype), labels)
+        logits = head.logits(x.to(dtype), labels)
     assert logits.dtype == torch.float32
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
@@ -84,3 +85,45 @@ def test_presets_and_bad_margins():
         build_head("arcfase", 4, 3)
     with pytest.raises(ValueError, match="m1 >= 1"):
         CombinedMarginHead(4, 3, m1=0.5)
+
+
+def test_unsharded_loss_is_cross_entropy_of_the_margin_logits():
+    torch.manual_seed(0)
+    head = CombinedMarginHead(8, 20, s=30.0, m2=0.4)
+    x = torch.randn(16, 8)
+    labels = torch.randint(0, 20, (16,))
+    loss, predicted = head(x, labels)
+    logits = head.logits(x, labels)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, labels))
+    assert torch.equal(predicted, logits.argmax(dim=1))
+
+
+def test_partial_fc_keeps_every_class_of_the_batch():
+    from trainer.sharded import sample_centres
+
+    torch.manual_seed(0)
+    labels = torch.tensor([3, 3, 97, -1, 50])
+    keep = sample_centres(labels, 100, 0.1)
+    assert len(keep) == 10 and {3, 50, 97} <= set(keep.tolist())
+    assert torch.equal(keep, keep.sort().values)
+    assert set(sample_centres(labels, 100, 0.01).tolist()) == {3, 50, 97}  # never fewer than the positives
+
+
+def test_partial_fc_loss_is_the_softmax_over_the_sampled_centres():
+    torch.manual_seed(0)
+    head = CombinedMarginHead(8, 50, s=30.0, m2=0.5, sample_rate=0.2)
+    x = torch.randn(6, 8)
+    labels = torch.tensor([0, 7, 7, 21, 33, 49])
+    torch.manual_seed(1)
+    loss, _ = head(x, labels)
+    torch.manual_seed(1)
+    from trainer.sharded import sample_centres
+
+    keep = sample_centres(labels, 50, 0.2)
+    remapped = torch.searchsorted(keep, labels)
+    expected = F.cross_entropy(head.logits(x, remapped, head.weight[keep]), remapped)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    untouched = torch.ones(50, dtype=torch.bool)
+    untouched[keep] = False
+    assert head.weight.grad[untouched].abs().sum() == 0 and head.weight.grad[keep].abs().sum() > 0

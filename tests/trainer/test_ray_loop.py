@@ -1,6 +1,7 @@
 """The Ray Train job on a real local Ray, with a tiny backbone and a few synthetic identities."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,15 +9,10 @@ import pytest
 from embedder.checkpoint import load_embedder
 from embedder.spec import ModelSpec
 from trainer.config import TrainConfig
-from trainer.ray_loop import HISTORY_FILE, _epoch_indices, fit
+from trainer.data import list_images
+from trainer.ray_loop import HISTORY_FILE, fit
+from trainer.shards import write_shards
 from trainer.synthetic import write_dataset
-
-
-def test_every_worker_gets_the_same_number_of_full_batches():
-    shards = [_epoch_indices(103, epoch=2, seed=0, rank=r, world=3, batch=8) for r in range(3)]
-    assert {len(s) for s in shards} == {32}
-    flat = np.concatenate(shards)
-    assert len(np.unique(flat)) == len(flat)  # no image on two workers in one epoch
 
 
 @pytest.mark.slow
@@ -35,3 +31,25 @@ def test_fit_trains_and_exports_an_embedder(ray_local, tmp_path):
     saved = sorted(p.name for p in (tmp_path / "runs" / "t").rglob(HISTORY_FILE))
     assert len(saved) <= 2  # keep-last-2 checkpoints
     assert json.loads(next((tmp_path / "runs" / "t").rglob(HISTORY_FILE)).read_text())["classes"] == 6
+
+
+@pytest.mark.slow
+def test_two_workers_stream_parquet_shards_with_a_sharded_head(ray_local, tmp_path):
+    write_dataset(tmp_path / "data", range(5), 8, size=32)
+    (tmp_path / "data" / "person_00001" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    summary = write_shards(list_images(tmp_path / "data"), tmp_path / "shards", rows_per_shard=7)
+    assert summary.rows == 41 and summary.shards == 6
+    spec = ModelSpec("test_resnet", embedding_size=16, input_size=(32, 32))
+    config = TrainConfig(data=str(tmp_path / "shards"), spec=spec, head="cosface", scale=16.0, epochs=2,
+                         batch_size=4, optimizer="adamw", lr=3e-3, workers=2, cpus_per_worker=1, log_every=0,
+                         sample_rate=0.7, random_shift=0.1)
+    result = fit(config, tmp_path / "model", storage=tmp_path / "runs", name="s")
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert all(np.isfinite(h["loss"]) and 1 <= h["steps"] <= 5 for h in result.history)
+    assert [path for path, _ in result.skipped] == [str(tmp_path / "data" / "person_00001" / "broken.jpg")]
+    checkpoint = max(p for p in (tmp_path / "runs" / "s").glob("checkpoint_*") if p.is_dir())
+    assert sorted(p.name for p in checkpoint.glob("head_*.pt")) == ["head_000000000_000000003.pt",
+                                                                   "head_000000003_000000005.pt"]
+    # the same run continues on one worker: the two blocks of centres are joined into one
+    resumed = fit(replace(config, epochs=3, workers=1), tmp_path / "model", storage=tmp_path / "runs", name="s")
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3] and resumed.history[:2] == result.history

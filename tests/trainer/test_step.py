@@ -48,3 +48,14 @@ def test_training_steps_learn_a_tiny_problem(tiny_spec):
         losses.append(loss)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert acc > 0.9
+
+
+def test_random_shift_translates_within_the_limit():
+    from trainer.step import random_shift
+
+    image = np.zeros((1, 20, 20, 3), np.uint8)
+    image[0, 10, 10] = 255
+    shifted = random_shift(image.repeat(50, axis=0), 0.1, np.random.default_rng(0))
+    assert shifted.shape == (50, 20, 20, 3)
+    positions = {tuple(np.argwhere(s[..., 0] == 255)[0]) for s in shifted if (s == 255).any()}
+    assert len(positions) > 5 and all(8 <= y <= 12 and 8 <= x <= 12 for y, x in positions)

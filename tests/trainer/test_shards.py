@@ -1,0 +1,40 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from trainer.data import LabelledImage, list_images
+from trainer.shards import decode_rows, is_shard_dir, read_classes, write_shards
+from trainer.synthetic import write_dataset
+
+
+def test_shards_hold_bytes_labels_and_a_fixed_class_list(tmp_path, tiny_spec):
+    write_dataset(tmp_path / "data", range(3), 4, size=32)
+    items = list_images(tmp_path / "data") + [LabelledImage(str(tmp_path / "gone.jpg"), "person_00001")]
+    summary = write_shards(items, tmp_path / "shards", rows_per_shard=5)
+    assert (summary.rows, summary.shards, summary.classes) == (12, 3, 3)
+    assert summary.skipped[0][0].endswith("gone.jpg") and "unreadable" in summary.skipped[0][1]
+    assert is_shard_dir(tmp_path / "shards")
+    assert read_classes(tmp_path / "shards") == sorted({i.identity for i in items})
+    table = pq.read_table(sorted((tmp_path / "shards").glob("*.parquet")))
+    assert table.num_rows == 12 and sorted(set(table["label"].to_pylist())) == [0, 1, 2]
+    assert table["image"][0].as_py() == open(items[0].path, "rb").read()
+    assert json.loads((tmp_path / "shards" / "classes.json").read_text())["rows"] == 12
+
+
+def test_writing_into_a_non_empty_directory_is_refused(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("x")
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_shards([], tmp_path / "out")
+
+
+def test_decode_rows_marks_corrupt_images_instead_of_failing(tmp_path, tiny_spec):
+    write_dataset(tmp_path / "data", range(1), 2, size=32)
+    good = list_images(tmp_path / "data")[0]
+    batch = {"image": np.array([open(good.path, "rb").read(), b"not an image"], dtype=object),
+             "label": np.array([0, 0], dtype=np.int32), "path": np.array([good.path, "bad.jpg"], dtype=object)}
+    out = decode_rows(batch, tiny_spec)
+    assert out["ok"].tolist() == [True, False]
+    assert out["image"].shape == (2, 32, 32, 3) and out["image"][0].any() and not out["image"][1].any()

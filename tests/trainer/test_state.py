@@ -1,0 +1,56 @@
+"""Checkpoint state of a class-sharded head: blocks saved by W workers load back on any other number."""
+
+import torch
+
+from embedder.model import FaceEmbedder
+from trainer.config import TrainConfig
+from trainer.heads import build_head
+from trainer.state import Position, load_state, save_state
+from trainer.step import TrainModule, build_optimizer
+
+CLASSES = 10
+
+
+def trained_module(spec, rank: int, world: int, full: torch.Tensor):
+    torch.manual_seed(0)
+    module = TrainModule(FaceEmbedder(spec), build_head("arcface", 16, CLASSES, rank=rank, world_size=world))
+    with torch.no_grad():
+        module.head.weight.copy_(full[module.head.start : module.head.end])
+    optimizer = build_optimizer(module, TrainConfig(data="unused", spec=spec, optimizer="adamw", lr=1e-3))
+    module.head.weight.grad = torch.ones_like(module.head.weight) * (rank + 1)
+    optimizer.step()  # gives the head's rows optimizer state (exp_avg) that depends on the rank
+    return module, optimizer
+
+
+def test_head_blocks_saved_on_three_workers_load_on_two(tiny_spec, tmp_path):
+    full = torch.randn(CLASSES, 16)
+    saved = [trained_module(tiny_spec, rank, 3, full) for rank in range(3)]
+    with torch.no_grad():
+        for param in saved[0][0].embedder.parameters():  # rank 0's replicated weights are the ones saved
+            param.add_(1.0)
+    for rank, (module, optimizer) in enumerate(saved):
+        save_state(tmp_path, module, optimizer, Position(1, 64), [{"epoch": 1}], rank=rank)
+    assert len(list(tmp_path.glob("head_*.pt"))) == 3
+    expected_weight = torch.cat([m.head.weight.detach() for m, _ in saved])
+    expected_avg = torch.cat([o.state[m.head.weight]["exp_avg"] for m, o in saved])
+
+    for rank in range(2):
+        module, optimizer = trained_module(tiny_spec, rank, 2, torch.zeros(CLASSES, 16))
+        position, history = load_state(tmp_path, module, optimizer)
+        head = module.head
+        assert position == Position(1, 64) and history == [{"epoch": 1}]
+        torch.testing.assert_close(head.weight.detach(), expected_weight[head.start : head.end])
+        torch.testing.assert_close(optimizer.state[head.weight]["exp_avg"], expected_avg[head.start : head.end])
+        backbone = dict(module.embedder.named_parameters())
+        for name, param in saved[0][0].embedder.named_parameters():
+            torch.testing.assert_close(backbone[name], param)
+
+
+def test_missing_blocks_are_an_error(tiny_spec, tmp_path):
+    import pytest
+
+    module, optimizer = trained_module(tiny_spec, 0, 2, torch.randn(CLASSES, 16))
+    save_state(tmp_path, module, optimizer, Position(0, 0), [], rank=0)  # rank 1's block never written
+    whole, whole_optimizer = trained_module(tiny_spec, 0, 1, torch.zeros(CLASSES, 16))
+    with pytest.raises(ValueError, match="no class centres for classes 5..9"):
+        load_state(tmp_path, whole, whole_optimizer)

@@ -1,0 +1,97 @@
+"""Parquet shards of a training set: image bytes with their labels, written once and streamed by Ray Data.
+
+A large training set (millions of images over millions of small files) is slow to list and read on shared or object
+storage, and decoding all of it into every worker's memory, as the in-memory path does, stops scaling. `arcmatch
+prepare --parquet` packs the files into shards of `rows_per_shard` rows (columns image, label, identity, path) plus
+`classes.json`, the identity of each label, so the label space is fixed before training. Training reads the shards
+as a Ray Data dataset, decodes on CPU tasks and streams batches to the workers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedder.errors import ImageError
+from embedder.preprocess import decode_image
+from embedder.spec import ModelSpec
+from trainer.data import LabelledImage
+
+CLASSES_FILE = "classes.json"
+SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int32()), ("identity", pa.string()), ("path", pa.string())])
+
+
+@dataclass
+class ShardSummary:
+    rows: int = 0
+    shards: int = 0
+    classes: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): files that could not be read
+
+
+def is_shard_dir(path: str | Path) -> bool:
+    return (Path(path) / CLASSES_FILE).is_file()
+
+
+def read_classes(directory: str | Path) -> list[str]:
+    path = Path(directory) / CLASSES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} has no {CLASSES_FILE}: not a directory written by arcmatch prepare")
+    return json.loads(path.read_text())["classes"]
+
+
+def write_shards(items: list[LabelledImage], out: str | Path, rows_per_shard: int = 5000) -> ShardSummary:
+    """Pack image files into Parquet shards, in item order. Missing or unreadable files are skipped and reported.
+
+    Images are stored as their original bytes, not decoded: the shards stay small, and a corrupt image is found
+    (and skipped) at training time by the same decoder as everything else uses.
+    """
+    if rows_per_shard < 1:
+        raise ValueError(f"rows_per_shard must be at least 1, got {rows_per_shard}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; shards are written into a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    classes = sorted({item.identity for item in items})
+    label = {name: i for i, name in enumerate(classes)}
+    summary = ShardSummary(classes=len(classes))
+    rows: list[dict] = []
+
+    def flush() -> None:
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out / f"part-{summary.shards:05d}.parquet")
+        summary.shards += 1
+        summary.rows += len(rows)
+        rows.clear()
+
+    for item in items:
+        try:
+            data = Path(item.path).read_bytes()
+        except OSError as exc:
+            summary.skipped.append((item.path, f"unreadable: {exc.strerror or exc}"))
+            continue
+        rows.append({"image": data, "label": label[item.identity], "identity": item.identity, "path": item.path})
+        if len(rows) == rows_per_shard:
+            flush()
+    if rows:
+        flush()
+    (out / CLASSES_FILE).write_text(json.dumps({"classes": classes, "rows": summary.rows}))
+    return summary
+
+
+def decode_rows(batch: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, np.ndarray]:
+    """A Ray Data batch of shard rows -> decoded uint8 images. Rows that fail to decode are kept with ok=False
+    (and a black image), so the worker counts them and the batch shapes stay fixed."""
+    height, width = spec.input_size
+    images = np.zeros((len(batch["label"]), height, width, 3), np.uint8)
+    ok = np.ones(len(images), bool)
+    for i, data in enumerate(batch["image"]):
+        try:
+            images[i] = decode_image(bytes(data), spec)
+        except ImageError:
+            ok[i] = False
+    return {"image": images, "label": batch["label"].astype(np.int64), "ok": ok, "path": batch["path"]}
