@@ -33,7 +33,7 @@ from common import emit, start_milvus_server  # bench/common.py, beside this scr
 from embedder.checkpoint import save_embedder
 from embedder.model import FaceEmbedder
 from embedder.spec import ModelSpec
-from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
+from indexer.store import DEFAULT_EF, CollectionInfo, FaceIndex, FaceRow, connect
 from jobs.apikeys import new_key
 
 DIM = 512
@@ -144,6 +144,8 @@ def main() -> None:
     where.add_argument("--server", action="store_true", help="start the `milvus` package's server on loopback")
     where.add_argument("--lite", action="store_true", help="a Milvus Lite file")
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--ef", type=int, default=DEFAULT_EF, help="HNSW search ef for the latency and API runs")
+    parser.add_argument("--ef-sweep", default="", help="comma-separated ef values: recall@1 and raw latency of each")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0, help="per throughput point")
     parser.add_argument("--serve", action="store_true", help="also measure the Ray Serve deployment")
@@ -169,7 +171,7 @@ def main() -> None:
         if client.has_collection(collection):  # reuse a loaded gallery: the bench model takes its version
             version = FaceIndex(client, collection).info().model_version
             ModelSpec.load(model).with_version(version).save(model)
-        index = FaceIndex(client, collection, consistency="Session")  # as the API searches
+        index = FaceIndex(client, collection, consistency="Session", search_ef=args.ef)  # as the API searches
         result["load_rows_per_s"] = load(index, args.faces, identities, version, args.index)
         if "://" in uri:
             result["index_wait_s"] = wait_for_index(client, collection, args.faces)
@@ -179,8 +181,18 @@ def main() -> None:
         probes = gallery[rng.integers(0, args.faces, args.queries)] + rng.normal(scale=0.02, size=(args.queries, DIM))
         probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
         exact = np.argmax(probes @ gallery.T, axis=1)
-        found = [hits[0].face_id for hits in index.search(probes, k=args.k)]
-        result["recall_at_1"] = float(np.mean(np.asarray(found) == exact))
+        result["ef"] = args.ef
+        for ef in [int(e) for e in args.ef_sweep.split(",") if e] + [args.ef]:
+            found = [hits[0].face_id for hits in index.search(probes, k=args.k, ef=ef)]
+            recall = float(np.mean(np.asarray(found) == exact))
+            timings = []
+            for vector in probes[:200]:
+                started = time.perf_counter()
+                index.search(vector[None], k=args.k, ef=ef)
+                timings.append(time.perf_counter() - started)
+            result.setdefault("ef_sweep", []).append({"ef": ef, "recall_at_1": recall, **percentiles(timings)})
+            print(result["ef_sweep"][-1], flush=True)
+        result["recall_at_1"] = result["ef_sweep"][-1]["recall_at_1"]
 
         def raw(vector: np.ndarray) -> None:
             index.search(vector[None], k=args.k)
@@ -195,7 +207,8 @@ def main() -> None:
         # Milvus Lite serves one process, and this one holds the file: the API cannot open it beside us
         read_key, entry = new_key("bench", ["read"])
         env = {**os.environ, "ARCMATCH_MODEL": str(model), "ARCMATCH_API_KEYS": entry, "ARCMATCH_MILVUS_URI": uri,
-               "ARCMATCH_COLLECTION": collection, "ARCMATCH_SEARCH_K": str(args.k)}
+               "ARCMATCH_COLLECTION": collection, "ARCMATCH_SEARCH_K": str(args.k),
+               "ARCMATCH_SEARCH_EF": str(args.ef)}
         modes = [("api", [])] if "://" in uri else []
         if args.serve and modes:
             modes += [("serve_batched", ["--ray", "--batch-size", "16"]),

@@ -22,6 +22,7 @@ from indexer.ids import quote, validate_identity
 VECTOR = "vector"
 INFO_PROPERTY = "arcmatch.info"
 OUTPUT_FIELDS = ["identity", "source", "model_version", "created_at", "metadata"]
+DEFAULT_EF = 128  # HNSW search list: recall@1 0.99 at 1M faces where 64 gave 0.973 (docs/BENCHMARKS.md)
 INDEX_PARAMS = {
     "FLAT": {},
     "HNSW": {"M": 16, "efConstruction": 200},
@@ -101,14 +102,21 @@ class Hit:
 class FaceIndex:
     """One collection. `consistency` applies to searches: "Strong" (the default) waits until every write before
     the search is visible, which on a Milvus server costs up to a few hundred milliseconds per search; "Session"
-    sees this client's own writes at once and others' within moments, which is what a search service wants."""
+    sees this client's own writes at once and others' within moments, which is what a search service wants.
 
-    def __init__(self, client, collection: str, *, consistency: str = "Strong") -> None:
+    `search_ef` is HNSW's candidate list size at search time (at least k): recall against exact search rises with
+    it and so does latency. bench/search_latency.py --ef measures the trade-off; docs/BENCHMARKS.md has it at 1M.
+    """
+
+    def __init__(self, client, collection: str, *, consistency: str = "Strong", search_ef: int = DEFAULT_EF) -> None:
         if consistency not in ("Strong", "Session", "Bounded", "Eventually"):
             raise InvalidValue(f"consistency must be Strong, Session, Bounded or Eventually, got {consistency!r}")
+        if not 1 <= search_ef <= 32768:
+            raise InvalidValue(f"search_ef must be between 1 and 32768, got {search_ef}")
         self.client = client
         self.collection = collection
         self.consistency = consistency
+        self.search_ef = search_ef
         self._info: CollectionInfo | None = None
 
     def _call(self, what: str, fn, *args, **kwargs):
@@ -190,13 +198,14 @@ class FaceIndex:
         return int(result[0]["count(*)"])
 
     def search(self, vectors: np.ndarray, k: int = 10, ef: int | None = None) -> list[list[Hit]]:
-        """Top-k faces for each row of `vectors` (L2-normalised, the collection's dimension)."""
+        """Top-k faces for each row of `vectors` (L2-normalised, the collection's dimension); `ef` overrides
+        the index's search_ef for this call."""
         info = self.info()
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.shape[1] != info.dim:
             raise ModelMismatch(f"query vectors have dim {vectors.shape[1]}, collection {self.collection!r} "
                                 f"holds dim {info.dim} ({info.model_version})")
-        params = {"metric_type": "COSINE", "params": {"ef": max(ef or 64, k)}}
+        params = {"metric_type": "COSINE", "params": {"ef": max(ef or self.search_ef, k)}}
         results = self._call("search", self.client.search, self.collection, data=vectors.tolist(), limit=k,
                              output_fields=["identity", "source"], search_params=params,
                              consistency_level=self.consistency)

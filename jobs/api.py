@@ -202,7 +202,8 @@ def build_service(settings: Settings) -> IdentityService:
 
     embedder = open_embedder(settings.model)
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-    index = FaceIndex(connect(settings.milvus_uri, token), settings.collection, consistency=settings.search_consistency)
+    index = FaceIndex(connect(settings.milvus_uri, token), settings.collection,
+                      consistency=settings.search_consistency, search_ef=settings.search_ef)
     spec, calibration = embedder.spec, embedder.calibration
     index.ensure(CollectionInfo(spec.version, spec.embedding_size, calibration.threshold if calibration else None,
                                 spec.to_dict()))

@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     _milvus_args(p)
     p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibrated one)")
     p.add_argument("--k", type=int, default=10, help="faces retrieved per probe")
+    p.add_argument("--ef", type=int, default=int(os.environ.get("ARCMATCH_SEARCH_EF", "128")),
+                   help="HNSW search list size: higher is closer to exact search, and slower (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
 
     p = sub.add_parser("serve", help="run the search API (settings from ARCMATCH_* variables; flags override)")
@@ -279,7 +281,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from indexer.store import FaceIndex, connect
     from jobs.lookup import Lookup
 
-    index = FaceIndex(connect(args.milvus, os.environ.get("ARCMATCH_MILVUS_TOKEN")), args.collection)
+    index = FaceIndex(connect(args.milvus, os.environ.get("ARCMATCH_MILVUS_TOKEN")), args.collection,
+                      search_ef=args.ef)
     lookup = Lookup(open_embedder(args.model), index, k=args.k)
     decisions = lookup.identify_images([Path(p).read_bytes() for p in args.images], args.threshold)
     for path, decision in zip(args.images, decisions, strict=True):

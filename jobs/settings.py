@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from indexer.store import DEFAULT_EF
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ARCMATCH_", env_file=".env", extra="ignore")
@@ -20,4 +22,5 @@ class Settings(BaseSettings):
     max_pixels: int = 40_000_000
     search_k: int = 20
     search_consistency: str = "Session"  # see indexer.store.FaceIndex
+    search_ef: int = DEFAULT_EF  # HNSW search list size; see indexer.store.FaceIndex
     max_batch_vectors: int = 64

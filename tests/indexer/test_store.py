@@ -80,3 +80,14 @@ def test_filter_injection_matches_nothing_and_leaks_nothing(index, payload):
     found = index.faces_of(payload)
     assert [r["source"] for r in found] == ["evil"]
     assert len(index.faces_of("ann")) == 6
+
+
+def test_search_ef_is_per_index_and_per_call(client, collection_name, index):
+    rows = unit_rows(30, ["ann", "bob", "cy"])
+    index.upsert(rows)
+    wide = FaceIndex(client, collection_name, search_ef=512)
+    assert wide.search_ef == 512
+    for hits in (wide.search(rows[3].vector, k=5), index.search(rows[3].vector, k=5, ef=1)):  # ef is raised to k
+        assert len(hits[0]) == 5 and hits[0][0].face_id == rows[3].face_id
+    with pytest.raises(InvalidValue, match="search_ef"):
+        FaceIndex(client, collection_name, search_ef=0)
