@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -116,25 +117,45 @@ def test_ingesting_another_model_is_refused(tmp_path, tiny_model_dir, gallery):
         ingest(gallery, tiny_model_dir, milvus=db)
 
 
+def _rows_written(uri: str, collection: str) -> int:
+    client = connect(uri)
+    try:
+        return FaceIndex(client, collection).count() if client.has_collection(collection) else 0
+    finally:
+        client.close()
+
+
 @pytest.mark.slow
-def test_killed_job_rerun_leaves_every_face_exactly_once(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("store", ["lite", "server"])
+def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, tmp_path, tiny_model_dir, collection_name):
+    """SIGKILL half-way, then the same command again: Lite's single writer and the server's parallel Datasink."""
     root = tmp_path / "big"
     write_dataset(root, range(60), 10, size=32)
     (root / "person_00007" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    db = str(tmp_path / "g.db")
+    uri = str(tmp_path / "g.db") if store == "lite" else request.getfixturevalue("milvus_server_uri")
     command = [sys.executable, "-m", "jobs.cli", "ingest", str(root), "--model", str(tiny_model_dir),
-               "--milvus", db, "--batch-size", "16", "--errors", str(tmp_path / "e.csv")]
+               "--milvus", uri, "--collection", collection_name, "--batch-size", "16",
+               "--errors", str(tmp_path / "e.csv")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    for line in job.stderr:  # wait until some rows are written, then kill the whole job without warning
-        if "written" in line and not line.split("images done, ")[1].startswith("0 "):
-            os.killpg(job.pid, signal.SIGKILL)
-            break
+    job = subprocess.Popen(command, stderr=subprocess.PIPE if store == "lite" else subprocess.DEVNULL, text=True,
+                           env=env, start_new_session=True)
+    if store == "lite":  # the file is locked by the job: watch its progress lines
+        for line in job.stderr:
+            if "written" in line and not line.split("images done, ")[1].startswith("0 "):
+                break
+    else:  # the server is shared: watch the rows arrive
+        deadline = time.time() + 240
+        while _rows_written(uri, collection_name) == 0 and job.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+    written_before_kill = None if store == "lite" else _rows_written(uri, collection_name)
+    os.killpg(job.pid, signal.SIGKILL)  # the whole job, without warning
     job.wait(timeout=120)
     assert job.returncode == -signal.SIGKILL
+    if written_before_kill is not None:
+        assert 0 < written_before_kill < 600, written_before_kill  # killed half-way, not before or after
     rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 3, rerun.stderr[-2000:]  # finished, with one file skipped
     assert "person_00007/broken.jpg" in (tmp_path / "e.csv").read_text()
     assert "images seen 601, embedded 600, skipped 1" in rerun.stdout
-    ids = rows_of(db, "faces")
+    ids = rows_of(uri, collection_name)
     assert len(ids) == len(set(ids)) == 600
