@@ -28,12 +28,14 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, tmp_path):
     write_dataset(tmp_path / "data", range(6), 12, size=32)
     run = tmp_path / "runs" / "killed"
     killed = []
+    address = ray_local.get_runtime_context().gcs_address
 
     def kill_when_checkpointed():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
             if run.is_dir() and any(p.name.startswith("checkpoint") for p in run.rglob("*") if p.is_dir()):
-                workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+                workers = list_actors(address=address,  # this test's Ray, even when another runs on the machine
+                                      filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
                 if workers:
                     os.kill(workers[0].pid, signal.SIGKILL)
                     killed.append(workers[0].pid)
