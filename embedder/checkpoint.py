@@ -7,39 +7,14 @@ re-typed: they read the input size, normalisation and decision threshold from he
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from embedder.errors import ModelError
+from embedder.layout import CALIBRATION_FILE, WEIGHTS_FILE, Calibration  # noqa: F401  (re-exported)
 from embedder.model import FaceEmbedder
 from embedder.spec import ModelSpec
-
-WEIGHTS_FILE = "model.pt"
-CALIBRATION_FILE = "calibration.json"
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A cosine-similarity threshold (higher is closer), and how it was chosen."""
-
-    threshold: float
-    target_far: float
-    measured_far: float
-    tar: float
-    pairs: int
-
-    def save(self, directory: str | Path) -> None:
-        (Path(directory) / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Calibration | None:
-        path = Path(directory) / CALIBRATION_FILE
-        if not path.is_file():
-            return None
-        return cls(**json.loads(path.read_text()))
 
 
 def weights_version(model: FaceEmbedder) -> str:

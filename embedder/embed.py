@@ -3,6 +3,9 @@
 Every embedder takes (N, H, W, 3) uint8 RGB arrays from embedder.preprocess.decode_image and returns
 (N, D) float32 L2-normalised vectors, so the callers never care which runtime computes them. Flip test-time
 augmentation (the ModelSpec's flip_tta) is applied here once for every runtime.
+
+torch is imported only for arcmatch's own checkpoints (embedder/torch_embedder.py): an ONNX model is served
+without it.
 """
 
 from __future__ import annotations
@@ -10,11 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from embedder.checkpoint import WEIGHTS_FILE, Calibration, load_embedder
 from embedder.errors import ModelError
-from embedder.model import FaceEmbedder
+from embedder.layout import WEIGHTS_FILE, Calibration
 from embedder.preprocess import normalize_batch
 from embedder.spec import ModelSpec
 
@@ -51,45 +52,32 @@ class Embedder:
         return l2_normalize(vectors)
 
 
-class TorchEmbedder(Embedder):
-    """A FaceEmbedder in eval mode on one device, fed in chunks of `batch_size`."""
-
-    def __init__(
-        self,
-        model: FaceEmbedder,
-        *,
-        device: str | torch.device = "cpu",
-        batch_size: int = 64,
-        calibration: Calibration | None = None,
-    ) -> None:
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.batch_size = batch_size
-        self.calibration = calibration
-
-    @classmethod
-    def from_checkpoint(cls, directory: str | Path, **kwargs) -> TorchEmbedder:
-        return cls(load_embedder(directory), calibration=Calibration.load(directory), **kwargs)
-
-    @property
-    def spec(self) -> ModelSpec:
-        return self.model.spec
-
-    @torch.no_grad()
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
-
-
-def open_embedder(model: str | Path, *, device: str = "cpu", batch_size: int = 64) -> Embedder:
+def open_embedder(
+    model: str | Path, *, device: str = "cpu", batch_size: int = 64, threads: int | None = None
+) -> Embedder:
     """An arcmatch checkpoint directory (model.pt or model.onnx beside spec.json), or an ONNX file whose
     spec.json lies beside it as `<name>.spec.json`."""
     path = Path(model)
     if not path.exists():
         raise FileNotFoundError(f"model {path} does not exist")
     if path.is_dir() and (path / WEIGHTS_FILE).is_file():
+        import torch
+
+        from embedder.torch_embedder import TorchEmbedder
+
+        if threads:
+            torch.set_num_threads(threads)
         return TorchEmbedder.from_checkpoint(path, device=device, batch_size=batch_size)
     from embedder.onnx import OnnxEmbedder
 
     if path.is_dir() or path.suffix == ".onnx":
-        return OnnxEmbedder.from_path(path, batch_size=batch_size)
+        return OnnxEmbedder.from_path(path, batch_size=batch_size, threads=threads)
     raise ModelError(f"{path} is neither an arcmatch checkpoint directory nor an ONNX model")
+
+
+def __getattr__(name: str):
+    if name == "TorchEmbedder":  # `from embedder.embed import TorchEmbedder` keeps working, torch loaded on demand
+        from embedder.torch_embedder import TorchEmbedder
+
+        return TorchEmbedder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

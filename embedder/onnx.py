@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.checkpoint import Calibration
 from embedder.embed import Embedder
 from embedder.errors import ModelError
+from embedder.layout import Calibration
 from embedder.spec import ModelSpec
 
 ONNX_FILE = "model.onnx"
@@ -29,8 +29,16 @@ def file_version(path: Path, spec: ModelSpec) -> str:
 
 class OnnxEmbedder(Embedder):
     def __init__(
-        self, path: str | Path, spec: ModelSpec, *, batch_size: int = 64, calibration: Calibration | None = None
+        self,
+        path: str | Path,
+        spec: ModelSpec,
+        *,
+        batch_size: int = 64,
+        calibration: Calibration | None = None,
+        threads: int | None = None,
     ) -> None:
+        """`threads`: onnxruntime's intra-op threads (default: one per core). A process that shares the machine
+        with other work, such as an ingestion actor beside the decode tasks, should ask for its share."""
         import onnxruntime as ort
 
         path = Path(path)
@@ -38,6 +46,8 @@ class OnnxEmbedder(Embedder):
             raise ModelError(f"ONNX model {path} does not exist")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
         except Exception as exc:  # onnxruntime raises its own untyped errors for invalid files

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-parquet", help="also write the embeddings to this Parquet file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=1, help="embedding actors")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray CPUs reserved by each embedding actor")
+    p.add_argument("--threads-per-actor", type=int,
+                   help="inference threads per embedding actor (default: the runtime's, one per core)")
     p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the Ray cluster has GPUs, else 0")
     p.add_argument("--write-concurrency", type=int, help="parallel write tasks (Milvus server only)")
     p.add_argument("--index", default="HNSW", choices=["HNSW", "IVF_FLAT", "DISKANN", "FLAT", "AUTOINDEX"],
@@ -267,6 +270,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     init_ray(args.address)
     summary = ingest(args.source, args.model, milvus=args.milvus, token=os.environ.get("ARCMATCH_MILVUS_TOKEN"),
                      collection=args.collection, batch_size=args.batch_size, embed_concurrency=args.concurrency,
+                     cpus_per_actor=args.cpus_per_actor, threads_per_actor=args.threads_per_actor,
                      gpus_per_actor=args.gpus_per_actor, write_concurrency=args.write_concurrency,
                      index_type=args.index, errors_csv=args.errors, export_parquet=args.export_parquet)
     print("\n".join(summary.lines()))

@@ -74,12 +74,13 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, np.
 class EmbedBatch:
     """Actor stage: the model is loaded once per actor (on its GPU when it has one) and reused for every batch."""
 
-    def __init__(self, model: str) -> None:
-        import torch
+    def __init__(self, model: str, threads: int | None = None) -> None:
+        import ray
 
         from embedder.embed import open_embedder
 
-        self.embedder = open_embedder(model, device="cuda" if torch.cuda.is_available() else "cpu")
+        # ray.get_gpu_ids(), not torch.cuda: an ONNX model then never imports torch (seconds per actor)
+        self.embedder = open_embedder(model, device="cuda" if ray.get_gpu_ids() else "cpu", threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["error"] == ""
@@ -157,6 +158,8 @@ def ingest(
     collection: str = "faces",
     batch_size: int = 64,
     embed_concurrency: int = 1,
+    cpus_per_actor: float = 1.0,
+    threads_per_actor: int | None = None,
     gpus_per_actor: float | None = None,
     write_batch: int = 512,
     write_concurrency: int | None = None,
@@ -185,9 +188,9 @@ def ingest(
         gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     ds = ray.data.from_items(items)
     ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec}, batch_size=batch_size, batch_format="numpy")
-    ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model),), batch_size=batch_size,
+    ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model), threads_per_actor), batch_size=batch_size,
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed_concurrency),
-                        num_gpus=gpus_per_actor)
+                        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
     if export_parquet is not None or is_lite_uri(milvus):
         _write_from_driver(ds, index, summary, write_batch, export_parquet, progress)
     else:

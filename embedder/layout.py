@@ -1,0 +1,35 @@
+"""What a model directory holds, readable without torch: its file names and the calibrated threshold.
+
+The ONNX path (ingestion actors, the search API serving a third-party model) reads these and must not pay for
+importing torch and timm, a few seconds per process on a CUDA build.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+WEIGHTS_FILE = "model.pt"
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A cosine-similarity threshold (higher is closer), and how it was chosen."""
+
+    threshold: float
+    target_far: float
+    measured_far: float
+    tar: float
+    pairs: int
+
+    def save(self, directory: str | Path) -> None:
+        (Path(directory) / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Calibration | None:
+        path = Path(directory) / CALIBRATION_FILE
+        if not path.is_file():
+            return None
+        return cls(**json.loads(path.read_text()))
