@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from embedder.model import FaceEmbedder
+from embedder.model import FaceEmbedder, with_output_stride
 from embedder.spec import ModelSpec
 from trainer.config import TrainConfig
 from trainer.heads import build_head
@@ -26,7 +26,8 @@ from trainer.step import TrainModule, build_optimizer, build_scheduler, train_st
 def measure(args: argparse.Namespace, bf16: bool, channels_last: bool) -> dict:
     torch.manual_seed(0)
     device = torch.device("cuda")
-    spec = ModelSpec(args.backbone, args.embedding_size, (args.input_size, args.input_size))
+    spec, _ = with_output_stride(ModelSpec(args.backbone, args.embedding_size, (args.input_size,) * 2),
+                                 args.output_stride)
     module = TrainModule(FaceEmbedder(spec), build_head("arcface", args.embedding_size, args.classes)).to(device)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=112)
     parser.add_argument("--embedding-size", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10_000)
+    parser.add_argument("--output-stride", type=int, default=16, help="as `arcmatch train` builds it")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
@@ -65,6 +67,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: this benchmark measures GPU training throughput")
     torch.backends.cudnn.benchmark = True
+    print(with_output_stride(ModelSpec(args.backbone), args.output_stride)[1])
     rows = [measure(args, bf16, cl) for bf16, cl in ((False, False), (True, False), (True, True))]
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, **vars(args), "runs": rows}
     result["out"] = str(args.out) if args.out else None

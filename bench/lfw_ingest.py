@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--milvus", help="Milvus URI (default: a Milvus Lite file in a temporary directory)")
     parser.add_argument("--server", action="store_true", help="start the `milvus` package's server on loopback")
     parser.add_argument("--forward-sample", type=int, default=1000, help="images timed for the pure forward")
+    parser.add_argument("--concurrency", type=int, default=1, help="embedding actors")
+    parser.add_argument("--cpus-per-actor", type=float, default=1.0)
+    parser.add_argument("--threads-per-actor", type=int, help="onnxruntime threads per actor (default: one per core)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     lfw, pairs_file = SHARED / "data" / "lfw_gray", SHARED / "data" / "lfw_pairs.txt"
@@ -99,7 +102,8 @@ def main() -> None:
         model = model_dir(workdir)
         init_ray()
         summary = ingest(lfw, model, milvus=uri, collection="lfw", index_type="FLAT" if "://" not in uri else "HNSW",
-                         progress=lambda _: None)
+                         embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
+                         threads_per_actor=args.threads_per_actor, progress=lambda _: None)
         print("\n".join(summary.lines()))
 
         client = connect(uri)
@@ -131,7 +135,8 @@ def main() -> None:
             "ingest_images_per_s": ingest_rate, "forward_images_per_s": forward_rate,
             "ingest_over_forward": ingest_rate / forward_rate,
             "upsert_rows_per_s": summary.embedded / summary.write_seconds if summary.write_seconds else None,
-            "ingest_seconds": summary.seconds,
+            "ingest_seconds": summary.seconds, "concurrency": args.concurrency,
+            "cpus_per_actor": args.cpus_per_actor, "threads_per_actor": args.threads_per_actor,
         }
         client.close()
     finally:
