@@ -6,6 +6,7 @@ Every route but /v1/health needs an API key (header `X-API-Key`) with the read o
 
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import Callable
@@ -207,4 +208,10 @@ def build_service(settings: Settings) -> IdentityService:
     spec, calibration = embedder.spec, embedder.calibration
     index.ensure(CollectionInfo(spec.version, spec.embedding_size, calibration.threshold if calibration else None,
                                 spec.to_dict()))
-    return IdentityService(embedder, index, k=settings.search_k, max_pixels=settings.max_pixels)
+    service = IdentityService(embedder, index, k=settings.search_k, max_pixels=settings.max_pixels)
+    # Everything loaded so far (torch, timm, the model, pymilvus: about half a million objects) lives as long as
+    # the process. Frozen, the cyclic GC's full passes skip it; otherwise each one scans it all and stalls
+    # whichever request triggered it for 100-200 ms, the API's p99 at 1M faces (docs/BENCHMARKS.md).
+    gc.collect()
+    gc.freeze()
+    return service

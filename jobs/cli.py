@@ -13,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from indexer.store import DEFAULT_EF
 from jobs.errors import EXIT_OK, EXIT_PARTIAL, classify, write_error_report
 
 DEFAULT_MILVUS = "./arcmatch.db"
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _milvus_args(p)
     p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibrated one)")
     p.add_argument("--k", type=int, default=10, help="faces retrieved per probe")
-    p.add_argument("--ef", type=int, default=int(os.environ.get("ARCMATCH_SEARCH_EF", "128")),
+    p.add_argument("--ef", type=int, default=int(os.environ.get("ARCMATCH_SEARCH_EF", DEFAULT_EF)),
                    help="HNSW search list size: higher is closer to exact search, and slower (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
 
