@@ -165,3 +165,9 @@ def test_settings_have_no_default_for_secrets(tmp_path, monkeypatch):
     monkeypatch.delenv("ARCMATCH_API_KEYS", raising=False)
     with pytest.raises(Exception, match="api_keys"):
         Settings(model=tmp_path, _env_file=None)
+
+
+def test_every_answer_says_how_long_the_app_took(api):
+    response = api.get("/v1/ready")  # a 401 too
+    name, value = response.headers["server-timing"].split(";dur=")
+    assert name == "app" and float(value) >= 0
