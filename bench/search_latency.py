@@ -226,16 +226,18 @@ def main() -> None:
 
             for vector in probes[:20]:  # warm-up, as the raw client was by the recall runs: first requests load
                 api(vector)             # the model's spec and the collection's info, and open connections
-            latency, inside = [], []
+            latency, phases = [], {}
             for vector in probes:
                 started = time.perf_counter()
                 response = http.post("/v1/search/embedding", json={"embeddings": [vector.tolist()], "k": args.k})
                 latency.append(time.perf_counter() - started)
                 response.raise_for_status()
-                timing = response.headers.get("server-timing", "")
-                if timing.startswith("app;dur="):
-                    inside.append(float(timing.split("=")[1]) / 1000)
-            result[name] = {**percentiles(latency), **{f"inside_app_{k}": v for k, v in percentiles(inside).items()},
+                for part in response.headers.get("server-timing", "").split(", "):  # app;dur=12.3, search;dur=..
+                    if ";dur=" in part:
+                        phase, ms = part.split(";dur=")
+                        phases.setdefault(phase, []).append(float(ms) / 1000)
+            inside = {f"{phase}_{k}": v for phase, times in phases.items() for k, v in percentiles(times).items()}
+            result[name] = {**percentiles(latency), **inside,
                             **{f"rps_{c}": closed_loop(api, probes, c, args.seconds) for c in (1, 8, 32)}}
             http.close()
             stop(processes.pop())

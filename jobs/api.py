@@ -6,6 +6,7 @@ Every route but /v1/health needs an API key (header `X-API-Key`) with the read o
 
 
 import asyncio
+import contextvars
 import gc
 import json
 import logging
@@ -25,6 +26,7 @@ from jobs.service import IdentityService
 from jobs.settings import Settings
 
 log = logging.getLogger("arcmatch.api")
+_PHASES: contextvars.ContextVar[dict[str, float]] = contextvars.ContextVar("arcmatch_phases")
 if not log.handlers:  # under Ray Serve the root logger has no handler: keep tracebacks in the replica's log
     log.addHandler(logging.StreamHandler())
 
@@ -124,10 +126,14 @@ def create_app(settings: Settings, provider: Callable[[], tuple[IdentityService,
 
     @app.middleware("http")
     async def server_timing(request: Request, call_next):
-        """Time spent inside the app, as a Server-Timing header: tells a slow answer's network from its work."""
-        started = time.perf_counter()
+        """Time inside the app, and within it in the search call, as a Server-Timing header: tells a slow answer's
+        network from its work, and the work from waiting on the search."""
+        started, phases = time.perf_counter(), {}
+        _PHASES.set(phases)
         response = await call_next(request)
-        response.headers["Server-Timing"] = f"app;dur={1000 * (time.perf_counter() - started):.2f}"
+        timings = [f"app;dur={1000 * (time.perf_counter() - started):.2f}"]
+        timings += [f"{name};dur={1000 * seconds:.2f}" for name, seconds in phases.items()]
+        response.headers["Server-Timing"] = ", ".join(timings)
         return response
 
     @app.get("/v1/health")
@@ -138,7 +144,10 @@ def create_app(settings: Settings, provider: Callable[[], tuple[IdentityService,
         service, batcher = provider()
         vectors = service.check_vectors(vectors)
         if batcher is None:  # off the event loop, so slow searches do not stall other requests
-            return await asyncio.to_thread(service.search_vectors, vectors, threshold, k, top_n)
+            started = time.perf_counter()
+            found = await asyncio.to_thread(service.search_vectors, vectors, threshold, k, top_n)
+            _PHASES.get({})["search"] = time.perf_counter() - started
+            return found
         query = (service.threshold(threshold), k or service.k, top_n)
         return list(await asyncio.gather(*(batcher.search((v, *query)) for v in vectors)))
 

@@ -171,3 +171,10 @@ def test_every_answer_says_how_long_the_app_took(api):
     response = api.get("/v1/ready")  # a 401 too
     name, value = response.headers["server-timing"].split(";dur=")
     assert name == "app" and float(value) >= 0
+
+
+def test_a_search_answer_times_the_search_inside_the_app(api):
+    response = api.post("/v1/search/embedding", json={"embeddings": [[0.25] * 16]}, headers=R)
+    assert response.status_code == 200
+    phases = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
+    assert set(phases) == {"app", "search"} and 0 <= float(phases["search"]) <= float(phases["app"])
