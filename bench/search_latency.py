@@ -149,6 +149,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0, help="per throughput point")
     parser.add_argument("--serve", action="store_true", help="also measure the Ray Serve deployment")
+    parser.add_argument("--api-loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="the uvicorn API's event loop")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "arcmatch-search-bench")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -209,7 +211,7 @@ def main() -> None:
         env = {**os.environ, "ARCMATCH_MODEL": str(model), "ARCMATCH_API_KEYS": entry, "ARCMATCH_MILVUS_URI": uri,
                "ARCMATCH_COLLECTION": collection, "ARCMATCH_SEARCH_K": str(args.k),
                "ARCMATCH_SEARCH_EF": str(args.ef)}
-        modes = [("api", [])] if "://" in uri else []
+        modes = [("api", ["--loop", args.api_loop])] if "://" in uri else []
         if args.serve and modes:
             modes += [("serve_batched", ["--ray", "--batch-size", "16"]),
                       ("serve_unbatched", ["--ray", "--batch-size", "1"])]

@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", help="collection (env ARCMATCH_COLLECTION)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                   help="uvicorn's event loop (default %(default)s: uvloop when installed)")
     p.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment with dynamic batching")
     p.add_argument("--replicas", type=int, default=1, help="--ray: (minimum) replicas")
     p.add_argument("--max-replicas", type=int, help="--ray: autoscale up to this many replicas")
@@ -329,7 +331,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from jobs.api import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", loop=args.loop)
     return EXIT_OK
 
 
