@@ -27,6 +27,18 @@ from jobs.settings import Settings
 
 log = logging.getLogger("arcmatch.api")
 _PHASES: contextvars.ContextVar[dict[str, float]] = contextvars.ContextVar("arcmatch_phases")
+
+
+# The app's closures reach the context variable through these module functions: Ray Serve pickles the app, and a
+# function is pickled by reference where a ContextVar cannot be pickled at all.
+def _start_phases() -> dict[str, float]:
+    phases: dict[str, float] = {}
+    _PHASES.set(phases)
+    return phases
+
+
+def _record_phase(name: str, seconds: float) -> None:
+    _PHASES.get({})[name] = seconds
 if not log.handlers:  # under Ray Serve the root logger has no handler: keep tracebacks in the replica's log
     log.addHandler(logging.StreamHandler())
 
@@ -128,8 +140,7 @@ def create_app(settings: Settings, provider: Callable[[], tuple[IdentityService,
     async def server_timing(request: Request, call_next):
         """Time inside the app, and within it in the search call, as a Server-Timing header: tells a slow answer's
         network from its work, and the work from waiting on the search."""
-        started, phases = time.perf_counter(), {}
-        _PHASES.set(phases)
+        started, phases = time.perf_counter(), _start_phases()
         response = await call_next(request)
         timings = [f"app;dur={1000 * (time.perf_counter() - started):.2f}"]
         timings += [f"{name};dur={1000 * seconds:.2f}" for name, seconds in phases.items()]
@@ -146,7 +157,7 @@ def create_app(settings: Settings, provider: Callable[[], tuple[IdentityService,
         if batcher is None:  # off the event loop, so slow searches do not stall other requests
             started = time.perf_counter()
             found = await asyncio.to_thread(service.search_vectors, vectors, threshold, k, top_n)
-            _PHASES.get({})["search"] = time.perf_counter() - started
+            _record_phase("search", time.perf_counter() - started)
             return found
         query = (service.threshold(threshold), k or service.k, top_n)
         return list(await asyncio.gather(*(batcher.search((v, *query)) for v in vectors)))
