@@ -40,7 +40,7 @@ PAIRS = ROOT.parent / "shared" / "data" / "lfw_pairs.txt"
 CROP = (55 / 250, 45 / 250, 195 / 250, 185 / 250)
 
 
-def split_people() -> tuple[list[LabelledImage], np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def split_people() -> tuple[list[LabelledImage], np.ndarray, np.ndarray, list[str]]:
     """Training images (people of folds 2-10) and fold 1's pairs as (pair index, same, image paths)."""
     pairs = read_pairs(PAIRS, LFW)
     test = pairs.fold == 0
@@ -54,7 +54,7 @@ def split_people() -> tuple[list[LabelledImage], np.ndarray, np.ndarray, np.ndar
     paths = sorted(set(left) | set(right))
     row = {p: i for i, p in enumerate(paths)}
     index = np.array([[row[a], row[b]] for a, b in zip(left, right, strict=True)])
-    return train, index, pairs.same[test], np.arange(int(test.sum())), paths
+    return train, index, pairs.same[test], paths
 
 
 def verify(vectors: np.ndarray, index: np.ndarray, same: np.ndarray, seed: int) -> dict:
@@ -91,7 +91,7 @@ def main() -> None:
     if not LFW.is_dir() or not PAIRS.is_file():
         raise SystemExit(f"needs {LFW} and {PAIRS} (see ../shared/data/SOURCES.md)")
 
-    train, index, same, _, test_paths = split_people()
+    train, index, same, test_paths = split_people()
     spec = ModelSpec(args.backbone, embedding_size=args.embedding_size, input_size=(args.input_size,) * 2,
                      crop_box=CROP)
     test_images = np.stack([decode_image(Path(p).read_bytes(), spec) for p in test_paths])

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
-from common import emit, start_milvus_server  # bench/common.py, beside this script
+from common import emit, latencies, percentiles, start_milvus_server  # bench/common.py, beside this script
 
 from indexer.store import DEFAULT_EF, FaceIndex, connect
 
@@ -42,14 +41,8 @@ def main() -> None:
             loop.run_until_complete(asyncio.to_thread(index.search, vector[None], 10))
 
         def run(call, name: str) -> None:
-            latency = []
-            for vector in probes:
-                started = time.perf_counter()
-                call(vector)
-                latency.append(time.perf_counter() - started)
-            ms = np.asarray(latency) * 1000
-            result[name] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-                            "max_ms": float(ms.max())}
+            seconds = latencies(call, probes)
+            result[name] = {**percentiles(seconds), "max_ms": 1000 * max(seconds)}
             print(name, result[name], flush=True)
 
         for vector in probes[:50]:

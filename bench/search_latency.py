@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from common import emit, start_milvus_server  # bench/common.py, beside this script
+from common import emit, latencies, percentiles, start_milvus_server  # bench/common.py, beside this script
 
 from embedder.checkpoint import save_embedder
 from embedder.model import FaceEmbedder
@@ -85,11 +85,6 @@ def wait_for_index(client, collection: str, rows: int, limit_s: float = 3600) ->
 def gallery_vectors(n: int, identities: int) -> np.ndarray:
     chunks = [clustered(min(20_000, n - s), seed=s, identities=identities)[0] for s in range(0, n, 20_000)]
     return np.concatenate(chunks)
-
-
-def percentiles(latencies: list[float]) -> dict:
-    ms = np.asarray(latencies) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
 
 
 def closed_loop(call, queries: np.ndarray, clients: int, seconds: float) -> float:
@@ -187,11 +182,7 @@ def main() -> None:
         for ef in [int(e) for e in args.ef_sweep.split(",") if e] + [args.ef]:
             found = [hits[0].face_id for hits in index.search(probes, k=args.k, ef=ef)]
             recall = float(np.mean(np.asarray(found) == exact))
-            timings = []
-            for vector in probes[:200]:
-                started = time.perf_counter()
-                index.search(vector[None], k=args.k, ef=ef)
-                timings.append(time.perf_counter() - started)
+            timings = latencies(lambda vector, ef=ef: index.search(vector[None], k=args.k, ef=ef), probes[:200])
             result.setdefault("ef_sweep", []).append({"ef": ef, "recall_at_1": recall, **percentiles(timings)})
             print(result["ef_sweep"][-1], flush=True)
         result["recall_at_1"] = result["ef_sweep"][-1]["recall_at_1"]
@@ -199,12 +190,7 @@ def main() -> None:
         def raw(vector: np.ndarray) -> None:
             index.search(vector[None], k=args.k)
 
-        raw_latency = []
-        for vector in probes:
-            started = time.perf_counter()
-            raw(vector)
-            raw_latency.append(time.perf_counter() - started)
-        result["raw_pymilvus"] = percentiles(raw_latency)
+        result["raw_pymilvus"] = percentiles(latencies(raw, probes))
         result["raw_pymilvus"].update({f"rps_{c}": closed_loop(raw, probes, c, args.seconds) for c in (1, 8, 32)})
         # Milvus Lite serves one process, and this one holds the file: the API cannot open it beside us
         read_key, entry = new_key("bench", ["read"])

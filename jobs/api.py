@@ -26,6 +26,8 @@ from jobs.service import IdentityService
 from jobs.settings import Settings
 
 log = logging.getLogger("arcmatch.api")
+if not log.handlers:  # under Ray Serve the root logger has no handler: keep tracebacks in the replica's log
+    log.addHandler(logging.StreamHandler())
 _PHASES: contextvars.ContextVar[dict[str, float]] = contextvars.ContextVar("arcmatch_phases")
 
 
@@ -39,8 +41,6 @@ def _start_phases() -> dict[str, float]:
 
 def _record_phase(name: str, seconds: float) -> None:
     _PHASES.get({})[name] = seconds
-if not log.handlers:  # under Ray Serve the root logger has no handler: keep tracebacks in the replica's log
-    log.addHandler(logging.StreamHandler())
 
 
 class CandidateOut(BaseModel):

@@ -36,7 +36,7 @@ class MemoryFeed:
         self.config, self.rank, self.world = config, rank, world
         self.data = decode_items(list_images(config.data), config.spec)
         self.classes = self.data.classes
-        self.steps_per_epoch = len(self._order(0)) // config.batch_size
+        self.steps_per_epoch = len(self.data.labels) // world // config.batch_size  # what _order cuts per worker
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.data.labels)} images cannot fill one batch of {config.batch_size} on each "
                              f"of {world} workers")

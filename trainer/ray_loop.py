@@ -142,7 +142,6 @@ def _report(rank: int, metrics: dict, module, optimizer, position: Position, his
 
 def stream_dataset(config: TrainConfig):
     """The shards as a Ray Data dataset decoded on CPU tasks (block order shuffled each epoch), and its rows."""
-    import ray
     import ray.data
 
     from trainer.shards import decode_rows, read_classes
