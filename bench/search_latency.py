@@ -7,6 +7,7 @@ gallery is loaded once into the collection `bench_<N>_<index>` and reused by lat
     .venv/bin/python bench/search_latency.py --faces 100000 --server            # starts Milvus 2.3 on loopback
     .venv/bin/python bench/search_latency.py --faces 100000 --lite              # Milvus Lite file
     .venv/bin/python bench/search_latency.py --faces 1000000 --milvus http://host:19530
+    .venv/bin/python bench/search_latency.py --faces 1000000 --server --pin   # server apart from API and clients
 
 Reported: load rows/s; recall@1 of the index vs exact search; p50/p99 latency of the API (uvicorn, one process)
 vs raw pymilvus for the same queries, one client; requests/s at 1, 8 and 32 concurrent clients for raw pymilvus,
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from common import emit, latencies, percentiles, start_milvus_server  # bench/common.py, beside this script
+from common import emit, latencies, percentiles, pin_apart, start_milvus_server  # bench/common.py, beside this script
 
 from embedder.checkpoint import save_embedder
 from embedder.model import FaceEmbedder
@@ -146,6 +147,8 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help="also measure the Ray Serve deployment")
     parser.add_argument("--api-loop", default="auto", choices=["auto", "asyncio", "uvloop"],
                         help="the uvicorn API's event loop")
+    parser.add_argument("--pin", action="store_true",
+                        help="with --server: the server on half the cores, this process and the API on the others")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "arcmatch-search-bench")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -155,12 +158,16 @@ def main() -> None:
     server = None
     if args.server:
         server, uri = start_milvus_server(args.workdir / "milvus-server")
+    elif args.pin:
+        parser.error("--pin needs --server (the benchmark pins only a server it starts)")
     else:
         uri = args.milvus or str(args.workdir / "bench.db")
     result: dict = {"faces": args.faces, "identities": identities, "index": args.index, "k": args.k,
                     "store": "Milvus Lite" if "://" not in uri else "Milvus server"}
     processes: list[subprocess.Popen] = []
     try:
+        if args.pin:
+            result["pinned"] = pin_apart(server)
         model = model_dir(Path(tempfile.mkdtemp()))
         version = ModelSpec.load(model).version
         collection = f"bench_{args.faces}_{args.index.lower()}"

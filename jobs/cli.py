@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (bf16 autocast unless --precision fp32)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="autocast: auto is bf16 on GPUs and fp32 on CPUs")
     p.add_argument("--cpus-per-worker", type=int, default=1)
     p.add_argument("--backbone-weights", help="local file with initial backbone weights")
     p.add_argument("--storage", default="./runs", help="Ray Train storage path for checkpoints")
@@ -209,7 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(note)
     config = TrainConfig(data=str(Path(args.data).resolve()), spec=spec, head=args.head, scale=args.scale,
                          margins=margins, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                         lr=args.lr, workers=args.workers, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
+                         lr=args.lr, workers=args.workers, gpu=args.gpu, precision=args.precision,
+                         cpus_per_worker=args.cpus_per_worker,
                          backbone_weights=args.backbone_weights, checkpoint_every=args.checkpoint_every,
                          max_failures=args.max_failures, sample_rate=args.sample_rate,
                          random_shift=args.random_shift)

@@ -26,6 +26,7 @@ class TrainConfig:
     random_shift: float = 0.0  # augmentation: random translation by up to this fraction of the side (0: off)
     workers: int = 1
     gpu: bool = False
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
     cpus_per_worker: int = 1
     seed: int = 0
     log_every: int = 20
@@ -35,6 +36,8 @@ class TrainConfig:
     backbone_weights: str | None = None
 
     def __post_init__(self) -> None:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "workers", "cpus_per_worker"):

@@ -30,7 +30,7 @@ from trainer.feed import MemoryFeed, StreamFeed
 from trainer.heads import CombinedMarginHead, build_head
 from trainer.shards import is_shard_dir
 from trainer.state import Position, load_state, save_state
-from trainer.step import TrainModule, build_optimizer, build_scheduler, make_batch, train_step
+from trainer.step import TrainModule, autocast_dtype, build_optimizer, build_scheduler, make_batch, train_step
 
 HISTORY_FILE = "history.json"
 
@@ -66,7 +66,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     start_step = position.samples // per_step
     fast_forward(scheduler, position.epoch * steps_per_epoch + start_step)
     module = wrap_for_ddp(train_module)
-    autocast = torch.bfloat16 if device.type == "cuda" else None
+    autocast = autocast_dtype(config.precision, device.type)
 
     for epoch in range(position.epoch, config.epochs):
         first = start_step if epoch == position.epoch else 0

@@ -78,6 +78,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
+    """The autocast dtype for a TrainConfig.precision on this device: bf16 on GPUs by default (fp32's range, so
+    no loss scaling, unlike fp16); on CPUs fp32 unless bf16 is asked for (fast only where the CPU has bf16 units,
+    and the way to exercise the GPU's numerics on a machine without one)."""
+    if precision == "bf16" or (precision == "auto" and device_type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
 def train_step(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,

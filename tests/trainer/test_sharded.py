@@ -33,16 +33,24 @@ def head_for(weight, rank, world):
     return head
 
 
-def worker(rank: int, port: int, out: str) -> None:
+def forward(model, head, inputs, labels, autocast: bool):
+    """Embeddings (kept for their gradient) and the head's loss and predictions; under bf16 autocast the
+    embeddings are bf16, as on a GPU, so the gather and its backward all-reduce move bf16 tensors."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        x = model(inputs)
+        x.retain_grad()
+        loss, predicted = head(x, labels)
+    return x, loss, predicted
+
+
+def worker(rank: int, port: int, out: str, autocast: bool) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         weight, inputs, labels, backbone = problem()
         model = nn.parallel.DistributedDataParallel(backbone)
         head = head_for(weight, rank, WORLD)
         rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
-        x = model(inputs[rows])
-        x.retain_grad()
-        loss, predicted = head(x, labels[rows])
+        x, loss, predicted = forward(model, head, inputs[rows], labels[rows], autocast)
         loss.backward()
         torch.save({"loss": loss.detach(), "head_grad": head.weight.grad, "embedding_grad": x.grad,
                     "backbone_grad": model.module.weight.grad, "predicted": predicted}, f"{out}/rank{rank}.pt")
@@ -62,23 +70,26 @@ def test_shard_ranges_cover_every_class_once():
         shard_range(2, 0, 4)
 
 
-def test_two_gloo_workers_match_the_unsharded_head(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_two_gloo_workers_match_the_unsharded_head(tmp_path, autocast):
+    mp.spawn(worker, args=(free_port(), str(tmp_path), autocast), nprocs=WORLD, join=True)
     weight, inputs, labels, backbone = problem()
     head = head_for(weight, 0, 1)
-    x = backbone(inputs)
-    x.retain_grad()
-    loss, predicted = head(x, labels)
+    x, loss, predicted = forward(backbone, head, inputs, labels, autocast)
     loss.backward()
+    # bf16: the gather's backward sums bf16 gradients across ranks, rounding where one process sums none
+    close = {"rtol": 2e-2, "atol": 1e-3} if autocast else {}
 
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         start, end = shard_range(CLASSES, rank, WORLD)
         rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+        assert got["embedding_grad"].dtype == (torch.bfloat16 if autocast else torch.float32)
+        assert torch.isfinite(got["loss"]) and torch.isfinite(got["backbone_grad"]).all()
         torch.testing.assert_close(got["loss"], loss.detach())
         torch.testing.assert_close(got["head_grad"], head.weight.grad[start:end])
         # DDP with an unsharded head gives rank r the gradient of its own batch's mean loss: W x the global one
-        torch.testing.assert_close(got["embedding_grad"], WORLD * x.grad[rows])
+        torch.testing.assert_close(got["embedding_grad"], WORLD * x.grad[rows], **close)
         # after DDP's averaging, the backbone's gradient is the unsharded head's on the whole batch
-        torch.testing.assert_close(got["backbone_grad"], backbone.weight.grad)
+        torch.testing.assert_close(got["backbone_grad"], backbone.weight.grad, **close)
         assert torch.equal(got["predicted"], predicted[rows])

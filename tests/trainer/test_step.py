@@ -1,10 +1,11 @@
 import numpy as np
+import pytest
 import torch
 
 from embedder.model import FaceEmbedder
 from trainer.config import TrainConfig
 from trainer.heads import build_head
-from trainer.step import TrainModule, build_optimizer, build_scheduler, make_batch, train_step
+from trainer.step import TrainModule, autocast_dtype, build_optimizer, build_scheduler, make_batch, train_step
 
 
 def test_weight_decay_skips_batchnorm_and_bias(tiny_spec):
@@ -32,7 +33,8 @@ def test_warmup_then_cosine_schedule(tiny_spec):
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False)) and lrs[-1] < 0.05
 
 
-def test_training_steps_learn_a_tiny_problem(tiny_spec):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_steps_learn_a_tiny_problem(tiny_spec, precision):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8).repeat(8, axis=0)
@@ -44,7 +46,8 @@ def test_training_steps_learn_a_tiny_problem(tiny_spec):
     losses = []
     for _ in range(60):
         x, y = make_batch(images, labels, tiny_spec, rng)
-        loss, acc = train_step(module, optimizer, scheduler, x, y, clip_grad_norm=5.0)
+        loss, acc = train_step(module, optimizer, scheduler, x, y, clip_grad_norm=5.0,
+                               autocast_dtype=autocast_dtype(precision, "cpu"))
         losses.append(loss)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert acc > 0.9
@@ -59,3 +62,10 @@ def test_random_shift_translates_within_the_limit():
     assert shifted.shape == (50, 20, 20, 3)
     positions = {tuple(np.argwhere(s[..., 0] == 255)[0]) for s in shifted if (s == 255).any()}
     assert len(positions) > 5 and all(8 <= y <= 12 and 8 <= x <= 12 for y, x in positions)
+
+
+def test_precision_picks_bf16_on_gpus_unless_told():
+    assert autocast_dtype("auto", "cuda") is torch.bfloat16 and autocast_dtype("auto", "cpu") is None
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16 and autocast_dtype("fp32", "cuda") is None
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(data="unused", spec=None, precision="fp16")
