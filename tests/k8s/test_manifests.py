@@ -43,7 +43,26 @@ def crd_schema(api_version: str, kind: str) -> dict:
     version = api_version.split("/")[1]
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load((root / CRDS[(api_version, kind)]).read_text(), Loader=loader)
-    return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+    return strict(next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"])
+
+
+def strict(schema: dict) -> dict:
+    """The schema, refusing fields it does not name: the API server would silently prune a misspelt one (the
+    way `kubectl apply --validate=strict` refuses it), so a typo here must fail, not vanish."""
+    schema = dict(schema)
+    if "properties" in schema and "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"):
+        schema["additionalProperties"] = False
+    for key in ("properties", "patternProperties"):
+        if key in schema:
+            schema[key] = {name: strict(sub) for name, sub in schema[key].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            schema[key] = strict(schema[key])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in schema:
+            schema[key] = [strict(sub) for sub in schema[key]]
+    return schema
 
 
 def test_every_manifest_parses():
