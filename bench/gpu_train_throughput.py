@@ -4,6 +4,8 @@ Needs only torch and timm (no Ray, no Milvus): it drives trainer.step.train_step
 job runs, on random in-memory data, so the figure is the compute ceiling that the data pipeline must feed.
 
     PYTHONPATH=. python bench/gpu_train_throughput.py --backbone resnet50 --batch-size 256 --out gpu.json
+    PYTHONPATH=. python bench/gpu_train_throughput.py --device cpu --backbone resnet10t --input-size 32 \
+        --batch-size 4 --steps 2 --warmup 1 --classes 10      # a smoke run of the script itself, no figures
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from trainer.step import TrainModule, build_optimizer, build_scheduler, train_st
 
 def measure(args: argparse.Namespace, bf16: bool, channels_last: bool) -> dict:
     torch.manual_seed(0)
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     spec, _ = with_output_stride(ModelSpec(args.backbone, args.embedding_size, (args.input_size,) * 2),
                                  args.output_stride)
     module = TrainModule(FaceEmbedder(spec), build_head("arcface", args.embedding_size, args.classes)).to(device)
@@ -41,15 +43,22 @@ def measure(args: argparse.Namespace, bf16: bool, channels_last: bool) -> dict:
     dtype = torch.bfloat16 if bf16 else None
     for _ in range(args.warmup):
         train_step(module, optimizer, scheduler, x, y, autocast_dtype=dtype, clip_grad_norm=5.0)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     for _ in range(args.steps):
         loss, _ = train_step(module, optimizer, scheduler, x, y, autocast_dtype=dtype, clip_grad_norm=5.0)
-    torch.cuda.synchronize()
+    sync()
     seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     return {"bf16": bf16, "channels_last": channels_last, "images_per_s": args.steps * args.batch_size / seconds,
-            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "final_loss": loss}
+            "peak_memory_gib": peak, "final_loss": loss}
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -62,14 +71,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--device", default="cuda", help="cpu only to check the script runs; its figures mean nothing")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: this benchmark measures GPU training throughput")
     torch.backends.cudnn.benchmark = True
     print(with_output_stride(ModelSpec(args.backbone), args.output_stride)[1])
     rows = [measure(args, bf16, cl) for bf16, cl in ((False, False), (True, False), (True, True))]
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, **vars(args), "runs": rows}
+    name = torch.cuda.get_device_name() if args.device == "cuda" else args.device
+    result = {"device": name, "torch": torch.__version__, **vars(args), "runs": rows}
     result["out"] = str(args.out) if args.out else None
     for row in rows:
         print(f"bf16={row['bf16']!s:5} channels_last={row['channels_last']!s:5} "
