@@ -3,7 +3,7 @@
 What one worker holds for the head in one training step, measured on real tensors (CPU, fp32), not estimated:
 - state: its block of centres, their gradient and the optimizer's state (SGD momentum: 1 buffer; AdamW: 2);
 - activations: every tensor autograd saves for the backward of one step (cosines, logits, softmax), counted
-  with torch.autograd.graph.saved_tensors_hooks.
+  with torch.autograd.graph.saved_tensors_hooks; the centres, when saved by reference, are not counted again.
 
 A worker of a W-worker run holds C/W centres and sees the global batch (B per worker x W), which is what this
 script builds (world_size=1 with C/W classes and a batch of B x W rows: the same tensors, no process group needed).
@@ -32,10 +32,12 @@ def measure(classes_per_worker: int, rows: int, dim: int, sample_rate: float, op
     embeddings = torch.randn(rows, dim, requires_grad=True)
     labels = torch.randint(0, classes_per_worker, (rows,))
     saved: dict[int, int] = {}
+    held = {head.weight.untyped_storage().data_ptr()}  # the centres themselves are state, counted there
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()  # a storage saved twice counts once
+        if storage.data_ptr() not in held:
+            saved[storage.data_ptr()] = storage.nbytes()  # a storage saved twice counts once
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

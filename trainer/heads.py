@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.cosine import cosine_matrix
 from trainer.sharded import ShardedCrossEntropy, gather_batch, global_argmax, sample_centres, shard_range
 
 _EPS = 1e-6
@@ -82,7 +83,7 @@ class CombinedMarginHead(nn.Module):
         """Scaled fp32 logits against `centres` (default: all of this shard); labels index its rows, -1 elsewhere."""
         weight = self.weight if centres is None else centres
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            cos = F.linear(F.normalize(embeddings.float()), F.normalize(weight.float()))
+            cos = cosine_matrix(embeddings.float(), weight.float())
         return margin_logits(cos, labels, self.s, self.m1, self.m2, self.m3)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
