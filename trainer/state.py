@@ -69,7 +69,10 @@ def load_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
     head = _sharded_head(module)
     if head is not None and HEAD_KEY not in state["module"]:
-        module.load_state_dict({**state["module"], HEAD_KEY: head.weight.detach()})
+        result = module.load_state_dict(state["module"], strict=False)  # the centres come from their blocks
+        if result.missing_keys != [HEAD_KEY] or result.unexpected_keys:
+            raise ValueError(f"checkpoint {directory} does not fit this model: missing {result.missing_keys}, "
+                             f"unexpected {result.unexpected_keys}")
         optimizer.load_state_dict(state["optimizer"])
         _load_head_block(directory, head, optimizer)
     else:  # a replicated head (softmax), or a single-worker checkpoint that kept the centres in the module

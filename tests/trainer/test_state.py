@@ -54,3 +54,19 @@ def test_missing_blocks_are_an_error(tiny_spec, tmp_path):
     whole, whole_optimizer = trained_module(tiny_spec, 0, 1, torch.zeros(CLASSES, 16))
     with pytest.raises(ValueError, match="no class centres for classes 5..9"):
         load_state(tmp_path, whole, whole_optimizer)
+
+
+def test_a_checkpoint_missing_a_layer_is_an_error(tiny_spec, tmp_path):
+    import pytest
+
+    from trainer.state import STATE_FILE
+
+    module, optimizer = trained_module(tiny_spec, 0, 2, torch.randn(CLASSES, 16))
+    save_state(tmp_path, module, optimizer, Position(0, 0), [], rank=0)
+    state = torch.load(tmp_path / STATE_FILE, weights_only=False)
+    lost = next(iter(state["module"]))
+    del state["module"][lost]
+    torch.save(state, tmp_path / STATE_FILE)
+    fresh, fresh_optimizer = trained_module(tiny_spec, 0, 2, torch.zeros(CLASSES, 16))
+    with pytest.raises(ValueError, match=f"does not fit this model: missing .*{lost}"):
+        load_state(tmp_path, fresh, fresh_optimizer)
