@@ -25,11 +25,9 @@ from trainer.heads import build_head
 from trainer.step import TrainModule, build_optimizer, build_scheduler, train_step
 
 
-def measure(args: argparse.Namespace, bf16: bool, channels_last: bool) -> dict:
+def measure(args: argparse.Namespace, spec: ModelSpec, bf16: bool, channels_last: bool) -> dict:
     torch.manual_seed(0)
     device = torch.device(args.device)
-    spec, _ = with_output_stride(ModelSpec(args.backbone, args.embedding_size, (args.input_size,) * 2),
-                                 args.output_stride)
     module = TrainModule(FaceEmbedder(spec), build_head("arcface", args.embedding_size, args.classes)).to(device)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
@@ -43,21 +41,21 @@ def measure(args: argparse.Namespace, bf16: bool, channels_last: bool) -> dict:
     dtype = torch.bfloat16 if bf16 else None
     for _ in range(args.warmup):
         train_step(module, optimizer, scheduler, x, y, autocast_dtype=dtype, clip_grad_norm=5.0)
-    sync()
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     for _ in range(args.steps):
         loss, _ = train_step(module, optimizer, scheduler, x, y, autocast_dtype=dtype, clip_grad_norm=5.0)
-    sync()
+    sync(device)
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     return {"bf16": bf16, "channels_last": channels_last, "images_per_s": args.steps * args.batch_size / seconds,
             "peak_memory_gib": peak, "final_loss": loss}
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
         torch.cuda.synchronize()
 
 
@@ -77,8 +75,10 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: this benchmark measures GPU training throughput")
     torch.backends.cudnn.benchmark = True
-    print(with_output_stride(ModelSpec(args.backbone), args.output_stride)[1])
-    rows = [measure(args, bf16, cl) for bf16, cl in ((False, False), (True, False), (True, True))]
+    spec, note = with_output_stride(ModelSpec(args.backbone, args.embedding_size, (args.input_size,) * 2),
+                                    args.output_stride)
+    print(note)
+    rows = [measure(args, spec, bf16, cl) for bf16, cl in ((False, False), (True, False), (True, True))]
     name = torch.cuda.get_device_name() if args.device == "cuda" else args.device
     result = {"device": name, "torch": torch.__version__, **vars(args), "runs": rows}
     result["out"] = str(args.out) if args.out else None

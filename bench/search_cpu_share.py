@@ -20,7 +20,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from common import emit, percentiles, pin_apart, start_milvus_server  # bench/common.py, beside this script
+from common import (  # bench/common.py, beside this script
+    emit,
+    latencies,
+    percentiles,
+    pin_apart,
+    server_timing,
+    start_milvus_server,
+)
 from search_latency import free_port, model_dir, start_api, stop
 
 from embedder.spec import ModelSpec
@@ -67,27 +74,24 @@ def main() -> None:
         def raw(vector) -> None:
             index.search(vector[None], k=10)
 
-        def through_api(vector) -> float:
+        def through_api(vector) -> httpx.Response:
             response = http.post("/v1/search/embedding", json={"embeddings": [vector.tolist()], "k": 10})
             response.raise_for_status()
-            timing = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
-            return float(timing["search"]) / 1000
+            return response
 
         for vector in probes[:30]:  # warm both paths up
             raw(vector)
             through_api(vector)
         pids = {"server": server.server_proc.pid, "api": api.pid, "client": os.getpid()}
         for number in range(args.rounds):
-            for mode, call in (("raw", raw), ("api", through_api)):
+            for mode in ("raw", "api"):
+                answers: list[httpx.Response] = []
+                call = raw if mode == "raw" else lambda vector, answers=answers: answers.append(through_api(vector))
                 before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                seconds, inside = [], []
                 started = time.perf_counter()
-                for vector in probes:
-                    begun = time.perf_counter()
-                    search = call(vector)
-                    seconds.append(time.perf_counter() - begun)
-                    inside += [search] if search is not None else []
+                seconds = latencies(call, probes)
                 wall = time.perf_counter() - started
+                inside = [server_timing(response)["search"] for response in answers]
                 row = {"round": number, "mode": mode, **percentiles(seconds),
                        **{f"cpu_ms_per_request_{name}": 1000 * (cpu_seconds(pid) - before[name]) / len(probes)
                           for name, pid in pids.items()}}

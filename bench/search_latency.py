@@ -29,7 +29,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from common import emit, latencies, percentiles, pin_apart, start_milvus_server  # bench/common.py, beside this script
+from common import (  # bench/common.py, beside this script
+    emit,
+    latencies,
+    percentiles,
+    pin_apart,
+    server_timing,
+    start_milvus_server,
+)
 
 from embedder.checkpoint import save_embedder
 from embedder.model import FaceEmbedder
@@ -215,22 +222,19 @@ def main() -> None:
             http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": read_key}, timeout=60,
                                 limits=httpx.Limits(max_connections=64))
 
-            def api(vector: np.ndarray, http=http) -> None:
+            def api(vector: np.ndarray, http=http) -> httpx.Response:
                 response = http.post("/v1/search/embedding", json={"embeddings": [vector.tolist()], "k": args.k})
                 response.raise_for_status()
+                return response
 
             for vector in probes[:20]:  # warm-up, as the raw client was by the recall runs: first requests load
                 api(vector)             # the model's spec and the collection's info, and open connections
-            latency, phases = [], {}
-            for vector in probes:
-                started = time.perf_counter()
-                response = http.post("/v1/search/embedding", json={"embeddings": [vector.tolist()], "k": args.k})
-                latency.append(time.perf_counter() - started)
-                response.raise_for_status()
-                for part in response.headers.get("server-timing", "").split(", "):  # app;dur=12.3, search;dur=..
-                    if ";dur=" in part:
-                        phase, ms = part.split(";dur=")
-                        phases.setdefault(phase, []).append(float(ms) / 1000)
+            answers: list[httpx.Response] = []
+            latency = latencies(lambda vector, answers=answers, api=api: answers.append(api(vector)), probes)
+            phases: dict[str, list[float]] = {}
+            for response in answers:
+                for phase, seconds in server_timing(response).items():
+                    phases.setdefault(phase, []).append(seconds)
             inside = {f"{phase}_{k}": v for phase, times in phases.items() for k, v in percentiles(times).items()}
             result[name] = {**percentiles(latency), **inside,
                             **{f"rps_{c}": closed_loop(api, probes, c, args.seconds) for c in (1, 8, 32)}}
