@@ -21,18 +21,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import emit, start_milvus_server  # bench/common.py, beside this script
+from jobs.pipelines.ingest import ingest
 
+from common import emit, start_milvus_server  # bench/common.py, beside this script
+from embedder.evaluation import kfold_accuracy
 from embedder.onnx import OnnxEmbedder
+from embedder.pairs import read_pairs
 from embedder.preprocess import decode_image
 from embedder.spec import ModelSpec
 from indexer.decision import decide
 from indexer.ids import face_id
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
-from jobs.ingest import ingest
 from jobs.runtime import init_ray
-from trainer.evaluate import kfold_accuracy
-from trainer.pairs import read_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -20,17 +20,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import emit  # bench/common.py, beside this script
 from sklearn.decomposition import PCA
 
+from common import emit  # bench/common.py, beside this script
 from embedder.embed import TorchEmbedder
+from embedder.evaluation import kfold_accuracy, pair_scores
+from embedder.pairs import read_pairs
 from embedder.preprocess import decode_image
+from embedder.sources import LabelledImage, decode_items, write_manifest
 from embedder.spec import ModelSpec
 from jobs.runtime import init_ray
 from trainer.config import TrainConfig
-from trainer.data import LabelledImage, decode_items, write_manifest
-from trainer.evaluate import kfold_accuracy, pair_scores
-from trainer.pairs import read_pairs
 from trainer.ray_loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import NotFound
 from embedder.errors import ModelError
 from embedder.layout import WEIGHTS_FILE, Calibration
 from embedder.preprocess import normalize_batch
@@ -59,7 +60,7 @@ def open_embedder(
     spec.json lies beside it as `<name>.spec.json`."""
     path = Path(model)
     if not path.exists():
-        raise FileNotFoundError(f"model {path} does not exist")
+        raise NotFound(f"model {path} does not exist")
     if path.is_dir() and (path / WEIGHTS_FILE).is_file():
         import torch
 

@@ -1,12 +1,11 @@
-"""The embedder's errors. Both are ValueErrors: they describe bad input, never a bug in arcmatch.
+"""The embedder's errors: both describe the caller's input, never a bug in arcmatch (see common/errors.py)."""
 
-The CLI and the API map them to an exit code / HTTP 4xx (see jobs/errors.py).
-"""
+from common.errors import BadInput
 
 
-class ImageError(ValueError):
+class ImageError(BadInput):
     """An image could not be read, decoded, or is outside the accepted size limits."""
 
 
-class ModelError(ValueError):
+class ModelError(BadInput):
     """A model or checkpoint is unknown, incomplete, or does not match its ModelSpec."""

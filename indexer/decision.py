@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from indexer.errors import InvalidValue
 from indexer.store import Hit
 
 
@@ -34,7 +35,7 @@ class Decision:
 def aggregate(hits: list[Hit], top_n: int = 1) -> list[Candidate]:
     """Per identity, the mean of its top_n face scores (top_n=1: its best face), best identity first."""
     if top_n < 1:
-        raise ValueError(f"top_n must be at least 1, got {top_n}")
+        raise InvalidValue(f"top_n must be at least 1, got {top_n}")
     by_identity: dict[str, list[Hit]] = defaultdict(list)
     for hit in hits:
         by_identity[hit.identity].append(hit)

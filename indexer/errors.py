@@ -1,25 +1,28 @@
 """The indexer's errors, translated from pymilvus at this edge so callers never catch MilvusException.
 
-They derive from the builtin category they belong to (bad value, not found, unreachable), which is how jobs/
-maps them to exit codes and HTTP statuses.
+Each belongs to a branch of arcmatch's one error family (common/errors.py), which is how the CLI and the API
+turn it into an exit code or an HTTP status. Their messages are the project's own words: pymilvus's text (hosts,
+ports, internal names) goes to the log, not into these.
 """
 
+from common.errors import ArcmatchError, BadInput, Conflict, NotFound, Unavailable
 
-class IndexerError(Exception):
+
+class IndexerError(ArcmatchError):
     """Base of every error the indexer raises on purpose."""
 
 
-class InvalidValue(IndexerError, ValueError):
+class InvalidValue(IndexerError, BadInput):
     """A value (identity id, vector, filter field) that cannot go into Milvus as given."""
 
 
-class ModelMismatch(IndexerError, ValueError):
+class ModelMismatch(IndexerError, Conflict):
     """The collection holds vectors of another model: mixing them would make every score meaningless."""
 
 
-class CollectionNotFound(IndexerError, LookupError):
+class CollectionNotFound(IndexerError, NotFound):
     """The collection does not exist (nothing ingested yet, or a wrong name)."""
 
 
-class BackendUnavailable(IndexerError, ConnectionError):
+class BackendUnavailable(IndexerError, Unavailable):
     """Milvus could not be reached or refused the operation for a reason that is not the caller's input."""

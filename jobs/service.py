@@ -1,4 +1,8 @@
-"""The identity service: what the HTTP API does, without HTTP. Routes stay thin; this holds the logic.
+"""The identity service: one-shot lookup ("identity X" or "unknown") and gallery administration, without HTTP.
+
+The CLI's `search`, the demo, the API's routes and Ray Serve's batcher all search and decide through this class,
+so a threshold, a k or a model check means the same everywhere. The threshold defaults to the one calibrated with
+the model (stored in its checkpoint, copied into the collection), so a lookup needs no number typed in.
 
 Faces enrolled through the API are keyed by identity and image content (SHA-256), so enrolling the same photo
 twice is one face, not two, and a retried request is harmless.
@@ -12,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedder.embed import Embedder
+from embedder.errors import ModelError
 from embedder.preprocess import decode_image
 from indexer.decision import Decision, decide
-from indexer.errors import InvalidValue
+from indexer.errors import InvalidValue, ModelMismatch
 from indexer.ids import face_id, validate_identity
-from indexer.store import FaceIndex, FaceRow
-from jobs.lookup import Lookup
+from indexer.store import FaceIndex, FaceRow, Hit
 
 
 @dataclass(frozen=True)
@@ -28,12 +32,35 @@ class Enrolled:
 
 class IdentityService:
     def __init__(self, embedder: Embedder, index: FaceIndex, *, k: int = 20, max_pixels: int = 40_000_000) -> None:
+        info = index.info()
+        if info.model_version != embedder.spec.version:
+            raise ModelMismatch(f"gallery {index.collection!r} was built with model {info.model_version}, "
+                                f"but this model is {embedder.spec.version}")
         self.embedder = embedder
         self.index = index
         self.k = k
         self.max_pixels = max_pixels
-        self.lookup = Lookup(embedder, index, k=k)
 
+    @classmethod
+    def open(cls, settings, *, create: bool = False) -> IdentityService:
+        """The service a configuration describes (jobs.settings.Settings). `create` makes the collection for this
+        model when it does not exist yet (the API, which can enroll into an empty gallery)."""
+        from embedder.embed import open_embedder
+        from indexer.store import CollectionInfo, connect
+
+        embedder = open_embedder(settings.require("model").model)
+        index = FaceIndex(connect(settings.milvus_uri, settings.token()), settings.collection,
+                          consistency=settings.search_consistency, search_ef=settings.search_ef)
+        if create:
+            spec, calibration = embedder.spec, embedder.calibration
+            index.ensure(CollectionInfo(spec.version, spec.embedding_size,
+                                        calibration.threshold if calibration else None, spec.to_dict()))
+        return cls(embedder, index, k=settings.search_k, max_pixels=settings.max_pixels)
+
+    def close(self) -> None:
+        self.index.client.close()
+
+    # searching
     def decode(self, data: bytes) -> np.ndarray:
         return decode_image(data, self.embedder.spec, max_pixels=self.max_pixels)
 
@@ -50,18 +77,32 @@ class IdentityService:
             raise InvalidValue("embeddings must be finite and non-zero")
         return vectors / norms
 
-    def threshold(self, threshold: float | None) -> float:
-        return self.lookup.default_threshold() if threshold is None else threshold
+    def threshold(self, threshold: float | None = None) -> float:
+        """The caller's threshold, else the model's calibrated one, else the one stored with the collection."""
+        if threshold is not None:
+            return threshold
+        if self.embedder.calibration is not None:
+            return self.embedder.calibration.threshold
+        stored = self.index.info().threshold
+        if stored is not None:
+            return stored
+        raise ModelError("the model has no calibrated threshold: run `arcmatch eval --calibrate` or pass --threshold")
 
-    def search_vectors(self, vectors: np.ndarray, threshold: float | None = None, k: int | None = None,
+    def decide(self, hits: list[Hit], threshold: float | None = None, k: int | None = None,
+               top_n: int = 1) -> Decision:
+        """The decision for one probe from its hits (searched with at least k): the best identity, or unknown."""
+        return decide(hits[: k or self.k], self.threshold(threshold), top_n)
+
+    def search_vectors(self, vectors, threshold: float | None = None, k: int | None = None,
                        top_n: int = 1) -> list[Decision]:
         hits = self.index.search(self.check_vectors(vectors), k=k or self.k)
-        return [decide(h, self.threshold(threshold), top_n) for h in hits]
+        return [self.decide(h, threshold, k, top_n) for h in hits]
 
     def search_images(self, images: list[bytes], threshold: float | None = None, k: int | None = None,
                       top_n: int = 1) -> list[Decision]:
         return self.search_vectors(self.embed_images(images), threshold, k, top_n)
 
+    # the gallery
     def enroll(self, identity: str, images: list[tuple[str, bytes]], metadata: dict | None = None) -> Enrolled:
         identity = validate_identity(identity)
         vectors = self.embed_images([data for _, data in images])  # all decode, or nothing is written

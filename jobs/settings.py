@@ -1,26 +1,68 @@
-"""The service's settings, typed, from the environment (ARCMATCH_*) or a .env file. Secrets have no default."""
+"""The one configuration of arcmatch: typed, from ARCMATCH_* variables (or a .env file), then flags override.
+
+Every command of the CLI and the API build their settings here (`Settings.load(**flags)`), so the two agree on
+every default and a deployment sets each value once (k8s/base/arcmatch.env). Secrets have no default.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.errors import BadInput
 from indexer.store import DEFAULT_EF
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ARCMATCH_", env_file=".env", extra="ignore")
 
-    model: Path  # checkpoint directory or ONNX model directory
-    api_keys: SecretStr  # name:scopes:sha256 entries; see jobs/apikeys.py
-    milvus_uri: str = "./arcmatch.db"
+    model: Path | None = None  # an arcmatch checkpoint directory or an ONNX model directory
+    api_keys: SecretStr | None = None  # name:scopes:sha256 entries; see jobs/api/keys.py
+    milvus_uri: str = "./arcmatch.db"  # a Milvus Lite file, or a server's http://host:19530
     milvus_token: SecretStr | None = None
     collection: str = "faces"
-    max_upload_bytes: int = 8 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    search_k: int = 20
-    search_consistency: str = "Session"  # see indexer.store.FaceIndex
-    search_ef: int = DEFAULT_EF  # HNSW search list size; see indexer.store.FaceIndex
-    max_batch_vectors: int = 64
+    search_k: int = Field(20, ge=1, le=16384)  # faces retrieved per probe
+    search_ef: int = Field(DEFAULT_EF, ge=1, le=32768)  # HNSW search list size; see indexer.store.FaceIndex
+    search_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Session"  # see FaceIndex
+    max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_batch_vectors: int = Field(64, ge=1)
+    ray_address: str | None = Field(None, validation_alias=AliasChoices("ARCMATCH_RAY_ADDRESS", "RAY_ADDRESS"))
+
+    @classmethod
+    def load(cls, **flags) -> Settings:
+        """The environment, overridden by the flags that were given (None means "not given")."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise BadInput(f"settings invalid: {problems}") from None
+
+    def require(self, *names: str) -> Settings:
+        """Check that the settings a command cannot run without are set, naming every missing one at once."""
+        hints = {"model": " (--model DIR)", "api_keys": " (create one with `arcmatch apikey NAME`)"}
+        missing = [f"{_variable((name,))}{hints.get(name, '')}" for name in names if not _is_set(getattr(self, name))]
+        if missing:
+            raise BadInput(f"settings missing: {', '.join(missing)}")
+        return self
+
+    @property
+    def model_dir(self) -> Path:
+        return self.require("model").model
+
+    def token(self) -> str | None:
+        return self.milvus_token.get_secret_value() if self.milvus_token else None
+
+
+def _is_set(value) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is not None and str(value).strip() != ""
+
+
+def _variable(loc: tuple) -> str:
+    return "ARCMATCH_" + "_".join(str(part) for part in loc).upper()

@@ -88,6 +88,17 @@ def tiny_model_dir(tmp_path_factory, tiny_spec):
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx_dir(tmp_path_factory, tiny_model_dir):
+    """The tiny checkpoint exported as an ONNX model directory (same version, same calibration)."""
+    from embedder.checkpoint import load_embedder
+    from embedder.export import export_onnx
+
+    directory = tmp_path_factory.mktemp("tiny-onnx")
+    export_onnx(load_embedder(tiny_model_dir), directory, calibration_from=tiny_model_dir)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     data = SHARED / "data"
     if not data.is_dir():

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common.errors import BadInput
+from embedder.sources import decode_items, list_images
 from trainer.config import TrainConfig
-from trainer.data import decode_items, list_images
 from trainer.shards import read_classes
 
 Batch = tuple[np.ndarray, np.ndarray]  # uint8 (N, H, W, 3), int64 (N,)
@@ -38,7 +39,7 @@ class MemoryFeed:
         self.classes = self.data.classes
         self.steps_per_epoch = len(self.data.labels) // world // config.batch_size  # what _order cuts per worker
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(self.data.labels)} images cannot fill one batch of {config.batch_size} on each "
+            raise BadInput(f"{len(self.data.labels)} images cannot fill one batch of {config.batch_size} on each "
                              f"of {world} workers")
 
     def _order(self, epoch: int) -> np.ndarray:
@@ -63,7 +64,7 @@ class StreamFeed:
         self.classes = read_classes(config.data)
         self.steps_per_epoch = rows // world // config.batch_size  # at most; failed decodes can end an epoch early
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{rows} rows cannot fill one batch of {config.batch_size} on each of {world} workers")
+            raise BadInput(f"{rows} rows cannot fill one batch of {config.batch_size} on each of {world} workers")
         self._skipped: dict[str, str] = {}
 
     def epoch(self, epoch: int, first_step: int) -> Iterator[Batch]:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import BadInput
 from trainer.cosine import cosine_matrix
 from trainer.sharded import ShardedCrossEntropy, gather_batch, global_argmax, sample_centres, shard_range
 
@@ -66,9 +67,9 @@ class CombinedMarginHead(nn.Module):
     ) -> None:
         super().__init__()
         if m1 < 1 or m2 < 0 or m3 < 0 or s <= 0:
-            raise ValueError(f"margins need m1 >= 1, m2 >= 0, m3 >= 0 and s > 0; got {m1=}, {m2=}, {m3=}, {s=}")
+            raise BadInput(f"margins need m1 >= 1, m2 >= 0, m3 >= 0 and s > 0; got {m1=}, {m2=}, {m3=}, {s=}")
         if not 0 < sample_rate <= 1:
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+            raise BadInput(f"sample_rate must be in (0, 1], got {sample_rate}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of {world_size}")
         self.s, self.m1, self.m2, self.m3 = s, m1, m2, m3
@@ -145,11 +146,11 @@ def build_head(
         return SoftmaxHead(embedding_size, num_classes)
     if kind == "combined":
         if not margins:
-            raise ValueError("head 'combined' needs explicit margins m1, m2, m3")
+            raise BadInput("head 'combined' needs explicit margins m1, m2, m3")
         chosen = margins
     elif kind in MARGIN_PRESETS:
         chosen = {**MARGIN_PRESETS[kind], **(margins or {})}
     else:
-        raise ValueError(f"unknown head {kind!r}; choose softmax, combined or one of {sorted(MARGIN_PRESETS)}")
+        raise BadInput(f"unknown head {kind!r}; choose softmax, combined or one of {sorted(MARGIN_PRESETS)}")
     return CombinedMarginHead(embedding_size, num_classes, s=s, rank=rank, world_size=world_size,
                               sample_rate=sample_rate, **chosen)

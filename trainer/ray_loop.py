@@ -8,11 +8,11 @@ with fewer steps. Rank 0 writes the embedder checkpoint and the per-epoch histor
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +22,14 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer, prepare_model
 from torch import nn
 
+from common.errors import BadInput
 from embedder.checkpoint import load_embedder, save_embedder
-from embedder.model import FaceEmbedder
+from embedder.model import FaceEmbedder, with_output_stride
+from embedder.sources import list_images
 from trainer.config import TrainConfig
-from trainer.data import list_images
 from trainer.feed import MemoryFeed, StreamFeed
 from trainer.heads import CombinedMarginHead, build_head
+from trainer.progress import ProgressBoard, run_with_progress
 from trainer.shards import is_shard_dir
 from trainer.state import Position, load_state, save_state
 from trainer.step import TrainModule, autocast_dtype, build_optimizer, build_scheduler, make_batch, train_step
@@ -36,10 +38,12 @@ HISTORY_FILE = "history.json"
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    """loop_config: {"config": TrainConfig as a dict, "stream_rows": rows of the streamed dataset, 0 in memory}."""
+    """loop_config: {"config": TrainConfig as a dict, "stream_rows": rows of the streamed dataset, 0 in memory,
+    "board": a trainer.progress.ProgressBoard handle or None}."""
     config = TrainConfig.from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    board = loop_config.get("board") if rank == 0 else None
     if not config.gpu:
         torch.set_num_threads(config.cpus_per_worker)
     torch.manual_seed(config.seed)
@@ -79,14 +83,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
             losses.append(loss)
             accuracies.append(acc)
             done = step + 1 - first
-            if rank == 0 and config.log_every and done % config.log_every == 0:
-                rate = done * per_step / (time.perf_counter() - started)
+            if board is not None and config.log_every and done % config.log_every == 0:
                 recent = slice(-config.log_every, None)
-                # not print(): Ray Train patches print into its logger, and the driver would show each line twice
-                sys.stdout.write(f"epoch {epoch + 1}/{config.epochs} step {step + 1}/{steps_per_epoch} "
-                                 f"loss {np.mean(losses[recent]):.3f} acc {np.mean(accuracies[recent]):.3f} "
-                                 f"{rate:.0f} img/s\n")
-                sys.stdout.flush()
+                board.post.remote({"epoch": epoch + 1, "epochs": config.epochs,
+                                   "step": epoch * steps_per_epoch + step + 1, "steps": config.epochs * steps_per_epoch,
+                                   "loss": float(np.mean(losses[recent])),
+                                   "accuracy": float(np.mean(accuracies[recent])),
+                                   "images_per_s": done * per_step / (time.perf_counter() - started)})
             if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
                 metrics = {"epoch": epoch + 1, "step": step + 1, "loss": float(np.mean(losses[-done:]))}
                 _report(rank, metrics, train_module, optimizer, Position(epoch, (step + 1) * per_step), history,
@@ -105,6 +108,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         })
         _report(rank, history[-1], train_module, optimizer, Position(epoch + 1, 0), history, feed, with_model=True,
                 skipped=skipped)
+        if board is not None:
+            board.post.remote({"epoch": epoch + 1, "epochs": config.epochs, "step": (epoch + 1) * steps_per_epoch,
+                               "steps": config.epochs * steps_per_epoch, "loss": history[-1]["loss"],
+                               "accuracy": history[-1]["accuracy"], "images_per_s": history[-1]["images_per_s"]})
 
 
 def wrap_for_ddp(train_module: TrainModule) -> nn.Module:
@@ -149,7 +156,7 @@ def stream_dataset(config: TrainConfig):
     read_classes(config.data)
     spare = ray.cluster_resources().get("CPU", 0) - config.workers * config.cpus_per_worker
     if spare < 1:
-        raise ValueError(f"streaming shards needs a CPU for decoding beside the {config.workers} worker(s) x "
+        raise BadInput(f"streaming shards needs a CPU for decoding beside the {config.workers} worker(s) x "
                          f"{config.cpus_per_worker} CPU(s) training; the cluster has {spare:g} to spare: lower "
                          f"--cpus-per-worker or add CPUs")
     dataset = ray.data.read_parquet(config.data, columns=["image", "label", "path"])
@@ -165,15 +172,23 @@ class TrainResult:
     history: list[dict]
     skipped: list[tuple[str, str]]
     seconds: float
+    note: str = ""  # how the backbone was built (output stride), for the run's report
 
 
-def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: str | None = None) -> TrainResult:
+def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: str | None = None,
+        on_progress: Callable[[dict], None] | None = None) -> TrainResult:
     """Run the TorchTrainer and copy the final embedder checkpoint to `output`.
 
     Ray Train resumes a run whose name already exists in `storage` from its latest checkpoint (also on another
     number of workers): pass that name to continue it. Without a name a new, timestamped run starts.
+    `on_progress` is called on this thread with rank 0's latest progress (trainer/progress.py) while it runs.
     """
     started = time.perf_counter()
+    note = ""
+    if config.output_stride:
+        spec, note = with_output_stride(config.spec, config.output_stride)
+        config = replace(config, spec=spec)
+    board = ProgressBoard.remote() if on_progress is not None else None
     datasets, rows = {}, 0
     if is_shard_dir(config.data):
         datasets["train"], rows = stream_dataset(config)
@@ -183,7 +198,7 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
     resources = {"CPU": config.cpus_per_worker} | ({"GPU": 1} if config.gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "stream_rows": rows},
+        train_loop_config={"config": config.to_dict(), "stream_rows": rows, "board": board},
         datasets=datasets,
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -193,7 +208,10 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
             failure_config=FailureConfig(max_failures=config.max_failures),
         ),
     )
-    result = trainer.fit()
+    if on_progress is None:
+        result = trainer.fit()
+    else:
+        result = run_with_progress(trainer.fit, board, on_progress)
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
@@ -201,4 +219,4 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
         record = json.loads((Path(directory) / HISTORY_FILE).read_text())
     save_embedder(model, output)
     return TrainResult(Path(output), record["history"], [tuple(s) for s in record["skipped"]],
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, note)

@@ -18,11 +18,13 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from common.errors import BadInput
+
 
 def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
     """[start, end) of the classes rank holds: contiguous blocks, sizes differing by at most one."""
     if num_classes < world_size:
-        raise ValueError(f"{num_classes} classes cannot be sharded over {world_size} workers (one class each at least)")
+        raise BadInput(f"{num_classes} classes cannot be sharded over {world_size} workers (one class each at least)")
     base, extra = divmod(num_classes, world_size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)

@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.errors import BadInput, Conflict, NotFound
 from embedder.errors import ImageError
 from embedder.preprocess import decode_image
+from embedder.sources import LabelledImage
 from embedder.spec import ModelSpec
-from trainer.data import LabelledImage
 
 CLASSES_FILE = "classes.json"
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int32()), ("identity", pa.string()), ("path", pa.string())])
@@ -41,7 +42,7 @@ def is_shard_dir(path: str | Path) -> bool:
 def read_classes(directory: str | Path) -> list[str]:
     path = Path(directory) / CLASSES_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{directory} has no {CLASSES_FILE}: not a directory written by arcmatch prepare")
+        raise NotFound(f"{directory} has no {CLASSES_FILE}: not a directory written by arcmatch prepare")
     return json.loads(path.read_text())["classes"]
 
 
@@ -52,10 +53,10 @@ def write_shards(items: list[LabelledImage], out: str | Path, rows_per_shard: in
     (and skipped) at training time by the same decoder as everything else uses.
     """
     if rows_per_shard < 1:
-        raise ValueError(f"rows_per_shard must be at least 1, got {rows_per_shard}")
+        raise BadInput(f"rows_per_shard must be at least 1, got {rows_per_shard}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; shards are written into a new directory")
+        raise Conflict(f"{out} is not empty; shards are written into a new directory")
     out.mkdir(parents=True, exist_ok=True)
     classes = sorted({item.identity for item in items})
     label = {name: i for i, name in enumerate(classes)}

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.errors import BadInput
 from trainer.heads import CombinedMarginHead
 
 STATE_FILE = "train_state.pt"
@@ -71,7 +72,7 @@ def load_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.
     if head is not None and HEAD_KEY not in state["module"]:
         result = module.load_state_dict(state["module"], strict=False)  # the centres come from their blocks
         if result.missing_keys != [HEAD_KEY] or result.unexpected_keys:
-            raise ValueError(f"checkpoint {directory} does not fit this model: missing {result.missing_keys}, "
+            raise BadInput(f"checkpoint {directory} does not fit this model: missing {result.missing_keys}, "
                              f"unexpected {result.unexpected_keys}")
         optimizer.load_state_dict(state["optimizer"])
         _load_head_block(directory, head, optimizer)
@@ -101,7 +102,7 @@ def _load_head_block(directory: Path, head: CombinedMarginHead, optimizer: torch
                 slot_scalars[key] = value
         covered = min(head.end, end)
     if covered < head.end:
-        raise ValueError(f"checkpoint {directory} has no class centres for classes {covered}..{head.end - 1}: "
+        raise BadInput(f"checkpoint {directory} has no class centres for classes {covered}..{head.end - 1}: "
                          f"was it written for fewer classes?")
     with torch.no_grad():
         head.weight.copy_(torch.cat(weight_rows))

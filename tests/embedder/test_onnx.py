@@ -5,19 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from embedder.checkpoint import load_embedder
 from embedder.embed import TorchEmbedder, open_embedder
 from embedder.errors import ModelError
-from embedder.export import export_onnx
 from embedder.onnx import OnnxEmbedder
 from embedder.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_model_dir):
-    directory = tmp_path_factory.mktemp("onnx")
-    export_onnx(load_embedder(tiny_model_dir), directory, calibration_from=tiny_model_dir)
-    return directory
+def exported(tiny_onnx_dir):
+    return tiny_onnx_dir
 
 
 def test_export_matches_torch_with_a_dynamic_batch(exported, tiny_model_dir):

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
+from common.errors import BadInput
 from tests.conftest import SHARED
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
@@ -110,12 +111,12 @@ def test_configuration_comes_from_the_one_configmap(overlay):
 
 
 def test_serve_config_points_at_a_real_builder():
-    from jobs.serve_deploy import app_builder
+    from jobs.api.serve import app_builder
 
     service = yaml.safe_load((K8S / "base" / "rayservice-api.yaml").read_text())
     app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
-    assert app["import_path"] == "jobs.serve_deploy:app_builder"
-    with pytest.raises(ValueError, match="unknown arcmatch serve args"):
+    assert app["import_path"] == "jobs.api.serve:app_builder"
+    with pytest.raises(BadInput, match="unknown arcmatch serve args"):
         app_builder({**app["args"], "replicas": 3})
 
 

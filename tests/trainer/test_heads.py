@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from common.errors import BadInput
 from trainer.heads import CombinedMarginHead, SoftmaxHead, build_head, margin_logits
 
 
@@ -81,9 +82,9 @@ def test_presets_and_bad_margins():
     cosface = build_head("cosface", 4, 3)
     assert (cosface.m1, cosface.m2, cosface.m3) == (1.0, 0.0, 0.35)
     assert build_head("arcface", 4, 3, margins={"m2": 0.3}).m2 == 0.3
-    with pytest.raises(ValueError, match="unknown head"):
+    with pytest.raises(BadInput, match="unknown head"):
         build_head("arcfase", 4, 3)
-    with pytest.raises(ValueError, match="m1 >= 1"):
+    with pytest.raises(BadInput, match="m1 >= 1"):
         CombinedMarginHead(4, 3, m1=0.5)
 
 

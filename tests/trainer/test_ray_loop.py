@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from embedder.checkpoint import load_embedder
+from embedder.sources import list_images
 from embedder.spec import ModelSpec
 from trainer.config import TrainConfig
-from trainer.data import list_images
 from trainer.ray_loop import HISTORY_FILE, fit
 from trainer.shards import write_shards
 from trainer.synthetic import write_dataset

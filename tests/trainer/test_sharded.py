@@ -1,6 +1,5 @@
 """The class-sharded head on two real gloo workers against the unsharded head on the same global batch."""
 
-import socket
 
 import pytest
 import torch
@@ -8,6 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from common.errors import BadInput
+from tests.helpers import free_port
 from trainer.heads import CombinedMarginHead
 from trainer.sharded import shard_range
 
@@ -58,15 +59,9 @@ def worker(rank: int, port: int, out: str, autocast: bool) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_shard_ranges_cover_every_class_once():
     assert [shard_range(11, r, 3) for r in range(3)] == [(0, 4), (4, 8), (8, 11)]
-    with pytest.raises(ValueError, match="cannot be sharded"):
+    with pytest.raises(BadInput, match="cannot be sharded"):
         shard_range(2, 0, 4)
 
 

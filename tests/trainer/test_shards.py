@@ -4,7 +4,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from trainer.data import LabelledImage, list_images
+from common.errors import Conflict
+from embedder.sources import LabelledImage, list_images
 from trainer.shards import decode_rows, is_shard_dir, read_classes, write_shards
 from trainer.synthetic import write_dataset
 
@@ -26,7 +27,7 @@ def test_shards_hold_bytes_labels_and_a_fixed_class_list(tmp_path, tiny_spec):
 def test_writing_into_a_non_empty_directory_is_refused(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x").write_text("x")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(Conflict, match="not empty"):
         write_shards([], tmp_path / "out")
 
 

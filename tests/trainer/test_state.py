@@ -2,6 +2,7 @@
 
 import torch
 
+from common.errors import BadInput
 from embedder.model import FaceEmbedder
 from trainer.config import TrainConfig
 from trainer.heads import build_head
@@ -52,7 +53,7 @@ def test_missing_blocks_are_an_error(tiny_spec, tmp_path):
     module, optimizer = trained_module(tiny_spec, 0, 2, torch.randn(CLASSES, 16))
     save_state(tmp_path, module, optimizer, Position(0, 0), [], rank=0)  # rank 1's block never written
     whole, whole_optimizer = trained_module(tiny_spec, 0, 1, torch.zeros(CLASSES, 16))
-    with pytest.raises(ValueError, match="no class centres for classes 5..9"):
+    with pytest.raises(BadInput, match="no class centres for classes 5..9"):
         load_state(tmp_path, whole, whole_optimizer)
 
 
@@ -68,5 +69,5 @@ def test_a_checkpoint_missing_a_layer_is_an_error(tiny_spec, tmp_path):
     del state["module"][lost]
     torch.save(state, tmp_path / STATE_FILE)
     fresh, fresh_optimizer = trained_module(tiny_spec, 0, 2, torch.zeros(CLASSES, 16))
-    with pytest.raises(ValueError, match=f"does not fit this model: missing .*{lost}"):
+    with pytest.raises(BadInput, match=f"does not fit this model: missing .*{lost}"):
         load_state(tmp_path, fresh, fresh_optimizer)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import BadInput
 from embedder.model import FaceEmbedder
 from trainer.config import TrainConfig
 from trainer.heads import build_head
@@ -67,5 +68,5 @@ def test_random_shift_translates_within_the_limit():
 def test_precision_picks_bf16_on_gpus_unless_told():
     assert autocast_dtype("auto", "cuda") is torch.bfloat16 and autocast_dtype("auto", "cpu") is None
     assert autocast_dtype("bf16", "cpu") is torch.bfloat16 and autocast_dtype("fp32", "cuda") is None
-    with pytest.raises(ValueError, match="precision"):
+    with pytest.raises(BadInput, match="precision"):
         TrainConfig(data="unused", spec=None, precision="fp16")

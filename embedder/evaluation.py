@@ -1,0 +1,158 @@
+"""Verification metrics and threshold calibration on pairs of embeddings, for any embedder (ONNX included).
+
+Imports no torch: serving hosts and evaluation jobs of third-party models calibrate without it.
+
+Scores are cosine similarities: higher means "same person", and a pair is accepted when score >= threshold.
+ROC computation is sklearn's; nothing here re-implements it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from common.errors import BadInput
+from embedder.embed import Embedder
+from embedder.layout import Calibration
+from embedder.sources import LabelledImage, decode_items
+
+
+@dataclass(frozen=True)
+class Verification:
+    accuracy_mean: float
+    accuracy_std: float
+    auc: float
+    folds: int
+    tar_at_far: dict[float, float] = field(default_factory=dict)
+
+
+def pair_scores(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each (i, j) row of `pairs`; embeddings must already be L2-normalised."""
+    return np.einsum("ij,ij->i", embeddings[pairs[:, 0]], embeddings[pairs[:, 1]])
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+    """The threshold with the highest accuracy on these pairs (midpoint between neighbouring scores)."""
+    order = np.sort(np.unique(scores))
+    candidates = np.concatenate([[order[0] - 1e-6], (order[:-1] + order[1:]) / 2, [order[-1] + 1e-6]])
+    accuracy = [((scores >= t) == same).mean() for t in candidates]
+    return float(candidates[int(np.argmax(accuracy))])
+
+
+def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> Verification:
+    """LFW protocol: for each fold, choose the threshold on the other folds and measure accuracy on this one."""
+    accuracies = []
+    for fold in np.unique(folds):
+        test = folds == fold
+        threshold = best_threshold(scores[~test], same[~test])
+        accuracies.append(((scores[test] >= threshold) == same[test]).mean())
+    auc = roc_auc_score(same, scores) if 0 < same.sum() < len(same) else float("nan")
+    return Verification(float(np.mean(accuracies)), float(np.std(accuracies)), float(auc), len(accuracies))
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, fars: tuple[float, ...] = (1e-2, 1e-3)) -> dict[float, float]:
+    """TAR at each FAR the data can resolve (at least ten impostor pairs above it); others are left out."""
+    impostors = int((~same).sum())
+    return {far: threshold_at_far(scores, same, far)[2] for far in fars if far * impostors >= 10}
+
+
+def plot_roc(scores: np.ndarray, same: np.ndarray, path: str | Path, title: str = "ROC") -> Path:
+    """The ROC curve (log FAR axis) as a PNG, with its AUC in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr, _ = roc_curve(same, scores)
+    figure, axis = plt.subplots(figsize=(5, 4), dpi=120)
+    axis.plot(np.maximum(fpr, 1e-6), tpr, label=f"AUC {roc_auc_score(same, scores):.4f}")
+    axis.set_xscale("log")
+    axis.set_xlim(1e-4, 1)
+    axis.set_xlabel("false accept rate")
+    axis.set_ylabel("true accept rate")
+    axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
+
+
+def threshold_at_far(scores: np.ndarray, same: np.ndarray, target_far: float) -> tuple[float, float, float]:
+    """The lowest threshold whose false accept rate on these pairs is <= target_far: (threshold, far, tar)."""
+    if same.all() or not same.any():
+        raise BadInput("calibration needs both genuine and impostor pairs")
+    fpr, tpr, thresholds = roc_curve(same, scores)
+    ok = np.nonzero(fpr <= target_far)[0]
+    i = ok[-1]
+    threshold = float(min(thresholds[i], 1.0))
+    return threshold, float(fpr[i]), float(tpr[i])
+
+
+def sample_pairs(
+    labels: np.ndarray, n_genuine: int, n_impostor: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to n_genuine same-label and n_impostor different-label index pairs, no pair twice: (pairs, same)."""
+    genuine = [
+        (i, j)
+        for label in np.unique(labels)
+        for members in [np.nonzero(labels == label)[0]]
+        for a, i in enumerate(members)
+        for j in members[a + 1 :]
+    ]
+    genuine = np.asarray(genuine, dtype=np.int64).reshape(-1, 2)
+    if len(genuine) > n_genuine:
+        genuine = genuine[rng.choice(len(genuine), n_genuine, replace=False)]
+    impostor = rng.integers(0, len(labels), size=(n_impostor * 2 + 10, 2))
+    impostor = impostor[labels[impostor[:, 0]] != labels[impostor[:, 1]]]
+    impostor = np.unique(np.sort(impostor, axis=1), axis=0)
+    impostor = impostor[rng.permutation(len(impostor))[:n_impostor]]
+    pairs = np.concatenate([genuine, impostor])
+    same = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
+    return pairs, same
+
+
+def _verify(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> Verification:
+    return replace(kfold_accuracy(scores, same, folds), tar_at_far=tar_at_far(scores, same))
+
+
+def calibrate(
+    embedder: Embedder, items: list[LabelledImage], target_far: float, seed: int = 0
+) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
+    """Embed held-out identities; 10-fold accuracy on balanced pairs, and the threshold at target_far.
+
+    The threshold uses every impostor pair there is (up to 200k): a FAR of 1e-3 needs thousands to be resolved.
+    Returns (verification, calibration, (scores, same) of the balanced pairs).
+    """
+    data = decode_items(items, embedder.spec)
+    vectors = embedder.embed(data.images)
+    rng = np.random.default_rng(seed)
+    pairs, same = sample_pairs(data.labels, 3000, 3000, rng)
+    scores = pair_scores(vectors, pairs)
+    verification = _verify(scores, same, rng.permutation(len(scores)) % 10)
+    all_pairs, all_same = sample_pairs(data.labels, 10**6, 200_000, rng)
+    threshold, far, tar = threshold_at_far(pair_scores(vectors, all_pairs), all_same, target_far)
+    return verification, Calibration(threshold, target_far, far, tar, len(all_pairs)), (scores, same)
+
+
+def evaluate_pairs(
+    embedder: Embedder, pairs_file: str | Path, root: str | Path, target_far: float
+) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
+    """The LFW protocol on a pairs file: each fold's threshold chosen on the other folds; calibration on all."""
+    from embedder.pairs import read_pairs
+    from embedder.preprocess import decode_image
+
+    pairs = read_pairs(pairs_file, root)
+    paths = pairs.images()
+    images = np.stack([decode_image(Path(p).read_bytes(), embedder.spec) for p in paths])
+    vectors = embedder.embed(images)
+    row = {p: i for i, p in enumerate(paths)}
+    index = np.array([[row[a], row[b]] for a, b in zip(pairs.left, pairs.right, strict=True)])
+    scores = pair_scores(vectors, index)
+    threshold, far, tar = threshold_at_far(scores, pairs.same, target_far)
+    calibration = Calibration(threshold, target_far, far, tar, len(scores))
+    return _verify(scores, pairs.same, pairs.fold), calibration, (scores, pairs.same)

@@ -1,0 +1,188 @@
+"""Where images come from: an image tree or a manifest (CSV or Parquet), read one way by training, evaluation and
+ingestion; the bytes behind a path or URI; and decoding that marks a bad file skipped instead of stopping a job
+(decode_or_skip, the one helper every path uses).
+
+A tree is `root/<identity>/<image>`. A manifest row has `uri` (or `path`) and `identity`, optionally `face_id`
+(the caller's own id, which then keys the row) and `metadata` (a JSON object); any other column is kept as a
+metadata string. URIs are local paths (relative ones are taken from the manifest's folder), file:// or anything
+pyarrow's filesystems open (s3://, gs://, hdfs://).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import BadInput, NotFound
+from embedder.errors import ImageError
+from embedder.preprocess import decode_image
+from embedder.spec import ModelSpec
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp", ".gif"}
+MANIFEST_SUFFIXES = (".csv", ".parquet")
+RESERVED = {"uri", "path", "identity", "face_id", "metadata"}
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    path: str  # a local path or a filesystem URI
+    identity: str
+
+
+def list_image_tree(root: str | Path) -> list[LabelledImage]:
+    """Every image file under root/<identity>/, sorted; hidden files and other suffixes are ignored."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotFound(f"image tree {root} does not exist or is not a directory")
+    items = [
+        LabelledImage(str(path), folder.name)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for path in sorted(folder.iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    ]
+    if not items:
+        raise NotFound(f"no images found under {root} (expected {root}/<identity>/<image>)")
+    return items
+
+
+def _row(uri: str, identity: str, source: str, face_key: str, metadata: dict) -> dict:
+    return {"uri": uri, "identity": identity, "source": source, "face_key": face_key,
+            "metadata": json.dumps(metadata, ensure_ascii=False, default=str)}
+
+
+def _tree_rows(root: Path) -> list[dict]:
+    rows = []
+    for item in list_image_tree(root):
+        relative = Path(item.path).relative_to(root).as_posix()  # stable if the tree moves
+        rows.append(_row(item.path, item.identity, relative, relative, {}))
+    return rows
+
+
+def _manifest_table(path: Path) -> list[dict]:
+    import pyarrow as pa
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        import pyarrow.csv as pacsv
+
+        options = pacsv.ConvertOptions(strings_can_be_null=False, column_types={"identity": "string",
+                                                                                "face_id": "string"})
+        return pacsv.read_csv(path, convert_options=options).to_pylist()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadInput(f"manifest {path} cannot be read: {exc}") from exc
+
+
+def _metadata(record: dict, path: Path, n: int) -> dict:
+    metadata = {k: v for k, v in record.items() if k not in RESERVED and v is not None}
+    raw = record.get("metadata")
+    if raw:
+        try:
+            parsed = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"manifest {path} row {n + 1}: metadata is not JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise BadInput(f"manifest {path} row {n + 1}: metadata must be a JSON object")
+        metadata.update(parsed)
+    return metadata
+
+
+def _manifest_rows(path: Path) -> list[dict]:
+    records = _manifest_table(path)
+    if not records:
+        raise BadInput(f"manifest {path} lists no images")
+    columns = set(records[0])
+    uri_column = "uri" if "uri" in columns else "path" if "path" in columns else None
+    if uri_column is None or "identity" not in columns:
+        raise BadInput(f"manifest {path} needs `uri` (or `path`) and `identity` columns; it has {sorted(columns)}")
+    rows = []
+    for n, record in enumerate(records):
+        source = str(record[uri_column] or "")
+        uri = source if "://" in source or not source or Path(source).is_absolute() else str(path.parent / source)
+        face_key = str(record.get("face_id") or "") or source
+        rows.append(_row(uri, str(record["identity"] or ""), source, face_key, _metadata(record, path, n)))
+    return rows
+
+
+def list_source(source: str | Path) -> list[dict]:
+    """Rows with uri, identity, source (what is stored), face_key (what the id derives from), metadata (JSON)."""
+    path = Path(source)
+    if path.is_dir():
+        return _tree_rows(path.resolve())
+    if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+        return _manifest_rows(path.resolve())
+    if not path.exists():
+        raise NotFound(f"{source} does not exist")
+    raise BadInput(f"{source} is neither an image tree (a directory) nor a manifest (.csv or .parquet)")
+
+
+def list_images(source: str | Path) -> list[LabelledImage]:
+    """An image tree or a manifest as (path, identity) items, for training and evaluation."""
+    return [LabelledImage(row["uri"], row["identity"]) for row in list_source(source)]
+
+
+def write_manifest(path: str | Path, items: list[LabelledImage]) -> None:
+    """A CSV manifest (path, identity) that list_source and list_images read back."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "identity"])
+        writer.writerows((item.path, item.identity) for item in items)
+
+
+def read_bytes(uri: str) -> bytes:
+    """The bytes behind a local path or a filesystem URI; OSError when they cannot be read."""
+    if "://" not in uri:
+        return Path(uri).read_bytes()
+    from pyarrow import fs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(uri)
+    except (ValueError, fs.ArrowInvalid) as exc:
+        raise OSError(f"cannot open {uri}: {exc}") from exc
+    with filesystem.open_input_file(path) as handle:
+        return handle.read()
+
+
+def decode_or_skip(uri: str, spec: ModelSpec, **limits) -> tuple[np.ndarray | None, str]:
+    """(image, "") or (None, reason): a missing, unreadable or corrupt file is a reason to skip, never a crash.
+
+    `limits` are decode_image's max_pixels / min_side."""
+    try:
+        return decode_image(read_bytes(uri), spec, **limits), ""
+    except ImageError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"unreadable file: {exc.strerror or exc}"
+
+
+@dataclass
+class DecodedImages:
+    """Decoded uint8 images with integer labels; `skipped` holds (path, reason) for what could not be read."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def decode_items(items: list[LabelledImage], spec: ModelSpec, classes: list[str] | None = None) -> DecodedImages:
+    """Every item decoded into memory with its label (training in memory, evaluation); bad files are skipped."""
+    classes = classes if classes is not None else sorted({item.identity for item in items})
+    index = {name: i for i, name in enumerate(classes)}
+    images, labels, skipped = [], [], []
+    for item in items:
+        image, reason = decode_or_skip(item.path, spec)
+        if image is None:
+            skipped.append((item.path, reason))
+        else:
+            images.append(image)
+            labels.append(index[item.identity])
+    height, width = spec.input_size
+    stacked = np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8)
+    return DecodedImages(stacked, np.asarray(labels, dtype=np.int64), classes, skipped)

@@ -1,0 +1,57 @@
+"""The HTTP app (FastAPI, versioned under /v1, OpenAPI at /docs): middleware, error handlers and routers.
+
+Every route but /v1/health needs an API key (header `X-API-Key`) with the read or write scope. Errors are JSON
+`{"error": kind, "detail": reason}` (jobs/api/errors.py); a 4xx says what the caller got wrong and nothing ever
+carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from common.errors import BadInput
+from jobs.api import errors
+from jobs.api.keys import parse_keys
+from jobs.api.routes import health, identities, search
+from jobs.api.timing import ServerTiming
+from jobs.service import IdentityService
+from jobs.settings import Settings
+
+Provider = Callable[[], tuple[IdentityService, Any]]
+
+
+def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
+    """The app. `provider` returns (service, batcher or None); by default one service is built from the settings.
+
+    The Ray Serve deployment passes a provider that returns its replica's own service and batcher.
+    """
+    keys = parse_keys(settings.require("model", "api_keys").api_keys.get_secret_value())
+    if not keys:
+        raise BadInput("ARCMATCH_API_KEYS holds no key: create one with `arcmatch apikey NAME`")
+    if provider is None:
+        built = (build_service(settings), None)
+
+        def provider() -> tuple[IdentityService, Any]:
+            return built
+
+    app = FastAPI(title="arcmatch", version="1", description="One-shot face identity lookup.")
+    app.state.settings, app.state.keys, app.state.provider = settings, keys, provider
+    errors.install(app)
+    app.add_middleware(ServerTiming)
+    for module in (health, search, identities):
+        app.include_router(module.router)
+    return app
+
+
+def build_service(settings: Settings) -> IdentityService:
+    service = IdentityService.open(settings, create=True)
+    # Everything loaded so far (the model's runtime, pymilvus: about half a million objects with torch) lives as
+    # long as the process. Frozen, the cyclic GC's full passes skip it; otherwise each one scans it all and stalls
+    # whichever request triggered it for 100-200 ms, the API's p99 at 1M faces (docs/BENCHMARKS.md).
+    gc.collect()
+    gc.freeze()
+    return service

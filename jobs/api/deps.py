@@ -1,0 +1,77 @@
+"""The routes' dependencies, declared once as named types: a route asks for `ServiceDep`, `Searcher`, `ReadKey`
+or `WriteKey` and never reaches into the app's state itself.
+
+The app keeps a `provider` in its state that returns (service, batcher): one service built from the settings for
+`arcmatch serve`, or the replica's own service and batcher under Ray Serve (jobs/api/serve.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, Header, Request
+
+from common.errors import ArcmatchError
+from indexer.decision import Decision
+from jobs.api.keys import ApiKey, authenticate
+from jobs.api.timing import phase
+from jobs.service import IdentityService
+
+
+class Unauthorized(ArcmatchError):
+    """No key, or a key the service does not know."""
+
+    http_status = 401
+    kind = "unauthorized"
+
+
+class Forbidden(ArcmatchError):
+    """A known key without the scope the route needs."""
+
+    http_status = 403
+    kind = "forbidden"
+
+
+def _service(request: Request) -> IdentityService:
+    return request.app.state.provider()[0]
+
+
+class Searcher:
+    """Embedding and searching for a request: through Ray Serve's batcher when there is one, else on a worker
+    thread, so a slow model call or search never stalls the event loop."""
+
+    def __init__(self, request: Request) -> None:
+        self.service, self.batcher = request.app.state.provider()
+
+    async def embed(self, pixels: np.ndarray) -> np.ndarray:
+        if self.batcher is not None:
+            return await self.batcher.embed(pixels)
+        return (await asyncio.to_thread(self.service.embedder.embed, pixels[None]))[0]
+
+    async def search(self, vectors, threshold: float | None, k: int | None, top_n: int) -> list[Decision]:
+        vectors = self.service.check_vectors(vectors)
+        if self.batcher is None:
+            with phase("search"):
+                return await asyncio.to_thread(self.service.search_vectors, vectors, threshold, k, top_n)
+        query = (threshold, k or self.service.k, top_n)
+        return list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
+
+
+def _require(scope: str):
+    def check(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> ApiKey:
+        key = authenticate(x_api_key, request.app.state.keys)
+        if key is None:
+            raise Unauthorized("missing or unknown API key (header X-API-Key)")
+        if scope not in key.scopes:
+            raise Forbidden(f"API key {key.name!r} lacks the {scope!r} scope")
+        return key
+
+    return check
+
+
+ServiceDep = Annotated[IdentityService, Depends(_service)]
+SearchDep = Annotated[Searcher, Depends(Searcher)]
+ReadKey = Annotated[ApiKey, Depends(_require("read"))]
+WriteKey = Annotated[ApiKey, Depends(_require("write"))]

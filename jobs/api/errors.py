@@ -1,0 +1,62 @@
+"""Every error answer of the API has one JSON shape, `{"error": kind, "detail": reason}`, mapped here once.
+
+arcmatch's own errors (common/errors.py) answer with their status and message; FastAPI's own answers (unknown
+route, wrong method, an invalid body) get the same shape; anything else is a bug: 500 with no detail from it,
+and its traceback in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from common.errors import ArcmatchError
+from jobs.api.schemas import ErrorOut
+
+log = logging.getLogger("arcmatch.api")
+if not log.handlers:  # under Ray Serve the root logger has no handler: keep tracebacks in the replica's log
+    log.addHandler(logging.StreamHandler())
+
+KIND_BY_STATUS = {400: "bad input", 401: "unauthorized", 403: "forbidden", 404: "not found",
+                  405: "method not allowed", 413: "too large", 415: "unsupported media type", 422: "bad request"}
+
+
+def error(status: int, kind: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
+
+
+async def arcmatch_error(request: Request, exc: ArcmatchError) -> JSONResponse:
+    if exc.http_status == 500:  # the family's base itself names no cause: a bug like any other
+        return await internal_error(request, exc)
+    return error(exc.http_status, exc.kind, str(exc))
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return error(exc.status_code, KIND_BY_STATUS.get(exc.status_code, "error"), str(exc.detail))
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return error(422, "bad request", problems)
+
+
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("request %s %s failed", request.method, request.url.path, exc_info=exc)
+    return error(500, "internal error", "the service could not complete the request")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ArcmatchError, arcmatch_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, internal_error)
+
+
+def responses(*statuses: int) -> dict:
+    """OpenAPI declarations of the error answers a route can give, all in the ErrorOut shape."""
+    kinds = {**KIND_BY_STATUS, 409: "conflict", 500: "internal error", 503: "backend unavailable"}
+    return {status: {"model": ErrorOut, "description": kinds[status]} for status in statuses}

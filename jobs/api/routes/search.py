@@ -1,0 +1,34 @@
+"""Search: an image, or caller-given embeddings, answered with "identity X" or unknown and the candidates."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+
+from common.errors import BadInput
+from jobs.api.deps import ReadKey, SearchDep
+from jobs.api.errors import responses
+from jobs.api.schemas import DecisionOut, EmbeddingQuery
+from jobs.api.uploads import read_upload
+
+router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(401, 403, 404, 409, 503))
+
+
+@router.post("", responses=responses(400, 413, 422))
+async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image: Annotated[UploadFile, File()],
+                       threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
+                       k: Annotated[int | None, Form(ge=1, le=1000)] = None,
+                       top_n: Annotated[int, Form(ge=1, le=100)] = 1) -> DecisionOut:
+    pixels = searcher.service.decode(await read_upload(image, request.app.state.settings.max_upload_bytes))
+    vector = await searcher.embed(pixels)
+    return DecisionOut.of((await searcher.search(vector, threshold, k, top_n))[0])
+
+
+@router.post("/embedding", responses=responses(400, 422))
+async def search_embedding(_: ReadKey, searcher: SearchDep, request: Request,
+                           query: EmbeddingQuery) -> list[DecisionOut]:
+    limit = request.app.state.settings.max_batch_vectors
+    if len(query.embeddings) > limit:
+        raise BadInput(f"at most {limit} embeddings per request")
+    return [DecisionOut.of(d) for d in await searcher.search(query.embeddings, query.threshold, query.k, query.top_n)]

@@ -1,0 +1,93 @@
+"""What the API takes and answers, as pydantic models: the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from indexer.decision import Decision
+
+
+class CandidateOut(BaseModel):
+    identity: str
+    score: float
+    face_ids: list[str]
+
+
+class DecisionOut(BaseModel):
+    match: bool
+    identity: str | None
+    score: float = Field(description="cosine similarity of the best identity; higher is closer")
+    threshold: float
+    candidates: list[CandidateOut]
+
+    @classmethod
+    def of(cls, d: Decision) -> DecisionOut:
+        return cls(match=d.is_match, identity=d.identity, score=d.score, threshold=d.threshold,
+                   candidates=[CandidateOut(identity=c.identity, score=c.score, face_ids=[str(f) for f in c.face_ids])
+                               for c in d.candidates])
+
+
+class EmbeddingQuery(BaseModel):
+    embeddings: list[list[float]] = Field(min_length=1)
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    k: int | None = Field(default=None, ge=1, le=1000)
+    top_n: int = Field(default=1, ge=1, le=100)
+
+
+class Enrolled(BaseModel):
+    identity: str
+    face_ids: list[str]
+
+
+class FaceOut(BaseModel):
+    face_id: str
+    source: str
+    created_at: int
+    model_version: str
+    metadata: dict
+
+    @classmethod
+    def of(cls, row: dict) -> FaceOut:
+        return cls(face_id=str(row["id"]), source=row["source"], created_at=row["created_at"],
+                   model_version=row["model_version"], metadata=row["metadata"] or {})
+
+
+class IdentityOut(BaseModel):
+    identity: str
+    faces: list[FaceOut]
+
+
+class IdentityDeleted(BaseModel):
+    identity: str
+    deleted_faces: int
+
+
+class FaceDeleted(BaseModel):
+    identity: str
+    deleted_face: str
+
+
+class IdentitySummary(BaseModel):
+    identity: str
+    faces: int
+
+
+class IdentityPage(BaseModel):
+    identities: list[IdentitySummary]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    collection: str
+    model_version: str
+    dim: int
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="the kind: bad input, not found, unauthorized, ...")
+    detail: str = Field(description="what is wrong, in words meant for the caller")

@@ -1,0 +1,63 @@
+"""The `arcmatch` command line: one parser, one small module per command group, one place errors become exits.
+
+Every failure ends as one line on stderr and an exit code from common/errors.py (2 bad input, 3 finished with
+skipped inputs, 4 not found, 5 backend unavailable, 6 conflict, 1 a bug). Long commands keep Ray's and the
+libraries' logs in a log file (jobs/runtime.py) and show progress bars; `--verbose` shows everything instead.
+Set ARCMATCH_DEBUG=1 for tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from common.errors import EXIT_INTERNAL, ArcmatchError, exit_code
+from jobs.cli import cluster, data, demo, gallery, service, train
+from jobs.runtime import log_file, quiet_terminal
+
+GROUPS = (data, train, gallery, service, cluster, demo)
+QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arcmatch", description="Face identity: train, embed, index, look up.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's and the libraries' own logs in the terminal")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in QUIET_COMMANDS and not args.verbose:
+        quiet_terminal(args.command)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("arcmatch: interrupted", file=sys.stderr)
+        return exit_code(KeyboardInterrupt())
+    except ArcmatchError as exc:  # the edge: our own errors are one line and their exit code
+        if os.environ.get("ARCMATCH_DEBUG"):
+            traceback.print_exc()
+        print(f"arcmatch {args.command}: {exc.kind}: {exc}", file=sys.stderr)
+        return exit_code(exc)
+    except Exception as exc:  # a bug, or a foreign error not yet mapped: its first line, the details in the log
+        logging.getLogger("arcmatch").error("arcmatch %s failed", args.command, exc_info=exc)
+        if os.environ.get("ARCMATCH_DEBUG") or log_file() is None:
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        where = f" (traceback in {log_file()})" if log_file() else ""
+        print(f"arcmatch {args.command}: internal error: {type(exc).__name__}: {first}{where}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""`arcmatch submit` and `arcmatch jobs`: the local commands as jobs on a Ray cluster (Ray Jobs API)."""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs.cli.options import settings_from
+from jobs.pipelines.submit import SUBMITTABLE
+
+
+def register(sub) -> None:
+    p = sub.add_parser("submit", help="run train/ingest/eval/prepare/export on a Ray cluster (Ray Jobs API)")
+    p.add_argument("job", choices=SUBMITTABLE)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the job's own arguments, as for the local command")
+    p.add_argument("--address", help="Ray Jobs API address, http://HEAD:8265 (env RAY_ADDRESS)")
+    p.add_argument("--no-follow", action="store_true", help="print the job id and return without waiting")
+    p.set_defaults(run=submit)
+
+    p = sub.add_parser("jobs", help="list, inspect, read the logs of, or stop jobs on a Ray cluster")
+    p.add_argument("action", choices=["list", "status", "logs", "stop"])
+    p.add_argument("job_id", nargs="?")
+    p.add_argument("--address", help="Ray Jobs API address (env RAY_ADDRESS)")
+    p.set_defaults(run=manage)
+
+
+def submit(args: argparse.Namespace) -> int:
+    from jobs.pipelines.submit import submit as submit_job
+
+    return submit_job(settings_from(args).ray_address, args.job, args.args, follow=not args.no_follow)
+
+
+def manage(args: argparse.Namespace) -> int:
+    from jobs.pipelines.submit import manage as manage_jobs
+
+    return manage_jobs(settings_from(args).ray_address, args.action, args.job_id)

@@ -1,0 +1,83 @@
+"""`arcmatch ingest` and `arcmatch search`: photos into the gallery, probes against it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from common.errors import EXIT_OK, EXIT_PARTIAL, NotFound
+from jobs.cli.options import model_flag, ray_flag, search_flags, settings_from, store_flags
+from jobs.progress import Console
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ingest", help="embed a gallery into Milvus with Ray Data")
+    p.add_argument("source", help="identity/image tree, or a CSV/Parquet manifest (uri, identity[, face_id, metadata])")
+    model_flag(p, "the embedding model")
+    store_flags(p)
+    p.add_argument("--errors", default="ingest_errors.csv", help="CSV report of skipped files")
+    p.add_argument("--export-parquet", help="also write the embeddings to this Parquet file")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=1, help="embedding actors")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray CPUs reserved by each embedding actor")
+    p.add_argument("--threads-per-actor", type=int,
+                   help="inference threads per embedding actor (default: the runtime's, one per core)")
+    p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the Ray cluster has GPUs, else 0")
+    p.add_argument("--write-concurrency", type=int, help="parallel write tasks (Milvus server only)")
+    p.add_argument("--index", default="HNSW", choices=["HNSW", "IVF_FLAT", "DISKANN", "FLAT", "AUTOINDEX"],
+                   help="vector index type for a new collection (default %(default)s)")
+    ray_flag(p)
+    p.set_defaults(run=ingest)
+
+    p = sub.add_parser("search", help="identify the face in each image: identity or unknown")
+    p.add_argument("images", nargs="+")
+    model_flag(p, "the embedding model (the gallery's)")
+    store_flags(p)
+    search_flags(p)
+    p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibrated one)")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.set_defaults(run=search)
+
+
+def ingest(args: argparse.Namespace) -> int:
+    from jobs.pipelines.ingest import ingest as run_ingest
+    from jobs.runtime import init_ray
+
+    settings = settings_from(args).require("model")
+    init_ray(settings.ray_address)
+    summary = run_ingest(args.source, settings.model, milvus=settings.milvus_uri, token=settings.token(),
+                         collection=settings.collection, batch_size=args.batch_size,
+                         embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
+                         threads_per_actor=args.threads_per_actor, gpus_per_actor=args.gpus_per_actor,
+                         write_concurrency=args.write_concurrency, index_type=args.index, errors_csv=args.errors,
+                         export_parquet=args.export_parquet, console=Console())
+    print("\n".join(summary.lines()))
+    if summary.skipped:
+        print(f"skipped files and reasons are listed in {args.errors}", file=sys.stderr)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def search(args: argparse.Namespace) -> int:
+    from jobs.service import IdentityService
+
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise NotFound(f"no such image: {', '.join(missing)}")
+    service = IdentityService.open(settings_from(args))
+    try:
+        decisions = service.search_images([Path(p).read_bytes() for p in args.images], args.threshold)
+    finally:
+        service.close()
+    for path, decision in zip(args.images, decisions, strict=True):
+        if args.json:
+            print(json.dumps({"image": path, "identity": decision.identity, "score": decision.score,
+                              "threshold": decision.threshold,
+                              "candidates": [{"identity": c.identity, "score": c.score}
+                                             for c in decision.candidates[:5]]}))
+        else:
+            verdict = decision.identity if decision.is_match else "unknown"
+            print(f"{path}\t{verdict}\tscore {decision.score:.4f} (threshold {decision.threshold:.4f})")
+    return EXIT_OK

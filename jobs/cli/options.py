@@ -1,0 +1,37 @@
+"""Flags that several commands share, and the one way a command turns its flags into Settings.
+
+Flags that mirror a setting default to None ("not given"), so the value comes from ARCMATCH_* (or its default in
+jobs/settings.py) unless the flag is given: the CLI and the API then agree on every default.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs.settings import Settings
+
+
+def model_flag(p: argparse.ArgumentParser, what: str = "model directory") -> None:
+    p.add_argument("--model", help=f"{what}: an arcmatch checkpoint or an ONNX model directory (env ARCMATCH_MODEL)")
+
+
+def store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--milvus", help="Milvus Lite file or server URI (env ARCMATCH_MILVUS_URI; default ./arcmatch.db)")
+    p.add_argument("--collection", help="collection name (env ARCMATCH_COLLECTION; default faces)")
+
+
+def search_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, help="faces retrieved per probe (env ARCMATCH_SEARCH_K; default 20)")
+    p.add_argument("--ef", type=int, help="HNSW search list size: higher is closer to exact search, and slower "
+                                          "(env ARCMATCH_SEARCH_EF; default 192)")
+
+
+def ray_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Ray cluster address (env RAY_ADDRESS; default: a local Ray)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by whichever of these flags the command has and was given."""
+    flags = {"model": "model", "milvus": "milvus_uri", "collection": "collection", "k": "search_k",
+             "ef": "search_ef", "address": "ray_address"}
+    return Settings.load(**{setting: getattr(args, flag, None) for flag, setting in flags.items()})

@@ -1,0 +1,72 @@
+"""`arcmatch serve` (the search API, in one process or as Ray Serve replicas) and `arcmatch apikey`."""
+
+from __future__ import annotations
+
+import argparse
+
+from common.errors import EXIT_OK, BadInput
+from jobs.cli.options import model_flag, ray_flag, settings_from, store_flags
+from jobs.settings import Settings
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="run the search API (settings from ARCMATCH_* variables; flags override)")
+    model_flag(p, "the gallery's model")
+    store_flags(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                   help="uvicorn's event loop (default %(default)s: uvloop when installed)")
+    p.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment with dynamic batching")
+    p.add_argument("--replicas", type=int, default=1, help="--ray: (minimum) replicas")
+    p.add_argument("--max-replicas", type=int, help="--ray: autoscale up to this many replicas")
+    p.add_argument("--batch-size", type=int, default=16, help="--ray: dynamic batch size (1 turns batching off)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="--ray: longest wait to fill a batch")
+    p.add_argument("--gpus-per-replica", type=float, default=0.0)
+    ray_flag(p)
+    p.set_defaults(run=serve)
+
+    p = sub.add_parser("apikey", help="create an API key: prints the key once, and its ARCMATCH_API_KEYS entry")
+    p.add_argument("name")
+    p.add_argument("--scopes", default="read", help="comma separated: read, write (default %(default)s)")
+    p.set_defaults(run=apikey)
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args).require("model", "api_keys")
+    if args.ray:
+        return _serve_ray(args, settings)
+    import uvicorn
+
+    from jobs.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", loop=args.loop)
+    return EXIT_OK
+
+
+def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:
+    from ray import serve
+
+    from indexer.store import is_lite_uri
+    from jobs.api.serve import build_application
+    from jobs.runtime import init_ray
+
+    max_replicas = args.max_replicas or args.replicas
+    if is_lite_uri(settings.milvus_uri) and max_replicas > 1:
+        raise BadInput("Milvus Lite opens its file from one process only: use one replica, or a Milvus server")
+    init_ray(settings.ray_address, quiet=False)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    application = build_application(settings, min_replicas=args.replicas, max_replicas=max_replicas,
+                                    max_batch_size=args.batch_size, batch_wait_timeout_s=args.batch_wait_ms / 1000,
+                                    num_gpus=args.gpus_per_replica)
+    serve.run(application, name="arcmatch", route_prefix="/", blocking=True)
+    return EXIT_OK
+
+
+def apikey(args: argparse.Namespace) -> int:
+    from jobs.api.keys import new_key
+
+    key, entry = new_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+    print(f"key (shown once, give it to the client): {key}")
+    print(f"add to ARCMATCH_API_KEYS (comma separated): {entry}")
+    return EXIT_OK

@@ -1,0 +1,110 @@
+"""`arcmatch train`: a run described by TrainConfig, from a config file (`--config`), flags, or both.
+
+The flags are generated from TrainConfig's fields (their types, choices and help), so each default is written
+once, in trainer/config.py; a file gives a whole run (trainer/configs/*.json), flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from common.errors import EXIT_OK, BadInput, NotFound
+from jobs.cli.options import ray_flag, settings_from
+from jobs.progress import Console
+from trainer.config import TrainConfig, read_config_file
+
+DEFAULT_BACKBONE = "resnet10t"  # when neither a config file nor --backbone names one; ModelSpec has the rest
+SPECIAL = {"data", "spec", "margins"}  # fields with hand-made flags below
+SPEC_FLAGS = {"backbone": "backbone", "embedding_size": "embedding_size", "input_size": "input_size",
+              "crop_box": "crop_box"}
+
+
+def _field_flags(p: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        if f.name in SPECIAL:
+            continue
+        default = f.default if f.default is not MISSING else None
+        kind = hints[f.name]
+        options: dict = {"dest": f.name, "default": argparse.SUPPRESS,
+                         "help": f"{f.metadata['help']} (default: {default})"}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+            options["choices"] = f.metadata.get("choices")
+        p.add_argument("--" + f.name.replace("_", "-"), **options)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train an embedding model with Ray Train",
+                       description="Flags override --config, which overrides TrainConfig's defaults.")
+    p.add_argument("--config", help="a run's JSON file (TrainConfig fields), or a shipped one: demo, r50-gpu")
+    p.add_argument("--data", default=argparse.SUPPRESS,
+                   help="identity/image tree, manifest (CSV/Parquet: path, identity), or Parquet shards")
+    p.add_argument("--out", required=True, help="directory for the exported embedder checkpoint")
+    spec = p.add_argument_group("model (the ModelSpec)")
+    spec.add_argument("--backbone", help=f"any timm model name (default: {DEFAULT_BACKBONE})")
+    spec.add_argument("--embedding-size", type=int, help="embedding dimension (default: 512)")
+    spec.add_argument("--input-size", type=int, help="square input side in pixels (default: 112)")
+    spec.add_argument("--crop-box", type=float, nargs=4, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
+                      help="face region as fractions of the image, cropped before the resize (default: whole image)")
+    head = p.add_argument_group("margins (radians; default: the head's own)")
+    for name in ("m1", "m2", "m3"):
+        head.add_argument(f"--{name}", type=float)
+    _field_flags(p.add_argument_group("training (TrainConfig)"))
+    run = p.add_argument_group("the run")
+    run.add_argument("--storage", default="./runs", help="Ray Train storage path for checkpoints")
+    run.add_argument("--name", help="run name (default: arcmatch-train-<time>)")
+    run.add_argument("--resume", metavar="NAME", help="continue the run NAME in --storage from its latest checkpoint")
+    ray_flag(run)
+    p.set_defaults(run=train)
+
+
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from its defaults, then the --config file, then the flags."""
+    data = read_config_file(args.config) if args.config else {}
+    data.update({f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if f.name not in SPECIAL and hasattr(args, f.name)})
+    spec = {"backbone": DEFAULT_BACKBONE, **data.get("spec", {})}
+    for flag, key in SPEC_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            spec[key] = [value, value] if flag == "input_size" else value
+    data["spec"] = spec
+    margins = {**data.get("margins", {}), **{m: getattr(args, m) for m in ("m1", "m2", "m3")
+                                              if getattr(args, m) is not None}}
+    data["margins"] = margins
+    if hasattr(args, "data"):
+        data["data"] = args.data
+    if "data" not in data:
+        raise BadInput("train needs --data (an image tree, a manifest or Parquet shards)")
+    if "://" not in data["data"]:
+        data["data"] = str(Path(data["data"]).resolve())
+    return TrainConfig.from_dict(data)
+
+
+def train(args: argparse.Namespace) -> int:
+    from jobs.runtime import init_ray
+    from trainer.ray_loop import fit
+
+    config = config_from(args)
+    if args.resume and not (Path(args.storage) / args.resume).is_dir():
+        raise NotFound(f"no run {args.resume!r} in {args.storage} to resume")
+    init_ray(settings_from(args).ray_address)
+    console = Console()
+    console.say(f"training {config.spec.backbone} ({config.head}) on {config.data} with {config.workers} worker(s)")
+    with console.stage("train", unit="step") as bar:
+        result = fit(config, args.out, storage=args.storage, name=args.resume or args.name,
+                     on_progress=lambda s: bar.set(s["step"], s["steps"], f"epoch {s['epoch']}/{s['epochs']} "
+                                                                          f"loss {s['loss']:.2f}"))
+    first, last = result.history[0], result.history[-1]
+    if result.note:
+        print(result.note)
+    print(f"trained {config.spec.backbone}: loss {first['loss']:.3f} -> {last['loss']:.3f}, "
+          f"{last['images_per_s']:.0f} img/s, {len(result.skipped)} images skipped, {result.seconds:.0f} s; "
+          f"checkpoint in {args.out}")
+    return EXIT_OK

@@ -1,0 +1,222 @@
+"""`arcmatch demo`: the whole path on the embedded defaults, from images to "this is X" / "unknown".
+
+Identities are split into four disjoint groups: training identities (the model learns them), calibration
+identities (held-out pairs choose the threshold and measure verification accuracy), enrolled identities (a few
+gallery photos each go into Milvus, their other photos are probes that must be recognised) and unknown
+identities (never enrolled; their photos are probes that must be rejected).
+
+An unknown probe is compared with every gallery face, so its chance of a false match (FPIR) is about the gallery
+size times the pair false accept rate (FAR). Unless a FAR is given, the demo calibrates for the FAR that keeps
+FPIR at `target_fpir` for its gallery: the operating point an identification system is run at.
+
+The same code runs on synthetic faces it draws itself or, with --data, on a real `identity/image` tree. Training
+follows trainer/configs/demo.json, chosen by measurement (docs/BENCHMARKS.md) to keep the demo near 5 minutes on
+two CPU cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import BadInput
+from embedder.evaluation import Verification, calibrate
+from embedder.layout import Calibration
+from embedder.sources import LabelledImage, list_images, write_manifest
+from embedder.spec import ModelSpec
+from indexer.store import FaceIndex, connect
+from jobs.pipelines.ingest import IngestSummary, ingest
+from jobs.progress import Console, silent
+from jobs.service import IdentityService
+from trainer.config import TrainConfig, read_config_file
+from trainer.synthetic import write_dataset
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    train_identities: int
+    images_per_identity: int
+    calibration_identities: int
+    enrolled_identities: int
+    unknown_identities: int
+    gallery_images: int  # photos enrolled per known identity; the rest of its photos are probes
+    training: dict = field(default_factory=dict)  # overrides of trainer/configs/demo.json
+
+
+SIZES = {
+    "default": DemoSize(400, 12, 40, 50, 50, 3),
+    "tiny": DemoSize(50, 6, 6, 6, 6, 2, {"epochs": 2, "batch_size": 32}),
+}
+
+
+@dataclass
+class DemoReport:
+    loss_start: float = float("nan")
+    loss_end: float = float("nan")
+    verification: Verification | None = None
+    calibration: Calibration | None = None
+    rank1: float = float("nan")
+    nearest_correct: float = float("nan")
+    unknown_rejected: float = float("nan")
+    ingest: IngestSummary | None = None
+    train_seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        v, c = self.verification, self.calibration
+        counts = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in self.counts.items())
+        out = ["arcmatch demo report", f"  images: {counts}",
+               f"  training loss: {self.loss_start:.3f} -> {self.loss_end:.3f} ({self.train_seconds:.0f} s)"]
+        if v is not None:
+            out.append(f"  verification on held-out pairs: {100 * v.accuracy_mean:.2f}% +- {100 * v.accuracy_std:.2f} "
+                       f"({v.folds}-fold), ROC AUC {v.auc:.4f}")
+        if c is not None:
+            out.append(f"  threshold: cosine {c.threshold:.4f} at FAR {c.measured_far:.4f} "
+                       f"(target {c.target_far:.2g}), TAR {c.tar:.3f} on {c.pairs} pairs")
+        out += [
+            f"  enrolled probes identified correctly (rank-1, above threshold): {self.rank1:.3f}"
+            f"  (nearest gallery identity correct: {self.nearest_correct:.3f})",
+            f"  unknown probes rejected: {self.unknown_rejected:.3f}",
+        ]
+        if self.ingest is not None:
+            out += ["  gallery ingestion: " + line for line in self.ingest.lines()]
+        out.append("  wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.stages.items())
+                   + f" (total {sum(self.stages.values()):.0f} s)")
+        return out
+
+
+@dataclass
+class Split:
+    train: list[LabelledImage]
+    calibration: list[LabelledImage]
+    gallery: list[LabelledImage]
+    known_probes: list[LabelledImage]
+    unknown_probes: list[LabelledImage]
+
+
+def split_identities(items: list[LabelledImage], size: DemoSize, seed: int = 0) -> Split:
+    """Disjoint identity groups; only identities with more images than gallery photos can be enrolled or calibrate."""
+    by_identity: dict[str, list[LabelledImage]] = {}
+    for item in items:
+        by_identity.setdefault(item.identity, []).append(item)
+    names = sorted(by_identity)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(names)
+    multi = [n for n in names if len(by_identity[n]) > size.gallery_images]
+    wanted = size.calibration_identities + size.enrolled_identities + size.unknown_identities
+    # a small real data set (ORL has 40 people) keeps at least 70% of its identities for training
+    shrink = min(1.0, 0.3 * len(multi) / wanted)
+    n_cal, n_enr, n_unk = (max(2, int(n * shrink)) for n in
+                           (size.calibration_identities, size.enrolled_identities, size.unknown_identities))
+    if len(multi) < n_cal + n_enr + n_unk + 2:
+        raise BadInput(f"only {len(multi)} identities have over {size.gallery_images} images; the demo needs "
+                         f"more than {n_cal + n_enr + n_unk} of them (calibration + enrolled + unknown)")
+    cal, enr, unk = multi[:n_cal], multi[n_cal : n_cal + n_enr], multi[n_cal + n_enr : n_cal + n_enr + n_unk]
+    held = set(cal) | set(enr) | set(unk)
+    train = [n for n in names if n not in held and len(by_identity[n]) >= 2]
+    g = size.gallery_images
+    return Split(
+        train=[i for n in train for i in by_identity[n]],
+        calibration=[i for n in cal for i in by_identity[n]],
+        gallery=[i for n in enr for i in by_identity[n][:g]],
+        known_probes=[i for n in enr for i in by_identity[n][g:]],
+        unknown_probes=[i for n in unk for i in by_identity[n]],
+    )
+
+
+def training_config(manifest: Path, size: DemoSize, spec: ModelSpec | None, seed: int) -> TrainConfig:
+    data = {**read_config_file("demo"), **size.training, "data": str(manifest), "seed": seed}
+    if spec is not None:
+        data["spec"] = spec.to_dict()
+    return TrainConfig.from_dict(data)
+
+
+def run_demo(
+    workdir: str | Path,
+    *,
+    data: str | Path | None = None,
+    size: DemoSize = SIZES["default"],
+    spec: ModelSpec | None = None,
+    target_far: float | None = None,
+    target_fpir: float = 0.02,
+    seed: int = 0,
+    console: Console | None = None,
+) -> DemoReport:
+    console = console or silent()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = DemoReport(stages=console.times)
+
+    with console.timed("data"):
+        if data is None:
+            console.say(f"drawing synthetic faces into {workdir / 'data'}")
+            held = size.calibration_identities + size.enrolled_identities + size.unknown_identities
+            write_dataset(workdir / "data", range(size.train_identities + held), size.images_per_identity, seed=seed)
+            data = workdir / "data"
+        split = split_identities(list_images(data), size, seed)
+        manifests = {}
+        for name in ("train", "calibration", "gallery", "known_probes", "unknown_probes"):
+            manifests[name] = workdir / f"{name}.csv"
+            write_manifest(manifests[name], getattr(split, name))
+            report.counts[name] = len(getattr(split, name))
+
+    config = training_config(manifests["train"], size, spec, seed)
+    _train(config, workdir, report, console)
+
+    if target_far is None:
+        # a probe of an unknown person meets every gallery face: FPIR ~ gallery size x pair FAR
+        target_far = target_fpir / max(1, report.counts["gallery"])
+    with console.timed("calibrate"):
+        console.say(f"calibrating the threshold on held-out identities for a pair FAR of {target_far:.2g}")
+        from embedder.embed import open_embedder
+
+        embedder = open_embedder(workdir / "model")
+        report.verification, report.calibration, _ = calibrate(embedder, split.calibration, target_far, seed)
+        report.calibration.save(workdir / "model")
+        embedder.calibration = report.calibration
+
+    gallery_db = str(workdir / "gallery.db")
+    client = connect(gallery_db)
+    if client.has_collection("faces"):  # a fresh gallery for this run's model
+        client.drop_collection("faces")
+    client.close()
+    console.say(f"ingesting {report.counts['gallery']} gallery photos into Milvus Lite (Ray Data)")
+    report.ingest = ingest(manifests["gallery"], workdir / "model", milvus=gallery_db, collection="faces",
+                           errors_csv=workdir / "ingest_errors.csv", console=console)
+
+    service = IdentityService(embedder, FaceIndex(connect(gallery_db), "faces"))
+    with console.stage("lookup", total=len(split.known_probes) + len(split.unknown_probes)) as bar:
+        known = _decisions(service, split.known_probes, bar)
+        unknown = _decisions(service, split.unknown_probes, bar)
+    service.close()
+    report.rank1 = float(np.mean([d.identity == p.identity for d, p in zip(known, split.known_probes, strict=True)]))
+    report.nearest_correct = float(np.mean([bool(d.candidates) and d.candidates[0].identity == p.identity
+                                            for d, p in zip(known, split.known_probes, strict=True)]))
+    report.unknown_rejected = float(np.mean([not d.is_match for d in unknown]))
+    return report
+
+
+def _train(config: TrainConfig, workdir: Path, report: DemoReport, console: Console) -> None:
+    from trainer.ray_loop import fit
+
+    console.say(f"training {config.spec.backbone} with ArcFace on {report.counts['train']} images (Ray Train)")
+    with console.stage("train", unit="step") as bar:
+        def show(state: dict) -> None:
+            bar.set(state["step"], state["steps"], note=f"epoch {state['epoch']}/{state['epochs']} "
+                                                        f"loss {state['loss']:.2f}")
+
+        result = fit(config, workdir / "model", storage=workdir / "runs", on_progress=show)
+    report.loss_start, report.loss_end = result.history[0]["loss"], result.history[-1]["loss"]
+    report.train_seconds = result.seconds
+
+
+def _decisions(service: IdentityService, probes: list[LabelledImage], bar, batch: int = 64):
+    decisions = []
+    for start in range(0, len(probes), batch):
+        chunk = probes[start : start + batch]
+        decisions += service.search_images([Path(p.path).read_bytes() for p in chunk])
+        bar.update(len(chunk))
+    return decisions

@@ -1,0 +1,155 @@
+"""Bulk gallery ingestion: list -> read and decode on CPU tasks -> embed on an actor pool -> upsert into Milvus.
+
+Decoding and embedding are Ray Data stages, so a cluster spreads them over its CPUs and GPUs. Writing depends on
+the store (jobs/pipelines/sink.py): a Milvus server takes parallel upserts from a Ray Datasink, while Milvus Lite
+opens its file from one process only, so there the driver is the single writer. Face ids derive from the
+caller's face id or the source (a tree's relative path, a manifest's uri), so a re-run after a crash upserts the
+same rows and leaves no duplicates. Unreadable images are skipped, reported with their reason and counted; they
+never stop the job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embedder.sources import decode_or_skip, list_source
+from embedder.spec import ModelSpec
+from indexer.store import CollectionInfo, FaceIndex, connect, is_lite_uri
+from jobs.pipelines.report import reasons, write_error_report
+from jobs.pipelines.sink import MilvusDatasink, ParquetExport, rows_from_batch, upsert_checked
+from jobs.progress import Console, silent
+
+
+@dataclass
+class IngestSummary:
+    seen: int = 0
+    embedded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    rows_in_collection: int = 0
+    seconds: float = 0.0
+    write_seconds: float = 0.0  # time spent in Milvus upserts (driver-writer path)
+
+    def lines(self) -> list[str]:
+        rate = self.embedded / self.seconds if self.seconds else 0.0
+        out = [f"images seen {self.seen}, embedded {self.embedded}, skipped {len(self.skipped)}",
+               f"rows in collection {self.rows_in_collection}, {rate:.1f} images/s over {self.seconds:.1f} s"]
+        out += [f"  skipped ({reason}): {n}" for reason, n in reasons(self.skipped).most_common()]
+        return out
+
+
+def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, np.ndarray]:
+    """CPU stage: read and decode each image; a failure becomes an `error` string and a blank image."""
+    height, width = spec.input_size
+    images = np.zeros((len(batch["uri"]), height, width, 3), dtype=np.uint8)
+    errors = []
+    for i, uri in enumerate(batch["uri"]):
+        image, reason = decode_or_skip(str(uri), spec)
+        if image is not None:
+            images[i] = image
+        errors.append(reason)
+    out = {k: batch[k] for k in ("identity", "source", "face_key", "metadata")}
+    return {**out, "image": images, "error": np.asarray(errors, dtype=object)}
+
+
+class EmbedBatch:
+    """Actor stage: the model is loaded once per actor (on its GPU when it has one) and reused for every batch."""
+
+    def __init__(self, model: str, threads: int | None = None) -> None:
+        import ray
+
+        from embedder.embed import open_embedder
+
+        # ray.get_gpu_ids(), not torch.cuda: an ONNX model then never imports torch (seconds per actor)
+        self.embedder = open_embedder(model, device="cuda" if ray.get_gpu_ids() else "cpu", threads=threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = batch["error"] == ""
+        vectors = np.zeros((len(ok), self.embedder.spec.embedding_size), dtype=np.float32)
+        if ok.any():
+            vectors[ok] = self.embedder.embed(batch["image"][ok])
+        out = {k: batch[k] for k in ("identity", "source", "face_key", "metadata", "error")}
+        return {**out, "vector": vectors}
+
+
+def ingest(
+    source: str | Path,
+    model: str | Path,
+    *,
+    milvus: str,
+    token: str | None = None,
+    collection: str = "faces",
+    batch_size: int = 64,
+    embed_concurrency: int = 1,
+    cpus_per_actor: float = 1.0,
+    threads_per_actor: int | None = None,
+    gpus_per_actor: float | None = None,
+    write_batch: int = 512,
+    write_concurrency: int | None = None,
+    index_type: str = "HNSW",
+    errors_csv: str | Path | None = None,
+    export_parquet: str | Path | None = None,
+    console: Console | None = None,
+) -> IngestSummary:
+    """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into `collection` at `milvus`."""
+    import ray
+    import ray.data
+
+    from embedder.embed import open_embedder
+
+    started, console = time.perf_counter(), console or silent()
+    embedder = open_embedder(model)  # on the driver too: a bad model fails here, not in every actor
+    spec, calibration = embedder.spec, embedder.calibration
+    index = FaceIndex(connect(milvus, token), collection)
+    index.ensure(CollectionInfo(spec.version, spec.embedding_size,
+                                calibration.threshold if calibration else None, spec.to_dict()),
+                 index_type=index_type)
+    items = list_source(source)
+    summary = IngestSummary(seen=len(items))
+    if gpus_per_actor is None:  # embed on GPUs whenever the cluster has them
+        gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    ds = ray.data.from_items(items)
+    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec}, batch_size=batch_size, batch_format="numpy")
+    ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model), threads_per_actor), batch_size=batch_size,
+                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed_concurrency),
+                        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
+    if export_parquet is not None or is_lite_uri(milvus):
+        with console.stage("ingest", total=summary.seen) as bar:
+            _write_from_driver(ds, index, summary, write_batch, export_parquet, bar)
+    else:
+        index.client.close()
+        sink = MilvusDatasink(milvus, token, collection)
+        with console.timed("ingest"):
+            console.say(f"ingest: embedding {summary.seen} images with parallel writers")
+            ds.write_datasink(sink, concurrency=write_concurrency)
+        summary.embedded, summary.skipped = sink.embedded, sink.skipped
+        index = FaceIndex(connect(milvus, token), collection)
+    index.flush()
+    summary.rows_in_collection = index.count()
+    index.client.close()
+    summary.seconds = time.perf_counter() - started
+    if errors_csv is not None:
+        write_error_report(errors_csv, summary.skipped)
+    return summary
+
+
+def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch: int,
+                       export_parquet: str | Path | None, bar) -> None:
+    """The single-writer path (Milvus Lite, or when the vectors are also exported to Parquet)."""
+    export = ParquetExport(export_parquet) if export_parquet is not None else None
+    try:
+        for batch in ds.iter_batches(batch_size=write_batch, batch_format="numpy"):
+            rows, skipped = rows_from_batch(batch)
+            summary.skipped += skipped
+            write_started = time.perf_counter()
+            summary.embedded += upsert_checked(index, rows, summary.skipped)
+            summary.write_seconds += time.perf_counter() - write_started
+            if export is not None:
+                export.write(rows)
+            bar.update(len(batch["source"]), note=f"{summary.embedded} written")
+    finally:
+        if export is not None:
+            export.close()

@@ -1,0 +1,105 @@
+"""Writing embedded rows into Milvus: from the driver (Milvus Lite, one writer) or from Ray's write tasks (a
+server takes parallel upserts). Both skip a row Milvus refuses with its reason instead of failing the job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from indexer.errors import InvalidValue
+from indexer.ids import face_id
+from indexer.store import FaceIndex, FaceRow, connect
+
+try:  # the sink subclasses Ray's Datasink; the rest of this module (and its tests) work without Ray
+    from ray.data import Datasink
+except ImportError:  # pragma: no cover
+    Datasink = object
+
+
+def rows_from_batch(batch: dict[str, np.ndarray]) -> tuple[list[FaceRow], list[tuple[str, str]]]:
+    """Embedded rows to write, and (source, reason) for the ones that failed upstream."""
+    rows, skipped = [], []
+    for i in range(len(batch["source"])):
+        source, error = str(batch["source"][i]), str(batch["error"][i])
+        if error:
+            skipped.append((source, error))
+        elif not str(batch["identity"][i]).strip():
+            skipped.append((source, "no identity: the manifest row has an empty identity"))
+        else:
+            rows.append(FaceRow(source, str(batch["identity"][i]), batch["vector"][i],
+                                face_id(str(batch["face_key"][i])), json.loads(str(batch["metadata"][i]))))
+    return rows, skipped
+
+
+def upsert_checked(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[str, str]]) -> int:
+    """Upsert a batch; a row Milvus refuses (an invalid identity) is skipped with its reason, not fatal."""
+    try:
+        return index.upsert(rows)
+    except InvalidValue:
+        pass
+    written = 0
+    for row in rows:
+        try:
+            written += index.upsert([row])
+        except InvalidValue as exc:
+            skipped.append((row.source, f"invalid row: {exc}"))
+    return written
+
+
+class MilvusDatasink(Datasink):
+    """Upserts each write task's rows into a Milvus server; the driver sums what each task returns."""
+
+    def __init__(self, uri: str, token: str | None, collection: str) -> None:
+        import pymilvus  # noqa: F401  (fail on the driver, before any task is scheduled)
+
+        self.uri, self.token, self.collection = uri, token, collection
+        self.embedded = 0
+        self.skipped: list[tuple[str, str]] = []
+
+    def write(self, blocks, ctx) -> dict:
+        from ray.data.block import BlockAccessor
+
+        index = FaceIndex(connect(self.uri, self.token), self.collection)
+        embedded, skipped = 0, []
+        for block in blocks:
+            rows, failed = rows_from_batch(BlockAccessor.for_block(block).to_numpy())
+            skipped += failed
+            embedded += upsert_checked(index, rows, skipped)
+        index.client.close()
+        return {"embedded": embedded, "skipped": skipped}
+
+    def on_write_complete(self, write_result) -> None:
+        for result in write_result.write_returns:
+            self.embedded += result["embedded"]
+            self.skipped += [tuple(s) for s in result["skipped"]]
+
+
+class ParquetExport:
+    """The embedded rows also written to one Parquet file (face_id, identity, source, vector), batch by batch."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path, self.writer = str(path), None
+
+    def write(self, rows: list[FaceRow]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not rows:
+            return
+        dim = len(rows[0].vector)
+        table = pa.table({
+            "face_id": pa.array([r.face_id for r in rows], pa.int64()),
+            "identity": [r.identity for r in rows],
+            "source": [r.source for r in rows],
+            "vector": pa.array([np.asarray(r.vector, np.float32).tolist() for r in rows],
+                               pa.list_(pa.float32(), dim)),
+        })
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

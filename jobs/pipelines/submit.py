@@ -1,0 +1,97 @@
+"""`arcmatch submit` and `arcmatch jobs`: the same jobs that run locally, on a Ray cluster through the Ray Jobs API.
+
+The project's code travels as the job's runtime environment (its working_dir), and the entrypoint is the same
+CLI (`python -m jobs.cli train ...`), so a job on the cluster runs exactly what `arcmatch train ...` runs here.
+Paths in the job's arguments are paths on the cluster (a shared volume or an s3:// URI), not on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from common.errors import BadInput, Unavailable
+
+PROJECT = Path(__file__).resolve().parents[2]
+SHIPPED_EXCLUDES = [".venv", ".git", "demo-work", "runs", "*.db", "*.db.lock", "__pycache__", ".pytest_cache",
+                    ".ruff_cache", "tests", "docs", "bench", "k8s", "*.egg-info"]
+SUBMITTABLE = ("train", "ingest", "eval", "prepare", "export")
+EXIT_BY_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
+
+
+def client(address: str | None):
+    import logging
+
+    from ray.job_submission import JobSubmissionClient
+
+    logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per packaged file
+    if not address:
+        raise BadInput("no Ray cluster: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError) as exc:
+        raise Unavailable(f"cannot reach the Ray Jobs API at {address}: {exc}") from exc
+
+
+def submit(address: str | None, job: str, args: list[str], *, follow: bool = True, pip: list[str] | None = None,
+           log=print) -> int:
+    if job not in SUBMITTABLE:
+        raise BadInput(f"`arcmatch submit` takes one of {', '.join(SUBMITTABLE)}, not {job!r}")
+    jobs = client(address)
+    runtime_env: dict = {"working_dir": str(PROJECT), "excludes": SHIPPED_EXCLUDES}
+    if pip:
+        runtime_env["pip"] = pip
+    entrypoint = " ".join(["python", "-m", "jobs.cli", job, *map(shlex.quote, args)])
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            job_id = jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                     metadata={"arcmatch_job": job, "submitted_by": "arcmatch submit"})
+            break
+        except RuntimeError as exc:  # a head that has just started has no job agent for a few seconds
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise Unavailable(f"the cluster refused the job: {exc}") from exc
+            time.sleep(2)
+    log(f"submitted {job_id}: {entrypoint}")
+    if not follow:
+        return 0
+    return wait(jobs, job_id, log=log)
+
+
+def wait(jobs, job_id: str, *, log=print) -> int:
+    """Stream the job's logs until it ends; the exit code says how it ended."""
+
+    async def tail() -> None:
+        async for lines in jobs.tail_job_logs(job_id):
+            sys.stdout.write(lines)
+            sys.stdout.flush()
+
+    asyncio.run(tail())
+    status = str(jobs.get_job_status(job_id))
+    while status not in EXIT_BY_STATUS:  # the log stream can close a moment before the status is final
+        time.sleep(0.5)
+        status = str(jobs.get_job_status(job_id))
+    log(f"job {job_id} {status}")
+    return EXIT_BY_STATUS[status]
+
+
+def manage(address: str | None, action: str, job_id: str | None, *, log=print) -> int:
+    jobs = client(address)
+    if action == "list":
+        for info in sorted(jobs.list_jobs(), key=lambda j: j.start_time or 0):
+            log(f"{info.submission_id}\t{info.status}\t{info.entrypoint}")
+        return 0
+    if job_id is None:
+        raise BadInput(f"`arcmatch jobs {action}` needs a job id")
+    if action == "status":
+        log(str(jobs.get_job_status(job_id)))
+    elif action == "logs":
+        sys.stdout.write(jobs.get_job_logs(job_id))
+    elif action == "stop":
+        log(f"stop requested: {jobs.stop_job(job_id)}")
+    else:
+        raise BadInput(f"unknown jobs action {action!r}")
+    return 0

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from embedder.evaluation import best_threshold, kfold_accuracy, pair_scores, sample_pairs, threshold_at_far
+
+
+def test_threshold_at_far_accepts_no_more_impostors_than_asked():
+    rng = np.random.default_rng(0)
+    impostor = rng.normal(0.0, 0.1, 10_000)
+    genuine = rng.normal(0.6, 0.1, 1_000)
+    scores = np.concatenate([genuine, impostor])
+    same = np.concatenate([np.ones(1_000, bool), np.zeros(10_000, bool)])
+    threshold, far, tar = threshold_at_far(scores, same, 1e-3)
+    assert far <= 1e-3
+    assert (impostor >= threshold).mean() == pytest.approx(far)
+    assert (genuine >= threshold).mean() == pytest.approx(tar)
+    assert 0.25 < threshold < 0.4  # about 3.1 sigma of the impostor distribution
+
+
+def test_kfold_accuracy_separable_and_random():
+    same = np.arange(200) % 2 == 0
+    separable = kfold_accuracy(np.where(same, 0.8, 0.1), same, np.arange(200) % 10)
+    assert separable.accuracy_mean == 1.0 and separable.auc == 1.0 and separable.folds == 10
+    noise = kfold_accuracy(np.random.default_rng(0).random(200), same, np.arange(200) % 10)
+    assert noise.accuracy_mean < 0.65
+
+
+def test_best_threshold_splits_the_classes():
+    scores = np.array([0.1, 0.2, 0.7, 0.9])
+    assert 0.2 < best_threshold(scores, np.array([False, False, True, True])) < 0.7
+
+
+def test_sample_pairs_are_labelled_right_and_unique():
+    labels = np.repeat(np.arange(10), 4)
+    pairs, same = sample_pairs(labels, 30, 50, np.random.default_rng(0))
+    assert same.sum() == 30 and (~same).sum() == 50
+    assert (labels[pairs[:, 0]] == labels[pairs[:, 1]]).tolist() == same.tolist()
+    assert len({tuple(sorted(p)) for p in pairs.tolist()}) == len(pairs)
+    vectors = np.eye(40, dtype=np.float32)
+    assert (pair_scores(vectors, pairs) == 0).all()
+
+
+def test_tar_only_where_the_data_resolves_the_far(tmp_path):
+    from embedder.evaluation import plot_roc, tar_at_far
+
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.normal(0.7, 0.1, 500), rng.normal(0.1, 0.1, 2000)])
+    same = np.arange(2500) < 500
+    tars = tar_at_far(scores, same)
+    assert set(tars) == {1e-2}  # 2,000 impostors resolve 1e-2, not 1e-3
+    assert 0.9 < tars[1e-2] <= 1.0
+    png = plot_roc(scores, same, tmp_path / "roc.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

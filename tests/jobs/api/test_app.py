@@ -1,0 +1,215 @@
+"""The HTTP API over real HTTP (uvicorn on loopback), on Milvus Lite and on the real Milvus server."""
+
+import io
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.errors import BadInput
+from embedder.embed import TorchEmbedder
+from embedder.preprocess import decode_image
+from jobs.api.app import create_app
+from jobs.api.keys import new_key
+from jobs.settings import Settings
+from tests.helpers import live_app, png
+
+READ_KEY, READ_ENTRY = new_key("reader", ["read"])
+WRITE_KEY, WRITE_ENTRY = new_key("admin", ["read", "write"])
+R, W = {"X-API-Key": READ_KEY}, {"X-API-Key": WRITE_KEY}
+
+
+@pytest.fixture(scope="module", params=["lite", "server"])
+def api(request, tmp_path_factory, tiny_model_dir):
+    uri = (str(tmp_path_factory.mktemp("api") / "api.db") if request.param == "lite"
+           else request.getfixturevalue("milvus_server_uri"))
+    collection = f"api_{request.param}_{int(time.time())}"
+    settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=uri,
+                        collection=collection, max_upload_bytes=200_000, max_pixels=1_000_000)
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        yield client
+
+
+def enroll(api, identity, *images, metadata=None):
+    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    data = {"metadata": metadata} if metadata else None
+    return api.post(f"/v1/identities/{identity}/faces", files=files, data=data, headers=W)
+
+
+def test_health_is_open_everything_else_needs_a_key(api):
+    assert api.get("/v1/health").json() == {"status": "ok"}
+    assert api.get("/v1/ready").status_code == 401
+    assert api.get("/v1/ready", headers={"X-API-Key": "am_wrong"}).status_code == 401
+    ready = api.get("/v1/ready", headers=R)
+    assert ready.status_code == 200 and ready.json()["dim"] == 16
+    assert api.post("/v1/identities/x/faces", files=[("images", ("a.png", png(1)))], headers=R).status_code == 403
+
+
+def test_enroll_then_search_by_image_and_by_embedding(api, tiny_model_dir):
+    response = enroll(api, "ann", png(1), png(1, 1), metadata='{"team": "blue"}')
+    assert response.status_code == 201 and len(response.json()["face_ids"]) == 2
+    again = enroll(api, "ann", png(1))  # the same photo again is the same face
+    assert again.json()["face_ids"][0] == response.json()["face_ids"][0]
+    enroll(api, "bob", png(2))
+
+    found = api.post("/v1/search", files={"image": ("p.png", png(1), "image/png")}, headers=R).json()
+    assert found["match"] and found["identity"] == "ann" and found["score"] == pytest.approx(1.0, abs=1e-4)
+    assert found["candidates"][0]["identity"] == "ann" and found["threshold"] == 0.5
+
+    strict = api.post("/v1/search", files={"image": ("p.png", png(2, 5), "image/png")},
+                      data={"threshold": "0.99999"}, headers=R).json()
+    assert not strict["match"] and strict["identity"] is None and strict["candidates"]
+
+    embedder = TorchEmbedder.from_checkpoint(tiny_model_dir)
+    vector = embedder.embed(decode_image(png(2), embedder.spec)[None])[0]
+    answers = api.post("/v1/search/embedding", json={"embeddings": [vector.tolist()]}, headers=R).json()
+    assert answers[0]["identity"] == "bob"
+    identity = api.get("/v1/identities/ann", headers=R).json()
+    assert len(identity["faces"]) == 2
+    # re-enrolling a photo replaces its row, metadata included; the other photo keeps what it was given
+    assert sorted(f["metadata"].get("team", "-") for f in identity["faces"]) == ["-", "blue"]
+
+
+def test_pagination_and_deletes(api):
+    for name in ("p1", "p2", "p3"):
+        enroll(api, name, png(10 + int(name[1])))
+    seen, cursor = [], None
+    while True:
+        page = api.get("/v1/identities", params={"limit": 2, **({"cursor": cursor} if cursor else {})},
+                       headers=R).json()
+        seen += [i["identity"] for i in page["identities"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen) and {"p1", "p2", "p3"} <= set(seen) and len(seen) == len(set(seen))
+
+    face = api.get("/v1/identities/p1", headers=R).json()["faces"][0]["face_id"]
+    assert api.delete(f"/v1/identities/p2/faces/{face}", headers=W).status_code == 404  # not p2's face
+    assert api.delete(f"/v1/identities/p1/faces/{face}", headers=W).json()["deleted_face"] == face
+    assert api.get("/v1/identities/p1", headers=R).status_code == 404
+    assert api.delete("/v1/identities/p3", headers=W).json()["deleted_faces"] == 1
+    assert api.delete("/v1/identities/p3", headers=W).status_code == 404
+
+
+@pytest.mark.parametrize("payload", ['" or 1==1 or "', 'x" || identity != "', "a\\", "') or ('1'=='1"])
+def test_filter_injection_deletes_and_leaks_nothing(api, payload):
+    enroll(api, "victim", png(30))
+    before = api.get("/v1/identities", params={"limit": 1000}, headers=R).json()["identities"]
+    assert api.get(f"/v1/identities/{payload}", headers=R).status_code == 404
+    assert api.delete(f"/v1/identities/{payload}", headers=W).status_code == 404
+    assert api.get("/v1/identities", params={"limit": 1000}, headers=R).json()["identities"] == before
+    created = enroll(api, payload, png(31))
+    assert created.status_code == 201
+    assert api.delete(f"/v1/identities/{payload}", headers=W).json()["deleted_faces"] == 1
+    assert api.get("/v1/identities/victim", headers=R).status_code == 200
+
+
+BAD_REQUESTS = {
+    "not an image": (400, lambda api: api.post("/v1/search", files={"image": ("x.png", b"not an image", "image/png")},
+                                                headers=R)),
+    "empty upload": (400, lambda api: api.post("/v1/search", files={"image": ("x.png", b"", "image/png")},
+                                               headers=R)),
+    "upload over the limit": (413, lambda api: api.post("/v1/search", headers=R,
+                                                        files={"image": ("big.bin", b"0" * 300_000, "image/png")})),
+    "short embedding": (400, lambda api: api.post("/v1/search/embedding", json={"embeddings": [[0.1, 0.2]]},
+                                                  headers=R)),
+    "zero embedding": (400, lambda api: api.post("/v1/search/embedding", json={"embeddings": [[0.0] * 16]},
+                                                 headers=R)),
+    "no embeddings": (422, lambda api: api.post("/v1/search/embedding", json={"embeddings": []}, headers=R)),
+    "metadata not an object": (400, lambda api: api.post("/v1/identities/ann/faces", data={"metadata": "[1]"},
+                                                         files=[("images", ("a.png", png(1)))], headers=W)),
+    "metadata not JSON": (400, lambda api: api.post("/v1/identities/ann/faces", data={"metadata": "{x"},
+                                                    files=[("images", ("a.png", png(1)))], headers=W)),
+    "blank identity": (400, lambda api: api.post("/v1/identities/%20/faces", files=[("images", ("a.png", png(1)))],
+                                                 headers=W)),
+    "limit 0": (422, lambda api: api.get("/v1/identities", params={"limit": 0}, headers=R)),
+    "unknown route": (404, lambda api: api.get("/v1/nothing-here", headers=R)),
+    "wrong method": (405, lambda api: api.put("/v1/search", headers=R)),
+    "face id not a number": (422, lambda api: api.delete("/v1/identities/ann/faces/abc", headers=W)),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
+def test_bad_requests_get_json_4xx_without_traces(api, case):
+    status, request = BAD_REQUESTS[case]
+    response = request(api)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["error"] and body["detail"]
+    assert "Traceback" not in response.text
+
+
+def test_an_image_over_the_pixel_limit_is_refused(api):
+    big = Image.new("L", (2000, 2000))
+    buf = io.BytesIO()
+    big.save(buf, "PNG")
+    bomb = api.post("/v1/search", files={"image": ("big.png", buf.getvalue(), "image/png")}, headers=R)
+    assert bomb.status_code == 400 and "pixels" in bomb.json()["detail"]
+
+
+def test_openapi_is_served(api):
+    spec = api.get("/openapi.json").json()
+    assert "/v1/search" in spec["paths"] and "/v1/identities/{identity}" in spec["paths"]
+
+
+def test_the_app_needs_keys_and_a_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("ARCMATCH_API_KEYS", raising=False)
+    with pytest.raises(BadInput, match="ARCMATCH_API_KEYS"):
+        create_app(Settings(model=tmp_path, _env_file=None))
+
+
+def test_every_answer_says_how_long_the_app_took(api):
+    response = api.get("/v1/ready")  # a 401 too
+    name, value = response.headers["server-timing"].split(";dur=")
+    assert name == "app" and float(value) >= 0
+
+
+def test_a_search_answer_times_the_search_inside_the_app(api):
+    response = api.post("/v1/search/embedding", json={"embeddings": [[0.25] * 16]}, headers=R)
+    assert response.status_code == 200
+    phases = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
+    assert set(phases) == {"app", "search"} and 0 <= float(phases["search"]) <= float(phases["app"])
+
+
+def test_a_bug_inside_a_search_is_a_500_that_says_nothing_of_it(tmp_path, tiny_model_dir, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from jobs.service import IdentityService
+
+    settings = Settings(model=tiny_model_dir, api_keys=READ_ENTRY, milvus_uri=str(tmp_path / "bug.db"),
+                        _env_file=None)
+    service = IdentityService.open(settings, create=True)
+
+    def broken_search(vectors, k=10, ef=None):
+        return np.zeros((len(vectors), 3)) @ np.zeros((4, k))  # a shape bug: numpy raises ValueError
+
+    monkeypatch.setattr(service.index, "search", broken_search)
+    with TestClient(create_app(settings, provider=lambda: (service, None)), raise_server_exceptions=False) as client:
+        response = client.post("/v1/search/embedding", json={"embeddings": [[0.25] * 16]}, headers=R)
+    service.close()
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error", "detail": "the service could not complete the request"}
+    assert "matmul" not in response.text and "shape" not in response.text
+
+
+def test_serving_an_onnx_model_never_imports_torch(tmp_path, tiny_onnx_dir):
+    script = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from jobs.api.app import create_app\n"
+        "from jobs.settings import Settings\n"
+        f"settings = Settings(model={str(tiny_onnx_dir)!r}, api_keys={READ_ENTRY!r}, "
+        f"milvus_uri={str(tmp_path / 'onnx.db')!r}, _env_file=None)\n"
+        "with TestClient(create_app(settings)) as client:\n"
+        f"    answer = client.post('/v1/search/embedding', json={{'embeddings': [[0.25] * 16]}}, "
+        f"headers={{'X-API-Key': {READ_KEY!r}}})\n"
+        "assert answer.status_code == 200, answer.text\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"

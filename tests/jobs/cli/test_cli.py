@@ -1,0 +1,104 @@
+"""The command line as a user meets it: --help everywhere, and one clear line on errors."""
+
+
+import numpy as np
+import pytest
+
+from jobs.cli import COMMANDS, main
+from tests.helpers import run_cli
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_has_help(command):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+
+
+def test_prepare_parquet_without_a_source_says_so_in_one_line():
+    result = run_cli("prepare", "--parquet", "out")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--source" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prepare_parquet_packs_a_tree_and_reports_unreadable_files(tmp_path):
+    from embedder.sources import LabelledImage, write_manifest
+    from trainer.shards import read_classes
+    from trainer.synthetic import write_dataset
+
+    paths = write_dataset(tmp_path / "tree", range(2), 3, size=32)
+    write_manifest(tmp_path / "m.csv", [LabelledImage(str(p), p.parent.name) for p in paths]
+                   + [LabelledImage(str(tmp_path / "missing.jpg"), "person_00000")])
+    code = main(["prepare", "--source", str(tmp_path / "m.csv"), "--parquet", str(tmp_path / "shards"),
+                 "--rows-per-shard", "4", "--errors", str(tmp_path / "errors.csv")])
+    assert code == 3  # finished, with a file skipped
+    assert read_classes(tmp_path / "shards") == ["person_00000", "person_00001"]
+    assert len(list((tmp_path / "shards").glob("*.parquet"))) == 2
+    assert "missing.jpg" in (tmp_path / "errors.csv").read_text()
+
+
+def test_submit_without_a_cluster_says_how_to_name_one():
+    result = run_cli("submit", "prepare", "--synthetic", "x", env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "RAY_ADDRESS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_without_settings_names_what_is_missing(tmp_path):
+    result = run_cli("serve", cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "ARCMATCH_MODEL" in result.stderr and "ARCMATCH_API_KEYS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_model_is_one_line_not_a_traceback(tmp_path):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    result = run_cli("search", str(image), "--model", str(tmp_path / "nope"), "--milvus", str(tmp_path / "m.db"))
+    assert result.returncode == 4
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prepare_synthetic(tmp_path):
+    assert main(["prepare", "--synthetic", str(tmp_path / "s"), "--identities", "2", "--images", "2",
+                 "--size", "32"]) == 0
+    assert len(list((tmp_path / "s").rglob("*.png"))) == 4
+
+
+def test_eval_calibrates_into_the_checkpoint(tmp_path, tiny_model_dir):
+    import shutil
+
+    from embedder.checkpoint import Calibration
+    from trainer.synthetic import write_dataset
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "calibration.json").unlink()
+    write_dataset(tmp_path / "held", range(5), 4, size=32)
+    assert main(["eval", "--model", str(model), "--data", str(tmp_path / "held"), "--far", "0.1",
+                 "--calibrate"]) == 0
+    calibration = Calibration.load(model)
+    assert calibration.target_far == 0.1 and calibration.measured_far <= 0.1
+
+
+def test_eval_on_a_pairs_file_writes_a_roc_plot(tmp_path, tiny_model_dir, capsys):
+    from PIL import Image
+
+    from trainer.synthetic import make_identity, render
+
+    lines = ["2\t3"]
+    for person in range(4):
+        rng = np.random.default_rng(person)
+        folder = tmp_path / "tree" / f"p{person}"
+        folder.mkdir(parents=True)
+        for n in range(1, 4):
+            Image.fromarray(render(make_identity(0, person), rng, 32)).save(folder / f"p{person}_{n:04d}.jpg")
+    for fold in range(2):
+        a, b = 2 * fold, 2 * fold + 1
+        lines += [f"p{a}\t1\t2", f"p{a}\t1\t3", f"p{b}\t2\t3"]
+        lines += [f"p{a}\t1\tp{b}\t1", f"p{a}\t2\tp{b}\t2", f"p{a}\t3\tp{b}\t3"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path / "tree"), "--pairs",
+                 str(tmp_path / "pairs.txt"), "--flip-tta", "--roc", str(tmp_path / "roc.png"), "--far", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "(2-fold)" in out and "ROC curve in" in out
+    assert (tmp_path / "roc.png").stat().st_size > 1000

@@ -1,0 +1,52 @@
+"""The demo end to end at its tiny size: real Ray Train, real Ray Data, real Milvus Lite."""
+
+import numpy as np
+import pytest
+
+from embedder.sources import LabelledImage
+from jobs.pipelines.demo import SIZES, run_demo, split_identities
+from tests.helpers import run_cli
+
+
+def test_split_keeps_identity_groups_disjoint():
+    items = [LabelledImage(f"{i}/{j}.png", f"p{i}") for i in range(80) for j in range(3)]
+    items += [LabelledImage(f"single{i}.png", f"s{i}") for i in range(5)]
+    split = split_identities(items, SIZES["tiny"])
+    groups = [{i.identity for i in getattr(split, name)} for name in ("train", "calibration", "gallery")]
+    groups.append({i.identity for i in split.unknown_probes})
+    assert sum(len(g) for g in groups) == len(set().union(*groups))
+    assert {i.identity for i in split.known_probes} == groups[2]
+    tiny = SIZES["tiny"]
+    assert len(split.gallery) == tiny.enrolled_identities * tiny.gallery_images
+    small = split_identities(items[:60], tiny)  # 20 people: most stay for training
+    assert len({i.identity for i in small.train}) >= 14
+
+
+@pytest.mark.slow
+def test_tiny_demo_runs_end_to_end(ray_local, tmp_path, tiny_spec):
+    report = run_demo(tmp_path, size=SIZES["tiny"], spec=tiny_spec)
+    assert np.isfinite(report.loss_start) and np.isfinite(report.loss_end)
+    assert report.ingest.rows_in_collection == SIZES["tiny"].enrolled_identities * SIZES["tiny"].gallery_images
+    assert report.ingest.skipped == []
+    assert 0.0 <= report.rank1 <= 1.0 and 0.0 <= report.unknown_rejected <= 1.0
+    assert -1.0 <= report.calibration.threshold <= 1.0
+    assert (tmp_path / "model" / "calibration.json").is_file()
+    text = "\n".join(report.lines())
+    assert "unknown probes rejected" in text and "threshold" in text
+
+
+@pytest.mark.slow
+def test_the_demo_shows_progress_and_a_report_not_rays_logs(tmp_path):
+    """What a person sees from `arcmatch demo`, here through pipes as in CI: no Ray core-worker error lines, no
+    Ray Train or Ray Data chatter, no colour codes; stage lines and the report."""
+    result = run_cli("demo", "--size", "tiny", "--workdir", str(tmp_path / "demo"), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = result.stdout + result.stderr
+    assert "\x1b[" not in shown  # no ANSI codes when not on a terminal
+    lines = shown.splitlines()
+    assert not [line for line in lines if " E " in line or "core_worker" in line]
+    assert not [line for line in lines if "Checkpoint successfully created" in line or "TrainController" in line
+                or "Reporting training result" in line or "Running Dataset" in line]
+    assert "arcmatch demo report" in result.stdout and "unknown probes rejected" in result.stdout
+    assert "wall time: data" in result.stdout and "train" in result.stdout
+    assert len(lines) < 40, shown

@@ -1,0 +1,162 @@
+"""Gallery ingestion with real Ray Data into real Milvus (a Lite file and the standalone server)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from common.errors import BadInput
+from embedder.sources import list_source
+from indexer.errors import ModelMismatch
+from indexer.store import CollectionInfo, FaceIndex, connect
+from jobs.pipelines.ingest import ingest
+from trainer.synthetic import write_dataset
+
+
+@pytest.fixture
+def gallery(tmp_path):
+    root = tmp_path / "gallery"
+    write_dataset(root, range(4), 3, size=32)
+    (root / "person_00001" / "empty.jpg").write_bytes(b"")
+    (root / "person_00002" / "text.png").write_bytes(b"hello, not an image")
+    (root / "person_00003" / "cut.png").write_bytes((root / "person_00003" / "000.png").read_bytes()[:40])
+    return root
+
+
+def rows_of(uri, collection):
+    client = connect(uri)
+    index = FaceIndex(client, collection)
+    ids = list(index.iter_ids())
+    client.close()
+    return ids
+
+
+@pytest.mark.slow
+def test_ingest_skips_bad_files_and_reruns_without_duplicates(ray_local, milvus_uri, collection_name,
+                                                             tiny_model_dir, gallery, tmp_path):
+    report = tmp_path / "errors.csv"
+    kwargs = {"milvus": milvus_uri, "collection": collection_name, "batch_size": 4, "index_type": "FLAT"}
+    first = ingest(gallery, tiny_model_dir, errors_csv=report, **kwargs)
+    assert first.seen == 15 and first.embedded == 12 and len(first.skipped) == 3
+    assert first.rows_in_collection == 12
+    with open(report) as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["file"] for r in rows} == {"person_00001/empty.jpg", "person_00002/text.png", "person_00003/cut.png"}
+    assert all(r["reason"] for r in rows)
+
+    second = ingest(gallery, tiny_model_dir, **kwargs)
+    assert second.rows_in_collection == 12  # upserted by stable ids, not appended
+    ids = rows_of(milvus_uri, collection_name)
+    assert len(ids) == len(set(ids)) == 12
+
+
+@pytest.mark.slow
+def test_vectors_in_milvus_equal_direct_inference(ray_local, milvus_uri, collection_name, tiny_model_dir, gallery):
+    from embedder.embed import TorchEmbedder
+    from embedder.preprocess import decode_image
+
+    ingest(gallery, tiny_model_dir, milvus=milvus_uri, collection=collection_name, batch_size=4)
+    embedder = TorchEmbedder.from_checkpoint(tiny_model_dir)
+    path = gallery / "person_00002" / "001.png"
+    direct = embedder.embed(decode_image(path.read_bytes(), embedder.spec)[None])
+    client = connect(milvus_uri)
+    index = FaceIndex(client, collection_name)
+    hit = index.search(direct, k=1)[0][0]
+    assert index.info().threshold == 0.5  # the model's calibrated threshold travels with the collection
+    client.close()
+    assert hit.source == "person_00002/001.png" and hit.score == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_manifest_with_face_ids_metadata_and_parquet_export(ray_local, tmp_path, tiny_model_dir, gallery):
+    manifest = tmp_path / "faces.parquet"
+    pq.write_table(pa.table({
+        "uri": [str(gallery / "person_00000" / "000.png"), "file://" + str(gallery / "person_00001" / "000.png"),
+                str(gallery / "missing.png"), str(gallery / "person_00002" / "000.png")],
+        "identity": ["ann", "bob", "cy", ""],
+        "face_id": ["A-1", "B-1", "C-1", "D-1"],
+        "camera": ["front", "side", "x", "y"],
+        "metadata": ['{"age": 30}', None, None, None],
+    }), manifest)
+    db, export = str(tmp_path / "m.db"), tmp_path / "vectors.parquet"
+    summary = ingest(manifest, tiny_model_dir, milvus=db, export_parquet=export)
+    assert summary.embedded == 2
+    assert sorted(reason.split(":")[0] for _, reason in summary.skipped) == ["no identity", "unreadable file"]
+    client = connect(db)
+    ann = FaceIndex(client, "faces").faces_of("ann")
+    client.close()
+    assert ann[0]["metadata"] == {"camera": "front", "age": 30}
+    table = pq.read_table(export)
+    assert sorted(table["identity"].to_pylist()) == ["ann", "bob"]
+    assert np.allclose(np.linalg.norm(np.stack(table["vector"].to_numpy(zero_copy_only=False)), axis=1), 1.0)
+
+
+def test_csv_manifest_rows(tmp_path):
+    (tmp_path / "m.csv").write_text('path,identity,face_id,metadata\nimgs/a.jpg,007,x1,"{""k"": 1}"\n')
+    [row] = list_source(tmp_path / "m.csv")
+    assert row["uri"] == str(tmp_path / "imgs" / "a.jpg") and row["identity"] == "007"
+    assert row["face_key"] == "x1" and json.loads(row["metadata"]) == {"k": 1}
+    (tmp_path / "bad.csv").write_text("file,who\na.jpg,ann\n")
+    with pytest.raises(BadInput, match="uri"):
+        list_source(tmp_path / "bad.csv")
+
+
+def test_ingesting_another_model_is_refused(tmp_path, tiny_model_dir, gallery):
+    db = str(tmp_path / "m.db")
+    client = connect(db)
+    FaceIndex(client, "faces").ensure(CollectionInfo("someone-elses-model", 16), index_type="FLAT")
+    client.close()
+    with pytest.raises(ModelMismatch, match="someone-elses-model"):
+        ingest(gallery, tiny_model_dir, milvus=db)
+
+
+def _rows_written(uri: str, collection: str) -> int:
+    client = connect(uri)
+    try:
+        return FaceIndex(client, collection).count() if client.has_collection(collection) else 0
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["lite", "server"])
+def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, tmp_path, tiny_model_dir, collection_name):
+    """SIGKILL half-way, then the same command again: Lite's single writer and the server's parallel Datasink."""
+    root = tmp_path / "big"
+    write_dataset(root, range(60), 10, size=32)
+    (root / "person_00007" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    uri = str(tmp_path / "g.db") if store == "lite" else request.getfixturevalue("milvus_server_uri")
+    command = [sys.executable, "-m", "jobs.cli", "ingest", str(root), "--model", str(tiny_model_dir),
+               "--milvus", uri, "--collection", collection_name, "--batch-size", "16",
+               "--errors", str(tmp_path / "e.csv")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    job = subprocess.Popen(command, stderr=subprocess.PIPE if store == "lite" else subprocess.DEVNULL, text=True,
+                           env=env, start_new_session=True)
+    if store == "lite":  # the file is locked by the job: watch its progress lines
+        for line in job.stderr:  # progress lines: "ingest: 512/601 img, 511 written (...)"
+            if line.startswith("ingest: ") and int(line.split(", ")[1].split()[0]) > 0:
+                break
+    else:  # the server is shared: watch the rows arrive
+        deadline = time.time() + 240
+        while _rows_written(uri, collection_name) == 0 and job.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+    written_before_kill = None if store == "lite" else _rows_written(uri, collection_name)
+    os.killpg(job.pid, signal.SIGKILL)  # the whole job, without warning
+    job.wait(timeout=120)
+    assert job.returncode == -signal.SIGKILL
+    if written_before_kill is not None:
+        assert 0 < written_before_kill < 600, written_before_kill  # killed half-way, not before or after
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 3, rerun.stderr[-2000:]  # finished, with one file skipped
+    assert "person_00007/broken.jpg" in (tmp_path / "e.csv").read_text()
+    assert "images seen 601, embedded 600, skipped 1" in rerun.stdout
+    ids = rows_of(uri, collection_name)
+    assert len(ids) == len(set(ids)) == 600

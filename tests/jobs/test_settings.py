@@ -1,0 +1,74 @@
+"""One configuration: ARCMATCH_* variables configure every command and the API alike, and flags override them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jobs.cli import build_parser
+from jobs.cli.options import settings_from
+from jobs.settings import Settings
+from tests.helpers import png, run_cli
+
+COMMANDS = {"search": ["search", "probe.png"], "ingest": ["ingest", "gallery/"], "serve": ["serve"],
+            "eval": ["eval", "--data", "held/"]}
+
+
+@pytest.fixture
+def environment(monkeypatch, tmp_path):
+    values = {"ARCMATCH_MODEL": str(tmp_path / "model"), "ARCMATCH_MILVUS_URI": str(tmp_path / "env.db"),
+              "ARCMATCH_COLLECTION": "from_env", "ARCMATCH_SEARCH_K": "7", "ARCMATCH_SEARCH_EF": "99"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+    return values
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=list(COMMANDS))
+def test_every_command_reads_the_same_variables(environment, command):
+    settings = settings_from(build_parser().parse_args(COMMANDS[command]))
+    assert str(settings.model) == environment["ARCMATCH_MODEL"]
+    assert settings.milvus_uri == environment["ARCMATCH_MILVUS_URI"]
+    assert settings.collection == "from_env" and settings.search_k == 7 and settings.search_ef == 99
+
+
+@pytest.mark.parametrize("command", ["search", "ingest", "serve"])
+def test_flags_override_the_environment(environment, command, tmp_path):
+    args = build_parser().parse_args([*COMMANDS[command], "--model", "flag-model", "--milvus", "flag.db",
+                                      "--collection", "flag_c"])
+    settings = settings_from(args)
+    assert (str(settings.model), settings.milvus_uri, settings.collection) == ("flag-model", "flag.db", "flag_c")
+    assert settings.search_k == 7  # what no flag gave still comes from the environment
+
+
+def test_search_flags_override_k_and_ef(environment):
+    settings = settings_from(build_parser().parse_args(["search", "p.png", "--k", "3", "--ef", "64"]))
+    assert (settings.search_k, settings.search_ef) == (3, 64)
+
+
+def test_the_api_and_the_cli_share_defaults(monkeypatch, tmp_path):
+    for name in ("ARCMATCH_SEARCH_K", "ARCMATCH_SEARCH_EF", "ARCMATCH_MILVUS_URI", "ARCMATCH_COLLECTION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    cli = settings_from(build_parser().parse_args(["search", "p.png"]))
+    assert cli.model_dump() == Settings().model_dump()
+
+
+def test_search_runs_from_the_environment_alone(tmp_path, tiny_model_dir):
+    """`arcmatch search` with no flags: model, store, collection and k all come from ARCMATCH_*."""
+    env = {**os.environ, "ARCMATCH_MODEL": str(tiny_model_dir), "ARCMATCH_MILVUS_URI": str(tmp_path / "g.db"),
+           "ARCMATCH_COLLECTION": "people", "ARCMATCH_SEARCH_K": "1"}
+    for n, name in enumerate(("ann", "bob")):
+        (tmp_path / f"{name}.png").write_bytes(png(n + 1))
+    # enrolled in a process of its own: Milvus Lite holds its file until the process that opened it ends
+    enroll = ("from pathlib import Path\nfrom jobs.service import IdentityService\nfrom jobs.settings import Settings\n"
+              "service = IdentityService.open(Settings(), create=True)\n"
+              "for name in ('ann', 'bob'):\n"
+              f"    service.enroll(name, [(name, Path({str(tmp_path)!r}, name + '.png').read_bytes())])\n")
+    subprocess.run([sys.executable, "-c", enroll], check=True, env=env, cwd=tmp_path, timeout=120)
+    result = run_cli("search", str(tmp_path / "ann.png"), "--json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["identity"] == "ann" and len(answer["candidates"]) == 1  # k = 1 face: one candidate
