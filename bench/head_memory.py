@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from harness import emit  # bench/harness.py, beside this script
 
 import trainer.heads
-from common import emit  # bench/common.py, beside this script
 from trainer.cosine import cosine_matrix
 from trainer.heads import CombinedMarginHead
 

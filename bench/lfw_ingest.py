@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from jobs.pipelines.ingest import ingest
+from harness import emit, start_milvus_server  # bench/harness.py, beside this script
 
-from common import emit, start_milvus_server  # bench/common.py, beside this script
 from embedder.evaluation import kfold_accuracy
 from embedder.onnx import OnnxEmbedder
 from embedder.pairs import read_pairs
@@ -32,6 +31,7 @@ from embedder.spec import ModelSpec
 from indexer.decision import decide
 from indexer.ids import face_id
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
+from jobs.pipelines.ingest import ingest
 from jobs.runtime import init_ray
 
 ROOT = Path(__file__).resolve().parents[1]

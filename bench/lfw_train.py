@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import emit  # bench/harness.py, beside this script
 from sklearn.decomposition import PCA
 
-from common import emit  # bench/common.py, beside this script
 from embedder.embed import TorchEmbedder
 from embedder.evaluation import kfold_accuracy, pair_scores
 from embedder.pairs import read_pairs

@@ -20,10 +20,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from jobs.api.keys import new_key
-from search_latency import free_port, model_dir, start_api, stop
-
-from common import (  # bench/common.py, beside this script
+from harness import (  # bench/harness.py, beside this script
     emit,
     latencies,
     percentiles,
@@ -31,8 +28,11 @@ from common import (  # bench/common.py, beside this script
     server_timing,
     start_milvus_server,
 )
+from search_latency import free_port, model_dir, start_api, stop
+
 from embedder.spec import ModelSpec
 from indexer.store import DEFAULT_EF, FaceIndex, connect
+from jobs.api.keys import new_key
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -13,8 +13,8 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+from harness import emit, latencies, percentiles, start_milvus_server  # bench/harness.py, beside this script
 
-from common import emit, latencies, percentiles, start_milvus_server  # bench/common.py, beside this script
 from indexer.store import DEFAULT_EF, FaceIndex, connect
 
 

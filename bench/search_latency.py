@@ -29,9 +29,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from jobs.api.keys import new_key
-
-from common import (  # bench/common.py, beside this script
+from harness import (  # bench/harness.py, beside this script
     emit,
     latencies,
     percentiles,
@@ -39,10 +37,12 @@ from common import (  # bench/common.py, beside this script
     server_timing,
     start_milvus_server,
 )
+
 from embedder.checkpoint import save_embedder
 from embedder.model import FaceEmbedder
 from embedder.spec import ModelSpec
 from indexer.store import DEFAULT_EF, CollectionInfo, FaceIndex, FaceRow, connect
+from jobs.api.keys import new_key
 
 DIM = 512
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from harness import emit  # bench/harness.py, beside this script
 
-from common import emit  # bench/common.py, beside this script
 from embedder.model import FaceEmbedder
 from embedder.spec import ModelSpec
 from jobs.runtime import init_ray

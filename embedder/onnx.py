@@ -21,9 +21,15 @@ ONNX_FILE = "model.onnx"
 
 
 def file_version(path: Path, spec: ModelSpec) -> str:
-    """The model's identity: its bytes and the preprocessing that defines what its vectors mean."""
+    """The model's identity: its bytes and the preprocessing that defines what its vectors mean.
+
+    A field at its "absent" default (alignment "none") is left out, so specs written before the field existed keep
+    the version, and the collections, they already have."""
     digest = hashlib.sha256(path.read_bytes())
-    digest.update(repr(sorted((k, v) for k, v in spec.to_dict().items() if k != "version")).encode())
+    settings = {k: v for k, v in spec.to_dict().items() if k != "version"}
+    if settings.get("alignment") == "none":
+        del settings["alignment"]
+    digest.update(repr(sorted(settings.items())).encode())
     return f"onnx-{path.stem}-d{spec.embedding_size}-{digest.hexdigest()[:12]}"
 
 

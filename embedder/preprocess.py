@@ -1,8 +1,9 @@
 """Decode any image the way every path of arcmatch does: training, ingestion, the API.
 
 One function turns bytes into a fixed-size uint8 RGB array (EXIF rotation applied, every PIL mode converted,
-crop and resize from the ModelSpec); another normalises a batch of those into the model's float input. Keeping
-the uint8 step separate lets Ray ship compact arrays from CPU decode tasks to the embedding actors.
+crop and resize from the ModelSpec); its first half, `load_rgb` (the full-resolution photo), is what face detection
+and alignment start from (embedder/faces.py). Another normalises a batch of those into the model's float input.
+Keeping the uint8 step separate lets Ray ship compact arrays from CPU decode tasks to the embedding actors.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from embedder.errors import ImageError
+from embedder.errors import ImageError, ModelError
 from embedder.spec import ModelSpec
 
 DEFAULT_MAX_PIXELS = 40_000_000  # refuses decompression bombs long before they allocate
@@ -42,14 +43,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(
-    data: bytes,
-    spec: ModelSpec,
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_side: int = DEFAULT_MIN_SIDE,
-) -> np.ndarray:
-    """Bytes of any common format -> (H, W, 3) uint8 RGB array at spec.input_size. Raises ImageError."""
+def _open_rgb(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
     if not data:
         raise ImageError("empty file")
     try:
@@ -69,7 +63,24 @@ def decode_image(
         raise ImageError(f"not a readable image: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncated/corrupt data as these
         raise ImageError(f"corrupt image data: {exc}") from exc
-    img = _to_rgb(img)
+    return _to_rgb(img)
+
+
+def load_rgb(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
+) -> np.ndarray:
+    """Bytes of any common format -> the full-resolution (H, W, 3) uint8 RGB array, EXIF rotation applied and the
+    size limits checked: what the face detector and the aligner work on. Raises ImageError."""
+    return np.asarray(_open_rgb(data, max_pixels, min_side), dtype=np.uint8)
+
+
+def crop_and_resize(image: Image.Image | np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """A decoded RGB image -> (H, W, 3) uint8 at spec.input_size by the spec's crop_box and resize: the whole of
+    alignment "none"."""
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
     if spec.crop_box is not None:
         left, top, right, bottom = spec.crop_box
         w, h = img.size
@@ -78,6 +89,23 @@ def decode_image(
     if img.size != (width, height):
         img = img.resize((width, height), _RESAMPLE[spec.interpolation])
     return np.asarray(img, dtype=np.uint8)
+
+
+def decode_image(
+    data: bytes,
+    spec: ModelSpec,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
+) -> np.ndarray:
+    """Bytes of any common format -> (H, W, 3) uint8 RGB array at spec.input_size. Raises ImageError.
+
+    For specs with alignment "none" only: a five-point spec needs a detector, which embedder.faces.FacePolicy
+    holds, and cropping such a model's input by a box instead would give vectors that silently mean less."""
+    if spec.alignment != "none":
+        raise ModelError(f"spec alignment {spec.alignment!r} needs face detection: prepare images with "
+                         "embedder.faces.FacePolicy (from embedder.preprocess.load_rgb), not decode_image")
+    return crop_and_resize(_open_rgb(data, max_pixels, min_side), spec)
 
 
 def normalize_batch(images: np.ndarray, spec: ModelSpec) -> np.ndarray:

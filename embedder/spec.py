@@ -15,6 +15,7 @@ from embedder.errors import ModelError
 
 SPEC_FILE = "spec.json"
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+ALIGNMENTS = ("none", "five_point")
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,10 @@ class ModelSpec:
     """How an embedding model is built and fed.
 
     crop_box is (left, top, right, bottom) as fractions of the decoded image, applied before the resize; None keeps
-    the whole image. mean/std are per channel on the 0..1 scale (timm's convention), in `channel_order`.
+    the whole image. alignment says how the face gets into the input: "none" crops by crop_box and resizes (for
+    pre-aligned datasets such as LFW-gray), "five_point" detects the face and warps its five landmarks onto the
+    ArcFace template scaled to input_size (embedder/faces.py; crop_box must then be None). mean/std are per
+    channel on the 0..1 scale (timm's convention), in `channel_order`.
     """
 
     backbone: str
@@ -32,6 +36,7 @@ class ModelSpec:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     channel_order: str = "RGB"
     crop_box: tuple[float, float, float, float] | None = None
+    alignment: str = "none"  # "none" or "five_point"; spec.json files older than the field are "none"
     interpolation: str = "bilinear"
     backbone_args: dict = field(default_factory=dict)
     flip_tta: bool = False  # embed the image and its mirror image, sum, then normalise
@@ -52,6 +57,11 @@ class ModelSpec:
             left, top, right, bottom = self.crop_box
             if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
                 raise ModelError(f"crop_box must be fractions with left < right and top < bottom, got {self.crop_box}")
+        if self.alignment not in ALIGNMENTS:
+            raise ModelError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
+        if self.alignment != "none" and self.crop_box is not None:
+            raise ModelError(f"crop_box applies to alignment 'none' only; alignment {self.alignment!r} places the "
+                             "face by its landmarks")
 
     def with_version(self, version: str) -> ModelSpec:
         return replace(self, version=version)

@@ -1,7 +1,14 @@
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 
 from embedder.errors import ModelError
+from embedder.onnx import file_version
 from embedder.spec import ModelSpec
+
+BENCH_SPECS = Path(__file__).resolve().parents[2] / "bench" / "specs"
 
 
 def test_round_trip_through_json(tmp_path):
@@ -18,6 +25,8 @@ def test_round_trip_through_json(tmp_path):
     {"interpolation": "lanczos9"},
     {"std": (0.5, 0.0, 0.5)},
     {"crop_box": (0.5, 0.0, 0.4, 1.0)},
+    {"alignment": "mtcnn"},
+    {"alignment": "five_point", "crop_box": (0.1, 0.1, 0.9, 0.9)},
 ])
 def test_invalid_values_are_refused(kwargs):
     with pytest.raises(ModelError):
@@ -32,3 +41,19 @@ def test_unknown_field_is_refused_not_ignored():
 def test_missing_spec_file_says_so(tmp_path):
     with pytest.raises(ModelError, match="spec.json"):
         ModelSpec.load(tmp_path)
+
+
+def test_specs_older_than_alignment_still_load_and_keep_their_version(tmp_path):
+    old = json.loads((BENCH_SPECS / "mobilefacenet.spec.json").read_text())
+    assert "alignment" not in old
+    spec = ModelSpec.from_dict(old)
+    assert spec.alignment == "none"
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"weights")
+    # the version that file_version gave before the field existed: its digest had no alignment in it
+    digest = hashlib.sha256(b"weights")
+    digest.update(repr(sorted((k, v) for k, v in spec.to_dict().items() if k not in ("version", "alignment"))).encode())
+    assert file_version(weights, spec).endswith(digest.hexdigest()[:12])
+    aligned = ModelSpec.from_json_file(BENCH_SPECS / "mobilefacenet_aligned.spec.json")
+    assert aligned.alignment == "five_point" and aligned.crop_box is None and aligned.flip_tta
+    assert file_version(weights, aligned) != file_version(weights, spec)
