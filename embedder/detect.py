@@ -180,6 +180,13 @@ class YuNetDetector:
         self.nms_iou = nms_iou
         self.max_side = max_side
         self.top_k = top_k
+        self._options = {"score_threshold": score_threshold, "nms_iou": nms_iou, "max_side": max_side,
+                         "top_k": top_k, "threads": threads}
+
+    def __reduce__(self):
+        """Pickled as its path and options, rebuilt once per process: Ray ships a policy to every decode task,
+        and an onnxruntime session can neither be pickled nor is worth loading per task."""
+        return _cached_detector, (str(self.path), tuple(sorted(self._options.items())))
 
     def _scale_for(self, height: int, width: int) -> float:
         scale = min(1.0, self.max_side / max(height, width))
@@ -212,6 +219,16 @@ class YuNetDetector:
             box = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
             faces.append(Face(box, float(scores[i]), (points[i] + 0.5) * (fx, fy) - 0.5))
         return faces
+
+
+_DETECTORS: dict[tuple, YuNetDetector] = {}
+
+
+def _cached_detector(path: str, options: tuple) -> YuNetDetector:
+    key = (path, options)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = YuNetDetector(path, **dict(options))
+    return _DETECTORS[key]
 
 
 def open_detector(path: str | Path | None, **options) -> Detector | None:

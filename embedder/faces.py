@@ -32,9 +32,15 @@ SELECTIONS = ("one", "largest", "all")
 class NoFace(ImageError):
     """No face in the photo, or none that passes the quality gate (the message gives each rejected face's reasons)."""
 
+    http_status = 422  # the image is well formed; what it shows cannot be used
+    kind = "no face"
+
 
 class TooManyFaces(ImageError):
     """More than one acceptable face where the policy needs exactly one (enrollment: whose face is it?)."""
+
+    http_status = 422
+    kind = "too many faces"
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,3 +164,14 @@ def _whole_image(image: np.ndarray, spec: ModelSpec) -> PreparedFace:
     landmarks = (template_for(spec.input_size) + 0.5) * scale - 0.5 + (x1, y1)
     face = Face((x1, y1, x2, y2), 1.0, landmarks)
     return PreparedFace(chip, face, measure(face, chip))
+
+
+def face_record(face: PreparedFace) -> dict:
+    """Where a face was found and how good it is, as JSON-ready values: API answers, the metadata stored with an
+    enrolled or ingested face, reports."""
+    q = face.quality
+    return {"box": [round(v, 1) for v in face.face.box], "landmarks": np.round(face.face.landmarks, 1).tolist(),
+            "detection_score": round(float(face.face.score), 4), "rotation": face.face.rotation,
+            "quality": {"face_px": round(float(q.face_px), 1), "eye_px": round(float(q.eye_px), 1),
+                        "sharpness": round(float(q.sharpness), 1), "passed": face.passed,
+                        "reasons": list(face.reasons)}}

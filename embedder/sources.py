@@ -161,6 +161,19 @@ def decode_or_skip(uri: str, spec: ModelSpec, **limits) -> tuple[np.ndarray | No
         return None, f"unreadable file: {exc.strerror or exc}"
 
 
+def faces_or_skip(uri: str, spec: ModelSpec, policy, **limits) -> tuple[list, str]:
+    """(faces, "") or ([], reason): the photo at `uri` through a FacePolicy (embedder/faces.py): no face, too
+    many, or an unreadable file is a reason to skip it. `limits` are load_rgb's max_pixels / min_side."""
+    from embedder.preprocess import load_rgb
+
+    try:
+        return policy.prepare(load_rgb(read_bytes(uri), **limits), spec), ""
+    except ImageError as exc:
+        return [], str(exc)
+    except OSError as exc:
+        return [], f"unreadable file: {exc.strerror or exc}"
+
+
 @dataclass
 class DecodedImages:
     """Decoded uint8 images with integer labels; `skipped` holds (path, reason) for what could not be read."""

@@ -1,8 +1,10 @@
 """The identity service: one-shot lookup ("identity X" or "unknown") and gallery administration, without HTTP.
 
 The CLI's `search`, the demo, the API's routes and Ray Serve's batcher all search and decide through this class,
-so a threshold, a k or a model check means the same everywhere. The threshold defaults to the one calibrated with
-the model (stored in its checkpoint, copied into the collection), so a lookup needs no number typed in.
+so a threshold, a k, a model check or a face policy means the same everywhere. The threshold defaults to the one
+calibrated with the model (stored in its checkpoint, copied into the collection), so a lookup needs no number
+typed in. Photos become faces through one FacePolicy (embedder/faces.py): detection and five-point alignment for
+models that want aligned faces, the spec's crop for the others.
 
 Faces enrolled through the API are keyed by identity and image content (SHA-256), so enrolling the same photo
 twice is one face, not two, and a retried request is harmless.
@@ -11,13 +13,14 @@ twice is one face, not two, and a retried request is harmless.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from embedder.embed import Embedder
-from embedder.errors import ModelError
-from embedder.preprocess import decode_image
+from embedder.errors import ImageError, ModelError
+from embedder.faces import FacePolicy, NoFace, PreparedFace, face_record  # noqa: F401  (re-exported)
+from embedder.preprocess import load_rgb
 from indexer.decision import Decision, decide
 from indexer.errors import InvalidValue, ModelMismatch
 from indexer.ids import face_id, validate_identity
@@ -30,14 +33,28 @@ class Enrolled:
     face_ids: list[int]
 
 
+@dataclass(frozen=True)
+class FaceMatch:
+    """One face of a probe photo (where it is, how good it is) and the decision for it."""
+
+    face: PreparedFace
+    decision: Decision
+
+
 class IdentityService:
-    def __init__(self, embedder: Embedder, index: FaceIndex, *, k: int = 20, max_pixels: int = 40_000_000) -> None:
+    def __init__(self, embedder: Embedder, index: FaceIndex, *, policy: FacePolicy | None = None, k: int = 20,
+                 max_pixels: int = 40_000_000) -> None:
         info = index.info()
         if info.model_version != embedder.spec.version:
             raise ModelMismatch(f"gallery {index.collection!r} was built with model {info.model_version}, "
                                 f"but this model is {embedder.spec.version}")
+        policy = policy or FacePolicy()
+        if embedder.spec.alignment != "none" and policy.detector is None:
+            raise ModelError(f"the model wants {embedder.spec.alignment} aligned faces: set ARCMATCH_DETECTOR to a "
+                             f"YuNet .onnx face detector")
         self.embedder = embedder
         self.index = index
+        self.policy = policy
         self.k = k
         self.max_pixels = max_pixels
 
@@ -49,24 +66,37 @@ class IdentityService:
         from indexer.store import CollectionInfo, connect
 
         embedder = open_embedder(settings.require("model").model)
+        policy = settings.face_policy()
         index = FaceIndex(connect(settings.milvus_uri, settings.token()), settings.collection,
                           consistency=settings.search_consistency, search_ef=settings.search_ef)
         if create:
             spec, calibration = embedder.spec, embedder.calibration
             index.ensure(CollectionInfo(spec.version, spec.embedding_size,
                                         calibration.threshold if calibration else None, spec.to_dict()))
-        return cls(embedder, index, k=settings.search_k, max_pixels=settings.max_pixels)
+        return cls(embedder, index, policy=policy, k=settings.search_k, max_pixels=settings.max_pixels)
 
     def close(self) -> None:
         self.index.client.close()
 
+    # photos -> faces
+    def load(self, data: bytes) -> np.ndarray:
+        """Encoded bytes -> the full-resolution RGB photo (EXIF applied, size limits checked)."""
+        return load_rgb(data, max_pixels=self.max_pixels)
+
+    def probe_faces(self, photo: np.ndarray, select: str = "all") -> list[PreparedFace]:
+        """The faces of a probe photo, each with its quality: "all" (every face found, best score first, those
+        below the quality gate included and marked) or "largest". NoFace when there is none."""
+        found = self.policy.examine(photo, self.embedder.spec)
+        if not found:
+            raise NoFace("no face found in the image")
+        if select == "largest":
+            return [max(found, key=lambda f: f.face.area)]
+        return found
+
+    def embed_faces(self, faces: list[PreparedFace]) -> np.ndarray:
+        return self.embedder.embed(np.stack([f.chip for f in faces]))
+
     # searching
-    def decode(self, data: bytes) -> np.ndarray:
-        return decode_image(data, self.embedder.spec, max_pixels=self.max_pixels)
-
-    def embed_images(self, images: list[bytes]) -> np.ndarray:
-        return self.embedder.embed(np.stack([self.decode(data) for data in images]))
-
     def check_vectors(self, vectors) -> np.ndarray:
         """Caller-given embeddings as unit float32 rows of the model's dimension, or InvalidValue."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
@@ -98,19 +128,47 @@ class IdentityService:
         hits = self.index.search(self.check_vectors(vectors), k=k or self.k)
         return [self.decide(h, threshold, k, top_n) for h in hits]
 
-    def search_images(self, images: list[bytes], threshold: float | None = None, k: int | None = None,
-                      top_n: int = 1) -> list[Decision]:
-        return self.search_vectors(self.embed_images(images), threshold, k, top_n)
+    def identify(self, images: list[bytes], threshold: float | None = None, k: int | None = None, top_n: int = 1,
+                 select: str = "all") -> list[list[FaceMatch]]:
+        """For each photo, a decision per face (select "all") or for its largest face; one model call and one
+        search for the whole list. A photo without a face raises NoFace naming its position in the list."""
+        faces: list[list[PreparedFace]] = []
+        for n, data in enumerate(images):
+            try:
+                faces.append(self.probe_faces(self.load(data), select))
+            except NoFace as exc:
+                raise NoFace(f"image {n + 1}: {exc}" if len(images) > 1 else str(exc)) from None
+        flat = [f for per_image in faces for f in per_image]
+        decisions = iter(self.search_vectors(self.embed_faces(flat), threshold, k, top_n))
+        return [[FaceMatch(f, next(decisions)) for f in per_image] for per_image in faces]
 
     # the gallery
-    def enroll(self, identity: str, images: list[tuple[str, bytes]], metadata: dict | None = None) -> Enrolled:
+    def enroll(self, identity: str, images: list[tuple[str, bytes]], metadata: dict | None = None, *,
+               select: str | None = None, gate: bool = True) -> Enrolled:
+        """Enroll every photo's face(s) by the policy's rule (default: exactly one face that passes the quality
+        gate); `gate=False` takes faces below the gate too. All photos are checked before anything is written."""
         identity = validate_identity(identity)
-        vectors = self.embed_images([data for _, data in images])  # all decode, or nothing is written
+        policy = replace(self.policy, select=select or self.policy.select)
+        if not gate:
+            from embedder.quality import QualityGate
+
+            policy = replace(policy, gate=QualityGate(0, 0.0, 0.0))
+        prepared = []
+        for name, data in images:
+            try:
+                prepared.append((name, data, policy.prepare(self.load(data), self.embedder.spec)))
+            except ImageError as exc:  # the same kind (no face, too many, unreadable), naming the photo
+                raise type(exc)(f"{name}: {exc}") from None
+        vectors = iter(self.embed_faces([f for _, _, faces in prepared for f in faces]))
         rows = []
-        for (name, data), vector in zip(images, vectors, strict=True):
+        for name, data, faces in prepared:
             digest = hashlib.sha256(data).hexdigest()
-            rows.append(FaceRow(f"api:{name[:200]}", identity, vector, face_id(f"{identity}\x00{digest}"),
-                                {**(metadata or {}), "sha256": digest}))
+            for n, face in enumerate(faces):
+                key = f"{identity}\x00{digest}" + (f"\x00{n}" if len(faces) > 1 else "")
+                extra = {**(metadata or {}), "sha256": digest}
+                if self.embedder.spec.alignment != "none":
+                    extra["face"] = face_record(face)
+                rows.append(FaceRow(f"api:{name[:200]}", identity, next(vectors), face_id(key), extra))
         self.index.upsert(rows)
         return Enrolled(identity, [r.face_id for r in rows])
 
@@ -132,3 +190,4 @@ class IdentityService:
     def ready(self) -> dict:
         info = self.index.info()
         return {"collection": self.index.collection, "model_version": info.model_version, "dim": info.dim}
+

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, ge=1)
     max_batch_vectors: int = Field(64, ge=1)
     ray_address: str | None = Field(None, validation_alias=AliasChoices("ARCMATCH_RAY_ADDRESS", "RAY_ADDRESS"))
+    # faces in raw photos (models whose spec has alignment "five_point"; see embedder/faces.py)
+    detector: Path | None = None  # a YuNet .onnx file
+    detector_score: float = Field(0.7, gt=0, le=1)  # detections below this score are not faces
+    face_select: Literal["one", "largest", "all"] = "one"  # enrollment and ingestion: faces taken per photo
+    face_rotations: list[Literal[90, 180, 270]] = [90, 180, 270]  # turns tried when a photo shows no face
+    min_face_px: int = Field(32, ge=0)  # quality gate: the face box's shorter side
+    min_face_score: float = Field(0.75, ge=0, le=1)  # quality gate: detection score
+    min_sharpness: float = Field(25.0, ge=0)  # quality gate: variance of the Laplacian of the aligned face
 
     @classmethod
     def load(cls, **flags) -> Settings:
@@ -53,6 +61,20 @@ class Settings(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.require("model").model
+
+    def face_policy(self, select: str | None = None, *, gate: bool = True, threads: int | None = None):
+        """The one FacePolicy these settings describe; `select` overrides face_select (search takes "all"),
+        gate=False keeps the detector's threshold only (an enrollment that overrides the quality gate), `threads`
+        bounds the detector's threads (one in a Ray decode task that has one CPU)."""
+        from embedder.detect import open_detector
+        from embedder.faces import FacePolicy
+        from embedder.quality import QualityGate
+
+        quality = (QualityGate(self.min_face_px, self.min_face_score, self.min_sharpness) if gate
+                   else QualityGate(0, 0.0, 0.0))
+        detector = (open_detector(self.detector, score_threshold=self.detector_score, threads=threads)
+                    if self.detector else None)
+        return FacePolicy(detector, quality, select or self.face_select, tuple(self.face_rotations))
 
     def token(self) -> str | None:
         return self.milvus_token.get_secret_value() if self.milvus_token else None

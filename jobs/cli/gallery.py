@@ -26,6 +26,10 @@ def register(sub) -> None:
                    help="inference threads per embedding actor (default: the runtime's, one per core)")
     p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the Ray cluster has GPUs, else 0")
     p.add_argument("--write-concurrency", type=int, help="parallel write tasks (Milvus server only)")
+    p.add_argument("--faces", choices=["one", "largest", "all"],
+                   help="faces taken from each photo, for models that want aligned faces: exactly one (else the "
+                        "photo is skipped with the reason), the largest, or all (env ARCMATCH_FACE_SELECT; "
+                        "default one)")
     p.add_argument("--index", default="HNSW", choices=["HNSW", "IVF_FLAT", "DISKANN", "FLAT", "AUTOINDEX"],
                    help="vector index type for a new collection (default %(default)s)")
     ray_flag(p)
@@ -37,7 +41,9 @@ def register(sub) -> None:
     store_flags(p)
     search_flags(p)
     p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibrated one)")
-    p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--faces", default="all", choices=["all", "largest"],
+                   help="answer for every face in a photo, or only its largest (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON lines, one per face")
     p.set_defaults(run=search)
 
 
@@ -52,7 +58,8 @@ def ingest(args: argparse.Namespace) -> int:
                          embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
                          threads_per_actor=args.threads_per_actor, gpus_per_actor=args.gpus_per_actor,
                          write_concurrency=args.write_concurrency, index_type=args.index, errors_csv=args.errors,
-                         export_parquet=args.export_parquet, console=Console())
+                         export_parquet=args.export_parquet, console=Console(),
+                         policy=settings.face_policy(args.faces, threads=1))
     print("\n".join(summary.lines()))
     if summary.skipped:
         print(f"skipped files and reasons are listed in {args.errors}", file=sys.stderr)
@@ -61,23 +68,37 @@ def ingest(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
-    from jobs.service import IdentityService
+    from embedder.faces import NoFace
+    from jobs.service import IdentityService, face_record
 
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise NotFound(f"no such image: {', '.join(missing)}")
     service = IdentityService.open(settings_from(args))
+    faceless = []
     try:
-        decisions = service.search_images([Path(p).read_bytes() for p in args.images], args.threshold)
+        for path in args.images:
+            try:
+                [matches] = service.identify([Path(path).read_bytes()], args.threshold, select=args.faces)
+            except NoFace as exc:
+                faceless.append(f"{path}: {exc}")
+                continue
+            for n, match in enumerate(matches):
+                _print_match(path, n, match, len(matches), face_record, as_json=args.json)
     finally:
         service.close()
-    for path, decision in zip(args.images, decisions, strict=True):
-        if args.json:
-            print(json.dumps({"image": path, "identity": decision.identity, "score": decision.score,
-                              "threshold": decision.threshold,
-                              "candidates": [{"identity": c.identity, "score": c.score}
-                                             for c in decision.candidates[:5]]}))
-        else:
-            verdict = decision.identity if decision.is_match else "unknown"
-            print(f"{path}\t{verdict}\tscore {decision.score:.4f} (threshold {decision.threshold:.4f})")
+    if faceless:
+        raise NoFace("; ".join(faceless))
     return EXIT_OK
+
+
+def _print_match(path: str, n: int, match, count: int, face_record, *, as_json: bool) -> None:
+    d = match.decision
+    if as_json:
+        print(json.dumps({"image": path, "face": n, "identity": d.identity, "score": d.score,
+                          "threshold": d.threshold, **face_record(match.face),
+                          "candidates": [{"identity": c.identity, "score": c.score} for c in d.candidates[:5]]}))
+        return
+    where = f"\tface {n + 1}/{count} at {[round(v) for v in match.face.face.box]}" if count > 1 else ""
+    verdict = d.identity if d.is_match else "unknown"
+    print(f"{path}{where}\t{verdict}\tscore {d.score:.4f} (threshold {d.threshold:.4f})")

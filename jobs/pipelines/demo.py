@@ -217,6 +217,7 @@ def _decisions(service: IdentityService, probes: list[LabelledImage], bar, batch
     decisions = []
     for start in range(0, len(probes), batch):
         chunk = probes[start : start + batch]
-        decisions += service.search_images([Path(p.path).read_bytes() for p in chunk])
+        matches = service.identify([Path(p.path).read_bytes() for p in chunk], select="largest")
+        decisions += [faces[0].decision for faces in matches]
         bar.update(len(chunk))
     return decisions

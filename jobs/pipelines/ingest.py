@@ -10,13 +10,16 @@ never stop the job.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from embedder.sources import decode_or_skip, list_source
+from embedder.errors import ModelError
+from embedder.faces import FacePolicy, face_record
+from embedder.sources import decode_or_skip, faces_or_skip, list_source
 from embedder.spec import ModelSpec
 from indexer.store import CollectionInfo, FaceIndex, connect, is_lite_uri
 from jobs.pipelines.report import reasons, write_error_report
@@ -41,18 +44,36 @@ class IngestSummary:
         return out
 
 
-def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, np.ndarray]:
-    """CPU stage: read and decode each image; a failure becomes an `error` string and a blank image."""
-    height, width = spec.input_size
-    images = np.zeros((len(batch["uri"]), height, width, 3), dtype=np.uint8)
-    errors = []
+def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePolicy | None = None
+                 ) -> dict[str, np.ndarray]:
+    """CPU stage: read each photo and turn it into the model's input; a failure becomes an `error` string and a
+    blank image. With a FacePolicy (models that want aligned faces) a photo becomes its face(s): one row per face,
+    keyed `<face_key>#<n>` when one photo gives several, with where the face is and its quality in the metadata."""
+    columns: dict[str, list] = {k: [] for k in ("identity", "source", "face_key", "metadata", "image", "error")}
+    blank = np.zeros((*spec.input_size, 3), dtype=np.uint8)
+
+    def add(i: int, image: np.ndarray | None, error: str, key: str, metadata: str) -> None:
+        for name in ("identity", "source"):
+            columns[name].append(batch[name][i])
+        columns["face_key"].append(key)
+        columns["metadata"].append(metadata)
+        columns["image"].append(blank if image is None else image)
+        columns["error"].append(error)
+
     for i, uri in enumerate(batch["uri"]):
-        image, reason = decode_or_skip(str(uri), spec)
-        if image is not None:
-            images[i] = image
-        errors.append(reason)
-    out = {k: batch[k] for k in ("identity", "source", "face_key", "metadata")}
-    return {**out, "image": images, "error": np.asarray(errors, dtype=object)}
+        key, metadata = str(batch["face_key"][i]), str(batch["metadata"][i])
+        if policy is None or spec.alignment == "none":
+            image, reason = decode_or_skip(str(uri), spec)
+            add(i, image, reason, key, metadata)
+            continue
+        faces, reason = faces_or_skip(str(uri), spec, policy)
+        if not faces:
+            add(i, None, reason, key, metadata)
+        for n, face in enumerate(faces):
+            extra = json.dumps({**json.loads(metadata), "face": face_record(face)}, ensure_ascii=False)
+            add(i, face.chip, "", f"{key}#{n}" if len(faces) > 1 else key, extra)
+    out = {k: np.asarray(v, dtype=object) for k, v in columns.items() if k != "image"}
+    return {**out, "image": np.stack(columns["image"]) if columns["image"] else blank[None][:0]}
 
 
 class EmbedBatch:
@@ -92,9 +113,13 @@ def ingest(
     index_type: str = "HNSW",
     errors_csv: str | Path | None = None,
     export_parquet: str | Path | None = None,
+    policy: FacePolicy | None = None,
     console: Console | None = None,
 ) -> IngestSummary:
-    """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into `collection` at `milvus`."""
+    """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into `collection` at `milvus`.
+
+    `policy` turns photos into faces for a model whose spec wants aligned faces (detection, quality gate, how
+    many faces a photo may give); it is required for such a model and unused otherwise."""
     import ray
     import ray.data
 
@@ -103,6 +128,8 @@ def ingest(
     started, console = time.perf_counter(), console or silent()
     embedder = open_embedder(model)  # on the driver too: a bad model fails here, not in every actor
     spec, calibration = embedder.spec, embedder.calibration
+    if spec.alignment != "none" and (policy is None or policy.detector is None):
+        raise ModelError(f"the model wants {spec.alignment} aligned faces: give a face detector (ARCMATCH_DETECTOR)")
     index = FaceIndex(connect(milvus, token), collection)
     index.ensure(CollectionInfo(spec.version, spec.embedding_size,
                                 calibration.threshold if calibration else None, spec.to_dict()),
@@ -112,7 +139,8 @@ def ingest(
     if gpus_per_actor is None:  # embed on GPUs whenever the cluster has them
         gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     ds = ray.data.from_items(items)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec}, batch_size=batch_size, batch_format="numpy")
+    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec, "policy": policy}, batch_size=batch_size,
+                        batch_format="numpy")
     ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model), threads_per_actor), batch_size=batch_size,
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed_concurrency),
                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -15,5 +16,6 @@ def write_error_report(path: str | Path, skipped: list[tuple[str, str]]) -> None
 
 
 def reasons(skipped: list[tuple[str, str]]) -> Counter:
-    """How many inputs were skipped for each kind of reason (the text before its first colon)."""
-    return Counter(reason.split(":")[0] for _, reason in skipped)
+    """How many inputs were skipped for each kind of reason: the text before its first colon or parenthesis
+    ("unreadable file", "no face found in the image", "no face passes the quality gate")."""
+    return Counter(re.split(r"[:(]", reason, maxsplit=1)[0].strip() for _, reason in skipped)

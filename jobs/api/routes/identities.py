@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
@@ -19,10 +19,14 @@ router = APIRouter(prefix="/v1/identities", tags=["identities"], responses=respo
 @router.post("/{identity}/faces", status_code=201, responses=responses(400, 409, 413, 422))
 async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: str,
                  images: Annotated[list[UploadFile], File()],
-                 metadata: Annotated[str | None, Form()] = None) -> Enrolled:
+                 metadata: Annotated[str | None, Form()] = None,
+                 faces: Annotated[Literal["one", "largest", "all"] | None, Form()] = None,
+                 override_quality: Annotated[bool, Form()] = False) -> Enrolled:
+    """Each photo must show exactly one face that passes the quality gate, unless `faces` says largest or all;
+    `override_quality` enrolls faces below the gate too."""
     extra, limit = parse_metadata(metadata), request.app.state.settings.max_upload_bytes
     uploads = [(u.filename or f"image{i}", await read_upload(u, limit)) for i, u in enumerate(images)]
-    done = await asyncio.to_thread(service.enroll, identity, uploads, extra)
+    done = await asyncio.to_thread(service.enroll, identity, uploads, extra, select=faces, gate=not override_quality)
     return Enrolled(identity=done.identity, face_ids=[str(f) for f in done.face_ids])
 
 

@@ -1,16 +1,18 @@
-"""Search: an image, or caller-given embeddings, answered with "identity X" or unknown and the candidates."""
+"""Search: a photo (a decision per face found in it), or caller-given embeddings, answered with "identity X" or
+unknown and the candidates."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from common.errors import BadInput
 from jobs.api.deps import ReadKey, SearchDep
 from jobs.api.errors import responses
-from jobs.api.schemas import DecisionOut, EmbeddingQuery
+from jobs.api.schemas import DecisionOut, EmbeddingQuery, FaceDecisionOut, SearchOut
 from jobs.api.uploads import read_upload
+from jobs.service import FaceMatch
 
 router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(401, 403, 404, 409, 503))
 
@@ -19,10 +21,11 @@ router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(401
 async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image: Annotated[UploadFile, File()],
                        threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
                        k: Annotated[int | None, Form(ge=1, le=1000)] = None,
-                       top_n: Annotated[int, Form(ge=1, le=100)] = 1) -> DecisionOut:
-    pixels = searcher.service.decode(await read_upload(image, request.app.state.settings.max_upload_bytes))
-    vector = await searcher.embed(pixels)
-    return DecisionOut.of((await searcher.search(vector, threshold, k, top_n))[0])
+                       top_n: Annotated[int, Form(ge=1, le=100)] = 1,
+                       faces: Annotated[Literal["all", "largest"], Form()] = "all") -> SearchOut:
+    found = await searcher.faces(await read_upload(image, request.app.state.settings.max_upload_bytes), faces)
+    decisions = await searcher.search(await searcher.embed(found), threshold, k, top_n)
+    return SearchOut(faces=[FaceDecisionOut.of_match(FaceMatch(f, d)) for f, d in zip(found, decisions, strict=True)])
 
 
 @router.post("/embedding", responses=responses(400, 422))

@@ -56,12 +56,12 @@ def test_enroll_then_search_by_image_and_by_embedding(api, tiny_model_dir):
     assert again.json()["face_ids"][0] == response.json()["face_ids"][0]
     enroll(api, "bob", png(2))
 
-    found = api.post("/v1/search", files={"image": ("p.png", png(1), "image/png")}, headers=R).json()
+    found = api.post("/v1/search", files={"image": ("p.png", png(1), "image/png")}, headers=R).json()["faces"][0]
     assert found["match"] and found["identity"] == "ann" and found["score"] == pytest.approx(1.0, abs=1e-4)
     assert found["candidates"][0]["identity"] == "ann" and found["threshold"] == 0.5
 
     strict = api.post("/v1/search", files={"image": ("p.png", png(2, 5), "image/png")},
-                      data={"threshold": "0.99999"}, headers=R).json()
+                      data={"threshold": "0.99999"}, headers=R).json()["faces"][0]
     assert not strict["match"] and strict["identity"] is None and strict["candidates"]
 
     embedder = TorchEmbedder.from_checkpoint(tiny_model_dir)

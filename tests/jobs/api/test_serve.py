@@ -49,7 +49,7 @@ def test_serve_deployment_batches_concurrent_searches(ray_local, tmp_path, tiny_
         responses = asyncio.run(many())
         assert all(r.status_code == 200 for r in responses)
         assert [r.json()[0]["identity"] for r in responses[:16]] == [f"id{i % 4}" for i in range(16)]
-        assert [r.json()["identity"] for r in responses[16:]] == [f"id{i % 4}" for i in range(8)]
-        assert np.allclose([r.json()["score"] for r in responses[16:]], 1.0, atol=1e-4)
+        assert [r.json()["faces"][0]["identity"] for r in responses[16:]] == [f"id{i % 4}" for i in range(8)]
+        assert np.allclose([r.json()["faces"][0]["score"] for r in responses[16:]], 1.0, atol=1e-4)
     finally:
         serve.shutdown()
