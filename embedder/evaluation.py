@@ -121,14 +121,14 @@ def _verify(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> Verifica
 
 
 def calibrate(
-    embedder: Embedder, items: list[LabelledImage], target_far: float, seed: int = 0
+    embedder: Embedder, items: list[LabelledImage], target_far: float, seed: int = 0, policy=None
 ) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
     """Embed held-out identities; 10-fold accuracy on balanced pairs, and the threshold at target_far.
 
     The threshold uses every impostor pair there is (up to 200k): a FAR of 1e-3 needs thousands to be resolved.
     Returns (verification, calibration, (scores, same) of the balanced pairs).
     """
-    data = decode_items(items, embedder.spec)
+    data = decode_items(items, embedder.spec, policy=policy)
     vectors = embedder.embed(data.images)
     rng = np.random.default_rng(seed)
     pairs, same = sample_pairs(data.labels, 3000, 3000, rng)
@@ -140,16 +140,20 @@ def calibrate(
 
 
 def evaluate_pairs(
-    embedder: Embedder, pairs_file: str | Path, root: str | Path, target_far: float
+    embedder: Embedder, pairs_file: str | Path, root: str | Path, target_far: float, policy=None
 ) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
-    """The LFW protocol on a pairs file: each fold's threshold chosen on the other folds; calibration on all."""
+    """The LFW protocol on a pairs file: each fold's threshold chosen on the other folds; calibration on all.
+    Every image of the pairs must be usable (the protocol has no place for a missing one): a file that cannot be
+    read, or a raw photo in which the policy finds no face, is an error naming it."""
     from embedder.pairs import read_pairs
-    from embedder.preprocess import decode_image
 
     pairs = read_pairs(pairs_file, root)
     paths = pairs.images()
-    images = np.stack([decode_image(Path(p).read_bytes(), embedder.spec) for p in paths])
-    vectors = embedder.embed(images)
+    data = decode_items([LabelledImage(p, "") for p in paths], embedder.spec, policy=policy)
+    if data.skipped:
+        path, reason = data.skipped[0]
+        raise BadInput(f"{len(data.skipped)} image(s) of the pairs cannot be used, e.g. {path}: {reason}")
+    vectors = embedder.embed(data.images)
     row = {p: i for i, p in enumerate(paths)}
     index = np.array([[row[a], row[b]] for a, b in zip(pairs.left, pairs.right, strict=True)])
     scores = pair_scores(vectors, index)

@@ -184,13 +184,21 @@ class DecodedImages:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def decode_items(items: list[LabelledImage], spec: ModelSpec, classes: list[str] | None = None) -> DecodedImages:
-    """Every item decoded into memory with its label (training in memory, evaluation); bad files are skipped."""
+def decode_items(items: list[LabelledImage], spec: ModelSpec, classes: list[str] | None = None,
+                 policy=None) -> DecodedImages:
+    """Every item decoded into memory with its label (training in memory, evaluation); bad files are skipped.
+
+    For a spec with alignment "five_point" a FacePolicy finds and aligns the face (its selection rule decides
+    which face of a photo counts; "largest" suits labelled photos of one person)."""
     classes = classes if classes is not None else sorted({item.identity for item in items})
     index = {name: i for i, name in enumerate(classes)}
     images, labels, skipped = [], [], []
     for item in items:
-        image, reason = decode_or_skip(item.path, spec)
+        if policy is not None and spec.alignment != "none":
+            faces, reason = faces_or_skip(item.path, spec, policy)
+            image = faces[0].chip if faces else None
+        else:
+            image, reason = decode_or_skip(item.path, spec)
         if image is None:
             skipped.append((item.path, reason))
         else:

@@ -38,6 +38,10 @@ class TorchEmbedder(Embedder):
     def spec(self) -> ModelSpec:
         return self.model.spec
 
+    @spec.setter
+    def spec(self, spec: ModelSpec) -> None:  # `eval --align` feeds the same network faces prepared otherwise
+        self.model.spec = spec
+
     @torch.no_grad()
     def _forward(self, x: np.ndarray) -> np.ndarray:
         return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
 
     def require(self, *names: str) -> Settings:
         """Check that the settings a command cannot run without are set, naming every missing one at once."""
-        hints = {"model": " (--model DIR)", "api_keys": " (create one with `arcmatch apikey NAME`)"}
+        hints = {"model": " (--model DIR)", "api_keys": " (create one with `arcmatch apikey NAME`)",
+                 "detector": " (--detector YUNET.onnx)"}
         missing = [f"{_variable((name,))}{hints.get(name, '')}" for name in names if not _is_set(getattr(self, name))]
         if missing:
             raise BadInput(f"settings missing: {', '.join(missing)}")

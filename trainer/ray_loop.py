@@ -30,7 +30,7 @@ from trainer.config import TrainConfig
 from trainer.feed import MemoryFeed, StreamFeed
 from trainer.heads import CombinedMarginHead, build_head
 from trainer.progress import ProgressBoard, run_with_progress
-from trainer.shards import is_shard_dir
+from trainer.shards import decode_spec, is_shard_dir, shard_spec
 from trainer.state import Position, load_state, save_state
 from trainer.step import TrainModule, autocast_dtype, build_optimizer, build_scheduler, make_batch, train_step
 
@@ -164,7 +164,7 @@ def stream_dataset(config: TrainConfig):
                          f"--cpus-per-worker or add CPUs")
     dataset = ray.data.read_parquet(config.data, columns=["image", "label", "path"])
     rows = dataset.count()  # from the Parquet footers, no data read
-    decoded = dataset.randomize_block_order().map_batches(decode_rows, fn_kwargs={"spec": config.spec},
+    decoded = dataset.randomize_block_order().map_batches(decode_rows, fn_kwargs={"spec": decode_spec(config.spec)},
                                                           batch_size=256, batch_format="numpy")
     return decoded, rows
 
@@ -191,6 +191,9 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
     if config.output_stride:
         spec, note = with_output_stride(config.spec, config.output_stride)
         config = replace(config, spec=spec)
+    if is_shard_dir(config.data) and config.spec != shard_spec(config.spec, config.data):
+        config = replace(config, spec=shard_spec(config.spec, config.data))
+        note = (note + "; " if note else "") + "shards hold aligned faces: the model's spec says five_point"
     board = ProgressBoard.remote() if on_progress is not None else None
     datasets, rows = {}, 0
     if is_shard_dir(config.data):

@@ -9,18 +9,20 @@ as a Ray Data dataset, decodes on CPU tasks and streams batches to the workers.
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from common.errors import BadInput, Conflict, NotFound
 from embedder.errors import ImageError
 from embedder.preprocess import decode_image
-from embedder.sources import LabelledImage
+from embedder.sources import LabelledImage, faces_or_skip, read_bytes
 from embedder.spec import ModelSpec
 
 CLASSES_FILE = "classes.json"
@@ -39,6 +41,25 @@ def is_shard_dir(path: str | Path) -> bool:
     return (Path(path) / CLASSES_FILE).is_file()
 
 
+def read_alignment(directory: str | Path) -> dict | None:
+    """How `prepare --align` aligned the shards' faces ({"size": [h, w]}), or None for photos as they came."""
+    path = Path(directory) / CLASSES_FILE
+    return json.loads(path.read_text()).get("aligned") if path.is_file() else None
+
+
+def shard_spec(spec: ModelSpec, directory: str | Path) -> ModelSpec:
+    """The spec a model trained on these shards carries: five-point alignment when the shards hold aligned faces
+    (serving must then align photos the same way), the given spec otherwise."""
+    if read_alignment(directory) is None:
+        return spec
+    return replace(spec, alignment="five_point", crop_box=None)
+
+
+def decode_spec(spec: ModelSpec) -> ModelSpec:
+    """How to decode a shard's image bytes for `spec`: aligned faces are stored aligned, so only resized."""
+    return replace(spec, alignment="none", crop_box=None) if spec.alignment != "none" else spec
+
+
 def read_classes(directory: str | Path) -> list[str]:
     path = Path(directory) / CLASSES_FILE
     if not path.is_file():
@@ -46,11 +67,15 @@ def read_classes(directory: str | Path) -> list[str]:
     return json.loads(path.read_text())["classes"]
 
 
-def write_shards(items: list[LabelledImage], out: str | Path, rows_per_shard: int = 5000) -> ShardSummary:
+def write_shards(items: list[LabelledImage], out: str | Path, rows_per_shard: int = 5000, *, policy=None,
+                 aligned_size: tuple[int, int] = (112, 112)) -> ShardSummary:
     """Pack image files into Parquet shards, in item order. Missing or unreadable files are skipped and reported.
 
     Images are stored as their original bytes, not decoded: the shards stay small, and a corrupt image is found
-    (and skipped) at training time by the same decoder as everything else uses.
+    (and skipped) at training time by the same decoder as everything else uses. With a FacePolicy (`prepare
+    --align`) each photo's face is found, aligned to the five-point template at `aligned_size` and stored as a
+    PNG instead; a photo without a usable face is skipped with the reason. A model trained on such shards carries
+    alignment "five_point" in its spec, so every serving path aligns photos the same way.
     """
     if rows_per_shard < 1:
         raise BadInput(f"rows_per_shard must be at least 1, got {rows_per_shard}")
@@ -69,18 +94,27 @@ def write_shards(items: list[LabelledImage], out: str | Path, rows_per_shard: in
         summary.rows += len(rows)
         rows.clear()
 
+    aligner = ModelSpec("aligner", embedding_size=1, input_size=aligned_size, alignment="five_point")
     for item in items:
-        try:
-            data = Path(item.path).read_bytes()
-        except OSError as exc:
-            summary.skipped.append((item.path, f"unreadable: {exc.strerror or exc}"))
-            continue
+        if policy is not None:
+            faces, reason = faces_or_skip(item.path, aligner, policy)
+            if not faces:
+                summary.skipped.append((item.path, reason))
+                continue
+            data = _png(faces[0].chip)
+        else:
+            try:
+                data = read_bytes(item.path)
+            except OSError as exc:
+                summary.skipped.append((item.path, f"unreadable: {exc.strerror or exc}"))
+                continue
         rows.append({"image": data, "label": label[item.identity], "identity": item.identity, "path": item.path})
         if len(rows) == rows_per_shard:
             flush()
     if rows:
         flush()
-    (out / CLASSES_FILE).write_text(json.dumps({"classes": classes, "rows": summary.rows}))
+    aligned = {"size": list(aligned_size)} if policy is not None else None
+    (out / CLASSES_FILE).write_text(json.dumps({"classes": classes, "rows": summary.rows, "aligned": aligned}))
     return summary
 
 
@@ -96,3 +130,9 @@ def decode_rows(batch: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, np.n
         except ImageError:
             ok[i] = False
     return {"image": images, "label": batch["label"].astype(np.int64), "ok": ok, "path": batch["path"]}
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()

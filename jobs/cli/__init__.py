@@ -36,8 +36,10 @@ COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI. Called without argv it owns the process (the `arcmatch` script) and keeps library logs off the
+    terminal; called with argv (tests, scripts) it leaves the process's stderr alone."""
     args = build_parser().parse_args(argv)
-    if args.command in QUIET_COMMANDS and not args.verbose:
+    if argv is None and args.command in QUIET_COMMANDS and not args.verbose:
         quiet_terminal(args.command)
     try:
         return args.run(args)

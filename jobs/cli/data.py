@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
-from jobs.cli.options import model_flag, settings_from
+from jobs.cli.options import detector_flag, model_flag, settings_from
 from jobs.pipelines.report import write_error_report
 
 
@@ -21,6 +22,11 @@ def register(sub) -> None:
     p.add_argument("--images", type=int, default=10, help="images per identity")
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--align", action="store_true",
+                   help="--parquet: store each photo's face detected and aligned to the five-point template "
+                        "(needs --detector); a model trained on them aligns photos the same way")
+    p.add_argument("--align-size", type=int, default=112, help="side of the aligned faces (default %(default)s)")
+    detector_flag(p)
     p.set_defaults(run=prepare)
 
     p = sub.add_parser("eval", help="verification accuracy and threshold calibration on held-out identities")
@@ -32,6 +38,10 @@ def register(sub) -> None:
     p.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)g)")
     p.add_argument("--calibrate", action="store_true", help="store the threshold in the checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--align", action="store_true",
+                   help="the images are raw photos: detect and align each face (needs --detector); automatic for "
+                        "a model that wants aligned faces")
+    detector_flag(p)
     p.set_defaults(run=evaluate)
 
     p = sub.add_parser("export", help="export a checkpoint as ONNX (with its spec and calibration)")
@@ -58,7 +68,11 @@ def _prepare_parquet(args: argparse.Namespace) -> int:
 
     if not args.source:
         raise BadInput("prepare --parquet needs --source (an identity/image tree or a manifest)")
-    summary = write_shards(list_images(args.source), args.parquet, args.rows_per_shard)
+    policy = None
+    if args.align:  # labelled photos of one person each: the largest face is theirs; no gate on training data
+        policy = settings_from(args).require("detector").face_policy("largest", gate=False)
+    summary = write_shards(list_images(args.source), args.parquet, args.rows_per_shard, policy=policy,
+                           aligned_size=(args.align_size, args.align_size))
     print(f"wrote {summary.rows} images of {summary.classes} identities in {summary.shards} shard(s) to {args.parquet}")
     if summary.skipped:
         write_error_report(args.errors, summary.skipped)
@@ -72,13 +86,18 @@ def evaluate(args: argparse.Namespace) -> int:
     from embedder.evaluation import calibrate, evaluate_pairs
     from embedder.sources import list_images
 
-    model = settings_from(args).require("model").model
+    settings = settings_from(args)
+    model = settings.require("model").model
     embedder = open_embedder(model)
     embedder.flip_tta = args.flip_tta
+    policy = None
+    if args.align or embedder.spec.alignment != "none":
+        embedder.spec = replace(embedder.spec, alignment="five_point", crop_box=None)
+        policy = settings.require("detector").face_policy("largest", gate=False)
     if args.pairs:
-        verification, calibration, scores = evaluate_pairs(embedder, args.pairs, args.data, args.far)
+        verification, calibration, scores = evaluate_pairs(embedder, args.pairs, args.data, args.far, policy)
     else:
-        verification, calibration, scores = calibrate(embedder, list_images(args.data), args.far, args.seed)
+        verification, calibration, scores = calibrate(embedder, list_images(args.data), args.far, args.seed, policy)
     print(f"verification: {100 * verification.accuracy_mean:.2f}% +- {100 * verification.accuracy_std:.2f} "
           f"({verification.folds}-fold), ROC AUC {verification.auc:.4f}")
     for far, tar in verification.tar_at_far.items():

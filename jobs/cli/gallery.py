@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, NotFound
-from jobs.cli.options import model_flag, ray_flag, search_flags, settings_from, store_flags
+from jobs.cli.options import detector_flag, model_flag, ray_flag, search_flags, settings_from, store_flags
 from jobs.progress import Console
 
 
@@ -16,6 +16,7 @@ def register(sub) -> None:
     p = sub.add_parser("ingest", help="embed a gallery into Milvus with Ray Data")
     p.add_argument("source", help="identity/image tree, or a CSV/Parquet manifest (uri, identity[, face_id, metadata])")
     model_flag(p, "the embedding model")
+    detector_flag(p)
     store_flags(p)
     p.add_argument("--errors", default="ingest_errors.csv", help="CSV report of skipped files")
     p.add_argument("--export-parquet", help="also write the embeddings to this Parquet file")
@@ -38,6 +39,7 @@ def register(sub) -> None:
     p = sub.add_parser("search", help="identify the face in each image: identity or unknown")
     p.add_argument("images", nargs="+")
     model_flag(p, "the embedding model (the gallery's)")
+    detector_flag(p)
     store_flags(p)
     search_flags(p)
     p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibrated one)")

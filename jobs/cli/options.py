@@ -26,6 +26,11 @@ def search_flags(p: argparse.ArgumentParser) -> None:
                                           "(env ARCMATCH_SEARCH_EF; default 192)")
 
 
+def detector_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", help="YuNet .onnx face detector for raw photos (env ARCMATCH_DETECTOR; needed by "
+                                      "models that want aligned faces)")
+
+
 def ray_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address (env RAY_ADDRESS; default: a local Ray)")
 
@@ -33,5 +38,5 @@ def ray_flag(p: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by whichever of these flags the command has and was given."""
     flags = {"model": "model", "milvus": "milvus_uri", "collection": "collection", "k": "search_k",
-             "ef": "search_ef", "address": "ray_address"}
+             "ef": "search_ef", "address": "ray_address", "detector": "detector"}
     return Settings.load(**{setting: getattr(args, flag, None) for flag, setting in flags.items()})

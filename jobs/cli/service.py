@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK, BadInput
-from jobs.cli.options import model_flag, ray_flag, settings_from, store_flags
+from jobs.cli.options import detector_flag, model_flag, ray_flag, settings_from, store_flags
 from jobs.settings import Settings
 
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run the search API (settings from ARCMATCH_* variables; flags override)")
     model_flag(p, "the gallery's model")
+    detector_flag(p)
     store_flags(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

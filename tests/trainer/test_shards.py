@@ -1,8 +1,10 @@
+import io
 import json
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from common.errors import Conflict
 from embedder.sources import LabelledImage, list_images
@@ -39,3 +41,30 @@ def test_decode_rows_marks_corrupt_images_instead_of_failing(tmp_path, tiny_spec
     out = decode_rows(batch, tiny_spec)
     assert out["ok"].tolist() == [True, False]
     assert out["image"].shape == (2, 32, 32, 3) and out["image"][0].any() and not out["image"][1].any()
+
+
+def test_aligned_shards_hold_faces_and_make_a_five_point_model(tmp_path, shared_data, tiny_spec):
+    """`prepare --align`: each photo's face, aligned to the template, stored as a PNG; a photo without a face is
+    skipped with the reason; a model trained on the shards carries alignment five_point."""
+    from embedder.detect import open_detector
+    from embedder.faces import FacePolicy
+    from trainer.shards import decode_spec, read_alignment, shard_spec
+
+    detector = open_detector(shared_data.parent / "models" / "yunet" / "face_detection_yunet_2026may.onnx",
+                             threads=1)
+    names = ["Colin_Powell", "Tony_Blair"]
+    items = [LabelledImage(str(shared_data / "lfw_gray" / n / f"{n}_{i:04d}.jpg"), n) for n in names for i in (1, 2)]
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
+    items.append(LabelledImage(str(blank), "Tony_Blair"))
+    summary = write_shards(items, tmp_path / "shards", policy=FacePolicy(detector, select="largest"),
+                           aligned_size=(96, 96))
+    assert summary.rows == 4 and [s[0] for s in summary.skipped] == [str(blank)]
+    assert "no face" in summary.skipped[0][1]
+    assert read_alignment(tmp_path / "shards") == {"size": [96, 96]}
+    spec = shard_spec(tiny_spec, tmp_path / "shards")
+    assert spec.alignment == "five_point" and shard_spec(tiny_spec, tmp_path) == tiny_spec
+    table = pq.read_table(sorted((tmp_path / "shards").glob("*.parquet")))
+    decoded = decode_rows(table.to_pydict() | {"label": np.asarray(table["label"])}, decode_spec(spec))
+    assert decoded["ok"].all() and decoded["image"].shape == (4, 32, 32, 3)
+    assert Image.open(io.BytesIO(table["image"][0].as_py())).size == (96, 96)

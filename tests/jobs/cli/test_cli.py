@@ -102,3 +102,21 @@ def test_eval_on_a_pairs_file_writes_a_roc_plot(tmp_path, tiny_model_dir, capsys
     out = capsys.readouterr().out
     assert "(2-fold)" in out and "ROC curve in" in out
     assert (tmp_path / "roc.png").stat().st_size > 1000
+
+
+def test_eval_align_finds_the_faces_of_raw_photos(tmp_path, tiny_model_dir, shared_data, capsys, monkeypatch):
+    """`eval --align`: each pair image goes through the face detector and the five-point alignment first."""
+    detector = shared_data.parent / "models" / "yunet" / "face_detection_yunet_2026may.onnx"
+    names = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder"]
+    lines = ["2\t2"]
+    for fold in range(2):
+        a, b = names[2 * fold], names[2 * fold + 1]
+        lines += [f"{a}\t1\t2", f"{b}\t1\t2", f"{a}\t1\t{b}\t1", f"{a}\t2\t{b}\t2"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(shared_data / "lfw_gray"), "--pairs",
+                 str(tmp_path / "pairs.txt"), "--align", "--detector", str(detector), "--far", "0.5"]) == 0
+    assert "(2-fold)" in capsys.readouterr().out
+    monkeypatch.delenv("ARCMATCH_DETECTOR", raising=False)
+    code = main(["eval", "--model", str(tiny_model_dir), "--data", str(shared_data / "lfw_gray"), "--pairs",
+                 str(tmp_path / "pairs.txt"), "--align"])
+    assert code == 2 and "ARCMATCH_DETECTOR" in capsys.readouterr().err
