@@ -52,9 +52,16 @@ def quiet_terminal(command: str) -> Path:
         logger = logging.getLogger(name)
         logger.handlers = [to_file]
         logger.propagate = False
-    atexit.register(handle.flush)
+    atexit.register(_close_log, handle, path)
     _LOG_FILE = path
     return path
+
+
+def _close_log(handle, path: Path) -> None:
+    """At exit: a log file nothing was written to is removed rather than left behind."""
+    handle.flush()
+    if path.stat().st_size == 0:
+        path.unlink(missing_ok=True)
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> None:
