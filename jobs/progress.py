@@ -66,9 +66,10 @@ class Console:
             print(text, file=self.stream, flush=True)
 
     @contextmanager
-    def stage(self, name: str, total: int | None = None, unit: str = "img") -> Iterator[Bar]:
+    def stage(self, name: str, total: int | None = None, unit: str = "img", *, bar: bool = True) -> Iterator[Bar]:
         started = time.perf_counter()
-        bar = Bar(name, total, unit, self.stream, self.interactive and not self.quiet, lines=not self.quiet)
+        shown = bar and self.interactive and not self.quiet
+        bar = Bar(name, total, unit, self.stream, shown, lines=bar and not self.quiet)
         try:
             yield bar
         finally:
@@ -76,8 +77,8 @@ class Console:
             self.times[name] = time.perf_counter() - started
 
     def timed(self, name: str):
-        """A stage without a count: only its wall time is kept."""
-        return self.stage(name, None)
+        """A stage without a count: no bar, only its wall time is kept."""
+        return self.stage(name, None, bar=False)
 
 
 def silent() -> Console:

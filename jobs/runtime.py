@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.errors import Unavailable
+
 _LOG_FILE: Path | None = None
 NOISY_LOGGERS = ("arcmatch", "ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "filelock", "urllib3",
                  "milvus_lite", "pymilvus", "py.warnings")
@@ -72,10 +74,17 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
         return
     # the dashboard stays on: Ray Train's placement-group cleaner polls the state API it serves
     kwargs = {"logging_level": logging.ERROR if quiet else logging.INFO, "log_to_driver": not quiet}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        raise Unavailable(f"Ray could not start or be reached at {address or 'a new local instance'}: {exc}") from exc
+    except Exception as exc:  # ray.init raises a bare Exception when its local node times out starting
+        if "timed out during startup" not in str(exc):
+            raise
+        raise Unavailable(f"the local Ray did not start in time (the machine may be overloaded): {exc}") from exc
     from ray.data import DataContext
 
     context = DataContext.get_current()
