@@ -1,7 +1,7 @@
 """LFW-gray through the whole ingestion path with the third-party MobileFaceNet (ONNX), checked on stored vectors.
 
-1. `jobs.pipelines.ingest.ingest` embeds all 13,233 images of ../shared/data/lfw_gray into Milvus (Ray Data decode tasks,
-   an ONNX actor, upserts), with the preprocessing of ../shared/models/mobilefacenet/MODEL.md (bench/specs).
+1. `jobs.pipelines.ingest.ingest` embeds all 13,233 images of ../shared/data/lfw_gray into Milvus (Ray Data decode
+   tasks, an ONNX actor, upserts), with the preprocessing of ../shared/models/mobilefacenet/MODEL.md (bench/specs).
 2. Verification: the vectors of the official 6,000 pairs are read back from Milvus; 10-fold accuracy with the
    threshold chosen on the other nine folds. The model's own figure is 97.53 +- 0.70.
 3. Identification: gallery = the first image of every person with two or more images, searched in Milvus;
