@@ -1,14 +1,70 @@
-"""What the benchmark scripts share: a Milvus server on loopback, and printing/saving their figures."""
+"""What the benchmark scripts share: model directories for the shared ONNX models, LFW pair scores from stored
+vectors, a Milvus server and the API on loopback, and printing/saving their figures."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def onnx_model_dir(workdir: Path, spec_file: str, name: str = "mobilefacenet") -> Path:
+    """A model directory as a user would lay it out: the shared MobileFaceNet ONNX file (linked, never copied) and
+    a spec from bench/specs."""
+    directory = workdir / name
+    directory.mkdir()
+    (directory / "model.onnx").symlink_to(SHARED / "models" / "mobilefacenet" / "MobileFaceNet.onnx")
+    (directory / "spec.json").write_text((ROOT / "bench" / "specs" / spec_file).read_text())
+    return directory
+
+
+def pair_scores(stored: dict[int, np.ndarray], pairs, lfw: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine scores of LFW pairs from vectors read back from Milvus (keyed by face_id of the path relative to
+    `lfw`), and a mask of the pairs whose two images both have a vector (an image skipped has none)."""
+    from indexer.ids import face_id
+
+    def vector(path: str):
+        return stored.get(face_id(Path(path).relative_to(lfw).as_posix()))
+
+    scores, present = [], []
+    for a, b in zip(pairs.left, pairs.right, strict=True):
+        va, vb = vector(a), vector(b)
+        present.append(va is not None and vb is not None)
+        scores.append(float(va @ vb) if present[-1] else np.nan)
+    return np.array(scores), np.array(present)
+
+
+@contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """An ASGI app served by uvicorn on a free loopback port in a thread of this process; yields its base URL.
+    (In this process because Milvus Lite opens its file from one process only.)"""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def start_milvus_server(base_dir: Path):

@@ -21,7 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import emit, start_milvus_server  # bench/harness.py, beside this script
+from harness import (  # bench/harness.py, beside this script
+    SHARED,
+    emit,
+    onnx_model_dir,
+    pair_scores,
+    start_milvus_server,
+)
 
 from embedder.evaluation import kfold_accuracy
 from embedder.onnx import OnnxEmbedder
@@ -33,18 +39,6 @@ from indexer.ids import face_id
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
 from jobs.pipelines.ingest import ingest
 from jobs.runtime import init_ray
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-
-
-def model_dir(workdir: Path) -> Path:
-    """A model directory as a user would lay it out: the ONNX file (linked, never copied) and its spec."""
-    directory = workdir / "mobilefacenet"
-    directory.mkdir()
-    (directory / "model.onnx").symlink_to(SHARED / "models" / "mobilefacenet" / "MobileFaceNet.onnx")
-    (directory / "spec.json").write_text((ROOT / "bench" / "specs" / "mobilefacenet.spec.json").read_text())
-    return directory
 
 
 def identification(index: FaceIndex, gallery_index: FaceIndex, lfw: Path) -> dict:
@@ -99,22 +93,18 @@ def main() -> None:
     if args.server:
         server, uri = start_milvus_server(workdir / "server")
     try:
-        model = model_dir(workdir)
+        model = onnx_model_dir(workdir, "mobilefacenet.spec.json")
         init_ray()
         summary = ingest(lfw, model, milvus=uri, collection="lfw", index_type="FLAT" if "://" not in uri else "HNSW",
                          embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
-                         threads_per_actor=args.threads_per_actor, progress=lambda _: None)
+                         threads_per_actor=args.threads_per_actor)
         print("\n".join(summary.lines()))
 
         client = connect(uri)
         index = FaceIndex(client, "lfw")
         pairs = read_pairs(pairs_file, lfw)
         stored = index.vectors([face_id(Path(p).relative_to(lfw).as_posix()) for p in pairs.images()])
-
-        def vector(path: str) -> np.ndarray:
-            return stored[face_id(Path(path).relative_to(lfw).as_posix())]
-
-        scores = np.array([vector(a) @ vector(b) for a, b in zip(pairs.left, pairs.right, strict=True)])
+        scores, _ = pair_scores(stored, pairs, lfw)
         verification = kfold_accuracy(scores, pairs.same, pairs.fold)
         ident = identification(index, FaceIndex(client, "lfw_gallery"), lfw)
 

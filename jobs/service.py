@@ -167,7 +167,10 @@ class IdentityService:
                 key = f"{identity}\x00{digest}" + (f"\x00{n}" if len(faces) > 1 else "")
                 extra = {**(metadata or {}), "sha256": digest}
                 if self.embedder.spec.alignment != "none":
-                    extra["face"] = face_record(face)
+                    # the record judges the face by the service's gate even when the caller overrode it, so a
+                    # face enrolled below the gate says so (passed false, its reasons) and that it was overridden
+                    judged = replace(face, reasons=tuple(self.policy.gate.reasons(face.quality)))
+                    extra["face"] = {**face_record(judged), **({} if gate else {"quality_override": True})}
                 rows.append(FaceRow(f"api:{name[:200]}", identity, next(vectors), face_id(key), extra))
         self.index.upsert(rows)
         return Enrolled(identity, [r.face_id for r in rows])

@@ -1,4 +1,5 @@
-"""Helpers that several test modules share: images, free ports, a live API on loopback, the CLI as a process."""
+"""Helpers that several test modules share: images (synthetic faces, and photos built from LFW-gray), free ports, a
+live API on loopback, the CLI as a process, a model directory for the shared MobileFaceNet."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from trainer.synthetic import make_identity, render
 
@@ -55,3 +57,62 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, **kwargs)
     """`arcmatch ARGS` as a separate process, as a user runs it (stdout and stderr are pipes, not a terminal)."""
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env if env is not None else dict(os.environ), **kwargs)
+
+
+# ---- photos built from LFW-gray (250x250, the face centred), for the detection and alignment paths ----
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_lfw(data: Path, name: str, number: int = 1) -> np.ndarray:
+    """The (250, 250, 3) uint8 RGB array of LFW-gray's <name>_<number>.jpg under `data` (../shared/data)."""
+    return np.asarray(Image.open(data / "lfw_gray" / name / f"{name}_{number:04d}.jpg").convert("RGB"))
+
+
+def encode(image: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def paste(canvas_size: tuple[int, int], photos: list[np.ndarray], at: list[tuple[int, int]],
+          scale: float = 1.0, fill: int = 128) -> np.ndarray:
+    """A grey (height, width) canvas with each photo scaled by `scale` and pasted with its top-left at (x, y)."""
+    canvas = np.full((*canvas_size, 3), fill, np.uint8)
+    for photo, (x, y) in zip(photos, at, strict=True):
+        size = (round(photo.shape[1] * scale), round(photo.shape[0] * scale))
+        scaled = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BICUBIC))
+        canvas[y : y + size[1], x : x + size[0]] = scaled
+    return canvas
+
+
+def group_photo(photos: list[np.ndarray]) -> np.ndarray:
+    """Three LFW photos scaled 1.2x (300 px) side by side on a 940x400 grey canvas, faces at x 10, 320, 630."""
+    return paste((400, 940), photos, [(10 + 310 * i, 50) for i in range(len(photos))], scale=1.2)
+
+
+def no_face(height: int = 300, width: int = 400) -> np.ndarray:
+    """A horizontal gradient with noise: nothing a detector should call a face."""
+    rng = np.random.default_rng(7)
+    ramp = np.linspace(40, 220, width)[None, :, None] + rng.normal(0, 12, (height, width, 3))
+    return np.clip(ramp, 0, 255).astype(np.uint8)
+
+
+def sideways(photo: np.ndarray) -> np.ndarray:
+    """The photo turned 90 degrees counter-clockwise, as a scanner without EXIF would deliver it."""
+    return np.ascontiguousarray(np.rot90(photo))
+
+
+def blurred(photo: np.ndarray, radius: float) -> np.ndarray:
+    return np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(radius)))
+
+
+def aligned_model_dir(directory: Path, models: Path, threshold: float) -> Path:
+    """An ONNX model directory for MobileFaceNet on five-point aligned faces: model.onnx linked to the shared file,
+    spec.json from bench/specs, and a calibration.json holding `threshold` (a cosine similarity)."""
+    from embedder.layout import Calibration
+
+    (directory / "model.onnx").symlink_to(models / "mobilefacenet" / "MobileFaceNet.onnx")
+    (directory / "spec.json").write_text((ROOT / "bench" / "specs" / "mobilefacenet_aligned.spec.json").read_text())
+    Calibration(threshold=threshold, target_far=1e-2, measured_far=1e-2, tar=0.95, pairs=600).save(directory)
+    return directory

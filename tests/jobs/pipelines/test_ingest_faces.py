@@ -1,0 +1,75 @@
+"""Ingestion of raw photos (LFW-gray) with YuNet and the shared MobileFaceNet, with real Ray Data into Milvus Lite:
+photos become faces on the decode tasks, skipped photos say why, a group photo gives a row per face with `all`,
+and the stored vectors are those of direct inference. Skipped when ../shared is absent."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from embedder.embed import open_embedder
+from embedder.faces import FacePolicy
+from embedder.preprocess import load_rgb
+from indexer.ids import face_id
+from indexer.store import FaceIndex, connect
+from jobs.pipelines.ingest import ingest
+from jobs.pipelines.report import reasons
+from tests.helpers import encode, group_photo, no_face
+
+PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair")
+
+
+@pytest.fixture
+def photos(tmp_path, shared_data, lfw_image):
+    """people x 2 raw LFW photos (linked, not copied), a photo without a face, and a group photo of the three."""
+    root = tmp_path / "photos"
+    for name in PEOPLE:
+        (root / name).mkdir(parents=True)
+        for n in (1, 2):
+            (root / name / f"{n}.jpg").symlink_to(shared_data / "lfw_gray" / name / f"{name}_{n:04d}.jpg")
+    (root / "nobody").mkdir()
+    (root / "nobody" / "wall.png").write_bytes(encode(no_face()))
+    (root / "crowd").mkdir()
+    (root / "crowd" / "group.png").write_bytes(encode(group_photo([lfw_image(name, 3) for name in PEOPLE])))
+    return root
+
+
+@pytest.mark.slow
+def test_raw_photos_become_faces(ray_local, photos, tmp_path, mobilefacenet_aligned, yunet):
+    uri = str(tmp_path / "faces.db")
+    one = FacePolicy(yunet, select="one")
+    kwargs = {"milvus": uri, "batch_size": 4, "index_type": "FLAT"}
+    summary = ingest(photos, mobilefacenet_aligned, collection="one", policy=one, errors_csv=tmp_path / "e.csv",
+                     **kwargs)
+    assert (summary.seen, summary.embedded, summary.rows_in_collection) == (8, 6, 6)
+    why = dict(summary.skipped)
+    assert why["nobody/wall.png"].startswith("no face")
+    assert why["crowd/group.png"] == "3 faces in the image, expected exactly one"
+    assert set(reasons(summary.skipped)) == {"no face found in the image", "3 faces in the image, expected exactly one"}
+    assert any("skipped (no face" in line for line in summary.lines())
+    assert "3 faces" in (tmp_path / "e.csv").read_text()
+
+    everyone = ingest(photos, mobilefacenet_aligned, collection="all", policy=replace(one, select="all"), **kwargs)
+    assert everyone.embedded == 9 and everyone.rows_in_collection == 9  # the group photo gives three rows
+
+    embedder = open_embedder(mobilefacenet_aligned)
+    client = connect(uri)
+    try:
+        index = FaceIndex(client, "all")
+        group_ids = [face_id(f"crowd/group.png#{n}") for n in range(3)]
+        stored = index.vectors([*group_ids, face_id("Colin_Powell/2.jpg")])
+        assert set(stored) == {*group_ids, face_id("Colin_Powell/2.jpg")}
+        [row] = [r for r in index.faces_of("Colin_Powell") if r["source"] == "Colin_Powell/2.jpg"]
+        record = row["metadata"]["face"]
+        assert len(record["box"]) == 4 and record["detection_score"] > 0.75 and record["rotation"] == 0
+        assert record["quality"]["passed"] and len(record["landmarks"]) == 5
+        # the stored vectors are direct inference through the same policy and model
+        [face] = one.prepare(load_rgb((photos / "Colin_Powell" / "2.jpg").read_bytes()), embedder.spec)
+        assert float(embedder.embed(face.chip[None])[0] @ stored[face_id("Colin_Powell/2.jpg")]) > 0.999
+        faces = replace(one, select="all").prepare(load_rgb((photos / "crowd" / "group.png").read_bytes()),
+                                                   embedder.spec)
+        direct = embedder.embed(np.stack([f.chip for f in faces]))
+        cosines = np.einsum("nd,nd->n", np.stack([stored[i] for i in group_ids]), direct)  # face #n and direct face n
+        np.testing.assert_allclose(cosines, 1.0, atol=1e-3)
+    finally:
+        client.close()
