@@ -55,9 +55,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
         feed = MemoryFeed(config, rank, world)
     steps_per_epoch = feed.steps_per_epoch
     embedder = FaceEmbedder(config.spec, dropout=config.dropout, backbone_weights=config.backbone_weights)
-    # convolutions in channels-last layout: resnet10t at 64 px trains at 220 img/s instead of 190 on two CPU cores
-    # (docs/BENCHMARKS.md), and it is the layout tensor cores want under bf16 autocast
-    embedder = embedder.to(memory_format=torch.channels_last)
     head = build_head(config.head, config.spec.embedding_size, len(feed.classes), s=config.scale,
                       margins=config.margins or None, rank=rank, world_size=world, sample_rate=config.sample_rate)
     train_module = TrainModule(embedder, head).to(device)  # on its device before the optimizer state is loaded
