@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -41,30 +39,6 @@ def pair_scores(stored: dict[int, np.ndarray], pairs, lfw: Path) -> tuple[np.nda
         present.append(va is not None and vb is not None)
         scores.append(float(va @ vb) if present[-1] else np.nan)
     return np.array(scores), np.array(present)
-
-
-@contextmanager
-def serve_in_thread(app) -> Iterator[str]:
-    """An ASGI app served by uvicorn on a free loopback port in a thread of this process; yields its base URL.
-    (In this process because Milvus Lite opens its file from one process only.)"""
-    import socket
-
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 120
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def start_milvus_server(base_dir: Path):

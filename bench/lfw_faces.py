@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import ray
-from harness import SHARED, emit, latencies, onnx_model_dir, pair_scores, percentiles, serve_in_thread, server_timing
+from harness import SHARED, emit, latencies, onnx_model_dir, pair_scores, percentiles, server_timing
 from PIL import Image
 
 from embedder.detect import YuNetDetector
@@ -144,6 +144,7 @@ def api_latency(workdir: Path, uri: str, requests: int, threshold: float) -> dic
 
     from jobs.api.app import create_app
     from jobs.api.keys import new_key
+    from jobs.api.local import serve_in_thread
     from jobs.settings import Settings
 
     key, entry = new_key("bench", ["read"])

@@ -8,10 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,23 +30,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def live_app(app) -> Iterator[str]:
-    """The ASGI app served by uvicorn on a free loopback port in a thread; yields its base URL."""
-    import uvicorn
+def live_app(app):
+    """The ASGI app on a free loopback port in a thread of this process (jobs/api/local.py); yields its URL."""
+    from jobs.api.local import serve_in_thread
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return serve_in_thread(app, start_timeout_s=60)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
