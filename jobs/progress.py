@@ -51,6 +51,10 @@ class Bar:
     def close(self) -> None:
         self._bar.close()
 
+    def show_training(self, state: dict) -> None:
+        """trainer.ray_loop.fit's on_progress: rank 0's steps, epoch and loss on this bar."""
+        self.set(state["step"], state["steps"], f"epoch {state['epoch']}/{state['epochs']} loss {state['loss']:.2f}")
+
 
 class Console:
     """A run's terminal: announces stages, draws their bars and keeps each stage's wall time for the report."""

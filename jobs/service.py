@@ -21,6 +21,7 @@ from embedder.embed import Embedder
 from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy, NoFace, PreparedFace, face_record  # noqa: F401  (re-exported)
 from embedder.preprocess import load_rgb
+from embedder.quality import QualityGate
 from indexer.decision import Decision, decide
 from indexer.errors import InvalidValue, ModelMismatch
 from indexer.ids import face_id, validate_identity
@@ -150,9 +151,7 @@ class IdentityService:
         identity = validate_identity(identity)
         policy = replace(self.policy, select=select or self.policy.select)
         if not gate:
-            from embedder.quality import QualityGate
-
-            policy = replace(policy, gate=QualityGate(0, 0.0, 0.0))
+            policy = replace(policy, gate=QualityGate.open())
         prepared = []
         for name, data in images:
             try:

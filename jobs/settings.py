@@ -71,8 +71,7 @@ class Settings(BaseSettings):
         from embedder.faces import FacePolicy
         from embedder.quality import QualityGate
 
-        quality = (QualityGate(self.min_face_px, self.min_face_score, self.min_sharpness) if gate
-                   else QualityGate(0, 0.0, 0.0))
+        quality = QualityGate(self.min_face_px, self.min_face_score, self.min_sharpness) if gate else QualityGate.open()
         detector = (open_detector(self.detector, score_threshold=self.detector_score, threads=threads)
                     if self.detector else None)
         return FacePolicy(detector, quality, select or self.face_select, tuple(self.face_rotations))

@@ -85,11 +85,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             done = step + 1 - first
             if board is not None and config.log_every and done % config.log_every == 0:
                 recent = slice(-config.log_every, None)
-                board.post.remote({"epoch": epoch + 1, "epochs": config.epochs,
-                                   "step": epoch * steps_per_epoch + step + 1, "steps": config.epochs * steps_per_epoch,
-                                   "loss": float(np.mean(losses[recent])),
-                                   "accuracy": float(np.mean(accuracies[recent])),
-                                   "images_per_s": done * per_step / (time.perf_counter() - started)})
+                _post(board, config, epoch, epoch * steps_per_epoch + step + 1, steps_per_epoch,
+                      np.mean(losses[recent]), np.mean(accuracies[recent]),
+                      done * per_step / (time.perf_counter() - started))
             if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
                 metrics = {"epoch": epoch + 1, "step": step + 1, "loss": float(np.mean(losses[-done:]))}
                 _report(rank, metrics, train_module, optimizer, Position(epoch, (step + 1) * per_step), history,
@@ -109,9 +107,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
         _report(rank, history[-1], train_module, optimizer, Position(epoch + 1, 0), history, feed, with_model=True,
                 skipped=skipped)
         if board is not None:
-            board.post.remote({"epoch": epoch + 1, "epochs": config.epochs, "step": (epoch + 1) * steps_per_epoch,
-                               "steps": config.epochs * steps_per_epoch, "loss": history[-1]["loss"],
-                               "accuracy": history[-1]["accuracy"], "images_per_s": history[-1]["images_per_s"]})
+            last = history[-1]
+            _post(board, config, epoch, (epoch + 1) * steps_per_epoch, steps_per_epoch, last["loss"],
+                  last["accuracy"], last["images_per_s"])
+
+
+def _post(board, config: TrainConfig, epoch: int, step: int, steps_per_epoch: int, loss: float, accuracy: float,
+          images_per_s: float) -> None:
+    """Rank 0's progress for the driver's bar (trainer/progress.py); fire and forget."""
+    board.post.remote({"epoch": epoch + 1, "epochs": config.epochs, "step": step,
+                       "steps": config.epochs * steps_per_epoch, "loss": float(loss), "accuracy": float(accuracy),
+                       "images_per_s": float(images_per_s)})
 
 
 def wrap_for_ddp(train_module: TrainModule) -> nn.Module:
@@ -188,8 +194,9 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
     if config.output_stride:
         spec, note = with_output_stride(config.spec, config.output_stride)
         config = replace(config, spec=spec)
-    if is_shard_dir(config.data) and config.spec != shard_spec(config.spec, config.data):
-        config = replace(config, spec=shard_spec(config.spec, config.data))
+    aligned = shard_spec(config.spec, config.data) if is_shard_dir(config.data) else config.spec
+    if aligned != config.spec:
+        config = replace(config, spec=aligned)
         note = (note + "; " if note else "") + "shards hold aligned faces: the model's spec says five_point"
     board = ProgressBoard.remote() if on_progress is not None else None
     datasets, rows = {}, 0

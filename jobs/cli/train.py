@@ -99,8 +99,7 @@ def train(args: argparse.Namespace) -> int:
     console.say(f"training {config.spec.backbone} ({config.head}) on {config.data} with {config.workers} worker(s)")
     with console.stage("train", unit="step") as bar:
         result = fit(config, args.out, storage=args.storage, name=args.resume or args.name,
-                     on_progress=lambda s: bar.set(s["step"], s["steps"], f"epoch {s['epoch']}/{s['epochs']} "
-                                                                          f"loss {s['loss']:.2f}"))
+                     on_progress=bar.show_training)
     first, last = result.history[0], result.history[-1]
     if result.note:
         print(result.note)

@@ -204,11 +204,7 @@ def _train(config: TrainConfig, workdir: Path, report: DemoReport, console: Cons
 
     console.say(f"training {config.spec.backbone} with ArcFace on {report.counts['train']} images (Ray Train)")
     with console.stage("train", unit="step") as bar:
-        def show(state: dict) -> None:
-            bar.set(state["step"], state["steps"], note=f"epoch {state['epoch']}/{state['epochs']} "
-                                                        f"loss {state['loss']:.2f}")
-
-        result = fit(config, workdir / "model", storage=workdir / "runs", on_progress=show)
+        result = fit(config, workdir / "model", storage=workdir / "runs", on_progress=bar.show_training)
     report.loss_start, report.loss_end = result.history[0]["loss"], result.history[-1]["loss"]
     report.train_seconds = result.seconds
 
