@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from embedder.errors import ImageError, ModelError
+from embedder.formats import decoders_for
 from embedder.spec import ModelSpec
 
 DEFAULT_MAX_PIXELS = 40_000_000  # refuses decompression bombs long before they allocate
@@ -44,12 +45,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _open_rgb(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
-    if not data:
-        raise ImageError("empty file")
+    decoders = decoders_for(data)  # the allow-list, from the magic bytes, before any decoder sees the data
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=decoders)
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageError(f"image is {width}x{height}, over the limit of {max_pixels} pixels")
@@ -72,8 +72,9 @@ def load_rgb(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = DEFAULT_MIN_SIDE,
 ) -> np.ndarray:
-    """Bytes of any common format -> the full-resolution (H, W, 3) uint8 RGB array, EXIF rotation applied and the
-    size limits checked: what the face detector and the aligner work on. Raises ImageError."""
+    """Bytes of an allowed format (embedder/formats.py) -> the full-resolution (H, W, 3) uint8 RGB array, EXIF
+    rotation applied and the size limits checked: what the face detector and the aligner work on. Raises
+    ImageError."""
     return np.asarray(_open_rgb(data, max_pixels, min_side), dtype=np.uint8)
 
 
@@ -98,7 +99,7 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = DEFAULT_MIN_SIDE,
 ) -> np.ndarray:
-    """Bytes of any common format -> (H, W, 3) uint8 RGB array at spec.input_size. Raises ImageError.
+    """Bytes of an allowed format -> (H, W, 3) uint8 RGB array at spec.input_size. Raises ImageError.
 
     For specs with alignment "none" only: a five-point spec needs a detector, which embedder.faces.FacePolicy
     holds, and cropping such a model's input by a box instead would give vectors that silently mean less."""

@@ -1,17 +1,27 @@
-"""Stable face ids and safe filter values.
+"""Stable face ids, safe filter values, and the limits a row's values must meet before they reach Milvus.
 
 A face's primary key is derived from its source id (a path, a URI, a caller's face id), so re-ingesting the same
 source upserts the same row instead of adding a duplicate, and a job killed half-way can simply be run again.
+
+Milvus refuses values past its own limits (a VARCHAR longer than its max_length in bytes, an integer beyond int64
+in a JSON field, JSON nested too deep) with errors that look like outages. Every value a caller gives is checked
+here first, so the caller hears what is wrong (InvalidValue: HTTP 400, exit 2) and an outage stays an outage.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 
 from indexer.errors import InvalidValue
 
-MAX_IDENTITY_LENGTH = 256
+MAX_IDENTITY_LENGTH = 256  # characters, and at most as many UTF-8 bytes: the VARCHAR's max_length counts bytes
+MAX_SOURCE_BYTES = 2048
+MAX_METADATA_BYTES = 16 * 1024  # a face's metadata as compact JSON
+MAX_METADATA_DEPTH = 8
+INT64 = (-(2**63), 2**63 - 1)
 _IDENTITY = re.compile(r"^[^\x00-\x1f\x7f]+$")
 
 
@@ -27,6 +37,9 @@ def validate_identity(identity: str) -> str:
         raise InvalidValue("identity must be a non-empty string")
     if len(identity) > MAX_IDENTITY_LENGTH:
         raise InvalidValue(f"identity is {len(identity)} characters, over the limit of {MAX_IDENTITY_LENGTH}")
+    size = _utf8_size(identity, "identity")
+    if size > MAX_IDENTITY_LENGTH:
+        raise InvalidValue(f"identity is {size} bytes in UTF-8, over the limit of {MAX_IDENTITY_LENGTH}")
     if not _IDENTITY.match(identity):
         raise InvalidValue("identity must not contain control characters")
     return identity
@@ -37,3 +50,59 @@ def quote(value: str) -> str:
     if not isinstance(value, str):
         raise InvalidValue(f"filter values must be strings, got {type(value).__name__}")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def validate_face_id(face: int) -> int:
+    """A face id as Milvus stores it: a non-negative int64 (face_id() makes 63-bit ones)."""
+    if isinstance(face, bool) or not isinstance(face, int) or not 0 <= face <= INT64[1]:
+        raise InvalidValue(f"a face id is an integer from 0 to {INT64[1]}, got {face!r}")
+    return face
+
+
+def clip_utf8(text: str, limit: int = MAX_SOURCE_BYTES) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes without splitting a character (a source reference is kept for
+    people to read; a path longer than the field is stored cut, not refused)."""
+    data = text.encode("utf-8", "replace")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
+
+
+def validate_metadata(metadata: dict | None) -> dict:
+    """A face's metadata as Milvus's JSON field can hold it: an object with string keys, nesting at most
+    MAX_METADATA_DEPTH deep, integers within int64, finite numbers, at most MAX_METADATA_BYTES as JSON."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidValue("metadata must be a JSON object")
+    _check_json(metadata, 1, "metadata")
+    size = _utf8_size(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False), "metadata")
+    if size > MAX_METADATA_BYTES:
+        raise InvalidValue(f"metadata is {size} bytes as JSON, over the limit of {MAX_METADATA_BYTES}")
+    return metadata
+
+
+def _check_json(value, depth: int, where: str) -> None:
+    if isinstance(value, (dict, list)):
+        if depth > MAX_METADATA_DEPTH:
+            raise InvalidValue(f"{where} nests deeper than {MAX_METADATA_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(value, dict) and not isinstance(key, str):
+                raise InvalidValue(f"{where} has a key that is not a string: {key!r}")
+            _check_json(item, depth + 1, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]")
+    elif isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    elif isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise InvalidValue(f"{where} is an integer beyond 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidValue(f"{where} is not a finite number")
+    else:
+        raise InvalidValue(f"{where} is a {type(value).__name__}, not a JSON value")
+
+
+def _utf8_size(text: str, what: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON): not text any store can keep
+        raise InvalidValue(f"{what} is not valid Unicode text") from None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer.errors import BackendUnavailable, CollectionNotFound, InvalidValue, ModelMismatch
-from indexer.ids import quote, validate_identity
+from indexer.ids import clip_utf8, quote, validate_face_id, validate_identity, validate_metadata
 
 VECTOR = "vector"
 INFO_PROPERTY = "arcmatch.info"
@@ -183,9 +183,9 @@ class FaceIndex:
             vector = np.asarray(row.vector, dtype=np.float32)
             if vector.shape != (info.dim,) or not np.isfinite(vector).all():
                 raise InvalidValue(f"vector for {row.source!r} has shape {vector.shape}, expected ({info.dim},)")
-            data.append({"id": row.face_id, "identity": validate_identity(row.identity), "source": row.source[:2048],
-                         "model_version": info.model_version, "created_at": now,
-                         "metadata": row.metadata or {}, VECTOR: vector.tolist()})
+            data.append({"id": validate_face_id(row.face_id), "identity": validate_identity(row.identity),
+                         "source": clip_utf8(row.source), "model_version": info.model_version, "created_at": now,
+                         "metadata": validate_metadata(row.metadata), VECTOR: vector.tolist()})
         self._call("upsert", self.client.upsert, self.collection, data)
         return len(data)
 
@@ -233,7 +233,7 @@ class FaceIndex:
 
     def delete_face(self, identity: str, face: int) -> bool:
         """Delete one face, only if it belongs to `identity` (a face id alone never deletes someone else's)."""
-        expr = f"id == {int(face)} and identity == {quote(validate_identity(identity))}"
+        expr = f"id == {validate_face_id(face)} and identity == {quote(validate_identity(identity))}"
         self.info()
         found = self._call("query", self.client.query, self.collection, filter=expr, output_fields=["id"], limit=1)
         if found:

@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
     max_batch_vectors: int = Field(64, ge=1)
+    # the API's edge (jobs/api/guard.py): limits checked before a request costs anything
+    max_images_per_request: int = Field(16, ge=1)  # photos in one enrollment
+    max_json_bytes: int = Field(2 * 1024 * 1024, ge=1)  # any body that is not an upload
+    request_timeout_s: float = Field(30.0, gt=0)  # past it the caller gets 503 with Retry-After
+    cors_origins: list[str] = []  # browsers' cross-origin access: off unless origins are listed
+    # the audit trail (jobs/audit.py): every write, and searches when audit_searches is on
+    audit_dir: Path = Path("./arcmatch-audit")
+    audit_retention_days: int = Field(365, ge=1)
+    audit_searches: bool = False
     ray_address: str | None = Field(None, validation_alias=AliasChoices("ARCMATCH_RAY_ADDRESS", "RAY_ADDRESS"))
     # faces in raw photos (models whose spec has alignment "five_point"; see embedder/faces.py)
     detector: Path | None = None  # a YuNet .onnx file

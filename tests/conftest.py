@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# the API's audit trail (jobs/audit.py) defaults to ./arcmatch-audit: tests keep theirs out of the checkout
+os.environ.setdefault("ARCMATCH_AUDIT_DIR", tempfile.mkdtemp(prefix="arcmatch-test-audit-"))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -12,12 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from common.errors import BadInput
 from jobs.api import errors
+from jobs.api.auditing import Audit
+from jobs.api.guard import BodyLimits, Guard, SecurityHeaders
 from jobs.api.keys import parse_keys
 from jobs.api.routes import health, identities, search
 from jobs.api.timing import ServerTiming
+from jobs.audit import AuditLog
 from jobs.service import IdentityService
 from jobs.settings import Settings
 
@@ -41,7 +45,16 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app = FastAPI(title="arcmatch", version="1", description="One-shot face identity lookup.")
     app.state.settings, app.state.keys, app.state.provider = settings, keys, provider
     errors.install(app)
+    # added innermost first: the security headers wrap everything, the Guard sits right in front of the routes
+    limits = BodyLimits(settings.max_upload_bytes, settings.max_images_per_request, settings.max_json_bytes)
+    app.add_middleware(Guard, keys=keys, limits=limits, timeout_s=settings.request_timeout_s)
+    app.add_middleware(Audit, audit_log=AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days),
+                       searches=settings.audit_searches)
     app.add_middleware(ServerTiming)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["X-API-Key", "Content-Type"], expose_headers=["Server-Timing", "Retry-After"])
+    app.add_middleware(SecurityHeaders)
     for module in (health, search, identities):
         app.include_router(module.router)
     return app

@@ -11,11 +11,13 @@ import asyncio
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from common.errors import ArcmatchError
 from embedder.faces import PreparedFace
 from indexer.decision import Decision
+from jobs.api.guard import KEY_STATE
 from jobs.api.keys import ApiKey, authenticate
 from jobs.api.timing import phase
 from jobs.service import IdentityService
@@ -68,9 +70,13 @@ class Searcher:
         return list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
 
 
+# declares the key in the OpenAPI document; the Guard (jobs/api/guard.py) has checked it before the body was read
+_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key: `arcmatch apikey NAME`")
+
+
 def _require(scope: str):
-    def check(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> ApiKey:
-        key = authenticate(x_api_key, request.app.state.keys)
+    def check(request: Request, x_api_key: Annotated[str | None, Security(_KEY_HEADER)] = None) -> ApiKey:
+        key = getattr(request.state, KEY_STATE, None) or authenticate(x_api_key, request.app.state.keys)
         if key is None:
             raise Unauthorized("missing or unknown API key (header X-API-Key)")
         if scope not in key.scopes:

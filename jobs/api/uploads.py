@@ -7,6 +7,7 @@ import json
 from fastapi import UploadFile
 
 from common.errors import BadInput, PayloadTooLarge
+from indexer.ids import MAX_METADATA_DEPTH, validate_metadata
 
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -17,13 +18,14 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 def parse_metadata(text: str | None) -> dict | None:
-    """The enrollment form's `metadata` field: a JSON object, or nothing."""
+    """The enrollment form's `metadata` field: a JSON object within the store's limits (checked here, before any
+    photo is decoded), or nothing."""
     if not text:
         return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(f"metadata is not JSON: {exc.msg} at position {exc.pos}") from None
-    if not isinstance(value, dict):
-        raise BadInput("metadata must be a JSON object")
-    return value
+    except RecursionError:
+        raise BadInput(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels") from None
+    return validate_metadata(value)

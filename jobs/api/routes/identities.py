@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 
-from common.errors import NotFound
+from common.errors import BadInput, NotFound
+from indexer.ids import INT64
+from jobs.api.auditing import note
 from jobs.api.deps import ReadKey, ServiceDep, WriteKey
 from jobs.api.errors import responses
 from jobs.api.schemas import Enrolled, FaceDeleted, FaceOut, IdentityDeleted, IdentityOut, IdentityPage
 from jobs.api.uploads import parse_metadata, read_upload
 
+FaceId = Annotated[int, Path(ge=0, le=INT64[1], description="a face id as enrollment returned it")]
 router = APIRouter(prefix="/v1/identities", tags=["identities"], responses=responses(401, 403, 503))
 
 
@@ -24,9 +27,14 @@ async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: s
                  override_quality: Annotated[bool, Form()] = False) -> Enrolled:
     """Each photo must show exactly one face that passes the quality gate, unless `faces` says largest or all;
     `override_quality` enrolls faces below the gate too."""
-    extra, limit = parse_metadata(metadata), request.app.state.settings.max_upload_bytes
+    settings = request.app.state.settings
+    if len(images) > settings.max_images_per_request:
+        raise BadInput(f"at most {settings.max_images_per_request} images per enrollment, got {len(images)}")
+    extra = parse_metadata(metadata)
+    limit = settings.max_upload_bytes
     uploads = [(u.filename or f"image{i}", await read_upload(u, limit)) for i, u in enumerate(images)]
     done = await asyncio.to_thread(service.enroll, identity, uploads, extra, select=faces, gate=not override_quality)
+    note(request, "enroll", done.identity, face_ids=[str(f) for f in done.face_ids])
     return Enrolled(identity=done.identity, face_ids=[str(f) for f in done.face_ids])
 
 
@@ -39,16 +47,19 @@ def get_identity(_: ReadKey, service: ServiceDep, identity: str) -> IdentityOut:
 
 
 @router.delete("/{identity}", responses=responses(400, 404))
-def delete_identity(_: WriteKey, service: ServiceDep, identity: str) -> IdentityDeleted:
+def delete_identity(_: WriteKey, service: ServiceDep, request: Request, identity: str) -> IdentityDeleted:
     deleted = service.delete_identity(identity)
+    note(request, "delete_identity", identity, deleted_faces=deleted)
     if not deleted:
         raise NotFound(f"no identity {identity!r}")
     return IdentityDeleted(identity=identity, deleted_faces=deleted)
 
 
 @router.delete("/{identity}/faces/{face}", responses=responses(400, 404, 422))
-def delete_face(_: WriteKey, service: ServiceDep, identity: str, face: int) -> FaceDeleted:
-    if not service.delete_face(identity, face):
+def delete_face(_: WriteKey, service: ServiceDep, request: Request, identity: str, face: FaceId) -> FaceDeleted:
+    deleted = service.delete_face(identity, face)
+    note(request, "delete_face", identity, face_ids=[str(face)] if deleted else [])
+    if not deleted:
         raise NotFound(f"identity {identity!r} has no face {face}")
     return FaceDeleted(identity=identity, deleted_face=str(face))
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from common.errors import BadInput
+from jobs.api.auditing import note
 from jobs.api.deps import ReadKey, SearchDep
 from jobs.api.errors import responses
 from jobs.api.schemas import DecisionOut, EmbeddingQuery, FaceDecisionOut, SearchOut
@@ -25,6 +26,7 @@ async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image:
                        faces: Annotated[Literal["all", "largest"], Form()] = "all") -> SearchOut:
     found = await searcher.faces(await read_upload(image, request.app.state.settings.max_upload_bytes), faces)
     decisions = await searcher.search(await searcher.embed(found), threshold, k, top_n)
+    note(request, "search", matches=_matches(decisions))
     return SearchOut(faces=[FaceDecisionOut.of_match(FaceMatch(f, d)) for f, d in zip(found, decisions, strict=True)])
 
 
@@ -34,4 +36,12 @@ async def search_embedding(_: ReadKey, searcher: SearchDep, request: Request,
     limit = request.app.state.settings.max_batch_vectors
     if len(query.embeddings) > limit:
         raise BadInput(f"at most {limit} embeddings per request")
-    return [DecisionOut.of(d) for d in await searcher.search(query.embeddings, query.threshold, query.k, query.top_n)]
+    decisions = await searcher.search(query.embeddings, query.threshold, query.k, query.top_n)
+    note(request, "search_embedding", matches=_matches(decisions))
+    return [DecisionOut.of(d) for d in decisions]
+
+
+def _matches(decisions) -> list:
+    """For the audit record: per face, the identity accepted and its best face, or None for unknown."""
+    return [{"identity": d.identity, "face_ids": [str(f) for f in d.candidates[0].face_ids[:1]]} if d.is_match
+            else None for d in decisions]

@@ -109,7 +109,7 @@ def test_filter_injection_deletes_and_leaks_nothing(api, payload):
 
 
 BAD_REQUESTS = {
-    "not an image": (400, lambda api: api.post("/v1/search", files={"image": ("x.png", b"not an image", "image/png")},
+    "not an image": (415, lambda api: api.post("/v1/search", files={"image": ("x.png", b"not an image", "image/png")},
                                                 headers=R)),
     "empty upload": (400, lambda api: api.post("/v1/search", files={"image": ("x.png", b"", "image/png")},
                                                headers=R)),
@@ -130,7 +130,28 @@ BAD_REQUESTS = {
     "unknown route": (404, lambda api: api.get("/v1/nothing-here", headers=R)),
     "wrong method": (405, lambda api: api.put("/v1/search", headers=R)),
     "face id not a number": (422, lambda api: api.delete("/v1/identities/ann/faces/abc", headers=W)),
+    # what an independent probe found answering 500 or 503 (issue 14): each is the caller's mistake
+    "metadata nested deeply": (400, lambda api: enroll(api, "ann", png(1), metadata="[" * 5000 + "]" * 5000)),
+    "metadata nested past the limit": (400, lambda api: enroll(api, "ann", png(1), metadata='{"a":' * 12 + "1"
+                                                                + "}" * 12)),
+    "metadata integer beyond int64": (400, lambda api: enroll(api, "ann", png(1),
+                                                              metadata='{"n": 18446744073709551616}')),
+    "identity of 65 emoji": (400, lambda api: enroll(api, "\U0001F600" * 65, png(1))),
+    "face id beyond int64": (422, lambda api: api.delete(f"/v1/identities/ann/faces/{2**64}", headers=W)),
+    "EPS upload": (415, lambda api: api.post("/v1/search", files={"image": ("x.eps", EPS, "image/png")}, headers=R)),
+    "PDF upload": (415, lambda api: api.post("/v1/search", files={"image": ("x.jpg", b"%PDF-1.4\n%", "image/jpeg")},
+                                             headers=R)),
+    "too many images": (400, lambda api: enroll(api, "ann", *[png(1, n) for n in range(17)])),
+    "embeddings nested deeply": (400, lambda api: api.post(
+        "/v1/search/embedding", content=b'{"embeddings": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        headers={**R, "content-type": "application/json"})),
+    "invalid body without a key": (401, lambda api: api.post("/v1/search/embedding", content=b"{x",
+                                                             headers={"content-type": "application/json"})),
+    "JSON over its cap": (413, lambda api: api.post("/v1/search/embedding", headers=R,
+                                                    json={"embeddings": [[0.1] * 16] * 200_000})),
 }
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))

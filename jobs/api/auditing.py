@@ -1,0 +1,55 @@
+"""The API's side of the audit trail (jobs/audit.py): routes note what they did, one middleware writes the record.
+
+Every request that changes the gallery is recorded, refused ones included (a 401 on a delete is worth knowing);
+searches only when `ARCMATCH_AUDIT_SEARCHES` is on, since a search log is itself personal data. The record is
+written before the answer starts, so a write the caller saw acknowledged is always in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import Request
+
+from jobs.api.guard import KEY_STATE, required_scope
+from jobs.audit import AuditLog
+
+NOTE_STATE = "audit"
+log = logging.getLogger("arcmatch.api")
+
+
+def note(request: Request, action: str, identity: str | None = None, **details) -> None:
+    """What a route did, for its audit record: the action's name, the identity, face ids or results."""
+    setattr(request.state, NOTE_STATE, {"action": action, "identity": identity, **details})
+
+
+class Audit:
+    def __init__(self, app, *, audit_log: AuditLog, searches: bool) -> None:
+        self.app, self.log, self.searches = app, audit_log, searches
+
+    def _wanted(self, method: str, path: str) -> bool:
+        needed = required_scope(method, path)
+        if needed == "write":
+            return True
+        return self.searches and method == "POST" and needed == "read"
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not self._wanted(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_recorded(message) -> None:
+            if message["type"] == "http.response.start":
+                state = scope.get("state", {})
+                key = state.get(KEY_STATE)
+                record = {"key": key.name if key else None, "method": scope["method"], "path": scope["path"],
+                          "client": (scope.get("client") or ("",))[0], "status": message["status"],
+                          **state.get(NOTE_STATE, {})}
+                try:
+                    await asyncio.to_thread(self.log.append, record)
+                except OSError as exc:  # the gallery already changed; answer, and say loudly that the trail has a gap
+                    log.error("audit log write failed (%s): %s", exc.__class__.__name__, record)
+            await send(message)
+
+        await self.app(scope, receive, send_recorded)

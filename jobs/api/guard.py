@@ -1,0 +1,150 @@
+"""The edge of the API, as plain ASGI middleware: what is checked before a request costs anything.
+
+FastAPI reads and parses a request's body before it runs a route's dependencies, so a key checked by a dependency
+is checked after a 500 MiB upload has been spooled to disk. Here the key and its scope are checked from the headers
+alone, the body's size is capped by the kind of route (a declared Content-Length over the cap is refused unread; a
+chunked body is counted while it streams and cut off at the cap), and the whole request runs under a deadline.
+The route dependencies (jobs/api/deps.py) then read the key found here.
+
+SecurityHeaders adds the headers every answer should carry: no MIME sniffing, no framing, no caching of personal
+data, and a Content-Security-Policy that lets nothing load (the documentation pages get the scripts they need).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+
+from jobs.api.errors import error
+from jobs.api.keys import ApiKey, authenticate
+
+OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+KEY_STATE = "api_key"  # where the authenticated key is left in the request's state
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and the small form fields
+
+
+def required_scope(method: str, path: str) -> str | None:
+    """The scope a request needs: none for the open paths, read for lookups, write for anything that changes."""
+    if path in OPEN_PATHS:
+        return None
+    if method in ("GET", "HEAD", "OPTIONS") or path == "/v1/search" or path.startswith("/v1/search/"):
+        return "read"
+    return "write"
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    upload_bytes: int  # one image
+    images_per_request: int  # images in one enrollment
+    json_bytes: int  # any other body
+
+    def for_request(self, method: str, path: str, content_type: str) -> int:
+        if not content_type.startswith("multipart/form-data"):
+            return self.json_bytes
+        images = self.images_per_request if method == "POST" and path.endswith("/faces") else 1
+        return images * self.upload_bytes + FORM_OVERHEAD
+
+
+class Guard:
+    """Authentication, authorisation and body limits before the app reads a byte; a deadline around the rest."""
+
+    def __init__(self, app, *, keys: list[ApiKey], limits: BodyLimits, timeout_s: float) -> None:
+        self.app, self.keys, self.limits, self.timeout_s = app, keys, limits, timeout_s
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        headers = dict(scope["headers"])
+        refusal = self._refusal(scope, method, path, headers)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        cap = self.limits.for_request(method, path, headers.get(b"content-type", b"").decode("latin-1"))
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > cap):
+            await _too_large(cap)(scope, receive, send)
+            return
+        await self._run_with_deadline(scope, _capped(receive, cap), send)
+
+    def _refusal(self, scope, method: str, path: str, headers: dict):
+        scope_needed = required_scope(method, path)
+        if scope_needed is None:
+            return None
+        key = authenticate(headers.get(b"x-api-key", b"").decode("latin-1"), self.keys)
+        if key is None:
+            return error(401, "unauthorized", "missing or unknown API key (header X-API-Key)")
+        scope.setdefault("state", {})[KEY_STATE] = key
+        if scope_needed not in key.scopes:
+            return error(403, "forbidden", f"API key {key.name!r} lacks the {scope_needed!r} scope")
+        return None
+
+    async def _run_with_deadline(self, scope, receive, send) -> None:
+        started = False
+
+        async def send_tracked(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, send_tracked), self.timeout_s)
+        except asyncio.TimeoutError:
+            if started:  # the answer is under way; all that is left is to end it
+                raise
+            # the work itself (a thread in a model or store call) cannot be interrupted; the caller is answered
+            answer = error(503, "backend unavailable", f"the request took longer than {self.timeout_s:g} s")
+            answer.headers["Retry-After"] = "1"
+            await answer(scope, receive, send)
+
+
+def _too_large(cap: int):
+    return error(413, "too large", f"the request body is over this route's limit of {cap} bytes")
+
+
+def _capped(receive, cap: int):
+    """`receive` that stops a body streaming past `cap` bytes (a chunked upload has no Content-Length)."""
+    seen = 0
+
+    async def receive_capped():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise HTTPException(413, f"the request body is over this route's limit of {cap} bytes")
+        return message
+
+    return receive_capped
+
+
+_LOCKED_DOWN = "default-src 'none'; frame-ancestors 'none'"
+# FastAPI's documentation pages load Swagger UI / ReDoc from jsDelivr and start them with an inline script
+_DOCS = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+         "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com "
+         "https://cdn.redoc.ly; font-src https://fonts.gstatic.com; connect-src 'self'; worker-src blob:; "
+         "frame-ancestors 'none'")
+
+
+class SecurityHeaders:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = _DOCS if scope["path"] in ("/docs", "/redoc") else _LOCKED_DOWN
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                         (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store"),
+                         (b"content-security-policy", policy.encode())]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
