@@ -1,4 +1,5 @@
-"""`arcmatch serve` (the search API, in one process or as Ray Serve replicas) and `arcmatch apikey`."""
+"""`arcmatch serve` (the search API, in one process or as Ray Serve replicas), `arcmatch apikey`, and
+`arcmatch audit`, which reads back the API's audit trail."""
 
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ def register(sub) -> None:
     p.add_argument("name")
     p.add_argument("--scopes", default="read", help="comma separated: read, write (default %(default)s)")
     p.set_defaults(run=apikey)
+
+    p = sub.add_parser("audit", help="read the API's audit trail (who enrolled, deleted or searched what)")
+    p.add_argument("--dir", help="the audit directory (env ARCMATCH_AUDIT_DIR; default ./arcmatch-audit)")
+    p.add_argument("--since", help="from this ISO date or time (UTC unless it says otherwise)")
+    p.add_argument("--until", help="up to this ISO date (that whole day) or time")
+    p.add_argument("--key", help="only requests made with the API key of this name")
+    p.add_argument("--identity", help="only records about this identity")
+    p.add_argument("--action", help="enroll, delete_identity, delete_face, search, search_embedding")
+    p.add_argument("--failed", action="store_true", help="only requests that were refused or failed (status >= 400)")
+    p.add_argument("--json", action="store_true", help="JSON lines as stored, instead of a table")
+    p.add_argument("--limit", type=int, default=1000, help="the latest N records (default %(default)s)")
+    p.set_defaults(run=audit)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -70,4 +83,26 @@ def apikey(args: argparse.Namespace) -> int:
     key, entry = new_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
     print(f"key (shown once, give it to the client): {key}")
     print(f"add to ARCMATCH_API_KEYS (comma separated): {entry}")
+    return EXIT_OK
+
+
+def audit(args: argparse.Namespace) -> int:
+    import json
+    from collections import deque
+
+    from jobs.audit import read
+
+    directory = args.dir or Settings.load().audit_dir
+    records = deque(read(directory, since=args.since, until=args.until, key=args.key, identity=args.identity,
+                         action=args.action, failed=True if args.failed else None), maxlen=max(1, args.limit))
+    for record in records:
+        if args.json:
+            print(json.dumps(record, ensure_ascii=False))
+            continue
+        faces = record.get("face_ids") or [m["identity"] for m in record.get("matches") or [] if m]
+        print(f"{record.get('time', '')[:23]}  {record.get('status', ''):>3}  {record.get('key') or '-':<12}  "
+              f"{record.get('action') or record.get('method', ''):<16}  {record.get('identity') or '-':<24}  "
+              f"{','.join(map(str, faces))[:60]}")
+    if not args.json:
+        print(f"{len(records)} record(s) in {directory}")
     return EXIT_OK
