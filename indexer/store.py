@@ -58,6 +58,42 @@ def connect(uri: str, token: str | None = None, timeout: float = 30.0):
         raise BackendUnavailable(f"cannot open Milvus at {uri}: {exc}{hint}") from exc
 
 
+log = logging.getLogger("arcmatch.store")
+_TRACEBACK_EVERY_S = 60.0  # an outage fails thousands of calls: one line each, a traceback now and then
+_last_traceback = 0.0
+
+
+def _foreign_errors() -> tuple[type[BaseException], ...]:
+    import grpc
+
+    return (_milvus().MilvusException, grpc.RpcError)
+
+
+def _diagnose(exc: BaseException) -> str:
+    """What went wrong, in a few words of our own: nothing of the exception's text reaches a caller."""
+    text = str(exc).lower()
+    if "not loaded" in text or "not load" in text:
+        return "collection not loaded"
+    if "timeout" in text or "deadline" in text:
+        return "no answer in time"
+    if "unavailable" in text or "connect" in text or "refused" in text or "channel" in text:
+        return "unreachable"
+    if "not exist" in text or "not found" in text:
+        return "collection missing"
+    code = getattr(exc, "code", None)
+    return f"error code {code() if callable(code) else code}"
+
+
+def _log_failure(what: str, problem: str, exc: BaseException) -> None:
+    global _last_traceback
+    now = time.monotonic()
+    with_trace = now - _last_traceback >= _TRACEBACK_EVERY_S
+    if with_trace:
+        _last_traceback = now
+    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+    log.warning("Milvus %s failed (%s): %s: %s", what, problem, type(exc).__name__, first_line, exc_info=with_trace)
+
+
 @dataclass(frozen=True)
 class CollectionInfo:
     """What the collection was built for; stored as JSON in the collection property INFO_PROPERTY."""
@@ -108,7 +144,8 @@ class FaceIndex:
     it and so does latency. bench/search_latency.py --ef measures the trade-off; docs/BENCHMARKS.md has it at 1M.
     """
 
-    def __init__(self, client, collection: str, *, consistency: str = "Strong", search_ef: int = DEFAULT_EF) -> None:
+    def __init__(self, client, collection: str, *, consistency: str = "Strong", search_ef: int = DEFAULT_EF,
+                 retry_s: float = 3.0) -> None:
         if consistency not in ("Strong", "Session", "Bounded", "Eventually"):
             raise InvalidValue(f"consistency must be Strong, Session, Bounded or Eventually, got {consistency!r}")
         if not 1 <= search_ef <= 32768:
@@ -117,14 +154,47 @@ class FaceIndex:
         self.collection = collection
         self.consistency = consistency
         self.search_ef = search_ef
+        self.retry_s = retry_s
         self._info: CollectionInfo | None = None
 
-    def _call(self, what: str, fn, *args, **kwargs):
-        pymilvus = _milvus()
+    def _call(self, what: str, fn, *args, retry: bool = True, **kwargs):
+        """One Milvus call with pymilvus's errors translated. Every arcmatch call is idempotent (reads; upserts
+        and deletes keyed by face id), so a failure is retried with backoff for up to `retry_s`; a collection the
+        server reports as not loaded (after a restart) is loaded again first. What is left is BackendUnavailable
+        in the project's words: the foreign text (hosts, ports, addresses, names) goes to the log only."""
+        foreign = _foreign_errors()
+        deadline, delay = time.monotonic() + (self.retry_s if retry else 0.0), 0.1
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except foreign as exc:
+                if isinstance(exc, _milvus().exceptions.ParamError):  # refused by pymilvus itself: no use retrying
+                    _log_failure(what, "value refused", exc)
+                    raise InvalidValue(f"the face store refused a value of this {what}") from exc
+                problem = _diagnose(exc)
+                _log_failure(what, problem, exc)
+                if problem == "collection not loaded" and what != "load_collection":
+                    self._reload()
+                if time.monotonic() + delay > deadline:
+                    raise BackendUnavailable(f"the face store failed a {what} ({problem}); try again shortly") from exc
+                time.sleep(delay)
+                delay = min(2 * delay, 1.0)
+
+    def _reload(self) -> None:
         try:
-            return fn(*args, **kwargs)
-        except pymilvus.MilvusException as exc:
-            raise BackendUnavailable(f"Milvus {what} on {self.collection!r} failed: {exc}") from exc
+            self.client.load_collection(self.collection, timeout=self.retry_s or None)
+        except _foreign_errors() as exc:
+            _log_failure("load_collection", _diagnose(exc), exc)
+
+    def check_ready(self, timeout_s: float = 2.0) -> None:
+        """Raise BackendUnavailable unless the store answers and holds the collection loaded (searchable); one
+        quick call, no retries: what a readiness probe asks. A collection found unloaded is loaded again."""
+        self.info()
+        state = self._call("get_load_state", self.client.get_load_state, self.collection, timeout=timeout_s,
+                           retry=False)
+        if "loaded" != str(state.get("state", "")).rsplit(".", 1)[-1].lower():
+            self._reload()
+            raise BackendUnavailable(f"the face store is loading the collection (state {state.get('state')})")
 
     def exists(self) -> bool:
         return bool(self._call("has_collection", self.client.has_collection, self.collection))
@@ -168,7 +238,7 @@ class FaceIndex:
         index = self.client.prepare_index_params()
         index.add_index(field_name=VECTOR, index_name=VECTOR, index_type=index_type, metric_type="COSINE",
                         params=INDEX_PARAMS[index_type])
-        self._call("create_collection", self.client.create_collection, self.collection, schema=schema,
+        self._call("create_collection", self.client.create_collection, self.collection, schema=schema, retry=False,
                    index_params=index, consistency_level="Strong",
                    properties={INFO_PROPERTY: info.to_json()})
         self._info = info

@@ -13,19 +13,23 @@ twice is one face, not two, and a retried request is harmless.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from common.errors import Unavailable
 from embedder.embed import Embedder
 from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy, NoFace, PreparedFace, face_record  # noqa: F401  (re-exported)
 from embedder.preprocess import load_rgb
 from embedder.quality import QualityGate
 from indexer.decision import Decision, decide
-from indexer.errors import InvalidValue, ModelMismatch
+from indexer.errors import BackendUnavailable, InvalidValue, ModelMismatch
 from indexer.ids import face_id, validate_identity
 from indexer.store import FaceIndex, FaceRow, Hit
+
+READY_CACHE_S = 1.0  # how long a readiness answer stands before the store is asked again
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class IdentityService:
         self.policy = policy
         self.k = k
         self.max_pixels = max_pixels
+        self._ready_checked, self._not_ready = -READY_CACHE_S, None
 
     @classmethod
     def open(cls, settings, *, create: bool = False) -> IdentityService:
@@ -190,6 +195,18 @@ class IdentityService:
         return page, (page[-1][0] if more and page else None)
 
     def ready(self) -> dict:
+        """What the service serves, once the store answers with the collection loaded; BackendUnavailable
+        otherwise. The store is asked at most every READY_CACHE_S, so a busy probe costs nothing extra."""
+        now = time.monotonic()
+        if now - self._ready_checked >= READY_CACHE_S:
+            try:
+                self.index.check_ready()
+                self._not_ready = None
+            except Unavailable as exc:
+                self._not_ready = str(exc)
+            self._ready_checked = now
+        if self._not_ready is not None:
+            raise BackendUnavailable(self._not_ready)
         info = self.index.info()
         return {"collection": self.index.collection, "model_version": info.model_version, "dim": info.dim}
 

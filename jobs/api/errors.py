@@ -21,6 +21,7 @@ log = logging.getLogger("arcmatch.api")
 if not log.handlers:  # under Ray Serve the root logger has no handler: keep tracebacks in the replica's log
     log.addHandler(logging.StreamHandler())
 
+RETRY_AFTER_S = 2
 KIND_BY_STATUS = {400: "bad input", 401: "unauthorized", 403: "forbidden", 404: "not found",
                   405: "method not allowed", 413: "too large", 415: "unsupported media type", 422: "bad request"}
 
@@ -32,7 +33,10 @@ def error(status: int, kind: str, detail: str) -> JSONResponse:
 async def arcmatch_error(request: Request, exc: ArcmatchError) -> JSONResponse:
     if exc.http_status == 500:  # the family's base itself names no cause: a bug like any other
         return await internal_error(request, exc)
-    return error(exc.http_status, exc.kind, str(exc))
+    answer = error(exc.http_status, exc.kind, str(exc))
+    if exc.http_status == 503:  # a backend outage: the service recovers by itself, so say when to come back
+        answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return answer
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 
-from jobs.api.errors import error
+from jobs.api.errors import RETRY_AFTER_S, error
 from jobs.api.keys import ApiKey, authenticate
 
 OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -97,7 +97,7 @@ class Guard:
                 raise
             # the work itself (a thread in a model or store call) cannot be interrupted; the caller is answered
             answer = error(503, "backend unavailable", f"the request took longer than {self.timeout_s:g} s")
-            answer.headers["Retry-After"] = "1"
+            answer.headers["Retry-After"] = str(RETRY_AFTER_S)
             await answer(scope, receive, send)
 
 

@@ -1,10 +1,15 @@
-"""Liveness (open, for probes) and readiness (needs a key: it names the collection and the model)."""
+"""Liveness and readiness, both open: they are what an orchestrator's probes call.
+
+Liveness says the process answers; readiness says it can serve (the store answers and holds the collection
+loaded) and answers 503 while it cannot, so a load balancer stops sending traffic during an outage and resumes
+by itself once the store is back.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from jobs.api.deps import ReadKey, ServiceDep
+from jobs.api.deps import ServiceDep
 from jobs.api.errors import responses
 from jobs.api.schemas import Health, Ready
 
@@ -16,6 +21,6 @@ def health() -> Health:
     return Health(status="ok")
 
 
-@router.get("/ready", responses=responses(401, 403, 404, 503))
-def ready(_: ReadKey, service: ServiceDep) -> Ready:
+@router.get("/ready", responses=responses(404, 503))
+def ready(service: ServiceDep) -> Ready:
     return Ready(status="ready", **service.ready())
