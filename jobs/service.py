@@ -105,13 +105,18 @@ class IdentityService:
     # searching
     def check_vectors(self, vectors) -> np.ndarray:
         """Caller-given embeddings as unit float32 rows of the model's dimension, or InvalidValue."""
-        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        if vectors.ndim != 2 or vectors.shape[1] != self.embedder.spec.embedding_size:
-            raise InvalidValue(f"embeddings must have {self.embedder.spec.embedding_size} values each")
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        if not np.isfinite(vectors).all() or (norms == 0).any():
+        dim = self.embedder.spec.embedding_size
+        try:
+            vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+        except (ValueError, TypeError):  # ragged rows, or not numbers at all
+            raise InvalidValue(f"embeddings must have {dim} values each") from None
+        if vectors.ndim != 2 or vectors.shape[1] != dim:
+            raise InvalidValue(f"embeddings must have {dim} values each")
+        scale = np.abs(vectors).max(axis=1, keepdims=True) if np.isfinite(vectors).all() else None
+        if scale is None or (scale == 0).any():
             raise InvalidValue("embeddings must be finite and non-zero")
-        return vectors / norms
+        scaled = vectors / scale  # first: no overflow or underflow in the norm, whatever the magnitudes
+        return (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
 
     def threshold(self, threshold: float | None = None) -> float:
         """The caller's threshold, else the model's calibrated one, else the one stored with the collection."""

@@ -57,7 +57,28 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     for module in (health, search, identities):
         app.include_router(module.router)
+    _document_limits(app, settings)
     return app
+
+
+def _document_limits(app: FastAPI, settings: Settings) -> None:
+    """What the generated OpenAPI document cannot know by itself: the model's dimension and the request limits,
+    so that a client (or a contract test) sees every rule the service enforces."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            dim = app.state.provider()[0].embedder.spec.embedding_size
+            parts = schema["components"]["schemas"]
+            embeddings = parts["EmbeddingQuery"]["properties"]["embeddings"]
+            embeddings["maxItems"] = settings.max_batch_vectors
+            embeddings["items"].update(minItems=dim, maxItems=dim, contains={"not": {"const": 0}})
+            enroll = next(v for k, v in parts.items() if k.startswith("Body_enroll"))
+            enroll["properties"]["images"]["maxItems"] = settings.max_images_per_request
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def build_service(settings: Settings) -> IdentityService:

@@ -7,7 +7,9 @@ and its traceback in the log.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,8 +28,8 @@ KIND_BY_STATUS = {400: "bad input", 401: "unauthorized", 403: "forbidden", 404: 
                   405: "method not allowed", 413: "too large", 415: "unsupported media type", 422: "bad request"}
 
 
-def error(status: int, kind: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
+def error(status: int, kind: str, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
 
 
 async def arcmatch_error(request: Request, exc: ArcmatchError) -> JSONResponse:
@@ -40,7 +42,22 @@ async def arcmatch_error(request: Request, exc: ArcmatchError) -> JSONResponse:
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    return error(exc.status_code, KIND_BY_STATUS.get(exc.status_code, "error"), str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette's Allow names one route's methods; a path can have several routes
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return error(exc.status_code, KIND_BY_STATUS.get(exc.status_code, "error"), str(exc.detail), headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document declares for this path (routers nest, so the document is the one list)."""
+    path = request.scope["path"]
+    return sorted({method.upper() for template, operations in request.app.openapi()["paths"].items()
+                   if _template(template).match(path) for method in operations})
+
+
+@functools.lru_cache(maxsize=256)
+def _template(template: str) -> re.Pattern:
+    return re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

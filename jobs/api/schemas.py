@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
 
+from pydantic import BaseModel, Field, Strict, model_validator
+
+from embedder.formats import ALLOWED
 from indexer.decision import Decision
+
+FORMATS = ", ".join(ALLOWED) + " (told from the file's first bytes; anything else is refused with 415)"
 
 
 class CandidateOut(BaseModel):
@@ -57,11 +62,24 @@ class SearchOut(BaseModel):
     faces: list[FaceDecisionOut] = Field(description="one decision per face found, the best detection first")
 
 
+JsonFloat = Annotated[float, Strict()]  # a strict float still takes integers, never booleans or strings
+
+
 class EmbeddingQuery(BaseModel):
-    embeddings: list[list[float]] = Field(min_length=1)
+    embeddings: list[list[JsonFloat]] = Field(min_length=1)
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
     k: int | None = Field(default=None, ge=1, le=1000)
     top_n: int = Field(default=1, ge=1, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_only(cls, data):
+        """pydantic's lax mode reads true as 1 and "5" as 5; a JSON API takes numbers as numbers."""
+        if isinstance(data, dict):
+            for name in ("threshold", "k", "top_n"):
+                if isinstance(data.get(name), (bool, str)):
+                    raise ValueError(f"{name} must be a JSON number")
+        return data
 
 
 class Enrolled(BaseModel):

@@ -8,22 +8,31 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 
 from common.errors import BadInput, NotFound
-from indexer.ids import INT64
+from indexer.ids import INT64, MAX_IDENTITY_LENGTH
 from jobs.api.auditing import note
 from jobs.api.deps import ReadKey, ServiceDep, WriteKey
 from jobs.api.errors import responses
-from jobs.api.schemas import Enrolled, FaceDeleted, FaceOut, IdentityDeleted, IdentityOut, IdentityPage
+from jobs.api.schemas import FORMATS, Enrolled, FaceDeleted, FaceOut, IdentityDeleted, IdentityOut, IdentityPage
 from jobs.api.uploads import parse_metadata, read_upload
 
+IDENTITY_RULES = {"pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+                  "maxLength": MAX_IDENTITY_LENGTH}
+# documented only (json_schema_extra): validate_identity still answers 400 with its own reason
+Identity = Annotated[str, Path(json_schema_extra=IDENTITY_RULES, description="free text without control characters; "
+                               f"at most {MAX_IDENTITY_LENGTH} characters and as many UTF-8 bytes")]
+Cursor = Annotated[str | None, Query(json_schema_extra={**IDENTITY_RULES, "pattern": "^$|" + IDENTITY_RULES["pattern"]},
+                                     description="the next_cursor of the previous page")]
+Photos = Annotated[list[UploadFile], File(min_length=1, description="photos: " + FORMATS, json_schema_extra={
+    "items": {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}})]
 FaceId = Annotated[int, Path(ge=0, le=INT64[1], description="a face id as enrollment returned it")]
 router = APIRouter(prefix="/v1/identities", tags=["identities"], responses=responses(401, 403, 503))
 
 
-@router.post("/{identity}/faces", status_code=201, responses=responses(400, 409, 413, 422))
-async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: str,
-                 images: Annotated[list[UploadFile], File()],
-                 metadata: Annotated[str | None, Form()] = None,
-                 faces: Annotated[Literal["one", "largest", "all"] | None, Form()] = None,
+@router.post("/{identity}/faces", status_code=201, responses=responses(400, 409, 413, 415, 422))
+async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: Identity, images: Photos,
+                 metadata: Annotated[str, Form(json_schema_extra={"contentMediaType": "application/json"},
+                                               description="a JSON object kept with each face")] = None,
+                 faces: Annotated[Literal["one", "largest", "all"], Form()] = None,
                  override_quality: Annotated[bool, Form()] = False) -> Enrolled:
     """Each photo must show exactly one face that passes the quality gate, unless `faces` says largest or all;
     `override_quality` enrolls faces below the gate too."""
@@ -38,16 +47,16 @@ async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: s
     return Enrolled(identity=done.identity, face_ids=[str(f) for f in done.face_ids])
 
 
-@router.get("/{identity}", responses=responses(400, 404))
-def get_identity(_: ReadKey, service: ServiceDep, identity: str) -> IdentityOut:
+@router.get("/{identity}", responses=responses(400, 404, 422))
+def get_identity(_: ReadKey, service: ServiceDep, identity: Identity) -> IdentityOut:
     faces = service.identity(identity)
     if not faces:
         raise NotFound(f"no identity {identity!r}")
     return IdentityOut(identity=identity, faces=[FaceOut.of(f) for f in faces])
 
 
-@router.delete("/{identity}", responses=responses(400, 404))
-def delete_identity(_: WriteKey, service: ServiceDep, request: Request, identity: str) -> IdentityDeleted:
+@router.delete("/{identity}", responses=responses(400, 404, 422))
+def delete_identity(_: WriteKey, service: ServiceDep, request: Request, identity: Identity) -> IdentityDeleted:
     deleted = service.delete_identity(identity)
     note(request, "delete_identity", identity, deleted_faces=deleted)
     if not deleted:
@@ -56,7 +65,7 @@ def delete_identity(_: WriteKey, service: ServiceDep, request: Request, identity
 
 
 @router.delete("/{identity}/faces/{face}", responses=responses(400, 404, 422))
-def delete_face(_: WriteKey, service: ServiceDep, request: Request, identity: str, face: FaceId) -> FaceDeleted:
+def delete_face(_: WriteKey, service: ServiceDep, request: Request, identity: Identity, face: FaceId) -> FaceDeleted:
     deleted = service.delete_face(identity, face)
     note(request, "delete_face", identity, face_ids=[str(face)] if deleted else [])
     if not deleted:
@@ -65,7 +74,7 @@ def delete_face(_: WriteKey, service: ServiceDep, request: Request, identity: st
 
 
 @router.get("", responses=responses(400, 422))
-def list_identities(_: ReadKey, service: ServiceDep, cursor: str | None = None,
+def list_identities(_: ReadKey, service: ServiceDep, cursor: Cursor = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> IdentityPage:
     page, next_cursor = service.list_identities(cursor, limit)
     return IdentityPage(identities=[{"identity": name, "faces": n} for name, n in page], next_cursor=next_cursor)

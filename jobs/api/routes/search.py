@@ -11,17 +11,21 @@ from common.errors import BadInput
 from jobs.api.auditing import note
 from jobs.api.deps import ReadKey, SearchDep
 from jobs.api.errors import responses
-from jobs.api.schemas import DecisionOut, EmbeddingQuery, FaceDecisionOut, SearchOut
+from jobs.api.schemas import FORMATS, DecisionOut, EmbeddingQuery, FaceDecisionOut, SearchOut
 from jobs.api.uploads import read_upload
 from jobs.service import FaceMatch
 
 router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(401, 403, 404, 409, 503))
 
 
-@router.post("", responses=responses(400, 413, 422))
-async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image: Annotated[UploadFile, File()],
-                       threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
-                       k: Annotated[int | None, Form(ge=1, le=1000)] = None,
+# a single UploadFile cannot take File(min_length=1) (FastAPI applies it to the file object): documented instead
+Image = Annotated[UploadFile, File(json_schema_extra={"minLength": 1}, description="a photo: " + FORMATS)]
+
+
+@router.post("", responses=responses(400, 413, 415, 422))
+async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image: Image,
+                       threshold: Annotated[float, Form(ge=-1.0, le=1.0)] = None,
+                       k: Annotated[int, Form(ge=1, le=1000)] = None,
                        top_n: Annotated[int, Form(ge=1, le=100)] = 1,
                        faces: Annotated[Literal["all", "largest"], Form()] = "all") -> SearchOut:
     found = await searcher.faces(await read_upload(image, request.app.state.settings.max_upload_bytes), faces)

@@ -164,6 +164,11 @@ def test_bad_requests_get_json_4xx_without_traces(api, case):
     assert "Traceback" not in response.text
 
 
+def test_a_wrong_method_names_every_method_the_path_has(api):
+    answer = api.put("/v1/identities/ann", headers=W)
+    assert answer.status_code == 405 and answer.headers["allow"] == "DELETE, GET"
+
+
 def test_an_image_over_the_pixel_limit_is_refused(api):
     big = Image.new("L", (2000, 2000))
     buf = io.BytesIO()
