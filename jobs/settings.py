@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(16, ge=1)  # photos in one enrollment
     max_json_bytes: int = Field(2 * 1024 * 1024, ge=1)  # any body that is not an upload
     request_timeout_s: float = Field(30.0, gt=0)  # past it the caller gets 503 with Retry-After
+    max_connections: int = Field(1000, ge=1)  # `arcmatch serve`: connections and requests in flight; beyond, 503
+    decode_concurrency: int = Field(4, ge=1)  # photos decoded at once per process: bounds memory (40 MP: ~120 MB)
     cors_origins: list[str] = []  # browsers' cross-origin access: off unless origins are listed
     # the audit trail (jobs/audit.py): every write, and searches when audit_searches is on
     audit_dir: Path = Path("./arcmatch-audit")

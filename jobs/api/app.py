@@ -7,6 +7,7 @@ carries a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
 
     app = FastAPI(title="arcmatch", version="1", description="One-shot face identity lookup.")
     app.state.settings, app.state.keys, app.state.provider = settings, keys, provider
+    app.state.decode_slots = asyncio.Semaphore(settings.decode_concurrency)  # see Searcher.faces
     errors.install(app)
     # added innermost first: the security headers wrap everything, the Guard sits right in front of the routes
     limits = BodyLimits(settings.max_upload_bytes, settings.max_images_per_request, settings.max_json_bytes)

@@ -47,13 +47,16 @@ class Searcher:
 
     def __init__(self, request: Request) -> None:
         self.service, self.batcher = request.app.state.provider()
+        self.slots = request.app.state.decode_slots
 
     async def faces(self, data: bytes, select: str) -> list[PreparedFace]:
-        """Decode and find the faces off the event loop: a large photo takes tens of milliseconds of each."""
-        with phase("decode"):
-            photo = await asyncio.to_thread(self.service.load, data)
-        with phase("detect"):
-            return await asyncio.to_thread(self.service.probe_faces, photo, select)
+        """Decode and find the faces off the event loop (a large photo takes tens of milliseconds of each), a few
+        photos at a time (decode_slots): a 40-megapixel photo holds ~120 MB while it is worked on."""
+        async with self.slots:
+            with phase("decode"):
+                photo = await asyncio.to_thread(self.service.load, data)
+            with phase("detect"):
+                return await asyncio.to_thread(self.service.probe_faces, photo, select)
 
     async def embed(self, faces: list[PreparedFace]) -> np.ndarray:
         with phase("embed"):

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from jobs.api.server import config
+
 
 @contextmanager
 def serve_in_thread(app, *, start_timeout_s: float = 120) -> Iterator[str]:
@@ -21,7 +23,7 @@ def serve_in_thread(app, *, start_timeout_s: float = 120) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(config(app, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + start_timeout_s

@@ -53,8 +53,10 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from jobs.api.app import create_app
+    from jobs.api.server import config
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", loop=args.loop)
+    uvicorn.Server(config(create_app(settings), host=args.host, port=args.port, loop=args.loop, log_level="info",
+                          limit_concurrency=settings.max_connections)).run()
     return EXIT_OK
 
 

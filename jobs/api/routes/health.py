@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["health"])
 
 
 @router.get("/health")
-def health() -> Health:
+async def health() -> Health:  # on the event loop itself: it answers even when every worker thread is busy
     return Health(status="ok")
 
 

@@ -42,7 +42,9 @@ async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: I
     extra = parse_metadata(metadata)
     limit = settings.max_upload_bytes
     uploads = [(u.filename or f"image{i}", await read_upload(u, limit)) for i, u in enumerate(images)]
-    done = await asyncio.to_thread(service.enroll, identity, uploads, extra, select=faces, gate=not override_quality)
+    async with request.app.state.decode_slots:
+        done = await asyncio.to_thread(service.enroll, identity, uploads, extra, select=faces,
+                                       gate=not override_quality)
     note(request, "enroll", done.identity, face_ids=[str(f) for f in done.face_ids])
     return Enrolled(identity=done.identity, face_ids=[str(f) for f in done.face_ids])
 

@@ -181,3 +181,18 @@ def test_searches_are_audited_when_enabled_and_the_cli_reads_the_trail(tmp_path,
     assert main(["audit", "--dir", str(settings.audit_dir), "--failed"]) == 0
     assert "1 record(s)" in capsys.readouterr().out
     assert main(["audit", "--dir", str(settings.audit_dir), "--since", "yesterday"]) == 2
+
+
+def test_a_client_that_never_finishes_its_headers_is_disconnected(tmp_path, tiny_model_dir, monkeypatch):
+    from jobs.api.server import HeaderTimeoutProtocol
+
+    monkeypatch.setattr(HeaderTimeoutProtocol, "header_timeout_s", 0.5)
+    with live_app(create_app(settings_for(tmp_path, tiny_model_dir))) as base:
+        host, port = base.removeprefix("http://").split(":")
+        slow, idle = (socket.create_connection((host, int(port)), timeout=10) for _ in range(2))
+        slow.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
+        started = time.perf_counter()
+        assert slow.recv(1024) == b"" and idle.recv(1024) == b""  # both closed by the server
+        assert time.perf_counter() - started < 5
+        with httpx.Client(base_url=base) as client:  # a client that sends its headers is served as before
+            assert client.get("/v1/health").status_code == 200
