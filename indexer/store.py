@@ -296,10 +296,16 @@ class FaceIndex:
 
     def delete_identity(self, identity: str) -> int:
         """Delete every face of one identity; returns how many there were."""
-        faces = self.faces_of(identity)
-        if faces:
-            self._call("delete", self.client.delete, self.collection, ids=[int(f["id"]) for f in faces])
-        return len(faces)
+        expr, page, total = f"identity == {quote(validate_identity(identity))}", 1000, 0
+        self.info()
+        while True:  # every face, however many, a page at a time (each page is gone before the next is read)
+            rows = self._call("query", self.client.query, self.collection, filter=expr, output_fields=["id"],
+                              limit=page, consistency_level="Strong")
+            if rows:
+                self._delete([int(r["id"]) for r in rows])
+                total += len(rows)
+            if len(rows) < page:
+                return total
 
     def delete_face(self, identity: str, face: int) -> bool:
         """Delete one face, only if it belongs to `identity` (a face id alone never deletes someone else's)."""
@@ -307,8 +313,23 @@ class FaceIndex:
         self.info()
         found = self._call("query", self.client.query, self.collection, filter=expr, output_fields=["id"], limit=1)
         if found:
-            self._call("delete", self.client.delete, self.collection, ids=[int(face)])
+            self._delete([int(face)])
         return bool(found)
+
+    def _delete(self, ids: list[int]) -> None:
+        """Delete, and return only once no search can find these faces any more: an erasure that takes effect.
+
+        A Milvus server applies a delete asynchronously; the searches of this service run at Session consistency,
+        which pymilvus ties to the last *insert*, so for a few hundred milliseconds after a delete they still found
+        the deleted person (100 of 100 rounds on the 2.3 server). A Strong query for the ids waits until the query
+        nodes have applied everything up to now, delete included; after it, every search sees the delete. It costs
+        one Strong read per delete (~200 ms on the server, nothing on Lite; docs/BENCHMARKS.md)."""
+        self._call("delete", self.client.delete, self.collection, ids=ids)
+        listed = ", ".join(str(i) for i in ids)
+        left = self._call("query", self.client.query, self.collection, filter=f"id in [{listed}]",
+                          output_fields=["id"], consistency_level="Strong")
+        if left:  # not seen in any run; a store that cannot confirm the erasure must not answer that it happened
+            raise BackendUnavailable(f"the face store did not confirm the deletion of {len(left)} face(s)")
 
     def list_identities(self, after: str | None = None, limit: int = 100) -> list[tuple[str, int]]:
         """Identities in name order after the cursor `after`, with their face counts, at most `limit`.
