@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,30 @@ def _milvus():
         import pymilvus
     except ImportError as exc:  # checked on the driver, before any work is scheduled
         raise BackendUnavailable("pymilvus is not installed: pip install pymilvus milvus-lite") from exc
+    _tame_logs()
     return pymilvus
+
+
+class _OneLine(logging.Filter):
+    """pymilvus logs a full traceback for every failed reconnect (~8 KB; 63 MB in one outage of the probe in
+    issue 14): its records keep their first line, and a traceback passes at most once a minute, like ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        global _last_traceback
+        if record.exc_info or record.stack_info:
+            now = time.monotonic()
+            if now - _last_traceback >= _TRACEBACK_EVERY_S:
+                _last_traceback = now
+            else:
+                record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def _tame_logs() -> None:
+    for name in ("pymilvus", "pymilvus.milvus_client"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _OneLine) for f in handler.filters):
+                handler.addFilter(_OneLine())
 
 
 def is_lite_uri(uri: str) -> bool:
@@ -45,14 +69,17 @@ def is_lite_uri(uri: str) -> bool:
     return "://" not in uri
 
 
-def connect(uri: str, token: str | None = None, timeout: float = 30.0):
-    """A MilvusClient for a Milvus Lite file path (./faces.db) or a server URI (http://host:19530)."""
+def connect(uri: str, token: str | None = None, timeout: float = 30.0, *, dedicated: bool = False):
+    """A MilvusClient for a Milvus Lite file path (./faces.db) or a server URI (http://host:19530). `dedicated`
+    gives it a connection of its own instead of pymilvus's one shared per URI (a reconnect must not get the same
+    broken one back)."""
     pymilvus = _milvus()
     lite = is_lite_uri(uri)
     if lite:  # its lock failure is turned into one clear error below; no traceback from its logger first
         logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
     try:
-        return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout)
+        return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout, **({"dedicated": True} if dedicated
+                                                                                      else {}))
     except pymilvus.MilvusException as exc:
         hint = " (Milvus Lite opens a file from one process only: is another process using it?)" if lite else ""
         raise BackendUnavailable(f"cannot open Milvus at {uri}: {exc}{hint}") from exc
@@ -145,7 +172,7 @@ class FaceIndex:
     """
 
     def __init__(self, client, collection: str, *, consistency: str = "Strong", search_ef: int = DEFAULT_EF,
-                 retry_s: float = 3.0) -> None:
+                 retry_s: float = 3.0, reconnect: Callable[[], Any] | None = None) -> None:
         if consistency not in ("Strong", "Session", "Bounded", "Eventually"):
             raise InvalidValue(f"consistency must be Strong, Session, Bounded or Eventually, got {consistency!r}")
         if not 1 <= search_ef <= 32768:
@@ -155,9 +182,10 @@ class FaceIndex:
         self.consistency = consistency
         self.search_ef = search_ef
         self.retry_s = retry_s
+        self._reconnect, self._renewed_at = reconnect, -1.0
         self._info: CollectionInfo | None = None
 
-    def _call(self, what: str, fn, *args, retry: bool = True, **kwargs):
+    def _call(self, what: str, *args, retry: bool = True, fn=None, **kwargs):
         """One Milvus call with pymilvus's errors translated. Every arcmatch call is idempotent (reads; upserts
         and deletes keyed by face id), so a failure is retried with backoff for up to `retry_s`; a collection the
         server reports as not loaded (after a restart) is loaded again first. What is left is BackendUnavailable
@@ -165,8 +193,8 @@ class FaceIndex:
         foreign = _foreign_errors()
         deadline, delay = time.monotonic() + (self.retry_s if retry else 0.0), 0.1
         while True:
-            try:
-                return fn(*args, **kwargs)
+            try:  # the client's method looked up on each try: a reconnect replaces the client
+                return (fn or getattr(self.client, what))(*args, **kwargs)
             except foreign as exc:
                 if isinstance(exc, _milvus().exceptions.ParamError):  # refused by pymilvus itself: no use retrying
                     _log_failure(what, "value refused", exc)
@@ -175,10 +203,31 @@ class FaceIndex:
                 _log_failure(what, problem, exc)
                 if problem == "collection not loaded" and what != "load_collection":
                     self._reload()
+                elif problem in ("unreachable", "no answer in time"):
+                    self._renew_client()
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailable(f"the face store failed a {what} ({problem}); try again shortly") from exc
                 time.sleep(delay)
                 delay = min(2 * delay, 1.0)
+
+    def _renew_client(self) -> None:
+        """A fresh client after the store was unreachable, at most once a second. pymilvus's own recovery of a
+        connection whose server went away took 73 s after a restarted server answered again (and never when the
+        server came back on another address); a new client connects as soon as the server does."""
+        now = time.monotonic()
+        if self._reconnect is None or now - self._renewed_at < 1.0:
+            return
+        self._renewed_at = now
+        try:
+            fresh = self._reconnect()
+        except (BackendUnavailable, *_foreign_errors()) as exc:
+            _log_failure("reconnect", "unreachable", exc)
+            return
+        stale, self.client = self.client, fresh
+        try:
+            stale.close()
+        except Exception:  # noqa: BLE001  (a broken client may fail to close; it is dropped either way)
+            pass
 
     def _reload(self) -> None:
         try:
@@ -190,25 +239,25 @@ class FaceIndex:
         """Raise BackendUnavailable unless the store answers and holds the collection loaded (searchable); one
         quick call, no retries: what a readiness probe asks. A collection found unloaded is loaded again."""
         self.info()
-        state = self._call("get_load_state", self.client.get_load_state, self.collection, timeout=timeout_s,
+        state = self._call("get_load_state", self.collection, timeout=timeout_s,
                            retry=False)
         if "loaded" != str(state.get("state", "")).rsplit(".", 1)[-1].lower():
             self._reload()
             raise BackendUnavailable(f"the face store is loading the collection (state {state.get('state')})")
 
     def exists(self) -> bool:
-        return bool(self._call("has_collection", self.client.has_collection, self.collection))
+        return bool(self._call("has_collection", self.collection))
 
     def info(self) -> CollectionInfo:
         if self._info is None:
             if not self.exists():
                 raise CollectionNotFound(f"collection {self.collection!r} does not exist; ingest a gallery first")
-            described = self._call("describe_collection", self.client.describe_collection, self.collection)
+            described = self._call("describe_collection", self.collection)
             info = CollectionInfo.from_json((described.get("properties") or {}).get(INFO_PROPERTY, ""))
             if info is None:
                 raise ModelMismatch(f"collection {self.collection!r} was not created by arcmatch")
             # a store restarted after a crash (or a server after release) holds it unloaded; loading is idempotent
-            self._call("load_collection", self.client.load_collection, self.collection)
+            self._call("load_collection", self.collection)
             self._info = info
         return self._info
 
@@ -238,7 +287,7 @@ class FaceIndex:
         index = self.client.prepare_index_params()
         index.add_index(field_name=VECTOR, index_name=VECTOR, index_type=index_type, metric_type="COSINE",
                         params=INDEX_PARAMS[index_type])
-        self._call("create_collection", self.client.create_collection, self.collection, schema=schema, retry=False,
+        self._call("create_collection", self.collection, schema=schema, retry=False,
                    index_params=index, consistency_level="Strong",
                    properties={INFO_PROPERTY: info.to_json()})
         self._info = info
@@ -256,15 +305,15 @@ class FaceIndex:
             data.append({"id": validate_face_id(row.face_id), "identity": validate_identity(row.identity),
                          "source": clip_utf8(row.source), "model_version": info.model_version, "created_at": now,
                          "metadata": validate_metadata(row.metadata), VECTOR: vector.tolist()})
-        self._call("upsert", self.client.upsert, self.collection, data)
+        self._call("upsert", self.collection, data)
         return len(data)
 
     def flush(self) -> None:
-        self._call("flush", self.client.flush, self.collection)
+        self._call("flush", self.collection)
 
     def count(self) -> int:
         self.info()
-        result = self._call("query", self.client.query, self.collection, filter="", output_fields=["count(*)"])
+        result = self._call("query", self.collection, filter="", output_fields=["count(*)"])
         return int(result[0]["count(*)"])
 
     def search(self, vectors: np.ndarray, k: int = 10, ef: int | None = None) -> list[list[Hit]]:
@@ -276,7 +325,7 @@ class FaceIndex:
             raise ModelMismatch(f"query vectors have dim {vectors.shape[1]}, collection {self.collection!r} "
                                 f"holds dim {info.dim} ({info.model_version})")
         params = {"metric_type": "COSINE", "params": {"ef": max(ef or self.search_ef, k)}}
-        results = self._call("search", self.client.search, self.collection, data=vectors.tolist(), limit=k,
+        results = self._call("search", self.collection, data=vectors.tolist(), limit=k,
                              output_fields=["identity", "source"], search_params=params,
                              consistency_level=self.consistency)
         return [
@@ -289,7 +338,7 @@ class FaceIndex:
         self.info()
         out = {}
         for start in range(0, len(ids), batch):
-            rows = self._call("get", self.client.get, self.collection, ids=ids[start : start + batch],
+            rows = self._call("get", self.collection, ids=ids[start : start + batch],
                               output_fields=["id", VECTOR])
             out.update({int(r["id"]): np.asarray(r[VECTOR], dtype=np.float32) for r in rows})
         return out
@@ -299,7 +348,7 @@ class FaceIndex:
         expr, page, total = f"identity == {quote(validate_identity(identity))}", 1000, 0
         self.info()
         while True:  # every face, however many, a page at a time (each page is gone before the next is read)
-            rows = self._call("query", self.client.query, self.collection, filter=expr, output_fields=["id"],
+            rows = self._call("query", self.collection, filter=expr, output_fields=["id"],
                               limit=page, consistency_level="Strong")
             if rows:
                 self._delete([int(r["id"]) for r in rows])
@@ -311,7 +360,7 @@ class FaceIndex:
         """Delete one face, only if it belongs to `identity` (a face id alone never deletes someone else's)."""
         expr = f"id == {validate_face_id(face)} and identity == {quote(validate_identity(identity))}"
         self.info()
-        found = self._call("query", self.client.query, self.collection, filter=expr, output_fields=["id"], limit=1)
+        found = self._call("query", self.collection, filter=expr, output_fields=["id"], limit=1)
         if found:
             self._delete([int(face)])
         return bool(found)
@@ -324,9 +373,9 @@ class FaceIndex:
         the deleted person (100 of 100 rounds on the 2.3 server). A Strong query for the ids waits until the query
         nodes have applied everything up to now, delete included; after it, every search sees the delete. It costs
         one Strong read per delete (~200 ms on the server, nothing on Lite; docs/BENCHMARKS.md)."""
-        self._call("delete", self.client.delete, self.collection, ids=ids)
+        self._call("delete", self.collection, ids=ids)
         listed = ", ".join(str(i) for i in ids)
-        left = self._call("query", self.client.query, self.collection, filter=f"id in [{listed}]",
+        left = self._call("query", self.collection, filter=f"id in [{listed}]",
                           output_fields=["id"], consistency_level="Strong")
         if left:  # not seen in any run; a store that cannot confirm the erasure must not answer that it happened
             raise BackendUnavailable(f"the face store did not confirm the deletion of {len(left)} face(s)")
@@ -346,10 +395,10 @@ class FaceIndex:
     def _scan(self, expr: str, fields: list[str], batch: int = 1000) -> Iterator[dict]:
         """Every row matching `expr`, through a query iterator (plain offsets stop at 16,384 rows)."""
         self.info()
-        iterator = self._call("query_iterator", self.client.query_iterator, self.collection, batch_size=batch,
+        iterator = self._call("query_iterator", self.collection, batch_size=batch,
                               filter=expr, output_fields=fields)
         try:
-            while rows := self._call("query_iterator.next", iterator.next):
+            while rows := self._call("query_iterator.next", fn=iterator.next):
                 yield from rows
         finally:
             iterator.close()
@@ -357,7 +406,7 @@ class FaceIndex:
     def faces_of(self, identity: str, limit: int = 1000) -> list[dict]:
         expr = f"identity == {quote(validate_identity(identity))}"
         self.info()
-        return self._call("query", self.client.query, self.collection, filter=expr,
+        return self._call("query", self.collection, filter=expr,
                           output_fields=["id", *OUTPUT_FIELDS], limit=limit)
 
     def iter_ids(self, batch: int = 1000) -> Iterator[int]:

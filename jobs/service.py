@@ -69,12 +69,14 @@ class IdentityService:
         """The service a configuration describes (jobs.settings.Settings). `create` makes the collection for this
         model when it does not exist yet (the API, which can enroll into an empty gallery)."""
         from embedder.embed import open_embedder
-        from indexer.store import CollectionInfo, connect
+        from indexer.store import CollectionInfo, connect, is_lite_uri
 
         embedder = open_embedder(settings.require("model").model)
         policy = settings.face_policy()
-        index = FaceIndex(connect(settings.milvus_uri, settings.token()), settings.collection,
-                          consistency=settings.search_consistency, search_ef=settings.search_ef)
+        uri, token = settings.milvus_uri, settings.token()
+        reconnect = None if is_lite_uri(uri) else (lambda: connect(uri, token, timeout=2.0, dedicated=True))
+        index = FaceIndex(connect(uri, token), settings.collection, consistency=settings.search_consistency,
+                          search_ef=settings.search_ef, reconnect=reconnect)
         if create:
             spec, calibration = embedder.spec, embedder.calibration
             index.ensure(CollectionInfo(spec.version, spec.embedding_size,
