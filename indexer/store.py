@@ -43,17 +43,20 @@ def _milvus():
 
 
 class _OneLine(logging.Filter):
-    """pymilvus logs a full traceback for every failed reconnect (~8 KB; 63 MB in one outage of the probe in
-    issue 14): its records keep their first line, and a traceback passes at most once a minute, like ours."""
+    """pymilvus logs a full traceback for every failed call and reconnect (~8 KB; 63 MB in one outage of the probe
+    in issue 14), some as exc_info, some written into the message: its records keep their first line, and a
+    traceback passes at most once a minute, like ours."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         global _last_traceback
-        if record.exc_info or record.stack_info:
+        message = record.getMessage()
+        if record.exc_info or record.stack_info or "\n" in message:
             now = time.monotonic()
             if now - _last_traceback >= _TRACEBACK_EVERY_S:
                 _last_traceback = now
             else:
                 record.exc_info, record.exc_text, record.stack_info = None, None, None
+                record.msg, record.args = message.strip().splitlines()[0][:300] if message.strip() else "", ()
         return True
 
 
@@ -69,17 +72,18 @@ def is_lite_uri(uri: str) -> bool:
     return "://" not in uri
 
 
-def connect(uri: str, token: str | None = None, timeout: float = 30.0, *, dedicated: bool = False):
-    """A MilvusClient for a Milvus Lite file path (./faces.db) or a server URI (http://host:19530). `dedicated`
-    gives it a connection of its own instead of pymilvus's one shared per URI (a reconnect must not get the same
-    broken one back)."""
+def connect(uri: str, token: str | None = None, timeout: float = 30.0):
+    """A MilvusClient for a Milvus Lite file path (./faces.db) or a server URI (http://host:19530).
+
+    A server client gets a connection of its own, not pymilvus's one shared per URI: after a server restart the
+    shared one stays broken for over a minute, and every client made later in the process would get it back."""
     pymilvus = _milvus()
     lite = is_lite_uri(uri)
     if lite:  # its lock failure is turned into one clear error below; no traceback from its logger first
         logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
     try:
-        return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout, **({"dedicated": True} if dedicated
-                                                                                      else {}))
+        return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout,
+                                     **({} if lite else {"dedicated": True}))
     except pymilvus.MilvusException as exc:
         hint = " (Milvus Lite opens a file from one process only: is another process using it?)" if lite else ""
         raise BackendUnavailable(f"cannot open Milvus at {uri}: {exc}{hint}") from exc
@@ -93,7 +97,7 @@ _last_traceback = 0.0
 def _foreign_errors() -> tuple[type[BaseException], ...]:
     import grpc
 
-    return (_milvus().MilvusException, grpc.RpcError)
+    return (_milvus().MilvusException, grpc.RpcError, grpc.FutureTimeoutError)
 
 
 def _diagnose(exc: BaseException) -> str:
@@ -211,9 +215,12 @@ class FaceIndex:
                 delay = min(2 * delay, 1.0)
 
     def _renew_client(self) -> None:
-        """A fresh client after the store was unreachable, at most once a second. pymilvus's own recovery of a
-        connection whose server went away took 73 s after a restarted server answered again (and never when the
-        server came back on another address); a new client connects as soon as the server does."""
+        """A fresh client after the store was unreachable, at most once a second.
+
+        Measured on the 2.3 server stopped and started again: its first good search comes 24-27 s after start(),
+        for an old client and a fresh one alike (the server's coordinators wait out the old sessions), so a new
+        client does not make recovery sooner. It makes it certain: pymilvus's shared channel for a URI stayed broken
+        for over a minute after the server answered, and never recovers when the address moved."""
         now = time.monotonic()
         if self._reconnect is None or now - self._renewed_at < 1.0:
             return
@@ -236,14 +243,15 @@ class FaceIndex:
             _log_failure("load_collection", _diagnose(exc), exc)
 
     def check_ready(self, timeout_s: float = 2.0) -> None:
-        """Raise BackendUnavailable unless the store answers and holds the collection loaded (searchable); one
-        quick call, no retries: what a readiness probe asks. A collection found unloaded is loaded again."""
-        self.info()
-        state = self._call("get_load_state", self.collection, timeout=timeout_s,
-                           retry=False)
-        if "loaded" != str(state.get("state", "")).rsplit(".", 1)[-1].lower():
-            self._reload()
-            raise BackendUnavailable(f"the face store is loading the collection (state {state.get('state')})")
+        """Raise BackendUnavailable unless a search on the collection answers now: one quick call, no retries,
+        what a readiness probe asks. A search, not the load state: after a server restart the state said Loaded
+        ~15 s before searches worked. A collection found unloaded is loaded again."""
+        info = self.info()
+        probe = np.zeros((1, info.dim), dtype=np.float32)
+        probe[0, 0] = 1.0
+        self._call("search", self.collection, data=probe.tolist(), limit=1, output_fields=[],
+                   search_params={"metric_type": "COSINE", "params": {"ef": 8}}, consistency_level="Eventually",
+                   timeout=timeout_s, retry=False)
 
     def exists(self) -> bool:
         return bool(self._call("has_collection", self.collection))
@@ -368,11 +376,12 @@ class FaceIndex:
     def _delete(self, ids: list[int]) -> None:
         """Delete, and return only once no search can find these faces any more: an erasure that takes effect.
 
-        A Milvus server applies a delete asynchronously; the searches of this service run at Session consistency,
-        which pymilvus ties to the last *insert*, so for a few hundred milliseconds after a delete they still found
-        the deleted person (100 of 100 rounds on the 2.3 server). A Strong query for the ids waits until the query
-        nodes have applied everything up to now, delete included; after it, every search sees the delete. It costs
-        one Strong read per delete (~200 ms on the server, nothing on Lite; docs/BENCHMARKS.md)."""
+        A Milvus server applies a delete asynchronously, and the 2.3 server answers a delete with timestamp 0, so
+        pymilvus's Session consistency (the searches of this service) is not moved past it: right after a delete,
+        searches still found the deleted person (Session: 4-62 of 100 rounds; before any fix 100 of 100). A Strong
+        query for the ids waits until the query nodes have applied everything up to now, delete included; after it,
+        every search sees the delete (0 of 100). It costs one Strong read per delete (~200 ms on the server, one
+        time tick; nothing on Lite; docs/BENCHMARKS.md)."""
         self._call("delete", self.collection, ids=ids)
         listed = ", ".join(str(i) for i in ids)
         left = self._call("query", self.collection, filter=f"id in [{listed}]",

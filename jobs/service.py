@@ -74,7 +74,7 @@ class IdentityService:
         embedder = open_embedder(settings.require("model").model)
         policy = settings.face_policy()
         uri, token = settings.milvus_uri, settings.token()
-        reconnect = None if is_lite_uri(uri) else (lambda: connect(uri, token, timeout=2.0, dedicated=True))
+        reconnect = None if is_lite_uri(uri) else (lambda: connect(uri, token, timeout=2.0))
         index = FaceIndex(connect(uri, token), settings.collection, consistency=settings.search_consistency,
                           search_ef=settings.search_ef, reconnect=reconnect)
         if create:

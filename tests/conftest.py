@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -35,14 +36,42 @@ def milvus_lite(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def milvus_server_uri(tmp_path_factory):
-    """A real Milvus 2.3 standalone server (PyPI package `milvus`) on loopback, for the whole session."""
+def milvus_server(tmp_path_factory):
+    """A real Milvus 2.3 standalone server (PyPI package `milvus`) on loopback, for the whole session. Its port is
+    pinned so that a restart (tests marked `disruptive`) brings it back where the clients look for it. One at a
+    time: the embedded etcd's peer port is fixed, so a second server on the machine cannot start."""
     milvus = pytest.importorskip("milvus", reason="the `milvus` server package is not installed (pip install milvus)")
     server = milvus.MilvusServer()
     server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
     server.start()
-    yield f"http://127.0.0.1:{server.listen_port}"
+    # pinned, not a search start: a restart must come back on this port; the package's free-port probe binds without
+    # SO_REUSEADDR and would refuse the port for a minute of TIME_WAIT after a stop (the server itself reuses it)
+    server.config.configs["proxy_port"] = server.listen_port
+    server.config.try_bind_port = _bind_reusing
+    yield server
     server.stop()
+
+
+def _bind_reusing(port: int):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(milvus_server):
+    return f"http://127.0.0.1:{milvus_server.listen_port}"
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that stop the shared Milvus server run last, so that no other test meets its outage."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
 @pytest.fixture(params=["lite", "server"])

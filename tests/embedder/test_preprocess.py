@@ -63,7 +63,7 @@ def test_crop_box_is_fractional():
 
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty"),
-    (b"not an image at all", "not a readable image"),
+    (b"not an image at all", "unsupported image format"),
     (encode(Image.new("RGB", (40, 40)))[:60], "corrupt"),
     (encode(Image.new("RGB", (8, 40))), "smaller than"),
 ])
