@@ -41,12 +41,15 @@ def pair_scores(stored: dict[int, np.ndarray], pairs, lfw: Path) -> tuple[np.nda
     return np.array(scores), np.array(present)
 
 
-def start_milvus_server(base_dir: Path):
-    """The PyPI `milvus` package's standalone server on loopback: (server, uri). The caller stops it."""
+def start_milvus_server(base_dir: Path, **config):
+    """The PyPI `milvus` package's standalone server on loopback: (server, uri). The caller stops it. `config` sets
+    milvus.yaml keys by dotted name (e.g. `**{"common.session.ttl": 10}`)."""
     from milvus import MilvusServer
 
     server = MilvusServer()
     server.set_base_dir(str(base_dir))
+    for key, value in config.items():
+        server.config.set(key, value)
     server.start()
     return server, f"http://127.0.0.1:{server.listen_port}"
 

@@ -380,8 +380,8 @@ class FaceIndex:
         pymilvus's Session consistency (the searches of this service) is not moved past it: right after a delete,
         searches still found the deleted person (Session: 4-62 of 100 rounds; before any fix 100 of 100). A Strong
         query for the ids waits until the query nodes have applied everything up to now, delete included; after it,
-        every search sees the delete (0 of 100). It costs one Strong read per delete (~200 ms on the server, one
-        time tick; nothing on Lite; docs/BENCHMARKS.md)."""
+        every search sees the delete (0 of 100). It costs one Strong read per delete (300 ms at the median on the
+        2.3 server, a time tick or two; nothing on Lite; docs/BENCHMARKS.md)."""
         self._call("delete", self.collection, ids=ids)
         listed = ", ".join(str(i) for i in ids)
         left = self._call("query", self.collection, filter=f"id in [{listed}]",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import BadInput
@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     decode_concurrency: int = Field(4, ge=1)  # photos decoded at once per process: bounds memory (40 MP: ~120 MB)
     cors_origins: list[str] = []  # browsers' cross-origin access: off unless origins are listed
     # the audit trail (jobs/audit.py): every write, and searches when audit_searches is on
-    audit_dir: Path = Path("./arcmatch-audit")
+    audit_dir: str = "./arcmatch-audit"  # a directory, or a pyarrow filesystem URI (s3://bucket/audit)
     audit_retention_days: int = Field(365, ge=1)
     audit_searches: bool = False
     ray_address: str | None = Field(None, validation_alias=AliasChoices("ARCMATCH_RAY_ADDRESS", "RAY_ADDRESS"))
@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     min_face_px: int = Field(32, ge=0)  # quality gate: the face box's shorter side
     min_face_score: float = Field(0.75, ge=0, le=1)  # quality gate: detection score
     min_sharpness: float = Field(25.0, ge=0)  # quality gate: variance of the Laplacian of the aligned face
+
+    @field_validator("audit_dir", mode="before")
+    @classmethod
+    def _location(cls, value):  # a Path is welcome; the field stays a string so that s3://... keeps its slashes
+        return str(value) if isinstance(value, Path) else value
 
     @classmethod
     def load(cls, **flags) -> Settings:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import pin_port
 
 # the API's audit trail (jobs/audit.py) defaults to ./arcmatch-audit: tests keep theirs out of the checkout
 os.environ.setdefault("ARCMATCH_AUDIT_DIR", tempfile.mkdtemp(prefix="arcmatch-test-audit-"))
@@ -43,25 +44,13 @@ def milvus_server(tmp_path_factory):
     milvus = pytest.importorskip("milvus", reason="the `milvus` server package is not installed (pip install milvus)")
     server = milvus.MilvusServer()
     server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
+    # after a restart the server serves again once its old sessions expire: ~24 s at its default TTL of 30 s, ~4 s
+    # at 10 (docs/BENCHMARKS.md); the disruptive tests restart it twice
+    server.config.set("common.session.ttl", 10)
     server.start()
-    # pinned, not a search start: a restart must come back on this port; the package's free-port probe binds without
-    # SO_REUSEADDR and would refuse the port for a minute of TIME_WAIT after a stop (the server itself reuses it)
-    server.config.configs["proxy_port"] = server.listen_port
-    server.config.try_bind_port = _bind_reusing
+    pin_port(server)
     yield server
     server.stop()
-
-
-def _bind_reusing(port: int):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(("127.0.0.1", port))
-        sock.listen()
-        return sock
-    except OSError:
-        sock.close()
-        return None
 
 
 @pytest.fixture(scope="session")

@@ -100,3 +100,25 @@ def aligned_model_dir(directory: Path, models: Path, threshold: float) -> Path:
     (directory / "spec.json").write_text((ROOT / "bench" / "specs" / "mobilefacenet_aligned.spec.json").read_text())
     Calibration(threshold=threshold, target_far=1e-2, measured_far=1e-2, tar=0.95, pairs=600).save(directory)
     return directory
+
+
+def pin_port(server) -> None:
+    """Make a started `milvus.MilvusServer` come back on its port when it is started again.
+
+    The package's `listen_port` only sets where its search for a free port starts, and its probe binds without
+    SO_REUSEADDR, so for a minute of TIME_WAIT after a stop it would move the server to the next port (the server
+    itself reuses the address); pinned, with a probe that reuses it too, a restart lands where clients look."""
+
+    def bind_reusing(port: int):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            return sock
+        except OSError:
+            sock.close()
+            return None
+
+    server.config.configs["proxy_port"] = server.listen_port
+    server.config.try_bind_port = bind_reusing

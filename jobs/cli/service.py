@@ -34,7 +34,8 @@ def register(sub) -> None:
     p.set_defaults(run=apikey)
 
     p = sub.add_parser("audit", help="read the API's audit trail (who enrolled, deleted or searched what)")
-    p.add_argument("--dir", help="the audit directory (env ARCMATCH_AUDIT_DIR; default ./arcmatch-audit)")
+    p.add_argument("--dir", help=("the audit directory, or a URI such as s3://bucket/audit "
+                                   "(env ARCMATCH_AUDIT_DIR; default ./arcmatch-audit)"))
     p.add_argument("--since", help="from this ISO date or time (UTC unless it says otherwise)")
     p.add_argument("--until", help="up to this ISO date (that whole day) or time")
     p.add_argument("--key", help="only requests made with the API key of this name")
