@@ -1,0 +1,77 @@
+"""The face image a gallery keeps for the next model (indexer/archive.py), and the way back from it to a model's input.
+
+What is kept must serve models that do not exist yet, so it is not this model's input:
+- For models that want five-point aligned faces: the face warped onto the ArcFace template at 128 px wide, in the
+  middle of a 256x256 image. The margin around it leaves room for a model that crops wider, and because the
+  landmarks of the kept face are known (ARCHIVE_TEMPLATE), any five-point model's crop is one more warp of it, at
+  its own size and template: no detection again, and a face found in a rotated photo stays upright.
+- For models that crop by a box (alignment "none", pre-aligned data sets): the decoded picture itself, at most
+  MAX_PHOTO_SIDE on its longer side; the box is the model's, so it is applied when the model reads it.
+Both are stored as PNG (lossless): re-embedding with the same model gives back the same vectors, near enough
+to search by (tests/embedder/test_archiving.py).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from embedder.align import align_face, template_for
+from embedder.detect import rotate
+from embedder.errors import ImageError, ModelError
+from embedder.preprocess import crop_and_resize
+from embedder.spec import ModelSpec
+
+ARCHIVE_SIZE = (256, 256)
+ARCHIVE_TEMPLATE = template_for((128, 128)) + 64.0  # the template at 128 px, centred in the 256 px image
+ARCHIVE_TEMPLATE.setflags(write=False)
+MAX_PHOTO_SIDE = 1024
+KINDS = ("aligned", "photo")
+
+
+def archive_view(photo: np.ndarray, prepared, spec: ModelSpec) -> tuple[np.ndarray, str]:
+    """(image, kind) to archive for one face that `spec`'s model embedded from `photo` (the full RGB picture) as
+    `prepared` (an embedder.faces.PreparedFace)."""
+    if spec.alignment == "none":
+        height, width = photo.shape[:2]
+        scale = MAX_PHOTO_SIDE / max(height, width)
+        if scale >= 1:
+            return photo, "photo"
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS)), "photo"
+    face = prepared.face
+    turned = np.ascontiguousarray(rotate(photo, face.rotation)) if face.rotation else photo
+    return align_face(turned, face.landmarks, ARCHIVE_SIZE, template=ARCHIVE_TEMPLATE,
+                      interpolation=spec.interpolation), "aligned"
+
+
+def encode(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(out, format="PNG", compress_level=6)
+    return out.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"an archived face could not be read: {exc}") from None
+
+
+def model_input(data: bytes, kind: str, spec: ModelSpec) -> np.ndarray:
+    """An archived face -> `spec`'s model input ((h, w, 3) uint8 at spec.input_size)."""
+    image = decode(data)
+    if kind == "aligned":
+        if spec.alignment == "none":
+            raise ModelError("these faces were archived aligned for a five-point model; a model that crops by a box "
+                             "(alignment none) cannot read them: re-embed with a five-point model")
+        return align_face(image, ARCHIVE_TEMPLATE, spec.input_size, interpolation=spec.interpolation)
+    if kind == "photo":
+        if spec.alignment != "none":
+            raise ModelError("these faces were archived as photos for a model that crops by a box; a five-point "
+                             "model needs them detected again: re-embed with a face detector")
+        return crop_and_resize(image, spec)
+    raise ImageError(f"unknown archived face kind {kind!r} (expected one of {KINDS})")

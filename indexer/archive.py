@@ -1,0 +1,227 @@
+"""The face archive: what is needed to embed every face of a gallery again, kept beside Milvus, keyed by face id.
+
+A vector is only good for the model that made it. To move a gallery to a better model every face must be embedded
+again, and faces enrolled through the API exist nowhere else: their uploads are gone once answered. So every face
+that enters a gallery also lands here, as the model-independent face image (embedder/archiving.py says which),
+with its face id, identity, source and metadata. Re-embedding streams it back (Ray Data reads the Parquet parts).
+
+Layout, on any filesystem pyarrow opens (a local directory by default, `s3://`, `gs://`, a shared volume):
+
+    <root>/<gallery>/faces/part-<time>-<writer>-<n>.parquet     entries, one part per write call
+    <root>/<gallery>/deleted/part-<time>-<writer>-<n>.parquet   tombstones of faces and of whole identities
+
+Parts are written once and never changed, so any number of writers (API replicas, ingestion tasks) can add them
+without coordination. An entry is live while no tombstone of its face or its identity is newer than it, and a face
+written twice (a retried request, a re-run job) reads back once, as its latest entry: writes are idempotent like
+the Milvus upserts. Deleting marks (a tombstone, written before the answer); `compact` rewrites the parts without
+what is dead or superseded, so the bytes of a deleted person are gone from storage, not only hidden.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from indexer.errors import InvalidValue
+
+ENTRY_COLUMNS = ("face_id", "identity", "source", "metadata", "kind", "image", "written_ns")
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class ArchivedFace:
+    """One face as archived. `kind` says what `image` (encoded bytes) holds: "aligned" (the face warped onto the
+    archive's template, embedder/archiving.py) or "photo" (the decoded picture, for models that crop by a box)."""
+
+    face_id: int
+    identity: str
+    source: str
+    metadata: str  # JSON text, as stored with the vector
+    kind: str
+    image: bytes = field(repr=False)
+
+
+@dataclass
+class ArchiveStats:
+    live: int = 0
+    dead: int = 0  # entries a tombstone or a newer entry hides, until compaction removes them
+    parts: int = 0
+    tombstones: int = 0
+    bytes: int = 0
+
+    def lines(self) -> list[str]:
+        per_face = self.bytes / self.live if self.live else 0
+        return [f"faces {self.live} live, {self.dead} dead or superseded (compaction removes them)",
+                f"{self.parts} parts, {self.tombstones} tombstones, {self.bytes / 1e6:.1f} MB "
+                f"({per_face / 1024:.1f} KiB per live face)"]
+
+
+def _schemas():
+    import pyarrow as pa
+
+    entries = pa.schema([("face_id", pa.int64()), ("identity", pa.string()), ("source", pa.string()),
+                         ("metadata", pa.string()), ("kind", pa.string()), ("image", pa.binary()),
+                         ("written_ns", pa.int64())])
+    tombstones = pa.schema([("face_id", pa.int64()), ("identity", pa.string()), ("written_ns", pa.int64())])
+    return entries, tombstones
+
+
+class FaceArchive:
+    """The archive of one gallery (the name users configure, e.g. `faces`) at `root` (a path or a URI)."""
+
+    def __init__(self, root: str, gallery: str) -> None:
+        from pyarrow import fs
+
+        text = str(root)
+        try:
+            if "://" in text:
+                self.fs, base = fs.FileSystem.from_uri(text)
+            else:
+                self.fs, base = fs.LocalFileSystem(), os.path.abspath(text)
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise InvalidValue(f"the face archive {text!r} is not a location pyarrow can open: {exc}") from None
+        self.root = f"{base.rstrip('/')}/{gallery}"
+        self.uri = text
+        self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    # writing
+    def write(self, faces: list[ArchivedFace]) -> None:
+        """Add entries as one new part (nothing is written for an empty list)."""
+        if not faces:
+            return
+        import pyarrow as pa
+
+        now = time.time_ns()
+        schema = _schemas()[0]
+        table = pa.table({"face_id": [f.face_id for f in faces], "identity": [f.identity for f in faces],
+                          "source": [f.source for f in faces], "metadata": [f.metadata for f in faces],
+                          "kind": [f.kind for f in faces], "image": [f.image for f in faces],
+                          "written_ns": [now] * len(faces)}, schema=schema)
+        self._put("faces", table, now)
+
+    def forget(self, *, identity: str | None, face_ids: list[int] | None = None) -> None:
+        """Tombstones, dead from this moment: every face of `identity` written until now, or with `face_ids` those
+        faces only, and only where they belong to `identity` (a face id given with the wrong identity hides
+        nothing, as the store's delete finds nothing); `identity=None` with face ids: whoever holds them."""
+        import pyarrow as pa
+
+        now = time.time_ns()
+        ids = [int(f) for f in face_ids] if face_ids is not None else [None]
+        if identity is None and face_ids is None:
+            raise InvalidValue("forget needs an identity, face ids, or both")
+        if ids:
+            rows = {"face_id": ids, "identity": [identity] * len(ids), "written_ns": [now] * len(ids)}
+            self._put("deleted", pa.table(rows, schema=_schemas()[1]), now)
+
+    def _put(self, folder: str, table, now: int) -> None:
+        import pyarrow.parquet as pq
+
+        directory = f"{self.root}/{folder}"
+        self.fs.create_dir(directory, recursive=True)
+        name = f"part-{now:020d}-{self._writer}-{next(_counter)}.parquet"
+        # written under a temporary name and moved: a reader never sees half a part (a rename is atomic locally
+        # and on HDFS; an object store's PUT is all or nothing anyway)
+        temporary = f"{directory}/.{name}.tmp"
+        pq.write_table(table, temporary, filesystem=self.fs)
+        self.fs.move(temporary, f"{directory}/{name}")
+
+    # reading
+    def parts(self, folder: str = "faces") -> list[str]:
+        from pyarrow import fs
+
+        infos = self.fs.get_file_info(fs.FileSelector(f"{self.root}/{folder}", allow_not_found=True))
+        return sorted(i.path for i in infos if i.type == fs.FileType.File and i.base_name.startswith("part-")
+                      and i.base_name.endswith(".parquet"))
+
+    def _read(self, paths: list[str], columns: list[str], schema):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = [pq.read_table(p, columns=columns, filesystem=self.fs) for p in paths]
+        return pa.concat_tables(tables) if tables else schema.empty_table().select(columns)
+
+    def live_versions(self) -> dict[int, int]:
+        """face id -> written_ns of its live entry; reads only two small columns of each part."""
+        entries = self._read(self.parts("faces"), ["face_id", "identity", "written_ns"], _schemas()[0])
+        dead_face, dead_identity = self._tombstones()
+        latest: dict[int, tuple[int, str]] = {}
+        for face, identity, written in zip(entries["face_id"].to_pylist(), entries["identity"].to_pylist(),
+                                           entries["written_ns"].to_pylist(), strict=True):
+            if face not in latest or written >= latest[face][0]:
+                latest[face] = (written, identity)
+        return {face: written for face, (written, identity) in latest.items()
+                if written > max(dead_face.get((face, None), -1), dead_face.get((face, identity), -1),
+                                 dead_identity.get(identity, -1))}
+
+    def _tombstones(self) -> tuple[dict[tuple[int, str | None], int], dict[str, int]]:
+        """((face id, identity or None) -> newest tombstone, identity -> newest tombstone of all its faces)."""
+        table = self._read(self.parts("deleted"), ["face_id", "identity", "written_ns"], _schemas()[1])
+        by_face: dict[tuple[int, str | None], int] = {}
+        by_identity: dict[str, int] = {}
+        for face, identity, written in zip(table["face_id"].to_pylist(), table["identity"].to_pylist(),
+                                           table["written_ns"].to_pylist(), strict=True):
+            if face is not None:
+                by_face[face, identity] = max(written, by_face.get((face, identity), -1))
+            elif identity is not None:
+                by_identity[identity] = max(written, by_identity.get(identity, -1))
+        return by_face, by_identity
+
+    def entries(self, face_ids: set[int] | None = None, batch_rows: int = 256) -> Iterator[ArchivedFace]:
+        """Every live entry (or those of `face_ids`), once each, part by part: memory stays one batch."""
+        import pyarrow.parquet as pq
+
+        live = self.live_versions()
+        for path in self.parts("faces"):
+            with self.fs.open_input_file(path) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
+                    for row in batch.to_pylist():
+                        face = row["face_id"]
+                        if live.get(face) == row["written_ns"] and (face_ids is None or face in face_ids):
+                            live.pop(face)  # the same version twice (a retried part): once
+                            yield ArchivedFace(face, row["identity"], row["source"], row["metadata"], row["kind"],
+                                               row["image"])
+
+    def stats(self) -> ArchiveStats:
+        paths = self.parts("faces")
+        live = self.live_versions()
+        total = sum(self.fs.get_file_info(p).size for p in paths)
+        rows = len(self._read(paths, ["face_id"], _schemas()[0]))
+        return ArchiveStats(live=len(live), dead=rows - len(live), parts=len(paths),
+                            tombstones=len(self.parts("deleted")), bytes=total)
+
+    # compaction
+    def compact(self, part_rows: int = 4096) -> ArchiveStats:
+        """Rewrite the entries that are live into new parts and remove the old parts and the tombstones read:
+        deleted faces' images leave storage. Safe beside writers: parts and tombstones that appear while it runs
+        are not touched and keep their meaning (an entry written now is newer than every tombstone read)."""
+        import pyarrow as pa
+
+        faces, tombstones = self.parts("faces"), self.parts("deleted")
+        live = self.live_versions()
+        keep: list[dict] = []
+        schema = _schemas()[0]
+        for path in faces:
+            for row in self._read([path], list(ENTRY_COLUMNS), schema).to_pylist():
+                if live.get(row["face_id"]) == row["written_ns"]:
+                    live.pop(row["face_id"])
+                    keep.append(row)
+                if len(keep) >= part_rows:
+                    self._put("faces", pa.Table.from_pylist(keep, schema=schema), time.time_ns())
+                    keep = []
+        if keep:
+            self._put("faces", pa.Table.from_pylist(keep, schema=schema), time.time_ns())
+        for path in faces + tombstones:
+            self.fs.delete_file(path)
+        return self.stats()
+
+    def drop(self) -> None:
+        """Remove the whole archive of this gallery."""
+        from pyarrow import fs
+
+        if self.fs.get_file_info(self.root).type != fs.FileType.NotFound:
+            self.fs.delete_dir(self.root)
