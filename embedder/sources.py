@@ -161,6 +161,18 @@ def decode_or_skip(uri: str, spec: ModelSpec, **limits) -> tuple[np.ndarray | No
         return None, f"unreadable file: {exc.strerror or exc}"
 
 
+def photo_or_skip(uri: str, **limits) -> tuple[np.ndarray | None, str]:
+    """(the full RGB photo, "") or (None, reason); `limits` are load_rgb's max_pixels / min_side."""
+    from embedder.preprocess import load_rgb
+
+    try:
+        return load_rgb(read_bytes(uri), **limits), ""
+    except ImageError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"unreadable file: {exc.strerror or exc}"
+
+
 def faces_or_skip(uri: str, spec: ModelSpec, policy, **limits) -> tuple[list, str]:
     """(faces, "") or ([], reason): the photo at `uri` through a FacePolicy (embedder/faces.py): no face, too
     many, or an unreadable file is a reason to skip it. `limits` are load_rgb's max_pixels / min_side."""

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from indexer.errors import InvalidValue
+from indexer.errors import BackendUnavailable, InvalidValue
 
 ENTRY_COLUMNS = ("face_id", "identity", "source", "metadata", "kind", "image", "written_ns")
 _counter = itertools.count()
@@ -122,13 +122,19 @@ class FaceArchive:
         import pyarrow.parquet as pq
 
         directory = f"{self.root}/{folder}"
-        self.fs.create_dir(directory, recursive=True)
+        try:
+            self.fs.create_dir(directory, recursive=True)
+        except OSError as exc:
+            raise BackendUnavailable(f"the face archive could not be written ({type(exc).__name__})") from exc
         name = f"part-{now:020d}-{self._writer}-{next(_counter)}.parquet"
         # written under a temporary name and moved: a reader never sees half a part (a rename is atomic locally
         # and on HDFS; an object store's PUT is all or nothing anyway)
         temporary = f"{directory}/.{name}.tmp"
-        pq.write_table(table, temporary, filesystem=self.fs)
-        self.fs.move(temporary, f"{directory}/{name}")
+        try:
+            pq.write_table(table, temporary, filesystem=self.fs)
+            self.fs.move(temporary, f"{directory}/{name}")
+        except OSError as exc:  # a full disk, an unreachable bucket: nothing was acknowledged yet
+            raise BackendUnavailable(f"the face archive could not be written ({type(exc).__name__})") from exc
 
     # reading
     def parts(self, folder: str = "faces") -> list[str]:

@@ -13,20 +13,23 @@ twice is one face, not two, and a retried request is harmless.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from common.errors import Unavailable
+from embedder.archiving import archive_view, encode
 from embedder.embed import Embedder
 from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy, NoFace, PreparedFace, face_record  # noqa: F401  (re-exported)
 from embedder.preprocess import load_rgb
 from embedder.quality import QualityGate
+from indexer.archive import ArchivedFace, FaceArchive
 from indexer.decision import Decision, decide
 from indexer.errors import BackendUnavailable, InvalidValue, ModelMismatch
-from indexer.ids import face_id, validate_identity
+from indexer.ids import face_id, validate_face_id, validate_identity, validate_metadata
 from indexer.store import FaceIndex, FaceRow, Hit
 
 READY_CACHE_S = 1.0  # how long a readiness answer stands before the store is asked again
@@ -48,7 +51,7 @@ class FaceMatch:
 
 class IdentityService:
     def __init__(self, embedder: Embedder, index: FaceIndex, *, policy: FacePolicy | None = None, k: int = 20,
-                 max_pixels: int = 40_000_000) -> None:
+                 max_pixels: int = 40_000_000, archive: FaceArchive | None = None) -> None:
         info = index.info()
         if info.model_version != embedder.spec.version:
             raise ModelMismatch(f"gallery {index.collection!r} was built with model {info.model_version}, "
@@ -62,6 +65,7 @@ class IdentityService:
         self.policy = policy
         self.k = k
         self.max_pixels = max_pixels
+        self.archive = archive  # every enrolled face's image, for the next model (None: not kept)
         self._ready_checked, self._not_ready = -READY_CACHE_S, None
 
     @classmethod
@@ -81,7 +85,10 @@ class IdentityService:
             spec, calibration = embedder.spec, embedder.calibration
             index.ensure(CollectionInfo(spec.version, spec.embedding_size,
                                         calibration.threshold if calibration else None, spec.to_dict()))
-        return cls(embedder, index, policy=policy, k=settings.search_k, max_pixels=settings.max_pixels)
+        root = settings.archive_root()
+        archive = FaceArchive(root, settings.collection) if root else None
+        return cls(embedder, index, policy=policy, k=settings.search_k, max_pixels=settings.max_pixels,
+                   archive=archive)
 
     def close(self) -> None:
         self.index.client.close()
@@ -159,17 +166,23 @@ class IdentityService:
     def enroll(self, identity: str, images: list[tuple[str, bytes]], metadata: dict | None = None, *,
                select: str | None = None, gate: bool = True) -> Enrolled:
         """Enroll every photo's face(s) by the policy's rule (default: exactly one face that passes the quality
-        gate); `gate=False` takes faces below the gate too. All photos are checked before anything is written."""
+        gate); `gate=False` takes faces below the gate too. All photos are checked before anything is written.
+        Each face's image goes to the archive before its vector goes to the store: a face the store holds can
+        always be embedded again by the next model."""
         identity = validate_identity(identity)
         policy = replace(self.policy, select=select or self.policy.select)
         if not gate:
             policy = replace(policy, gate=QualityGate.open())
-        prepared = []
+        prepared, kept = [], []
         for name, data in images:
             try:
-                prepared.append((name, data, policy.prepare(self.load(data), self.embedder.spec)))
+                photo = self.load(data)
+                faces = policy.prepare(photo, self.embedder.spec)
             except ImageError as exc:  # the same kind (no face, too many, unreadable), naming the photo
                 raise type(exc)(f"{name}: {exc}") from None
+            prepared.append((name, data, faces))
+            if self.archive is not None:
+                kept += [archive_view(photo, face, self.embedder.spec) for face in faces]
         vectors = iter(self.embed_faces([f for _, _, faces in prepared for f in faces]))
         rows = []
         for name, data, faces in prepared:
@@ -183,6 +196,11 @@ class IdentityService:
                     judged = replace(face, reasons=tuple(self.policy.gate.reasons(face.quality)))
                     extra["face"] = {**face_record(judged), **({} if gate else {"quality_override": True})}
                 rows.append(FaceRow(f"api:{name[:200]}", identity, next(vectors), face_id(key), extra))
+        for row in rows:  # before the archive: a row the store would refuse must not be archived either
+            validate_metadata(row.metadata)
+        if self.archive is not None:
+            self.archive.write([ArchivedFace(r.face_id, identity, r.source, json.dumps(r.metadata, ensure_ascii=False),
+                                             kind, encode(image)) for r, (image, kind) in zip(rows, kept, strict=True)])
         self.index.upsert(rows)
         return Enrolled(identity, [r.face_id for r in rows])
 
@@ -190,9 +208,17 @@ class IdentityService:
         return self.index.faces_of(identity)
 
     def delete_identity(self, identity: str) -> int:
+        """Every face of the identity, from the archive (a tombstone first: a re-embed never brings it back) and
+        from the store."""
+        identity = validate_identity(identity)
+        if self.archive is not None:
+            self.archive.forget(identity=identity)
         return self.index.delete_identity(identity)
 
     def delete_face(self, identity: str, face: int) -> bool:
+        identity, face = validate_identity(identity), validate_face_id(face)
+        if self.archive is not None:
+            self.archive.forget(identity=identity, face_ids=[face])
         return self.index.delete_face(identity, face)
 
     def list_identities(self, cursor: str | None, limit: int) -> tuple[list[tuple[str, int]], str | None]:

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_connections: int = Field(1000, ge=1)  # `arcmatch serve`: connections and requests in flight; beyond, 503
     decode_concurrency: int = Field(4, ge=1)  # photos decoded at once per process: bounds memory (40 MP: ~120 MB)
     cors_origins: list[str] = []  # browsers' cross-origin access: off unless origins are listed
+    # the face archive (indexer/archive.py): every face's image kept for re-embedding with the next model
+    archive: bool = True
+    archive_uri: str | None = None  # default: beside a Lite file (faces.db -> faces.archive), else ./arcmatch-archive
     # the audit trail (jobs/audit.py): every write, and searches when audit_searches is on
     audit_dir: str = "./arcmatch-audit"  # a directory, or a pyarrow filesystem URI (s3://bucket/audit)
     audit_retention_days: int = Field(365, ge=1)
@@ -74,6 +77,16 @@ class Settings(BaseSettings):
         if missing:
             raise BadInput(f"settings missing: {', '.join(missing)}")
         return self
+
+    def archive_root(self) -> str | None:
+        """Where the face archive lives, or None when archiving is off."""
+        if not self.archive:
+            return None
+        if self.archive_uri:
+            return self.archive_uri
+        if "://" not in self.milvus_uri:
+            return str(Path(self.milvus_uri).with_suffix(".archive"))
+        return "./arcmatch-archive"
 
     @property
     def model_dir(self) -> Path:

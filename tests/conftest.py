@@ -12,8 +12,17 @@ from tests.helpers import pin_port
 
 # the API's audit trail (jobs/audit.py) defaults to ./arcmatch-audit: tests keep theirs out of the checkout
 os.environ.setdefault("ARCMATCH_AUDIT_DIR", tempfile.mkdtemp(prefix="arcmatch-test-audit-"))
+# and the face archive (default ./arcmatch-archive for a server) too; most tests get one of their own below
+os.environ.setdefault("ARCMATCH_ARCHIVE_URI", tempfile.mkdtemp(prefix="arcmatch-test-archive-"))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _archive_apart(tmp_path, monkeypatch):
+    """Each test's face archive in its own temporary directory: never in the checkout (the default for a Milvus
+    server is ./arcmatch-archive), never shared between tests that use the same collection name."""
+    monkeypatch.setenv("ARCMATCH_ARCHIVE_URI", str(tmp_path / "archive"))
 
 
 @pytest.fixture(scope="session")

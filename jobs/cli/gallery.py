@@ -61,7 +61,7 @@ def ingest(args: argparse.Namespace) -> int:
                          threads_per_actor=args.threads_per_actor, gpus_per_actor=args.gpus_per_actor,
                          write_concurrency=args.write_concurrency, index_type=args.index, errors_csv=args.errors,
                          export_parquet=args.export_parquet, console=Console(),
-                         policy=settings.face_policy(args.faces, threads=1))
+                         policy=settings.face_policy(args.faces, threads=1), archive=settings.archive_root())
     print("\n".join(summary.lines()))
     if summary.skipped:
         print(f"skipped files and reasons are listed in {args.errors}", file=sys.stderr)

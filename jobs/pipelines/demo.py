@@ -26,6 +26,7 @@ from embedder.evaluation import Verification, calibrate
 from embedder.layout import Calibration
 from embedder.sources import LabelledImage, list_images, write_manifest
 from embedder.spec import ModelSpec
+from indexer.archive import FaceArchive
 from indexer.store import FaceIndex, connect
 from jobs.pipelines.ingest import IngestSummary, ingest
 from jobs.progress import Console, silent
@@ -183,9 +184,11 @@ def run_demo(
     if client.has_collection("faces"):  # a fresh gallery for this run's model
         client.drop_collection("faces")
     client.close()
+    archive = str(workdir / "gallery.archive")  # the face archive, for the next model (indexer/archive.py)
+    FaceArchive(archive, "faces").drop()
     console.say(f"ingesting {report.counts['gallery']} gallery photos into Milvus Lite (Ray Data)")
     report.ingest = ingest(manifests["gallery"], workdir / "model", milvus=gallery_db, collection="faces",
-                           errors_csv=workdir / "ingest_errors.csv", console=console)
+                           errors_csv=workdir / "ingest_errors.csv", archive=archive, console=console)
 
     service = IdentityService(embedder, FaceIndex(connect(gallery_db), "faces"))
     with console.stage("lookup", total=len(split.known_probes) + len(split.unknown_probes)) as bar:

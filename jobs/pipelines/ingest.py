@@ -17,13 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.errors import ModelError
+from embedder.archiving import archive_view, encode
+from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy, face_record
-from embedder.sources import decode_or_skip, faces_or_skip, list_source
+from embedder.preprocess import crop_and_resize
+from embedder.sources import decode_or_skip, faces_or_skip, list_source, photo_or_skip
 from embedder.spec import ModelSpec
+from indexer.archive import FaceArchive
 from indexer.store import CollectionInfo, FaceIndex, connect, is_lite_uri
 from jobs.pipelines.report import reasons, write_error_report
-from jobs.pipelines.sink import MilvusDatasink, ParquetExport, rows_from_batch, upsert_checked
+from jobs.pipelines.sink import MilvusDatasink, ParquetExport, archived_from_batch, rows_from_batch, upsert_checked
 from jobs.progress import Console, silent
 
 
@@ -44,36 +47,62 @@ class IngestSummary:
         return out
 
 
-def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePolicy | None = None
-                 ) -> dict[str, np.ndarray]:
+def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePolicy | None = None,
+                 archive: bool = False) -> dict[str, np.ndarray]:
     """CPU stage: read each photo and turn it into the model's input; a failure becomes an `error` string and a
     blank image. With a FacePolicy (models that want aligned faces) a photo becomes its face(s): one row per face,
-    keyed `<face_key>#<n>` when one photo gives several, with where the face is and its quality in the metadata."""
-    columns: dict[str, list] = {k: [] for k in ("identity", "source", "face_key", "metadata", "image", "error")}
+    keyed `<face_key>#<n>` when one photo gives several, with where the face is and its quality in the metadata.
+    With `archive`, each face's model-independent image (embedder/archiving.py) rides along, PNG-encoded, in
+    `kept` / `kept_kind`, for the face archive."""
+    columns: dict[str, list] = {k: [] for k in ("identity", "source", "face_key", "metadata", "image", "error",
+                                                "kept", "kept_kind")}
     blank = np.zeros((*spec.input_size, 3), dtype=np.uint8)
 
-    def add(i: int, image: np.ndarray | None, error: str, key: str, metadata: str) -> None:
+    def add(i: int, image: np.ndarray | None, error: str, key: str, metadata: str, kept=None) -> None:
         for name in ("identity", "source"):
             columns[name].append(batch[name][i])
         columns["face_key"].append(key)
         columns["metadata"].append(metadata)
         columns["image"].append(blank if image is None else image)
         columns["error"].append(error)
+        columns["kept"].append(encode(kept[0]) if kept is not None else b"")
+        columns["kept_kind"].append(kept[1] if kept is not None else "")
 
     for i, uri in enumerate(batch["uri"]):
         key, metadata = str(batch["face_key"][i]), str(batch["metadata"][i])
         if policy is None or spec.alignment == "none":
-            image, reason = decode_or_skip(str(uri), spec)
-            add(i, image, reason, key, metadata)
+            if not archive:
+                image, reason = decode_or_skip(str(uri), spec)
+                add(i, image, reason, key, metadata)
+                continue
+            photo, reason = photo_or_skip(str(uri))
+            if photo is None:
+                add(i, None, reason, key, metadata)
+            else:
+                add(i, crop_and_resize(photo, spec), "", key, metadata, archive_view(photo, None, spec))
             continue
-        faces, reason = faces_or_skip(str(uri), spec, policy)
+        photo, reason = photo_or_skip(str(uri)) if archive else (None, "")
+        if archive and photo is None:
+            faces = []
+        elif archive:
+            faces, reason = prepare_or_skip(photo, spec, policy)
+        else:
+            faces, reason = faces_or_skip(str(uri), spec, policy)
         if not faces:
             add(i, None, reason, key, metadata)
         for n, face in enumerate(faces):
             extra = json.dumps({**json.loads(metadata), "face": face_record(face)}, ensure_ascii=False)
-            add(i, face.chip, "", f"{key}#{n}" if len(faces) > 1 else key, extra)
+            add(i, face.chip, "", f"{key}#{n}" if len(faces) > 1 else key, extra,
+                archive_view(photo, face, spec) if archive else None)
     out = {k: np.asarray(v, dtype=object) for k, v in columns.items() if k != "image"}
     return {**out, "image": np.stack(columns["image"]) if columns["image"] else blank[None][:0]}
+
+
+def prepare_or_skip(photo: np.ndarray, spec: ModelSpec, policy: FacePolicy) -> tuple[list, str]:
+    try:
+        return policy.prepare(photo, spec), ""
+    except ImageError as exc:
+        return [], str(exc)
 
 
 class EmbedBatch:
@@ -92,7 +121,7 @@ class EmbedBatch:
         vectors = np.zeros((len(ok), self.embedder.spec.embedding_size), dtype=np.float32)
         if ok.any():
             vectors[ok] = self.embedder.embed(batch["image"][ok])
-        out = {k: batch[k] for k in ("identity", "source", "face_key", "metadata", "error")}
+        out = {k: batch[k] for k in ("identity", "source", "face_key", "metadata", "error", "kept", "kept_kind")}
         return {**out, "vector": vectors}
 
 
@@ -114,12 +143,15 @@ def ingest(
     errors_csv: str | Path | None = None,
     export_parquet: str | Path | None = None,
     policy: FacePolicy | None = None,
+    archive: str | None = None,
     console: Console | None = None,
 ) -> IngestSummary:
     """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into `collection` at `milvus`.
 
     `policy` turns photos into faces for a model whose spec wants aligned faces (detection, quality gate, how
-    many faces a photo may give); it is required for such a model and unused otherwise."""
+    many faces a photo may give); it is required for such a model and unused otherwise. `archive` (a path or
+    URI) keeps every face's image in the collection's face archive (indexer/archive.py), written before its
+    vector, so that the next model can embed the gallery again."""
     import ray
     import ray.data
 
@@ -139,17 +171,19 @@ def ingest(
     if gpus_per_actor is None:  # embed on GPUs whenever the cluster has them
         gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     ds = ray.data.from_items(items)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec, "policy": policy}, batch_size=batch_size,
+    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec, "policy": policy, "archive": archive is not None},
+                        batch_size=batch_size,
                         batch_format="numpy")
     ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model), threads_per_actor), batch_size=batch_size,
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed_concurrency),
                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
     if export_parquet is not None or is_lite_uri(milvus):
+        kept = FaceArchive(archive, collection) if archive is not None else None
         with console.stage("ingest", total=summary.seen) as bar:
-            _write_from_driver(ds, index, summary, write_batch, export_parquet, bar)
+            _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept)
     else:
         index.client.close()
-        sink = MilvusDatasink(milvus, token, collection)
+        sink = MilvusDatasink(milvus, token, collection, archive)
         with console.timed("ingest"):
             console.say(f"ingest: embedding {summary.seen} images with parallel writers")
             ds.write_datasink(sink, concurrency=write_concurrency)
@@ -165,13 +199,15 @@ def ingest(
 
 
 def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch: int,
-                       export_parquet: str | Path | None, bar) -> None:
+                       export_parquet: str | Path | None, bar, archive: FaceArchive | None) -> None:
     """The single-writer path (Milvus Lite, or when the vectors are also exported to Parquet)."""
     export = ParquetExport(export_parquet) if export_parquet is not None else None
     try:
         for batch in ds.iter_batches(batch_size=write_batch, batch_format="numpy"):
             rows, skipped = rows_from_batch(batch)
             summary.skipped += skipped
+            if archive is not None:
+                archive.write(archived_from_batch(batch, rows))
             write_started = time.perf_counter()
             summary.embedded += upsert_checked(index, rows, summary.skipped)
             summary.write_seconds += time.perf_counter() - write_started

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.archive import ArchivedFace, FaceArchive
 from indexer.errors import InvalidValue
 from indexer.ids import face_id
 from indexer.store import FaceIndex, FaceRow, connect
@@ -33,6 +34,18 @@ def rows_from_batch(batch: dict[str, np.ndarray]) -> tuple[list[FaceRow], list[t
     return rows, skipped
 
 
+def archived_from_batch(batch: dict[str, np.ndarray], rows: list[FaceRow]) -> list[ArchivedFace]:
+    """The archive entries of the rows about to be written (the batch carries their images in `kept`)."""
+    by_id = {face_id(str(key)): n for n, key in enumerate(batch["face_key"])}
+    out = []
+    for row in rows:
+        n = by_id[row.face_id]
+        if batch["kept_kind"][n]:
+            out.append(ArchivedFace(row.face_id, row.identity, row.source, str(batch["metadata"][n]),
+                                    str(batch["kept_kind"][n]), bytes(batch["kept"][n])))
+    return out
+
+
 def upsert_checked(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[str, str]]) -> int:
     """Upsert a batch; a row Milvus refuses (an invalid identity) is skipped with its reason, not fatal."""
     try:
@@ -51,10 +64,10 @@ def upsert_checked(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[st
 class MilvusDatasink(Datasink):
     """Upserts each write task's rows into a Milvus server; the driver sums what each task returns."""
 
-    def __init__(self, uri: str, token: str | None, collection: str) -> None:
+    def __init__(self, uri: str, token: str | None, collection: str, archive: str | None = None) -> None:
         import pymilvus  # noqa: F401  (fail on the driver, before any task is scheduled)
 
-        self.uri, self.token, self.collection = uri, token, collection
+        self.uri, self.token, self.collection, self.archive = uri, token, collection, archive
         self.embedded = 0
         self.skipped: list[tuple[str, str]] = []
 
@@ -62,10 +75,14 @@ class MilvusDatasink(Datasink):
         from ray.data.block import BlockAccessor
 
         index = FaceIndex(connect(self.uri, self.token), self.collection)
+        archive = FaceArchive(self.archive, self.collection) if self.archive is not None else None
         embedded, skipped = 0, []
         for block in blocks:
-            rows, failed = rows_from_batch(BlockAccessor.for_block(block).to_numpy())
+            batch = BlockAccessor.for_block(block).to_numpy()
+            rows, failed = rows_from_batch(batch)
             skipped += failed
+            if archive is not None:  # before the vectors: a face in the store can always be embedded again
+                archive.write(archived_from_batch(batch, rows))
             embedded += upsert_checked(index, rows, skipped)
         index.client.close()
         return {"embedded": embedded, "skipped": skipped}

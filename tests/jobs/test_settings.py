@@ -72,3 +72,13 @@ def test_search_runs_from_the_environment_alone(tmp_path, tiny_model_dir):
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["identity"] == "ann" and len(answer["candidates"]) == 1  # k = 1 face: one candidate
+
+
+def test_the_face_archive_lives_beside_a_lite_file_unless_told(monkeypatch):
+    monkeypatch.delenv("ARCMATCH_ARCHIVE_URI", raising=False)
+    assert Settings(milvus_uri="/data/faces.db", _env_file=None).archive_root() == "/data/faces.archive"
+    assert Settings(milvus_uri="http://milvus:19530", _env_file=None).archive_root() == "./arcmatch-archive"
+    monkeypatch.setenv("ARCMATCH_ARCHIVE_URI", "s3://bucket/archive")
+    assert Settings(_env_file=None).archive_root() == "s3://bucket/archive"  # slashes kept
+    monkeypatch.setenv("ARCMATCH_ARCHIVE", "false")
+    assert Settings(_env_file=None).archive_root() is None

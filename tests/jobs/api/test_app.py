@@ -13,6 +13,7 @@ from PIL import Image
 from common.errors import BadInput
 from embedder.embed import TorchEmbedder
 from embedder.preprocess import decode_image
+from indexer.archive import FaceArchive
 from jobs.api.app import create_app
 from jobs.api.keys import new_key
 from jobs.settings import Settings
@@ -28,9 +29,11 @@ def api(request, tmp_path_factory, tiny_model_dir):
     uri = (str(tmp_path_factory.mktemp("api") / "api.db") if request.param == "lite"
            else request.getfixturevalue("milvus_server_uri"))
     collection = f"api_{request.param}_{int(time.time())}"
+    archive = str(tmp_path_factory.mktemp("archive"))
     settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=uri,
-                        collection=collection, max_upload_bytes=200_000, max_pixels=1_000_000)
+                        collection=collection, max_upload_bytes=200_000, max_pixels=1_000_000, archive_uri=archive)
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        client.archive = FaceArchive(archive, collection)  # what the service keeps for the next model
         yield client
 
 
@@ -87,12 +90,19 @@ def test_pagination_and_deletes(api):
             break
     assert seen == sorted(seen) and {"p1", "p2", "p3"} <= set(seen) and len(seen) == len(set(seen))
 
-    face = api.get("/v1/identities/p1", headers=R).json()["faces"][0]["face_id"]
+    archived = {e.face_id: e.identity for e in api.archive.entries()}
+    faces = {name: int(api.get(f"/v1/identities/{name}", headers=R).json()["faces"][0]["face_id"])
+             for name in ("p1", "p2", "p3")}
+    assert all(archived[face] == name for name, face in faces.items())  # each enrolled face is archived
+    face = faces["p1"]
     assert api.delete(f"/v1/identities/p2/faces/{face}", headers=W).status_code == 404  # not p2's face
-    assert api.delete(f"/v1/identities/p1/faces/{face}", headers=W).json()["deleted_face"] == face
+    assert face in api.archive.live_versions()  # ... and its archived image stays too
+    assert api.delete(f"/v1/identities/p1/faces/{face}", headers=W).json()["deleted_face"] == str(face)
     assert api.get("/v1/identities/p1", headers=R).status_code == 404
     assert api.delete("/v1/identities/p3", headers=W).json()["deleted_faces"] == 1
     assert api.delete("/v1/identities/p3", headers=W).status_code == 404
+    live = api.archive.live_versions()  # a deleted face never comes back on a re-embed
+    assert faces["p1"] not in live and faces["p3"] not in live and faces["p2"] in live
 
 
 @pytest.mark.parametrize("payload", ['" or 1==1 or "', 'x" || identity != "', "a\\", "') or ('1'=='1"])

@@ -15,6 +15,7 @@ import pytest
 
 from common.errors import BadInput
 from embedder.sources import list_source
+from indexer.archive import FaceArchive
 from indexer.errors import ModelMismatch
 from indexer.store import CollectionInfo, FaceIndex, connect
 from jobs.pipelines.ingest import ingest
@@ -43,7 +44,8 @@ def rows_of(uri, collection):
 def test_ingest_skips_bad_files_and_reruns_without_duplicates(ray_local, milvus_uri, collection_name,
                                                              tiny_model_dir, gallery, tmp_path):
     report = tmp_path / "errors.csv"
-    kwargs = {"milvus": milvus_uri, "collection": collection_name, "batch_size": 4, "index_type": "FLAT"}
+    kwargs = {"milvus": milvus_uri, "collection": collection_name, "batch_size": 4, "index_type": "FLAT",
+              "archive": str(tmp_path / "archive")}
     first = ingest(gallery, tiny_model_dir, errors_csv=report, **kwargs)
     assert first.seen == 15 and first.embedded == 12 and len(first.skipped) == 3
     assert first.rows_in_collection == 12
@@ -56,6 +58,20 @@ def test_ingest_skips_bad_files_and_reruns_without_duplicates(ray_local, milvus_
     assert second.rows_in_collection == 12  # upserted by stable ids, not appended
     ids = rows_of(milvus_uri, collection_name)
     assert len(ids) == len(set(ids)) == 12
+
+    # every face's image is in the archive once, and embeds again to the vector the store holds
+    from embedder.archiving import model_input
+    from embedder.embed import TorchEmbedder
+
+    archive = FaceArchive(kwargs["archive"], collection_name)
+    entries = list(archive.entries())
+    assert sorted(e.face_id for e in entries) == sorted(ids) and archive.stats().dead == 12  # the re-run's
+    embedder = TorchEmbedder.from_checkpoint(tiny_model_dir)
+    again = embedder.embed(np.stack([model_input(e.image, e.kind, embedder.spec) for e in entries]))
+    client = connect(milvus_uri)
+    stored = FaceIndex(client, collection_name).vectors([e.face_id for e in entries])
+    client.close()
+    assert min(float(v @ stored[e.face_id]) for v, e in zip(again, entries, strict=True)) > 0.9999
 
 
 @pytest.mark.slow
@@ -160,3 +176,5 @@ def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, tmp_pat
     assert "images seen 601, embedded 600, skipped 1" in rerun.stdout
     ids = rows_of(uri, collection_name)
     assert len(ids) == len(set(ids)) == 600
+    archived = [e.face_id for e in FaceArchive(os.environ["ARCMATCH_ARCHIVE_URI"], collection_name).entries()]
+    assert sorted(archived) == sorted(ids)  # the archive too: every face once, none lost to the kill
