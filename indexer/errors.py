@@ -26,3 +26,8 @@ class CollectionNotFound(IndexerError, NotFound):
 
 class BackendUnavailable(IndexerError, Unavailable):
     """Milvus could not be reached or refused the operation for a reason that is not the caller's input."""
+
+
+class GalleryMoved(IndexerError, Unavailable):
+    """The gallery's alias points at another model's collection: this process serves searches from its own
+    collection until it is replaced, and takes no writes (they would miss the collection in service)."""

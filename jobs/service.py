@@ -28,7 +28,8 @@ from embedder.preprocess import load_rgb
 from embedder.quality import QualityGate
 from indexer.archive import ArchivedFace, FaceArchive
 from indexer.decision import Decision, decide
-from indexer.errors import BackendUnavailable, InvalidValue, ModelMismatch
+from indexer.errors import BackendUnavailable, GalleryMoved, InvalidValue, ModelMismatch
+from indexer.galleries import Galleries
 from indexer.ids import face_id, validate_face_id, validate_identity, validate_metadata
 from indexer.store import FaceIndex, FaceRow, Hit
 
@@ -51,7 +52,8 @@ class FaceMatch:
 
 class IdentityService:
     def __init__(self, embedder: Embedder, index: FaceIndex, *, policy: FacePolicy | None = None, k: int = 20,
-                 max_pixels: int = 40_000_000, archive: FaceArchive | None = None) -> None:
+                 max_pixels: int = 40_000_000, archive: FaceArchive | None = None,
+                 galleries: Galleries | None = None) -> None:
         info = index.info()
         if info.model_version != embedder.spec.version:
             raise ModelMismatch(f"gallery {index.collection!r} was built with model {info.model_version}, "
@@ -66,7 +68,8 @@ class IdentityService:
         self.k = k
         self.max_pixels = max_pixels
         self.archive = archive  # every enrolled face's image, for the next model (None: not kept)
-        self._ready_checked, self._not_ready = -READY_CACHE_S, None
+        self.galleries = galleries  # the gallery's alias: which model is in service (None: a bare collection)
+        self._ready_checked, self._not_ready, self._serving = -READY_CACHE_S, None, index.collection
 
     @classmethod
     def open(cls, settings, *, create: bool = False) -> IdentityService:
@@ -79,16 +82,16 @@ class IdentityService:
         policy = settings.face_policy()
         uri, token = settings.milvus_uri, settings.token()
         reconnect = None if is_lite_uri(uri) else (lambda: connect(uri, token, timeout=2.0))
-        index = FaceIndex(connect(uri, token), settings.collection, consistency=settings.search_consistency,
-                          search_ef=settings.search_ef, reconnect=reconnect)
-        if create:
-            spec, calibration = embedder.spec, embedder.calibration
-            index.ensure(CollectionInfo(spec.version, spec.embedding_size,
-                                        calibration.threshold if calibration else None, spec.to_dict()))
+        spec, calibration = embedder.spec, embedder.calibration
+        galleries = Galleries(connect(uri, token), settings.collection)
+        index = galleries.open(CollectionInfo(spec.version, spec.embedding_size,
+                                              calibration.threshold if calibration else None, spec.to_dict()),
+                               create=create, consistency=settings.search_consistency,
+                               search_ef=settings.search_ef, reconnect=reconnect)
         root = settings.archive_root()
         archive = FaceArchive(root, settings.collection) if root else None
         return cls(embedder, index, policy=policy, k=settings.search_k, max_pixels=settings.max_pixels,
-                   archive=archive)
+                   archive=archive, galleries=galleries)
 
     def close(self) -> None:
         self.index.client.close()
@@ -170,6 +173,7 @@ class IdentityService:
         Each face's image goes to the archive before its vector goes to the store: a face the store holds can
         always be embedded again by the next model."""
         identity = validate_identity(identity)
+        self._check_in_service()
         policy = replace(self.policy, select=select or self.policy.select)
         if not gate:
             policy = replace(policy, gate=QualityGate.open())
@@ -211,12 +215,14 @@ class IdentityService:
         """Every face of the identity, from the archive (a tombstone first: a re-embed never brings it back) and
         from the store."""
         identity = validate_identity(identity)
+        self._check_in_service()
         if self.archive is not None:
             self.archive.forget(identity=identity)
         return self.index.delete_identity(identity)
 
     def delete_face(self, identity: str, face: int) -> bool:
         identity, face = validate_identity(identity), validate_face_id(face)
+        self._check_in_service()
         if self.archive is not None:
             self.archive.forget(identity=identity, face_ids=[face])
         return self.index.delete_face(identity, face)
@@ -229,17 +235,37 @@ class IdentityService:
 
     def ready(self) -> dict:
         """What the service serves, once the store answers with the collection loaded; BackendUnavailable
-        otherwise. The store is asked at most every READY_CACHE_S, so a busy probe costs nothing extra."""
-        now = time.monotonic()
-        if now - self._ready_checked >= READY_CACHE_S:
-            try:
-                self.index.check_ready()
-                self._not_ready = None
-            except Unavailable as exc:
-                self._not_ready = str(exc)
-            self._ready_checked = now
+        otherwise. The store is asked at most every READY_CACHE_S, so a busy probe costs nothing extra.
+        `in_service` is false when the gallery's alias has moved to another model's collection: this process
+        still answers searches from its own, and refuses writes until it is replaced by one of the new model."""
+        self._refresh()
         if self._not_ready is not None:
             raise BackendUnavailable(self._not_ready)
         info = self.index.info()
-        return {"collection": self.index.collection, "model_version": info.model_version, "dim": info.dim}
+        out = {"collection": self.index.collection, "model_version": info.model_version, "dim": info.dim}
+        if self.galleries is not None:
+            out.update(gallery=self.galleries.gallery, in_service=self._serving == self.index.collection,
+                       gallery_serves=self._serving)
+        return out
 
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._ready_checked < READY_CACHE_S:
+            return
+        try:
+            self.index.check_ready()
+            if self.galleries is not None:
+                self._serving = self.galleries.serving()
+            self._not_ready = None
+        except Unavailable as exc:
+            self._not_ready = str(exc)
+        self._ready_checked = now
+
+    def _check_in_service(self) -> None:
+        """Writes go only to the collection in service: one made after the alias moved would miss it."""
+        if self.galleries is None:
+            return
+        self._refresh()
+        if self._serving != self.index.collection:
+            raise GalleryMoved(f"gallery {self.galleries.gallery!r} is now served by another model; this process "
+                               f"takes no writes until it is replaced: retry shortly")

@@ -85,14 +85,16 @@ def collection_name(request) -> str:
     """Unique per test, because the server outlives a test; dropped afterwards."""
     import re
 
-    name = "t_" + re.sub(r"\W", "_", request.node.name)[-60:]
+    name = "t_" + re.sub(r"_+", "_", re.sub(r"\W", "_", request.node.name))[-60:].strip("_")
     yield name
     uri = request.getfixturevalue("milvus_uri") if "milvus_uri" in request.fixturenames else None
     if uri is not None:
+        from indexer.galleries import Galleries
         from indexer.store import connect
 
         client = connect(uri)
-        if client.has_collection(name):
+        Galleries(client, name).drop_all()  # the alias and every model's collection of it
+        if name in client.list_collections():
             client.drop_collection(name)
         client.close()
 

@@ -131,9 +131,13 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: str
-    collection: str
+    collection: str = Field(description="the collection this process reads and writes (its model's)")
     model_version: str
     dim: int
+    gallery: str | None = Field(None, description="the gallery's name: a Milvus alias")
+    in_service: bool | None = Field(None, description="false once the alias serves another model's collection: "
+                                    "this process still searches its own and refuses writes (503) until replaced")
+    gallery_serves: str | None = Field(None, description="the collection the alias points at now")
 
 
 class ErrorOut(BaseModel):

@@ -27,6 +27,7 @@ from embedder.layout import Calibration
 from embedder.sources import LabelledImage, list_images, write_manifest
 from embedder.spec import ModelSpec
 from indexer.archive import FaceArchive
+from indexer.galleries import Galleries
 from indexer.store import FaceIndex, connect
 from jobs.pipelines.ingest import IngestSummary, ingest
 from jobs.progress import Console, silent
@@ -181,8 +182,7 @@ def run_demo(
 
     gallery_db = str(workdir / "gallery.db")
     client = connect(gallery_db)
-    if client.has_collection("faces"):  # a fresh gallery for this run's model
-        client.drop_collection("faces")
+    Galleries(client, "faces").drop_all()  # a fresh gallery for this run's model
     client.close()
     archive = str(workdir / "gallery.archive")  # the face archive, for the next model (indexer/archive.py)
     FaceArchive(archive, "faces").drop()
@@ -190,7 +190,7 @@ def run_demo(
     report.ingest = ingest(manifests["gallery"], workdir / "model", milvus=gallery_db, collection="faces",
                            errors_csv=workdir / "ingest_errors.csv", archive=archive, console=console)
 
-    service = IdentityService(embedder, FaceIndex(connect(gallery_db), "faces"))
+    service = IdentityService(embedder, FaceIndex(connect(gallery_db), "faces"))  # the alias, read only
     with console.stage("lookup", total=len(split.known_probes) + len(split.unknown_probes)) as bar:
         known = _decisions(service, split.known_probes, bar)
         unknown = _decisions(service, split.unknown_probes, bar)

@@ -24,6 +24,7 @@ from embedder.preprocess import crop_and_resize
 from embedder.sources import decode_or_skip, faces_or_skip, list_source, photo_or_skip
 from embedder.spec import ModelSpec
 from indexer.archive import FaceArchive
+from indexer.galleries import Galleries
 from indexer.store import CollectionInfo, FaceIndex, connect, is_lite_uri
 from jobs.pipelines.report import reasons, write_error_report
 from jobs.pipelines.sink import MilvusDatasink, ParquetExport, archived_from_batch, rows_from_batch, upsert_checked
@@ -162,10 +163,10 @@ def ingest(
     spec, calibration = embedder.spec, embedder.calibration
     if spec.alignment != "none" and (policy is None or policy.detector is None):
         raise ModelError(f"the model wants {spec.alignment} aligned faces: give a face detector (ARCMATCH_DETECTOR)")
-    index = FaceIndex(connect(milvus, token), collection)
-    index.ensure(CollectionInfo(spec.version, spec.embedding_size,
-                                calibration.threshold if calibration else None, spec.to_dict()),
-                 index_type=index_type)
+    # `collection` names the gallery (an alias); the vectors go to this model's collection behind it
+    index = Galleries(connect(milvus, token), collection).open(
+        CollectionInfo(spec.version, spec.embedding_size, calibration.threshold if calibration else None,
+                       spec.to_dict()), create=True, index_type=index_type)
     items = list_source(source)
     summary = IngestSummary(seen=len(items))
     if gpus_per_actor is None:  # embed on GPUs whenever the cluster has them
@@ -183,12 +184,12 @@ def ingest(
             _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept)
     else:
         index.client.close()
-        sink = MilvusDatasink(milvus, token, collection, archive)
+        sink = MilvusDatasink(milvus, token, index.collection, archive, gallery=collection)
         with console.timed("ingest"):
             console.say(f"ingest: embedding {summary.seen} images with parallel writers")
             ds.write_datasink(sink, concurrency=write_concurrency)
         summary.embedded, summary.skipped = sink.embedded, sink.skipped
-        index = FaceIndex(connect(milvus, token), collection)
+        index = FaceIndex(connect(milvus, token), index.collection)
     index.flush()
     summary.rows_in_collection = index.count()
     index.client.close()

@@ -64,10 +64,12 @@ def upsert_checked(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[st
 class MilvusDatasink(Datasink):
     """Upserts each write task's rows into a Milvus server; the driver sums what each task returns."""
 
-    def __init__(self, uri: str, token: str | None, collection: str, archive: str | None = None) -> None:
+    def __init__(self, uri: str, token: str | None, collection: str, archive: str | None = None, *,
+                 gallery: str | None = None) -> None:
         import pymilvus  # noqa: F401  (fail on the driver, before any task is scheduled)
 
         self.uri, self.token, self.collection, self.archive = uri, token, collection, archive
+        self.gallery = gallery or collection  # the archive is the gallery's, whatever model's collection
         self.embedded = 0
         self.skipped: list[tuple[str, str]] = []
 
@@ -75,7 +77,7 @@ class MilvusDatasink(Datasink):
         from ray.data.block import BlockAccessor
 
         index = FaceIndex(connect(self.uri, self.token), self.collection)
-        archive = FaceArchive(self.archive, self.collection) if self.archive is not None else None
+        archive = FaceArchive(self.archive, self.gallery) if self.archive is not None else None
         embedded, skipped = 0, []
         for block in blocks:
             batch = BlockAccessor.for_block(block).to_numpy()

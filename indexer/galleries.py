@@ -1,0 +1,179 @@
+"""A gallery is a name users configure (`faces`); behind it, one Milvus collection per model version, and an alias.
+
+Vectors of two models must never be searched together, and a model upgrade must not empty the gallery while the
+new vectors are computed. So the gallery's name is a Milvus alias that points at the collection of the model in
+service, named after that model's version (`faces__<model>_<hash>`). A re-embed (jobs/pipelines/reembed.py) fills
+the next model's collection beside it and then moves the alias in one call; the old collection stays, and moving
+the alias back is the rollback. Milvus Lite has aliases too (create, alter, describe), so both stores behave alike;
+the one difference found is that Lite lets an aliased collection be dropped, which `drop` refuses here for both.
+
+Where the alias moved from is kept as a property of the collection it moved to (PREVIOUS_PROPERTY), so `rollback`
+needs no other record. A gallery made before aliases (a plain collection named like the gallery) keeps working as
+it is; `adopt` renames it after its model and puts the alias in its place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from indexer.errors import CollectionNotFound, InvalidValue, ModelMismatch
+from indexer.store import INFO_PROPERTY, CollectionInfo, FaceIndex
+
+PREVIOUS_PROPERTY = "arcmatch.previous"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+
+
+def collection_name(gallery: str, model_version: str) -> str:
+    """`<gallery>__<model version as a name>_<8 hex>`: readable, unique per version, a valid Milvus name."""
+    check_gallery(gallery)
+    slug = re.sub(r"[^A-Za-z0-9_]+", "_", model_version).strip("_")[:60] or "model"
+    return f"{gallery}__{slug}_{hashlib.sha256(model_version.encode()).hexdigest()[:8]}"
+
+
+def check_gallery(gallery: str) -> str:
+    if not _NAME.match(gallery or "") or "__" in gallery:
+        raise InvalidValue(f"a gallery name is letters, digits and single underscores, starting with a letter or "
+                           f"underscore, at most 100 characters; got {gallery!r}")
+    return gallery
+
+
+@dataclass(frozen=True)
+class CollectionSummary:
+    name: str
+    model_version: str
+    dim: int
+    threshold: float | None
+    serving: bool  # the alias points here
+    previous: str | None  # where the alias was before it moved here
+
+
+class Galleries:
+    """The alias and the collections of one gallery, through one MilvusClient."""
+
+    def __init__(self, client, gallery: str) -> None:
+        self.client = client
+        self.gallery = gallery
+        self._calls = FaceIndex(client, gallery)  # its error translation and retries, for the calls made here
+
+    def _call(self, what: str, *args, **kwargs):
+        return self._calls._call(what, *args, **kwargs)
+
+    def is_plain_collection(self) -> bool:
+        """A collection (not an alias) carries the gallery's name: made before aliases, or by hand."""
+        return self.gallery in self._call("list_collections")
+
+    def target(self) -> str | None:
+        """The collection the gallery's alias points at; None when there is no alias."""
+        if self.gallery not in self._call("list_aliases").get("aliases", []):
+            return None
+        return self._call("describe_alias", self.gallery)["collection_name"]
+
+    def collections(self) -> list[CollectionSummary]:
+        target = self.target()
+        out = []
+        for name in sorted(self._call("list_collections")):
+            if not name.startswith(f"{self.gallery}__") and name != self.gallery:
+                continue
+            properties = self._call("describe_collection", name).get("properties") or {}
+            info = CollectionInfo.from_json(properties.get(INFO_PROPERTY, ""))
+            if info is None:
+                continue
+            out.append(CollectionSummary(name, info.model_version, info.dim, info.threshold,
+                                         name == target or (target is None and name == self.gallery),
+                                         properties.get(PREVIOUS_PROPERTY) or None))
+        return out
+
+    def serving(self) -> str | None:
+        """The collection searches of the gallery's name reach: the alias's target, or a plain collection."""
+        return self.target() or (self.gallery if self.is_plain_collection() else None)
+
+    def collection_for(self, model_version: str) -> str | None:
+        """The collection holding this model's vectors: the alias's target when it is this model's, else the
+        collection named after the model (a re-embed in progress, or one rolled back from), else None."""
+        if self.is_plain_collection():
+            info = FaceIndex(self.client, self.gallery).info()
+            return self.gallery if info.model_version == model_version else None
+        names = {c.name: c for c in self.collections()}
+        target = self.target()
+        if target in names and names[target].model_version == model_version:
+            return target
+        name = collection_name(self.gallery, model_version)
+        return name if name in names else None
+
+    def open(self, info: CollectionInfo, *, create: bool, index_type: str = "HNSW", **options) -> FaceIndex:
+        """The FaceIndex this model reads and writes. `create` makes the gallery (its collection and alias) when
+        there is none yet; a gallery served by another model is refused either way: it needs a re-embed first,
+        or the new model would serve an empty gallery. `options` go to the FaceIndex (consistency, search_ef...)."""
+        check_gallery(self.gallery)
+        found = self.collection_for(info.model_version)
+        if found is not None:
+            return FaceIndex(self.client, found, **options)
+        serving = self.serving()
+        if serving is not None:
+            other = FaceIndex(self.client, serving).info().model_version
+            raise ModelMismatch(f"gallery {self.gallery!r} is served by model {other}, not {info.model_version}: "
+                                f"run `arcmatch reembed --model ...` to move it to this model")
+        if not create:
+            raise CollectionNotFound(f"gallery {self.gallery!r} does not exist; ingest or enroll faces first")
+        index = self.prepare(info, index_type=index_type, **options)
+        self._call("create_alias", index.collection, self.gallery)
+        return index
+
+    def prepare(self, info: CollectionInfo, *, index_type: str = "HNSW", **options) -> FaceIndex:
+        """This model's collection (created empty if needed), without touching the alias: a re-embed's target."""
+        index = FaceIndex(self.client, collection_name(self.gallery, info.model_version), **options)
+        index.ensure(info, index_type=index_type)
+        return index
+
+    def switch(self, collection: str) -> str | None:
+        """Point the alias at `collection` in one call; returns where it pointed before."""
+        if collection not in {c.name for c in self.collections()}:
+            raise CollectionNotFound(f"no collection {collection!r} in gallery {self.gallery!r}")
+        before = self.target()
+        if before == collection:
+            return before
+        if before is not None:
+            self._call("alter_collection_properties", collection, properties={PREVIOUS_PROPERTY: before})
+            self._call("alter_alias", collection, self.gallery)
+        else:
+            self._call("create_alias", collection, self.gallery)
+        return before
+
+    def rollback(self) -> str:
+        """Point the alias back where it was before its last move; returns the collection it points at now."""
+        target = self.target()
+        summary = {c.name: c for c in self.collections()}.get(target or "")
+        if summary is None or not summary.previous:
+            raise CollectionNotFound(f"gallery {self.gallery!r} has no earlier collection to roll back to")
+        if summary.previous not in {c.name for c in self.collections()}:
+            raise CollectionNotFound(f"the earlier collection {summary.previous!r} was dropped; no rollback")
+        self._call("alter_alias", summary.previous, self.gallery)
+        return summary.previous
+
+    def drop(self, collection: str) -> None:
+        """Drop a collection of this gallery that the alias does not point at."""
+        names = {c.name: c for c in self.collections()}
+        if collection not in names:
+            raise CollectionNotFound(f"no collection {collection!r} in gallery {self.gallery!r}")
+        if names[collection].serving:
+            raise InvalidValue(f"{collection!r} serves gallery {self.gallery!r}: switch the alias first")
+        self._call("drop_collection", collection)
+
+    def drop_all(self) -> None:
+        """The alias and every collection of the gallery (a demo's fresh start)."""
+        if self.target() is not None:
+            self._call("drop_alias", self.gallery)
+        for summary in self.collections():
+            self._call("drop_collection", summary.name)
+
+    def adopt(self) -> str:
+        """A plain collection named like the gallery becomes `<gallery>__<model>` with the alias in its place."""
+        if not self.is_plain_collection():
+            raise InvalidValue(f"{self.gallery!r} is not a plain collection; nothing to adopt")
+        info = FaceIndex(self.client, self.gallery).info()
+        name = collection_name(self.gallery, info.model_version)
+        self._call("rename_collection", self.gallery, name)
+        self._call("create_alias", name, self.gallery)
+        return name
