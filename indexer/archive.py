@@ -177,6 +177,13 @@ class FaceArchive:
                 by_identity[identity] = max(written, by_identity.get(identity, -1))
         return by_face, by_identity
 
+    def tombstones_between(self, since_ns: int, until_ns: int) -> list[tuple[int | None, str | None]]:
+        """(face id or None for a whole identity, identity) of the tombstones written in (since, until]."""
+        table = self._read(self.parts("deleted"), ["face_id", "identity", "written_ns"], _schemas()[1])
+        return [(face, identity) for face, identity, written in zip(
+            table["face_id"].to_pylist(), table["identity"].to_pylist(), table["written_ns"].to_pylist(),
+            strict=True) if since_ns < written <= until_ns]
+
     def entries(self, face_ids: set[int] | None = None, batch_rows: int = 256) -> Iterator[ArchivedFace]:
         """Every live entry (or those of `face_ids`), once each, part by part: memory stays one batch."""
         import pyarrow.parquet as pq

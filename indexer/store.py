@@ -373,6 +373,12 @@ class FaceIndex:
             self._delete([int(face)])
         return bool(found)
 
+    def delete_ids(self, ids: list[int], batch: int = 1000) -> None:
+        """Delete these faces whoever they belong to (a re-embed making its collection equal to another)."""
+        self.info()
+        for start in range(0, len(ids), batch):
+            self._delete([validate_face_id(int(i)) for i in ids[start : start + batch]])
+
     def _delete(self, ids: list[int]) -> None:
         """Delete, and return only once no search can find these faces any more: an erasure that takes effect.
 

@@ -122,6 +122,21 @@ def tiny_model_dir(tmp_path_factory, tiny_spec):
 
 
 @pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory, tiny_spec):
+    """Another tiny embedder (other weights, so another model version), calibrated at 0.6: a model upgrade."""
+    import torch
+
+    from embedder.checkpoint import Calibration, save_embedder
+    from embedder.model import FaceEmbedder
+
+    torch.manual_seed(1)
+    directory = tmp_path_factory.mktemp("other-model")
+    save_embedder(FaceEmbedder(tiny_spec), directory)
+    Calibration(threshold=0.6, target_far=1e-3, measured_far=1e-3, tar=0.9, pairs=100).save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_onnx_dir(tmp_path_factory, tiny_model_dir):
     """The tiny checkpoint exported as an ONNX model directory (same version, same calibration)."""
     from embedder.checkpoint import load_embedder

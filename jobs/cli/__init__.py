@@ -15,11 +15,11 @@ import sys
 import traceback
 
 from common.errors import EXIT_INTERNAL, ArcmatchError, exit_code
-from jobs.cli import cluster, data, demo, gallery, service, train
+from jobs.cli import cluster, data, demo, gallery, service, train, upgrade
 from jobs.runtime import log_file, quiet_terminal
 
-GROUPS = (data, train, gallery, service, cluster, demo)
-QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo"}
+GROUPS = (data, train, gallery, upgrade, service, cluster, demo)
+QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo", "reembed"}
 
 
 def build_parser() -> argparse.ArgumentParser:

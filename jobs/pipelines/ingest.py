@@ -122,7 +122,7 @@ class EmbedBatch:
         vectors = np.zeros((len(ok), self.embedder.spec.embedding_size), dtype=np.float32)
         if ok.any():
             vectors[ok] = self.embedder.embed(batch["image"][ok])
-        out = {k: batch[k] for k in ("identity", "source", "face_key", "metadata", "error", "kept", "kept_kind")}
+        out = {k: v for k, v in batch.items() if k != "image"}  # what the stage before gave, the image embedded
         return {**out, "vector": vectors}
 
 

@@ -65,9 +65,10 @@ class MilvusDatasink(Datasink):
     """Upserts each write task's rows into a Milvus server; the driver sums what each task returns."""
 
     def __init__(self, uri: str, token: str | None, collection: str, archive: str | None = None, *,
-                 gallery: str | None = None) -> None:
+                 gallery: str | None = None, rows=None) -> None:
         import pymilvus  # noqa: F401  (fail on the driver, before any task is scheduled)
 
+        self.rows = rows or rows_from_batch  # batch -> (rows, skipped); a re-embed's batches carry face ids
         self.uri, self.token, self.collection, self.archive = uri, token, collection, archive
         self.gallery = gallery or collection  # the archive is the gallery's, whatever model's collection
         self.embedded = 0
@@ -81,7 +82,7 @@ class MilvusDatasink(Datasink):
         embedded, skipped = 0, []
         for block in blocks:
             batch = BlockAccessor.for_block(block).to_numpy()
-            rows, failed = rows_from_batch(batch)
+            rows, failed = self.rows(batch)
             skipped += failed
             if archive is not None:  # before the vectors: a face in the store can always be embedded again
                 archive.write(archived_from_batch(batch, rows))
