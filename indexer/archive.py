@@ -177,6 +177,10 @@ class FaceArchive:
                 by_identity[identity] = max(written, by_identity.get(identity, -1))
         return by_face, by_identity
 
+    def archived_ids(self) -> set[int]:
+        """Every face id that has an entry, live or dead."""
+        return set(self._read(self.parts("faces"), ["face_id"], _schemas()[0])["face_id"].to_pylist())
+
     def tombstones_between(self, since_ns: int, until_ns: int) -> list[tuple[int | None, str | None]]:
         """(face id or None for a whole identity, identity) of the tombstones written in (since, until]."""
         table = self._read(self.parts("deleted"), ["face_id", "identity", "written_ns"], _schemas()[1])

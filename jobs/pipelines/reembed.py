@@ -163,7 +163,8 @@ def reembed(
     live = kept.live_versions()
     in_source = set(source_index.iter_ids())
     summary.in_source, summary.archived_live = len(in_source), len(live)
-    summary.not_archived = len(in_source - live.keys())
+    # read after A: a face enrolled meanwhile is archived before it reaches A, a deleted one keeps its entry
+    summary.not_archived = len(in_source - kept.archived_ids())
     todo = {face: ns for face, ns in live.items() if face in in_source}
     existing = (set(FaceIndex(client, summary.target).iter_ids())
                 if summary.target in {c.name for c in galleries.collections()} else set())

@@ -17,9 +17,9 @@ from jobs.settings import Settings
 from tests.helpers import png
 
 
-def settings(model, milvus_uri, gallery, archive) -> Settings:
+def settings(model, milvus_uri, gallery, archive, **extra) -> Settings:
     return Settings(model=model, milvus_uri=milvus_uri, collection=gallery, archive_uri=str(archive),
-                    _env_file=None)
+                    _env_file=None, **extra)
 
 
 def best(service: IdentityService, photo: bytes):
@@ -85,3 +85,67 @@ def test_faces_never_archived_block_the_switch_and_a_model_needs_a_threshold(mil
             (tiny / item.name).write_bytes(item.read_bytes())
     with pytest.raises(ModelError, match="threshold"):
         reembed(str(tiny), milvus=milvus_uri, gallery=collection_name, archive=str(tmp_path / "a"))
+
+
+@pytest.mark.slow
+def test_searches_never_fail_and_writes_during_the_job_are_neither_lost_nor_resurrected(
+        ray_local, milvus_uri, collection_name, tiny_model_dir, other_model_dir, tmp_path):
+    import threading
+
+    import httpx
+
+    from jobs.api.app import create_app
+    from jobs.api.keys import new_key
+    from tests.helpers import live_app
+
+    key, entry = new_key("ops", ["read", "write"])
+    archive = tmp_path / "archive"
+    old_settings = settings(tiny_model_dir, milvus_uri, collection_name, archive, api_keys=entry,
+                            audit_dir=tmp_path / "audit")
+    with live_app(create_app(old_settings)) as base, httpx.Client(base_url=base, timeout=60,
+                                                                  headers={"X-API-Key": key}) as api:
+        for n in range(30):
+            answer = api.post(f"/v1/identities/p{n}/faces", files=[("images", ("a.png", png(100 + n)))])
+            assert answer.status_code == 201
+        stop, searches, failures = threading.Event(), [0], []
+
+        def search() -> None:
+            with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": key}) as client:
+                while not stop.is_set():
+                    answer = client.post("/v1/search", files={"image": ("p.png", png(100))})
+                    searches[0] += 1
+                    if answer.status_code != 200:
+                        failures.append(answer.status_code)
+
+        acknowledged, deleted, refused = set(), set(), []
+
+        def write() -> None:  # enrollments and deletes while the job runs, until the old model refuses them
+            with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": key}) as client:
+                for n in range(200):
+                    if stop.is_set():
+                        return
+                    answer = client.post(f"/v1/identities/w{n}/faces", files=[("images", ("w.png", png(500 + n)))])
+                    if answer.status_code == 503:
+                        refused.append(n)
+                        return
+                    acknowledged.add(int(answer.json()["face_ids"][0]))
+                    if n % 3 == 0:
+                        assert client.delete(f"/v1/identities/p{n % 30}").status_code in (200, 404)
+                        deleted.add(f"p{n % 30}")
+
+        threads = [threading.Thread(target=search), threading.Thread(target=write)]
+        for thread in threads:
+            thread.start()
+        summary = reembed(str(other_model_dir), milvus=milvus_uri, gallery=collection_name, archive=str(archive),
+                          grace_s=3, index_type="FLAT")
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert searches[0] > 10 and failures == []  # every search answered, through the job and the switch
+    new = IdentityService.open(settings(other_model_dir, milvus_uri, collection_name, archive))
+    in_new = {int(r["id"]): r["identity"] for name in [f"p{n}" for n in range(30)] + [f"w{n}" for n in range(200)]
+              for r in new.index.faces_of(name)}
+    assert acknowledged <= set(in_new)  # no acknowledged enrollment lost
+    assert not {name for name in in_new.values()} & deleted  # no deleted person came back
+    assert len(in_new) == 30 - len(deleted) + len(acknowledged) == summary.in_target
+    new.close()
