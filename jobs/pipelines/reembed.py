@@ -187,7 +187,7 @@ def reembed(
     target._call("alter_collection_properties", target.collection, properties={  # who filled it, from what
         MIGRATION_PROPERTY: json.dumps({"source": source, "snapshot_ns": snapshot})})
     pending = {face: ns for face, ns in todo.items() if face not in existing}
-    with console.stage("reembed", total=len(pending)) as bar:
+    with console.stage("reembed", total=len(pending), unit="face") as bar:
         summary.embedded, summary.skipped = _copy(kept, pending, embedder, model, target, milvus, token,
                                                   batch_size, embed_concurrency, bar)
     since = snapshot
@@ -253,7 +253,7 @@ def _copy(kept: FaceArchive, pending: dict[int, int], embedder, model: str, targ
                         num_gpus=gpus)
     written, skipped, seen = 0, [], set()
     if is_lite_uri(milvus):
-        for batch in ds.iter_batches(batch_size=512, batch_format="numpy"):
+        for batch in ds.iter_batches(batch_size=min(512, max(64, batch_size)), batch_format="numpy"):
             rows, failed = rows_of(batch)
             rows = [r for r in rows if r.face_id not in seen]  # a version in two parts (a retried write): once
             seen.update(r.face_id for r in rows)

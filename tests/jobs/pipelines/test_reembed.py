@@ -149,3 +149,59 @@ def test_searches_never_fail_and_writes_during_the_job_are_neither_lost_nor_resu
     assert not {name for name in in_new.values()} & deleted  # no deleted person came back
     assert len(in_new) == 30 - len(deleted) + len(acknowledged) == summary.in_target
     new.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["lite", "server"])
+def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, tmp_path, tiny_model_dir,
+                                                          other_model_dir, collection_name):
+    """SIGKILL half-way through the copy, a delete while it is down, the same command again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from indexer.store import FaceIndex
+    from trainer.synthetic import write_dataset
+
+    root = tmp_path / "gallery"
+    write_dataset(root, range(40), 10, size=32)
+    uri = str(tmp_path / "g.db") if store == "lite" else request.getfixturevalue("milvus_server_uri")
+    archive = str(tmp_path / "archive")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ARCMATCH_ARCHIVE_URI": archive,
+           "ARCMATCH_AUDIT_DIR": str(tmp_path / "audit")}
+    # every step in a process of its own: Milvus Lite's file stays held by a process that opened it
+    cli = [sys.executable, "-m", "jobs.cli"]
+    made = subprocess.run(cli + ["ingest", str(root), "--model", str(tiny_model_dir), "--milvus", uri,
+                                 "--collection", collection_name, "--index", "FLAT", "--errors",
+                                 str(tmp_path / "e.csv")], capture_output=True, text=True, env=env, timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    command = cli + ["reembed", "--model", str(other_model_dir), "--milvus", uri, "--collection", collection_name,
+                     "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+                           start_new_session=True)
+    said = []
+    for line in job.stderr:  # progress lines: "reembed: 64/400 ..., 56 written (...)"
+        said.append(line)
+        if line.startswith("reembed: ") and " written" in line and int(line.split(", ")[-1].split()[0]) > 0:
+            break
+    os.killpg(job.pid, signal.SIGKILL)  # the whole job, without warning
+    job.wait(timeout=120)
+    assert job.returncode == -signal.SIGKILL, "".join(said)[-2000:]
+
+    delete = ("from jobs.service import IdentityService; from jobs.settings import Settings; "
+              f"s = IdentityService.open(Settings(model={str(tiny_model_dir)!r}, milvus_uri={uri!r}, "
+              f"collection={collection_name!r})); assert s.ready()['in_service']; "  # the kill left the alias
+              "print(s.delete_identity('person_00003'))")
+    deleted = subprocess.run([sys.executable, "-c", delete], capture_output=True, text=True, env=env, timeout=300)
+    assert deleted.stdout.strip() == "10", deleted.stderr[-2000:]  # a delete while the job is down
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "already there from an earlier run" in rerun.stdout, rerun.stdout
+    client = connect(uri)
+    galleries = Galleries(client, collection_name)
+    new = FaceIndex(client, galleries.target())
+    ids = list(new.iter_ids())
+    assert len(ids) == len(set(ids)) == 390 and new.faces_of("person_00003") == []
+    assert len(galleries.collections()) == 2 and new.info().threshold == 0.6
+    client.close()
