@@ -110,6 +110,24 @@ def test_configuration_comes_from_the_one_configmap(overlay):
                 assert config["metadata"]["name"] in refs, (doc["metadata"]["name"], container["name"])
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_can_write_where_the_configuration_says_it_writes(overlay):
+    """The audit trail and the face archive are written by the API's replicas: their volume must not be
+    mounted read-only (a read-only /data failed every enrollment's archive write and every audit line)."""
+    docs = render(overlay)
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    written = [config[k] for k in ("ARCMATCH_AUDIT_DIR", "ARCMATCH_ARCHIVE_URI") if "://" not in config.get(k, "://")]
+    assert written  # both on the shared volume in this deployment
+    service = next(d for d in docs if d["kind"] == "RayService")
+    cluster = service["spec"]["rayClusterConfig"]
+    for pod in [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]:
+        for container in pod["template"]["spec"]["containers"]:
+            for path in written:
+                mount = max((m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"])),
+                            key=lambda m: len(m["mountPath"]), default=None)
+                assert mount is not None and not mount.get("readOnly"), (container["name"], path)
+
+
 def test_serve_config_points_at_a_real_builder():
     from jobs.api.serve import app_builder
 
