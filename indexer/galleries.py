@@ -15,6 +15,7 @@ it is; `adopt` renames it after its model and puts the alias in its place.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from indexer.errors import CollectionNotFound, InvalidValue, ModelMismatch
 from indexer.store import INFO_PROPERTY, CollectionInfo, FaceIndex
 
 PREVIOUS_PROPERTY = "arcmatch.previous"
+MIGRATION_PROPERTY = "arcmatch.reembed"  # on a re-embed's target: {"source": collection, "snapshot_ns": ...}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
@@ -88,6 +90,14 @@ class Galleries:
     def serving(self) -> str | None:
         """The collection searches of the gallery's name reach: the alias's target, or a plain collection."""
         return self.target() or (self.gallery if self.is_plain_collection() else None)
+
+    def migrating_from(self, collection: str) -> str | None:
+        """The collection a re-embed into `collection` reads from (its record, jobs/pipelines/reembed.py)."""
+        properties = self._call("describe_collection", collection).get("properties") or {}
+        try:
+            return json.loads(properties.get(MIGRATION_PROPERTY, "{}")).get("source")
+        except (json.JSONDecodeError, AttributeError):
+            return None
 
     def collection_for(self, model_version: str) -> str | None:
         """The collection holding this model's vectors: the alias's target when it is this model's, else the

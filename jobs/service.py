@@ -70,6 +70,7 @@ class IdentityService:
         self.archive = archive  # every enrolled face's image, for the next model (None: not kept)
         self.galleries = galleries  # the gallery's alias: which model is in service (None: a bare collection)
         self._ready_checked, self._not_ready, self._serving = -READY_CACHE_S, None, index.collection
+        self._writable = True
 
     @classmethod
     def open(cls, settings, *, create: bool = False) -> IdentityService:
@@ -256,16 +257,21 @@ class IdentityService:
             self.index.check_ready()
             if self.galleries is not None:
                 self._serving = self.galleries.serving()
+                self._writable = self._serving == self.index.collection or (
+                    self.galleries.migrating_from(self.index.collection) == self._serving)
             self._not_ready = None
         except Unavailable as exc:
             self._not_ready = str(exc)
         self._ready_checked = now
 
     def _check_in_service(self) -> None:
-        """Writes go only to the collection in service: one made after the alias moved would miss it."""
+        """Writes go to the collection in service, or to the one a re-embed is filling from it (a new model's
+        replicas started before the switch; the archive carries their writes, and the re-embed carries the old
+        model's into it). A process left behind by the switch takes none: they would miss the collection in
+        service."""
         if self.galleries is None:
             return
         self._refresh()
-        if self._serving != self.index.collection:
+        if not self._writable:
             raise GalleryMoved(f"gallery {self.galleries.gallery!r} is now served by another model; this process "
                                f"takes no writes until it is replaced: retry shortly")

@@ -33,11 +33,9 @@ from common.errors import Conflict
 from embedder.errors import ImageError, ModelError
 from indexer.archive import ArchivedFace, FaceArchive
 from indexer.errors import CollectionNotFound
-from indexer.galleries import Galleries, collection_name
+from indexer.galleries import MIGRATION_PROPERTY, Galleries, collection_name
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect, is_lite_uri
 from jobs.progress import Console, silent
-
-MIGRATION_PROPERTY = "arcmatch.reembed"
 
 
 class MissingFromArchive(Conflict):
@@ -215,6 +213,8 @@ def reembed(
             written, deleted = _catch_up(kept, since, time.time_ns(), embedder, target, source_index)
             summary.caught_up += written
             summary.deleted += deleted
+        # the migration is over: after a rollback, this model's processes must not write here any more
+        target._call("alter_collection_properties", target.collection, properties={MIGRATION_PROPERTY: ""})
     target.flush()
     summary.in_target = target.count()
     client.close()
@@ -287,10 +287,11 @@ def _catch_up(kept: FaceArchive, since: int, until: int, embedder, target: FaceI
 
 def _reconcile(kept: FaceArchive, embedder, source: FaceIndex, target: FaceIndex) -> tuple[int, int]:
     """B made equal to A face by face: a face of A missing from B (its store write finished after the plan read
-    A) is embedded from the archive; a face in B that A no longer holds (deleted meanwhile) leaves B. Returns
-    (faces written, faces removed); faces of A the archive never held stay missing (the plan counted them)."""
+    A) is embedded from the archive; a face in B that A does not hold leaves B unless the archive holds it live
+    (then the new model's own replicas enrolled it: it stays). Returns (faces written, faces removed); faces of A
+    the archive never held stay missing (the plan counted them)."""
     in_source, in_target = set(source.iter_ids()), set(target.iter_ids())
-    extra = sorted(in_target - in_source)
+    extra = sorted(in_target - in_source - kept.live_versions().keys())
     if extra:
         target.delete_ids(extra)
     missing = in_source - in_target

@@ -211,3 +211,32 @@ def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, tmp_pa
     assert len(ids) == len(set(ids)) == 190 and new.faces_of("person_00003") == []
     assert len(galleries.collections()) == 2 and new.info().threshold == 0.6
     client.close()
+
+
+@pytest.mark.slow
+def test_a_new_model_started_before_the_switch_writes_into_its_collection_and_loses_nothing(
+        ray_local, tmp_path, tiny_model_dir, other_model_dir):
+    """The rolling order for a deployment: fill B (--no-switch), start B's replicas (they search B and write to
+    it, the archive carrying their writes), run the re-embed again to catch up and switch."""
+    uri, gallery, archive = str(tmp_path / "g.db"), "faces", tmp_path / "archive"
+    old = IdentityService.open(settings(tiny_model_dir, uri, gallery, archive), create=True)
+    old.enroll("ann", [("a.png", png(1))])
+    first = reembed(str(other_model_dir), milvus=uri, gallery=gallery, archive=str(archive), switch=False,
+                    index_type="FLAT")
+    assert not first.switched and first.in_target == 1
+    new = IdentityService.open(settings(other_model_dir, uri, gallery, archive))
+    assert not new.ready()["in_service"]
+    bob = new.enroll("bob", [("b.png", png(2))]).face_ids[0]  # the new model's replica, before the switch
+    old.enroll("cat", [("c.png", png(3))])  # ... and the old model's, still in service
+    second = reembed(str(other_model_dir), milvus=uri, gallery=gallery, archive=str(archive), grace_s=0,
+                     index_type="FLAT")
+    assert second.switched and second.already_there == 1
+    names = {r["identity"] for name in ("ann", "bob", "cat") for r in new.index.faces_of(name)}
+    assert names == {"ann", "bob", "cat"} and new.index.faces_of("bob")[0]["id"] == bob
+    galleries = Galleries(new.index.client, gallery)
+    assert galleries.rollback() == first.source
+    new._ready_checked = -10.0
+    with pytest.raises(GalleryMoved):  # rolled back: the migration is closed, B takes no writes
+        new.enroll("dan", [("d.png", png(4))])
+    for service in (old, new):
+        service.close()
