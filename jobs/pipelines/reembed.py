@@ -9,7 +9,7 @@ API while it runs:
    embed on an actor pool) into the new model's collection (B), same face ids, identities, metadata. A face
    already in B is skipped, so a killed job re-run continues where it stopped;
 3. catch up: what the archive received since the last pass (enrollments, re-enrollments, tombstones) is applied
-   to B, round after round, until a round finds nothing new;
+   to B, round after round, until a round finds only a few changes;
 4. verify: B against A, face by face. A face of A that the archive never held (enrolled before archiving existed)
    cannot be embedded again: the switch is refused unless `--allow-missing` says to leave it behind. A face in B
    that A lost meanwhile is removed;
@@ -36,6 +36,8 @@ from indexer.errors import CollectionNotFound
 from indexer.galleries import MIGRATION_PROPERTY, Galleries, collection_name
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect, is_lite_uri
 from jobs.progress import Console, silent
+
+CATCH_UP_DONE = 16  # a catch-up round this small ends the rounds before the switch
 
 
 class MissingFromArchive(Conflict):
@@ -197,7 +199,9 @@ def reembed(
             summary.caught_up += written
             summary.deleted += deleted
             since = now
-            if written == deleted == 0 or summary.catch_up_rounds >= 20:
+            # until a round is small: what arrives after it is taken by the reconcile and, past the switch, by
+            # the last catch-up (writers never stop on a live gallery, so "nothing new" may never come)
+            if written + deleted <= CATCH_UP_DONE or summary.catch_up_rounds >= 10:
                 break
         written, removed = _reconcile(kept, embedder, source_index, target)
         summary.caught_up += written

@@ -144,7 +144,8 @@ def _rows_written(uri: str, collection: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("store", ["lite", "server"])
-def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, tmp_path, tiny_model_dir, collection_name):
+def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, ray_local, tmp_path, tiny_model_dir,
+                                                        collection_name):
     """SIGKILL half-way, then the same command again: Lite's single writer and the server's parallel Datasink."""
     root = tmp_path / "big"
     write_dataset(root, range(60), 10, size=32)
@@ -153,7 +154,8 @@ def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, tmp_pat
     command = [sys.executable, "-m", "jobs.cli", "ingest", str(root), "--model", str(tiny_model_dir),
                "--milvus", uri, "--collection", collection_name, "--batch-size", "16",
                "--errors", str(tmp_path / "e.csv")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a driver on the test's Ray (seconds to start, not tens); SIGKILL of the job still takes its tasks with it
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     job = subprocess.Popen(command, stderr=subprocess.PIPE if store == "lite" else subprocess.DEVNULL, text=True,
                            env=env, start_new_session=True)
     if store == "lite":  # the file is locked by the job: watch its progress lines
