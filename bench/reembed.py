@@ -171,7 +171,7 @@ def main() -> None:
         job = threading.Thread(target=lambda: box.update(summary=reembed(
             str(model_b), milvus=uri, gallery="lfw", archive=archive, threshold=0.5, grace_s=0,
             index_type="FLAT")))
-        searcher.seconds, searcher.failures = [], 0
+        searcher.seconds, searcher.failures, searcher.stop = [], 0, threading.Event()
         during = threading.Thread(target=searcher.run, daemon=True)
         job.start()
         during.start()
