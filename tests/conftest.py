@@ -106,34 +106,28 @@ def tiny_spec():
     return ModelSpec(backbone="test_resnet", embedding_size=16, input_size=(32, 32))
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tiny_spec):
-    """An untrained tiny embedder checkpoint with a calibration: enough to exercise every pipeline."""
+def _checkpoint(directory, spec, seed: int, threshold: float):
     import torch
 
     from embedder.checkpoint import Calibration, save_embedder
     from embedder.model import FaceEmbedder
 
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-model")
-    save_embedder(FaceEmbedder(tiny_spec), directory)
-    Calibration(threshold=0.5, target_far=1e-3, measured_far=1e-3, tar=0.9, pairs=100).save(directory)
+    torch.manual_seed(seed)
+    save_embedder(FaceEmbedder(spec), directory)
+    Calibration(threshold=threshold, target_far=1e-3, measured_far=1e-3, tar=0.9, pairs=100).save(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_spec):
+    """An untrained tiny embedder checkpoint with a calibration: enough to exercise every pipeline."""
+    return _checkpoint(tmp_path_factory.mktemp("tiny-model"), tiny_spec, seed=0, threshold=0.5)
 
 
 @pytest.fixture(scope="session")
 def other_model_dir(tmp_path_factory, tiny_spec):
     """Another tiny embedder (other weights, so another model version), calibrated at 0.6: a model upgrade."""
-    import torch
-
-    from embedder.checkpoint import Calibration, save_embedder
-    from embedder.model import FaceEmbedder
-
-    torch.manual_seed(1)
-    directory = tmp_path_factory.mktemp("other-model")
-    save_embedder(FaceEmbedder(tiny_spec), directory)
-    Calibration(threshold=0.6, target_far=1e-3, measured_far=1e-3, tar=0.9, pairs=100).save(directory)
-    return directory
+    return _checkpoint(tmp_path_factory.mktemp("other-model"), tiny_spec, seed=1, threshold=0.6)
 
 
 @pytest.fixture(scope="session")
