@@ -48,6 +48,10 @@ def archive_view(photo: np.ndarray, prepared, spec: ModelSpec) -> tuple[np.ndarr
 
 
 def encode(image: np.ndarray) -> bytes:
+    """PNG; a grey picture decoded to three equal channels is kept as one (a third of the bytes, same pixels back)."""
+    if image.ndim == 3 and image.shape[2] == 3 and (image[..., 0] == image[..., 1]).all() \
+            and (image[..., 1] == image[..., 2]).all():
+        image = image[..., 0]
     out = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(out, format="PNG", compress_level=6)
     return out.getvalue()

@@ -25,6 +25,7 @@ from embedder.spec import ModelSpec
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp", ".gif"}
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 RESERVED = {"uri", "path", "identity", "face_id", "metadata"}
+UNLABELLED = ""  # a face nobody has named yet; the same value as indexer.ids.UNLABELLED (embedder imports no indexer)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,17 @@ def _tree_rows(root: Path) -> list[dict]:
     return rows
 
 
+def _unlabelled_tree_rows(root: Path) -> list[dict]:
+    """Every image anywhere under root, none of them named: folders are albums or days, not people."""
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not paths:
+        raise NotFound(f"no images found under {root}")
+    # keyed apart from the same file in a named tree: taking a folder in as unnamed never drops a name
+    return [_row(str(p), UNLABELLED, p.relative_to(root).as_posix(), "unlabelled:" + p.relative_to(root).as_posix(),
+                 {}) for p in paths]
+
+
 def _manifest_table(path: Path) -> list[dict]:
     import pyarrow as pa
 
@@ -93,30 +105,34 @@ def _metadata(record: dict, path: Path, n: int) -> dict:
     return metadata
 
 
-def _manifest_rows(path: Path) -> list[dict]:
+def _manifest_rows(path: Path, unlabelled: bool) -> list[dict]:
     records = _manifest_table(path)
     if not records:
         raise BadInput(f"manifest {path} lists no images")
     columns = set(records[0])
     uri_column = "uri" if "uri" in columns else "path" if "path" in columns else None
-    if uri_column is None or "identity" not in columns:
-        raise BadInput(f"manifest {path} needs `uri` (or `path`) and `identity` columns; it has {sorted(columns)}")
+    if uri_column is None or ("identity" not in columns and not unlabelled):
+        raise BadInput(f"manifest {path} needs `uri` (or `path`) and `identity` columns (or --unlabelled for faces "
+                       f"nobody has named); it has {sorted(columns)}")
     rows = []
     for n, record in enumerate(records):
         source = str(record[uri_column] or "")
         uri = source if "://" in source or not source or Path(source).is_absolute() else str(path.parent / source)
         face_key = str(record.get("face_id") or "") or source
-        rows.append(_row(uri, str(record["identity"] or ""), source, face_key, _metadata(record, path, n)))
+        rows.append(_row(uri, str(record.get("identity") or ""), source, face_key, _metadata(record, path, n)))
     return rows
 
 
-def list_source(source: str | Path) -> list[dict]:
-    """Rows with uri, identity, source (what is stored), face_key (what the id derives from), metadata (JSON)."""
+def list_source(source: str | Path, *, unlabelled: bool = False) -> list[dict]:
+    """Rows with uri, identity, source (what is stored), face_key (what the id derives from), metadata (JSON).
+
+    `unlabelled`: a tree is every image under it, none named (identity UNLABELLED); a manifest may lack the
+    identity column, and its rows without one are faces nobody has named (without the flag they are errors)."""
     path = Path(source)
     if path.is_dir():
-        return _tree_rows(path.resolve())
+        return _unlabelled_tree_rows(path.resolve()) if unlabelled else _tree_rows(path.resolve())
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
-        return _manifest_rows(path.resolve())
+        return _manifest_rows(path.resolve(), unlabelled)
     if not path.exists():
         raise NotFound(f"{source} does not exist")
     raise BadInput(f"{source} is neither an image tree (a directory) nor a manifest (.csv or .parquet)")

@@ -31,6 +31,9 @@ def face_id(source_id: str) -> int:
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+UNLABELLED = ""  # the identity of a face nobody has named yet (issue 13): stored, clustered, never an answer
+
+
 def validate_identity(identity: str) -> str:
     """Identity ids are free text (names, employee numbers) but never empty, huge or with control characters."""
     if not isinstance(identity, str) or not identity.strip():
@@ -43,6 +46,11 @@ def validate_identity(identity: str) -> str:
     if not _IDENTITY.match(identity):
         raise InvalidValue("identity must not contain control characters")
     return identity
+
+
+def validate_stored_identity(identity: str) -> str:
+    """An identity as a row may carry it: a valid identity, or UNLABELLED for a face nobody has named yet."""
+    return identity if identity == UNLABELLED else validate_identity(identity)
 
 
 def quote(value: str) -> str:

@@ -18,11 +18,21 @@ from typing import Any
 import numpy as np
 
 from indexer.errors import BackendUnavailable, CollectionNotFound, InvalidValue, ModelMismatch
-from indexer.ids import clip_utf8, quote, validate_face_id, validate_identity, validate_metadata
+from indexer.ids import (
+    UNLABELLED,
+    clip_utf8,
+    quote,
+    validate_face_id,
+    validate_identity,
+    validate_metadata,
+    validate_stored_identity,
+)
 
 VECTOR = "vector"
 INFO_PROPERTY = "arcmatch.info"
 OUTPUT_FIELDS = ["identity", "source", "model_version", "created_at", "metadata"]
+SEARCH_AMONG = {"labelled": f"identity != {quote(UNLABELLED)}", "unlabelled": f"identity == {quote(UNLABELLED)}",
+               "all": ""}
 DEFAULT_EF = 192  # HNSW search list: recall@1 1.000 at 1M faces, where 128 gave 0.986 and 64 0.953 (BENCHMARKS)
 INDEX_PARAMS = {
     "FLAT": {},
@@ -60,11 +70,28 @@ class _OneLine(logging.Filter):
         return True
 
 
+class _LiteHasNoTimestamps(logging.Filter):
+    """Milvus Lite does not implement AllocTimestamp, which pymilvus's query iterator asks for first and then does
+    without: one server-side traceback and one client warning per scan (every calibration, listing, clustering),
+    about nothing the user can change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], NotImplementedError):
+            return False
+        return "failed to get mvccTs" not in record.getMessage()
+
+
 def _tame_logs() -> None:
     for name in ("pymilvus", "pymilvus.milvus_client"):
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, _OneLine) for f in handler.filters):
                 handler.addFilter(_OneLine())
+            if not any(isinstance(f, _LiteHasNoTimestamps) for f in handler.filters):
+                handler.addFilter(_LiteHasNoTimestamps())
+    for name in ("grpc._server", "pymilvus.client.iterator.query_iterator"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _LiteHasNoTimestamps) for f in logger.filters):
+            logger.addFilter(_LiteHasNoTimestamps())
 
 
 def is_lite_uri(uri: str) -> bool:
@@ -310,7 +337,7 @@ class FaceIndex:
             vector = np.asarray(row.vector, dtype=np.float32)
             if vector.shape != (info.dim,) or not np.isfinite(vector).all():
                 raise InvalidValue(f"vector for {row.source!r} has shape {vector.shape}, expected ({info.dim},)")
-            data.append({"id": validate_face_id(row.face_id), "identity": validate_identity(row.identity),
+            data.append({"id": validate_face_id(row.face_id), "identity": validate_stored_identity(row.identity),
                          "source": clip_utf8(row.source), "model_version": info.model_version, "created_at": now,
                          "metadata": validate_metadata(row.metadata), VECTOR: vector.tolist()})
         self._call("upsert", self.collection, data)
@@ -324,16 +351,24 @@ class FaceIndex:
         result = self._call("query", self.collection, filter="", output_fields=["count(*)"])
         return int(result[0]["count(*)"])
 
-    def search(self, vectors: np.ndarray, k: int = 10, ef: int | None = None) -> list[list[Hit]]:
+    def search(self, vectors: np.ndarray, k: int = 10, ef: int | None = None, *, among: str = "labelled",
+               exclude_identity: str | None = None) -> list[list[Hit]]:
         """Top-k faces for each row of `vectors` (L2-normalised, the collection's dimension); `ef` overrides
-        the index's search_ef for this call."""
+        the index's search_ef for this call. `among`: "labelled" faces (an identification: a face nobody has
+        named is never an answer), "unlabelled" ones (clustering) or "all"; `exclude_identity` leaves one
+        identity's faces out."""
+        if among not in SEARCH_AMONG:
+            raise InvalidValue(f"among must be one of {sorted(SEARCH_AMONG)}, got {among!r}")
         info = self.info()
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.shape[1] != info.dim:
             raise ModelMismatch(f"query vectors have dim {vectors.shape[1]}, collection {self.collection!r} "
                                 f"holds dim {info.dim} ({info.model_version})")
         params = {"metric_type": "COSINE", "params": {"ef": max(ef or self.search_ef, k)}}
-        results = self._call("search", self.collection, data=vectors.tolist(), limit=k,
+        where = [SEARCH_AMONG[among]] if SEARCH_AMONG[among] else []
+        if exclude_identity is not None:
+            where.append(f"identity != {quote(validate_identity(exclude_identity))}")
+        results = self._call("search", self.collection, data=vectors.tolist(), limit=k, filter=" and ".join(where),
                              output_fields=["identity", "source"], search_params=params,
                              consistency_level=self.consistency)
         return [
@@ -423,6 +458,11 @@ class FaceIndex:
         self.info()
         return self._call("query", self.collection, filter=expr,
                           output_fields=["id", *OUTPUT_FIELDS], limit=limit)
+
+    def labelled_faces(self, batch: int = 1000) -> Iterator[tuple[int, str]]:
+        """(face id, identity) of every face that has an identity (unlabelled faces have UNLABELLED)."""
+        for row in self._scan(f"identity != {quote(UNLABELLED)}", ["id", "identity"], batch):
+            yield int(row["id"]), row["identity"]
 
     def iter_ids(self, batch: int = 1000) -> Iterator[int]:
         """Every primary key, for checks that each face is present exactly once."""

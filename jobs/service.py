@@ -26,7 +26,9 @@ from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy, NoFace, PreparedFace, face_record  # noqa: F401  (re-exported)
 from embedder.preprocess import load_rgb
 from embedder.quality import QualityGate
+from indexer import calibration
 from indexer.archive import ArchivedFace, FaceArchive
+from indexer.calibration import GalleryCalibration
 from indexer.decision import Decision, decide
 from indexer.errors import BackendUnavailable, GalleryMoved, InvalidValue, ModelMismatch
 from indexer.galleries import Galleries
@@ -34,6 +36,7 @@ from indexer.ids import face_id, validate_face_id, validate_identity, validate_m
 from indexer.store import FaceIndex, FaceRow, Hit
 
 READY_CACHE_S = 1.0  # how long a readiness answer stands before the store is asked again
+CALIBRATION_CACHE_S = 10.0  # how long the gallery's calibration stands before it is read again
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class IdentityService:
         self.galleries = galleries  # the gallery's alias: which model is in service (None: a bare collection)
         self._ready_checked, self._not_ready, self._serving = -READY_CACHE_S, None, index.collection
         self._writable = True
+        self._calibration, self._calibration_read = None, -CALIBRATION_CACHE_S
 
     @classmethod
     def open(cls, settings, *, create: bool = False) -> IdentityService:
@@ -132,15 +136,50 @@ class IdentityService:
         return (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
 
     def threshold(self, threshold: float | None = None) -> float:
-        """The caller's threshold, else the model's calibrated one, else the one stored with the collection."""
+        """The caller's threshold, else the gallery's own calibration (`arcmatch calibrate`), else the model's
+        calibrated one, else the one stored with the collection."""
         if threshold is not None:
             return threshold
+        return self.threshold_in_use()[0]
+
+    def threshold_in_use(self) -> tuple[float, str]:
+        """(threshold, where it comes from: "gallery", "model" or "collection")."""
+        gallery = self.gallery_calibration()
+        if gallery is not None:
+            return gallery.threshold, "gallery"
         if self.embedder.calibration is not None:
-            return self.embedder.calibration.threshold
+            return self.embedder.calibration.threshold, "model"
         stored = self.index.info().threshold
         if stored is not None:
-            return stored
-        raise ModelError("the model has no calibrated threshold: run `arcmatch eval --calibrate` or pass --threshold")
+            return stored, "collection"
+        raise ModelError("the model has no calibrated threshold: run `arcmatch eval --calibrate` or "
+                         "`arcmatch calibrate`, or pass --threshold")
+
+    def gallery_calibration(self) -> GalleryCalibration | None:
+        """The collection's own calibration, read again every CALIBRATION_CACHE_S (another process, or another
+        replica, may set or clear it); while the store cannot be asked, the last one read stands."""
+        now = time.monotonic()
+        if now - self._calibration_read >= CALIBRATION_CACHE_S:
+            try:
+                self._calibration = calibration.stored(self.index)
+                self._calibration_read = now
+            except BackendUnavailable:
+                pass
+        return self._calibration
+
+    def calibrate(self, target_fpir: float, *, sample: int = 5000, save: bool = True) -> GalleryCalibration:
+        """Choose the gallery's threshold for `target_fpir` from its stored vectors (indexer/calibration.py) and,
+        with `save`, keep it with the collection so every process searching it uses it."""
+        model = self.embedder.calibration.threshold if self.embedder.calibration else self.index.info().threshold
+        result = calibration.calibrate(self.index, target_fpir, model_threshold=model, sample=sample)
+        if save:
+            self.set_gallery_calibration(result)
+        return result
+
+    def set_gallery_calibration(self, result: GalleryCalibration | None) -> None:
+        self._check_in_service()
+        calibration.store(self.index, result)
+        self._calibration, self._calibration_read = result, time.monotonic()
 
     def decide(self, hits: list[Hit], threshold: float | None = None, k: int | None = None,
                top_n: int = 1) -> Decision:

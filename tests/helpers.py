@@ -122,3 +122,20 @@ def pin_port(server) -> None:
 
     server.config.configs["proxy_port"] = server.listen_port
     server.config.try_bind_port = bind_reusing
+
+
+def people(n_people: int, per_person: int, spread: float, seed: int = 0, first: int = 0, dim: int = 16) -> list:
+    """Identity-clustered unit vectors as FaceRows named "person N": a random centre per person, its faces
+    scattered around it (spread 0.05: near copies; 1.0: a crowded domain where strangers come close)."""
+    from indexer.ids import face_id
+    from indexer.store import FaceRow
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(first, first + n_people):
+        centre = rng.normal(size=dim)
+        for f in range(per_person):
+            v = centre / np.linalg.norm(centre) + spread * rng.normal(size=dim) / np.sqrt(dim)
+            source = f"p{p}/f{f}"
+            rows.append(FaceRow(source, f"person {p}", (v / np.linalg.norm(v)).astype(np.float32), face_id(source)))
+    return rows

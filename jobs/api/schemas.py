@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, Strict, model_validator
 
 from embedder.formats import ALLOWED
+from indexer.calibration import MIN_FPIR
 from indexer.decision import Decision
 
 FORMATS = ", ".join(ALLOWED) + " (told from the file's first bytes; anything else is refused with 415)"
@@ -143,3 +144,39 @@ class Ready(BaseModel):
 class ErrorOut(BaseModel):
     error: str = Field(description="the kind: bad input, not found, unauthorized, ...")
     detail: str = Field(description="what is wrong, in words meant for the caller")
+
+
+class RatesOut(BaseModel):
+    threshold: float
+    fpir: float = Field(description="share of unknown-person trials answered as someone at this threshold")
+    fnir: float | None = Field(description="share of known-person trials not answered as themselves (null: no "
+                                           "identity has two faces)")
+
+
+class GalleryCalibrationOut(BaseModel):
+    threshold: float = Field(description="the gallery's threshold: cosine similarity, higher is closer")
+    target_fpir: float
+    fpir: float
+    fnir: float | None
+    model_threshold: float | None = Field(description="the model's own calibrated threshold")
+    at_model_threshold: RatesOut | None = Field(description="the same trials at the model's threshold")
+    identities: int
+    faces: int
+    nonmated_trials: int
+    mated_trials: int
+    model_version: str
+    created_at: float
+    method: str
+
+
+class CalibrationOut(BaseModel):
+    threshold: float = Field(description="the threshold searches use when the request gives none")
+    source: str = Field(description="where it comes from: gallery (`arcmatch calibrate` or POST /v1/calibration), "
+                                    "model (its checkpoint's calibration) or collection")
+    gallery: GalleryCalibrationOut | None
+
+
+class CalibrateIn(BaseModel):
+    fpir: float = Field(0.01, ge=MIN_FPIR, lt=1.0, description="target false-positive identification rate")
+    sample: int = Field(5000, ge=2, le=100_000, description="faces drawn as trials")
+    dry_run: bool = Field(False, description="report the threshold without keeping it")

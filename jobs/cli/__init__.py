@@ -15,10 +15,10 @@ import sys
 import traceback
 
 from common.errors import EXIT_INTERNAL, ArcmatchError, exit_code
-from jobs.cli import cluster, data, demo, gallery, service, train, upgrade
+from jobs.cli import curate, data, demo, gallery, remote, service, train, upgrade
 from jobs.runtime import log_file, quiet_terminal
 
-GROUPS = (data, train, gallery, upgrade, service, cluster, demo)
+GROUPS = (data, train, gallery, upgrade, curate, service, remote, demo)
 QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo", "reembed"}
 
 

@@ -18,6 +18,9 @@ def register(sub) -> None:
     model_flag(p, "the embedding model")
     detector_flag(p)
     store_flags(p)
+    p.add_argument("--unlabelled", action="store_true",
+                   help="faces nobody has named: every image of a tree (any folders), or a manifest's rows without "
+                        "an identity; kept for `arcmatch cluster`, never a search's answer (faces default: all)")
     p.add_argument("--errors", default="ingest_errors.csv", help="CSV report of skipped files")
     p.add_argument("--export-parquet", help="also write the embeddings to this Parquet file")
     p.add_argument("--batch-size", type=int, default=64)
@@ -61,7 +64,8 @@ def ingest(args: argparse.Namespace) -> int:
                          threads_per_actor=args.threads_per_actor, gpus_per_actor=args.gpus_per_actor,
                          write_concurrency=args.write_concurrency, index_type=args.index, errors_csv=args.errors,
                          export_parquet=args.export_parquet, console=Console(),
-                         policy=settings.face_policy(args.faces, threads=1), archive=settings.archive_root())
+                         policy=settings.face_policy(args.faces or ("all" if args.unlabelled else None), threads=1),
+                         archive=settings.archive_root(), unlabelled=args.unlabelled)
     print("\n".join(summary.lines()))
     if summary.skipped:
         print(f"skipped files and reasons are listed in {args.errors}", file=sys.stderr)

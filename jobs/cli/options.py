@@ -1,4 +1,5 @@
-"""Flags that several commands share, and the one way a command turns its flags into Settings.
+"""Flags that several commands share, the one way a command turns its flags into Settings, and what the
+administrative commands open with them (the gallery, the audit trail).
 
 Flags that mirror a setting default to None ("not given"), so the value comes from ARCMATCH_* (or its default in
 jobs/settings.py) unless the flag is given: the CLI and the API then agree on every default.
@@ -7,6 +8,7 @@ jobs/settings.py) unless the flag is given: the CLI and the API then agree on ev
 from __future__ import annotations
 
 import argparse
+import getpass
 
 from jobs.settings import Settings
 
@@ -40,3 +42,21 @@ def settings_from(args: argparse.Namespace) -> Settings:
     flags = {"model": "model", "milvus": "milvus_uri", "collection": "collection", "k": "search_k",
              "ef": "search_ef", "address": "ray_address", "detector": "detector"}
     return Settings.load(**{setting: getattr(args, flag, None) for flag, setting in flags.items()})
+
+
+def audit(settings: Settings, action: str, **details) -> None:
+    """One record in the audit trail (jobs/audit.py), as the API writes for its changes; the key is the login."""
+    from jobs.audit import AuditLog
+
+    log = AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days)
+    log.append({"key": f"cli:{getpass.getuser()}", "method": "CLI", "path": f"arcmatch {action}", "action": action,
+                "status": 200, **details})
+    log.close()
+
+
+def open_gallery(settings: Settings):
+    """The gallery the settings name (indexer.galleries.Galleries: its alias and collections)."""
+    from indexer.galleries import Galleries
+    from indexer.store import connect
+
+    return Galleries(connect(settings.milvus_uri, settings.token()), settings.collection)

@@ -12,10 +12,9 @@ written to the audit trail (jobs/audit.py) like the API's writes, with the opera
 from __future__ import annotations
 
 import argparse
-import getpass
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
-from jobs.cli.options import model_flag, ray_flag, settings_from, store_flags
+from jobs.cli.options import audit, model_flag, open_gallery, ray_flag, settings_from, store_flags
 from jobs.progress import Console
 from jobs.settings import Settings
 
@@ -57,22 +56,6 @@ def register(sub) -> None:
     p.set_defaults(run=archive)
 
 
-def _audit(settings: Settings, action: str, **details) -> None:
-    from jobs.audit import AuditLog
-
-    log = AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days)
-    log.append({"key": f"cli:{getpass.getuser()}", "method": "CLI", "path": f"arcmatch {action}", "action": action,
-                "status": 200, **details})
-    log.close()
-
-
-def _galleries(settings: Settings):
-    from indexer.galleries import Galleries
-    from indexer.store import connect
-
-    return Galleries(connect(settings.milvus_uri, settings.token()), settings.collection)
-
-
 def _archive_root(settings: Settings) -> str:
     root = settings.archive_root()
     if root is None:
@@ -95,24 +78,24 @@ def reembed(args: argparse.Namespace) -> int:
                           index_type=args.index, console=Console())
     print("\n".join(summary.lines()))
     if not args.dry_run:
-        _audit(settings, "reembed", collection=summary.target, previous=summary.source, switched=summary.switched,
+        audit(settings, "reembed", collection=summary.target, previous=summary.source, switched=summary.switched,
                faces=summary.in_target, skipped=len(summary.skipped))
     return EXIT_PARTIAL if summary.skipped else EXIT_OK
 
 
 def alias(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    galleries = _galleries(settings)
+    galleries = open_gallery(settings)
     if args.action == "switch":
         if not args.target:
             raise BadInput("alias switch needs the collection to serve (see `arcmatch collections list`)")
         before = galleries.switch(args.target)
-        _audit(settings, "alias_switch", collection=args.target, previous=before)
+        audit(settings, "alias_switch", collection=args.target, previous=before)
         print(f"{settings.collection} -> {args.target} (was {before})")
     elif args.action == "rollback":
         before = galleries.target()
         now = galleries.rollback()
-        _audit(settings, "alias_rollback", collection=now, previous=before)
+        audit(settings, "alias_rollback", collection=now, previous=before)
         print(f"{settings.collection} -> {now} (was {before})")
     else:
         serving = galleries.serving()
@@ -122,12 +105,12 @@ def alias(args: argparse.Namespace) -> int:
 
 def collections(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    galleries = _galleries(settings)
+    galleries = open_gallery(settings)
     if args.action == "drop":
         if not args.target:
             raise BadInput("collections drop needs the collection's name (see `arcmatch collections list`)")
         galleries.drop(args.target)
-        _audit(settings, "collection_drop", collection=args.target)
+        audit(settings, "collection_drop", collection=args.target)
         print(f"dropped {args.target}")
         return EXIT_OK
     from indexer.store import FaceIndex

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,7 @@ def ingest(
     export_parquet: str | Path | None = None,
     policy: FacePolicy | None = None,
     archive: str | None = None,
+    unlabelled: bool = False,
     console: Console | None = None,
 ) -> IngestSummary:
     """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into `collection` at `milvus`.
@@ -152,7 +154,9 @@ def ingest(
     `policy` turns photos into faces for a model whose spec wants aligned faces (detection, quality gate, how
     many faces a photo may give); it is required for such a model and unused otherwise. `archive` (a path or
     URI) keeps every face's image in the collection's face archive (indexer/archive.py), written before its
-    vector, so that the next model can embed the gallery again."""
+    vector, so that the next model can embed the gallery again. `unlabelled` takes faces nobody has named (a tree
+    of any shape, or a manifest's rows without an identity): stored with identity UNLABELLED, never a search's
+    answer, grouped by `arcmatch cluster`."""
     import ray
     import ray.data
 
@@ -167,7 +171,8 @@ def ingest(
     index = Galleries(connect(milvus, token), collection).open(
         CollectionInfo(spec.version, spec.embedding_size, calibration.threshold if calibration else None,
                        spec.to_dict()), create=True, index_type=index_type)
-    items = list_source(source)
+    items = list_source(source, unlabelled=unlabelled)
+    rows_of = partial(rows_from_batch, unlabelled=unlabelled)
     summary = IngestSummary(seen=len(items))
     if gpus_per_actor is None:  # embed on GPUs whenever the cluster has them
         gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -181,10 +186,10 @@ def ingest(
     if export_parquet is not None or is_lite_uri(milvus):
         kept = FaceArchive(archive, collection) if archive is not None else None
         with console.stage("ingest", total=summary.seen) as bar:
-            _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept)
+            _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept, rows_of)
     else:
         index.client.close()
-        sink = MilvusDatasink(milvus, token, index.collection, archive, gallery=collection)
+        sink = MilvusDatasink(milvus, token, index.collection, archive, gallery=collection, rows=rows_of)
         with console.timed("ingest"):
             console.say(f"ingest: embedding {summary.seen} images with parallel writers")
             ds.write_datasink(sink, concurrency=write_concurrency)
@@ -200,12 +205,12 @@ def ingest(
 
 
 def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch: int,
-                       export_parquet: str | Path | None, bar, archive: FaceArchive | None) -> None:
+                       export_parquet: str | Path | None, bar, archive: FaceArchive | None, rows_of) -> None:
     """The single-writer path (Milvus Lite, or when the vectors are also exported to Parquet)."""
     export = ParquetExport(export_parquet) if export_parquet is not None else None
     try:
         for batch in ds.iter_batches(batch_size=write_batch, batch_format="numpy"):
-            rows, skipped = rows_from_batch(batch)
+            rows, skipped = rows_of(batch)
             summary.skipped += skipped
             if archive is not None:
                 archive.write(archived_from_batch(batch, rows))

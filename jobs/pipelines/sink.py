@@ -19,17 +19,20 @@ except ImportError:  # pragma: no cover
     Datasink = object
 
 
-def rows_from_batch(batch: dict[str, np.ndarray]) -> tuple[list[FaceRow], list[tuple[str, str]]]:
-    """Embedded rows to write, and (source, reason) for the ones that failed upstream."""
+def rows_from_batch(batch: dict[str, np.ndarray], unlabelled: bool = False) -> tuple[list[FaceRow],
+                                                                                    list[tuple[str, str]]]:
+    """Embedded rows to write, and (source, reason) for the ones that failed upstream. Rows without an identity
+    are faces nobody has named (UNLABELLED) when `unlabelled`, else skipped: a labelled manifest's empty cell is
+    a mistake to report, not a face to keep without its name."""
     rows, skipped = [], []
     for i in range(len(batch["source"])):
         source, error = str(batch["source"][i]), str(batch["error"][i])
         if error:
             skipped.append((source, error))
-        elif not str(batch["identity"][i]).strip():
+        elif not str(batch["identity"][i]).strip() and not unlabelled:
             skipped.append((source, "no identity: the manifest row has an empty identity"))
         else:
-            rows.append(FaceRow(source, str(batch["identity"][i]), batch["vector"][i],
+            rows.append(FaceRow(source, str(batch["identity"][i]).strip(), batch["vector"][i],
                                 face_id(str(batch["face_key"][i])), json.loads(str(batch["metadata"][i]))))
     return rows, skipped
 

@@ -62,3 +62,13 @@ def test_a_kind_the_new_model_cannot_read_is_refused_in_words():
     with pytest.raises(ModelError, match="detected again"):
         model_input(encode(np.zeros((50, 50, 3), np.uint8)), "photo", ALIGNED)
     assert decode(encode(np.full((4, 4, 3), 7, np.uint8))).max() == 7
+
+
+def test_a_grey_picture_is_kept_as_one_channel_and_read_back_as_three() -> None:
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (40, 30), dtype=np.uint8)
+    as_rgb = np.repeat(grey[..., None], 3, axis=2)
+    colour = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    assert (decode(encode(as_rgb)) == as_rgb).all()
+    assert (decode(encode(colour)) == colour).all()
+    assert len(encode(as_rgb)) < len(encode(colour)) / 2

@@ -91,3 +91,22 @@ def test_search_ef_is_per_index_and_per_call(client, collection_name, index):
         assert len(hits[0]) == 5 and hits[0][0].face_id == rows[3].face_id
     with pytest.raises(InvalidValue, match="search_ef"):
         FaceIndex(client, collection_name, search_ef=0)
+
+
+def test_unlabelled_faces_are_never_an_identification_answer(index):
+    from indexer.ids import UNLABELLED
+
+    named = unit_rows(6, ["ann", "bob"])
+    nobody = [FaceRow(f"u/{r.source}", UNLABELLED, r.vector, face_id(f"u/{r.source}")) for r in named]
+    index.upsert(named + nobody)
+    index.flush()
+    probe = np.stack([named[0].vector])
+    assert {h.identity for h in index.search(probe, k=12)[0]} == {"ann", "bob"}
+    found = index.search(probe, k=12, among="unlabelled")[0]
+    assert {h.identity for h in found} == {UNLABELLED} and found[0].face_id == nobody[0].face_id
+    assert len(index.search(probe, k=12, among="all")[0]) == 12
+    assert {h.identity for h in index.search(probe, k=12, exclude_identity="ann")[0]} == {"bob"}
+    assert sorted(name for name, _ in index.list_identities()) == ["ann", "bob"]
+    assert sorted(i for _, i in index.labelled_faces()) == sorted(r.identity for r in named)
+    with pytest.raises(InvalidValue, match="among"):
+        index.search(probe, among="everyone")

@@ -125,6 +125,41 @@ def test_csv_manifest_rows(tmp_path):
         list_source(tmp_path / "bad.csv")
 
 
+def test_unlabelled_sources_list_every_image_without_a_name(tmp_path, gallery):
+    (gallery / "2024" / "june").mkdir(parents=True)
+    (gallery / "2024" / "june" / "x.png").write_bytes((gallery / "person_00000" / "000.png").read_bytes())
+    (gallery / ".cache").mkdir()
+    (gallery / ".cache" / "y.png").write_bytes(b"")
+    rows = list_source(gallery, unlabelled=True)
+    assert len(rows) == 16 and {r["identity"] for r in rows} == {""}
+    assert "2024/june/x.png" in {r["source"] for r in rows}
+    (tmp_path / "photos.csv").write_text("uri,identity\na.jpg,ann\nb.jpg,\n")
+    assert [r["identity"] for r in list_source(tmp_path / "photos.csv", unlabelled=True)] == ["ann", ""]
+    (tmp_path / "plain.csv").write_text("uri\na.jpg\n")
+    with pytest.raises(BadInput, match="--unlabelled"):
+        list_source(tmp_path / "plain.csv")
+    assert [r["identity"] for r in list_source(tmp_path / "plain.csv", unlabelled=True)] == [""]
+
+
+@pytest.mark.slow
+def test_unlabelled_ingestion_stores_faces_nobody_is_answered_as(ray_local, tmp_path, tiny_model_dir, gallery):
+    db, archive = str(tmp_path / "u.db"), str(tmp_path / "archive")
+    ingest(gallery, tiny_model_dir, milvus=db, index_type="FLAT", archive=archive)
+    summary = ingest(gallery, tiny_model_dir, milvus=db, index_type="FLAT", unlabelled=True, archive=archive)
+    assert summary.embedded == 12 and len(summary.skipped) == 3
+    assert summary.rows_in_collection == 24  # the same photos again, as faces of their own: no name is lost
+    client = connect(db)
+    index = FaceIndex(client, "faces")
+    identities = [i for _, i in index.labelled_faces()]
+    unnamed = index.search(np.stack(list(index.vectors(list(index.iter_ids())[:1]).values())), k=30,
+                           among="unlabelled")[0]
+    named = index.search(np.stack([index.vectors([unnamed[0].face_id])[unnamed[0].face_id]]), k=30)[0]
+    client.close()
+    assert len(identities) == 12 and len(unnamed) == 12 and {h.identity for h in unnamed} == {""}
+    assert len(named) == 12 and "" not in {h.identity for h in named}
+    assert len(FaceArchive(archive, "faces").live_versions()) == 24
+
+
 def test_ingesting_another_model_is_refused(tmp_path, tiny_model_dir, gallery):
     db = str(tmp_path / "m.db")
     client = connect(db)

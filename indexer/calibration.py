@@ -1,0 +1,206 @@
+"""A threshold chosen on the gallery's own faces, for a target false-positive identification rate (FPIR).
+
+Why: a threshold calibrated on one kind of photo does not transfer. A model's calibration (a pair false-accept rate
+on LFW, say) says nothing about a domain where every face looks alike to the model (hard lighting, one ethnicity,
+children, a camera's own artefacts): there the same cosine threshold lets most unknown people through. The gallery
+already holds that domain's impostor distribution: any two faces of two different enrolled identities are a
+known non-match, and identities with several faces give known matches. So it needs no images and no labels beyond
+the ones the gallery has.
+
+The trials are those of open-set 1:N identification (as NIST's FRVT 1:N reports them), made from stored vectors:
+- non-mated (an unknown person): a sampled face of identity X searched against the gallery without X's faces; its
+  best score is what the search would answer for a stranger who looks like that photo. FPIR(t) is the share of
+  these trials whose best score is >= t. The gallery searched holds all identities but one, so the figure holds at
+  the gallery's current size; it grows with the gallery, which is why the size is stored with the result.
+- mated (a known person): a face of an identity with two or more faces searched without that face; it is
+  identified at t when the best remaining face is its own identity's and scores >= t. FNIR(t) = 1 - that share.
+One top-k search per sampled face serves both trials; the few faces whose k hits are all their own identity's get
+one more search with that identity filtered out, so no trial is cut short by k.
+
+The threshold accepts at most floor(target * trials) of the non-mated trials (so the measured FPIR is at or under
+the target), and a target below one trial in the sample is refused: a 0.1% rate
+cannot be read from 200 strangers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from indexer.errors import InvalidValue
+from indexer.ids import UNLABELLED
+
+CALIBRATION_PROPERTY = "arcmatch.gallery_calibration"
+METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
+SAME_SCORE = 1e-5  # float32 cosines of one pair differ by a few ulps (~1e-7) between stores and directions
+MIN_FPIR = 1e-6  # a million strangers' trials would be needed to show it; no sample here is larger
+TOP_K = 16  # hits read per sampled face; only faces whose 16 nearest are all their own identity's search again
+
+
+@dataclass(frozen=True)
+class Rates:
+    """FPIR and FNIR of the sampled trials at one threshold (FNIR None when no identity has two faces)."""
+
+    threshold: float
+    fpir: float
+    fnir: float | None
+
+
+@dataclass(frozen=True)
+class GalleryCalibration:
+    """What `calibrate` found and stores with the collection (CALIBRATION_PROPERTY): the threshold in use, how it
+    was chosen, and the same rates at the model's own threshold for comparison."""
+
+    threshold: float
+    target_fpir: float
+    fpir: float
+    fnir: float | None
+    model_threshold: float | None
+    at_model_threshold: Rates | None
+    identities: int
+    faces: int
+    nonmated_trials: int
+    mated_trials: int
+    model_version: str
+    created_at: float = field(default_factory=time.time)
+    method: str = METHOD
+
+    def to_json(self) -> str:
+        return json.dumps({"arcmatch": 1, **asdict(self)}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> GalleryCalibration | None:
+        """The stored calibration, or None when there is none (never set, or cleared)."""
+        try:
+            data = json.loads(text or "null")
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(data, dict) or data.pop("arcmatch", None) != 1:
+            return None
+        rates = data.pop("at_model_threshold", None)
+        return cls(**data, at_model_threshold=Rates(**rates) if rates else None)
+
+    def lines(self) -> list[str]:
+        fnir = "n/a (no identity has two faces)" if self.fnir is None else f"{self.fnir:.4f}"
+        out = [f"gallery: {self.identities} identities, {self.faces} faces; {self.nonmated_trials} unknown-person "
+               f"trials, {self.mated_trials} known-person trials",
+               f"gallery threshold {self.threshold:.4f}: FPIR {self.fpir:.4f} (target {self.target_fpir}), "
+               f"FNIR {fnir}"]
+        if self.at_model_threshold is not None:
+            at = self.at_model_threshold
+            at_fnir = "n/a" if at.fnir is None else f"{at.fnir:.4f}"
+            out.append(f"model threshold   {at.threshold:.4f}: FPIR {at.fpir:.4f}, FNIR {at_fnir}")
+        return out
+
+
+@dataclass(frozen=True)
+class Trials:
+    """Per sampled face: its best non-mated score, and (faces of identities with several faces) whether its
+    best remaining face is its own identity's and with what score."""
+
+    nonmated: np.ndarray  # (n,) best score against other identities
+    mated_right: np.ndarray  # (m,) bool: rank 1 is the face's own identity
+    mated_score: np.ndarray  # (m,) the rank-1 score of those trials
+
+    def rates(self, threshold: float) -> Rates:
+        fpir = float((self.nonmated >= threshold).mean())
+        if not len(self.mated_right):
+            return Rates(threshold, fpir, None)
+        found = self.mated_right & (self.mated_score >= threshold)
+        return Rates(threshold, fpir, float(1.0 - found.mean()))
+
+    def threshold_for(self, target_fpir: float) -> float:
+        """A threshold that accepts floor(target * n) non-mated trials and no more: midway between the first
+        score to reject and the next higher one, so that the few ulps by which two stores (or a store and NumPy, or
+        the two directions of one pair) compute the same cosine cannot move a trial across it."""
+        scores = np.sort(self.nonmated.astype(np.float64))[::-1]
+        allowed = int(math.floor(target_fpir * len(scores) + 1e-9))
+        if allowed >= len(scores):
+            return float(scores[-1] - 1e-4)
+        reject = scores[allowed] + SAME_SCORE  # scores this close are one score (a pair's two trials often are)
+        above = scores[scores > reject]
+        return float((reject + (above.min() if len(above) else reject + SAME_SCORE)) / 2)
+
+
+def labelled_faces(index) -> tuple[np.ndarray, np.ndarray]:
+    """(face ids, identities) of every face with an identity, in storage order."""
+    ids, names = [], []
+    for face, identity in index.labelled_faces():
+        ids.append(face)
+        names.append(identity)
+    return np.asarray(ids, dtype=np.int64), np.asarray(names, dtype=object)
+
+
+def stored(index) -> GalleryCalibration | None:
+    """The calibration stored with the collection, if any (read afresh: another process may have set it)."""
+    properties = index._call("describe_collection", index.collection).get("properties") or {}
+    return GalleryCalibration.from_json(properties.get(CALIBRATION_PROPERTY))
+
+
+def store(index, calibration: GalleryCalibration | None) -> None:
+    """Keep `calibration` with the collection (None clears it: the model's threshold applies again)."""
+    index.info()
+    if calibration is not None and calibration.model_version != index.info().model_version:
+        raise InvalidValue(f"this calibration was made for model {calibration.model_version}, the collection holds "
+                           f"{index.info().model_version}")
+    index._call("alter_collection_properties", index.collection,
+                properties={CALIBRATION_PROPERTY: calibration.to_json() if calibration else "null"})
+
+
+def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256) -> tuple[Trials, int, int]:
+    """The trials of up to `sample` faces drawn at random; also returns the gallery's identities and faces."""
+    ids, names = labelled_faces(index)
+    identities, counts = np.unique(names.astype(str), return_counts=True) if len(names) else ([], [])
+    if len(identities) < 2:
+        raise InvalidValue(f"calibration needs faces of at least two identities; the gallery has {len(identities)}")
+    several = set(np.asarray(identities)[np.asarray(counts) >= 2])
+    chosen = np.random.default_rng(seed).permutation(len(ids))[:sample]
+    nonmated, right, mated = [], [], []
+    for start in range(0, len(chosen), batch):
+        part = chosen[start : start + batch]
+        stored = index.vectors([int(i) for i in ids[part]])
+        part = [p for p in part if int(ids[p]) in stored]  # a face deleted since the scan is simply not a trial
+        if not part:
+            continue
+        vectors = np.stack([stored[int(ids[p])] for p in part])
+        for p, vector, hits in zip(part, vectors, index.search(vectors, k=TOP_K), strict=True):
+            face, who = int(ids[p]), str(names[p])
+            others = [h for h in hits if h.face_id != face and h.identity != UNLABELLED]
+            strangers = [h for h in others if h.identity != who]
+            if not strangers:  # every hit was its own identity's: ask once more without them
+                strangers = [h for h in index.search(vector[None], k=4, exclude_identity=who)[0]
+                             if h.identity != UNLABELLED]
+            if strangers:
+                nonmated.append(strangers[0].score)
+            if who in several and others:
+                right.append(others[0].identity == who)
+                mated.append(others[0].score)
+    trials = Trials(np.asarray(nonmated, np.float32), np.asarray(right, bool), np.asarray(mated, np.float32))
+    return trials, len(identities), len(ids)
+
+
+def calibrate(index, target_fpir: float, *, model_threshold: float | None = None, sample: int = 5000,
+              seed: int = 0) -> GalleryCalibration:
+    """The gallery's threshold for `target_fpir` (0 < target < 1), measured on up to `sample` of its faces."""
+    if not MIN_FPIR <= target_fpir < 1.0:
+        raise InvalidValue(f"the target FPIR must be between {MIN_FPIR} and 1, got {target_fpir}")
+    if sample < 2:
+        raise InvalidValue(f"the sample must be at least 2 faces, got {sample}")
+    trials, identities, faces = run_trials(index, sample=sample, seed=seed)
+    needed = math.ceil(1.0 / target_fpir)
+    if len(trials.nonmated) < needed:
+        raise InvalidValue(f"an FPIR of {target_fpir} needs at least {needed} unknown-person trials; this gallery "
+                           f"gave {len(trials.nonmated)} ({faces} faces): enroll more people, sample more faces, "
+                           f"or aim at a larger FPIR")
+    threshold = trials.threshold_for(target_fpir)
+    at = trials.rates(threshold)
+    return GalleryCalibration(
+        threshold=threshold, target_fpir=target_fpir, fpir=at.fpir, fnir=at.fnir,
+        model_threshold=model_threshold,
+        at_model_threshold=trials.rates(model_threshold) if model_threshold is not None else None,
+        identities=identities, faces=faces, nonmated_trials=len(trials.nonmated),
+        mated_trials=len(trials.mated_right), model_version=index.info().model_version)

@@ -1,0 +1,42 @@
+"""The gallery's threshold: which one searches use, and choosing one on the gallery's own faces (the API's side of
+`arcmatch calibrate`; indexer/calibration.py says how)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, Request
+
+from jobs.api.auditing import note
+from jobs.api.deps import ReadKey, ServiceDep, WriteKey
+from jobs.api.errors import responses
+from jobs.api.schemas import CalibrateIn, CalibrationOut, GalleryCalibrationOut
+
+router = APIRouter(prefix="/v1/calibration", tags=["calibration"], responses=responses(401, 403, 503))
+
+
+def _out(found) -> GalleryCalibrationOut | None:
+    return GalleryCalibrationOut(**asdict(found)) if found is not None else None
+
+
+@router.get("")
+def current(_: ReadKey, service: ServiceDep) -> CalibrationOut:
+    threshold, source = service.threshold_in_use()
+    return CalibrationOut(threshold=threshold, source=source, gallery=_out(service.gallery_calibration()))
+
+
+@router.post("", responses=responses(400, 422))
+def calibrate(_: WriteKey, service: ServiceDep, request: Request, body: CalibrateIn) -> GalleryCalibrationOut:
+    """Choose the threshold that answers `fpir` of unknown people as someone, from the gallery's stored faces,
+    and (unless `dry_run`) keep it with the collection: every replica uses it within seconds."""
+    result = service.calibrate(body.fpir, sample=body.sample, save=not body.dry_run)
+    note(request, "calibrate", threshold=result.threshold, target_fpir=body.fpir, kept=not body.dry_run)
+    return _out(result)
+
+
+@router.delete("")
+def clear(_: WriteKey, service: ServiceDep, request: Request) -> CalibrationOut:
+    """Forget the gallery's calibration: the model's threshold applies again."""
+    service.set_gallery_calibration(None)
+    note(request, "calibration_clear")
+    return current(_, service)

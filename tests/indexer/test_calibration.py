@@ -1,0 +1,96 @@
+"""Gallery calibration: the threshold for a target FPIR from the stored vectors, checked against the same trials
+computed by brute force in NumPy, on Milvus Lite and the server."""
+
+import numpy as np
+import pytest
+
+from indexer.calibration import TOP_K, GalleryCalibration, Trials, calibrate, store, stored
+from indexer.errors import InvalidValue
+from indexer.ids import UNLABELLED, face_id
+from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
+from tests.helpers import people
+
+DIM = 16
+
+
+def brute_force(rows: list[FaceRow], threshold: float) -> tuple[float, float]:
+    """FPIR and FNIR of the leave-one-identity-out trials of every face, from the full similarity matrix."""
+    labelled = [r for r in rows if r.identity != UNLABELLED]
+    v = np.stack([r.vector for r in labelled])
+    names = np.array([r.identity for r in labelled])
+    sims = v @ v.T
+    np.fill_diagonal(sims, -np.inf)
+    same = names[:, None] == names[None, :]
+    nonmated = np.where(same, -np.inf, sims).max(axis=1)
+    several = same.sum(axis=1) >= 2  # diagonal included: another face of the same person exists
+    top = sims.argmax(axis=1)
+    found = (names[top] == names) & (sims[np.arange(len(v)), top] >= threshold)
+    return float((nonmated >= threshold).mean()), float(1 - found[several].mean())
+
+
+@pytest.fixture
+def index(milvus_uri, collection_name):
+    client = connect(milvus_uri)
+    idx = FaceIndex(client, collection_name)
+    idx.ensure(CollectionInfo("model-a", DIM, 0.3), index_type="FLAT")
+    yield idx
+    client.close()
+
+
+def test_the_threshold_accepts_at_most_the_target_share_of_strangers():
+    scores = np.linspace(0.0, 0.99, 100, dtype=np.float32)  # 100 non-mated trials
+    trials = Trials(scores, np.array([True, True, False]), np.array([0.95, 0.5, 0.99], np.float32))
+    t = trials.threshold_for(0.05)
+    assert (scores >= t).sum() == 5 and (scores >= np.float32(scores[-6])).sum() == 6
+    assert trials.rates(t).fpir == 0.05
+    assert trials.rates(t).fnir == pytest.approx(2 / 3)  # the wrong rank-1 is a miss whatever its score
+    assert trials.threshold_for(0.001) > scores.max()  # floor(0.1) = 0: no stranger accepted
+
+
+def test_calibrate_matches_brute_force_and_is_stored_with_the_collection(index):
+    rows = people(120, 3, spread=0.9) + people(40, 1, spread=0.9, seed=1, first=500)
+    rows.append(FaceRow("nobody", UNLABELLED, rows[0].vector, face_id("nobody")))  # never a trial, never a hit
+    index.upsert(rows)
+    index.flush()
+    result = calibrate(index, 0.05, model_threshold=0.3)
+    assert (result.identities, result.faces) == (160, 400)
+    assert result.nonmated_trials == 400 and result.mated_trials == 360
+    fpir, fnir = brute_force(rows, result.threshold)
+    assert result.fpir == pytest.approx(fpir) and fpir <= 0.05
+    assert result.fnir == pytest.approx(fnir)
+    at_model = brute_force(rows, 0.3)
+    assert (result.at_model_threshold.fpir, result.at_model_threshold.fnir) == pytest.approx(at_model)
+    assert at_model[0] > 0.05  # the model's threshold lets more strangers through in this crowded domain
+
+    assert stored(index) is None
+    store(index, result)
+    again = stored(FaceIndex(index.client, index.collection))
+    assert again == result and isinstance(again, GalleryCalibration)
+    store(index, None)
+    assert stored(index) is None
+
+
+def test_an_identity_with_more_faces_than_k_still_gives_its_stranger_trial(index):
+    crowd = people(1, TOP_K + 8, spread=0.05, seed=2)  # every one of its k nearest is its own
+    rows = crowd + people(150, 1, spread=0.5, seed=3, first=10)
+    index.upsert(rows)
+    index.flush()
+    result = calibrate(index, 0.01)
+    assert result.nonmated_trials == len(rows)
+    assert result.fpir == pytest.approx(brute_force(rows, result.threshold)[0])
+
+
+def test_too_small_a_gallery_for_the_target_is_refused(index):
+    index.upsert(people(30, 2, spread=0.5))
+    index.flush()
+    with pytest.raises(InvalidValue, match="needs at least 1000 unknown-person trials"):
+        calibrate(index, 0.001)
+    with pytest.raises(InvalidValue, match="between 1e-06 and 1"):
+        calibrate(index, 1.5)
+
+
+def test_one_identity_cannot_be_calibrated(index):
+    index.upsert(people(1, 5, spread=0.5))
+    index.flush()
+    with pytest.raises(InvalidValue, match="at least two identities"):
+        calibrate(index, 0.1)

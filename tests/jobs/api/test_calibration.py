@@ -1,0 +1,72 @@
+"""The gallery's calibration over HTTP: which threshold searches use, choosing one from the gallery's own faces,
+keeping and clearing it (Milvus Lite and the server)."""
+
+import time
+
+import httpx
+import pytest
+
+from jobs.api.app import create_app
+from jobs.api.keys import new_key
+from jobs.settings import Settings
+from tests.helpers import live_app, png
+
+READ_KEY, READ_ENTRY = new_key("reader", ["read"])
+WRITE_KEY, WRITE_ENTRY = new_key("admin", ["read", "write"])
+R, W = {"X-API-Key": READ_KEY}, {"X-API-Key": WRITE_KEY}
+
+
+@pytest.fixture(scope="module", params=["lite", "server"])
+def api(request, tmp_path_factory, tiny_model_dir):
+    uri = (str(tmp_path_factory.mktemp("cal") / "cal.db") if request.param == "lite"
+           else request.getfixturevalue("milvus_server_uri"))
+    settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=uri,
+                        collection=f"cal_{request.param}_{int(time.time())}",
+                        archive_uri=str(tmp_path_factory.mktemp("archive")))
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        for person in range(30):
+            files = [("images", (f"{n}.png", png(person, n), "image/png")) for n in range(2 if person < 10 else 1)]
+            assert client.post(f"/v1/identities/p{person}/faces", files=files, headers=W).status_code == 201
+        yield client
+
+
+def search_threshold(api) -> float:
+    return api.post("/v1/search", files={"image": ("p.png", png(3, 7), "image/png")},
+                    headers=R).json()["faces"][0]["threshold"]
+
+
+def test_choose_keep_use_and_clear_the_gallery_threshold(api):
+    before = api.get("/v1/calibration", headers=R).json()
+    assert before == {"threshold": 0.5, "source": "model", "gallery": None}
+
+    dry = api.post("/v1/calibration", json={"fpir": 0.1, "dry_run": True}, headers=W)
+    assert dry.status_code == 200, dry.text
+    result = dry.json()
+    assert result["faces"] == 40 and result["identities"] == 30 and result["nonmated_trials"] == 40
+    assert result["mated_trials"] == 20 and result["fpir"] <= 0.1 and result["model_threshold"] == 0.5
+    assert api.get("/v1/calibration", headers=R).json()["source"] == "model"
+
+    kept = api.post("/v1/calibration", json={"fpir": 0.1}, headers=W).json()
+    now = api.get("/v1/calibration", headers=R).json()
+    assert now["source"] == "gallery" and now["threshold"] == kept["threshold"] == result["threshold"]
+    assert search_threshold(api) == pytest.approx(kept["threshold"])
+
+    cleared = api.delete("/v1/calibration", headers=W)
+    assert cleared.status_code == 200 and cleared.json()["source"] == "model"
+    assert search_threshold(api) == 0.5
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [
+    ({"fpir": 0.001}, 400, "needs at least 1000 unknown-person trials"),
+    ({"fpir": 1.5}, 422, "fpir"),
+    ({"fpir": 0.1, "sample": 1}, 422, "sample"),
+])
+def test_bad_calibration_requests_say_what_is_wrong(api, body, status, says):
+    response = api.post("/v1/calibration", json=body, headers=W)
+    assert response.status_code == status and says in response.text
+
+
+def test_calibrating_needs_the_write_scope(api):
+    assert api.post("/v1/calibration", json={"fpir": 0.1}, headers=R).status_code == 403
+    assert api.delete("/v1/calibration", headers=R).status_code == 403
+    assert api.get("/v1/calibration").status_code == 401

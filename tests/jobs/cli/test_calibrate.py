@@ -1,0 +1,54 @@
+"""`arcmatch calibrate` on a Milvus Lite gallery: report, keep, show, clear; and the search CLI then uses it."""
+
+import json
+
+import pytest
+
+from indexer.calibration import stored
+from indexer.store import CollectionInfo, FaceIndex, connect
+from jobs.cli import main
+from tests.helpers import people
+
+DIM = 16
+
+
+@pytest.fixture
+def gallery(tmp_path, monkeypatch):
+    uri = str(tmp_path / "g.db")
+    monkeypatch.setenv("ARCMATCH_MILVUS_URI", uri)
+    monkeypatch.setenv("ARCMATCH_COLLECTION", "crowd")
+    monkeypatch.setenv("ARCMATCH_AUDIT_DIR", str(tmp_path / "audit"))
+    client = connect(uri)
+    index = FaceIndex(client, "crowd")
+    index.ensure(CollectionInfo("model-a", DIM, 0.2), index_type="FLAT")
+    index.upsert(people(80, 2, spread=1.0))
+    index.flush()
+    yield index
+    client.close()
+
+
+def test_calibrate_reports_keeps_shows_and_clears(gallery, capsys, tmp_path):
+    assert main(["calibrate", "--fpir", "0.05", "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["fpir"] <= 0.05 and dry["nonmated_trials"] == 160 and dry["model_threshold"] == 0.2
+    assert dry["at_model_threshold"]["fpir"] > dry["fpir"]
+    assert stored(gallery) is None
+
+    assert main(["calibrate", "--fpir", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "gallery threshold" in out and "model threshold   0.2000" in out and "searches use it" in out
+    assert stored(gallery).threshold == pytest.approx(dry["threshold"])
+    audit = "".join(p.read_text() for p in (tmp_path / "audit").rglob("*") if p.is_file())
+    assert '"action": "calibrate"' in audit or '"action":"calibrate"' in audit
+
+    assert main(["calibrate", "--show"]) == 0
+    assert f"gallery threshold {dry['threshold']:.4f}" in capsys.readouterr().out
+    assert main(["calibrate", "--clear"]) == 0
+    assert stored(gallery) is None and "model's threshold 0.2 applies" in capsys.readouterr().out
+
+
+def test_calibrate_says_what_is_wrong_in_one_line(gallery, capsys):
+    assert main(["calibrate", "--fpir", "0.001"]) == 2
+    assert "needs at least 1000 unknown-person trials" in capsys.readouterr().err
+    assert main(["calibrate", "--collection", "nobody"]) == 4
+    assert main(["calibrate", "--target", "crowd__other"]) == 4
