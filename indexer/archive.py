@@ -71,22 +71,28 @@ def _schemas():
     return entries, tombstones
 
 
+def open_location(root: str, what: str):
+    """(pyarrow filesystem, base path without a trailing slash) for a local path or a URI pyarrow opens."""
+    from pyarrow import fs
+
+    text = str(root)
+    try:
+        if "://" in text:
+            filesystem, base = fs.FileSystem.from_uri(text)
+        else:
+            filesystem, base = fs.LocalFileSystem(), os.path.abspath(text)
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InvalidValue(f"{what} {text!r} is not a location pyarrow can open: {exc}") from None
+    return filesystem, base.rstrip("/")
+
+
 class FaceArchive:
     """The archive of one gallery (the name users configure, e.g. `faces`) at `root` (a path or a URI)."""
 
     def __init__(self, root: str, gallery: str) -> None:
-        from pyarrow import fs
-
-        text = str(root)
-        try:
-            if "://" in text:
-                self.fs, base = fs.FileSystem.from_uri(text)
-            else:
-                self.fs, base = fs.LocalFileSystem(), os.path.abspath(text)
-        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise InvalidValue(f"the face archive {text!r} is not a location pyarrow can open: {exc}") from None
-        self.root = f"{base.rstrip('/')}/{gallery}"
-        self.uri = text
+        self.fs, base = open_location(root, "the face archive")
+        self.root = f"{base}/{gallery}"
+        self.uri = str(root)
         self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     # writing

@@ -464,6 +464,11 @@ class FaceIndex:
         for row in self._scan(f"identity != {quote(UNLABELLED)}", ["id", "identity"], batch):
             yield int(row["id"]), row["identity"]
 
+    def unlabelled_faces(self, batch: int = 1000) -> Iterator[tuple[int, str]]:
+        """(face id, source) of every face nobody has named yet."""
+        for row in self._scan(f"identity == {quote(UNLABELLED)}", ["id", "source"], batch):
+            yield int(row["id"]), row["source"]
+
     def iter_ids(self, batch: int = 1000) -> Iterator[int]:
         """Every primary key, for checks that each face is present exactly once."""
         yield from (int(r["id"]) for r in self._scan("id >= 0", ["id"], batch))

@@ -19,7 +19,7 @@ from jobs.cli import curate, data, demo, gallery, remote, service, train, upgrad
 from jobs.runtime import log_file, quiet_terminal
 
 GROUPS = (data, train, gallery, upgrade, curate, service, remote, demo)
-QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo", "reembed"}
+QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo", "reembed", "cluster"}
 
 
 def build_parser() -> argparse.ArgumentParser:

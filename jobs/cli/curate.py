@@ -1,7 +1,10 @@
-"""`arcmatch calibrate`: the gallery's own threshold, chosen on its stored faces for a target FPIR.
+"""`arcmatch calibrate`, `arcmatch cluster`, `arcmatch clusters`: the gallery's own threshold, and its unnamed faces
+grouped into candidate people.
 
     arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--dry-run]
     arcmatch calibrate --show | --clear
+    arcmatch cluster [--k 20] [--method chinese-whispers|leiden|connected] [--export clusters.parquet]
+    arcmatch clusters list [--min-size 2] | show CLUSTER
 
 The result is kept with the collection the gallery serves (a collection property), so every process searching it
 (the API's replicas, the CLI's search) uses it within seconds, and a re-embed's new collection starts from its own
@@ -15,7 +18,8 @@ import json
 from dataclasses import asdict
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import audit, open_gallery, settings_from, store_flags
+from jobs.cli.options import audit, open_gallery, ray_flag, settings_from, store_flags
+from jobs.progress import Console
 
 
 def register(sub) -> None:
@@ -32,6 +36,26 @@ def register(sub) -> None:
     p.add_argument("--clear", action="store_true", help="forget the gallery's calibration: the model's applies")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=calibrate)
+
+    p = sub.add_parser("cluster", help="group the gallery's unlabelled faces into candidate people (a Ray job)")
+    store_flags(p)
+    p.add_argument("--k", type=int, default=20, help="neighbours searched per face (default %(default)s)")
+    p.add_argument("--threshold", type=float,
+                   help="cosine similarity an edge needs (default: the model's calibrated threshold)")
+    p.add_argument("--method", default="chinese-whispers", choices=["chinese-whispers", "leiden", "connected"])
+    p.add_argument("--export", help="also write one Parquet row per face: its cluster, size, cohesion, "
+                                    "representative face")
+    p.add_argument("--concurrency", type=int, default=2, help="search actors (Milvus server only)")
+    ray_flag(p)
+    p.set_defaults(run=cluster)
+
+    p = sub.add_parser("clusters", help="the last clustering's clusters: list (largest first) or show one")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("cluster", nargs="?", type=int, help="show: the cluster id")
+    store_flags(p)
+    p.add_argument("--min-size", type=int, default=2, help="list: smallest cluster shown (default %(default)s)")
+    p.add_argument("--limit", type=int, default=50, help="list: clusters shown (default %(default)s)")
+    p.set_defaults(run=clusters)
 
 
 def calibrate(args: argparse.Namespace) -> int:
@@ -71,4 +95,53 @@ def calibrate(args: argparse.Namespace) -> int:
     else:
         print("\n".join([f"{name}:", *result.lines(),
                          "(dry run: nothing kept)" if args.dry_run else "kept with the collection: searches use it"]))
+    return EXIT_OK
+
+
+def _store_root(settings) -> str:
+    root = settings.archive_root()
+    if root is None:
+        raise BadInput("clusters are kept beside the face archive: set ARCMATCH_ARCHIVE_URI (or leave the archive on)")
+    return root
+
+
+def cluster(args: argparse.Namespace) -> int:
+    from jobs.pipelines.cluster import cluster as run_cluster
+    from jobs.runtime import init_ray
+
+    settings = settings_from(args)
+    init_ray(settings.ray_address)
+    summary = run_cluster(milvus=settings.milvus_uri, token=settings.token(), gallery=settings.collection,
+                          root=_store_root(settings), k=args.k, threshold=args.threshold, method=args.method,
+                          export_parquet=args.export, concurrency=args.concurrency, console=Console())
+    print("\n".join(summary.lines()))
+    audit(settings, "cluster", collection=summary.collection, run=summary.run, clusters=summary.clusters)
+    return EXIT_OK
+
+
+def clusters(args: argparse.Namespace) -> int:
+    from indexer.clusters import ClusterStore
+
+    settings = settings_from(args)
+    name = open_gallery(settings).serving()
+    if name is None:
+        raise NotFound(f"gallery {settings.collection!r} does not exist")
+    run = ClusterStore(_store_root(settings), settings.collection, name).latest()
+    if run is None:
+        raise NotFound(f"gallery {settings.collection!r} has not been clustered yet: run `arcmatch cluster`")
+    if args.action == "show":
+        if args.cluster is None:
+            raise BadInput("clusters show needs a cluster id (see `arcmatch clusters list`)")
+        info = next((c for c in run.clusters if c.cluster == args.cluster), None)
+        if info is None:
+            raise NotFound(f"no cluster {args.cluster} in the last run")
+        print(f"cluster {info.cluster}: {info.size} faces, cohesion {info.cohesion:.3f}, "
+              f"representative face {info.representative}")
+        print("\n".join(str(f) for f in run.members(info.cluster)))
+        return EXIT_OK
+    shown = [c for c in run.clusters if c.size >= args.min_size][: args.limit]
+    for c in shown:
+        print(f"{c.cluster}\t{c.size} faces\tcohesion {c.cohesion:.3f}\trepresentative {c.representative}")
+    total = sum(1 for c in run.clusters if c.size >= args.min_size)
+    print(f"({len(shown)} of {total} clusters of {args.min_size} faces or more; run {run.name})")
     return EXIT_OK

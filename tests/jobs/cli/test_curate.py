@@ -1,4 +1,4 @@
-"""`arcmatch calibrate` on a Milvus Lite gallery: report, keep, show, clear; and the search CLI then uses it."""
+"""`arcmatch calibrate` (report, keep, show, clear) and `arcmatch cluster` / `clusters` on a Milvus Lite gallery."""
 
 import json
 
@@ -52,3 +52,24 @@ def test_calibrate_says_what_is_wrong_in_one_line(gallery, capsys):
     assert "needs at least 1000 unknown-person trials" in capsys.readouterr().err
     assert main(["calibrate", "--collection", "nobody"]) == 4
     assert main(["calibrate", "--target", "crowd__other"]) == 4
+
+
+def test_cluster_then_list_and_show_clusters(gallery, capsys, tmp_path, monkeypatch, ray_local):
+    from indexer.ids import UNLABELLED
+    from indexer.store import FaceRow
+
+    monkeypatch.setenv("ARCMATCH_ARCHIVE_URI", str(tmp_path / "archive"))
+    rows = people(5, 3, spread=0.2, seed=4, first=50)
+    gallery.upsert([FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in rows])
+    gallery.flush()
+    assert main(["cluster", "--k", "5", "--threshold", "0.6", "--export", str(tmp_path / "c.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "15 unlabelled faces" in out and "5 clusters of two faces or more" in out
+    assert main(["clusters", "list"]) == 0
+    listed = capsys.readouterr().out.strip().splitlines()
+    assert len(listed) == 6 and "3 faces" in listed[0] and listed[-1].startswith("(5 of 5 clusters")
+    first = listed[0].split("\t")[0]
+    assert main(["clusters", "show", first]) == 0
+    shown = capsys.readouterr().out.strip().splitlines()
+    assert shown[0].startswith(f"cluster {first}: 3 faces") and len(shown) == 4
+    assert main(["clusters", "show", "999999"]) == 4

@@ -1,0 +1,184 @@
+"""`arcmatch cluster`: the unlabelled faces of a gallery grouped into candidate people (indexer/clustering.py).
+
+1. The faces nobody has named (identity UNLABELLED) of the collection in service, by a scan of ids only.
+2. Their k nearest unlabelled neighbours, by batched searches of the store itself: on a Milvus server, Ray Data
+   actors (each with its own client) split the work; Milvus Lite opens its file from one process, so there the
+   driver searches. The graph comes back as three NumPy arrays; nothing all-pairs is ever formed.
+3. The graph clustered (Chinese whispers by default, starting from the previous run's labels), the ids made
+   stable against the previous run, the run written to the cluster store (indexer/clusters.py) and, if asked,
+   exported as Parquet (one row per face with its cluster's size, cohesion and representative face).
+
+Edges count from the model's calibrated threshold (the collection's), the "same person" every search uses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import NotFound
+from embedder.errors import ModelError
+from indexer.clustering import Graph, cluster_graph, stable_ids, summarize
+from indexer.clusters import ClusterInfo, ClusterStore
+from indexer.galleries import Galleries
+from indexer.store import FaceIndex, connect, is_lite_uri
+from jobs.progress import Console, silent
+
+SEARCH_BATCH = 256
+
+
+@dataclass
+class ClusterRunSummary:
+    collection: str = ""
+    faces: int = 0
+    edges: int = 0
+    clusters: int = 0  # of two faces or more
+    singletons: int = 0
+    largest: int = 0
+    kept_ids: int = 0  # clusters whose id the previous run already had
+    method: str = ""
+    threshold: float = 0.0
+    k: int = 0
+    run: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        return [f"{self.collection}: {self.faces} unlabelled faces, {self.edges} edges at or above {self.threshold:.4f}"
+                f" (k {self.k})",
+                f"{self.method}: {self.clusters} clusters of two faces or more (largest {self.largest}), "
+                f"{self.singletons} faces alone; {self.kept_ids} clusters kept their id from the previous run",
+                "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())]
+
+
+def neighbours_batch(index: FaceIndex, face_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source face id, neighbour face id, similarity) of the k nearest unlabelled faces of each face."""
+    stored = index.vectors([int(f) for f in face_ids])
+    present = [int(f) for f in face_ids if int(f) in stored]  # a face named or deleted since the scan: no edges
+    if not present:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    hits = index.search(np.stack([stored[f] for f in present]), k=k + 1, among="unlabelled")
+    src = [f for f, found in zip(present, hits, strict=True) for _ in found]
+    dst = [h.face_id for found in hits for h in found]
+    weight = [h.score for found in hits for h in found]
+    return np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(weight, np.float32)
+
+
+class NeighbourSearch:
+    """Ray Data actor: one Milvus client, reused for every batch of face ids."""
+
+    def __init__(self, uri: str, token: str | None, collection: str, k: int) -> None:
+        self.index = FaceIndex(connect(uri, token), collection, consistency="Bounded")
+        self.k = k
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        src, dst, weight = neighbours_batch(self.index, batch["face_id"], self.k)
+        return {"src": src, "dst": dst, "weight": weight}
+
+
+def _edges_in_driver(index: FaceIndex, ids: np.ndarray, k: int, bar) -> tuple[np.ndarray, ...]:
+    parts = []
+    for start in range(0, len(ids), SEARCH_BATCH):
+        chunk = ids[start : start + SEARCH_BATCH]
+        parts.append(neighbours_batch(index, chunk, k))
+        bar.update(len(chunk))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+def _edges_with_ray(uri: str, token: str | None, collection: str, ids: np.ndarray, k: int, concurrency: int,
+                    bar) -> tuple[np.ndarray, ...]:
+    import ray.data
+
+    ds = ray.data.from_numpy(ids).rename_columns({"data": "face_id"})
+    ds = ds.map_batches(NeighbourSearch, fn_constructor_args=(uri, token, collection, k), batch_size=SEARCH_BATCH,
+                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=0.5)
+    parts = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        parts.append((batch["src"], batch["dst"], batch["weight"]))
+        bar.update(len(np.unique(batch["src"])))
+    return tuple(np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(3))
+
+
+def cluster(
+    *,
+    milvus: str,
+    root: str,
+    token: str | None = None,
+    gallery: str = "faces",
+    k: int = 20,
+    threshold: float | None = None,
+    method: str = "chinese-whispers",
+    export_parquet: str | Path | None = None,
+    concurrency: int = 2,
+    seed: int = 0,
+    console: Console | None = None,
+) -> ClusterRunSummary:
+    """Cluster the unlabelled faces of gallery `gallery` (the collection it serves); the run is kept under `root`
+    (the face archive's location)."""
+    console = console or silent()
+    client = connect(milvus, token)
+    collection = Galleries(client, gallery).serving()
+    if collection is None:
+        raise NotFound(f"gallery {gallery!r} does not exist; ingest faces first")
+    index = FaceIndex(client, collection)
+    threshold = threshold if threshold is not None else index.info().threshold
+    if threshold is None:
+        raise ModelError("the collection's model has no calibrated threshold: pass --threshold")
+    summary = ClusterRunSummary(collection=collection, method=method, threshold=threshold, k=k)
+    started = time.perf_counter()
+    with console.stage("scan", unit="faces", bar=False):
+        ids = np.fromiter((f for f, _ in index.unlabelled_faces()), dtype=np.int64)
+    ids.sort()
+    if not len(ids):
+        raise NotFound(f"gallery {gallery!r} has no unlabelled faces (ingest some with --unlabelled)")
+    summary.faces = len(ids)
+    summary.seconds["scan"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with console.stage("neighbours", total=len(ids), unit="faces") as bar:
+        if is_lite_uri(milvus):
+            src, dst, weight = _edges_in_driver(index, ids, k, bar)
+        else:
+            src, dst, weight = _edges_with_ray(milvus, token, collection, ids, k, concurrency, bar)
+    client.close()
+    at = np.clip(np.searchsorted(ids, dst), 0, len(ids) - 1)
+    known = ids[at] == dst  # a neighbour named since the scan is not in the graph
+    graph = Graph.from_edges(len(ids), np.searchsorted(ids, src[known]), at[known], weight[known], threshold)
+    summary.edges = graph.edges
+    summary.seconds["neighbours"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    store = ClusterStore(root, gallery, collection)
+    previous_run = store.latest()
+    previous = previous_run.previous_labels(ids) if previous_run else np.full(len(ids), -1, np.int64)
+    next_id = 1 + max((c.cluster for c in previous_run.clusters), default=-1) if previous_run else 0
+    init = np.where(previous >= 0, previous, next_id + np.arange(len(ids)))  # a new face starts as its own label
+    with console.timed("cluster"):
+        labels = cluster_graph(graph, method, seed=seed, init=init)
+        cluster_of = stable_ids(labels, previous, next_id)
+        infos = [ClusterInfo(c.cluster, c.size, c.cohesion, int(ids[c.representative]))
+                 for c in summarize(graph, cluster_of)]
+    summary.run = store.write(ids, cluster_of, infos)
+    summary.seconds["cluster"] = time.perf_counter() - started
+    sizes = np.array([c.size for c in infos])
+    summary.clusters, summary.singletons = int((sizes >= 2).sum()), int((sizes == 1).sum())
+    summary.largest = int(sizes.max())
+    before = {c.cluster for c in previous_run.clusters if c.size >= 2} if previous_run else set()
+    summary.kept_ids = sum(1 for c in infos if c.size >= 2 and c.cluster in before)
+    if export_parquet is not None:
+        export(export_parquet, ids, cluster_of, infos)
+    return summary
+
+
+def export(path: str | Path, ids: np.ndarray, cluster_of: np.ndarray, infos: list[ClusterInfo]) -> None:
+    """One row per face: face_id, cluster, and its cluster's size, cohesion and representative face."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    by_id = {c.cluster: c for c in infos}
+    rows = [by_id[int(c)] for c in cluster_of]
+    pq.write_table(pa.table({"face_id": ids, "cluster": cluster_of, "cluster_size": [c.size for c in rows],
+                             "cohesion": [c.cohesion for c in rows],
+                             "representative": [c.representative for c in rows]}), str(path))

@@ -1,0 +1,75 @@
+"""`arcmatch cluster` against real Milvus (Lite: the driver searches; the server: Ray Data actors do): quality on
+identity-clustered vectors, named faces left alone, stable ids when faces arrive, the export and the CLI."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from common.errors import NotFound
+from indexer.clustering import bcubed
+from indexer.clusters import ClusterStore
+from indexer.ids import UNLABELLED
+from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
+from jobs.pipelines.cluster import cluster
+from tests.helpers import people
+
+DIM = 64
+
+
+def unnamed(rows):
+    return [FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in rows]
+
+
+@pytest.fixture
+def gallery(milvus_uri, collection_name):
+    client = connect(milvus_uri)
+    index = FaceIndex(client, collection_name)
+    index.ensure(CollectionInfo("model-a", DIM, 0.6), index_type="FLAT")
+    yield index
+    client.close()
+
+
+def write(index, rows):
+    index.upsert(rows)
+    index.flush()
+
+
+def test_cluster_groups_unnamed_faces_and_keeps_ids_when_faces_arrive(ray_local, gallery, milvus_uri, tmp_path):
+    crowd = people(30, 4, spread=0.4, dim=DIM)
+    named = people(3, 2, spread=0.4, dim=DIM, seed=9, first=100)
+    write(gallery, unnamed(crowd) + named)
+    root = str(tmp_path / "store")
+    first = cluster(milvus=milvus_uri, root=root, gallery=gallery.collection, k=8, export_parquet=tmp_path / "c.pq")
+    assert first.faces == 120 and first.clusters == 30 and first.singletons == 0 and first.kept_ids == 0
+
+    run = ClusterStore(root, gallery.collection, gallery.collection).latest()
+    truth = {r.face_id: r.identity for r in crowd}
+    assert sorted(run.face_ids.tolist()) == sorted(truth)  # the named faces are not clustered
+    precision, recall, _ = bcubed([truth[f] for f in run.face_ids.tolist()], run.cluster_of)
+    assert precision == 1.0 and recall == 1.0
+    biggest = run.clusters[0]
+    assert biggest.size == 4 and biggest.representative in run.members(biggest.cluster)
+    exported = pq.read_table(tmp_path / "c.pq").to_pylist()
+    assert len(exported) == 120 and {e["cluster_size"] for e in exported} == {4}
+
+    # new faces: two of a person already clustered, and a new person of three
+    more = people(30, 6, spread=0.4, dim=DIM)[4:6] + people(1, 3, spread=0.4, dim=DIM, seed=5, first=200)
+    more = [FaceRow(r.source + "/new", UNLABELLED, r.vector, r.face_id + 1) for r in more]
+    write(gallery, more)
+    second = cluster(milvus=milvus_uri, root=root, gallery=gallery.collection, k=8)
+    after = ClusterStore(root, gallery.collection, gallery.collection).latest()
+    assert second.faces == 125 and second.clusters == 31 and second.kept_ids == 30
+    before = dict(zip(run.face_ids.tolist(), run.cluster_of.tolist(), strict=True))
+    now = dict(zip(after.face_ids.tolist(), after.cluster_of.tolist(), strict=True))
+    assert all(now[f] == c for f, c in before.items())  # every old face in the cluster it had
+    person0 = before[crowd[0].face_id]
+    assert now[more[0].face_id] == now[more[1].face_id] == person0
+    assert now[more[2].face_id] == now[more[4].face_id] > max(before.values())
+
+
+def test_cluster_says_what_is_missing(gallery, milvus_uri, tmp_path):
+    write(gallery, people(2, 2, spread=0.4, dim=DIM))
+    with pytest.raises(NotFound, match="no unlabelled faces"):
+        cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection)
+    with pytest.raises(NotFound, match="does not exist"):
+        cluster(milvus=milvus_uri, root=str(tmp_path), gallery="nobody_here")
