@@ -1,7 +1,6 @@
 """`arcmatch cluster` against real Milvus (Lite: the driver searches; the server: Ray Data actors do): quality on
 identity-clustered vectors, named faces left alone, stable ids when faces arrive, the export and the CLI."""
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
