@@ -27,9 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import SHARED, emit, onnx_model_dir  # noqa: E402
-from embedder.evaluation import threshold_at_far  # noqa: E402
-from embedder.pairs import read_pairs  # noqa: E402
+from bench.harness import CACHE, SHARED, embed_cached, emit, lfw_pair_threshold, onnx_model_dir  # noqa: E402
 from indexer.calibration import calibrate  # noqa: E402
 from indexer.decision import decide  # noqa: E402
 from indexer.ids import face_id  # noqa: E402
@@ -38,26 +36,6 @@ from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect  # noqa: E
 LFW = SHARED / "data" / "lfw_gray"
 ORL = SHARED / "data" / "orl_att_faces"
 ORL_CROP = (0.0, 0.1, 1.0, 0.92)
-
-
-def embed_all(model_dir: Path, paths: list[Path], cache: Path) -> dict[str, np.ndarray]:
-    """Path -> unit vector, cached in `cache` (.npz) so the benchmarks of issue 13 embed LFW once."""
-    if cache.exists():
-        data = np.load(cache, allow_pickle=False)
-        return dict(zip(data["paths"].tolist(), data["vectors"], strict=True))
-    from embedder.embed import open_embedder
-    from embedder.preprocess import decode_image
-
-    embedder = open_embedder(model_dir)
-    vectors = []
-    for start in range(0, len(paths), 256):
-        chunk = paths[start : start + 256]
-        vectors.append(embedder.embed(np.stack([decode_image(p.read_bytes(), embedder.spec) for p in chunk])))
-        print(f"  embedded {start + len(chunk)}/{len(paths)}", file=sys.stderr, end="\r")
-    out = np.concatenate(vectors)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, paths=np.array([str(p) for p in paths]), vectors=out)
-    return dict(zip([str(p) for p in paths], out, strict=True))
 
 
 def lfw_split() -> tuple[list, list, list]:
@@ -133,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fpir", type=float, default=0.01)
     parser.add_argument("--pair-far", type=float, default=1e-3, help="the model's calibration on LFW pairs")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "arcmatch-bench-cache")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where embedded images are kept between runs")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -148,14 +126,11 @@ def main() -> None:
     spec = json.loads(spec_file.read_text())
     spec_file.write_text(json.dumps({**spec, "crop_box": list(ORL_CROP)}))
 
-    lfw_vectors = embed_all(lfw_model, sorted(LFW.glob("*/*.jpg")), args.cache / "lfw_gray_mobilefacenet.npz")
-    orl_vectors = embed_all(orl_model, sorted(ORL.glob("s*/*.pgm")), args.cache / "orl_mobilefacenet.npz")
-    pairs = read_pairs(SHARED / "data" / "lfw_pairs.txt", LFW)
-    scores = np.array([float(lfw_vectors[str(a)] @ lfw_vectors[str(b)])
-                       for a, b in zip(pairs.left, pairs.right, strict=True)])
-    model_threshold, far, tar = threshold_at_far(scores, np.asarray(pairs.same), args.pair_far)
-    result: dict = {"model_threshold": {"threshold": round(model_threshold, 4), "pair_far": far,
-                                        "tar": round(tar, 4), "pairs": len(scores)}, "target_fpir": args.fpir}
+    lfw_vectors = embed_cached(lfw_model, sorted(LFW.glob("*/*.jpg")), args.cache / "lfw_gray_mobilefacenet.npz")
+    orl_vectors = embed_cached(orl_model, sorted(ORL.glob("s*/*.pgm")), args.cache / "orl_mobilefacenet.npz")
+    model = lfw_pair_threshold(lfw_vectors, args.pair_far)
+    model_threshold = model["threshold"]
+    result: dict = {"model_threshold": model, "target_fpir": args.fpir}
     client = connect(str(workdir / "domains.db"))
     for domain, (gallery, known, unknown), vectors in (("LFW-gray", lfw_split(), lfw_vectors),
                                                        ("ORL", orl_split(), orl_vectors)):

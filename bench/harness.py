@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -13,6 +15,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+CACHE = Path(tempfile.gettempdir()) / "arcmatch-bench-cache"  # embedded images, kept between benchmark runs
 
 
 def onnx_model_dir(workdir: Path, spec_file: str, name: str = "mobilefacenet") -> Path:
@@ -23,6 +26,39 @@ def onnx_model_dir(workdir: Path, spec_file: str, name: str = "mobilefacenet") -
     (directory / "model.onnx").symlink_to(SHARED / "models" / "mobilefacenet" / "MobileFaceNet.onnx")
     (directory / "spec.json").write_text((ROOT / "bench" / "specs" / spec_file).read_text())
     return directory
+
+
+def embed_cached(model_dir: Path, paths: list[Path], cache: Path) -> dict[str, np.ndarray]:
+    """Path -> unit vector, cached in `cache` (.npz) so the benchmarks of issue 13 embed LFW once."""
+    if cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        return dict(zip(data["paths"].tolist(), data["vectors"], strict=True))
+    from embedder.embed import open_embedder
+    from embedder.preprocess import decode_image
+
+    embedder = open_embedder(model_dir)
+    vectors = []
+    for start in range(0, len(paths), 256):
+        chunk = paths[start : start + 256]
+        vectors.append(embedder.embed(np.stack([decode_image(p.read_bytes(), embedder.spec) for p in chunk])))
+        print(f"  embedded {start + len(chunk)}/{len(paths)}", file=sys.stderr, end="\r")
+    out = np.concatenate(vectors)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, paths=np.array([str(p) for p in paths]), vectors=out)
+    return dict(zip([str(p) for p in paths], out, strict=True))
+
+
+def lfw_pair_threshold(vectors: dict[str, np.ndarray], far: float = 1e-3) -> dict:
+    """The usual calibration of a model: the threshold at a pair false-accept rate on the official LFW pairs,
+    from vectors keyed by image path (embed_cached)."""
+    from embedder.evaluation import threshold_at_far
+    from embedder.pairs import read_pairs
+
+    pairs = read_pairs(SHARED / "data" / "lfw_pairs.txt", SHARED / "data" / "lfw_gray")
+    scores = np.array([float(vectors[str(a)] @ vectors[str(b)]) for a, b in zip(pairs.left, pairs.right,
+                                                                                 strict=True)])
+    threshold, measured, tar = threshold_at_far(scores, np.asarray(pairs.same), far)
+    return {"threshold": threshold, "pair_far": measured, "tar": round(tar, 4), "pairs": len(scores)}
 
 
 def pair_scores(stored: dict[int, np.ndarray], pairs, lfw: Path) -> tuple[np.ndarray, np.ndarray]:

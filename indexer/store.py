@@ -469,6 +469,11 @@ class FaceIndex:
         for row in self._scan(f"identity == {quote(UNLABELLED)}", ["id", "source"], batch):
             yield int(row["id"]), row["source"]
 
+    def expired_unlabelled(self, now: int) -> list[int]:
+        """Unlabelled faces whose metadata's `expires_at` (seconds since the epoch) is before `now`."""
+        expr = f"identity == {quote(UNLABELLED)} and metadata[\"expires_at\"] < {int(now)}"
+        return [int(r["id"]) for r in self._scan(expr, ["id"])]
+
     def iter_ids(self, batch: int = 1000) -> Iterator[int]:
         """Every primary key, for checks that each face is present exactly once."""
         yield from (int(r["id"]) for r in self._scan("id >= 0", ["id"], batch))

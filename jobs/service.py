@@ -32,11 +32,23 @@ from indexer.calibration import GalleryCalibration
 from indexer.decision import Decision, decide
 from indexer.errors import BackendUnavailable, GalleryMoved, InvalidValue, ModelMismatch
 from indexer.galleries import Galleries
-from indexer.ids import face_id, validate_face_id, validate_identity, validate_metadata
+from indexer.ids import UNLABELLED, face_id, validate_face_id, validate_identity, validate_metadata
 from indexer.store import FaceIndex, FaceRow, Hit
 
+PURGE_EVERY_S = 3600.0  # how often a service that keeps unknown faces deletes the expired ones
 READY_CACHE_S = 1.0  # how long a readiness answer stands before the store is asked again
 CALIBRATION_CACHE_S = 10.0  # how long the gallery's calibration stands before it is read again
+
+
+def purge_expired(index: FaceIndex, archive: FaceArchive | None, now: float | None = None) -> int:
+    """Delete the unlabelled faces kept from searches whose retention has passed (their metadata's expires_at),
+    from the archive (a tombstone first, as every delete) and from the store; returns how many."""
+    expired = index.expired_unlabelled(int(now if now is not None else time.time()))
+    if expired:
+        if archive is not None:
+            archive.forget(identity=None, face_ids=expired)
+        index.delete_ids(expired)
+    return len(expired)
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class IdentityService:
         self._ready_checked, self._not_ready, self._serving = -READY_CACHE_S, None, index.collection
         self._writable = True
         self._calibration, self._calibration_read = None, -CALIBRATION_CACHE_S
+        self._purged_at = -float("inf")
 
     @classmethod
     def open(cls, settings, *, create: bool = False) -> IdentityService:
@@ -204,6 +217,46 @@ class IdentityService:
         flat = [f for per_image in faces for f in per_image]
         decisions = iter(self.search_vectors(self.embed_faces(flat), threshold, k, top_n))
         return [[FaceMatch(f, next(decisions)) for f in per_image] for per_image in faces]
+
+    # faces nobody has named
+    def keep_unknown(self, data: bytes, faces: list[PreparedFace], vectors: np.ndarray, decisions: list[Decision],
+                     retention_days: float) -> list[int]:
+        """Keep the faces of a probe photo that were answered unknown and pass the quality gate, unlabelled, for
+        `arcmatch cluster` (issue 13; ARCMATCH_KEEP_UNKNOWN_FACES, off by default: this is personal data). Each is
+        keyed by the photo's content and the face's place in it, so a photo searched twice is kept once, and
+        carries `expires_at` (purge_expired deletes it then). Returns the face ids kept."""
+        chosen = [n for n, (face, d) in enumerate(zip(faces, decisions, strict=True)) if not d.is_match and face.passed]
+        if not chosen:
+            return []
+        self._check_in_service()
+        digest, now = hashlib.sha256(data).hexdigest(), time.time()
+        rows, kept = [], []
+        photo = self.load(data) if self.archive is not None else None
+        for n in chosen:
+            face = faces[n]
+            extra = {"kept_from": "search", "sha256": digest, "kept_at": int(now),
+                     "expires_at": int(now + retention_days * 86400)}
+            if self.embedder.spec.alignment != "none":
+                extra["face"] = face_record(face)
+            key = f"search\x00{digest}\x00{n}"
+            rows.append(FaceRow(f"search:{digest[:16]}#{n}", UNLABELLED, vectors[n], face_id(key), extra))
+            if photo is not None:
+                image, kind = archive_view(photo, face, self.embedder.spec)
+                kept.append(ArchivedFace(rows[-1].face_id, UNLABELLED, rows[-1].source, json.dumps(extra), kind,
+                                         encode(image)))
+        if self.archive is not None:
+            self.archive.write(kept)
+        self.index.upsert(rows)
+        return [r.face_id for r in rows]
+
+    def purge_expired(self, now: float | None = None, every_s: float = 0.0) -> int:
+        """Delete the kept unknown faces whose retention has passed; with `every_s`, at most that often."""
+        started = time.monotonic()
+        if every_s and started - self._purged_at < every_s:
+            return 0
+        self._check_in_service()
+        self._purged_at = started
+        return purge_expired(self.index, self.archive, now)
 
     # the gallery
     def enroll(self, identity: str, images: list[tuple[str, bytes]], metadata: dict | None = None, *,

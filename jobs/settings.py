@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     audit_dir: str = "./arcmatch-audit"  # a directory, or a pyarrow filesystem URI (s3://bucket/audit)
     audit_retention_days: int = Field(365, ge=1)
     audit_searches: bool = False
+    # faces a search answered "unknown" for, kept unlabelled for `arcmatch cluster` (personal data: off by default)
+    keep_unknown_faces: bool = False
+    unknown_retention_days: float = Field(30.0, gt=0)  # kept faces nobody named are deleted after this
     ray_address: str | None = Field(None, validation_alias=AliasChoices("ARCMATCH_RAY_ADDRESS", "RAY_ADDRESS"))
     # faces in raw photos (models whose spec has alignment "five_point"; see embedder/faces.py)
     detector: Path | None = None  # a YuNet .onnx file

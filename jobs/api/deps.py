@@ -8,6 +8,7 @@ The app keeps a `provider` in its state that returns (service, batcher): one ser
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 import numpy as np
@@ -20,7 +21,9 @@ from indexer.decision import Decision
 from jobs.api.guard import KEY_STATE
 from jobs.api.keys import ApiKey, authenticate
 from jobs.api.timing import phase
-from jobs.service import IdentityService
+from jobs.service import PURGE_EVERY_S, IdentityService
+
+log = logging.getLogger("arcmatch.api")
 
 
 class Unauthorized(ArcmatchError):
@@ -48,6 +51,7 @@ class Searcher:
     def __init__(self, request: Request) -> None:
         self.service, self.batcher = request.app.state.provider()
         self.slots = request.app.state.decode_slots
+        self.settings = request.app.state.settings
 
     async def faces(self, data: bytes, select: str) -> list[PreparedFace]:
         """Decode and find the faces off the event loop (a large photo takes tens of milliseconds of each), a few
@@ -71,6 +75,19 @@ class Searcher:
                 return await asyncio.to_thread(self.service.search_vectors, vectors, threshold, k, top_n)
         query = (threshold, k or self.service.k, top_n)
         return list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
+
+
+    async def keep_unknown(self, data: bytes, faces: list[PreparedFace], vectors, decisions) -> list[int]:
+        """The faces answered unknown, kept unlabelled (ARCMATCH_KEEP_UNKNOWN_FACES). Best effort: the answer
+        stands whatever happens here, and a failure is one line in the log."""
+        retention = self.settings.unknown_retention_days
+        try:
+            kept = await asyncio.to_thread(self.service.keep_unknown, data, faces, vectors, decisions, retention)
+            await asyncio.to_thread(self.service.purge_expired, every_s=PURGE_EVERY_S)
+            return kept
+        except ArcmatchError as exc:
+            log.warning("a search's unknown faces were not kept: %s: %s", exc.kind, exc)
+            return []
 
 
 # declares the key in the OpenAPI document; the Guard (jobs/api/guard.py) has checked it before the body was read

@@ -101,6 +101,22 @@ def _edges_with_ray(uri: str, token: str | None, collection: str, ids: np.ndarra
     return tuple(np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(3))
 
 
+def neighbour_graph(index: FaceIndex, ids: np.ndarray, k: int, threshold: float, *, milvus: str,
+                    token: str | None = None, concurrency: int = 2, bar=None) -> Graph:
+    """The k-NN graph of the unlabelled faces `ids` (sorted): node i is ids[i]."""
+    if bar is None:
+        with silent().stage("neighbours") as quiet:
+            return neighbour_graph(index, ids, k, threshold, milvus=milvus, token=token, concurrency=concurrency,
+                                   bar=quiet)
+    if is_lite_uri(milvus):
+        src, dst, weight = _edges_in_driver(index, ids, k, bar)
+    else:
+        src, dst, weight = _edges_with_ray(milvus, token, index.collection, ids, k, concurrency, bar)
+    at = np.clip(np.searchsorted(ids, dst), 0, len(ids) - 1)
+    known = ids[at] == dst  # a neighbour named since the scan is not in the graph
+    return Graph.from_edges(len(ids), np.searchsorted(ids, src[known]), at[known], weight[known], threshold)
+
+
 def cluster(
     *,
     milvus: str,
@@ -138,14 +154,9 @@ def cluster(
 
     started = time.perf_counter()
     with console.stage("neighbours", total=len(ids), unit="faces") as bar:
-        if is_lite_uri(milvus):
-            src, dst, weight = _edges_in_driver(index, ids, k, bar)
-        else:
-            src, dst, weight = _edges_with_ray(milvus, token, collection, ids, k, concurrency, bar)
+        graph = neighbour_graph(index, ids, k, threshold, milvus=milvus, token=token, concurrency=concurrency,
+                                bar=bar)
     client.close()
-    at = np.clip(np.searchsorted(ids, dst), 0, len(ids) - 1)
-    known = ids[at] == dst  # a neighbour named since the scan is not in the graph
-    graph = Graph.from_edges(len(ids), np.searchsorted(ids, src[known]), at[known], weight[known], threshold)
     summary.edges = graph.edges
     summary.seconds["neighbours"] = time.perf_counter() - started
 

@@ -28,9 +28,13 @@ async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image:
                        k: Annotated[int, Form(ge=1, le=1000)] = None,
                        top_n: Annotated[int, Form(ge=1, le=100)] = 1,
                        faces: Annotated[Literal["all", "largest"], Form()] = "all") -> SearchOut:
-    found = await searcher.faces(await read_upload(image, request.app.state.settings.max_upload_bytes), faces)
-    decisions = await searcher.search(await searcher.embed(found), threshold, k, top_n)
-    note(request, "search", matches=_matches(decisions))
+    settings = request.app.state.settings
+    data = await read_upload(image, settings.max_upload_bytes)
+    found = await searcher.faces(data, faces)
+    vectors = await searcher.embed(found)
+    decisions = await searcher.search(vectors, threshold, k, top_n)
+    kept = await searcher.keep_unknown(data, found, vectors, decisions) if settings.keep_unknown_faces else []
+    note(request, "search", matches=_matches(decisions), **({"kept_unknown": [str(f) for f in kept]} if kept else {}))
     return SearchOut(faces=[FaceDecisionOut.of_match(FaceMatch(f, d)) for f, d in zip(found, decisions, strict=True)])
 
 

@@ -1,0 +1,62 @@
+"""Keeping the faces a search answered "unknown" (ARCMATCH_KEEP_UNKNOWN_FACES): off by default, kept unlabelled
+once per photo, never an answer, and deleted after their retention (Milvus Lite and the server)."""
+
+import time
+
+import httpx
+import pytest
+
+from indexer.archive import FaceArchive
+from indexer.store import FaceIndex, connect
+from jobs.api.app import create_app
+from jobs.api.keys import new_key
+from jobs.service import IdentityService
+from jobs.settings import Settings
+from tests.helpers import live_app, png
+
+KEY, ENTRY = new_key("ops", ["read", "write"])
+H = {"X-API-Key": KEY}
+
+
+def unlabelled(settings) -> list[dict]:
+    client = connect(settings.milvus_uri)
+    index = FaceIndex(client, IdentityService.open(settings).index.collection)
+    rows = list(index._scan('identity == ""', ["id", "metadata", "source"]))
+    client.close()
+    return rows
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_unknown_faces_are_kept_only_when_enabled(milvus_uri, collection_name, tiny_model_dir, tmp_path, keep):
+    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=milvus_uri, collection=collection_name,
+                        archive_uri=str(tmp_path / "archive"), keep_unknown_faces=keep, unknown_retention_days=1)
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as api:
+        assert api.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))],
+                        headers=H).status_code == 201
+
+        def search(data):
+            found = api.post("/v1/search", files={"image": ("p.png", data, "image/png")}, data={"threshold": "0.99"},
+                             headers=H)
+            assert found.status_code == 200
+            return found.json()["faces"][0]
+
+        assert search(png(1))["identity"] == "ann"  # known: nothing kept
+        stranger = search(png(7))
+        assert stranger["identity"] is None
+        search(png(7))  # the same photo again: the same face, once
+        again = search(png(7, 1))  # another photo of the stranger: the kept faces are never the answer
+        assert again["identity"] is None and {c["identity"] for c in again["candidates"]} == {"ann"}
+    if not keep:
+        assert Settings.model_fields["keep_unknown_faces"].default is False
+        return
+    kept = unlabelled(settings)
+    assert len(kept) == 2 and all(r["source"].startswith("search:") for r in kept)
+    assert all(r["metadata"]["expires_at"] - r["metadata"]["kept_at"] == 86400 for r in kept)
+    archive = FaceArchive(str(tmp_path / "archive"), collection_name)
+    assert {r["id"] for r in kept} <= set(archive.live_versions())
+
+    service = IdentityService.open(settings)
+    assert service.purge_expired(now=time.time()) == 0  # a day to go
+    assert service.purge_expired(now=time.time() + 2 * 86400) == 2
+    service.close()
+    assert unlabelled(settings) == [] and not {r["id"] for r in kept} & set(archive.live_versions())
