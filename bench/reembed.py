@@ -13,7 +13,10 @@ shared MobileFaceNet with `reembed`, every face accounted for, identification be
    Re-embed throughput (faces/s) against the same MobileFaceNet's ingestion of the same faces from the original
    JPEGs, same run; archive size per face; the time the alias switch took.
 
-    .venv/bin/python bench/reembed.py [--epochs 10] [--server] [--out FILE]
+    .venv/bin/python bench/reembed.py [--epochs 10] [--model-a DIR] [--repeats 3] [--server] [--out FILE]
+
+4. Throughput side by side, without the searching thread: `--repeats` rounds of (the new model's ingestion of
+   the gallery's JPEGs into a scratch collection; the re-embed of the gallery, then rollback and drop), medians.
 """
 
 from __future__ import annotations
@@ -131,9 +134,40 @@ class Searcher:
         return {**percentiles(self.seconds), "searches": len(self.seconds), "failures": self.failures}
 
 
+def side_by_side(uri: str, manifest: Path, model_b: Path, archive: str, target: str, repeats: int) -> dict:
+    """Re-embed vs the same model's ingestion from the JPEGs, alternating, nothing else running: faces/s each
+    round, the medians and their ratio, and where the re-embed's time went (its stages)."""
+    from jobs.progress import silent
+
+    rounds = []
+    for _ in range(repeats):
+        client = connect(uri)
+        galleries = Galleries(client, "lfw")
+        if galleries.target() == target:
+            galleries.rollback()
+        galleries.drop(target)
+        Galleries(client, "scratch").drop_all()
+        client.close()
+        direct = ingest(manifest, model_b, milvus=uri, collection="scratch", index_type="FLAT")
+        console = silent()
+        moved = reembed(str(model_b), milvus=uri, gallery="lfw", archive=archive, threshold=0.5, grace_s=0,
+                        index_type="FLAT", console=console)
+        rounds.append({"ingest_faces_per_s": round(direct.embedded / direct.seconds, 1),
+                       "reembed_faces_per_s": round(moved.embedded / moved.seconds, 1),
+                       "reembed_stages_s": {k: round(v, 1) for k, v in console.times.items()},
+                       "reembed_seconds": round(moved.seconds, 1)})
+        print(rounds[-1], file=sys.stderr)
+    ingest_rate = float(np.median([r["ingest_faces_per_s"] for r in rounds]))
+    reembed_rate = float(np.median([r["reembed_faces_per_s"] for r in rounds]))
+    return {"rounds": rounds, "ingest_median": ingest_rate, "reembed_median": reembed_rate,
+            "ratio": round(reembed_rate / ingest_rate, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10, help="model A's training epochs")
+    parser.add_argument("--model-a", type=Path, help="model A trained by an earlier run (skips training)")
+    parser.add_argument("--repeats", type=int, default=3, help="side-by-side throughput rounds")
     parser.add_argument("--server", action="store_true", help="a Milvus server on loopback instead of Milvus Lite")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -147,7 +181,7 @@ def main() -> None:
     try:
         init_ray(None)
         train, gallery, known, unknown = split()
-        model_a, train_seconds = train_model_a(train, workdir, args.epochs)
+        model_a, train_seconds = (args.model_a, 0.0) if args.model_a else train_model_a(train, workdir, args.epochs)
         model_b = onnx_model_dir(workdir, "mobilefacenet.spec.json")
         archive = str(workdir / "archive")
         manifest = workdir / "gallery.csv"
@@ -194,6 +228,7 @@ def main() -> None:
         result["reembed_vs_ingest_faces_per_s"] = round(
             result["reembed"]["faces_per_s_whole_job"] / result["ingest_model_b_from_jpegs"]["faces_per_s"], 2)
         result["after"] = identification(uri, "lfw", model_b, known, unknown)
+        result["throughput"] = side_by_side(uri, manifest, model_b, archive, summary.target, args.repeats)
         emit(result, args.out)
     finally:
         if server is not None:

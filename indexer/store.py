@@ -386,6 +386,18 @@ class FaceIndex:
             out.update({int(r["id"]): np.asarray(r[VECTOR], dtype=np.float32) for r in rows})
         return out
 
+    def rows(self, ids: list[int], batch: int = 1000) -> dict[int, FaceRow]:
+        """The stored rows of these faces, vectors included (missing ids are absent from the result)."""
+        self.info()
+        out = {}
+        for start in range(0, len(ids), batch):
+            chunk = [validate_face_id(int(i)) for i in ids[start : start + batch]]
+            for r in self._call("get", self.collection, ids=chunk,
+                                output_fields=["id", "identity", "source", "metadata", VECTOR]):
+                out[int(r["id"])] = FaceRow(r["source"], r["identity"], np.asarray(r[VECTOR], dtype=np.float32),
+                                            int(r["id"]), r["metadata"] or {})
+        return out
+
     def delete_identity(self, identity: str) -> int:
         """Delete every face of one identity; returns how many there were."""
         expr, page, total = f"identity == {quote(validate_identity(identity))}", 1000, 0

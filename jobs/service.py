@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from common.errors import Unavailable
+from common.errors import Conflict, Unavailable
 from embedder.archiving import archive_view, encode
 from embedder.embed import Embedder
 from embedder.errors import ImageError, ModelError
@@ -259,12 +259,21 @@ class IdentityService:
         return purge_expired(self.index, self.archive, now)
 
     # the gallery
+    def check_conflicts(self, vectors: np.ndarray, identity: str) -> None:
+        """Conflict (409) when any of these faces matches another named identity above the threshold: enrolling
+        it as `identity` would make two people one, or a typo a second person."""
+        for decision in self.search_vectors(vectors):
+            if decision.is_match and decision.identity != identity:
+                raise Conflict(f"a face matches {decision.identity!r} (score {decision.score:.3f}, threshold "
+                               f"{decision.threshold:.3f}): say proceed to enroll it as {identity!r} anyway")
+
     def enroll(self, identity: str, images: list[tuple[str, bytes]], metadata: dict | None = None, *,
-               select: str | None = None, gate: bool = True) -> Enrolled:
+               select: str | None = None, gate: bool = True, proceed: bool = False) -> Enrolled:
         """Enroll every photo's face(s) by the policy's rule (default: exactly one face that passes the quality
         gate); `gate=False` takes faces below the gate too. All photos are checked before anything is written.
         Each face's image goes to the archive before its vector goes to the store: a face the store holds can
-        always be embedded again by the next model."""
+        always be embedded again by the next model. Unless `proceed`: a face that matches another identity, or a
+        photo whose face was rejected from this identity ("not this person"), is a Conflict."""
         identity = validate_identity(identity)
         self._check_in_service()
         policy = replace(self.policy, select=select or self.policy.select)
@@ -280,7 +289,10 @@ class IdentityService:
             prepared.append((name, data, faces))
             if self.archive is not None:
                 kept += [archive_view(photo, face, self.embedder.spec) for face in faces]
-        vectors = iter(self.embed_faces([f for _, _, faces in prepared for f in faces]))
+        embedded = self.embed_faces([f for _, _, faces in prepared for f in faces])
+        if not proceed:
+            self.check_conflicts(embedded, identity)
+        vectors = iter(embedded)
         rows = []
         for name, data, faces in prepared:
             digest = hashlib.sha256(data).hexdigest()
@@ -295,6 +307,11 @@ class IdentityService:
                 rows.append(FaceRow(f"api:{name[:200]}", identity, next(vectors), face_id(key), extra))
         for row in rows:  # before the archive: a row the store would refuse must not be archived either
             validate_metadata(row.metadata)
+        if not proceed:
+            for face in self.index.rows([r.face_id for r in rows]).values():
+                if face.identity == UNLABELLED and identity in (face.metadata or {}).get("rejected_from", []):
+                    raise Conflict(f"{face.source}: this face was rejected from {identity!r} (not this person); "
+                                   f"say proceed to enroll it anyway")
         if self.archive is not None:
             self.archive.write([ArchivedFace(r.face_id, identity, r.source, json.dumps(r.metadata, ensure_ascii=False),
                                              kind, encode(image)) for r, (image, kind) in zip(rows, kept, strict=True)])

@@ -17,10 +17,12 @@ from fastapi.security import APIKeyHeader
 
 from common.errors import ArcmatchError
 from embedder.faces import PreparedFace
+from indexer.clusters import ClusterStore
 from indexer.decision import Decision
 from jobs.api.guard import KEY_STATE
 from jobs.api.keys import ApiKey, authenticate
 from jobs.api.timing import phase
+from jobs.curation import Curator
 from jobs.service import PURGE_EVERY_S, IdentityService
 
 log = logging.getLogger("arcmatch.api")
@@ -42,6 +44,13 @@ class Forbidden(ArcmatchError):
 
 def _service(request: Request) -> IdentityService:
     return request.app.state.provider()[0]
+
+
+def _curator(request: Request) -> Curator:
+    """Clusters and names over the service's collection; the clusters live beside the face archive."""
+    service, settings = request.app.state.provider()[0], request.app.state.settings
+    root = settings.archive_root()
+    return Curator(service, ClusterStore(root, settings.collection, service.index.collection) if root else None)
 
 
 class Searcher:
@@ -107,6 +116,7 @@ def _require(scope: str):
 
 
 ServiceDep = Annotated[IdentityService, Depends(_service)]
+CuratorDep = Annotated[Curator, Depends(_curator)]
 SearchDep = Annotated[Searcher, Depends(Searcher)]
 ReadKey = Annotated[ApiKey, Depends(_require("read"))]
 WriteKey = Annotated[ApiKey, Depends(_require("write"))]

@@ -180,3 +180,51 @@ class CalibrateIn(BaseModel):
     fpir: float = Field(0.01, ge=MIN_FPIR, lt=1.0, description="target false-positive identification rate")
     sample: int = Field(5000, ge=2, le=100_000, description="faces drawn as trials")
     dry_run: bool = Field(False, description="report the threshold without keeping it")
+
+
+class FaceRejected(BaseModel):
+    identity: str
+    face_id: str
+    rejected_from: list[str] = Field(description="every identity this face has been rejected from")
+
+
+class ClusterOut(BaseModel):
+    cluster: int
+    size: int
+    cohesion: float = Field(description="mean cosine similarity of the cluster's own graph edges")
+    representative: str = Field(description="the face most similar to the rest of its cluster")
+    face_ids: list[str] = Field(description="a page: the representative and a few others; one cluster: all")
+
+    @classmethod
+    def of(cls, view) -> ClusterOut:
+        return cls(cluster=view.cluster, size=view.size, cohesion=view.cohesion,
+                   representative=str(view.representative), face_ids=[str(f) for f in view.face_ids])
+
+
+class ClusterPage(BaseModel):
+    clusters: list[ClusterOut]
+    total: int = Field(description="clusters of min_size faces or more")
+    run: str = Field(description="the clustering run these come from")
+
+
+FaceIds = Annotated[list[Annotated[str, Field(pattern=r"^[0-9]{1,19}$")]], Field(max_length=10_000)]
+
+
+class PromoteIn(BaseModel):
+    identity: str = Field(min_length=1, max_length=256)
+    face_ids: FaceIds | None = Field(None, description="only these faces of the cluster (default: all)")
+    proceed: bool = Field(False, description="name faces that match another identity, or were rejected from this")
+
+
+class Promoted(BaseModel):
+    identity: str
+    face_ids: list[str]
+    skipped: list[dict] = Field(description="faces left as they were, each with the reason")
+
+
+class SplitIn(BaseModel):
+    face_ids: FaceIds = Field(min_length=1, description="faces of the cluster that become a cluster of their own")
+
+
+class MergeIn(BaseModel):
+    clusters: list[int] = Field(min_length=2, max_length=1000, description="merged under the first one's id")

@@ -28,6 +28,7 @@ from indexer.store import FaceIndex, connect, is_lite_uri
 from jobs.progress import Console, silent
 
 SEARCH_BATCH = 256
+RAY_FROM = 20_000  # faces: fewer are searched from the driver (a second of searching vs ~10 s of actor start-up)
 
 
 @dataclass
@@ -91,7 +92,8 @@ def _edges_with_ray(uri: str, token: str | None, collection: str, ids: np.ndarra
                     bar) -> tuple[np.ndarray, ...]:
     import ray.data
 
-    ds = ray.data.from_numpy(ids).rename_columns({"data": "face_id"})
+    blocks = np.array_split(ids, max(1, min(len(ids) // SEARCH_BATCH, concurrency * 8)))  # work for every actor
+    ds = ray.data.from_numpy(blocks).rename_columns({"data": "face_id"})
     ds = ds.map_batches(NeighbourSearch, fn_constructor_args=(uri, token, collection, k), batch_size=SEARCH_BATCH,
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=0.5)
     parts = []
@@ -102,13 +104,14 @@ def _edges_with_ray(uri: str, token: str | None, collection: str, ids: np.ndarra
 
 
 def neighbour_graph(index: FaceIndex, ids: np.ndarray, k: int, threshold: float, *, milvus: str,
-                    token: str | None = None, concurrency: int = 2, bar=None) -> Graph:
-    """The k-NN graph of the unlabelled faces `ids` (sorted): node i is ids[i]."""
+                    token: str | None = None, concurrency: int = 2, ray_from: int = RAY_FROM, bar=None) -> Graph:
+    """The k-NN graph of the unlabelled faces `ids` (sorted): node i is ids[i]. Ray actors search when the store
+    is a server and there are at least `ray_from` faces; below that their start costs more than they save."""
     if bar is None:
         with silent().stage("neighbours") as quiet:
             return neighbour_graph(index, ids, k, threshold, milvus=milvus, token=token, concurrency=concurrency,
-                                   bar=quiet)
-    if is_lite_uri(milvus):
+                                   ray_from=ray_from, bar=quiet)
+    if is_lite_uri(milvus) or len(ids) < ray_from:
         src, dst, weight = _edges_in_driver(index, ids, k, bar)
     else:
         src, dst, weight = _edges_with_ray(milvus, token, index.collection, ids, k, concurrency, bar)
@@ -128,6 +131,7 @@ def cluster(
     method: str = "chinese-whispers",
     export_parquet: str | Path | None = None,
     concurrency: int = 2,
+    ray_from: int = RAY_FROM,
     seed: int = 0,
     console: Console | None = None,
 ) -> ClusterRunSummary:
@@ -155,7 +159,7 @@ def cluster(
     started = time.perf_counter()
     with console.stage("neighbours", total=len(ids), unit="faces") as bar:
         graph = neighbour_graph(index, ids, k, threshold, milvus=milvus, token=token, concurrency=concurrency,
-                                bar=bar)
+                                ray_from=ray_from, bar=bar)
     client.close()
     summary.edges = graph.edges
     summary.seconds["neighbours"] = time.perf_counter() - started

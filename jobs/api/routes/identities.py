@@ -10,9 +10,18 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from common.errors import BadInput, NotFound
 from indexer.ids import INT64, MAX_IDENTITY_LENGTH
 from jobs.api.auditing import note
-from jobs.api.deps import ReadKey, ServiceDep, WriteKey
+from jobs.api.deps import CuratorDep, ReadKey, ServiceDep, WriteKey
 from jobs.api.errors import responses
-from jobs.api.schemas import FORMATS, Enrolled, FaceDeleted, FaceOut, IdentityDeleted, IdentityOut, IdentityPage
+from jobs.api.schemas import (
+    FORMATS,
+    Enrolled,
+    FaceDeleted,
+    FaceOut,
+    FaceRejected,
+    IdentityDeleted,
+    IdentityOut,
+    IdentityPage,
+)
 from jobs.api.uploads import parse_metadata, read_upload
 
 IDENTITY_RULES = {"pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
@@ -33,9 +42,11 @@ async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: I
                  metadata: Annotated[str, Form(json_schema_extra={"contentMediaType": "application/json"},
                                                description="a JSON object kept with each face")] = None,
                  faces: Annotated[Literal["one", "largest", "all"], Form()] = None,
-                 override_quality: Annotated[bool, Form()] = False) -> Enrolled:
+                 override_quality: Annotated[bool, Form()] = False,
+                 proceed: Annotated[bool, Form()] = False) -> Enrolled:
     """Each photo must show exactly one face that passes the quality gate, unless `faces` says largest or all;
-    `override_quality` enrolls faces below the gate too."""
+    `override_quality` enrolls faces below the gate too. A face that matches another identity above the threshold,
+    or one rejected from this identity, answers 409 naming it, unless `proceed`."""
     settings = request.app.state.settings
     if len(images) > settings.max_images_per_request:
         raise BadInput(f"at most {settings.max_images_per_request} images per enrollment, got {len(images)}")
@@ -44,7 +55,7 @@ async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: I
     uploads = [(u.filename or f"image{i}", await read_upload(u, limit)) for i, u in enumerate(images)]
     async with request.app.state.decode_slots:
         done = await asyncio.to_thread(service.enroll, identity, uploads, extra, select=faces,
-                                       gate=not override_quality)
+                                       gate=not override_quality, proceed=proceed)
     note(request, "enroll", done.identity, face_ids=[str(f) for f in done.face_ids])
     return Enrolled(identity=done.identity, face_ids=[str(f) for f in done.face_ids])
 
@@ -73,6 +84,15 @@ def delete_face(_: WriteKey, service: ServiceDep, request: Request, identity: Id
     if not deleted:
         raise NotFound(f"identity {identity!r} has no face {face}")
     return FaceDeleted(identity=identity, deleted_face=str(face))
+
+
+@router.post("/{identity}/faces/{face}/reject", responses=responses(400, 404, 422))
+def reject_face(_: WriteKey, curator: CuratorDep, request: Request, identity: Identity, face: FaceId) -> FaceRejected:
+    """"Not this person": the face leaves the identity and becomes unlabelled (clustered again), remembering whom
+    it is not, so neither a promotion nor an enrollment of the same photo puts it back without `proceed`."""
+    freed = curator.reject(identity, face)
+    note(request, "reject_face", identity, face_ids=[str(face)])
+    return FaceRejected(identity=identity, face_id=str(face), rejected_from=freed.metadata["rejected_from"])
 
 
 @router.get("", responses=responses(400, 422))

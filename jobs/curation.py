@@ -1,0 +1,205 @@
+"""Naming the faces nobody has named: clusters for a person to review, promoted to identities, split and merged,
+and faces taken out of an identity ("not this person").
+
+What is recorded where, and why:
+- A cluster's faces are those of the last `arcmatch cluster` run (indexer/clusters.py). Promoting, splitting and
+  merging write a new run with the change, so every reader (other replicas, the page) sees it, and the next
+  clustering run starts from it: a split stays split unless the faces' neighbours say otherwise.
+- A name given changes the faces' identity in the store and in the archive, with the same vectors and images: a
+  promoted face is an enrolled face, and it survives the next model's re-embed like any other.
+- "Not this person" is kept with the face itself (its metadata's `rejected_from`, in the store and the archive),
+  so it travels through re-embeds: the face becomes unlabelled again, and neither a promotion nor an enrollment of
+  the same photo puts it back under that name unless told to proceed.
+- Before a name is given, the faces are searched among the named ones: a face that matches someone else above
+  the threshold is a 409 naming that identity, unless the request says to proceed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from common.errors import BadInput, Conflict, NotFound
+from indexer.archive import ArchivedFace
+from indexer.clusters import ClusterInfo, ClusterStore, Run
+from indexer.ids import UNLABELLED, validate_face_id, validate_identity
+from indexer.store import FaceRow
+
+SAMPLE = 8  # face ids shown per cluster in a listing
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    cluster: int
+    size: int
+    cohesion: float
+    representative: int
+    face_ids: list[int]  # a listing: the representative and a few others; one cluster: all
+
+
+@dataclass(frozen=True)
+class Named:
+    identity: str
+    face_ids: list[int]
+    skipped: list[dict] = field(default_factory=list)  # {"face_id", "reason"}: faces left as they were
+
+
+def rejected_from(metadata: dict | None) -> list[str]:
+    return list((metadata or {}).get("rejected_from") or [])
+
+
+class Curator:
+    """Clusters and names over one service's collection (IdentityService) and its cluster store."""
+
+    def __init__(self, service, store: ClusterStore | None) -> None:
+        self.service, self.store = service, store
+
+    # reading
+    def _run(self) -> Run:
+        run = self.store.latest() if self.store is not None else None
+        if run is None:
+            raise NotFound("no clusters yet: run `arcmatch cluster` on the gallery's unlabelled faces")
+        return run
+
+    @staticmethod
+    def _view(run: Run, info: ClusterInfo, limit: int | None) -> ClusterView:
+        members = run.members(info.cluster)
+        rest = [int(f) for f in members if int(f) != info.representative]
+        ids = [info.representative, *rest]
+        return ClusterView(info.cluster, info.size, info.cohesion, info.representative,
+                           ids if limit is None else ids[:limit])
+
+    def clusters(self, offset: int = 0, limit: int = 50, min_size: int = 2) -> tuple[list[ClusterView], int, str]:
+        """A page of clusters, largest first: (views, how many there are of min_size or more, the run's name)."""
+        run = self._run()
+        chosen = [c for c in run.clusters if c.size >= min_size]
+        return [self._view(run, c, SAMPLE) for c in chosen[offset : offset + limit]], len(chosen), run.name
+
+    def cluster(self, cluster: int) -> ClusterView:
+        run = self._run()
+        return self._view(run, self._info(run, cluster), None)
+
+    @staticmethod
+    def _info(run: Run, cluster: int) -> ClusterInfo:
+        info = next((c for c in run.clusters if c.cluster == cluster), None)
+        if info is None:
+            raise NotFound(f"no cluster {cluster}")
+        return info
+
+    # changing clusters
+    def _rewrite(self, run: Run, cluster_of: np.ndarray, keep: np.ndarray | None = None) -> None:
+        """A new run: `cluster_of` per face of `run` (faces where keep is False leave it); summaries redone for
+        the clusters that changed, kept for the others (their cohesion needs the graph, which is not stored)."""
+        keep = np.ones(len(run.face_ids), bool) if keep is None else keep
+        ids, cluster_of = run.face_ids[keep], cluster_of[keep]
+        old = {c.cluster: c for c in run.clusters}
+        sizes = dict(zip(*np.unique(cluster_of, return_counts=True), strict=True))
+        infos = []
+        for cluster, size in sizes.items():
+            cluster, size = int(cluster), int(size)
+            members = ids[cluster_of == cluster]
+            before = old.get(cluster)
+            if before is not None and before.size == size and before.representative in members:
+                infos.append(before)
+                continue
+            representative = before.representative if before and before.representative in members else int(members[0])
+            infos.append(ClusterInfo(cluster, size, before.cohesion if before else 1.0, representative))
+        infos.sort(key=lambda c: (-c.size, c.cluster))
+        self.store.write(ids, cluster_of, infos)
+
+    def _members(self, run: Run, cluster: int, face_ids: list[int] | None) -> list[int]:
+        members = [int(f) for f in run.members(self._info(run, cluster).cluster)]
+        if face_ids is None:
+            return members
+        chosen = [validate_face_id(int(f)) for f in face_ids]
+        strangers = sorted(set(chosen) - set(members))
+        if strangers:
+            raise BadInput(f"face(s) {', '.join(map(str, strangers[:5]))} are not in cluster {cluster}")
+        if not chosen:
+            raise BadInput("name at least one face")
+        return list(dict.fromkeys(chosen))
+
+    def split(self, cluster: int, face_ids: list[int]) -> ClusterView:
+        """These faces of the cluster become a cluster of their own (a new id)."""
+        run = self._run()
+        chosen = set(self._members(run, cluster, face_ids))
+        if len(chosen) == self._info(run, cluster).size:
+            raise BadInput("a split leaves some faces behind: give fewer than all of them")
+        new = 1 + max(c.cluster for c in run.clusters)
+        moving = np.isin(run.face_ids, list(chosen))
+        self._rewrite(run, np.where(moving, new, run.cluster_of))
+        return self.cluster(new)
+
+    def merge(self, clusters: list[int]) -> ClusterView:
+        """These clusters become one, under the first one's id."""
+        if len(set(clusters)) < 2:
+            raise BadInput("a merge needs two clusters or more")
+        run = self._run()
+        for c in clusters:
+            self._info(run, c)
+        self._rewrite(run, np.where(np.isin(run.cluster_of, clusters), clusters[0], run.cluster_of))
+        return self.cluster(clusters[0])
+
+    # names
+    def promote(self, cluster: int, identity: str, face_ids: list[int] | None = None, *,
+                proceed: bool = False) -> Named:
+        """Name a cluster's faces (or some of them) `identity`, new or existing. Faces rejected from that identity
+        and faces named since the clustering are left out (`skipped`, with the reason)."""
+        identity = validate_identity(identity)
+        run = self._run()
+        named = self.name_faces(self._members(run, cluster, face_ids), identity, proceed=proceed)
+        left = ~np.isin(run.face_ids, named.face_ids)
+        self._rewrite(run, run.cluster_of, keep=left)
+        return named
+
+    def name_faces(self, face_ids: list[int], identity: str, *, proceed: bool = False) -> Named:
+        """Unlabelled faces become `identity`'s: archive first, then the store (as every enrollment)."""
+        service = self.service
+        service._check_in_service()
+        rows = service.index.rows(face_ids)
+        chosen, skipped = [], []
+        for face in face_ids:
+            row = rows.get(face)
+            if row is None:
+                skipped.append({"face_id": face, "reason": "no longer in the gallery"})
+            elif row.identity != UNLABELLED:
+                skipped.append({"face_id": face, "reason": f"already named {row.identity!r}"})
+            elif identity in rejected_from(row.metadata) and not proceed:
+                skipped.append({"face_id": face, "reason": f"rejected from {identity!r} (not this person)"})
+            else:
+                chosen.append(row)
+        if not chosen:
+            raise Conflict(f"none of these faces can be named {identity!r}: "
+                           + "; ".join(f"{s['face_id']}: {s['reason']}" for s in skipped[:3]))
+        if not proceed:
+            service.check_conflicts(np.stack([r.vector for r in chosen]), identity)
+        renamed = [replace(r, identity=identity) for r in chosen]
+        self._archive(renamed)
+        service.index.upsert(renamed)
+        return Named(identity, [r.face_id for r in renamed], skipped)
+
+    def reject(self, identity: str, face: int) -> FaceRow:
+        """"Not this person": the face leaves `identity` and becomes unlabelled, remembering whom it is not."""
+        identity, face = validate_identity(identity), validate_face_id(face)
+        service = self.service
+        service._check_in_service()
+        row = service.index.rows([face]).get(face)
+        if row is None or row.identity != identity:
+            raise NotFound(f"identity {identity!r} has no face {face}")
+        metadata = {**(row.metadata or {}), "rejected_from": sorted({*rejected_from(row.metadata), identity})}
+        freed = replace(row, identity=UNLABELLED, metadata=metadata)
+        self._archive([freed])
+        service.index.upsert([freed])
+        return freed
+
+    def _archive(self, rows: list[FaceRow]) -> None:
+        """The faces' archive entries again, with their new identity and metadata (same image)."""
+        archive = self.service.archive
+        if archive is None:
+            return
+        by_id = {r.face_id: r for r in rows}
+        archive.write([ArchivedFace(e.face_id, by_id[e.face_id].identity, e.source,
+                                    json.dumps(by_id[e.face_id].metadata, ensure_ascii=False), e.kind, e.image)
+                       for e in archive.entries(set(by_id))])
