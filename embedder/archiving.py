@@ -79,3 +79,17 @@ def model_input(data: bytes, kind: str, spec: ModelSpec) -> np.ndarray:
                              "model needs them detected again: re-embed with a face detector")
         return crop_and_resize(image, spec)
     raise ImageError(f"unknown archived face kind {kind!r} (expected one of {KINDS})")
+
+
+def thumbnail(data: bytes, kind: str, side: int = 112) -> bytes:
+    """A small JPEG of an archived face for people to look at: the face and a little around it for an aligned
+    entry, the whole picture (longer side `side`) for a photo."""
+    image = decode(data)
+    if kind == "aligned":  # the 128 px face of ARCHIVE_TEMPLATE with 8 px around it
+        picture = Image.fromarray(np.ascontiguousarray(image[56:200, 56:200])).resize((side, side))
+    else:
+        picture = Image.fromarray(image)
+        picture.thumbnail((side, side))
+    out = io.BytesIO()
+    picture.save(out, format="JPEG", quality=85)
+    return out.getvalue()

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 from indexer.errors import BackendUnavailable, InvalidValue
 
+ROW_GROUP = 32  # entries per Parquet row group (~1 MB of aligned faces): what reading one face costs
+LOCATIONS_TTL_S = 2.0  # how long image() trusts its index of where each face is before listing the parts again
 ENTRY_COLUMNS = ("face_id", "identity", "source", "metadata", "kind", "image", "written_ns")
 _counter = itertools.count()
 
@@ -94,6 +96,7 @@ class FaceArchive:
         self.root = f"{base}/{gallery}"
         self.uri = str(root)
         self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._located: tuple[float, tuple, dict[int, tuple[str, int]]] | None = None
 
     # writing
     def write(self, faces: list[ArchivedFace]) -> None:
@@ -136,8 +139,10 @@ class FaceArchive:
         # written under a temporary name and moved: a reader never sees half a part (a rename is atomic locally
         # and on HDFS; an object store's PUT is all or nothing anyway)
         temporary = f"{directory}/.{name}.tmp"
+        if folder == "faces":  # sorted in small row groups: one face's image (a thumbnail) reads one group
+            table = table.sort_by("face_id")
         try:
-            pq.write_table(table, temporary, filesystem=self.fs)
+            pq.write_table(table, temporary, filesystem=self.fs, row_group_size=ROW_GROUP)
             self.fs.move(temporary, f"{directory}/{name}")
         except OSError as exc:  # a full disk, an unreachable bucket: nothing was acknowledged yet
             raise BackendUnavailable(f"the face archive could not be written ({type(exc).__name__})") from exc
@@ -208,6 +213,39 @@ class FaceArchive:
                             live.pop(face)  # the same version twice (a retried part): once
                             yield ArchivedFace(face, row["identity"], row["source"], row["metadata"], row["kind"],
                                                row["image"])
+
+    def image(self, face_id: int) -> tuple[str, bytes] | None:
+        """(kind, image) of a live face, or None: for showing faces (the review page's thumbnails). Where each
+        face lives is indexed once and kept while the parts stay the same (re-checked every LOCATIONS_TTL_S)."""
+        import pyarrow.parquet as pq
+
+        found = self._locations().get(int(face_id))
+        if found is None:
+            return None
+        path, written = found
+        table = pq.read_table(path, columns=["face_id", "written_ns", "kind", "image"], filesystem=self.fs,
+                              filters=[("face_id", "=", int(face_id))])
+        for row in table.to_pylist():
+            if row["written_ns"] == written:
+                return row["kind"], row["image"]
+        return None
+
+    def _locations(self) -> dict[int, tuple[str, int]]:
+        now = time.monotonic()
+        if self._located is not None and now - self._located[0] < LOCATIONS_TTL_S:
+            return self._located[2]
+        key = (tuple(self.parts("faces")), tuple(self.parts("deleted")))
+        if self._located is not None and self._located[1] == key:
+            self._located = (now, key, self._located[2])
+            return self._located[2]
+        live, where = self.live_versions(), {}
+        for path in key[0]:
+            part = self._read([path], ["face_id", "written_ns"], _schemas()[0])
+            for face, written in zip(part["face_id"].to_pylist(), part["written_ns"].to_pylist(), strict=True):
+                if live.get(face) == written:
+                    where[face] = (path, written)
+        self._located = (now, key, where)
+        return where
 
     def stats(self) -> ArchiveStats:
         paths = self.parts("faces")

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from common.errors import Conflict, Unavailable
-from embedder.archiving import archive_view, encode
+from common.errors import Conflict, NotFound, Unavailable
+from embedder.archiving import archive_view, encode, thumbnail
 from embedder.embed import Embedder
 from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy, NoFace, PreparedFace, face_record  # noqa: F401  (re-exported)
@@ -217,6 +217,14 @@ class IdentityService:
         flat = [f for per_image in faces for f in per_image]
         decisions = iter(self.search_vectors(self.embed_faces(flat), threshold, k, top_n))
         return [[FaceMatch(f, next(decisions)) for f in per_image] for per_image in faces]
+
+    def face_image(self, face: int) -> bytes:
+        """A thumbnail (JPEG) of a face from the archive, for people to look at; NotFound without one."""
+        face = validate_face_id(face)
+        kept = self.archive.image(face) if self.archive is not None else None
+        if kept is None:
+            raise NotFound(f"no image is kept for face {face} (deleted, or enrolled before the face archive)")
+        return thumbnail(kept[1], kept[0])
 
     # faces nobody has named
     def keep_unknown(self, data: bytes, faces: list[PreparedFace], vectors: np.ndarray, decisions: list[Decision],

@@ -20,7 +20,7 @@ from jobs.api import errors
 from jobs.api.auditing import Audit
 from jobs.api.guard import BodyLimits, Guard, SecurityHeaders
 from jobs.api.keys import parse_keys
-from jobs.api.routes import calibration, clusters, health, identities, search
+from jobs.api.routes import calibration, clusters, health, identities, page, search
 from jobs.api.timing import ServerTiming
 from jobs.audit import AuditLog
 from jobs.service import IdentityService
@@ -59,6 +59,8 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     for module in (health, search, identities, clusters, calibration):
         app.include_router(module.router)
+    app.include_router(identities.faces_router)
+    app.include_router(page.router)
     _document_limits(app, settings)
     return app
 

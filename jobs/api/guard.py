@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException
 from jobs.api.errors import RETRY_AFTER_S, error
 from jobs.api.keys import ApiKey, authenticate
 
-OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+                        "/review", "/review/review.js", "/review/review.css"})  # the page holds no data
 KEY_STATE = "api_key"  # where the authenticated key is left in the request's state
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and the small form fields
 
@@ -129,6 +130,11 @@ _DOCS = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsde
          "frame-ancestors 'none'")
 
 
+# the review page: its own script and style only; thumbnails are shown from blob: URLs of fetched images
+_PAGE = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
 class SecurityHeaders:
     def __init__(self, app) -> None:
         self.app = app
@@ -137,7 +143,8 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = _DOCS if scope["path"] in ("/docs", "/redoc") else _LOCKED_DOWN
+        path = scope["path"]
+        policy = _DOCS if path in ("/docs", "/redoc") else _PAGE if path.startswith("/review") else _LOCKED_DOWN
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":

@@ -72,3 +72,20 @@ def test_galleries_are_apart_and_a_bad_location_is_a_clear_error(tmp_path):
     assert list(FaceArchive(str(tmp_path), "b").entries()) == []
     with pytest.raises(InvalidValue, match="not a location"):
         FaceArchive("nosuchscheme://x", "faces")
+
+
+def test_one_face_image_is_read_back_and_a_deleted_one_is_not(tmp_path):
+    import time as clock
+
+    from indexer.archive import LOCATIONS_TTL_S
+
+    archive = FaceArchive(str(tmp_path), "g")
+    archive.write([ArchivedFace(i, "ann" if i % 2 else "bob", f"s{i}", "{}", "aligned", bytes([i]) * 10)
+                   for i in range(100)])
+    archive.write([ArchivedFace(7, "ann", "s7", "{}", "photo", b"newer")])
+    assert archive.image(3) == ("aligned", bytes([3]) * 10)
+    assert archive.image(7) == ("photo", b"newer")  # the latest entry
+    assert archive.image(1000) is None
+    archive.forget(identity="bob")
+    clock.sleep(LOCATIONS_TTL_S)
+    assert archive.image(4) is None and archive.image(5) == ("aligned", bytes([5]) * 10)

@@ -24,3 +24,4 @@ async def health() -> Health:  # on the event loop itself: it answers even when 
 @router.get("/ready", responses=responses(404, 503))
 def ready(service: ServiceDep) -> Ready:
     return Ready(status="ready", **service.ready())
+

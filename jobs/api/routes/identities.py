@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
 
 from common.errors import BadInput, NotFound
 from indexer.ids import INT64, MAX_IDENTITY_LENGTH
@@ -100,3 +100,13 @@ def list_identities(_: ReadKey, service: ServiceDep, cursor: Cursor = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> IdentityPage:
     page, next_cursor = service.list_identities(cursor, limit)
     return IdentityPage(identities=[{"identity": name, "faces": n} for name, n in page], next_cursor=next_cursor)
+
+
+faces_router = APIRouter(prefix="/v1/faces", tags=["identities"], responses=responses(401, 403, 503))
+
+
+@faces_router.get("/{face}/image", responses={**responses(404, 422), 200: {"content": {"image/jpeg": {}}}},
+                  response_class=Response)
+def face_image(_: ReadKey, service: ServiceDep, face: FaceId) -> Response:
+    """A small JPEG of the face as the archive keeps it (named or not), for people to look at."""
+    return Response(service.face_image(face), media_type="image/jpeg")

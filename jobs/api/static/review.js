@@ -1,0 +1,206 @@
+// The review page: search by photo, name the clusters of unnamed faces, take a face out of a person.
+// Plain JavaScript against the same /v1 API every client uses; the API key stays in this tab (sessionStorage).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { key: sessionStorage.getItem("arcmatch-key") || "", clusterOffset: 0 };
+const PAGE = 12;
+
+function say(text, error = false) {
+  $("status").textContent = text;
+  $("status").style.color = error ? "#ff8a80" : "#ffd479";
+}
+
+async function api(path, options = {}) {
+  const headers = { "X-API-Key": state.key, ...(options.headers || {}) };
+  const response = await fetch(path, { ...options, headers });
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+    const error = new Error(`${response.status}: ${detail}`);
+    error.status = response.status;
+    throw error;
+  }
+  return response;
+}
+
+const json = async (path, options) => (await api(path, options)).json();
+const post = (path, body) => json(path, { method: "POST", headers: { "Content-Type": "application/json" },
+                                          body: JSON.stringify(body) });
+
+function faceImage(faceId) {
+  // <img> cannot send the key, so the thumbnail is fetched and shown from a blob URL
+  const img = document.createElement("img");
+  img.alt = `face ${faceId}`;
+  img.dataset.face = faceId;
+  api(`/v1/faces/${faceId}/image`).then((r) => r.blob()).then((b) => { img.src = URL.createObjectURL(b); })
+    .catch(() => { img.alt = "no image kept"; });
+  return img;
+}
+
+function faceTile(faceId, onReject) {
+  const tile = document.createElement("div");
+  tile.className = "face";
+  tile.append(faceImage(faceId));
+  if (onReject) {
+    const button = document.createElement("button");
+    button.textContent = "✕";
+    button.title = "not this person";
+    button.dataset.reject = faceId;
+    button.addEventListener("click", () => onReject(faceId));
+    tile.append(button);
+  }
+  return tile;
+}
+
+// search: the photo with a box and a label per face
+async function search(file) {
+  const form = new FormData();
+  form.append("image", file);
+  const answer = await json("/v1/search", { method: "POST", body: form });
+  const bitmap = await createImageBitmap(file);
+  const canvas = $("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  canvas.hidden = false;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  const list = $("search-result");
+  list.replaceChildren();
+  const line = Math.max(2, Math.round(bitmap.width / 200));
+  for (const face of answer.faces) {
+    const [x1, y1, x2, y2] = face.face.box;
+    const name = face.match ? face.identity : "unknown";
+    const label = `${name} ${face.score.toFixed(2)}`;
+    ctx.lineWidth = line;
+    ctx.strokeStyle = face.match ? "#2ecc71" : "#e74c3c";
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.font = `${Math.max(12, line * 7)}px system-ui, sans-serif`;
+    const width = ctx.measureText(label).width + 8;
+    const height = Math.max(12, line * 7) + 6;
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.fillRect(x1, Math.max(0, y1 - height), width, height);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(label, x1 + 4, Math.max(0, y1 - height) + height - 5);
+    const item = document.createElement("li");
+    item.className = face.match ? "match" : "unknown";
+    item.dataset.identity = face.identity || "";
+    item.textContent = `${label} (threshold ${face.threshold.toFixed(2)})`;
+    list.append(item);
+  }
+}
+
+// clusters: name a group, and it becomes a person
+async function loadClusters(append = false) {
+  let page;
+  try {
+    page = await json(`/v1/clusters?limit=${PAGE}&offset=${state.clusterOffset}`);
+  } catch (error) {
+    $("cluster-list").replaceChildren();
+    $("clusters-count").textContent = error.status === 404 ? "(not clustered yet: run arcmatch cluster)" : "";
+    if (error.status !== 404) throw error;
+    return;
+  }
+  if (!append) $("cluster-list").replaceChildren();
+  $("clusters-count").textContent = `(${page.total} groups)`;
+  for (const c of page.clusters) {
+    const card = document.createElement("div");
+    card.className = "card cluster";
+    card.dataset.cluster = c.cluster;
+    const title = document.createElement("h3");
+    title.textContent = `${c.size} faces · cohesion ${c.cohesion.toFixed(2)}`;
+    const faces = document.createElement("div");
+    faces.className = "faces";
+    faces.append(...c.face_ids.map((f) => faceTile(f)));
+    const form = document.createElement("form");
+    const input = document.createElement("input");
+    input.placeholder = "name this person";
+    input.required = true;
+    input.name = "identity";
+    const button = document.createElement("button");
+    button.textContent = "Name";
+    form.append(input, button);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      promote(c.cluster, input.value.trim()).catch((e) => say(e.message, true));
+    });
+    card.append(title, faces, form);
+    $("cluster-list").append(card);
+  }
+  $("clusters-more").hidden = state.clusterOffset + PAGE >= page.total;
+}
+
+async function promote(cluster, identity, proceed = false) {
+  try {
+    const named = await post(`/v1/clusters/${cluster}/promote`, { identity, proceed });
+    say(`${named.face_ids.length} faces are now ${named.identity}` +
+        (named.skipped.length ? ` (${named.skipped.length} left out)` : ""));
+  } catch (error) {
+    if (error.status === 409 && !proceed && confirm(`${error.message}\n\nName them ${identity} anyway?`)) {
+      return promote(cluster, identity, true);
+    }
+    throw error;
+  }
+  state.clusterOffset = 0;
+  await Promise.all([loadClusters(), loadIdentities()]);
+}
+
+// people: their faces, and "not this person"
+async function loadIdentities() {
+  const page = await json("/v1/identities?limit=50");
+  const list = $("identity-list");
+  list.replaceChildren();
+  for (const { identity } of page.identities) {
+    const card = document.createElement("div");
+    card.className = "card identity";
+    card.dataset.identity = identity;
+    const title = document.createElement("h3");
+    title.textContent = identity;
+    const faces = document.createElement("div");
+    faces.className = "faces";
+    card.append(title, faces);
+    list.append(card);
+    json(`/v1/identities/${encodeURIComponent(identity)}`).then((person) => {
+      title.textContent = `${identity} · ${person.faces.length} faces`;
+      faces.append(...person.faces.slice(0, 12).map((f) => faceTile(f.face_id, (id) => reject(identity, id))));
+    });
+  }
+}
+
+async function reject(identity, faceId) {
+  await post(`/v1/identities/${encodeURIComponent(identity)}/faces/${faceId}/reject`, {});
+  say(`face ${faceId} is no longer ${identity}`);
+  await loadIdentities();
+}
+
+async function start() {
+  if (!state.key) {
+    say("enter an API key to begin");
+    return;
+  }
+  try {
+    await Promise.all([loadClusters(), loadIdentities()]);
+    say("");
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("key").value = state.key;
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.key = $("key").value.trim();
+    sessionStorage.setItem("arcmatch-key", state.key);
+    start();
+  });
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    search($("probe").files[0]).catch((e) => say(e.message, true));
+  });
+  $("clusters-more").addEventListener("click", () => {
+    state.clusterOffset += PAGE;
+    loadClusters(true).catch((e) => say(e.message, true));
+  });
+  start();
+});

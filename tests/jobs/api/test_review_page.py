@@ -1,0 +1,100 @@
+"""The review page in a real headless browser (Chromium from Debian's packages, driven by Playwright): the key, a
+search by photo drawn over the photo, naming a cluster, "not this person"; and no script error or CSP refusal."""
+
+import io
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedder.archiving import encode
+from indexer.archive import ArchivedFace, FaceArchive
+from indexer.galleries import Galleries
+from indexer.ids import UNLABELLED
+from indexer.store import FaceIndex, FaceRow, connect
+from jobs.api.app import create_app
+from jobs.api.keys import new_key
+from jobs.pipelines.cluster import cluster
+from jobs.settings import Settings
+from tests.helpers import live_app, people, png
+
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: apt-get install -y chromium (.ci/run does)")
+KEY, ENTRY = new_key("reviewer", ["read", "write"])
+
+
+def picture(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture
+def site(tmp_path, tiny_model_dir):
+    uri, archive_root = str(tmp_path / "review.db"), str(tmp_path / "archive")
+    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=uri, collection="faces",
+                        archive_uri=archive_root)
+    with live_app(create_app(settings)) as base:
+        with httpx.Client(base_url=base, headers={"X-API-Key": KEY}) as api:
+            assert api.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))]
+                            ).status_code == 201
+        client = connect(uri)
+        index = FaceIndex(client, Galleries(client, "faces").serving())
+        crowd = [FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in people(2, 4, spread=0.2, seed=8)]
+        archive = FaceArchive(archive_root, "faces")  # what a kept unknown face leaves: its picture, to show
+        archive.write([ArchivedFace(r.face_id, UNLABELLED, r.source, "{}", "photo", encode(picture(png(20 + n))))
+                       for n, r in enumerate(crowd)])
+        index.upsert(crowd)
+        index.flush()
+        cluster(milvus=uri, root=archive_root, gallery="faces", k=6, threshold=0.6)
+        client.close()
+        yield base
+
+
+def test_search_name_a_cluster_and_reject_a_face_in_the_browser(site, tmp_path):
+    probe = tmp_path / "probe.png"
+    probe.write_bytes(png(1))
+    problems: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(f"{site}/review")
+        assert page.locator("#status").inner_text() == "enter an API key to begin"
+        page.fill("#key", KEY)
+        page.click("#key-form button")
+        page.wait_for_selector(".cluster")
+        assert page.locator(".cluster").count() == 2
+        assert "(2 groups)" in page.locator("#clusters-count").inner_text()
+        playwright.expect(page.locator('.cluster img[src^="blob:"]')).to_have_count(8)  # thumbnails shown
+
+        page.set_input_files("#probe", str(probe))
+        page.click("#search-form button")
+        answer = page.wait_for_selector("#search-result li")
+        assert answer.get_attribute("data-identity") == "ann" and answer.inner_text().startswith("ann 1.00")
+        assert page.locator("#canvas").is_visible()
+
+        first = page.locator(".cluster").first
+        first.locator("input").fill("zoe")
+        first.locator("button").click()
+        page.wait_for_selector('.identity[data-identity="zoe"] h3:has-text("4 faces")')
+        assert page.locator(".cluster").count() == 1
+        assert "4 faces are now zoe" in page.locator("#status").inner_text()
+
+        page.locator('.identity[data-identity="zoe"] button[data-reject]').first.click()
+        page.wait_for_selector('.identity[data-identity="zoe"] h3:has-text("3 faces")')
+        page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+        browser.close()
+    assert problems == []
+    assert (tmp_path / "review.png").stat().st_size > 10_000
+
+
+def test_the_page_is_open_but_its_data_is_not(site):
+    with httpx.Client(base_url=site) as anonymous:
+        page = anonymous.get("/review")
+        assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+        assert anonymous.get("/review/review.js").headers["content-type"].startswith("text/javascript")
+        assert anonymous.get("/review/secrets.txt").status_code == 401  # only the page's own files are open
+        assert anonymous.get("/v1/clusters").status_code == 401
