@@ -173,7 +173,7 @@ class Curator:
         if not chosen:
             raise Conflict(f"none of these faces can be named {identity!r}: "
                            + "; ".join(f"{s['face_id']}: {s['reason']}" for s in skipped[:3]))
-        if not proceed:
+        if service.conflict_check and not proceed:
             service.check_conflicts(np.stack([r.vector for r in chosen]), identity)
         renamed = [replace(r, identity=identity) for r in chosen]
         self._archive(renamed)

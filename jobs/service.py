@@ -68,7 +68,7 @@ class FaceMatch:
 class IdentityService:
     def __init__(self, embedder: Embedder, index: FaceIndex, *, policy: FacePolicy | None = None, k: int = 20,
                  max_pixels: int = 40_000_000, archive: FaceArchive | None = None,
-                 galleries: Galleries | None = None) -> None:
+                 galleries: Galleries | None = None, conflict_check: bool = True) -> None:
         info = index.info()
         if info.model_version != embedder.spec.version:
             raise ModelMismatch(f"gallery {index.collection!r} was built with model {info.model_version}, "
@@ -84,6 +84,7 @@ class IdentityService:
         self.max_pixels = max_pixels
         self.archive = archive  # every enrolled face's image, for the next model (None: not kept)
         self.galleries = galleries  # the gallery's alias: which model is in service (None: a bare collection)
+        self.conflict_check = conflict_check  # a face matching another identity is refused unless `proceed`
         self._ready_checked, self._not_ready, self._serving = -READY_CACHE_S, None, index.collection
         self._writable = True
         self._calibration, self._calibration_read = None, -CALIBRATION_CACHE_S
@@ -109,7 +110,7 @@ class IdentityService:
         root = settings.archive_root()
         archive = FaceArchive(root, settings.collection) if root else None
         return cls(embedder, index, policy=policy, k=settings.search_k, max_pixels=settings.max_pixels,
-                   archive=archive, galleries=galleries)
+                   archive=archive, galleries=galleries, conflict_check=settings.enroll_conflict_check)
 
     def close(self) -> None:
         self.index.client.close()
@@ -298,7 +299,7 @@ class IdentityService:
             if self.archive is not None:
                 kept += [archive_view(photo, face, self.embedder.spec) for face in faces]
         embedded = self.embed_faces([f for _, _, faces in prepared for f in faces])
-        if not proceed:
+        if self.conflict_check and not proceed:
             self.check_conflicts(embedded, identity)
         vectors = iter(embedded)
         rows = []

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     audit_dir: str = "./arcmatch-audit"  # a directory, or a pyarrow filesystem URI (s3://bucket/audit)
     audit_retention_days: int = Field(365, ge=1)
     audit_searches: bool = False
+    # a face enrolled or named that matches another identity above the threshold is a 409 unless `proceed`
+    enroll_conflict_check: bool = True
     # faces a search answered "unknown" for, kept unlabelled for `arcmatch cluster` (personal data: off by default)
     keep_unknown_faces: bool = False
     unknown_retention_days: float = Field(30.0, gt=0)  # kept faces nobody named are deleted after this

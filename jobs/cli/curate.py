@@ -41,7 +41,8 @@ def register(sub) -> None:
     store_flags(p)
     p.add_argument("--k", type=int, default=20, help="neighbours searched per face (default %(default)s)")
     p.add_argument("--threshold", type=float,
-                   help="cosine similarity an edge needs (default: the model's calibrated threshold)")
+                   help="cosine similarity an edge needs (default: the gallery's own calibration, else the model's: "
+                        "run `arcmatch calibrate` first, the model's pair threshold chains people on large sets)")
     p.add_argument("--method", default="chinese-whispers", choices=["chinese-whispers", "leiden", "connected"])
     p.add_argument("--export", help="also write one Parquet row per face: its cluster, size, cohesion, "
                                     "representative face")

@@ -9,7 +9,8 @@ from jobs.pipelines.submit import SUBMITTABLE
 
 
 def register(sub) -> None:
-    p = sub.add_parser("submit", help="run train/ingest/reembed/eval/prepare/export on a Ray cluster (Ray Jobs API)")
+    p = sub.add_parser("submit", help="run train/ingest/reembed/cluster/eval/prepare/export on a Ray cluster (Ray Jobs "
+                                      "API)")
     p.add_argument("job", choices=SUBMITTABLE)
     p.add_argument("args", nargs=argparse.REMAINDER, help="the job's own arguments, as for the local command")
     p.add_argument("--address", help="Ray Jobs API address, http://HEAD:8265 (env RAY_ADDRESS)")

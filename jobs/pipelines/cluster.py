@@ -21,6 +21,7 @@ import numpy as np
 
 from common.errors import NotFound
 from embedder.errors import ModelError
+from indexer.calibration import stored as stored_calibration
 from indexer.clustering import Graph, cluster_graph, stable_ids, summarize
 from indexer.clusters import ClusterInfo, ClusterStore
 from indexer.galleries import Galleries
@@ -28,6 +29,7 @@ from indexer.store import FaceIndex, connect, is_lite_uri
 from jobs.progress import Console, silent
 
 SEARCH_BATCH = 256
+THRESHOLD_FROM = {"given": "threshold given", "gallery": "the gallery's calibration", "model": "the model's threshold"}
 RAY_FROM = 20_000  # faces: fewer are searched from the driver (a second of searching vs ~10 s of actor start-up)
 
 
@@ -42,13 +44,14 @@ class ClusterRunSummary:
     kept_ids: int = 0  # clusters whose id the previous run already had
     method: str = ""
     threshold: float = 0.0
+    threshold_source: str = ""
     k: int = 0
     run: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         return [f"{self.collection}: {self.faces} unlabelled faces, {self.edges} edges at or above {self.threshold:.4f}"
-                f" (k {self.k})",
+                f" ({THRESHOLD_FROM[self.threshold_source]}; k {self.k})",
                 f"{self.method}: {self.clusters} clusters of two faces or more (largest {self.largest}), "
                 f"{self.singletons} faces alone; {self.kept_ids} clusters kept their id from the previous run",
                 "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())]
@@ -120,6 +123,20 @@ def neighbour_graph(index: FaceIndex, ids: np.ndarray, k: int, threshold: float,
     return Graph.from_edges(len(ids), np.searchsorted(ids, src[known]), at[known], weight[known], threshold)
 
 
+def edge_threshold(index: FaceIndex, given: float | None) -> tuple[float, str]:
+    """(threshold, where it comes from): the caller's, else the gallery's own calibration (`arcmatch calibrate`,
+    an FPIR over the whole gallery, strict enough that a face's neighbours are rarely strangers), else the model's
+    (a pair FAR: at 13k faces it chains people together; docs/BENCHMARKS.md)."""
+    if given is not None:
+        return given, "given"
+    own = stored_calibration(index)
+    if own is not None:
+        return own.threshold, "gallery"
+    if index.info().threshold is None:
+        raise ModelError("the collection's model has no calibrated threshold: pass --threshold")
+    return index.info().threshold, "model"
+
+
 def cluster(
     *,
     milvus: str,
@@ -143,10 +160,9 @@ def cluster(
     if collection is None:
         raise NotFound(f"gallery {gallery!r} does not exist; ingest faces first")
     index = FaceIndex(client, collection)
-    threshold = threshold if threshold is not None else index.info().threshold
-    if threshold is None:
-        raise ModelError("the collection's model has no calibrated threshold: pass --threshold")
-    summary = ClusterRunSummary(collection=collection, method=method, threshold=threshold, k=k)
+    threshold, source = edge_threshold(index, threshold)
+    summary = ClusterRunSummary(collection=collection, method=method, threshold=threshold, k=k,
+                                threshold_source=source)
     started = time.perf_counter()
     with console.stage("scan", unit="faces", bar=False):
         ids = np.fromiter((f for f, _ in index.unlabelled_faces()), dtype=np.int64)
@@ -194,6 +210,7 @@ def export(path: str | Path, ids: np.ndarray, cluster_of: np.ndarray, infos: lis
 
     by_id = {c.cluster: c for c in infos}
     rows = [by_id[int(c)] for c in cluster_of]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"face_id": ids, "cluster": cluster_of, "cluster_size": [c.size for c in rows],
                              "cohesion": [c.cohesion for c in rows],
                              "representative": [c.representative for c in rows]}), str(path))

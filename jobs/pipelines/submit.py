@@ -18,7 +18,7 @@ from common.errors import BadInput, Unavailable
 PROJECT = Path(__file__).resolve().parents[2]
 SHIPPED_EXCLUDES = [".venv", ".git", "demo-work", "runs", "*.db", "*.db.lock", "__pycache__", ".pytest_cache",
                     ".ruff_cache", "tests", "docs", "bench", "k8s", "*.egg-info"]
-SUBMITTABLE = ("train", "ingest", "reembed", "eval", "prepare", "export")
+SUBMITTABLE = ("train", "ingest", "reembed", "cluster", "eval", "prepare", "export")
 EXIT_BY_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
 
 

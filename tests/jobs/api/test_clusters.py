@@ -22,7 +22,7 @@ H, R = {"X-API-Key": KEY}, {"X-API-Key": READ_KEY}
 def api(milvus_uri, collection_name, tmp_path, tiny_model_dir):
     collection = collection_name
     settings = Settings(model=tiny_model_dir, api_keys=f"{ENTRY},{READ_ENTRY}", milvus_uri=milvus_uri,
-                        collection=collection, archive_uri=str(tmp_path / "archive"))
+                        collection=collection, archive_uri=str(tmp_path / "archive"), enroll_conflict_check=True)
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
         assert client.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))],
                            headers=H).status_code == 201

@@ -73,3 +73,16 @@ def test_cluster_says_what_is_missing(gallery, milvus_uri, tmp_path):
         cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection)
     with pytest.raises(NotFound, match="does not exist"):
         cluster(milvus=milvus_uri, root=str(tmp_path), gallery="nobody_here")
+
+
+def test_edges_count_from_the_gallery_calibration_when_there_is_one(gallery, milvus_uri, tmp_path):
+    from indexer.calibration import GalleryCalibration, store
+
+    write(gallery, unnamed(people(3, 3, spread=0.4, dim=DIM)))
+    first = cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection, k=4)
+    assert (first.threshold, first.threshold_source) == (0.6, "model")
+    store(gallery, GalleryCalibration(0.7, 0.01, 0.01, 0.1, 0.6, None, 10, 20, 20, 10, "model-a"))
+    second = cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection, k=4)
+    assert (second.threshold, second.threshold_source) == (0.7, "gallery")
+    given = cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection, k=4, threshold=0.5)
+    assert given.threshold_source == "given" and "the given's threshold" not in "\n".join(given.lines())
