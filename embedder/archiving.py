@@ -81,14 +81,19 @@ def model_input(data: bytes, kind: str, spec: ModelSpec) -> np.ndarray:
     raise ImageError(f"unknown archived face kind {kind!r} (expected one of {KINDS})")
 
 
-def thumbnail(data: bytes, kind: str, side: int = 112) -> bytes:
+def thumbnail(data: bytes, kind: str, crop_box: tuple[float, float, float, float] | None = None,
+              side: int = 112) -> bytes:
     """A small JPEG of an archived face for people to look at: the face and a little around it for an aligned
-    entry, the whole picture (longer side `side`) for a photo."""
+    entry; for a photo, the model's crop box (fractions of the picture) when it has one, else the whole picture."""
     image = decode(data)
     if kind == "aligned":  # the 128 px face of ARCHIVE_TEMPLATE with 8 px around it
         picture = Image.fromarray(np.ascontiguousarray(image[56:200, 56:200])).resize((side, side))
     else:
-        picture = Image.fromarray(image)
+        if crop_box is not None:
+            h, w = image.shape[:2]
+            x1, y1, x2, y2 = crop_box
+            image = image[round(y1 * h) : round(y2 * h), round(x1 * w) : round(x2 * w)]
+        picture = Image.fromarray(np.ascontiguousarray(image))
         picture.thumbnail((side, side))
     out = io.BytesIO()
     picture.save(out, format="JPEG", quality=85)

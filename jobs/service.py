@@ -225,7 +225,7 @@ class IdentityService:
         kept = self.archive.image(face) if self.archive is not None else None
         if kept is None:
             raise NotFound(f"no image is kept for face {face} (deleted, or enrolled before the face archive)")
-        return thumbnail(kept[1], kept[0])
+        return thumbnail(kept[1], kept[0], self.embedder.spec.crop_box)
 
     # faces nobody has named
     def keep_unknown(self, data: bytes, faces: list[PreparedFace], vectors: np.ndarray, decisions: list[Decision],

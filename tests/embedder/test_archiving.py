@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -72,3 +74,16 @@ def test_a_grey_picture_is_kept_as_one_channel_and_read_back_as_three() -> None:
     assert (decode(encode(as_rgb)) == as_rgb).all()
     assert (decode(encode(colour)) == colour).all()
     assert len(encode(as_rgb)) < len(encode(colour)) / 2
+
+
+def test_thumbnails_show_the_face():
+    from PIL import Image as PILImage
+
+    from embedder.archiving import thumbnail
+
+    photo = np.zeros((200, 100, 3), np.uint8)
+    photo[50:150, 25:75] = 255  # the "face" inside the crop box
+    small = PILImage.open(io.BytesIO(thumbnail(encode(photo), "photo", (0.25, 0.25, 0.75, 0.75))))
+    assert small.format == "JPEG" and small.size == (50, 100) and np.asarray(small).min() > 200  # never enlarged
+    aligned = PILImage.open(io.BytesIO(thumbnail(encode(np.zeros((*ARCHIVE_SIZE, 3), np.uint8)), "aligned")))
+    assert aligned.size == (112, 112)

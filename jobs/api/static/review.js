@@ -161,7 +161,8 @@ async function loadIdentities() {
     card.append(title, faces);
     list.append(card);
     json(`/v1/identities/${encodeURIComponent(identity)}`).then((person) => {
-      title.textContent = `${identity} · ${person.faces.length} faces`;
+      const n = person.faces.length;
+      title.textContent = `${identity} · ${n} ${n === 1 ? "face" : "faces"}`;
       faces.append(...person.faces.slice(0, 12).map((f) => faceTile(f.face_id, (id) => reject(identity, id))));
     });
   }
