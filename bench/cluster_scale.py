@@ -5,7 +5,7 @@
 Each size is its own collection of unlabelled 128-d unit vectors: identities of 10 faces, each face its person's
 centre plus noise (same-person cosine ~0.75, strangers ~0 +- 0.09), loaded once into the `milvus` package's
 server with an HNSW index (a --workdir keeps the server's data between runs). The job is the CLI's own
-(jobs/pipelines/cluster.py: k-NN searches from Ray Data actors, k 20, edges at 0.5, Chinese whispers). Reported per
+(jobs/pipelines/cluster.py: k-NN searches from Ray Data actors, k 20, edges at 0.5, Leiden). Reported per
 size: each stage's wall time, the driver's peak RSS (sizes run smallest first, so each peak is that size's), and
 BCubed precision / recall / F against the true identities.
 """

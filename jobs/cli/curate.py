@@ -3,7 +3,7 @@ grouped into candidate people.
 
     arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--dry-run]
     arcmatch calibrate --show | --clear
-    arcmatch cluster [--k 20] [--method chinese-whispers|leiden|connected] [--export clusters.parquet]
+    arcmatch cluster [--k 20] [--method leiden|chinese-whispers|connected] [--export clusters.parquet]
     arcmatch clusters list [--min-size 2] | show CLUSTER
 
 The result is kept with the collection the gallery serves (a collection property), so every process searching it
@@ -43,7 +43,8 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float,
                    help="cosine similarity an edge needs (default: the gallery's own calibration, else the model's: "
                         "run `arcmatch calibrate` first, the model's pair threshold chains people on large sets)")
-    p.add_argument("--method", default="chinese-whispers", choices=["chinese-whispers", "leiden", "connected"])
+    p.add_argument("--method", default="leiden", choices=["leiden", "chinese-whispers", "connected"],
+                   help="graph clustering (default %(default)s; docs/BENCHMARKS.md compares them)")
     p.add_argument("--export", help="also write one Parquet row per face: its cluster, size, cohesion, "
                                     "representative face")
     p.add_argument("--concurrency", type=int, default=2, help="search actors (Milvus server only)")

@@ -4,8 +4,8 @@
 2. Their k nearest unlabelled neighbours, by batched searches of the store itself: on a Milvus server, Ray Data
    actors (each with its own client) split the work; Milvus Lite opens its file from one process, so there the
    driver searches. The graph comes back as three NumPy arrays; nothing all-pairs is ever formed.
-3. The graph clustered (Chinese whispers by default, starting from the previous run's labels), the ids made
-   stable against the previous run, the run written to the cluster store (indexer/clusters.py) and, if asked,
+3. The graph clustered (Leiden by default; Chinese whispers starts from the previous run's labels), the ids
+   made stable against the previous run, the run written to the cluster store (indexer/clusters.py) and, if asked,
    exported as Parquet (one row per face with its cluster's size, cohesion and representative face).
 
 Edges count from the model's calibrated threshold (the collection's), the "same person" every search uses.
@@ -145,7 +145,7 @@ def cluster(
     gallery: str = "faces",
     k: int = 20,
     threshold: float | None = None,
-    method: str = "chinese-whispers",
+    method: str = "leiden",
     export_parquet: str | Path | None = None,
     concurrency: int = 2,
     ray_from: int = RAY_FROM,
