@@ -31,6 +31,7 @@ from indexer.errors import BackendUnavailable, InvalidValue
 
 ROW_GROUP = 32  # entries per Parquet row group (~1 MB of aligned faces): what reading one face costs
 LOCATIONS_TTL_S = 2.0  # how long image() trusts its index of where each face is before listing the parts again
+FEW = 2000  # entries(face_ids) of at most this many faces reads only the parts (row groups) that hold them
 ENTRY_COLUMNS = ("face_id", "identity", "source", "metadata", "kind", "image", "written_ns")
 _counter = itertools.count()
 
@@ -200,9 +201,13 @@ class FaceArchive:
             strict=True) if since_ns < written <= until_ns]
 
     def entries(self, face_ids: set[int] | None = None, batch_rows: int = 256) -> Iterator[ArchivedFace]:
-        """Every live entry (or those of `face_ids`), once each, part by part: memory stays one batch."""
+        """Every live entry (or those of `face_ids`), once each, part by part: memory stays one batch. A few faces
+        (a cluster being named) are read from the parts that hold them only."""
         import pyarrow.parquet as pq
 
+        if face_ids is not None and len(face_ids) <= FEW:
+            yield from self._few(face_ids)
+            return
         live = self.live_versions()
         for path in self.parts("faces"):
             with self.fs.open_input_file(path) as handle:
@@ -246,6 +251,22 @@ class FaceArchive:
                     where[face] = (path, written)
         self._located = (now, key, where)
         return where
+
+    def _few(self, face_ids: set[int]) -> Iterator[ArchivedFace]:
+        import pyarrow.parquet as pq
+
+        where = self._locations()
+        by_part: dict[str, dict[int, int]] = {}
+        for face in face_ids:
+            if int(face) in where:
+                path, written = where[int(face)]
+                by_part.setdefault(path, {})[int(face)] = written
+        for path, wanted in sorted(by_part.items()):
+            table = pq.read_table(path, filesystem=self.fs, filters=[("face_id", "in", list(wanted))])
+            for row in table.to_pylist():
+                if wanted.pop(row["face_id"], None) == row["written_ns"]:
+                    yield ArchivedFace(row["face_id"], row["identity"], row["source"], row["metadata"], row["kind"],
+                                       row["image"])
 
     def stats(self) -> ArchiveStats:
         paths = self.parts("faces")

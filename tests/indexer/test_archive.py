@@ -89,3 +89,15 @@ def test_one_face_image_is_read_back_and_a_deleted_one_is_not(tmp_path):
     archive.forget(identity="bob")
     clock.sleep(LOCATIONS_TTL_S)
     assert archive.image(4) is None and archive.image(5) == ("aligned", bytes([5]) * 10)
+
+
+def test_a_few_entries_are_read_from_their_parts_alone(tmp_path):
+    archive = FaceArchive(str(tmp_path), "g")
+    for n in range(3):
+        archive.write([ArchivedFace(i + 10 * n, "ann", f"s{i}", "{}", "photo", b"x") for i in range(10)])
+    archive.write([ArchivedFace(3, "bob", "s3", '{"v": 2}', "photo", b"y")])
+    archive.forget(identity="ann", face_ids=[14])
+    few = {e.face_id: e for e in archive.entries({3, 14, 21, 999})}
+    assert set(few) == {3, 21} and few[3].identity == "bob" and few[3].image == b"y"
+    assert {e.face_id for e in archive.entries({3, 14, 21, 999})} == {
+        e.face_id for e in archive.entries() if e.face_id in {3, 14, 21, 999}}
