@@ -13,7 +13,7 @@ from tests.helpers import live_app, png
 
 KEY, ENTRY = new_key("eraser", ["read", "write"])
 H = {"X-API-Key": KEY}
-ROUNDS = 100
+ROUNDS = 40  # without the confirming read, 4-62 of 100 were stale on the server (docs/BENCHMARKS.md)
 
 
 @pytest.mark.slow

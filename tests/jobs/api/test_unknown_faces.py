@@ -26,7 +26,8 @@ def unlabelled(settings) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize(("milvus_uri", "keep"), [("lite", False), ("lite", True), ("server", True)],
+                         indirect=["milvus_uri"])
 def test_unknown_faces_are_kept_only_when_enabled(milvus_uri, collection_name, tiny_model_dir, tmp_path, keep):
     settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=milvus_uri, collection=collection_name,
                         archive_uri=str(tmp_path / "archive"), keep_unknown_faces=keep, unknown_retention_days=1)
