@@ -30,8 +30,8 @@ from bench.harness import (  # noqa: E402
     embed_cached,
     emit,
     lfw_pair_threshold,
+    milvus_store,
     onnx_model_dir,
-    start_milvus_server,
 )
 from indexer.clustering import METHODS, Graph, bcubed, cluster_graph, pairwise  # noqa: E402
 from indexer.ids import UNLABELLED, face_id  # noqa: E402
@@ -91,11 +91,7 @@ def main() -> None:
     model = lfw_pair_threshold(vectors)
     truth_of = {face_id(str(p)): p.parent.name for p in paths}
 
-    server = None
-    uri = str(workdir / "lfw.db")
-    if args.server:
-        server, uri = start_milvus_server(workdir / "milvus")
-    try:
+    with milvus_store(str(workdir / "lfw.db"), workdir / "milvus" if args.server else None) as uri:
         from jobs.runtime import init_ray
 
         init_ray(None)
@@ -107,7 +103,7 @@ def main() -> None:
             index.upsert(rows[start : start + 2000])
         index.flush()
         result: dict = {"faces": len(rows), "people": len({p.parent.name for p in paths}), "k": args.k,
-                        "store": "server" if server else "lite", "model_threshold": model}
+                        "store": "server" if args.server else "lite", "model_threshold": model}
 
         job = cluster(milvus=uri, root=str(workdir / "store"), gallery="lfw", k=args.k)
         result["job"] = {"seconds": {k: round(v, 1) for k, v in job.seconds.items()}, "clusters": job.clusters,
@@ -135,9 +131,6 @@ def main() -> None:
         best = max(result["dbscan"], key=lambda r: r["bcubed_f"])
         result["dbscan_best"] = best
         emit(result, args.out)
-    finally:
-        if server is not None:
-            server.stop()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,20 @@ def start_milvus_server(base_dir: Path, **config):
         server.config.set(key, value)
     server.start()
     return server, f"http://127.0.0.1:{server.listen_port}"
+
+
+@contextmanager
+def milvus_store(lite_uri: str, server_dir: Path | None = None) -> Iterator[str]:
+    """The URI a benchmark runs against: `lite_uri` (a Milvus Lite file, or a server the caller runs), or, with
+    `server_dir`, the `milvus` package's server on loopback, started here and stopped when the block ends."""
+    if server_dir is None:
+        yield lite_uri
+        return
+    server, uri = start_milvus_server(server_dir)
+    try:
+        yield uri
+    finally:
+        server.stop()
 
 
 def pin_apart(server) -> dict[str, list[int]]:

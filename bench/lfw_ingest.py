@@ -24,9 +24,9 @@ import numpy as np
 from harness import (  # bench/harness.py, beside this script
     SHARED,
     emit,
+    milvus_store,
     onnx_model_dir,
     pair_scores,
-    start_milvus_server,
 )
 
 from embedder.evaluation import kfold_accuracy
@@ -88,11 +88,7 @@ def main() -> None:
         raise SystemExit(f"LFW-gray not found at {lfw}: this benchmark needs ../shared")
 
     workdir = Path(tempfile.mkdtemp(prefix="arcmatch-lfw-"))
-    server = None
-    uri = args.milvus or str(workdir / "lfw.db")
-    if args.server:
-        server, uri = start_milvus_server(workdir / "server")
-    try:
+    with milvus_store(args.milvus or str(workdir / "lfw.db"), workdir / "server" if args.server else None) as uri:
         model = onnx_model_dir(workdir, "mobilefacenet.spec.json")
         init_ray()
         summary = ingest(lfw, model, milvus=uri, collection="lfw", index_type="FLAT" if "://" not in uri else "HNSW",
@@ -129,9 +125,6 @@ def main() -> None:
             "cpus_per_actor": args.cpus_per_actor, "threads_per_actor": args.threads_per_actor,
         }
         client.close()
-    finally:
-        if server is not None:
-            server.stop()
     emit(result, args.out)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import SHARED, emit, onnx_model_dir, percentiles, start_milvus_server  # noqa: E402
+from bench.harness import SHARED, emit, milvus_store, onnx_model_dir, percentiles  # noqa: E402
 from embedder.sources import LabelledImage, write_manifest  # noqa: E402
 from indexer.archive import FaceArchive  # noqa: E402
 from indexer.decision import decide  # noqa: E402
@@ -174,11 +174,7 @@ def main() -> None:
     if not LFW.is_dir():
         raise SystemExit(f"LFW-gray not found at {LFW}: this benchmark needs ../shared")
     workdir = Path(tempfile.mkdtemp(prefix="arcmatch-reembed-"))
-    server = None
-    uri = str(workdir / "gallery.db")
-    if args.server:
-        server, uri = start_milvus_server(workdir / "milvus")
-    try:
+    with milvus_store(str(workdir / "gallery.db"), workdir / "milvus" if args.server else None) as uri:
         init_ray(None)
         train, gallery, known, unknown = split()
         model_a, train_seconds = (args.model_a, 0.0) if args.model_a else train_model_a(train, workdir, args.epochs)
@@ -189,7 +185,7 @@ def main() -> None:
         result: dict = {"train_images_model_a": len(train), "model_a_train_seconds": round(train_seconds, 1),
                         "gallery": len(gallery), "gallery_identities": len({g.identity for g in gallery}),
                         "known_probes": len(known), "unknown_probes": len(unknown),
-                        "store": "server" if server else "lite"}
+                        "store": "server" if args.server else "lite"}
 
         built = ingest(manifest, model_a, milvus=uri, collection="lfw", archive=archive, index_type="FLAT")
         result["ingest_model_a"] = {"faces": built.embedded, "faces_per_s": round(built.embedded / built.seconds, 1)}
@@ -230,9 +226,6 @@ def main() -> None:
         result["after"] = identification(uri, "lfw", model_b, known, unknown)
         result["throughput"] = side_by_side(uri, manifest, model_b, archive, summary.target, args.repeats)
         emit(result, args.out)
-    finally:
-        if server is not None:
-            server.stop()
 
 
 if __name__ == "__main__":
