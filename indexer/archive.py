@@ -222,18 +222,8 @@ class FaceArchive:
     def image(self, face_id: int) -> tuple[str, bytes] | None:
         """(kind, image) of a live face, or None: for showing faces (the review page's thumbnails). Where each
         face lives is indexed once and kept while the parts stay the same (re-checked every LOCATIONS_TTL_S)."""
-        import pyarrow.parquet as pq
-
-        found = self._locations().get(int(face_id))
-        if found is None:
-            return None
-        path, written = found
-        table = pq.read_table(path, columns=["face_id", "written_ns", "kind", "image"], filesystem=self.fs,
-                              filters=[("face_id", "=", int(face_id))])
-        for row in table.to_pylist():
-            if row["written_ns"] == written:
-                return row["kind"], row["image"]
-        return None
+        found = next(self._few({int(face_id)}), None)
+        return (found.kind, found.image) if found is not None else None
 
     def _locations(self) -> dict[int, tuple[str, int]]:
         now = time.monotonic()

@@ -448,7 +448,7 @@ class FaceIndex:
         Milvus has no ORDER BY or DISTINCT, so this scans the identity field of the faces past the cursor; the
         cost grows with the gallery, which is fine for administration, not for a hot path.
         """
-        expr = f"identity > {quote(validate_identity(after))}" if after else 'identity != ""'
+        expr = f"identity > {quote(validate_identity(after))}" if after else SEARCH_AMONG["labelled"]
         counts: dict[str, int] = {}
         for row in self._scan(expr, ["identity"]):
             counts[row["identity"]] = counts.get(row["identity"], 0) + 1
@@ -473,17 +473,17 @@ class FaceIndex:
 
     def labelled_faces(self, batch: int = 1000) -> Iterator[tuple[int, str]]:
         """(face id, identity) of every face that has an identity (unlabelled faces have UNLABELLED)."""
-        for row in self._scan(f"identity != {quote(UNLABELLED)}", ["id", "identity"], batch):
+        for row in self._scan(SEARCH_AMONG["labelled"], ["id", "identity"], batch):
             yield int(row["id"]), row["identity"]
 
     def unlabelled_faces(self, batch: int = 1000) -> Iterator[tuple[int, str]]:
         """(face id, source) of every face nobody has named yet."""
-        for row in self._scan(f"identity == {quote(UNLABELLED)}", ["id", "source"], batch):
+        for row in self._scan(SEARCH_AMONG["unlabelled"], ["id", "source"], batch):
             yield int(row["id"]), row["source"]
 
     def expired_unlabelled(self, now: int) -> list[int]:
         """Unlabelled faces whose metadata's `expires_at` (seconds since the epoch) is before `now`."""
-        expr = f"identity == {quote(UNLABELLED)} and metadata[\"expires_at\"] < {int(now)}"
+        expr = f"{SEARCH_AMONG['unlabelled']} and metadata[\"expires_at\"] < {int(now)}"
         return [int(r["id"]) for r in self._scan(expr, ["id"])]
 
     def iter_ids(self, batch: int = 1000) -> Iterator[int]:

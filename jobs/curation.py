@@ -26,6 +26,7 @@ from indexer.archive import ArchivedFace
 from indexer.clusters import ClusterInfo, ClusterStore, Run
 from indexer.ids import UNLABELLED, validate_face_id, validate_identity
 from indexer.store import FaceRow
+from jobs.service import rejected_from
 
 SAMPLE = 8  # face ids shown per cluster in a listing
 
@@ -44,10 +45,6 @@ class Named:
     identity: str
     face_ids: list[int]
     skipped: list[dict] = field(default_factory=list)  # {"face_id", "reason"}: faces left as they were
-
-
-def rejected_from(metadata: dict | None) -> list[str]:
-    return list((metadata or {}).get("rejected_from") or [])
 
 
 class Curator:
@@ -101,9 +98,6 @@ class Curator:
             cluster, size = int(cluster), int(size)
             members = ids[cluster_of == cluster]
             before = old.get(cluster)
-            if before is not None and before.size == size and before.representative in members:
-                infos.append(before)
-                continue
             representative = before.representative if before and before.representative in members else int(members[0])
             infos.append(ClusterInfo(cluster, size, before.cohesion if before else 1.0, representative))
         infos.sort(key=lambda c: (-c.size, c.cluster))

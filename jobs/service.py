@@ -40,6 +40,11 @@ READY_CACHE_S = 1.0  # how long a readiness answer stands before the store is as
 CALIBRATION_CACHE_S = 10.0  # how long the gallery's calibration stands before it is read again
 
 
+def rejected_from(metadata: dict | None) -> list[str]:
+    """The identities a face was taken out of ("not this person"), from its metadata."""
+    return list((metadata or {}).get("rejected_from") or [])
+
+
 def purge_expired(index: FaceIndex, archive: FaceArchive | None, now: float | None = None) -> int:
     """Delete the unlabelled faces kept from searches whose retention has passed (their metadata's expires_at),
     from the archive (a tombstone first, as every delete) and from the store; returns how many."""
@@ -318,7 +323,7 @@ class IdentityService:
             validate_metadata(row.metadata)
         if not proceed:
             for face in self.index.rows([r.face_id for r in rows]).values():
-                if face.identity == UNLABELLED and identity in (face.metadata or {}).get("rejected_from", []):
+                if face.identity == UNLABELLED and identity in rejected_from(face.metadata):
                     raise Conflict(f"{face.source}: this face was rejected from {identity!r} (not this person); "
                                    f"say proceed to enroll it anyway")
         if self.archive is not None:

@@ -102,6 +102,24 @@ def collection_name(request) -> str:
         client.close()
 
 
+@pytest.fixture
+def new_collection(milvus_uri, collection_name):
+    """A factory: the test's empty collection on the store under test, for a model of `dim` and `threshold`."""
+    from indexer.store import CollectionInfo, FaceIndex, connect
+
+    clients = []
+
+    def make(dim: int, threshold: float | None, index_type: str = "FLAT"):
+        clients.append(connect(milvus_uri))
+        index = FaceIndex(clients[-1], collection_name)
+        index.ensure(CollectionInfo("model-a", dim, threshold), index_type=index_type)
+        return index
+
+    yield make
+    for client in clients:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def tiny_spec():
     from embedder.spec import ModelSpec

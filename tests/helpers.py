@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from jobs.api.keys import new_key
 from trainer.synthetic import make_identity, render
+
+# the API tests' two keys (the names show in audit records): a reader, and an admin who may also write
+READ_KEY, READ_ENTRY = new_key("reader", ["read"])
+WRITE_KEY, WRITE_ENTRY = new_key("admin", ["read", "write"])
+R, W = {"X-API-Key": READ_KEY}, {"X-API-Key": WRITE_KEY}
 
 
 def png(identity: int, n: int = 0, size: int = 32) -> bytes:

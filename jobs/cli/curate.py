@@ -18,8 +18,10 @@ import json
 from dataclasses import asdict
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import audit, open_gallery, ray_flag, settings_from, store_flags
+from jobs.cli.options import archive_root, audit, open_gallery, ray_flag, settings_from, store_flags
 from jobs.progress import Console
+
+CLUSTERS_BESIDE = "clustering keeps its runs beside it"
 
 
 def register(sub) -> None:
@@ -100,13 +102,6 @@ def calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _store_root(settings) -> str:
-    root = settings.archive_root()
-    if root is None:
-        raise BadInput("clusters are kept beside the face archive: set ARCMATCH_ARCHIVE_URI (or leave the archive on)")
-    return root
-
-
 def cluster(args: argparse.Namespace) -> int:
     from jobs.pipelines.cluster import cluster as run_cluster
     from jobs.runtime import init_ray
@@ -114,8 +109,9 @@ def cluster(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     init_ray(settings.ray_address)
     summary = run_cluster(milvus=settings.milvus_uri, token=settings.token(), gallery=settings.collection,
-                          root=_store_root(settings), k=args.k, threshold=args.threshold, method=args.method,
-                          export_parquet=args.export, concurrency=args.concurrency, console=Console())
+                          root=archive_root(settings, CLUSTERS_BESIDE), k=args.k, threshold=args.threshold,
+                          method=args.method, export_parquet=args.export, concurrency=args.concurrency,
+                          console=Console())
     print("\n".join(summary.lines()))
     audit(settings, "cluster", collection=summary.collection, run=summary.run, clusters=summary.clusters)
     return EXIT_OK
@@ -128,7 +124,7 @@ def clusters(args: argparse.Namespace) -> int:
     name = open_gallery(settings).serving()
     if name is None:
         raise NotFound(f"gallery {settings.collection!r} does not exist")
-    run = ClusterStore(_store_root(settings), settings.collection, name).latest()
+    run = ClusterStore(archive_root(settings, CLUSTERS_BESIDE), settings.collection, name).latest()
     if run is None:
         raise NotFound(f"gallery {settings.collection!r} has not been clustered yet: run `arcmatch cluster`")
     if args.action == "show":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 
+from common.errors import BadInput
 from jobs.settings import Settings
 
 
@@ -42,6 +43,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     flags = {"model": "model", "milvus": "milvus_uri", "collection": "collection", "k": "search_k",
              "ef": "search_ef", "address": "ray_address", "detector": "detector"}
     return Settings.load(**{setting: getattr(args, flag, None) for flag, setting in flags.items()})
+
+
+def archive_root(settings: Settings, needed_for: str) -> str:
+    """Where the face archive is; BadInput saying what needs it when it is off."""
+    root = settings.archive_root()
+    if root is None:
+        raise BadInput(f"the face archive is off (ARCMATCH_ARCHIVE=false): {needed_for}")
+    return root
 
 
 def audit(settings: Settings, action: str, **details) -> None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
-from jobs.cli.options import audit, model_flag, open_gallery, ray_flag, settings_from, store_flags
+from jobs.cli.options import archive_root, audit, model_flag, open_gallery, ray_flag, settings_from, store_flags
 from jobs.progress import Console
-from jobs.settings import Settings
+
+NOTHING_TO_READ = "there is nothing to re-embed from"
 
 
 def register(sub) -> None:
@@ -56,13 +57,6 @@ def register(sub) -> None:
     p.set_defaults(run=archive)
 
 
-def _archive_root(settings: Settings) -> str:
-    root = settings.archive_root()
-    if root is None:
-        raise BadInput("the face archive is off (ARCMATCH_ARCHIVE=false): there is nothing to re-embed from")
-    return root
-
-
 def reembed(args: argparse.Namespace) -> int:
     from jobs.pipelines.reembed import reembed as run_reembed
     from jobs.runtime import init_ray
@@ -72,14 +66,14 @@ def reembed(args: argparse.Namespace) -> int:
         init_ray(settings.ray_address)
     grace = args.grace if args.grace is not None else settings.request_timeout_s + 1.0
     summary = run_reembed(str(settings.model), milvus=settings.milvus_uri, token=settings.token(),
-                          gallery=settings.collection, archive=_archive_root(settings), threshold=args.threshold,
-                          dry_run=args.dry_run, switch=not args.no_switch, allow_missing=args.allow_missing,
-                          grace_s=grace, batch_size=args.batch_size, embed_concurrency=args.concurrency,
-                          index_type=args.index, console=Console())
+                          gallery=settings.collection, archive=archive_root(settings, NOTHING_TO_READ),
+                          threshold=args.threshold, dry_run=args.dry_run, switch=not args.no_switch,
+                          allow_missing=args.allow_missing, grace_s=grace, batch_size=args.batch_size,
+                          embed_concurrency=args.concurrency, index_type=args.index, console=Console())
     print("\n".join(summary.lines()))
     if not args.dry_run:
         audit(settings, "reembed", collection=summary.target, previous=summary.source, switched=summary.switched,
-               faces=summary.in_target, skipped=len(summary.skipped))
+              faces=summary.in_target, skipped=len(summary.skipped))
     return EXIT_PARTIAL if summary.skipped else EXIT_OK
 
 
@@ -127,7 +121,7 @@ def archive(args: argparse.Namespace) -> int:
     from indexer.archive import FaceArchive
 
     settings = settings_from(args)
-    kept = FaceArchive(_archive_root(settings), settings.collection)
+    kept = FaceArchive(archive_root(settings, NOTHING_TO_READ), settings.collection)
     stats = kept.compact() if args.action == "compact" else kept.stats()
     print("\n".join(stats.lines()))
     return EXIT_OK

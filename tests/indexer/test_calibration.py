@@ -7,7 +7,7 @@ import pytest
 from indexer.calibration import TOP_K, GalleryCalibration, Trials, calibrate, store, stored
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED, face_id
-from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
+from indexer.store import FaceIndex, FaceRow
 from tests.helpers import people
 
 DIM = 16
@@ -29,12 +29,8 @@ def brute_force(rows: list[FaceRow], threshold: float) -> tuple[float, float]:
 
 
 @pytest.fixture
-def index(milvus_uri, collection_name):
-    client = connect(milvus_uri)
-    idx = FaceIndex(client, collection_name)
-    idx.ensure(CollectionInfo("model-a", DIM, 0.3), index_type="FLAT")
-    yield idx
-    client.close()
+def index(new_collection):
+    return new_collection(DIM, 0.3)
 
 
 def test_the_threshold_accepts_at_most_the_target_share_of_strangers():

@@ -7,13 +7,8 @@ import httpx
 import pytest
 
 from jobs.api.app import create_app
-from jobs.api.keys import new_key
 from jobs.settings import Settings
-from tests.helpers import live_app, png
-
-READ_KEY, READ_ENTRY = new_key("reader", ["read"])
-WRITE_KEY, WRITE_ENTRY = new_key("admin", ["read", "write"])
-R, W = {"X-API-Key": READ_KEY}, {"X-API-Key": WRITE_KEY}
+from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, live_app, png
 
 
 @pytest.fixture(scope="module", params=["lite", "server"])

@@ -9,15 +9,11 @@ import httpx
 import pytest
 
 from jobs.api.app import create_app
-from jobs.api.keys import new_key
 from jobs.audit import read
 from jobs.cli import main
 from jobs.settings import Settings
-from tests.helpers import live_app, png
+from tests.helpers import READ_ENTRY, READ_KEY, WRITE_ENTRY, WRITE_KEY, R, W, live_app, png
 
-READ_KEY, READ_ENTRY = new_key("reader", ["read"])
-WRITE_KEY, WRITE_ENTRY = new_key("admin", ["read", "write"])
-R, W = {"X-API-Key": READ_KEY}, {"X-API-Key": WRITE_KEY}
 UPLOAD_LIMIT = 200_000
 
 

@@ -8,7 +8,7 @@ from common.errors import NotFound
 from indexer.clustering import bcubed
 from indexer.clusters import ClusterStore
 from indexer.ids import UNLABELLED
-from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
+from indexer.store import FaceRow
 from jobs.pipelines.cluster import cluster
 from tests.helpers import people
 
@@ -20,12 +20,8 @@ def unnamed(rows):
 
 
 @pytest.fixture
-def gallery(milvus_uri, collection_name):
-    client = connect(milvus_uri)
-    index = FaceIndex(client, collection_name)
-    index.ensure(CollectionInfo("model-a", DIM, 0.6), index_type="FLAT")
-    yield index
-    client.close()
+def gallery(new_collection):
+    return new_collection(DIM, 0.6)
 
 
 def write(index, rows):
