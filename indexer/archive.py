@@ -164,15 +164,20 @@ class FaceArchive:
         return pa.concat_tables(tables) if tables else schema.empty_table().select(columns)
 
     def live_versions(self) -> dict[int, int]:
-        """face id -> written_ns of its live entry; reads only two small columns of each part."""
-        entries = self._read(self.parts("faces"), ["face_id", "identity", "written_ns"], _schemas()[0])
+        """face id -> written_ns of its live entry; reads only three small columns of each part."""
+        return {face: written for face, (written, _) in self._live(self.parts("faces")).items()}
+
+    def _live(self, paths: list[str]) -> dict[int, tuple[int, str]]:
+        """face id -> (written_ns, the part holding it) of each live entry among `paths`."""
         dead_face, dead_identity = self._tombstones()
-        latest: dict[int, tuple[int, str]] = {}
-        for face, identity, written in zip(entries["face_id"].to_pylist(), entries["identity"].to_pylist(),
-                                           entries["written_ns"].to_pylist(), strict=True):
-            if face not in latest or written >= latest[face][0]:
-                latest[face] = (written, identity)
-        return {face: written for face, (written, identity) in latest.items()
+        latest: dict[int, tuple[int, str, str]] = {}
+        for path in paths:
+            part = self._read([path], ["face_id", "identity", "written_ns"], _schemas()[0])
+            for face, identity, written in zip(part["face_id"].to_pylist(), part["identity"].to_pylist(),
+                                               part["written_ns"].to_pylist(), strict=True):
+                if face not in latest or written >= latest[face][0]:
+                    latest[face] = (written, identity, path)
+        return {face: (written, path) for face, (written, identity, path) in latest.items()
                 if written > max(dead_face.get((face, None), -1), dead_face.get((face, identity), -1),
                                  dead_identity.get(identity, -1))}
 
@@ -233,12 +238,7 @@ class FaceArchive:
         if self._located is not None and self._located[1] == key:
             self._located = (now, key, self._located[2])
             return self._located[2]
-        live, where = self.live_versions(), {}
-        for path in key[0]:
-            part = self._read([path], ["face_id", "written_ns"], _schemas()[0])
-            for face, written in zip(part["face_id"].to_pylist(), part["written_ns"].to_pylist(), strict=True):
-                if live.get(face) == written:
-                    where[face] = (path, written)
+        where = {face: (path, written) for face, (written, path) in self._live(list(key[0])).items()}
         self._located = (now, key, where)
         return where
 
