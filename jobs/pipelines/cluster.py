@@ -97,8 +97,9 @@ def _edges_with_ray(uri: str, token: str | None, collection: str, ids: np.ndarra
 
     blocks = np.array_split(ids, max(1, min(len(ids) // SEARCH_BATCH, concurrency * 8)))  # work for every actor
     ds = ray.data.from_numpy(blocks).rename_columns({"data": "face_id"})
+    actors = ray.data.ActorPoolStrategy(size=min(concurrency, len(blocks)))  # no idle actor for a small gallery
     ds = ds.map_batches(NeighbourSearch, fn_constructor_args=(uri, token, collection, k), batch_size=SEARCH_BATCH,
-                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=0.5)
+                        batch_format="numpy", compute=actors, num_cpus=0.5)
     parts = []
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         parts.append((batch["src"], batch["dst"], batch["weight"]))
