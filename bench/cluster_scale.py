@@ -33,16 +33,21 @@ from jobs.pipelines.cluster import cluster  # noqa: E402
 DIM, PER_PERSON, SPREAD = 128, 10, 0.6
 
 
-def faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors, person of each) for n faces, made in blocks so memory stays small."""
+def person_of(face_ids: np.ndarray) -> np.ndarray:
+    """Face i belongs to person i // PER_PERSON: how faces() lays them out, and how a run is scored."""
+    return np.asarray(face_ids) // PER_PERSON
+
+
+def faces(n: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors of n faces, each its person's centre plus noise."""
     rng = np.random.default_rng(seed)
     people = n // PER_PERSON
     centres = rng.normal(size=(people, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    person = np.repeat(np.arange(people), PER_PERSON)
+    person = person_of(np.arange(people * PER_PERSON))
     noise = rng.normal(size=(len(person), DIM)).astype(np.float32) * (SPREAD / np.sqrt(DIM))
     vectors = centres[person] + noise
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), person
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def load(index: FaceIndex, n: int) -> float:
@@ -50,7 +55,7 @@ def load(index: FaceIndex, n: int) -> float:
         return 0.0
     started = time.perf_counter()
     index.ensure(CollectionInfo("synthetic", DIM, 0.5), index_type="HNSW")
-    vectors, _ = faces(n)
+    vectors = faces(n)
     for start in range(0, n, 5000):
         index.upsert([FaceRow(f"s{i}", UNLABELLED, vectors[i], i) for i in range(start, min(start + 5000, n))])
     index.flush()
@@ -90,8 +95,7 @@ def main() -> None:
             summary = cluster(milvus=uri, root=str(args.workdir / "store"), gallery=name, k=20, threshold=0.5,
                               concurrency=args.concurrency, ray_from=0)
             run = ClusterStore(str(args.workdir / "store"), name, name).latest()
-            person = np.asarray(run.face_ids) // PER_PERSON  # face i is person i // 10 (faces()); no regeneration
-            precision, recall, f = bcubed(person, run.cluster_of)
+            precision, recall, f = bcubed(person_of(run.face_ids), run.cluster_of)
             results.append({"faces": n, "load_s": round(load_s, 1), "index_wait_s": round(index_s, 1),
                             "stages_s": {k: round(v, 1) for k, v in summary.seconds.items()},
                             "edges": summary.edges, "clusters": summary.clusters, "singletons": summary.singletons,

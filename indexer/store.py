@@ -472,14 +472,14 @@ class FaceIndex:
         return self._call("query", self.collection, filter=expr,
                           output_fields=["id", *OUTPUT_FIELDS], limit=limit)
 
-    def labelled_faces(self, batch: int = SCAN_BATCH) -> Iterator[tuple[int, str]]:
+    def labelled_faces(self) -> Iterator[tuple[int, str]]:
         """(face id, identity) of every face that has an identity (unlabelled faces have UNLABELLED)."""
-        for row in self._scan(SEARCH_AMONG["labelled"], ["id", "identity"], batch):
+        for row in self._scan(SEARCH_AMONG["labelled"], ["id", "identity"]):
             yield int(row["id"]), row["identity"]
 
-    def unlabelled_faces(self, batch: int = SCAN_BATCH) -> Iterator[tuple[int, str]]:
+    def unlabelled_faces(self) -> Iterator[tuple[int, str]]:
         """(face id, source) of every face nobody has named yet."""
-        for row in self._scan(SEARCH_AMONG["unlabelled"], ["id", "source"], batch):
+        for row in self._scan(SEARCH_AMONG["unlabelled"], ["id", "source"]):
             yield int(row["id"]), row["source"]
 
     def expired_unlabelled(self, now: int) -> list[int]:
@@ -487,6 +487,6 @@ class FaceIndex:
         expr = f"{SEARCH_AMONG['unlabelled']} and metadata[\"expires_at\"] < {int(now)}"
         return [int(r["id"]) for r in self._scan(expr, ["id"])]
 
-    def iter_ids(self, batch: int = SCAN_BATCH) -> Iterator[int]:
+    def iter_ids(self) -> Iterator[int]:
         """Every primary key, for checks that each face is present exactly once."""
-        yield from (int(r["id"]) for r in self._scan("id >= 0", ["id"], batch))
+        yield from (int(r["id"]) for r in self._scan("id >= 0", ["id"]))

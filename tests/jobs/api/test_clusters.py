@@ -8,20 +8,16 @@ from indexer.galleries import Galleries
 from indexer.ids import UNLABELLED
 from indexer.store import FaceIndex, FaceRow, connect
 from jobs.api.app import create_app
-from jobs.api.keys import new_key
 from jobs.pipelines.cluster import cluster
 from jobs.settings import Settings
-from tests.helpers import live_app, people, png
-
-KEY, ENTRY = new_key("ops", ["read", "write"])
-READ_KEY, READ_ENTRY = new_key("viewer", ["read"])
-H, R = {"X-API-Key": KEY}, {"X-API-Key": READ_KEY}
+from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, live_app, people, png
+from tests.helpers import W as H
 
 
 @pytest.fixture
 def api(milvus_uri, collection_name, tmp_path, tiny_model_dir):
     collection = collection_name
-    settings = Settings(model=tiny_model_dir, api_keys=f"{ENTRY},{READ_ENTRY}", milvus_uri=milvus_uri,
+    settings = Settings(model=tiny_model_dir, api_keys=f"{WRITE_ENTRY},{READ_ENTRY}", milvus_uri=milvus_uri,
                         collection=collection, archive_uri=str(tmp_path / "archive"), enroll_conflict_check=True)
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
         assert client.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))],

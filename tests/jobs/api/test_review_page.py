@@ -15,15 +15,15 @@ from indexer.galleries import Galleries
 from indexer.ids import UNLABELLED
 from indexer.store import FaceIndex, FaceRow, connect
 from jobs.api.app import create_app
-from jobs.api.keys import new_key
 from jobs.pipelines.cluster import cluster
 from jobs.settings import Settings
+from tests.helpers import WRITE_ENTRY as ENTRY
+from tests.helpers import WRITE_KEY as KEY
 from tests.helpers import live_app, people, png
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: apt-get install -y chromium (.ci/run does)")
-KEY, ENTRY = new_key("reviewer", ["read", "write"])
 
 
 def picture(data: bytes) -> np.ndarray:

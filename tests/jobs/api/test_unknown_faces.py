@@ -7,21 +7,19 @@ import httpx
 import pytest
 
 from indexer.archive import FaceArchive
-from indexer.store import FaceIndex, connect
+from indexer.store import SEARCH_AMONG, FaceIndex, connect
 from jobs.api.app import create_app
-from jobs.api.keys import new_key
 from jobs.service import IdentityService
 from jobs.settings import Settings
+from tests.helpers import WRITE_ENTRY as ENTRY
+from tests.helpers import W as H
 from tests.helpers import live_app, png
-
-KEY, ENTRY = new_key("ops", ["read", "write"])
-H = {"X-API-Key": KEY}
 
 
 def unlabelled(settings) -> list[dict]:
     client = connect(settings.milvus_uri)
     index = FaceIndex(client, IdentityService.open(settings).index.collection)
-    rows = list(index._scan('identity == ""', ["id", "metadata", "source"]))
+    rows = list(index._scan(SEARCH_AMONG["unlabelled"], ["id", "metadata", "source"]))
     client.close()
     return rows
 
