@@ -48,7 +48,8 @@ class DemoSize:
 
 
 SIZES = {
-    "default": DemoSize(400, 12, 40, 50, 50, 3),
+    # 120 calibration identities: with 40 the threshold rested on a few look-alike pairs (docs/BENCHMARKS.md)
+    "default": DemoSize(400, 12, 120, 50, 50, 3),
     "tiny": DemoSize(50, 6, 6, 6, 6, 2, {"epochs": 2, "batch_size": 32}),
 }
 
@@ -109,8 +110,8 @@ def split_identities(items: list[LabelledImage], size: DemoSize, seed: int = 0) 
     rng.shuffle(names)
     multi = [n for n in names if len(by_identity[n]) > size.gallery_images]
     wanted = size.calibration_identities + size.enrolled_identities + size.unknown_identities
-    # a small real data set (ORL has 40 people) keeps at least 70% of its identities for training
-    shrink = min(1.0, 0.3 * len(multi) / wanted)
+    # a small real data set (ORL has 40 people) keeps at least 60% of its identities for training
+    shrink = min(1.0, 0.4 * len(multi) / wanted)
     n_cal, n_enr, n_unk = (max(2, int(n * shrink)) for n in
                            (size.calibration_identities, size.enrolled_identities, size.unknown_identities))
     if len(multi) < n_cal + n_enr + n_unk + 2:
