@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import CACHE, emit  # noqa: E402
 from embedder.embed import open_embedder  # noqa: E402
-from embedder.evaluation import calibrate  # noqa: E402
+from embedder.evaluation import calibrate_vectors  # noqa: E402
 from embedder.sources import decode_items, list_images  # noqa: E402
 from embedder.spec import ModelSpec  # noqa: E402
+from indexer.calibration import Trials  # noqa: E402
 from jobs.pipelines.demo import SIZES, run_demo  # noqa: E402
 from jobs.runtime import init_ray  # noqa: E402
 from trainer.config import read_config_file  # noqa: E402
@@ -61,14 +62,12 @@ def evaluation_set() -> Path:
 def separation(model_dir: Path, root: Path) -> dict:
     """The trained model's open-set identification figures on the fixed evaluation set (module docstring)."""
     embedder = open_embedder(model_dir)
-    items = list_images(root)
-    data = decode_items(items, embedder.spec)
+    data = decode_items(list_images(root), embedder.spec)
     vectors, labels = embedder.embed(data.images), data.labels
     names = np.unique(labels)
-    calibration = names[: CALIBRATION]
-    held = np.isin(labels, calibration)
-    cal_items = [item for item, keep in zip(items, held, strict=True) if keep]
-    threshold = calibrate(embedder, cal_items, 0.02 / (ENROLLED * GALLERY_PHOTOS))[1].threshold
+    held = np.isin(labels, names[:CALIBRATION])
+    target_far = 0.02 / (ENROLLED * GALLERY_PHOTOS)
+    threshold = calibrate_vectors(vectors[held], labels[held], target_far)[1].threshold
     figures = []
     for fold in range(FOLDS):
         start = CALIBRATION + 2 * ENROLLED * fold
@@ -79,17 +78,17 @@ def separation(model_dir: Path, root: Path) -> dict:
         gallery = np.isin(labels, enrolled) & (photo < GALLERY_PHOTOS)
         known = np.isin(labels, enrolled) & (photo >= GALLERY_PHOTOS)
         scores = vectors[known] @ vectors[gallery].T
-        right = labels[gallery][scores.argmax(axis=1)] == labels[known]
-        best = scores.max(axis=1)
-        unknown_best = (vectors[np.isin(labels, unknown)] @ vectors[gallery].T).max(axis=1)
+        trials = Trials(nonmated=(vectors[np.isin(labels, unknown)] @ vectors[gallery].T).max(axis=1),
+                        mated_right=labels[gallery][scores.argmax(axis=1)] == labels[known],
+                        mated_score=scores.max(axis=1))
 
-        def rank1(t: float, right=right, best=best) -> float:
-            return float(np.mean(right & (best >= t)))
+        def rank1_and_rejected(t: float, trials=trials) -> tuple[float, float]:
+            rates = trials.rates(t)
+            return 1.0 - rates.fnir, 1.0 - rates.fpir
 
-        candidates = np.unique(np.concatenate([best, unknown_best]))
-        figures.append([rank1(threshold), float(np.mean(unknown_best < threshold)),
-                        rank1(float(np.quantile(unknown_best, 0.95))),
-                        max(min(rank1(t), float(np.mean(unknown_best < t))) for t in candidates)])
+        candidates = np.unique(np.concatenate([trials.nonmated, trials.mated_score]))
+        figures.append([*rank1_and_rejected(threshold), rank1_and_rejected(trials.threshold_for(0.05))[0],
+                        max(min(rank1_and_rejected(t)) for t in candidates)])
     steady_rank1, steady_rejected, at_fpir5, balanced = np.mean(figures, axis=0)
     return {"steady": {"threshold": round(threshold, 4), "rank1": round(steady_rank1, 3),
                        "unknown_rejected": round(steady_rejected, 3)},

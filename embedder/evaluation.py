@@ -129,12 +129,18 @@ def calibrate(
     Returns (verification, calibration, (scores, same) of the balanced pairs).
     """
     data = decode_items(items, embedder.spec, policy=policy)
-    vectors = embedder.embed(data.images)
+    return calibrate_vectors(embedder.embed(data.images), data.labels, target_far, seed)
+
+
+def calibrate_vectors(
+    vectors: np.ndarray, labels: np.ndarray, target_far: float, seed: int = 0
+) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
+    """`calibrate` on embeddings already made (unit vectors and their identity labels)."""
     rng = np.random.default_rng(seed)
-    pairs, same = sample_pairs(data.labels, 3000, 3000, rng)
+    pairs, same = sample_pairs(labels, 3000, 3000, rng)
     scores = pair_scores(vectors, pairs)
     verification = _verify(scores, same, rng.permutation(len(scores)) % 10)
-    all_pairs, all_same = sample_pairs(data.labels, 10**6, 200_000, rng)
+    all_pairs, all_same = sample_pairs(labels, 10**6, 200_000, rng)
     threshold, far, tar = threshold_at_far(pair_scores(vectors, all_pairs), all_same, target_far)
     return verification, Calibration(threshold, target_far, far, tar, len(all_pairs)), (scores, same)
 
