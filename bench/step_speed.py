@@ -22,11 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit  # noqa: E402
-from embedder.model import FaceEmbedder  # noqa: E402
 from embedder.spec import ModelSpec  # noqa: E402
 from trainer.config import TrainConfig, read_config_file  # noqa: E402
-from trainer.heads import build_head  # noqa: E402
-from trainer.step import TrainModule, build_optimizer, build_scheduler, make_batch, train_step  # noqa: E402
+from trainer.step import build_module, build_optimizer, build_scheduler, make_batch, train_step  # noqa: E402
 
 CLASSES = 400  # the demo's training identities
 
@@ -34,8 +32,7 @@ CLASSES = 400  # the demo's training identities
 def build(variant: dict, base: dict):
     spec = ModelSpec.from_dict({**base["spec"], **variant})
     config = TrainConfig.from_dict({**base, "spec": spec.to_dict(), "data": "unused"})
-    module = TrainModule(FaceEmbedder(spec), build_head(config.head, spec.embedding_size, CLASSES, s=config.scale,
-                                                        margins=config.margins))
+    module = build_module(config, CLASSES)
     optimizer = build_optimizer(module, config)
     return config, module, optimizer, build_scheduler(optimizer, 10, 10_000)
 

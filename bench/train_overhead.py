@@ -20,14 +20,12 @@ import numpy as np
 import torch
 from harness import emit  # bench/harness.py, beside this script
 
-from embedder.model import FaceEmbedder
 from embedder.spec import ModelSpec
 from jobs.runtime import init_ray
 from trainer.config import TrainConfig
 from trainer.feed import MemoryFeed
-from trainer.heads import build_head
 from trainer.ray_loop import fit
-from trainer.step import TrainModule, build_optimizer, build_scheduler, make_batch, train_step
+from trainer.step import build_module, build_optimizer, build_scheduler, make_batch, train_step
 from trainer.synthetic import write_dataset
 
 
@@ -36,8 +34,7 @@ def plain_loop(config: TrainConfig) -> list[float]:
     torch.set_num_threads(config.cpus_per_worker)
     torch.manual_seed(config.seed)
     feed = MemoryFeed(config, 0, 1)
-    module = TrainModule(FaceEmbedder(config.spec),
-                         build_head(config.head, config.spec.embedding_size, len(feed.classes), s=config.scale))
+    module = build_module(config, len(feed.classes))
     optimizer = build_optimizer(module, config)
     scheduler = build_scheduler(optimizer, feed.steps_per_epoch, feed.steps_per_epoch * config.epochs)
     rates = []

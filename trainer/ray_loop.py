@@ -24,15 +24,23 @@ from torch import nn
 
 from common.errors import BadInput
 from embedder.checkpoint import load_embedder, save_embedder
-from embedder.model import FaceEmbedder, with_output_stride
+from embedder.model import with_output_stride
 from embedder.sources import list_images
 from trainer.config import TrainConfig
 from trainer.feed import MemoryFeed, StreamFeed
-from trainer.heads import CombinedMarginHead, build_head
+from trainer.heads import CombinedMarginHead
 from trainer.progress import ProgressBoard, run_with_progress
 from trainer.shards import decode_spec, is_shard_dir, shard_spec
 from trainer.state import Position, load_state, save_state
-from trainer.step import TrainModule, autocast_dtype, build_optimizer, build_scheduler, make_batch, train_step
+from trainer.step import (
+    TrainModule,
+    autocast_dtype,
+    build_module,
+    build_optimizer,
+    build_scheduler,
+    make_batch,
+    train_step,
+)
 
 HISTORY_FILE = "history.json"
 
@@ -54,10 +62,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     else:
         feed = MemoryFeed(config, rank, world)
     steps_per_epoch = feed.steps_per_epoch
-    embedder = FaceEmbedder(config.spec, dropout=config.dropout, backbone_weights=config.backbone_weights)
-    head = build_head(config.head, config.spec.embedding_size, len(feed.classes), s=config.scale,
-                      margins=config.margins or None, rank=rank, world_size=world, sample_rate=config.sample_rate)
-    train_module = TrainModule(embedder, head).to(device)  # on its device before the optimizer state is loaded
+    # on its device before the optimizer state is loaded
+    train_module = build_module(config, len(feed.classes), rank=rank, world=world).to(device)
     optimizer = build_optimizer(train_module, config)
     scheduler = build_scheduler(optimizer, int(config.warmup_epochs * steps_per_epoch),
                                 steps_per_epoch * config.epochs)

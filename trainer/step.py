@@ -15,6 +15,7 @@ from embedder.model import FaceEmbedder
 from embedder.preprocess import normalize_batch
 from embedder.spec import ModelSpec
 from trainer.config import TrainConfig
+from trainer.heads import build_head
 
 
 class TrainModule(nn.Module):
@@ -27,6 +28,15 @@ class TrainModule(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.embedder(images), labels)
+
+
+def build_module(config: TrainConfig, classes: int, *, rank: int = 0, world: int = 1) -> TrainModule:
+    """The embedder and margin head a TrainConfig describes, built in one place so that the Ray worker and the
+    benchmarks that time its step train the same module (the config's head, scale, margins, dropout)."""
+    embedder = FaceEmbedder(config.spec, dropout=config.dropout, backbone_weights=config.backbone_weights)
+    head = build_head(config.head, config.spec.embedding_size, classes, s=config.scale,
+                      margins=config.margins or None, rank=rank, world_size=world, sample_rate=config.sample_rate)
+    return TrainModule(embedder, head)
 
 
 def make_batch(

@@ -6,7 +6,15 @@ from common.errors import BadInput
 from embedder.model import FaceEmbedder
 from trainer.config import TrainConfig
 from trainer.heads import build_head
-from trainer.step import TrainModule, autocast_dtype, build_optimizer, build_scheduler, make_batch, train_step
+from trainer.step import (
+    TrainModule,
+    autocast_dtype,
+    build_module,
+    build_optimizer,
+    build_scheduler,
+    make_batch,
+    train_step,
+)
 
 
 def test_weight_decay_skips_batchnorm_and_bias(tiny_spec):
@@ -70,3 +78,12 @@ def test_precision_picks_bf16_on_gpus_unless_told():
     assert autocast_dtype("bf16", "cpu") is torch.bfloat16 and autocast_dtype("fp32", "cuda") is None
     with pytest.raises(BadInput, match="precision"):
         TrainConfig(data="unused", spec=None, precision="fp16")
+
+
+def test_build_module_follows_the_config(tiny_spec):
+    config = TrainConfig(data="unused", spec=tiny_spec, head="cosface", scale=30.0, margins={"m3": 0.25}, dropout=0.2)
+    module = build_module(config, classes=7)
+    head = module.head
+    assert (head.s, head.m1, head.m2, head.m3) == (30.0, 1.0, 0.0, 0.25)
+    assert head.weight.shape[0] == 7
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in module.embedder.modules())
