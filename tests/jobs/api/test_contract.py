@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from jobs.api.app import create_app
-from jobs.api.keys import new_key
 from jobs.settings import Settings
-from tests.helpers import live_app, png
+from tests.helpers import WRITE_ENTRY, WRITE_KEY, live_app, png
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the test extra: pip install -e .[test]")
 from hypothesis import HealthCheck, given, settings  # noqa: E402  (after the skip: hypothesis comes with it)
@@ -22,7 +21,6 @@ from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.core.failures import FailureGroup  # noqa: E402
 
 EXAMPLES = int(os.environ.get("ARCMATCH_CONTRACT_EXAMPLES", "20"))
-WRITE_KEY, WRITE_ENTRY = new_key("contract", ["read", "write"])
 # A photo's bytes cannot be described in OpenAPI (any binary string is "valid"), so the two upload routes may
 # refuse schema-valid bodies with 400 (no face, undecodable) or 415 (not an image format): said here, once.
 UPLOADS_MAY_REFUSE = {"include-path-regex": "^/v1/search$|/faces$", "include-method": "POST",

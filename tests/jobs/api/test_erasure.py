@@ -7,12 +7,9 @@ import httpx
 import pytest
 
 from jobs.api.app import create_app
-from jobs.api.keys import new_key
 from jobs.settings import Settings
-from tests.helpers import live_app, png
+from tests.helpers import WRITE_ENTRY, W, live_app, png
 
-KEY, ENTRY = new_key("eraser", ["read", "write"])
-H = {"X-API-Key": KEY}
 ROUNDS = 40  # without the confirming read, 4-62 of 100 were stale on the server (docs/BENCHMARKS.md)
 
 
@@ -20,9 +17,9 @@ ROUNDS = 40  # without the confirming read, 4-62 of 100 were stale on the server
 @pytest.mark.parametrize("store", ["lite", "server"])
 def test_no_search_finds_a_face_right_after_its_delete(store, tmp_path, tiny_model_dir, request):
     uri = str(tmp_path / "erase.db") if store == "lite" else request.getfixturevalue("milvus_server_uri")
-    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=uri, collection=f"erase_{int(time.time())}",
-                        audit_dir=tmp_path / "audit")
-    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=H) as api:
+    settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=uri,
+                        collection=f"erase_{int(time.time())}", audit_dir=tmp_path / "audit")
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=W) as api:
         photos = [png(100 + n) for n in range(ROUNDS)]
         started = time.perf_counter()
         faces = [api.post(f"/v1/identities/p{n}/faces", files=[("images", ("a.png", photo))]).json()["face_ids"][0]

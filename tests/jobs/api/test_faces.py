@@ -6,21 +6,19 @@ import httpx
 import pytest
 
 from jobs.api.app import create_app
-from jobs.api.keys import new_key
 from jobs.settings import Settings
 from tests.conftest import YUNET_DEFAULT
-from tests.helpers import blurred, encode, group_photo, live_app, no_face, paste, sideways
+from tests.helpers import WRITE_ENTRY, W, blurred, encode, group_photo, live_app, no_face, paste, sideways
 
-KEY, ENTRY = new_key("admin", ["read", "write"])
-H = {"X-API-Key": KEY}
 PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair")  # enrolled with photo 1, probed with others
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, mobilefacenet_aligned, shared_models, lfw_image):
-    settings = Settings(model=mobilefacenet_aligned, api_keys=ENTRY, milvus_uri=str(tmp_path_factory.mktemp("faces") /
-                        "faces.db"), detector=shared_models / "yunet" / YUNET_DEFAULT)
-    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=H) as client:
+    settings = Settings(model=mobilefacenet_aligned, api_keys=WRITE_ENTRY,
+                        milvus_uri=str(tmp_path_factory.mktemp("faces") / "faces.db"),
+                        detector=shared_models / "yunet" / YUNET_DEFAULT)
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=W) as client:
         for name in PEOPLE:
             assert enroll(client, name, encode(lfw_image(name, 1), "JPEG")).status_code == 201
         yield client

@@ -9,12 +9,9 @@ import httpx
 import pytest
 
 from jobs.api.app import create_app
-from jobs.api.keys import new_key
 from jobs.settings import Settings
-from tests.helpers import live_app, png
+from tests.helpers import WRITE_ENTRY, W, live_app, png
 
-KEY, ENTRY = new_key("ops", ["read", "write"])
-H = {"X-API-Key": KEY}
 FOREIGN = ("127.0.0.1", "pymilvus", "MilvusException", "0x", "grpc", "Traceback", "outage_", "code=")
 
 
@@ -48,9 +45,9 @@ def test_an_outage_is_a_503_and_the_service_recovers_by_itself(tmp_path, tiny_mo
     server = milvus_server  # the session's: a second server cannot start beside it (see conftest)
     try:
         uri = f"http://127.0.0.1:{server.listen_port}"
-        settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=uri,
+        settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=uri,
                             collection=f"outage_{int(time.time())}", audit_dir=tmp_path / "audit")
-        with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=H) as api:
+        with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=W) as api:
             assert api.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1)))]).status_code == 201
 
             def search_ok() -> bool:

@@ -8,12 +8,8 @@ import pytest
 
 from embedder.embed import TorchEmbedder
 from embedder.preprocess import decode_image
-from jobs.api.keys import new_key
 from jobs.settings import Settings
-from tests.helpers import free_port, png
-
-KEY, ENTRY = new_key("admin", ["read", "write"])
-H = {"X-API-Key": KEY}
+from tests.helpers import WRITE_ENTRY, W, free_port, png
 
 
 @pytest.mark.slow
@@ -23,7 +19,7 @@ def test_serve_deployment_batches_concurrent_searches(ray_local, tmp_path, tiny_
     from jobs.api.serve import build_application
 
     port = free_port()
-    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=str(tmp_path / "serve.db"))
+    settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=str(tmp_path / "serve.db"))
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(build_application(settings, max_batch_size=8, batch_wait_timeout_s=0.05, num_cpus=0.5),
@@ -33,17 +29,17 @@ def test_serve_deployment_batches_concurrent_searches(ray_local, tmp_path, tiny_
             assert client.get("/v1/health").json() == {"status": "ok"}
             for i in range(4):
                 files = [("images", ("a.png", png(40 + i), "image/png"))]
-                assert client.post(f"/v1/identities/id{i}/faces", files=files, headers=H).status_code == 201
+                assert client.post(f"/v1/identities/id{i}/faces", files=files, headers=W).status_code == 201
 
         embedder = TorchEmbedder.from_checkpoint(tiny_model_dir)
         vectors = [embedder.embed(decode_image(png(40 + i), embedder.spec)[None])[0].tolist() for i in range(4)]
 
         async def many():
             async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-                by_vector = [client.post("/v1/search/embedding", json={"embeddings": [vectors[i % 4]]}, headers=H)
+                by_vector = [client.post("/v1/search/embedding", json={"embeddings": [vectors[i % 4]]}, headers=W)
                              for i in range(16)]
                 by_image = [client.post("/v1/search", files={"image": ("p.png", png(40 + i % 4), "image/png")},
-                                        headers=H) for i in range(8)]
+                                        headers=W) for i in range(8)]
                 return await asyncio.gather(*by_vector, *by_image)
 
         responses = asyncio.run(many())
