@@ -16,6 +16,7 @@ two CPU cores.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,7 +158,8 @@ def run_demo(
         if data is None:
             console.say(f"drawing synthetic faces into {workdir / 'data'}")
             held = size.calibration_identities + size.enrolled_identities + size.unknown_identities
-            write_dataset(workdir / "data", range(size.train_identities + held), size.images_per_identity, seed=seed)
+            write_dataset(workdir / "data", range(size.train_identities + held), size.images_per_identity, seed=seed,
+                          workers=min(8, os.cpu_count() or 1))
             data = workdir / "data"
         split = split_identities(list_images(data), size, seed)
         manifests = {}
