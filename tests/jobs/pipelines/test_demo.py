@@ -29,10 +29,11 @@ def test_tiny_demo_runs_end_to_end(ray_local, tmp_path, tiny_spec):
     assert report.ingest.rows_in_collection == SIZES["tiny"].enrolled_identities * SIZES["tiny"].gallery_images
     assert report.ingest.skipped == []
     assert 0.0 <= report.rank1 <= 1.0 and 0.0 <= report.unknown_rejected <= 1.0
+    assert report.rank1 <= report.nearest_correct and 0.0 <= report.rank1_at_fpir_5pct <= report.nearest_correct
     assert -1.0 <= report.calibration.threshold <= 1.0
     assert (tmp_path / "model" / "calibration.json").is_file()
     text = "\n".join(report.lines())
-    assert "unknown probes rejected" in text and "threshold" in text
+    assert "unknown probes rejected" in text and "threshold" in text and "TPIR at FPIR 5%" in text
 
 
 @pytest.mark.slow
