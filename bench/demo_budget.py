@@ -59,9 +59,11 @@ def evaluation_set() -> Path:
     return root
 
 
-def separation(model_dir: Path, root: Path) -> dict:
-    """The trained model's open-set identification figures on the fixed evaluation set (module docstring)."""
+def separation(model_dir: Path, root: Path, *, flip_tta: bool = False) -> dict:
+    """The trained model's open-set identification figures on the fixed evaluation set (module docstring);
+    flip_tta: embed each image and its mirror image, whatever the model's spec says."""
     embedder = open_embedder(model_dir)
+    embedder.flip_tta = flip_tta
     data = decode_items(list_images(root), embedder.spec)
     vectors, labels = embedder.embed(data.images), data.labels
     names = np.unique(labels)
@@ -122,10 +124,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--evaluate", type=Path, nargs="+", default=[],
                         help="only the fixed-set figures of these trained model directories (no demo run)")
+    parser.add_argument("--flip-tta", action="store_true",
+                        help="with --evaluate: score with flip-TTA even where the model's spec does not ask for it")
     parser.add_argument("--keep", type=Path, help="keep each run's work directory (model, manifests) under this one")
     args = parser.parse_args()
     if args.evaluate:
-        emit({str(model): separation(model, evaluation_set()) for model in args.evaluate}, args.out)
+        emit({str(model): separation(model, evaluation_set(), flip_tta=args.flip_tta) for model in args.evaluate},
+             args.out)
         return
     init_ray(None)
     runs = []
