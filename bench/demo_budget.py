@@ -1,7 +1,8 @@
 """What a training budget costs the demo: the whole demo (same synthetic data, seed, calibration, gallery and probes)
 with overrides of trainer/configs/demo.json, one full run per budget (issue 15).
 
-    .venv/bin/python bench/demo_budget.py --train '{"epochs": 10}' --train '{"spec": {...}}' [--out FILE]
+    .venv/bin/python bench/demo_budget.py --train '{"epochs": 10}' --train '{"spec": {...}}' [--keep DIR] [--out FILE]
+    .venv/bin/python bench/demo_budget.py --evaluate DIR/*/model [--flip-tta]
 
 Each --train is one run's overrides (JSON; "spec" holds the fields of the model spec it changes, "size" those of
 the demo's DemoSize: identities and photos per group). Reported per run: the figures the demo prints
