@@ -97,20 +97,20 @@ def test_searches_never_fail_and_writes_during_the_job_are_neither_lost_nor_resu
     import httpx
 
     from jobs.api.app import create_app
-    from tests.helpers import WRITE_ENTRY, WRITE_KEY, live_app
+    from tests.helpers import WRITE_ENTRY, W, live_app
 
     archive, milvus_uri, collection_name = tmp_path / "archive", milvus_server_uri, f"during_{time.time_ns()}"
     old_settings = settings(tiny_model_dir, milvus_uri, collection_name, archive, api_keys=WRITE_ENTRY,
                             audit_dir=tmp_path / "audit")
     with live_app(create_app(old_settings)) as base, httpx.Client(base_url=base, timeout=60,
-                                                                  headers={"X-API-Key": WRITE_KEY}) as api:
+                                                                  headers=W) as api:
         for n in range(30):
             answer = api.post(f"/v1/identities/p{n}/faces", files=[("images", ("a.png", png(100 + n)))])
             assert answer.status_code == 201
         stop, searches, failures = threading.Event(), [0], []
 
         def search() -> None:
-            with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": WRITE_KEY}) as client:
+            with httpx.Client(base_url=base, timeout=60, headers=W) as client:
                 while not stop.is_set():
                     answer = client.post("/v1/search", files={"image": ("p.png", png(100))})
                     searches[0] += 1
@@ -120,7 +120,7 @@ def test_searches_never_fail_and_writes_during_the_job_are_neither_lost_nor_resu
         acknowledged, deleted, refused = set(), set(), []
 
         def write() -> None:  # enrollments and deletes while the job runs, until the old model refuses them
-            with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": WRITE_KEY}) as client:
+            with httpx.Client(base_url=base, timeout=60, headers=W) as client:
                 for n in range(60):
                     if stop.is_set():
                         return
