@@ -114,6 +114,7 @@ def one_run(overrides: dict, workdir: Path) -> dict:
             "threshold": round(c.threshold, 4), "tar": round(c.tar, 3),
             "rank1": round(report.rank1, 3), "nearest_correct": round(report.nearest_correct, 3),
             "unknown_rejected": round(report.unknown_rejected, 3),
+            "demo_rank1_at_fpir_5pct": round(report.rank1_at_fpir_5pct, 3),
             "train_seconds": round(report.train_seconds, 1),
             "stages_s": {k: round(s, 1) for k, s in report.stages.items()}}
 
