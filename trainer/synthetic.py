@@ -181,7 +181,7 @@ def write_dataset(
 ) -> list[Path]:
     """Write `root/<prefix>_<index>/<n>.png` for each identity index. Deterministic for a given seed, whatever
     `workers`: each identity draws from its own generator, so processes can split the identities between them (the
-    demo's 7,000 images take half a minute in one process on a slow 2-core machine)."""
+    demo's 10,720 images would take over half a minute in one process on a slow 2-core machine)."""
     draw = partial(_write_identities, Path(root), images_per_identity=images_per_identity, seed=seed, size=size,
                    prefix=prefix)
     identities = list(identities)

@@ -204,14 +204,13 @@ def run_demo(
         unknown = _decisions(service, split.unknown_probes, bar)
     service.close()
     report.rank1 = float(np.mean([d.identity == p.identity for d, p in zip(known, split.known_probes, strict=True)]))
-    report.nearest_correct = float(np.mean([bool(d.candidates) and d.candidates[0].identity == p.identity
-                                            for d, p in zip(known, split.known_probes, strict=True)]))
+    nearest_right = np.array([bool(d.candidates) and d.candidates[0].identity == p.identity
+                              for d, p in zip(known, split.known_probes, strict=True)])
+    report.nearest_correct = float(np.mean(nearest_right))
     report.unknown_rejected = float(np.mean([not d.is_match for d in unknown]))
     # the same probes judged at a threshold set on them afterwards: what the model separates, whatever the
     # calibration set's threshold happened to be (docs/BENCHMARKS.md, "the threshold was the fragile part")
-    trials = Trials(nonmated=np.array([d.score for d in unknown]),
-                    mated_right=np.array([bool(d.candidates) and d.candidates[0].identity == p.identity
-                                          for d, p in zip(known, split.known_probes, strict=True)]),
+    trials = Trials(nonmated=np.array([d.score for d in unknown]), mated_right=nearest_right,
                     mated_score=np.array([d.score for d in known]))
     report.rank1_at_fpir_5pct = 1.0 - trials.rates(trials.threshold_for(0.05)).fnir
     return report
