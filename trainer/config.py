@@ -40,6 +40,7 @@ class TrainConfig:
     clip_grad_norm: float = _opt(5.0, "clip the gradient norm at this value (0: off)")
     dropout: float = _opt(0.0, "dropout before the embedding layer")
     random_shift: float = _opt(0.0, "augmentation: random translation up to this fraction of the side (0: off)")
+    random_erase: float = _opt(0.0, "augmentation: share of images given one random occluding patch (0: off)")
     workers: int = _opt(1, "training workers (one GPU each with --gpu)")
     gpu: bool = _opt(False, "one GPU per worker (bf16 autocast unless --precision fp32)")
     precision: str = _opt("auto", "autocast: auto is bf16 on GPUs and fp32 on CPUs", choices=("auto", "bf16", "fp32"))
@@ -63,6 +64,8 @@ class TrainConfig:
             raise BadInput(f"sample_rate must be in (0, 1], got {self.sample_rate}")
         if not 0 <= self.random_shift < 0.5:
             raise BadInput(f"random_shift must be in [0, 0.5), got {self.random_shift}")
+        if not 0 <= self.random_erase <= 1:
+            raise BadInput(f"random_erase must be in [0, 1], got {self.random_erase}")
         if self.lr <= 0:
             raise BadInput(f"lr must be positive, got {self.lr}")
         if self.output_stride < 0:

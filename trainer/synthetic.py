@@ -169,6 +169,11 @@ def render(ident: Identity, rng: np.random.Generator, size: int = 64) -> np.ndar
     return _photometric(_pose(face, rng, background), rng, size)
 
 
+def identity_name(index: int, prefix: str = "person") -> str:
+    """The folder (and identity) name `write_dataset` gives identity `index`."""
+    return f"{prefix}_{index:05d}"
+
+
 def write_dataset(
     root: str | Path,
     identities: range | list[int],
@@ -200,7 +205,7 @@ def _write_identities(
     for index in identities:
         ident = make_identity(seed, index)
         rng = np.random.default_rng([seed, index, 1])
-        folder = root / f"{prefix}_{index:05d}"
+        folder = root / identity_name(index, prefix)
         folder.mkdir(parents=True, exist_ok=True)
         for n in range(images_per_identity):
             path = folder / f"{n:03d}.png"

@@ -35,7 +35,7 @@ from jobs.pipelines.ingest import IngestSummary, ingest
 from jobs.progress import Console, silent
 from jobs.service import IdentityService
 from trainer.config import TrainConfig, read_config_file
-from trainer.synthetic import write_dataset
+from trainer.synthetic import identity_name, write_dataset
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class DemoSize:
     unknown_identities: int
     gallery_images: int  # photos enrolled per known identity; the rest of its photos are probes
     training: dict = field(default_factory=dict)  # overrides of trainer/configs/demo.json
+    train_images: int = 0  # photos per training identity when the demo draws them (0: images_per_identity)
 
 
 SIZES = {
@@ -106,15 +107,23 @@ class Split:
     unknown_probes: list[LabelledImage]
 
 
-def split_identities(items: list[LabelledImage], size: DemoSize, seed: int = 0) -> Split:
-    """Disjoint identity groups; only identities with more images than gallery photos can be enrolled or calibrate."""
-    by_identity: dict[str, list[LabelledImage]] = {}
-    for item in items:
-        by_identity.setdefault(item.identity, []).append(item)
-    names = sorted(by_identity)
+@dataclass
+class Groups:
+    """Identity names of each disjoint group."""
+
+    train: list[str]
+    calibration: list[str]
+    enrolled: list[str]
+    unknown: list[str]
+
+
+def plan_groups(counts: dict[str, int], size: DemoSize, seed: int = 0) -> Groups:
+    """Which identity goes to which group, from the identities' photo counts alone: so the demo can decide before
+    drawing its synthetic faces, and draw the training identities with more photos than the held-out ones."""
+    names = sorted(counts)
     rng = np.random.default_rng(seed)
     rng.shuffle(names)
-    multi = [n for n in names if len(by_identity[n]) > size.gallery_images]
+    multi = [n for n in names if counts[n] > size.gallery_images]
     wanted = size.calibration_identities + size.enrolled_identities + size.unknown_identities
     # a small real data set (ORL has 40 people) keeps at least 60% of its identities for training
     shrink = min(1.0, 0.4 * len(multi) / wanted)
@@ -125,15 +134,40 @@ def split_identities(items: list[LabelledImage], size: DemoSize, seed: int = 0) 
                          f"more than {n_cal + n_enr + n_unk} of them (calibration + enrolled + unknown)")
     cal, enr, unk = multi[:n_cal], multi[n_cal : n_cal + n_enr], multi[n_cal + n_enr : n_cal + n_enr + n_unk]
     held = set(cal) | set(enr) | set(unk)
-    train = [n for n in names if n not in held and len(by_identity[n]) >= 2]
+    return Groups([n for n in names if n not in held and counts[n] >= 2], cal, enr, unk)
+
+
+def split_identities(items: list[LabelledImage], size: DemoSize, seed: int = 0) -> Split:
+    """Disjoint identity groups; only identities with more images than gallery photos can be enrolled or calibrate."""
+    by_identity: dict[str, list[LabelledImage]] = {}
+    for item in items:
+        by_identity.setdefault(item.identity, []).append(item)
+    groups = plan_groups({name: len(images) for name, images in by_identity.items()}, size, seed)
     g = size.gallery_images
     return Split(
-        train=[i for n in train for i in by_identity[n]],
-        calibration=[i for n in cal for i in by_identity[n]],
-        gallery=[i for n in enr for i in by_identity[n][:g]],
-        known_probes=[i for n in enr for i in by_identity[n][g:]],
-        unknown_probes=[i for n in unk for i in by_identity[n]],
+        train=[i for n in groups.train for i in by_identity[n]],
+        calibration=[i for n in groups.calibration for i in by_identity[n]],
+        gallery=[i for n in groups.enrolled for i in by_identity[n][:g]],
+        known_probes=[i for n in groups.enrolled for i in by_identity[n][g:]],
+        unknown_probes=[i for n in groups.unknown for i in by_identity[n]],
     )
+
+
+def draw_synthetic(root: Path, size: DemoSize, seed: int) -> None:
+    """The demo's synthetic faces: `train_images` photos of each training identity, `images_per_identity` of each
+    held-out one. An identity's first photos are the same images whatever its count, so a larger training set
+    leaves the calibration, gallery and probes of the demo as they were."""
+    total = size.train_identities + size.calibration_identities + size.enrolled_identities + size.unknown_identities
+    index = {identity_name(i): i for i in range(total)}
+    groups = plan_groups(dict.fromkeys(index, size.images_per_identity), size, seed)
+    workers = min(8, os.cpu_count() or 1)
+    train_images = size.train_images or size.images_per_identity
+    if train_images == size.images_per_identity:
+        write_dataset(root, range(total), train_images, seed=seed, workers=workers)
+        return
+    held = groups.calibration + groups.enrolled + groups.unknown
+    write_dataset(root, sorted(index[n] for n in held), size.images_per_identity, seed=seed, workers=workers)
+    write_dataset(root, sorted(index[n] for n in groups.train), train_images, seed=seed, workers=workers)
 
 
 def training_config(manifest: Path, size: DemoSize, spec: ModelSpec | None, seed: int) -> TrainConfig:
@@ -162,9 +196,7 @@ def run_demo(
     with console.timed("data"):
         if data is None:
             console.say(f"drawing synthetic faces into {workdir / 'data'}")
-            held = size.calibration_identities + size.enrolled_identities + size.unknown_identities
-            write_dataset(workdir / "data", range(size.train_identities + held), size.images_per_identity, seed=seed,
-                          workers=min(8, os.cpu_count() or 1))
+            draw_synthetic(workdir / "data", size, seed)
             data = workdir / "data"
         split = split_identities(list_images(data), size, seed)
         manifests = {}

@@ -73,6 +73,34 @@ def test_random_shift_translates_within_the_limit():
     assert len(positions) > 5 and all(8 <= y <= 12 and 8 <= x <= 12 for y, x in positions)
 
 
+def test_random_erase_covers_one_solid_patch_on_a_share_of_the_images():
+    from trainer.step import random_erase
+
+    images = np.full((400, 32, 32, 3), 7, np.uint8)
+    random_erase(images, 0.5, np.random.default_rng(0), area=(0.1, 0.2))
+    for image in images:
+        changed = (image != 7).any(axis=2)
+        if not changed.any():
+            continue
+        ys, xs = np.nonzero(changed)  # one rectangle, one colour
+        box = image[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].reshape(-1, 3)
+        assert (box == box[0]).all()
+        assert 0.08 * 32 * 32 <= len(box) <= 0.23 * 32 * 32 and len(box) == changed.sum()
+    hit = (images != 7).any(axis=(1, 2, 3)).mean()
+    assert 0.4 < hit < 0.6  # a patch whose colour happens to be 7 everywhere is unseen: vanishingly rare
+
+
+def test_make_batch_erases_only_when_asked(tiny_spec):
+    images = np.full((64, 32, 32, 3), 128, np.uint8)
+    plain, _ = make_batch(images, np.zeros(64), tiny_spec, np.random.default_rng(0))
+    erased, _ = make_batch(images, np.zeros(64), tiny_spec, np.random.default_rng(0), erase=1.0)
+    assert torch.unique(plain).numel() == 1
+    assert (erased != plain).flatten(1).any(dim=1).float().mean() > 0.9
+    assert (images == 128).all()  # the caller's images are not touched
+    with pytest.raises(BadInput, match="random_erase"):
+        TrainConfig(data="unused", spec=tiny_spec, random_erase=1.5)
+
+
 def test_precision_picks_bf16_on_gpus_unless_told():
     assert autocast_dtype("auto", "cuda") is torch.bfloat16 and autocast_dtype("auto", "cpu") is None
     assert autocast_dtype("bf16", "cpu") is torch.bfloat16 and autocast_dtype("fp32", "cuda") is None

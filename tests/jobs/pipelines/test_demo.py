@@ -1,10 +1,13 @@
 """The demo end to end at its tiny size: real Ray Train, real Ray Data, real Milvus Lite."""
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from embedder.sources import LabelledImage
-from jobs.pipelines.demo import SIZES, run_demo, split_identities
+from embedder.sources import LabelledImage, list_images
+from jobs.pipelines.demo import SIZES, draw_synthetic, run_demo, split_identities
 from tests.helpers import run_cli
 
 
@@ -20,6 +23,23 @@ def test_split_keeps_identity_groups_disjoint():
     assert len(split.gallery) == tiny.enrolled_identities * tiny.gallery_images
     small = split_identities(items[:60], tiny)  # 20 people: most stay for training
     assert len({i.identity for i in small.train}) >= 14
+
+
+def test_training_identities_can_have_more_photos_and_the_held_out_groups_stay_the_same(tmp_path):
+    tiny = SIZES["tiny"]
+    draw_synthetic(tmp_path / "same", tiny, seed=0)
+    draw_synthetic(tmp_path / "more", replace(tiny, train_images=8), seed=0)
+    same = split_identities(list_images(tmp_path / "same"), tiny)
+    more = split_identities(list_images(tmp_path / "more"), tiny)
+    for name in ("calibration", "gallery", "known_probes", "unknown_probes"):
+        a, b = getattr(same, name), getattr(more, name)
+        assert [i.identity for i in a] == [i.identity for i in b], name
+        assert [Path(i.path).read_bytes() for i in a] == [Path(i.path).read_bytes() for i in b], name
+    assert len(same.train) == tiny.train_identities * 6 and len(more.train) == tiny.train_identities * 8
+    extra = [i for i in more.train if int(Path(i.path).stem) >= 6]
+    assert len(extra) == tiny.train_identities * 2
+    firsts = [i for i in more.train if int(Path(i.path).stem) < 6]
+    assert [Path(i.path).read_bytes() for i in firsts] == [Path(i.path).read_bytes() for i in same.train]
 
 
 @pytest.mark.slow
