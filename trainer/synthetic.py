@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -177,37 +178,39 @@ def identity_name(index: int, prefix: str = "person") -> str:
 def write_dataset(
     root: str | Path,
     identities: range | list[int],
-    images_per_identity: int,
+    images_per_identity: int | Mapping[int, int],
     *,
     seed: int = 0,
     size: int = 64,
     prefix: str = "person",
     workers: int = 1,
 ) -> list[Path]:
-    """Write `root/<prefix>_<index>/<n>.png` for each identity index. Deterministic for a given seed, whatever
-    `workers`: each identity draws from its own generator, so processes can split the identities between them (the
-    demo's 10,720 images would take over half a minute in one process on a slow 2-core machine)."""
-    draw = partial(_write_identities, Path(root), images_per_identity=images_per_identity, seed=seed, size=size,
-                   prefix=prefix)
+    """Write `root/<prefix>_<index>/<n>.png` for each identity index: `images_per_identity` photos of each, or as
+    many as it maps the index to. Deterministic for a given seed, whatever `workers`: each identity draws from its
+    own generator, so processes can split the identities between them (the demo's 16,000 images would take over a
+    minute in one process on a slow 2-core machine), and an identity's first n photos are the same images whatever
+    its count."""
     identities = list(identities)
-    chunks = [part.tolist() for part in np.array_split(np.asarray(identities, dtype=int), max(1, workers)) if len(part)]
+    counts = (dict.fromkeys(identities, images_per_identity) if isinstance(images_per_identity, int)
+              else {i: images_per_identity[i] for i in identities})
+    draw = partial(_write_identities, Path(root), seed=seed, size=size, prefix=prefix)
+    chunks = [{int(i): counts[int(i)] for i in part}
+              for part in np.array_split(np.asarray(identities, dtype=int), max(1, workers)) if len(part)]
     if len(chunks) <= 1:
-        return draw(identities)
+        return draw(counts)
     # spawn, not fork: the caller may already run Ray's or torch's threads
     with ProcessPoolExecutor(len(chunks), mp_context=multiprocessing.get_context("spawn")) as pool:
         return [path for part in pool.map(draw, chunks) for path in part]
 
 
-def _write_identities(
-    root: Path, identities: list[int], *, images_per_identity: int, seed: int, size: int, prefix: str
-) -> list[Path]:
+def _write_identities(root: Path, counts: dict[int, int], *, seed: int, size: int, prefix: str) -> list[Path]:
     written = []
-    for index in identities:
+    for index, count in counts.items():
         ident = make_identity(seed, index)
         rng = np.random.default_rng([seed, index, 1])
         folder = root / identity_name(index, prefix)
         folder.mkdir(parents=True, exist_ok=True)
-        for n in range(images_per_identity):
+        for n in range(count):
             path = folder / f"{n:03d}.png"
             Image.fromarray(render(ident, rng, size)).save(path)
             written.append(path)

@@ -160,14 +160,9 @@ def draw_synthetic(root: Path, size: DemoSize, seed: int) -> None:
     total = size.train_identities + size.calibration_identities + size.enrolled_identities + size.unknown_identities
     index = {identity_name(i): i for i in range(total)}
     groups = plan_groups(dict.fromkeys(index, size.images_per_identity), size, seed)
-    workers = min(8, os.cpu_count() or 1)
-    train_images = size.train_images or size.images_per_identity
-    if train_images == size.images_per_identity:
-        write_dataset(root, range(total), train_images, seed=seed, workers=workers)
-        return
-    held = groups.calibration + groups.enrolled + groups.unknown
-    write_dataset(root, sorted(index[n] for n in held), size.images_per_identity, seed=seed, workers=workers)
-    write_dataset(root, sorted(index[n] for n in groups.train), train_images, seed=seed, workers=workers)
+    per_identity = dict.fromkeys(index.values(), size.images_per_identity)
+    per_identity.update(dict.fromkeys((index[n] for n in groups.train), size.train_images or size.images_per_identity))
+    write_dataset(root, range(total), per_identity, seed=seed, workers=min(8, os.cpu_count() or 1))
 
 
 def training_config(manifest: Path, size: DemoSize, spec: ModelSpec | None, seed: int) -> TrainConfig:
