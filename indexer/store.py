@@ -377,27 +377,27 @@ class FaceIndex:
             for hits in results
         ]
 
+    def _get(self, ids: list[int], fields: list[str], batch: int = 1000) -> Iterator[dict]:
+        """The stored fields of these faces, `batch` ids per read (missing ids are simply absent)."""
+        self.info()
+        for start in range(0, len(ids), batch):
+            chunk = [validate_face_id(int(i)) for i in ids[start : start + batch]]
+            yield from self._call("get", self.collection, ids=chunk, output_fields=["id", *fields])
+
     def vectors(self, ids: list[int], batch: int = 1000) -> dict[int, np.ndarray]:
         """The stored vectors of these faces (missing ids are simply absent from the result)."""
-        self.info()
-        out = {}
-        for start in range(0, len(ids), batch):
-            rows = self._call("get", self.collection, ids=ids[start : start + batch],
-                              output_fields=["id", VECTOR])
-            out.update({int(r["id"]): np.asarray(r[VECTOR], dtype=np.float32) for r in rows})
-        return out
+        return {int(r["id"]): np.asarray(r[VECTOR], dtype=np.float32) for r in self._get(ids, [VECTOR], batch)}
 
     def rows(self, ids: list[int], batch: int = 1000) -> dict[int, FaceRow]:
         """The stored rows of these faces, vectors included (missing ids are absent from the result)."""
-        self.info()
-        out = {}
-        for start in range(0, len(ids), batch):
-            chunk = [validate_face_id(int(i)) for i in ids[start : start + batch]]
-            for r in self._call("get", self.collection, ids=chunk,
-                                output_fields=["id", "identity", "source", "metadata", VECTOR]):
-                out[int(r["id"])] = FaceRow(r["source"], r["identity"], np.asarray(r[VECTOR], dtype=np.float32),
-                                            int(r["id"]), r["metadata"] or {})
-        return out
+        return {int(r["id"]): FaceRow(r["source"], r["identity"], np.asarray(r[VECTOR], dtype=np.float32),
+                                      int(r["id"]), r["metadata"] or {})
+                for r in self._get(ids, ["identity", "source", "metadata", VECTOR], batch)}
+
+    def labels(self, ids: list[int], batch: int = 1000) -> dict[int, tuple[str, dict]]:
+        """(identity, metadata) of these faces, without their vectors: what a writer checks before an upsert."""
+        return {int(r["id"]): (r["identity"], r["metadata"] or {}) for r in self._get(ids, ["identity", "metadata"],
+                                                                                        batch)}
 
     def delete_identity(self, identity: str) -> int:
         """Delete every face of one identity; returns how many there were."""

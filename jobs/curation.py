@@ -9,7 +9,8 @@ What is recorded where, and why:
   promoted face is an enrolled face, and it survives the next model's re-embed like any other.
 - "Not this person" is kept with the face itself (its metadata's `rejected_from`, in the store and the archive),
   so it travels through re-embeds: the face becomes unlabelled again, and neither a promotion nor an enrollment of
-  the same photo puts it back under that name unless told to proceed.
+  the same photo puts it back under that name unless told to proceed; an ingestion of the same named tree skips
+  it and reports why (jobs/pipelines/sink.py: keep_rejections).
 - Before a name is given, the faces are searched among the named ones: a face that matches someone else above
   the threshold is a 409 naming that identity, unless the request says to proceed.
 """

@@ -166,7 +166,8 @@ def draw_synthetic(root: Path, size: DemoSize, seed: int) -> None:
 
 
 def training_config(manifest: Path, size: DemoSize, spec: ModelSpec | None, seed: int) -> TrainConfig:
-    data = {**read_config_file("demo"), **size.training, "data": str(manifest), "seed": seed}
+    # the demo's seed unless the size's training overrides set their own (bench/demo_budget.py repeats a budget so)
+    data = {**read_config_file("demo"), "seed": seed, **size.training, "data": str(manifest)}
     if spec is not None:
         data["spec"] = spec.to_dict()
     return TrainConfig.from_dict(data)

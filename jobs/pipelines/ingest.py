@@ -28,7 +28,14 @@ from indexer.archive import FaceArchive
 from indexer.galleries import Galleries
 from indexer.store import CollectionInfo, FaceIndex, connect, is_lite_uri
 from jobs.pipelines.report import reasons, write_error_report
-from jobs.pipelines.sink import MilvusDatasink, ParquetExport, archived_from_batch, rows_from_batch, upsert_checked
+from jobs.pipelines.sink import (
+    MilvusDatasink,
+    ParquetExport,
+    archived_from_batch,
+    keep_rejections,
+    rows_from_batch,
+    upsert_checked,
+)
 from jobs.progress import Console, silent
 
 
@@ -189,7 +196,8 @@ def ingest(
             _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept, rows_of)
     else:
         index.client.close()
-        sink = MilvusDatasink(milvus, token, index.collection, archive, gallery=collection, rows=rows_of)
+        sink = MilvusDatasink(milvus, token, index.collection, archive, gallery=collection, rows=rows_of,
+                              curated=True)
         with console.timed("ingest"):
             console.say(f"ingest: embedding {summary.seen} images with parallel writers")
             ds.write_datasink(sink, concurrency=write_concurrency)
@@ -212,6 +220,7 @@ def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch
         for batch in ds.iter_batches(batch_size=write_batch, batch_format="numpy"):
             rows, skipped = rows_of(batch)
             summary.skipped += skipped
+            rows = keep_rejections(index, rows, summary.skipped)
             if archive is not None:
                 archive.write(archived_from_batch(batch, rows))
             write_started = time.perf_counter()

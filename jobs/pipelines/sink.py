@@ -4,13 +4,14 @@ server takes parallel upserts). Both skip a row Milvus refuses with its reason i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from indexer.archive import ArchivedFace, FaceArchive
 from indexer.errors import InvalidValue
-from indexer.ids import face_id
+from indexer.ids import UNLABELLED, face_id
 from indexer.store import FaceIndex, FaceRow, connect
 
 try:  # the sink subclasses Ray's Datasink; the rest of this module (and its tests) work without Ray
@@ -44,9 +45,31 @@ def archived_from_batch(batch: dict[str, np.ndarray], rows: list[FaceRow]) -> li
     for row in rows:
         n = by_id[row.face_id]
         if batch["kept_kind"][n]:
-            out.append(ArchivedFace(row.face_id, row.identity, row.source, str(batch["metadata"][n]),
+            out.append(ArchivedFace(row.face_id, row.identity, row.source, json.dumps(row.metadata, ensure_ascii=False),
                                     str(batch["kept_kind"][n]), bytes(batch["kept"][n])))
     return out
+
+
+def keep_rejections(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[str, str]]) -> list[FaceRow]:
+    """The rows an ingestion may write without undoing a person's "not this person" (jobs/curation.py).
+
+    Why: a face's id derives from its photo, so ingesting the same named tree again meets the faces a person has
+    since taken out of that identity. Such a row is skipped with the reason (enrolling the photo with `proceed`
+    is how to put it back), and every other row carries the face's stored rejections into its metadata, so the
+    upsert does not erase them. One read of the batch's ids, without vectors."""
+    from jobs.service import rejected_from  # the curation record's one reader
+
+    stored = index.labels([r.face_id for r in rows]) if rows else {}
+    kept = []
+    for row in rows:
+        identity, metadata = stored.get(row.face_id, (None, None))
+        refused = rejected_from(metadata)
+        if identity == UNLABELLED and row.identity in refused:
+            skipped.append((row.source, f"rejected from {row.identity!r} (not this person): enroll the photo "
+                                        "with proceed to put it back"))
+            continue
+        kept.append(replace(row, metadata={**row.metadata, "rejected_from": refused}) if refused else row)
+    return kept
 
 
 def upsert_checked(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[str, str]]) -> int:
@@ -68,12 +91,13 @@ class MilvusDatasink(Datasink):
     """Upserts each write task's rows into a Milvus server; the driver sums what each task returns."""
 
     def __init__(self, uri: str, token: str | None, collection: str, archive: str | None = None, *,
-                 gallery: str | None = None, rows=None) -> None:
+                 gallery: str | None = None, rows=None, curated: bool = False) -> None:
         import pymilvus  # noqa: F401  (fail on the driver, before any task is scheduled)
 
         self.rows = rows or rows_from_batch  # batch -> (rows, skipped); a re-embed's batches carry face ids
         self.uri, self.token, self.collection, self.archive = uri, token, collection, archive
         self.gallery = gallery or collection  # the archive is the gallery's, whatever model's collection
+        self.curated = curated  # an ingestion: keep the faces' "not this person" (keep_rejections)
         self.embedded = 0
         self.skipped: list[tuple[str, str]] = []
 
@@ -87,6 +111,8 @@ class MilvusDatasink(Datasink):
             batch = BlockAccessor.for_block(block).to_numpy()
             rows, failed = self.rows(batch)
             skipped += failed
+            if self.curated:
+                rows = keep_rejections(index, rows, skipped)
             if archive is not None:  # before the vectors: a face in the store can always be embedded again
                 archive.write(archived_from_batch(batch, rows))
             embedded += upsert_checked(index, rows, skipped)

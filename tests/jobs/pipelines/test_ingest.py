@@ -215,3 +215,56 @@ def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, ray_loc
     assert len(ids) == len(set(ids)) == 600
     archived = [e.face_id for e in FaceArchive(os.environ["ARCMATCH_ARCHIVE_URI"], collection_name).entries()]
     assert sorted(archived) == sorted(ids)  # the archive too: every face once, none lost to the kill
+
+
+@pytest.mark.slow
+def test_ingesting_a_named_tree_again_keeps_not_this_person(ray_local, milvus_uri, collection_name, tmp_path,
+                                                           tiny_model_dir):
+    from embedder.embed import open_embedder
+    from indexer.ids import UNLABELLED
+    from jobs.curation import Curator
+    from jobs.service import IdentityService
+
+    root = tmp_path / "named"
+    write_dataset(root, range(3), 3, size=32)
+    uri, archive_uri = milvus_uri, str(tmp_path / "archive")
+    kwargs = {"milvus": uri, "collection": collection_name, "batch_size": 4, "index_type": "FLAT",
+              "archive": archive_uri}
+    ingest(root, tiny_model_dir, **kwargs)
+    client = connect(uri)
+    service = IdentityService(open_embedder(tiny_model_dir), FaceIndex(client, collection_name),
+                              archive=FaceArchive(archive_uri, collection_name))
+    face = service.identity("person_00001")[0]["id"]
+    Curator(service, None).reject("person_00001", int(face))
+    client.close()
+
+    again = ingest(root, tiny_model_dir, **kwargs)
+    assert again.embedded == 8 and len(again.skipped) == 1
+    source, reason = again.skipped[0]
+    assert "person_00001" in source and "rejected from 'person_00001' (not this person)" in reason
+    client = connect(uri)
+    row = FaceIndex(client, collection_name).rows([int(face)])[int(face)]
+    client.close()
+    assert row.identity == UNLABELLED and row.metadata["rejected_from"] == ["person_00001"]
+    archived = next(FaceArchive(archive_uri, collection_name).entries({int(face)}))
+    assert archived.identity == UNLABELLED  # a re-embed from the archive keeps it too
+
+
+def test_an_upsert_carries_a_faces_rejections(tmp_path):
+    from indexer.ids import UNLABELLED
+    from indexer.store import FaceRow
+    from jobs.pipelines.sink import keep_rejections
+
+    client = connect(str(tmp_path / "k.db"))
+    index = FaceIndex(client, "faces")
+    index.ensure(CollectionInfo("m1", 4, None, {}), index_type="FLAT")
+    vector = np.array([1, 0, 0, 0], np.float32)
+    index.upsert([FaceRow("a.png", UNLABELLED, vector, 1, {"rejected_from": ["ann"]}),
+                  FaceRow("b.png", "bob", vector, 2, {"rejected_from": ["cy"]})])
+    skipped = []
+    incoming = [FaceRow("a.png", "ann", vector, 1, {}), FaceRow("b.png", "bob", vector, 2, {"w": 1}),
+                FaceRow("c.png", "cy", vector, 3, {})]
+    kept = keep_rejections(index, incoming, skipped)
+    client.close()
+    assert [r.face_id for r in kept] == [2, 3] and [s[0] for s in skipped] == ["a.png"]
+    assert kept[0].metadata == {"w": 1, "rejected_from": ["cy"]} and kept[1].metadata == {}
