@@ -377,12 +377,12 @@ class FaceIndex:
             for hits in results
         ]
 
-    def _get(self, ids: list[int], fields: list[str], batch: int = 1000) -> Iterator[dict]:
+    def _get(self, ids: list[int], fields: list[str], batch: int = 1000, **options) -> Iterator[dict]:
         """The stored fields of these faces, `batch` ids per read (missing ids are simply absent)."""
         self.info()
         for start in range(0, len(ids), batch):
             chunk = [validate_face_id(int(i)) for i in ids[start : start + batch]]
-            yield from self._call("get", self.collection, ids=chunk, output_fields=["id", *fields])
+            yield from self._call("get", self.collection, ids=chunk, output_fields=["id", *fields], **options)
 
     def vectors(self, ids: list[int], batch: int = 1000) -> dict[int, np.ndarray]:
         """The stored vectors of these faces (missing ids are simply absent from the result)."""
@@ -395,9 +395,12 @@ class FaceIndex:
                 for r in self._get(ids, ["identity", "source", "metadata", VECTOR], batch)}
 
     def labels(self, ids: list[int], batch: int = 1000) -> dict[int, tuple[str, dict]]:
-        """(identity, metadata) of these faces, without their vectors: what a writer checks before an upsert."""
-        return {int(r["id"]): (r["identity"], r["metadata"] or {}) for r in self._get(ids, ["identity", "metadata"],
-                                                                                        batch)}
+        """(identity, metadata) of these faces, without their vectors: what a writer checks before an upsert.
+        Bounded consistency: a server answers a Strong read only after its next time tick (about 200 ms a read,
+        7x the upsert it guards; bench/rejection_check.py), and what a writer checks (a person's "not this person")
+        was written long before, not in the last few seconds."""
+        rows = self._get(ids, ["identity", "metadata"], batch, consistency_level="Bounded")
+        return {int(r["id"]): (r["identity"], r["metadata"] or {}) for r in rows}
 
     def delete_identity(self, identity: str) -> int:
         """Delete every face of one identity; returns how many there were."""
