@@ -4,11 +4,12 @@ with overrides of trainer/configs/demo.json, one full run per budget (issue 15).
     .venv/bin/python bench/demo_budget.py --train '{"epochs": 10}' --train '{"spec": {...}}' [--keep DIR] [--out FILE]
     .venv/bin/python bench/demo_budget.py --evaluate DIR/*/model [--flip-tta]
 
-Each --train is one run's overrides (JSON; "spec" holds the fields of the model spec it changes, "size" those of
-the demo's DemoSize: identities and photos per group). Reported per run: the figures the demo prints
-(verification, threshold, rank-1 above the threshold, nearest identity right, unknown rejected), the training's
-seconds and each stage's wall time. Runs are sequential: their wall times compare only on a quiet machine, their
-accuracy figures always.
+Each --train is one run's overrides (JSON; "spec" holds the fields of the model spec it changes, "size" those of the
+demo's DemoSize: identities and photos per group, `train_images` the photos of each training identity; a "seed"
+trains the same budget from another initialisation and batch order on the same data). Reported per run: the figures
+the demo prints (verification, threshold, rank-1 above the threshold, nearest identity right, unknown rejected), the
+training's seconds and each stage's wall time. Runs are sequential: their wall times compare only on a quiet
+machine, their accuracy figures always.
 
 Also reported, because the demo's own figures hang on its threshold, which with few calibration identities (40
 until the sixth session) rests on a handful of look-alike pairs and moves a budget along the rank-1 / rejection
