@@ -11,7 +11,7 @@ import numpy as np
 
 from indexer.archive import ArchivedFace, FaceArchive
 from indexer.errors import InvalidValue
-from indexer.ids import UNLABELLED, face_id
+from indexer.ids import face_id
 from indexer.store import FaceIndex, FaceRow, connect
 
 try:  # the sink subclasses Ray's Datasink; the rest of this module (and its tests) work without Ray
@@ -54,17 +54,17 @@ def keep_rejections(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[s
     """The rows an ingestion may write without undoing a person's "not this person" (jobs/curation.py).
 
     Why: a face's id derives from its photo, so ingesting the same named tree again meets the faces a person has
-    since taken out of that identity. Such a row is skipped with the reason (enrolling the photo with `proceed`
-    is how to put it back), and every other row carries the face's stored rejections into its metadata, so the
-    upsert does not erase them. One read of the batch's ids, without vectors."""
+    since taken out of that identity (unlabelled now, or named someone else since). Such a row is skipped with the
+    reason (enrolling the photo with `proceed` is how to put it back), and every other row carries the face's
+    stored rejections into its metadata, so the upsert does not erase them. One read of the batch's ids, without
+    vectors."""
     from jobs.service import rejected_from  # the curation record's one reader
 
     stored = index.labels([r.face_id for r in rows]) if rows else {}
     kept = []
     for row in rows:
-        identity, metadata = stored.get(row.face_id, (None, None))
-        refused = rejected_from(metadata)
-        if identity == UNLABELLED and row.identity in refused:
+        refused = rejected_from(stored.get(row.face_id, (None, None))[1])
+        if row.identity in refused:
             skipped.append((row.source, f"rejected from {row.identity!r} (not this person): enroll the photo "
                                         "with proceed to put it back"))
             continue

@@ -260,11 +260,12 @@ def test_an_upsert_carries_a_faces_rejections(tmp_path):
     index.ensure(CollectionInfo("m1", 4, None, {}), index_type="FLAT")
     vector = np.array([1, 0, 0, 0], np.float32)
     index.upsert([FaceRow("a.png", UNLABELLED, vector, 1, {"rejected_from": ["ann"]}),
-                  FaceRow("b.png", "bob", vector, 2, {"rejected_from": ["cy"]})])
+                  FaceRow("b.png", "bob", vector, 2, {"rejected_from": ["cy"]}),
+                  FaceRow("d.png", "dan", vector, 4, {"rejected_from": ["eve"]})])  # named someone else since
     skipped = []
     incoming = [FaceRow("a.png", "ann", vector, 1, {}), FaceRow("b.png", "bob", vector, 2, {"w": 1}),
-                FaceRow("c.png", "cy", vector, 3, {})]
+                FaceRow("c.png", "cy", vector, 3, {}), FaceRow("d.png", "eve", vector, 4, {})]
     kept = keep_rejections(index, incoming, skipped)
     client.close()
-    assert [r.face_id for r in kept] == [2, 3] and [s[0] for s in skipped] == ["a.png"]
+    assert [r.face_id for r in kept] == [2, 3] and [s[0] for s in skipped] == ["a.png", "d.png"]
     assert kept[0].metadata == {"w": 1, "rejected_from": ["cy"]} and kept[1].metadata == {}
