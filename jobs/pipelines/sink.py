@@ -60,10 +60,10 @@ def keep_rejections(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[s
     vectors."""
     from jobs.service import rejected_from  # the curation record's one reader
 
-    stored = index.labels([r.face_id for r in rows]) if rows else {}
+    stored = index.stored_metadata([r.face_id for r in rows]) if rows else {}
     kept = []
     for row in rows:
-        refused = rejected_from(stored.get(row.face_id, (None, None))[1])
+        refused = rejected_from(stored.get(row.face_id))
         if row.identity in refused:
             skipped.append((row.source, f"rejected from {row.identity!r} (not this person): enroll the photo "
                                         "with proceed to put it back"))
