@@ -304,8 +304,6 @@ class IdentityService:
             if self.archive is not None:
                 kept += [archive_view(photo, face, self.embedder.spec) for face in faces]
         embedded = self.embed_faces([f for _, _, faces in prepared for f in faces])
-        if self.conflict_check and not proceed:
-            self.check_conflicts(embedded, identity)
         vectors = iter(embedded)
         rows = []
         for name, data, faces in prepared:
@@ -319,18 +317,31 @@ class IdentityService:
                     judged = replace(face, reasons=tuple(self.policy.gate.reasons(face.quality)))
                     extra["face"] = {**face_record(judged), **({} if gate else {"quality_override": True})}
                 rows.append(FaceRow(f"api:{name[:200]}", identity, next(vectors), face_id(key), extra))
+        rows = self._keep_rejections(rows, identity, proceed)  # first: "not this person" is the more exact reason
+        if self.conflict_check and not proceed:
+            self.check_conflicts(embedded, identity)
         for row in rows:  # before the archive: a row the store would refuse must not be archived either
             validate_metadata(row.metadata)
-        if not proceed:
-            for face in self.index.rows([r.face_id for r in rows]).values():
-                if face.identity == UNLABELLED and identity in rejected_from(face.metadata):
-                    raise Conflict(f"{face.source}: this face was rejected from {identity!r} (not this person); "
-                                   f"say proceed to enroll it anyway")
         if self.archive is not None:
             self.archive.write([ArchivedFace(r.face_id, identity, r.source, json.dumps(r.metadata, ensure_ascii=False),
                                              kind, encode(image)) for r, (image, kind) in zip(rows, kept, strict=True)])
         self.index.upsert(rows)
         return Enrolled(identity, [r.face_id for r in rows])
+
+    def _keep_rejections(self, rows: list[FaceRow], identity: str, proceed: bool) -> list[FaceRow]:
+        """A photo's face id derives from the identity and the photo, so enrolling a photo again reaches the face
+        stored for it. If a person said that face is not `identity`, it is a Conflict unless `proceed`, whatever
+        the face is named since (as promotion and ingestion do); the face's other rejections stay with it."""
+        stored = self.index.rows([r.face_id for r in rows])
+        kept = []
+        for row in rows:
+            before = rejected_from(stored[row.face_id].metadata) if row.face_id in stored else []
+            if identity in before and not proceed:
+                raise Conflict(f"{stored[row.face_id].source}: this face was rejected from {identity!r} (not this "
+                               f"person); say proceed to enroll it anyway")
+            others = [name for name in before if name != identity]
+            kept.append(replace(row, metadata={**row.metadata, "rejected_from": others}) if others else row)
+        return kept
 
     def identity(self, identity: str) -> list[dict]:
         return self.index.faces_of(identity)

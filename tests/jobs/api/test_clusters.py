@@ -106,7 +106,20 @@ def test_not_this_person_is_remembered_by_promotion_and_enrollment(api):
     files = [("images", ("a.png", png(1), "image/png"))]
     refused = api.post("/v1/identities/ann/faces", files=files, headers=H)
     assert refused.status_code == 409 and "rejected from 'ann'" in refused.text
+
+    api.recluster()  # named someone else since: enrolling the photo as ann still needs proceed, and takes it then
+    holder = next(c for c in api.get("/v1/clusters", params={"min_size": 1}, headers=R).json()["clusters"]
+                  if ann in api.get(f"/v1/clusters/{c['cluster']}", headers=R).json()["face_ids"])
+    named = api.post(f"/v1/clusters/{holder['cluster']}/promote",
+                     json={"identity": "dee", "face_ids": [ann], "proceed": True}, headers=H)
+    assert named.status_code == 200 and named.json()["face_ids"] == [ann]
+    refused = api.post("/v1/identities/ann/faces", files=files, headers=H)
+    assert refused.status_code == 409 and "rejected from 'ann'" in refused.text
+    assert [f["face_id"] for f in api.get("/v1/identities/dee", headers=R).json()["faces"]] == [ann]
+    assert api.post(f"/v1/identities/dee/faces/{ann}/reject", headers=H).json()["rejected_from"] == ["ann", "dee"]
     assert api.post("/v1/identities/ann/faces", files=files, data={"proceed": "true"}, headers=H).status_code == 201
+    row = api.index.rows([int(ann)])[int(ann)]
+    assert row.identity == "ann" and row.metadata["rejected_from"] == ["dee"]  # told to proceed for ann only
 
 
 @pytest.mark.parametrize("milvus_uri", ["lite"], indirect=True)  # the API logic; the store is tested above
