@@ -2,6 +2,11 @@
 
 The neck (BN -> Dropout -> Linear -> BN1d) is the face-recognition standard from insightface: the final BN1d
 keeps embeddings centred, which is what makes cosine similarity between them meaningful early in training.
+
+A backbone built with timm's `global_pool=""` (in the spec's backbone_args) hands the neck its last feature map
+instead of the channel means, and the neck flattens it, as insightface's iResNets do with their 7x7 map: the linear
+layer then learns a weight per position, so where on the face a feature fires (eye, mouth) is not averaged away.
+The map's size follows from input_size, which the spec fixes.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ class EmbeddingNeck(nn.Module):
         self.bn_out = nn.BatchNorm1d(embedding_size)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.bn_out(self.fc(self.dropout(self.bn_in(features))))
+        return self.bn_out(self.fc(self.dropout(self.bn_in(features.flatten(1)))))
 
 
 class FaceEmbedder(nn.Module):
@@ -57,15 +62,19 @@ class FaceEmbedder(nn.Module):
 
 
 def _output_width(backbone: nn.Module, spec: ModelSpec) -> int:
-    """Measured, not read from num_features: some timm models (MobileNetV3) add a wider head conv after it."""
+    """Measured, not read from num_features: some timm models (MobileNetV3) add a wider head conv after it.
+
+    A pooled backbone gives (N, C); an unpooled one (global_pool="") its map (N, C, H, W), which the neck flattens.
+    """
     was_training = backbone.training
     backbone.eval()
     with torch.no_grad():
         out = backbone(torch.zeros(1, 3, *spec.input_size))
     backbone.train(was_training)
-    if out.ndim != 2:
-        raise ModelError(f"backbone {spec.backbone!r} returns shape {tuple(out.shape)}, expected pooled (N, C)")
-    return out.shape[1]
+    if out.ndim not in (2, 4):
+        raise ModelError(f"backbone {spec.backbone!r} returns shape {tuple(out.shape)}, expected pooled (N, C) "
+                         "or a feature map (N, C, H, W)")
+    return out[0].numel()
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:

@@ -59,3 +59,26 @@ def test_output_stride_16_where_the_backbone_takes_it():
     vit = ModelSpec("test_vit", embedding_size=16, input_size=(112, 112), backbone_args={"img_size": 112})
     unchanged, note = with_output_stride(vit, 16)
     assert unchanged == vit and "own stride is kept" in note
+
+
+def test_an_unpooled_backbone_gives_the_neck_its_whole_map(tmp_path):
+    from embedder.export import export_onnx
+    from embedder.onnx import OnnxEmbedder
+
+    spec = ModelSpec("test_resnet", embedding_size=16, input_size=(64, 64), backbone_args={"global_pool": ""})
+    torch.manual_seed(0)
+    model = FaceEmbedder(spec).eval()
+    features = model.backbone(torch.zeros(1, 3, 64, 64))
+    assert features.shape[-2:] == (2, 2) and model.neck.fc.in_features == features[0].numel()
+    # the neck weighs each position: the same features moved to another corner embed differently
+    ones = torch.zeros_like(features)
+    ones[..., 0, 0] = 1.0
+    assert not torch.allclose(model.neck(ones), model.neck(ones.flip(-1).flip(-2)), atol=1e-4)
+
+    saved = save_embedder(model, tmp_path / "model")
+    export_onnx(load_embedder(tmp_path / "model"), tmp_path / "onnx")
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 64, 64, 3), dtype=np.uint8)
+    torch_vectors = TorchEmbedder.from_checkpoint(tmp_path / "model").embed(images)
+    onnx = OnnxEmbedder.from_path(tmp_path / "onnx")
+    assert onnx.spec == saved
+    np.testing.assert_allclose(onnx.embed(images), torch_vectors, atol=1e-4)
