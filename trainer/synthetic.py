@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 _CANVAS = 128  # drawn at 2x the usual output and downsampled, for anti-aliased edges
+Box = tuple[int, int, int, int]  # left, top, right, bottom in pixels
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def _pose(img: Image.Image, rng: np.random.Generator, background: tuple[int, ...
     return img.transform((s, s), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=background)
 
 
-def _photometric(img: Image.Image, rng: np.random.Generator, size: int) -> np.ndarray:
+def _photometric(img: Image.Image, rng: np.random.Generator, size: int) -> tuple[np.ndarray, Box | None]:
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.6)))
     img = img.resize((size, size), Image.Resampling.LANCZOS)
@@ -156,18 +157,34 @@ def _photometric(img: Image.Image, rng: np.random.Generator, size: int) -> np.nd
     gain = rng.uniform(0.7, 1.25) * rng.uniform(0.92, 1.08, size=3)
     x = x * ramp[..., None] * gain + rng.uniform(-20, 20)
     x += rng.normal(0, rng.uniform(0, 10), size=x.shape)
-    if rng.random() < 0.3:  # occluder: a patch over up to a quarter of the face
+    occluder = None
+    if rng.random() < 0.3:  # occluder: a solid patch of 20-50% of the image's width and height
         w, h = (rng.uniform(0.2, 0.5, size=2) * size).astype(int)
         x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
         x[y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 256, size=3)
-    return np.clip(x, 0, 255).astype(np.uint8)
+        occluder = (int(x0), int(y0), int(x0 + w), int(y0 + h))
+    return np.clip(x, 0, 255).astype(np.uint8), occluder
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A drawn image and what was done to it that matters when judging a model: where an occluder covers it."""
+
+    image: np.ndarray
+    occluder: Box | None
+
+
+def draw(ident: Identity, rng: np.random.Generator, size: int = 64) -> Photo:
+    """One photo of `ident`: a (size, size, 3) uint8 RGB image and its occluder, if it has one. An analysis of a
+    model's misses replays an identity's generator to learn which photos were occluded (bench/demo_misses.py)."""
+    background = tuple(int(v) for v in rng.integers(0, 256, size=3))
+    face = _draw_face(ident, rng, background)
+    return Photo(*_photometric(_pose(face, rng, background), rng, size))
 
 
 def render(ident: Identity, rng: np.random.Generator, size: int = 64) -> np.ndarray:
     """One image of `ident` as (size, size, 3) uint8 RGB."""
-    background = tuple(int(v) for v in rng.integers(0, 256, size=3))
-    face = _draw_face(ident, rng, background)
-    return _photometric(_pose(face, rng, background), rng, size)
+    return draw(ident, rng, size).image
 
 
 def identity_name(index: int, prefix: str = "person") -> str:
