@@ -42,8 +42,9 @@ def occluded(paths: list[str], seed: int) -> np.ndarray:
     flags = {}
     for index, photos in wanted.items():
         ident, rng = make_identity(seed, index), np.random.default_rng([seed, index, 1])
+        size = Image.open(next(iter(photos.values()))).height  # the draws' noise has the image's shape
         for n in range(max(photos) + 1):
-            photo = draw(ident, rng, 64)
+            photo = draw(ident, rng, size)
             if n in photos:
                 image = np.asarray(Image.open(photos[n]).convert("RGB"))
                 if not np.array_equal(image, photo.image):
