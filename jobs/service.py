@@ -45,6 +45,13 @@ def rejected_from(metadata: dict | None) -> list[str]:
     return list((metadata or {}).get("rejected_from") or [])
 
 
+def carry_rejections(row: FaceRow, stored: dict | None) -> FaceRow:
+    """The row about to overwrite a stored face, keeping the face's rejections (`stored` is its metadata) other
+    than the row's own identity in its metadata, so the upsert does not erase a person's "not this person"."""
+    others = [name for name in rejected_from(stored) if name != row.identity]
+    return replace(row, metadata={**row.metadata, "rejected_from": others}) if others else row
+
+
 def purge_expired(index: FaceIndex, archive: FaceArchive | None, now: float | None = None) -> int:
     """Delete the unlabelled faces kept from searches whose retention has passed (their metadata's expires_at),
     from the archive (a tombstone first, as every delete) and from the store; returns how many."""
@@ -335,12 +342,11 @@ class IdentityService:
         stored = self.index.rows([r.face_id for r in rows])
         kept = []
         for row in rows:
-            before = rejected_from(stored[row.face_id].metadata) if row.face_id in stored else []
-            if identity in before and not proceed:
-                raise Conflict(f"{stored[row.face_id].source}: this face was rejected from {identity!r} (not this "
-                               f"person); say proceed to enroll it anyway")
-            others = [name for name in before if name != identity]
-            kept.append(replace(row, metadata={**row.metadata, "rejected_from": others}) if others else row)
+            face = stored.get(row.face_id)
+            if face is not None and identity in rejected_from(face.metadata) and not proceed:
+                raise Conflict(f"{face.source}: this face was rejected from {identity!r} (not this person); "
+                               f"say proceed to enroll it anyway")
+            kept.append(carry_rejections(row, face.metadata if face is not None else None))
         return kept
 
     def identity(self, identity: str) -> list[dict]:

@@ -4,7 +4,6 @@ server takes parallel upserts). Both skip a row Milvus refuses with its reason i
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,17 +57,16 @@ def keep_rejections(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[s
     reason (enrolling the photo with `proceed` is how to put it back), and every other row carries the face's
     stored rejections into its metadata, so the upsert does not erase them. One read of the batch's ids, without
     vectors."""
-    from jobs.service import rejected_from  # the curation record's one reader
+    from jobs.service import carry_rejections, rejected_from  # the curation record's one reader and writer
 
     stored = index.stored_metadata([r.face_id for r in rows]) if rows else {}
     kept = []
     for row in rows:
-        refused = rejected_from(stored.get(row.face_id))
-        if row.identity in refused:
+        if row.identity in rejected_from(stored.get(row.face_id)):
             skipped.append((row.source, f"rejected from {row.identity!r} (not this person): enroll the photo "
                                         "with proceed to put it back"))
             continue
-        kept.append(replace(row, metadata={**row.metadata, "rejected_from": refused}) if refused else row)
+        kept.append(carry_rejections(row, stored.get(row.face_id)))
     return kept
 
 
