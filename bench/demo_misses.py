@@ -16,7 +16,6 @@ gallery photo.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -27,46 +26,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit  # noqa: E402
 from embedder.embed import open_embedder  # noqa: E402
+from embedder.sources import list_images  # noqa: E402
 from indexer.calibration import Trials  # noqa: E402
 from trainer.synthetic import draw, make_identity  # noqa: E402
 
 GROUPS = ("gallery", "known_probes", "unknown_probes")
 
 
-def occluded(paths: list[str], seed: int) -> np.ndarray:
-    """Whether each demo photo (`.../person_<index>/<n>.png`) was drawn with an occluder."""
-    wanted: dict[int, dict[int, str]] = {}
-    for path in paths:
+def occluded(paths: list[str], images: np.ndarray, seed: int) -> np.ndarray:
+    """Whether each demo photo (`.../person_<index>/<n>.png`, decoded in `images`) was drawn with an occluder."""
+    wanted: dict[int, dict[int, int]] = {}
+    for i, path in enumerate(paths):
         p = Path(path)
-        wanted.setdefault(int(p.parent.name.rsplit("_", 1)[1]), {})[int(p.stem)] = path
-    flags = {}
+        wanted.setdefault(int(p.parent.name.rsplit("_", 1)[1]), {})[int(p.stem)] = i
+    flags = np.zeros(len(paths), dtype=bool)
     for index, photos in wanted.items():
         ident, rng = make_identity(seed, index), np.random.default_rng([seed, index, 1])
-        size = Image.open(next(iter(photos.values()))).height  # the draws' noise has the image's shape
         for n in range(max(photos) + 1):
-            photo = draw(ident, rng, size)
+            photo = draw(ident, rng, images.shape[1])  # the draws' noise has the image's shape
             if n in photos:
-                image = np.asarray(Image.open(photos[n]).convert("RGB"))
-                if not np.array_equal(image, photo.image):
-                    raise SystemExit(f"{photos[n]} is not photo {n} of identity {index} at seed {seed}: "
+                if not np.array_equal(images[photos[n]], photo.image):
+                    raise SystemExit(f"{paths[photos[n]]} is not photo {n} of identity {index} at seed {seed}: "
                                      "pass the demo's --seed")
                 flags[photos[n]] = photo.occluder is not None
-    return np.array([flags[p] for p in paths])
-
-
-def read_group(workdir: Path, name: str) -> tuple[list[str], np.ndarray]:
-    with open(workdir / f"{name}.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [r["path"] for r in rows], np.array([r["identity"] for r in rows])
+    return flags
 
 
 def misses(workdir: Path, seed: int) -> dict:
     embedder = open_embedder(workdir / "model")
-    groups = {name: read_group(workdir, name) for name in GROUPS}
-    vectors = {name: embedder.embed(np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths]))
-               for name, (paths, _) in groups.items()}
-    covered = {name: occluded(paths, seed) for name, (paths, _) in groups.items()}
-    gallery_ids, known_ids = groups["gallery"][1], groups["known_probes"][1]
+    groups = {name: list_images(workdir / f"{name}.csv") for name in GROUPS}
+    images = {name: np.stack([np.asarray(Image.open(i.path).convert("RGB")) for i in items])
+              for name, items in groups.items()}
+    vectors = {name: embedder.embed(batch) for name, batch in images.items()}
+    covered = {name: occluded([i.path for i in groups[name]], images[name], seed) for name in GROUPS}
+    gallery_ids, known_ids = (np.array([i.identity for i in groups[name]]) for name in GROUPS[:2])
     scores = vectors["known_probes"] @ vectors["gallery"].T
     nearest = scores.argmax(axis=1)
     right = gallery_ids[nearest] == known_ids
