@@ -27,9 +27,10 @@ class TrainConfig:
     data: str = field(metadata={"help": "identity/image tree, CSV manifest (path, identity), or Parquet shards"})
     spec: ModelSpec = field(metadata={"help": "the model: backbone, embedding size, input size, preparation"})
     output_stride: int = _opt(16, "backbone output stride where the model supports it (0: the model's own)")
-    head: str = _opt("arcface", "margin head", choices=("arcface", "cosface", "sphereface", "combined", "softmax"))
+    head: str = _opt("arcface", "margin head",
+                     choices=("arcface", "cosface", "sphereface", "adaface", "combined", "softmax"))
     scale: float = _opt(64.0, "logit scale s")
-    margins: dict[str, float] = _opt(dict, "overrides of the head's m1/m2/m3 (m2 in radians)")
+    margins: dict[str, float] = _opt(dict, "overrides of the head's m1/m2/m3 (m2 in radians; adaface: m, h)")
     sample_rate: float = _opt(1.0, "Partial FC: fraction of each worker's class centres used per step")
     epochs: int = _opt(10, "passes over the data")
     batch_size: int = _opt(128, "images per step on each worker")

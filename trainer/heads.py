@@ -8,6 +8,13 @@ Past theta_max = (pi - m2) / m1 the margin formula stops decreasing with theta, 
 further from its class. There the target logit follows cos(theta) shifted down to meet the margin curve at
 theta_max, so it is continuous and keeps decreasing; this generalises ArcFace's own `cos(theta) - m*sin(m)` fallback
 to m1 != 1 and m3 != 0.
+
+AdaFaceHead (Kim et al., CVPR 2022) moves the margin per sample with image quality, read from the norm of the raw
+embedding (blurred, occluded or badly lit faces get small norms). A face of ordinary quality gets CosFace's additive
+margin; a clear one a negative angular margin and twice the additive one, which stresses the hard examples among
+clear faces; an unclear one ArcFace's angular margin, which stresses the easy ones, so the loss stops pulling
+faces that carry no identity towards their class. The norm is standardised by a running mean and deviation over
+batches, so the same head works whatever scale a backbone's features have.
 """
 
 from __future__ import annotations
@@ -25,18 +32,27 @@ from trainer.sharded import ShardedCrossEntropy, gather_batch, global_argmax, sa
 _EPS = 1e-6
 
 
-def margin_logits(cos: torch.Tensor, labels: torch.Tensor, s: float, m1: float, m2: float, m3: float) -> torch.Tensor:
+Margin = float | torch.Tensor  # one value, or one per row of the cosine matrix (AdaFace)
+
+
+def margin_logits(cos: torch.Tensor, labels: torch.Tensor, s: float, m1: float, m2: Margin,
+                  m3: Margin) -> torch.Tensor:
     """Apply the combined margin to the target column of a (N, C) cosine matrix; returns scaled fp32 logits.
 
-    Rows whose label is -1 (a class held by another shard) are left without margin.
+    Rows whose label is -1 (a class held by another shard) are left without margin. A negative angular margin
+    (AdaFace's clear faces) cannot turn the angle below zero.
     """
     cos = cos.float().clamp(-1 + _EPS, 1 - _EPS)
     rows = torch.nonzero(labels >= 0, as_tuple=True)[0]
+    if torch.is_tensor(m2):
+        m2 = m2[rows]
+    if torch.is_tensor(m3):
+        m3 = m3[rows]
     target_cos = cos[rows, labels[rows]]
     theta = torch.acos(target_cos)
-    with_margin = torch.cos(m1 * theta + m2) - m3
+    with_margin = torch.cos((m1 * theta + m2).clamp_min(0.0)) - m3
     theta_max = (math.pi - m2) / m1
-    fallback = target_cos - (math.cos(theta_max) + 1.0) - m3
+    fallback = target_cos - (torch.cos(torch.as_tensor(theta_max)) + 1.0) - m3
     target = torch.where(theta <= theta_max, with_margin, fallback)
     logits = cos.clone()
     logits[rows, labels[rows]] = target
@@ -105,6 +121,44 @@ class CombinedMarginHead(nn.Module):
         return loss, predicted[mine]
 
 
+class AdaFaceHead(CombinedMarginHead):
+    """ArcFace's centres with AdaFace's quality-adaptive margin (module docstring); sharding and Partial FC alike.
+
+    Per row, q = clip(h * (norm - mean) / std, -1, 1) from the raw embedding's norm and running statistics; the
+    target logit is s * (cos(theta - m q) - m (1 + q)). Every worker sees the same gathered batch, so the running
+    statistics agree across workers without a reduction; they are buffers, saved and resumed with the module.
+    """
+
+    def __init__(self, embedding_size: int, num_classes: int, *, s: float = 64.0, m: float = 0.4, h: float = 0.333,
+                 momentum: float = 0.01, rank: int = 0, world_size: int = 1, sample_rate: float = 1.0) -> None:
+        if not 0 < h <= 1 or not 0 < momentum <= 1:
+            raise BadInput(f"adaface needs 0 < h <= 1 and 0 < momentum <= 1; got {h=}, {momentum=}")
+        super().__init__(embedding_size, num_classes, s=s, m2=m, rank=rank, world_size=world_size,
+                         sample_rate=sample_rate)
+        self.m, self.h, self.momentum = m, h, momentum
+        # AdaFace's starting values: a wide deviation keeps early margins near plain ArcFace until the norms settle
+        self.register_buffer("norm_mean", torch.tensor(20.0))
+        self.register_buffer("norm_std", torch.tensor(100.0))
+
+    def quality(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The margin's scaler q in [-1, 1] per row; in training mode it first updates the running statistics."""
+        norms = embeddings.detach().float().norm(dim=1).clamp(1e-3, 100.0)
+        if self.training and len(norms) > 1:
+            with torch.no_grad():
+                self.norm_mean.lerp_(norms.mean(), self.momentum)
+                self.norm_std.lerp_(norms.std(), self.momentum)
+        return (self.h * (norms - self.norm_mean) / (self.norm_std + 1e-3)).clamp(-1.0, 1.0)
+
+    def logits(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        weight = self.weight if centres is None else centres
+        q = self.quality(embeddings)
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            cos = cosine_matrix(embeddings.float(), weight.float())
+        return margin_logits(cos, labels, self.s, 1.0, -self.m * q, self.m * (1.0 + q))
+
+
 class SoftmaxHead(nn.Module):
     """The baseline: a plain linear classifier over the raw embedding and cross-entropy, no normalisation.
 
@@ -138,12 +192,18 @@ def build_head(
     world_size: int = 1,
     sample_rate: float = 1.0,
 ) -> nn.Module:
-    """`kind` is softmax, arcface, cosface, sphereface or combined (margins given explicitly).
+    """`kind` is softmax, arcface, cosface, sphereface, adaface (margins m, h) or combined (m1, m2, m3 given).
 
     Margin heads are sharded over world_size workers (this one being `rank`); the softmax baseline is not.
     """
     if kind == "softmax":
         return SoftmaxHead(embedding_size, num_classes)
+    if kind == "adaface":
+        unknown = set(margins or {}) - {"m", "h"}
+        if unknown:
+            raise BadInput(f"adaface takes margins m and h, not {sorted(unknown)}")
+        return AdaFaceHead(embedding_size, num_classes, s=s, rank=rank, world_size=world_size,
+                           sample_rate=sample_rate, **(margins or {}))
     if kind == "combined":
         if not margins:
             raise BadInput("head 'combined' needs explicit margins m1, m2, m3")
@@ -151,6 +211,6 @@ def build_head(
     elif kind in MARGIN_PRESETS:
         chosen = {**MARGIN_PRESETS[kind], **(margins or {})}
     else:
-        raise BadInput(f"unknown head {kind!r}; choose softmax, combined or one of {sorted(MARGIN_PRESETS)}")
+        raise BadInput(f"unknown head {kind!r}; choose softmax, combined, adaface or one of {sorted(MARGIN_PRESETS)}")
     return CombinedMarginHead(embedding_size, num_classes, s=s, rank=rank, world_size=world_size,
                               sample_rate=sample_rate, **chosen)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import BadInput
-from trainer.heads import CombinedMarginHead, SoftmaxHead, build_head, margin_logits
+from trainer.heads import AdaFaceHead, CombinedMarginHead, SoftmaxHead, build_head, margin_logits
 
 
 def unit(angle: float) -> list[float]:
@@ -128,3 +128,54 @@ def test_partial_fc_loss_is_the_softmax_over_the_sampled_centres():
     untouched = torch.ones(50, dtype=torch.bool)
     untouched[keep] = False
     assert head.weight.grad[untouched].abs().sum() == 0 and head.weight.grad[keep].abs().sum() > 0
+
+
+def test_adaface_margin_follows_the_norm_of_each_row():
+    head = AdaFaceHead(2, 2, s=10.0, m=0.4, h=0.5).eval()  # eval: the running statistics stay as set
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([unit(0.0), unit(math.pi / 2)]))
+        head.norm_mean.fill_(2.0)
+        head.norm_std.fill_(1.0)
+    norms = [2.0, 3.0, 10.0, 0.001]  # q = 0 (CosFace), about 0.5, clipped to 1, about -1 (ArcFace)
+    x = torch.tensor([unit(0.9)] * 4) * torch.tensor(norms)[:, None]
+    logits = head.logits(x, torch.tensor([0, 0, 0, 0]))
+    q = [max(-1.0, min(1.0, 0.5 * (n - 2.0) / (1.0 + 1e-3))) for n in norms]
+    expected = [10 * (math.cos(0.9 - 0.4 * v) - 0.4 * (1 + v)) for v in q]
+    torch.testing.assert_close(logits[:, 0], torch.tensor(expected), atol=1e-4, rtol=1e-4)
+    assert q[0] == 0 and logits[0, 0].item() == pytest.approx(10 * (math.cos(0.9) - 0.4), abs=1e-4)
+    assert logits[3, 0].item() == pytest.approx(10 * math.cos(0.9 + 0.4), abs=2e-3)
+    torch.testing.assert_close(logits[:, 1], torch.full((4,), 10 * math.cos(math.pi / 2 - 0.9)), atol=1e-4, rtol=1e-4)
+
+
+def test_adaface_learns_its_norm_statistics_only_while_training():
+    torch.manual_seed(0)
+    head = AdaFaceHead(8, 10, momentum=0.5)
+    x = torch.randn(32, 8) * 5
+    labels = torch.randint(0, 10, (32,))
+    norms = x.norm(dim=1)
+    head(x, labels)
+    assert head.norm_mean.item() == pytest.approx(0.5 * 20 + 0.5 * norms.mean().item(), rel=1e-5)
+    assert head.norm_std.item() == pytest.approx(0.5 * 100 + 0.5 * norms.std().item(), rel=1e-5)
+    head.eval()
+    before = head.norm_mean.clone()
+    head(x, labels)
+    assert torch.equal(head.norm_mean, before)
+    assert {"norm_mean", "norm_std"} <= {k.split(".")[-1] for k in head.state_dict()}  # resumed with the module
+
+
+def test_adaface_gradients_are_finite_and_margins_take_no_gradient():
+    torch.manual_seed(0)
+    head = AdaFaceHead(8, 20, s=64.0)
+    x = (torch.randn(16, 8) * torch.linspace(0.01, 50, 16)[:, None]).requires_grad_()
+    loss, _ = head(x, torch.randint(0, 20, (16,)))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()
+
+
+def test_adaface_preset_and_bad_margins():
+    head = build_head("adaface", 4, 3, s=32.0, margins={"m": 0.3, "h": 0.25}, sample_rate=0.5)
+    assert isinstance(head, AdaFaceHead) and (head.m, head.h, head.s, head.sample_rate) == (0.3, 0.25, 32.0, 0.5)
+    with pytest.raises(BadInput, match="adaface takes margins m and h"):
+        build_head("adaface", 4, 3, margins={"m2": 0.5})
+    with pytest.raises(BadInput, match="0 < h <= 1"):
+        build_head("adaface", 4, 3, margins={"h": 0.0})
