@@ -394,12 +394,13 @@ class FaceIndex:
                                       int(r["id"]), r["metadata"] or {})
                 for r in self._get(ids, ["identity", "source", "metadata", VECTOR], batch)}
 
-    def stored_metadata(self, ids: list[int], batch: int = 1000) -> dict[int, dict]:
+    def stored_metadata(self, ids: list[int], batch: int = 1000, *, strong: bool = False) -> dict[int, dict]:
         """The metadata of these faces, without their vectors: what a writer checks before an upsert (missing ids
-        are absent). Bounded consistency: a server answers a Strong read only after its next time tick (about 200 ms
-        a read, 7x the upsert it guards; bench/rejection_check.py), and what a writer checks (a person's "not this
-        person") was written long before, not in the last few seconds."""
-        rows = self._get(ids, ["metadata"], batch, consistency_level="Bounded")
+        are absent). Bounded consistency by default: a server answers a Strong read only after its next time tick
+        (about 200 ms a read, 7x the upsert it guards; bench/rejection_check.py), and what a bulk writer checks (a
+        person's "not this person") was written long before, not in the last few seconds. `strong` is for a
+        person's own request, which may follow their previous one within a second."""
+        rows = self._get(ids, ["metadata"], batch, consistency_level="Strong" if strong else "Bounded")
         return {int(r["id"]): r["metadata"] or {} for r in rows}
 
     def delete_identity(self, identity: str) -> int:

@@ -339,14 +339,14 @@ class IdentityService:
         """A photo's face id derives from the identity and the photo, so enrolling a photo again reaches the face
         stored for it. If a person said that face is not `identity`, it is a Conflict unless `proceed`, whatever
         the face is named since (as promotion and ingestion do); the face's other rejections stay with it."""
-        stored = self.index.rows([r.face_id for r in rows])
+        stored = self.index.stored_metadata([r.face_id for r in rows], strong=True)
         kept = []
         for row in rows:
-            face = stored.get(row.face_id)
-            if face is not None and identity in rejected_from(face.metadata) and not proceed:
-                raise Conflict(f"{face.source}: this face was rejected from {identity!r} (not this person); "
-                               f"say proceed to enroll it anyway")
-            kept.append(carry_rejections(row, face.metadata if face is not None else None))
+            metadata = stored.get(row.face_id)
+            if identity in rejected_from(metadata) and not proceed:
+                raise Conflict(f"{row.source.removeprefix('api:')}: this face was rejected from {identity!r} "
+                               "(not this person); say proceed to enroll it anyway")
+            kept.append(carry_rejections(row, metadata))
         return kept
 
     def identity(self, identity: str) -> list[dict]:

@@ -105,7 +105,7 @@ def test_not_this_person_is_remembered_by_promotion_and_enrollment(api):
     assert api.post(f"/v1/identities/ann/faces/{ann}/reject", headers=H).status_code == 200
     files = [("images", ("a.png", png(1), "image/png"))]
     refused = api.post("/v1/identities/ann/faces", files=files, headers=H)
-    assert refused.status_code == 409 and "rejected from 'ann'" in refused.text
+    assert refused.status_code == 409 and "a.png: this face was rejected from 'ann'" in refused.text
 
     api.recluster()  # named someone else since: enrolling the photo as ann still needs proceed, and takes it then
     holder = next(c for c in api.get("/v1/clusters", params={"min_size": 1}, headers=R).json()["clusters"]
