@@ -9,7 +9,7 @@ from torch import nn
 
 from common.errors import BadInput
 from tests.helpers import free_port
-from trainer.heads import CombinedMarginHead
+from trainer.heads import AdaFaceHead, CombinedMarginHead
 from trainer.sharded import shard_range
 
 CLASSES, DIM, INPUT, PER_RANK, WORLD = 11, 8, 6, 4, 2  # 11 classes: shards of 6 and 5
@@ -27,8 +27,11 @@ def problem():
     return weight, inputs, labels, backbone
 
 
-def head_for(weight, rank, world):
-    head = CombinedMarginHead(DIM, CLASSES, s=16.0, m2=0.5, rank=rank, world_size=world)
+def head_for(weight, rank, world, kind="arcface"):
+    if kind == "adaface":  # momentum 1: the norm statistics are the batch's, the global batch's on every worker
+        head = AdaFaceHead(DIM, CLASSES, s=16.0, m=0.5, momentum=1.0, rank=rank, world_size=world)
+    else:
+        head = CombinedMarginHead(DIM, CLASSES, s=16.0, m2=0.5, rank=rank, world_size=world)
     with torch.no_grad():
         head.weight.copy_(weight[head.start : head.end])
     return head
@@ -44,17 +47,18 @@ def forward(model, head, inputs, labels, autocast: bool):
     return x, loss, predicted
 
 
-def worker(rank: int, port: int, out: str, autocast: bool) -> None:
+def worker(rank: int, port: int, out: str, autocast: bool, kind: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         weight, inputs, labels, backbone = problem()
         model = nn.parallel.DistributedDataParallel(backbone)
-        head = head_for(weight, rank, WORLD)
+        head = head_for(weight, rank, WORLD, kind)
         rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
         x, loss, predicted = forward(model, head, inputs[rows], labels[rows], autocast)
         loss.backward()
         torch.save({"loss": loss.detach(), "head_grad": head.weight.grad, "embedding_grad": x.grad,
-                    "backbone_grad": model.module.weight.grad, "predicted": predicted}, f"{out}/rank{rank}.pt")
+                    "backbone_grad": model.module.weight.grad, "predicted": predicted,
+                    "buffers": [b.clone() for b in head.buffers()]}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -65,11 +69,12 @@ def test_shard_ranges_cover_every_class_once():
         shard_range(2, 0, 4)
 
 
-@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
-def test_two_gloo_workers_match_the_unsharded_head(tmp_path, autocast):
-    mp.spawn(worker, args=(free_port(), str(tmp_path), autocast), nprocs=WORLD, join=True)
+@pytest.mark.parametrize(("autocast", "kind"), [(False, "arcface"), (True, "arcface"), (False, "adaface")],
+                         ids=["fp32", "bf16-autocast", "adaface-fp32"])
+def test_two_gloo_workers_match_the_unsharded_head(tmp_path, autocast, kind):
+    mp.spawn(worker, args=(free_port(), str(tmp_path), autocast, kind), nprocs=WORLD, join=True)
     weight, inputs, labels, backbone = problem()
-    head = head_for(weight, 0, 1)
+    head = head_for(weight, 0, 1, kind)
     x, loss, predicted = forward(backbone, head, inputs, labels, autocast)
     loss.backward()
     # bf16: the gather's backward sums bf16 gradients across ranks, rounding where one process sums none
@@ -88,3 +93,5 @@ def test_two_gloo_workers_match_the_unsharded_head(tmp_path, autocast):
         # after DDP's averaging, the backbone's gradient is the unsharded head's on the whole batch
         torch.testing.assert_close(got["backbone_grad"], backbone.weight.grad, **close)
         assert torch.equal(got["predicted"], predicted[rows])
+        for mine, unsharded in zip(got["buffers"], head.buffers(), strict=True):  # AdaFace's norm statistics
+            torch.testing.assert_close(mine, unsharded)
