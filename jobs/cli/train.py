@@ -18,6 +18,9 @@ from trainer.config import TrainConfig, read_config_file
 
 DEFAULT_BACKBONE = "resnet10t"  # when neither a config file nor --backbone names one; ModelSpec has the rest
 SPECIAL = {"data", "spec", "margins"}  # fields with hand-made flags below
+MARGIN_FLAGS = {"m1": "multiplicative angular margin (sphereface, combined)", "m2": "additive angular margin "
+                "(arcface, combined)", "m3": "additive cosine margin (cosface, combined)", "m": "adaface: margin",
+                "h": "adaface: how far the norm moves the margin"}
 SPEC_FLAGS = {"backbone": "backbone", "embedding_size": "embedding_size", "input_size": "input_size",
               "crop_box": "crop_box"}
 
@@ -53,8 +56,8 @@ def register(sub) -> None:
     spec.add_argument("--crop-box", type=float, nargs=4, metavar=("LEFT", "TOP", "RIGHT", "BOTTOM"),
                       help="face region as fractions of the image, cropped before the resize (default: whole image)")
     head = p.add_argument_group("margins (radians; default: the head's own)")
-    for name in ("m1", "m2", "m3"):
-        head.add_argument(f"--{name}", type=float)
+    for name, meaning in MARGIN_FLAGS.items():
+        head.add_argument(f"--{name}", type=float, help=meaning)
     _field_flags(p.add_argument_group("training (TrainConfig)"))
     run = p.add_argument_group("the run")
     run.add_argument("--storage", default="./runs", help="Ray Train storage path for checkpoints")
@@ -75,8 +78,8 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         if value is not None:
             spec[key] = [value, value] if flag == "input_size" else value
     data["spec"] = spec
-    margins = {**data.get("margins", {}), **{m: getattr(args, m) for m in ("m1", "m2", "m3")
-                                              if getattr(args, m) is not None}}
+    margins = {**data.get("margins", {}), **{m: getattr(args, m) for m in MARGIN_FLAGS
+                                              if getattr(args, m, None) is not None}}
     data["margins"] = margins
     if hasattr(args, "data"):
         data["data"] = args.data

@@ -42,13 +42,16 @@ def test_warmup_then_cosine_schedule(tiny_spec):
     assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False)) and lrs[-1] < 0.05
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_training_steps_learn_a_tiny_problem(tiny_spec, precision):
+@pytest.mark.parametrize(("precision", "head", "margins"), [("fp32", "arcface", {"m2": 0.2}),
+                                                          ("bf16", "arcface", {"m2": 0.2}),
+                                                          ("fp32", "adaface", {"m": 0.2})],
+                         ids=["fp32", "bf16", "adaface"])
+def test_training_steps_learn_a_tiny_problem(tiny_spec, precision, head, margins):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8).repeat(8, axis=0)
     labels = np.arange(4).repeat(8)
-    module = TrainModule(FaceEmbedder(tiny_spec), build_head("arcface", 16, 4, s=16.0, margins={"m2": 0.2}))
+    module = TrainModule(FaceEmbedder(tiny_spec), build_head(head, 16, 4, s=16.0, margins=margins))
     config = TrainConfig(data="unused", spec=tiny_spec, optimizer="adamw", lr=3e-3)
     optimizer = build_optimizer(module, config)
     scheduler = build_scheduler(optimizer, 1, 60)

@@ -37,6 +37,11 @@ def test_flags_set_fields_that_had_none_before(tmp_path):
     assert config.margins == {"m2": 0.3} and config.spec.input_size == (96, 96)
 
 
+def test_adaface_margins_have_flags(tmp_path):
+    config = config_from(parse("--data", str(tmp_path), "--head", "adaface", "--m", "0.3", "--h", "0.2"))
+    assert config.head == "adaface" and config.margins == {"m": 0.3, "h": 0.2}
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
 def test_shipped_configs_load_and_flags_override_them(tmp_path, name):
     config = config_from(parse("--config", name, "--data", str(tmp_path), "--epochs", "3"))
