@@ -52,7 +52,8 @@ def margin_logits(cos: torch.Tensor, labels: torch.Tensor, s: float, m1: float, 
     theta = torch.acos(target_cos)
     with_margin = torch.cos((m1 * theta + m2).clamp_min(0.0)) - m3
     theta_max = (math.pi - m2) / m1
-    fallback = target_cos - (torch.cos(torch.as_tensor(theta_max)) + 1.0) - m3
+    cos_max = torch.cos(theta_max) if torch.is_tensor(theta_max) else math.cos(theta_max)
+    fallback = target_cos - (cos_max + 1.0) - m3
     target = torch.where(theta <= theta_max, with_margin, fallback)
     logits = cos.clone()
     logits[rows, labels[rows]] = target
@@ -136,7 +137,7 @@ class AdaFaceHead(CombinedMarginHead):
         super().__init__(embedding_size, num_classes, s=s, m2=m, rank=rank, world_size=world_size,
                          sample_rate=sample_rate)
         self.m, self.h, self.momentum = m, h, momentum
-        # AdaFace's starting values: a wide deviation keeps early margins near plain ArcFace until the norms settle
+        # AdaFace's starting values: a wide deviation keeps q near 0 (CosFace's margin) until the norms settle
         self.register_buffer("norm_mean", torch.tensor(20.0))
         self.register_buffer("norm_std", torch.tensor(100.0))
 
