@@ -100,9 +100,14 @@ class CombinedMarginHead(nn.Module):
     ) -> torch.Tensor:
         """Scaled fp32 logits against `centres` (default: all of this shard); labels index its rows, -1 elsewhere."""
         weight = self.weight if centres is None else centres
+        m2, m3 = self.margins(embeddings)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             cos = cosine_matrix(embeddings.float(), weight.float())
-        return margin_logits(cos, labels, self.s, self.m1, self.m2, self.m3)
+        return margin_logits(cos, labels, self.s, self.m1, m2, m3)
+
+    def margins(self, embeddings: torch.Tensor) -> tuple[Margin, Margin]:
+        """The angular and additive margins (m2, m3) for these rows: the head's own, the same for every row."""
+        return self.m2, self.m3
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows = embeddings.shape[0]
@@ -150,14 +155,9 @@ class AdaFaceHead(CombinedMarginHead):
                 self.norm_std.lerp_(norms.std(), self.momentum)
         return (self.h * (norms - self.norm_mean) / (self.norm_std + 1e-3)).clamp(-1.0, 1.0)
 
-    def logits(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        weight = self.weight if centres is None else centres
+    def margins(self, embeddings: torch.Tensor) -> tuple[Margin, Margin]:
         q = self.quality(embeddings)
-        with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            cos = cosine_matrix(embeddings.float(), weight.float())
-        return margin_logits(cos, labels, self.s, 1.0, -self.m * q, self.m * (1.0 + q))
+        return -self.m * q, self.m * (1.0 + q)
 
 
 class SoftmaxHead(nn.Module):
