@@ -54,8 +54,8 @@ def test_training_follows_the_demo_config_then_the_size_then_a_spec(tmp_path, ti
 
 
 def figure(report: str, label: str) -> float:
-    """The number the demo's report prints after `label`."""
-    return float(re.search(re.escape(label) + r"\D*?([-\d.]+)", report).group(1))
+    """The number the demo's report prints right after `label` ("nan" too, which then fails every bound)."""
+    return float(re.search(re.escape(label) + r"\s*([^\s,()]+)", report).group(1))
 
 
 @pytest.mark.slow
@@ -76,8 +76,8 @@ def test_the_demo_runs_end_to_end_and_shows_progress_and_a_report_not_rays_logs(
     assert len(lines) < 40, shown
 
     report, tiny = result.stdout, SIZES["tiny"]
-    start, end = (float(x) for x in re.search(r"training loss: ([\d.]+) -> ([\d.]+)", report).groups())
-    assert np.isfinite(start) and np.isfinite(end)
+    loss = next(line for line in report.splitlines() if "training loss:" in line)
+    assert np.isfinite(figure(loss, "training loss:")) and np.isfinite(figure(loss, "->"))
     assert figure(report, "rows in collection") == tiny.enrolled_identities * tiny.gallery_images
     assert figure(report, "skipped") == 0
     rank1, nearest = figure(report, "above threshold):"), figure(report, "nearest gallery identity correct:")
