@@ -62,11 +62,12 @@ def keep_rejections(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[s
     stored = index.stored_metadata([r.face_id for r in rows]) if rows else {}
     kept = []
     for row in rows:
-        if row.identity in rejected_from(stored.get(row.face_id)):
+        metadata = stored.get(row.face_id)
+        if row.identity in rejected_from(metadata):
             skipped.append((row.source, f"rejected from {row.identity!r} (not this person): enroll the photo "
                                         "with proceed to put it back"))
             continue
-        kept.append(carry_rejections(row, stored.get(row.face_id)))
+        kept.append(carry_rejections(row, metadata))
     return kept
 
 
