@@ -27,13 +27,13 @@ def weights_version(model: FaceEmbedder) -> str:
 
 
 def save_embedder(model: FaceEmbedder, directory: str | Path) -> ModelSpec:
-    """Write weights and spec; the spec's version is stamped from the weights. Returns the stamped spec."""
+    """Write weights (as CPU tensors) and spec; the spec's version is stamped from the weights. Returns the stamped
+    spec. The model itself is left as it was: the training loop saves its live embedder at each epoch's end, and
+    moving it to the CPU or into eval mode there would break the next epoch's steps on a GPU."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = model.cpu().eval()
     spec = model.spec.with_version(weights_version(model))
-    model.spec = spec
-    torch.save(model.state_dict(), directory / WEIGHTS_FILE)
+    torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, directory / WEIGHTS_FILE)
     spec.save(directory)
     return spec
 

@@ -32,6 +32,12 @@ def test_checkpoint_round_trip_keeps_outputs_and_version(tmp_path, tiny_spec):
     assert save_embedder(loaded, tmp_path / "again").version == spec.version
 
 
+def test_saving_leaves_a_training_model_as_it_was(tmp_path, tiny_spec):
+    model = FaceEmbedder(tiny_spec).train()  # the training loop saves its live embedder at each epoch's end
+    spec = save_embedder(model, tmp_path)
+    assert model.training and model.spec == tiny_spec and spec.version
+
+
 def test_embedder_returns_unit_vectors_in_batches(tiny_model_dir):
     embedder = TorchEmbedder.from_checkpoint(tiny_model_dir, batch_size=4)
     images = np.random.default_rng(0).integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
