@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,10 +12,18 @@ import pytest
 
 from tests.helpers import pin_port
 
+
+def _scratch_dir(variable: str, prefix: str) -> None:
+    """Point `variable` at a temporary directory removed when the test run ends (unless the caller set it)."""
+    if variable not in os.environ:
+        os.environ[variable] = directory = tempfile.mkdtemp(prefix=prefix)
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+
+
 # the API's audit trail (jobs/audit.py) defaults to ./arcmatch-audit: tests keep theirs out of the checkout
-os.environ.setdefault("ARCMATCH_AUDIT_DIR", tempfile.mkdtemp(prefix="arcmatch-test-audit-"))
+_scratch_dir("ARCMATCH_AUDIT_DIR", "arcmatch-test-audit-")
 # and the face archive (default ./arcmatch-archive for a server) too; most tests get one of their own below
-os.environ.setdefault("ARCMATCH_ARCHIVE_URI", tempfile.mkdtemp(prefix="arcmatch-test-archive-"))
+_scratch_dir("ARCMATCH_ARCHIVE_URI", "arcmatch-test-archive-")
 # the tiny untrained test model scores any two synthetic faces ~0.97, above its 0.5 threshold, so every enrollment
 # of a second person would be a conflict: the tests that are about conflicts turn the check on themselves
 os.environ.setdefault("ARCMATCH_ENROLL_CONFLICT_CHECK", "false")
