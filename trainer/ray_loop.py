@@ -26,6 +26,7 @@ from common.errors import BadInput
 from embedder.checkpoint import load_embedder, save_embedder
 from embedder.model import with_output_stride
 from embedder.sources import list_images
+from trainer.average import WeightAverage
 from trainer.config import TrainConfig
 from trainer.feed import MemoryFeed, StreamFeed
 from trainer.heads import CombinedMarginHead
@@ -67,11 +68,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     optimizer = build_optimizer(train_module, config)
     scheduler = build_scheduler(optimizer, int(config.warmup_epochs * steps_per_epoch),
                                 steps_per_epoch * config.epochs)
+    # rank 0 alone averages: it writes the exported model, and DDP keeps every rank's embedder the same
+    average = WeightAverage(train_module.embedder, config.average_decay) if config.average_decay and rank == 0 else None
     position, history = Position(0, 0), []
     restored = ray.train.get_checkpoint()
     if restored is not None:  # a resumed run, or a restart after a worker died
         with restored.as_directory() as directory:
-            position, history = load_state(directory, train_module, optimizer)
+            position, history = load_state(directory, train_module, optimizer, average)
     per_step = config.batch_size * world
     start_step = position.samples // per_step
     fast_forward(scheduler, position.epoch * steps_per_epoch + start_step)
@@ -86,6 +89,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             x, y = make_batch(images, labels, config.spec, rng, shift=config.random_shift, erase=config.random_erase)
             loss, acc = train_step(module, optimizer, scheduler, x.to(device), y.to(device),
                                    autocast_dtype=autocast, clip_grad_norm=config.clip_grad_norm)
+            if average is not None:
+                average.update(train_module.embedder)
             losses.append(loss)
             accuracies.append(acc)
             done = step + 1 - first
@@ -97,7 +102,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
                 metrics = {"epoch": epoch + 1, "step": step + 1, "loss": float(np.mean(losses[-done:]))}
                 _report(rank, metrics, train_module, optimizer, Position(epoch, (step + 1) * per_step), history,
-                        feed, with_model=False)
+                        feed, with_model=False, average=average)
         seconds = time.perf_counter() - started
         skipped = feed.skipped()
         history.append({
@@ -111,7 +116,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "resumed_at_step": first or None,
         })
         _report(rank, history[-1], train_module, optimizer, Position(epoch + 1, 0), history, feed, with_model=True,
-                skipped=skipped)
+                skipped=skipped, average=average)
         if board is not None:
             last = history[-1]
             _post(board, config, epoch, (epoch + 1) * steps_per_epoch, steps_per_epoch, last["loss"],
@@ -143,15 +148,16 @@ def fast_forward(scheduler, step: int) -> None:
 
 
 def _report(rank: int, metrics: dict, module, optimizer, position: Position, history: list, feed,
-            *, with_model: bool, skipped: list | None = None) -> None:
-    """Every worker reports. Rank 0 writes the replicated state (and the embedder at epoch ends); with a sharded
-    head every worker adds its block of centres, and Ray Train merges the workers' files into one checkpoint."""
+            *, with_model: bool, skipped: list | None = None, average: WeightAverage | None = None) -> None:
+    """Every worker reports. Rank 0 writes the replicated state (and the embedder at epoch ends: the weight
+    average where the run keeps one); with a sharded head every worker adds its block of centres, and Ray Train
+    merges the workers' files into one checkpoint."""
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
-        save_state(tmp, module, optimizer, position, history, rank=rank)
+        save_state(tmp, module, optimizer, position, history, rank=rank, average=average)
         if rank == 0:
             if with_model:
-                save_embedder(module.embedder, tmp)
+                save_embedder(module.embedder if average is None else average.module, tmp)
                 (Path(tmp) / HISTORY_FILE).write_text(json.dumps(
                     {"history": history, "skipped": skipped or [], "classes": len(feed.classes)}, indent=1))
         if any(Path(tmp).iterdir()):

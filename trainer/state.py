@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from common.errors import BadInput
+from trainer.average import WeightAverage
 from trainer.heads import CombinedMarginHead
 
 STATE_FILE = "train_state.pt"
@@ -43,8 +44,9 @@ def _param_index(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> int:
 
 
 def save_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.Optimizer, position: Position,
-               history: list[dict], *, rank: int = 0) -> None:
-    """Rank 0 writes the replicated state; every rank writes its block of a sharded head."""
+               history: list[dict], *, rank: int = 0, average: WeightAverage | None = None) -> None:
+    """Rank 0 writes the replicated state (with the weight average, if the run keeps one); every rank writes its
+    block of a sharded head."""
     directory = Path(directory)
     head = _sharded_head(module)
     if head is not None:
@@ -59,13 +61,17 @@ def save_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.
     if head is not None:
         weights.pop(HEAD_KEY)
         optimizer_state["state"].pop(_param_index(optimizer, head.weight), None)
-    torch.save({"module": weights, "optimizer": optimizer_state, "position": asdict(position)},
-               directory / STATE_FILE)
+    state = {"module": weights, "optimizer": optimizer_state, "position": asdict(position)}
+    if average is not None:
+        state["average"] = average.state_dict()
+    torch.save(state, directory / STATE_FILE)
     (directory / "position.json").write_text(json.dumps({**asdict(position), "history": history}))
 
 
-def load_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Position, list]:
-    """Restore weights and optimizer in place (the module already on its device); returns (position, history)."""
+def load_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.Optimizer,
+               average: WeightAverage | None = None) -> tuple[Position, list]:
+    """Restore weights, optimizer and weight average in place (the module already on its device); returns
+    (position, history). A checkpoint written without an average starts the average at its weights."""
     directory = Path(directory)
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
     head = _sharded_head(module)
@@ -79,6 +85,11 @@ def load_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.
     else:  # a replicated head (softmax), or a single-worker checkpoint that kept the centres in the module
         module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
+    if average is not None:
+        if "average" in state:
+            average.load_state_dict(state["average"])
+        else:
+            average.module.load_state_dict(module.embedder.state_dict())
     history = json.loads((directory / "position.json").read_text()).get("history", [])
     return Position(**state["position"]), history
 

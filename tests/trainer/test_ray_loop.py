@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from embedder.checkpoint import load_embedder
 from embedder.sources import list_images
@@ -12,6 +13,7 @@ from embedder.spec import ModelSpec
 from trainer.config import TrainConfig
 from trainer.ray_loop import HISTORY_FILE, fit
 from trainer.shards import write_shards
+from trainer.state import STATE_FILE
 from trainer.synthetic import write_dataset
 
 
@@ -21,7 +23,8 @@ def test_fit_trains_and_exports_an_embedder(ray_local, tmp_path):
     (tmp_path / "data" / "person_00000" / "broken.png").write_bytes(b"\x89PNG not really")
     spec = ModelSpec("test_resnet", embedding_size=16, input_size=(32, 32))
     config = TrainConfig(data=str(tmp_path / "data"), spec=spec, head="arcface", scale=16.0, margins={"m2": 0.2},
-                         epochs=2, batch_size=8, optimizer="adamw", lr=3e-3, cpus_per_worker=1, log_every=2)
+                         epochs=2, batch_size=8, optimizer="adamw", lr=3e-3, cpus_per_worker=1, log_every=2,
+                         average_decay=0.9)
     result = fit(config, tmp_path / "model", storage=tmp_path / "runs", name="t")
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert all(np.isfinite(h["loss"]) for h in result.history)
@@ -31,6 +34,14 @@ def test_fit_trains_and_exports_an_embedder(ray_local, tmp_path):
     saved = sorted(p.name for p in (tmp_path / "runs" / "t").rglob(HISTORY_FILE))
     assert len(saved) <= 2  # keep-last-2 checkpoints
     assert json.loads(next((tmp_path / "runs" / "t").rglob(HISTORY_FILE)).read_text())["classes"] == 6
+    # the exported weights are the run's average, not its last step's
+    last = max(p for p in (tmp_path / "runs" / "t").glob("checkpoint_*") if p.is_dir())
+    state = torch.load(last / STATE_FILE, weights_only=False)
+    exported = model.state_dict()
+    assert state["average"]["updates"] == sum(h["steps"] for h in result.history)
+    for name, tensor in state["average"]["weights"].items():
+        torch.testing.assert_close(exported[name], tensor)
+    assert not torch.equal(exported["neck.fc.weight"], state["module"]["embedder.neck.fc.weight"])
 
 
 @pytest.mark.slow
