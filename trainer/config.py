@@ -38,8 +38,8 @@ class TrainConfig:
     lr: float = _opt(0.1, "peak learning rate (linear warm-up, then cosine decay)")
     weight_decay: float = _opt(5e-4, "weight decay")
     warmup_epochs: float = _opt(1.0, "epochs of linear learning-rate warm-up")
-    average_decay: float = _opt(0.0, "export a moving average of the weights with this decay per step (0: the last "
-                                      "step's weights; 0.998 averages about the last 500 steps)")
+    average_decay: float = _opt(0.0, "export a moving average of the weights, decay min(this, (1+t)/(10+t)) at step t "
+                                      "(0: the last step's weights)")
     clip_grad_norm: float = _opt(5.0, "clip the gradient norm at this value (0: off)")
     dropout: float = _opt(0.0, "dropout before the embedding layer")
     random_shift: float = _opt(0.0, "augmentation: random translation up to this fraction of the side (0: off)")
