@@ -1,13 +1,15 @@
 """An exponential moving average of the embedder's weights, exported in place of the last step's weights.
 
-Why: the weights after the last step carry the noise of the last few batches; an average over the final few
-hundred steps (Polyak averaging, timm's `--model-ema`) is usually a little better and moves less from seed to seed,
-for the cost of one `lerp` over the weights per step. Only the embedder is averaged (the head is not exported), and
+Why: the weights after the last step carry the noise of the last few batches; an average over the final steps
+(Polyak averaging, timm's `--model-ema`) often generalises a little better, for the cost of one `lerp` over the
+weights per step. On the demo's short run with its cosine decay to zero it changed nothing (docs/BENCHMARKS.md,
+eleventh session): it is for long runs. Only the embedder is averaged (the head is not exported), and
 only on rank 0, which writes the exported model and the replicated state (DDP keeps every rank's embedder equal).
 
 The decay warms up as min(decay, (1 + t) / (10 + t)) after t updates, so the random weights of the first steps
-carry no weight by the end of a short run. BatchNorm's running statistics are averaged with the weights (they were
-measured on the weights of their own step); integer buffers (batches tracked) are copied.
+carry no weight by the end of a short run; until the cap binds (after about 9 / (1 - decay) updates) the average
+spans roughly the last ninth of the steps so far. BatchNorm's running statistics are averaged with the weights
+(they were measured on the weights of their own step); integer buffers (batches tracked) are copied.
 """
 
 from __future__ import annotations
