@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import BadInput
-from embedder.evaluation import Verification, calibrate
+from embedder.evaluation import Verification, calibrate, identity_interval
 from embedder.layout import Calibration
 from embedder.sources import LabelledImage, list_images, write_manifest
 from embedder.spec import ModelSpec
@@ -68,6 +68,10 @@ class DemoReport:
     nearest_correct: float = float("nan")
     unknown_rejected: float = float("nan")
     rank1_at_fpir_5pct: float = float("nan")  # the "rank-1 and rejection >= 0.95", threshold-free
+    # 95% intervals over resampled identities (embedder.evaluation.identity_interval): how far the figures above
+    # would move on another draw of as many people
+    rank1_interval: tuple[float, float] = (float("nan"), float("nan"))
+    rejected_interval: tuple[float, float] = (float("nan"), float("nan"))
     ingest: IngestSummary | None = None
     train_seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
@@ -88,6 +92,8 @@ class DemoReport:
             f"  enrolled probes identified correctly (rank-1, above threshold): {self.rank1:.3f}"
             f"  (nearest gallery identity correct: {self.nearest_correct:.3f})",
             f"  unknown probes rejected: {self.unknown_rejected:.3f}",
+            f"  95% intervals over resampled identities: rank-1 {self.rank1_interval[0]:.3f}-"
+            f"{self.rank1_interval[1]:.3f}, rejected {self.rejected_interval[0]:.3f}-{self.rejected_interval[1]:.3f}",
             f"  separation: at the score that rejects 95% of these unknown probes, rank-1 {self.rank1_at_fpir_5pct:.3f}"
             " (TPIR at FPIR 5%)",
         ]
@@ -231,11 +237,15 @@ def run_demo(
         known = _decisions(service, split.known_probes, bar)
         unknown = _decisions(service, split.unknown_probes, bar)
     service.close()
-    report.rank1 = float(np.mean([d.identity == p.identity for d, p in zip(known, split.known_probes, strict=True)]))
+    identified = np.array([d.identity == p.identity for d, p in zip(known, split.known_probes, strict=True)])
+    report.rank1 = float(np.mean(identified))
     nearest_right = np.array([bool(d.candidates) and d.candidates[0].identity == p.identity
                               for d, p in zip(known, split.known_probes, strict=True)])
     report.nearest_correct = float(np.mean(nearest_right))
-    report.unknown_rejected = float(np.mean([not d.is_match for d in unknown]))
+    rejected = np.array([not d.is_match for d in unknown])
+    report.unknown_rejected = float(np.mean(rejected))
+    report.rank1_interval = identity_interval(identified, [p.identity for p in split.known_probes], seed=seed)
+    report.rejected_interval = identity_interval(rejected, [p.identity for p in split.unknown_probes], seed=seed)
     # the same probes judged at a threshold set on them afterwards: what the model separates, whatever the
     # calibration set's threshold happened to be (docs/BENCHMARKS.md, "the threshold was the fragile part")
     trials = Trials(nonmated=np.array([d.score for d in unknown]), mated_right=nearest_right,

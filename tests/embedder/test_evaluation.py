@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from embedder.evaluation import best_threshold, kfold_accuracy, pair_scores, sample_pairs, threshold_at_far
+from common.errors import BadInput
+from embedder.evaluation import (
+    best_threshold,
+    identity_interval,
+    kfold_accuracy,
+    pair_scores,
+    sample_pairs,
+    threshold_at_far,
+)
 
 
 def test_threshold_at_far_accepts_no_more_impostors_than_asked():
@@ -51,3 +59,21 @@ def test_tar_only_where_the_data_resolves_the_far(tmp_path):
     assert 0.9 < tars[1e-2] <= 1.0
     png = plot_roc(scores, same, tmp_path / "roc.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_identity_interval_resamples_people_not_photos():
+    # 50 people with 10 photos each; 10 people fail on every photo: the misses come in whole identities
+    identities = np.repeat([f"p{i}" for i in range(50)], 10)
+    hits = np.repeat(np.arange(50) >= 10, 10)
+    low, high = identity_interval(hits, identities)
+    assert low < 0.8 < high and high - low > 0.15  # a binomial interval over 500 photos would be ~0.07 wide
+    shuffled = np.random.default_rng(0).permutation(hits)  # the same misses spread over everyone
+    low_spread, high_spread = identity_interval(shuffled, identities)
+    assert high_spread - low_spread < (high - low) / 1.5
+    assert identity_interval(hits, identities) == (low, high)  # seeded
+    assert identity_interval(np.ones(500, bool), identities) == (1.0, 1.0)
+
+
+def test_identity_interval_needs_one_identity_per_probe():
+    with pytest.raises(BadInput, match="one identity per probe"):
+        identity_interval(np.ones(3, bool), ["a", "b"])

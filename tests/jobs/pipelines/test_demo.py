@@ -83,5 +83,8 @@ def test_the_demo_runs_end_to_end_and_shows_progress_and_a_report_not_rays_logs(
     rank1, nearest = figure(report, "above threshold):"), figure(report, "nearest gallery identity correct:")
     rejected, separation = figure(report, "unknown probes rejected:"), figure(report, "unknown probes, rank-1")
     assert 0.0 <= rank1 <= nearest <= 1.0 and 0.0 <= rejected <= 1.0 and 0.0 <= separation <= nearest
+    low1, high1, low2, high2 = map(float, re.search(
+        r"resampled identities: rank-1 ([0-9.]+)-([0-9.]+), rejected ([0-9.]+)-([0-9.]+)", report).groups())
+    assert low1 <= rank1 <= high1 and low2 <= rejected <= high2
     assert -1.0 <= figure(report, "threshold: cosine") <= 1.0
     assert (tmp_path / "demo" / "model" / "calibration.json").is_file()
