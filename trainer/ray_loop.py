@@ -210,6 +210,9 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
     if aligned != config.spec:
         config = replace(config, spec=aligned)
         note = (note + "; " if note else "") + "shards hold aligned faces: the model's spec says five_point"
+    if config.average_decay:
+        note = (note + "; " if note else "") + (f"the exported weights are their moving average (decay up to "
+                                                f"{config.average_decay:g}), not the last step's")
     board = ProgressBoard.remote() if on_progress is not None else None
     datasets, rows = {}, 0
     if is_shard_dir(config.data):

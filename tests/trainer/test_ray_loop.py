@@ -34,7 +34,8 @@ def test_fit_trains_and_exports_an_embedder(ray_local, tmp_path):
     saved = sorted(p.name for p in (tmp_path / "runs" / "t").rglob(HISTORY_FILE))
     assert len(saved) <= 2  # keep-last-2 checkpoints
     assert json.loads(next((tmp_path / "runs" / "t").rglob(HISTORY_FILE)).read_text())["classes"] == 6
-    # the exported weights are the run's average, not its last step's
+    # the exported weights are the run's average, not its last step's, and the run's note says so
+    assert "moving average (decay up to 0.9)" in result.note
     last = max(p for p in (tmp_path / "runs" / "t").glob("checkpoint_*") if p.is_dir())
     state = torch.load(last / STATE_FILE, weights_only=False)
     exported = model.state_dict()
