@@ -37,7 +37,10 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, tmp_path):
                 workers = list_actors(address=address,  # this test's Ray, even when another runs on the machine
                                       filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
                 if workers:
-                    os.kill(workers[0].pid, signal.SIGKILL)
+                    try:
+                        os.kill(workers[0].pid, signal.SIGKILL)
+                    except ProcessLookupError:  # it ended between the listing and the kill: look again
+                        continue
                     killed.append(workers[0].pid)
             time.sleep(0.2)
 
