@@ -17,23 +17,26 @@ from embedder.model import FaceEmbedder
 from embedder.spec import ModelSpec
 
 
-def weights_version(model: FaceEmbedder) -> str:
-    """A version string that changes whenever the weights do: backbone, size and a hash of the tensors."""
+def weights_version(spec: ModelSpec, weights: dict[str, torch.Tensor]) -> str:
+    """A version string that changes whenever the weights (a CPU state dict) do: backbone, size and a hash of the
+    tensors."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(weights.items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return f"{model.spec.backbone}-d{model.spec.embedding_size}-{digest.hexdigest()[:12]}"
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return f"{spec.backbone}-d{spec.embedding_size}-{digest.hexdigest()[:12]}"
 
 
 def save_embedder(model: FaceEmbedder, directory: str | Path) -> ModelSpec:
     """Write weights (as CPU tensors) and spec; the spec's version is stamped from the weights. Returns the stamped
     spec. The model itself is left as it was: the training loop saves its live embedder at each epoch's end, and
-    moving it to the CPU or into eval mode there would break the next epoch's steps on a GPU."""
+    moving it to the CPU or into eval mode there would break the next epoch's steps on a GPU. The weights are copied
+    to the CPU once, for both the hash and the file."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    spec = model.spec.with_version(weights_version(model))
-    torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, directory / WEIGHTS_FILE)
+    weights = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    spec = model.spec.with_version(weights_version(model.spec, weights))
+    torch.save(weights, directory / WEIGHTS_FILE)
     spec.save(directory)
     return spec
 
