@@ -190,7 +190,7 @@ class TrainResult:
     history: list[dict]
     skipped: list[tuple[str, str]]
     seconds: float
-    note: str = ""  # how the backbone was built (output stride), for the run's report
+    note: str = ""  # how the backbone was built (output stride, shards), what was exported: for the run's report
 
 
 def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: str | None = None,
@@ -202,17 +202,18 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
     `on_progress` is called on this thread with rank 0's latest progress (trainer/progress.py) while it runs.
     """
     started = time.perf_counter()
-    note = ""
+    notes = []
     if config.output_stride:
-        spec, note = with_output_stride(config.spec, config.output_stride)
+        spec, built = with_output_stride(config.spec, config.output_stride)
         config = replace(config, spec=spec)
+        notes.append(built)
     aligned = shard_spec(config.spec, config.data) if is_shard_dir(config.data) else config.spec
     if aligned != config.spec:
         config = replace(config, spec=aligned)
-        note = (note + "; " if note else "") + "shards hold aligned faces: the model's spec says five_point"
+        notes.append("shards hold aligned faces: the model's spec says five_point")
     if config.average_decay:
-        note = (note + "; " if note else "") + (f"the exported weights are their moving average (decay up to "
-                                                f"{config.average_decay:g}), not the last step's")
+        notes.append(f"the exported weights are their moving average (decay up to {config.average_decay:g}), not "
+                     "the last step's")
     board = ProgressBoard.remote() if on_progress is not None else None
     datasets, rows = {}, 0
     if is_shard_dir(config.data):
@@ -244,4 +245,4 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
         record = json.loads((Path(directory) / HISTORY_FILE).read_text())
     save_embedder(model, output)
     return TrainResult(Path(output), record["history"], [tuple(s) for s in record["skipped"]],
-                       time.perf_counter() - started, note)
+                       time.perf_counter() - started, "; ".join(n for n in notes if n))
