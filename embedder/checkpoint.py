@@ -34,7 +34,9 @@ def save_embedder(model: FaceEmbedder, directory: str | Path) -> ModelSpec:
     to the CPU once, for both the hash and the file."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    # contiguous: the file holds the same bytes whatever layout the model ran in (embedder/model.py)
+    weights = {name: tensor.detach().to("cpu", memory_format=torch.contiguous_format)
+               for name, tensor in model.state_dict().items()}
     spec = model.spec.with_version(weights_version(model.spec, weights))
     torch.save(weights, directory / WEIGHTS_FILE)
     spec.save(directory)

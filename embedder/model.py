@@ -7,6 +7,11 @@ A backbone built with timm's `global_pool=""` (in the spec's backbone_args) hand
 instead of the channel means, and the neck flattens it, as insightface's iResNets do with their 7x7 map: the linear
 layer then learns a weight per position, so where on the face a feature fires (eye, mouth) is not averaged away.
 The map's size follows from input_size, which the spec fixes.
+
+Convolutions run in the channels-last (NHWC) layout by default: oneDNN on CPUs and cuDNN on GPUs pick faster
+kernels for it, and on the demo's CPU model a training step took about 0.85 of the time and a forward about 0.75
+(docs/BENCHMARKS.md, twelfth session). The layout is a property of the tensors, not of the weights: a model saved
+in either loads into either.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ class EmbeddingNeck(nn.Module):
 
 
 class FaceEmbedder(nn.Module):
-    """Backbone + neck. forward() returns raw embeddings; embed() returns L2-normalised ones."""
+    """Backbone + neck. forward() returns raw embeddings; embed() returns L2-normalised ones. channels_last=False
+    keeps PyTorch's default NCHW layout, which reproduces a run from before the layout changed bit for bit."""
 
-    def __init__(self, spec: ModelSpec, dropout: float = 0.0, backbone_weights: str | Path | None = None) -> None:
+    def __init__(self, spec: ModelSpec, dropout: float = 0.0, backbone_weights: str | Path | None = None, *,
+                 channels_last: bool = True) -> None:
         super().__init__()
         self.spec = spec
         try:
@@ -52,8 +59,13 @@ class FaceEmbedder(nn.Module):
         if backbone_weights is not None:
             load_backbone_weights(self.backbone, backbone_weights)
         self.neck = EmbeddingNeck(_output_width(self.backbone, spec), spec.embedding_size, dropout)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # 4-d weights only; .to(device) later keeps it
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.neck(self.backbone(images))
 
     @torch.no_grad()

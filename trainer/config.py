@@ -46,6 +46,8 @@ class TrainConfig:
     random_erase: float = _opt(0.0, "augmentation: share of images given one random occluding patch (0: off)")
     workers: int = _opt(1, "training workers (one GPU each with --gpu)")
     gpu: bool = _opt(False, "one GPU per worker (bf16 autocast unless --precision fp32)")
+    channels_last: bool = _opt(True, "NHWC layout for the convolutions: faster kernels on CPUs and GPUs (off: NCHW, "
+                                     "as runs before it)")
     precision: str = _opt("auto", "autocast: auto is bf16 on GPUs and fp32 on CPUs", choices=("auto", "bf16", "fp32"))
     cpus_per_worker: int = _opt(1, "CPUs (and torch threads) per worker")
     seed: int = _opt(0, "random seed: sampling, augmentation, initialisation")

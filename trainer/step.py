@@ -33,7 +33,8 @@ class TrainModule(nn.Module):
 def build_module(config: TrainConfig, classes: int, *, rank: int = 0, world: int = 1) -> TrainModule:
     """The embedder and margin head a TrainConfig describes, built in one place so that the Ray worker and the
     benchmarks that time its step train the same module (the config's head, scale, margins, dropout)."""
-    embedder = FaceEmbedder(config.spec, dropout=config.dropout, backbone_weights=config.backbone_weights)
+    embedder = FaceEmbedder(config.spec, dropout=config.dropout, backbone_weights=config.backbone_weights,
+                            channels_last=config.channels_last)
     head = build_head(config.head, config.spec.embedding_size, classes, s=config.scale,
                       margins=config.margins or None, rank=rank, world_size=world, sample_rate=config.sample_rate)
     return TrainModule(embedder, head)

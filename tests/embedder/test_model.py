@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedder.checkpoint import Calibration, load_embedder, save_embedder
+from embedder.checkpoint import WEIGHTS_FILE, Calibration, load_embedder, save_embedder
 from embedder.embed import TorchEmbedder
 from embedder.errors import ModelError
 from embedder.model import FaceEmbedder, with_output_stride
@@ -36,6 +36,24 @@ def test_saving_leaves_a_training_model_as_it_was(tmp_path, tiny_spec):
     model = FaceEmbedder(tiny_spec).train()  # the training loop saves its live embedder at each epoch's end
     spec = save_embedder(model, tmp_path)
     assert model.training and model.spec == tiny_spec and spec.version
+
+
+def test_either_layout_gives_the_same_embeddings_and_the_same_file(tmp_path, tiny_spec):
+    torch.manual_seed(2)
+    nhwc = FaceEmbedder(tiny_spec).eval()
+    nchw = FaceEmbedder(tiny_spec, channels_last=False).eval()
+    nchw.load_state_dict(nhwc.state_dict())
+    def convs(model):  # 3x3 and larger: a 1x1 kernel is contiguous in both layouts
+        return [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight[0, 0].numel() > 1]
+
+    assert convs(nhwc) and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs(nhwc))
+    assert not any(w.is_contiguous(memory_format=torch.channels_last) for w in convs(nchw))
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(nhwc.embed(x), nchw.embed(x), atol=1e-5, rtol=1e-4)
+    # the file holds plain contiguous tensors, so the version does not depend on the layout the model ran in
+    assert save_embedder(nhwc, tmp_path / "a").version == save_embedder(nchw, tmp_path / "b").version
+    saved = torch.load(tmp_path / "a" / WEIGHTS_FILE, weights_only=True)
+    assert all(t.is_contiguous() for t in saved.values())
 
 
 def test_embedder_returns_unit_vectors_in_batches(tiny_model_dir):

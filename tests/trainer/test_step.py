@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,5 @@ def test_build_module_follows_the_config(tiny_spec):
     assert (head.s, head.m1, head.m2, head.m3) == (30.0, 1.0, 0.0, 0.25)
     assert head.weight.shape[0] == 7
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in module.embedder.modules())
+    assert module.embedder.channels_last
+    assert not build_module(replace(config, channels_last=False), classes=7).embedder.channels_last
