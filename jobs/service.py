@@ -52,6 +52,15 @@ def carry_rejections(row: FaceRow, stored: dict | None) -> FaceRow:
     return replace(row, metadata={**row.metadata, "rejected_from": others}) if others else row
 
 
+def check_rejections(rows: list[FaceRow], stored: dict[int, dict]) -> list[tuple[FaceRow, bool]]:
+    """Each row as it may overwrite its stored face (carrying the face's other rejections), and whether a person
+    took that face out of the row's own identity. `stored` maps face ids to their metadata. The one rule for both
+    writers, which differ only in what they do with such a row: ingestion skips it with the reason, enrollment
+    refuses it unless told to proceed."""
+    return [(carry_rejections(row, stored.get(row.face_id)), row.identity in rejected_from(stored.get(row.face_id)))
+            for row in rows]
+
+
 def purge_expired(index: FaceIndex, archive: FaceArchive | None, now: float | None = None) -> int:
     """Delete the unlabelled faces kept from searches whose retention has passed (their metadata's expires_at),
     from the archive (a tombstone first, as every delete) and from the store; returns how many."""
@@ -339,15 +348,12 @@ class IdentityService:
         """A photo's face id derives from the identity and the photo, so enrolling a photo again reaches the face
         stored for it. If a person said that face is not `identity`, it is a Conflict unless `proceed`, whatever
         the face is named since (as promotion and ingestion do); the face's other rejections stay with it."""
-        stored = self.index.stored_metadata([r.face_id for r in rows], strong=True)
-        kept = []
-        for row in rows:
-            metadata = stored.get(row.face_id)
-            if identity in rejected_from(metadata) and not proceed:
-                raise Conflict(f"{row.source.removeprefix('api:')}: this face was rejected from {identity!r} "
-                               "(not this person); say proceed to enroll it anyway")
-            kept.append(carry_rejections(row, metadata))
-        return kept
+        checked = check_rejections(rows, self.index.stored_metadata([r.face_id for r in rows], strong=True))
+        refused = next((row for row, rejected in checked if rejected), None)
+        if refused is not None and not proceed:
+            raise Conflict(f"{refused.source.removeprefix('api:')}: this face was rejected from {identity!r} "
+                           "(not this person); say proceed to enroll it anyway")
+        return [row for row, _ in checked]
 
     def identity(self, identity: str) -> list[dict]:
         return self.index.faces_of(identity)

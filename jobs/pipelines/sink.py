@@ -57,17 +57,15 @@ def keep_rejections(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[s
     reason (enrolling the photo with `proceed` is how to put it back), and every other row carries the face's
     stored rejections into its metadata, so the upsert does not erase them. One read of the batch's ids, without
     vectors."""
-    from jobs.service import carry_rejections, rejected_from  # the curation record's one reader and writer
+    from jobs.service import check_rejections  # the curation record's one reader and writer
 
-    stored = index.stored_metadata([r.face_id for r in rows]) if rows else {}
     kept = []
-    for row in rows:
-        metadata = stored.get(row.face_id)
-        if row.identity in rejected_from(metadata):
+    for row, rejected in check_rejections(rows, index.stored_metadata([r.face_id for r in rows]) if rows else {}):
+        if rejected:
             skipped.append((row.source, f"rejected from {row.identity!r} (not this person): enroll the photo "
                                         "with proceed to put it back"))
-            continue
-        kept.append(carry_rejections(row, metadata))
+        else:
+            kept.append(row)
     return kept
 
 
