@@ -48,7 +48,8 @@ class TrainConfig:
     gpu: bool = _opt(False, "one GPU per worker (bf16 autocast unless --precision fp32)")
     channels_last: bool = _opt(True, "NHWC layout for the convolutions: faster kernels on CPUs and GPUs (off: NCHW, "
                                      "as runs before it)")
-    precision: str = _opt("auto", "autocast: auto is bf16 on GPUs and fp32 on CPUs", choices=("auto", "bf16", "fp32"))
+    precision: str = _opt("auto", "autocast: auto is bf16 on GPUs and on CPUs with bf16 units (AVX512-BF16, AMX), "
+                                  "fp32 elsewhere", choices=("auto", "bf16", "fp32"))
     cpus_per_worker: int = _opt(1, "CPUs (and torch threads) per worker")
     seed: int = _opt(0, "random seed: sampling, augmentation, initialisation")
     log_every: int = _opt(20, "steps between progress updates (0: only at epoch ends)")

@@ -114,6 +114,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "steps": len(losses),
             "skipped_images": len(skipped),
             "resumed_at_step": first or None,
+            "precision": "bf16" if autocast is torch.bfloat16 else "fp32",
         })
         _report(rank, history[-1], train_module, optimizer, Position(epoch + 1, 0), history, feed, with_model=True,
                 skipped=skipped, average=average)
@@ -244,5 +245,7 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
         model = load_embedder(directory)
         record = json.loads((Path(directory) / HISTORY_FILE).read_text())
     save_embedder(model, output)
+    if config.precision == "auto" and not config.gpu and (record["history"] or [{}])[-1].get("precision") == "bf16":
+        notes.append("trained under bf16 autocast: this CPU computes bf16 natively (--precision fp32 for fp32)")
     return TrainResult(Path(output), record["history"], [tuple(s) for s in record["skipped"]],
                        time.perf_counter() - started, "; ".join(n for n in notes if n))

@@ -74,6 +74,7 @@ class DemoReport:
     rejected_interval: tuple[float, float] = (float("nan"), float("nan"))
     ingest: IngestSummary | None = None
     train_seconds: float = 0.0
+    train_precision: str = "fp32"  # bf16 where the CPU computes it natively (trainer/step.py: autocast_dtype)
     stages: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -81,7 +82,8 @@ class DemoReport:
         v, c = self.verification, self.calibration
         counts = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in self.counts.items())
         out = ["arcmatch demo report", f"  images: {counts}",
-               f"  training loss: {self.loss_start:.3f} -> {self.loss_end:.3f} ({self.train_seconds:.0f} s)"]
+               f"  training loss: {self.loss_start:.3f} -> {self.loss_end:.3f} ({self.train_seconds:.0f} s, "
+               f"{self.train_precision})"]
         if v is not None:
             out.append(f"  verification on held-out pairs: {100 * v.accuracy_mean:.2f}% +- {100 * v.accuracy_std:.2f} "
                        f"({v.folds}-fold), ROC AUC {v.auc:.4f}")
@@ -262,6 +264,7 @@ def _train(config: TrainConfig, workdir: Path, report: DemoReport, console: Cons
         result = fit(config, workdir / "model", storage=workdir / "runs", on_progress=bar.show_training)
     report.loss_start, report.loss_end = result.history[0]["loss"], result.history[-1]["loss"]
     report.train_seconds = result.seconds
+    report.train_precision = result.history[-1].get("precision", "fp32")
 
 
 def _decisions(service: IdentityService, probes: list[LabelledImage], bar, batch: int = 64):

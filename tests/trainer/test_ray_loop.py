@@ -14,6 +14,7 @@ from trainer.config import TrainConfig
 from trainer.ray_loop import HISTORY_FILE, fit
 from trainer.shards import write_shards
 from trainer.state import STATE_FILE
+from trainer.step import cpu_has_native_bf16
 from trainer.synthetic import write_dataset
 
 
@@ -36,6 +37,10 @@ def test_fit_trains_and_exports_an_embedder(ray_local, tmp_path):
     assert json.loads(next((tmp_path / "runs" / "t").rglob(HISTORY_FILE)).read_text())["classes"] == 6
     # the exported weights are the run's average, not its last step's, and the run's note says so
     assert "moving average (decay up to 0.9)" in result.note
+    # precision auto: bf16 where this CPU computes it natively, and the history and the note say which
+    native = cpu_has_native_bf16()
+    assert {h["precision"] for h in result.history} == {"bf16" if native else "fp32"}
+    assert ("trained under bf16 autocast" in result.note) == native
     last = max(p for p in (tmp_path / "runs" / "t").glob("checkpoint_*") if p.is_dir())
     state = torch.load(last / STATE_FILE, weights_only=False)
     exported = model.state_dict()
@@ -59,6 +64,7 @@ def test_two_workers_stream_parquet_shards_with_a_sharded_head(ray_local, tmp_pa
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert all(np.isfinite(h["loss"]) and 1 <= h["steps"] <= 5 for h in result.history)
     assert [path for path, _ in result.skipped] == [str(tmp_path / "data" / "person_00001" / "broken.jpg")]
+    assert {h["precision"] for h in result.history} == {"bf16"} and "bf16" not in result.note  # asked for
     checkpoint = max(p for p in (tmp_path / "runs" / "s").glob("checkpoint_*") if p.is_dir())
     assert sorted(p.name for p in checkpoint.glob("head_*.pt")) == ["head_000000000_000000003.pt",
                                                                    "head_000000003_000000005.pt"]

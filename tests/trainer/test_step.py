@@ -14,6 +14,7 @@ from trainer.step import (
     build_module,
     build_optimizer,
     build_scheduler,
+    cpu_has_native_bf16,
     make_batch,
     train_step,
 )
@@ -106,8 +107,11 @@ def test_make_batch_erases_only_when_asked(tiny_spec):
         TrainConfig(data="unused", spec=tiny_spec, random_erase=1.5)
 
 
-def test_precision_picks_bf16_on_gpus_unless_told():
-    assert autocast_dtype("auto", "cuda") is torch.bfloat16 and autocast_dtype("auto", "cpu") is None
+def test_precision_picks_bf16_where_the_hardware_computes_it_unless_told():
+    assert autocast_dtype("auto", "cuda") is torch.bfloat16
+    assert autocast_dtype("auto", "cpu", native_cpu_bf16=True) is torch.bfloat16
+    assert autocast_dtype("auto", "cpu", native_cpu_bf16=False) is None
+    assert autocast_dtype("auto", "cpu") is (torch.bfloat16 if cpu_has_native_bf16() else None)
     assert autocast_dtype("bf16", "cpu") is torch.bfloat16 and autocast_dtype("fp32", "cuda") is None
     with pytest.raises(BadInput, match="precision"):
         TrainConfig(data="unused", spec=None, precision="fp16")

@@ -10,6 +10,7 @@ import pytest
 from embedder.sources import LabelledImage, list_images
 from jobs.pipelines.demo import SIZES, draw_synthetic, split_identities, training_config
 from tests.helpers import run_cli
+from trainer.step import cpu_has_native_bf16
 
 
 def test_split_keeps_identity_groups_disjoint():
@@ -78,6 +79,7 @@ def test_the_demo_runs_end_to_end_and_shows_progress_and_a_report_not_rays_logs(
     report, tiny = result.stdout, SIZES["tiny"]
     loss = next(line for line in report.splitlines() if "training loss:" in line)
     assert np.isfinite(figure(loss, "training loss:")) and np.isfinite(figure(loss, "->"))
+    assert loss.endswith(" s, bf16)" if cpu_has_native_bf16() else " s, fp32)")  # what auto chose on this CPU
     assert figure(report, "rows in collection") == tiny.enrolled_identities * tiny.gallery_images
     assert figure(report, "skipped") == 0
     rank1, nearest = figure(report, "above threshold):"), figure(report, "nearest gallery identity correct:")
