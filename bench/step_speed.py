@@ -67,7 +67,8 @@ def main() -> None:
         for i, (config, module, optimizer, scheduler) in enumerate(built):
             n = config.batch_size
             images = rng.integers(0, 256, (n, *config.spec.input_size, 3), dtype=np.uint8)
-            x, y = make_batch(images, rng.integers(0, CLASSES, n), config.spec, rng)
+            x, y = make_batch(images, rng.integers(0, CLASSES, n), config.spec, rng,
+                              channels_last=config.channels_last)
             autocast = autocast_dtype(config.precision, "cpu")
             train_step(module, optimizer, scheduler, x, y, autocast_dtype=autocast)
             started = time.perf_counter()
@@ -83,7 +84,7 @@ def main() -> None:
 
 def forward_rate(embedder, config: TrainConfig, rng: np.random.Generator, batch: int = 256, repeats: int = 3) -> float:
     images = rng.integers(0, 256, (batch, *config.spec.input_size, 3), dtype=np.uint8)
-    x, _ = make_batch(images, np.zeros(batch, dtype=np.int64), config.spec, rng)
+    x, _ = make_batch(images, np.zeros(batch, dtype=np.int64), config.spec, rng, channels_last=config.channels_last)
     embedder.eval()
     with torch.inference_mode():
         embedder.embed(x)

@@ -33,6 +33,7 @@ class Embedder:
     calibration: Calibration | None
     batch_size: int
     flip_tta: bool = False  # force flip-TTA for evaluation, whatever the spec says
+    channels_last: bool = False  # the network takes (N, 3, H, W) batches laid out NHWC in memory (normalize_batch)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -42,10 +43,10 @@ class Embedder:
             return np.zeros((0, self.spec.embedding_size), dtype=np.float32)
         out = []
         for start in range(0, len(images), self.batch_size):
-            x = normalize_batch(images[start : start + self.batch_size], self.spec)
+            x = normalize_batch(images[start : start + self.batch_size], self.spec, channels_last=self.channels_last)
             raw = self._forward(x)
             if self.spec.flip_tta or self.flip_tta:
-                raw = raw + self._forward(np.ascontiguousarray(x[..., ::-1]))
+                raw = raw + self._forward(x[..., ::-1].copy(order="K"))  # the mirror image, in x's memory layout
             out.append(raw)
         vectors = np.concatenate(out)
         if vectors.shape[1] != self.spec.embedding_size:

@@ -27,6 +27,7 @@ class TorchEmbedder(Embedder):
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.channels_last = model.channels_last
         self.batch_size = batch_size
         self.calibration = calibration
 

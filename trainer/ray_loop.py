@@ -86,7 +86,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         rng = np.random.default_rng([config.seed, rank, epoch, first])
         losses, accuracies, started = [], [], time.perf_counter()
         for step, (images, labels) in enumerate(feed.epoch(epoch, first), start=first):
-            x, y = make_batch(images, labels, config.spec, rng, shift=config.random_shift, erase=config.random_erase)
+            x, y = make_batch(images, labels, config.spec, rng, shift=config.random_shift, erase=config.random_erase,
+                              channels_last=config.channels_last)
             loss, acc = train_step(module, optimizer, scheduler, x.to(device), y.to(device),
                                    autocast_dtype=autocast, clip_grad_norm=config.clip_grad_norm)
             if average is not None:

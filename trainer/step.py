@@ -48,10 +48,13 @@ def make_batch(
     *,
     shift: float = 0.0,
     erase: float = 0.0,
+    channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images -> normalised float input, augmented as aligned faces tolerate: random horizontal flips; with
     shift > 0, a random translation of up to shift x the side (a random crop of the edge-padded image); with
-    erase > 0, that share of the images gets one random occluding patch (`random_erase`)."""
+    erase > 0, that share of the images gets one random occluding patch (`random_erase`). channels_last: the
+    tensor is laid out NHWC in memory, as a channels-last model takes it without a copy (an NCHW model must not
+    get it: a convolution runs channels-last when either its input or its weight is)."""
     flip = rng.random(len(images)) < 0.5
     images = images.copy()
     images[flip] = images[flip, :, ::-1]
@@ -59,7 +62,7 @@ def make_batch(
         images = random_shift(images, shift, rng)
     if erase > 0:
         random_erase(images, erase, rng)
-    x = torch.from_numpy(normalize_batch(images, spec))
+    x = torch.from_numpy(normalize_batch(images, spec, channels_last=channels_last))
     return x, torch.from_numpy(labels)
 
 

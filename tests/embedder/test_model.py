@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -54,6 +56,17 @@ def test_either_layout_gives_the_same_embeddings_and_the_same_file(tmp_path, tin
     assert save_embedder(nhwc, tmp_path / "a").version == save_embedder(nchw, tmp_path / "b").version
     saved = torch.load(tmp_path / "a" / WEIGHTS_FILE, weights_only=True)
     assert all(t.is_contiguous() for t in saved.values())
+
+
+def test_the_embedder_feeds_either_layout_alike_mirror_images_included(tiny_spec):
+    torch.manual_seed(3)
+    spec = replace(tiny_spec, flip_tta=True)
+    nhwc, nchw = FaceEmbedder(spec), FaceEmbedder(spec, channels_last=False)
+    nchw.load_state_dict(nhwc.state_dict())
+    fast, plain = TorchEmbedder(nhwc), TorchEmbedder(nchw)
+    assert fast.channels_last and not plain.channels_last
+    images = np.random.default_rng(3).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(fast.embed(images), plain.embed(images), atol=1e-5)
 
 
 def test_embedder_returns_unit_vectors_in_batches(tiny_model_dir):

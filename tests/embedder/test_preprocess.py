@@ -85,3 +85,17 @@ def test_normalize_batch_layout_and_bgr():
     x = normalize_batch(batch, spec)
     assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
     assert (x[0, 2] == 1.0).all() and (x[0, 0] == 0.0).all()  # red lands in the last channel for BGR
+
+
+def test_a_channels_last_batch_holds_the_same_values_laid_out_for_torch():
+    import torch
+
+    spec = ModelSpec("r", input_size=(8, 8), mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), channel_order="BGR")
+    batch = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    plain, nhwc = normalize_batch(batch, spec), normalize_batch(batch, spec, channels_last=True)
+    assert plain.flags["C_CONTIGUOUS"] and np.array_equal(plain, nhwc)
+    assert torch.from_numpy(nhwc).is_contiguous(memory_format=torch.channels_last)
+    # the arithmetic of earlier releases, bit for bit: (x / 255 - mean) / std in float32
+    x = batch[..., ::-1].astype(np.float32) / 255.0
+    expected = ((x - np.float32([0.5, 0.4, 0.3])) / np.float32([0.2, 0.3, 0.4])).transpose(0, 3, 1, 2)
+    assert np.array_equal(plain, expected)
