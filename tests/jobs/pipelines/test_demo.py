@@ -10,6 +10,7 @@ import pytest
 from embedder.sources import LabelledImage, list_images
 from jobs.pipelines.demo import SIZES, draw_synthetic, split_identities, training_config
 from tests.helpers import run_cli
+from trainer.config import read_config_file
 from trainer.step import cpu_has_native_bf16
 
 
@@ -47,7 +48,8 @@ def test_training_identities_can_have_more_photos_and_the_held_out_groups_stay_t
 def test_training_follows_the_demo_config_then_the_size_then_a_spec(tmp_path, tiny_spec):
     """What `run_demo(size=..., spec=...)` trains (bench/demo_budget.py runs its budgets through it)."""
     shipped = training_config(tmp_path / "train.csv", SIZES["default"], None, seed=3)
-    assert shipped.epochs == 5 and shipped.random_erase == 0.25 and shipped.seed == 3
+    demo = read_config_file("demo")
+    assert (shipped.epochs, shipped.random_erase) == (demo["epochs"], demo["random_erase"]) and shipped.seed == 3
     assert shipped.spec.backbone_args["global_pool"] == "" and shipped.data == str(tmp_path / "train.csv")
     tiny = training_config(tmp_path / "train.csv", SIZES["tiny"], tiny_spec, seed=0)
     assert tiny.spec == tiny_spec and (tiny.epochs, tiny.batch_size) == (2, 32) and tiny.weight_decay == 0.05
