@@ -124,7 +124,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX). There bf16 autocast trained the demo's
     model in 0.74-0.83 of fp32's time at the same accuracy (docs/BENCHMARKS.md, twelfth session); elsewhere oneDNN
-    emulates it, slower than fp32. The probes are torch's private ones: one a later torch lacks counts as no."""
+    emulates it, slower than fp32. The hardware probes are torch's private ones (one a later torch lacks counts as
+    no); torch must also be running its AVX-512 kernels, which ATEN_CPU_CAPABILITY=avx2 turns off (with it, a bf16
+    step of the demo's model ran at a tenth of fp32's speed here)."""
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 

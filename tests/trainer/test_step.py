@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -112,6 +115,14 @@ def test_precision_picks_bf16_where_the_hardware_computes_it_unless_told():
     assert autocast_dtype("auto", "cpu", native_cpu_bf16=True) is torch.bfloat16
     assert autocast_dtype("auto", "cpu", native_cpu_bf16=False) is None
     assert autocast_dtype("auto", "cpu") is (torch.bfloat16 if cpu_has_native_bf16() else None)
+
+
+def test_no_native_bf16_when_torch_runs_avx2_kernels():
+    """Held to AVX2 kernels, torch emulates bf16 (a tenth of fp32's speed), whatever units the CPU has."""
+    probe = "from trainer.step import cpu_has_native_bf16; print(cpu_has_native_bf16())"
+    held = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"})
+    assert held.stdout.strip() == "False"
     assert autocast_dtype("bf16", "cpu") is torch.bfloat16 and autocast_dtype("fp32", "cuda") is None
     with pytest.raises(BadInput, match="precision"):
         TrainConfig(data="unused", spec=None, precision="fp16")
