@@ -57,8 +57,11 @@ def check_rejections(rows: list[FaceRow], stored: dict[int, dict]) -> list[tuple
     took that face out of the row's own identity. `stored` maps face ids to their metadata. The one rule for both
     writers, which differ only in what they do with such a row: ingestion skips it with the reason, enrollment
     refuses it unless told to proceed."""
-    return [(carry_rejections(row, stored.get(row.face_id)), row.identity in rejected_from(stored.get(row.face_id)))
-            for row in rows]
+    checked = []
+    for row in rows:
+        metadata = stored.get(row.face_id)
+        checked.append((carry_rejections(row, metadata), row.identity in rejected_from(metadata)))
+    return checked
 
 
 def purge_expired(index: FaceIndex, archive: FaceArchive | None, now: float | None = None) -> int:
