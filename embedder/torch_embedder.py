@@ -27,13 +27,16 @@ class TorchEmbedder(Embedder):
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.channels_last = model.channels_last
         self.batch_size = batch_size
         self.calibration = calibration
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path, **kwargs) -> TorchEmbedder:
         return cls(load_embedder(directory), calibration=Calibration.load(directory), **kwargs)
+
+    @property
+    def channels_last(self) -> bool:  # the batches' layout follows the model's (normalize_batch)
+        return self.model.channels_last
 
     @property
     def spec(self) -> ModelSpec:
