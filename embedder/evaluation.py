@@ -154,15 +154,23 @@ def calibrate(
 
 
 def calibrate_vectors(
-    vectors: np.ndarray, labels: np.ndarray, target_far: float, seed: int = 0
+    vectors: np.ndarray, labels: np.ndarray, target_far: float | None, seed: int = 0, *,
+    threshold: float | None = None,
 ) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
-    """`calibrate` on embeddings already made (unit vectors and their identity labels)."""
+    """`calibrate` on embeddings already made (unit vectors and their identity labels). With `threshold` (chosen
+    some other way, e.g. for an FPIR: jobs/pipelines/demo.py) the pairs only measure FAR and TAR at it."""
+    if (target_far is None) == (threshold is None):
+        raise BadInput("calibration takes a target FAR or a threshold to measure, not both or neither")
     rng = np.random.default_rng(seed)
     pairs, same = sample_pairs(labels, 3000, 3000, rng)
     scores = pair_scores(vectors, pairs)
     verification = _verify(scores, same, rng.permutation(len(scores)) % 10)
     all_pairs, all_same = sample_pairs(labels, 10**6, 200_000, rng)
-    threshold, far, tar = threshold_at_far(pair_scores(vectors, all_pairs), all_same, target_far)
+    all_scores = pair_scores(vectors, all_pairs)
+    if threshold is None:
+        threshold, far, tar = threshold_at_far(all_scores, all_same, target_far)
+    else:
+        far, tar = float(np.mean(all_scores[~all_same] >= threshold)), float(np.mean(all_scores[all_same] >= threshold))
     return verification, Calibration(threshold, target_far, far, tar, len(all_pairs)), (scores, same)
 
 

@@ -16,13 +16,17 @@ CALIBRATION_FILE = "calibration.json"
 
 @dataclass(frozen=True)
 class Calibration:
-    """A cosine-similarity threshold (higher is closer), and how it was chosen."""
+    """A cosine-similarity threshold (higher is closer), and how it was chosen: for a pair false accept rate
+    (target_far), or for an identification rate in a gallery of a given shape (target_fpir, from `trials` open-set
+    trials; target_far is then None). measured_far and tar are the pairs' rates at the threshold either way."""
 
     threshold: float
-    target_far: float
+    target_far: float | None
     measured_far: float
     tar: float
     pairs: int
+    target_fpir: float | None = None
+    trials: int = 0
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")

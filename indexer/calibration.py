@@ -126,6 +126,41 @@ class Trials:
         return float((reject + (above.min() if len(above) else reject + SAME_SCORE)) / 2)
 
 
+def held_out_trials(vectors: np.ndarray, labels: np.ndarray, *, gallery_identities: int, photos: int,
+                    rounds: int = 20, seed: int = 0) -> Trials:
+    """The open-set trials of a gallery that is not built yet, from held-out identities (unit vectors + labels).
+
+    Each round enrols `gallery_identities` of them with `photos` random photos each; every photo of the others is
+    a non-mated trial, every other photo of the enrolled a mated one (scored, like a search, by its best gallery
+    face). Why: a threshold for a target FPIR read from these trials is one for the gallery's size and shape. A
+    pair FAR times the gallery's faces (the union bound) only caps FPIR; on the demo's synthetic faces it chose
+    thresholds whose FPIR was about half the target, at a cost of two points of rank-1 (docs/BENCHMARKS.md).
+    The rounds draw other galleries from the same people, so no one draw of enrolled people sets the figure.
+    """
+    labels = np.asarray(labels)
+    names = np.unique(labels)
+    if not 1 <= gallery_identities < len(names):
+        raise InvalidValue(f"a gallery of {gallery_identities} identities needs more held-out identities than "
+                           f"that (strangers to search with); there are {len(names)}")
+    if photos < 1 or rounds < 1:
+        raise InvalidValue(f"photos and rounds must be at least 1, got {photos} and {rounds}")
+    members = [np.flatnonzero(labels == name) for name in names]
+    rng = np.random.default_rng(seed)
+    nonmated, right, mated = [], [], []
+    for _ in range(rounds):
+        enrolled = rng.choice(len(names), gallery_identities, replace=False)
+        shuffled = [rng.permutation(members[i]) for i in enrolled]
+        gallery = np.concatenate([m[:photos] for m in shuffled])
+        probes = np.concatenate([m[photos:] for m in shuffled])
+        strangers = np.flatnonzero(~np.isin(labels, names[enrolled]))
+        nonmated.append((vectors[strangers] @ vectors[gallery].T).max(axis=1))
+        scores = vectors[probes] @ vectors[gallery].T
+        right.append(labels[gallery][scores.argmax(axis=1)] == labels[probes] if len(probes) else np.zeros(0, bool))
+        mated.append(scores.max(axis=1) if len(probes) else np.zeros(0))
+    return Trials(np.concatenate(nonmated).astype(np.float32), np.concatenate(right),
+                  np.concatenate(mated).astype(np.float32))
+
+
 def labelled_faces(index) -> tuple[np.ndarray, np.ndarray]:
     """(face ids, identities) of every face with an identity, in storage order."""
     ids, names = [], []

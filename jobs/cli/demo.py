@@ -15,7 +15,8 @@ def register(sub) -> None:
     p.add_argument("--size", default="default", choices=["default", "tiny"])
     p.add_argument("--far", type=float, help="pair false accept rate for the threshold (default: from --fpir)")
     p.add_argument("--fpir", type=float, default=0.02,
-                   help="target rate of unknown probes accepted; sets FAR = FPIR / gallery faces (default %(default)g)")
+                   help="target rate of unknown probes accepted, measured on galleries of the demo's shape "
+                        "made from the calibration identities (default %(default)g)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=demo)
 

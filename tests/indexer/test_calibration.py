@@ -4,7 +4,8 @@ computed by brute force in NumPy, on Milvus Lite and the server."""
 import numpy as np
 import pytest
 
-from indexer.calibration import TOP_K, GalleryCalibration, Trials, calibrate, store, stored
+from embedder.evaluation import calibrate_vectors
+from indexer.calibration import TOP_K, GalleryCalibration, Trials, calibrate, held_out_trials, store, stored
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED, face_id
 from indexer.store import FaceIndex, FaceRow
@@ -90,3 +91,42 @@ def test_one_identity_cannot_be_calibrated(index):
     index.flush()
     with pytest.raises(InvalidValue, match="at least two identities"):
         calibrate(index, 0.1)
+
+
+def vectors_of(rows: list[FaceRow]) -> tuple[np.ndarray, np.ndarray]:
+    return np.stack([r.vector for r in rows]), np.array([r.identity for r in rows])
+
+
+def test_held_out_trials_are_those_of_galleries_of_the_asked_shape():
+    vectors, labels = vectors_of(people(30, 5, spread=0.3))
+    trials = held_out_trials(vectors, labels, gallery_identities=10, photos=2, rounds=3)
+    assert len(trials.nonmated) == 3 * 20 * 5  # every photo of the 20 others, each round
+    assert len(trials.mated_right) == len(trials.mated_score) == 3 * 10 * 3  # the enrolled' other photos
+    assert trials.mated_right.all()  # well-separated people: each probe's best face is its own person's
+    assert trials.nonmated.max() < np.median(trials.mated_score)
+    again = held_out_trials(vectors, labels, gallery_identities=10, photos=2, rounds=3)
+    assert np.array_equal(trials.nonmated, again.nonmated)  # seeded
+
+
+def test_a_threshold_from_held_out_trials_holds_its_fpir_on_a_new_gallery_where_the_union_bound_overshoots():
+    """Calibrated on one crowd of people, applied to a gallery of others: the share of strangers accepted is near
+    the target. The pair FAR x gallery faces threshold (the union bound) accepts a tenth of it: a stranger's scores
+    against one person's photos rise and fall together, so the faces are not that many chances."""
+    held_vectors, held_labels = vectors_of(people(300, 5, spread=0.3))
+    trials = held_out_trials(held_vectors, held_labels, gallery_identities=40, photos=3, rounds=20)
+    threshold = trials.threshold_for(0.05)
+    new = people(440, 5, spread=0.3, seed=10, first=1000)
+    gallery = np.stack([r.vector for r in new[: 40 * 5] if int(r.source.split("/f")[1]) < 3])
+    strangers = np.stack([r.vector for r in new[40 * 5 :]])
+    best = (strangers @ gallery.T).max(axis=1)
+    assert 0.035 <= np.mean(best >= threshold) <= 0.065
+    union = calibrate_vectors(held_vectors, held_labels, 0.05 / len(gallery))[1].threshold
+    assert union > threshold and np.mean(best >= union) < 0.02
+
+
+@pytest.mark.parametrize(("enrolled", "photos", "rounds"), [(0, 2, 1), (30, 2, 1), (10, 0, 1), (10, 2, 0)],
+                         ids=["no-gallery", "no-strangers", "no-photos", "no-rounds"])
+def test_held_out_trials_refuse_a_gallery_they_cannot_make(enrolled, photos, rounds):
+    vectors, labels = vectors_of(people(30, 3, spread=0.3))
+    with pytest.raises(InvalidValue):
+        held_out_trials(vectors, labels, gallery_identities=enrolled, photos=photos, rounds=rounds)

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedder.layout import Calibration
 from embedder.sources import LabelledImage, list_images
-from jobs.pipelines.demo import SIZES, draw_synthetic, split_identities, training_config
+from jobs.pipelines.demo import SIZES, draw_synthetic, plan_groups, split_identities, training_config
 from tests.helpers import run_cli
 from trainer.config import read_config_file
 from trainer.step import cpu_has_native_bf16
@@ -26,6 +27,16 @@ def test_split_keeps_identity_groups_disjoint():
     assert len(split.gallery) == tiny.enrolled_identities * tiny.gallery_images
     small = split_identities(items[:60], tiny)  # 20 people: most stay for training
     assert len({i.identity for i in small.train}) >= 14
+
+
+def test_the_default_size_draws_exactly_its_groups_and_a_small_real_set_keeps_most_for_training():
+    size = SIZES["default"]
+    total = size.train_identities + size.calibration_identities + size.enrolled_identities + size.unknown_identities
+    groups = plan_groups({f"p{i}": 16 for i in range(total)}, size)
+    assert [len(g) for g in (groups.train, groups.calibration, groups.enrolled, groups.unknown)] == [
+        size.train_identities, size.calibration_identities, size.enrolled_identities, size.unknown_identities]
+    orl = plan_groups({f"s{i}": 10 for i in range(40)}, size)  # ORL's 40 people
+    assert len(orl.train) >= 24 and min(len(orl.calibration), len(orl.enrolled), len(orl.unknown)) >= 2
 
 
 def test_training_identities_can_have_more_photos_and_the_held_out_groups_stay_the_same(tmp_path):
@@ -91,4 +102,7 @@ def test_the_demo_runs_end_to_end_and_shows_progress_and_a_report_not_rays_logs(
         r"resampled identities: rank-1 ([0-9.]+)-([0-9.]+), rejected ([0-9.]+)-([0-9.]+)", report).groups())
     assert low1 <= rank1 <= high1 and low2 <= rejected <= high2
     assert -1.0 <= figure(report, "threshold: cosine") <= 1.0
-    assert (tmp_path / "demo" / "model" / "calibration.json").is_file()
+    saved = Calibration.load(tmp_path / "demo" / "model")  # chosen for the FPIR, in galleries of the demo's shape
+    assert saved.target_fpir == 0.02 and saved.target_far is None and saved.trials > 0
+    assert saved.threshold == pytest.approx(figure(report, "threshold: cosine"), abs=1e-4)
+    assert 0.0 <= figure(report, "there rank-1") <= 1.0
