@@ -65,8 +65,8 @@ def identity_interval(hits: np.ndarray, identities: np.ndarray | list[str], *, l
 
     Why identities and not probes: one person's photos succeed or fail together (a stranger who looks like an
     enrolled person has all of his photos accepted, an enrolled person with a poor gallery photo misses many), so
-    the probes are not independent and an interval over probes would be too narrow. On the demo's 50 enrolled and
-    50 unknown people it is several points wide: the third decimal of a printed rate says little about the model.
+    the probes are not independent and an interval over probes would be too narrow. On the demo's 50 enrolled
+    people it is several points wide: the third decimal of a printed rate says little about the model.
     """
     hits = np.asarray(hits, dtype=np.float64)
     names, group = np.unique(np.asarray(identities, dtype=str), return_inverse=True)
