@@ -133,9 +133,10 @@ def held_out_trials(vectors: np.ndarray, labels: np.ndarray, *, gallery_identiti
     Each round enrols `gallery_identities` of them with `photos` random photos each; every photo of the others is
     a non-mated trial, every other photo of the enrolled a mated one (scored, like a search, by its best gallery
     face). Why: a threshold for a target FPIR read from these trials is one for the gallery's size and shape. A
-    pair FAR times the gallery's faces (the union bound) only caps FPIR; on the demo's synthetic faces it chose
-    thresholds whose FPIR was about half the target, at a cost of two points of rank-1 (docs/BENCHMARKS.md).
-    The rounds draw other galleries from the same people, so no one draw of enrolled people sets the figure.
+    pair FAR times the gallery's faces (the union bound) only caps FPIR: a stranger's scores against one person's
+    photos rise and fall together. On the demo's synthetic faces the bound sat 0.008 above the FPIR-2% threshold
+    on average, about a point of rank-1 (docs/BENCHMARKS.md, "Thirteenth session"). The rounds draw other
+    galleries from the same people, so no one draw of enrolled people sets the figure.
     """
     labels = np.asarray(labels)
     names = np.unique(labels)

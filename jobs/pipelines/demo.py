@@ -93,9 +93,9 @@ class DemoReport:
             out.append(f"  verification on held-out pairs: {100 * v.accuracy_mean:.2f}% +- {100 * v.accuracy_std:.2f} "
                        f"({v.folds}-fold), ROC AUC {v.auc:.4f}")
         if c is not None and c.target_fpir is not None:
-            out.append(f"  threshold: cosine {c.threshold:.4f} for FPIR {c.target_fpir:.2g} in a gallery like this "
-                       f"one ({c.trials} trials on held-out identities; there rank-1 {self.expected_rank1:.3f}); "
-                       f"pair FAR {c.measured_far:.2g}, TAR {c.tar:.3f}")
+            out += [f"  threshold: cosine {c.threshold:.4f} for FPIR {100 * c.target_fpir:g}% in galleries like "
+                    f"this one ({c.trials} trials on held-out identities, rank-1 there {self.expected_rank1:.3f})",
+                    f"    the same threshold on pairs: FAR {c.measured_far:.2g}, TAR {c.tar:.3f} on {c.pairs} pairs"]
         elif c is not None:
             out.append(f"  threshold: cosine {c.threshold:.4f} at FAR {c.measured_far:.4f} "
                        f"(target {c.target_far:.2g}), TAR {c.tar:.3f} on {c.pairs} pairs")

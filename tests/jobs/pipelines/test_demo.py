@@ -105,4 +105,4 @@ def test_the_demo_runs_end_to_end_and_shows_progress_and_a_report_not_rays_logs(
     saved = Calibration.load(tmp_path / "demo" / "model")  # chosen for the FPIR, in galleries of the demo's shape
     assert saved.target_fpir == 0.02 and saved.target_far is None and saved.trials > 0
     assert saved.threshold == pytest.approx(figure(report, "threshold: cosine"), abs=1e-4)
-    assert 0.0 <= figure(report, "there rank-1") <= 1.0
+    assert 0.0 <= figure(report, "rank-1 there") <= 1.0
