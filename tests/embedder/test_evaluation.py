@@ -4,6 +4,7 @@ import pytest
 from common.errors import BadInput
 from embedder.evaluation import (
     best_threshold,
+    calibrate_vectors,
     identity_interval,
     kfold_accuracy,
     pair_scores,
@@ -77,3 +78,22 @@ def test_identity_interval_resamples_people_not_photos():
 def test_identity_interval_needs_one_identity_per_probe():
     with pytest.raises(BadInput, match="one identity per probe"):
         identity_interval(np.ones(3, bool), ["a", "b"])
+
+
+def test_calibration_at_a_given_threshold_measures_the_pairs_there():
+    """A threshold chosen elsewhere (for an FPIR: jobs/pipelines/demo.py) keeps the verification figures and gets
+    the pairs' FAR and TAR at it; at the threshold the FAR rule chose, both ways agree."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 8))
+    labels = np.repeat(np.arange(40), 5).astype(str)
+    vectors = centres[np.repeat(np.arange(40), 5)] + 0.6 * rng.normal(size=(200, 8))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    by_far = calibrate_vectors(vectors, labels, 1e-2)
+    at = calibrate_vectors(vectors, labels, None, threshold=by_far[1].threshold)
+    assert at[0] == by_far[0] and at[1].target_far is None
+    assert (at[1].measured_far, at[1].tar) == pytest.approx((by_far[1].measured_far, by_far[1].tar))
+    higher = calibrate_vectors(vectors, labels, None, threshold=by_far[1].threshold + 0.1)[1]
+    assert higher.measured_far <= at[1].measured_far and higher.tar < at[1].tar
+    for far, threshold in ((None, None), (1e-2, 0.5)):
+        with pytest.raises(BadInput):
+            calibrate_vectors(vectors, labels, far, threshold=threshold)
