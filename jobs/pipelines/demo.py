@@ -221,7 +221,7 @@ def _calibrate(embedder, split: Split, size: DemoSize, target_far: float | None,
         return
     identities = len(np.unique(labels))
     enrolled = min(len({i.identity for i in split.gallery}), identities // 2)  # the tiny size has few of them
-    console.say(f"calibrating the threshold on {identities} held-out identities for an FPIR of {target_fpir:.2g} "
+    console.say(f"calibrating the threshold on {identities} held-out identities for an FPIR of {100 * target_fpir:g}% "
                 f"in galleries of {enrolled} people")
     trials = held_out_trials(vectors, labels, gallery_identities=enrolled, photos=size.gallery_images, seed=seed)
     threshold = trials.threshold_for(target_fpir)
