@@ -9,7 +9,7 @@ The threshold is chosen for a false-positive identification rate (FPIR, `target_
 people's photos that match someone), the operating point an identification system is run at, on mock galleries of
 the demo's shape made from the calibration identities (indexer.calibration.held_out_trials); given a pair FAR
 instead, it is the pairs' threshold at that FAR. The held-out groups are large enough that the figures do not
-hang on a few people: 300 calibration identities set the threshold to about 0.005, and 200 unknown identities
+hang on a few people: 300 calibration identities set the threshold to about 0.006 (sd), and 200 unknown identities
 measure the rejection (docs/BENCHMARKS.md, "Thirteenth session").
 
 The same code runs on synthetic faces it draws itself or, with --data, on a real `identity/image` tree. Training
@@ -54,7 +54,7 @@ class DemoSize:
 
 
 SIZES = {
-    # 300 calibration identities: with 120 the threshold moved by +-0.02 between draws of them, and 200 unknown
+    # 300 calibration identities: with 120 the threshold moved by up to 0.02 (sd) between draws, and 200 unknown
     # identities: with 50 one look-alike moved the rejection by points; 32 photos of each training identity for
     # 5 epochs separate better than 16 for 10, at the same training (docs/BENCHMARKS.md)
     "default": DemoSize(400, 16, 300, 50, 200, 3, train_images=32),
