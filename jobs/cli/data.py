@@ -36,6 +36,12 @@ def register(sub) -> None:
     p.add_argument("--flip-tta", action="store_true", help="embed each image with its mirror image")
     p.add_argument("--roc", help="write the ROC curve to this PNG")
     p.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)g)")
+    p.add_argument("--fpir", type=float,
+                   help="instead of --far: the threshold that lets this share of strangers match someone in galleries "
+                        "shaped like --gallery, made from the held-out identities (which must outnumber its people)")
+    p.add_argument("--gallery", type=gallery_shape, default=None, metavar="PEOPLE[xPHOTOS]",
+                   help="with --fpir: the planned gallery, e.g. 50x3 (photos default to 1); once a gallery exists, "
+                        "`arcmatch calibrate` measures its own")
     p.add_argument("--calibrate", action="store_true", help="store the threshold in the checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--align", action="store_true",
@@ -94,16 +100,24 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.align or embedder.spec.alignment != "none":
         embedder.spec = replace(embedder.spec, alignment="five_point", crop_box=None)
         policy = settings.require("detector").face_policy("largest", gate=False)
+    if (args.fpir is None) != (args.gallery is None):
+        raise BadInput("--fpir and --gallery go together: the rate, and the gallery it is for")
+    if args.fpir is not None and args.pairs:
+        raise BadInput("--fpir makes its own galleries from the held-out identities; it takes no --pairs file")
     if args.pairs:
         verification, calibration, scores = evaluate_pairs(embedder, args.pairs, args.data, args.far, policy)
+    elif args.fpir is not None:
+        verification, calibration, scores = _fpir(embedder, args, policy)
     else:
         verification, calibration, scores = calibrate(embedder, list_images(args.data), args.far, args.seed, policy)
     print(f"verification: {100 * verification.accuracy_mean:.2f}% +- {100 * verification.accuracy_std:.2f} "
           f"({verification.folds}-fold), ROC AUC {verification.auc:.4f}")
     for far, tar in verification.tar_at_far.items():
         print(f"TAR {tar:.4f} at FAR {far:g}")
+    target = (f"for FPIR {args.fpir:g} in galleries of {args.gallery[0]}x{args.gallery[1]}, {calibration.trials} "
+              f"trials" if args.fpir is not None else f"target {calibration.target_far:g}")
     print(f"threshold {calibration.threshold:.4f} at FAR {calibration.measured_far:.5f} "
-          f"(target {calibration.target_far:g}), TAR {calibration.tar:.3f}, {calibration.pairs} pairs")
+          f"({target}), TAR {calibration.tar:.3f}, {calibration.pairs} pairs")
     if args.roc:
         from embedder.evaluation import plot_roc
 
@@ -112,6 +126,32 @@ def evaluate(args: argparse.Namespace) -> int:
         calibration.save(model)
         print(f"stored the threshold in {model}")
     return EXIT_OK
+
+
+def gallery_shape(text: str) -> tuple[int, int]:
+    """"50x3" -> (50, 3) people and photos each; "50" -> (50, 1)."""
+    people, _, photos = text.lower().partition("x")
+    try:
+        shape = int(people), int(photos or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a gallery is PEOPLE or PEOPLExPHOTOS, e.g. 50x3; got {text!r}") from None
+    if min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"a gallery needs at least one person and one photo each; got {text!r}")
+    return shape
+
+
+def _fpir(embedder, args: argparse.Namespace, policy):
+    import numpy as np
+
+    from embedder.sources import decode_items, list_images
+    from jobs.thresholds import fpir_threshold
+
+    data = decode_items(list_images(args.data), embedder.spec, policy=policy)
+    people, photos = args.gallery
+    chosen = fpir_threshold(embedder.embed(data.images), np.asarray(data.labels), args.fpir,
+                            gallery_identities=people, photos=photos, seed=args.seed)
+    print(f"rank-1 in those galleries at the threshold: {chosen.rank1:.3f}")
+    return chosen.verification, chosen.calibration, chosen.scores
 
 
 def export(args: argparse.Namespace) -> int:

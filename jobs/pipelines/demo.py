@@ -20,7 +20,7 @@ two CPU cores.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +30,14 @@ from embedder.evaluation import calibrate_vectors, identity_interval
 from embedder.sources import LabelledImage, decode_items, list_images, write_manifest
 from embedder.spec import ModelSpec
 from indexer.archive import FaceArchive
-from indexer.calibration import Trials, held_out_trials
+from indexer.calibration import Trials
 from indexer.galleries import Galleries
 from indexer.store import FaceIndex, connect
 from jobs.pipelines.demo_report import DemoReport
 from jobs.pipelines.ingest import ingest
 from jobs.progress import Console, silent
 from jobs.service import IdentityService
+from jobs.thresholds import fpir_threshold
 from trainer.config import TrainConfig, read_config_file
 from trainer.synthetic import identity_name, write_dataset
 
@@ -223,11 +224,10 @@ def _calibrate(embedder, split: Split, size: DemoSize, target_far: float | None,
     enrolled = min(len({i.identity for i in split.gallery}), identities // 2)  # the tiny size has few of them
     console.say(f"calibrating the threshold on {identities} held-out identities for an FPIR of {100 * target_fpir:g}% "
                 f"in galleries of {enrolled} people")
-    trials = held_out_trials(vectors, labels, gallery_identities=enrolled, photos=size.gallery_images, seed=seed)
-    threshold = trials.threshold_for(target_fpir)
-    report.verification, pairs, _ = calibrate_vectors(vectors, labels, None, seed, threshold=threshold)
-    report.calibration = replace(pairs, target_fpir=target_fpir, trials=len(trials.nonmated))
-    report.expected_rank1 = 1.0 - trials.rates(threshold).fnir
+    chosen = fpir_threshold(vectors, labels, target_fpir, gallery_identities=enrolled, photos=size.gallery_images,
+                            seed=seed)
+    report.verification, report.calibration = chosen.verification, chosen.calibration
+    report.expected_rank1 = chosen.rank1
 
 
 def _train(config: TrainConfig, workdir: Path, report: DemoReport, console: Console) -> None:

@@ -1,6 +1,8 @@
 """The command line as a user meets it: --help everywhere, and one clear line on errors."""
 
 
+import argparse
+
 import numpy as np
 import pytest
 
@@ -78,6 +80,44 @@ def test_eval_calibrates_into_the_checkpoint(tmp_path, tiny_model_dir):
                  "--calibrate"]) == 0
     calibration = Calibration.load(model)
     assert calibration.target_far == 0.1 and calibration.measured_far <= 0.1
+
+
+def test_eval_calibrates_for_an_fpir_in_a_planned_gallery(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    from embedder.checkpoint import Calibration
+    from trainer.synthetic import write_dataset
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    write_dataset(tmp_path / "held", range(12), 4, size=32)
+    assert main(["eval", "--model", str(model), "--data", str(tmp_path / "held"), "--fpir", "0.05",
+                 "--gallery", "3x2", "--calibrate"]) == 0
+    calibration = Calibration.load(model)
+    assert calibration.target_fpir == 0.05 and calibration.target_far is None
+    assert calibration.trials == 20 * (12 - 3) * 4  # 20 mock galleries, every photo of the 9 others each
+    out = capsys.readouterr().out
+    assert "for FPIR 0.05 in galleries of 3x2" in out and "rank-1 in those galleries" in out
+
+
+@pytest.mark.parametrize("flags", [["--fpir", "0.05"], ["--gallery", "3x2"], ["--fpir", "0.05", "--gallery", "12"],
+                                   ["--fpir", "0.05", "--gallery", "3x2", "--pairs", "pairs.txt"]],
+                         ids=["fpir-alone", "gallery-alone", "gallery-of-everyone", "with-pairs"])
+def test_eval_refuses_an_fpir_it_cannot_measure(tmp_path, tiny_model_dir, flags, capsys):
+    from trainer.synthetic import write_dataset
+
+    write_dataset(tmp_path / "held", range(12), 3, size=32)
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path / "held"), *flags]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1  # one line says why
+
+
+@pytest.mark.parametrize("text", ["0x3", "ax2", "5x0"])
+def test_a_gallery_shape_is_people_x_photos(text):
+    from jobs.cli.data import gallery_shape
+
+    assert gallery_shape("50x3") == (50, 3) and gallery_shape("50") == (50, 1)
+    with pytest.raises(argparse.ArgumentTypeError):
+        gallery_shape(text)
 
 
 def test_eval_on_a_pairs_file_writes_a_roc_plot(tmp_path, tiny_model_dir, capsys):
