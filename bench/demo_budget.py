@@ -40,11 +40,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import CACHE, emit  # noqa: E402
+from bench.harness import CACHE, demo_folds, emit, rank1_and_rejected  # noqa: E402
 from embedder.embed import open_embedder  # noqa: E402
 from embedder.sources import decode_items, list_images  # noqa: E402
 from embedder.spec import ModelSpec  # noqa: E402
-from indexer.calibration import Trials, held_out_trials  # noqa: E402
+from indexer.calibration import held_out_trials  # noqa: E402
 from jobs.pipelines.demo import SIZES, run_demo  # noqa: E402
 from jobs.runtime import init_ray  # noqa: E402
 from trainer.config import read_config_file  # noqa: E402
@@ -74,27 +74,14 @@ def separation(model_dir: Path, root: Path, *, flip_tta: bool = False) -> dict:
     threshold = held_out_trials(vectors[held], labels[held], gallery_identities=ENROLLED,
                                 photos=GALLERY_PHOTOS).threshold_for(0.02)
     figures = []
-    for fold in range(FOLDS):
-        start = CALIBRATION + 2 * ENROLLED * fold
-        enrolled, unknown = names[start : start + ENROLLED], names[start + ENROLLED : start + 2 * ENROLLED]
-        photo = np.zeros(len(labels), dtype=int)  # each image's number within its identity
-        for name in np.concatenate([enrolled, unknown]):
-            photo[labels == name] = np.arange(np.sum(labels == name))
-        gallery = np.isin(labels, enrolled) & (photo < GALLERY_PHOTOS)
-        known = np.isin(labels, enrolled) & (photo >= GALLERY_PHOTOS)
-        scores = vectors[known] @ vectors[gallery].T
-        trials = Trials(nonmated=(vectors[np.isin(labels, unknown)] @ vectors[gallery].T).max(axis=1),
-                        mated_right=labels[gallery][scores.argmax(axis=1)] == labels[known],
-                        mated_score=scores.max(axis=1))
-
-        def rank1_and_rejected(t: float, trials=trials) -> tuple[float, float]:
-            rates = trials.rates(t)
-            return 1.0 - rates.fnir, 1.0 - rates.fpir
+    for trials in demo_folds(vectors, labels, names[CALIBRATION : CALIBRATION + 2 * ENROLLED * FOLDS],
+                             enrolled=ENROLLED, photos=GALLERY_PHOTOS):
+        def at(t: float, trials=trials) -> tuple[float, float]:
+            return rank1_and_rejected(trials, t)
 
         candidates = np.unique(np.concatenate([trials.nonmated, trials.mated_score]))
-        figures.append([*rank1_and_rejected(threshold), rank1_and_rejected(trials.threshold_for(0.05))[0],
-                        rank1_and_rejected(trials.threshold_for(0.02))[0],
-                        max(min(rank1_and_rejected(t)) for t in candidates)])
+        figures.append([*at(threshold), at(trials.threshold_for(0.05))[0], at(trials.threshold_for(0.02))[0],
+                        max(min(at(t)) for t in candidates)])
     steady_rank1, steady_rejected, at_fpir5, at_fpir2, balanced = np.mean(figures, axis=0)
     return {"steady": {"threshold": round(threshold, 4), "rank1": round(steady_rank1, 3),
                        "unknown_rejected": round(steady_rejected, 3)},

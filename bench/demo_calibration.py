@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import CACHE, emit  # noqa: E402
+from bench.harness import CACHE, demo_folds, emit, rank1_and_rejected  # noqa: E402
 from embedder.evaluation import calibrate_vectors  # noqa: E402
 from embedder.layout import Calibration  # noqa: E402
 from embedder.sources import decode_items, list_images  # noqa: E402
@@ -60,40 +60,19 @@ def embedded(model: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
     return vectors, labels
 
 
-def exam_folds(vectors: np.ndarray, labels: np.ndarray, names: np.ndarray) -> list[Trials]:
-    photo = np.zeros(len(labels), dtype=int)
-    for name in names:
-        photo[labels == name] = np.arange(np.sum(labels == name))
-    folds = []
-    for start in range(0, len(names) - 2 * ENROLLED + 1, 2 * ENROLLED):
-        enrolled, unknown = names[start : start + ENROLLED], names[start + ENROLLED : start + 2 * ENROLLED]
-        gallery = np.isin(labels, enrolled) & (photo < PHOTOS)
-        known = np.isin(labels, enrolled) & (photo >= PHOTOS)
-        scores = vectors[known] @ vectors[gallery].T
-        folds.append(Trials(nonmated=(vectors[np.isin(labels, unknown)] @ vectors[gallery].T).max(axis=1),
-                            mated_right=labels[gallery][scores.argmax(axis=1)] == labels[known],
-                            mated_score=scores.max(axis=1)))
-    return folds
-
-
-def figures(trials: Trials, threshold: float) -> tuple[float, float]:
-    rates = trials.rates(threshold)
-    return 1.0 - rates.fnir, 1.0 - rates.fpir
-
-
 def one_model(model: Path, root: Path) -> dict:
     vectors, labels = embedded(model, root)
     names = np.unique(labels)
     held, exam_names = names[: len(names) // 2], names[len(names) // 2 :]
-    folds = exam_folds(vectors, labels, exam_names)
+    folds = demo_folds(vectors, labels, exam_names, enrolled=ENROLLED, photos=PHOTOS)
     pooled = Trials(*(np.concatenate([getattr(f, k) for f in folds]) for k in ("nonmated", "mated_right",
                                                                                  "mated_score")))
     truth = pooled.threshold_for(FPIR)
     out = {"exam": {"folds": len(folds), "fpir_2pct_threshold": round(truth, 4),
-                    "rank1_at_fpir_2pct": round(figures(pooled, truth)[0], 3)}}
+                    "rank1_at_fpir_2pct": round(rank1_and_rejected(pooled, truth)[0], 3)}}
     shipped = Calibration.load(model)
     if shipped is not None:
-        per_fold = np.array([figures(f, shipped.threshold) for f in folds])
+        per_fold = np.array([rank1_and_rejected(f, shipped.threshold) for f in folds])
         out["exam"]["at_the_demos_threshold"] = {
             "threshold": round(shipped.threshold, 4), "rank1_mean": round(per_fold[:, 0].mean(), 3),
             "rank1_sd": round(per_fold[:, 0].std(), 3), "rejected_mean": round(per_fold[:, 1].mean(), 3),
@@ -109,7 +88,7 @@ def one_model(model: Path, root: Path) -> dict:
             by_method["held_out_trials"].append(held_out_trials(
                 vectors[mask], labels[mask], gallery_identities=ENROLLED, photos=PHOTOS, seed=draw).threshold_for(FPIR))
         for method, thresholds in by_method.items():
-            at = np.array([figures(pooled, t) for t in thresholds])
+            at = np.array([rank1_and_rejected(pooled, t) for t in thresholds])
             out[f"{method}_{count}"] = {
                 "threshold_mean": round(float(np.mean(thresholds)), 4),
                 "threshold_sd": round(float(np.std(thresholds)), 4),

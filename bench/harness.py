@@ -128,6 +128,34 @@ def pin_apart(server) -> dict[str, list[int]]:
     return {"server_cores": theirs, "api_and_client_cores": mine}
 
 
+def demo_folds(vectors: np.ndarray, labels: np.ndarray, names: np.ndarray, *, enrolled: int = 50,
+               photos: int = 3) -> list:
+    """Demo-shaped folds over `names` in order, as indexer.calibration.Trials: each takes 2 x `enrolled`
+    identities, the first half enrolled with their first `photos` images in the gallery and the rest as probes,
+    the second half unknown; the gallery searched exactly in NumPy, as the demo's flat Lite index does."""
+    from indexer.calibration import Trials
+
+    photo = np.zeros(len(labels), dtype=int)  # each image's number within its identity
+    for name in names:
+        photo[labels == name] = np.arange(np.sum(labels == name))
+    folds = []
+    for start in range(0, len(names) - 2 * enrolled + 1, 2 * enrolled):
+        known_names, unknown = names[start : start + enrolled], names[start + enrolled : start + 2 * enrolled]
+        gallery = np.isin(labels, known_names) & (photo < photos)
+        known = np.isin(labels, known_names) & (photo >= photos)
+        scores = vectors[known] @ vectors[gallery].T
+        folds.append(Trials(nonmated=(vectors[np.isin(labels, unknown)] @ vectors[gallery].T).max(axis=1),
+                            mated_right=labels[gallery][scores.argmax(axis=1)] == labels[known],
+                            mated_score=scores.max(axis=1)))
+    return folds
+
+
+def rank1_and_rejected(trials, threshold: float) -> tuple[float, float]:
+    """Rank-1 above the threshold and the share of unknown probes rejected, of one set of Trials."""
+    rates = trials.rates(threshold)
+    return 1.0 - rates.fnir, 1.0 - rates.fpir
+
+
 def emit(result: dict, out: Path | None) -> None:
     text = json.dumps(result, indent=2)
     print(text)

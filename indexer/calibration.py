@@ -156,8 +156,8 @@ def held_out_trials(vectors: np.ndarray, labels: np.ndarray, *, gallery_identiti
         strangers = np.flatnonzero(~np.isin(labels, names[enrolled]))
         nonmated.append((vectors[strangers] @ vectors[gallery].T).max(axis=1))
         scores = vectors[probes] @ vectors[gallery].T
-        right.append(labels[gallery][scores.argmax(axis=1)] == labels[probes] if len(probes) else np.zeros(0, bool))
-        mated.append(scores.max(axis=1) if len(probes) else np.zeros(0))
+        right.append(labels[gallery][scores.argmax(axis=1)] == labels[probes])  # empty where no probe is left
+        mated.append(scores.max(axis=1))
     return Trials(np.concatenate(nonmated).astype(np.float32), np.concatenate(right),
                   np.concatenate(mated).astype(np.float32))
 
