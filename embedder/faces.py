@@ -141,15 +141,32 @@ class FacePolicy:
         """`prepare` on encoded bytes (any format embedder.preprocess reads)."""
         return self.prepare(load_rgb(data, max_pixels=max_pixels, min_side=min_side), spec)
 
+    def find_in_box(self, image: np.ndarray, box: tuple[float, float, float, float] | None) -> Face | None:
+        """The face a box-crop model embedded from a pre-aligned picture: of the upright detections whose centre
+        lies inside `box` (fractions of the picture, a box-crop spec's crop_box; None is the whole picture), the
+        largest; None when there is none. No gate and no rotations: a picture a crop box fits is upright, and
+        judging is `judge`'s, by the model that will embed the face."""
+        if self.detector is None:
+            raise ModelError("finding the face in a picture needs a face detector, and the policy has none")
+        height, width = image.shape[:2]
+        left, top, right, bottom = box or (0.0, 0.0, 1.0, 1.0)
+        inside = [f for f in self.detector.detect(image)[: self.max_faces]
+                  if left * width <= (f.box[0] + f.box[2]) / 2 <= right * width
+                  and top * height <= (f.box[1] + f.box[3]) / 2 <= bottom * height]
+        return max(inside, key=lambda f: f.area) if inside else None
+
+    def judge(self, image: np.ndarray, face: Face, spec: ModelSpec) -> PreparedFace:
+        """One face already found in `image` (its landmarks in `rotate(image, face.rotation)`), aligned for `spec`
+        and judged by the gate, exactly as `examine` does with the faces it finds."""
+        turned = np.ascontiguousarray(rotate(image, face.rotation)) if face.rotation else image
+        chip = align_face(turned, face.landmarks, spec.input_size, interpolation=spec.interpolation)
+        quality = measure(face, chip)
+        return PreparedFace(chip, face, quality, tuple(self.gate.reasons(quality)))
+
     def _examine_turned(self, image: np.ndarray, spec: ModelSpec, rotation: int) -> list[PreparedFace]:
         turned = np.ascontiguousarray(rotate(image, rotation)) if rotation else image
-        out = []
-        for face in self.detector.detect(turned)[: self.max_faces]:
-            face = replace(face, rotation=rotation) if rotation else face
-            chip = align_face(turned, face.landmarks, spec.input_size, interpolation=spec.interpolation)
-            quality = measure(face, chip)
-            out.append(PreparedFace(chip, face, quality, tuple(self.gate.reasons(quality))))
-        return out
+        return [self.judge(image, replace(face, rotation=rotation) if rotation else face, spec)
+                for face in self.detector.detect(turned)[: self.max_faces]]
 
 
 def _whole_image(image: np.ndarray, spec: ModelSpec) -> PreparedFace:

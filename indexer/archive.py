@@ -194,6 +194,19 @@ class FaceArchive:
                 by_identity[identity] = max(written, by_identity.get(identity, -1))
         return by_face, by_identity
 
+    def describe(self, versions: dict[int, int]) -> dict[int, tuple[str, str, str]]:
+        """face id -> (kind, identity, source) of the entries `versions` names (face id -> written_ns, as
+        `live_versions` gives): what a model upgrade will have to read, without reading an image."""
+        out: dict[int, tuple[str, str, str]] = {}
+        for path in self.parts("faces"):
+            part = self._read([path], ["face_id", "written_ns", "kind", "identity", "source"], _schemas()[0])
+            for face, written, kind, identity, source in zip(
+                    *(part[c].to_pylist() for c in ("face_id", "written_ns", "kind", "identity", "source")),
+                    strict=True):
+                if versions.get(face) == written:
+                    out[face] = (kind, identity, source)
+        return out
+
     def archived_ids(self) -> set[int]:
         """Every face id that has an entry, live or dead."""
         return set(self._read(self.parts("faces"), ["face_id"], _schemas()[0])["face_id"].to_pylist())

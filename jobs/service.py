@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from common.errors import Conflict, NotFound, Unavailable
-from embedder.archiving import archive_view, encode, thumbnail
+from embedder.archiving import kept_face, thumbnail
 from embedder.embed import Embedder
 from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy, NoFace, PreparedFace, face_record  # noqa: F401  (re-exported)
@@ -274,9 +274,9 @@ class IdentityService:
             key = f"search\x00{digest}\x00{n}"
             rows.append(FaceRow(f"search:{digest[:16]}#{n}", UNLABELLED, vectors[n], face_id(key), extra))
             if photo is not None:
-                image, kind = archive_view(photo, face, self.embedder.spec)
+                image, kind = kept_face(photo, face, self.embedder.spec, self.policy)
                 kept.append(ArchivedFace(rows[-1].face_id, UNLABELLED, rows[-1].source, json.dumps(extra), kind,
-                                         encode(image)))
+                                         image))
         if self.archive is not None:
             self.archive.write(kept)
         self.index.upsert(rows)
@@ -321,7 +321,7 @@ class IdentityService:
                 raise type(exc)(f"{name}: {exc}") from None
             prepared.append((name, data, faces))
             if self.archive is not None:
-                kept += [archive_view(photo, face, self.embedder.spec) for face in faces]
+                kept += [kept_face(photo, face, self.embedder.spec, self.policy) for face in faces]
         embedded = self.embed_faces([f for _, _, faces in prepared for f in faces])
         vectors = iter(embedded)
         rows = []
@@ -343,7 +343,7 @@ class IdentityService:
             validate_metadata(row.metadata)
         if self.archive is not None:
             self.archive.write([ArchivedFace(r.face_id, identity, r.source, json.dumps(r.metadata, ensure_ascii=False),
-                                             kind, encode(image)) for r, (image, kind) in zip(rows, kept, strict=True)])
+                                             kind, image) for r, (image, kind) in zip(rows, kept, strict=True)])
         self.index.upsert(rows)
         return Enrolled(identity, [r.face_id for r in rows])
 

@@ -1,6 +1,8 @@
 """`arcmatch reembed`, `arcmatch alias`, `arcmatch collections`, `arcmatch archive`: moving a gallery to a new model.
 
-    arcmatch reembed --model NEW [--collection faces] [--dry-run]   # archive -> NEW's collection, then the alias
+    arcmatch reembed --model NEW [--collection faces] [--dry-run] [--detector YUNET.onnx]
+                                    # archive -> NEW's collection, then the alias; a face it cannot embed
+                                    # refuses the switch (--allow-missing leaves it behind)
     arcmatch alias show | switch COLLECTION | rollback
     arcmatch collections list | drop COLLECTION
     arcmatch archive stats | compact
@@ -12,9 +14,19 @@ written to the audit trail (jobs/audit.py) like the API's writes, with the opera
 from __future__ import annotations
 
 import argparse
+import sys
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
-from jobs.cli.options import archive_root, audit, model_flag, open_gallery, ray_flag, settings_from, store_flags
+from jobs.cli.options import (
+    archive_root,
+    audit,
+    detector_flag,
+    model_flag,
+    open_gallery,
+    ray_flag,
+    settings_from,
+    store_flags,
+)
 from jobs.progress import Console
 
 NOTHING_TO_READ = "there is nothing to re-embed from"
@@ -29,7 +41,11 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
     p.add_argument("--no-switch", action="store_true", help="fill the new collection, leave the alias where it is")
     p.add_argument("--allow-missing", action="store_true",
-                   help="switch even if faces in service were never archived (they are left behind)")
+                   help="switch even if faces in service cannot be embedded again (never archived, or no face "
+                        "found in their photo): they are left behind")
+    p.add_argument("--errors", default="reembed_errors.csv",
+                   help="CSV report of the faces that cannot be embedded again, with the reasons")
+    detector_flag(p)
     p.add_argument("--grace", type=float, default=None,
                    help="seconds the old model's processes may finish writes after the switch (default: the "
                         "request timeout + 1)")
@@ -58,23 +74,38 @@ def register(sub) -> None:
 
 
 def reembed(args: argparse.Namespace) -> int:
+    from jobs.pipelines.reading import SKIPPED_HEADER
+    from jobs.pipelines.reembed import FacesLeftBehind
     from jobs.pipelines.reembed import reembed as run_reembed
+    from jobs.pipelines.report import write_error_report
     from jobs.runtime import init_ray
 
     settings = settings_from(args).require("model")
-    if not args.dry_run:
-        init_ray(settings.ray_address)
+    init_ray(settings.ray_address)  # the dry run reads every pending face the way the copy will, on Ray Data too
     grace = args.grace if args.grace is not None else settings.request_timeout_s + 1.0
-    summary = run_reembed(str(settings.model), milvus=settings.milvus_uri, token=settings.token(),
-                          gallery=settings.collection, archive=archive_root(settings, NOTHING_TO_READ),
-                          threshold=args.threshold, dry_run=args.dry_run, switch=not args.no_switch,
-                          allow_missing=args.allow_missing, grace_s=grace, batch_size=args.batch_size,
-                          embed_concurrency=args.concurrency, index_type=args.index, console=Console())
-    print("\n".join(summary.lines()))
+
+    def report(summary) -> None:
+        print("\n".join(summary.lines()))
+        if summary.skipped:
+            write_error_report(args.errors, summary.skipped, SKIPPED_HEADER)
+            print(f"faces that cannot be embedded again and why are listed in {args.errors}", file=sys.stderr)
+
+    try:
+        summary = run_reembed(str(settings.model), milvus=settings.milvus_uri, token=settings.token(),
+                              gallery=settings.collection, archive=archive_root(settings, NOTHING_TO_READ),
+                              threshold=args.threshold, policy=settings.face_policy(threads=1),
+                              dry_run=args.dry_run, switch=not args.no_switch, allow_missing=args.allow_missing,
+                              grace_s=grace, batch_size=args.batch_size, embed_concurrency=args.concurrency,
+                              index_type=args.index, console=Console())
+    except FacesLeftBehind as exc:
+        if exc.summary is not None:
+            report(exc.summary)
+        raise
+    report(summary)
     if not args.dry_run:
         audit(settings, "reembed", collection=summary.target, previous=summary.source, switched=summary.switched,
-              faces=summary.in_target, skipped=len(summary.skipped))
-    return EXIT_PARTIAL if summary.skipped else EXIT_OK
+              faces=summary.in_target, skipped=len(summary.skipped), left_behind=summary.left_behind)
+    return EXIT_PARTIAL if summary.skipped or summary.left_behind else EXIT_OK
 
 
 def alias(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.archiving import archive_view, encode
+from embedder.archiving import kept_face
 from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy, face_record
 from embedder.preprocess import crop_and_resize
@@ -62,7 +62,8 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
     blank image. With a FacePolicy (models that want aligned faces) a photo becomes its face(s): one row per face,
     keyed `<face_key>#<n>` when one photo gives several, with where the face is and its quality in the metadata.
     With `archive`, each face's model-independent image (embedder/archiving.py) rides along, PNG-encoded, in
-    `kept` / `kept_kind`, for the face archive."""
+    `kept` / `kept_kind`, for the face archive (for a box-crop model with a detector in the policy, with the face
+    located in its box, so that a five-point model can take the gallery over without detecting it again)."""
     columns: dict[str, list] = {k: [] for k in ("identity", "source", "face_key", "metadata", "image", "error",
                                                 "kept", "kept_kind")}
     blank = np.zeros((*spec.input_size, 3), dtype=np.uint8)
@@ -74,7 +75,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
         columns["metadata"].append(metadata)
         columns["image"].append(blank if image is None else image)
         columns["error"].append(error)
-        columns["kept"].append(encode(kept[0]) if kept is not None else b"")
+        columns["kept"].append(kept[0] if kept is not None else b"")
         columns["kept_kind"].append(kept[1] if kept is not None else "")
 
     for i, uri in enumerate(batch["uri"]):
@@ -88,7 +89,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
             if photo is None:
                 add(i, None, reason, key, metadata)
             else:
-                add(i, crop_and_resize(photo, spec), "", key, metadata, archive_view(photo, None, spec))
+                add(i, crop_and_resize(photo, spec), "", key, metadata, kept_face(photo, None, spec, policy))
             continue
         photo, reason = photo_or_skip(str(uri)) if archive else (None, "")
         if archive and photo is None:
@@ -102,7 +103,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
         for n, face in enumerate(faces):
             extra = json.dumps({**json.loads(metadata), "face": face_record(face)}, ensure_ascii=False)
             add(i, face.chip, "", f"{key}#{n}" if len(faces) > 1 else key, extra,
-                archive_view(photo, face, spec) if archive else None)
+                kept_face(photo, face, spec, policy) if archive else None)
     out = {k: np.asarray(v, dtype=object) for k, v in columns.items() if k != "image"}
     return {**out, "image": np.stack(columns["image"]) if columns["image"] else blank[None][:0]}
 

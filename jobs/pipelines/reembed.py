@@ -10,14 +10,17 @@ API while it runs:
    already in B is skipped, so a killed job re-run continues where it stopped;
 3. catch up: what the archive received since the last pass (enrollments, re-enrollments, tombstones) is applied
    to B, round after round, until a round finds only a few changes;
-4. verify: B against A, face by face. A face of A that the archive never held (enrolled before archiving existed)
-   cannot be embedded again: the switch is refused unless `--allow-missing` says to leave it behind. A face in B
-   that A lost meanwhile is removed;
+4. verify: B against A, face by face. A face of A that B lacks (never archived, or archived in a form this model
+   cannot read, or refused on reading: no face found, below the quality gate) refuses the switch unless
+   `--allow-missing` says to leave it behind; the dry run predicts which, by reading every pending face the
+   way the copy will. A face in B that A lost meanwhile is removed;
 5. switch the alias to B in one call. Processes of the old model keep answering searches from A, and refuse
    writes once they see the alias moved (at most a second later; jobs/service.py), so after a grace period one
    last catch-up takes whatever they accepted in between. Rollback is `arcmatch alias rollback`: A stays until
    dropped.
 
+Photos archived for a box-crop model are aligned for a five-point model on the landmarks located at archiving, or
+detected again inside the old model's crop box (the face that was in the gallery) by the configured face policy.
 The new model's calibrated threshold goes with B; a model without one is refused unless a threshold is given.
 """
 
@@ -31,17 +34,27 @@ import numpy as np
 
 from common.errors import Conflict
 from embedder.errors import ImageError, ModelError
+from embedder.faces import FacePolicy
 from indexer.archive import ArchivedFace, FaceArchive
 from indexer.errors import CollectionNotFound
 from indexer.galleries import MIGRATION_PROPERTY, Galleries, collection_name
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect, is_lite_uri
+from jobs.pipelines.reading import Reader, Skipped, decoded, kind_counts, refused_kinds, rows_of, unreadable, why
 from jobs.progress import Console, silent
 
 CATCH_UP_DONE = 16  # a catch-up round this small ends the rounds before the switch
 
 
-class MissingFromArchive(Conflict):
-    """Faces in service that the archive does not hold: a re-embed would leave them behind."""
+class FacesLeftBehind(Conflict):
+    """The new model's collection would lack faces in service: the switch is refused (the summary says which)."""
+
+    def __init__(self, message: str, summary: ReembedSummary | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+class MissingFromArchive(FacesLeftBehind):
+    """Known before any work: faces never archived, or archived in a form the new model cannot read."""
 
 
 @dataclass
@@ -56,9 +69,12 @@ class ReembedSummary:
     archived_live: int = 0
     to_embed: int = 0
     already_there: int = 0  # in B from an earlier, killed run
-    embedded: int = 0
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-    not_archived: int = 0  # in A, never archived: left behind only with allow_missing
+    kinds: dict[str, int] = field(default_factory=dict)  # the faces to embed, by archived kind
+    refused_kinds: dict[str, str] = field(default_factory=dict)  # kind -> why this model reads none of it
+    embedded: int = 0  # the dry run: faces it would embed
+    skipped: list[Skipped] = field(default_factory=list)  # the dry run: faces it could not read
+    not_archived: int = 0  # in A, never archived
+    left_behind: int = 0  # in A and not in B at the switch (the dry run: predicted)
     catch_up_rounds: int = 0
     caught_up: int = 0  # enrollments applied in catch-up rounds
     deleted: int = 0  # faces removed from B because they were deleted meanwhile
@@ -73,47 +89,28 @@ class ReembedSummary:
         out = [f"{head} gallery {self.gallery!r}: {self.source} ({self.source_model}) -> {self.target} "
                f"({self.target_model}), threshold {self.threshold}",
                f"faces in service {self.in_source}, archived {self.archived_live}, to embed {self.to_embed}"
-               + (f" ({self.already_there} already there from an earlier run)" if self.already_there else "")]
-        if self.not_archived:
-            out.append(f"faces never archived (cannot be embedded again): {self.not_archived}")
-        if not self.dry_run:
+               + (f" ({self.already_there} already there from an earlier run)" if self.already_there else "")
+               + (" (archived " + ", ".join(f"{kind} {n}" for kind, n in self.kinds.items()) + ")"
+                  if self.kinds else "")]
+        out += [f"archived {kind}: this model reads none of them: {reason}"
+                for kind, reason in self.refused_kinds.items()]
+        if self.dry_run:
+            out.append(f"would embed {self.embedded}, cannot embed {len(self.skipped)}"
+                       + (f" ({why(self.skipped)})" if self.skipped else ""))
+        else:
             rate = self.embedded / self.seconds if self.seconds else 0.0
-            out.append(f"embedded {self.embedded}, skipped {len(self.skipped)}, catch-up rounds "
-                       f"{self.catch_up_rounds} ({self.caught_up} written, {self.deleted} deleted), "
-                       f"{self.in_target} faces in {self.target}, {rate:.1f} faces/s over {self.seconds:.1f} s")
-            if self.switched:
-                out.append(f"alias {self.gallery!r} -> {self.target} in {self.switch_ms:.1f} ms; "
-                           f"`arcmatch alias rollback` goes back to {self.source}")
+            out.append(f"embedded {self.embedded}, skipped {len(self.skipped)}"
+                       + (f" ({why(self.skipped)})" if self.skipped else "")
+                       + f", catch-up rounds {self.catch_up_rounds} ({self.caught_up} written, {self.deleted} "
+                       f"deleted), {self.in_target} faces in {self.target}, {rate:.1f} faces/s over "
+                       f"{self.seconds:.1f} s")
+        verb = "the switch would leave" if self.dry_run else "left"
+        out.append(f"{verb} behind {self.left_behind} face(s) in service"
+                   + (f": {why(self.skipped, self.not_archived)}" if self.left_behind else ""))
+        if self.switched:
+            out.append(f"alias {self.gallery!r} -> {self.target} in {self.switch_ms:.1f} ms; "
+                       f"`arcmatch alias rollback` goes back to {self.source}")
         return out
-
-
-def decode_archived(batch: dict[str, np.ndarray], spec) -> dict[str, np.ndarray]:
-    """CPU stage: archived faces -> the new model's input; one that cannot be read gets an `error`."""
-    from embedder.archiving import model_input
-
-    images, errors = [], []
-    blank = np.zeros((*spec.input_size, 3), dtype=np.uint8)
-    for data, kind in zip(batch["image"], batch["kind"], strict=True):
-        try:
-            images.append(model_input(bytes(data), str(kind), spec))
-            errors.append("")
-        except (ImageError, ModelError) as exc:
-            images.append(blank)
-            errors.append(str(exc))
-    out = {k: batch[k] for k in ("face_id", "identity", "source", "metadata")}
-    return {**out, "error": np.asarray(errors, dtype=object), "image": np.stack(images) if images else blank[None][:0]}
-
-
-def rows_of(batch: dict[str, np.ndarray]) -> tuple[list[FaceRow], list[tuple[int, str]]]:
-    rows, skipped = [], []
-    for i in range(len(batch["face_id"])):
-        face = int(batch["face_id"][i])
-        if batch["error"][i]:
-            skipped.append((face, str(batch["error"][i])))
-            continue
-        rows.append(FaceRow(str(batch["source"][i]), str(batch["identity"][i]), batch["vector"][i], face,
-                            json.loads(str(batch["metadata"][i]) or "{}")))
-    return rows, skipped
 
 
 def reembed(
@@ -124,6 +121,7 @@ def reembed(
     gallery: str = "faces",
     archive: str,
     threshold: float | None = None,
+    policy: FacePolicy | None = None,
     dry_run: bool = False,
     switch: bool = True,
     allow_missing: bool = False,
@@ -135,8 +133,10 @@ def reembed(
 ) -> ReembedSummary:
     """Embed gallery `gallery`'s archived faces with `model` into its own collection and switch the alias.
 
-    `grace_s` is how long the old model's processes may still be finishing writes after the switch (their
-    readiness cache plus the request timeout); one more catch-up follows it."""
+    `policy` finds the faces of photos archived for a box-crop model when `model` wants five-point aligned faces
+    (its detector and quality gate, as ingestion's). `grace_s` is how long the old model's processes may still be
+    finishing writes after the switch (their readiness cache plus the request timeout); one more catch-up follows
+    it. FacesLeftBehind (with the summary) when B would lack faces of A and not `allow_missing`."""
     from embedder.embed import open_embedder
 
     started, console = time.perf_counter(), console or silent()
@@ -152,11 +152,14 @@ def reembed(
     if source is None:
         raise CollectionNotFound(f"gallery {gallery!r} does not exist; nothing to re-embed")
     source_index = FaceIndex(client, source)
-    summary = ReembedSummary(gallery, source=source, source_model=source_index.info().model_version,
+    source_info = source_index.info()
+    summary = ReembedSummary(gallery, source=source, source_model=source_info.model_version,
                              target=collection_name(gallery, spec.version), target_model=spec.version,
                              threshold=threshold, dry_run=dry_run)
     if summary.source_model == spec.version:
         raise Conflict(f"gallery {gallery!r} is already served by model {spec.version}")
+    box = (source_info.model_spec or {}).get("crop_box")
+    reader = Reader(spec, policy, tuple(box) if box else None)
     kept = FaceArchive(archive, gallery)
 
     snapshot = time.time_ns()
@@ -170,14 +173,29 @@ def reembed(
                 if summary.target in {c.name for c in galleries.collections()} else set())
     summary.already_there = len(existing & todo.keys())
     summary.to_embed = len(todo) - summary.already_there
+    pending = {face: ns for face, ns in todo.items() if face not in existing}
+    described = kept.describe(pending)
+    summary.kinds = kind_counts(described)
+    summary.refused_kinds = refused_kinds(kept, described, reader)
+    summary.skipped = [(face, identity, source_name, summary.refused_kinds[kind])
+                       for face, (kind, identity, source_name) in sorted(described.items())
+                       if kind in summary.refused_kinds]
+    readable = {face: pending[face] for face, (kind, _, _) in described.items() if kind not in summary.refused_kinds}
     if dry_run:
+        with console.stage("read", total=len(readable), unit="face") as bar:
+            summary.skipped += unreadable(kept, readable, reader, batch_size, bar)
+        summary.embedded = len(pending) - len(summary.skipped)
+        summary.left_behind = summary.not_archived + len(summary.skipped)
         summary.seconds = time.perf_counter() - started
         client.close()
         return summary
-    if summary.not_archived and not allow_missing:
-        raise MissingFromArchive(f"{summary.not_archived} face(s) of {source} were never archived (enrolled before "
-                                 f"the archive existed) and cannot be embedded again: re-ingest them from their "
-                                 f"sources first, or give --allow-missing to leave them behind")
+    if (summary.not_archived or summary.skipped) and not allow_missing:
+        client.close()
+        summary.left_behind = summary.not_archived + len(summary.skipped)
+        reasons = why(summary.skipped, summary.not_archived)
+        raise MissingFromArchive(f"{summary.left_behind} face(s) of {source} cannot be embedded again ({reasons}): "
+                                 f"re-ingest them from their sources first, or give --allow-missing to leave them "
+                                 f"behind", summary)
     if galleries.is_plain_collection():  # made before aliases: becomes <gallery>__<model> behind the alias
         source = summary.source = galleries.adopt()
         source_index = FaceIndex(client, source)
@@ -186,15 +204,15 @@ def reembed(
     target = galleries.prepare(info, index_type=index_type)
     target._call("alter_collection_properties", target.collection, properties={  # who filled it, from what
         MIGRATION_PROPERTY: json.dumps({"source": source, "snapshot_ns": snapshot})})
-    pending = {face: ns for face, ns in todo.items() if face not in existing}
-    with console.stage("reembed", total=len(pending), unit="face") as bar:
-        summary.embedded, summary.skipped = _copy(kept, pending, embedder, model, target, milvus, token,
-                                                  batch_size, embed_concurrency, bar)
+    with console.stage("reembed", total=len(readable), unit="face") as bar:
+        summary.embedded, failed = _copy(kept, readable, embedder, reader, model, target, milvus, token,
+                                         batch_size, embed_concurrency, bar)
+        summary.skipped += failed
     since = snapshot
     with console.timed("catch up"):
         while True:
             now = time.time_ns()
-            written, deleted = _catch_up(kept, since, now, embedder, target, source_index)
+            written, deleted = _catch_up(kept, since, now, embedder, reader, target, source_index, summary.skipped)
             summary.catch_up_rounds += 1
             summary.caught_up += written
             summary.deleted += deleted
@@ -203,9 +221,18 @@ def reembed(
             # the last catch-up (writers never stop on a live gallery, so "nothing new" may never come)
             if written + deleted <= CATCH_UP_DONE or summary.catch_up_rounds >= 10:
                 break
-        written, removed = _reconcile(kept, embedder, source_index, target)
+        written, removed, left = _reconcile(kept, embedder, reader, source_index, target, summary.skipped)
         summary.caught_up += written
         summary.deleted += removed
+        summary.left_behind = len(left)
+    if left and switch and not allow_missing:
+        target.flush()
+        summary.in_target = target.count()
+        summary.seconds = time.perf_counter() - started
+        client.close()
+        raise FacesLeftBehind(f"the switch is refused: {len(left)} face(s) in service are not in {target.collection} "
+                              f"({why([s for s in summary.skipped if s[0] in left], summary.not_archived)}); give "
+                              f"--allow-missing to switch without them", summary)
     if switch:
         began = time.perf_counter()
         galleries.switch(target.collection)
@@ -214,7 +241,8 @@ def reembed(
         with console.timed("after the switch"):
             console.say(f"reembed: waiting {grace_s:.0f} s for the old model's last writes, then one more catch-up")
             time.sleep(grace_s)
-            written, deleted = _catch_up(kept, since, time.time_ns(), embedder, target, source_index)
+            written, deleted = _catch_up(kept, since, time.time_ns(), embedder, reader, target, source_index,
+                                         summary.skipped)
             summary.caught_up += written
             summary.deleted += deleted
         # the migration is over: after a rollback, this model's processes must not write here any more
@@ -226,53 +254,43 @@ def reembed(
     return summary
 
 
-def _copy(kept: FaceArchive, pending: dict[int, int], embedder, model: str, target: FaceIndex, milvus: str,
-          token: str | None, batch_size: int, embed_concurrency: int, bar) -> tuple[int, list[tuple[int, str]]]:
-    """The bulk pass through Ray Data: archive parts read on CPU tasks, the live versions kept, the model's
-    input made there, embedded on an actor pool, written by the driver (Lite) or by write tasks (a server)."""
+def _copy(kept: FaceArchive, pending: dict[int, int], embedder, reader: Reader, model: str, target: FaceIndex,
+          milvus: str, token: str | None, batch_size: int, embed_concurrency: int, bar) -> tuple[int, list[Skipped]]:
+    """The bulk pass through Ray Data: the faces read on CPU tasks (jobs/pipelines/reading.py), embedded on an
+    actor pool, written by the driver (Lite) or by write tasks (a server)."""
     if not pending:
         return 0, []
-    import pyarrow as pa
     import ray
     import ray.data
 
     from jobs.pipelines.ingest import EmbedBatch
     from jobs.pipelines.sink import MilvusDatasink
 
-    wanted = ray.put(pending)
-
-    def keep_live(table: pa.Table) -> pa.Table:
-        versions = ray.get(wanted)
-        mask = [versions.get(f) == ns for f, ns in zip(table["face_id"].to_pylist(),
-                                                      table["written_ns"].to_pylist(), strict=True)]
-        return table.filter(pa.array(mask, pa.bool_())) if table.num_rows else table
-
-    ds = ray.data.read_parquet(kept.parts("faces"), filesystem=kept.fs)
-    ds = ds.map_batches(keep_live, batch_format="pyarrow")
-    ds = ds.map_batches(decode_archived, fn_kwargs={"spec": embedder.spec}, batch_size=batch_size,
-                        batch_format="numpy")
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    ds = decoded(kept, pending, reader, batch_size)
     ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model), None), batch_size=batch_size,
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed_concurrency),
                         num_gpus=gpus)
-    written, skipped, seen = 0, [], set()
+    written, skipped, seen = 0, {}, set()
     if is_lite_uri(milvus):
         for batch in ds.iter_batches(batch_size=min(512, max(64, batch_size)), batch_format="numpy"):
             rows, failed = rows_of(batch)
             rows = [r for r in rows if r.face_id not in seen]  # a version in two parts (a retried write): once
             seen.update(r.face_id for r in rows)
-            skipped += failed
+            skipped.update({s[0]: s for s in failed})
             written += target.upsert(rows)
             bar.update(len(batch["face_id"]), note=f"{written} written")
-        return written, skipped
+        return written, sorted(skipped.values())
     sink = MilvusDatasink(milvus, token, target.collection, rows=rows_of)
     ds.write_datasink(sink)
     bar.update(len(pending), note=f"{sink.embedded} written")
-    return sink.embedded, [(int(f), r) for f, r in sink.skipped]
+    # rows_of's (face, identity, source, reason), or an upsert's refusal (source, reason)
+    failed = [s if len(s) == 4 else (-1, "", *s) for s in sink.skipped]
+    return sink.embedded, sorted({s[0]: s for s in failed}.values())
 
 
-def _catch_up(kept: FaceArchive, since: int, until: int, embedder, target: FaceIndex, source: FaceIndex
-              ) -> tuple[int, int]:
+def _catch_up(kept: FaceArchive, since: int, until: int, embedder, reader: Reader, target: FaceIndex,
+              source: FaceIndex, skipped: list[Skipped]) -> tuple[int, int]:
     """Apply to B what the archive received in (since, until]: tombstones first, then every live face written
     in that window (re-enrollments after a tombstone included). Returns (faces written, faces deleted)."""
     deleted = 0
@@ -286,37 +304,46 @@ def _catch_up(kept: FaceArchive, since: int, until: int, embedder, target: FaceI
     # only faces the old model's store acknowledged: an archived face whose store write failed was answered
     # with an error, and its retry writes it again
     acknowledged = set(source.vectors(sorted(fresh))) if fresh else set()
-    return _embed_into(target, embedder, list(kept.entries(acknowledged)) if acknowledged else []), deleted
+    entries = list(kept.entries(acknowledged)) if acknowledged else []
+    return len(_embed_into(target, embedder, reader, entries, skipped)), deleted
 
 
-def _reconcile(kept: FaceArchive, embedder, source: FaceIndex, target: FaceIndex) -> tuple[int, int]:
+def _reconcile(kept: FaceArchive, embedder, reader: Reader, source: FaceIndex, target: FaceIndex,
+               skipped: list[Skipped]) -> tuple[int, int, set[int]]:
     """B made equal to A face by face: a face of A missing from B (its store write finished after the plan read
     A) is embedded from the archive; a face in B that A does not hold leaves B unless the archive holds it live
-    (then the new model's own replicas enrolled it: it stays). Returns (faces written, faces removed); faces of A
-    the archive never held stay missing (the plan counted them)."""
+    (then the new model's own replicas enrolled it: it stays). Returns (faces written, faces removed, the faces
+    of A that B still lacks: never archived, or unreadable for this model)."""
     in_source, in_target = set(source.iter_ids()), set(target.iter_ids())
     extra = sorted(in_target - in_source - kept.live_versions().keys())
     if extra:
         target.delete_ids(extra)
     missing = in_source - in_target
-    return _embed_into(target, embedder, list(kept.entries(missing)) if missing else []), len(extra)
+    written = _embed_into(target, embedder, reader, list(kept.entries(missing)) if missing else [], skipped)
+    left = missing - written
+    if left:  # those A deleted meanwhile are not behind
+        left = set(source.vectors(sorted(left)))
+    return len(written), len(extra), left
 
 
-def _embed_into(target: FaceIndex, embedder, entries: list[ArchivedFace], batch: int = 64) -> int:
-    """A few archived faces embedded in this process (catch-up rounds; the bulk goes through Ray Data)."""
-    from embedder.archiving import model_input
-
-    written = 0
+def _embed_into(target: FaceIndex, embedder, reader: Reader, entries: list[ArchivedFace],
+                skipped: list[Skipped], batch: int = 64) -> set[int]:
+    """A few archived faces embedded in this process (catch-up rounds; the bulk goes through Ray Data); a face
+    that cannot be read joins `skipped` unless it is there already. Returns the face ids written."""
+    written, known = set(), {s[0] for s in skipped}
     for start in range(0, len(entries), batch):
         chunk, images = [], []
         for entry in entries[start : start + batch]:
             try:
-                images.append(model_input(entry.image, entry.kind, embedder.spec))
+                images.append(reader.read(entry.image, entry.kind))
                 chunk.append(entry)
-            except (ImageError, ModelError):
-                continue  # the bulk pass reported these with their reason
+            except (ImageError, ModelError) as exc:
+                if entry.face_id not in known:
+                    skipped.append((entry.face_id, entry.identity, entry.source, str(exc)))
+                    known.add(entry.face_id)
         if chunk:
             vectors = embedder.embed(np.stack(images))
-            written += target.upsert([FaceRow(e.source, e.identity, v, e.face_id, json.loads(e.metadata or "{}"))
-                                      for e, v in zip(chunk, vectors, strict=True)])
+            target.upsert([FaceRow(e.source, e.identity, v, e.face_id, json.loads(e.metadata or "{}"))
+                           for e, v in zip(chunk, vectors, strict=True)])
+            written.update(e.face_id for e in chunk)
     return written

@@ -9,12 +9,12 @@ import pytest
 from PIL import Image, ImageFilter
 
 from embedder.align import align_face
-from embedder.archiving import ARCHIVE_SIZE, archive_view, decode, encode, model_input
+from embedder.archiving import ARCHIVE_SIZE, archive_view, decode, decode_with_face, encode, kept_face, model_input
 from embedder.detect import Face, rotate
 from embedder.errors import ModelError
-from embedder.faces import PreparedFace
+from embedder.faces import FacePolicy, NoFace, PreparedFace
 from embedder.preprocess import crop_and_resize
-from embedder.quality import measure
+from embedder.quality import QualityGate, measure
 from embedder.spec import ModelSpec
 
 ALIGNED = ModelSpec("m", 16, (112, 112), alignment="five_point")
@@ -87,3 +87,47 @@ def test_thumbnails_show_the_face():
     assert small.format == "JPEG" and small.size == (50, 100) and np.asarray(small).min() > 200  # never enlarged
     aligned = PILImage.open(io.BytesIO(thumbnail(encode(np.zeros((*ARCHIVE_SIZE, 3), np.uint8)), "aligned")))
     assert aligned.size == (112, 112)
+
+
+class Found:
+    """A detector that finds the faces it is given, wherever it looks, and counts its calls."""
+
+    def __init__(self, *faces: Face) -> None:
+        self.faces, self.calls = list(faces), 0
+
+    def detect(self, image):
+        self.calls += 1
+        return list(self.faces)
+
+
+OPEN = QualityGate(min_face_px=0, min_score=0, min_sharpness=0)
+IN_BOX = Face((130.0, 150.0, 230.0, 260.0), 0.95, LANDMARKS - (0, 15))  # centre (180, 205): inside CROPPED's box
+BYSTANDER = Face((0.0, 0.0, 60.0, 60.0), 0.99, LANDMARKS / 4)  # a background face, larger score, outside the box
+
+
+def test_a_box_crop_photo_keeps_the_face_found_in_its_box_and_a_five_point_model_reads_it_without_detecting():
+    image = photo(400)
+    finder = Found(BYSTANDER, IN_BOX)
+    data, kind = kept_face(image, None, CROPPED, FacePolicy(finder, OPEN))
+    assert kind == "photo" and finder.calls == 1
+    pixels, face = decode_with_face(data)
+    assert (pixels == image).all() and np.allclose(face.landmarks, IN_BOX.landmarks, atol=0.01)
+    assert (model_input(data, kind, CROPPED) == crop_and_resize(image, CROPPED)).all()  # the box model: as before
+    direct = FacePolicy(finder, OPEN).judge(image, IN_BOX, ALIGNED).chip
+    again = model_input(data, kind, ALIGNED, FacePolicy(None, OPEN))  # no detector needed any more
+    assert finder.calls == 1 and np.abs(again.astype(int) - direct.astype(int)).max() <= 1
+
+
+def test_a_photo_kept_without_its_face_is_detected_again_inside_the_old_models_box():
+    image = photo(400)
+    data, kind = kept_face(image, None, CROPPED)  # no detector when it was archived
+    assert decode_with_face(data)[1] is None
+    finder = Found(BYSTANDER, IN_BOX)
+    chip = model_input(data, kind, ALIGNED, FacePolicy(finder, OPEN), CROPPED.crop_box)
+    assert finder.calls == 1 and (chip == FacePolicy(finder, OPEN).judge(image, IN_BOX, ALIGNED).chip).all()
+    with pytest.raises(NoFace, match="inside the crop box"):  # only the bystander: not guessed
+        model_input(data, kind, ALIGNED, FacePolicy(Found(BYSTANDER), OPEN), CROPPED.crop_box)
+    with pytest.raises(NoFace, match="quality gate .*face 100 px < 200 px"):  # judged as ingestion judges
+        model_input(data, kind, ALIGNED, FacePolicy(finder, QualityGate(min_face_px=200)), CROPPED.crop_box)
+    with pytest.raises(ModelError, match="give a face detector"):
+        model_input(data, kind, ALIGNED, FacePolicy(None, OPEN), CROPPED.crop_box)
