@@ -112,8 +112,8 @@ def model_input(data: bytes, kind: str, spec: ModelSpec, policy: FacePolicy | No
 
     A photo read by a five-point model is aligned on the face located at archiving, else on the face `policy`'s
     detector finds inside `box` (the crop box of the model that archived it: the face that was in the gallery),
-    and judged by `policy`'s gate as ingestion judges faces. ModelError says a whole kind cannot be read (no
-    detector, or aligned faces for a box-crop model); ImageError (NoFace) says this face cannot."""
+    and judged by `policy`'s gate as ingestion judges faces. ModelError says a whole kind cannot be read (aligned
+    faces for a box-crop model); ImageError (NoFace among them) says this face cannot."""
     if kind not in KINDS:
         raise ImageError(f"unknown archived face kind {kind!r} (expected one of {KINDS})")
     if kind == "aligned":
@@ -125,9 +125,9 @@ def model_input(data: bytes, kind: str, spec: ModelSpec, policy: FacePolicy | No
     if spec.alignment == "none":
         return crop_and_resize(image, spec)
     if face is None:
-        if policy is None or policy.detector is None:
-            raise ModelError("these faces were archived as photos for a model that crops by a box; a five-point "
-                             "model needs them detected again: give a face detector (ARCMATCH_DETECTOR)")
+        if policy is None or policy.detector is None:  # this face only: others of its kind may carry theirs
+            raise ImageError("archived as a photo without its landmarks, and no face detector is configured to "
+                             "find them again: give one with --detector or ARCMATCH_DETECTOR")
         face = policy.find_in_box(image, box)
         if face is None:
             raise NoFace("no face found inside the crop box of the model that archived the photo")

@@ -217,3 +217,13 @@ def mobilefacenet_aligned(shared_models, tmp_path_factory) -> Path:
     if not (shared_models / "mobilefacenet" / "MobileFaceNet.onnx").is_file():
         pytest.skip(f"MobileFaceNet not found in {shared_models} (../shared is absent on a fresh machine)")
     return aligned_model_dir(tmp_path_factory.mktemp("mobilefacenet-aligned"), shared_models, threshold=0.35)
+
+
+@pytest.fixture(scope="session")
+def mobilefacenet_box(mobilefacenet_aligned, shared_models, tmp_path_factory) -> Path:
+    """The same weights behind the fixed crop box of pre-aligned LFW images (alignment none): another model
+    version, the one a gallery made before detection existed was embedded with. Calibrated at 0.37."""
+    from tests.helpers import aligned_model_dir
+
+    return aligned_model_dir(tmp_path_factory.mktemp("mobilefacenet-box"), shared_models, threshold=0.37,
+                             spec="mobilefacenet")

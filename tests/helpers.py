@@ -97,13 +97,14 @@ def blurred(photo: np.ndarray, radius: float) -> np.ndarray:
     return np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(radius)))
 
 
-def aligned_model_dir(directory: Path, models: Path, threshold: float) -> Path:
-    """An ONNX model directory for MobileFaceNet on five-point aligned faces: model.onnx linked to the shared file,
-    spec.json from bench/specs, and a calibration.json holding `threshold` (a cosine similarity)."""
+def aligned_model_dir(directory: Path, models: Path, threshold: float, spec: str = "mobilefacenet_aligned") -> Path:
+    """An ONNX model directory for MobileFaceNet on five-point aligned faces (or, with spec "mobilefacenet", behind
+    its fixed crop box): model.onnx linked to the shared file, spec.json from bench/specs, and a calibration.json
+    holding `threshold` (a cosine similarity)."""
     from embedder.layout import Calibration
 
     (directory / "model.onnx").symlink_to(models / "mobilefacenet" / "MobileFaceNet.onnx")
-    (directory / "spec.json").write_text((ROOT / "bench" / "specs" / "mobilefacenet_aligned.spec.json").read_text())
+    (directory / "spec.json").write_text((ROOT / "bench" / "specs" / f"{spec}.spec.json").read_text())
     Calibration(threshold=threshold, target_far=1e-2, measured_far=1e-2, tar=0.95, pairs=600).save(directory)
     return directory
 

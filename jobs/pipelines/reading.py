@@ -1,11 +1,11 @@
 """How a new model reads a gallery's face archive: the same reading for the dry run, the bulk copy and the
 catch-up rounds of `arcmatch reembed`, so that what the dry run counts is what the copy gets.
 
-A whole kind of archived face can be out of the new model's reach (aligned faces for a box-crop model, photos
-for a five-point model with no detector): one entry of each kind present is read first, and a kind that fails
-as a kind (ModelError) is refused before any work. Past that, each face succeeds or fails on its own (a photo
-whose face is not found inside the old model's crop box, or is under the quality gate): the dry run reads every
-pending face to say exactly which.
+A whole kind of archived face can be out of the new model's reach (aligned faces for a box-crop model): one entry
+of each kind present is read first, and a kind that fails as a kind (ModelError) is refused before any work.
+Past that, each face succeeds or fails on its own (a photo whose face is not found inside the old model's crop
+box, or is under the quality gate, or needs a detector that is not configured, where another photo carries the
+landmarks found at archiving): the dry run reads every pending face to say exactly which.
 """
 
 from __future__ import annotations
