@@ -1,33 +1,76 @@
-"""uvicorn as arcmatch runs it: every connection must finish its request headers within a time limit, and the
-number of connections and requests in flight is bounded.
+"""uvicorn as arcmatch runs it: every connection must finish its request headers within a time limit, a request
+whose framing two HTTP parsers could read two ways is refused, and the number of connections and requests in
+flight is bounded.
 
 uvicorn times out idle keep-alive connections but not a client that sends its headers a byte at a time: 150 such
 connections stayed open indefinitely in a probe (issue 14), each holding a socket and a protocol object. Bodies
 are bounded by the request deadline (jobs/api/guard.py); headers are bounded here, at the protocol, since no
 request exists yet for the app to time.
+
+Framing: h11 reads a request with both Content-Length and Transfer-Encoding by its chunks and keeps the connection
+open, and unfolds a header continued on the next line (obs-fold). A proxy in front that honours the other reading
+would see a different request boundary: the bytes after it, a request smuggled past the proxy, would be answered
+as the next request. RFC 9112 (sections 6.3 and 5.2) lets a server refuse both; this one answers 400 and closes the
+connection before h11 sees the request, so nothing after it on that connection is ever read.
 """
 
 from __future__ import annotations
+
+import json
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HEADER_TIMEOUT_S = 10.0
+HEAD_LIMIT = 64 * 1024  # h11's own limit on a request head is 16 KiB: past this, h11 has refused it already
+
+
+def ambiguous_framing(head: bytes) -> str | None:
+    """Why a request head (the bytes so far, up to its blank line) is framed ambiguously, or None."""
+    lines = head.split(b"\r\n")
+    first = next((n for n, line in enumerate(lines) if line), len(lines))  # RFC 9112 lets empty lines lead
+    fields = lines[first + 1 :]
+    if any(line[:1] in (b" ", b"\t") for line in fields):
+        return "a header line continues the one before it (obs-fold, RFC 9112 section 5.2)"
+    names = {line.split(b":", 1)[0].strip().lower() for line in fields if b":" in line}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        return "both Content-Length and Transfer-Encoding (RFC 9112 section 6.3)"
+    return None
 
 
 class HeaderTimeoutProtocol(H11Protocol):
     """H11Protocol that closes a connection whose request headers are not complete within HEADER_TIMEOUT_S of the
-    connection opening (or of the previous answer on a kept-alive connection)."""
+    connection opening (or of the previous answer on a kept-alive connection), and refuses ambiguous framing."""
 
     header_timeout_s = HEADER_TIMEOUT_S
     _header_timer = None
+    _head: bytes | None = b""  # the request head read so far; None once it is complete (body bytes follow)
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_timer()
 
+    def data_received(self, data: bytes) -> None:
+        if self._head is not None:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            why = ambiguous_framing(self._head if end < 0 else self._head[:end])
+            if why is not None:
+                self._refuse(f"ambiguous request framing: {why}")
+                return
+            if end >= 0 or len(self._head) > HEAD_LIMIT:
+                self._head = None
+        super().data_received(data)
+
+    def _refuse(self, detail: str) -> None:
+        body = json.dumps({"error": "bad input", "detail": detail}).encode()
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._head = b""
         if not self.transport.is_closing():
             self._arm_header_timer()
 

@@ -192,3 +192,44 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(tmp_path, tiny
         assert time.perf_counter() - started < 5
         with httpx.Client(base_url=base) as client:  # a client that sends its headers is served as before
             assert client.get("/v1/health").status_code == 200
+
+
+def exchange(base: str, *pieces: bytes) -> bytes:
+    """Send these bytes on one connection (a pause between pieces) and read every answer until the server closes
+    it, or nothing more comes for two seconds."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        for piece in pieces:
+            conn.sendall(piece)
+            time.sleep(0.2)
+        conn.settimeout(2)
+        answer = b""
+        try:
+            while part := conn.recv(65536):
+                answer += part
+        except TimeoutError:
+            answer += b"<still open>"
+    return answer
+
+
+SMUGGLED = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+     + SMUGGLED],
+    [b"POST /v1/search HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\n", b"content-length: 4\r\n\r\n0\r\n\r\n",
+     SMUGGLED],  # the second header in a later packet
+    [b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Note: one\r\n  folded\r\n\r\n" + SMUGGLED],  # obs-fold
+], ids=["cl-and-te", "te-then-cl-later", "obs-fold"])
+def test_ambiguous_framing_is_refused_and_the_connection_closed(edge, pieces):
+    answer = exchange(edge[0], *pieces)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"ambiguous request framing" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1 and not answer.endswith(b"<still open>")  # the smuggled GET: never read
+
+
+def test_plain_framing_keeps_the_connection_and_answers_each_request(edge):
+    chunked = (b"POST /v1/search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n"
+               b"\r\n4\r\nabcd\r\n0\r\n\r\n")
+    answer = exchange(edge[0], SMUGGLED + SMUGGLED, chunked + SMUGGLED)
+    assert answer.count(b"HTTP/1.1 200 ") == 3 and answer.count(b"HTTP/1.1 ") == 4 and answer.endswith(b"<still open>")
