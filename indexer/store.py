@@ -336,8 +336,11 @@ class FaceIndex:
         data = []
         for row in rows:
             vector = np.asarray(row.vector, dtype=np.float32)
-            if vector.shape != (info.dim,) or not np.isfinite(vector).all():
+            if vector.shape != (info.dim,):
                 raise InvalidValue(f"vector for {row.source!r} has shape {vector.shape}, expected ({info.dim},)")
+            if not np.isfinite(vector).all():
+                raise InvalidValue(f"vector for {row.source!r} has a value that is not a finite 32-bit float at "
+                                   f"position {int(np.flatnonzero(~np.isfinite(vector))[0])}")
             data.append({"id": validate_face_id(row.face_id), "identity": validate_stored_identity(row.identity),
                          "source": clip_utf8(row.source), "model_version": info.model_version, "created_at": now,
                          "metadata": validate_metadata(row.metadata), VECTOR: vector.tolist()})

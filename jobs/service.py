@@ -167,9 +167,15 @@ class IdentityService:
             raise InvalidValue(f"embeddings must have {dim} values each") from None
         if vectors.ndim != 2 or vectors.shape[1] != dim:
             raise InvalidValue(f"embeddings must have {dim} values each")
-        scale = np.abs(vectors).max(axis=1, keepdims=True) if np.isfinite(vectors).all() else None
-        if scale is None or (scale == 0).any():
-            raise InvalidValue("embeddings must be finite and non-zero")
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e39 is finite in JSON, infinite as a float32
+            bad = np.argwhere(~np.isfinite(vectors.astype(np.float32)))
+        if bad.size:
+            row, column = (int(v) for v in bad[0])
+            raise InvalidValue(f"embeddings[{row}][{column}] is {vectors[row, column]!r}: every value must be a "
+                               f"finite 32-bit float (magnitude under 3.4e38)")
+        scale = np.abs(vectors).max(axis=1, keepdims=True)
+        if (scale == 0).any():
+            raise InvalidValue(f"embeddings[{int(np.flatnonzero(scale == 0)[0])}] is all zeros: it has no direction")
         scaled = vectors / scale  # first: no overflow or underflow in the norm, whatever the magnitudes
         return (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
 

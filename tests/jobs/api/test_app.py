@@ -159,6 +159,16 @@ BAD_REQUESTS = {
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
 
 
+@pytest.mark.parametrize("value", ["1e39", "-1e39", "1e308", "3.5e38"])
+def test_a_value_no_float32_holds_is_refused_at_its_position(api, value):
+    rows = [["0.1"] * 16, ["0.1"] * 11 + [value] * 5]  # JSON numbers as written: finite as a float64
+    body = '{"embeddings": [' + ", ".join("[" + ", ".join(row) + "]" for row in rows) + "]}"
+    answer = api.post("/v1/search/embedding", content=body.encode(), headers={**R, "content-type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert detail.startswith("embeddings[1][11] is ") and "finite 32-bit float" in detail
+
+
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
 def test_bad_requests_get_json_4xx_without_traces(api, case):
     status, request = BAD_REQUESTS[case]
