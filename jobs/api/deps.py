@@ -105,7 +105,7 @@ _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="an A
 
 def _require(scope: str):
     def check(request: Request, x_api_key: Annotated[str | None, Security(_KEY_HEADER)] = None) -> ApiKey:
-        key = getattr(request.state, KEY_STATE, None) or authenticate(x_api_key, request.app.state.keys)
+        key = _optional_key(request, x_api_key)
         if key is None:
             raise Unauthorized("missing or unknown API key (header X-API-Key)")
         if scope not in key.scopes:
@@ -115,7 +115,13 @@ def _require(scope: str):
     return check
 
 
+def _optional_key(request: Request, x_api_key: Annotated[str | None, Security(_KEY_HEADER)] = None) -> ApiKey | None:
+    """The request's key where it has a known one, else None (an open route that says more to a key holder)."""
+    return getattr(request.state, KEY_STATE, None) or authenticate(x_api_key, request.app.state.keys)
+
+
 ServiceDep = Annotated[IdentityService, Depends(_service)]
+OptionalKey = Annotated[ApiKey | None, Depends(_optional_key)]
 CuratorDep = Annotated[Curator, Depends(_curator)]
 SearchDep = Annotated[Searcher, Depends(Searcher)]
 ReadKey = Annotated[ApiKey, Depends(_require("read"))]

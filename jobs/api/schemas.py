@@ -131,10 +131,12 @@ class Health(BaseModel):
 
 
 class Ready(BaseModel):
+    """Without a key (an orchestrator's probe): the status alone. With a read key: what this process serves."""
+
     status: str
-    collection: str = Field(description="the collection this process reads and writes (its model's)")
-    model_version: str
-    dim: int
+    collection: str | None = Field(None, description="the collection this process reads and writes (its model's)")
+    model_version: str | None = None
+    dim: int | None = None
     gallery: str | None = Field(None, description="the gallery's name: a Milvus alias")
     in_service: bool | None = Field(None, description="false once the alias serves another model's collection: "
                                     "this process still searches its own and refuses writes (503) until replaced")

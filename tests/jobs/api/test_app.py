@@ -42,8 +42,11 @@ def test_health_and_ready_are_open_everything_else_needs_a_key(api):
     assert api.get("/v1/health").json() == {"status": "ok"}
     assert api.get("/v1/identities").status_code == 401
     assert api.get("/v1/identities", headers={"X-API-Key": "am_wrong"}).status_code == 401
-    ready = api.get("/v1/ready")  # open, like /v1/health: an orchestrator's probe has no key
-    assert ready.status_code == 200 and ready.json()["dim"] == 16
+    ready = api.get("/v1/ready")  # open, like /v1/health: an orchestrator's probe has no key ...
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}  # ... and learns nothing else
+    assert api.get("/v1/ready", headers={"X-API-Key": "am_wrong"}).json() == {"status": "ready"}
+    detailed = api.get("/v1/ready", headers=R).json()  # a key with the read scope: what the process serves
+    assert detailed["status"] == "ready" and detailed["dim"] == 16 and detailed["collection"]
     assert api.post("/v1/identities/x/faces", files=[("images", ("a.png", png(1)))], headers=R).status_code == 403
 
 
