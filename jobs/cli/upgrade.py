@@ -86,8 +86,8 @@ def reembed(args: argparse.Namespace) -> int:
 
     def report(summary) -> None:
         print("\n".join(summary.lines()))
+        write_error_report(args.errors, summary.skipped, SKIPPED_HEADER)  # every run: no stale list from the last
         if summary.skipped:
-            write_error_report(args.errors, summary.skipped, SKIPPED_HEADER)
             print(f"faces that cannot be embedded again and why are listed in {args.errors}", file=sys.stderr)
 
     try:
