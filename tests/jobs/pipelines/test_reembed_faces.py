@@ -91,5 +91,16 @@ def test_a_box_crop_gallery_moves_to_a_five_point_model_face_by_face(ray_local, 
     for name in INGESTED[:3] + ENROLLED[:1]:  # other photos of the people find them through the new model
         [[answer]] = new.identify([encode(lfw_image(name, 3), "JPEG")], select="largest")
         assert answer.decision.identity == name and answer.decision.is_match, (name, answer.decision)
+
+    # back to the box-crop model: the face enrolled by the five-point model is archived aligned, which no crop box
+    # can read honestly: refused before any work, by the dry run and the run alike
+    new.enroll("Tony_Blair", [("t.jpg", encode(lfw_image("Tony_Blair", 3), "JPEG"))])
+    back = reembed(str(mobilefacenet_box), dry_run=True, **common)
+    assert list(back.refused_kinds) == ["aligned"] and back.kinds == {"aligned": 1}  # the 12 others: still in A
+    assert (back.already_there, back.embedded, back.left_behind) == (12, 0, 1)
+    assert "archived aligned" in back.skipped[0][3]
+    with pytest.raises(FacesLeftBehind, match="1 face.*archived aligned for a five-point model"):
+        reembed(str(mobilefacenet_box), **common)
+    assert galleries.serving() == moved.target and len(galleries.collections()) == 2  # nothing made, nothing moved
     new.close()
     client.close()
