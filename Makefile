@@ -8,7 +8,10 @@ STAMP := $(VENV)/.arcmatch-installed
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint clean
+CONTRACT_RUNS ?= 20
+CONTRACT_EXAMPLES ?= 100
+
+.PHONY: setup demo test contract lint clean
 
 setup: $(STAMP)
 
@@ -26,6 +29,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the API's contract test, long: CONTRACT_RUNS runs in a row, each a fresh draw of CONTRACT_EXAMPLES per operation
+contract: $(STAMP)
+	for run in $$(seq $(CONTRACT_RUNS)); do echo "contract run $$run of $(CONTRACT_RUNS)"; \
+	    ARCMATCH_CONTRACT_SEED=random ARCMATCH_CONTRACT_EXAMPLES=$(CONTRACT_EXAMPLES) \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider tests/jobs/api/test_contract.py || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ import re
 from indexer.errors import InvalidValue
 
 MAX_IDENTITY_LENGTH = 256  # characters, and at most as many UTF-8 bytes: the VARCHAR's max_length counts bytes
+FLOAT32_MAX = 3.4028234663852886e38  # vectors are stored as float32: a larger magnitude is infinite there
 MAX_SOURCE_BYTES = 2048
 MAX_METADATA_BYTES = 16 * 1024  # a face's metadata as compact JSON
 MAX_METADATA_DEPTH = 8

@@ -32,7 +32,7 @@ from indexer.calibration import GalleryCalibration
 from indexer.decision import Decision, decide
 from indexer.errors import BackendUnavailable, GalleryMoved, InvalidValue, ModelMismatch
 from indexer.galleries import Galleries
-from indexer.ids import UNLABELLED, face_id, validate_face_id, validate_identity, validate_metadata
+from indexer.ids import FLOAT32_MAX, UNLABELLED, face_id, validate_face_id, validate_identity, validate_metadata
 from indexer.store import FaceIndex, FaceRow, Hit
 
 PURGE_EVERY_S = 3600.0  # how often a service that keeps unknown faces deletes the expired ones
@@ -167,12 +167,11 @@ class IdentityService:
             raise InvalidValue(f"embeddings must have {dim} values each") from None
         if vectors.ndim != 2 or vectors.shape[1] != dim:
             raise InvalidValue(f"embeddings must have {dim} values each")
-        with np.errstate(over="ignore", invalid="ignore"):  # 1e39 is finite in JSON, infinite as a float32
-            bad = np.argwhere(~np.isfinite(vectors.astype(np.float32)))
+        bad = np.argwhere(~(np.abs(vectors) <= FLOAT32_MAX))  # 1e39 is finite in JSON, infinite as a float32
         if bad.size:
             row, column = (int(v) for v in bad[0])
-            raise InvalidValue(f"embeddings[{row}][{column}] is {vectors[row, column]!r}: every value must be a "
-                               f"finite 32-bit float (magnitude under 3.4e38)")
+            raise InvalidValue(f"embeddings[{row}][{column}] is {float(vectors[row, column])!r}: every value must be "
+                               f"a finite 32-bit float (magnitude at most {FLOAT32_MAX!r})")
         scale = np.abs(vectors).max(axis=1, keepdims=True)
         if (scale == 0).any():
             raise InvalidValue(f"embeddings[{int(np.flatnonzero(scale == 0)[0])}] is all zeros: it has no direction")

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from common.errors import BadInput
+from indexer.ids import FLOAT32_MAX
 from jobs.api import errors
 from jobs.api.auditing import Audit
 from jobs.api.guard import BodyLimits, Guard, SecurityHeaders
@@ -78,6 +79,7 @@ def _document_limits(app: FastAPI, settings: Settings) -> None:
             embeddings = parts["EmbeddingQuery"]["properties"]["embeddings"]
             embeddings["maxItems"] = settings.max_batch_vectors
             embeddings["items"].update(minItems=dim, maxItems=dim, contains={"not": {"const": 0}})
+            embeddings["items"]["items"].update(minimum=-FLOAT32_MAX, maximum=FLOAT32_MAX)
             enroll = next(v for k, v in parts.items() if k.startswith("Body_enroll"))
             enroll["properties"]["images"]["maxItems"] = settings.max_images_per_request
         return app.openapi_schema

@@ -12,7 +12,7 @@ import logging
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader
 
 from common.errors import ArcmatchError
@@ -105,7 +105,7 @@ _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="an A
 
 def _require(scope: str):
     def check(request: Request, x_api_key: Annotated[str | None, Security(_KEY_HEADER)] = None) -> ApiKey:
-        key = _optional_key(request, x_api_key)
+        key = _known_key(request, x_api_key)
         if key is None:
             raise Unauthorized("missing or unknown API key (header X-API-Key)")
         if scope not in key.scopes:
@@ -115,9 +115,17 @@ def _require(scope: str):
     return check
 
 
-def _optional_key(request: Request, x_api_key: Annotated[str | None, Security(_KEY_HEADER)] = None) -> ApiKey | None:
-    """The request's key where it has a known one, else None (an open route that says more to a key holder)."""
-    return getattr(request.state, KEY_STATE, None) or authenticate(x_api_key, request.app.state.keys)
+def _known_key(request: Request, presented: str | None) -> ApiKey | None:
+    return getattr(request.state, KEY_STATE, None) or authenticate(presented, request.app.state.keys)
+
+
+_OPTIONAL_KEY_HEADER = Header(alias="X-API-Key", description="optional: a key with the read scope gets the details")
+
+
+def _optional_key(request: Request, x_api_key: Annotated[str | None, _OPTIONAL_KEY_HEADER] = None) -> ApiKey | None:
+    """The request's key where it has a known one, else None: an open route (no security requirement in the
+    OpenAPI document, so probes need none) that says more to a key holder."""
+    return _known_key(request, x_api_key)
 
 
 ServiceDep = Annotated[IdentityService, Depends(_service)]

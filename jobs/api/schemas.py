@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, Strict, model_validator
+from pydantic import BaseModel, Field, Strict, field_validator, model_validator
 
 from embedder.formats import ALLOWED
 from indexer.calibration import MIN_FPIR
 from indexer.decision import Decision
+from indexer.ids import MAX_IDENTITY_LENGTH
 
 FORMATS = ", ".join(ALLOWED) + " (told from the file's first bytes; anything else is refused with 415)"
 
@@ -64,6 +65,9 @@ class SearchOut(BaseModel):
 
 
 JsonFloat = Annotated[float, Strict()]  # a strict float still takes integers, never booleans or strings
+# an identity as validate_identity takes it (documented; the service answers 400 with its own reason)
+IDENTITY_RULES = {"pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+                  "maxLength": MAX_IDENTITY_LENGTH}
 
 
 class EmbeddingQuery(BaseModel):
@@ -213,7 +217,7 @@ FaceIds = Annotated[list[Annotated[str, Field(pattern=r"^[0-9]{1,19}$")]], Field
 
 
 class PromoteIn(BaseModel):
-    identity: str = Field(min_length=1, max_length=256)
+    identity: str = Field(min_length=1, max_length=MAX_IDENTITY_LENGTH, json_schema_extra=IDENTITY_RULES)
     face_ids: FaceIds | None = Field(None, description="only these faces of the cluster (default: all)")
     proceed: bool = Field(False, description="name faces that match another identity, or were rejected from this")
 
@@ -229,4 +233,12 @@ class SplitIn(BaseModel):
 
 
 class MergeIn(BaseModel):
-    clusters: list[int] = Field(min_length=2, max_length=1000, description="merged under the first one's id")
+    clusters: list[int] = Field(min_length=2, max_length=1000, description="merged under the first one's id",
+                                json_schema_extra={"uniqueItems": True})
+
+    @field_validator("clusters")
+    @classmethod
+    def distinct(cls, clusters: list[int]) -> list[int]:
+        if len(set(clusters)) != len(clusters):
+            raise ValueError("each cluster once")
+        return clusters

@@ -25,12 +25,13 @@ def list_clusters(_: ReadKey, curator: CuratorDep, offset: Annotated[int, Query(
     return ClusterPage(clusters=[ClusterOut.of(v) for v in views], total=total, run=run)
 
 
-@router.get("/{cluster}", responses=responses(422))
+# `:int` in the paths: a cluster id is digits, so /v1/clusters/merge is never read as a cluster (a GET of it is 405)
+@router.get("/{cluster:int}", responses=responses(422))
 def get_cluster(_: ReadKey, curator: CuratorDep, cluster: ClusterId) -> ClusterOut:
     return ClusterOut.of(curator.cluster(cluster))
 
 
-@router.post("/{cluster}/promote", responses=responses(400, 409, 422))
+@router.post("/{cluster:int}/promote", responses=responses(400, 409, 422))
 def promote(_: WriteKey, curator: CuratorDep, request: Request, cluster: ClusterId, body: PromoteIn) -> Promoted:
     """Name the cluster's faces (or `face_ids` of them) as an identity, new or existing: they become enrolled
     faces. A face that matches another identity answers 409 naming it, unless `proceed`."""
@@ -41,7 +42,7 @@ def promote(_: WriteKey, curator: CuratorDep, request: Request, cluster: Cluster
         {"face_id": str(s["face_id"]), "reason": s["reason"]} for s in named.skipped])
 
 
-@router.post("/{cluster}/split", responses=responses(400, 422))
+@router.post("/{cluster:int}/split", responses=responses(400, 422))
 def split(_: WriteKey, curator: CuratorDep, request: Request, cluster: ClusterId, body: SplitIn) -> ClusterOut:
     """These faces leave the cluster as a cluster of their own (answered: the new one)."""
     view = curator.split(cluster, [int(f) for f in body.face_ids])

@@ -14,6 +14,7 @@ from jobs.api.deps import CuratorDep, ReadKey, ServiceDep, WriteKey
 from jobs.api.errors import responses
 from jobs.api.schemas import (
     FORMATS,
+    IDENTITY_RULES,
     Enrolled,
     FaceDeleted,
     FaceOut,
@@ -24,8 +25,6 @@ from jobs.api.schemas import (
 )
 from jobs.api.uploads import parse_metadata, read_upload
 
-IDENTITY_RULES = {"pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
-                  "maxLength": MAX_IDENTITY_LENGTH}
 # documented only (json_schema_extra): validate_identity still answers 400 with its own reason
 Identity = Annotated[str, Path(json_schema_extra=IDENTITY_RULES, description="free text without control characters; "
                                f"at most {MAX_IDENTITY_LENGTH} characters and as many UTF-8 bytes")]
