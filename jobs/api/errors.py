@@ -7,13 +7,15 @@ and its traceback in the log.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from common.errors import ArcmatchError
 from jobs.api.schemas import ErrorOut
@@ -48,11 +50,20 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods of every documented operation whose route takes this path, by the routes' own patterns (their
-    converters included: /v1/clusters/merge is no cluster id), as the OpenAPI document names them."""
+    """The methods the OpenAPI document declares for this path that a route really takes here: routers nest, so
+    the document is the one list, and the router's own matching (converters included: /v1/clusters/merge is no
+    cluster id) decides."""
     path = request.scope["path"]
-    return sorted({method for route in request.app.routes if isinstance(route, APIRoute) and route.include_in_schema
-                   and route.path_regex.match(path) for method in route.methods if method != "HEAD"})
+    declared = {method.upper() for template, operations in request.app.openapi()["paths"].items()
+                if _template(template).match(path) for method in operations}
+    routes = request.app.router.routes
+    return sorted(m for m in declared if any(route.matches({**request.scope, "method": m})[0] == Match.FULL
+                                             for route in routes))
+
+
+@functools.lru_cache(maxsize=256)
+def _template(template: str) -> re.Pattern:
+    return re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -185,6 +185,9 @@ def test_bad_requests_get_json_4xx_without_traces(api, case):
 def test_a_wrong_method_names_every_method_the_path_has(api):
     answer = api.put("/v1/identities/ann", headers=W)
     assert answer.status_code == 405 and answer.headers["allow"] == "DELETE, GET"
+    for method in ("OPTIONS", "GET"):  # "merge" is no cluster id: only the merge itself is allowed there
+        answer = api.request(method, "/v1/clusters/merge", headers=W)
+        assert answer.status_code == 405 and answer.headers["allow"] == "POST", method
 
 
 def test_an_image_over_the_pixel_limit_is_refused(api):

@@ -67,6 +67,7 @@ def test_clusters_are_listed_split_merged_and_named(api):
 
 BAD = [("/v1/clusters/999/promote", {"identity": "x"}, 404),
        ("/v1/clusters/merge", {"clusters": [1]}, 422),
+       ("/v1/clusters/merge", {"clusters": [0, 1, 0]}, 422),  # each cluster once, as the document says
        ("/v1/clusters/0/split", {"face_ids": ["12"]}, 400),
        ("/v1/clusters/0/promote", {"identity": ""}, 422)]
 
