@@ -9,7 +9,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
 CONTRACT_RUNS ?= 20
-CONTRACT_EXAMPLES ?= 100
+CONTRACT_EXAMPLES ?= 50
 
 .PHONY: setup demo test contract lint clean
 
