@@ -122,3 +122,14 @@ def _is_set(value) -> bool:
 
 def _variable(loc: tuple) -> str:
     return "ARCMATCH_" + "_".join(str(part) for part in loc).upper()
+
+
+def carried_environment(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """(the ARCMATCH_* variables a job submitted to a cluster should run with, the names left out as secrets):
+    every setting this process was given through the environment, except the secret ones (API keys, the Milvus
+    token), which a cluster must hold itself rather than receive in a job's description."""
+    secret = {_variable((name,)) for name, info in Settings.model_fields.items() if info.annotation is not None
+              and "SecretStr" in str(info.annotation)}
+    given = {k: v for k, v in environ.items() if k.startswith("ARCMATCH_")}
+    return {k: v for k, v in given.items() if k not in secret}, sorted(k for k in given if k in secret)
+

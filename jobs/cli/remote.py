@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from jobs.cli.options import settings_from
 from jobs.pipelines.submit import SUBMITTABLE
@@ -26,8 +28,12 @@ def register(sub) -> None:
 
 def submit(args: argparse.Namespace) -> int:
     from jobs.pipelines.submit import submit as submit_job
+    from jobs.settings import carried_environment
 
-    return submit_job(settings_from(args).ray_address, args.job, args.args, follow=not args.no_follow)
+    carried, withheld = carried_environment(dict(os.environ))
+    if withheld:
+        print(f"not carried to the cluster (secrets: set them there): {', '.join(withheld)}", file=sys.stderr)
+    return submit_job(settings_from(args).ray_address, args.job, args.args, follow=not args.no_follow, env=carried)
 
 
 def manage(args: argparse.Namespace) -> int:

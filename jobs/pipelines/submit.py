@@ -8,6 +8,7 @@ Paths in the job's arguments are paths on the cluster (a shared volume or an s3:
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import sys
 import time
@@ -22,40 +23,74 @@ SUBMITTABLE = ("train", "ingest", "reembed", "cluster", "eval", "prepare", "expo
 EXIT_BY_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
 
 
+def has_ray_token() -> bool:
+    """Whether a Ray auth token is where Ray looks for one: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names,
+    or ~/.ray/auth_token (what `ray start --head` writes when it turns token authentication on)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return True
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def refused(address: str, exc) -> Unavailable:
+    """Ray's AuthenticationError as one line (its own message runs over several, with a link)."""
+    said = " ".join(str(getattr(exc, "message", exc)).split())
+    return Unavailable(f"the Ray cluster at {address} refused this client's authentication: copy the head's "
+                       f"~/.ray/auth_token here or set RAY_AUTH_TOKEN (Ray said: {said})")
+
+
 def client(address: str | None):
     import logging
 
+    if not address:
+        raise BadInput("no Ray cluster: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+    # as Ray's own CLI does: with no RAY_AUTH_MODE said, a token on hand means token authentication (set before
+    # Ray reads its configuration, so that its client sends the token)
+    if "RAY_AUTH_MODE" not in os.environ and has_ray_token():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per packaged file
-    if not address:
-        raise BadInput("no Ray cluster: pass --address http://HEAD:8265 or set RAY_ADDRESS")
     try:
         return JobSubmissionClient(address)
+    except AuthenticationError as exc:
+        raise refused(address, exc) from None
     except (ConnectionError, RuntimeError) as exc:
         raise Unavailable(f"cannot reach the Ray Jobs API at {address}: {exc}") from exc
 
 
 def submit(address: str | None, job: str, args: list[str], *, follow: bool = True, pip: list[str] | None = None,
-           log=print) -> int:
+           env: dict[str, str] | None = None, log=print) -> int:
+    """`env`: the submitter's settings (ARCMATCH_* variables, secrets left out by the caller), set for the job's
+    driver and workers, so the job runs with the settings the same command would run with here."""
     if job not in SUBMITTABLE:
         raise BadInput(f"`arcmatch submit` takes one of {', '.join(SUBMITTABLE)}, not {job!r}")
     jobs = client(address)
     runtime_env: dict = {"working_dir": str(PROJECT), "excludes": SHIPPED_EXCLUDES}
     if pip:
         runtime_env["pip"] = pip
+    if env:
+        runtime_env["env_vars"] = dict(env)
     entrypoint = " ".join(["python", "-m", "jobs.cli", job, *map(shlex.quote, args)])
+    from ray.exceptions import AuthenticationError
+
     deadline = time.monotonic() + 120
     while True:
         try:
             job_id = jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                      metadata={"arcmatch_job": job, "submitted_by": "arcmatch submit"})
             break
+        except AuthenticationError as exc:
+            raise refused(address, exc) from None
         except RuntimeError as exc:  # a head that has just started has no job agent for a few seconds
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
                 raise Unavailable(f"the cluster refused the job: {exc}") from exc
             time.sleep(2)
-    log(f"submitted {job_id}: {entrypoint}")
+    log(f"submitted {job_id}: {entrypoint}" + (f" (with {', '.join(sorted(env))})" if env else ""))
     if not follow:
         return 0
     return wait(jobs, job_id, log=log)

@@ -52,8 +52,9 @@ def ray_head(tmp_path_factory):
         head.wait(timeout=60)
 
 
-def cli(*args, address):
-    env = {**os.environ, **AUTH, "RAY_ADDRESS": address}
+def cli(*args, address, env=None):
+    env = env if env is not None else {**os.environ, **AUTH}
+    env = {**env, "RAY_ADDRESS": address}
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env,
                           timeout=300)
 
@@ -75,3 +76,30 @@ def test_submitted_job_runs_on_the_cluster_and_reports_its_status(ray_head, tmp_
     assert listed.returncode == 0 and listed.stdout.count("jobs.cli") >= 2
     job_id = listed.stdout.split("\t")[0]
     assert cli("jobs", "status", job_id, address=ray_head).stdout.strip() in ("SUCCEEDED", "FAILED")
+
+
+@pytest.mark.slow
+def test_a_newcomers_submission_finds_the_token_and_carries_the_settings(ray_head, tmp_path):
+    """As a newcomer submits: the token where Ray keeps it and RAY_AUTH_MODE never said, settings in ARCMATCH_*
+    variables (one of them a secret), a wrong token."""
+    out = tmp_path / "synthetic"
+    plain = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "ARCMATCH_"))}
+    token_file = tmp_path / "auth_token"
+    token_file.write_text(TOKEN)
+    env = {**plain, "RAY_AUTH_TOKEN_PATH": str(token_file), "ARCMATCH_MODEL": str(tmp_path / "no-model"),
+           "ARCMATCH_MILVUS_TOKEN": "root:secret"}
+    made = cli("submit", "prepare", "--synthetic", str(out), "--identities", "2", "--images", "2", "--size", "32",
+               address=ray_head, env=env)
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    assert "with ARCMATCH_MODEL)" in made.stdout and "secret" not in made.stdout
+    assert "not carried to the cluster (secrets: set them there): ARCMATCH_MILVUS_TOKEN" in made.stderr
+
+    # the model comes from the submitter's ARCMATCH_MODEL: the job's one-line error names it
+    failed = cli("submit", "eval", "--data", str(out), address=ray_head, env=env)
+    assert failed.returncode == 1 and f"{tmp_path / 'no-model'}" in failed.stdout and "does not exist" in failed.stdout
+
+    token_file.write_text("not-the-token")
+    refused = cli("submit", "prepare", "--synthetic", str(out), address=ray_head, env=env)
+    assert refused.returncode == 5, refused.stderr[-3000:]
+    assert refused.stderr.strip().splitlines()[-1].startswith("arcmatch submit: backend unavailable: the Ray cluster")
+    assert "Traceback" not in refused.stderr
