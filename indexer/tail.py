@@ -1,0 +1,197 @@
+"""The FPIR of a gallery at its size from every cross-identity score, with a model of the non-mated tail.
+
+Why: the leave-one-identity-out rule (indexer/calibration.py) reads the threshold off each trial's best non-mated
+score, an extreme order statistic of as many trials as the gallery has faces. At FPIR 1% on 150 people it is the
+second-highest of 150 numbers, so one pair of photos decides it, and a duplicate enrollment (one person under two
+names) is exactly such a pair. Every probe face is scored here against every other identity instead (its best
+face there), N-1 numbers per probe instead of one, and the threshold is read from a model of where they lie:
+
+- per probe, the location and spread of its scores (median and MAD, the spread drawn towards the gallery's by
+  SPREAD_PRIOR): some faces score high against everyone, and a stranger's probe is as likely to be one of them
+  as a gallery face is;
+- pooled over probes, the standardised scores' upper tail: empirical where the evidence is dense, a generalised
+  Pareto tail fitted by probability-weighted moments (Hosking and Wallis, 1987) beyond it, where a gallery of N
+  people needs it (a per-identity rate near target / N);
+- FPIR at N identities: the mean over probes of 1 - (1 - q_p(t))^N, q_p(t) the chance that one identity's best
+  face scores t or more against probe p. N may be the size now or the size the gallery will have.
+
+A pair of identities whose scores lie so far out in the fitted tail that fewer than DUPLICATE_ALPHA such pairs
+would be expected among all of the gallery's pairs is taken for one person under two names: kept out of the
+evidence and reported. The interval resamples identities (the unit that varies between galleries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexer.errors import InvalidValue
+
+TAIL_FRACTION = 0.02  # the share of pooled standardised scores above the GPD's threshold
+MIN_TAIL = 50  # at least this many scores in the fitted tail
+DUPLICATE_ALPHA = 0.1  # expected number of such extreme pairs among strangers below which a pair is suspect
+MIN_IDENTITIES = 20
+SPREAD_PRIOR = 100  # scores' worth of the gallery's spread in each probe's (LFW-gray: bench/calibrate_tail.py)
+_FLOOR = 1e-6  # the smallest spread a probe's scores may have (identical gallery faces)
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """Two identities that look like one person: their best cross score and how far out in the tail it is."""
+
+    first: str
+    second: str
+    score: float
+    expected_among_strangers: float  # how many pairs this extreme all of the gallery's pairs would give by chance
+
+
+def identity_scores(vectors: np.ndarray, labels: np.ndarray, probes: np.ndarray | None = None,
+                    block: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores (P, N): each probe face's best score against each identity, NaN against its own; the identities
+    (N,); the probes' identity index (P,)). `probes` are row indices of `vectors` (default: all)."""
+    labels = np.asarray(labels).astype(str)
+    names, of = np.unique(labels, return_inverse=True)
+    order = np.argsort(of, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(of[order]) != 0])
+    probes = np.arange(len(vectors)) if probes is None else np.asarray(probes)
+    gallery = vectors[order].T
+    out = np.empty((len(probes), len(names)), np.float32)
+    for start in range(0, len(probes), block):
+        rows = probes[start : start + block]
+        out[start : start + len(rows)] = np.maximum.reduceat(vectors[rows] @ gallery, starts, axis=1)
+    own = of[probes]
+    out[np.arange(len(probes)), own] = np.nan
+    return out, names, own
+
+
+def _pwm_gpd(excess: np.ndarray) -> tuple[float, float]:
+    """(k, alpha) of the GPD F(y) = 1 - (1 - k y / alpha)^(1/k), by probability-weighted moments."""
+    y = np.sort(excess.astype(np.float64))
+    n = len(y)
+    a0 = y.mean()
+    a1 = float(np.sum(y * (n - 1 - np.arange(n))) / (n * (n - 1)))
+    denominator = a0 - 2 * a1
+    if denominator <= 0:
+        return 0.0, max(a0, 1e-9)
+    return float(a0 / denominator - 2), float(2 * a0 * a1 / denominator)
+
+
+@dataclass(frozen=True)
+class TailModel:
+    """The non-mated evidence of one gallery, modelled; `fpir(t, size)` and `threshold_for(target, size)`."""
+
+    location: np.ndarray  # (P,) per probe
+    spread: np.ndarray  # (P,)
+    pooled: np.ndarray  # sorted standardised scores, the evidence
+    u: float  # where the fitted tail starts
+    above_u: float  # the share of pooled scores above u
+    k: float
+    alpha: float
+    identities: int
+    suspects: list[Suspect] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, scores: np.ndarray) -> TailModel:
+        """From identity_scores' matrix (NaN where a probe meets its own identity or excluded evidence)."""
+        location = np.nanmedian(scores, axis=1)
+        spread = np.maximum(1.4826 * np.nanmedian(np.abs(scores - location[:, None]), axis=1), _FLOOR)
+        # a probe's own spread, from its N-1 scores, is noisy in a small gallery: drawn towards the gallery's
+        # (the noise would otherwise count twice, in the pooled tail and again when it is applied)
+        weight = np.isfinite(scores).sum(axis=1) / (np.isfinite(scores).sum(axis=1) + SPREAD_PRIOR)
+        spread = weight * spread + (1 - weight) * np.median(spread)
+        z = (scores - location[:, None]) / spread[:, None]
+        pooled = np.sort(z[np.isfinite(z)].astype(np.float64))
+        if len(pooled) < 2 * MIN_TAIL:
+            raise InvalidValue(f"too few cross-identity scores to model ({len(pooled)}): enroll more people")
+        tail = max(MIN_TAIL, int(TAIL_FRACTION * len(pooled)))
+        u = float(pooled[-tail - 1])
+        k, alpha = _pwm_gpd(pooled[-tail:] - u)
+        return cls(location, spread, pooled, u, tail / len(pooled), k, alpha, scores.shape[1])
+
+    def survival(self, z: np.ndarray) -> np.ndarray:
+        """P(a standardised non-mated score >= z): empirical up to u, the fitted tail beyond."""
+        z = np.asarray(z, np.float64)
+        empirical = 1.0 - np.searchsorted(self.pooled, z, side="left") / len(self.pooled)
+        excess = np.maximum(z - self.u, 0.0)
+        if abs(self.k) < 1e-9:
+            fitted = np.exp(-excess / self.alpha)
+        else:
+            base = np.maximum(1.0 - self.k * excess / self.alpha, 0.0)
+            fitted = base ** (1.0 / self.k)
+        return np.where(z > self.u, self.above_u * fitted, empirical)
+
+    def fpir(self, threshold: float, size: int | None = None) -> float:
+        """The share of strangers a gallery of `size` identities (default: this one's) answers as someone."""
+        q = self.survival((threshold - self.location) / self.spread)
+        return float(np.mean(1.0 - (1.0 - q) ** (size or self.identities)))
+
+    def threshold_for(self, target: float, size: int | None = None) -> float:
+        """The lowest threshold whose modelled FPIR is at most `target` (bisection: FPIR falls as t rises)."""
+        low, high = -1.0, 1.0
+        for _ in range(60):
+            middle = (low + high) / 2
+            if self.fpir(middle, size) > target:
+                low = middle
+            else:
+                high = middle
+        return high
+
+
+def suspected_duplicates(scores: np.ndarray, names: np.ndarray, own: np.ndarray, model: TailModel
+                         ) -> list[Suspect]:
+    """Identity pairs whose best cross score is beyond what all of the gallery's pairs would give by chance."""
+    z = (scores - model.location[:, None]) / model.spread[:, None]
+    pairs = len(names) * (len(names) - 1) / 2
+    found: dict[tuple[int, int], Suspect] = {}
+    rows, cols = np.nonzero(np.nan_to_num(z, nan=-np.inf) > model.u)
+    for r, c in zip(rows, cols, strict=True):
+        expected = float(pairs * model.survival(z[r, c]))
+        if expected < DUPLICATE_ALPHA:
+            key = tuple(sorted((int(own[r]), int(c))))
+            if key not in found or expected < found[key].expected_among_strangers:
+                found[key] = Suspect(str(names[key[0]]), str(names[key[1]]), float(scores[r, c]), expected)
+    return sorted(found.values(), key=lambda s: s.expected_among_strangers)
+
+
+def fit_gallery(vectors: np.ndarray, labels: np.ndarray, probes: np.ndarray | None = None,
+                rounds: int = 2) -> tuple[TailModel, np.ndarray, np.ndarray, np.ndarray]:
+    """The tail model of a gallery with its suspected duplicates kept out of the evidence (found, removed and
+    fitted again up to `rounds` times); also returns the scores, identities and probes' identities."""
+    scores, names, own = identity_scores(vectors, labels, probes)
+    if len(names) < MIN_IDENTITIES:
+        raise InvalidValue(f"a tail model needs at least {MIN_IDENTITIES} identities; the gallery has {len(names)}")
+    evidence = scores.copy()
+    model, suspects = TailModel.fit(evidence), []
+    for _ in range(rounds):
+        found = [s for s in suspected_duplicates(evidence, names, own, model)
+                 if (s.first, s.second) not in {(x.first, x.second) for x in suspects}]
+        if not found:
+            break
+        suspects += found
+        index = {name: i for i, name in enumerate(names)}
+        for s in found:
+            a, b = index[s.first], index[s.second]
+            evidence[own == a, b] = np.nan
+            evidence[own == b, a] = np.nan
+        model = TailModel.fit(evidence)
+    model = TailModel(model.location, model.spread, model.pooled, model.u, model.above_u, model.k, model.alpha,
+                      model.identities, suspects)
+    return model, evidence, names, own
+
+
+def interval(evidence: np.ndarray, own: np.ndarray, threshold: float, size: int, rounds: int = 100,
+             seed: int = 0) -> tuple[float, float]:
+    """A 95% interval of the modelled FPIR at `threshold`, resampling identities (their probes' rows)."""
+    rng = np.random.default_rng(seed)
+    identities = np.unique(own)
+    rows_of = {i: np.flatnonzero(own == i) for i in identities}
+    values = []
+    for _ in range(rounds):
+        rows = np.concatenate([rows_of[i] for i in rng.choice(identities, len(identities))])
+        try:
+            values.append(TailModel.fit(evidence[rows]).fpir(threshold, size))
+        except InvalidValue:
+            continue
+    low, high = np.percentile(values, [2.5, 97.5]) if values else (np.nan, np.nan)
+    return float(low), float(high)

@@ -1,0 +1,71 @@
+"""The non-mated tail model (indexer/tail.py) on synthetic identities: the FPIR it promises is the one strangers
+meet, one duplicate enrollment neither moves it nor goes unreported, and small galleries are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.calibration import Trials
+from indexer.errors import InvalidValue
+from indexer.tail import fit_gallery, identity_scores, interval
+
+DIM = 48
+
+
+def people(n: int, photos: int, rng, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors of `n` synthetic identities, `photos` each: an identity's direction plus photo noise."""
+    centres = rng.normal(size=(n, DIM))
+    vectors = np.repeat(centres, photos, axis=0) + 0.6 * rng.normal(size=(n * photos, DIM))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), np.repeat([f"p{first + i}" for i in range(n)], photos)
+
+
+def reached(threshold: float, gallery: np.ndarray, strangers: np.ndarray) -> float:
+    return float(((strangers @ gallery.T).max(axis=1) >= threshold).mean())
+
+
+def test_the_threshold_never_lets_through_more_strangers_than_twice_the_promise():
+    """On these homogeneous identities the model errs on the safe side (real faces: bench/calibrate_tail.py)."""
+    rng = np.random.default_rng(1)
+    for size in (100, 400):
+        gallery, labels = people(size, 1, rng)
+        strangers, _ = people(20_000, 1, rng, first=10_000)
+        model, _, _, _ = fit_gallery(gallery, labels)
+        for target in (0.01, 0.001):
+            met = reached(model.threshold_for(target), gallery, strangers)
+            assert target / 20 <= met <= target * 2, (size, target, met)
+
+
+def test_one_duplicate_enrollment_neither_moves_the_threshold_nor_goes_unreported():
+    rng = np.random.default_rng(2)
+    gallery, labels = people(150, 1, rng)
+    twin = gallery[7] + 0.05 * rng.normal(size=DIM).astype(np.float32)  # person p7 again, under another name
+    with_twin = np.vstack([gallery, twin / np.linalg.norm(twin)])
+    names = np.append(labels, "p7 again")
+    clean, _, _, _ = fit_gallery(gallery, labels)
+    model, evidence, _, own = fit_gallery(with_twin, names)
+    assert [(s.first, s.second) for s in model.suspects] == [("p7", "p7 again")]
+    assert model.suspects[0].score > 0.9 and model.suspects[0].expected_among_strangers < 0.01
+    assert abs(model.threshold_for(0.01) - clean.threshold_for(0.01)) < 0.01
+    # the leave-one-out top-1 rule is decided by the pair: its threshold jumps to the twins' score
+    scores, _, _ = identity_scores(with_twin, names)
+    old = Trials(np.nanmax(scores, axis=1), np.zeros(0, bool), np.zeros(0, np.float32)).threshold_for(0.01)
+    assert old > 0.9 > model.threshold_for(0.01) + 0.3
+    low, high = interval(evidence, own, model.threshold_for(0.01), size=151)
+    assert low <= 0.01 <= high and high < 0.05  # the interval says how far 150 people's evidence reaches
+
+
+def test_growth_raises_the_fpir_at_a_threshold_and_so_the_threshold_for_a_target():
+    rng = np.random.default_rng(3)
+    gallery, labels = people(200, 2, rng)
+    model, _, _, _ = fit_gallery(gallery, labels)
+    t = model.threshold_for(0.01)
+    assert model.fpir(t) == pytest.approx(0.01, rel=0.05)
+    assert model.fpir(t, size=2000) > 5 * model.fpir(t) and model.threshold_for(0.01, size=2000) > t
+
+
+def test_a_gallery_too_small_to_model_is_refused_in_words():
+    gallery, labels = people(12, 2, np.random.default_rng(4))
+    with pytest.raises(InvalidValue, match="at least 20 identities; the gallery has 12"):
+        fit_gallery(gallery, labels)
