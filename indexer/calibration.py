@@ -20,6 +20,11 @@ one more search with that identity filtered out, so no trial is cut short by k.
 The threshold accepts at most floor(target * trials) of the non-mated trials (so the measured FPIR is at or under
 the target), and a target below one trial in the sample is refused: a 0.1% rate
 cannot be read from 200 strangers.
+
+That rule (method "top1") reads an extreme order statistic: one duplicate enrollment decides it. Method "tail"
+(indexer/tail.py) reads the threshold from every cross-identity score with a model of the non-mated tail, keeps
+suspected duplicates out of the evidence and names them, and gives the FPIR with an interval; the report shows
+what the top-1 rule would have chosen beside it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from indexer.ids import UNLABELLED
 
 CALIBRATION_PROPERTY = "arcmatch.gallery_calibration"
 METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
+TAIL_METHOD = "gallery cross-identity scores, modelled non-mated tail"
+METHODS = ("top1", "tail")
+TAIL_IDENTITIES = 20_000  # identities whose faces a tail calibration scores probes against (a random subset)
 SAME_SCORE = 1e-5  # float32 cosines of one pair differ by a few ulps (~1e-7) between stores and directions
 MIN_FPIR = 1e-6  # a million strangers' trials would be needed to show it; no sample here is larger
 TOP_K = 16  # hits read per sampled face; only faces whose 16 nearest are all their own identity's search again
@@ -68,6 +76,9 @@ class GalleryCalibration:
     model_version: str
     created_at: float = field(default_factory=time.time)
     method: str = METHOD
+    fpir_interval: list[float] | None = None  # tail: a 95% interval of the modelled FPIR at the threshold
+    suspects: list[dict] = field(default_factory=list)  # tail: identity pairs that look like one person
+    top1_threshold: float | None = None  # tail: what the top-1 rule would have chosen, for comparison
 
     def to_json(self) -> str:
         return json.dumps({"arcmatch": 1, **asdict(self)}, separators=(",", ":"))
@@ -90,10 +101,19 @@ class GalleryCalibration:
                f"trials, {self.mated_trials} known-person trials",
                f"gallery threshold {self.threshold:.4f}: FPIR {self.fpir:.4f} (target {self.target_fpir}), "
                f"FNIR {fnir}"]
+        if self.fpir_interval is not None:
+            low, high = self.fpir_interval
+            out[1] += f"; modelled FPIR 95% interval {low:.4f}-{high:.4f} ({self.method})"
         if self.at_model_threshold is not None:
             at = self.at_model_threshold
             at_fnir = "n/a" if at.fnir is None else f"{at.fnir:.4f}"
             out.append(f"model threshold   {at.threshold:.4f}: FPIR {at.fpir:.4f}, FNIR {at_fnir}")
+        if self.top1_threshold is not None:
+            out.append(f"the top-1 rule would choose {self.top1_threshold:.4f}")
+        if self.suspects:
+            named = "; ".join(f"{s['first']!r} and {s['second']!r} ({s['score']:.3f})" for s in self.suspects[:5])
+            out.append(f"set aside as one person under two names: {len(self.suspects)} pair(s): {named}"
+                       + (" ..." if len(self.suspects) > 5 else ""))
         return out
 
 
@@ -219,14 +239,48 @@ def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256) ->
     return trials, len(identities), len(ids)
 
 
+def tail_calibration(index, target_fpir: float, trials: Trials, identities: int, *, sample: int, seed: int) -> dict:
+    """The tail method's threshold, modelled FPIR interval and suspects (indexer/tail.py), from the vectors of
+    up to TAIL_IDENTITIES random identities: probes are up to `sample` of their faces."""
+    from indexer.tail import fit_gallery, interval
+
+    ids, names = labelled_faces(index)
+    rng = np.random.default_rng(seed)
+    kept = set(rng.permutation(np.unique(names.astype(str)))[:TAIL_IDENTITIES])
+    chosen = np.flatnonzero([n in kept for n in names.astype(str)])
+    vectors = index.vectors([int(i) for i in ids[chosen]])
+    chosen = np.asarray([c for c in chosen if int(ids[c]) in vectors], dtype=np.int64)  # deleted since the scan
+    matrix = np.stack([vectors[int(ids[c])] for c in chosen])
+    probes = rng.permutation(len(chosen))[:sample]
+    model, evidence, _, own = fit_gallery(matrix, names[chosen].astype(str), probes)
+    threshold = model.threshold_for(target_fpir, size=identities)
+    low, high = interval(evidence, own, threshold, identities, seed=seed)
+    return {"threshold": threshold, "fpir": model.fpir(threshold, identities), "fpir_interval": [low, high],
+            "suspects": [asdict(s) for s in model.suspects],
+            "top1_threshold": trials.threshold_for(target_fpir) if len(trials.nonmated) else None}
+
+
 def calibrate(index, target_fpir: float, *, model_threshold: float | None = None, sample: int = 5000,
-              seed: int = 0) -> GalleryCalibration:
-    """The gallery's threshold for `target_fpir` (0 < target < 1), measured on up to `sample` of its faces."""
+              seed: int = 0, method: str = "top1") -> GalleryCalibration:
+    """The gallery's threshold for `target_fpir` (0 < target < 1), measured on up to `sample` of its faces, by
+    `method` ("top1": the leave-one-identity-out quantile; "tail": the modelled tail, indexer/tail.py)."""
     if not MIN_FPIR <= target_fpir < 1.0:
         raise InvalidValue(f"the target FPIR must be between {MIN_FPIR} and 1, got {target_fpir}")
     if sample < 2:
         raise InvalidValue(f"the sample must be at least 2 faces, got {sample}")
+    if method not in METHODS:
+        raise InvalidValue(f"the calibration method must be one of {METHODS}, got {method!r}")
     trials, identities, faces = run_trials(index, sample=sample, seed=seed)
+    if method == "tail":
+        found = tail_calibration(index, target_fpir, trials, identities, sample=sample, seed=seed)
+        measured = trials.rates(found["threshold"])
+        return GalleryCalibration(
+            threshold=found["threshold"], target_fpir=target_fpir, fpir=found["fpir"], fnir=measured.fnir,
+            model_threshold=model_threshold,
+            at_model_threshold=trials.rates(model_threshold) if model_threshold is not None else None,
+            identities=identities, faces=faces, nonmated_trials=len(trials.nonmated),
+            mated_trials=len(trials.mated_right), model_version=index.info().model_version, method=TAIL_METHOD,
+            fpir_interval=found["fpir_interval"], suspects=found["suspects"], top1_threshold=found["top1_threshold"])
     needed = math.ceil(1.0 / target_fpir)
     if len(trials.nonmated) < needed:
         raise InvalidValue(f"an FPIR of {target_fpir} needs at least {needed} unknown-person trials; this gallery "

@@ -210,11 +210,12 @@ class IdentityService:
                 pass
         return self._calibration
 
-    def calibrate(self, target_fpir: float, *, sample: int = 5000, save: bool = True) -> GalleryCalibration:
+    def calibrate(self, target_fpir: float, *, sample: int = 5000, save: bool = True,
+                  method: str = "top1") -> GalleryCalibration:
         """Choose the gallery's threshold for `target_fpir` from its stored vectors (indexer/calibration.py) and,
         with `save`, keep it with the collection so every process searching it uses it."""
         model = self.embedder.calibration.threshold if self.embedder.calibration else self.index.info().threshold
-        result = calibration.calibrate(self.index, target_fpir, model_threshold=model, sample=sample)
+        result = calibration.calibrate(self.index, target_fpir, model_threshold=model, sample=sample, method=method)
         if save:
             self.set_gallery_calibration(result)
         return result

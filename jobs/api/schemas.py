@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, Strict, field_validator, model_validator
 
@@ -159,6 +159,13 @@ class RatesOut(BaseModel):
                                            "identity has two faces)")
 
 
+class SuspectOut(BaseModel):
+    first: str
+    second: str
+    score: float = Field(description="their best cross score")
+    expected_among_strangers: float = Field(description="how many pairs this extreme strangers would give")
+
+
 class GalleryCalibrationOut(BaseModel):
     threshold: float = Field(description="the gallery's threshold: cosine similarity, higher is closer")
     target_fpir: float
@@ -173,6 +180,9 @@ class GalleryCalibrationOut(BaseModel):
     model_version: str
     created_at: float
     method: str
+    fpir_interval: list[float] | None = Field(None, description="tail: a 95% interval of the modelled FPIR")
+    suspects: list[SuspectOut] = Field([], description="tail: identity pairs set aside as one person")
+    top1_threshold: float | None = Field(None, description="tail: what the top-1 rule would have chosen")
 
 
 class CalibrationOut(BaseModel):
@@ -186,6 +196,8 @@ class CalibrateIn(BaseModel):
     fpir: float = Field(0.01, ge=MIN_FPIR, lt=1.0, description="target false-positive identification rate")
     sample: int = Field(5000, ge=2, le=100_000, description="faces drawn as trials")
     dry_run: bool = Field(False, description="report the threshold without keeping it")
+    method: Literal["top1", "tail"] = Field("top1", description="top1: each trial's best non-mated score; tail: "
+                                            "every cross-identity score, duplicates set aside, an FPIR interval")
 
 
 class FaceRejected(BaseModel):

@@ -1,7 +1,7 @@
 """`arcmatch calibrate`, `arcmatch cluster`, `arcmatch clusters`: the gallery's own threshold, and its unnamed faces
 grouped into candidate people.
 
-    arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--dry-run]
+    arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--method top1|tail] [--dry-run]
     arcmatch calibrate --show | --clear
     arcmatch cluster [--k 20] [--method leiden|chinese-whispers|connected] [--export clusters.parquet]
     arcmatch clusters list [--min-size 2] | show CLUSTER
@@ -31,6 +31,10 @@ def register(sub) -> None:
     p.add_argument("--fpir", type=float, default=0.01,
                    help="target share of unknown people answered as someone (default %(default)s)")
     p.add_argument("--sample", type=int, default=5000, help="faces drawn as trials (default %(default)s)")
+    p.add_argument("--method", choices=["top1", "tail"], default="top1",
+                   help="top1: the quantile of each trial's best non-mated score; tail: every cross-identity score "
+                        "with a model of the tail, duplicates set aside and named, an FPIR interval (default "
+                        "%(default)s)")
     p.add_argument("--target", help="a collection of the gallery other than the one in service (a re-embed's, "
                                     "before its switch)")
     p.add_argument("--dry-run", action="store_true", help="report the threshold, keep nothing")
@@ -90,7 +94,8 @@ def calibrate(args: argparse.Namespace) -> int:
         audit(settings, "calibration_clear", collection=name)
         print(f"{name}: gallery calibration cleared; the model's threshold {index.info().threshold} applies")
         return EXIT_OK
-    result = calibration.calibrate(index, args.fpir, model_threshold=index.info().threshold, sample=args.sample)
+    result = calibration.calibrate(index, args.fpir, model_threshold=index.info().threshold, sample=args.sample,
+                                   method=args.method)
     if not args.dry_run:
         calibration.store(index, result)
         audit(settings, "calibrate", collection=name, threshold=result.threshold, target_fpir=args.fpir)

@@ -130,3 +130,30 @@ def test_held_out_trials_refuse_a_gallery_they_cannot_make(enrolled, photos, rou
     vectors, labels = vectors_of(people(30, 3, spread=0.3))
     with pytest.raises(InvalidValue):
         held_out_trials(vectors, labels, gallery_identities=enrolled, photos=photos, rounds=rounds)
+
+
+def test_the_tail_method_sets_a_duplicate_enrollment_aside_names_it_and_keeps_its_threshold(index):
+    rows = people(150, 1, spread=0.9)
+    twin = rows[7].vector + 0.05 * np.random.default_rng(5).normal(size=DIM).astype(np.float32)
+    rows.append(FaceRow("again", "person 7 again", twin / np.linalg.norm(twin), face_id("again")))
+    index.upsert(rows)
+    found = calibrate(index, 0.01, model_threshold=0.3, method="tail")
+    assert [(s["first"], s["second"]) for s in found.suspects] == [("person 7", "person 7 again")]
+    assert found.top1_threshold > 0.95 > found.threshold + 0.1  # the top-1 rule is decided by the pair; this is not
+    from indexer.tail import fit_gallery
+
+    clean, _, _, _ = fit_gallery(np.stack([r.vector for r in rows[:-1]]), np.array([r.identity for r in rows[:-1]]))
+    assert found.threshold == pytest.approx(clean.threshold_for(0.01, size=151), abs=0.01)  # as if never enrolled
+    low, high = found.fpir_interval
+    assert low <= found.fpir <= high and found.fpir == pytest.approx(0.01, abs=0.002)
+    store(index, found)
+    again = stored(index)
+    assert again.suspects == found.suspects and again.method == found.method and again.fpir_interval == [low, high]
+    assert "set aside as one person under two names: 1 pair(s): 'person 7' and 'person 7 again'" in \
+        "\n".join(again.lines())
+
+
+def test_the_tail_method_refuses_a_gallery_too_small_to_model(index):
+    index.upsert(people(12, 2, spread=0.9))
+    with pytest.raises(InvalidValue, match="at least 20 identities; the gallery has 12"):
+        calibrate(index, 0.05, method="tail")

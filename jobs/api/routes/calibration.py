@@ -29,7 +29,7 @@ def current(_: ReadKey, service: ServiceDep) -> CalibrationOut:
 def calibrate(_: WriteKey, service: ServiceDep, request: Request, body: CalibrateIn) -> GalleryCalibrationOut:
     """Choose the threshold that answers `fpir` of unknown people as someone, from the gallery's stored faces,
     and (unless `dry_run`) keep it with the collection: every replica uses it within seconds."""
-    result = service.calibrate(body.fpir, sample=body.sample, save=not body.dry_run)
+    result = service.calibrate(body.fpir, sample=body.sample, save=not body.dry_run, method=body.method)
     note(request, "calibrate", threshold=result.threshold, target_fpir=body.fpir, kept=not body.dry_run)
     return _out(result)
 

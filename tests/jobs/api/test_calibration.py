@@ -65,3 +65,13 @@ def test_calibrating_needs_the_write_scope(api):
     assert api.post("/v1/calibration", json={"fpir": 0.1}, headers=R).status_code == 403
     assert api.delete("/v1/calibration", headers=R).status_code == 403
     assert api.get("/v1/calibration").status_code == 401
+
+
+def test_the_tail_method_over_http_says_its_interval_and_the_top1_rules_choice(api):
+    answer = api.post("/v1/calibration", json={"fpir": 0.1, "dry_run": True, "method": "tail"}, headers=W)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    low, high = result["fpir_interval"]
+    assert result["method"].startswith("gallery cross-identity scores") and low <= result["fpir"] <= high
+    assert result["identities"] == 30 and result["top1_threshold"] is not None and isinstance(result["suspects"], list)
+    assert api.get("/v1/calibration", headers=R).json()["source"] == "model"  # a dry run keeps nothing

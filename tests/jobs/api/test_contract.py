@@ -56,8 +56,9 @@ INEXPRESSIBLE = (
                   r"^identity is \d+ bytes in UTF-8, over the limit of 256$", "an identity holds at most 256 UTF-8 "
                   "bytes; JSON Schema's maxLength counts characters (256 are documented, and as many bytes)"),
     Inexpressible(r"^POST /v1/calibration$", 400, r"^(an FPIR of \S+ needs at least \d+ unknown-person trials; "
-                  r"this gallery gave|calibration needs faces of at least two identities)", "a calibration needs "
-                  "enough people in the gallery: the gallery's state, not the request's shape"),
+                  r"this gallery gave|calibration needs faces of at least two identities|a tail model needs at "
+                  r"least \d+ identities)", "a calibration needs enough people in the gallery: the gallery's "
+                  "state, not the request's shape"),
 )
 @pytest.fixture(scope="module", params=["lite", "server"])
 def contract_api(request, tmp_path_factory, tiny_model_dir):
