@@ -59,6 +59,20 @@ def read_lfw(data: Path, name: str, number: int = 1) -> np.ndarray:
     return np.asarray(Image.open(data / "lfw_gray" / name / f"{name}_{number:04d}.jpg").convert("RGB"))
 
 
+def lfw_tree(root: Path, data: Path, people, numbers=(1, 2), *, faceless: str | None = None,
+             faceless_size: tuple[int, int] = (300, 400)) -> Path:
+    """An image tree `root/<person>/<n>.jpg` of LFW-gray photos under `data` (linked, never copied), and with
+    `faceless`, a folder of that name holding one photo without a face."""
+    for name in people:
+        (root / name).mkdir(parents=True)
+        for n in numbers:
+            (root / name / f"{n}.jpg").symlink_to(data / "lfw_gray" / name / f"{name}_{n:04d}.jpg")
+    if faceless:
+        (root / faceless).mkdir(parents=True)
+        (root / faceless / "wall.png").write_bytes(encode(no_face(*faceless_size)))
+    return root
+
+
 def encode(image: np.ndarray, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, fmt)

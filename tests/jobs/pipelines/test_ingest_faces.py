@@ -14,7 +14,7 @@ from indexer.ids import face_id
 from indexer.store import FaceIndex, connect
 from jobs.pipelines.ingest import ingest
 from jobs.pipelines.report import reasons
-from tests.helpers import encode, group_photo, no_face
+from tests.helpers import encode, group_photo, lfw_tree
 
 PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair")
 
@@ -22,13 +22,7 @@ PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair")
 @pytest.fixture
 def photos(tmp_path, shared_data, lfw_image):
     """people x 2 raw LFW photos (linked, not copied), a photo without a face, and a group photo of the three."""
-    root = tmp_path / "photos"
-    for name in PEOPLE:
-        (root / name).mkdir(parents=True)
-        for n in (1, 2):
-            (root / name / f"{n}.jpg").symlink_to(shared_data / "lfw_gray" / name / f"{name}_{n:04d}.jpg")
-    (root / "nobody").mkdir()
-    (root / "nobody" / "wall.png").write_bytes(encode(no_face()))
+    root = lfw_tree(tmp_path / "photos", shared_data, PEOPLE, faceless="nobody")
     (root / "crowd").mkdir()
     (root / "crowd" / "group.png").write_bytes(encode(group_photo([lfw_image(name, 3) for name in PEOPLE])))
     return root

@@ -20,7 +20,7 @@ from jobs.pipelines.reembed import FacesLeftBehind, reembed
 from jobs.service import IdentityService
 from jobs.settings import Settings
 from tests.conftest import YUNET_DEFAULT
-from tests.helpers import WRITE_ENTRY, W, encode, live_app, no_face
+from tests.helpers import WRITE_ENTRY, W, encode, lfw_tree, live_app
 
 INGESTED = ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon")
 ENROLLED = ("Hugo_Chavez", "Jean_Chretien")  # over HTTP, with a detector configured: landmarks archived
@@ -37,13 +37,8 @@ def test_a_box_crop_gallery_moves_to_a_five_point_model_face_by_face(ray_local, 
                                                                      mobilefacenet_aligned):
     detector = shared_models / "yunet" / YUNET_DEFAULT
     archive = str(tmp_path / "archive")
-    tree = tmp_path / "photos"
-    for name in INGESTED:
-        (tree / name).mkdir(parents=True)
-        for n in (1, 2):
-            (tree / name / f"{n}.jpg").symlink_to(shared_data / "lfw_gray" / name / f"{name}_{n:04d}.jpg")
-    (tree / "Nobody").mkdir()
-    (tree / "Nobody" / "wall.png").write_bytes(encode(no_face(250, 250)))  # a box-crop model embeds anything
+    # a photo without a face too: a box-crop model embeds anything
+    tree = lfw_tree(tmp_path / "photos", shared_data, INGESTED, faceless="Nobody", faceless_size=(250, 250))
     made = ingest(tree, mobilefacenet_box, milvus=milvus_uri, collection=collection_name, archive=archive,
                   index_type="FLAT")  # no detector: the archive keeps photos without their landmarks
     assert made.embedded == 13 and not made.skipped
