@@ -49,6 +49,20 @@ class HeaderTimeoutProtocol(H11Protocol):
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_timer()
+        # every request h11 parses, a pipelined one too (whose head came in the same packet as the request before
+        # it, past the raw check below): both framings refused as a protocol error, which uvicorn answers with
+        # 400 and a closed connection
+        parse = self.conn.next_event
+
+        def next_event():
+            event = parse()
+            if isinstance(event, h11.Request):
+                names = {name.lower() for name, _ in event.headers}
+                if b"content-length" in names and b"transfer-encoding" in names:
+                    raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding")
+            return event
+
+        self.conn.next_event = next_event
 
     def data_received(self, data: bytes) -> None:
         if self._head is not None:
