@@ -95,6 +95,23 @@ class GalleryCalibration:
         rates = data.pop("at_model_threshold", None)
         return cls(**data, at_model_threshold=Rates(**rates) if rates else None)
 
+    def fpir_at(self, identities: int) -> float:
+        """The FPIR this threshold gives at another gallery size, to first order: each identity is one more chance
+        for a stranger to match, 1 - (1 - FPIR)^(now / then). Growth raises it; a threshold kept through growth
+        breaks its promise (a 1% at 150 people is about 10% at 1,500)."""
+        return float(1.0 - (1.0 - self.fpir) ** (identities / max(self.identities, 1)))
+
+    def growth_lines(self, identities: int) -> list[str]:
+        """What the gallery's growth since the calibration means for it (nothing when its size is the same)."""
+        if identities == self.identities:
+            return []
+        now = self.fpir_at(identities)
+        out = [f"the gallery has {identities} identities, {self.identities} when calibrated: at this threshold "
+               f"about {now:.4f} of strangers match now (estimated; target {self.target_fpir})"]
+        if now > 1.25 * self.target_fpir:
+            out.append("the threshold no longer meets its target: run `arcmatch calibrate` again")
+        return out
+
     def lines(self) -> list[str]:
         fnir = "n/a (no identity has two faces)" if self.fnir is None else f"{self.fnir:.4f}"
         out = [f"gallery: {self.identities} identities, {self.faces} faces; {self.nonmated_trials} unknown-person "

@@ -86,8 +86,11 @@ def calibrate(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(asdict(found) if found else None))
         else:
-            print("\n".join(found.lines()) if found else
-                  f"{name}: no gallery calibration; the model's threshold {index.info().threshold} applies")
+            if found is not None:
+                now = len({identity for _, identity in index.labelled_faces()})
+                print("\n".join(found.lines() + found.growth_lines(now)))
+            else:
+                print(f"{name}: no gallery calibration; the model's threshold {index.info().threshold} applies")
         return EXIT_OK
     if args.clear:
         calibration.store(index, None)

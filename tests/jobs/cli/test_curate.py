@@ -42,7 +42,13 @@ def test_calibrate_reports_keeps_shows_and_clears(gallery, capsys, tmp_path):
     assert '"action": "calibrate"' in audit or '"action":"calibrate"' in audit
 
     assert main(["calibrate", "--show"]) == 0
-    assert f"gallery threshold {dry['threshold']:.4f}" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert f"gallery threshold {dry['threshold']:.4f}" in shown and "when calibrated" not in shown
+    gallery.upsert(people(320, 1, spread=1.0, seed=7, first=1000))  # the gallery grows fivefold
+    assert main(["calibrate", "--show"]) == 0
+    grown = capsys.readouterr().out
+    assert "the gallery has 400 identities, 80 when calibrated" in grown
+    assert "no longer meets its target: run `arcmatch calibrate` again" in grown
     assert main(["calibrate", "--clear"]) == 0
     assert stored(gallery) is None and "model's threshold 0.2 applies" in capsys.readouterr().out
 
