@@ -17,8 +17,10 @@ Methods (docs/BENCHMARKS.md compares them on LFW-gray):
   connected communities. The default: on LFW-gray it gave the best BCubed F, and Chinese whispers splits the
   largest people (hundreds of photos) into several clusters (docs/BENCHMARKS.md).
 
-Re-running after new faces arrive starts from the previous labels (`init`), and `stable_ids` gives each new
-cluster the id of the previous cluster it overlaps most, so clusters that did not change keep their ids.
+A run's clusters depend on the graph, the method and its settings only, never on what an earlier run found
+(starting Chinese whispers from a connected-components run's labels once left a 904-face cluster that a fresh
+start splits into 27); `stable_ids` then gives each cluster the id of the previous run's cluster it overlaps
+most, so clusters that did not change keep their ids.
 """
 
 from __future__ import annotations
@@ -118,11 +120,10 @@ def leiden(graph: Graph, *, seed: int = 0, resolution: float = 1.0) -> np.ndarra
     return np.asarray(partition.membership, dtype=np.int64)
 
 
-def cluster_graph(graph: Graph, method: str, *, seed: int = 0, init: np.ndarray | None = None) -> np.ndarray:
-    """One label per node by `method` (METHODS); only Chinese whispers starts from `init` (the others get their
-    stability from stable_ids alone)."""
+def cluster_graph(graph: Graph, method: str, *, seed: int = 0) -> np.ndarray:
+    """One label per node by `method` (METHODS), from the graph alone: ids stay stable by stable_ids."""
     if method == "chinese-whispers":
-        return chinese_whispers(graph, seed=seed, init=init)
+        return chinese_whispers(graph, seed=seed)
     if method == "leiden":
         return leiden(graph, seed=seed)
     if method == "connected":

@@ -4,9 +4,9 @@
 2. Their k nearest unlabelled neighbours, by batched searches of the store itself: on a Milvus server, Ray Data
    actors (each with its own client) split the work; Milvus Lite opens its file from one process, so there the
    driver searches. The graph comes back as three NumPy arrays; nothing all-pairs is ever formed.
-3. The graph clustered (Leiden by default; Chinese whispers starts from the previous run's labels), the ids
-   made stable against the previous run, the run written to the cluster store (indexer/clusters.py) and, if asked,
-   exported as Parquet (one row per face with its cluster's size, cohesion and representative face).
+3. The graph clustered (Leiden by default) from the graph alone, the ids made stable against the previous run,
+   the run written to the cluster store (indexer/clusters.py) and, if asked, exported as Parquet (one row per
+   face with its cluster's size, cohesion and representative face).
 
 Edges count from the model's calibrated threshold (the collection's), the "same person" every search uses.
 """
@@ -186,9 +186,8 @@ def cluster(
     previous_run = store.latest()
     previous = previous_run.previous_labels(ids) if previous_run else np.full(len(ids), -1, np.int64)
     next_id = 1 + max((c.cluster for c in previous_run.clusters), default=-1) if previous_run else 0
-    init = np.where(previous >= 0, previous, next_id + np.arange(len(ids)))  # a new face starts as its own label
-    with console.timed("cluster"):
-        labels = cluster_graph(graph, method, seed=seed, init=init)
+    with console.timed("cluster"):  # from the graph alone; the previous run only lends its ids
+        labels = cluster_graph(graph, method, seed=seed)
         cluster_of = stable_ids(labels, previous, next_id)
         infos = [ClusterInfo(c.cluster, c.size, c.cohesion, int(ids[c.representative]))
                  for c in summarize(graph, cluster_of)]

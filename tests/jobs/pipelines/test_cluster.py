@@ -82,3 +82,20 @@ def test_edges_count_from_the_gallery_calibration_when_there_is_one(gallery, mil
     assert (second.threshold, second.threshold_source) == (0.7, "gallery")
     given = cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection, k=4, threshold=0.5)
     assert given.threshold_source == "given" and "the given's threshold" not in "\n".join(given.lines())
+
+
+def test_the_same_method_on_the_same_faces_gives_the_same_clusters_whatever_ran_before(gallery, milvus_uri, tmp_path):
+    """The previous run lends its ids, never its grouping: Chinese whispers after connected components gives the
+    clusters it gives from a fresh start."""
+    crowd = people(12, 4, spread=0.7, dim=DIM)
+    write(gallery, unnamed(crowd))
+
+    def grouping(root: str, *methods: str) -> set[frozenset[int]]:
+        for method in methods:
+            cluster(milvus=milvus_uri, root=root, gallery=gallery.collection, k=8, threshold=0.2, method=method)
+        run = ClusterStore(root, gallery.collection, gallery.collection).latest()
+        return {frozenset(run.members(c.cluster).tolist()) for c in run.clusters}
+
+    after_connected = grouping(str(tmp_path / "a"), "connected", "chinese-whispers")
+    fresh = grouping(str(tmp_path / "b"), "chinese-whispers")
+    assert after_connected == fresh and len(grouping(str(tmp_path / "c"), "connected")) < len(fresh)
