@@ -138,16 +138,17 @@ class TailModel:
         return high
 
 
-def suspected_duplicates(scores: np.ndarray, names: np.ndarray, own: np.ndarray, model: TailModel
-                         ) -> list[Suspect]:
-    """Identity pairs whose best cross score is beyond what all of the gallery's pairs would give by chance."""
+def suspected_duplicates(scores: np.ndarray, names: np.ndarray, own: np.ndarray, model: TailModel,
+                         alpha: float = DUPLICATE_ALPHA) -> list[Suspect]:
+    """Identity pairs whose best cross score is so far out that fewer than `alpha` such pairs would be expected
+    among all of the gallery's pairs by chance."""
     z = (scores - model.location[:, None]) / model.spread[:, None]
     pairs = len(names) * (len(names) - 1) / 2
     found: dict[tuple[int, int], Suspect] = {}
     rows, cols = np.nonzero(np.nan_to_num(z, nan=-np.inf) > model.u)
     for r, c in zip(rows, cols, strict=True):
         expected = float(pairs * model.survival(z[r, c]))
-        if expected < DUPLICATE_ALPHA:
+        if expected < alpha:
             key = tuple(sorted((int(own[r]), int(c))))
             if key not in found or expected < found[key].expected_among_strangers:
                 found[key] = Suspect(str(names[key[0]]), str(names[key[1]]), float(scores[r, c]), expected)

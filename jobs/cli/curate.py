@@ -3,6 +3,7 @@ grouped into candidate people.
 
     arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--method top1|tail] [--dry-run]
     arcmatch calibrate --show | --clear
+    arcmatch gallery check [--json]                                   # duplicates, misfits, below the gate
     arcmatch cluster [--k 20] [--method leiden|chinese-whispers|connected] [--export clusters.parquet]
     arcmatch clusters list [--min-size 2] | show CLUSTER
 
@@ -43,6 +44,13 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=calibrate)
 
+    p = sub.add_parser("gallery", help="what is wrong with the gallery's labels: one person under two names, "
+                                       "photos of someone else, identities below the quality gate")
+    p.add_argument("action", choices=["check"])
+    store_flags(p)
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.set_defaults(run=gallery_check)
+
     p = sub.add_parser("cluster", help="group the gallery's unlabelled faces into candidate people (a Ray job)")
     store_flags(p)
     p.add_argument("--k", type=int, default=20, help="neighbours searched per face (default %(default)s)")
@@ -64,6 +72,35 @@ def register(sub) -> None:
     p.add_argument("--min-size", type=int, default=2, help="list: smallest cluster shown (default %(default)s)")
     p.add_argument("--limit", type=int, default=50, help="list: clusters shown (default %(default)s)")
     p.set_defaults(run=clusters)
+
+
+def gallery_check(args: argparse.Namespace) -> int:
+    """Every labelled face's vector is read: the findings are the gallery's, not a sample's."""
+    import numpy as np
+
+    from indexer import health
+    from indexer.calibration import labelled_faces
+    from indexer.store import FaceIndex
+
+    settings = settings_from(args)
+    galleries = open_gallery(settings)
+    name = galleries.serving()
+    if name is None:
+        raise NotFound(f"gallery {settings.collection!r} does not exist; ingest or enroll faces first")
+    index = FaceIndex(galleries.client, name)
+    ids, names = labelled_faces(index)
+    vectors = index.vectors([int(i) for i in ids])
+    keep = np.asarray([int(i) in vectors for i in ids], bool)  # deleted since the scan
+    ids, names = ids[keep], names[keep]
+    metadata = index.stored_metadata([int(i) for i in ids])
+    passed = [metadata.get(int(i), {}).get("face", {}).get("quality", {}).get("passed") for i in ids]
+    found = health.check(ids, np.stack([vectors[int(i)] for i in ids]) if len(ids) else np.zeros((0, 1)),
+                         names, passed)
+    if args.json:
+        print(json.dumps(asdict(found), default=str))
+    else:
+        print("\n".join(found.lines()))
+    return EXIT_OK
 
 
 def calibrate(args: argparse.Namespace) -> int:

@@ -79,3 +79,38 @@ def test_cluster_then_list_and_show_clusters(gallery, capsys, tmp_path, monkeypa
     shown = capsys.readouterr().out.strip().splitlines()
     assert shown[0].startswith(f"cluster {first}: 3 faces") and len(shown) == 4
     assert main(["clusters", "show", "999999"]) == 4
+
+
+def test_gallery_check_names_a_duplicate_and_a_mislabelled_photo(tmp_path, monkeypatch, capsys):
+    """One person enrolled twice under two names, one photo of person 3 filed under person 5."""
+    import numpy as np
+
+    from indexer.ids import face_id
+    from indexer.store import FaceRow
+
+    uri = str(tmp_path / "h.db")
+    monkeypatch.setenv("ARCMATCH_MILVUS_URI", uri)
+    monkeypatch.setenv("ARCMATCH_COLLECTION", "health")
+    rows = people(60, 2, spread=0.3, dim=64)
+    twin = rows[14].vector + 0.05 * np.random.default_rng(1).normal(size=64).astype(np.float32)
+    rows.append(FaceRow("twin", "person 7 again", twin / np.linalg.norm(twin), face_id("twin")))
+    stray = rows[6]  # person 3's first photo ...
+    rows[6] = FaceRow(stray.source, "person 5", stray.vector, stray.face_id)  # ... filed under person 5
+    client = connect(uri)
+    index = FaceIndex(client, "health")
+    index.ensure(CollectionInfo("model-a", 64, 0.5), index_type="FLAT")
+    index.upsert(rows)
+    index.flush()
+    client.close()
+
+    assert main(["gallery", "check", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert (found["identities"], found["faces"]) == (61, 121)
+    pairs = [(d["first"], d["second"]) for d in found["duplicates"]]
+    assert ("person 7", "person 7 again") in pairs  # the stray photo makes persons 3 and 5 look alike too
+    assert set(pairs) <= {("person 7", "person 7 again"), ("person 3", "person 5")}
+    assert [(m["face_id"], m["identity"], m["other"]) for m in found["misfits"]][0] == \
+        (stray.face_id, "person 5", "person 3")
+    assert found["below_gate"] == []  # nothing was judged: no detector records
+    assert main(["gallery", "check"]) == 0
+    assert "'person 7' and 'person 7 again'" in capsys.readouterr().out

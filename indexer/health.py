@@ -1,0 +1,83 @@
+"""What is wrong with a gallery's labels, read off its own vectors: one person under two names, photos that look
+like someone other than the rest of their identity, identities with no face that passes the quality gate.
+
+Why: every such finding is a false match waiting to happen (two names for one face), or a miss (a photo that is
+someone else), and each of them also bends a threshold calibrated on the gallery. People fix them best; this says
+where to look, with the faces and scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexer.tail import MIN_IDENTITIES, fit_gallery, identity_scores, suspected_duplicates
+
+REVIEW_ALPHA = 1.0  # a pair more extreme than the most extreme one strangers would give is worth a person's look
+
+
+@dataclass(frozen=True)
+class Misfit:
+    """A face that scores higher against another identity than against the rest of its own."""
+
+    face_id: int
+    identity: str
+    own_best: float  # its best score against the other faces of its identity
+    other: str
+    other_best: float
+
+
+@dataclass
+class Health:
+    identities: int
+    faces: int
+    duplicates: list = field(default_factory=list)  # indexer.tail.Suspect
+    misfits: list[Misfit] = field(default_factory=list)
+    below_gate: list[str] = field(default_factory=list)  # identities with no face that passed the gate
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"gallery: {self.identities} identities, {self.faces} faces"]
+        out += [f"  {n}" for n in self.notes]
+        out.append(f"one person under two names? {len(self.duplicates)} pair(s)")
+        out += [f"  {s.first!r} and {s.second!r}: best cross score {s.score:.3f} (strangers would give "
+                f"{s.expected_among_strangers:.2g} such pairs)" for s in self.duplicates]
+        out.append(f"photos more like someone else than like the rest of their identity: {len(self.misfits)}")
+        out += [f"  face {m.face_id} of {m.identity!r}: {m.own_best:.3f} with its own, {m.other_best:.3f} with "
+                f"{m.other!r}" for m in self.misfits]
+        out.append(f"identities with no face that passed the quality gate: {len(self.below_gate)}")
+        out += [f"  {name!r}" for name in self.below_gate]
+        return out
+
+
+def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed: np.ndarray | None = None) -> Health:
+    """The findings for faces (ids, unit vectors, identities, and whether each passed the quality gate when it
+    was enrolled: None where nothing was judged, as for box-crop models)."""
+    labels = np.asarray(labels).astype(str)
+    names = np.unique(labels)
+    health = Health(len(names), len(face_ids))
+    if len(names) >= MIN_IDENTITIES:  # looser than calibration's: a person looks, nothing is decided
+        model, evidence, found_names, owner = fit_gallery(vectors, labels)
+        health.duplicates = suspected_duplicates(np.where(np.isfinite(evidence), evidence,
+                                                          identity_scores(vectors, labels)[0]),
+                                                 found_names, owner, model, REVIEW_ALPHA)
+    else:
+        health.notes.append(f"duplicates are looked for from {MIN_IDENTITIES} identities on")
+    scores, names, own = identity_scores(vectors, labels)
+    for name in names:
+        members = np.flatnonzero(labels == name)
+        if len(members) < 2:
+            continue
+        within = vectors[members] @ vectors[members].T
+        np.fill_diagonal(within, -np.inf)
+        for row, face in zip(within, members, strict=True):
+            best_other = int(np.nanargmax(scores[face]))
+            if scores[face, best_other] > row.max():
+                health.misfits.append(Misfit(int(face_ids[face]), str(name), float(row.max()),
+                                             str(names[best_other]), float(scores[face, best_other])))
+    if passed is not None:
+        judged = np.asarray(passed, dtype=object)
+        health.below_gate = [str(n) for n in names if all(judged[labels == n] == False)]  # noqa: E712
+    health.misfits.sort(key=lambda m: m.own_best - m.other_best)
+    return health
