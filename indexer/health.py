@@ -57,6 +57,8 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
     labels = np.asarray(labels).astype(str)
     names = np.unique(labels)
     health = Health(len(names), len(face_ids))
+    if not len(face_ids):
+        return health
     if len(names) >= MIN_IDENTITIES:  # looser than calibration's: a person looks, nothing is decided
         model, evidence, found_names, owner = fit_gallery(vectors, labels)
         health.duplicates = suspected_duplicates(np.where(np.isfinite(evidence), evidence,
@@ -81,3 +83,19 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
         health.below_gate = [str(n) for n in names if all(judged[labels == n] == False)]  # noqa: E712
     health.misfits.sort(key=lambda m: m.own_best - m.other_best)
     return health
+
+
+def check_index(index) -> Health:
+    """`check` over every labelled face a FaceIndex holds: their vectors, and the quality verdict their metadata
+    recorded at enrollment (five-point models record one)."""
+    from indexer.calibration import labelled_faces
+
+    ids, names = labelled_faces(index)
+    vectors = index.vectors([int(i) for i in ids])
+    keep = np.asarray([int(i) in vectors for i in ids], bool)  # deleted since the scan
+    ids, names = ids[keep], names[keep]
+    metadata = index.stored_metadata([int(i) for i in ids])
+    passed = [metadata.get(int(i), {}).get("face", {}).get("quality", {}).get("passed") for i in ids]
+    matrix = np.stack([vectors[int(i)] for i in ids]) if len(ids) else np.zeros((0, index.info().dim), np.float32)
+    return check(ids, matrix, names, passed)
+

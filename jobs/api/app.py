@@ -21,7 +21,7 @@ from jobs.api import errors
 from jobs.api.auditing import Audit
 from jobs.api.guard import BodyLimits, Guard, SecurityHeaders
 from jobs.api.keys import parse_keys
-from jobs.api.routes import calibration, clusters, health, identities, page, search
+from jobs.api.routes import calibration, clusters, gallery, health, identities, page, search
 from jobs.api.timing import ServerTiming
 from jobs.audit import AuditLog
 from jobs.service import IdentityService
@@ -58,7 +58,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["X-API-Key", "Content-Type"], expose_headers=["Server-Timing", "Retry-After"])
     app.add_middleware(SecurityHeaders)
-    for module in (health, search, identities, clusters, calibration):
+    for module in (health, search, identities, clusters, calibration, gallery):
         app.include_router(module.router)
     app.include_router(identities.faces_router)
     app.include_router(page.router)

@@ -254,3 +254,21 @@ class MergeIn(BaseModel):
         if len(set(clusters)) != len(clusters):
             raise ValueError("each cluster once")
         return clusters
+
+
+class MisfitOut(BaseModel):
+    face_id: str = Field(description="a face id (a string: int64 is beyond JSON's safe integers)")
+    identity: str
+    own_best: float = Field(description="its best score against the other faces of its identity")
+    other: str
+    other_best: float = Field(description="its best score against `other`")
+
+
+class HealthReport(BaseModel):
+    identities: int
+    faces: int
+    duplicates: list[SuspectOut] = Field(description="pairs of names that look like one person")
+    misfits: list[MisfitOut] = Field(description="photos that look more like another identity than their own")
+    below_gate: list[str] = Field(description="identities with no face that passed the quality gate")
+    notes: list[str]
+

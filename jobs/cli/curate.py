@@ -76,10 +76,7 @@ def register(sub) -> None:
 
 def gallery_check(args: argparse.Namespace) -> int:
     """Every labelled face's vector is read: the findings are the gallery's, not a sample's."""
-    import numpy as np
-
-    from indexer import health
-    from indexer.calibration import labelled_faces
+    from indexer.health import check_index
     from indexer.store import FaceIndex
 
     settings = settings_from(args)
@@ -87,19 +84,8 @@ def gallery_check(args: argparse.Namespace) -> int:
     name = galleries.serving()
     if name is None:
         raise NotFound(f"gallery {settings.collection!r} does not exist; ingest or enroll faces first")
-    index = FaceIndex(galleries.client, name)
-    ids, names = labelled_faces(index)
-    vectors = index.vectors([int(i) for i in ids])
-    keep = np.asarray([int(i) in vectors for i in ids], bool)  # deleted since the scan
-    ids, names = ids[keep], names[keep]
-    metadata = index.stored_metadata([int(i) for i in ids])
-    passed = [metadata.get(int(i), {}).get("face", {}).get("quality", {}).get("passed") for i in ids]
-    found = health.check(ids, np.stack([vectors[int(i)] for i in ids]) if len(ids) else np.zeros((0, 1)),
-                         names, passed)
-    if args.json:
-        print(json.dumps(asdict(found), default=str))
-    else:
-        print("\n".join(found.lines()))
+    found = check_index(FaceIndex(galleries.client, name))
+    print(json.dumps(asdict(found), default=str) if args.json else "\n".join(found.lines()))
     return EXIT_OK
 
 

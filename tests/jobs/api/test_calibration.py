@@ -75,3 +75,13 @@ def test_the_tail_method_over_http_says_its_interval_and_the_top1_rules_choice(a
     assert result["method"].startswith("gallery cross-identity scores") and low <= result["fpir"] <= high
     assert result["identities"] == 30 and result["top1_threshold"] is not None and isinstance(result["suspects"], list)
     assert api.get("/v1/calibration", headers=R).json()["source"] == "model"  # a dry run keeps nothing
+
+
+def test_the_gallery_check_over_http_reads_every_face_for_a_read_key(api):
+    assert api.get("/v1/gallery/check").status_code == 401
+    answer = api.get("/v1/gallery/check", headers=R)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert (report["identities"], report["faces"]) == (30, 40) and report["below_gate"] == []
+    assert all(set(d) == {"first", "second", "score", "expected_among_strangers"} for d in report["duplicates"])
+    assert all(isinstance(m["face_id"], str) for m in report["misfits"])
