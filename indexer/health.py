@@ -19,7 +19,8 @@ REVIEW_ALPHA = 1.0  # a pair more extreme than the most extreme one strangers wo
 
 @dataclass(frozen=True)
 class Misfit:
-    """A face that scores higher against another identity than against the rest of its own."""
+    """A face that scores higher against another identity than against the rest of its own, so high that the
+    two identities look like one person (a mislabelled photo)."""
 
     face_id: int
     identity: str
@@ -67,6 +68,9 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
     else:
         health.notes.append(f"duplicates are looked for from {MIN_IDENTITIES} identities on")
     scores, names, own = identity_scores(vectors, labels)
+    # a photo is a misfit when it is nearer another identity than its own, and that nearness is beyond what
+    # strangers give (the pair is listed): a hard photo of its own person is not
+    alike = {frozenset((d.first, d.second)) for d in health.duplicates}
     for name in names:
         members = np.flatnonzero(labels == name)
         if len(members) < 2:
@@ -75,7 +79,7 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
         np.fill_diagonal(within, -np.inf)
         for row, face in zip(within, members, strict=True):
             best_other = int(np.nanargmax(scores[face]))
-            if scores[face, best_other] > row.max():
+            if scores[face, best_other] > row.max() and frozenset((str(name), str(names[best_other]))) in alike:
                 health.misfits.append(Misfit(int(face_ids[face]), str(name), float(row.max()),
                                              str(names[best_other]), float(scores[face, best_other])))
     if passed is not None:

@@ -1,0 +1,71 @@
+"""How much of what is wrong with a gallery `arcmatch gallery check` finds (indexer/health.py), on LFW-gray.
+
+Each draw: people with three or more photos, two photos each in the gallery; then 2% of the names get a twin (a
+third photo of the same person under a name of its own: one person, two names) and 2% of the photos are moved to
+another identity (a mislabel). Recall: planted twins listed as a pair, moved photos listed as misfits. Precision of
+the pairs: listed pairs that are a planted twin or the two identities a moved photo joins.
+
+    .venv/bin/python bench/gallery_check.py [--sizes 300 1000] [--draws 5] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.calibrate_tail import load  # noqa: E402
+from bench.harness import emit  # noqa: E402
+from indexer.health import check  # noqa: E402
+
+
+def one_draw(vectors, people, size: int, share: float, rng) -> dict:
+    by_person = {n: rng.permutation(np.flatnonzero(people == n)) for n in np.unique(people)}
+    three = [n for n, rows in by_person.items() if len(rows) >= 3]
+    enrolled = list(rng.choice(three, size, replace=False))
+    rows = [r for n in enrolled for r in by_person[n][:2]]
+    labels = [n for n in enrolled for _ in range(2)]
+    planted = max(1, int(round(share * size)))
+    twins = set()
+    for name in rng.choice(enrolled, planted, replace=False):
+        rows.append(by_person[name][2])
+        labels.append(f"{name} (twin)")
+        twins.add(tuple(sorted((name, f"{name} (twin)"))))
+    moved, joined = set(), set()
+    for at in rng.choice(len(enrolled) * 2, planted, replace=False):
+        others = [n for n in enrolled if n != labels[at]]
+        target = others[int(rng.integers(len(others)))]
+        joined.add(tuple(sorted((labels[at], target))))
+        labels[at] = target
+        moved.add(int(at))
+    found = check(np.arange(len(rows)), vectors[rows], np.asarray(labels))
+    pairs = {tuple(sorted((d.first, d.second))) for d in found.duplicates}
+    misfits = {m.face_id for m in found.misfits}
+    return {"twins_found": len(pairs & twins) / len(twins), "pair_precision": len(pairs & (twins | joined))
+            / max(len(pairs), 1), "pairs_listed": len(pairs), "moved_found": len(misfits & moved) / len(moved),
+            "misfits_listed": len(misfits)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000])
+    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--share", type=float, default=0.02)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    vectors, people = load()
+    result = {"share": args.share, "draws": args.draws, "rows": []}
+    for size in args.sizes:
+        draws = [one_draw(vectors, people, size, args.share, np.random.default_rng(seed)) for seed in range(args.draws)]
+        row = {"size": size, **{k: round(float(np.median([d[k] for d in draws])), 3) for k in draws[0]}}
+        result["rows"].append(row)
+        print(row, file=sys.stderr)
+    emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
