@@ -1,4 +1,4 @@
-"""What the service's hardening costs and what it buys (issue 14), measured side by side in one run.
+"""What the service's hardening costs and what it buys, measured side by side in one run.
 
     python bench/api_hardening.py costs  [--rounds 300] [--repeats 5]   # audit log, readiness probe, erasure
     python bench/api_hardening.py faults [--clients 16] [--session-ttl S] # Milvus server stopped and SIGKILLed

@@ -1,4 +1,4 @@
-"""A gallery's own calibration against the model's, on two domains (issue 13, item 0).
+"""A gallery's own calibration against the model's, on two domains.
 
 The shared MobileFaceNet's threshold is chosen the usual way, once: at a pair false-accept rate of 1e-3 on the
 official LFW-gray pairs. Each domain (LFW-gray, ORL) then gets a gallery in Milvus Lite, and `calibrate` chooses

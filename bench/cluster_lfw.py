@@ -1,4 +1,4 @@
-"""Clustering quality on LFW-gray (issue 13): all 13,233 faces treated as unlabelled, grouped by `arcmatch cluster`'s
+"""Clustering quality on LFW-gray: all 13,233 faces treated as unlabelled, grouped by `arcmatch cluster`'s
 methods and by scikit-learn's DBSCAN on exact cosine distances (the reference), scored against the 5,749 people.
 
     .venv/bin/python bench/cluster_lfw.py [--server] [--k 20] [--out FILE]

@@ -1,4 +1,4 @@
-"""How `arcmatch cluster` grows: synthetic identity-clustered vectors on a Milvus server, 10k to 1M faces (issue 13).
+"""How `arcmatch cluster` grows: synthetic identity-clustered vectors on a Milvus server, 10k to 1M faces.
 
     .venv/bin/python bench/cluster_scale.py [--faces 10000,100000,1000000] [--workdir DIR] [--out FILE]
 

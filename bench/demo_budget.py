@@ -1,5 +1,5 @@
 """What a training budget costs the demo: the whole demo (same synthetic data, seed, calibration, gallery and probes)
-with overrides of trainer/configs/demo.json, one full run per budget (issue 15).
+with overrides of trainer/configs/demo.json, one full run per budget.
 
     .venv/bin/python bench/demo_budget.py --train '{"epochs": 10}' --train '{"spec": {...}}' [--keep DIR] [--out FILE]
     .venv/bin/python bench/demo_budget.py --evaluate DIR/*/model [--flip-tta]

@@ -1,5 +1,5 @@
 """How far the demo's threshold and printed figures move with the way the threshold is chosen and the number of
-calibration identities, for trained demo models (issue 15, thirteenth session).
+calibration identities, for trained demo models (thirteenth session).
 
     .venv/bin/python bench/demo_calibration.py demo-work/model [more model dirs] [--identities 1000] [--out FILE]
 

@@ -1,4 +1,4 @@
-"""Where a trained demo model misses: its own probes split by whether the synthetic photo has an occluder (issue 15).
+"""Where a trained demo model misses: its own probes split by whether the synthetic photo has an occluder.
 
     .venv/bin/python bench/demo_misses.py demo-work [DIR ...] [--seed 0] [--out FILE]
 

@@ -30,7 +30,7 @@ def onnx_model_dir(workdir: Path, spec_file: str, name: str = "mobilefacenet") -
 
 
 def embed_cached(model_dir: Path, paths: list[Path], cache: Path) -> dict[str, np.ndarray]:
-    """Path -> unit vector, cached in `cache` (.npz) so the benchmarks of issue 13 embed LFW once."""
+    """Path -> unit vector, cached in `cache` (.npz) so the benchmarks embed LFW once."""
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         return dict(zip(data["paths"].tolist(), data["vectors"], strict=True))

@@ -1,4 +1,4 @@
-"""A real model upgrade on real faces (issue 12): an LFW-gray gallery built with a model trained here, moved to the
+"""A real model upgrade on real faces: an LFW-gray gallery built with a model trained here, moved to the
 shared MobileFaceNet with `reembed`, every face accounted for, identification before and after.
 
 1. The people with two or more images are dealt in turn to four groups: enrolled, unknown, training, training.

@@ -1,6 +1,6 @@
 """Images/s of one training step (backbone + neck + ArcFace head, forward, backward, AdamW) for variants of the
 demo's model spec, side by side: every variant is built first, then the rounds alternate between them, so a
-machine that slows down mid-run slows all of them alike (issue 15: which backbone halves the demo's training).
+machine that slows down mid-run slows all of them alike (which backbone halves the demo's training).
 
     .venv/bin/python bench/step_speed.py '{}' '{"backbone_args": {"channels": [48, 96, 192, 384], "stem_width": 16}}'
 

@@ -32,7 +32,7 @@ def face_id(source_id: str) -> int:
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-UNLABELLED = ""  # the identity of a face nobody has named yet (issue 13): stored, clustered, never an answer
+UNLABELLED = ""  # the identity of a face nobody has named yet: stored, clustered, never an answer
 
 
 def validate_identity(identity: str) -> str:

@@ -54,8 +54,8 @@ def _milvus():
 
 
 class _OneLine(logging.Filter):
-    """pymilvus logs a full traceback for every failed call and reconnect (~8 KB; 63 MB in one outage of the probe
-    in issue 14), some as exc_info, some written into the message: its records keep their first line, and a
+    """pymilvus logs a full traceback for every failed call and reconnect (~8 KB; 63 MB in one outage of a fault
+    probe), some as exc_info, some written into the message: its records keep their first line, and a
     traceback passes at most once a minute, like ours."""
 
     def filter(self, record: logging.LogRecord) -> bool:

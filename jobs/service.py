@@ -261,7 +261,7 @@ class IdentityService:
     def keep_unknown(self, data: bytes, faces: list[PreparedFace], vectors: np.ndarray, decisions: list[Decision],
                      retention_days: float) -> list[int]:
         """Keep the faces of a probe photo that were answered unknown and pass the quality gate, unlabelled, for
-        `arcmatch cluster` (issue 13; ARCMATCH_KEEP_UNKNOWN_FACES, off by default: this is personal data). Each is
+        `arcmatch cluster` (ARCMATCH_KEEP_UNKNOWN_FACES, off by default: this is personal data). Each is
         keyed by the photo's content and the face's place in it, so a photo searched twice is kept once, and
         carries `expires_at` (purge_expired deletes it then). Returns the face ids kept."""
         chosen = [n for n, (face, d) in enumerate(zip(faces, decisions, strict=True)) if not d.is_match and face.passed]

@@ -3,7 +3,7 @@ whose framing two HTTP parsers could read two ways is refused, and the number of
 flight is bounded.
 
 uvicorn times out idle keep-alive connections but not a client that sends its headers a byte at a time: 150 such
-connections stayed open indefinitely in a probe (issue 14), each holding a socket and a protocol object. Bodies
+connections stayed open indefinitely in a probe, each holding a socket and a protocol object. Bodies
 are bounded by the request deadline (jobs/api/guard.py); headers are bounded here, at the protocol, since no
 request exists yet for the app to time.
 

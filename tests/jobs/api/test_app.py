@@ -138,7 +138,7 @@ BAD_REQUESTS = {
     "unknown route": (404, lambda api: api.get("/v1/nothing-here", headers=R)),
     "wrong method": (405, lambda api: api.put("/v1/search", headers=R)),
     "face id not a number": (422, lambda api: api.delete("/v1/identities/ann/faces/abc", headers=W)),
-    # what an independent probe found answering 500 or 503 (issue 14): each is the caller's mistake
+    # what an independent probe found answering 500 or 503: each is the caller's mistake
     "metadata nested deeply": (400, lambda api: enroll(api, "ann", png(1), metadata="[" * 5000 + "]" * 5000)),
     "metadata nested past the limit": (400, lambda api: enroll(api, "ann", png(1), metadata='{"a":' * 12 + "1"
                                                                 + "}" * 12)),
