@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.tail import MIN_IDENTITIES, fit_gallery, identity_scores, suspected_duplicates
+from indexer.tail import MIN_IDENTITIES, fit_scores, identity_scores, suspected_duplicates
 
 REVIEW_ALPHA = 1.0  # a pair more extreme than the most extreme one strangers would give is worth a person's look
 
@@ -60,14 +60,12 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
     health = Health(len(names), len(face_ids))
     if not len(face_ids):
         return health
+    scores, names, own = identity_scores(vectors, labels)  # once: the duplicates and the misfits both read them
     if len(names) >= MIN_IDENTITIES:  # looser than calibration's: a person looks, nothing is decided
-        model, evidence, found_names, owner = fit_gallery(vectors, labels)
-        health.duplicates = suspected_duplicates(np.where(np.isfinite(evidence), evidence,
-                                                          identity_scores(vectors, labels)[0]),
-                                                 found_names, owner, model, REVIEW_ALPHA)
+        model = fit_scores(scores, names, own)[0]
+        health.duplicates = suspected_duplicates(scores, names, own, model, REVIEW_ALPHA)
     else:
         health.notes.append(f"duplicates are looked for from {MIN_IDENTITIES} identities on")
-    scores, names, own = identity_scores(vectors, labels)
     # a photo is a misfit when it is nearer another identity than its own, and that nearness is beyond what
     # strangers give (the pair is listed): a hard photo of its own person is not
     alike = {frozenset((d.first, d.second)) for d in health.duplicates}

@@ -160,6 +160,12 @@ def fit_gallery(vectors: np.ndarray, labels: np.ndarray, probes: np.ndarray | No
     """The tail model of a gallery with its suspected duplicates kept out of the evidence (found, removed and
     fitted again up to `rounds` times); also returns the scores, identities and probes' identities."""
     scores, names, own = identity_scores(vectors, labels, probes)
+    return fit_scores(scores, names, own, rounds)
+
+
+def fit_scores(scores: np.ndarray, names: np.ndarray, own: np.ndarray, rounds: int = 2
+               ) -> tuple[TailModel, np.ndarray, np.ndarray, np.ndarray]:
+    """fit_gallery on identity_scores' result, for a caller that needs the scores themselves too."""
     if len(names) < MIN_IDENTITIES:
         raise InvalidValue(f"a tail model needs at least {MIN_IDENTITIES} identities; the gallery has {len(names)}")
     evidence = scores.copy()
