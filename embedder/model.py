@@ -10,8 +10,8 @@ The map's size follows from input_size, which the spec fixes.
 
 Convolutions run in the channels-last (NHWC) layout by default: oneDNN on CPUs and cuDNN on GPUs pick faster
 kernels for it, and on the demo's CPU model a training step took about 0.9 of the time and a forward about 0.76
-(docs/BENCHMARKS.md, twelfth session). The layout is a property of the tensors, not of the weights: a model saved
-in either loads into either.
+(docs/BENCHMARKS.md, "Channels-last convolutions"). The layout is a property of the tensors, not of the
+weights: a model saved in either loads into either.
 """
 
 from __future__ import annotations

@@ -172,8 +172,8 @@ def held_out_trials(vectors: np.ndarray, labels: np.ndarray, *, gallery_identiti
     face). Why: a threshold for a target FPIR read from these trials is one for the gallery's size and shape. A
     pair FAR times the gallery's faces (the union bound) only caps FPIR: a stranger's scores against one person's
     photos rise and fall together. On the demo's synthetic faces the bound sat 0.008 above the FPIR-2% threshold
-    on average, about a point of rank-1 (docs/BENCHMARKS.md, "Thirteenth session"). The rounds draw other
-    galleries from the same people, so no one draw of enrolled people sets the figure.
+    on average, about a point of rank-1 (docs/BENCHMARKS.md, "A threshold for the FPIR the demo asks for"). The
+    rounds draw other galleries from the same people, so no one draw of enrolled people sets the figure.
     """
     labels = np.asarray(labels)
     names = np.unique(labels)

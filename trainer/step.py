@@ -83,7 +83,7 @@ def random_erase(
     (aspect ratio 1/3 to 3), as sunglasses, a mask, a hand or a hat cover part of a face. Why: a model trained only on
     whole faces matches an occluded probe by what the patch hides; the worst misses of the demo's model were its
     occluded probes. Random erasing (Zhong et al., 2017) is the usual remedy; within the demo's 10 epochs it did
-    not pay (docs/BENCHMARKS.md, eighth session), so the demo leaves it off."""
+    not pay (docs/BENCHMARKS.md, "32 photos of each training identity"), so the demo leaves it off."""
     n, height, width = images.shape[:3]
     chosen = np.flatnonzero(rng.random(n) < probability)
     share = rng.uniform(*area, len(chosen)) * height * width
@@ -123,10 +123,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX). There bf16 autocast trained the demo's
-    model in 0.74-0.83 of fp32's time at the same accuracy (docs/BENCHMARKS.md, twelfth session); elsewhere oneDNN
-    emulates it, slower than fp32. The hardware probes are torch's private ones (one a later torch lacks counts as
-    no); torch must also be running its AVX-512 kernels, which ATEN_CPU_CAPABILITY=avx2 turns off (with it, a bf16
-    step of the demo's model ran at a tenth of fp32's speed here)."""
+    model in 0.74-0.83 of fp32's time at the same accuracy (docs/BENCHMARKS.md, "Channels-last convolutions");
+    elsewhere oneDNN emulates it, slower than fp32. The hardware probes are torch's private ones (one a later torch
+    lacks counts as no); torch must also be running its AVX-512 kernels, which ATEN_CPU_CAPABILITY=avx2 turns off
+    (with it, a bf16 step of the demo's model ran at a tenth of fp32's speed here)."""
     if "AVX512" not in torch.backends.cpu.get_cpu_capability():
         return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

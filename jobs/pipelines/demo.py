@@ -10,7 +10,7 @@ people's photos that match someone), the operating point an identification syste
 the demo's shape made from the calibration identities (indexer.calibration.held_out_trials); given a pair FAR
 instead, it is the pairs' threshold at that FAR. The held-out groups are large enough that the figures do not
 hang on a few people: 300 calibration identities set the threshold to about 0.006 (sd), and 200 unknown identities
-measure the rejection (docs/BENCHMARKS.md, "Thirteenth session").
+measure the rejection (docs/BENCHMARKS.md, "A threshold for the FPIR the demo asks for").
 
 The same code runs on synthetic faces it draws itself or, with --data, on a real `identity/image` tree. Training
 follows trainer/configs/demo.json, chosen by measurement (docs/BENCHMARKS.md) to keep the demo near 5 minutes on
