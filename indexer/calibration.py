@@ -38,6 +38,7 @@ import numpy as np
 
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED
+from indexer.rates import Empirical, Modelled, at_size, curve, points, threshold_for_rate
 
 CALIBRATION_PROPERTY = "arcmatch.gallery_calibration"
 METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
@@ -46,6 +47,7 @@ METHODS = ("top1", "tail")
 TAIL_IDENTITIES = 20_000  # identities whose faces a tail calibration scores probes against (a random subset)
 SAME_SCORE = 1e-5  # float32 cosines of one pair differ by a few ulps (~1e-7) between stores and directions
 MIN_FPIR = 1e-6  # a million strangers' trials would be needed to show it; no sample here is larger
+STALE_FACTOR = 1.25  # a threshold whose FPIR at the size now is past this times its target no longer meets it
 TOP_K = 16  # hits read per sampled face; only faces whose 16 nearest are all their own identity's search again
 
 
@@ -79,6 +81,8 @@ class GalleryCalibration:
     fpir_interval: list[float] | None = None  # tail: a 95% interval of the modelled FPIR at the threshold
     suspects: list[dict] = field(default_factory=list)  # tail: identity pairs that look like one person
     top1_threshold: float | None = None  # tail: what the top-1 rule would have chosen, for comparison
+    points: list[dict] = field(default_factory=list)  # indexer.rates.Point: chosen, stricter, looser, model
+    curve: list[list] = field(default_factory=list)  # [threshold, fpir, fnir] rows (indexer.rates.curve)
 
     def to_json(self) -> str:
         return json.dumps({"arcmatch": 1, **asdict(self)}, separators=(",", ":"))
@@ -96,41 +100,55 @@ class GalleryCalibration:
         return cls(**data, at_model_threshold=Rates(**rates) if rates else None)
 
     def fpir_at(self, identities: int) -> float:
-        """The FPIR this threshold gives at another gallery size, to first order: each identity is one more chance
-        for a stranger to match, 1 - (1 - FPIR)^(now / then). Growth raises it; a threshold kept through growth
-        breaks its promise (a 1% at 150 people is about 10% at 1,500)."""
-        return float(1.0 - (1.0 - self.fpir) ** (identities / max(self.identities, 1)))
+        """The FPIR this threshold gives at another gallery size (indexer.rates.at_size): growth raises it, and a
+        threshold kept through growth breaks its promise."""
+        return at_size(self.fpir, self.identities, identities)
+
+    def threshold_for_fpir(self, fpir: float, identities: int | None = None) -> float:
+        """The threshold that gives `fpir` at `identities` (default: the size calibrated), read from the curve."""
+        at_calibration = at_size(fpir, identities or self.identities, self.identities)
+        return threshold_for_rate(self.curve, at_calibration)
+
+    def status(self, identities: int) -> dict:
+        """Whether the threshold still keeps its promise at the gallery's size now."""
+        now = self.fpir_at(identities)
+        return {"identities": identities, "calibrated_identities": self.identities, "target_fpir": self.target_fpir,
+                "fpir_now": now, "meets_target": now <= STALE_FACTOR * self.target_fpir}
 
     def growth_lines(self, identities: int) -> list[str]:
         """What the gallery's growth since the calibration means for it (nothing when its size is the same)."""
         if identities == self.identities:
             return []
-        now = self.fpir_at(identities)
+        status = self.status(identities)
         out = [f"the gallery has {identities} identities, {self.identities} when calibrated: at this threshold "
-               f"about {now:.4f} of strangers match now (estimated; target {self.target_fpir})"]
-        if now > 1.25 * self.target_fpir:
-            out.append("the threshold no longer meets its target: run `arcmatch calibrate` again")
+               f"about {status['fpir_now']:.4f} of strangers match now (estimated; target {self.target_fpir})"]
+        if not status["meets_target"]:
+            out.append("the threshold no longer meets its target: run `arcmatch calibrate` again (or set "
+                       "ARCMATCH_RECALIBRATE_ON_GROWTH=true)")
         return out
 
     def lines(self) -> list[str]:
-        fnir = "n/a (no identity has two faces)" if self.fnir is None else f"{self.fnir:.4f}"
         out = [f"gallery: {self.identities} identities, {self.faces} faces; {self.nonmated_trials} unknown-person "
-               f"trials, {self.mated_trials} known-person trials",
-               f"gallery threshold {self.threshold:.4f}: FPIR {self.fpir:.4f} (target {self.target_fpir}), "
-               f"FNIR {fnir}"]
-        if self.fpir_interval is not None:
-            low, high = self.fpir_interval
-            out[1] += f"; modelled FPIR 95% interval {low:.4f}-{high:.4f} ({self.method})"
-        if self.at_model_threshold is not None:
-            at = self.at_model_threshold
-            at_fnir = "n/a" if at.fnir is None else f"{at.fnir:.4f}"
-            out.append(f"model threshold   {at.threshold:.4f}: FPIR {at.fpir:.4f}, FNIR {at_fnir}")
+               f"trials, {self.mated_trials} known-person trials; method: {self.method}"]
+        if not self.points:  # stored before points were kept
+            fnir = "n/a" if self.fnir is None else f"{self.fnir:.4f}"
+            return out + [f"gallery threshold {self.threshold:.4f}: FPIR {self.fpir:.4f} (target "
+                          f"{self.target_fpir}), FNIR {fnir}"]
+        out.append("  threshold  FPIR (95% interval)       FNIR    ")
+        said = {"chosen": f"chosen for FPIR {self.target_fpir}", "stricter": "for half the target",
+                "looser": "for twice the target", "model": "the model's own threshold"}
+        for p in self.points:
+            fnir = "   n/a" if p["fnir"] is None else f"{p['fnir']:.4f}"
+            out.append(f"{'>' if p['label'] == 'chosen' else ' '} {p['threshold']:8.4f}  {p['fpir']:.4f} "
+                       f"({p['fpir_low']:.4f}-{p['fpir_high']:.4f})  {fnir}  {said[p['label']]}")
+        if self.fnir is None:
+            out.append("FNIR n/a: no identity has two faces")
         if self.top1_threshold is not None:
             out.append(f"the top-1 rule would choose {self.top1_threshold:.4f}")
         if self.suspects:
             named = "; ".join(f"{s['first']!r} and {s['second']!r} ({s['score']:.3f})" for s in self.suspects[:5])
             out.append(f"set aside as one person under two names: {len(self.suspects)} pair(s): {named}"
-                       + (" ..." if len(self.suspects) > 5 else ""))
+                       + (" ..." if len(self.suspects) > 5 else "") + " (`arcmatch gallery check` lists them)")
         return out
 
 
@@ -256,10 +274,10 @@ def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256) ->
     return trials, len(identities), len(ids)
 
 
-def tail_calibration(index, target_fpir: float, trials: Trials, identities: int, *, sample: int, seed: int) -> dict:
-    """The tail method's threshold, modelled FPIR interval and suspects (indexer/tail.py), from the vectors of
-    up to TAIL_IDENTITIES random identities: probes are up to `sample` of their faces."""
-    from indexer.tail import fit_gallery, interval
+def tail_estimator(index, trials: Trials, identities: int, *, sample: int, seed: int) -> tuple[Modelled, list]:
+    """The tail method's estimator (indexer/tail.py) and its suspects, from the vectors of up to TAIL_IDENTITIES
+    random identities: probes are up to `sample` of their faces."""
+    from indexer.tail import fit_gallery, resampled
 
     ids, names = labelled_faces(index)
     rng = np.random.default_rng(seed)
@@ -270,17 +288,14 @@ def tail_calibration(index, target_fpir: float, trials: Trials, identities: int,
     matrix = np.stack([vectors[int(ids[c])] for c in chosen])
     probes = rng.permutation(len(chosen))[:sample]
     model, evidence, _, own = fit_gallery(matrix, names[chosen].astype(str), probes)
-    threshold = model.threshold_for(target_fpir, size=identities)
-    low, high = interval(evidence, own, threshold, identities, seed=seed)
-    return {"threshold": threshold, "fpir": model.fpir(threshold, identities), "fpir_interval": [low, high],
-            "suspects": [asdict(s) for s in model.suspects],
-            "top1_threshold": trials.threshold_for(target_fpir) if len(trials.nonmated) else None}
+    return Modelled(model, resampled(evidence, own, seed=seed), identities), [asdict(s) for s in model.suspects]
 
 
 def calibrate(index, target_fpir: float, *, model_threshold: float | None = None, sample: int = 5000,
               seed: int = 0, method: str = "top1") -> GalleryCalibration:
     """The gallery's threshold for `target_fpir` (0 < target < 1), measured on up to `sample` of its faces, by
-    `method` ("top1": the leave-one-identity-out quantile; "tail": the modelled tail, indexer/tail.py)."""
+    `method` ("top1": the leave-one-identity-out quantile; "tail": the modelled tail, indexer/tail.py), with the
+    rates at the thresholds beside it and the curve a search's `fpir=` is answered from."""
     if not MIN_FPIR <= target_fpir < 1.0:
         raise InvalidValue(f"the target FPIR must be between {MIN_FPIR} and 1, got {target_fpir}")
     if sample < 2:
@@ -288,26 +303,26 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
     if method not in METHODS:
         raise InvalidValue(f"the calibration method must be one of {METHODS}, got {method!r}")
     trials, identities, faces = run_trials(index, sample=sample, seed=seed)
+    suspects, top1 = [], None
     if method == "tail":
-        found = tail_calibration(index, target_fpir, trials, identities, sample=sample, seed=seed)
-        measured = trials.rates(found["threshold"])
-        return GalleryCalibration(
-            threshold=found["threshold"], target_fpir=target_fpir, fpir=found["fpir"], fnir=measured.fnir,
-            model_threshold=model_threshold,
-            at_model_threshold=trials.rates(model_threshold) if model_threshold is not None else None,
-            identities=identities, faces=faces, nonmated_trials=len(trials.nonmated),
-            mated_trials=len(trials.mated_right), model_version=index.info().model_version, method=TAIL_METHOD,
-            fpir_interval=found["fpir_interval"], suspects=found["suspects"], top1_threshold=found["top1_threshold"])
-    needed = math.ceil(1.0 / target_fpir)
-    if len(trials.nonmated) < needed:
-        raise InvalidValue(f"an FPIR of {target_fpir} needs at least {needed} unknown-person trials; this gallery "
-                           f"gave {len(trials.nonmated)} ({faces} faces): enroll more people, sample more faces, "
-                           f"or aim at a larger FPIR")
-    threshold = trials.threshold_for(target_fpir)
-    at = trials.rates(threshold)
+        estimator, suspects = tail_estimator(index, trials, identities, sample=sample, seed=seed)
+        top1 = trials.threshold_for(target_fpir) if len(trials.nonmated) else None
+    else:
+        needed = math.ceil(1.0 / target_fpir)
+        if len(trials.nonmated) < needed:
+            raise InvalidValue(f"an FPIR of {target_fpir} needs at least {needed} unknown-person trials; this "
+                               f"gallery gave {len(trials.nonmated)} ({faces} faces): enroll more people, sample "
+                               f"more faces, aim at a larger FPIR, or use --method tail")
+        estimator = Empirical(trials.nonmated, trials.threshold_for)
+    fnir = lambda t: trials.rates(t).fnir  # noqa: E731
+    around = points(estimator, fnir, target_fpir, model_threshold)
+    chosen = next(p for p in around if p.label == "chosen")
     return GalleryCalibration(
-        threshold=threshold, target_fpir=target_fpir, fpir=at.fpir, fnir=at.fnir,
+        threshold=chosen.threshold, target_fpir=target_fpir, fpir=chosen.fpir, fnir=chosen.fnir,
         model_threshold=model_threshold,
         at_model_threshold=trials.rates(model_threshold) if model_threshold is not None else None,
         identities=identities, faces=faces, nonmated_trials=len(trials.nonmated),
-        mated_trials=len(trials.mated_right), model_version=index.info().model_version)
+        mated_trials=len(trials.mated_right), model_version=index.info().model_version,
+        method=TAIL_METHOD if method == "tail" else METHOD, fpir_interval=[chosen.fpir_low, chosen.fpir_high],
+        suspects=suspects, top1_threshold=top1, points=[asdict(p) for p in around],
+        curve=curve(estimator, fnir))

@@ -34,6 +34,7 @@ from indexer.errors import BackendUnavailable, GalleryMoved, InvalidValue, Model
 from indexer.galleries import Galleries
 from indexer.ids import FLOAT32_MAX, UNLABELLED, face_id, validate_face_id, validate_identity, validate_metadata
 from indexer.store import FaceIndex, FaceRow, Hit
+from jobs.calibration_watch import CalibrationWatch, keep_and_audit
 
 PURGE_EVERY_S = 3600.0  # how often a service that keeps unknown faces deletes the expired ones
 READY_CACHE_S = 1.0  # how long a readiness answer stands before the store is asked again
@@ -92,7 +93,8 @@ class FaceMatch:
 class IdentityService:
     def __init__(self, embedder: Embedder, index: FaceIndex, *, policy: FacePolicy | None = None, k: int = 20,
                  max_pixels: int = 40_000_000, archive: FaceArchive | None = None,
-                 galleries: Galleries | None = None, conflict_check: bool = True) -> None:
+                 galleries: Galleries | None = None, conflict_check: bool = True,
+                 watch: CalibrationWatch | None = None) -> None:
         info = index.info()
         if info.model_version != embedder.spec.version:
             raise ModelMismatch(f"gallery {index.collection!r} was built with model {info.model_version}, "
@@ -113,6 +115,7 @@ class IdentityService:
         self._writable = True
         self._calibration, self._calibration_read = None, -CALIBRATION_CACHE_S
         self._purged_at = -float("inf")
+        self.watch = watch or CalibrationWatch(index, recalibrate=False)  # the gallery's size, for its calibration
 
     @classmethod
     def open(cls, settings, *, create: bool = False) -> IdentityService:
@@ -133,8 +136,12 @@ class IdentityService:
                                search_ef=settings.search_ef, reconnect=reconnect)
         root = settings.archive_root()
         archive = FaceArchive(root, settings.collection) if root else None
-        return cls(embedder, index, policy=policy, k=settings.search_k, max_pixels=settings.max_pixels,
-                   archive=archive, galleries=galleries, conflict_check=settings.enroll_conflict_check)
+        watch = CalibrationWatch(index, every_s=settings.calibration_check_s,
+                                 recalibrate=settings.recalibrate_on_growth)
+        service = cls(embedder, index, policy=policy, k=settings.search_k, max_pixels=settings.max_pixels,
+                      archive=archive, galleries=galleries, conflict_check=settings.enroll_conflict_check, watch=watch)
+        watch.kept = keep_and_audit(service.set_gallery_calibration, settings)
+        return service
 
     def close(self) -> None:
         self.index.client.close()
@@ -178,11 +185,20 @@ class IdentityService:
         scaled = vectors / scale  # first: no overflow or underflow in the norm, whatever the magnitudes
         return (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
 
-    def threshold(self, threshold: float | None = None) -> float:
-        """The caller's threshold, else the gallery's own calibration (`arcmatch calibrate`), else the model's
+    def threshold(self, threshold: float | None = None, fpir: float | None = None) -> float:
+        """The caller's threshold, or the one for the caller's FPIR at the gallery's size (read from the gallery
+        calibration's curve), else the gallery's own calibration (`arcmatch calibrate`), else the model's
         calibrated one, else the one stored with the collection."""
+        if threshold is not None and fpir is not None:
+            raise InvalidValue("give a threshold or an FPIR, not both")
         if threshold is not None:
             return threshold
+        if fpir is not None:
+            found = self.gallery_calibration()
+            if found is None:
+                raise InvalidValue("an FPIR needs the gallery's calibration (`arcmatch calibrate`), which this "
+                                   "gallery has not got: give a threshold")
+            return found.threshold_for_fpir(fpir, self.watch.size(found))
         return self.threshold_in_use()[0]
 
     def threshold_in_use(self) -> tuple[float, str]:
@@ -351,6 +367,7 @@ class IdentityService:
             self.archive.write([ArchivedFace(r.face_id, identity, r.source, json.dumps(r.metadata, ensure_ascii=False),
                                              kind, image) for r, (image, kind) in zip(rows, kept, strict=True)])
         self.index.upsert(rows)
+        self.watch.poke(self.gallery_calibration)  # the gallery grew: is its calibration still right?
         return Enrolled(identity, [r.face_id for r in rows])
 
     def _keep_rejections(self, rows: list[FaceRow], identity: str, proceed: bool) -> list[FaceRow]:
@@ -402,7 +419,8 @@ class IdentityService:
         if self.galleries is not None:
             out.update(gallery=self.galleries.gallery, in_service=self._serving == self.index.collection,
                        gallery_serves=self._serving)
-        return out
+        self.watch.poke(self.gallery_calibration)
+        return {**out, "calibration": self.watch.status(self.gallery_calibration())}
 
     def _refresh(self) -> None:
         now = time.monotonic()

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     keep_unknown_faces: bool = False
     unknown_retention_days: float = Field(30.0, gt=0)  # kept faces nobody named are deleted after this
     ray_address: str | None = Field(None, validation_alias=AliasChoices("ARCMATCH_RAY_ADDRESS", "RAY_ADDRESS"))
+    # a gallery calibration that no longer meets its target at the gallery's size now is made again (same target,
+    # same method); the size is counted at most every calibration_check_s (jobs/calibration_watch.py)
+    recalibrate_on_growth: bool = True
+    calibration_check_s: float = Field(300.0, gt=0)
     # faces in raw photos (models whose spec has alignment "five_point"; see embedder/faces.py)
     detector: Path | None = None  # a YuNet .onnx file
     detector_score: float = Field(0.7, gt=0, le=1)  # detections below this score are not faces

@@ -77,6 +77,13 @@ class Searcher:
                 return np.stack(await asyncio.gather(*(self.batcher.embed(f.chip) for f in faces)))
             return await asyncio.to_thread(self.service.embed_faces, faces)
 
+    async def threshold(self, threshold: float | None, fpir: float | None) -> float | None:
+        """The caller's threshold, or the one for the caller's FPIR (read from the gallery's calibration; the
+        store may be asked, so off the event loop); None leaves the choice to the service."""
+        if fpir is None:
+            return threshold
+        return await asyncio.to_thread(self.service.threshold, threshold, fpir)
+
     async def search(self, vectors, threshold: float | None, k: int | None, top_n: int) -> list[Decision]:
         vectors = self.service.check_vectors(vectors)
         if self.batcher is None:

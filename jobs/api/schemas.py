@@ -70,9 +70,14 @@ IDENTITY_RULES = {"pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x
                   "maxLength": MAX_IDENTITY_LENGTH}
 
 
+FPIR_QUERY = ("instead of a threshold: the share of strangers that may be answered as someone, at the gallery's "
+              "size now; read from the gallery's calibration (400 without one, or beyond what it measured)")
+
+
 class EmbeddingQuery(BaseModel):
     embeddings: list[list[JsonFloat]] = Field(min_length=1)
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    fpir: float | None = Field(default=None, gt=0.0, lt=1.0, description=FPIR_QUERY)
     k: int | None = Field(default=None, ge=1, le=1000)
     top_n: int = Field(default=1, ge=1, le=100)
 
@@ -81,7 +86,7 @@ class EmbeddingQuery(BaseModel):
     def _numbers_only(cls, data):
         """pydantic's lax mode reads true as 1 and "5" as 5; a JSON API takes numbers as numbers."""
         if isinstance(data, dict):
-            for name in ("threshold", "k", "top_n"):
+            for name in ("threshold", "fpir", "k", "top_n"):
                 if isinstance(data.get(name), (bool, str)):
                     raise ValueError(f"{name} must be a JSON number")
         return data
@@ -134,6 +139,17 @@ class Health(BaseModel):
     status: str
 
 
+class CalibrationStatus(BaseModel):
+    """The gallery's calibration at its size now (counted every ARCMATCH_CALIBRATION_CHECK_S)."""
+
+    identities: int = Field(description="identities in the gallery at the last count")
+    calibrated_identities: int = Field(description="identities when it was calibrated")
+    target_fpir: float
+    fpir_now: float = Field(description="the FPIR its threshold gives at the size now (estimated)")
+    meets_target: bool = Field(description="false when fpir_now is past 1.25 times the target: calibrate again "
+                                           "(ARCMATCH_RECALIBRATE_ON_GROWTH does it by itself)")
+
+
 class Ready(BaseModel):
     """Without a key (an orchestrator's probe): the status alone. With a read key: what this process serves."""
 
@@ -145,6 +161,9 @@ class Ready(BaseModel):
     in_service: bool | None = Field(None, description="false once the alias serves another model's collection: "
                                     "this process still searches its own and refuses writes (503) until replaced")
     gallery_serves: str | None = Field(None, description="the collection the alias points at now")
+    calibration: CalibrationStatus | None = Field(None, description="whether the gallery's calibration still "
+                                                  "meets its target at the gallery's size (null: none, or not "
+                                                  "counted yet)")
 
 
 class ErrorOut(BaseModel):
@@ -166,6 +185,15 @@ class SuspectOut(BaseModel):
     expected_among_strangers: float = Field(description="how many pairs this extreme strangers would give")
 
 
+class PointOut(BaseModel):
+    label: str = Field(description="chosen, stricter (half the target), looser (twice the target), model")
+    threshold: float
+    fpir: float = Field(description="at the size calibrated")
+    fpir_low: float = Field(description="95% interval")
+    fpir_high: float
+    fnir: float | None = Field(description="null: no identity has two faces")
+
+
 class GalleryCalibrationOut(BaseModel):
     threshold: float = Field(description="the gallery's threshold: cosine similarity, higher is closer")
     target_fpir: float
@@ -183,6 +211,10 @@ class GalleryCalibrationOut(BaseModel):
     fpir_interval: list[float] | None = Field(None, description="tail: a 95% interval of the modelled FPIR")
     suspects: list[SuspectOut] = Field([], description="tail: identity pairs set aside as one person")
     top1_threshold: float | None = Field(None, description="tail: what the top-1 rule would have chosen")
+    points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "
+                                   "and the model's")
+    curve: list[list[float | None]] = Field([], description="[threshold, fpir, fnir] rows, thresholds rising: "
+                                            "what a search's `fpir` is read from")
 
 
 class CalibrationOut(BaseModel):
@@ -190,6 +222,7 @@ class CalibrationOut(BaseModel):
     source: str = Field(description="where it comes from: gallery (`arcmatch calibrate` or POST /v1/calibration), "
                                     "model (its checkpoint's calibration) or collection")
     gallery: GalleryCalibrationOut | None
+    status: CalibrationStatus | None = Field(None, description="the gallery calibration at the size now")
 
 
 class CalibrateIn(BaseModel):

@@ -1,8 +1,8 @@
 """`arcmatch calibrate`, `arcmatch cluster`, `arcmatch clusters`: the gallery's own threshold, and its unnamed faces
 grouped into candidate people.
 
-    arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--method top1|tail] [--dry-run]
-    arcmatch calibrate --show | --clear
+    arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--method top1|tail] [--dry-run] [--plot F]
+    arcmatch calibrate --show [--plot F] | --clear
     arcmatch gallery check [--json]                                   # duplicates, misfits, below the gate
     arcmatch cluster [--k 20] [--method leiden|chinese-whispers|connected] [--export clusters.parquet]
     arcmatch clusters list [--min-size 2] | show CLUSTER
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 from common.errors import EXIT_OK, BadInput, NotFound
 from jobs.cli.options import archive_root, audit, open_gallery, ray_flag, settings_from, store_flags
@@ -42,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--show", action="store_true", help="print the calibration in use, change nothing")
     p.add_argument("--clear", action="store_true", help="forget the gallery's calibration: the model's applies")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="save the FNIR-vs-FPIR curve as a PNG")
     p.set_defaults(run=calibrate)
 
     p = sub.add_parser("gallery", help="what is wrong with the gallery's labels: one person under two names, "
@@ -55,8 +57,9 @@ def register(sub) -> None:
     store_flags(p)
     p.add_argument("--k", type=int, default=20, help="neighbours searched per face (default %(default)s)")
     p.add_argument("--threshold", type=float,
-                   help="cosine similarity an edge needs (default: the gallery's own calibration, else the model's: "
-                        "run `arcmatch calibrate` first, the model's pair threshold chains people on large sets)")
+                   help="cosine similarity an edge needs (default: read from the faces' own neighbour scores, "
+                        "where strangers end and the same person begins; with too few faces for that, the "
+                        "gallery's calibration, else the model's threshold)")
     p.add_argument("--method", default="leiden", choices=["leiden", "chinese-whispers", "connected"],
                    help="graph clustering (default %(default)s; docs/BENCHMARKS.md compares them)")
     p.add_argument("--export", help="also write one Parquet row per face: its cluster, size, cohesion, "
@@ -92,6 +95,8 @@ def gallery_check(args: argparse.Namespace) -> int:
 def calibrate(args: argparse.Namespace) -> int:
     from indexer import calibration
     from indexer.store import FaceIndex
+    from jobs.calibration_plot import plot
+    from jobs.calibration_watch import count_identities
 
     if args.show and args.clear:
         raise BadInput("--show and --clear do not go together")
@@ -106,14 +111,14 @@ def calibrate(args: argparse.Namespace) -> int:
     index = FaceIndex(galleries.client, name)
     if args.show:
         found = calibration.stored(index)
+        if found is not None and args.plot:
+            plot(found, args.plot, f"{name}: FPIR target {found.target_fpir}")
         if args.json:
-            print(json.dumps(asdict(found) if found else None))
+            print(json.dumps({**asdict(found), "status": found.status(count_identities(index))} if found else None))
+        elif found is not None:
+            print("\n".join(found.lines() + found.growth_lines(count_identities(index))))
         else:
-            if found is not None:
-                now = len({identity for _, identity in index.labelled_faces()})
-                print("\n".join(found.lines() + found.growth_lines(now)))
-            else:
-                print(f"{name}: no gallery calibration; the model's threshold {index.info().threshold} applies")
+            print(f"{name}: no gallery calibration; the model's threshold {index.info().threshold} applies")
         return EXIT_OK
     if args.clear:
         calibration.store(index, None)
@@ -125,6 +130,8 @@ def calibrate(args: argparse.Namespace) -> int:
     if not args.dry_run:
         calibration.store(index, result)
         audit(settings, "calibrate", collection=name, threshold=result.threshold, target_fpir=args.fpir)
+    if args.plot:
+        plot(result, args.plot, f"{name}: FPIR target {args.fpir}")
     if args.json:
         print(json.dumps(asdict(result)))
     else:

@@ -8,7 +8,16 @@ import sys
 from pathlib import Path
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, NotFound
-from jobs.cli.options import detector_flag, model_flag, ray_flag, search_flags, settings_from, store_flags
+from jobs.cli.options import (
+    audit,
+    detector_flag,
+    model_flag,
+    open_gallery,
+    ray_flag,
+    search_flags,
+    settings_from,
+    store_flags,
+)
 from jobs.progress import Console
 
 
@@ -45,7 +54,11 @@ def register(sub) -> None:
     detector_flag(p)
     store_flags(p)
     search_flags(p)
-    p.add_argument("--threshold", type=float, help="cosine threshold (default: the model's calibrated one)")
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--threshold", type=float,
+                      help="cosine threshold (default: the gallery's calibrated one, else the model's)")
+    rule.add_argument("--fpir", type=float, help="instead of a threshold: the share of strangers that may be "
+                                                 "answered as someone, read from the gallery's calibration")
     p.add_argument("--faces", default="all", choices=["all", "largest"],
                    help="answer for every face in a photo, or only its largest (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON lines, one per face")
@@ -66,11 +79,41 @@ def ingest(args: argparse.Namespace) -> int:
                          export_parquet=args.export_parquet, console=Console(),
                          policy=settings.face_policy(args.faces or ("all" if args.unlabelled else None), threads=1),
                          archive=settings.archive_root(), unlabelled=args.unlabelled)
-    print("\n".join(summary.lines()))
+    print("\n".join(summary.lines() + follow_growth(settings)))
     if summary.skipped:
         print(f"skipped files and reasons are listed in {args.errors}", file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK
+
+
+def follow_growth(settings) -> list[str]:
+    """What the ingestion's growth did to the gallery's calibration: re-made with the same target and method when
+    it no longer meets its target (ARCMATCH_RECALIBRATE_ON_GROWTH), else said."""
+    from common.errors import ArcmatchError
+    from indexer import calibration
+    from indexer.store import FaceIndex
+    from jobs.calibration_watch import count_identities, recalibrated
+
+    galleries = open_gallery(settings)
+    name = galleries.serving()
+    index = FaceIndex(galleries.client, name) if name else None
+    found = calibration.stored(index) if index is not None else None
+    if found is None:
+        return []
+    now = count_identities(index)
+    if not settings.recalibrate_on_growth:
+        return found.growth_lines(now)
+    try:
+        fresh = recalibrated(index, found, now)
+    except ArcmatchError as exc:
+        return [*found.growth_lines(now), f"could not calibrate again: {exc}"]
+    if fresh is None:
+        return []
+    calibration.store(index, fresh)
+    audit(settings, "calibrate", collection=name, threshold=fresh.threshold, target_fpir=fresh.target_fpir,
+          by="growth")
+    return [f"the gallery grew from {found.identities} to {now} identities: calibrated again for FPIR "
+            f"{found.target_fpir}, threshold {found.threshold:.4f} -> {fresh.threshold:.4f}"]
 
 
 def search(args: argparse.Namespace) -> int:
@@ -83,9 +126,13 @@ def search(args: argparse.Namespace) -> int:
     service = IdentityService.open(settings_from(args))
     faceless = []
     try:
+        threshold = args.threshold
+        if args.fpir is not None:
+            service.watch.poke(service.gallery_calibration, wait=True)  # the size now: the rate is at that size
+            threshold = service.threshold(fpir=args.fpir)
         for path in args.images:
             try:
-                [matches] = service.identify([Path(path).read_bytes()], args.threshold, select=args.faces)
+                [matches] = service.identify([Path(path).read_bytes()], threshold, select=args.faces)
             except NoFace as exc:
                 faceless.append(f"{path}: {exc}")
                 continue

@@ -22,7 +22,9 @@ def _out(found) -> GalleryCalibrationOut | None:
 @router.get("")
 def current(_: ReadKey, service: ServiceDep) -> CalibrationOut:
     threshold, source = service.threshold_in_use()
-    return CalibrationOut(threshold=threshold, source=source, gallery=_out(service.gallery_calibration()))
+    found = service.gallery_calibration()
+    service.watch.poke(service.gallery_calibration)
+    return CalibrationOut(threshold=threshold, source=source, gallery=_out(found), status=service.watch.status(found))
 
 
 @router.post("", responses=responses(400, 422))

@@ -11,7 +11,7 @@ from common.errors import BadInput
 from jobs.api.auditing import note
 from jobs.api.deps import ReadKey, SearchDep
 from jobs.api.errors import responses
-from jobs.api.schemas import FORMATS, DecisionOut, EmbeddingQuery, FaceDecisionOut, SearchOut
+from jobs.api.schemas import FORMATS, FPIR_QUERY, DecisionOut, EmbeddingQuery, FaceDecisionOut, SearchOut
 from jobs.api.uploads import read_upload
 from jobs.service import FaceMatch
 
@@ -25,10 +25,12 @@ Image = Annotated[UploadFile, File(json_schema_extra={"minLength": 1}, descripti
 @router.post("", responses=responses(400, 413, 415, 422))
 async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image: Image,
                        threshold: Annotated[float, Form(ge=-1.0, le=1.0)] = None,
+                       fpir: Annotated[float, Form(gt=0.0, lt=1.0, description=FPIR_QUERY)] = None,
                        k: Annotated[int, Form(ge=1, le=1000)] = None,
                        top_n: Annotated[int, Form(ge=1, le=100)] = 1,
                        faces: Annotated[Literal["all", "largest"], Form()] = "all") -> SearchOut:
     settings = request.app.state.settings
+    threshold = await searcher.threshold(threshold, fpir)
     data = await read_upload(image, settings.max_upload_bytes)
     found = await searcher.faces(data, faces)
     vectors = await searcher.embed(found)
@@ -44,7 +46,8 @@ async def search_embedding(_: ReadKey, searcher: SearchDep, request: Request,
     limit = request.app.state.settings.max_batch_vectors
     if len(query.embeddings) > limit:
         raise BadInput(f"at most {limit} embeddings per request")
-    decisions = await searcher.search(query.embeddings, query.threshold, query.k, query.top_n)
+    threshold = await searcher.threshold(query.threshold, query.fpir)
+    decisions = await searcher.search(query.embeddings, threshold, query.k, query.top_n)
     note(request, "search_embedding", matches=_matches(decisions))
     return [DecisionOut.of(d) for d in decisions]
 

@@ -32,7 +32,7 @@ def search_threshold(api) -> float:
 
 def test_choose_keep_use_and_clear_the_gallery_threshold(api):
     before = api.get("/v1/calibration", headers=R).json()
-    assert before == {"threshold": 0.5, "source": "model", "gallery": None}
+    assert before == {"threshold": 0.5, "source": "model", "gallery": None, "status": None}
 
     dry = api.post("/v1/calibration", json={"fpir": 0.1, "dry_run": True}, headers=W)
     assert dry.status_code == 200, dry.text
@@ -46,9 +46,30 @@ def test_choose_keep_use_and_clear_the_gallery_threshold(api):
     assert now["source"] == "gallery" and now["threshold"] == kept["threshold"] == result["threshold"]
     assert search_threshold(api) == pytest.approx(kept["threshold"])
 
+    points = {p["label"]: p for p in kept["points"]}
+    assert set(points) == {"stricter", "chosen", "looser", "model"}
+    assert points["chosen"]["threshold"] == kept["threshold"] and points["model"]["threshold"] == 0.5
+    assert points["chosen"]["fpir_low"] <= kept["fpir"] <= points["chosen"]["fpir_high"]
+    assert kept["curve"] and all(len(row) == 3 for row in kept["curve"])
+
+    # a rate instead of a cosine, read from the kept curve; a stricter rate, a stricter threshold
+    asked = api.post("/v1/search/embedding", json={"embeddings": [[1.0] + [0.0] * 15], "fpir": 0.1}, headers=R)
+    assert asked.status_code == 200, asked.text
+    assert asked.json()[0]["threshold"] == pytest.approx(kept["threshold"], abs=0.02)
+    photo = api.post("/v1/search", files={"image": ("p.png", png(3, 7), "image/png")}, data={"fpir": "0.05"},
+                     headers=R)
+    assert photo.status_code == 200 and photo.json()["faces"][0]["threshold"] >= asked.json()[0]["threshold"]
+    both = api.post("/v1/search/embedding", json={"embeddings": [[1.0] + [0.0] * 15], "fpir": 0.1,
+                                                   "threshold": 0.5}, headers=R)
+    assert both.status_code == 400 and "not both" in both.json()["detail"]
+    beyond = api.post("/v1/search/embedding", json={"embeddings": [[1.0] + [0.0] * 15], "fpir": 1e-5}, headers=R)
+    assert beyond.status_code == 400 and "give a threshold instead" in beyond.json()["detail"]
+
     cleared = api.delete("/v1/calibration", headers=W)
     assert cleared.status_code == 200 and cleared.json()["source"] == "model"
     assert search_threshold(api) == 0.5
+    none = api.post("/v1/search/embedding", json={"embeddings": [[1.0] + [0.0] * 15], "fpir": 0.1}, headers=R)
+    assert none.status_code == 400 and "calibrate" in none.json()["detail"]
 
 
 @pytest.mark.parametrize(("body", "status", "says"), [

@@ -36,14 +36,16 @@ def test_calibrate_reports_keeps_shows_and_clears(gallery, capsys, tmp_path):
 
     assert main(["calibrate", "--fpir", "0.05"]) == 0
     out = capsys.readouterr().out
-    assert "gallery threshold" in out and "model threshold   0.2000" in out and "searches use it" in out
+    assert "chosen for FPIR 0.05" in out and "searches use it" in out
+    assert "    0.2000  " in out and "the model's own threshold" in out and "for twice the target" in out
     assert stored(gallery).threshold == pytest.approx(dry["threshold"])
     audit = "".join(p.read_text() for p in (tmp_path / "audit").rglob("*") if p.is_file())
     assert '"action": "calibrate"' in audit or '"action":"calibrate"' in audit
 
-    assert main(["calibrate", "--show"]) == 0
+    assert main(["calibrate", "--show", "--plot", str(tmp_path / "curve.png")]) == 0
     shown = capsys.readouterr().out
-    assert f"gallery threshold {dry['threshold']:.4f}" in shown and "when calibrated" not in shown
+    assert f"> {dry['threshold']:8.4f}" in shown and "when calibrated" not in shown
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gallery.upsert(people(320, 1, spread=1.0, seed=7, first=1000))  # the gallery grows fivefold
     assert main(["calibrate", "--show"]) == 0
     grown = capsys.readouterr().out

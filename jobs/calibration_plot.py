@@ -1,0 +1,45 @@
+"""The trade-off a gallery calibration chose, as a picture: FNIR against FPIR over the stored curve, the chosen
+threshold, its neighbours and the model's own marked on it (`arcmatch calibrate --plot FILE`).
+
+Why a picture: the curve shows at a glance how many known people a stricter rate costs, which a table of four
+thresholds only samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from indexer.calibration import GalleryCalibration
+
+MARKS = {"chosen": ("o", "tab:red"), "stricter": ("v", "tab:gray"), "looser": ("^", "tab:gray"),
+         "model": ("s", "tab:blue")}
+
+
+def plot(found: GalleryCalibration, path: str | Path, title: str = "gallery calibration") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(fpir, fnir) for _, fpir, fnir in found.curve if fpir > 0 and fnir is not None]
+    figure, axis = plt.subplots(figsize=(5.5, 4), dpi=120)
+    if rows:
+        axis.plot([r[0] for r in rows], [r[1] for r in rows], color="black", lw=1.2, label="this gallery")
+    for p in found.points:
+        if p["fnir"] is None or p["fpir"] <= 0:
+            continue
+        marker, colour = MARKS[p["label"]]
+        axis.errorbar(p["fpir"], p["fnir"], xerr=[[p["fpir"] - p["fpir_low"]], [p["fpir_high"] - p["fpir"]]],
+                      fmt=marker, color=colour, capsize=3, label=f"{p['label']} {p['threshold']:.3f}")
+    axis.set_xscale("log")
+    axis.set_xlabel(f"FPIR: strangers answered as someone (at {found.identities} identities)")
+    axis.set_ylabel("FNIR: known people not found")
+    axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(loc="best", fontsize=8)
+    if not rows:
+        axis.text(0.5, 0.5, "no FNIR: no identity has two faces", transform=axis.transAxes, ha="center")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
