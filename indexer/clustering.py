@@ -2,8 +2,8 @@
 
 Why a graph and not a distance matrix: at a million faces an all-pairs matrix is 4 TB; the k nearest neighbours of
 each face, found in batches by the vector store, are 20 million edges (a few hundred MB), and every method here
-works on those. An edge counts when its cosine similarity reaches the threshold the model was calibrated with: the
-same "same person" the search uses.
+works on those. An edge counts when its cosine similarity reaches a threshold, by default one read from the
+graph's own scores (indexer/edge_threshold.py): the search's "same person" threshold chains people together here.
 
 Methods (docs/BENCHMARKS.md compares them on LFW-gray):
 - "connected": connected components, the baseline. One wrong edge between two people joins them, and at scale

@@ -8,7 +8,8 @@
    the run written to the cluster store (indexer/clusters.py) and, if asked, exported as Parquet (one row per
    face with its cluster's size, cohesion and representative face).
 
-Edges count from the model's calibrated threshold (the collection's), the "same person" every search uses.
+Edges count from a threshold: the caller's, else one read from the gallery's own neighbour scores
+(indexer/edge_threshold.py), else the gallery's calibration, else the model's (edge_threshold says why).
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from embedder.errors import ModelError
 from indexer.calibration import stored as stored_calibration
 from indexer.clustering import Graph, cluster_graph, stable_ids, summarize
 from indexer.clusters import ClusterInfo, ClusterStore
+from indexer.edge_threshold import fit_neighbours, ranked_scores
 from indexer.galleries import Galleries
 from indexer.store import FaceIndex, connect, is_lite_uri
 from jobs.progress import Console, silent
 
 SEARCH_BATCH = 256
-THRESHOLD_FROM = {"given": "threshold given", "gallery": "the gallery's calibration", "model": "the model's threshold"}
+THRESHOLD_FROM = {"given": "threshold given", "neighbours": "the gallery's own neighbour statistics",
+                  "gallery": "the gallery's calibration", "model": "the model's threshold"}
 RAY_FROM = 20_000  # faces: fewer are searched from the driver (a second of searching vs ~10 s of actor start-up)
 
 
@@ -107,13 +110,14 @@ def _edges_with_ray(uri: str, token: str | None, collection: str, ids: np.ndarra
     return tuple(np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(3))
 
 
-def neighbour_graph(index: FaceIndex, ids: np.ndarray, k: int, threshold: float, *, milvus: str,
-                    token: str | None = None, concurrency: int = 2, ray_from: int = RAY_FROM, bar=None) -> Graph:
-    """The k-NN graph of the unlabelled faces `ids` (sorted): node i is ids[i]. Ray actors search when the store
-    is a server and there are at least `ray_from` faces; below that their start costs more than they save."""
+def neighbour_edges(index: FaceIndex, ids: np.ndarray, k: int, *, milvus: str, token: str | None = None,
+                    concurrency: int = 2, ray_from: int = RAY_FROM, bar=None) -> tuple[np.ndarray, ...]:
+    """(source node, neighbour node, similarity) of the k-NN hits of the unlabelled faces `ids` (sorted): node i
+    is ids[i], self-hits included, no threshold applied. Ray actors search when the store is a server and there are
+    at least `ray_from` faces; below that their start costs more than they save."""
     if bar is None:
         with silent().stage("neighbours") as quiet:
-            return neighbour_graph(index, ids, k, threshold, milvus=milvus, token=token, concurrency=concurrency,
+            return neighbour_edges(index, ids, k, milvus=milvus, token=token, concurrency=concurrency,
                                    ray_from=ray_from, bar=quiet)
     if is_lite_uri(milvus) or len(ids) < ray_from:
         src, dst, weight = _edges_in_driver(index, ids, k, bar)
@@ -121,15 +125,34 @@ def neighbour_graph(index: FaceIndex, ids: np.ndarray, k: int, threshold: float,
         src, dst, weight = _edges_with_ray(milvus, token, index.collection, ids, k, concurrency, bar)
     at = np.clip(np.searchsorted(ids, dst), 0, len(ids) - 1)
     known = ids[at] == dst  # a neighbour named since the scan is not in the graph
-    return Graph.from_edges(len(ids), np.searchsorted(ids, src[known]), at[known], weight[known], threshold)
+    return np.searchsorted(ids, src[known]), at[known], np.asarray(weight, np.float32)[known]
 
 
-def edge_threshold(index: FaceIndex, given: float | None) -> tuple[float, str]:
-    """(threshold, where it comes from): the caller's, else the gallery's own calibration (`arcmatch calibrate`,
-    an FPIR over the whole gallery, strict enough that a face's neighbours are rarely strangers), else the model's
-    (a pair FAR: at 13k faces it chains people together; docs/BENCHMARKS.md)."""
+def neighbour_graph(index: FaceIndex, ids: np.ndarray, k: int, threshold: float, *, milvus: str,
+                    token: str | None = None, concurrency: int = 2, ray_from: int = RAY_FROM, bar=None) -> Graph:
+    """The k-NN graph of the unlabelled faces `ids` (sorted) with the edges at or above `threshold`."""
+    src, dst, weight = neighbour_edges(index, ids, k, milvus=milvus, token=token, concurrency=concurrency,
+                                       ray_from=ray_from, bar=bar)
+    return Graph.from_edges(len(ids), src, dst, weight, threshold)
+
+
+def edge_threshold(index: FaceIndex, given: float | None, scores: np.ndarray | None = None) -> tuple[float, str]:
+    """(threshold, where it comes from), first found of:
+    - "given": the caller's;
+    - "neighbours": read from the gallery's own k-NN scores (`scores`, one ranked row per face), where the
+      strangers' and the same person's parts can be told apart (indexer/edge_threshold.py);
+    - "gallery": the gallery's calibration (`arcmatch calibrate`);
+    - "model": the model's threshold.
+    Why the neighbours come before the calibration: a calibration is made for a search's FPIR at the gallery's
+    size and target, over its labelled faces, not for clustering; measured on LFW-gray and ORL
+    (bench/cluster_threshold.py, docs/BENCHMARKS.md) the neighbours' threshold came within 0.03 of the best BCubed F
+    for Leiden and Chinese whispers, and the FPIR-1% calibration of the same faces did not. The model's threshold
+    (a pair FAR) chains people together at 13k faces; it is the last resort."""
     if given is not None:
         return given, "given"
+    fitted = fit_neighbours(scores) if scores is not None else None
+    if fitted is not None:
+        return fitted.threshold, "neighbours"
     own = stored_calibration(index)
     if own is not None:
         return own.threshold, "gallery"
@@ -161,9 +184,8 @@ def cluster(
     if collection is None:
         raise NotFound(f"gallery {gallery!r} does not exist; ingest faces first")
     index = FaceIndex(client, collection)
-    threshold, source = edge_threshold(index, threshold)
-    summary = ClusterRunSummary(collection=collection, method=method, threshold=threshold, k=k,
-                                threshold_source=source)
+    given = threshold
+    summary = ClusterRunSummary(collection=collection, method=method, k=k)
     started = time.perf_counter()
     with console.stage("scan", unit="faces", bar=False):
         ids = np.fromiter((f for f, _ in index.unlabelled_faces()), dtype=np.int64)
@@ -175,9 +197,12 @@ def cluster(
 
     started = time.perf_counter()
     with console.stage("neighbours", total=len(ids), unit="faces") as bar:
-        graph = neighbour_graph(index, ids, k, threshold, milvus=milvus, token=token, concurrency=concurrency,
-                                ray_from=ray_from, bar=bar)
+        src, dst, weight = neighbour_edges(index, ids, k, milvus=milvus, token=token, concurrency=concurrency,
+                                           ray_from=ray_from, bar=bar)
+    scores = ranked_scores(len(ids), src, dst, weight, k) if given is None else None
+    summary.threshold, summary.threshold_source = edge_threshold(index, given, scores)
     client.close()
+    graph = Graph.from_edges(len(ids), src, dst, weight, summary.threshold)
     summary.edges = graph.edges
     summary.seconds["neighbours"] = time.perf_counter() - started
 

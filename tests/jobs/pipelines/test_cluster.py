@@ -71,10 +71,11 @@ def test_cluster_says_what_is_missing(gallery, milvus_uri, tmp_path):
         cluster(milvus=milvus_uri, root=str(tmp_path), gallery="nobody_here")
 
 
-def test_edges_count_from_the_gallery_calibration_when_there_is_one(gallery, milvus_uri, tmp_path):
+def test_edges_count_from_the_given_threshold_then_the_neighbours_then_the_calibration_then_the_model(
+        gallery, milvus_uri, tmp_path):
     from indexer.calibration import GalleryCalibration, store
 
-    write(gallery, unnamed(people(3, 3, spread=0.4, dim=DIM)))
+    write(gallery, unnamed(people(3, 3, spread=0.4, dim=DIM)))  # too few faces to read a threshold from
     first = cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection, k=4)
     assert (first.threshold, first.threshold_source) == (0.6, "model")
     store(gallery, GalleryCalibration(0.7, 0.01, 0.01, 0.1, 0.6, None, 10, 20, 20, 10, "model-a"))
@@ -82,6 +83,11 @@ def test_edges_count_from_the_gallery_calibration_when_there_is_one(gallery, mil
     assert (second.threshold, second.threshold_source) == (0.7, "gallery")
     given = cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection, k=4, threshold=0.5)
     assert given.threshold_source == "given" and "the given's threshold" not in "\n".join(given.lines())
+
+    write(gallery, unnamed(people(30, 4, spread=0.4, dim=DIM, seed=3, first=10)))
+    enough = cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection, k=8)
+    assert enough.threshold_source == "neighbours" and 0.3 < enough.threshold < 0.8
+    assert "the gallery's own neighbour statistics" in enough.lines()[0]
 
 
 def test_the_same_method_on_the_same_faces_gives_the_same_clusters_whatever_ran_before(gallery, milvus_uri, tmp_path):
