@@ -276,7 +276,9 @@ def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256) ->
 
 def tail_estimator(index, trials: Trials, identities: int, *, sample: int, seed: int) -> tuple[Modelled, list]:
     """The tail method's estimator (indexer/tail.py) and its suspects, from the vectors of up to TAIL_IDENTITIES
-    random identities: probes are up to `sample` of their faces."""
+    random identities: probes are up to `sample` of their faces. Pairs a person confirmed are different people
+    (indexer/distinct.py) are never set aside: they are the strongest impostor evidence there is."""
+    from indexer.distinct import pairs
     from indexer.tail import fit_gallery, resampled
 
     ids, names = labelled_faces(index)
@@ -287,7 +289,7 @@ def tail_estimator(index, trials: Trials, identities: int, *, sample: int, seed:
     chosen = np.asarray([c for c in chosen if int(ids[c]) in vectors], dtype=np.int64)  # deleted since the scan
     matrix = np.stack([vectors[int(ids[c])] for c in chosen])
     probes = rng.permutation(len(chosen))[:sample]
-    model, evidence, _, own = fit_gallery(matrix, names[chosen].astype(str), probes)
+    model, evidence, _, own = fit_gallery(matrix, names[chosen].astype(str), probes, distinct=pairs(index))
     return Modelled(model, resampled(evidence, own, seed=seed), identities), [asdict(s) for s in model.suspects]
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.tail import MIN_IDENTITIES, fit_scores, identity_scores, suspected_duplicates
+from indexer.tail import MIN_IDENTITIES, Pairs, fit_scores, identity_scores, suspected_duplicates
 
 REVIEW_ALPHA = 1.0  # a pair more extreme than the most extreme one strangers would give is worth a person's look
 
@@ -52,9 +52,12 @@ class Health:
         return out
 
 
-def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed: np.ndarray | None = None) -> Health:
+def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed: np.ndarray | None = None,
+          distinct: Pairs = frozenset()) -> Health:
     """The findings for faces (ids, unit vectors, identities, and whether each passed the quality gate when it
-    was enrolled: None where nothing was judged, as for box-crop models)."""
+    was enrolled: None where nothing was judged, as for box-crop models). `distinct`: pairs of identity names a
+    person has confirmed are different people; they are not listed again (nor their photos as misfits), and
+    their scores stay in the evidence of what strangers score."""
     labels = np.asarray(labels).astype(str)
     names = np.unique(labels)
     health = Health(len(names), len(face_ids))
@@ -62,8 +65,8 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
         return health
     scores, names, own = identity_scores(vectors, labels)  # once: the duplicates and the misfits both read them
     if len(names) >= MIN_IDENTITIES:  # looser than calibration's: a person looks, nothing is decided
-        model = fit_scores(scores, names, own)[0]
-        health.duplicates = suspected_duplicates(scores, names, own, model, REVIEW_ALPHA)
+        model = fit_scores(scores, names, own, distinct=distinct)[0]
+        health.duplicates = suspected_duplicates(scores, names, own, model, REVIEW_ALPHA, distinct)
     else:
         health.notes.append(f"duplicates are looked for from {MIN_IDENTITIES} identities on")
     # a photo is a misfit when it is nearer another identity than its own, and that nearness is beyond what
@@ -89,8 +92,10 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
 
 def check_index(index) -> Health:
     """`check` over every labelled face a FaceIndex holds: their vectors, and the quality verdict their metadata
-    recorded at enrollment (five-point models record one)."""
+    recorded at enrollment (five-point models record one), with the pairs a person confirmed are different people
+    (indexer/distinct.py) never listed."""
     from indexer.calibration import labelled_faces
+    from indexer.distinct import pairs
 
     ids, names = labelled_faces(index)
     vectors = index.vectors([int(i) for i in ids])
@@ -99,5 +104,5 @@ def check_index(index) -> Health:
     metadata = index.stored_metadata([int(i) for i in ids])
     passed = [metadata.get(int(i), {}).get("face", {}).get("quality", {}).get("passed") for i in ids]
     matrix = np.stack([vectors[int(i)] for i in ids]) if len(ids) else np.zeros((0, index.info().dim), np.float32)
-    return check(ids, matrix, names, passed)
+    return check(ids, matrix, names, passed, distinct=pairs(index))
 

@@ -64,10 +64,13 @@ class CalibrationWatch:
         return None if found is None else found.status(self.size(found))
 
     def poke(self, current: Callable[[], GalleryCalibration | None], *, wait: bool = False) -> None:
-        """Count again (and re-calibrate if due) when the last count is older than every_s; in a thread unless
-        `wait`. `current` reads the calibration in use when the count is done."""
-        if time.monotonic() - self._counted_at < self.every_s or not self._busy.acquire(blocking=wait):
-            return  # counted recently, or a count is running (`wait`: one more once it is done)
+        """Count again (and re-calibrate if due): in a thread when the last count is older than every_s and none
+        is running; with `wait`, now, in this thread, whatever the last count (after a running one finishes).
+        `current` reads the calibration in use when the count is done."""
+        if wait:
+            self._busy.acquire()
+        elif time.monotonic() - self._counted_at < self.every_s or not self._busy.acquire(blocking=False):
+            return
         self._counted_at = time.monotonic()
         if wait:
             self._run(current)

@@ -25,6 +25,7 @@ import numpy as np
 from common.errors import BadInput, Conflict, NotFound
 from indexer.archive import ArchivedFace
 from indexer.clusters import ClusterInfo, ClusterStore, Run
+from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED, validate_face_id, validate_identity
 from indexer.store import FaceRow
 from jobs.service import rejected_from
@@ -188,6 +189,50 @@ class Curator:
         self._archive([freed])
         service.index.upsert([freed])
         return freed
+
+    def merge_identities(self, identity: str, other: str) -> Named:
+        """Every face of `other` becomes `identity`'s (one person enrolled under two names): archive first, then
+        the store. A face rejected from `identity` ("not this person") stays `other`'s, listed in `skipped`."""
+        identity, other = validate_identity(identity), validate_identity(other)
+        if identity == other:
+            raise InvalidValue("merging an identity into itself changes nothing")
+        self.service._check_in_service()
+        faces = [int(f["id"]) for f in self.service.index.faces_of(other, limit=16384)]
+        if not faces:
+            raise NotFound(f"no identity {other!r}")
+        rows = self.service.index.rows(faces)
+        moved = [replace(r, identity=identity) for r in rows.values() if identity not in rejected_from(r.metadata)]
+        skipped = [{"face_id": r.face_id, "reason": f"rejected from {identity!r} (not this person)"}
+                   for r in rows.values() if identity in rejected_from(r.metadata)]
+        self._archive(moved)
+        self.service.index.upsert(moved)
+        return Named(identity, [r.face_id for r in moved], skipped)
+
+    def move_face(self, identity: str, face: int, to: str) -> FaceRow:
+        """A face filed under the wrong person goes to `to`, remembering it is not `identity` (as "not this
+        person" does), so enrolling the same photo under `identity` again asks first."""
+        identity, to, face = validate_identity(identity), validate_identity(to), validate_face_id(face)
+        if identity == to:
+            raise InvalidValue(f"face {face} is already {identity!r}'s")
+        self.service._check_in_service()
+        row = self.service.index.rows([face]).get(face)
+        if row is None or row.identity != identity:
+            raise NotFound(f"identity {identity!r} has no face {face}")
+        metadata = {**(row.metadata or {}), "rejected_from": sorted({*rejected_from(row.metadata), identity} - {to})}
+        moved = replace(row, identity=to, metadata=metadata)
+        self._archive([moved])
+        self.service.index.upsert([moved])
+        return moved
+
+    def different_people(self, first: str, second: str):
+        """A person looked: `first` and `second` are two people (indexer/distinct.py); returns every such pair."""
+        from indexer import distinct
+
+        self.service._check_in_service()
+        for name in (first, second):
+            if not self.service.index.faces_of(name, limit=1):
+                raise NotFound(f"no identity {name!r}")
+        return distinct.add(self.service.index, first, second)
 
     def _archive(self, rows: list[FaceRow]) -> None:
         """The faces' archive entries again, with their new identity and metadata (same image)."""

@@ -289,6 +289,34 @@ class MergeIn(BaseModel):
         return clusters
 
 
+class IdentityRef(BaseModel):
+    identity: str = Field(min_length=1, max_length=MAX_IDENTITY_LENGTH, json_schema_extra=IDENTITY_RULES)
+
+
+class FaceMoved(BaseModel):
+    identity: str = Field(description="whose face it is now")
+    face_id: str
+    rejected_from: list[str] = Field(description="identities it was said not to be, the one it left included")
+
+
+class DistinctIn(BaseModel):
+    identities: list[Annotated[str, Field(min_length=1, max_length=MAX_IDENTITY_LENGTH,
+                                          json_schema_extra=IDENTITY_RULES)]] = Field(
+        min_length=2, max_length=2, description="two identities a person confirmed are different people",
+        json_schema_extra={"uniqueItems": True})
+
+    @field_validator("identities")
+    @classmethod
+    def two(cls, identities: list[str]) -> list[str]:
+        if identities[0] == identities[1]:
+            raise ValueError("two different identities")
+        return identities
+
+
+class DistinctOut(BaseModel):
+    pairs: list[list[str]] = Field(description="every pair confirmed as different people, each sorted")
+
+
 class MisfitOut(BaseModel):
     face_id: str = Field(description="a face id (a string: int64 is beyond JSON's safe integers)")
     identity: str

@@ -4,6 +4,7 @@ grouped into candidate people.
     arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--method top1|tail] [--dry-run] [--plot F]
     arcmatch calibrate --show [--plot F] | --clear
     arcmatch gallery check [--json]                                   # duplicates, misfits, below the gate
+    arcmatch gallery merge INTO OTHER | move FACE --from A --to B | distinct A B   # resolving them
     arcmatch cluster [--k 20] [--method leiden|chinese-whispers|connected] [--export clusters.parquet]
     arcmatch clusters list [--min-size 2] | show CLUSTER
 
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import archive_root, audit, open_gallery, ray_flag, settings_from, store_flags
+from jobs.cli.options import archive_root, audit, model_flag, open_gallery, ray_flag, settings_from, store_flags
 from jobs.progress import Console
 
 CLUSTERS_BESIDE = "clustering keeps its runs beside it"
@@ -46,12 +47,33 @@ def register(sub) -> None:
     p.add_argument("--plot", type=Path, metavar="FILE", help="save the FNIR-vs-FPIR curve as a PNG")
     p.set_defaults(run=calibrate)
 
-    p = sub.add_parser("gallery", help="what is wrong with the gallery's labels: one person under two names, "
-                                       "photos of someone else, identities below the quality gate")
-    p.add_argument("action", choices=["check"])
-    store_flags(p)
-    p.add_argument("--json", action="store_true", help="print the findings as JSON")
-    p.set_defaults(run=gallery_check)
+    p = sub.add_parser("gallery", help="what is wrong with the gallery's labels (one person under two names, "
+                                       "photos of someone else, identities below the quality gate), and fixing it")
+    actions = p.add_subparsers(dest="action", required=True, metavar="check|merge|move|distinct")
+    q = actions.add_parser("check", help="list what looks wrong, with faces and scores")
+    store_flags(q)
+    q.add_argument("--json", action="store_true", help="print the findings as JSON")
+    q.set_defaults(run=gallery_check)
+    q = actions.add_parser("merge", help="every face of OTHER becomes INTO's (one person under two names)")
+    q.add_argument("into")
+    q.add_argument("other")
+    model_flag(q, "the gallery's model")
+    store_flags(q)
+    q.set_defaults(run=gallery_fix)
+    q = actions.add_parser("move", help="a face filed under the wrong person goes to another")
+    q.add_argument("face", type=int)
+    q.add_argument("--from", dest="identity", required=True, help="the identity it is filed under")
+    q.add_argument("--to", required=True, help="the identity it shows")
+    model_flag(q, "the gallery's model")
+    store_flags(q)
+    q.set_defaults(run=gallery_fix)
+    q = actions.add_parser("distinct", help="FIRST and SECOND are different people: never listed as one again, "
+                                            "and their scores count as a non-match when calibrating")
+    q.add_argument("first")
+    q.add_argument("second")
+    model_flag(q, "the gallery's model")
+    store_flags(q)
+    q.set_defaults(run=gallery_fix)
 
     p = sub.add_parser("cluster", help="group the gallery's unlabelled faces into candidate people (a Ray job)")
     store_flags(p)
@@ -89,6 +111,34 @@ def gallery_check(args: argparse.Namespace) -> int:
         raise NotFound(f"gallery {settings.collection!r} does not exist; ingest or enroll faces first")
     found = check_index(FaceIndex(galleries.client, name))
     print(json.dumps(asdict(found), default=str) if args.json else "\n".join(found.lines()))
+    return EXIT_OK
+
+
+def gallery_fix(args: argparse.Namespace) -> int:
+    """merge, move and distinct: what the review page's health section does, audited as the API's are."""
+    from jobs.curation import Curator
+    from jobs.service import IdentityService
+
+    settings = settings_from(args)
+    service = IdentityService.open(settings)
+    try:
+        curator = Curator(service, None)
+        if args.action == "merge":
+            merged = curator.merge_identities(args.into, args.other)
+            audit(settings, "merge_identity", identity=args.into, merged_from=args.other,
+                  face_ids=[str(f) for f in merged.face_ids])
+            print(f"{len(merged.face_ids)} faces of {args.other!r} are now {args.into!r}'s"
+                  + "".join(f"\n  left: face {s['face_id']}: {s['reason']}" for s in merged.skipped))
+        elif args.action == "move":
+            moved = curator.move_face(args.identity, args.face, args.to)
+            audit(settings, "move_face", identity=args.identity, moved_to=args.to, face_ids=[str(args.face)])
+            print(f"face {args.face} is now {moved.identity!r}'s (and not {args.identity!r})")
+        else:
+            found = curator.different_people(args.first, args.second)
+            audit(settings, "distinct", identity=args.first, other=args.second)
+            print(f"{args.first!r} and {args.second!r} are different people ({len(found)} such pair(s) kept)")
+    finally:
+        service.close()
     return EXIT_OK
 
 

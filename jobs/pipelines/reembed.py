@@ -35,6 +35,7 @@ import numpy as np
 from common.errors import Conflict
 from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy
+from indexer import distinct
 from indexer.archive import ArchivedFace, FaceArchive
 from indexer.errors import CollectionNotFound
 from indexer.galleries import MIGRATION_PROPERTY, Galleries, collection_name
@@ -234,6 +235,7 @@ def reembed(
                               f"({why([s for s in summary.skipped if s[0] in left], summary.not_archived)}); give "
                               f"--allow-missing to switch without them", summary)
     if switch:
+        distinct.copy(source_index, target)  # people confirmed different stay different whatever the model
         began = time.perf_counter()
         galleries.switch(target.collection)
         summary.switch_ms = (time.perf_counter() - began) * 1000

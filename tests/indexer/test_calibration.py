@@ -139,7 +139,7 @@ def test_the_tail_method_sets_a_duplicate_enrollment_aside_names_it_and_keeps_it
     index.upsert(rows)
     found = calibrate(index, 0.01, model_threshold=0.3, method="tail")
     assert [(s["first"], s["second"]) for s in found.suspects] == [("person 7", "person 7 again")]
-    assert found.top1_threshold > 0.95 > found.threshold + 0.1  # the top-1 rule is decided by the pair; this is not
+    assert found.top1_threshold > 0.95 > found.threshold + 0.05  # the top-1 rule is decided by the pair; this is not
     from indexer.tail import fit_gallery
 
     clean, _, _, _ = fit_gallery(np.stack([r.vector for r in rows[:-1]]), np.array([r.identity for r in rows[:-1]]))

@@ -7,20 +7,20 @@ from indexer.rates import at_size
 from jobs.audit import read
 from jobs.service import IdentityService
 from jobs.settings import Settings
-from tests.helpers import png
+from tests.helpers import people
 
 
-def enroll(service: IdentityService, people: range) -> None:
-    for person in people:
-        photos = [(f"{n}.png", png(person, n)) for n in range(2 if person % 3 == 0 else 1)]
-        service.enroll(f"p{person}", photos)
+def enroll(service: IdentityService, persons: range) -> None:
+    """People with one or two faces each, written as vectors (the watch counts names; no photo is needed)."""
+    for person in persons:
+        service.index.upsert(people(1, 2 if person % 3 == 0 else 1, spread=0.5, seed=person, first=person))
+    service.index.flush()
 
 
 @pytest.fixture
 def service(tmp_path, tiny_model_dir):
     settings = Settings(model=tiny_model_dir, milvus_uri=str(tmp_path / "g.db"), collection="grow",
-                        archive=False, audit_dir=str(tmp_path / "audit"), recalibrate_on_growth=False,
-                        calibration_check_s=1e-6)
+                        archive=False, audit_dir=str(tmp_path / "audit"), recalibrate_on_growth=False)
     service = IdentityService.open(settings, create=True)
     yield service
     service.close()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from jobs.api.deps import ReadKey, ServiceDep
+from jobs.api.auditing import note
+from jobs.api.deps import CuratorDep, ReadKey, ServiceDep, WriteKey
 from jobs.api.errors import responses
-from jobs.api.schemas import HealthReport
+from jobs.api.schemas import DistinctIn, DistinctOut, HealthReport
 
 router = APIRouter(prefix="/v1/gallery", tags=["gallery"], responses=responses(401, 403, 503))
 
@@ -23,3 +24,24 @@ async def check(_: ReadKey, service: ServiceDep) -> HealthReport:
     found = asdict(await asyncio.to_thread(check_index, service.index))
     found["misfits"] = [{**m, "face_id": str(m["face_id"])} for m in found["misfits"]]
     return HealthReport(**found)
+
+
+def _sorted(pairs) -> DistinctOut:
+    return DistinctOut(pairs=sorted(sorted(p) for p in pairs))
+
+
+@router.get("/distinct")
+def distinct_pairs(_: ReadKey, service: ServiceDep) -> DistinctOut:
+    """The pairs of identities a person confirmed are different people."""
+    from indexer import distinct
+
+    return _sorted(distinct.pairs(service.index))
+
+
+@router.post("/distinct", responses=responses(400, 404, 422))
+def different_people(_: WriteKey, curator: CuratorDep, request: Request, body: DistinctIn) -> DistinctOut:
+    """"Different people": the two are no longer listed as one person under two names, and their scores count as
+    a confirmed non-match in the next calibration."""
+    found = curator.different_people(*body.identities)
+    note(request, "distinct", body.identities[0], other=body.identities[1])
+    return _sorted(found)

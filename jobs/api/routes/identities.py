@@ -17,11 +17,14 @@ from jobs.api.schemas import (
     IDENTITY_RULES,
     Enrolled,
     FaceDeleted,
+    FaceMoved,
     FaceOut,
     FaceRejected,
     IdentityDeleted,
     IdentityOut,
     IdentityPage,
+    IdentityRef,
+    Promoted,
 )
 from jobs.api.uploads import parse_metadata, read_upload
 
@@ -92,6 +95,26 @@ def reject_face(_: WriteKey, curator: CuratorDep, request: Request, identity: Id
     freed = curator.reject(identity, face)
     note(request, "reject_face", identity, face_ids=[str(face)])
     return FaceRejected(identity=identity, face_id=str(face), rejected_from=freed.metadata["rejected_from"])
+
+
+@router.post("/{identity}/merge", responses=responses(400, 404, 422))
+def merge_identity(_: WriteKey, curator: CuratorDep, request: Request, identity: Identity,
+                   other: IdentityRef) -> Promoted:
+    """Every face of `other.identity` becomes this identity's (one person enrolled under two names); a face once
+    rejected from this identity stays where it is, listed in `skipped`."""
+    merged = curator.merge_identities(identity, other.identity)
+    note(request, "merge_identity", identity, merged_from=other.identity, face_ids=[str(f) for f in merged.face_ids])
+    return Promoted(identity=merged.identity, face_ids=[str(f) for f in merged.face_ids],
+                    skipped=[{**s, "face_id": str(s["face_id"])} for s in merged.skipped])
+
+
+@router.post("/{identity}/faces/{face}/move", responses=responses(400, 404, 422))
+def move_face(_: WriteKey, curator: CuratorDep, request: Request, identity: Identity, face: FaceId,
+              to: IdentityRef) -> FaceMoved:
+    """A face filed under the wrong person goes to `to.identity`, remembering it is not this one."""
+    moved = curator.move_face(identity, face, to.identity)
+    note(request, "move_face", identity, moved_to=to.identity, face_ids=[str(face)])
+    return FaceMoved(identity=moved.identity, face_id=str(face), rejected_from=moved.metadata["rejected_from"])
 
 
 @router.get("", responses=responses(400, 422))

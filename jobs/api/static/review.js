@@ -1,4 +1,5 @@
-// The review page: search by photo, name the clusters of unnamed faces, take a face out of a person.
+// The review page: search by photo, name the clusters of unnamed faces, take a face out of a person, and resolve
+// what the gallery check finds (merge two names, move a face, "different people").
 // Plain JavaScript against the same /v1 API every client uses; the API key stays in this tab (sessionStorage).
 "use strict";
 
@@ -174,6 +175,110 @@ async function reject(identity, faceId) {
   await loadIdentities();
 }
 
+// gallery health: what `arcmatch gallery check` lists, each with the actions that resolve it
+const enc = encodeURIComponent;
+
+function button(text, data, action) {
+  const b = document.createElement("button");
+  b.textContent = text;
+  Object.assign(b.dataset, data);
+  b.addEventListener("click", () => action().catch((e) => say(e.message, true)));
+  return b;
+}
+
+function findingCard(kind, title) {
+  const card = document.createElement("div");
+  card.className = `card finding ${kind}`;
+  const h = document.createElement("h3");
+  h.textContent = title;
+  card.append(h);
+  return card;
+}
+
+function personRow(name) {
+  const row = document.createElement("div");
+  const label = document.createElement("p");
+  label.className = "who";
+  label.textContent = name;
+  const faces = document.createElement("div");
+  faces.className = "faces";
+  row.append(label, faces);
+  json(`/v1/identities/${enc(name)}`).then((person) => {
+    label.textContent = `${name} · ${person.faces.length} ${person.faces.length === 1 ? "face" : "faces"}`;
+    faces.append(...person.faces.slice(0, 4).map((f) => faceTile(f.face_id)));
+  }).catch(() => { label.textContent = `${name} (gone)`; });
+  return row;
+}
+
+async function resolved(text) {
+  say(text);
+  await Promise.all([checkHealth(), loadIdentities()]);
+}
+
+async function merge(into, other) {
+  if (!confirm(`Every face of ${other} becomes ${into}'s. Merge?`)) return;
+  const merged = await post(`/v1/identities/${enc(into)}/merge`, { identity: other });
+  await resolved(`${merged.face_ids.length} faces of ${other} are now ${into}'s` +
+                 (merged.skipped.length ? ` (${merged.skipped.length} left: rejected from ${into})` : ""));
+}
+
+function duplicateCard(d) {
+  const card = findingCard("duplicate", `one person under two names? (score ${d.score.toFixed(2)})`);
+  card.dataset.first = d.first;
+  card.dataset.second = d.second;
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  actions.append(
+    button(`Merge into ${d.first}`, { merge: d.first }, () => merge(d.first, d.second)),
+    button(`Merge into ${d.second}`, { merge: d.second }, () => merge(d.second, d.first)),
+    button("Different people", { distinct: "" }, async () => {
+      await post("/v1/gallery/distinct", { identities: [d.first, d.second] });
+      await resolved(`${d.first} and ${d.second} are kept apart from now on`);
+    }));
+  card.append(personRow(d.first), personRow(d.second), actions);
+  return card;
+}
+
+function misfitCard(m) {
+  const card = findingCard("misfit", `filed under ${m.identity}, looks like ${m.other}`);
+  card.dataset.face = m.face_id;
+  const faces = document.createElement("div");
+  faces.className = "faces";
+  faces.append(faceTile(m.face_id));
+  const scores = document.createElement("p");
+  scores.className = "who";
+  scores.textContent = `best with ${m.identity}: ${m.own_best.toFixed(2)} · with ${m.other}: ${m.other_best.toFixed(2)}`;
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  actions.append(
+    button(`Move to ${m.other}`, { move: m.other }, async () => {
+      await post(`/v1/identities/${enc(m.identity)}/faces/${m.face_id}/move`, { identity: m.other });
+      await resolved(`face ${m.face_id} is now ${m.other}'s`);
+    }),
+    button(`Not ${m.identity}`, { reject: m.face_id }, async () => {
+      await post(`/v1/identities/${enc(m.identity)}/faces/${m.face_id}/reject`, {});
+      await resolved(`face ${m.face_id} is no longer ${m.identity}`);
+    }));
+  card.append(faces, scores, actions);
+  return card;
+}
+
+async function checkHealth() {
+  const report = await json("/v1/gallery/check");
+  const list = $("health-list");
+  list.replaceChildren();
+  for (const d of report.duplicates) list.append(duplicateCard(d));
+  for (const m of report.misfits) list.append(misfitCard(m));
+  for (const name of report.below_gate) {
+    const card = findingCard("below-gate", `${name}: no face past the quality gate`);
+    card.append(personRow(name));
+    list.append(card);
+  }
+  const n = report.duplicates.length + report.misfits.length + report.below_gate.length;
+  $("health-count").textContent = `(${n} ${n === 1 ? "finding" : "findings"} in ${report.identities} people` +
+    (report.notes.length ? `; ${report.notes.join("; ")}` : "") + ")";
+}
+
 async function start() {
   if (!state.key) {
     say("enter an API key to begin");
@@ -199,6 +304,7 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     search($("probe").files[0]).catch((e) => say(e.message, true));
   });
+  $("health-check").addEventListener("click", () => checkHealth().catch((e) => say(e.message, true)));
   $("clusters-more").addEventListener("click", () => {
     state.clusterOffset += PAGE;
     loadClusters(true).catch((e) => say(e.message, true));

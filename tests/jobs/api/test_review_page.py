@@ -98,3 +98,63 @@ def test_the_page_is_open_but_its_data_is_not(site):
         assert anonymous.get("/review/review.js").headers["content-type"].startswith("text/javascript")
         assert anonymous.get("/review/secrets.txt").status_code == 401  # only the page's own files are open
         assert anonymous.get("/v1/clusters").status_code == 401
+
+
+@pytest.fixture
+def gallery_with_findings(tmp_path, tiny_model_dir):
+    from tests.jobs.api.test_gallery_health import planted_gallery
+
+    uri, archive_root = str(tmp_path / "health.db"), str(tmp_path / "archive")
+    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=uri, collection="faces",
+                        archive_uri=archive_root)
+    with live_app(create_app(settings)) as base:
+        with httpx.Client(base_url=base, headers={"X-API-Key": KEY}) as api:
+            assert api.post("/v1/identities/owner/faces", files=[("images", ("o.png", png(99), "image/png"))]
+                            ).status_code == 201
+        planted = planted_gallery(uri, "faces")
+        client = connect(uri)
+        index = FaceIndex(client, Galleries(client, "faces").serving())
+        rows = [r for r in index.rows([f for f, _ in index.labelled_faces()]).values() if r.identity != "owner"]
+        FaceArchive(archive_root, "faces").write([  # a picture per face, for the thumbnails a person looks at
+            ArchivedFace(r.face_id, r.identity, r.source, "{}", "photo", encode(picture(png(n % 40, n))))
+            for n, r in enumerate(rows)])
+        client.close()
+        yield base, planted
+
+
+def test_the_health_section_resolves_what_the_check_finds_in_the_browser(gallery_with_findings, tmp_path):
+    site, planted = gallery_with_findings
+    problems: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 1400})
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("dialog", lambda dialog: dialog.accept())  # the merge asks first
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
+        page.goto(f"{site}/review")
+        page.fill("#key", KEY)
+        page.click("#key-form button")
+        page.click("#health-check")
+        twins = '.finding.duplicate[data-first="person 7"][data-second="person 7 again"]'
+        page.wait_for_selector(twins)
+        assert "findings in 42 people" in page.locator("#health-count").inner_text()
+        playwright.expect(page.locator(f'{twins} img[src^="blob:"]')).to_have_count(3)  # both names' faces
+        page.screenshot(path=str(tmp_path / "health.png"), full_page=True)
+
+        page.locator(f'{twins} button[data-distinct]').click()  # "different people"
+        playwright.expect(page.locator(twins)).to_have_count(0)
+        assert "are kept apart from now on" in page.locator("#status").inner_text()
+
+        stray = f'.finding.misfit[data-face="{planted["stray"]}"]'
+        page.locator(f'{stray} button[data-move="person 3"]').click()
+        playwright.expect(page.locator(stray)).to_have_count(0)
+        page.wait_for_selector('.identity[data-identity="person 3"] h3:has-text("2 faces")')
+
+        pair = '.finding.duplicate[data-first="person 3"][data-second="person 5"]'
+        playwright.expect(page.locator(pair)).to_have_count(0)  # the stray photo was what joined them
+        browser.close()
+    # never clustered: the page asks, hears 404 and says so (Chromium logs every 404 it hears); nothing else failed
+    assert all("/v1/clusters?" in url for url in missing) and len(missing) == 1
+    assert [m for m in problems if "404" not in m] == []

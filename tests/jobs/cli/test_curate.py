@@ -109,10 +109,44 @@ def test_gallery_check_names_a_duplicate_and_a_mislabelled_photo(tmp_path, monke
     found = json.loads(capsys.readouterr().out)
     assert (found["identities"], found["faces"]) == (61, 121)
     pairs = [(d["first"], d["second"]) for d in found["duplicates"]]
-    assert ("person 7", "person 7 again") in pairs  # the stray photo makes persons 3 and 5 look alike too
-    assert set(pairs) <= {("person 7", "person 7 again"), ("person 3", "person 5")}
+    # the most extreme first: the twins, then the two the stray photo joins; chance look-alikes of 1,830 pairs
+    # may follow (listed where fewer than one such pair is expected among strangers)
+    assert set(pairs[:2]) == {("person 7", "person 7 again"), ("person 3", "person 5")}
+    assert all(d["expected_among_strangers"] < 1 for d in found["duplicates"])
     assert [(m["face_id"], m["identity"], m["other"]) for m in found["misfits"]][0] == \
         (stray.face_id, "person 5", "person 3")
     assert found["below_gate"] == []  # nothing was judged: no detector records
     assert main(["gallery", "check"]) == 0
     assert "'person 7' and 'person 7 again'" in capsys.readouterr().out
+
+
+def test_gallery_merge_move_and_distinct_resolve_the_findings(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    from jobs.audit import read
+    from jobs.service import IdentityService
+    from jobs.settings import Settings
+    from tests.helpers import png
+    from tests.jobs.api.test_gallery_health import planted_gallery
+
+    uri = str(tmp_path / "fix.db")
+    for name, value in {"MILVUS_URI": uri, "COLLECTION": "fix", "MODEL": str(tiny_model_dir),
+                        "AUDIT_DIR": str(tmp_path / "audit"), "ARCHIVE": "false"}.items():
+        monkeypatch.setenv(f"ARCMATCH_{name}", value)
+    service = IdentityService.open(Settings(), create=True)
+    service.enroll("owner", [("o.png", png(99))])
+    service.close()
+    planted = planted_gallery(uri, "fix")
+
+    assert main(["gallery", "distinct", "person 7", "person 7 again"]) == 0
+    assert "are different people (1 such pair(s) kept)" in capsys.readouterr().out
+    assert main(["gallery", "move", planted["stray"], "--from", "person 5", "--to", "person 3"]) == 0
+    assert f"face {planted['stray']} is now 'person 3'" in capsys.readouterr().out
+    assert main(["gallery", "merge", "person 9", "person 8"]) == 0
+    assert "2 faces of 'person 8' are now 'person 9'" in capsys.readouterr().out
+    assert main(["gallery", "check", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    pairs = {(d["first"], d["second"]) for d in found["duplicates"]}
+    assert found["identities"] == 41 and ("person 7", "person 7 again") not in pairs
+    assert planted["stray"] not in {str(m["face_id"]) for m in found["misfits"]}
+    assert [r["action"] for r in read(tmp_path / "audit")] == ["distinct", "move_face", "merge_identity"]
+    assert main(["gallery", "merge", "person 9", "nobody"]) == 4  # not found: one line, nothing changed
+    assert "no identity 'nobody'" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 
 from common.errors import Conflict
 from embedder.errors import ModelError
+from indexer import distinct
 from indexer.archive import FaceArchive
 from indexer.errors import GalleryMoved
 from indexer.galleries import Galleries
@@ -36,6 +37,7 @@ def test_api_enrollments_survive_an_upgrade_and_deletes_stay_deleted(ray_local, 
     old.enroll("eve", [("e.png", png(3))])
     old.delete_face("ann", ann[1])
     old.delete_identity("eve")
+    distinct.add(old.index, "ann", "bob")  # a person said so: it is about people, not a model
     expected = {f: i for f, i in ((ann[0], "ann"),)} | {old.identity("bob")[0]["id"]: "bob"}
 
     dry = reembed(str(other_model_dir), milvus=milvus_uri, gallery=collection_name, archive=str(archive),
@@ -51,6 +53,7 @@ def test_api_enrollments_survive_an_upgrade_and_deletes_stay_deleted(ray_local, 
     assert {r["id"]: r["identity"] for r in new.index.faces_of("ann") + new.index.faces_of("bob")} == expected
     assert best(new, png(1)).identity == "ann" and best(new, png(2)).identity == "bob"
     assert new.index.faces_of("eve") == [] and new.threshold() == 0.6  # the new model's calibration travelled
+    assert distinct.pairs(new.index) == {frozenset(("ann", "bob"))}
 
     # the old model's process: still answers from its own collection, takes no writes
     old._ready_checked = -10.0

@@ -1,0 +1,58 @@
+"""`arcmatch gallery check` (indexer/health.py) on synthetic identities: a person under two names is listed as a
+pair, a photo moved to another identity as a misfit, and a pair a person confirmed to be two people is not
+listed again."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.health import check
+
+DIM = 48
+
+
+def photo(centre: np.ndarray, rng) -> np.ndarray:
+    vector = centre + 0.5 * rng.normal(size=DIM)
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def gallery(n: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two photos each of `n` synthetic identities (unit vectors), and the identities' centres."""
+    centres = rng.normal(size=(n, DIM))
+    vectors = np.stack([photo(c, rng) for c in centres for _ in range(2)])
+    return vectors, np.repeat([f"p{i}" for i in range(n)], 2), centres
+
+
+def with_twin(vectors, labels, centres, of: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A third photo of identity `of`, under a name of its own."""
+    return np.vstack([vectors, photo(centres[of], rng)]), np.append(labels, f"p{of} twin")
+
+
+def test_a_person_under_two_names_is_listed_and_a_moved_photo_is_a_misfit():
+    rng = np.random.default_rng(1)
+    vectors, labels, centres = gallery(80, rng)
+    vectors, labels = with_twin(vectors, labels, centres, 3, rng)
+    labels[10] = "p40"  # a photo of p5 filed under p40
+    found = check(np.arange(len(labels)), vectors, labels)
+    pairs = {frozenset((d.first, d.second)) for d in found.duplicates}
+    assert frozenset(("p3", "p3 twin")) in pairs and frozenset(("p5", "p40")) in pairs
+    assert [m.face_id for m in found.misfits] == [10] and found.misfits[0].other == "p5"
+    assert found.identities == 81 and found.faces == 161
+
+
+def test_a_pair_confirmed_as_two_people_is_not_listed_again():
+    rng = np.random.default_rng(2)
+    vectors, labels, centres = gallery(80, rng)
+    vectors, labels = with_twin(vectors, labels, centres, 3, rng)
+    vectors, labels = with_twin(vectors, labels, centres, 8, rng)
+    listed = {(d.first, d.second) for d in check(np.arange(len(labels)), vectors, labels).duplicates}
+    assert {("p3", "p3 twin"), ("p8", "p8 twin")} <= listed
+    found = check(np.arange(len(labels)), vectors, labels, distinct=frozenset({frozenset(("p3", "p3 twin"))}))
+    pairs = {(d.first, d.second) for d in found.duplicates}
+    assert ("p8", "p8 twin") in pairs and ("p3", "p3 twin") not in pairs
+
+
+def test_a_gallery_too_small_to_model_says_so():
+    vectors, labels, _ = gallery(10, np.random.default_rng(3))
+    found = check(np.arange(len(labels)), vectors, labels)
+    assert found.duplicates == [] and "from 20 identities on" in found.notes[0]

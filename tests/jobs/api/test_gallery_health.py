@@ -1,0 +1,100 @@
+"""Resolving what the gallery check finds, over HTTP: merge two names of one person, move a photo filed under the
+wrong person, "different people" (then never listed again, and kept as evidence by the next calibration); on
+Milvus Lite and the server."""
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from indexer.galleries import Galleries
+from indexer.ids import face_id
+from indexer.store import FaceIndex, FaceRow, connect
+from jobs.api.app import create_app
+from jobs.settings import Settings
+from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, live_app, people, png
+
+
+def planted_gallery(uri: str, gallery: str) -> dict:
+    """40 people with two photos each, a twin ("person 7 again": person 7's face under a second name) and a stray
+    (person 3's first photo filed under person 5), written beside one enrolled face (the collection's owner)."""
+    client = connect(uri)
+    index = FaceIndex(client, Galleries(client, gallery).serving())
+    rows = people(40, 2, spread=0.3, seed=1)
+    twin = rows[14].vector + 0.05 * np.random.default_rng(1).normal(size=16).astype(np.float32)
+    rows.append(FaceRow("twin", "person 7 again", (twin / np.linalg.norm(twin)).astype(np.float32), face_id("twin")))
+    stray = rows[6]
+    rows[6] = FaceRow(stray.source, "person 5", stray.vector, stray.face_id)
+    index.upsert(rows)
+    index.flush()
+    client.close()
+    return {"stray": str(stray.face_id)}
+
+
+@pytest.fixture(scope="module", params=["lite", "server"])
+def api(request, tmp_path_factory, tiny_model_dir):
+    uri = (str(tmp_path_factory.mktemp("health") / "h.db") if request.param == "lite"
+           else request.getfixturevalue("milvus_server_uri"))
+    gallery = f"health_{request.param}_{int(time.time())}"
+    settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=uri,
+                        collection=gallery, archive_uri=str(tmp_path_factory.mktemp("archive")))
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        files = [("images", ("o.png", png(99), "image/png"))]
+        assert client.post("/v1/identities/owner/faces", files=files, headers=W).status_code == 201
+        planted = planted_gallery(uri, gallery)
+        yield client, planted
+
+
+def pairs(client) -> set:
+    return {(d["first"], d["second"]) for d in client.get("/v1/gallery/check", headers=R).json()["duplicates"]}
+
+
+def test_different_people_are_never_listed_again_and_kept_as_a_pair(api):
+    client, _ = api
+    assert ("person 7", "person 7 again") in pairs(client)
+    said = client.post("/v1/gallery/distinct", json={"identities": ["person 7 again", "person 7"]}, headers=W)
+    assert said.status_code == 200, said.text
+    assert said.json()["pairs"] == [["person 7", "person 7 again"]]
+    assert ("person 7", "person 7 again") not in pairs(client)
+    assert client.get("/v1/gallery/distinct", headers=R).json() == said.json()
+    calibrated = client.post("/v1/calibration", json={"fpir": 0.05, "method": "tail", "dry_run": True}, headers=W)
+    assert calibrated.status_code == 200, calibrated.text
+    assert all({s["first"], s["second"]} != {"person 7", "person 7 again"} for s in calibrated.json()["suspects"])
+
+
+def test_a_stray_photo_is_moved_to_the_person_it_shows(api):
+    client, planted = api
+    misfits = client.get("/v1/gallery/check", headers=R).json()["misfits"]
+    assert [m for m in misfits if m["face_id"] == planted["stray"]][0]["other"] == "person 3"
+    moved = client.post(f"/v1/identities/person 5/faces/{planted['stray']}/move", json={"identity": "person 3"},
+                        headers=W)
+    assert moved.status_code == 200, moved.text
+    assert moved.json() == {"identity": "person 3", "face_id": planted["stray"], "rejected_from": ["person 5"]}
+    faces = {f["face_id"] for f in client.get("/v1/identities/person 3", headers=R).json()["faces"]}
+    assert planted["stray"] in faces and len(faces) == 2
+    assert planted["stray"] not in {m["face_id"] for m in client.get("/v1/gallery/check", headers=R).json()["misfits"]}
+
+
+def test_two_names_of_one_person_are_merged(api):
+    client, _ = api
+    merged = client.post("/v1/identities/person 9/merge", json={"identity": "person 8"}, headers=W)
+    assert merged.status_code == 200, merged.text
+    assert len(merged.json()["face_ids"]) == 2 and merged.json()["skipped"] == []
+    assert client.get("/v1/identities/person 8", headers=R).status_code == 404
+    assert len(client.get("/v1/identities/person 9", headers=R).json()["faces"]) == 4
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "says"), [
+    ("POST", "/v1/identities/person 1/merge", {"identity": "nobody"}, 404, "no identity 'nobody'"),
+    ("POST", "/v1/identities/person 1/merge", {"identity": "person 1"}, 400, "into itself"),
+    ("POST", "/v1/identities/person 1/faces/12/move", {"identity": "person 2"}, 404, "has no face 12"),
+    ("POST", "/v1/gallery/distinct", {"identities": ["person 1", "nobody"]}, 404, "no identity 'nobody'"),
+    ("POST", "/v1/gallery/distinct", {"identities": ["person 1", "person 1"]}, 422, "two different identities"),
+    ("POST", "/v1/gallery/distinct", {"identities": ["person 1"]}, 422, "identities"),
+])
+def test_what_cannot_be_resolved_says_why(api, method, path, body, status, says):
+    client, _ = api
+    answer = client.request(method, path, json=body, headers=W)
+    assert answer.status_code == status and says in answer.text
+    assert client.request(method, path, json=body, headers=R).status_code == 403  # writes, all of them
