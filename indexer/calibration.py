@@ -21,10 +21,11 @@ The threshold accepts at most floor(target * trials) of the non-mated trials (so
 the target), and a target below one trial in the sample is refused: a 0.1% rate
 cannot be read from 200 strangers.
 
-That rule (method "top1") reads an extreme order statistic: one duplicate enrollment decides it. Method "tail"
-(indexer/tail.py) reads the threshold from every cross-identity score with a model of the non-mated tail, keeps
-suspected duplicates out of the evidence and names them, and gives the FPIR with an interval; the report shows
-what the top-1 rule would have chosen beside it.
+That rule (method "top1") reads an extreme order statistic: one duplicate enrollment decides it. Method "tail", the
+default, reads the threshold from every cross-identity score with a model of the non-mated tail
+(indexer/tail.py), keeps suspected duplicates out of the evidence and names them, takes the gallery's ingested
+unlabelled faces as more strangers, and gives the FPIR with an interval; the report shows what the top-1 rule
+would have chosen beside it. Both keep the FPIR/FNIR curve (indexer/rates.py) a search's `fpir=` is read from.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ from indexer.rates import Empirical, Modelled, at_size, curve, points, threshold
 CALIBRATION_PROPERTY = "arcmatch.gallery_calibration"
 METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
 TAIL_METHOD = "gallery cross-identity scores, modelled non-mated tail"
-METHODS = ("top1", "tail")
+METHODS = ("tail", "top1")  # the first is the default: one duplicate enrollment cannot move it
 TAIL_IDENTITIES = 20_000  # identities whose faces a tail calibration scores probes against (a random subset)
 SAME_SCORE = 1e-5  # float32 cosines of one pair differ by a few ulps (~1e-7) between stores and directions
 MIN_FPIR = 1e-6  # a million strangers' trials would be needed to show it; no sample here is larger
+WIDE = 2.0  # an interval reaching past this times the target is said to be wide
 STALE_FACTOR = 1.25  # a threshold whose FPIR at the size now is past this times its target no longer meets it
 TOP_K = 16  # hits read per sampled face; only faces whose 16 nearest are all their own identity's search again
 
@@ -83,6 +85,8 @@ class GalleryCalibration:
     top1_threshold: float | None = None  # tail: what the top-1 rule would have chosen, for comparison
     points: list[dict] = field(default_factory=list)  # indexer.rates.Point: chosen, stricter, looser, model
     curve: list[list] = field(default_factory=list)  # [threshold, fpir, fnir] rows (indexer.rates.curve)
+    strangers: int = 0  # tail: unlabelled faces taken as more strangers (indexer/strangers.py)
+    strangers_dropped: int = 0  # tail: unlabelled faces left out, as they looked like someone enrolled
 
     def to_json(self) -> str:
         return json.dumps({"arcmatch": 1, **asdict(self)}, separators=(",", ":"))
@@ -143,6 +147,15 @@ class GalleryCalibration:
                        f"({p['fpir_low']:.4f}-{p['fpir_high']:.4f})  {fnir}  {said[p['label']]}")
         if self.fnir is None:
             out.append("FNIR n/a: no identity has two faces")
+        if self.strangers or self.strangers_dropped:
+            out.append(f"{self.strangers} unlabelled faces counted as strangers too"
+                       + (f" ({self.strangers_dropped} left out: they look like someone enrolled)"
+                          if self.strangers_dropped else ""))
+        if self.fpir_interval and self.fpir_interval[1] > WIDE * self.target_fpir:
+            out.append(f"the interval is wide: at {self.identities} identities the gallery cannot tell FPIR "
+                       f"{self.target_fpir} from {self.fpir_interval[1]:.2g}; more people, unlabelled faces of "
+                       f"people not enrolled (`ingest --unlabelled`), or a labelled hold-out (`arcmatch eval "
+                       f"--fpir --gallery`) narrow it")
         if self.top1_threshold is not None:
             out.append(f"the top-1 rule would choose {self.top1_threshold:.4f}")
         if self.suspects:
@@ -274,12 +287,15 @@ def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256) ->
     return trials, len(identities), len(ids)
 
 
-def tail_estimator(index, trials: Trials, identities: int, *, sample: int, seed: int) -> tuple[Modelled, list]:
-    """The tail method's estimator (indexer/tail.py) and its suspects, from the vectors of up to TAIL_IDENTITIES
-    random identities: probes are up to `sample` of their faces. Pairs a person confirmed are different people
-    (indexer/distinct.py) are never set aside: they are the strongest impostor evidence there is."""
+def tail_estimator(index, trials: Trials, identities: int, *, sample: int, seed: int) -> tuple[Modelled, dict]:
+    """The tail method's estimator (indexer/tail.py), from the vectors of up to TAIL_IDENTITIES random
+    identities (probes: up to `sample` of their faces) and the gallery's ingested unlabelled faces as strangers
+    (indexer/strangers.py); also what it set aside: suspected duplicates, strangers that looked enrolled. Pairs a
+    person confirmed are different people (indexer/distinct.py) are never set aside: they are the strongest
+    impostor evidence there is."""
     from indexer.distinct import pairs
-    from indexer.tail import fit_gallery, resampled
+    from indexer.strangers import fit_with_strangers, ingested_unlabelled
+    from indexer.tail import resampled
 
     ids, names = labelled_faces(index)
     rng = np.random.default_rng(seed)
@@ -289,12 +305,16 @@ def tail_estimator(index, trials: Trials, identities: int, *, sample: int, seed:
     chosen = np.asarray([c for c in chosen if int(ids[c]) in vectors], dtype=np.int64)  # deleted since the scan
     matrix = np.stack([vectors[int(ids[c])] for c in chosen])
     probes = rng.permutation(len(chosen))[:sample]
-    model, evidence, _, own = fit_gallery(matrix, names[chosen].astype(str), probes, distinct=pairs(index))
-    return Modelled(model, resampled(evidence, own, seed=seed), identities), [asdict(s) for s in model.suspects]
+    strangers = ingested_unlabelled(index, rng)
+    model, evidence, _, own, dropped = fit_with_strangers(matrix, names[chosen].astype(str), probes, pairs(index),
+                                                          strangers)
+    return Modelled(model, resampled(evidence, own, seed=seed), identities), {
+        "suspects": [asdict(s) for s in model.suspects], "strangers": len(strangers) - dropped,
+        "strangers_dropped": dropped}
 
 
 def calibrate(index, target_fpir: float, *, model_threshold: float | None = None, sample: int = 5000,
-              seed: int = 0, method: str = "top1") -> GalleryCalibration:
+              seed: int = 0, method: str = "tail") -> GalleryCalibration:
     """The gallery's threshold for `target_fpir` (0 < target < 1), measured on up to `sample` of its faces, by
     `method` ("top1": the leave-one-identity-out quantile; "tail": the modelled tail, indexer/tail.py), with the
     rates at the thresholds beside it and the curve a search's `fpir=` is answered from."""
@@ -305,9 +325,15 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
     if method not in METHODS:
         raise InvalidValue(f"the calibration method must be one of {METHODS}, got {method!r}")
     trials, identities, faces = run_trials(index, sample=sample, seed=seed)
-    suspects, top1 = [], None
+    aside, top1 = {}, None
     if method == "tail":
-        estimator, suspects = tail_estimator(index, trials, identities, sample=sample, seed=seed)
+        from indexer.tail import MIN_IDENTITIES
+
+        if identities < MIN_IDENTITIES:
+            raise InvalidValue(f"a tail model needs at least {MIN_IDENTITIES} identities; the gallery has "
+                               f"{identities}: enroll more people, or use --method top1 (the rate read off "
+                               f"{len(trials.nonmated)} trials)")
+        estimator, aside = tail_estimator(index, trials, identities, sample=sample, seed=seed)
         top1 = trials.threshold_for(target_fpir) if len(trials.nonmated) else None
     else:
         needed = math.ceil(1.0 / target_fpir)
@@ -319,6 +345,10 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
     fnir = lambda t: trials.rates(t).fnir  # noqa: E731
     around = points(estimator, fnir, target_fpir, model_threshold)
     chosen = next(p for p in around if p.label == "chosen")
+    if chosen.fpir > target_fpir * (1 + 1e-3):  # the threshold went as high as cosines go
+        raise InvalidValue(f"no threshold keeps FPIR at {target_fpir} in this gallery: even at {chosen.threshold:.4f} "
+                           f"about {chosen.fpir:.2g} of strangers would match; its different people score as alike "
+                           f"as one person's photos (a model for another kind of photo?)")
     return GalleryCalibration(
         threshold=chosen.threshold, target_fpir=target_fpir, fpir=chosen.fpir, fnir=chosen.fnir,
         model_threshold=model_threshold,
@@ -326,5 +356,4 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
         identities=identities, faces=faces, nonmated_trials=len(trials.nonmated),
         mated_trials=len(trials.mated_right), model_version=index.info().model_version,
         method=TAIL_METHOD if method == "tail" else METHOD, fpir_interval=[chosen.fpir_low, chosen.fpir_high],
-        suspects=suspects, top1_threshold=top1, points=[asdict(p) for p in around],
-        curve=curve(estimator, fnir))
+        top1_threshold=top1, points=[asdict(p) for p in around], curve=curve(estimator, fnir), **aside)

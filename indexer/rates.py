@@ -90,8 +90,9 @@ class Modelled:
         out = []
         for t in np.atleast_1d(thresholds):
             values = [m.fpir(t, self.size) for m in self.resampled]
-            low, high = np.percentile(values, [2.5, 97.5]) if values else (np.nan, np.nan)
-            out.append((self.model.fpir(t, self.size), float(low), float(high)))
+            point = self.model.fpir(t, self.size)
+            low, high = np.percentile(values, [2.5, 97.5]) if values else (point, point)
+            out.append((point, float(min(low, point)), float(max(high, point))))  # the estimate is inside its own
         return out
 
 

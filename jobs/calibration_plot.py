@@ -29,8 +29,9 @@ def plot(found: GalleryCalibration, path: str | Path, title: str = "gallery cali
         if p["fnir"] is None or p["fpir"] <= 0:
             continue
         marker, colour = MARKS[p["label"]]
-        axis.errorbar(p["fpir"], p["fnir"], xerr=[[p["fpir"] - p["fpir_low"]], [p["fpir_high"] - p["fpir"]]],
-                      fmt=marker, color=colour, capsize=3, label=f"{p['label']} {p['threshold']:.3f}")
+        spread = [[max(p["fpir"] - p["fpir_low"], 0)], [max(p["fpir_high"] - p["fpir"], 0)]]
+        axis.errorbar(p["fpir"], p["fnir"], xerr=spread, fmt=marker, color=colour, capsize=3,
+                      label=f"{p['label']} {p['threshold']:.3f}")
     axis.set_xscale("log")
     axis.set_xlabel(f"FPIR: strangers answered as someone (at {found.identities} identities)")
     axis.set_ylabel("FNIR: known people not found")

@@ -227,7 +227,7 @@ class IdentityService:
         return self._calibration
 
     def calibrate(self, target_fpir: float, *, sample: int = 5000, save: bool = True,
-                  method: str = "top1") -> GalleryCalibration:
+                  method: str = "tail") -> GalleryCalibration:
         """Choose the gallery's threshold for `target_fpir` from its stored vectors (indexer/calibration.py) and,
         with `save`, keep it with the collection so every process searching it uses it."""
         model = self.embedder.calibration.threshold if self.embedder.calibration else self.index.info().threshold

@@ -211,6 +211,9 @@ class GalleryCalibrationOut(BaseModel):
     fpir_interval: list[float] | None = Field(None, description="tail: a 95% interval of the modelled FPIR")
     suspects: list[SuspectOut] = Field([], description="tail: identity pairs set aside as one person")
     top1_threshold: float | None = Field(None, description="tail: what the top-1 rule would have chosen")
+    strangers: int = Field(0, description="tail: unlabelled faces counted as more strangers")
+    strangers_dropped: int = Field(0, description="tail: unlabelled faces left out as they look like someone "
+                                   "enrolled")
     points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "
                                    "and the model's")
     curve: list[list[float | None]] = Field([], description="[threshold, fpir, fnir] rows, thresholds rising: "
@@ -229,8 +232,9 @@ class CalibrateIn(BaseModel):
     fpir: float = Field(0.01, ge=MIN_FPIR, lt=1.0, description="target false-positive identification rate")
     sample: int = Field(5000, ge=2, le=100_000, description="faces drawn as trials")
     dry_run: bool = Field(False, description="report the threshold without keeping it")
-    method: Literal["top1", "tail"] = Field("top1", description="top1: each trial's best non-mated score; tail: "
-                                            "every cross-identity score, duplicates set aside, an FPIR interval")
+    method: Literal["tail", "top1"] = Field("tail", description="tail: every cross-identity score modelled, "
+                                            "duplicates set aside, unlabelled faces as more strangers; top1: each "
+                                            "trial's best non-mated score (one duplicate enrollment decides it)")
 
 
 class FaceRejected(BaseModel):

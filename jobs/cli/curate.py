@@ -1,7 +1,7 @@
 """`arcmatch calibrate`, `arcmatch cluster`, `arcmatch clusters`: the gallery's own threshold, and its unnamed faces
 grouped into candidate people.
 
-    arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--method top1|tail] [--dry-run] [--plot F]
+    arcmatch calibrate --fpir 0.01 [--collection faces] [--sample 5000] [--method tail|top1] [--dry-run] [--plot F]
     arcmatch calibrate --show [--plot F] | --clear
     arcmatch gallery check [--json]                                   # duplicates, misfits, below the gate
     arcmatch gallery merge INTO OTHER | move FACE --from A --to B | distinct A B   # resolving them
@@ -34,10 +34,10 @@ def register(sub) -> None:
     p.add_argument("--fpir", type=float, default=0.01,
                    help="target share of unknown people answered as someone (default %(default)s)")
     p.add_argument("--sample", type=int, default=5000, help="faces drawn as trials (default %(default)s)")
-    p.add_argument("--method", choices=["top1", "tail"], default="top1",
-                   help="top1: the quantile of each trial's best non-mated score; tail: every cross-identity score "
-                        "with a model of the tail, duplicates set aside and named, an FPIR interval (default "
-                        "%(default)s)")
+    p.add_argument("--method", choices=["tail", "top1"], default="tail",
+                   help="tail: every cross-identity score with a model of the tail, duplicates set aside and named, "
+                        "unlabelled faces as more strangers, an FPIR interval; top1: the quantile of each trial's "
+                        "best non-mated score, which one duplicate enrollment decides (default %(default)s)")
     p.add_argument("--target", help="a collection of the gallery other than the one in service (a re-embed's, "
                                     "before its switch)")
     p.add_argument("--dry-run", action="store_true", help="report the threshold, keep nothing")

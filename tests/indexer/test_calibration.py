@@ -49,7 +49,7 @@ def test_calibrate_matches_brute_force_and_is_stored_with_the_collection(index):
     rows.append(FaceRow("nobody", UNLABELLED, rows[0].vector, face_id("nobody")))  # never a trial, never a hit
     index.upsert(rows)
     index.flush()
-    result = calibrate(index, 0.05, model_threshold=0.3)
+    result = calibrate(index, 0.05, model_threshold=0.3, method="top1")
     assert (result.identities, result.faces) == (160, 400)
     assert result.nonmated_trials == 400 and result.mated_trials == 360
     fpir, fnir = brute_force(rows, result.threshold)
@@ -72,7 +72,7 @@ def test_an_identity_with_more_faces_than_k_still_gives_its_stranger_trial(index
     rows = crowd + people(150, 1, spread=0.5, seed=3, first=10)
     index.upsert(rows)
     index.flush()
-    result = calibrate(index, 0.01)
+    result = calibrate(index, 0.01, method="top1")
     assert result.nonmated_trials == len(rows)
     assert result.fpir == pytest.approx(brute_force(rows, result.threshold)[0])
 
@@ -81,7 +81,7 @@ def test_too_small_a_gallery_for_the_target_is_refused(index):
     index.upsert(people(30, 2, spread=0.5))
     index.flush()
     with pytest.raises(InvalidValue, match="needs at least 1000 unknown-person trials"):
-        calibrate(index, 0.001)
+        calibrate(index, 0.001, method="top1")
     with pytest.raises(InvalidValue, match="between 1e-06 and 1"):
         calibrate(index, 1.5)
 

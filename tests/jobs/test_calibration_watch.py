@@ -46,7 +46,7 @@ def test_growth_past_the_calibrated_size_is_said_then_calibrated_again(service, 
     service.watch.poke(service.gallery_calibration, wait=True)
     again = service.gallery_calibration()
     assert (again.identities, again.target_fpir, again.method) == (75, 0.1, kept.method)
-    assert again.fpir <= 0.1 and service.ready()["calibration"]["meets_target"] is True
+    assert again.fpir <= 0.1 + 1e-6 and service.ready()["calibration"]["meets_target"] is True
     [record] = read(tmp_path / "audit", action="calibrate")
     assert record["key"] == "arcmatch:growth" and record["identities"] == 75
 

@@ -60,7 +60,10 @@ def test_different_people_are_never_listed_again_and_kept_as_a_pair(api):
     assert client.get("/v1/gallery/distinct", headers=R).json() == said.json()
     calibrated = client.post("/v1/calibration", json={"fpir": 0.05, "method": "tail", "dry_run": True}, headers=W)
     assert calibrated.status_code == 200, calibrated.text
-    assert all({s["first"], s["second"]} != {"person 7", "person 7 again"} for s in calibrated.json()["suspects"])
+    result = calibrated.json()
+    assert result["method"].startswith("gallery cross-identity scores") and result["top1_threshold"] is not None
+    assert result["fpir_interval"][0] <= result["fpir"] <= result["fpir_interval"][1]
+    assert all({s["first"], s["second"]} != {"person 7", "person 7 again"} for s in result["suspects"])
 
 
 def test_a_stray_photo_is_moved_to_the_person_it_shows(api):

@@ -30,7 +30,8 @@ def gallery(tmp_path, monkeypatch):
 def test_calibrate_reports_keeps_shows_and_clears(gallery, capsys, tmp_path):
     assert main(["calibrate", "--fpir", "0.05", "--dry-run", "--json"]) == 0
     dry = json.loads(capsys.readouterr().out)
-    assert dry["fpir"] <= 0.05 and dry["nonmated_trials"] == 160 and dry["model_threshold"] == 0.2
+    assert dry["method"].startswith("gallery cross-identity scores")  # the default: the modelled tail
+    assert dry["fpir"] <= 0.05 + 1e-6 and dry["nonmated_trials"] == 160 and dry["model_threshold"] == 0.2
     assert dry["at_model_threshold"]["fpir"] > dry["fpir"]
     assert stored(gallery) is None
 
@@ -56,8 +57,10 @@ def test_calibrate_reports_keeps_shows_and_clears(gallery, capsys, tmp_path):
 
 
 def test_calibrate_says_what_is_wrong_in_one_line(gallery, capsys):
-    assert main(["calibrate", "--fpir", "0.001"]) == 2
+    assert main(["calibrate", "--fpir", "0.001", "--method", "top1"]) == 2
     assert "needs at least 1000 unknown-person trials" in capsys.readouterr().err
+    assert main(["calibrate", "--fpir", "0.001", "--dry-run"]) == 0  # the tail extrapolates, and says how far
+    assert "the interval is wide: at 80 identities the gallery cannot tell FPIR 0.001" in capsys.readouterr().out
     assert main(["calibrate", "--collection", "nobody"]) == 4
     assert main(["calibrate", "--target", "crowd__other"]) == 4
 

@@ -1,0 +1,41 @@
+"""Unlabelled faces as more strangers for the tail calibration: those kept from searches are left out, and those
+that look like someone enrolled are dropped."""
+
+import numpy as np
+import pytest
+
+from indexer.ids import UNLABELLED, face_id
+from indexer.store import FaceRow
+from indexer.strangers import fit_with_strangers, ingested_unlabelled
+from tests.helpers import people
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_strangers_that_look_enrolled_are_dropped_and_the_others_kept():
+    rows = people(60, 1, spread=0.3, dim=64)
+    vectors, labels = np.stack([r.vector for r in rows]), np.array([r.identity for r in rows])
+    others = np.stack([r.vector for r in people(300, 1, spread=0.3, dim=64, seed=5)])
+    rng = np.random.default_rng(2)
+    enrolled_again = unit(vectors[:10] + 0.05 * rng.normal(size=(10, 64)))  # staff in the event's photos
+    strangers = np.vstack([others, enrolled_again])
+    model, evidence, _, own, dropped = fit_with_strangers(vectors, labels, np.arange(60), frozenset(), strangers)
+    assert dropped == 10
+    assert (own < 0).sum() == 300 and len(evidence) == 360
+
+
+@pytest.fixture
+def index(new_collection):
+    return new_collection(16, 0.3)
+
+
+def test_faces_kept_from_searches_are_not_strangers(index):
+    rows = [FaceRow(f"u{n}", UNLABELLED, r.vector, face_id(f"u{n}"), {"expires_at": 2_000_000_000} if n % 2 else {})
+            for n, r in enumerate(people(20, 1, spread=0.3, seed=3))]
+    index.upsert(rows + people(5, 1, spread=0.3))
+    index.flush()
+    found = ingested_unlabelled(index, np.random.default_rng(0))
+    kept = {tuple(np.round(r.vector, 5)) for n, r in enumerate(rows) if n % 2 == 0}
+    assert len(found) == 10 and {tuple(np.round(v, 5)) for v in found} == kept
