@@ -155,5 +155,15 @@ def test_the_tail_method_sets_a_duplicate_enrollment_aside_names_it_and_keeps_it
 
 def test_the_tail_method_refuses_a_gallery_too_small_to_model(index):
     index.upsert(people(12, 2, spread=0.9))
-    with pytest.raises(InvalidValue, match="at least 20 identities; the gallery has 12"):
+    with pytest.raises(InvalidValue, match="at least 20 identities; the gallery has 12.*--method top1"):
         calibrate(index, 0.05, method="tail")
+
+
+def test_a_twenty_person_gallery_is_calibrated_with_its_wide_interval_said_plainly(index):
+    index.upsert(people(20, 2, spread=0.9, dim=DIM))
+    found = calibrate(index, 0.01)  # the default: the modelled tail
+    low, high = found.fpir_interval
+    assert found.identities == 20 and high > 2 * 0.01 and low <= found.fpir <= high
+    said = "\n".join(found.lines())
+    assert "the interval is wide: at 20 identities the gallery cannot tell FPIR 0.01 from" in said
+    assert "unlabelled faces of people not enrolled" in said
