@@ -12,14 +12,14 @@ training's seconds and each stage's wall time. Runs are sequential: their wall t
 machine, their accuracy figures always.
 
 Also reported, because the demo's own figures hang on its threshold, which with few calibration identities (40
-until the sixth session) rests on a handful of look-alike pairs and moves a budget along the rank-1 / rejection
+in the first demo) rests on a handful of look-alike pairs and moves a budget along the rank-1 / rejection
 trade-off by chance, and on which identities its split happened to enrol: the trained model's figures on a fixed
 evaluation set of fresh synthetic identities, the same for every run (drawn once into the bench cache). Three folds
 each shaped like the demo (50 enrolled identities with 3 gallery photos and 9 probes, 50 unknown identities with
 12 probes; the gallery search done exactly in numpy, as the demo's flat Lite index does), averaged:
 - `steady`: rank-1 above the threshold and unknown rejected, the threshold calibrated as the demo does (FPIR 2% on
-  mock galleries of 50 x 3, indexer.calibration.held_out_trials; a pair FAR of 2% / 150 gallery faces until the
-  thirteenth session) but on 200 fresh identities;
+  mock galleries of 50 x 3, indexer.calibration.held_out_trials; before those, a pair FAR of 2% / 150 gallery
+  faces) but on 200 fresh identities;
 - `rank1_at_fpir_5pct`: rank-1 above the threshold that rejects 95% of the unknown probes (open-set TPIR);
   `rank1_at_fpir_2pct` the same at 98%, the demo's operating point;
 - `best_balanced`: the best min(rank-1, rejection) any threshold reaches. A budget can hold both demo figures at

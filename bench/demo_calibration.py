@@ -1,5 +1,5 @@
 """How far the demo's threshold and printed figures move with the way the threshold is chosen and the number of
-calibration identities, for trained demo models (thirteenth session).
+calibration identities, for trained demo models.
 
     .venv/bin/python bench/demo_calibration.py demo-work/model [more model dirs] [--identities 1000] [--out FILE]
 
@@ -9,7 +9,7 @@ On fresh synthetic identities (drawn once into the bench cache, 16 photos each, 
   on average over draws of people); per fold at the demo's own threshold (the model's calibration.json): the
   spread that one draw of 50 + 50 people adds;
 - calibration: 12 draws of N identities from the first half (N = 120, 200, 300), each calibrated both ways, the
-  union bound (a pair FAR of 2% / 150 gallery faces, what the demo did until this session) and held-out trials
+  union bound (a pair FAR of 2% / 150 gallery faces, the demo's rule before mock galleries) and held-out trials
   (FPIR 2% in mock galleries of 50 x 3, indexer.calibration.held_out_trials): the thresholds' mean and spread,
   and the exam's rank-1 and rejection at them (mean and worst of the 12).
 """

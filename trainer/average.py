@@ -2,8 +2,8 @@
 
 Why: the weights after the last step carry the noise of the last few batches; an average over the final steps
 (Polyak averaging, timm's `--model-ema`) often generalises a little better, for the cost of one `lerp` over the
-weights per step. On the demo's short run with its cosine decay to zero it changed nothing (docs/BENCHMARKS.md,
-eleventh session): it is for long runs. Only the embedder is averaged (the head is not exported), and
+weights per step. On the demo's short run with its cosine decay to zero it changed nothing (docs/training.md,
+"What we tried"): it is for long runs. Only the embedder is averaged (the head is not exported), and
 only on rank 0, which writes the exported model and the replicated state (DDP keeps every rank's embedder equal).
 
 The decay warms up as min(decay, (1 + t) / (10 + t)) after t updates, so the random weights of the first steps

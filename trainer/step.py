@@ -82,8 +82,9 @@ def random_erase(
     """In place: each image, with `probability`, gets one rectangle of a random solid colour covering `area` of it
     (aspect ratio 1/3 to 3), as sunglasses, a mask, a hand or a hat cover part of a face. Why: a model trained only on
     whole faces matches an occluded probe by what the patch hides; the worst misses of the demo's model were its
-    occluded probes. Random erasing (Zhong et al., 2017) is the usual remedy; within the demo's 10 epochs it did
-    not pay (docs/BENCHMARKS.md, "32 photos of each training identity"), so the demo leaves it off."""
+    occluded probes. Random erasing (Zhong et al., 2017) is the usual remedy; it did not pay for the demo's first
+    slim models, and did once the neck kept the face's layout, so the demo erases a quarter of its training images
+    (docs/training.md, "What we tried")."""
     n, height, width = images.shape[:3]
     chosen = np.flatnonzero(rng.random(n) < probability)
     share = rng.uniform(*area, len(chosen)) * height * width

@@ -13,8 +13,8 @@ hang on a few people: 300 calibration identities set the threshold to about 0.00
 measure the rejection (docs/BENCHMARKS.md, "A threshold for the FPIR the demo asks for").
 
 The same code runs on synthetic faces it draws itself or, with --data, on a real `identity/image` tree. Training
-follows trainer/configs/demo.json, chosen by measurement (docs/BENCHMARKS.md) to keep the demo near 5 minutes on
-two CPU cores.
+follows trainer/configs/demo.json, chosen by measurement (docs/training.md, "What we tried") to keep the demo near 5
+minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class DemoSize:
 SIZES = {
     # 300 calibration identities: with 120 the threshold moved by up to 0.02 (sd) between draws, and 200 unknown
     # identities: with 50 one look-alike moved the rejection by points; 32 photos of each training identity for
-    # 5 epochs separate better than 16 for 10, at the same training (docs/BENCHMARKS.md)
+    # 5 epochs separate better than 16 for 10, at the same training (docs/training.md, "What we tried")
     "default": DemoSize(400, 16, 300, 50, 200, 3, train_images=32),
     "tiny": DemoSize(50, 6, 6, 6, 6, 2, {"epochs": 2, "batch_size": 32}),
 }
@@ -203,7 +203,7 @@ def run_demo(
     report.rank1_interval = identity_interval(identified, [p.identity for p in split.known_probes], seed=seed)
     report.rejected_interval = identity_interval(rejected, [p.identity for p in split.unknown_probes], seed=seed)
     # the same probes judged at a threshold set on them afterwards: what the model separates, whatever the
-    # calibration set's threshold happened to be (docs/BENCHMARKS.md, "the threshold was the fragile part")
+    # calibration set's threshold happened to be (docs/training.md, "What we tried")
     trials = Trials(nonmated=np.array([d.score for d in unknown]), mated_right=nearest_right,
                     mated_score=np.array([d.score for d in known]))
     report.rank1_at_fpir_5pct = 1.0 - trials.rates(trials.threshold_for(0.05)).fnir

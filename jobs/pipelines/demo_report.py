@@ -21,7 +21,7 @@ class DemoReport:
     rank1: float = float("nan")
     nearest_correct: float = float("nan")
     unknown_rejected: float = float("nan")
-    rank1_at_fpir_5pct: float = float("nan")  # the "rank-1 and rejection >= 0.95", threshold-free
+    rank1_at_fpir_5pct: float = float("nan")  # the demo's aim, "rank-1 and rejection >= 0.95", threshold-free
     # 95% intervals over resampled identities (embedder.evaluation.identity_interval): how far the figures above
     # would move on another draw of as many people
     rank1_interval: tuple[float, float] = (float("nan"), float("nan"))
