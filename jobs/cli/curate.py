@@ -5,7 +5,7 @@ grouped into candidate people.
     arcmatch calibrate --show [--plot F] | --clear
     arcmatch gallery check [--json]                                   # duplicates, misfits, below the gate
     arcmatch gallery merge INTO OTHER | move FACE --from A --to B | distinct A B   # resolving them
-    arcmatch cluster [--k 20] [--method leiden|chinese-whispers|connected] [--export clusters.parquet]
+    arcmatch cluster [--k 20] [--method chinese-whispers|leiden|connected] [--export clusters.parquet]
     arcmatch clusters list [--min-size 2] | show CLUSTER
 
 The result is kept with the collection the gallery serves (a collection property), so every process searching it
@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common.errors import EXIT_OK, BadInput, NotFound
+from indexer.clustering import METHODS
 from jobs.cli.options import archive_root, audit, model_flag, open_gallery, ray_flag, settings_from, store_flags
 from jobs.progress import Console
 
@@ -82,7 +83,7 @@ def register(sub) -> None:
                    help="cosine similarity an edge needs (default: read from the faces' own neighbour scores, "
                         "where strangers end and the same person begins; with too few faces for that, the "
                         "gallery's calibration, else the model's threshold)")
-    p.add_argument("--method", default="leiden", choices=["leiden", "chinese-whispers", "connected"],
+    p.add_argument("--method", default=METHODS[0], choices=METHODS,
                    help="graph clustering (default %(default)s; docs/BENCHMARKS.md compares them)")
     p.add_argument("--export", help="also write one Parquet row per face: its cluster, size, cohesion, "
                                     "representative face")

@@ -23,7 +23,7 @@ import numpy as np
 from common.errors import NotFound
 from embedder.errors import ModelError
 from indexer.calibration import stored as stored_calibration
-from indexer.clustering import Graph, cluster_graph, stable_ids, summarize
+from indexer.clustering import METHODS, Graph, cluster_graph, stable_ids, summarize
 from indexer.clusters import ClusterInfo, ClusterStore
 from indexer.edge_threshold import fit_neighbours, ranked_scores
 from indexer.galleries import Galleries
@@ -169,7 +169,7 @@ def cluster(
     gallery: str = "faces",
     k: int = 20,
     threshold: float | None = None,
-    method: str = "leiden",
+    method: str = METHODS[0],
     export_parquet: str | Path | None = None,
     concurrency: int = 2,
     ray_from: int = RAY_FROM,
