@@ -21,7 +21,8 @@ from jobs.api import errors
 from jobs.api.auditing import Audit
 from jobs.api.guard import BodyLimits, Guard, SecurityHeaders
 from jobs.api.keys import parse_keys
-from jobs.api.routes import calibration, clusters, gallery, health, identities, page, search
+from jobs.api.metrics import RequestMetrics
+from jobs.api.routes import calibration, clusters, gallery, health, identities, metrics, page, search
 from jobs.api.timing import ServerTiming
 from jobs.audit import AuditLog
 from jobs.service import IdentityService
@@ -53,6 +54,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app.add_middleware(Guard, keys=keys, limits=limits, timeout_s=settings.request_timeout_s)
     app.add_middleware(Audit, audit_log=AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days),
                        searches=settings.audit_searches)
+    app.add_middleware(RequestMetrics)  # inside ServerTiming: it reads the phases ServerTiming collects
     app.add_middleware(ServerTiming)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
@@ -62,6 +64,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(identities.faces_router)
     app.include_router(page.router)
+    app.include_router(metrics.router)
     _document_limits(app, settings)
     return app
 

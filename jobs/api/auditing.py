@@ -13,6 +13,7 @@ import logging
 from fastapi import Request
 
 from jobs.api.guard import KEY_STATE, required_scope
+from jobs.api.metrics import AUDIT_FAILURES
 from jobs.audit import AuditLog
 
 NOTE_STATE = "audit"
@@ -49,6 +50,7 @@ class Audit:
                 try:
                     await asyncio.to_thread(self.log.append, record)
                 except OSError as exc:  # the gallery already changed; answer, and say loudly that the trail has a gap
+                    AUDIT_FAILURES.inc()
                     log.error("audit log write failed (%s): %s", exc.__class__.__name__, record)
             await send(message)
 

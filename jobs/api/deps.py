@@ -16,9 +16,10 @@ from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader
 
 from common.errors import ArcmatchError
-from embedder.faces import PreparedFace
+from embedder.faces import NoFace, PreparedFace
 from indexer.clusters import ClusterStore
 from indexer.decision import Decision
+from jobs.api import metrics
 from jobs.api.guard import KEY_STATE
 from jobs.api.keys import ApiKey, authenticate
 from jobs.api.timing import phase
@@ -69,7 +70,11 @@ class Searcher:
             with phase("decode"):
                 photo = await asyncio.to_thread(self.service.load, data)
             with phase("detect"):
-                return await asyncio.to_thread(self.service.probe_faces, photo, select)
+                try:
+                    return await asyncio.to_thread(self.service.probe_faces, photo, select)
+                except NoFace:
+                    metrics.no_face(self.settings.collection)
+                    raise
 
     async def embed(self, faces: list[PreparedFace]) -> np.ndarray:
         with phase("embed"):
@@ -88,9 +93,12 @@ class Searcher:
         vectors = self.service.check_vectors(vectors)
         if self.batcher is None:
             with phase("search"):
-                return await asyncio.to_thread(self.service.search_vectors, vectors, threshold, k, top_n)
-        query = (threshold, k or self.service.k, top_n)
-        return list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
+                decisions = await asyncio.to_thread(self.service.search_vectors, vectors, threshold, k, top_n)
+        else:
+            query = (threshold, k or self.service.k, top_n)
+            decisions = list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
+        metrics.decided(self.settings.collection, decisions)
+        return decisions
 
 
     async def keep_unknown(self, data: bytes, faces: list[PreparedFace], vectors, decisions) -> list[int]:

@@ -21,7 +21,8 @@ from jobs.api.errors import RETRY_AFTER_S, error
 from jobs.api.keys import ApiKey, authenticate
 
 OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                        "/review", "/review/review.js", "/review/review.css"})  # the page holds no data
+                        "/review", "/review/review.js", "/review/review.css",  # the page holds no data
+                        "/metrics"})  # counts and timings only (jobs/api/metrics.py)
 KEY_STATE = "api_key"  # where the authenticated key is left in the request's state
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and the small form fields
 

@@ -21,6 +21,11 @@ def start_phases() -> dict[str, float]:
     return phases
 
 
+def current_phases() -> dict[str, float]:
+    """The phases recorded so far for the request being answered (empty outside one)."""
+    return _PHASES.get({})
+
+
 def record_phase(name: str, seconds: float) -> None:
     _PHASES.get({})[name] = seconds
 

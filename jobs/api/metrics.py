@@ -1,0 +1,83 @@
+"""What the API exports for Prometheus at /metrics: requests, latency by phase, the live decisions, readiness.
+
+Why prometheus-client and not OpenTelemetry: it is already installed with Ray Serve (whose own metrics are
+Prometheus too), it renders the text format with no collector in between, and a scrape is a plain GET an
+orchestrator already knows. The metrics live in one registry per process, shared by every app built in it.
+
+What is exported, and what is not: route templates (`/v1/identities/{identity}`), never paths, so no identity name
+or face id ever reaches a label; the gallery's name (the configured alias) is the only label from settings. The
+decisions and the best score of each searched face are the live view of the threshold: the share answered
+"unknown" and the median best score move when a camera, the lighting or the gallery changes, before anyone
+complains (alert rules: k8s/base/prometheus-rules.yaml).
+
+Under Ray Serve each replica is its own process with its own registry; /metrics there answers for the replica the
+proxy chose, so a Serve deployment is scraped per replica (docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from jobs.api.timing import current_phases
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(-4, 21))  # cosine similarities, -0.2 to 1.0
+
+REQUESTS = Counter("arcmatch_http_requests", "Requests answered, by route template, method and status",
+                   ["route", "method", "status"], registry=REGISTRY)
+LATENCY = Histogram("arcmatch_http_request_duration_seconds", "Time inside the app per request, by route template",
+                    ["route", "method"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+PHASES = Histogram("arcmatch_phase_duration_seconds", "Time per phase of a request (decode, detect, embed, search)",
+                   ["phase"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+DECISIONS = Counter("arcmatch_decisions", "Faces searched, by gallery and decision (identified, unknown, no_face)",
+                    ["gallery", "decision"], registry=REGISTRY)
+BEST_SCORE = Histogram("arcmatch_best_score", "Best gallery score of each searched face", ["gallery"],
+                       buckets=SCORE_BUCKETS, registry=REGISTRY)
+READY = Gauge("arcmatch_ready", "1 while the store answers and the collection is loaded, else 0", ["gallery"],
+              registry=REGISTRY)
+AUDIT_FAILURES = Counter("arcmatch_audit_write_failures", "Audit records that could not be written",
+                         registry=REGISTRY)
+
+
+def decided(gallery: str, decisions) -> None:
+    """Count the decisions of one search and observe each face's best score."""
+    for d in decisions:
+        DECISIONS.labels(gallery, "identified" if d.is_match else "unknown").inc()
+        if d.candidates:
+            BEST_SCORE.labels(gallery).observe(d.score)
+
+
+def no_face(gallery: str) -> None:
+    DECISIONS.labels(gallery, "no_face").inc()
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
+
+
+class RequestMetrics:
+    """A plain ASGI middleware (as ServerTiming, inside it: it reads the phases ServerTiming collects). The route is
+    the template the router matched, read when the answer starts; anything unmatched is "unmatched"."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def send_counted(message) -> None:
+            if message["type"] == "http.response.start":
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                REQUESTS.labels(route, scope["method"], str(message["status"])).inc()
+                LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
+                for name, seconds in current_phases().items():
+                    PHASES.labels(name).observe(seconds)
+            await send(message)
+
+        await self.app(scope, receive, send_counted)
