@@ -57,8 +57,16 @@ INEXPRESSIBLE = (
                   "bytes; JSON Schema's maxLength counts characters (256 are documented, and as many bytes)"),
     Inexpressible(r"^POST /v1/calibration$", 400, r"^(an FPIR of \S+ needs at least \d+ unknown-person trials; "
                   r"this gallery gave|calibration needs faces of at least two identities|a tail model needs at "
-                  r"least \d+ identities)", "a calibration needs enough people in the gallery: the gallery's "
-                  "state, not the request's shape"),
+                  r"least \d+ identities|no threshold keeps FPIR at)", "a calibration needs enough people in the "
+                  "gallery, told apart by its model: the gallery's state, not the request's shape"),
+    Inexpressible(r"^POST /v1/identities/\{identity\}/(merge|faces/\{face\}/move)$", 400,
+                  r"^(merging an identity into itself|face \d+ is already )", "the body's identity must differ from "
+                  "the path's: JSON Schema cannot compare a body field with a path parameter"),
+    Inexpressible(r"^POST /v1/search(/embedding)?$", 400, r"^(an FPIR needs the gallery's calibration|the "
+                  r"gallery's calibration can answer an FPIR between|the gallery's calibration keeps no FPIR curve|"
+                  r"give a threshold or an FPIR, not both)", "a rate is read from the gallery's calibration (its "
+                  "state: whether there is one, and the rates it measured); threshold and fpir exclude each other "
+                  "across form fields"),
 )
 @pytest.fixture(scope="module", params=["lite", "server"])
 def contract_api(request, tmp_path_factory, tiny_model_dir):
