@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import CACHE, SHARED, embed_cached, emit, onnx_model_dir  # noqa: E402
-from indexer.calibration import Trials  # noqa: E402
+from indexer.calibration import MISFIT, Trials, tail_check  # noqa: E402
 from indexer.tail import fit_gallery, identity_scores, resampled  # noqa: E402
 
 LFW = SHARED / "data" / "lfw_gray"
@@ -119,6 +119,8 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
         with_strangers = fit_gallery(g, labels, strangers=vectors[stranger_rows])[0]
         thresholds["tail_strangers"] = with_strangers.threshold_for(target)
     modelled = [m.fpir(thresholds["tail"]) for m in resampled(evidence, own, rounds)]
+    check = tail_check(model, evidence, own, len(set(labels)))  # what `calibrate` says about the model's fit
+    misfit = check["modelled"] / check["observed"] if check else None
 
     stranger_best = (vectors[unknown] @ g.T).max(axis=1)
     probe_scores = vectors[known] @ g.T
@@ -140,6 +142,7 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
     low, high = np.percentile(modelled, [2.5, 97.5])
     return {**{rule: judged(t) for rule, t in thresholds.items()}, "suspects": len(model.suspects),
             "planted": planted, "unknown_probes": len(unknown), "interval": [float(low), float(high)],
+            "misfit": misfit,
             "covered": bool(low <= reached <= high), "judge": judged, "stranger_best": stranger_best,
             "weight": weight}
 
@@ -188,6 +191,10 @@ def main() -> None:
             row["tail_interval_median"] = [round(float(np.median([d["interval"][i] for d in draws])), 5)
                                            for i in (0, 1)]
             row["suspects_median"] = float(np.median([d["suspects"] for d in draws]))
+            ratios = [d["misfit"] for d in draws if d["misfit"] is not None]
+            row["tail_check"] = {"said_not_to_fit": sum(not 1 / MISFIT <= r <= MISFIT for r in ratios),
+                                 "checked": len(ratios), "modelled_over_observed_median":
+                                 round(float(np.median(ratios)), 2) if ratios else None}
             result["rows"].append(row)
             print(row, file=sys.stderr)
     emit(result, args.out)

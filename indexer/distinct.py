@@ -15,8 +15,8 @@ import json
 
 from indexer.errors import InvalidValue
 from indexer.ids import validate_identity
+from indexer.milvus import Property
 
-DISTINCT_PROPERTY = "arcmatch.distinct"
 MAX_PAIRS = 5000  # the whole list is one property string (5,000 pairs: about 200 KB); people confirm far fewer
 
 Pairs = frozenset[frozenset[str]]
@@ -24,9 +24,8 @@ Pairs = frozenset[frozenset[str]]
 
 def pairs(index) -> Pairs:
     """The confirmed pairs (read afresh: another process may have added one)."""
-    properties = index._call("describe_collection", index.collection).get("properties") or {}
     try:
-        stored = json.loads(properties.get(DISTINCT_PROPERTY) or "[]")
+        stored = json.loads(index.properties().get(Property.DISTINCT) or "[]")
     except json.JSONDecodeError:
         stored = []
     return frozenset(frozenset(p) for p in stored if isinstance(p, list) and len(set(p)) == 2)
@@ -34,7 +33,7 @@ def pairs(index) -> Pairs:
 
 def _keep(index, found: Pairs) -> None:
     text = json.dumps(sorted(sorted(p) for p in found), ensure_ascii=False, separators=(",", ":"))
-    index._call("alter_collection_properties", index.collection, properties={DISTINCT_PROPERTY: text})
+    index.set_properties({Property.DISTINCT: text})
 
 
 def add(index, first: str, second: str) -> Pairs:

@@ -7,7 +7,7 @@ the next model's collection beside it and then moves the alias in one call; the 
 the alias back is the rollback. Milvus Lite has aliases too (create, alter, describe), so both stores behave alike;
 the one difference found is that Lite lets an aliased collection be dropped, which `drop` refuses here for both.
 
-Where the alias moved from is kept as a property of the collection it moved to (PREVIOUS_PROPERTY), so `rollback`
+Where the alias moved from is kept as a property of the collection it moved to (Property.PREVIOUS), so `rollback`
 needs no other record. A gallery made before aliases (a plain collection named like the gallery) keeps working as
 it is; `adopt` renames it after its model and puts the alias in its place.
 """
@@ -20,10 +20,9 @@ import re
 from dataclasses import dataclass
 
 from indexer.errors import CollectionNotFound, InvalidValue, ModelMismatch
-from indexer.store import INFO_PROPERTY, CollectionInfo, FaceIndex
+from indexer.milvus import Milvus, Property
+from indexer.store import CollectionInfo, FaceIndex
 
-PREVIOUS_PROPERTY = "arcmatch.previous"
-MIGRATION_PROPERTY = "arcmatch.reembed"  # on a re-embed's target: {"source": collection, "snapshot_ns": ...}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
@@ -57,34 +56,31 @@ class Galleries:
     def __init__(self, client, gallery: str) -> None:
         self.client = client
         self.gallery = gallery
-        self._calls = FaceIndex(client, gallery)  # its error translation and retries, for the calls made here
-
-    def _call(self, what: str, *args, **kwargs):
-        return self._calls._call(what, *args, **kwargs)
+        self.milvus = Milvus(client)
 
     def is_plain_collection(self) -> bool:
         """A collection (not an alias) carries the gallery's name: made before aliases, or by hand."""
-        return self.gallery in self._call("list_collections")
+        return self.gallery in self.milvus("list_collections")
 
     def target(self) -> str | None:
         """The collection the gallery's alias points at; None when there is no alias."""
-        if self.gallery not in self._call("list_aliases").get("aliases", []):
+        if self.gallery not in self.milvus("list_aliases").get("aliases", []):
             return None
-        return self._call("describe_alias", self.gallery)["collection_name"]
+        return self.milvus("describe_alias", self.gallery)["collection_name"]
 
     def collections(self) -> list[CollectionSummary]:
         target = self.target()
         out = []
-        for name in sorted(self._call("list_collections")):
+        for name in sorted(self.milvus("list_collections")):
             if not name.startswith(f"{self.gallery}__") and name != self.gallery:
                 continue
-            properties = self._call("describe_collection", name).get("properties") or {}
-            info = CollectionInfo.from_json(properties.get(INFO_PROPERTY, ""))
+            properties = self.milvus.properties(name)
+            info = CollectionInfo.from_json(properties.get(Property.INFO, ""))
             if info is None:
                 continue
             out.append(CollectionSummary(name, info.model_version, info.dim, info.threshold,
                                          name == target or (target is None and name == self.gallery),
-                                         properties.get(PREVIOUS_PROPERTY) or None))
+                                         properties.get(Property.PREVIOUS) or None))
         return out
 
     def serving(self) -> str | None:
@@ -93,9 +89,8 @@ class Galleries:
 
     def migrating_from(self, collection: str) -> str | None:
         """The collection a re-embed into `collection` reads from (its record, jobs/pipelines/reembed.py)."""
-        properties = self._call("describe_collection", collection).get("properties") or {}
         try:
-            return json.loads(properties.get(MIGRATION_PROPERTY, "{}")).get("source")
+            return json.loads(self.milvus.properties(collection).get(Property.MIGRATION) or "{}").get("source")
         except (json.JSONDecodeError, AttributeError):
             return None
 
@@ -128,7 +123,7 @@ class Galleries:
         if not create:
             raise CollectionNotFound(f"gallery {self.gallery!r} does not exist; ingest or enroll faces first")
         index = self.prepare(info, index_type=index_type, **options)
-        self._call("create_alias", index.collection, self.gallery)
+        self.milvus("create_alias", index.collection, self.gallery)
         return index
 
     def prepare(self, info: CollectionInfo, *, index_type: str = "HNSW", **options) -> FaceIndex:
@@ -145,10 +140,10 @@ class Galleries:
         if before == collection:
             return before
         if before is not None:
-            self._call("alter_collection_properties", collection, properties={PREVIOUS_PROPERTY: before})
-            self._call("alter_alias", collection, self.gallery)
+            self.milvus.set_properties(collection, {Property.PREVIOUS: before})
+            self.milvus("alter_alias", collection, self.gallery)
         else:
-            self._call("create_alias", collection, self.gallery)
+            self.milvus("create_alias", collection, self.gallery)
         return before
 
     def rollback(self) -> str:
@@ -159,7 +154,7 @@ class Galleries:
             raise CollectionNotFound(f"gallery {self.gallery!r} has no earlier collection to roll back to")
         if summary.previous not in {c.name for c in self.collections()}:
             raise CollectionNotFound(f"the earlier collection {summary.previous!r} was dropped; no rollback")
-        self._call("alter_alias", summary.previous, self.gallery)
+        self.milvus("alter_alias", summary.previous, self.gallery)
         return summary.previous
 
     def drop(self, collection: str) -> None:
@@ -169,14 +164,14 @@ class Galleries:
             raise CollectionNotFound(f"no collection {collection!r} in gallery {self.gallery!r}")
         if names[collection].serving:
             raise InvalidValue(f"{collection!r} serves gallery {self.gallery!r}: switch the alias first")
-        self._call("drop_collection", collection)
+        self.milvus("drop_collection", collection)
 
     def drop_all(self) -> None:
         """The alias and every collection of the gallery (a demo's fresh start)."""
         if self.target() is not None:
-            self._call("drop_alias", self.gallery)
+            self.milvus("drop_alias", self.gallery)
         for summary in self.collections():
-            self._call("drop_collection", summary.name)
+            self.milvus("drop_collection", summary.name)
 
     def adopt(self) -> str:
         """A plain collection named like the gallery becomes `<gallery>__<model>` with the alias in its place."""
@@ -184,6 +179,6 @@ class Galleries:
             raise InvalidValue(f"{self.gallery!r} is not a plain collection; nothing to adopt")
         info = FaceIndex(self.client, self.gallery).info()
         name = collection_name(self.gallery, info.model_version)
-        self._call("rename_collection", self.gallery, name)
-        self._call("create_alias", name, self.gallery)
+        self.milvus("rename_collection", self.gallery, name)
+        self.milvus("create_alias", name, self.gallery)
         return name

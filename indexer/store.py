@@ -9,7 +9,6 @@ or searching with vectors of another model is refused with ModelMismatch.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,9 +26,11 @@ from indexer.ids import (
     validate_metadata,
     validate_stored_identity,
 )
+from indexer.milvus import Milvus, Property, library
+from indexer.milvus import connect as connect  # where every caller has found it
+from indexer.milvus import is_lite_uri as is_lite_uri
 
 VECTOR = "vector"
-INFO_PROPERTY = "arcmatch.info"
 OUTPUT_FIELDS = ["identity", "source", "model_version", "created_at", "metadata"]
 SEARCH_AMONG = {"labelled": f"identity != {quote(UNLABELLED)}", "unlabelled": f"identity == {quote(UNLABELLED)}",
                "all": ""}
@@ -44,118 +45,9 @@ INDEX_PARAMS = {
 }
 
 
-def _milvus():
-    try:
-        import pymilvus
-    except ImportError as exc:  # checked on the driver, before any work is scheduled
-        raise BackendUnavailable("pymilvus is not installed: pip install pymilvus milvus-lite") from exc
-    _tame_logs()
-    return pymilvus
-
-
-class _OneLine(logging.Filter):
-    """pymilvus logs a full traceback for every failed call and reconnect (~8 KB; 63 MB in one outage of a fault
-    probe), some as exc_info, some written into the message: its records keep their first line, and a
-    traceback passes at most once a minute, like ours."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        global _last_traceback
-        message = record.getMessage()
-        if record.exc_info or record.stack_info or "\n" in message:
-            now = time.monotonic()
-            if now - _last_traceback >= _TRACEBACK_EVERY_S:
-                _last_traceback = now
-            else:
-                record.exc_info, record.exc_text, record.stack_info = None, None, None
-                record.msg, record.args = message.strip().splitlines()[0][:300] if message.strip() else "", ()
-        return True
-
-
-class _LiteHasNoTimestamps(logging.Filter):
-    """Milvus Lite does not implement AllocTimestamp, which pymilvus's query iterator asks for first and then does
-    without: one server-side traceback and one client warning per scan (every calibration, listing, clustering),
-    about nothing the user can change."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], NotImplementedError):
-            return False
-        return "failed to get mvccTs" not in record.getMessage()
-
-
-def _tame_logs() -> None:
-    for name in ("pymilvus", "pymilvus.milvus_client"):
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, _OneLine) for f in handler.filters):
-                handler.addFilter(_OneLine())
-            if not any(isinstance(f, _LiteHasNoTimestamps) for f in handler.filters):
-                handler.addFilter(_LiteHasNoTimestamps())
-    for name in ("grpc._server", "pymilvus.client.iterator.query_iterator"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _LiteHasNoTimestamps) for f in logger.filters):
-            logger.addFilter(_LiteHasNoTimestamps())
-
-
-def is_lite_uri(uri: str) -> bool:
-    """Milvus Lite is a local file path; a server is http(s):// or tcp:// (or grpc)."""
-    return "://" not in uri
-
-
-def connect(uri: str, token: str | None = None, timeout: float = 30.0):
-    """A MilvusClient for a Milvus Lite file path (./faces.db) or a server URI (http://host:19530).
-
-    A server client gets a connection of its own, not pymilvus's one shared per URI: after a server restart the
-    shared one stays broken for over a minute, and every client made later in the process would get it back."""
-    pymilvus = _milvus()
-    lite = is_lite_uri(uri)
-    if lite:  # its lock failure is turned into one clear error below; no traceback from its logger first
-        logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
-    try:
-        return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout,
-                                     **({} if lite else {"dedicated": True}))
-    except pymilvus.MilvusException as exc:
-        hint = " (Milvus Lite opens a file from one process only: is another process using it?)" if lite else ""
-        raise BackendUnavailable(f"cannot open Milvus at {uri}: {exc}{hint}") from exc
-
-
-log = logging.getLogger("arcmatch.store")
-_TRACEBACK_EVERY_S = 60.0  # an outage fails thousands of calls: one line each, a traceback now and then
-_last_traceback = 0.0
-
-
-def _foreign_errors() -> tuple[type[BaseException], ...]:
-    import grpc
-
-    return (_milvus().MilvusException, grpc.RpcError, grpc.FutureTimeoutError)
-
-
-def _diagnose(exc: BaseException) -> str:
-    """What went wrong, in a few words of our own: nothing of the exception's text reaches a caller."""
-    text = str(exc).lower()
-    if "not loaded" in text or "not load" in text:
-        return "collection not loaded"
-    if "timeout" in text or "deadline" in text:
-        return "no answer in time"
-    if "unavailable" in text or "connect" in text or "refused" in text or "channel" in text:
-        return "unreachable"
-    if "not exist" in text or "not found" in text:
-        return "collection missing"
-    code = getattr(exc, "code", None)
-    return f"error code {code() if callable(code) else code}"
-
-
-def _log_failure(what: str, problem: str, exc: BaseException) -> None:
-    global _last_traceback
-    now = time.monotonic()
-    with_trace = now - _last_traceback >= _TRACEBACK_EVERY_S
-    if with_trace:
-        _last_traceback = now
-    first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-    log.warning("Milvus %s failed (%s): %s: %s", what, problem, type(exc).__name__, first_line, exc_info=with_trace)
-
-
 @dataclass(frozen=True)
 class CollectionInfo:
-    """What the collection was built for; stored as JSON in the collection property INFO_PROPERTY."""
+    """What the collection was built for; stored as JSON in the collection property Property.INFO."""
 
     model_version: str
     dim: int
@@ -209,66 +101,23 @@ class FaceIndex:
             raise InvalidValue(f"consistency must be Strong, Session, Bounded or Eventually, got {consistency!r}")
         if not 1 <= search_ef <= 32768:
             raise InvalidValue(f"search_ef must be between 1 and 32768, got {search_ef}")
-        self.client = client
         self.collection = collection
         self.consistency = consistency
         self.search_ef = search_ef
-        self.retry_s = retry_s
-        self._reconnect, self._renewed_at = reconnect, -1.0
+        self.milvus = Milvus(client, retry_s=retry_s, reconnect=reconnect, loads=collection)
         self._info: CollectionInfo | None = None
 
-    def _call(self, what: str, *args, retry: bool = True, fn=None, **kwargs):
-        """One Milvus call with pymilvus's errors translated. Every arcmatch call is idempotent (reads; upserts
-        and deletes keyed by face id), so a failure is retried with backoff for up to `retry_s`; a collection the
-        server reports as not loaded (after a restart) is loaded again first. What is left is BackendUnavailable
-        in the project's words: the foreign text (hosts, ports, addresses, names) goes to the log only."""
-        foreign = _foreign_errors()
-        deadline, delay = time.monotonic() + (self.retry_s if retry else 0.0), 0.1
-        while True:
-            try:  # the client's method looked up on each try: a reconnect replaces the client
-                return (fn or getattr(self.client, what))(*args, **kwargs)
-            except foreign as exc:
-                if isinstance(exc, _milvus().exceptions.ParamError):  # refused by pymilvus itself: no use retrying
-                    _log_failure(what, "value refused", exc)
-                    raise InvalidValue(f"the face store refused a value of this {what}") from exc
-                problem = _diagnose(exc)
-                _log_failure(what, problem, exc)
-                if problem == "collection not loaded" and what != "load_collection":
-                    self._reload()
-                elif problem in ("unreachable", "no answer in time"):
-                    self._renew_client()
-                if time.monotonic() + delay > deadline:
-                    raise BackendUnavailable(f"the face store failed a {what} ({problem}); try again shortly") from exc
-                time.sleep(delay)
-                delay = min(2 * delay, 1.0)
+    @property
+    def client(self):
+        """The client in use now: a fresh one replaces it after the store was unreachable (indexer/milvus.py)."""
+        return self.milvus.client
 
-    def _renew_client(self) -> None:
-        """A fresh client after the store was unreachable, at most once a second.
+    def properties(self) -> dict[Property, str]:
+        """arcmatch's properties of this collection, read afresh (another process may have set one)."""
+        return self.milvus.properties(self.collection)
 
-        Measured on the 2.3 server stopped and started again: its first good search comes 24-27 s after start(),
-        for an old client and a fresh one alike (the server's coordinators wait out the old sessions), so a new
-        client does not make recovery sooner. It makes it certain: pymilvus's shared channel for a URI stayed broken
-        for over a minute after the server answered, and never recovers when the address moved."""
-        now = time.monotonic()
-        if self._reconnect is None or now - self._renewed_at < 1.0:
-            return
-        self._renewed_at = now
-        try:
-            fresh = self._reconnect()
-        except (BackendUnavailable, *_foreign_errors()) as exc:
-            _log_failure("reconnect", "unreachable", exc)
-            return
-        stale, self.client = self.client, fresh
-        try:
-            stale.close()
-        except Exception:  # noqa: BLE001  (a broken client may fail to close; it is dropped either way)
-            pass
-
-    def _reload(self) -> None:
-        try:
-            self.client.load_collection(self.collection, timeout=self.retry_s or None)
-        except _foreign_errors() as exc:
-            _log_failure("load_collection", _diagnose(exc), exc)
+    def set_properties(self, values: dict[Property, str]) -> None:
+        self.milvus.set_properties(self.collection, values)
 
     def check_ready(self, timeout_s: float = 2.0) -> None:
         """Raise BackendUnavailable unless a search on the collection answers now: one quick call, no retries,
@@ -277,23 +126,22 @@ class FaceIndex:
         info = self.info()
         probe = np.zeros((1, info.dim), dtype=np.float32)
         probe[0, 0] = 1.0
-        self._call("search", self.collection, data=probe.tolist(), limit=1, output_fields=[],
-                   search_params={"metric_type": "COSINE", "params": {"ef": 8}}, consistency_level="Eventually",
-                   timeout=timeout_s, retry=False)
+        self.milvus("search", self.collection, data=probe.tolist(), limit=1, output_fields=[],
+                    search_params={"metric_type": "COSINE", "params": {"ef": 8}}, consistency_level="Eventually",
+                    timeout=timeout_s, retry=False)
 
     def exists(self) -> bool:
-        return bool(self._call("has_collection", self.collection))
+        return bool(self.milvus("has_collection", self.collection))
 
     def info(self) -> CollectionInfo:
         if self._info is None:
             if not self.exists():
                 raise CollectionNotFound(f"collection {self.collection!r} does not exist; ingest a gallery first")
-            described = self._call("describe_collection", self.collection)
-            info = CollectionInfo.from_json((described.get("properties") or {}).get(INFO_PROPERTY, ""))
+            info = CollectionInfo.from_json(self.properties().get(Property.INFO, ""))
             if info is None:
                 raise ModelMismatch(f"collection {self.collection!r} was not created by arcmatch")
             # a store restarted after a crash (or a server after release) holds it unloaded; loading is idempotent
-            self._call("load_collection", self.collection)
+            self.milvus("load_collection", self.collection)
             self._info = info
         return self._info
 
@@ -310,7 +158,7 @@ class FaceIndex:
             return
         if index_type not in INDEX_PARAMS:
             raise InvalidValue(f"index type must be one of {sorted(INDEX_PARAMS)}, got {index_type!r}")
-        pymilvus = _milvus()
+        pymilvus = library()
         DataType = pymilvus.DataType
         schema = pymilvus.MilvusClient.create_schema(auto_id=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
@@ -323,9 +171,9 @@ class FaceIndex:
         index = self.client.prepare_index_params()
         index.add_index(field_name=VECTOR, index_name=VECTOR, index_type=index_type, metric_type="COSINE",
                         params=INDEX_PARAMS[index_type])
-        self._call("create_collection", self.collection, schema=schema, retry=False,
-                   index_params=index, consistency_level="Strong",
-                   properties={INFO_PROPERTY: info.to_json()})
+        self.milvus("create_collection", self.collection, schema=schema, retry=False,
+                    index_params=index, consistency_level="Strong",
+                    properties={Property.INFO.value: info.to_json()})
         self._info = info
 
     def upsert(self, rows: Sequence[FaceRow]) -> int:
@@ -344,15 +192,15 @@ class FaceIndex:
             data.append({"id": validate_face_id(row.face_id), "identity": validate_stored_identity(row.identity),
                          "source": clip_utf8(row.source), "model_version": info.model_version, "created_at": now,
                          "metadata": validate_metadata(row.metadata), VECTOR: vector.tolist()})
-        self._call("upsert", self.collection, data)
+        self.milvus("upsert", self.collection, data)
         return len(data)
 
     def flush(self) -> None:
-        self._call("flush", self.collection)
+        self.milvus("flush", self.collection)
 
     def count(self) -> int:
         self.info()
-        result = self._call("query", self.collection, filter="", output_fields=["count(*)"])
+        result = self.milvus("query", self.collection, filter="", output_fields=["count(*)"])
         return int(result[0]["count(*)"])
 
     def search(self, vectors: np.ndarray, k: int = 10, ef: int | None = None, *, among: str = "labelled",
@@ -372,9 +220,9 @@ class FaceIndex:
         where = [SEARCH_AMONG[among]] if SEARCH_AMONG[among] else []
         if exclude_identity is not None:
             where.append(f"identity != {quote(validate_identity(exclude_identity))}")
-        results = self._call("search", self.collection, data=vectors.tolist(), limit=k, filter=" and ".join(where),
-                             output_fields=["identity", "source"], search_params=params,
-                             consistency_level=self.consistency)
+        results = self.milvus("search", self.collection, data=vectors.tolist(), limit=k, filter=" and ".join(where),
+                              output_fields=["identity", "source"], search_params=params,
+                              consistency_level=self.consistency)
         return [
             [Hit(int(h["id"]), h["entity"]["identity"], float(h["distance"]), h["entity"]["source"]) for h in hits]
             for hits in results
@@ -385,7 +233,7 @@ class FaceIndex:
         self.info()
         for start in range(0, len(ids), batch):
             chunk = [validate_face_id(int(i)) for i in ids[start : start + batch]]
-            yield from self._call("get", self.collection, ids=chunk, output_fields=["id", *fields], **options)
+            yield from self.milvus("get", self.collection, ids=chunk, output_fields=["id", *fields], **options)
 
     def vectors(self, ids: list[int], batch: int = 1000) -> dict[int, np.ndarray]:
         """The stored vectors of these faces (missing ids are simply absent from the result)."""
@@ -411,8 +259,8 @@ class FaceIndex:
         expr, page, total = f"identity == {quote(validate_identity(identity))}", 1000, 0
         self.info()
         while True:  # every face, however many, a page at a time (each page is gone before the next is read)
-            rows = self._call("query", self.collection, filter=expr, output_fields=["id"],
-                              limit=page, consistency_level="Strong")
+            rows = self.milvus("query", self.collection, filter=expr, output_fields=["id"],
+                               limit=page, consistency_level="Strong")
             if rows:
                 self._delete([int(r["id"]) for r in rows])
                 total += len(rows)
@@ -423,7 +271,7 @@ class FaceIndex:
         """Delete one face, only if it belongs to `identity` (a face id alone never deletes someone else's)."""
         expr = f"id == {validate_face_id(face)} and identity == {quote(validate_identity(identity))}"
         self.info()
-        found = self._call("query", self.collection, filter=expr, output_fields=["id"], limit=1)
+        found = self.milvus("query", self.collection, filter=expr, output_fields=["id"], limit=1)
         if found:
             self._delete([int(face)])
         return bool(found)
@@ -443,10 +291,10 @@ class FaceIndex:
         query for the ids waits until the query nodes have applied everything up to now, delete included; after it,
         every search sees the delete (0 of 100). It costs one Strong read per delete (300 ms at the median on the
         2.3 server, a time tick or two; nothing on Lite; docs/BENCHMARKS.md)."""
-        self._call("delete", self.collection, ids=ids)
+        self.milvus("delete", self.collection, ids=ids)
         listed = ", ".join(str(i) for i in ids)
-        left = self._call("query", self.collection, filter=f"id in [{listed}]",
-                          output_fields=["id"], consistency_level="Strong")
+        left = self.milvus("query", self.collection, filter=f"id in [{listed}]",
+                           output_fields=["id"], consistency_level="Strong")
         if left:  # not seen in any run; a store that cannot confirm the erasure must not answer that it happened
             raise BackendUnavailable(f"the face store did not confirm the deletion of {len(left)} face(s)")
 
@@ -465,10 +313,10 @@ class FaceIndex:
     def _scan(self, expr: str, fields: list[str], batch: int = SCAN_BATCH) -> Iterator[dict]:
         """Every row matching `expr`, through a query iterator (plain offsets stop at 16,384 rows)."""
         self.info()
-        iterator = self._call("query_iterator", self.collection, batch_size=batch,
-                              filter=expr, output_fields=fields)
+        iterator = self.milvus("query_iterator", self.collection, batch_size=batch,
+                               filter=expr, output_fields=fields)
         try:
-            while rows := self._call("query_iterator.next", fn=iterator.next):
+            while rows := self.milvus("query_iterator.next", fn=iterator.next):
                 yield from rows
         finally:
             iterator.close()
@@ -476,8 +324,8 @@ class FaceIndex:
     def faces_of(self, identity: str, limit: int = 1000) -> list[dict]:
         expr = f"identity == {quote(validate_identity(identity))}"
         self.info()
-        return self._call("query", self.collection, filter=expr,
-                          output_fields=["id", *OUTPUT_FIELDS], limit=limit)
+        return self.milvus("query", self.collection, filter=expr,
+                           output_fields=["id", *OUTPUT_FIELDS], limit=limit)
 
     def labelled_faces(self) -> Iterator[tuple[int, str]]:
         """(face id, identity) of every face that has an identity (unlabelled faces have UNLABELLED)."""

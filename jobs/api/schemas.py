@@ -212,6 +212,9 @@ class GalleryCalibrationOut(BaseModel):
     suspects: list[SuspectOut] = Field([], description="tail: identity pairs set aside as one person")
     top1_threshold: float | None = Field(None, description="tail: what the top-1 rule would have chosen")
     strangers: int = Field(0, description="tail: unlabelled faces counted as more strangers")
+    tail_check: dict | None = Field(None, description="tail: at `threshold` (where the gallery's own trials are "
+                                    "dense) the FPIR the model predicts (`modelled`) and the gallery's faces give "
+                                    "(`observed`): far apart, the model does not fit this gallery")
     strangers_dropped: int = Field(0, description="tail: unlabelled faces left out as they look like someone "
                                    "enrolled")
     points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "

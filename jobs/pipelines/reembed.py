@@ -38,7 +38,8 @@ from embedder.faces import FacePolicy
 from indexer import distinct
 from indexer.archive import ArchivedFace, FaceArchive
 from indexer.errors import CollectionNotFound
-from indexer.galleries import MIGRATION_PROPERTY, Galleries, collection_name
+from indexer.galleries import Galleries, collection_name
+from indexer.milvus import Property
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect, is_lite_uri
 from jobs.pipelines.reading import Reader, Skipped, decoded, kind_counts, refused_kinds, rows_of, unreadable, why
 from jobs.progress import Console, silent
@@ -203,8 +204,8 @@ def reembed(
 
     info = CollectionInfo(spec.version, spec.embedding_size, threshold, spec.to_dict())
     target = galleries.prepare(info, index_type=index_type)
-    target._call("alter_collection_properties", target.collection, properties={  # who filled it, from what
-        MIGRATION_PROPERTY: json.dumps({"source": source, "snapshot_ns": snapshot})})
+    target.set_properties({  # who filled it, from what
+        Property.MIGRATION: json.dumps({"source": source, "snapshot_ns": snapshot})})
     with console.stage("reembed", total=len(readable), unit="face") as bar:
         summary.embedded, failed = _copy(kept, readable, embedder, reader, model, target, milvus, token,
                                          batch_size, embed_concurrency, bar)
@@ -248,7 +249,7 @@ def reembed(
             summary.caught_up += written
             summary.deleted += deleted
         # the migration is over: after a rollback, this model's processes must not write here any more
-        target._call("alter_collection_properties", target.collection, properties={MIGRATION_PROPERTY: ""})
+        target.set_properties({Property.MIGRATION: ""})
     target.flush()
     summary.in_target = target.count()
     client.close()

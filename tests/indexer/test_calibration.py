@@ -146,6 +146,8 @@ def test_the_tail_method_sets_a_duplicate_enrollment_aside_names_it_and_keeps_it
     assert found.threshold == pytest.approx(clean.threshold_for(0.01, size=151), abs=0.01)  # as if never enrolled
     low, high = found.fpir_interval
     assert low <= found.fpir <= high and found.fpir == pytest.approx(0.01, abs=0.002)
+    check = found.tail_check  # the model against the gallery's own trials, where ten of them are above
+    assert check["observed"] == pytest.approx(10 / 151) and check["modelled"] > 0
     store(index, found)
     again = stored(index)
     assert again.suspects == found.suspects and again.method == found.method and again.fpir_interval == [low, high]
@@ -167,3 +169,18 @@ def test_a_twenty_person_gallery_is_calibrated_with_its_wide_interval_said_plain
     said = "\n".join(found.lines())
     assert "the interval is wide: at 20 identities the gallery cannot tell FPIR 0.01 from" in said
     assert "unlabelled faces of people not enrolled" in said
+
+
+def test_a_tail_model_that_does_not_fit_the_gallery_says_so():
+    from dataclasses import replace
+
+    base = GalleryCalibration(threshold=0.9, target_fpir=0.01, fpir=0.01, fnir=None, model_threshold=None,
+                              at_model_threshold=None, identities=300, faces=300, nonmated_trials=300,
+                              mated_trials=0, model_version="m", points=[{"label": "chosen", "threshold": 0.9,
+                                                                         "fpir": 0.01, "fpir_low": 0.005,
+                                                                         "fpir_high": 0.015, "fnir": None}])
+    fits = replace(base, tail_check={"threshold": 0.85, "observed": 0.033, "modelled": 0.05})
+    assert "does not fit" not in "\n".join(fits.lines())
+    off = replace(base, tail_check={"threshold": 0.85, "observed": 0.033, "modelled": 0.1})
+    assert "the tail model does not fit this gallery: at 0.8500 it predicts FPIR 0.100 where the gallery's own " \
+           "faces give 0.033" in "\n".join(off.lines())
