@@ -21,7 +21,7 @@ from jobs.api import errors
 from jobs.api.auditing import Audit
 from jobs.api.guard import BodyLimits, Guard, SecurityHeaders
 from jobs.api.keys import parse_keys
-from jobs.api.metrics import RequestMetrics
+from jobs.api.metrics import RequestMetrics, observe_milvus
 from jobs.api.routes import calibration, clusters, gallery, health, identities, metrics, page, search
 from jobs.api.timing import ServerTiming
 from jobs.audit import AuditLog
@@ -55,6 +55,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app.add_middleware(Audit, audit_log=AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days),
                        searches=settings.audit_searches)
     app.add_middleware(RequestMetrics)  # inside ServerTiming: it reads the phases ServerTiming collects
+    observe_milvus()
     app.add_middleware(ServerTiming)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],

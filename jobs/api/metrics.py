@@ -11,7 +11,7 @@ decisions and the best score of each searched face are the live view of the thre
 complains (alert rules: k8s/base/prometheus-rules.yaml).
 
 Under Ray Serve each replica is its own process with its own registry; /metrics there answers for the replica the
-proxy chose, so a Serve deployment is scraped per replica (docs/deploy.md).
+proxy chose, so a scrape of a pod holding several replicas mixes their counters (docs/deploy.md, section 9).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from indexer.milvus import OBSERVERS
 from jobs.api.timing import current_phases
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -38,8 +39,24 @@ BEST_SCORE = Histogram("arcmatch_best_score", "Best gallery score of each search
                        buckets=SCORE_BUCKETS, registry=REGISTRY)
 READY = Gauge("arcmatch_ready", "1 while the store answers and the collection is loaded, else 0", ["gallery"],
               registry=REGISTRY)
+MILVUS_CALLS = Counter("arcmatch_milvus_calls", "Calls into Milvus (each try), by call and outcome (ok, or what "
+                       "failed: unreachable, no answer in time, not loaded, ...)", ["call", "outcome"],
+                       registry=REGISTRY)
+MILVUS_LATENCY = Histogram("arcmatch_milvus_call_duration_seconds", "Time of each call into Milvus", ["call"],
+                           buckets=LATENCY_BUCKETS, registry=REGISTRY)
 AUDIT_FAILURES = Counter("arcmatch_audit_write_failures", "Audit records that could not be written",
                          registry=REGISTRY)
+
+
+def milvus_call(what: str, seconds: float, outcome: str) -> None:
+    MILVUS_CALLS.labels(what, outcome).inc()
+    MILVUS_LATENCY.labels(what).observe(seconds)
+
+
+def observe_milvus() -> None:
+    """Count every Milvus call from now on (once per process, however many apps it builds)."""
+    if milvus_call not in OBSERVERS:
+        OBSERVERS.append(milvus_call)
 
 
 def decided(gallery: str, decisions) -> None:

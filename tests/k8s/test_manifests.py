@@ -1,5 +1,5 @@
 """The Kubernetes manifests: they parse, each overlay renders with kustomize, and every custom resource validates
-against the upstream CRD schema in ../shared/k8s-schemas."""
+against the upstream CRD schema in ../shared/k8s-schemas (KubeRay, milvus-operator, the Prometheus Operator)."""
 
 import shutil
 import subprocess
@@ -20,6 +20,8 @@ CRDS = {
     ("ray.io/v1", "RayService"): "kuberay/ray.io_rayservices.yaml",
     ("ray.io/v1", "RayCluster"): "kuberay/ray.io_rayclusters.yaml",
     ("milvus.io/v1beta1", "Milvus"): "milvus-operator/milvus.io_milvuses.yaml",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "prometheus-operator/monitoring.coreos.com_podmonitors.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheus-operator/monitoring.coreos.com_prometheusrules.yaml",
 }
 
 
@@ -77,7 +79,8 @@ def test_every_manifest_parses():
 def test_overlay_renders_and_custom_resources_validate(overlay):
     docs = render(overlay)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "Milvus", "PersistentVolumeClaim", "RayJob", "RayJob", "RayJob", "RayService"]
+    assert kinds == ["ConfigMap", "Milvus", "PersistentVolumeClaim", "PodMonitor", "PrometheusRule", "RayJob", "RayJob",
+                     "RayJob", "RayService"]
     checked = 0
     for doc in docs:
         key = (doc["apiVersion"], doc["kind"])
@@ -86,7 +89,7 @@ def test_overlay_renders_and_custom_resources_validate(overlay):
                       for e in jsonschema.Draft7Validator(crd_schema(*key)).iter_errors(doc)]
             assert not errors, (doc["metadata"]["name"], errors[:5])
             checked += 1
-    assert checked == 5  # Milvus, three RayJobs, the RayService
+    assert checked == 7  # Milvus, three RayJobs, the RayService, the PodMonitor, the PrometheusRule
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -142,3 +145,22 @@ def test_the_schema_check_catches_a_wrong_field():
     job = next(d for d in render("dev") if d["kind"] == "RayJob")
     broken = {**job, "spec": {**job["spec"], "shutdownAfterJobFinishes": "yes"}}
     assert list(jsonschema.Draft7Validator(crd_schema("ray.io/v1", "RayJob")).iter_errors(broken))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_pod_monitor_finds_the_api_pods_and_their_port(overlay):
+    """The PodMonitor selects by labels the RayService's API worker pods carry, on a port they name: a selector that
+    matches nothing scrapes nothing, silently. `ray.io/node-type` is KubeRay's own label on every Ray pod."""
+    docs = render(overlay)
+    monitor = next(d for d in docs if d["kind"] == "PodMonitor")
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    cluster = next(d for d in docs if d["kind"] == "RayService")["spec"]["rayClusterConfig"]
+    matched = []
+    for group in cluster["workerGroupSpecs"]:
+        template = group["template"]
+        labels = {**template.get("metadata", {}).get("labels", {}), "ray.io/node-type": "worker"}
+        if all(labels.get(k) == v for k, v in wanted.items()):
+            matched.append(group["groupName"])
+            ports = {p.get("name") for c in template["spec"]["containers"] for p in c.get("ports", [])}
+            assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports, group["groupName"]
+    assert matched == ["api"]

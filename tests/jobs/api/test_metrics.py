@@ -55,6 +55,8 @@ def test_the_counters_move_as_the_traffic_does(api):
     for phase in ("decode", "embed", "search"):
         assert moved("arcmatch_phase_duration_seconds_count", phase=phase) >= 3
     assert value(after, "arcmatch_ready", gallery="watched") == 1
+    assert moved("arcmatch_milvus_calls_total", call="search", outcome="ok") >= 3  # the store's side of it
+    assert moved("arcmatch_milvus_call_duration_seconds_count", call="search") >= 3
 
 
 def test_nothing_names_a_person_or_a_face_and_no_key_is_needed(api):
