@@ -248,8 +248,15 @@ class IdentityService:
 
     def search_vectors(self, vectors, threshold: float | None = None, k: int | None = None,
                        top_n: int = 1) -> list[Decision]:
-        hits = self.index.search(self.check_vectors(vectors), k=k or self.k)
-        return [self.decide(h, threshold, k, top_n) for h in hits]
+        return self.search_checked(self.check_vectors(vectors), [(threshold, k, top_n)] * len(vectors))
+
+    def search_checked(self, vectors: np.ndarray, queries: list[tuple[float | None, int | None, int]]
+                       ) -> list[Decision]:
+        """The one search-and-decide every caller ends in (a request's faces, Ray Serve's batch of requests):
+        vectors already checked (check_vectors), one search with the largest k asked, then each decided with its
+        own (threshold, k, top_n), so a batch never changes an answer."""
+        hits = self.index.search(vectors, k=max(k or self.k for _, k, _ in queries))
+        return [self.decide(h, threshold, k, top_n) for h, (threshold, k, top_n) in zip(hits, queries, strict=True)]
 
     def identify(self, images: list[bytes], threshold: float | None = None, k: int | None = None, top_n: int = 1,
                  select: str = "all") -> list[list[FaceMatch]]:

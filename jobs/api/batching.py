@@ -27,6 +27,5 @@ class Batcher:
 
     @serve.batch
     async def search(self, queries: list[tuple[np.ndarray, float | None, int, int]]) -> list[Decision]:
-        hits = self.service.index.search(np.stack([q[0] for q in queries]), k=max(q[2] for q in queries))
-        return [self.service.decide(h, threshold, k, top_n) for h, (_, threshold, k, top_n) in zip(hits, queries,
-                                                                                                 strict=True)]
+        """Checked vectors with their (threshold, k, top_n): the service's one search-and-decide for all."""
+        return self.service.search_checked(np.stack([q[0] for q in queries]), [q[1:] for q in queries])

@@ -93,7 +93,8 @@ class Searcher:
         vectors = self.service.check_vectors(vectors)
         if self.batcher is None:
             with phase("search"):
-                decisions = await asyncio.to_thread(self.service.search_vectors, vectors, threshold, k, top_n)
+                decisions = await asyncio.to_thread(self.service.search_checked, vectors,
+                                                    [(threshold, k, top_n)] * len(vectors))
         else:
             query = (threshold, k or self.service.k, top_n)
             decisions = list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
