@@ -22,6 +22,7 @@ from jobs.api.auditing import Audit
 from jobs.api.guard import BodyLimits, Guard, SecurityHeaders
 from jobs.api.keys import parse_keys
 from jobs.api.metrics import RequestMetrics, observe_milvus
+from jobs.api.requests import RequestIds
 from jobs.api.routes import calibration, clusters, gallery, health, identities, metrics, page, search
 from jobs.api.timing import ServerTiming
 from jobs.audit import AuditLog
@@ -59,8 +60,10 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app.add_middleware(ServerTiming)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["X-API-Key", "Content-Type"], expose_headers=["Server-Timing", "Retry-After"])
+                           allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"],
+                           expose_headers=["Server-Timing", "Retry-After", "X-Request-ID"])
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestIds)  # outermost: every answer carries its id, refusals by the Guard included
     for module in (health, search, identities, clusters, calibration, gallery):
         app.include_router(module.router)
     app.include_router(identities.faces_router)

@@ -14,6 +14,7 @@ from fastapi import Request
 
 from jobs.api.guard import KEY_STATE, required_scope
 from jobs.api.metrics import AUDIT_FAILURES
+from jobs.api.requests import STATE_KEY as REQUEST_STATE
 from jobs.audit import AuditLog
 
 NOTE_STATE = "audit"
@@ -44,7 +45,8 @@ class Audit:
             if message["type"] == "http.response.start":
                 state = scope.get("state", {})
                 key = state.get(KEY_STATE)
-                record = {"key": key.name if key else None, "method": scope["method"], "path": scope["path"],
+                record = {"key": key.name if key else None, "request_id": state.get(REQUEST_STATE),
+                          "method": scope["method"], "path": scope["path"],
                           "client": (scope.get("client") or ("",))[0], "status": message["status"],
                           **state.get(NOTE_STATE, {})}
                 try:

@@ -105,8 +105,11 @@ class HeaderTimeoutProtocol(H11Protocol):
 
 
 def config(app, *, host: str, port: int, loop: str = "auto", log_level: str = "warning",
-           limit_concurrency: int | None = None):
+           limit_concurrency: int | None = None, log_format: str = "text"):
     import uvicorn
 
+    from jobs.api.requests import log_config
+
+    logs = log_config(log_format, log_level.upper())
     return uvicorn.Config(app, host=host, port=port, loop=loop, log_level=log_level, http=HeaderTimeoutProtocol,
-                          limit_concurrency=limit_concurrency)
+                          limit_concurrency=limit_concurrency, **({"log_config": logs} if logs else {}))

@@ -57,7 +57,7 @@ def serve(args: argparse.Namespace) -> int:
     from jobs.api.server import config
 
     uvicorn.Server(config(create_app(settings), host=args.host, port=args.port, loop=args.loop, log_level="info",
-                          limit_concurrency=settings.max_connections)).run()
+                          limit_concurrency=settings.max_connections, log_format=settings.log_format)).run()
     return EXIT_OK
 
 

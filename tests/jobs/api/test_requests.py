@@ -1,0 +1,82 @@
+"""Request ids and JSON logs: every answer carries an id (the caller's when it is sane), the audit record and the
+log lines of the request carry the same; `arcmatch serve` with ARCMATCH_LOG_FORMAT=json writes only JSON lines."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from jobs.api.app import create_app
+from jobs.api.requests import REQUEST_ID, JsonLines
+from jobs.audit import read
+from jobs.settings import Settings
+from tests.helpers import WRITE_ENTRY, WRITE_KEY, W, free_port, live_app, png
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, tiny_model_dir):
+    audit = tmp_path_factory.mktemp("audit")
+    settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, archive=False, audit_dir=str(audit),
+                        milvus_uri=str(tmp_path_factory.mktemp("ids") / "ids.db"), collection="ids")
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        yield client, audit
+
+
+def test_every_answer_carries_an_id_and_the_audit_record_the_same(api):
+    client, audit = api
+    mine = client.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))],
+                       headers={**W, "X-Request-ID": "client-42.a"})
+    assert mine.status_code == 201 and mine.headers["x-request-id"] == "client-42.a"
+    fresh = client.get("/v1/health")
+    forged = client.get("/v1/health", headers={"X-Request-ID": "x\" injected=1"})
+    refused = client.get("/v1/identities/ann")  # no key: refused by the Guard, still with an id
+    for answer in (fresh, forged, refused):
+        assert len(answer.headers["x-request-id"]) == 32 and answer.headers["x-request-id"] != "client-42.a"
+    assert refused.status_code == 401
+    [record] = [r for r in read(audit) if r["action"] == "enroll"]
+    assert record["request_id"] == "client-42.a"
+
+
+def test_a_json_line_carries_the_request_id_and_the_traceback_as_one_string():
+    token = REQUEST_ID.set("abc")
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        record = logging.LogRecord("arcmatch.api", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info())
+    finally:
+        REQUEST_ID.reset(token)
+    outside = json.loads(JsonLines().format(record))
+    assert outside["message"] == "failed here" and "request_id" not in outside and "ValueError" in outside["exception"]
+    REQUEST_ID.set("abc")
+    assert json.loads(JsonLines().format(record))["request_id"] == "abc"
+
+
+def test_serve_with_json_logs_writes_json_lines_only(tmp_path, tiny_model_dir):
+    port = free_port()
+    env = {**os.environ, "ARCMATCH_MODEL": str(tiny_model_dir), "ARCMATCH_API_KEYS": WRITE_ENTRY,
+           "ARCMATCH_MILVUS_URI": str(tmp_path / "j.db"), "ARCMATCH_AUDIT_DIR": str(tmp_path / "audit"),
+           "ARCMATCH_ARCHIVE": "false", "ARCMATCH_LOG_FORMAT": "json"}
+    server = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        answer = httpx.get(f"http://127.0.0.1:{port}/v1/identities", headers={"X-API-Key": WRITE_KEY,
+                                                                              "X-Request-ID": "trace-7"})
+        assert answer.status_code == 200
+    finally:
+        server.terminate()
+        _, logs = server.communicate(timeout=60)
+    lines = [json.loads(line) for line in logs.splitlines() if line.strip()]  # every line parses, or this fails
+    assert any(line.get("request_id") == "trace-7" and "/v1/identities" in line["message"] for line in lines)
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
