@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     decode_concurrency: int = Field(4, ge=1)  # photos decoded at once per process: bounds memory (40 MP: ~120 MB)
     cors_origins: list[str] = []  # browsers' cross-origin access: off unless origins are listed
     log_format: Literal["text", "json"] = "text"  # `arcmatch serve`'s logs; json: one object a line, request ids
+    metrics: bool = True  # GET /metrics for Prometheus (jobs/api/metrics.py); off: no route, nothing counted
     # the face archive (indexer/archive.py): every face's image kept for re-embedding with the next model
     archive: bool = True
     archive_uri: str | None = None  # default: beside a Lite file (faces.db -> faces.archive), else ./arcmatch-archive

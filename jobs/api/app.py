@@ -55,8 +55,9 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app.add_middleware(Guard, keys=keys, limits=limits, timeout_s=settings.request_timeout_s)
     app.add_middleware(Audit, audit_log=AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days),
                        searches=settings.audit_searches)
-    app.add_middleware(RequestMetrics)  # inside ServerTiming: it reads the phases ServerTiming collects
-    observe_milvus()
+    if settings.metrics:
+        app.add_middleware(RequestMetrics)  # inside ServerTiming: it reads the phases ServerTiming collects
+        observe_milvus()
     app.add_middleware(ServerTiming)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
@@ -68,7 +69,8 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(identities.faces_router)
     app.include_router(page.router)
-    app.include_router(metrics.router)
+    if settings.metrics:
+        app.include_router(metrics.router)
     _document_limits(app, settings)
     return app
 

@@ -73,7 +73,8 @@ class Searcher:
                 try:
                     return await asyncio.to_thread(self.service.probe_faces, photo, select)
                 except NoFace:
-                    metrics.no_face(self.settings.collection)
+                    if self.settings.metrics:
+                        metrics.no_face(self.settings.collection)
                     raise
 
     async def embed(self, faces: list[PreparedFace]) -> np.ndarray:
@@ -98,7 +99,8 @@ class Searcher:
         else:
             query = (threshold, k or self.service.k, top_n)
             decisions = list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
-        metrics.decided(self.settings.collection, decisions)
+        if self.settings.metrics:
+            metrics.decided(self.settings.collection, decisions)
         return decisions
 
 

@@ -66,3 +66,11 @@ def test_nothing_names_a_person_or_a_face_and_no_key_is_needed(api):
     text = httpx.get(str(api.base_url).rstrip("/") + "/metrics").text  # no key
     assert "Bea" not in text and "Private" not in text and enrolled["face_ids"][0] not in text
     assert 'route="/v1/identities/{identity}"' in text
+
+
+def test_metrics_can_be_turned_off(tmp_path, tiny_model_dir):
+    settings = Settings(model=tiny_model_dir, api_keys=READ_ENTRY, milvus_uri=str(tmp_path / "off.db"),
+                        collection="quiet", archive=False, metrics=False)
+    with live_app(create_app(settings)) as base:
+        assert httpx.get(f"{base}/metrics").status_code == 404
+        assert httpx.get(f"{base}/v1/health").status_code == 200
