@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 
+from jobs.api.asgi import HttpMiddleware, at_start, with_headers
 from jobs.api.errors import RETRY_AFTER_S, error
 from jobs.api.keys import ApiKey, authenticate
 
@@ -136,23 +137,11 @@ _PAGE = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self
          "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
-class SecurityHeaders:
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class SecurityHeaders(HttpMiddleware):
+    async def http(self, scope, receive, send) -> None:
         path = scope["path"]
         policy = _DOCS if path in ("/docs", "/redoc") else _PAGE if path.startswith("/review") else _LOCKED_DOWN
-
-        async def send_with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                         (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store"),
-                         (b"content-security-policy", policy.encode())]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                 (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store"),
+                 (b"content-security-policy", policy.encode())]
+        await self.app(scope, receive, at_start(send, lambda message: with_headers(message, extra)))

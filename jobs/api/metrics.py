@@ -21,6 +21,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from indexer.milvus import OBSERVERS
+from jobs.api.asgi import HttpMiddleware, at_start
 from jobs.api.timing import current_phases
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -75,26 +76,19 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
-class RequestMetrics:
-    """A plain ASGI middleware (as ServerTiming, inside it: it reads the phases ServerTiming collects). The route is
-    the template the router matched, read when the answer starts; anything unmatched is "unmatched"."""
+class RequestMetrics(HttpMiddleware):
+    """Inside ServerTiming (it reads the phases ServerTiming collects). The route is the template the router
+    matched, read when the answer starts; anything unmatched is "unmatched"."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope, receive, send) -> None:
         started = time.perf_counter()
 
-        async def send_counted(message) -> None:
-            if message["type"] == "http.response.start":
-                route = getattr(scope.get("route"), "path", None) or "unmatched"
-                REQUESTS.labels(route, scope["method"], str(message["status"])).inc()
-                LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
-                for name, seconds in current_phases().items():
-                    PHASES.labels(name).observe(seconds)
-            await send(message)
+        def counted(message: dict) -> dict:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            REQUESTS.labels(route, scope["method"], str(message["status"])).inc()
+            LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
+            for name, seconds in current_phases().items():
+                PHASES.labels(name).observe(seconds)
+            return message
 
-        await self.app(scope, receive, send_counted)
+        await self.app(scope, receive, at_start(send, counted))

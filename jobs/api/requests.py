@@ -16,34 +16,24 @@ import re
 import time
 import uuid
 
+from jobs.api.asgi import HttpMiddleware, at_start, with_headers
+
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("arcmatch_request_id", default=None)
 STATE_KEY = "request_id"
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # a caller's id is kept only if it cannot forge a log line
 
 
-class RequestIds:
-    """A plain ASGI middleware (the outermost): the id in the scope's state, the context and the answer."""
+class RequestIds(HttpMiddleware):
+    """The outermost middleware: the id in the scope's state, the context and the answer."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope, receive, send) -> None:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _SANE.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})[STATE_KEY] = request_id
         token = REQUEST_ID.set(request_id)
-
-        async def send_with_id(message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  (b"x-request-id", request_id.encode("latin-1"))]}
-            await send(message)
-
+        header = [(b"x-request-id", request_id.encode("latin-1"))]
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, at_start(send, lambda message: with_headers(message, header)))
         finally:
             REQUEST_ID.reset(token)
 

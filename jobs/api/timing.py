@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from jobs.api.asgi import HttpMiddleware, at_start, with_headers
+
 _PHASES: contextvars.ContextVar[dict[str, float]] = contextvars.ContextVar("arcmatch_phases")
 
 
@@ -39,26 +41,15 @@ def phase(name: str) -> Iterator[None]:
         record_phase(name, time.perf_counter() - started)
 
 
-class ServerTiming:
-    """A plain ASGI middleware, not `@app.middleware("http")`: that one (Starlette's BaseHTTPMiddleware) runs every
-    request's app in a task of its own and passes the response through memory streams, CPU time that on a small
-    machine is taken from the Milvus server's search (docs/BENCHMARKS.md)."""
+class ServerTiming(HttpMiddleware):
+    """The `Server-Timing` header: the app's time and each recorded phase's (a plain ASGI middleware: asgi.py)."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope, receive, send) -> None:
         started, phases = time.perf_counter(), start_phases()
 
-        async def send_timed(message) -> None:
-            if message["type"] == "http.response.start":
-                timings = [f"app;dur={1000 * (time.perf_counter() - started):.2f}"]
-                timings += [f"{name};dur={1000 * seconds:.2f}" for name, seconds in phases.items()]
-                header = (b"server-timing", ", ".join(timings).encode("latin-1"))
-                message = {**message, "headers": [*message.get("headers", []), header]}
-            await send(message)
+        def timed(message: dict) -> dict:
+            timings = [f"app;dur={1000 * (time.perf_counter() - started):.2f}"]
+            timings += [f"{name};dur={1000 * seconds:.2f}" for name, seconds in phases.items()]
+            return with_headers(message, [(b"server-timing", ", ".join(timings).encode("latin-1"))])
 
-        await self.app(scope, receive, send_timed)
+        await self.app(scope, receive, at_start(send, timed))
