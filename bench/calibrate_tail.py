@@ -36,7 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import CACHE, SHARED, embed_cached, emit, onnx_model_dir  # noqa: E402
-from indexer.calibration import MISFIT, Trials, tail_check  # noqa: E402
+from indexer.calibration import MISFIT, Trials  # noqa: E402
+from indexer.gallery_tail import tail_check  # noqa: E402
 from indexer.tail import fit_gallery, identity_scores, resampled  # noqa: E402
 
 LFW = SHARED / "data" / "lfw_gray"

@@ -40,7 +40,7 @@ import numpy as np
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED
 from indexer.milvus import Property
-from indexer.rates import Empirical, Modelled, at_size, curve, points, threshold_for_rate
+from indexer.rates import Empirical, at_size, curve, points, threshold_for_rate
 
 METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
 TAIL_METHOD = "gallery cross-identity scores, modelled non-mated tail"
@@ -49,8 +49,7 @@ TAIL_IDENTITIES = 20_000  # identities whose faces a tail calibration scores pro
 SAME_SCORE = 1e-5  # float32 cosines of one pair differ by a few ulps (~1e-7) between stores and directions
 MIN_FPIR = 1e-6  # a million strangers' trials would be needed to show it; no sample here is larger
 WIDE = 2.0  # an interval reaching past this times the target is said to be wide
-CHECK_AT = 10  # the tail model is checked where the gallery's own trials have this many above the threshold
-MISFIT = 2.5  # a model off by more than this factor there is said not to fit (10 trials: about -50%/+85% at 95%)
+MISFIT = 2.5  # a model off by more than this factor where the trials are dense is said not to fit (gallery_tail)
 STALE_FACTOR = 1.25  # a threshold whose FPIR at the size now is past this times its target no longer meets it
 TOP_K = 16  # hits read per sampled face; only faces whose 16 nearest are all their own identity's search again
 
@@ -293,46 +292,6 @@ def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256) ->
     return trials, len(identities), len(ids)
 
 
-def tail_estimator(index, trials: Trials, identities: int, *, sample: int, seed: int) -> tuple[Modelled, dict]:
-    """The tail method's estimator (indexer/tail.py), from the vectors of up to TAIL_IDENTITIES random
-    identities (probes: up to `sample` of their faces) and the gallery's ingested unlabelled faces as strangers
-    (indexer/strangers.py); also what it set aside: suspected duplicates, strangers that looked enrolled. Pairs a
-    person confirmed are different people (indexer/distinct.py) are never set aside: they are the strongest
-    impostor evidence there is."""
-    from indexer.distinct import pairs
-    from indexer.strangers import fit_with_strangers, ingested_unlabelled
-    from indexer.tail import resampled
-
-    ids, names = labelled_faces(index)
-    rng = np.random.default_rng(seed)
-    kept = set(rng.permutation(np.unique(names.astype(str)))[:TAIL_IDENTITIES])
-    chosen = np.flatnonzero([n in kept for n in names.astype(str)])
-    vectors = index.vectors([int(i) for i in ids[chosen]])
-    chosen = np.asarray([c for c in chosen if int(ids[c]) in vectors], dtype=np.int64)  # deleted since the scan
-    matrix = np.stack([vectors[int(ids[c])] for c in chosen])
-    probes = rng.permutation(len(chosen))[:sample]
-    strangers = ingested_unlabelled(index, rng)
-    model, evidence, _, own, dropped = fit_with_strangers(matrix, names[chosen].astype(str), probes, pairs(index),
-                                                          strangers)
-    return Modelled(model, resampled(evidence, own, seed=seed), identities), {
-        "suspects": [asdict(s) for s in model.suspects], "strangers": len(strangers) - dropped,
-        "strangers_dropped": dropped, "tail_check": tail_check(model, evidence, own, identities)}
-
-
-def tail_check(model, evidence: np.ndarray, own: np.ndarray, identities: int, anchor: int = CHECK_AT) -> dict | None:
-    """The model against the gallery's own trials where they are dense: the threshold the `anchor`-th highest
-    best non-mated score of a gallery face sets (duplicates set aside), the share of gallery faces at or above it,
-    and what the model predicts there. On the demo's synthetic faces the model predicted 2-3 times the trials' rate
-    and its threshold identified a few percent of the enrolled (docs/BENCHMARKS.md): a model that does not fit
-    says so instead of passing for a calibration."""
-    best = np.sort(np.nanmax(evidence[own >= 0], axis=1))[::-1]
-    if len(best) < 2 * anchor:
-        return None
-    threshold = float(best[anchor - 1])
-    return {"threshold": threshold, "observed": anchor / len(best),
-            "modelled": float(model.fpir(threshold, max(identities - 1, 1)))}
-
-
 def calibrate(index, target_fpir: float, *, model_threshold: float | None = None, sample: int = 5000,
               seed: int = 0, method: str = "tail") -> GalleryCalibration:
     """The gallery's threshold for `target_fpir` (0 < target < 1), measured on up to `sample` of its faces, by
@@ -353,7 +312,9 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
             raise InvalidValue(f"a tail model needs at least {MIN_IDENTITIES} identities; the gallery has "
                                f"{identities}: enroll more people, or use --method top1 (the rate read off "
                                f"{len(trials.nonmated)} trials)")
-        estimator, aside = tail_estimator(index, trials, identities, sample=sample, seed=seed)
+        from indexer.gallery_tail import tail_estimator
+
+        estimator, aside = tail_estimator(index, identities, sample=sample, seed=seed)
         top1 = trials.threshold_for(target_fpir) if len(trials.nonmated) else None
     else:
         needed = math.ceil(1.0 / target_fpir)

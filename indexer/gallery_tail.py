@@ -1,0 +1,57 @@
+"""The tail method of `arcmatch calibrate` over a stored gallery: the vectors read, the gallery's unlabelled faces
+added as strangers, the model fitted (indexer/tail.py) and checked against the gallery's own trials.
+
+Why its own module: indexer/calibration.py holds what both methods share (the trials, the stored result, the
+curve); this is what only the tail needs, and what reads the most of the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from indexer.calibration import TAIL_IDENTITIES, labelled_faces
+from indexer.rates import Modelled
+
+CHECK_AT = 10  # the tail model is checked where the gallery's own trials have this many above the threshold
+
+
+def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[Modelled, dict]:
+    """The tail method's estimator (indexer/tail.py), from the vectors of up to TAIL_IDENTITIES random
+    identities (probes: up to `sample` of their faces) and the gallery's ingested unlabelled faces as strangers
+    (indexer/strangers.py); also what it set aside: suspected duplicates, strangers that looked enrolled. Pairs a
+    person confirmed are different people (indexer/distinct.py) are never set aside: they are the strongest
+    impostor evidence there is."""
+    from indexer.distinct import pairs
+    from indexer.strangers import fit_with_strangers, ingested_unlabelled
+    from indexer.tail import resampled
+
+    ids, names = labelled_faces(index)
+    rng = np.random.default_rng(seed)
+    kept = set(rng.permutation(np.unique(names.astype(str)))[:TAIL_IDENTITIES])
+    chosen = np.flatnonzero([n in kept for n in names.astype(str)])
+    vectors = index.vectors([int(i) for i in ids[chosen]])
+    chosen = np.asarray([c for c in chosen if int(ids[c]) in vectors], dtype=np.int64)  # deleted since the scan
+    matrix = np.stack([vectors[int(ids[c])] for c in chosen])
+    probes = rng.permutation(len(chosen))[:sample]
+    strangers = ingested_unlabelled(index, rng)
+    model, evidence, _, own, dropped = fit_with_strangers(matrix, names[chosen].astype(str), probes, pairs(index),
+                                                          strangers)
+    return Modelled(model, resampled(evidence, own, seed=seed), identities), {
+        "suspects": [asdict(s) for s in model.suspects], "strangers": len(strangers) - dropped,
+        "strangers_dropped": dropped, "tail_check": tail_check(model, evidence, own, identities)}
+
+
+def tail_check(model, evidence: np.ndarray, own: np.ndarray, identities: int, anchor: int = CHECK_AT) -> dict | None:
+    """The model against the gallery's own trials where they are dense: the threshold the `anchor`-th highest
+    best non-mated score of a gallery face sets (duplicates set aside), the share of gallery faces at or above it,
+    and what the model predicts there. On the demo's synthetic faces the model predicted 2-3 times the trials' rate
+    and its threshold identified a few percent of the enrolled (docs/BENCHMARKS.md): a model that does not fit
+    says so instead of passing for a calibration."""
+    best = np.sort(np.nanmax(evidence[own >= 0], axis=1))[::-1]
+    if len(best) < 2 * anchor:
+        return None
+    threshold = float(best[anchor - 1])
+    return {"threshold": threshold, "observed": anchor / len(best),
+            "modelled": float(model.fpir(threshold, max(identities - 1, 1)))}
