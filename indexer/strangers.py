@@ -27,13 +27,12 @@ STRANGERS = 2000  # unlabelled faces drawn at most: beyond a few hundred they ad
 def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS) -> np.ndarray:
     """Unit vectors of up to `limit` random unlabelled faces that were ingested, not kept from searches."""
     ids = np.fromiter((f for f, _ in index.unlabelled_faces()), dtype=np.int64)
-    if not len(ids):
-        return np.zeros((0, index.info().dim), np.float32)
     drawn = [int(i) for i in rng.permutation(ids)[: 2 * limit]]
-    metadata = index.stored_metadata(drawn)
+    metadata = index.stored_metadata(drawn) if drawn else {}
     ingested = [i for i in drawn if "expires_at" not in (metadata.get(i) or {})][:limit]
-    vectors = index.vectors(ingested)
-    return np.stack([vectors[i] for i in ingested if i in vectors]) if vectors else np.zeros((0, 0), np.float32)
+    vectors = index.vectors(ingested) if ingested else {}
+    kept = [vectors[i] for i in ingested if i in vectors]  # deleted since the scan: not there
+    return np.stack(kept) if kept else np.zeros((0, index.info().dim), np.float32)
 
 
 def fit_with_strangers(vectors: np.ndarray, labels: np.ndarray, probes: np.ndarray, distinct: Pairs,

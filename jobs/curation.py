@@ -200,10 +200,12 @@ class Curator:
         faces = [int(f["id"]) for f in self.service.index.faces_of(other, limit=16384)]
         if not faces:
             raise NotFound(f"no identity {other!r}")
-        rows = self.service.index.rows(faces)
-        moved = [replace(r, identity=identity) for r in rows.values() if identity not in rejected_from(r.metadata)]
-        skipped = [{"face_id": r.face_id, "reason": f"rejected from {identity!r} (not this person)"}
-                   for r in rows.values() if identity in rejected_from(r.metadata)]
+        moved, skipped = [], []
+        for row in self.service.index.rows(faces).values():
+            if identity in rejected_from(row.metadata):
+                skipped.append({"face_id": row.face_id, "reason": f"rejected from {identity!r} (not this person)"})
+            else:
+                moved.append(replace(row, identity=identity))
         self._archive(moved)
         self.service.index.upsert(moved)
         return Named(identity, [r.face_id for r in moved], skipped)

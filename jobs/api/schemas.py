@@ -279,6 +279,12 @@ class Promoted(BaseModel):
     face_ids: list[str]
     skipped: list[dict] = Field(description="faces left as they were, each with the reason")
 
+    @classmethod
+    def of(cls, named) -> Promoted:
+        """From jobs.curation.Named: face ids as strings (int64 is beyond JSON's safe integers)."""
+        return cls(identity=named.identity, face_ids=[str(f) for f in named.face_ids],
+                   skipped=[{"face_id": str(s["face_id"]), "reason": s["reason"]} for s in named.skipped])
+
 
 class SplitIn(BaseModel):
     face_ids: FaceIds = Field(min_length=1, description="faces of the cluster that become a cluster of their own")

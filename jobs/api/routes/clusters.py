@@ -38,8 +38,7 @@ def promote(_: WriteKey, curator: CuratorDep, request: Request, cluster: Cluster
     ids = [int(f) for f in body.face_ids] if body.face_ids is not None else None
     named = curator.promote(cluster, body.identity, ids, proceed=body.proceed)
     note(request, "promote", named.identity, cluster=cluster, face_ids=[str(f) for f in named.face_ids])
-    return Promoted(identity=named.identity, face_ids=[str(f) for f in named.face_ids], skipped=[
-        {"face_id": str(s["face_id"]), "reason": s["reason"]} for s in named.skipped])
+    return Promoted.of(named)
 
 
 @router.post("/{cluster:int}/split", responses=responses(400, 422))

@@ -104,8 +104,7 @@ def merge_identity(_: WriteKey, curator: CuratorDep, request: Request, identity:
     rejected from this identity stays where it is, listed in `skipped`."""
     merged = curator.merge_identities(identity, other.identity)
     note(request, "merge_identity", identity, merged_from=other.identity, face_ids=[str(f) for f in merged.face_ids])
-    return Promoted(identity=merged.identity, face_ids=[str(f) for f in merged.face_ids],
-                    skipped=[{**s, "face_id": str(s["face_id"])} for s in merged.skipped])
+    return Promoted.of(merged)
 
 
 @router.post("/{identity}/faces/{face}/move", responses=responses(400, 404, 422))
