@@ -269,7 +269,7 @@ def faults(args) -> dict:
         acked = {f for _, kind, status, faces, _ in load.log if kind == "enroll" and status == 201 for f in faces}
         present = set(index.vectors(sorted(int(f) for f in acked)))
         failed = [photo for _, kind, status, _, photo in load.log if kind == "enroll" and status != 201]
-        def photo_face(photo: str) -> int:  # the id enrollment gives a photo (jobs/service.py)
+        def photo_face(photo: str) -> int:  # the id enrollment gives a photo (IdentityService.enroll)
             identity, seed = photo.split(":")
             return face_id(f"{identity}\x00{hashlib.sha256(png(int(seed))).hexdigest()}")
 

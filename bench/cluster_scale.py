@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit, start_milvus_server  # noqa: E402
+from indexer.cluster_store import ClusterStore  # noqa: E402
 from indexer.clustering import bcubed  # noqa: E402
-from indexer.clusters import ClusterStore  # noqa: E402
 from indexer.ids import UNLABELLED  # noqa: E402
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect  # noqa: E402
 from jobs.pipelines.cluster import cluster  # noqa: E402

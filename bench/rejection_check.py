@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit, milvus_store  # noqa: E402
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect  # noqa: E402
+from indexer.writer import GalleryWriter  # noqa: E402
 from jobs.pipelines.sink import keep_rejections  # noqa: E402
 
 
@@ -46,16 +47,17 @@ def measure(uri: str, batches: int, size: int) -> dict:
     client = connect(uri)
     index = FaceIndex(client, "bench_rejection_check")
     index.ensure(CollectionInfo("bench", 128, None, {}), index_type="FLAT")
+    writer = GalleryWriter(index)
     rng = np.random.default_rng(0)
     new, upsert, stored = [], [], []
     written = [[FaceRow(f"p{b}_{i}.png", f"id{i % 50}", rng.standard_normal(128).astype(np.float32),
                         b * size + i + 1, {"sha256": "0" * 64}) for i in range(size)] for b in range(batches)]
     try:
         for rows in written:
-            new.append(timed(lambda rows=rows: keep_rejections(index, rows, [])))
+            new.append(timed(lambda rows=rows: keep_rejections(writer, rows, [])))
             upsert.append(timed(lambda rows=rows: index.upsert(rows)))
         for rows in written:
-            stored.append(timed(lambda rows=rows: keep_rejections(index, rows, [])))
+            stored.append(timed(lambda rows=rows: keep_rejections(writer, rows, [])))
     finally:
         client.drop_collection("bench_rejection_check")
         client.close()

@@ -145,6 +145,7 @@ class FaceArchive:
         try:
             pq.write_table(table, temporary, filesystem=self.fs, row_group_size=ROW_GROUP)
             self.fs.move(temporary, f"{directory}/{name}")
+            self._located = None  # this process reads its own writes at once (others' within LOCATIONS_TTL_S)
         except OSError as exc:  # a full disk, an unreachable bucket: nothing was acknowledged yet
             raise BackendUnavailable(f"the face archive could not be written ({type(exc).__name__})") from exc
 

@@ -2,7 +2,7 @@
 and faces taken out of an identity ("not this person").
 
 What is recorded where, and why:
-- A cluster's faces are those of the last `arcmatch cluster` run (indexer/clusters.py). Promoting, splitting and
+- A cluster's faces are those of the last `arcmatch cluster` run (indexer/cluster_store.py). Promoting, splitting and
   merging write a new run with the change, so every reader (other replicas, the page) sees it, and the next
   clustering run starts from it: a split stays split unless the faces' neighbours say otherwise.
 - A name given changes the faces' identity in the store and in the archive, with the same vectors and images: a
@@ -17,18 +17,16 @@ What is recorded where, and why:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from common.errors import BadInput, Conflict, NotFound
-from indexer.archive import ArchivedFace
-from indexer.clusters import ClusterInfo, ClusterStore, Run
+from indexer.cluster_store import ClusterInfo, ClusterStore, Run
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED, validate_face_id, validate_identity
 from indexer.store import FaceRow
-from jobs.service import rejected_from
+from indexer.writer import rejected_from
 
 SAMPLE = 8  # face ids shown per cluster in a listing
 
@@ -153,7 +151,7 @@ class Curator:
     def name_faces(self, face_ids: list[int], identity: str, *, proceed: bool = False) -> Named:
         """Unlabelled faces become `identity`'s: archive first, then the store (as every enrollment)."""
         service = self.service
-        service._check_in_service()
+        service.writer.in_service()
         rows = service.index.rows(face_ids)
         chosen, skipped = [], []
         for face in face_ids:
@@ -170,24 +168,22 @@ class Curator:
             raise Conflict(f"none of these faces can be named {identity!r}: "
                            + "; ".join(f"{s['face_id']}: {s['reason']}" for s in skipped[:3]))
         if service.conflict_check and not proceed:
-            service.check_conflicts(np.stack([r.vector for r in chosen]), identity)
+            service.lookup.check_conflicts(np.stack([r.vector for r in chosen]), identity)
         renamed = [replace(r, identity=identity) for r in chosen]
-        self._archive(renamed)
-        service.index.upsert(renamed)
+        service.writer.rename(renamed)
         return Named(identity, [r.face_id for r in renamed], skipped)
 
     def reject(self, identity: str, face: int) -> FaceRow:
         """"Not this person": the face leaves `identity` and becomes unlabelled, remembering whom it is not."""
         identity, face = validate_identity(identity), validate_face_id(face)
         service = self.service
-        service._check_in_service()
+        service.writer.in_service()
         row = service.index.rows([face]).get(face)
         if row is None or row.identity != identity:
             raise NotFound(f"identity {identity!r} has no face {face}")
         metadata = {**(row.metadata or {}), "rejected_from": sorted({*rejected_from(row.metadata), identity})}
         freed = replace(row, identity=UNLABELLED, metadata=metadata)
-        self._archive([freed])
-        service.index.upsert([freed])
+        service.writer.rename([freed])
         return freed
 
     def merge_identities(self, identity: str, other: str) -> Named:
@@ -196,7 +192,7 @@ class Curator:
         identity, other = validate_identity(identity), validate_identity(other)
         if identity == other:
             raise InvalidValue("merging an identity into itself changes nothing")
-        self.service._check_in_service()
+        self.service.writer.in_service()
         faces = [int(f["id"]) for f in self.service.index.faces_of(other, limit=16384)]
         if not faces:
             raise NotFound(f"no identity {other!r}")
@@ -206,8 +202,7 @@ class Curator:
                 skipped.append({"face_id": row.face_id, "reason": f"rejected from {identity!r} (not this person)"})
             else:
                 moved.append(replace(row, identity=identity))
-        self._archive(moved)
-        self.service.index.upsert(moved)
+        self.service.writer.rename(moved)
         return Named(identity, [r.face_id for r in moved], skipped)
 
     def move_face(self, identity: str, face: int, to: str) -> FaceRow:
@@ -216,32 +211,21 @@ class Curator:
         identity, to, face = validate_identity(identity), validate_identity(to), validate_face_id(face)
         if identity == to:
             raise InvalidValue(f"face {face} is already {identity!r}'s")
-        self.service._check_in_service()
+        self.service.writer.in_service()
         row = self.service.index.rows([face]).get(face)
         if row is None or row.identity != identity:
             raise NotFound(f"identity {identity!r} has no face {face}")
         metadata = {**(row.metadata or {}), "rejected_from": sorted({*rejected_from(row.metadata), identity} - {to})}
         moved = replace(row, identity=to, metadata=metadata)
-        self._archive([moved])
-        self.service.index.upsert([moved])
+        self.service.writer.rename([moved])
         return moved
 
     def different_people(self, first: str, second: str):
         """A person looked: `first` and `second` are two people (indexer/distinct.py); returns every such pair."""
         from indexer import distinct
 
-        self.service._check_in_service()
+        self.service.writer.in_service()
         for name in (first, second):
             if not self.service.index.faces_of(name, limit=1):
                 raise NotFound(f"no identity {name!r}")
         return distinct.add(self.service.index, first, second)
-
-    def _archive(self, rows: list[FaceRow]) -> None:
-        """The faces' archive entries again, with their new identity and metadata (same image)."""
-        archive = self.service.archive
-        if archive is None:
-            return
-        by_id = {r.face_id: r for r in rows}
-        archive.write([ArchivedFace(e.face_id, by_id[e.face_id].identity, e.source,
-                                    json.dumps(by_id[e.face_id].metadata, ensure_ascii=False), e.kind, e.image)
-                       for e in archive.entries(set(by_id))])

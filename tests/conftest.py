@@ -27,6 +27,9 @@ _scratch_dir("ARCMATCH_ARCHIVE_URI", "arcmatch-test-archive-")
 # the tiny untrained test model scores any two synthetic faces ~0.97, above its 0.5 threshold, so every enrollment
 # of a second person would be a conflict: the tests that are about conflicts turn the check on themselves
 os.environ.setdefault("ARCMATCH_ENROLL_CONFLICT_CHECK", "false")
+# Ray Train's controller polls its workers every 2 s by default: a two-epoch run of the tiny model then waits more
+# than it trains. Read by the controller actor, so set before the tests' Ray starts.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -85,9 +88,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
-@pytest.fixture(params=["lite", "server"])
+def pytest_generate_tests(metafunc):
+    """A test that takes `milvus_uri` runs on the stores its `stores` mark names: both (a Milvus Lite file and the
+    real server) for the store's own contract, the default; one for everything built on the store, which the
+    contract already holds on both (each module says which, and why)."""
+    if "milvus_uri" in metafunc.fixturenames:
+        mark = metafunc.definition.get_closest_marker("stores")
+        metafunc.parametrize("milvus_uri", mark.args if mark else ("lite", "server"), indirect=True)
+
+
+@pytest.fixture
 def milvus_uri(request, tmp_path):
-    """Each test that takes this runs twice: on a Milvus Lite file, and on the real server."""
+    """A Milvus Lite file of the test's own, or the session's real server (see pytest_generate_tests)."""
     if request.param == "lite":
         return str(tmp_path / "faces.db")
     return request.getfixturevalue("milvus_server_uri")

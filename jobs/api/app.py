@@ -24,6 +24,7 @@ from jobs.api.keys import parse_keys
 from jobs.api.metrics import RequestMetrics, observe_milvus
 from jobs.api.requests import RequestIds
 from jobs.api.routes import calibration, clusters, gallery, health, identities, metrics, page, search
+from jobs.api.scopes import ScopeTable
 from jobs.api.timing import ServerTiming
 from jobs.audit import AuditLog
 from jobs.service import IdentityService
@@ -49,12 +50,14 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app = FastAPI(title="arcmatch", version="1", description="One-shot face identity lookup.")
     app.state.settings, app.state.keys, app.state.provider = settings, keys, provider
     app.state.decode_slots = asyncio.Semaphore(settings.decode_concurrency)  # see Searcher.faces
+    app.state.cluster_stores = {}  # one per collection, for the app's life (jobs/api/deps.py)
     errors.install(app)
     # added innermost first: the security headers wrap everything, the Guard sits right in front of the routes
     limits = BodyLimits(settings.max_upload_bytes, settings.max_images_per_request, settings.max_json_bytes)
-    app.add_middleware(Guard, keys=keys, limits=limits, timeout_s=settings.request_timeout_s)
+    scopes = ScopeTable(app)  # each route's scope, from its own key dependency (jobs/api/scopes.py)
+    app.add_middleware(Guard, keys=keys, scopes=scopes, limits=limits, timeout_s=settings.request_timeout_s)
     app.add_middleware(Audit, audit_log=AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days),
-                       searches=settings.audit_searches)
+                       scopes=scopes, searches=settings.audit_searches)
     if settings.metrics:
         app.add_middleware(RequestMetrics)  # inside ServerTiming: it reads the phases ServerTiming collects
         observe_milvus()

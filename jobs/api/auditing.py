@@ -12,9 +12,10 @@ import logging
 
 from fastapi import Request
 
-from jobs.api.guard import KEY_STATE, required_scope
+from jobs.api.guard import KEY_STATE
 from jobs.api.metrics import AUDIT_FAILURES
 from jobs.api.requests import STATE_KEY as REQUEST_STATE
+from jobs.api.scopes import ScopeTable
 from jobs.audit import AuditLog
 
 NOTE_STATE = "audit"
@@ -27,11 +28,11 @@ def note(request: Request, action: str, identity: str | None = None, **details) 
 
 
 class Audit:
-    def __init__(self, app, *, audit_log: AuditLog, searches: bool) -> None:
-        self.app, self.log, self.searches = app, audit_log, searches
+    def __init__(self, app, *, audit_log: AuditLog, scopes: ScopeTable, searches: bool) -> None:
+        self.app, self.log, self.scopes, self.searches = app, audit_log, scopes, searches
 
     def _wanted(self, method: str, path: str) -> bool:
-        needed = required_scope(method, path)
+        needed = self.scopes.required(method, path)  # the route's own: a write is what its route declares
         if needed == "write":
             return True
         return self.searches and method == "POST" and needed == "read"

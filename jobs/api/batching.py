@@ -28,4 +28,4 @@ class Batcher:
     @serve.batch
     async def search(self, queries: list[tuple[np.ndarray, float | None, int, int]]) -> list[Decision]:
         """Checked vectors with their (threshold, k, top_n): the service's one search-and-decide for all."""
-        return self.service.search_checked(np.stack([q[0] for q in queries]), [q[1:] for q in queries])
+        return self.service.lookup.search_checked(np.stack([q[0] for q in queries]), [q[1:] for q in queries])

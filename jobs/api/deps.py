@@ -17,7 +17,7 @@ from fastapi.security import APIKeyHeader
 
 from common.errors import ArcmatchError
 from embedder.faces import NoFace, PreparedFace
-from indexer.clusters import ClusterStore
+from indexer.cluster_store import ClusterStore
 from indexer.decision import Decision
 from jobs.api import metrics
 from jobs.api.guard import KEY_STATE
@@ -48,10 +48,17 @@ def _service(request: Request) -> IdentityService:
 
 
 def _curator(request: Request) -> Curator:
-    """Clusters and names over the service's collection; the clusters live beside the face archive."""
+    """Clusters and names over the service's collection; the clusters live beside the face archive, in one
+    ClusterStore per collection for the app's life (it keeps the latest run in memory)."""
     service, settings = request.app.state.provider()[0], request.app.state.settings
     root = settings.archive_root()
-    return Curator(service, ClusterStore(root, settings.collection, service.index.collection) if root else None)
+    if root is None:
+        return Curator(service, None)
+    stores = request.app.state.cluster_stores
+    key = (root, settings.collection, service.index.collection)
+    if key not in stores:
+        stores[key] = ClusterStore(*key)
+    return Curator(service, stores[key])
 
 
 class Searcher:
@@ -68,10 +75,10 @@ class Searcher:
         photos at a time (decode_slots): a 40-megapixel photo holds ~120 MB while it is worked on."""
         async with self.slots:
             with phase("decode"):
-                photo = await asyncio.to_thread(self.service.load, data)
+                photo = await asyncio.to_thread(self.service.photos.load, data)
             with phase("detect"):
                 try:
-                    return await asyncio.to_thread(self.service.probe_faces, photo, select)
+                    return await asyncio.to_thread(self.service.photos.probe_faces, photo, select)
                 except NoFace:
                     if self.settings.metrics:
                         metrics.no_face(self.settings.collection)
@@ -81,23 +88,23 @@ class Searcher:
         with phase("embed"):
             if self.batcher is not None:
                 return np.stack(await asyncio.gather(*(self.batcher.embed(f.chip) for f in faces)))
-            return await asyncio.to_thread(self.service.embed_faces, faces)
+            return await asyncio.to_thread(self.service.photos.embed_faces, faces)
 
     async def threshold(self, threshold: float | None, fpir: float | None) -> float | None:
         """The caller's threshold, or the one for the caller's FPIR (read from the gallery's calibration; the
         store may be asked, so off the event loop); None leaves the choice to the service."""
         if fpir is None:
             return threshold
-        return await asyncio.to_thread(self.service.threshold, threshold, fpir)
+        return await asyncio.to_thread(self.service.lookup.threshold, threshold, fpir)
 
     async def search(self, vectors, threshold: float | None, k: int | None, top_n: int) -> list[Decision]:
-        vectors = self.service.check_vectors(vectors)
+        vectors = self.service.lookup.check_vectors(vectors)
         if self.batcher is None:
             with phase("search"):
-                decisions = await asyncio.to_thread(self.service.search_checked, vectors,
+                decisions = await asyncio.to_thread(self.service.lookup.search_checked, vectors,
                                                     [(threshold, k, top_n)] * len(vectors))
         else:
-            query = (threshold, k or self.service.k, top_n)
+            query = (threshold, k or self.service.lookup.k, top_n)
             decisions = list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
         if self.settings.metrics:
             metrics.decided(self.settings.collection, decisions)
@@ -130,7 +137,7 @@ def _require(scope: str):
             raise Forbidden(f"API key {key.name!r} lacks the {scope!r} scope")
         return key
 
-    check.scope = scope  # read by the test that the Guard's path rules agree with every route's declared scope
+    check.scope = scope  # the route's scope, for the Guard and the audit trail (jobs/api/scopes.py)
     return check
 
 

@@ -20,21 +20,10 @@ from starlette.exceptions import HTTPException
 from jobs.api.asgi import HttpMiddleware, at_start, with_headers
 from jobs.api.errors import RETRY_AFTER_S, error
 from jobs.api.keys import ApiKey, authenticate
+from jobs.api.scopes import ScopeTable
 
-OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                        "/review", "/review/review.js", "/review/review.css",  # the page holds no data
-                        "/metrics"})  # counts and timings only (jobs/api/metrics.py)
 KEY_STATE = "api_key"  # where the authenticated key is left in the request's state
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and the small form fields
-
-
-def required_scope(method: str, path: str) -> str | None:
-    """The scope a request needs: none for the open paths, read for lookups, write for anything that changes."""
-    if path in OPEN_PATHS:
-        return None
-    if method in ("GET", "HEAD", "OPTIONS") or path == "/v1/search" or path.startswith("/v1/search/"):
-        return "read"
-    return "write"
 
 
 @dataclass(frozen=True)
@@ -53,8 +42,8 @@ class BodyLimits:
 class Guard:
     """Authentication, authorisation and body limits before the app reads a byte; a deadline around the rest."""
 
-    def __init__(self, app, *, keys: list[ApiKey], limits: BodyLimits, timeout_s: float) -> None:
-        self.app, self.keys, self.limits, self.timeout_s = app, keys, limits, timeout_s
+    def __init__(self, app, *, keys: list[ApiKey], scopes: ScopeTable, limits: BodyLimits, timeout_s: float) -> None:
+        self.app, self.keys, self.scopes, self.limits, self.timeout_s = app, keys, scopes, limits, timeout_s
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -74,7 +63,7 @@ class Guard:
         await self._run_with_deadline(scope, _capped(receive, cap), send)
 
     def _refusal(self, scope, method: str, path: str, headers: dict):
-        scope_needed = required_scope(method, path)
+        scope_needed = self.scopes.required(method, path)
         if scope_needed is None:
             return None
         key = authenticate(headers.get(b"x-api-key", b"").decode("latin-1"), self.keys)

@@ -15,10 +15,24 @@ import sys
 import traceback
 
 from common.errors import EXIT_INTERNAL, ArcmatchError, exit_code
-from jobs.cli import curate, data, demo, gallery, remote, service, train, upgrade
+from jobs.cli import (
+    calibrate,
+    cluster,
+    demo,
+    gallery,
+    ingest,
+    model,
+    prepare,
+    reembed,
+    search,
+    serve,
+    storage,
+    submit,
+    train,
+)
 from jobs.runtime import log_file, quiet_terminal
 
-GROUPS = (data, train, gallery, upgrade, curate, service, remote, demo)
+GROUPS = (prepare, train, model, ingest, search, gallery, calibrate, cluster, reembed, storage, serve, submit, demo)
 QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo", "reembed", "cluster"}
 
 

@@ -1,157 +1,87 @@
-"""`arcmatch ingest` and `arcmatch search`: photos into the gallery, probes against it."""
+"""`arcmatch gallery`: what is wrong with the gallery's labels, and fixing it from the command line as the review
+page does. `check` lists one person under two names, photos more like another identity than their own and identities
+with no face past the quality gate, reading every labelled face's vector; `merge`, `move` and `distinct` resolve
+them through the same curation the API's routes use, and are written to the audit trail as the API's writes are.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
+from dataclasses import asdict
 
-from common.errors import EXIT_OK, EXIT_PARTIAL, NotFound
-from jobs.cli.options import (
-    audit,
-    detector_flag,
-    model_flag,
-    open_gallery,
-    ray_flag,
-    search_flags,
-    settings_from,
-    store_flags,
-)
-from jobs.progress import Console
+from common.errors import EXIT_OK, NotFound
+from jobs.cli.options import audit, model_flag, open_gallery, settings_from, store_flags
 
 
 def register(sub) -> None:
-    p = sub.add_parser("ingest", help="embed a gallery into Milvus with Ray Data")
-    p.add_argument("source", help="identity/image tree, or a CSV/Parquet manifest (uri, identity[, face_id, metadata])")
-    model_flag(p, "the embedding model")
-    detector_flag(p)
-    store_flags(p)
-    p.add_argument("--unlabelled", action="store_true",
-                   help="faces nobody has named: every image of a tree (any folders), or a manifest's rows without "
-                        "an identity; kept for `arcmatch cluster`, never a search's answer (faces default: all)")
-    p.add_argument("--errors", default="ingest_errors.csv", help="CSV report of skipped files")
-    p.add_argument("--export-parquet", help="also write the embeddings to this Parquet file")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--concurrency", type=int, default=1, help="embedding actors")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray CPUs reserved by each embedding actor")
-    p.add_argument("--threads-per-actor", type=int,
-                   help="inference threads per embedding actor (default: the runtime's, one per core)")
-    p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the Ray cluster has GPUs, else 0")
-    p.add_argument("--write-concurrency", type=int, help="parallel write tasks (Milvus server only)")
-    p.add_argument("--faces", choices=["one", "largest", "all"],
-                   help="faces taken from each photo, for models that want aligned faces: exactly one (else the "
-                        "photo is skipped with the reason), the largest, or all (env ARCMATCH_FACE_SELECT; "
-                        "default one)")
-    p.add_argument("--index", default="HNSW", choices=["HNSW", "IVF_FLAT", "DISKANN", "FLAT", "AUTOINDEX"],
-                   help="vector index type for a new collection (default %(default)s)")
-    ray_flag(p)
-    p.set_defaults(run=ingest)
-
-    p = sub.add_parser("search", help="identify the face in each image: identity or unknown")
-    p.add_argument("images", nargs="+")
-    model_flag(p, "the embedding model (the gallery's)")
-    detector_flag(p)
-    store_flags(p)
-    search_flags(p)
-    rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--threshold", type=float,
-                      help="cosine threshold (default: the gallery's calibrated one, else the model's)")
-    rule.add_argument("--fpir", type=float, help="instead of a threshold: the share of strangers that may be "
-                                                 "answered as someone, read from the gallery's calibration")
-    p.add_argument("--faces", default="all", choices=["all", "largest"],
-                   help="answer for every face in a photo, or only its largest (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print JSON lines, one per face")
-    p.set_defaults(run=search)
+    p = sub.add_parser("gallery", help="what is wrong with the gallery's labels (one person under two names, "
+                                       "photos of someone else, identities below the quality gate), and fixing it")
+    actions = p.add_subparsers(dest="action", required=True, metavar="check|merge|move|distinct")
+    q = actions.add_parser("check", help="list what looks wrong, with faces and scores")
+    store_flags(q)
+    q.add_argument("--json", action="store_true", help="print the findings as JSON")
+    q.set_defaults(run=gallery_check)
+    q = actions.add_parser("merge", help="every face of OTHER becomes INTO's (one person under two names)")
+    q.add_argument("into")
+    q.add_argument("other")
+    model_flag(q, "the gallery's model")
+    store_flags(q)
+    q.set_defaults(run=gallery_fix)
+    q = actions.add_parser("move", help="a face filed under the wrong person goes to another")
+    q.add_argument("face", type=int)
+    q.add_argument("--from", dest="identity", required=True, help="the identity it is filed under")
+    q.add_argument("--to", required=True, help="the identity it shows")
+    model_flag(q, "the gallery's model")
+    store_flags(q)
+    q.set_defaults(run=gallery_fix)
+    q = actions.add_parser("distinct", help="FIRST and SECOND are different people: never listed as one again, "
+                                            "and their scores count as a non-match when calibrating")
+    q.add_argument("first")
+    q.add_argument("second")
+    model_flag(q, "the gallery's model")
+    store_flags(q)
+    q.set_defaults(run=gallery_fix)
 
 
-def ingest(args: argparse.Namespace) -> int:
-    from jobs.pipelines.ingest import ingest as run_ingest
-    from jobs.runtime import init_ray
-
-    settings = settings_from(args).require("model")
-    init_ray(settings.ray_address)
-    summary = run_ingest(args.source, settings.model, milvus=settings.milvus_uri, token=settings.token(),
-                         collection=settings.collection, batch_size=args.batch_size,
-                         embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
-                         threads_per_actor=args.threads_per_actor, gpus_per_actor=args.gpus_per_actor,
-                         write_concurrency=args.write_concurrency, index_type=args.index, errors_csv=args.errors,
-                         export_parquet=args.export_parquet, console=Console(),
-                         policy=settings.face_policy(args.faces or ("all" if args.unlabelled else None), threads=1),
-                         archive=settings.archive_root(), unlabelled=args.unlabelled)
-    print("\n".join(summary.lines() + follow_growth(settings)))
-    if summary.skipped:
-        print(f"skipped files and reasons are listed in {args.errors}", file=sys.stderr)
-        return EXIT_PARTIAL
-    return EXIT_OK
-
-
-def follow_growth(settings) -> list[str]:
-    """What the ingestion's growth did to the gallery's calibration: re-made with the same target and method when
-    it no longer meets its target (ARCMATCH_RECALIBRATE_ON_GROWTH), else said."""
-    from common.errors import ArcmatchError
-    from indexer import calibration
+def gallery_check(args: argparse.Namespace) -> int:
+    """Every labelled face's vector is read: the findings are the gallery's, not a sample's."""
+    from indexer.health import check_index
     from indexer.store import FaceIndex
-    from jobs.calibration_watch import count_identities, recalibrated
 
+    settings = settings_from(args)
     galleries = open_gallery(settings)
     name = galleries.serving()
-    index = FaceIndex(galleries.client, name) if name else None
-    found = calibration.stored(index) if index is not None else None
-    if found is None:
-        return []
-    now = count_identities(index)
-    if not settings.recalibrate_on_growth:
-        return found.growth_lines(now)
-    try:
-        fresh = recalibrated(index, found, now)
-    except ArcmatchError as exc:
-        return [*found.growth_lines(now), f"could not calibrate again: {exc}"]
-    if fresh is None:
-        return []
-    calibration.store(index, fresh)
-    audit(settings, "calibrate", collection=name, threshold=fresh.threshold, target_fpir=fresh.target_fpir,
-          by="growth")
-    return [f"the gallery grew from {found.identities} to {now} identities: calibrated again for FPIR "
-            f"{found.target_fpir}, threshold {found.threshold:.4f} -> {fresh.threshold:.4f}"]
-
-
-def search(args: argparse.Namespace) -> int:
-    from embedder.faces import NoFace
-    from jobs.service import IdentityService, face_record
-
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise NotFound(f"no such image: {', '.join(missing)}")
-    service = IdentityService.open(settings_from(args))
-    faceless = []
-    try:
-        threshold = args.threshold
-        if args.fpir is not None:
-            service.watch.poke(service.gallery_calibration, wait=True)  # the size now: the rate is at that size
-            threshold = service.threshold(fpir=args.fpir)
-        for path in args.images:
-            try:
-                [matches] = service.identify([Path(path).read_bytes()], threshold, select=args.faces)
-            except NoFace as exc:
-                faceless.append(f"{path}: {exc}")
-                continue
-            for n, match in enumerate(matches):
-                _print_match(path, n, match, len(matches), face_record, as_json=args.json)
-    finally:
-        service.close()
-    if faceless:
-        raise NoFace("; ".join(faceless))
+    if name is None:
+        raise NotFound(f"gallery {settings.collection!r} does not exist; ingest or enroll faces first")
+    found = check_index(FaceIndex(galleries.client, name))
+    print(json.dumps(asdict(found), default=str) if args.json else "\n".join(found.lines()))
     return EXIT_OK
 
 
-def _print_match(path: str, n: int, match, count: int, face_record, *, as_json: bool) -> None:
-    d = match.decision
-    if as_json:
-        print(json.dumps({"image": path, "face": n, "identity": d.identity, "score": d.score,
-                          "threshold": d.threshold, **face_record(match.face),
-                          "candidates": [{"identity": c.identity, "score": c.score} for c in d.candidates[:5]]}))
-        return
-    where = f"\tface {n + 1}/{count} at {[round(v) for v in match.face.face.box]}" if count > 1 else ""
-    verdict = d.identity if d.is_match else "unknown"
-    print(f"{path}{where}\t{verdict}\tscore {d.score:.4f} (threshold {d.threshold:.4f})")
+def gallery_fix(args: argparse.Namespace) -> int:
+    """merge, move and distinct: what the review page's health section does, audited as the API's are."""
+    from jobs.curation import Curator
+    from jobs.service import IdentityService
+
+    settings = settings_from(args)
+    service = IdentityService.open(settings)
+    try:
+        curator = Curator(service, None)
+        if args.action == "merge":
+            merged = curator.merge_identities(args.into, args.other)
+            audit(settings, "merge_identity", identity=args.into, merged_from=args.other,
+                  face_ids=[str(f) for f in merged.face_ids])
+            print(f"{len(merged.face_ids)} faces of {args.other!r} are now {args.into!r}'s"
+                  + "".join(f"\n  left: face {s['face_id']}: {s['reason']}" for s in merged.skipped))
+        elif args.action == "move":
+            moved = curator.move_face(args.identity, args.face, args.to)
+            audit(settings, "move_face", identity=args.identity, moved_to=args.to, face_ids=[str(args.face)])
+            print(f"face {args.face} is now {moved.identity!r}'s (and not {args.identity!r})")
+        else:
+            found = curator.different_people(args.first, args.second)
+            audit(settings, "distinct", identity=args.first, other=args.second)
+            print(f"{args.first!r} and {args.second!r} are different people ({len(found)} such pair(s) kept)")
+    finally:
+        service.close()
+    return EXIT_OK

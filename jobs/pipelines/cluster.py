@@ -5,7 +5,7 @@
    actors (each with its own client) split the work; Milvus Lite opens its file from one process, so there the
    driver searches. The graph comes back as three NumPy arrays; nothing all-pairs is ever formed.
 3. The graph clustered (Leiden by default) from the graph alone, the ids made stable against the previous run,
-   the run written to the cluster store (indexer/clusters.py) and, if asked, exported as Parquet (one row per
+   the run written to the cluster store (indexer/cluster_store.py) and, if asked, exported as Parquet (one row per
    face with its cluster's size, cohesion and representative face).
 
 Edges count from a threshold: the caller's, else one read from the gallery's own neighbour scores
@@ -23,8 +23,8 @@ import numpy as np
 from common.errors import NotFound
 from embedder.errors import ModelError
 from indexer.calibration import stored as stored_calibration
+from indexer.cluster_store import ClusterInfo, ClusterStore
 from indexer.clustering import METHODS, Graph, cluster_graph, stable_ids, summarize
-from indexer.clusters import ClusterInfo, ClusterStore
 from indexer.edge_threshold import fit_neighbours, ranked_scores
 from indexer.galleries import Galleries
 from indexer.store import FaceIndex, connect, is_lite_uri

@@ -27,15 +27,9 @@ from embedder.spec import ModelSpec
 from indexer.archive import FaceArchive
 from indexer.galleries import Galleries
 from indexer.store import CollectionInfo, FaceIndex, connect, is_lite_uri
+from indexer.writer import GalleryWriter
 from jobs.pipelines.report import reasons, write_error_report
-from jobs.pipelines.sink import (
-    MilvusDatasink,
-    ParquetExport,
-    archived_from_batch,
-    keep_rejections,
-    rows_from_batch,
-    upsert_checked,
-)
+from jobs.pipelines.sink import MilvusDatasink, ParquetExport, rows_from_batch, write_rows
 from jobs.progress import Console, silent
 
 
@@ -217,15 +211,14 @@ def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch
                        export_parquet: str | Path | None, bar, archive: FaceArchive | None, rows_of) -> None:
     """The single-writer path (Milvus Lite, or when the vectors are also exported to Parquet)."""
     export = ParquetExport(export_parquet) if export_parquet is not None else None
+    writer = GalleryWriter(index, archive)
     try:
         for batch in ds.iter_batches(batch_size=write_batch, batch_format="numpy"):
             rows, skipped = rows_of(batch)
             summary.skipped += skipped
-            rows = keep_rejections(index, rows, summary.skipped)
-            if archive is not None:
-                archive.write(archived_from_batch(batch, rows))
             write_started = time.perf_counter()
-            summary.embedded += upsert_checked(index, rows, summary.skipped)
+            rows, written = write_rows(writer, batch, rows, summary.skipped, curated=True)
+            summary.embedded += written
             summary.write_seconds += time.perf_counter() - write_started
             if export is not None:
                 export.write(rows)

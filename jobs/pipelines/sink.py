@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from indexer.archive import ArchivedFace, FaceArchive
-from indexer.errors import InvalidValue
 from indexer.ids import face_id
 from indexer.store import FaceIndex, FaceRow, connect
+from indexer.writer import GalleryWriter
 
 try:  # the sink subclasses Ray's Datasink; the rest of this module (and its tests) work without Ray
     from ray.data import Datasink
@@ -49,18 +49,15 @@ def archived_from_batch(batch: dict[str, np.ndarray], rows: list[FaceRow]) -> li
     return out
 
 
-def keep_rejections(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[str, str]]) -> list[FaceRow]:
-    """The rows an ingestion may write without undoing a person's "not this person" (jobs/curation.py).
+def keep_rejections(writer: GalleryWriter, rows: list[FaceRow], skipped: list[tuple[str, str]]) -> list[FaceRow]:
+    """The rows an ingestion may write without undoing a person's "not this person" (indexer/writer.py).
 
     Why: a face's id derives from its photo, so ingesting the same named tree again meets the faces a person has
     since taken out of that identity (unlabelled now, or named someone else since). Such a row is skipped with the
-    reason (enrolling the photo with `proceed` is how to put it back), and every other row carries the face's
-    stored rejections into its metadata, so the upsert does not erase them. One read of the batch's ids, without
-    vectors."""
-    from jobs.service import check_rejections  # the curation record's one reader and writer
-
+    reason (enrolling the photo with `proceed` is how to put it back); every other row carries the face's stored
+    rejections, so the upsert does not erase them."""
     kept = []
-    for row, rejected in check_rejections(rows, index.stored_metadata([r.face_id for r in rows]) if rows else {}):
+    for row, rejected in writer.check_rejections(rows, strong=False):
         if rejected:
             skipped.append((row.source, f"rejected from {row.identity!r} (not this person): enroll the photo "
                                         "with proceed to put it back"))
@@ -69,19 +66,14 @@ def keep_rejections(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[s
     return kept
 
 
-def upsert_checked(index: FaceIndex, rows: list[FaceRow], skipped: list[tuple[str, str]]) -> int:
-    """Upsert a batch; a row Milvus refuses (an invalid identity) is skipped with its reason, not fatal."""
-    try:
-        return index.upsert(rows)
-    except InvalidValue:
-        pass
-    written = 0
-    for row in rows:
-        try:
-            written += index.upsert([row])
-        except InvalidValue as exc:
-            skipped.append((row.source, f"invalid row: {exc}"))
-    return written
+def write_rows(writer: GalleryWriter, batch: dict[str, np.ndarray], rows: list[FaceRow],
+                skipped: list[tuple[str, str]], *, curated: bool) -> tuple[list[FaceRow], int]:
+    """One batch through the gallery's writer (archive, then the store), by both ingestion paths; returns the rows
+    it tried and how many were written. `curated`: keep the faces' "not this person" (keep_rejections)."""
+    if curated:
+        rows = keep_rejections(writer, rows, skipped)
+    kept = archived_from_batch(batch, rows) if writer.archive is not None else ()
+    return rows, writer.write(rows, kept, skipped=skipped)
 
 
 class MilvusDatasink(Datasink):
@@ -102,17 +94,13 @@ class MilvusDatasink(Datasink):
         from ray.data.block import BlockAccessor
 
         index = FaceIndex(connect(self.uri, self.token), self.collection)
-        archive = FaceArchive(self.archive, self.gallery) if self.archive is not None else None
+        writer = GalleryWriter(index, FaceArchive(self.archive, self.gallery) if self.archive is not None else None)
         embedded, skipped = 0, []
         for block in blocks:
             batch = BlockAccessor.for_block(block).to_numpy()
             rows, failed = self.rows(batch)
             skipped += failed
-            if self.curated:
-                rows = keep_rejections(index, rows, skipped)
-            if archive is not None:  # before the vectors: a face in the store can always be embedded again
-                archive.write(archived_from_batch(batch, rows))
-            embedded += upsert_checked(index, rows, skipped)
+            embedded += write_rows(writer, batch, rows, skipped, curated=self.curated)[1]
         index.client.close()
         return {"embedded": embedded, "skipped": skipped}
 

@@ -13,6 +13,8 @@ from tests.helpers import people
 
 DIM = 16
 
+pytestmark = pytest.mark.stores("lite")  # the calibration's logic; the store's contract holds on both
+
 
 def brute_force(rows: list[FaceRow], threshold: float) -> tuple[float, float]:
     """FPIR and FNIR of the leave-one-identity-out trials of every face, from the full similarity matrix."""

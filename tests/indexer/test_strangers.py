@@ -9,6 +9,8 @@ from indexer.store import FaceRow
 from indexer.strangers import fit_with_strangers, ingested_unlabelled
 from tests.helpers import people
 
+pytestmark = pytest.mark.stores("lite")  # the calibration's logic; the store's contract holds on both
+
 
 def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)

@@ -29,22 +29,22 @@ def service(tmp_path, tiny_model_dir):
 def test_growth_past_the_calibrated_size_is_said_then_calibrated_again(service, tmp_path):
     enroll(service, range(30))
     kept = service.calibrate(0.1)
-    service.watch.poke(service.gallery_calibration, wait=True)
+    service.watch.poke(service.lookup.gallery_calibration, wait=True)
     status = service.ready()["calibration"]
     assert status == {"identities": 30, "calibrated_identities": 30, "target_fpir": 0.1, "fpir_now": kept.fpir,
                       "meets_target": True}
 
     enroll(service, range(30, 75))  # 2.5 times the people: each one more chance for a stranger to match
-    service.watch.poke(service.gallery_calibration, wait=True)
+    service.watch.poke(service.lookup.gallery_calibration, wait=True)
     status = service.ready()["calibration"]
     assert status["identities"] == 75 and status["fpir_now"] == pytest.approx(at_size(kept.fpir, 30, 75))
     assert status["fpir_now"] > 1.25 * 0.1 and status["meets_target"] is False
-    assert service.gallery_calibration() == kept  # said, not changed: re-calibrating is off here
+    assert service.lookup.gallery_calibration() == kept  # said, not changed: re-calibrating is off here
     assert "no longer meets its target" in "\n".join(kept.growth_lines(75))
 
     service.watch.recalibrate = True  # ARCMATCH_RECALIBRATE_ON_GROWTH
-    service.watch.poke(service.gallery_calibration, wait=True)
-    again = service.gallery_calibration()
+    service.watch.poke(service.lookup.gallery_calibration, wait=True)
+    again = service.lookup.gallery_calibration()
     assert (again.identities, again.target_fpir, again.method) == (75, 0.1, kept.method)
     assert again.fpir <= 0.1 + 1e-6 and service.ready()["calibration"]["meets_target"] is True
     [record] = read(tmp_path / "audit", action="calibrate")
@@ -54,10 +54,10 @@ def test_growth_past_the_calibrated_size_is_said_then_calibrated_again(service, 
 def test_a_rate_asked_for_is_read_at_the_size_now(service):
     enroll(service, range(40))
     kept = service.calibrate(0.1)
-    assert service.threshold(fpir=0.1) == pytest.approx(kept.threshold, abs=0.02)
-    service.watch.poke(service.gallery_calibration, wait=True)
+    assert service.lookup.threshold(fpir=0.1) == pytest.approx(kept.threshold, abs=0.02)
+    service.watch.poke(service.lookup.gallery_calibration, wait=True)
     enroll(service, range(40, 80))  # twice the people: the same rate needs a stricter threshold
-    service.watch.poke(service.gallery_calibration, wait=True)
-    assert service.threshold(fpir=0.1) >= kept.threshold
+    service.watch.poke(service.lookup.gallery_calibration, wait=True)
+    assert service.lookup.threshold(fpir=0.1) >= kept.threshold
     with pytest.raises(Exception, match="not both"):
-        service.threshold(0.5, fpir=0.1)
+        service.lookup.threshold(0.5, fpir=0.1)

@@ -21,9 +21,9 @@ def _out(found) -> GalleryCalibrationOut | None:
 
 @router.get("")
 def current(_: ReadKey, service: ServiceDep) -> CalibrationOut:
-    threshold, source = service.threshold_in_use()
-    found = service.gallery_calibration()
-    service.watch.poke(service.gallery_calibration)
+    threshold, source = service.lookup.threshold_in_use()
+    found = service.lookup.gallery_calibration()
+    service.watch.poke(service.lookup.gallery_calibration)
     return CalibrationOut(threshold=threshold, source=source, gallery=_out(found), status=service.watch.status(found))
 
 

@@ -1,5 +1,5 @@
-"""Clusters and names over real HTTP (Milvus Lite and the server): list and read clusters, split and merge, promote
-to an identity, "not this person", and the enrollment conflict check."""
+"""Clusters and names over real HTTP (on Milvus Lite: the store's contract holds on both): list and read clusters,
+split and merge, promote to an identity, "not this person", and the enrollment conflict check."""
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ from jobs.settings import Settings
 from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, live_app, people, png
 from tests.helpers import W as H
 
+pytestmark = pytest.mark.stores("lite")
 
 @pytest.fixture
 def api(milvus_uri, collection_name, tmp_path, tiny_model_dir):
@@ -72,7 +73,6 @@ BAD = [("/v1/clusters/999/promote", {"identity": "x"}, 404),
        ("/v1/clusters/0/promote", {"identity": ""}, 422)]
 
 
-@pytest.mark.parametrize("milvus_uri", ["lite"], indirect=True)  # the API logic; the store is tested above
 def test_bad_cluster_requests_say_what_is_wrong(api):
     api.recluster()
     for path, body, status in BAD:
@@ -81,7 +81,6 @@ def test_bad_cluster_requests_say_what_is_wrong(api):
     assert api.post("/v1/clusters/merge", json={"clusters": [0, 1]}, headers=R).status_code == 403
 
 
-@pytest.mark.parametrize("milvus_uri", ["lite"], indirect=True)  # the API logic; the store is tested above
 def test_not_this_person_is_remembered_by_promotion_and_enrollment(api):
     api.recluster()
     small = api.get("/v1/clusters", params={"offset": 2}, headers=R).json()["clusters"][0]
@@ -123,7 +122,6 @@ def test_not_this_person_is_remembered_by_promotion_and_enrollment(api):
     assert row.identity == "ann" and row.metadata["rejected_from"] == ["dee"]  # told to proceed for ann only
 
 
-@pytest.mark.parametrize("milvus_uri", ["lite"], indirect=True)  # the API logic; the store is tested above
 def test_enrolling_a_face_that_matches_someone_else_is_a_conflict(api):
     files = [("images", ("a.png", png(1), "image/png"))]
     conflict = api.post("/v1/identities/anne/faces", files=files, headers=H)

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from indexer.archive import FaceArchive
-from indexer.store import SEARCH_AMONG, FaceIndex, connect
+from indexer.store import FaceIndex, connect
 from jobs.api.app import create_app
 from jobs.service import IdentityService
 from jobs.settings import Settings
@@ -19,13 +19,13 @@ from tests.helpers import live_app, png
 def unlabelled(settings) -> list[dict]:
     client = connect(settings.milvus_uri)
     index = FaceIndex(client, IdentityService.open(settings).index.collection)
-    rows = list(index._scan(SEARCH_AMONG["unlabelled"], ["id", "metadata", "source"]))
+    rows = index.rows([face for face, _ in index.unlabelled_faces()])
     client.close()
-    return rows
+    return [{"id": r.face_id, "source": r.source, "metadata": r.metadata} for r in rows.values()]
 
 
-@pytest.mark.parametrize(("milvus_uri", "keep"), [("lite", False), ("lite", True), ("server", True)],
-                         indirect=["milvus_uri"])
+@pytest.mark.stores("lite")
+@pytest.mark.parametrize("keep", [False, True])
 def test_unknown_faces_are_kept_only_when_enabled(milvus_uri, collection_name, tiny_model_dir, tmp_path, keep):
     settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=milvus_uri, collection=collection_name,
                         archive_uri=str(tmp_path / "archive"), keep_unknown_faces=keep, unknown_retention_days=1)

@@ -113,7 +113,7 @@ def test_eval_refuses_an_fpir_it_cannot_measure(tmp_path, tiny_model_dir, flags,
 
 @pytest.mark.parametrize("text", ["0x3", "ax2", "5x0"])
 def test_a_gallery_shape_is_people_x_photos(text):
-    from jobs.cli.data import gallery_shape
+    from jobs.cli.model import gallery_shape
 
     assert gallery_shape("50x3") == (50, 3) and gallery_shape("50") == (50, 1)
     with pytest.raises(argparse.ArgumentTypeError):

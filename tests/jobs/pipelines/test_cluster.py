@@ -1,12 +1,13 @@
-"""`arcmatch cluster` against real Milvus (Lite: the driver searches; the server: Ray Data actors do): quality on
-identity-clustered vectors, named faces left alone, stable ids when faces arrive, the export and the CLI."""
+"""`arcmatch cluster` against real Milvus (the server: Ray Data actors search, for the first test; Lite: the driver
+does, for the rest): quality on identity-clustered vectors, named faces left alone, stable ids when faces arrive,
+the export and the CLI."""
 
 import pyarrow.parquet as pq
 import pytest
 
 from common.errors import NotFound
+from indexer.cluster_store import ClusterStore
 from indexer.clustering import bcubed
-from indexer.clusters import ClusterStore
 from indexer.ids import UNLABELLED
 from indexer.store import FaceRow
 from jobs.pipelines.cluster import cluster
@@ -29,6 +30,7 @@ def write(index, rows):
     index.flush()
 
 
+@pytest.mark.stores("server")
 def test_cluster_groups_unnamed_faces_and_keeps_ids_when_faces_arrive(ray_local, gallery, milvus_uri, tmp_path):
     crowd = people(30, 4, spread=0.4, dim=DIM)
     named = people(3, 2, spread=0.4, dim=DIM, seed=9, first=100)
@@ -63,6 +65,7 @@ def test_cluster_groups_unnamed_faces_and_keeps_ids_when_faces_arrive(ray_local,
     assert now[more[2].face_id] == now[more[4].face_id] > max(before.values())
 
 
+@pytest.mark.stores("lite")
 def test_cluster_says_what_is_missing(gallery, milvus_uri, tmp_path):
     write(gallery, people(2, 2, spread=0.4, dim=DIM))
     with pytest.raises(NotFound, match="no unlabelled faces"):
@@ -71,6 +74,7 @@ def test_cluster_says_what_is_missing(gallery, milvus_uri, tmp_path):
         cluster(milvus=milvus_uri, root=str(tmp_path), gallery="nobody_here")
 
 
+@pytest.mark.stores("lite")
 def test_edges_count_from_the_given_threshold_then_the_neighbours_then_the_calibration_then_the_model(
         gallery, milvus_uri, tmp_path):
     from indexer.calibration import GalleryCalibration, store
@@ -90,6 +94,7 @@ def test_edges_count_from_the_given_threshold_then_the_neighbours_then_the_calib
     assert "the gallery's own neighbour statistics" in enough.lines()[0]
 
 
+@pytest.mark.stores("lite")
 def test_the_same_method_on_the_same_faces_gives_the_same_clusters_whatever_ran_before(gallery, milvus_uri, tmp_path):
     """The previous run lends its ids, never its grouping: Chinese whispers after connected components gives the
     clusters it gives from a fresh start."""

@@ -1,4 +1,5 @@
-"""Gallery ingestion with real Ray Data into real Milvus (a Lite file and the standalone server)."""
+"""Gallery ingestion with real Ray Data into real Milvus: a Lite file (the driver writes) and the standalone server
+(Ray Data's parallel write tasks), each path by the tests that are about it."""
 
 import csv
 import json
@@ -41,6 +42,7 @@ def rows_of(uri, collection):
 
 
 @pytest.mark.slow
+@pytest.mark.stores("lite")
 def test_ingest_skips_bad_files_and_reruns_without_duplicates(ray_local, milvus_uri, collection_name,
                                                              tiny_model_dir, gallery, tmp_path):
     report = tmp_path / "errors.csv"
@@ -75,6 +77,7 @@ def test_ingest_skips_bad_files_and_reruns_without_duplicates(ray_local, milvus_
 
 
 @pytest.mark.slow
+@pytest.mark.stores("lite")
 def test_vectors_in_milvus_equal_direct_inference(ray_local, milvus_uri, collection_name, tiny_model_dir, gallery):
     from embedder.embed import TorchEmbedder
     from embedder.preprocess import decode_image
@@ -178,7 +181,8 @@ def _rows_written(uri: str, collection: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", ["lite", "server"])
+# the default's one writer here; a killed job's parallel write tasks on the server: the re-embed's (test_reembed.py)
+@pytest.mark.parametrize("store", ["lite"])
 def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, ray_local, tmp_path, tiny_model_dir,
                                                         collection_name):
     """SIGKILL half-way, then the same command again: Lite's single writer and the server's parallel Datasink."""
@@ -218,6 +222,7 @@ def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, ray_loc
 
 
 @pytest.mark.slow
+@pytest.mark.stores("server")  # the check in Ray Data's write tasks (the driver's is the same function)
 def test_ingesting_a_named_tree_again_keeps_not_this_person(ray_local, milvus_uri, collection_name, tmp_path,
                                                            tiny_model_dir):
     from embedder.embed import open_embedder
@@ -253,6 +258,7 @@ def test_ingesting_a_named_tree_again_keeps_not_this_person(ray_local, milvus_ur
 def test_an_upsert_carries_a_faces_rejections(tmp_path):
     from indexer.ids import UNLABELLED
     from indexer.store import FaceRow
+    from indexer.writer import GalleryWriter
     from jobs.pipelines.sink import keep_rejections
 
     client = connect(str(tmp_path / "k.db"))
@@ -265,7 +271,7 @@ def test_an_upsert_carries_a_faces_rejections(tmp_path):
     skipped = []
     incoming = [FaceRow("a.png", "ann", vector, 1, {}), FaceRow("b.png", "bob", vector, 2, {"w": 1}),
                 FaceRow("c.png", "cy", vector, 3, {}), FaceRow("d.png", "eve", vector, 4, {})]
-    kept = keep_rejections(index, incoming, skipped)
+    kept = keep_rejections(GalleryWriter(index), incoming, skipped)
     client.close()
     assert [r.face_id for r in kept] == [2, 3] and [s[0] for s in skipped] == ["a.png", "d.png"]
     assert kept[0].metadata == {"w": 1, "rejected_from": ["cy"]} and kept[1].metadata == {}

@@ -28,6 +28,7 @@ def best(service: IdentityService, photo: bytes):
 
 
 @pytest.mark.slow
+@pytest.mark.stores("lite")  # the job's logic; the killed run below and the run beside traffic are on the server
 def test_api_enrollments_survive_an_upgrade_and_deletes_stay_deleted(ray_local, milvus_uri, collection_name,
                                                                      tiny_model_dir, other_model_dir, tmp_path):
     archive = tmp_path / "archive"
@@ -52,12 +53,11 @@ def test_api_enrollments_survive_an_upgrade_and_deletes_stay_deleted(ray_local, 
     assert new.index.collection == summary.target and new.ready()["in_service"]
     assert {r["id"]: r["identity"] for r in new.index.faces_of("ann") + new.index.faces_of("bob")} == expected
     assert best(new, png(1)).identity == "ann" and best(new, png(2)).identity == "bob"
-    assert new.index.faces_of("eve") == [] and new.threshold() == 0.6  # the new model's calibration travelled
+    assert new.index.faces_of("eve") == [] and new.lookup.threshold() == 0.6  # the new model's calibration travelled
     assert distinct.pairs(new.index) == {frozenset(("ann", "bob"))}
 
     # the old model's process: still answers from its own collection, takes no writes
-    old._ready_checked = -10.0
-    assert not old.ready()["in_service"] and best(old, png(1)).identity == "ann"
+    assert not old.ready(max_age_s=0)["in_service"] and best(old, png(1)).identity == "ann"
     with pytest.raises(GalleryMoved):
         old.enroll("zed", [("z.png", png(4))])
     with pytest.raises(Conflict, match="already served"):
@@ -65,12 +65,12 @@ def test_api_enrollments_survive_an_upgrade_and_deletes_stay_deleted(ray_local, 
 
     galleries = Galleries(connect(milvus_uri), collection_name)
     assert galleries.rollback() == summary.source  # one call back; the old model is in service again
-    old._ready_checked = -10.0
-    assert old.ready()["in_service"]
+    assert old.ready(max_age_s=0)["in_service"]
     for service in (old, new):
         service.close()
 
 
+@pytest.mark.stores("lite")
 def test_faces_never_archived_block_the_switch_and_a_model_needs_a_threshold(milvus_uri, collection_name,
                                                                            tiny_model_dir, other_model_dir,
                                                                            tmp_path):
@@ -119,6 +119,7 @@ def test_searches_never_fail_and_writes_during_the_job_are_neither_lost_nor_resu
                     searches[0] += 1
                     if answer.status_code != 200:
                         failures.append(answer.status_code)
+                    stop.wait(0.05)  # steady traffic, not a loop that takes a core from the job it watches
 
         acknowledged, deleted, unexpected = set(), set(), []
 
@@ -167,7 +168,7 @@ def test_searches_never_fail_and_writes_during_the_job_are_neither_lost_nor_resu
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", ["lite", "server"])
+@pytest.mark.parametrize("store", ["server"])  # where parallel writers meet a kill (Lite's one writer: ingestion's)
 def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_local, tmp_path, tiny_model_dir,
                                                           other_model_dir, collection_name):
     """SIGKILL half-way through the copy, a delete while it is down, the same command again."""
@@ -246,7 +247,7 @@ def test_a_new_model_started_before_the_switch_writes_into_its_collection_and_lo
     assert names == {"ann", "bob", "cat"} and new.index.faces_of("bob")[0]["id"] == bob
     galleries = Galleries(new.index.client, gallery)
     assert galleries.rollback() == first.source
-    new._ready_checked = -10.0
+    new.ready(max_age_s=0)
     with pytest.raises(GalleryMoved):  # rolled back: the migration is closed, B takes no writes
         new.enroll("dan", [("d.png", png(4))])
     for service in (old, new):

@@ -31,6 +31,7 @@ def names(index: FaceIndex, people) -> dict[int, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.stores("lite")
 def test_a_box_crop_gallery_moves_to_a_five_point_model_face_by_face(ray_local, milvus_uri, collection_name,
                                                                      tmp_path, shared_data, shared_models, yunet,
                                                                      lfw_image, mobilefacenet_box,

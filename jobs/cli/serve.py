@@ -1,5 +1,8 @@
-"""`arcmatch serve` (the search API, in one process or as Ray Serve replicas), `arcmatch apikey`, and
-`arcmatch audit`, which reads back the API's audit trail."""
+"""`arcmatch serve`, `arcmatch apikey`, `arcmatch audit`: running the search API and the two things its operator
+needs beside it. `serve` runs the API in one process (uvicorn) or as Ray Serve replicas with dynamic batching, its
+settings from ARCMATCH_* with flags overriding them; `apikey` makes a key for a client; `audit` reads back the trail
+the API writes of who enrolled, deleted or searched what. (jobs/service.py is the service the API calls, not this.)
+"""
 
 from __future__ import annotations
 

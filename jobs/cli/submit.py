@@ -1,4 +1,7 @@
-"""`arcmatch submit` and `arcmatch jobs`: the local commands as jobs on a Ray cluster (Ray Jobs API)."""
+"""`arcmatch submit` and `arcmatch jobs`: the local commands run as jobs on a Ray cluster (Ray Jobs API), each
+exactly as `arcmatch COMMAND ...` runs here, with the environment carried over except its secrets; `jobs` lists,
+inspects, reads the logs of or stops them.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`arcmatch prepare`, `eval` and `export`: data sets in, accuracy and a threshold out, a model out as ONNX."""
+"""`arcmatch eval` and `arcmatch export`: what a trained model is worth, and the model as it ships. `eval` measures
+verification accuracy on held-out identities and chooses a threshold, for a false accept rate between pairs or for a
+false-positive identification rate in galleries of a planned shape, and can store it in the checkpoint; `export`
+writes the checkpoint as ONNX with its spec and that calibration, and compares the ONNX model's embeddings with torch's.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,11 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
+from common.errors import EXIT_OK, BadInput
 from jobs.cli.options import detector_flag, model_flag, settings_from
-from jobs.pipelines.report import write_error_report
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prepare", help="Parquet training shards from a tree or manifest, or synthetic faces")
-    p.add_argument("--source", help="identity/image tree or manifest (CSV/Parquet: path, identity) to pack")
-    p.add_argument("--parquet", metavar="OUT", help="write Parquet shards (image bytes, label, identity, path) to OUT")
-    p.add_argument("--rows-per-shard", type=int, default=5000)
-    p.add_argument("--errors", default="prepare_errors.csv", help="CSV report of files that could not be read")
-    p.add_argument("--synthetic", metavar="OUT", help="draw a synthetic identity/image tree into OUT")
-    p.add_argument("--identities", type=int, default=100)
-    p.add_argument("--images", type=int, default=10, help="images per identity")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--align", action="store_true",
-                   help="--parquet: store each photo's face detected and aligned to the five-point template "
-                        "(needs --detector); a model trained on them aligns photos the same way")
-    p.add_argument("--align-size", type=int, default=112, help="side of the aligned faces (default %(default)s)")
-    detector_flag(p)
-    p.set_defaults(run=prepare)
-
     p = sub.add_parser("eval", help="verification accuracy and threshold calibration on held-out identities")
     model_flag(p, "the model to evaluate")
     p.add_argument("--data", required=True, help="identity/image tree or manifest of held-out identities")
@@ -54,37 +40,6 @@ def register(sub) -> None:
     model_flag(p, "the arcmatch checkpoint to export")
     p.add_argument("--onnx", required=True, metavar="DIR", help="output directory for model.onnx and spec.json")
     p.set_defaults(run=export)
-
-
-def prepare(args: argparse.Namespace) -> int:
-    if args.parquet:
-        return _prepare_parquet(args)
-    if not args.synthetic:
-        raise BadInput("prepare needs --synthetic OUT, or --source TREE --parquet OUT")
-    from trainer.synthetic import write_dataset
-
-    paths = write_dataset(args.synthetic, range(args.identities), args.images, seed=args.seed, size=args.size)
-    print(f"wrote {len(paths)} images of {args.identities} identities to {args.synthetic}")
-    return EXIT_OK
-
-
-def _prepare_parquet(args: argparse.Namespace) -> int:
-    from embedder.sources import list_images
-    from trainer.shards import write_shards
-
-    if not args.source:
-        raise BadInput("prepare --parquet needs --source (an identity/image tree or a manifest)")
-    policy = None
-    if args.align:  # labelled photos of one person each: the largest face is theirs; no gate on training data
-        policy = settings_from(args).require("detector").face_policy("largest", gate=False)
-    summary = write_shards(list_images(args.source), args.parquet, args.rows_per_shard, policy=policy,
-                           aligned_size=(args.align_size, args.align_size))
-    print(f"wrote {summary.rows} images of {summary.classes} identities in {summary.shards} shard(s) to {args.parquet}")
-    if summary.skipped:
-        write_error_report(args.errors, summary.skipped)
-        print(f"{len(summary.skipped)} file(s) skipped; see {args.errors}")
-        return EXIT_PARTIAL
-    return EXIT_OK
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@ and representative face, beside the face archive (the same filesystem root: a lo
 
 Why not in Milvus: the questions asked of clusters are "the largest first, a page at a time" and "the faces of
 cluster 12", and Milvus has no GROUP BY or ORDER BY; a scan of a million faces per page would be the cost. The
-answer of one run is two small Parquet files (16 bytes per face), read whole and kept in memory by the API.
+answer of one run is two small Parquet files (16 bytes per face), read whole once and kept in memory: a reader
+lists the runs on each question and reads again only when a newer run has appeared.
 
     <root>/<gallery>/clusters/<collection>/run-<time>.faces.parquet      face_id, cluster
     <root>/<gallery>/clusters/<collection>/run-<time>.clusters.parquet   cluster, size, cohesion, representative
@@ -59,6 +60,7 @@ class ClusterStore:
     def __init__(self, root: str, gallery: str, collection: str) -> None:
         self.fs, base = open_location(root, "the cluster store")
         self.root = f"{base}/{gallery}/clusters/{collection}"
+        self._kept: Run | None = None  # the latest run read or written by this store
 
     def _runs(self) -> list[str]:
         from pyarrow import fs
@@ -93,23 +95,27 @@ class ClusterStore:
                     self.fs.delete_file(f"{self.root}/{old}{suffix}")
         except OSError as exc:
             raise BackendUnavailable(f"the cluster store could not be written ({type(exc).__name__})") from exc
+        self._kept = Run(name, faces["face_id"].to_numpy(), faces["cluster"].to_numpy(), list(clusters))
         return name
 
     def latest(self) -> Run | None:
-        """The latest run, or None before the first."""
+        """The latest run, or None before the first; read from the files only when it is not the one kept."""
         import pyarrow.parquet as pq
 
         runs = self._runs()
         if not runs:
             return None
         name = runs[-1]
+        if self._kept is not None and self._kept.name == name:
+            return self._kept
         try:
             faces = pq.read_table(f"{self.root}/{name}.faces.parquet", filesystem=self.fs)
             summary = pq.read_table(f"{self.root}/{name}.clusters.parquet", filesystem=self.fs).to_pylist()
         except OSError as exc:
             raise BackendUnavailable(f"the cluster store could not be read ({type(exc).__name__})") from exc
-        return Run(name, faces["face_id"].to_numpy(), faces["cluster"].to_numpy(),
-                   [ClusterInfo(**row) for row in summary])
+        self._kept = Run(name, faces["face_id"].to_numpy(), faces["cluster"].to_numpy(),
+                         [ClusterInfo(**row) for row in summary])
+        return self._kept
 
     def drop(self) -> None:
         from pyarrow import fs

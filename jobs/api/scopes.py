@@ -1,0 +1,69 @@
+"""Which scope a request needs, decided in one place: the route's own key dependency.
+
+A route declares its scope once, by asking for `ReadKey` or `WriteKey` (jobs/api/deps.py). The Guard must decide
+before FastAPI reads the body, and the audit trail which requests are writes; both ask this table, built from the
+app's routes, so neither keeps a second set of path rules that could drift from the routes. A route that asks for
+no key is open only when its path is listed in OPEN_PATHS (the tests hold every route to one of the two); a
+request that matches no route still needs a key before it learns that the route does not exist.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.routing import APIRoute
+
+OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+                        "/review", "/review/review.js", "/review/review.css",  # the page holds no data
+                        "/metrics"})  # counts and timings only (jobs/api/metrics.py)
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def declared_scope(dependant) -> str | None:
+    """The scope a route's dependencies ask for (their `scope` attribute: ReadKey, WriteKey), or None."""
+    for dependency in dependant.dependencies:
+        found = getattr(dependency.call, "scope", None) or declared_scope(dependency)
+        if found:
+            return found
+    return None
+
+
+def api_routes(routes):
+    """Every APIRoute, through included routers (FastAPI may nest them)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):
+            yield from api_routes(route.original_router.routes)
+
+
+class ScopeTable:
+    """(method, path) -> the scope the matching route declares. Built at the first request, when every route is
+    in place (middleware is constructed before the routers are included)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self._table: list[tuple[re.Pattern, frozenset[str], str | None]] | None = None
+
+    @property
+    def table(self) -> list[tuple[re.Pattern, frozenset[str], str | None]]:
+        if self._table is None:
+            self._table = [(route.path_regex, frozenset(route.methods), declared_scope(route.dependant))
+                           for route in api_routes(self.app.routes)]
+        return self._table
+
+    def required(self, method: str, path: str) -> str | None:
+        """None for the open paths; else the declared scope of the route for this method and path; for a method
+        the path's routes do not take, the least of theirs (a key that may use the path learns it is a 405);
+        for a path no route has, read for a lookup and write otherwise."""
+        if path in OPEN_PATHS:
+            return None
+        on_path = set()
+        for pattern, methods, scope in self.table:
+            if scope is not None and pattern.match(path):
+                if method in methods:
+                    return scope
+                on_path.add(scope)
+        if on_path:
+            return "read" if "read" in on_path else "write"
+        return "read" if method in READS else "write"

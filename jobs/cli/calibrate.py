@@ -1,0 +1,85 @@
+"""`arcmatch calibrate`: the gallery's own threshold for a target false-positive identification rate, chosen from
+the vectors in the store (no model, no images), because a model's threshold is the right one only for galleries
+like those it was calibrated on. The result is kept with the collection the gallery serves (a collection property),
+so every process searching it (the API's replicas, the CLI's search) uses it within seconds, and a re-embed's new
+collection starts from its own model's calibration again; `--show` reads it back, `--clear` forgets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from common.errors import EXIT_OK, BadInput, NotFound
+from jobs.cli.options import audit, open_gallery, settings_from, store_flags
+
+
+def register(sub) -> None:
+    p = sub.add_parser("calibrate", help="choose the gallery's threshold for a target false-positive "
+                                         "identification rate, from its own faces")
+    store_flags(p)
+    p.add_argument("--fpir", type=float, default=0.01,
+                   help="target share of unknown people answered as someone (default %(default)s)")
+    p.add_argument("--sample", type=int, default=5000, help="faces drawn as trials (default %(default)s)")
+    p.add_argument("--method", choices=["tail", "top1"], default="tail",
+                   help="tail: every cross-identity score with a model of the tail, duplicates set aside and named, "
+                        "unlabelled faces as more strangers, an FPIR interval; top1: the quantile of each trial's "
+                        "best non-mated score, which one duplicate enrollment decides (default %(default)s)")
+    p.add_argument("--target", help="a collection of the gallery other than the one in service (a re-embed's, "
+                                    "before its switch)")
+    p.add_argument("--dry-run", action="store_true", help="report the threshold, keep nothing")
+    p.add_argument("--show", action="store_true", help="print the calibration in use, change nothing")
+    p.add_argument("--clear", action="store_true", help="forget the gallery's calibration: the model's applies")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="save the FNIR-vs-FPIR curve as a PNG")
+    p.set_defaults(run=calibrate)
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    from indexer import calibration
+    from indexer.store import FaceIndex
+    from jobs.calibration_plot import plot
+    from jobs.calibration_watch import count_identities
+
+    if args.show and args.clear:
+        raise BadInput("--show and --clear do not go together")
+    settings = settings_from(args)
+    galleries = open_gallery(settings)
+    name = args.target or galleries.serving()
+    if name is None:
+        raise NotFound(f"gallery {settings.collection!r} does not exist; ingest or enroll faces first")
+    if args.target and args.target not in {c.name for c in galleries.collections()}:
+        raise NotFound(f"{args.target!r} is not a collection of gallery {settings.collection!r} "
+                       f"(see `arcmatch collections list`)")
+    index = FaceIndex(galleries.client, name)
+    if args.show:
+        found = calibration.stored(index)
+        if found is not None and args.plot:
+            plot(found, args.plot, f"{name}: FPIR target {found.target_fpir}")
+        if args.json:
+            print(json.dumps({**asdict(found), "status": found.status(count_identities(index))} if found else None))
+        elif found is not None:
+            print("\n".join(found.lines() + found.growth_lines(count_identities(index))))
+        else:
+            print(f"{name}: no gallery calibration; the model's threshold {index.info().threshold} applies")
+        return EXIT_OK
+    if args.clear:
+        calibration.store(index, None)
+        audit(settings, "calibration_clear", collection=name)
+        print(f"{name}: gallery calibration cleared; the model's threshold {index.info().threshold} applies")
+        return EXIT_OK
+    result = calibration.calibrate(index, args.fpir, model_threshold=index.info().threshold, sample=args.sample,
+                                   method=args.method)
+    if not args.dry_run:
+        calibration.store(index, result)
+        audit(settings, "calibrate", collection=name, threshold=result.threshold, target_fpir=args.fpir)
+    if args.plot:
+        plot(result, args.plot, f"{name}: FPIR target {args.fpir}")
+    if args.json:
+        print(json.dumps(asdict(result)))
+    else:
+        print("\n".join([f"{name}:", *result.lines(),
+                         "(dry run: nothing kept)" if args.dry_run else "kept with the collection: searches use it"]))
+    return EXIT_OK

@@ -1,0 +1,84 @@
+"""`arcmatch cluster` and `arcmatch clusters`: the gallery's unlabelled faces grouped into candidate people, so that
+faces nobody has named can be reviewed a person at a time. `cluster` runs as a Ray job over the vectors in the store
+and keeps each run beside the face archive; `clusters` reads the last run back, a list largest first or one cluster's
+faces.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common.errors import EXIT_OK, BadInput, NotFound
+from indexer.clustering import METHODS
+from jobs.cli.options import archive_root, audit, open_gallery, ray_flag, settings_from, store_flags
+from jobs.progress import Console
+
+CLUSTERS_BESIDE = "clustering keeps its runs beside it"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("cluster", help="group the gallery's unlabelled faces into candidate people (a Ray job)")
+    store_flags(p)
+    p.add_argument("--k", type=int, default=20, help="neighbours searched per face (default %(default)s)")
+    p.add_argument("--threshold", type=float,
+                   help="cosine similarity an edge needs (default: read from the faces' own neighbour scores, "
+                        "where strangers end and the same person begins; with too few faces for that, the "
+                        "gallery's calibration, else the model's threshold)")
+    p.add_argument("--method", default=METHODS[0], choices=METHODS,
+                   help="graph clustering (default %(default)s; docs/BENCHMARKS.md compares them)")
+    p.add_argument("--export", help="also write one Parquet row per face: its cluster, size, cohesion, "
+                                    "representative face")
+    p.add_argument("--concurrency", type=int, default=2, help="search actors (Milvus server only)")
+    ray_flag(p)
+    p.set_defaults(run=cluster)
+
+    p = sub.add_parser("clusters", help="the last clustering's clusters: list (largest first) or show one")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("cluster", nargs="?", type=int, help="show: the cluster id")
+    store_flags(p)
+    p.add_argument("--min-size", type=int, default=2, help="list: smallest cluster shown (default %(default)s)")
+    p.add_argument("--limit", type=int, default=50, help="list: clusters shown (default %(default)s)")
+    p.set_defaults(run=clusters)
+
+
+def cluster(args: argparse.Namespace) -> int:
+    from jobs.pipelines.cluster import cluster as run_cluster
+    from jobs.runtime import init_ray
+
+    settings = settings_from(args)
+    init_ray(settings.ray_address)
+    summary = run_cluster(milvus=settings.milvus_uri, token=settings.token(), gallery=settings.collection,
+                          root=archive_root(settings, CLUSTERS_BESIDE), k=args.k, threshold=args.threshold,
+                          method=args.method, export_parquet=args.export, concurrency=args.concurrency,
+                          console=Console())
+    print("\n".join(summary.lines()))
+    audit(settings, "cluster", collection=summary.collection, run=summary.run, clusters=summary.clusters)
+    return EXIT_OK
+
+
+def clusters(args: argparse.Namespace) -> int:
+    from indexer.cluster_store import ClusterStore
+
+    settings = settings_from(args)
+    name = open_gallery(settings).serving()
+    if name is None:
+        raise NotFound(f"gallery {settings.collection!r} does not exist")
+    run = ClusterStore(archive_root(settings, CLUSTERS_BESIDE), settings.collection, name).latest()
+    if run is None:
+        raise NotFound(f"gallery {settings.collection!r} has not been clustered yet: run `arcmatch cluster`")
+    if args.action == "show":
+        if args.cluster is None:
+            raise BadInput("clusters show needs a cluster id (see `arcmatch clusters list`)")
+        info = next((c for c in run.clusters if c.cluster == args.cluster), None)
+        if info is None:
+            raise NotFound(f"no cluster {args.cluster} in the last run")
+        print(f"cluster {info.cluster}: {info.size} faces, cohesion {info.cohesion:.3f}, "
+              f"representative face {info.representative}")
+        print("\n".join(str(f) for f in run.members(info.cluster)))
+        return EXIT_OK
+    shown = [c for c in run.clusters if c.size >= args.min_size][: args.limit]
+    for c in shown:
+        print(f"{c.cluster}\t{c.size} faces\tcohesion {c.cohesion:.3f}\trepresentative {c.representative}")
+    total = sum(1 for c in run.clusters if c.size >= args.min_size)
+    print(f"({len(shown)} of {total} clusters of {args.min_size} faces or more; run {run.name})")
+    return EXIT_OK

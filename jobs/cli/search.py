@@ -1,0 +1,72 @@
+"""`arcmatch search`: who is in each photo, by the same service the API answers with, so a search here and a
+search there give one answer. The threshold is the gallery's calibrated one unless `--threshold` or `--fpir` says
+otherwise; the answer for each face is printed as a line, or as JSON lines for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common.errors import EXIT_OK, NotFound
+from jobs.cli.options import detector_flag, model_flag, search_flags, settings_from, store_flags
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="identify the face in each image: identity or unknown")
+    p.add_argument("images", nargs="+")
+    model_flag(p, "the embedding model (the gallery's)")
+    detector_flag(p)
+    store_flags(p)
+    search_flags(p)
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--threshold", type=float,
+                      help="cosine threshold (default: the gallery's calibrated one, else the model's)")
+    rule.add_argument("--fpir", type=float, help="instead of a threshold: the share of strangers that may be "
+                                                 "answered as someone, read from the gallery's calibration")
+    p.add_argument("--faces", default="all", choices=["all", "largest"],
+                   help="answer for every face in a photo, or only its largest (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON lines, one per face")
+    p.set_defaults(run=search)
+
+
+def search(args: argparse.Namespace) -> int:
+    from embedder.faces import NoFace
+    from jobs.service import IdentityService, face_record
+
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise NotFound(f"no such image: {', '.join(missing)}")
+    service = IdentityService.open(settings_from(args))
+    faceless = []
+    try:
+        threshold = args.threshold
+        if args.fpir is not None:
+            service.watch.poke(service.lookup.gallery_calibration, wait=True)  # the size now: the rate is at that size
+            threshold = service.lookup.threshold(fpir=args.fpir)
+        for path in args.images:
+            try:
+                [matches] = service.identify([Path(path).read_bytes()], threshold, select=args.faces)
+            except NoFace as exc:
+                faceless.append(f"{path}: {exc}")
+                continue
+            for n, match in enumerate(matches):
+                _print_match(path, n, match, len(matches), face_record, as_json=args.json)
+    finally:
+        service.close()
+    if faceless:
+        raise NoFace("; ".join(faceless))
+    return EXIT_OK
+
+
+def _print_match(path: str, n: int, match, count: int, face_record, *, as_json: bool) -> None:
+    d = match.decision
+    if as_json:
+        print(json.dumps({"image": path, "face": n, "identity": d.identity, "score": d.score,
+                          "threshold": d.threshold, **face_record(match.face),
+                          "candidates": [{"identity": c.identity, "score": c.score} for c in d.candidates[:5]]}))
+        return
+    where = f"\tface {n + 1}/{count} at {[round(v) for v in match.face.face.box]}" if count > 1 else ""
+    verdict = d.identity if d.is_match else "unknown"
+    print(f"{path}{where}\t{verdict}\tscore {d.score:.4f} (threshold {d.threshold:.4f})")

@@ -1,0 +1,85 @@
+"""`arcmatch alias`, `arcmatch collections`, `arcmatch archive`: where a gallery's faces are kept. A gallery is an
+alias over one collection per model (a re-embed adds one): `alias` shows which it serves, switches or rolls back,
+`collections` lists them or drops one no longer in service, and `archive` reports on or compacts the archive of
+face images every re-embed reads from. `--collection` names the gallery (its alias), as everywhere else; switches,
+rollbacks and drops are written to the audit trail (jobs/audit.py) like the API's writes, with the operator's login
+as the key name.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common.errors import EXIT_OK, BadInput
+from jobs.cli.options import archive_root, audit, open_gallery, settings_from, store_flags
+
+NOTHING_TO_READ = "there is nothing to re-embed from"  # the archive is what a re-embed reads
+
+
+def register(sub) -> None:
+    p = sub.add_parser("alias", help="which collection a gallery serves: show, switch, rollback")
+    p.add_argument("action", choices=["show", "switch", "rollback"])
+    p.add_argument("target", nargs="?", help="switch: the collection to serve")
+    store_flags(p)
+    p.set_defaults(run=alias)
+
+    p = sub.add_parser("collections", help="a gallery's collections, one per model: list, drop")
+    p.add_argument("action", choices=["list", "drop"])
+    p.add_argument("target", nargs="?", help="drop: the collection (never the one in service)")
+    store_flags(p)
+    p.set_defaults(run=collections)
+
+    p = sub.add_parser("archive", help="the gallery's face archive: stats, compact (removes deleted faces' images)")
+    p.add_argument("action", choices=["stats", "compact"])
+    store_flags(p)
+    p.set_defaults(run=archive)
+
+
+def alias(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    galleries = open_gallery(settings)
+    if args.action == "switch":
+        if not args.target:
+            raise BadInput("alias switch needs the collection to serve (see `arcmatch collections list`)")
+        before = galleries.switch(args.target)
+        audit(settings, "alias_switch", collection=args.target, previous=before)
+        print(f"{settings.collection} -> {args.target} (was {before})")
+    elif args.action == "rollback":
+        before = galleries.target()
+        now = galleries.rollback()
+        audit(settings, "alias_rollback", collection=now, previous=before)
+        print(f"{settings.collection} -> {now} (was {before})")
+    else:
+        serving = galleries.serving()
+        print(f"{settings.collection} -> {serving}" if serving else f"gallery {settings.collection!r} does not exist")
+    return EXIT_OK
+
+
+def collections(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    galleries = open_gallery(settings)
+    if args.action == "drop":
+        if not args.target:
+            raise BadInput("collections drop needs the collection's name (see `arcmatch collections list`)")
+        galleries.drop(args.target)
+        audit(settings, "collection_drop", collection=args.target)
+        print(f"dropped {args.target}")
+        return EXIT_OK
+    from indexer.store import FaceIndex
+
+    for c in galleries.collections():
+        faces = FaceIndex(galleries.client, c.name).count()
+        mark = "*" if c.serving else " "
+        print(f"{mark} {c.name}  model {c.model_version}  dim {c.dim}  threshold {c.threshold}  faces {faces}"
+              + (f"  (previous: {c.previous})" if c.previous else ""))
+    return EXIT_OK
+
+
+def archive(args: argparse.Namespace) -> int:
+    from indexer.archive import FaceArchive
+
+    settings = settings_from(args)
+    kept = FaceArchive(archive_root(settings, NOTHING_TO_READ), settings.collection)
+    stats = kept.compact() if args.action == "compact" else kept.stats()
+    print("\n".join(stats.lines()))
+    return EXIT_OK
