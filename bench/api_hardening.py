@@ -61,7 +61,7 @@ def tiny_model(directory: Path) -> Path:
 
 
 def settings(work: Path, model: Path, uri: str, **extra) -> Settings:
-    return Settings(model=model, api_keys=ENTRY, milvus_uri=uri, collection="bench", **extra)
+    return Settings(model=model, api_keys=ENTRY, milvus_uri=uri, gallery="bench", **extra)
 
 
 def audit_cost(work: Path, model: Path, rounds: int, repeats: int) -> dict:

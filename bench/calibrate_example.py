@@ -52,7 +52,7 @@ def main() -> None:
     index.flush()
     client.close()
 
-    code = arcmatch(["calibrate", "--milvus", uri, "--collection", "lfw", "--fpir", "0.01", "--plot",
+    code = arcmatch(["calibrate", "--milvus", uri, "--gallery", "lfw", "--fpir", "0.01", "--plot",
                      str(args.plot)])
     client = connect(uri)
     found = stored(FaceIndex(client, "lfw"))

@@ -79,7 +79,7 @@ def main() -> None:
     key, entry = new_key("bench", ["read", "write"])
     gallery = "dashboard"
     settings = Settings(model=onnx_model_dir(work, "mobilefacenet.spec.json"), api_keys=entry,
-                        milvus_uri=str(work / "g.db"), collection=gallery, archive=False,
+                        milvus_uri=str(work / "g.db"), gallery=gallery, archive=False,
                         audit_dir=str(work / "audit"), enroll_conflict_check=False)
     with serve_in_thread(create_app(settings), start_timeout_s=120) as base, \
             httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as api:

@@ -99,7 +99,7 @@ def forward_rates(model: Path, detector_file: str | None, sample: list[str]) -> 
 def run_config(name: str, workdir: Path, uri: str, manifest: Path, pairs, args) -> dict:
     spec_file, detector_file = CONFIGS[name]
     model = onnx_model_dir(workdir, spec_file, f"model_{name}")
-    summary = ingest(manifest, model, milvus=uri, collection=f"lfw_{name}", index_type="FLAT",
+    summary = ingest(manifest, model, milvus=uri, gallery=f"lfw_{name}", index_type="FLAT",
                      embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
                      threads_per_actor=args.threads_per_actor, policy=policy_for(detector_file, 1),
                      errors_csv=workdir / f"errors_{name}.csv")
@@ -148,7 +148,7 @@ def api_latency(workdir: Path, uri: str, requests: int, threshold: float) -> dic
     from jobs.settings import Settings
 
     key, entry = new_key("bench", ["read"])
-    settings = Settings(model=workdir / "model_2026may", api_keys=entry, milvus_uri=uri, collection="lfw_2026may",
+    settings = Settings(model=workdir / "model_2026may", api_keys=entry, milvus_uri=uri, gallery="lfw_2026may",
                         detector=SHARED / "models" / "yunet" / CONFIGS["2026may"][1])
     photo, phases = probe_photo(), []
     with serve_in_thread(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as http:

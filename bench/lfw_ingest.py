@@ -91,7 +91,7 @@ def main() -> None:
     with milvus_store(args.milvus or str(workdir / "lfw.db"), workdir / "server" if args.server else None) as uri:
         model = onnx_model_dir(workdir, "mobilefacenet.spec.json")
         init_ray()
-        summary = ingest(lfw, model, milvus=uri, collection="lfw", index_type="FLAT" if "://" not in uri else "HNSW",
+        summary = ingest(lfw, model, milvus=uri, gallery="lfw", index_type="FLAT" if "://" not in uri else "HNSW",
                          embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
                          threads_per_actor=args.threads_per_actor)
         print("\n".join(summary.lines()))

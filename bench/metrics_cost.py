@@ -42,7 +42,7 @@ def one_round(metrics: bool, faces: int, requests: int, warmup: int) -> dict:
     work = Path(tempfile.mkdtemp())
     key, entry = new_key("bench", ["read"])
     settings = Settings(model=onnx_model_dir(work, "mobilefacenet.spec.json"), api_keys=entry,
-                        milvus_uri=str(work / "g.db"), collection="bench", archive=False,
+                        milvus_uri=str(work / "g.db"), gallery="bench", archive=False,
                         audit_dir=str(work / "audit"), metrics=metrics)
     service = IdentityService.open(settings, create=True)  # the collection, for this model
     rng = np.random.default_rng(0)

@@ -148,7 +148,7 @@ def side_by_side(uri: str, manifest: Path, model_b: Path, archive: str, target: 
         galleries.drop(target)
         Galleries(client, "scratch").drop_all()
         client.close()
-        direct = ingest(manifest, model_b, milvus=uri, collection="scratch", index_type="FLAT")
+        direct = ingest(manifest, model_b, milvus=uri, gallery="scratch", index_type="FLAT")
         console = silent()
         moved = reembed(str(model_b), milvus=uri, gallery="lfw", archive=archive, threshold=0.5, grace_s=0,
                         index_type="FLAT", console=console)
@@ -187,11 +187,11 @@ def main() -> None:
                         "known_probes": len(known), "unknown_probes": len(unknown),
                         "store": "server" if args.server else "lite"}
 
-        built = ingest(manifest, model_a, milvus=uri, collection="lfw", archive=archive, index_type="FLAT")
+        built = ingest(manifest, model_a, milvus=uri, gallery="lfw", archive=archive, index_type="FLAT")
         result["ingest_model_a"] = {"faces": built.embedded, "faces_per_s": round(built.embedded / built.seconds, 1)}
         result["before"] = identification(uri, "lfw", model_a, known, unknown)
         # the same faces from the original JPEGs with the new model, for the throughput comparison (not archived)
-        direct = ingest(manifest, model_b, milvus=uri, collection="scratch", index_type="FLAT")
+        direct = ingest(manifest, model_b, milvus=uri, gallery="scratch", index_type="FLAT")
         result["ingest_model_b_from_jpegs"] = {"faces": direct.embedded,
                                                "faces_per_s": round(direct.embedded / direct.seconds, 1)}
         client = connect(uri)

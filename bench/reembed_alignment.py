@@ -85,7 +85,7 @@ def identification(uri: str, gallery: str, model: Path, policy: FacePolicy, know
 
 
 def build(uri: str, gallery: str, manifest: Path, box_model: Path, archive: str, policy: FacePolicy | None) -> dict:
-    made = ingest(manifest, box_model, milvus=uri, collection=gallery, archive=archive, index_type="FLAT",
+    made = ingest(manifest, box_model, milvus=uri, gallery=gallery, archive=archive, index_type="FLAT",
                   policy=policy)
     return {"faces": made.embedded, "faces_per_s": round(made.embedded / made.seconds, 1)}
 
@@ -117,7 +117,7 @@ def throughput(uri: str, manifest: Path, aligned: Path, arms: dict, policy: Face
         client = connect(uri)
         Galleries(client, "scratch").drop_all()
         client.close()
-        direct = ingest(manifest, aligned, milvus=uri, collection="scratch", index_type="FLAT", policy=policy)
+        direct = ingest(manifest, aligned, milvus=uri, gallery="scratch", index_type="FLAT", policy=policy)
         row["ingest_from_jpegs"] = round(direct.embedded / direct.seconds, 1)
         for arm, (gallery, archive, target) in arms.items():
             client = connect(uri)

@@ -43,7 +43,7 @@ def main() -> None:
     threshold = lfw_pair_threshold(vectors)["threshold"]
     Calibration(threshold=threshold, target_far=1e-3, measured_far=1e-3, tar=0.93, pairs=6000).save(model)
     key, entry = new_key("reviewer", ["read", "write"])
-    settings = Settings(model=model, api_keys=entry, milvus_uri=str(workdir / "review.db"), collection="faces",
+    settings = Settings(model=model, api_keys=entry, milvus_uri=str(workdir / "review.db"), gallery="faces",
                         archive_uri=str(workdir / "archive"), keep_unknown_faces=True)
     people = sorted((p for p in LFW.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 6), key=lambda p: p.name)
     enrolled, strangers = people[:40:7][:6], people[3:60:11][:5]

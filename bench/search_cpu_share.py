@@ -64,7 +64,7 @@ def main() -> None:
         ModelSpec.load(model).with_version(index.info().model_version).save(model)
         key, entry = new_key("bench", ["read"])
         env = {**os.environ, "ARCMATCH_MODEL": str(model), "ARCMATCH_API_KEYS": entry, "ARCMATCH_MILVUS_URI": uri,
-               "ARCMATCH_COLLECTION": collection, "ARCMATCH_SEARCH_K": "10", "ARCMATCH_SEARCH_EF": str(args.ef)}
+               "ARCMATCH_GALLERY": collection, "ARCMATCH_SEARCH_K": "10", "ARCMATCH_SEARCH_EF": str(args.ef)}
         port = free_port()
         api = start_api([], env, port)
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=60)

@@ -209,7 +209,7 @@ def main() -> None:
         # Milvus Lite serves one process, and this one holds the file: the API cannot open it beside us
         read_key, entry = new_key("bench", ["read"])
         env = {**os.environ, "ARCMATCH_MODEL": str(model), "ARCMATCH_API_KEYS": entry, "ARCMATCH_MILVUS_URI": uri,
-               "ARCMATCH_COLLECTION": collection, "ARCMATCH_SEARCH_K": str(args.k),
+               "ARCMATCH_GALLERY": collection, "ARCMATCH_SEARCH_K": str(args.k),
                "ARCMATCH_SEARCH_EF": str(args.ef)}
         modes = [("api", ["--loop", args.api_loop])] if "://" in uri else []
         if args.serve and modes:

@@ -80,13 +80,13 @@ class IdentityService:
         uri, token = settings.milvus_uri, settings.token()
         reconnect = None if is_lite_uri(uri) else (lambda: connect(uri, token, timeout=2.0))
         spec, calibration = embedder.spec, embedder.calibration
-        galleries = Galleries(connect(uri, token), settings.collection)
+        galleries = Galleries(connect(uri, token), settings.gallery)
         index = galleries.open(CollectionInfo(spec.version, spec.embedding_size,
                                               calibration.threshold if calibration else None, spec.to_dict()),
                                create=create, consistency=settings.search_consistency,
                                search_ef=settings.search_ef, reconnect=reconnect)
         root = settings.archive_root()
-        archive = FaceArchive(root, settings.collection) if root else None
+        archive = FaceArchive(root, settings.gallery) if root else None
         watch = CalibrationWatch(index, every_s=settings.calibration_check_s,
                                  recalibrate=settings.recalibrate_on_growth)
         service = cls(embedder, index, policy=policy, k=settings.search_k, max_pixels=settings.max_pixels,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import BadInput
@@ -17,13 +17,15 @@ from indexer.store import DEFAULT_EF
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ARCMATCH_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ARCMATCH_", env_file=".env", extra="ignore", populate_by_name=True)
 
     model: Path | None = None  # an arcmatch checkpoint directory or an ONNX model directory
     api_keys: SecretStr | None = None  # name:scopes:sha256 entries; see jobs/api/keys.py
     milvus_uri: str = "./arcmatch.db"  # a Milvus Lite file, or a server's http://host:19530
     milvus_token: SecretStr | None = None
-    collection: str = "faces"
+    # the gallery's name: a Milvus alias over one collection per model (indexer/galleries.py); its old name,
+    # `collection` (ARCMATCH_COLLECTION, Settings(collection=...)), still works
+    gallery: str = Field("faces", validation_alias=AliasChoices("ARCMATCH_GALLERY", "ARCMATCH_COLLECTION"))
     search_k: int = Field(20, ge=1, le=16384)  # faces retrieved per probe
     search_ef: int = Field(DEFAULT_EF, ge=1, le=32768)  # HNSW search list size; see indexer.store.FaceIndex
     search_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Session"  # see FaceIndex
@@ -64,6 +66,16 @@ class Settings(BaseSettings):
     min_face_px: int = Field(32, ge=0)  # quality gate: the face box's shorter side
     min_face_score: float = Field(0.75, ge=0, le=1)  # quality gate: detection score
     min_sharpness: float = Field(25.0, ge=0)  # quality gate: variance of the Laplacian of the aligned face
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_gallery_keyword(cls, values):
+        """Settings(collection=...), the gallery's old name: a keyword, so it outranks the environment (whose
+        ARCMATCH_GALLERY or ARCMATCH_COLLECTION arrive here as such keys), and gallery=... outranks it."""
+        if isinstance(values, dict) and "collection" in values:
+            values = {k: v for k, v in values.items() if k not in ("ARCMATCH_GALLERY", "ARCMATCH_COLLECTION")}
+            values.setdefault("gallery", values.pop("collection"))
+        return values
 
     @field_validator("audit_dir", mode="before")
     @classmethod

@@ -55,7 +55,7 @@ def _curator(request: Request) -> Curator:
     if root is None:
         return Curator(service, None)
     stores = request.app.state.cluster_stores
-    key = (root, settings.collection, service.index.collection)
+    key = (root, settings.gallery, service.index.collection)
     if key not in stores:
         stores[key] = ClusterStore(*key)
     return Curator(service, stores[key])
@@ -81,7 +81,7 @@ class Searcher:
                     return await asyncio.to_thread(self.service.photos.probe_faces, photo, select)
                 except NoFace:
                     if self.settings.metrics:
-                        metrics.no_face(self.settings.collection)
+                        metrics.no_face(self.settings.gallery)
                     raise
 
     async def embed(self, faces: list[PreparedFace]) -> np.ndarray:
@@ -107,7 +107,7 @@ class Searcher:
             query = (threshold, k or self.service.lookup.k, top_n)
             decisions = list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
         if self.settings.metrics:
-            metrics.decided(self.settings.collection, decisions)
+            metrics.decided(self.settings.gallery, decisions)
         return decisions
 
 

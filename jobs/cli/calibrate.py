@@ -49,9 +49,9 @@ def calibrate(args: argparse.Namespace) -> int:
     galleries = open_gallery(settings)
     name = args.target or galleries.serving()
     if name is None:
-        raise NotFound(f"gallery {settings.collection!r} does not exist; ingest or enroll faces first")
+        raise NotFound(f"gallery {settings.gallery!r} does not exist; ingest or enroll faces first")
     if args.target and args.target not in {c.name for c in galleries.collections()}:
-        raise NotFound(f"{args.target!r} is not a collection of gallery {settings.collection!r} "
+        raise NotFound(f"{args.target!r} is not a collection of gallery {settings.gallery!r} "
                        f"(see `arcmatch collections list`)")
     index = FaceIndex(galleries.client, name)
     if args.show:

@@ -47,7 +47,7 @@ def cluster(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     init_ray(settings.ray_address)
-    summary = run_cluster(milvus=settings.milvus_uri, token=settings.token(), gallery=settings.collection,
+    summary = run_cluster(milvus=settings.milvus_uri, token=settings.token(), gallery=settings.gallery,
                           root=archive_root(settings, CLUSTERS_BESIDE), k=args.k, threshold=args.threshold,
                           method=args.method, export_parquet=args.export, concurrency=args.concurrency,
                           console=Console())
@@ -62,10 +62,10 @@ def clusters(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     name = open_gallery(settings).serving()
     if name is None:
-        raise NotFound(f"gallery {settings.collection!r} does not exist")
-    run = ClusterStore(archive_root(settings, CLUSTERS_BESIDE), settings.collection, name).latest()
+        raise NotFound(f"gallery {settings.gallery!r} does not exist")
+    run = ClusterStore(archive_root(settings, CLUSTERS_BESIDE), settings.gallery, name).latest()
     if run is None:
-        raise NotFound(f"gallery {settings.collection!r} has not been clustered yet: run `arcmatch cluster`")
+        raise NotFound(f"gallery {settings.gallery!r} has not been clustered yet: run `arcmatch cluster`")
     if args.action == "show":
         if args.cluster is None:
             raise BadInput("clusters show needs a cluster id (see `arcmatch clusters list`)")

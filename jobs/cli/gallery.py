@@ -53,7 +53,7 @@ def gallery_check(args: argparse.Namespace) -> int:
     galleries = open_gallery(settings)
     name = galleries.serving()
     if name is None:
-        raise NotFound(f"gallery {settings.collection!r} does not exist; ingest or enroll faces first")
+        raise NotFound(f"gallery {settings.gallery!r} does not exist; ingest or enroll faces first")
     found = check_index(FaceIndex(galleries.client, name))
     print(json.dumps(asdict(found), default=str) if args.json else "\n".join(found.lines()))
     return EXIT_OK

@@ -48,7 +48,7 @@ def ingest(args: argparse.Namespace) -> int:
     settings = settings_from(args).require("model")
     init_ray(settings.ray_address)
     summary = run_ingest(args.source, settings.model, milvus=settings.milvus_uri, token=settings.token(),
-                         collection=settings.collection, batch_size=args.batch_size,
+                         gallery=settings.gallery, batch_size=args.batch_size,
                          embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
                          threads_per_actor=args.threads_per_actor, gpus_per_actor=args.gpus_per_actor,
                          write_concurrency=args.write_concurrency, index_type=args.index, errors_csv=args.errors,

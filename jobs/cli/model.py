@@ -24,8 +24,11 @@ def register(sub) -> None:
     p.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)g)")
     p.add_argument("--fpir", type=float,
                    help="instead of --far: the threshold that lets this share of strangers match someone in galleries "
-                        "shaped like --gallery, made from the held-out identities (which must outnumber its people)")
-    p.add_argument("--gallery", type=gallery_shape, default=None, metavar="PEOPLE[xPHOTOS]",
+                        "shaped like --gallery-shape, made from the held-out identities (which must outnumber its "
+                        "people)")
+    # --gallery elsewhere names a gallery (jobs/cli/options.py); here the older spelling of --gallery-shape stays
+    p.add_argument("--gallery-shape", "--gallery", dest="planned_gallery", type=gallery_shape, default=None,
+                   metavar="PEOPLE[xPHOTOS]",
                    help="with --fpir: the planned gallery, e.g. 50x3 (photos default to 1); once a gallery exists, "
                         "`arcmatch calibrate` measures its own")
     p.add_argument("--calibrate", action="store_true", help="store the threshold in the checkpoint")
@@ -55,8 +58,8 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.align or embedder.spec.alignment != "none":
         embedder.spec = replace(embedder.spec, alignment="five_point", crop_box=None)
         policy = settings.require("detector").face_policy("largest", gate=False)
-    if (args.fpir is None) != (args.gallery is None):
-        raise BadInput("--fpir and --gallery go together: the rate, and the gallery it is for")
+    if (args.fpir is None) != (args.planned_gallery is None):
+        raise BadInput("--fpir and --gallery-shape go together: the rate, and the gallery it is for")
     if args.fpir is not None and args.pairs:
         raise BadInput("--fpir makes its own galleries from the held-out identities; it takes no --pairs file")
     if args.pairs:
@@ -69,8 +72,8 @@ def evaluate(args: argparse.Namespace) -> int:
           f"({verification.folds}-fold), ROC AUC {verification.auc:.4f}")
     for far, tar in verification.tar_at_far.items():
         print(f"TAR {tar:.4f} at FAR {far:g}")
-    target = (f"for FPIR {args.fpir:g} in galleries of {args.gallery[0]}x{args.gallery[1]}, {calibration.trials} "
-              f"trials" if args.fpir is not None else f"target {calibration.target_far:g}")
+    target = (f"for FPIR {args.fpir:g} in galleries of {'x'.join(map(str, args.planned_gallery))}, "
+              f"{calibration.trials} trials" if args.fpir is not None else f"target {calibration.target_far:g}")
     print(f"threshold {calibration.threshold:.4f} at FAR {calibration.measured_far:.5f} "
           f"({target}), TAR {calibration.tar:.3f}, {calibration.pairs} pairs")
     if args.roc:
@@ -102,7 +105,7 @@ def _fpir(embedder, args: argparse.Namespace, policy):
     from jobs.thresholds import fpir_threshold
 
     data = decode_items(list_images(args.data), embedder.spec, policy=policy)
-    people, photos = args.gallery
+    people, photos = args.planned_gallery
     chosen = fpir_threshold(embedder.embed(data.images), np.asarray(data.labels), args.fpir,
                             gallery_identities=people, photos=photos, seed=args.seed)
     print(f"rank-1 in those galleries at the threshold: {chosen.rank1:.3f}")

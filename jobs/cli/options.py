@@ -20,7 +20,8 @@ def model_flag(p: argparse.ArgumentParser, what: str = "model directory") -> Non
 
 def store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--milvus", help="Milvus Lite file or server URI (env ARCMATCH_MILVUS_URI; default ./arcmatch.db)")
-    p.add_argument("--collection", help="collection name (env ARCMATCH_COLLECTION; default faces)")
+    p.add_argument("--gallery", "--collection", dest="gallery",
+                   help="gallery name (env ARCMATCH_GALLERY; default faces)")
 
 
 def search_flags(p: argparse.ArgumentParser) -> None:
@@ -40,7 +41,7 @@ def ray_flag(p: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by whichever of these flags the command has and was given."""
-    flags = {"model": "model", "milvus": "milvus_uri", "collection": "collection", "k": "search_k",
+    flags = {"model": "model", "milvus": "milvus_uri", "gallery": "gallery", "k": "search_k",
              "ef": "search_ef", "address": "ray_address", "detector": "detector"}
     return Settings.load(**{setting: getattr(args, flag, None) for flag, setting in flags.items()})
 
@@ -68,4 +69,4 @@ def open_gallery(settings: Settings):
     from indexer.galleries import Galleries
     from indexer.store import connect
 
-    return Galleries(connect(settings.milvus_uri, settings.token()), settings.collection)
+    return Galleries(connect(settings.milvus_uri, settings.token()), settings.gallery)

@@ -59,7 +59,7 @@ def reembed(args: argparse.Namespace) -> int:
 
     try:
         summary = run_reembed(str(settings.model), milvus=settings.milvus_uri, token=settings.token(),
-                              gallery=settings.collection, archive=archive_root(settings, NOTHING_TO_READ),
+                              gallery=settings.gallery, archive=archive_root(settings, NOTHING_TO_READ),
                               threshold=args.threshold, policy=settings.face_policy(threads=1),
                               dry_run=args.dry_run, switch=not args.no_switch, allow_missing=args.allow_missing,
                               grace_s=grace, batch_size=args.batch_size, embed_concurrency=args.concurrency,

@@ -1,7 +1,7 @@
 """`arcmatch alias`, `arcmatch collections`, `arcmatch archive`: where a gallery's faces are kept. A gallery is an
 alias over one collection per model (a re-embed adds one): `alias` shows which it serves, switches or rolls back,
 `collections` lists them or drops one no longer in service, and `archive` reports on or compacts the archive of
-face images every re-embed reads from. `--collection` names the gallery (its alias), as everywhere else; switches,
+face images every re-embed reads from. `--gallery` names the gallery (its alias), as everywhere else; switches,
 rollbacks and drops are written to the audit trail (jobs/audit.py) like the API's writes, with the operator's login
 as the key name.
 """
@@ -43,15 +43,15 @@ def alias(args: argparse.Namespace) -> int:
             raise BadInput("alias switch needs the collection to serve (see `arcmatch collections list`)")
         before = galleries.switch(args.target)
         audit(settings, "alias_switch", collection=args.target, previous=before)
-        print(f"{settings.collection} -> {args.target} (was {before})")
+        print(f"{settings.gallery} -> {args.target} (was {before})")
     elif args.action == "rollback":
         before = galleries.target()
         now = galleries.rollback()
         audit(settings, "alias_rollback", collection=now, previous=before)
-        print(f"{settings.collection} -> {now} (was {before})")
+        print(f"{settings.gallery} -> {now} (was {before})")
     else:
         serving = galleries.serving()
-        print(f"{settings.collection} -> {serving}" if serving else f"gallery {settings.collection!r} does not exist")
+        print(f"{settings.gallery} -> {serving}" if serving else f"gallery {settings.gallery!r} does not exist")
     return EXIT_OK
 
 
@@ -79,7 +79,7 @@ def archive(args: argparse.Namespace) -> int:
     from indexer.archive import FaceArchive
 
     settings = settings_from(args)
-    kept = FaceArchive(archive_root(settings, NOTHING_TO_READ), settings.collection)
+    kept = FaceArchive(archive_root(settings, NOTHING_TO_READ), settings.gallery)
     stats = kept.compact() if args.action == "compact" else kept.stats()
     print("\n".join(stats.lines()))
     return EXIT_OK

@@ -185,7 +185,7 @@ def run_demo(
     archive = str(workdir / "gallery.archive")  # the face archive, for the next model (indexer/archive.py)
     FaceArchive(archive, "faces").drop()
     console.say(f"ingesting {report.counts['gallery']} gallery photos into Milvus Lite (Ray Data)")
-    report.ingest = ingest(manifests["gallery"], workdir / "model", milvus=gallery_db, collection="faces",
+    report.ingest = ingest(manifests["gallery"], workdir / "model", milvus=gallery_db, gallery="faces",
                            errors_csv=workdir / "ingest_errors.csv", archive=archive, console=console)
 
     service = IdentityService(embedder, FaceIndex(connect(gallery_db), "faces"))  # the alias, read only

@@ -135,7 +135,7 @@ def ingest(
     *,
     milvus: str,
     token: str | None = None,
-    collection: str = "faces",
+    gallery: str = "faces",
     batch_size: int = 64,
     embed_concurrency: int = 1,
     cpus_per_actor: float = 1.0,
@@ -151,11 +151,12 @@ def ingest(
     unlabelled: bool = False,
     console: Console | None = None,
 ) -> IngestSummary:
-    """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into `collection` at `milvus`.
+    """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into gallery `gallery` at `milvus`
+    (an alias; the vectors go to this model's collection behind it).
 
     `policy` turns photos into faces for a model whose spec wants aligned faces (detection, quality gate, how
     many faces a photo may give); it is required for such a model and unused otherwise. `archive` (a path or
-    URI) keeps every face's image in the collection's face archive (indexer/archive.py), written before its
+    URI) keeps every face's image in the gallery's face archive (indexer/archive.py), written before its
     vector, so that the next model can embed the gallery again. `unlabelled` takes faces nobody has named (a tree
     of any shape, or a manifest's rows without an identity): stored with identity UNLABELLED, never a search's
     answer, grouped by `arcmatch cluster`."""
@@ -169,8 +170,7 @@ def ingest(
     spec, calibration = embedder.spec, embedder.calibration
     if spec.alignment != "none" and (policy is None or policy.detector is None):
         raise ModelError(f"the model wants {spec.alignment} aligned faces: give a face detector (ARCMATCH_DETECTOR)")
-    # `collection` names the gallery (an alias); the vectors go to this model's collection behind it
-    index = Galleries(connect(milvus, token), collection).open(
+    index = Galleries(connect(milvus, token), gallery).open(  # the collection of this model behind the alias
         CollectionInfo(spec.version, spec.embedding_size, calibration.threshold if calibration else None,
                        spec.to_dict()), create=True, index_type=index_type)
     items = list_source(source, unlabelled=unlabelled)
@@ -186,12 +186,12 @@ def ingest(
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed_concurrency),
                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
     if export_parquet is not None or is_lite_uri(milvus):
-        kept = FaceArchive(archive, collection) if archive is not None else None
+        kept = FaceArchive(archive, gallery) if archive is not None else None
         with console.stage("ingest", total=summary.seen) as bar:
             _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept, rows_of)
     else:
         index.client.close()
-        sink = MilvusDatasink(milvus, token, index.collection, archive, gallery=collection, rows=rows_of,
+        sink = MilvusDatasink(milvus, token, index.collection, archive, gallery=gallery, rows=rows_of,
                               curated=True)
         with console.timed("ingest"):
             console.say(f"ingest: embedding {summary.seen} images with parallel writers")

@@ -33,7 +33,7 @@ def prometheus(tmp_path_factory, tiny_model_dir):
         pytest.skip("prometheus is not installed (Debian: apt-get install prometheus; .ci/run installs it)")
     work = tmp_path_factory.mktemp("prometheus")
     settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}",
-                        milvus_uri=str(work / "m.db"), collection=GALLERY, archive=False, audit_dir=str(work / "audit"))
+                        milvus_uri=str(work / "m.db"), gallery=GALLERY, archive=False, audit_dir=str(work / "audit"))
     # the shipped rules, every group evaluated each second, so that a test sees every rule's health in seconds
     rules = yaml.safe_load(RULES.read_text())
     for group in rules["groups"]:

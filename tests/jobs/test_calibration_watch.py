@@ -19,7 +19,7 @@ def enroll(service: IdentityService, persons: range) -> None:
 
 @pytest.fixture
 def service(tmp_path, tiny_model_dir):
-    settings = Settings(model=tiny_model_dir, milvus_uri=str(tmp_path / "g.db"), collection="grow",
+    settings = Settings(model=tiny_model_dir, milvus_uri=str(tmp_path / "g.db"), gallery="grow",
                         archive=False, audit_dir=str(tmp_path / "audit"), recalibrate_on_growth=False)
     service = IdentityService.open(settings, create=True)
     yield service

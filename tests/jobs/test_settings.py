@@ -19,7 +19,7 @@ COMMANDS = {"search": ["search", "probe.png"], "ingest": ["ingest", "gallery/"],
 @pytest.fixture
 def environment(monkeypatch, tmp_path):
     values = {"ARCMATCH_MODEL": str(tmp_path / "model"), "ARCMATCH_MILVUS_URI": str(tmp_path / "env.db"),
-              "ARCMATCH_COLLECTION": "from_env", "ARCMATCH_SEARCH_K": "7", "ARCMATCH_SEARCH_EF": "99"}
+              "ARCMATCH_GALLERY": "from_env", "ARCMATCH_SEARCH_K": "7", "ARCMATCH_SEARCH_EF": "99"}
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)  # no stray .env file
@@ -31,16 +31,44 @@ def test_every_command_reads_the_same_variables(environment, command):
     settings = settings_from(build_parser().parse_args(COMMANDS[command]))
     assert str(settings.model) == environment["ARCMATCH_MODEL"]
     assert settings.milvus_uri == environment["ARCMATCH_MILVUS_URI"]
-    assert settings.collection == "from_env" and settings.search_k == 7 and settings.search_ef == 99
+    assert settings.gallery == "from_env" and settings.search_k == 7 and settings.search_ef == 99
 
 
 @pytest.mark.parametrize("command", ["search", "ingest", "serve"])
 def test_flags_override_the_environment(environment, command, tmp_path):
     args = build_parser().parse_args([*COMMANDS[command], "--model", "flag-model", "--milvus", "flag.db",
-                                      "--collection", "flag_c"])
+                                      "--gallery", "flag_g"])
     settings = settings_from(args)
-    assert (str(settings.model), settings.milvus_uri, settings.collection) == ("flag-model", "flag.db", "flag_c")
+    assert (str(settings.model), settings.milvus_uri, settings.gallery) == ("flag-model", "flag.db", "flag_g")
     assert settings.search_k == 7  # what no flag gave still comes from the environment
+
+
+@pytest.mark.parametrize("command", ["search", "ingest", "serve"])
+def test_the_gallery_flag_keeps_its_old_name(environment, command):
+    args = build_parser().parse_args([*COMMANDS[command], "--collection", "old_flag"])
+    assert settings_from(args).gallery == "old_flag"
+
+
+def test_the_gallery_setting_keeps_its_old_name(monkeypatch, tmp_path):
+    """`gallery` was called `collection`: ARCMATCH_COLLECTION and Settings(collection=...) still name it, and
+    the new name wins where both are given."""
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+    for name in ("ARCMATCH_GALLERY", "ARCMATCH_COLLECTION"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().gallery == "faces"
+    assert Settings(gallery="x").gallery == "x" and Settings(collection="x").gallery == "x"
+    assert Settings.load(collection="x", gallery=None).gallery == "x"  # a flag not given does not hide it
+    monkeypatch.setenv("ARCMATCH_COLLECTION", "old_env")
+    assert Settings().gallery == "old_env"
+    monkeypatch.setenv("ARCMATCH_GALLERY", "new_env")
+    assert Settings().gallery == "new_env"  # both set: the new name wins
+    assert Settings(collection="kw").gallery == "kw"  # a keyword beats the environment, by either name
+    assert Settings(gallery="kw", collection="old_kw").gallery == "kw"
+    assert "collection" not in Settings().model_dump()
+    monkeypatch.delenv("ARCMATCH_GALLERY")
+    monkeypatch.delenv("ARCMATCH_COLLECTION")
+    (tmp_path / ".env").write_text("ARCMATCH_COLLECTION=dotenv\n")
+    assert Settings().gallery == "dotenv"  # a .env file too
 
 
 def test_search_flags_override_k_and_ef(environment):
@@ -49,7 +77,8 @@ def test_search_flags_override_k_and_ef(environment):
 
 
 def test_the_api_and_the_cli_share_defaults(monkeypatch, tmp_path):
-    for name in ("ARCMATCH_SEARCH_K", "ARCMATCH_SEARCH_EF", "ARCMATCH_MILVUS_URI", "ARCMATCH_COLLECTION"):
+    for name in ("ARCMATCH_SEARCH_K", "ARCMATCH_SEARCH_EF", "ARCMATCH_MILVUS_URI", "ARCMATCH_GALLERY",
+                 "ARCMATCH_COLLECTION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     cli = settings_from(build_parser().parse_args(["search", "p.png"]))
@@ -57,9 +86,9 @@ def test_the_api_and_the_cli_share_defaults(monkeypatch, tmp_path):
 
 
 def test_search_runs_from_the_environment_alone(tmp_path, tiny_model_dir):
-    """`arcmatch search` with no flags: model, store, collection and k all come from ARCMATCH_*."""
+    """`arcmatch search` with no flags: model, store, gallery and k all come from ARCMATCH_*."""
     env = {**os.environ, "ARCMATCH_MODEL": str(tiny_model_dir), "ARCMATCH_MILVUS_URI": str(tmp_path / "g.db"),
-           "ARCMATCH_COLLECTION": "people", "ARCMATCH_SEARCH_K": "1"}
+           "ARCMATCH_GALLERY": "people", "ARCMATCH_SEARCH_K": "1"}
     for n, name in enumerate(("ann", "bob")):
         (tmp_path / f"{name}.png").write_bytes(png(n + 1))
     # enrolled in a process of its own: Milvus Lite holds its file until the process that opened it ends

@@ -96,12 +96,12 @@ def test_overlay_renders_and_custom_resources_validate(overlay):
 def test_configuration_comes_from_the_one_configmap(overlay):
     docs = render(overlay)
     config = next(d for d in docs if d["kind"] == "ConfigMap")
-    assert set(config["data"]) >= {"ARCMATCH_MILVUS_URI", "ARCMATCH_COLLECTION", "ARCMATCH_MODEL"}
+    assert set(config["data"]) >= {"ARCMATCH_MILVUS_URI", "ARCMATCH_GALLERY", "ARCMATCH_MODEL"}
     from jobs.settings import Settings
 
     for name in config["data"]:  # every key is a setting the CLI/API reads, not a second copy under another name
         field = name.removeprefix("ARCMATCH_").lower()
-        assert field in Settings.model_fields or field in ("milvus_uri", "collection"), name
+        assert field in Settings.model_fields, name  # by its own name: ARCMATCH_GALLERY, not ARCMATCH_COLLECTION
     for doc in docs:
         if doc["kind"] not in ("RayJob", "RayService"):
             continue

@@ -15,7 +15,7 @@ router = APIRouter(tags=["metrics"])
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(service: ServiceDep, request: Request) -> Response:
-    gallery = request.app.state.settings.collection
+    gallery = request.app.state.settings.gallery
     try:
         service.ready()  # asked at most every few seconds (READY_CACHE_S): a scrape costs nothing extra
         READY.labels(gallery).set(1)

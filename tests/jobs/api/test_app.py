@@ -24,12 +24,12 @@ from tests.helpers import READ_ENTRY, READ_KEY, WRITE_ENTRY, R, W, live_app, png
 def api(request, tmp_path_factory, tiny_model_dir):
     uri = (str(tmp_path_factory.mktemp("api") / "api.db") if request.param == "lite"
            else request.getfixturevalue("milvus_server_uri"))
-    collection = f"api_{request.param}_{int(time.time())}"
+    gallery = f"api_{request.param}_{int(time.time())}"
     archive = str(tmp_path_factory.mktemp("archive"))
     settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=uri,
-                        collection=collection, max_upload_bytes=200_000, max_pixels=1_000_000, archive_uri=archive)
+                        gallery=gallery, max_upload_bytes=200_000, max_pixels=1_000_000, archive_uri=archive)
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
-        client.archive = FaceArchive(archive, collection)  # what the service keeps for the next model
+        client.archive = FaceArchive(archive, gallery)  # what the service keeps for the next model
         yield client
 
 

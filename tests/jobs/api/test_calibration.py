@@ -17,7 +17,7 @@ def api(request, tmp_path_factory, tiny_model_dir):
     uri = (str(tmp_path_factory.mktemp("cal") / "cal.db") if request.param == "lite"
            else request.getfixturevalue("milvus_server_uri"))
     settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=uri,
-                        collection=f"cal_{request.param}_{int(time.time())}",
+                        gallery=f"cal_{request.param}_{int(time.time())}",
                         archive_uri=str(tmp_path_factory.mktemp("archive")))
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
         for person in range(30):

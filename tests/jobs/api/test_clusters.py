@@ -17,21 +17,21 @@ pytestmark = pytest.mark.stores("lite")
 
 @pytest.fixture
 def api(milvus_uri, collection_name, tmp_path, tiny_model_dir):
-    collection = collection_name
+    gallery = collection_name
     settings = Settings(model=tiny_model_dir, api_keys=f"{WRITE_ENTRY},{READ_ENTRY}", milvus_uri=milvus_uri,
-                        collection=collection, archive_uri=str(tmp_path / "archive"), enroll_conflict_check=True)
+                        gallery=gallery, archive_uri=str(tmp_path / "archive"), enroll_conflict_check=True)
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
         assert client.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))],
                            headers=H).status_code == 201
         connection = connect(milvus_uri)
-        index = FaceIndex(connection, Galleries(connection, collection).serving())
+        index = FaceIndex(connection, Galleries(connection, gallery).serving())
         crowd = people(2, 4, spread=0.2, seed=3) + people(1, 3, spread=0.2, seed=4, first=10)
         index.upsert([FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in crowd])
         index.flush()
         client.crowd, client.index = crowd, index
 
         def recluster():
-            cluster(milvus=milvus_uri, root=str(tmp_path / "archive"), gallery=collection, k=6, threshold=0.6)
+            cluster(milvus=milvus_uri, root=str(tmp_path / "archive"), gallery=gallery, k=6, threshold=0.6)
 
         client.recluster = recluster
         yield client

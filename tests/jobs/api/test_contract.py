@@ -74,7 +74,7 @@ def contract_api(request, tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("contract")
     uri = str(tmp / "contract.db") if request.param == "lite" else request.getfixturevalue("milvus_server_uri")
     app_settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=uri,
-                            collection=f"contract_{request.param}_{os.getpid()}", max_upload_bytes=200_000,
+                            gallery=f"contract_{request.param}_{os.getpid()}", max_upload_bytes=200_000,
                             max_pixels=1_000_000, audit_dir=tmp / "audit")
     with live_app(create_app(app_settings)) as base:
         with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": WRITE_KEY}) as client:

@@ -19,7 +19,7 @@ UPLOAD_LIMIT = 200_000
 
 def settings_for(tmp_path, model, **extra) -> Settings:
     return Settings(model=model, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=str(tmp_path / "edge.db"),
-                    collection="edge", max_upload_bytes=UPLOAD_LIMIT, audit_dir=tmp_path / "audit", **extra)
+                    gallery="edge", max_upload_bytes=UPLOAD_LIMIT, audit_dir=tmp_path / "audit", **extra)
 
 
 @pytest.fixture(scope="module")

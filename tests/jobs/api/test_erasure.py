@@ -18,7 +18,7 @@ ROUNDS = 40  # without the confirming read, 4-62 of 100 were stale on the server
 def test_no_search_finds_a_face_right_after_its_delete(store, tmp_path, tiny_model_dir, request):
     uri = str(tmp_path / "erase.db") if store == "lite" else request.getfixturevalue("milvus_server_uri")
     settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=uri,
-                        collection=f"erase_{int(time.time())}", audit_dir=tmp_path / "audit")
+                        gallery=f"erase_{int(time.time())}", audit_dir=tmp_path / "audit")
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=W) as api:
         photos = [png(100 + n) for n in range(ROUNDS)]
         started = time.perf_counter()

@@ -39,7 +39,7 @@ def api(request, tmp_path_factory, tiny_model_dir):
            else request.getfixturevalue("milvus_server_uri"))
     gallery = f"health_{request.param}_{int(time.time())}"
     settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=uri,
-                        collection=gallery, archive_uri=str(tmp_path_factory.mktemp("archive")))
+                        gallery=gallery, archive_uri=str(tmp_path_factory.mktemp("archive")))
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
         files = [("images", ("o.png", png(99), "image/png"))]
         assert client.post("/v1/identities/owner/faces", files=files, headers=W).status_code == 201

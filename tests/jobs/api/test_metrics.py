@@ -13,7 +13,7 @@ from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, live_app, png
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, tiny_model_dir):
     settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}",
-                        milvus_uri=str(tmp_path_factory.mktemp("metrics") / "m.db"), collection="watched",
+                        milvus_uri=str(tmp_path_factory.mktemp("metrics") / "m.db"), gallery="watched",
                         archive=False, audit_dir=str(tmp_path_factory.mktemp("audit")))
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
         yield client
@@ -70,7 +70,7 @@ def test_nothing_names_a_person_or_a_face_and_no_key_is_needed(api):
 
 def test_metrics_can_be_turned_off(tmp_path, tiny_model_dir):
     settings = Settings(model=tiny_model_dir, api_keys=READ_ENTRY, milvus_uri=str(tmp_path / "off.db"),
-                        collection="quiet", archive=False, metrics=False)
+                        gallery="quiet", archive=False, metrics=False)
     with live_app(create_app(settings)) as base:
         assert httpx.get(f"{base}/metrics").status_code == 404
         assert httpx.get(f"{base}/v1/health").status_code == 200

@@ -46,7 +46,7 @@ def test_an_outage_is_a_503_and_the_service_recovers_by_itself(tmp_path, tiny_mo
     try:
         uri = f"http://127.0.0.1:{server.listen_port}"
         settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=uri,
-                            collection=f"outage_{int(time.time())}", audit_dir=tmp_path / "audit")
+                            gallery=f"outage_{int(time.time())}", audit_dir=tmp_path / "audit")
         with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=W) as api:
             assert api.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1)))]).status_code == 201
 
@@ -73,7 +73,7 @@ def test_an_outage_is_a_503_and_the_service_recovers_by_itself(tmp_path, tiny_mo
                 server.start()
                 # the server searches again once its old sessions expire (conftest: a 10 s TTL); from then the
                 # service, which loads the collection again and renews its client by itself, must follow within 5 s
-                server_back = wait_for(lambda: server_searches(uri, settings.collection), 180)
+                server_back = wait_for(lambda: server_searches(uri, settings.gallery), 180)
                 lag = wait_for(search_ok, 5)
                 wait_for(ready(200), 5)
                 print(f"{outage}: the server searches {server_back:.1f} s after start(), the API {lag:.1f} s later")

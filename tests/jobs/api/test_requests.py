@@ -22,7 +22,7 @@ from tests.helpers import WRITE_ENTRY, WRITE_KEY, W, free_port, live_app, png
 def api(tmp_path_factory, tiny_model_dir):
     audit = tmp_path_factory.mktemp("audit")
     settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, archive=False, audit_dir=str(audit),
-                        milvus_uri=str(tmp_path_factory.mktemp("ids") / "ids.db"), collection="ids")
+                        milvus_uri=str(tmp_path_factory.mktemp("ids") / "ids.db"), gallery="ids")
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
         yield client, audit
 

@@ -33,7 +33,7 @@ def picture(data: bytes) -> np.ndarray:
 @pytest.fixture
 def site(tmp_path, tiny_model_dir):
     uri, archive_root = str(tmp_path / "review.db"), str(tmp_path / "archive")
-    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=uri, collection="faces",
+    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=uri, gallery="faces",
                         archive_uri=archive_root)
     with live_app(create_app(settings)) as base:
         with httpx.Client(base_url=base, headers={"X-API-Key": KEY}) as api:
@@ -105,7 +105,7 @@ def gallery_with_findings(tmp_path, tiny_model_dir):
     from tests.jobs.api.test_gallery_health import planted_gallery
 
     uri, archive_root = str(tmp_path / "health.db"), str(tmp_path / "archive")
-    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=uri, collection="faces",
+    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=uri, gallery="faces",
                         archive_uri=archive_root)
     with live_app(create_app(settings)) as base:
         with httpx.Client(base_url=base, headers={"X-API-Key": KEY}) as api:

@@ -21,7 +21,7 @@ def example(path: str) -> str:
 @pytest.fixture(scope="module")
 def routes(tmp_path_factory, tiny_model_dir):
     settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY,
-                        milvus_uri=str(tmp_path_factory.mktemp("scopes") / "s.db"), collection="scopes")
+                        milvus_uri=str(tmp_path_factory.mktemp("scopes") / "s.db"), gallery="scopes")
     app = create_app(settings)
     found = list(api_routes(app.routes))
     documented = {(m.upper(), path) for path, operations in app.openapi()["paths"].items() for m in operations}

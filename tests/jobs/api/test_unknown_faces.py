@@ -27,7 +27,7 @@ def unlabelled(settings) -> list[dict]:
 @pytest.mark.stores("lite")
 @pytest.mark.parametrize("keep", [False, True])
 def test_unknown_faces_are_kept_only_when_enabled(milvus_uri, collection_name, tiny_model_dir, tmp_path, keep):
-    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=milvus_uri, collection=collection_name,
+    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=milvus_uri, gallery=collection_name,
                         archive_uri=str(tmp_path / "archive"), keep_unknown_faces=keep, unknown_retention_days=1)
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as api:
         assert api.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))],

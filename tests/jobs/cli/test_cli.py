@@ -92,7 +92,7 @@ def test_eval_calibrates_for_an_fpir_in_a_planned_gallery(tmp_path, tiny_model_d
     shutil.copytree(tiny_model_dir, model)
     write_dataset(tmp_path / "held", range(12), 4, size=32)
     assert main(["eval", "--model", str(model), "--data", str(tmp_path / "held"), "--fpir", "0.05",
-                 "--gallery", "3x2", "--calibrate"]) == 0
+                 "--gallery-shape", "3x2", "--calibrate"]) == 0
     calibration = Calibration.load(model)
     assert calibration.target_fpir == 0.05 and calibration.target_far is None
     assert calibration.trials == 20 * (12 - 3) * 4  # 20 mock galleries, every photo of the 9 others each
@@ -100,7 +100,8 @@ def test_eval_calibrates_for_an_fpir_in_a_planned_gallery(tmp_path, tiny_model_d
     assert "for FPIR 0.05 in galleries of 3x2" in out and "rank-1 in those galleries" in out
 
 
-@pytest.mark.parametrize("flags", [["--fpir", "0.05"], ["--gallery", "3x2"], ["--fpir", "0.05", "--gallery", "12"],
+@pytest.mark.parametrize("flags", [["--fpir", "0.05"], ["--gallery-shape", "3x2"],
+                                   ["--fpir", "0.05", "--gallery", "12"],  # the older spelling still works
                                    ["--fpir", "0.05", "--gallery", "3x2", "--pairs", "pairs.txt"]],
                          ids=["fpir-alone", "gallery-alone", "gallery-of-everyone", "with-pairs"])
 def test_eval_refuses_an_fpir_it_cannot_measure(tmp_path, tiny_model_dir, flags, capsys):

@@ -16,7 +16,7 @@ DIM = 16
 def gallery(tmp_path, monkeypatch):
     uri = str(tmp_path / "g.db")
     monkeypatch.setenv("ARCMATCH_MILVUS_URI", uri)
-    monkeypatch.setenv("ARCMATCH_COLLECTION", "crowd")
+    monkeypatch.setenv("ARCMATCH_GALLERY", "crowd")
     monkeypatch.setenv("ARCMATCH_AUDIT_DIR", str(tmp_path / "audit"))
     client = connect(uri)
     index = FaceIndex(client, "crowd")
@@ -61,7 +61,7 @@ def test_calibrate_says_what_is_wrong_in_one_line(gallery, capsys):
     assert "needs at least 1000 unknown-person trials" in capsys.readouterr().err
     assert main(["calibrate", "--fpir", "0.001", "--dry-run"]) == 0  # the tail extrapolates, and says how far
     assert "the interval is wide: at 80 identities the gallery cannot tell FPIR 0.001" in capsys.readouterr().out
-    assert main(["calibrate", "--collection", "nobody"]) == 4
+    assert main(["calibrate", "--gallery", "nobody"]) == 4
     assert main(["calibrate", "--target", "crowd__other"]) == 4
 
 
@@ -95,7 +95,7 @@ def test_gallery_check_names_a_duplicate_and_a_mislabelled_photo(tmp_path, monke
 
     uri = str(tmp_path / "h.db")
     monkeypatch.setenv("ARCMATCH_MILVUS_URI", uri)
-    monkeypatch.setenv("ARCMATCH_COLLECTION", "health")
+    monkeypatch.setenv("ARCMATCH_GALLERY", "health")
     rows = people(60, 2, spread=0.3, dim=64)
     twin = rows[14].vector + 0.05 * np.random.default_rng(1).normal(size=64).astype(np.float32)
     rows.append(FaceRow("twin", "person 7 again", twin / np.linalg.norm(twin), face_id("twin")))

@@ -46,7 +46,7 @@ def rows_of(uri, collection):
 def test_ingest_skips_bad_files_and_reruns_without_duplicates(ray_local, milvus_uri, collection_name,
                                                              tiny_model_dir, gallery, tmp_path):
     report = tmp_path / "errors.csv"
-    kwargs = {"milvus": milvus_uri, "collection": collection_name, "batch_size": 4, "index_type": "FLAT",
+    kwargs = {"milvus": milvus_uri, "gallery": collection_name, "batch_size": 4, "index_type": "FLAT",
               "archive": str(tmp_path / "archive")}
     first = ingest(gallery, tiny_model_dir, errors_csv=report, **kwargs)
     assert first.seen == 15 and first.embedded == 12 and len(first.skipped) == 3
@@ -82,7 +82,7 @@ def test_vectors_in_milvus_equal_direct_inference(ray_local, milvus_uri, collect
     from embedder.embed import TorchEmbedder
     from embedder.preprocess import decode_image
 
-    ingest(gallery, tiny_model_dir, milvus=milvus_uri, collection=collection_name, batch_size=4)
+    ingest(gallery, tiny_model_dir, milvus=milvus_uri, gallery=collection_name, batch_size=4)
     embedder = TorchEmbedder.from_checkpoint(tiny_model_dir)
     path = gallery / "person_00002" / "001.png"
     direct = embedder.embed(decode_image(path.read_bytes(), embedder.spec)[None])
@@ -191,7 +191,7 @@ def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, ray_loc
     (root / "person_00007" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     uri = str(tmp_path / "g.db") if store == "lite" else request.getfixturevalue("milvus_server_uri")
     command = [sys.executable, "-m", "jobs.cli", "ingest", str(root), "--model", str(tiny_model_dir),
-               "--milvus", uri, "--collection", collection_name, "--batch-size", "16",
+               "--milvus", uri, "--gallery", collection_name, "--batch-size", "16",
                "--errors", str(tmp_path / "e.csv")]
     # a driver on the test's Ray (seconds to start, not tens); SIGKILL of the job still takes its tasks with it
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
@@ -233,7 +233,7 @@ def test_ingesting_a_named_tree_again_keeps_not_this_person(ray_local, milvus_ur
     root = tmp_path / "named"
     write_dataset(root, range(3), 3, size=32)
     uri, archive_uri = milvus_uri, str(tmp_path / "archive")
-    kwargs = {"milvus": uri, "collection": collection_name, "batch_size": 4, "index_type": "FLAT",
+    kwargs = {"milvus": uri, "gallery": collection_name, "batch_size": 4, "index_type": "FLAT",
               "archive": archive_uri}
     ingest(root, tiny_model_dir, **kwargs)
     client = connect(uri)

@@ -33,7 +33,7 @@ def test_raw_photos_become_faces(ray_local, photos, tmp_path, mobilefacenet_alig
     uri = str(tmp_path / "faces.db")
     one = FacePolicy(yunet, select="one")
     kwargs = {"milvus": uri, "batch_size": 4, "index_type": "FLAT"}
-    summary = ingest(photos, mobilefacenet_aligned, collection="one", policy=one, errors_csv=tmp_path / "e.csv",
+    summary = ingest(photos, mobilefacenet_aligned, gallery="one", policy=one, errors_csv=tmp_path / "e.csv",
                      **kwargs)
     assert (summary.seen, summary.embedded, summary.rows_in_collection) == (8, 6, 6)
     why = dict(summary.skipped)
@@ -43,7 +43,7 @@ def test_raw_photos_become_faces(ray_local, photos, tmp_path, mobilefacenet_alig
     assert any("skipped (no face" in line for line in summary.lines())
     assert "3 faces" in (tmp_path / "e.csv").read_text()
 
-    everyone = ingest(photos, mobilefacenet_aligned, collection="all", policy=replace(one, select="all"), **kwargs)
+    everyone = ingest(photos, mobilefacenet_aligned, gallery="all", policy=replace(one, select="all"), **kwargs)
     assert everyone.embedded == 9 and everyone.rows_in_collection == 9  # the group photo gives three rows
 
     embedder = open_embedder(mobilefacenet_aligned)

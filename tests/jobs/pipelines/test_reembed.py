@@ -19,7 +19,7 @@ from tests.helpers import png
 
 
 def settings(model, milvus_uri, gallery, archive, **extra) -> Settings:
-    return Settings(model=model, milvus_uri=milvus_uri, collection=gallery, archive_uri=str(archive),
+    return Settings(model=model, milvus_uri=milvus_uri, gallery=gallery, archive_uri=str(archive),
                     _env_file=None, **extra)
 
 
@@ -191,10 +191,10 @@ def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_lo
     env["RAY_ADDRESS"] = ray_local.get_runtime_context().gcs_address
     cli = [sys.executable, "-m", "jobs.cli"]
     made = subprocess.run(cli + ["ingest", str(root), "--model", str(tiny_model_dir), "--milvus", uri,
-                                 "--collection", collection_name, "--index", "FLAT", "--errors",
+                                 "--gallery", collection_name, "--index", "FLAT", "--errors",
                                  str(tmp_path / "e.csv")], capture_output=True, text=True, env=env, timeout=600)
     assert made.returncode == 0, made.stderr[-2000:]
-    command = cli + ["reembed", "--model", str(other_model_dir), "--milvus", uri, "--collection", collection_name,
+    command = cli + ["reembed", "--model", str(other_model_dir), "--milvus", uri, "--gallery", collection_name,
                      "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
     job = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
                            start_new_session=True)
@@ -209,7 +209,7 @@ def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_lo
 
     delete = ("from jobs.service import IdentityService; from jobs.settings import Settings; "
               f"s = IdentityService.open(Settings(model={str(tiny_model_dir)!r}, milvus_uri={uri!r}, "
-              f"collection={collection_name!r})); assert s.ready()['in_service']; "  # the kill left the alias
+              f"gallery={collection_name!r})); assert s.ready()['in_service']; "  # the kill left the alias
               "print(s.delete_identity('person_00003'))")
     deleted = subprocess.run([sys.executable, "-c", delete], capture_output=True, text=True, env=env, timeout=300)
     assert deleted.stdout.strip() == "10", deleted.stderr[-2000:]  # a delete while the job is down

@@ -40,11 +40,11 @@ def test_a_box_crop_gallery_moves_to_a_five_point_model_face_by_face(ray_local, 
     archive = str(tmp_path / "archive")
     # a photo without a face too: a box-crop model embeds anything
     tree = lfw_tree(tmp_path / "photos", shared_data, INGESTED, faceless="Nobody", faceless_size=(250, 250))
-    made = ingest(tree, mobilefacenet_box, milvus=milvus_uri, collection=collection_name, archive=archive,
+    made = ingest(tree, mobilefacenet_box, milvus=milvus_uri, gallery=collection_name, archive=archive,
                   index_type="FLAT")  # no detector: the archive keeps photos without their landmarks
     assert made.embedded == 13 and not made.skipped
 
-    settings = Settings(model=mobilefacenet_box, milvus_uri=milvus_uri, collection=collection_name,
+    settings = Settings(model=mobilefacenet_box, milvus_uri=milvus_uri, gallery=collection_name,
                         archive_uri=archive, detector=detector, api_keys=WRITE_ENTRY, _env_file=None)
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=W) as api:
         for name in ENROLLED:
@@ -80,7 +80,7 @@ def test_a_box_crop_gallery_moves_to_a_five_point_model_face_by_face(ray_local, 
     moved = reembed(str(mobilefacenet_aligned), allow_missing=True, **common)
     assert moved.switched and moved.already_there == 12 and moved.left_behind == 1 and moved.in_target == 12
     new = IdentityService.open(Settings(model=mobilefacenet_aligned, milvus_uri=milvus_uri,
-                                        collection=collection_name, archive_uri=archive, detector=detector,
+                                        gallery=collection_name, archive_uri=archive, detector=detector,
                                         _env_file=None))
     assert names(new.index, INGESTED + ENROLLED + ("Nobody",)) == {f: n for f, n in before.items() if f != wall}
     assert new.index.faces_of("Ariel_Sharon") == []  # deleted over HTTP before the upgrade: stays deleted
