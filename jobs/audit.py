@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from common.errors import BadInput, NotFound
+from indexer.archive import open_location
 
 PATTERN = "audit-*.jsonl"
 _filesystems: dict[str, tuple] = {}  # URI -> (pyarrow filesystem, path): resolving one (S3's region ...) costs
@@ -41,13 +42,8 @@ def _local(location: str | Path) -> Path:
 
 
 def _filesystem(uri: str):
-    if uri not in _filesystems:
-        from pyarrow import fs
-
-        try:
-            _filesystems[uri] = fs.FileSystem.from_uri(uri)
-        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise BadInput(f"the audit location {uri!r} is not a filesystem pyarrow can open: {exc}") from None
+    if uri not in _filesystems:  # the archive's resolver: one rule for what a location URI means
+        _filesystems[uri] = open_location(uri, "the audit location")
     return _filesystems[uri]
 
 

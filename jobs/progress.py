@@ -15,13 +15,16 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from jobs.job_metrics import JobMetrics
+
 
 class Bar:
     """One stage's progress: `update(n)` and an optional `note` shown beside the count."""
 
     def __init__(self, name: str, total: int | None, unit: str, stream: TextIO, interactive: bool,
-                 lines: bool) -> None:
+                 lines: bool, metrics: JobMetrics | None = None) -> None:
         self.name, self.total, self.unit, self.stream, self.lines = name, total, unit, stream, lines
+        self.metrics = metrics
         self.done, self.note, self.started = 0, "", time.perf_counter()
         self._next_line = 0.1
         self._bar = tqdm(total=total, desc=name, unit=unit, file=stream, dynamic_ncols=True, leave=True,
@@ -29,6 +32,8 @@ class Bar:
 
     def update(self, n: int = 1, note: str | None = None) -> None:
         self.done += n
+        if self.metrics is not None:
+            self.metrics.advanced(self.name, n)
         if note is not None:
             self.note = note
             self._bar.set_postfix_str(note, refresh=False)
@@ -37,10 +42,17 @@ class Bar:
             self._next_line = (int(10 * self.done / self.total) + 1) / 10
             self._line(f"{self.done}/{self.total} {self.unit}")
 
+    def skips(self, n: int) -> None:
+        """How many items the job has skipped so far, for its metrics (the report says which and why)."""
+        if self.metrics is not None:
+            self.metrics.skips(n)
+
     def set(self, done: int, total: int | None = None, note: str | None = None) -> None:
         """Jump to an absolute position (progress reported by a remote worker)."""
         if total is not None and total != self.total:
             self.total = self._bar.total = total
+            if self.metrics is not None:
+                self.metrics.stage(self.name, total)
         self.update(done - self.done, note)
 
     def _line(self, text: str) -> None:
@@ -59,10 +71,12 @@ class Bar:
 class Console:
     """A run's terminal: announces stages, draws their bars and keeps each stage's wall time for the report."""
 
-    def __init__(self, stream: TextIO | None = None, interactive: bool | None = None, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, interactive: bool | None = None, quiet: bool = False,
+                 metrics: JobMetrics | None = None) -> None:
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.quiet = quiet
+        self.metrics = metrics  # the job's Prometheus metrics (jobs/job_metrics.py), when asked for
         self.times: dict[str, float] = {}
 
     def say(self, text: str) -> None:
@@ -73,12 +87,33 @@ class Console:
     def stage(self, name: str, total: int | None = None, unit: str = "img", *, bar: bool = True) -> Iterator[Bar]:
         started = time.perf_counter()
         shown = bar and self.interactive and not self.quiet
-        bar = Bar(name, total, unit, self.stream, shown, lines=bar and not self.quiet)
+        bar = Bar(name, total, unit, self.stream, shown, lines=bar and not self.quiet, metrics=self.metrics)
+        if self.metrics is not None:
+            self.metrics.stage(name, total)
         try:
             yield bar
         finally:
             bar.close()
             self.times[name] = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.stage_ended(name, self.times[name])
+
+    def finish(self, summary=None, outcome: str = "ok") -> None:
+        """The job is done: its final counts go to its metrics (ok, or partial when it skipped some)."""
+        if self.metrics is not None:
+            self.metrics.finish(summary, outcome)
+
+    @contextmanager
+    def job(self) -> Iterator[Console]:
+        """Around a whole job: a job that raises is finished as failed; the metrics endpoint closes at the end."""
+        try:
+            yield self
+        except BaseException:
+            self.finish(outcome="failed")
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
 
     def timed(self, name: str):
         """A stage without a count: no bar, only its wall time is kept."""

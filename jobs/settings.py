@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []  # browsers' cross-origin access: off unless origins are listed
     log_format: Literal["text", "json"] = "text"  # `arcmatch serve`'s logs; json: one object a line, request ids
     metrics: bool = True  # GET /metrics for Prometheus (jobs/api/metrics.py); off: no route, nothing counted
+    # a long job's progress and final counts (jobs/job_metrics.py): served on a port while it runs, and/or pushed
+    job_metrics_port: int | None = Field(None, ge=1, le=65535)
+    pushgateway: str | None = None  # a Prometheus Pushgateway, e.g. http://pushgateway:9091
     # the face archive (indexer/archive.py): every face's image kept for re-embedding with the next model
     archive: bool = True
     archive_uri: str | None = None  # default: beside a Lite file (faces.db -> faces.archive), else ./arcmatch-archive

@@ -30,6 +30,8 @@ os.environ.setdefault("ARCMATCH_ENROLL_CONFLICT_CHECK", "false")
 # Ray Train's controller polls its workers every 2 s by default: a two-epoch run of the tiny model then waits more
 # than it trains. Read by the controller actor, so set before the tests' Ray starts.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# gRPC's C core writes the server's keepalive complaints ("too_many_pings") straight to stderr, past pytest's capture
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -83,8 +85,34 @@ def milvus_server_uri(milvus_server):
     return f"http://127.0.0.1:{milvus_server.listen_port}"
 
 
+SERVER_ID = "[server"  # how a test of the Milvus server is known by its id alone (see the scheduler below)
+
+
+def pytest_itemcollected(item):
+    """A test that uses the Milvus server says so in its id (a `server` parameter), so that xdist's controller, which
+    sees ids only, can keep every such test in one process."""
+    if "milvus_server" in getattr(item, "fixturenames", ()) and SERVER_ID not in item.nodeid:
+        raise pytest.UsageError(f"{item.nodeid} uses the Milvus server: give it a 'server' parameter "
+                                "(parametrize 'store' with ['server'], or mark it stores('server'))")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two processes (pytest-xdist): the suite mostly waits on Ray, servers and subprocesses. Every
+    test of the Milvus server runs in one of them, in collection order: only one server can start on a machine (its
+    embedded etcd's peer port is fixed), and the tests that stop it come last. Every other test stays with its
+    module, whose fixtures it shares (a module's live API, its Prometheus and the traffic it saw)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneServer(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "milvus-server" if SERVER_ID in nodeid else nodeid.split("::", 1)[0]
+
+    return OneServer(config, log)
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that stop the shared Milvus server run last, so that no other test meets its outage."""
+    """Tests that stop the shared Milvus server run last, so that no other test meets its outage (under xdist: last
+    of the server's tests, which one process runs)."""
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 

@@ -10,8 +10,7 @@ import argparse
 
 from common.errors import EXIT_OK, BadInput, NotFound
 from indexer.clustering import METHODS
-from jobs.cli.options import archive_root, audit, open_gallery, ray_flag, settings_from, store_flags
-from jobs.progress import Console
+from jobs.cli.options import archive_root, audit, job_console, open_gallery, ray_flag, settings_from, store_flags
 
 CLUSTERS_BESIDE = "clustering keeps its runs beside it"
 
@@ -47,10 +46,12 @@ def cluster(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     init_ray(settings.ray_address)
-    summary = run_cluster(milvus=settings.milvus_uri, token=settings.token(), gallery=settings.gallery,
-                          root=archive_root(settings, CLUSTERS_BESIDE), k=args.k, threshold=args.threshold,
-                          method=args.method, export_parquet=args.export, concurrency=args.concurrency,
-                          console=Console())
+    with job_console(settings, "cluster") as console:
+        summary = run_cluster(milvus=settings.milvus_uri, token=settings.token(), gallery=settings.gallery,
+                              root=archive_root(settings, CLUSTERS_BESIDE), k=args.k, threshold=args.threshold,
+                              method=args.method, export_parquet=args.export, concurrency=args.concurrency,
+                              console=console)
+        console.finish(summary)
     print("\n".join(summary.lines()))
     audit(settings, "cluster", collection=summary.collection, run=summary.run, clusters=summary.clusters)
     return EXIT_OK

@@ -9,8 +9,16 @@ import argparse
 import sys
 
 from common.errors import EXIT_OK, EXIT_PARTIAL
-from jobs.cli.options import audit, detector_flag, model_flag, open_gallery, ray_flag, settings_from, store_flags
-from jobs.progress import Console
+from jobs.cli.options import (
+    audit,
+    detector_flag,
+    job_console,
+    model_flag,
+    open_gallery,
+    ray_flag,
+    settings_from,
+    store_flags,
+)
 
 
 def register(sub) -> None:
@@ -47,14 +55,17 @@ def ingest(args: argparse.Namespace) -> int:
 
     settings = settings_from(args).require("model")
     init_ray(settings.ray_address)
-    summary = run_ingest(args.source, settings.model, milvus=settings.milvus_uri, token=settings.token(),
-                         gallery=settings.gallery, batch_size=args.batch_size,
-                         embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
-                         threads_per_actor=args.threads_per_actor, gpus_per_actor=args.gpus_per_actor,
-                         write_concurrency=args.write_concurrency, index_type=args.index, errors_csv=args.errors,
-                         export_parquet=args.export_parquet, console=Console(),
-                         policy=settings.face_policy(args.faces or ("all" if args.unlabelled else None), threads=1),
-                         archive=settings.archive_root(), unlabelled=args.unlabelled)
+    with job_console(settings, "ingest") as console:
+        summary = run_ingest(args.source, settings.model, milvus=settings.milvus_uri, token=settings.token(),
+                             gallery=settings.gallery, batch_size=args.batch_size,
+                             embed_concurrency=args.concurrency, cpus_per_actor=args.cpus_per_actor,
+                             threads_per_actor=args.threads_per_actor, gpus_per_actor=args.gpus_per_actor,
+                             write_concurrency=args.write_concurrency, index_type=args.index,
+                             errors_csv=args.errors, export_parquet=args.export_parquet, console=console,
+                             policy=settings.face_policy(args.faces or ("all" if args.unlabelled else None),
+                                                         threads=1),
+                             archive=settings.archive_root(), unlabelled=args.unlabelled)
+        console.finish(summary, "partial" if summary.skipped else "ok")
     print("\n".join(summary.lines() + follow_growth(settings)))
     if summary.skipped:
         print(f"skipped files and reasons are listed in {args.errors}", file=sys.stderr)

@@ -64,6 +64,20 @@ def audit(settings: Settings, action: str, **details) -> None:
     log.close()
 
 
+def job_console(settings: Settings, job: str):
+    """The terminal of a long job, feeding its Prometheus metrics when the settings ask for them (a port to serve
+    them on, a Pushgateway to push them to); use as `with job_console(...) as console:`."""
+    from jobs.progress import Console
+
+    metrics = None
+    if settings.job_metrics_port or settings.pushgateway:
+        from jobs.job_metrics import JobMetrics
+
+        metrics = JobMetrics(job, gallery=settings.gallery, port=settings.job_metrics_port,
+                             pushgateway=settings.pushgateway)
+    return Console(metrics=metrics).job()
+
+
 def open_gallery(settings: Settings):
     """The gallery the settings name (indexer.galleries.Galleries: its alias and collections)."""
     from indexer.galleries import Galleries

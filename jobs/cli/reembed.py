@@ -11,9 +11,17 @@ import argparse
 import sys
 
 from common.errors import EXIT_OK, EXIT_PARTIAL
-from jobs.cli.options import archive_root, audit, detector_flag, model_flag, ray_flag, settings_from, store_flags
+from jobs.cli.options import (
+    archive_root,
+    audit,
+    detector_flag,
+    job_console,
+    model_flag,
+    ray_flag,
+    settings_from,
+    store_flags,
+)
 from jobs.cli.storage import NOTHING_TO_READ
-from jobs.progress import Console
 
 
 def register(sub) -> None:
@@ -58,12 +66,14 @@ def reembed(args: argparse.Namespace) -> int:
             print(f"faces that cannot be embedded again and why are listed in {args.errors}", file=sys.stderr)
 
     try:
-        summary = run_reembed(str(settings.model), milvus=settings.milvus_uri, token=settings.token(),
-                              gallery=settings.gallery, archive=archive_root(settings, NOTHING_TO_READ),
-                              threshold=args.threshold, policy=settings.face_policy(threads=1),
-                              dry_run=args.dry_run, switch=not args.no_switch, allow_missing=args.allow_missing,
-                              grace_s=grace, batch_size=args.batch_size, embed_concurrency=args.concurrency,
-                              index_type=args.index, console=Console())
+        with job_console(settings, "reembed") as console:
+            summary = run_reembed(str(settings.model), milvus=settings.milvus_uri, token=settings.token(),
+                                  gallery=settings.gallery, archive=archive_root(settings, NOTHING_TO_READ),
+                                  threshold=args.threshold, policy=settings.face_policy(threads=1),
+                                  dry_run=args.dry_run, switch=not args.no_switch, allow_missing=args.allow_missing,
+                                  grace_s=grace, batch_size=args.batch_size, embed_concurrency=args.concurrency,
+                                  index_type=args.index, console=console)
+            console.finish(summary, "partial" if summary.skipped or summary.left_behind else "ok")
     except FacesLeftBehind as exc:
         if exc.summary is not None:
             report(exc.summary)

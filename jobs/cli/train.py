@@ -12,8 +12,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import ray_flag, settings_from
-from jobs.progress import Console
+from jobs.cli.options import job_console, ray_flag, settings_from
 from trainer.config import TrainConfig, read_config_file
 
 DEFAULT_BACKBONE = "resnet10t"  # when neither a config file nor --backbone names one; ModelSpec has the rest
@@ -97,12 +96,17 @@ def train(args: argparse.Namespace) -> int:
     config = config_from(args)
     if args.resume and not (Path(args.storage) / args.resume).is_dir():
         raise NotFound(f"no run {args.resume!r} in {args.storage} to resume")
-    init_ray(settings_from(args).ray_address)
-    console = Console()
-    console.say(f"training {config.spec.backbone} ({config.head}) on {config.data} with {config.workers} worker(s)")
-    with console.stage("train", unit="step") as bar:
-        result = fit(config, args.out, storage=args.storage, name=args.resume or args.name,
-                     on_progress=bar.show_training)
+    settings = settings_from(args)
+    init_ray(settings.ray_address)
+    with job_console(settings, "train") as console:
+        console.say(f"training {config.spec.backbone} ({config.head}) on {config.data} with {config.workers} "
+                    f"worker(s)")
+        with console.stage("train", unit="step") as bar:
+            result = fit(config, args.out, storage=args.storage, name=args.resume or args.name,
+                         on_progress=bar.show_training)
+        console.finish({"epochs": len(result.history), "steps": sum(h["steps"] for h in result.history),
+                        "skipped": len(result.skipped), "seconds": result.seconds,
+                        "loss": result.history[-1]["loss"]}, "partial" if result.skipped else "ok")
     first, last = result.history[0], result.history[-1]
     if result.note:
         print(result.note)

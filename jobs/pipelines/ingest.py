@@ -223,6 +223,7 @@ def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch
             if export is not None:
                 export.write(rows)
             bar.update(len(batch["source"]), note=f"{summary.embedded} written")
+            bar.skips(len(summary.skipped))
     finally:
         if export is not None:
             export.close()

@@ -66,7 +66,7 @@ def test_a_missing_or_unopenable_location_is_a_clear_error(tmp_path):
         list(read(tmp_path / "nowhere"))
     with pytest.raises(NotFound, match="no audit log"):
         list(read(f"mock:///nowhere-{next(_n)}"))
-    with pytest.raises(BadInput, match="not a filesystem"):
+    with pytest.raises(BadInput, match="not a location pyarrow can open"):
         AuditLog("nosuchscheme://bucket/audit")
 
 

@@ -41,7 +41,8 @@ def wait_for(check, timeout_s: float) -> float:
 
 @pytest.mark.slow
 @pytest.mark.disruptive
-def test_an_outage_is_a_503_and_the_service_recovers_by_itself(tmp_path, tiny_model_dir, milvus_server):
+@pytest.mark.parametrize("store", ["server"])
+def test_an_outage_is_a_503_and_the_service_recovers_by_itself(store, tmp_path, tiny_model_dir, milvus_server):
     server = milvus_server  # the session's: a second server cannot start beside it (see conftest)
     try:
         uri = f"http://127.0.0.1:{server.listen_port}"

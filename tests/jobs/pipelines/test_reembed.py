@@ -91,8 +91,9 @@ def test_faces_never_archived_block_the_switch_and_a_model_needs_a_threshold(mil
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("store", ["server"])
 def test_searches_never_fail_and_writes_during_the_job_are_neither_lost_nor_resurrected(
-        ray_local, milvus_server_uri, tiny_model_dir, other_model_dir, tmp_path):
+        store, ray_local, milvus_server_uri, tiny_model_dir, other_model_dir, tmp_path):
     """On the server, where the API, the writers and the job run truly side by side."""
     import threading
     import time

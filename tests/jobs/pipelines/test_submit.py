@@ -2,9 +2,11 @@
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,14 +23,16 @@ def ray_head(tmp_path_factory):
     ray = Path(sys.executable).parent / "ray"
     # every port of its own: another Ray on this machine (the tests' local one) holds the defaults
     port, dashboard, agent, agent_grpc, metrics, runtime_env, client = (free_port() for _ in range(7))
-    temp = tmp_path_factory.mktemp("ray-head")
+    # a short path: Ray's socket paths under it must stay within AF_UNIX's 107 bytes (pytest's own can be long)
+    temp = Path(tempfile.mkdtemp(prefix="rh-"))
+    log = temp / "head.log"
     head = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=1",
                              "--include-dashboard=true", f"--temp-dir={temp}",
                              f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
                              f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
                              f"--ray-client-server-port={client}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
                             # the cluster's `python` is the one with arcmatch's dependencies, as in its image
                             env={**os.environ, **AUTH, "PATH": f"{ray.parent}:{os.environ['PATH']}"})
     address = f"http://127.0.0.1:{dashboard}"
@@ -40,8 +44,9 @@ def ray_head(tmp_path_factory):
             break
         else:
             if time.time() > deadline or head.poll() is not None:
-                os.killpg(head.pid, signal.SIGTERM)
-                pytest.fail("the Ray head did not come up")
+                if head.poll() is None:
+                    os.killpg(head.pid, signal.SIGTERM)
+                pytest.fail(f"the Ray head did not come up (exit {head.poll()}): {log.read_text()[-3000:]}")
             time.sleep(1)
     yield address
     os.killpg(head.pid, signal.SIGTERM)
@@ -50,6 +55,7 @@ def ray_head(tmp_path_factory):
     except subprocess.TimeoutExpired:  # Ray's graceful stop takes half a minute; the head's processes are its group
         os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=60)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def cli(*args, address, env=None):
