@@ -1,4 +1,5 @@
-"""The HTTP API over real HTTP (uvicorn on loopback), on Milvus Lite and on the real Milvus server."""
+"""The HTTP API over real HTTP (uvicorn on loopback), on Milvus Lite (the store's
+contract holds on both stores: tests/indexer)."""
 
 import io
 import subprocess

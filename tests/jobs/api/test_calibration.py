@@ -1,5 +1,5 @@
 """The gallery's calibration over HTTP: which threshold searches use, choosing one from the gallery's own faces,
-keeping and clearing it (Milvus Lite and the server)."""
+keeping and clearing it (on Milvus Lite)."""
 
 import time
 

@@ -1,8 +1,9 @@
 """The API keeps the contract its OpenAPI document states: schemathesis generates requests from /openapi.json for
 every operation and checks each answer (no 5xx, declared statuses, schema-valid bodies and headers, schema-valid
-requests accepted, invalid ones refused, auth enforced, Allow on 405) against a live server on Milvus Lite and on
-the Milvus server. A bounded number of examples per operation keeps it to seconds, and a fixed seed makes every
-run of the suite draw the same requests: a failure is the code's, never the draw's.
+requests accepted, invalid ones refused, auth enforced, Allow on 405) against a live server on Milvus Lite (the
+store's contract holds on both stores: tests/indexer). A bounded number of examples per operation keeps it to
+seconds, and a fixed seed makes every run of the suite draw the same requests: a failure is the code's, never the
+draw's.
 
 The long run draws afresh each time, with more examples (`make contract`, or by hand):
 ARCMATCH_CONTRACT_SEED=random ARCMATCH_CONTRACT_EXAMPLES=200 pytest tests/jobs/api/test_contract.py

@@ -1,6 +1,6 @@
 """Resolving what the gallery check finds, over HTTP: merge two names of one person, move a photo filed under the
 wrong person, "different people" (then never listed again, and kept as evidence by the next calibration); on
-Milvus Lite and the server."""
+Milvus Lite."""
 
 import time
 

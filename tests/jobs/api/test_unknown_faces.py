@@ -1,5 +1,5 @@
 """Keeping the faces a search answered "unknown" (ARCMATCH_KEEP_UNKNOWN_FACES): off by default, kept unlabelled
-once per photo, never an answer, and deleted after their retention (Milvus Lite and the server)."""
+once per photo, never an answer, and deleted after their retention (on Milvus Lite)."""
 
 import time
 

@@ -1,5 +1,5 @@
 """A gallery made with a box-crop model moved to a five-point model (jobs/pipelines/reembed.py) on real faces
-(LFW-gray, YuNet, the shared MobileFaceNet behind its crop box, then aligned), on both stores: ingested photos are
+(LFW-gray, YuNet, the shared MobileFaceNet behind its crop box, then aligned), on Milvus Lite: ingested photos are
 detected again inside the old model's box, API enrollments carry the landmarks found when they were archived, a
 photo whose face cannot be found refuses the switch, and the dry run predicts the run to the face.
 Skipped when ../shared is absent."""
