@@ -46,7 +46,13 @@ class JobMetrics:
         self.finished = Gauge("arcmatch_job_finished_timestamp_seconds", "When the job finished, by outcome "
                               "(ok, partial: finished with skips, failed)", ["command", "outcome"], registry=registry)
         self.started.labels(job).set(time.time())
-        self.server = start_http_server(port, addr="0.0.0.0", registry=registry)[0] if port else None
+        self.server = None
+        if port:
+            try:
+                self.server = start_http_server(port, addr="0.0.0.0", registry=registry)[0]
+            except OSError as exc:  # another job on this machine serves there: this one goes on without
+                print(f"arcmatch: the job's metrics are not served: port {port} is taken ({exc.strerror})",
+                      file=sys.stderr)
 
     def stage(self, stage: str, total: int | None) -> None:
         self.items.labels(self.job, stage).inc(0)  # present from the start, at zero

@@ -114,3 +114,16 @@ def test_an_ingestion_pushes_its_progress_and_final_counts(ray_local, pushgatewa
     assert value("arcmatch_job_items_total", stage="ingest") == 7  # every file seen, the broken one included
     assert value("arcmatch_job_result", what="embedded") == 6 and value("arcmatch_job_result", what="skipped") == 1
     assert value("arcmatch_job_finished_timestamp_seconds", outcome="partial") > 0
+
+
+def test_a_second_job_on_the_same_port_goes_on_without_its_endpoint(capsys):
+    port = free_port()
+    first = JobMetrics("ingest", port=port)
+    second = JobMetrics("cluster", port=port)
+    try:
+        assert second.server is None and "port" in capsys.readouterr().err
+        assert "arcmatch_job_started_timestamp_seconds" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        first.close()
+        second.close()
+

@@ -79,8 +79,8 @@ def test_every_manifest_parses():
 def test_overlay_renders_and_custom_resources_validate(overlay):
     docs = render(overlay)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "Milvus", "PersistentVolumeClaim", "PodMonitor", "PrometheusRule", "RayJob", "RayJob",
-                     "RayJob", "RayService"]
+    assert kinds == ["ConfigMap", "Milvus", "PersistentVolumeClaim", "PodMonitor", "PodMonitor", "PrometheusRule",
+                     "RayJob", "RayJob", "RayJob", "RayService"]
     checked = 0
     for doc in docs:
         key = (doc["apiVersion"], doc["kind"])
@@ -89,7 +89,7 @@ def test_overlay_renders_and_custom_resources_validate(overlay):
                       for e in jsonschema.Draft7Validator(crd_schema(*key)).iter_errors(doc)]
             assert not errors, (doc["metadata"]["name"], errors[:5])
             checked += 1
-    assert checked == 7  # Milvus, three RayJobs, the RayService, the PodMonitor, the PrometheusRule
+    assert checked == 8  # Milvus, three RayJobs, the RayService, the two PodMonitors, the PrometheusRule
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -152,7 +152,7 @@ def test_the_pod_monitor_finds_the_api_pods_and_their_port(overlay):
     """The PodMonitor selects by labels the RayService's API worker pods carry, on a port they name: a selector that
     matches nothing scrapes nothing, silently. `ray.io/node-type` is KubeRay's own label on every Ray pod."""
     docs = render(overlay)
-    monitor = next(d for d in docs if d["kind"] == "PodMonitor")
+    monitor = next(d for d in docs if d["kind"] == "PodMonitor" and d["metadata"]["name"].endswith("arcmatch-api"))
     wanted = monitor["spec"]["selector"]["matchLabels"]
     cluster = next(d for d in docs if d["kind"] == "RayService")["spec"]["rayClusterConfig"]
     matched = []
@@ -164,3 +164,23 @@ def test_the_pod_monitor_finds_the_api_pods_and_their_port(overlay):
             ports = {p.get("name") for c in template["spec"]["containers"] for p in c.get("ports", [])}
             assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports, group["groupName"]
     assert matched == ["api"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_jobs_pod_monitor_finds_every_jobs_driver_on_the_port_the_configmap_names(overlay):
+    """Each RayJob's head (where `arcmatch ...` runs as the job's driver) carries the labels and the named port the
+    jobs' PodMonitor selects, and that port is the one ARCMATCH_JOB_METRICS_PORT tells the job to serve on."""
+    docs = render(overlay)
+    monitor = next(d for d in docs if d["kind"] == "PodMonitor" and d["metadata"]["name"].endswith("arcmatch-jobs"))
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    [port_name] = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    jobs = [d for d in docs if d["kind"] == "RayJob"]
+    assert len(jobs) == 3
+    for job in jobs:
+        template = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+        labels = {**template.get("metadata", {}).get("labels", {}), "ray.io/node-type": "head"}
+        assert all(labels.get(k) == v for k, v in wanted.items()), job["metadata"]["name"]
+        ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        assert ports[port_name] == int(config["ARCMATCH_JOB_METRICS_PORT"]), job["metadata"]["name"]
+
