@@ -36,6 +36,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listen_port() -> int:
+    """A free port for a server that binds it later, outside the kernel's ephemeral range (32768 and up, where any
+    process's outgoing connection may take it meanwhile) and Ray's worker ports (10002-19999)."""
+    import random
+
+    while True:
+        port = random.randint(20000, 32767)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
 def live_app(app):
     """The ASGI app on a free loopback port in a thread of this process (jobs/api/local.py); yields its URL."""
     from jobs.api.local import serve_in_thread

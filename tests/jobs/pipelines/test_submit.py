@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import listen_port
 
 TOKEN = secrets.token_hex(16)  # Ray's token authentication, as a cluster would run it
 AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
@@ -22,7 +22,11 @@ AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
 def ray_head(tmp_path_factory):
     ray = Path(sys.executable).parent / "ray"
     # every port of its own: another Ray on this machine (the tests' local one) holds the defaults
-    port, dashboard, agent, agent_grpc, metrics, runtime_env, client = (free_port() for _ in range(7))
+    # (bound by the head seconds later: outside the range outgoing connections take ports from, see listen_port)
+    ports: list[int] = []
+    while len(ports) < 7:
+        ports += [found] if (found := listen_port()) not in ports else []
+    port, dashboard, agent, agent_grpc, metrics, runtime_env, client = ports
     # a short path: Ray's socket paths under it must stay within AF_UNIX's 107 bytes (pytest's own can be long)
     temp = Path(tempfile.mkdtemp(prefix="rh-"))
     log = temp / "head.log"
