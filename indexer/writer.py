@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import NamedTuple
 
 from indexer.archive import ArchivedFace, FaceArchive
 from indexer.errors import GalleryMoved, InvalidValue
@@ -41,6 +42,13 @@ def carry_rejections(row: FaceRow, stored: dict | None) -> FaceRow:
     than the row's own identity in its metadata, so the upsert does not erase a person's "not this person"."""
     others = [name for name in rejected_from(stored) if name != row.identity]
     return replace(row, metadata={**row.metadata, "rejected_from": others}) if others else row
+
+
+class FaceImage(NamedTuple):
+    """The image a face's archive entry keeps: `kind` "aligned" or "photo" (indexer/archive.py, ArchivedFace)."""
+
+    kind: str
+    image: bytes
 
 
 class GalleryWriter:
@@ -84,25 +92,25 @@ class GalleryWriter:
                 for row in rows]
 
     # writing
-    def write(self, rows: list[FaceRow], kept: Iterable[ArchivedFace] = (), *,
+    def write(self, rows: list[FaceRow], images: Mapping[int, FaceImage] | None = None, *,
               skipped: list[tuple[str, str]] | None = None) -> int:
-        """Archive the rows' faces (`kept`: their images, by face id), then upsert the rows. A row the store would
-        refuse raises InvalidValue, or with `skipped` is left out with its reason (an ingestion goes on)."""
+        """Archive the rows' faces (`images`: what to keep of each, by face id; a row without one is not archived),
+        then upsert the rows. The archive entry is the row's own identity, source and metadata, so the two never
+        disagree. A row the store would refuse raises InvalidValue, or with `skipped` is left out with its reason
+        (an ingestion goes on)."""
         self.in_service()
         rows = self._valid(rows, skipped)
-        if self.archive is not None:
-            by_id = {r.face_id: r for r in rows}
-            entries = [replace(k, identity=by_id[k.face_id].identity,
-                               metadata=json.dumps(by_id[k.face_id].metadata, ensure_ascii=False))
-                       for k in kept if k.face_id in by_id]
-            self.archive.write(entries)
+        if self.archive is not None and images:
+            self.archive.write([ArchivedFace(r.face_id, r.identity, r.source,
+                                             json.dumps(r.metadata, ensure_ascii=False), *images[r.face_id])
+                                for r in rows if r.face_id in images])
         return self.upsert(rows, skipped=skipped)
 
     def rename(self, rows: list[FaceRow]) -> int:
         """Stored faces under a new identity or metadata (curation): their archive entries again, same image,
         then the store."""
         kept = self.archive.entries({r.face_id for r in rows}) if self.archive is not None and rows else ()
-        return self.write(rows, kept)
+        return self.write(rows, {e.face_id: FaceImage(e.kind, e.image) for e in kept})
 
     def upsert(self, rows: list[FaceRow], *, skipped: list[tuple[str, str]] | None = None) -> int:
         """The store's upsert alone (a re-embed's target, whose archive is already written). With `skipped`, a batch

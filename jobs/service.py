@@ -11,7 +11,6 @@ twice is one face, not two, and a retried request is harmless.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 
@@ -20,14 +19,14 @@ import numpy as np
 from common.errors import Conflict, Unavailable
 from embedder.embed import Embedder
 from embedder.faces import FacePolicy, NoFace, PreparedFace, face_record  # noqa: F401  (re-exported)
-from indexer.archive import ArchivedFace, FaceArchive
+from indexer.archive import FaceArchive
 from indexer.calibration import GalleryCalibration
 from indexer.decision import Decision
 from indexer.errors import BackendUnavailable, ModelMismatch
 from indexer.galleries import Galleries
 from indexer.ids import UNLABELLED, face_id, validate_identity
 from indexer.store import FaceIndex, FaceRow
-from indexer.writer import GalleryWriter
+from indexer.writer import FaceImage, GalleryWriter
 from jobs.calibration_watch import CalibrationWatch, keep_and_audit
 from jobs.lookup import Lookup
 from jobs.photos import PhotoFaces
@@ -141,7 +140,7 @@ class IdentityService:
             return []
         self.writer.in_service()
         digest, now = hashlib.sha256(data).hexdigest(), time.time()
-        rows, kept = [], []
+        rows, kept = [], {}
         photo = self.photos.load(data) if self.archive is not None else None
         for n in chosen:
             face = faces[n]
@@ -153,8 +152,7 @@ class IdentityService:
             rows.append(FaceRow(f"search:{digest[:16]}#{n}", UNLABELLED, vectors[n], face_id(key), extra))
             if photo is not None:
                 image, kind = self.photos.kept(photo, face)
-                kept.append(ArchivedFace(rows[-1].face_id, UNLABELLED, rows[-1].source, json.dumps(extra), kind,
-                                         image))
+                kept[rows[-1].face_id] = FaceImage(kind, image)
         self.writer.write(rows, kept)
         return [r.face_id for r in rows]
 
@@ -174,6 +172,8 @@ class IdentityService:
         Unless `proceed`: a face that matches another identity, or a photo whose face was rejected from this
         identity ("not this person"), is a Conflict."""
         identity = validate_identity(identity)
+        # the fence before the photos are decoded and embedded, so a process left behind answers at once; the
+        # writer checks it again when it writes, since a switch may come while the faces are embedded
         self.writer.in_service()
         prepared, kept = self.photos.enrollment(images, select=select, gate=gate, keep=self.archive is not None)
         embedded = self.photos.embed_faces([f for _, _, faces in prepared for f in faces])
@@ -193,8 +193,7 @@ class IdentityService:
         rows = self._keep_rejections(rows, identity, proceed)  # first: "not this person" is the more exact reason
         if self.conflict_check and not proceed:
             self.lookup.check_conflicts(embedded, identity)
-        archived = [ArchivedFace(r.face_id, identity, r.source, "", kind, image)
-                    for r, (image, kind) in zip(rows, kept, strict=True)] if self.archive is not None else []
+        archived = {r.face_id: FaceImage(kind, image) for r, (image, kind) in zip(rows, kept, strict=True)}
         self.writer.write(rows, archived)
         self.watch.poke(self.lookup.gallery_calibration)  # the gallery grew: is its calibration still right?
         return Enrolled(identity, [r.face_id for r in rows])

@@ -132,11 +132,11 @@ def _draw_face(ident: Identity, rng: np.random.Generator, background: tuple[int,
     return img
 
 
-def _pose(img: Image.Image, rng: np.random.Generator, background: tuple[int, ...]) -> Image.Image:
+def _pose(img: Image.Image, rng: np.random.Generator, background: tuple[int, ...], v: float) -> Image.Image:
     s = _CANVAS
-    angle = math.radians(rng.uniform(-12, 12))
-    scale = rng.uniform(0.88, 1.12)
-    tx, ty = rng.uniform(-0.06, 0.06, size=2) * s
+    angle = math.radians(rng.uniform(-12 * v, 12 * v))
+    scale = rng.uniform(1 - 0.12 * v, 1 + 0.12 * v)
+    tx, ty = rng.uniform(-0.06 * v, 0.06 * v, size=2) * s
     # inverse affine map (output -> input), about the canvas centre
     cos_a, sin_a = math.cos(angle) / scale, math.sin(angle) / scale
     c = s / 2
@@ -145,20 +145,20 @@ def _pose(img: Image.Image, rng: np.random.Generator, background: tuple[int, ...
     return img.transform((s, s), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR, fillcolor=background)
 
 
-def _photometric(img: Image.Image, rng: np.random.Generator, size: int) -> tuple[np.ndarray, Box | None]:
-    if rng.random() < 0.3:
+def _photometric(img: Image.Image, rng: np.random.Generator, size: int, v: float) -> tuple[np.ndarray, Box | None]:
+    if rng.random() < 0.3 * v:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.6)))
     img = img.resize((size, size), Image.Resampling.LANCZOS)
     x = np.asarray(img, dtype=np.float32)
     # side lighting: a linear ramp in a random direction, plus global gain/offset and a colour cast
     theta = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
-    ramp = 1.0 + rng.uniform(0, 0.5) * (np.cos(theta) * xx + np.sin(theta) * yy)
-    gain = rng.uniform(0.7, 1.25) * rng.uniform(0.92, 1.08, size=3)
-    x = x * ramp[..., None] * gain + rng.uniform(-20, 20)
-    x += rng.normal(0, rng.uniform(0, 10), size=x.shape)
+    ramp = 1.0 + rng.uniform(0, 0.5 * v) * (np.cos(theta) * xx + np.sin(theta) * yy)
+    gain = rng.uniform(1 - 0.3 * v, 1 + 0.25 * v) * rng.uniform(1 - 0.08 * v, 1 + 0.08 * v, size=3)
+    x = x * ramp[..., None] * gain + rng.uniform(-20 * v, 20 * v)
+    x += rng.normal(0, rng.uniform(0, 10 * v), size=x.shape)
     occluder = None
-    if rng.random() < 0.3:  # occluder: a solid patch of 20-50% of the image's width and height
+    if rng.random() < 0.3 * v:  # occluder: a solid patch of 20-50% of the image's width and height
         w, h = (rng.uniform(0.2, 0.5, size=2) * size).astype(int)
         x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
         x[y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 256, size=3)
@@ -174,17 +174,21 @@ class Photo:
     occluder: Box | None
 
 
-def draw(ident: Identity, rng: np.random.Generator, size: int = 64) -> Photo:
+def draw(ident: Identity, rng: np.random.Generator, size: int = 64, *, variation: float = 1.0) -> Photo:
     """One photo of `ident`: a (size, size, 3) uint8 RGB image and its occluder, if it has one. An analysis of a
-    model's misses replays an identity's generator to learn which photos were occluded (bench/demo_misses.py)."""
+    model's misses replays an identity's generator to learn which photos were occluded (bench/demo_misses.py).
+
+    `variation` scales how far a photo strays from the identity's plain portrait (pose, lighting, noise, and how
+    often blur and an occluder come): 1 is the training data's spread, smaller is a cooperative subject before a
+    badge camera. It scales ranges, never the number of draws, so variation 1 gives the images it always gave."""
     background = tuple(int(v) for v in rng.integers(0, 256, size=3))
     face = _draw_face(ident, rng, background)
-    return Photo(*_photometric(_pose(face, rng, background), rng, size))
+    return Photo(*_photometric(_pose(face, rng, background, variation), rng, size, variation))
 
 
-def render(ident: Identity, rng: np.random.Generator, size: int = 64) -> np.ndarray:
+def render(ident: Identity, rng: np.random.Generator, size: int = 64, *, variation: float = 1.0) -> np.ndarray:
     """One image of `ident` as (size, size, 3) uint8 RGB."""
-    return draw(ident, rng, size).image
+    return draw(ident, rng, size, variation=variation).image
 
 
 def identity_name(index: int, prefix: str = "person") -> str:

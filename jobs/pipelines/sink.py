@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.archive import ArchivedFace, FaceArchive
+from indexer.archive import FaceArchive
 from indexer.ids import face_id
 from indexer.store import FaceIndex, FaceRow, connect
-from indexer.writer import GalleryWriter
+from indexer.writer import FaceImage, GalleryWriter
 
 try:  # the sink subclasses Ray's Datasink; the rest of this module (and its tests) work without Ray
     from ray.data import Datasink
@@ -37,16 +37,11 @@ def rows_from_batch(batch: dict[str, np.ndarray], unlabelled: bool = False) -> t
     return rows, skipped
 
 
-def archived_from_batch(batch: dict[str, np.ndarray], rows: list[FaceRow]) -> list[ArchivedFace]:
-    """The archive entries of the rows about to be written (the batch carries their images in `kept`)."""
+def images_from_batch(batch: dict[str, np.ndarray], rows: list[FaceRow]) -> dict[int, FaceImage]:
+    """What the archive keeps of the rows about to be written (the batch carries their images in `kept`)."""
     by_id = {face_id(str(key)): n for n, key in enumerate(batch["face_key"])}
-    out = []
-    for row in rows:
-        n = by_id[row.face_id]
-        if batch["kept_kind"][n]:
-            out.append(ArchivedFace(row.face_id, row.identity, row.source, json.dumps(row.metadata, ensure_ascii=False),
-                                    str(batch["kept_kind"][n]), bytes(batch["kept"][n])))
-    return out
+    return {row.face_id: FaceImage(str(batch["kept_kind"][n]), bytes(batch["kept"][n]))
+            for row in rows if batch["kept_kind"][n := by_id[row.face_id]]}
 
 
 def keep_rejections(writer: GalleryWriter, rows: list[FaceRow], skipped: list[tuple[str, str]]) -> list[FaceRow]:
@@ -72,7 +67,7 @@ def write_rows(writer: GalleryWriter, batch: dict[str, np.ndarray], rows: list[F
     it tried and how many were written. `curated`: keep the faces' "not this person" (keep_rejections)."""
     if curated:
         rows = keep_rejections(writer, rows, skipped)
-    kept = archived_from_batch(batch, rows) if writer.archive is not None else ()
+    kept = images_from_batch(batch, rows) if writer.archive is not None else None
     return rows, writer.write(rows, kept, skipped=skipped)
 
 

@@ -6,20 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.archive import ArchivedFace, FaceArchive
+from indexer.archive import FaceArchive
 from indexer.errors import GalleryMoved, InvalidValue
 from indexer.galleries import Galleries
 from indexer.ids import UNLABELLED
 from indexer.store import CollectionInfo, FaceRow, connect
-from indexer.writer import GalleryWriter
+from indexer.writer import FaceImage, GalleryWriter
 
 A, B = CollectionInfo("model-a/1", 4, 0.5), CollectionInfo("model-b/2", 4, 0.6)
 V = np.array([1, 0, 0, 0], np.float32)
 
 
-def face(n: int, identity: str = "ann", **metadata) -> tuple[FaceRow, ArchivedFace]:
-    kept = ArchivedFace(n, "?", f"p{n}.png", "{}", "photo", b"img%d" % n)
-    return FaceRow(f"p{n}.png", identity, V, n, metadata), kept
+def face(n: int, identity: str = "ann", **metadata) -> tuple[FaceRow, dict[int, FaceImage]]:
+    return FaceRow(f"p{n}.png", identity, V, n, metadata), {n: FaceImage("photo", b"img%d" % n)}
 
 
 @pytest.fixture
@@ -32,17 +31,17 @@ def gallery(tmp_path):
 
 
 def test_archive_then_store_and_a_refused_row_is_neither(gallery):
-    rows, kept = zip(face(1), face(2), strict=True)
-    assert gallery.write(list(rows), kept) == 2
+    (one, kept_one), (two, kept_two) = face(1), face(2)
+    assert gallery.write([one, two], kept_one | kept_two) == 2
     entries = {e.face_id: e for e in gallery.archive.entries()}
     assert set(entries) == {1, 2} and entries[1].identity == "ann" and entries[1].image == b"img1"
 
     bad, bad_kept = face(3, x=float("nan"))  # the store refuses metadata that is not JSON
     with pytest.raises(InvalidValue):
-        gallery.write([bad], [bad_kept])
+        gallery.write([bad], bad_kept)
     skipped = []
     good, good_kept = face(4)
-    assert gallery.write([bad, good], [bad_kept, good_kept], skipped=skipped) == 1
+    assert gallery.write([bad, good], bad_kept | good_kept, skipped=skipped) == 1
     assert [s[0] for s in skipped] == ["p3.png"] and "invalid row" in skipped[0][1]
     assert {e.face_id for e in gallery.archive.entries()} == {1, 2, 4}  # the refused row was never archived
     assert set(gallery.index.rows([1, 2, 3, 4])) == {1, 2, 4}
@@ -58,7 +57,7 @@ def test_rejections_are_found_and_carried(gallery):
 
 def test_a_rename_keeps_the_image_and_deletes_leave_tombstones(gallery):
     row, kept = face(1)
-    gallery.write([row], [kept])
+    gallery.write([row], kept)
     assert gallery.rename([FaceRow(row.source, "bob", V, 1, {"moved": True})]) == 1
     [entry] = gallery.archive.entries({1})
     assert entry.identity == "bob" and entry.image == b"img1" and '"moved": true' in entry.metadata
@@ -68,7 +67,7 @@ def test_a_rename_keeps_the_image_and_deletes_leave_tombstones(gallery):
 
 def test_a_process_left_behind_by_a_switch_takes_no_writes(gallery):
     row, kept = face(1)
-    gallery.write([row], [kept])
+    gallery.write([row], kept)
     new = gallery.galleries.prepare(B, index_type="FLAT")
     gallery.galleries.switch(new.collection)
     gallery.refresh(max_age_s=0)
