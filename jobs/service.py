@@ -193,7 +193,8 @@ class IdentityService:
         rows = self._keep_rejections(rows, identity, proceed)  # first: "not this person" is the more exact reason
         if self.conflict_check and not proceed:
             self.lookup.check_conflicts(embedded, identity)
-        archived = {r.face_id: FaceImage(kind, image) for r, (image, kind) in zip(rows, kept, strict=True)}
+        archived = ({r.face_id: FaceImage(kind, image) for r, (image, kind) in zip(rows, kept, strict=True)}
+                    if kept else None)  # none without an archive
         self.writer.write(rows, archived)
         self.watch.poke(self.lookup.gallery_calibration)  # the gallery grew: is its calibration still right?
         return Enrolled(identity, [r.face_id for r in rows])

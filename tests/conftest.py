@@ -24,9 +24,6 @@ def _scratch_dir(variable: str, prefix: str) -> None:
 _scratch_dir("ARCMATCH_AUDIT_DIR", "arcmatch-test-audit-")
 # and the face archive (default ./arcmatch-archive for a server) too; most tests get one of their own below
 _scratch_dir("ARCMATCH_ARCHIVE_URI", "arcmatch-test-archive-")
-# the tiny untrained test model scores any two synthetic faces ~0.97, above its 0.5 threshold, so every enrollment
-# of a second person would be a conflict: the tests that are about conflicts turn the check on themselves
-os.environ.setdefault("ARCMATCH_ENROLL_CONFLICT_CHECK", "false")
 # Ray Train's controller polls its workers every 2 s by default: a two-epoch run of the tiny model then waits more
 # than it trains. Read by the controller actor, so set before the tests' Ray starts.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
@@ -177,28 +174,41 @@ def tiny_spec():
     return ModelSpec(backbone="test_resnet", embedding_size=16, input_size=(32, 32))
 
 
-def _checkpoint(directory, spec, seed: int, threshold: float):
-    import torch
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The suite's tiny trained face model (64-d, 32x32; tests/fixtures/train_tiny_model.py) with its calibration:
+    it tells the tests' synthetic people apart (same person >= 0.55 > different people, but for about one pair of
+    people in 10,000), so decisions are tested on other photos of a person and conflict checks stay on."""
+    from embedder.checkpoint import load_embedder, save_embedder
+    from embedder.layout import CALIBRATION_FILE
+    from tests.fixtures.train_tiny_model import FIXTURE
 
-    from embedder.checkpoint import Calibration, save_embedder
-    from embedder.model import FaceEmbedder
-
-    torch.manual_seed(seed)
-    save_embedder(FaceEmbedder(spec), directory)
-    Calibration(threshold=threshold, target_far=1e-3, measured_far=1e-3, tar=0.9, pairs=100).save(directory)
+    directory = tmp_path_factory.mktemp("tiny-model")
+    save_embedder(load_embedder(FIXTURE), directory)  # float32, its version stamped from those weights
+    shutil.copy(FIXTURE / CALIBRATION_FILE, directory / CALIBRATION_FILE)
     return directory
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tiny_spec):
-    """An untrained tiny embedder checkpoint with a calibration: enough to exercise every pipeline."""
-    return _checkpoint(tmp_path_factory.mktemp("tiny-model"), tiny_spec, seed=0, threshold=0.5)
+def other_model_dir(tmp_path_factory):
+    """Another model version, calibrated at 0.6: a model upgrade. The tiny model with the dimensions of its output
+    shuffled: it tells the same people apart, yet its vectors mean nothing to the tiny model's gallery, as another
+    model's would not."""
+    import torch
 
+    from embedder.checkpoint import Calibration, load_embedder, save_embedder
+    from tests.fixtures.train_tiny_model import FIXTURE
 
-@pytest.fixture(scope="session")
-def other_model_dir(tmp_path_factory, tiny_spec):
-    """Another tiny embedder (other weights, so another model version), calibrated at 0.6: a model upgrade."""
-    return _checkpoint(tmp_path_factory.mktemp("other-model"), tiny_spec, seed=1, threshold=0.6)
+    model = load_embedder(FIXTURE)
+    order = torch.randperm(model.spec.embedding_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for name, tensor in model.neck.state_dict().items():
+            if name.startswith(("fc.", "bn_out.")) and tensor.ndim >= 1:
+                tensor.copy_(tensor[order])
+    directory = tmp_path_factory.mktemp("other-model")
+    save_embedder(model, directory)
+    Calibration(threshold=0.6, target_far=1e-3, measured_far=1e-3, tar=0.9, pairs=100).save(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,17 @@ WRITE_KEY, WRITE_ENTRY = new_key("admin", ["read", "write"])
 R, W = {"X-API-Key": READ_KEY}, {"X-API-Key": WRITE_KEY}
 
 
+# how far the photos of one synthetic person stray from one another (trainer/synthetic.py): those of a cooperative
+# subject, which the suite's tiny model tells apart (tests/fixtures/train_tiny_model.py)
+TEST_VARIATION = 0.2
+TINY_DIM, TINY_THRESHOLD = 64, 0.55  # that model's embedding size and calibrated threshold (tests/conftest.py)
+
+
 def png(identity: int, n: int = 0, size: int = 32) -> bytes:
     """A synthetic face of `identity` (its n-th photo) as PNG bytes."""
     rng = np.random.default_rng([identity, n])
     buf = io.BytesIO()
-    Image.fromarray(render(make_identity(0, identity), rng, size)).save(buf, "PNG")
+    Image.fromarray(render(make_identity(0, identity), rng, size, variation=TEST_VARIATION)).save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -175,3 +181,17 @@ def people(n_people: int, per_person: int, spread: float, seed: int = 0, first: 
             source = f"p{p}/f{f}"
             rows.append(FaceRow(source, f"person {p}", (v / np.linalg.norm(v)).astype(np.float32), face_id(source)))
     return rows
+
+
+def untrained_model(directory: Path, spec, seed: int, threshold: float) -> Path:
+    """A model directory with untrained weights of `spec` (seeded) and a calibration at `threshold`: a model whose
+    spec matters to a test, not what it recognises."""
+    import torch
+
+    from embedder.checkpoint import Calibration, save_embedder
+    from embedder.model import FaceEmbedder
+
+    torch.manual_seed(seed)
+    save_embedder(FaceEmbedder(spec), directory)
+    Calibration(threshold=threshold, target_far=1e-3, measured_far=1e-3, tar=0.9, pairs=100).save(directory)
+    return directory

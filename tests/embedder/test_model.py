@@ -73,7 +73,7 @@ def test_embedder_returns_unit_vectors_in_batches(tiny_model_dir):
     embedder = TorchEmbedder.from_checkpoint(tiny_model_dir, batch_size=4)
     images = np.random.default_rng(0).integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
     vectors = embedder.embed(images)
-    assert vectors.shape == (10, 16) and vectors.dtype == np.float32
+    assert vectors.shape == (10, 64) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(embedder.embed(images[:3]), vectors[:3], atol=1e-5)  # batching changes nothing
     assert isinstance(embedder.calibration, Calibration)

@@ -44,7 +44,7 @@ def test_onnx_file_needs_its_spec(exported, tmp_path):
         open_embedder(lone)
     (tmp_path / "m.spec.json").write_text(json.dumps({**ModelSpec.load(exported).to_dict(), "version": ""}))
     embedder = open_embedder(lone)
-    assert embedder.spec.version.startswith("onnx-m-d16-")
+    assert embedder.spec.version.startswith("onnx-m-d64-")
 
 
 def test_wrong_input_size_is_refused(exported):

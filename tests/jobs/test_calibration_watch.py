@@ -7,13 +7,14 @@ from indexer.rates import at_size
 from jobs.audit import read
 from jobs.service import IdentityService
 from jobs.settings import Settings
-from tests.helpers import people
+from tests.helpers import TINY_DIM, people
 
 
 def enroll(service: IdentityService, persons: range) -> None:
     """People with one or two faces each, written as vectors (the watch counts names; no photo is needed)."""
     for person in persons:
-        service.index.upsert(people(1, 2 if person % 3 == 0 else 1, spread=0.5, seed=person, first=person))
+        service.index.upsert(people(1, 2 if person % 3 == 0 else 1, spread=0.5, seed=person, first=person,
+                                    dim=TINY_DIM))
     service.index.flush()
 
 

@@ -115,4 +115,4 @@ def test_the_face_archive_lives_beside_a_lite_file_unless_told(monkeypatch):
 
 def test_the_enrollment_conflict_check_is_on_unless_turned_off(monkeypatch):
     monkeypatch.delenv("ARCMATCH_ENROLL_CONFLICT_CHECK", raising=False)
-    assert Settings().enroll_conflict_check is True  # the tests' conftest turns it off for the tiny model only
+    assert Settings().enroll_conflict_check is True

@@ -17,7 +17,7 @@ from embedder.preprocess import decode_image
 from indexer.archive import FaceArchive
 from jobs.api.app import create_app
 from jobs.settings import Settings
-from tests.helpers import READ_ENTRY, READ_KEY, WRITE_ENTRY, R, W, live_app, png
+from tests.helpers import READ_ENTRY, READ_KEY, TINY_DIM, TINY_THRESHOLD, WRITE_ENTRY, R, W, live_app, png
 
 
 # the API on Milvus Lite: the store holds its contract on both stores (tests/indexer), "server" runs it there
@@ -48,7 +48,7 @@ def test_health_and_ready_are_open_everything_else_needs_a_key(api):
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}  # ... and learns nothing else
     assert api.get("/v1/ready", headers={"X-API-Key": "am_wrong"}).json() == {"status": "ready"}
     detailed = api.get("/v1/ready", headers=R).json()  # a key with the read scope: what the process serves
-    assert detailed["status"] == "ready" and detailed["dim"] == 16 and detailed["collection"]
+    assert detailed["status"] == "ready" and detailed["dim"] == TINY_DIM and detailed["collection"]
     assert api.post("/v1/identities/x/faces", files=[("images", ("a.png", png(1)))], headers=R).status_code == 403
 
 
@@ -61,7 +61,12 @@ def test_enroll_then_search_by_image_and_by_embedding(api, tiny_model_dir):
 
     found = api.post("/v1/search", files={"image": ("p.png", png(1), "image/png")}, headers=R).json()["faces"][0]
     assert found["match"] and found["identity"] == "ann" and found["score"] == pytest.approx(1.0, abs=1e-4)
-    assert found["candidates"][0]["identity"] == "ann" and found["threshold"] == 0.5
+    assert found["candidates"][0]["identity"] == "ann" and found["threshold"] == TINY_THRESHOLD
+    for person, name in ((1, "ann"), (2, "bob")):  # another photo of each: the model tells the two apart
+        other = api.post("/v1/search", files={"image": ("p.png", png(person, 3), "image/png")}, headers=R).json()
+        assert other["faces"][0]["identity"] == name and other["faces"][0]["score"] < 1 - 1e-3
+    stranger = api.post("/v1/search", files={"image": ("p.png", png(99), "image/png")}, headers=R).json()["faces"][0]
+    assert not stranger["match"] and stranger["identity"] is None
 
     strict = api.post("/v1/search", files={"image": ("p.png", png(2, 5), "image/png")},
                       data={"threshold": "0.99999"}, headers=R).json()["faces"][0]
@@ -127,7 +132,7 @@ BAD_REQUESTS = {
                                                         files={"image": ("big.bin", b"0" * 300_000, "image/png")})),
     "short embedding": (400, lambda api: api.post("/v1/search/embedding", json={"embeddings": [[0.1, 0.2]]},
                                                   headers=R)),
-    "zero embedding": (400, lambda api: api.post("/v1/search/embedding", json={"embeddings": [[0.0] * 16]},
+    "zero embedding": (400, lambda api: api.post("/v1/search/embedding", json={"embeddings": [[0.0] * TINY_DIM]},
                                                  headers=R)),
     "no embeddings": (422, lambda api: api.post("/v1/search/embedding", json={"embeddings": []}, headers=R)),
     "metadata not an object": (400, lambda api: api.post("/v1/identities/ann/faces", data={"metadata": "[1]"},
@@ -158,7 +163,7 @@ BAD_REQUESTS = {
     "invalid body without a key": (401, lambda api: api.post("/v1/search/embedding", content=b"{x",
                                                              headers={"content-type": "application/json"})),
     "JSON over its cap": (413, lambda api: api.post("/v1/search/embedding", headers=R,
-                                                    json={"embeddings": [[0.1] * 16] * 200_000})),
+                                                    json={"embeddings": [[0.1] * TINY_DIM] * 200_000})),
 }
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
@@ -166,7 +171,8 @@ EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
 
 @pytest.mark.parametrize("value", ["1e39", "-1e39", "1e308", "3.5e38"])
 def test_a_value_no_float32_holds_is_refused_at_its_position(api, value):
-    rows = [["0.1"] * 16, ["0.1"] * 11 + [value] * 5]  # JSON numbers as written: finite as a float64
+    # JSON numbers as written: finite as a float64
+    rows = [["0.1"] * TINY_DIM, ["0.1"] * 11 + [value] * (TINY_DIM - 11)]
     body = '{"embeddings": [' + ", ".join("[" + ", ".join(row) + "]" for row in rows) + "]}"
     answer = api.post("/v1/search/embedding", content=body.encode(), headers={**R, "content-type": "application/json"})
     assert answer.status_code == 400, answer.text
@@ -218,7 +224,7 @@ def test_every_answer_says_how_long_the_app_took(api):
 
 
 def test_a_search_answer_times_the_search_inside_the_app(api):
-    response = api.post("/v1/search/embedding", json={"embeddings": [[0.25] * 16]}, headers=R)
+    response = api.post("/v1/search/embedding", json={"embeddings": [[0.25] * TINY_DIM]}, headers=R)
     assert response.status_code == 200
     phases = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
     assert set(phases) == {"app", "search"} and 0 <= float(phases["search"]) <= float(phases["app"])
@@ -238,7 +244,7 @@ def test_a_bug_inside_a_search_is_a_500_that_says_nothing_of_it(tmp_path, tiny_m
 
     monkeypatch.setattr(service.index, "search", broken_search)
     with TestClient(create_app(settings, provider=lambda: (service, None)), raise_server_exceptions=False) as client:
-        response = client.post("/v1/search/embedding", json={"embeddings": [[0.25] * 16]}, headers=R)
+        response = client.post("/v1/search/embedding", json={"embeddings": [[0.25] * TINY_DIM]}, headers=R)
     service.close()
     assert response.status_code == 500
     assert response.json() == {"error": "internal error", "detail": "the service could not complete the request"}
@@ -254,7 +260,7 @@ def test_serving_an_onnx_model_never_imports_torch(tmp_path, tiny_onnx_dir):
         f"settings = Settings(model={str(tiny_onnx_dir)!r}, api_keys={READ_ENTRY!r}, "
         f"milvus_uri={str(tmp_path / 'onnx.db')!r}, _env_file=None)\n"
         "with TestClient(create_app(settings)) as client:\n"
-        f"    answer = client.post('/v1/search/embedding', json={{'embeddings': [[0.25] * 16]}}, "
+        f"    answer = client.post('/v1/search/embedding', json={{'embeddings': [[0.25] * {TINY_DIM}]}}, "
         f"headers={{'X-API-Key': {READ_KEY!r}}})\n"
         "assert answer.status_code == 200, answer.text\n"
         "print('torch' in sys.modules)\n"

@@ -10,7 +10,7 @@ from indexer.store import FaceIndex, FaceRow, connect
 from jobs.api.app import create_app
 from jobs.pipelines.cluster import cluster
 from jobs.settings import Settings
-from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, live_app, people, png
+from tests.helpers import READ_ENTRY, TINY_DIM, WRITE_ENTRY, R, live_app, people, png
 from tests.helpers import W as H
 
 pytestmark = pytest.mark.stores("lite")
@@ -19,13 +19,14 @@ pytestmark = pytest.mark.stores("lite")
 def api(milvus_uri, collection_name, tmp_path, tiny_model_dir):
     gallery = collection_name
     settings = Settings(model=tiny_model_dir, api_keys=f"{WRITE_ENTRY},{READ_ENTRY}", milvus_uri=milvus_uri,
-                        gallery=gallery, archive_uri=str(tmp_path / "archive"), enroll_conflict_check=True)
+                        gallery=gallery, archive_uri=str(tmp_path / "archive"))
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
         assert client.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))],
                            headers=H).status_code == 201
         connection = connect(milvus_uri)
         index = FaceIndex(connection, Galleries(connection, gallery).serving())
-        crowd = people(2, 4, spread=0.2, seed=3) + people(1, 3, spread=0.2, seed=4, first=10)
+        crowd = (people(2, 4, spread=0.2, seed=3, dim=TINY_DIM)
+                 + people(1, 3, spread=0.2, seed=4, first=10, dim=TINY_DIM))
         index.upsert([FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in crowd])
         index.flush()
         client.crowd, client.index = crowd, index
@@ -123,9 +124,12 @@ def test_not_this_person_is_remembered_by_promotion_and_enrollment(api):
 
 
 def test_enrolling_a_face_that_matches_someone_else_is_a_conflict(api):
-    files = [("images", ("a.png", png(1), "image/png"))]
+    files = [("images", ("a.png", png(1, 3), "image/png"))]  # another photo of ann
     conflict = api.post("/v1/identities/anne/faces", files=files, headers=H)
     assert conflict.status_code == 409 and "'ann'" in conflict.json()["detail"]
+    other = [("images", ("b.png", png(2), "image/png"))]  # someone else's face is no conflict
+    assert api.post("/v1/identities/bea/faces", files=other, headers=H).status_code == 201
     assert api.get("/v1/identities/anne", headers=R).status_code == 404  # nothing written
     assert api.post("/v1/identities/anne/faces", files=files, data={"proceed": "true"}, headers=H).status_code == 201
-    assert api.post("/v1/identities/ann/faces", files=files, headers=H).status_code == 201  # its own: fine
+    own = [("images", ("a.png", png(1), "image/png"))]
+    assert api.post("/v1/identities/ann/faces", files=own, headers=H).status_code == 201  # its own: fine

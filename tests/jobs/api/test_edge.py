@@ -12,7 +12,7 @@ from jobs.api.app import create_app
 from jobs.audit import read
 from jobs.cli import main
 from jobs.settings import Settings
-from tests.helpers import READ_ENTRY, READ_KEY, WRITE_ENTRY, WRITE_KEY, R, W, live_app, png
+from tests.helpers import READ_ENTRY, READ_KEY, TINY_DIM, WRITE_ENTRY, WRITE_KEY, R, W, live_app, png
 
 UPLOAD_LIMIT = 200_000
 
@@ -135,7 +135,7 @@ def test_a_request_past_its_deadline_is_a_503_with_retry_after(tmp_path, tiny_mo
     service.index.search = stalled_search
     with live_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         started = time.perf_counter()
-        answer = client.post("/v1/search/embedding", json={"embeddings": [[0.25] * 16]}, headers=R)
+        answer = client.post("/v1/search/embedding", json={"embeddings": [[0.25] * TINY_DIM]}, headers=R)
         assert answer.status_code == 503 and answer.headers["retry-after"] == "2"
         assert answer.json()["error"] == "backend unavailable" and time.perf_counter() - started < 1.9
         assert client.get("/v1/health").status_code == 200
@@ -166,7 +166,7 @@ def test_searches_are_audited_when_enabled_and_the_cli_reads_the_trail(tmp_path,
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
         client.post("/v1/identities/dave/faces", files=[("images", ("d.png", png(6)))], headers=W)
         client.post("/v1/search", files={"image": ("p.png", png(6))}, headers=R)
-        client.post("/v1/search/embedding", json={"embeddings": [[0.0] * 16]}, headers=R)
+        client.post("/v1/search/embedding", json={"embeddings": [[0.0] * TINY_DIM]}, headers=R)
     records = list(read(settings.audit_dir))
     assert [r["action"] if r["status"] < 400 else r["status"] for r in records] == ["enroll", "search", 400]
     assert records[1]["key"] == "reader" and records[1]["matches"][0]["identity"] == "dave"

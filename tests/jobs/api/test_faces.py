@@ -74,7 +74,9 @@ def test_enrolling_a_group_photo_needs_a_choice(api, group):
     assert response.status_code == 422
     assert response.json()["error"] == "too many faces" and "3 faces" in response.json()["detail"]
     try:
-        chosen = enroll(api, "crowd", group, faces="largest")
+        known = enroll(api, "crowd", group, faces="largest")  # the largest face is someone enrolled already
+        assert known.status_code == 409 and any(f"'{name}'" in known.json()["detail"] for name in PEOPLE)
+        chosen = enroll(api, "crowd", group, faces="largest", proceed="true")
         assert chosen.status_code == 201 and len(chosen.json()["face_ids"]) == 1
         [stored] = api.get("/v1/identities/crowd").json()["faces"]
         assert stored["metadata"]["face"]["quality"]["passed"] and len(stored["metadata"]["face"]["box"]) == 4

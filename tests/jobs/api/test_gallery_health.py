@@ -13,7 +13,7 @@ from indexer.ids import face_id
 from indexer.store import FaceIndex, FaceRow, connect
 from jobs.api.app import create_app
 from jobs.settings import Settings
-from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, live_app, people, png
+from tests.helpers import READ_ENTRY, TINY_DIM, WRITE_ENTRY, R, W, live_app, people, png
 
 
 def planted_gallery(uri: str, gallery: str) -> dict:
@@ -21,8 +21,8 @@ def planted_gallery(uri: str, gallery: str) -> dict:
     (person 3's first photo filed under person 5), written beside one enrolled face (the collection's owner)."""
     client = connect(uri)
     index = FaceIndex(client, Galleries(client, gallery).serving())
-    rows = people(40, 2, spread=0.3, seed=1)
-    twin = rows[14].vector + 0.05 * np.random.default_rng(1).normal(size=16).astype(np.float32)
+    rows = people(40, 2, spread=0.3, seed=1, dim=TINY_DIM)
+    twin = rows[14].vector + 0.05 * np.random.default_rng(1).normal(size=TINY_DIM).astype(np.float32)
     rows.append(FaceRow("twin", "person 7 again", (twin / np.linalg.norm(twin)).astype(np.float32), face_id("twin")))
     stray = rows[6]
     rows[6] = FaceRow(stray.source, "person 5", stray.vector, stray.face_id)

@@ -10,7 +10,7 @@ import pytest
 
 from jobs.api.app import create_app
 from jobs.settings import Settings
-from tests.helpers import WRITE_ENTRY, W, live_app, png
+from tests.helpers import TINY_DIM, WRITE_ENTRY, W, live_app, png
 
 FOREIGN = ("127.0.0.1", "pymilvus", "MilvusException", "0x", "grpc", "Traceback", "outage_", "code=")
 
@@ -22,7 +22,7 @@ def server_searches(uri: str, collection: str) -> bool:
     try:
         client = MilvusClient(uri=uri, timeout=2, dedicated=True)
         try:
-            client.search(collection, data=[[1.0] + [0.0] * 15], limit=1, timeout=2)
+            client.search(collection, data=[[1.0] + [0.0] * (TINY_DIM - 1)], limit=1, timeout=2)
             return True
         finally:
             client.close()

@@ -17,9 +17,9 @@ from indexer.store import FaceIndex, FaceRow, connect
 from jobs.api.app import create_app
 from jobs.pipelines.cluster import cluster
 from jobs.settings import Settings
+from tests.helpers import TINY_DIM, live_app, people, png
 from tests.helpers import WRITE_ENTRY as ENTRY
 from tests.helpers import WRITE_KEY as KEY
-from tests.helpers import live_app, people, png
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -41,7 +41,8 @@ def site(tmp_path, tiny_model_dir):
                             ).status_code == 201
         client = connect(uri)
         index = FaceIndex(client, Galleries(client, "faces").serving())
-        crowd = [FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in people(2, 4, spread=0.2, seed=8)]
+        crowd = [FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in people(2, 4, spread=0.2, seed=8,
+                                                                                   dim=TINY_DIM)]
         archive = FaceArchive(archive_root, "faces")  # what a kept unknown face leaves: its picture, to show
         archive.write([ArchivedFace(r.face_id, UNLABELLED, r.source, "{}", "photo", encode(picture(png(20 + n))))
                        for n, r in enumerate(crowd)])

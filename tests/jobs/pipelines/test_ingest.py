@@ -20,6 +20,7 @@ from indexer.archive import FaceArchive
 from indexer.errors import ModelMismatch
 from indexer.store import CollectionInfo, FaceIndex, connect
 from jobs.pipelines.ingest import ingest
+from tests.helpers import TINY_THRESHOLD
 from trainer.synthetic import write_dataset
 
 
@@ -89,7 +90,7 @@ def test_vectors_in_milvus_equal_direct_inference(ray_local, milvus_uri, collect
     client = connect(milvus_uri)
     index = FaceIndex(client, collection_name)
     hit = index.search(direct, k=1)[0][0]
-    assert index.info().threshold == 0.5  # the model's calibrated threshold travels with the collection
+    assert index.info().threshold == TINY_THRESHOLD  # the model's calibrated threshold travels with the collection
     client.close()
     assert hit.source == "person_00002/001.png" and hit.score == pytest.approx(1.0, abs=1e-4)
 

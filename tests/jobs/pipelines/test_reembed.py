@@ -265,14 +265,13 @@ def test_an_upgrade_that_would_lose_faces_refuses_to_switch_and_says_which(ray_l
     from dataclasses import replace
 
     from indexer.store import FaceIndex
-    from tests.conftest import _checkpoint
-    from tests.helpers import run_cli
+    from tests.helpers import run_cli, untrained_model
     from trainer.synthetic import write_dataset
 
     root, uri, archive = tmp_path / "gallery", str(tmp_path / "g.db"), str(tmp_path / "archive")
     write_dataset(root, range(5), 3, size=32)
-    five_point = _checkpoint(tmp_path / "five-point", replace(tiny_spec, alignment="five_point"), seed=2,
-                             threshold=0.6)
+    five_point = untrained_model(tmp_path / "five-point", replace(tiny_spec, alignment="five_point"), seed=2,
+                                 threshold=0.6)
     env = {k: v for k, v in os.environ.items() if k != "ARCMATCH_DETECTOR"}
     env |= {"ARCMATCH_ARCHIVE_URI": archive, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     # each step a process of its own: Milvus Lite's file stays held by a process that opened it

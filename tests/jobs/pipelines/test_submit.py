@@ -52,7 +52,7 @@ def ray_head(tmp_path_factory):
                     os.killpg(head.pid, signal.SIGTERM)
                 pytest.fail(f"the Ray head did not come up (exit {head.poll()}): {log.read_text()[-3000:]}")
             time.sleep(1)
-    yield address
+    yield HeadAddress(address, temp)
     os.killpg(head.pid, signal.SIGTERM)
     try:
         head.wait(timeout=5)
@@ -60,6 +60,26 @@ def ray_head(tmp_path_factory):
         os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=60)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+class HeadAddress(str):
+    """The head's Jobs API address, which also knows where the head keeps its logs."""
+
+    def __new__(cls, address: str, temp: Path):
+        made = super().__new__(cls, address)
+        made.temp = temp
+        return made
+
+    def logs(self) -> str:
+        """The end of the head's own logs: what a failed submission's message needs to be understood."""
+        tails = []
+        for name in ("dashboard.log", "gcs_server.out", "raylet.out", "dashboard_agent.log"):
+            for path in self.temp.glob(f"session_latest/logs/{name}"):
+                tails.append(f"--- {name}\n" + path.read_text(errors="replace")[-1500:])
+        head_log = self.temp / "head.log"
+        if head_log.is_file():
+            tails.append("--- ray start\n" + head_log.read_text(errors="replace")[-1000:])
+        return "\n".join(tails)
 
 
 def cli(*args, address, env=None):
@@ -74,7 +94,7 @@ def test_submitted_job_runs_on_the_cluster_and_reports_its_status(ray_head, tmp_
     out = tmp_path / "synthetic"
     done = cli("submit", "prepare", "--synthetic", str(out), "--identities", "2", "--images", "2", "--size", "32",
                address=ray_head)
-    assert done.returncode == 0, done.stdout[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:] + ray_head.logs()
     assert "wrote 4 images" in done.stdout and "SUCCEEDED" in done.stdout
     assert len(list(out.rglob("*.png"))) == 4  # the cluster shares this machine's filesystem
 
@@ -100,7 +120,7 @@ def test_a_newcomers_submission_finds_the_token_and_carries_the_settings(ray_hea
            "ARCMATCH_MILVUS_TOKEN": "root:secret"}
     made = cli("submit", "prepare", "--synthetic", str(out), "--identities", "2", "--images", "2", "--size", "32",
                address=ray_head, env=env)
-    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:] + ray_head.logs()
     assert "with ARCMATCH_MODEL)" in made.stdout and "secret" not in made.stdout
     assert "not carried to the cluster (secrets: set them there): ARCMATCH_MILVUS_TOKEN" in made.stderr
 
