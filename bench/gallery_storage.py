@@ -96,7 +96,7 @@ def per_collection(client, galleries: int, faces: int, rng, probes: int) -> dict
         t = time.perf_counter()
         hits = client.search(f"g{g}", data=[unit(rng, 1)[0]], limit=10, output_fields=["face_id"])[0]
         seconds.append(time.perf_counter() - t)
-        foreign += sum(not (g * faces <= h["id"] < (g + 1) * faces) for h in hits)
+        foreign += sum(not (g * faces <= h["face_id"] < (g + 1) * faces) for h in hits)
     return {"create_and_fill_s": round(created, 1), "first_search_ms": round(first * 1000, 2),
             "search": percentiles(seconds), "foreign_hits": foreign}
 
@@ -120,7 +120,7 @@ def partition_key(client, galleries: int, faces: int, rng, probes: int) -> dict:
                              output_fields=["face_id"])[0]
         seconds.append(time.perf_counter() - t)
         first = seconds[0] if n == 0 else first
-        foreign += sum(not (g * faces <= h["id"] < (g + 1) * faces) for h in hits)
+        foreign += sum(not (g * faces <= h["face_id"] < (g + 1) * faces) for h in hits)
     return {"create_and_fill_s": round(created, 1), "first_search_ms": round(first * 1000, 2),
             "search": percentiles(seconds), "foreign_hits": foreign}
 

@@ -40,6 +40,16 @@ def check_gallery(gallery: str) -> str:
     return gallery
 
 
+def list_galleries(client) -> list[str]:
+    """The galleries one store holds: every alias over a collection of faces, and every plain collection of faces
+    named like a gallery (made before aliases)."""
+    milvus = Milvus(client)
+    aliases = set(milvus("list_aliases").get("aliases", []))
+    plain = {name for name in milvus("list_collections")
+             if "__" not in name and name not in aliases and Property.INFO in milvus.properties(name)}
+    return sorted(aliases | plain)
+
+
 @dataclass(frozen=True)
 class CollectionSummary:
     name: str

@@ -59,6 +59,12 @@ class CollectionInfo:
                            "threshold": self.threshold, "model_spec": self.model_spec}, separators=(",", ":"))
 
     @classmethod
+    def of_model(cls, spec, threshold: float | None) -> CollectionInfo:
+        """What a collection records of the model whose vectors it holds: its ModelSpec (embedder/spec.py, taken
+        as it comes: the indexer imports no model code) and calibrated threshold."""
+        return cls(spec.version, spec.embedding_size, threshold, spec.to_dict())
+
+    @classmethod
     def from_json(cls, text: str) -> CollectionInfo | None:
         try:
             data = json.loads(text)

@@ -19,6 +19,7 @@ from jobs.cli import (
     calibrate,
     cluster,
     demo,
+    galleries,
     gallery,
     ingest,
     model,
@@ -32,7 +33,8 @@ from jobs.cli import (
 )
 from jobs.runtime import log_file, quiet_terminal
 
-GROUPS = (prepare, train, model, ingest, search, gallery, calibrate, cluster, reembed, storage, serve, submit, demo)
+GROUPS = (prepare, train, model, ingest, search, gallery, calibrate, cluster, reembed, storage, galleries, serve,
+          submit, demo)
 QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo", "reembed", "cluster"}
 
 

@@ -171,8 +171,8 @@ def ingest(
     if spec.alignment != "none" and (policy is None or policy.detector is None):
         raise ModelError(f"the model wants {spec.alignment} aligned faces: give a face detector (ARCMATCH_DETECTOR)")
     index = Galleries(connect(milvus, token), gallery).open(  # the collection of this model behind the alias
-        CollectionInfo(spec.version, spec.embedding_size, calibration.threshold if calibration else None,
-                       spec.to_dict()), create=True, index_type=index_type)
+        CollectionInfo.of_model(spec, calibration.threshold if calibration else None), create=True,
+        index_type=index_type)
     items = list_source(source, unlabelled=unlabelled)
     rows_of = partial(rows_from_batch, unlabelled=unlabelled)
     summary = IngestSummary(seen=len(items))

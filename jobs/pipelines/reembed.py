@@ -135,7 +135,7 @@ def reembed(
         source = summary.source = galleries.adopt()
         source_index = FaceIndex(client, source)
 
-    info = CollectionInfo(spec.version, spec.embedding_size, threshold, spec.to_dict())
+    info = CollectionInfo.of_model(spec, threshold)
     target = galleries.prepare(info, index_type=index_type)
     target.set_properties({  # who filled it, from what
         Property.MIGRATION: json.dumps({"source": source, "snapshot_ns": snapshot})})

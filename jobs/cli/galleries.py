@@ -1,0 +1,90 @@
+"""`arcmatch galleries`: the galleries one store holds, listed, made and erased as a whole.
+
+A gallery is one collection per model behind an alias (indexer/galleries.py), its face archive and its calibration;
+each is apart from every other (docs/BENCHMARKS.md, "Many galleries in one store", measured why a collection per
+gallery). Making one before its first face fixes the model it is served by. Erasing one is the one command that
+removes every face of a gallery, archive included: it counts them first and refuses unless told that count
+(`--erase N`), so a wrong name never costs a gallery; it is written to the audit trail like every other change.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common.errors import EXIT_OK, BadInput, Conflict, NotFound
+from jobs.cli.options import audit, settings_from
+
+
+def register(sub) -> None:
+    p = sub.add_parser("galleries", help="the galleries of the store: list, create NAME, delete NAME --erase N")
+    p.add_argument("action", choices=["list", "create", "delete"])
+    p.add_argument("name", nargs="?", help="create, delete: the gallery")
+    p.add_argument("--model", help="create: the model it is served by (env ARCMATCH_MODEL)")
+    p.add_argument("--erase", type=int, metavar="N", help="delete: the number of faces it holds, as a confirmation")
+    p.add_argument("--milvus", help="Milvus Lite file or server URI (env ARCMATCH_MILVUS_URI; default ./arcmatch.db)")
+    p.set_defaults(run=galleries)
+
+
+def galleries(args: argparse.Namespace) -> int:
+    from indexer.galleries import Galleries, check_gallery, list_galleries
+    from indexer.store import FaceIndex, connect
+
+    settings = settings_from(args)
+    client = connect(settings.milvus_uri, settings.token())
+    try:
+        if args.action == "list":
+            for name in list_galleries(client):
+                gallery = Galleries(client, name)
+                serving = gallery.serving()
+                info = FaceIndex(client, serving).info()
+                faces = FaceIndex(client, serving).count()
+                print(f"{name}\tmodel {info.model_version}\tfaces {faces}\tcollections {len(gallery.collections())}")
+            return EXIT_OK
+        if not args.name:
+            raise BadInput(f"galleries {args.action} needs the gallery's name")
+        gallery = Galleries(client, check_gallery(args.name))
+        if args.action == "create":
+            return _create(gallery, settings.load(model=args.model, gallery=args.name))
+        return _delete(gallery, settings.load(gallery=args.name), args.erase)
+    finally:
+        client.close()
+
+
+def _create(gallery, settings) -> int:
+    from embedder.embed import open_embedder
+    from indexer.store import CollectionInfo
+
+    if gallery.serving() is not None:
+        raise Conflict(f"gallery {gallery.gallery!r} exists already (`arcmatch galleries list`)")
+    embedder = open_embedder(settings.require("model").model)
+    calibration = embedder.calibration
+    info = CollectionInfo.of_model(embedder.spec, calibration.threshold if calibration else None)
+    index = gallery.open(info, create=True)
+    audit(settings, "gallery_create", gallery=gallery.gallery, collection=index.collection)
+    print(f"created gallery {gallery.gallery!r} (model {info.model_version}, collection {index.collection})")
+    return EXIT_OK
+
+
+def _delete(gallery, settings, confirmed: int | None) -> int:
+    from indexer.archive import FaceArchive
+    from indexer.store import FaceIndex
+
+    collections = gallery.collections()
+    if not collections:
+        raise NotFound(f"no gallery {gallery.gallery!r} in this store (`arcmatch galleries list`)")
+    serving = gallery.serving()
+    faces = FaceIndex(gallery.client, serving).count() if serving else 0
+    root = settings.archive_root()
+    archive = FaceArchive(root, gallery.gallery) if root is not None else None
+    archived = len(archive.live_versions()) if archive is not None else 0
+    if faces and confirmed != faces:
+        raise BadInput(f"gallery {gallery.gallery!r} holds {faces} faces ({archived} archived images, "
+                       f"{len(collections)} collections): repeat with --erase {faces} to erase them all")
+    gallery.drop_all()
+    if archive is not None:
+        archive.drop()
+    audit(settings, "gallery_delete", gallery=gallery.gallery, faces=faces, archived=archived,
+          collections=[c.name for c in collections])
+    print(f"erased gallery {gallery.gallery!r}: {faces} faces, {archived} archived images, "
+          f"{len(collections)} collections")
+    return EXIT_OK
