@@ -8,10 +8,8 @@ or searching with vectors of another model is refused with ModelMismatch.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,7 @@ from indexer.ids import (
 from indexer.milvus import Milvus, Property, library
 from indexer.milvus import connect as connect  # where every caller has found it
 from indexer.milvus import is_lite_uri as is_lite_uri
+from indexer.records import CollectionInfo, FaceRow, Hit  # noqa: F401  (where every caller has found them)
 
 VECTOR = "vector"
 OUTPUT_FIELDS = ["identity", "source", "model_version", "created_at", "metadata"]
@@ -43,53 +42,6 @@ INDEX_PARAMS = {
     "DISKANN": {},
     "AUTOINDEX": {},
 }
-
-
-@dataclass(frozen=True)
-class CollectionInfo:
-    """What the collection was built for; stored as JSON in the collection property Property.INFO."""
-
-    model_version: str
-    dim: int
-    threshold: float | None = None
-    model_spec: dict | None = None
-
-    def to_json(self) -> str:
-        return json.dumps({"arcmatch": 1, "model_version": self.model_version, "dim": self.dim,
-                           "threshold": self.threshold, "model_spec": self.model_spec}, separators=(",", ":"))
-
-    @classmethod
-    def of_model(cls, spec, threshold: float | None) -> CollectionInfo:
-        """What a collection records of the model whose vectors it holds: its ModelSpec (embedder/spec.py, taken
-        as it comes: the indexer imports no model code) and calibrated threshold."""
-        return cls(spec.version, spec.embedding_size, threshold, spec.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> CollectionInfo | None:
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, TypeError):
-            return None
-        if not isinstance(data, dict) or data.get("arcmatch") != 1:
-            return None
-        return cls(data["model_version"], int(data["dim"]), data.get("threshold"), data.get("model_spec"))
-
-
-@dataclass(frozen=True)
-class FaceRow:
-    source: str
-    identity: str
-    vector: np.ndarray
-    face_id: int
-    metadata: dict | None = None
-
-
-@dataclass(frozen=True)
-class Hit:
-    face_id: int
-    identity: str
-    score: float  # cosine similarity, higher is closer
-    source: str
 
 
 class FaceIndex:

@@ -1,0 +1,59 @@
+"""The records a gallery's store reads and writes: what a collection was built for, a face to write, a search hit.
+
+Plain data, apart from the collection's operations (indexer/store.py, which re-exports them where every caller
+has found them), so that each module stays one thing and within a screenful of scrolling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What the collection was built for; stored as JSON in the collection property Property.INFO."""
+
+    model_version: str
+    dim: int
+    threshold: float | None = None
+    model_spec: dict | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"arcmatch": 1, "model_version": self.model_version, "dim": self.dim,
+                           "threshold": self.threshold, "model_spec": self.model_spec}, separators=(",", ":"))
+
+    @classmethod
+    def of_model(cls, spec, threshold: float | None) -> CollectionInfo:
+        """What a collection records of the model whose vectors it holds: its ModelSpec (embedder/spec.py, taken
+        as it comes: the indexer imports no model code) and calibrated threshold."""
+        return cls(spec.version, spec.embedding_size, threshold, spec.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> CollectionInfo | None:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError):
+            return None
+        if not isinstance(data, dict) or data.get("arcmatch") != 1:
+            return None
+        return cls(data["model_version"], int(data["dim"]), data.get("threshold"), data.get("model_spec"))
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    source: str
+    identity: str
+    vector: np.ndarray
+    face_id: int
+    metadata: dict | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    face_id: int
+    identity: str
+    score: float  # cosine similarity, higher is closer
+    source: str
