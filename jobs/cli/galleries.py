@@ -1,7 +1,7 @@
 """`arcmatch galleries`: the galleries one store holds, listed, made and erased as a whole.
 
 A gallery is one collection per model behind an alias (indexer/galleries.py), its face archive and its calibration;
-each is apart from every other (docs/BENCHMARKS.md, "Many galleries in one store", measured why a collection per
+each is apart from every other (docs/BENCHMARKS.md, "Many galleries in one store", says why a collection per
 gallery). Making one before its first face fixes the model it is served by. Erasing one is the one command that
 removes every face of a gallery, archive included: it counts them first and refuses unless told that count
 (`--erase N`), so a wrong name never costs a gallery; it is written to the audit trail like every other change.
