@@ -28,8 +28,9 @@ def note(request: Request, action: str, identity: str | None = None, **details) 
 
 
 class Audit:
-    def __init__(self, app, *, audit_log: AuditLog, scopes: ScopeTable, searches: bool) -> None:
+    def __init__(self, app, *, audit_log: AuditLog, scopes: ScopeTable, searches: bool, gallery: str) -> None:
         self.app, self.log, self.scopes, self.searches = app, audit_log, scopes, searches
+        self.gallery = gallery  # every record names the gallery it is about (a route's note may name its own)
 
     def _wanted(self, method: str, path: str) -> bool:
         needed = self.scopes.required(method, path)  # the route's own: a write is what its route declares
@@ -46,7 +47,8 @@ class Audit:
             if message["type"] == "http.response.start":
                 state = scope.get("state", {})
                 key = state.get(KEY_STATE)
-                record = {"key": key.name if key else None, "request_id": state.get(REQUEST_STATE),
+                record = {"key": key.name if key else None, "gallery": self.gallery,
+                          "request_id": state.get(REQUEST_STATE),
                           "method": scope["method"], "path": scope["path"],
                           "client": (scope.get("client") or ("",))[0], "status": message["status"],
                           **state.get(NOTE_STATE, {})}

@@ -59,8 +59,8 @@ def audit(settings: Settings, action: str, **details) -> None:
     from jobs.audit import AuditLog
 
     log = AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days)
-    log.append({"key": f"cli:{getpass.getuser()}", "method": "CLI", "path": f"arcmatch {action}", "action": action,
-                "status": 200, **details})
+    log.append({"key": f"cli:{getpass.getuser()}", "gallery": settings.gallery, "method": "CLI",
+                "path": f"arcmatch {action}", "action": action, "status": 200, **details})
     log.close()
 
 

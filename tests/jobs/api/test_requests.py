@@ -39,7 +39,10 @@ def test_every_answer_carries_an_id_and_the_audit_record_the_same(api):
         assert len(answer.headers["x-request-id"]) == 32 and answer.headers["x-request-id"] != "client-42.a"
     assert refused.status_code == 401
     [record] = [r for r in read(audit) if r["action"] == "enroll"]
-    assert record["request_id"] == "client-42.a"
+    assert record["request_id"] == "client-42.a" and record["gallery"] == "ids"  # the record names its gallery
+    assert client.delete("/v1/identities/ann").status_code == 401  # a write refused is recorded too
+    [denied] = [r for r in read(audit) if r["status"] == 401]
+    assert denied["gallery"] == "ids" and denied["method"] == "DELETE"
 
 
 def test_a_json_line_carries_the_request_id_and_the_traceback_as_one_string():
