@@ -42,12 +42,10 @@ def check_gallery(gallery: str) -> str:
 
 def list_galleries(client) -> list[str]:
     """The galleries one store holds: every alias over a collection of faces, and every plain collection of faces
-    named like a gallery (made before aliases)."""
+    named like a gallery (made before aliases). An alias or collection without arcmatch's record is left out."""
     milvus = Milvus(client)
-    aliases = set(milvus("list_aliases").get("aliases", []))
-    plain = {name for name in milvus("list_collections")
-             if "__" not in name and name not in aliases and Property.INFO in milvus.properties(name)}
-    return sorted(aliases | plain)
+    names = set(milvus("list_aliases").get("aliases", [])) | {n for n in milvus("list_collections") if "__" not in n}
+    return sorted(name for name in names if Property.INFO in milvus.properties(name))  # not another program's
 
 
 @dataclass(frozen=True)

@@ -29,23 +29,23 @@ def galleries(args: argparse.Namespace) -> int:
     from indexer.galleries import Galleries, check_gallery, list_galleries
     from indexer.store import FaceIndex, connect
 
+    if args.action != "list" and not args.name:
+        raise BadInput(f"galleries {args.action} needs the gallery's name")
+    args.gallery = args.name  # the one gallery the settings name (its archive, the audit records)
     settings = settings_from(args)
     client = connect(settings.milvus_uri, settings.token())
     try:
         if args.action == "list":
             for name in list_galleries(client):
                 gallery = Galleries(client, name)
-                serving = gallery.serving()
-                info = FaceIndex(client, serving).info()
-                faces = FaceIndex(client, serving).count()
-                print(f"{name}\tmodel {info.model_version}\tfaces {faces}\tcollections {len(gallery.collections())}")
+                index = FaceIndex(client, gallery.serving())
+                print(f"{name}\tmodel {index.info().model_version}\tfaces {index.count()}\t"
+                      f"collections {len(gallery.collections())}")
             return EXIT_OK
-        if not args.name:
-            raise BadInput(f"galleries {args.action} needs the gallery's name")
         gallery = Galleries(client, check_gallery(args.name))
         if args.action == "create":
-            return _create(gallery, settings.load(model=args.model, gallery=args.name))
-        return _delete(gallery, settings.load(gallery=args.name), args.erase)
+            return _create(gallery, settings)
+        return _delete(gallery, settings, args.erase)
     finally:
         client.close()
 
@@ -72,11 +72,12 @@ def _delete(gallery, settings, confirmed: int | None) -> int:
     collections = gallery.collections()
     if not collections:
         raise NotFound(f"no gallery {gallery.gallery!r} in this store (`arcmatch galleries list`)")
-    serving = gallery.serving()
-    faces = FaceIndex(gallery.client, serving).count() if serving else 0
     root = settings.archive_root()
     archive = FaceArchive(root, gallery.gallery) if root is not None else None
     archived = len(archive.live_versions()) if archive is not None else 0
+    # what it would lose: every collection counts, not only the one in service (an earlier model's, a re-embed's
+    # target, or all of them when the alias is gone), and the archive too
+    faces = max([FaceIndex(gallery.client, c.name).count() for c in collections] + [archived])
     if faces and confirmed != faces:
         raise BadInput(f"gallery {gallery.gallery!r} holds {faces} faces ({archived} archived images, "
                        f"{len(collections)} collections): repeat with --erase {faces} to erase them all")

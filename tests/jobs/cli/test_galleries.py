@@ -1,11 +1,13 @@
 """`arcmatch galleries list|create|delete` on a Milvus Lite store: galleries apart, made empty for a model, and
 erased only when told how many faces that erases."""
 
+from indexer.galleries import Galleries
+from indexer.store import CollectionInfo, connect
 from jobs.audit import read
 from jobs.cli import main
 from jobs.service import IdentityService
 from jobs.settings import Settings
-from tests.helpers import png
+from tests.helpers import TINY_DIM, people, png
 
 
 def test_galleries_are_listed_made_and_erased_only_when_the_count_is_confirmed(tmp_path, monkeypatch, capsys,
@@ -37,6 +39,14 @@ def test_galleries_are_listed_made_and_erased_only_when_the_count_is_confirmed(t
     assert "erased gallery 'staff': 2 faces, 2 archived images" in capsys.readouterr().out
     assert main(["galleries", "delete", "staff", "--erase", "2"]) == 4  # gone
     assert not (tmp_path / "archive" / "staff").exists()
+
+    client = connect(uri)  # a gallery whose alias is gone: the faces of its collections still count
+    Galleries(client, "orphan").prepare(CollectionInfo("model-x", TINY_DIM), index_type="FLAT").upsert(
+        people(3, 1, spread=0.1, dim=TINY_DIM))
+    client.close()
+    assert main(["galleries", "delete", "orphan"]) == 2 and "--erase 3" in capsys.readouterr().err
+    assert main(["galleries", "delete", "orphan", "--erase", "3"]) == 0
+    assert "erased gallery 'orphan': 3 faces" in capsys.readouterr().out
     assert main(["galleries", "list"]) == 0 and capsys.readouterr().out == ""
     actions = [(r["action"], r.get("gallery")) for r in read(tmp_path / "audit")]
     assert ("gallery_create", "visitors") in actions and ("gallery_delete", "staff") in actions
