@@ -68,18 +68,20 @@ class IdentityService:
         self._purged_at = -float("inf")
 
     @classmethod
-    def open(cls, settings, *, create: bool = False) -> IdentityService:
+    def open(cls, settings, *, create: bool = False, embedder: Embedder | None = None,
+             client=None) -> IdentityService:
         """The service a configuration describes (jobs.settings.Settings). `create` makes the collection for this
-        model when it does not exist yet (the API, which can enroll into an empty gallery)."""
+        model when it does not exist yet (the API, which can enroll into an empty gallery). The API's other
+        galleries share the default one's `embedder` (one model in memory) and Milvus `client`."""
         from embedder.embed import open_embedder
         from indexer.store import CollectionInfo, connect, is_lite_uri
 
-        embedder = open_embedder(settings.require("model").model)
+        embedder = embedder or open_embedder(settings.require("model").model)
         policy = settings.face_policy()
         uri, token = settings.milvus_uri, settings.token()
         reconnect = None if is_lite_uri(uri) else (lambda: connect(uri, token, timeout=2.0))
         spec, calibration = embedder.spec, embedder.calibration
-        galleries = Galleries(connect(uri, token), settings.gallery)
+        galleries = Galleries(client or connect(uri, token), settings.gallery)
         index = galleries.open(CollectionInfo.of_model(spec, calibration.threshold if calibration else None),
                                create=create, consistency=settings.search_consistency,
                                search_ef=settings.search_ef, reconnect=reconnect)

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(16, ge=1)  # photos in one enrollment
     max_json_bytes: int = Field(2 * 1024 * 1024, ge=1)  # any body that is not an upload
     request_timeout_s: float = Field(30.0, gt=0)  # past it the caller gets 503 with Retry-After
+    open_galleries: int = Field(64, ge=1)  # the API: galleries other than the default kept open in one process
     max_connections: int = Field(1000, ge=1)  # `arcmatch serve`: connections and requests in flight; beyond, 503
     decode_concurrency: int = Field(4, ge=1)  # photos decoded at once per process: bounds memory (40 MP: ~120 MB)
     cors_origins: list[str] = []  # browsers' cross-origin access: off unless origins are listed

@@ -1,8 +1,9 @@
 """The HTTP app (FastAPI, versioned under /v1, OpenAPI at /docs): middleware, error handlers and routers.
 
-Every route but /v1/health needs an API key (header `X-API-Key`) with the read or write scope. Errors are JSON
-`{"error": kind, "detail": reason}` (jobs/api/errors.py); a 4xx says what the caller got wrong and nothing ever
-carries a stack trace.
+Every route but /v1/health needs an API key (header `X-API-Key`) with the read, write or admin scope. Every face
+route serves the default gallery at /v1/... and any gallery at /v1/galleries/{gallery}/... (jobs/api/access.py).
+Errors are JSON `{"error": kind, "detail": reason}` (jobs/api/errors.py); a 4xx says what the caller got wrong
+and nothing ever carries a stack trace.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from common.errors import BadInput
 from indexer.ids import FLOAT32_MAX
 from jobs.api import errors
+from jobs.api.access import PREFIX
 from jobs.api.auditing import Audit
+from jobs.api.galleries import GalleryServices
+from jobs.api.gallery_schemas import GalleryName
 from jobs.api.guard import BodyLimits, Guard, SecurityHeaders
 from jobs.api.keys import parse_keys
 from jobs.api.metrics import RequestMetrics, observe_milvus
 from jobs.api.requests import RequestIds
-from jobs.api.routes import calibration, clusters, gallery, health, identities, metrics, page, search
+from jobs.api.routes import calibration, clusters, galleries, gallery, health, identities, metrics, page, search
 from jobs.api.scopes import ScopeTable
 from jobs.api.timing import ServerTiming
 from jobs.audit import AuditLog
@@ -49,17 +53,19 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
 
     app = FastAPI(title="arcmatch", version="1", description="One-shot face identity lookup.")
     app.state.settings, app.state.keys, app.state.provider = settings, keys, provider
+    app.state.galleries = GalleryServices(settings, provider)
     app.state.decode_slots = asyncio.Semaphore(settings.decode_concurrency)  # see Searcher.faces
     app.state.cluster_stores = {}  # one per collection, for the app's life (jobs/api/deps.py)
     errors.install(app)
     # added innermost first: the security headers wrap everything, the Guard sits right in front of the routes
     limits = BodyLimits(settings.max_upload_bytes, settings.max_images_per_request, settings.max_json_bytes)
     scopes = ScopeTable(app)  # each route's scope, from its own key dependency (jobs/api/scopes.py)
-    app.add_middleware(Guard, keys=keys, scopes=scopes, limits=limits, timeout_s=settings.request_timeout_s)
+    app.add_middleware(Guard, keys=keys, scopes=scopes, limits=limits, timeout_s=settings.request_timeout_s,
+                       default_gallery=settings.gallery)
     app.add_middleware(Audit, audit_log=AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days),
                        scopes=scopes, searches=settings.audit_searches, gallery=settings.gallery)
     if settings.metrics:
-        app.add_middleware(RequestMetrics)  # inside ServerTiming: it reads the phases ServerTiming collects
+        app.add_middleware(RequestMetrics, scopes=scopes)  # inside ServerTiming: it reads the phases collected there
         observe_milvus()
     app.add_middleware(ServerTiming)
     if settings.cors_origins:
@@ -68,14 +74,22 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
                            expose_headers=["Server-Timing", "Retry-After", "X-Request-ID"])
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIds)  # outermost: every answer carries its id, refusals by the Guard included
-    for module in (health, search, identities, clusters, calibration, gallery):
-        app.include_router(module.router)
-    app.include_router(identities.faces_router)
+    app.include_router(health.router)
+    app.include_router(galleries.router)
+    for router in (search.router, identities.router, identities.faces_router, clusters.router, calibration.router,
+                   gallery.router):  # every face route: the default gallery's, and any gallery's by name
+        app.include_router(router, prefix="/v1")
+        app.include_router(router, prefix=PREFIX + "/{gallery}", dependencies=[Depends(_named_gallery)],
+                           responses=errors.responses(404))
     app.include_router(page.router)
     if settings.metrics:
         app.include_router(metrics.router)
     _document_limits(app, settings)
     return app
+
+
+def _named_gallery(gallery: GalleryName) -> None:
+    """Declares the path's gallery (the OpenAPI document lists it); jobs/api/deps.py reads it from the path."""
 
 
 def _document_limits(app: FastAPI, settings: Settings) -> None:
@@ -92,8 +106,9 @@ def _document_limits(app: FastAPI, settings: Settings) -> None:
             embeddings["maxItems"] = settings.max_batch_vectors
             embeddings["items"].update(minItems=dim, maxItems=dim, contains={"not": {"const": 0}})
             embeddings["items"]["items"].update(minimum=-FLOAT32_MAX, maximum=FLOAT32_MAX)
-            enroll = next(v for k, v in parts.items() if k.startswith("Body_enroll"))
-            enroll["properties"]["images"]["maxItems"] = settings.max_images_per_request
+            for name, part in parts.items():
+                if name.startswith("Body_enroll"):  # the default gallery's and the named galleries' routes
+                    part["properties"]["images"]["maxItems"] = settings.max_images_per_request
         return app.openapi_schema
 
     app.openapi = openapi

@@ -12,6 +12,7 @@ import logging
 
 from fastapi import Request
 
+from jobs.api.access import gallery_of
 from jobs.api.guard import KEY_STATE
 from jobs.api.metrics import AUDIT_FAILURES
 from jobs.api.requests import STATE_KEY as REQUEST_STATE
@@ -30,11 +31,11 @@ def note(request: Request, action: str, identity: str | None = None, **details) 
 class Audit:
     def __init__(self, app, *, audit_log: AuditLog, scopes: ScopeTable, searches: bool, gallery: str) -> None:
         self.app, self.log, self.scopes, self.searches = app, audit_log, scopes, searches
-        self.gallery = gallery  # every record names the gallery it is about (a route's note may name its own)
+        self.gallery = gallery  # the default; every record names its gallery (a route's note may name its own)
 
     def _wanted(self, method: str, path: str) -> bool:
         needed = self.scopes.required(method, path)  # the route's own: a write is what its route declares
-        if needed == "write":
+        if needed in ("write", "admin"):
             return True
         return self.searches and method == "POST" and needed == "read"
 
@@ -47,7 +48,7 @@ class Audit:
             if message["type"] == "http.response.start":
                 state = scope.get("state", {})
                 key = state.get(KEY_STATE)
-                record = {"key": key.name if key else None, "gallery": self.gallery,
+                record = {"key": key.name if key else None, "gallery": gallery_of(scope["path"], self.gallery),
                           "request_id": state.get(REQUEST_STATE),
                           "method": scope["method"], "path": scope["path"],
                           "client": (scope.get("client") or ("",))[0], "status": message["status"],

@@ -1,8 +1,9 @@
 """The routes' dependencies, declared once as named types: a route asks for `ServiceDep`, `Searcher`, `ReadKey`
 or `WriteKey` and never reaches into the app's state itself.
 
-The app keeps a `provider` in its state that returns (service, batcher): one service built from the settings for
-`arcmatch serve`, or the replica's own service and batcher under Ray Serve (jobs/api/serve.py).
+The app keeps its galleries in its state (jobs/api/galleries.py): the default one's (service, batcher) comes from a
+`provider`, one service built from the settings for `arcmatch serve` or the replica's own service and batcher under
+Ray Serve (jobs/api/serve.py); the others are opened on their first request.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from embedder.faces import NoFace, PreparedFace
 from indexer.cluster_store import ClusterStore
 from indexer.decision import Decision
 from jobs.api import metrics
+from jobs.api.access import check_reach, gallery_of
 from jobs.api.guard import KEY_STATE
 from jobs.api.keys import ApiKey, authenticate
 from jobs.api.timing import phase
@@ -43,19 +45,25 @@ class Forbidden(ArcmatchError):
     kind = "forbidden"
 
 
+def gallery_name(request: Request) -> str:
+    """The request's gallery: the one its path names, else the service's default."""
+    return request.path_params.get("gallery") or request.app.state.settings.gallery
+
+
 def _service(request: Request) -> IdentityService:
-    return request.app.state.provider()[0]
+    return request.app.state.galleries.get(gallery_name(request))[0]
 
 
 def _curator(request: Request) -> Curator:
-    """Clusters and names over the service's collection; the clusters live beside the face archive, in one
+    """Clusters and names over the gallery's collection; the clusters live beside the face archive, in one
     ClusterStore per collection for the app's life (it keeps the latest run in memory)."""
-    service, settings = request.app.state.provider()[0], request.app.state.settings
+    gallery = gallery_name(request)
+    service, settings = _service(request), request.app.state.settings
     root = settings.archive_root()
     if root is None:
         return Curator(service, None)
     stores = request.app.state.cluster_stores
-    key = (root, settings.gallery, service.index.collection)
+    key = (root, gallery, service.index.collection)
     if key not in stores:
         stores[key] = ClusterStore(*key)
     return Curator(service, stores[key])
@@ -66,7 +74,8 @@ class Searcher:
     thread, so a slow model call or search never stalls the event loop."""
 
     def __init__(self, request: Request) -> None:
-        self.service, self.batcher = request.app.state.provider()
+        self.gallery = gallery_name(request)
+        self.service, self.batcher = request.app.state.galleries.get(self.gallery)
         self.slots = request.app.state.decode_slots
         self.settings = request.app.state.settings
 
@@ -81,7 +90,7 @@ class Searcher:
                     return await asyncio.to_thread(self.service.photos.probe_faces, photo, select)
                 except NoFace:
                     if self.settings.metrics:
-                        metrics.no_face(self.settings.gallery)
+                        metrics.no_face(self.gallery)
                     raise
 
     async def embed(self, faces: list[PreparedFace]) -> np.ndarray:
@@ -107,7 +116,7 @@ class Searcher:
             query = (threshold, k or self.service.lookup.k, top_n)
             decisions = list(await asyncio.gather(*(self.batcher.search((v, *query)) for v in vectors)))
         if self.settings.metrics:
-            metrics.decided(self.settings.gallery, decisions)
+            metrics.decided(self.gallery, decisions)
         return decisions
 
 
@@ -133,6 +142,7 @@ def _require(scope: str):
         key = _known_key(request, x_api_key)
         if key is None:
             raise Unauthorized("missing or unknown API key (header X-API-Key)")
+        check_reach(key, gallery_of(request.scope["path"], request.app.state.settings.gallery))
         if scope not in key.scopes:
             raise Forbidden(f"API key {key.name!r} lacks the {scope!r} scope")
         return key
@@ -160,3 +170,4 @@ CuratorDep = Annotated[Curator, Depends(_curator)]
 SearchDep = Annotated[Searcher, Depends(Searcher)]
 ReadKey = Annotated[ApiKey, Depends(_require("read"))]
 WriteKey = Annotated[ApiKey, Depends(_require("write"))]
+AdminKey = Annotated[ApiKey, Depends(_require("admin"))]

@@ -4,7 +4,8 @@ FastAPI reads and parses a request's body before it runs a route's dependencies,
 is checked after a 500 MiB upload has been spooled to disk. Here the key and its scope are checked from the headers
 alone, the body's size is capped by the kind of route (a declared Content-Length over the cap is refused unread; a
 chunked body is counted while it streams and cut off at the cap), and the whole request runs under a deadline.
-The route dependencies (jobs/api/deps.py) then read the key found here.
+The key's galleries are checked here too (jobs/api/access.py). The route dependencies (jobs/api/deps.py) then read
+the key found here.
 
 SecurityHeaders adds the headers every answer should carry: no MIME sniffing, no framing, no caching of personal
 data, and a Content-Security-Policy that lets nothing load (the documentation pages get the scripts they need).
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 
+from jobs.api.access import GalleryNotFound, gallery_of
 from jobs.api.asgi import HttpMiddleware, at_start, with_headers
 from jobs.api.errors import RETRY_AFTER_S, error
 from jobs.api.keys import ApiKey, authenticate
@@ -42,8 +44,10 @@ class BodyLimits:
 class Guard:
     """Authentication, authorisation and body limits before the app reads a byte; a deadline around the rest."""
 
-    def __init__(self, app, *, keys: list[ApiKey], scopes: ScopeTable, limits: BodyLimits, timeout_s: float) -> None:
+    def __init__(self, app, *, keys: list[ApiKey], scopes: ScopeTable, limits: BodyLimits, timeout_s: float,
+                 default_gallery: str) -> None:
         self.app, self.keys, self.scopes, self.limits, self.timeout_s = app, keys, scopes, limits, timeout_s
+        self.default_gallery = default_gallery
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -70,6 +74,9 @@ class Guard:
         if key is None:
             return error(401, "unauthorized", "missing or unknown API key (header X-API-Key)")
         scope.setdefault("state", {})[KEY_STATE] = key
+        gallery = gallery_of(path, self.default_gallery)
+        if gallery is not None and not key.reaches(gallery):  # before the scope: 403 would say the gallery exists
+            return error(404, "not found", str(GalleryNotFound(gallery)))
         if scope_needed not in key.scopes:
             return error(403, "forbidden", f"API key {key.name!r} lacks the {scope_needed!r} scope")
         return None

@@ -1,7 +1,13 @@
-"""API keys with scopes, kept only as SHA-256 hashes.
+"""API keys with scopes and galleries, kept only as SHA-256 hashes.
 
-A key is generated once (`arcmatch apikey NAME --scopes read,write`), shown once, and configured as the entry
-`name:scopes:sha256hex` in ARCMATCH_API_KEYS (comma separated). The server never holds a plain key.
+A key is generated once (`arcmatch apikey NAME --scopes read,write --galleries shop,staff`), shown once, and
+configured as the entry `name:scopes:sha256hex[:galleries]` in ARCMATCH_API_KEYS (comma separated; scopes and
+galleries joined by `+`). Without the galleries part, or with `*`, a key reaches every gallery. The server never
+holds a plain key.
+
+Scopes: `read` (search, list, look), `write` (enroll, delete, name, calibrate) and `admin` (create and erase whole
+galleries). A key that may not reach a gallery is told the gallery does not exist (jobs/api/access.py), so it
+cannot learn which other galleries there are.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from dataclasses import dataclass
 
 from common.errors import BadInput
 
-SCOPES = ("read", "write")
+SCOPES = ("read", "write", "admin")
+ALL_GALLERIES = "*"
 
 
 @dataclass(frozen=True)
@@ -21,33 +28,55 @@ class ApiKey:
     name: str
     scopes: frozenset[str]
     digest: str
+    galleries: frozenset[str] | None = None  # None: every gallery
+
+    def reaches(self, gallery: str) -> bool:
+        return self.galleries is None or gallery in self.galleries
 
 
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def new_key(name: str, scopes: list[str]) -> tuple[str, str]:
-    """A fresh random key and the configuration entry that admits it: (key, entry)."""
+def new_key(name: str, scopes: list[str], galleries: list[str] | None = None) -> tuple[str, str]:
+    """A fresh random key and the configuration entry that admits it: (key, entry). `galleries` None or
+    containing `*`: every gallery."""
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
         raise BadInput(f"scopes must be a non-empty subset of {SCOPES}, got {scopes}")
     if not name or any(c in name for c in ":,"):
         raise BadInput("a key name must be non-empty and contain no ':' or ','")
+    entry_galleries = _galleries_part(galleries)
     key = "am_" + secrets.token_urlsafe(32)
-    return key, f"{name}:{'+'.join(sorted(scopes))}:{digest(key)}"
+    return key, f"{name}:{'+'.join(sorted(scopes))}:{digest(key)}" + (f":{entry_galleries}" if entry_galleries else "")
+
+
+def _galleries_part(galleries: list[str] | None) -> str:
+    from indexer.galleries import check_gallery
+
+    if galleries is None or ALL_GALLERIES in galleries:
+        return ""
+    if not galleries:
+        raise BadInput("a key reaches at least one gallery (or `*` for all)")
+    return "+".join(sorted({check_gallery(g) for g in galleries}))
 
 
 def parse_keys(text: str) -> list[ApiKey]:
     keys = []
     for entry in filter(None, (e.strip() for e in text.split(","))):
         parts = entry.split(":")
-        if len(parts) != 3 or len(parts[2]) != 64:
-            raise BadInput(f"API key entry {entry[:20]!r}... must be name:scopes:sha256hex")
+        if len(parts) not in (3, 4) or len(parts[2]) != 64:
+            raise BadInput(f"API key entry {entry[:20]!r}... must be name:scopes:sha256hex[:galleries]")
         scopes = frozenset(parts[1].split("+"))
         if not scopes <= set(SCOPES):
             raise BadInput(f"API key {parts[0]!r} has unknown scopes {sorted(scopes - set(SCOPES))}")
-        keys.append(ApiKey(parts[0], scopes, parts[2].lower()))
+        galleries = None
+        if len(parts) == 4 and parts[3] != ALL_GALLERIES:
+            try:
+                galleries = frozenset(_galleries_part(parts[3].split("+")).split("+"))
+            except BadInput as exc:
+                raise BadInput(f"API key {parts[0]!r}: {exc}") from None
+        keys.append(ApiKey(parts[0], scopes, parts[2].lower(), galleries))
     return keys
 
 

@@ -77,14 +77,19 @@ def exposition() -> bytes:
 
 
 class RequestMetrics(HttpMiddleware):
-    """Inside ServerTiming (it reads the phases ServerTiming collects). The route is the template the router
-    matched, read when the answer starts; anything unmatched is "unmatched"."""
+    """Inside ServerTiming (it reads the phases ServerTiming collects). The route is the full template of the route
+    that takes the request (jobs/api/scopes.py knows them: a router included twice shares one route object), read
+    when the answer starts; anything unmatched is "unmatched"."""
+
+    def __init__(self, app, *, scopes) -> None:
+        super().__init__(app)
+        self.scopes = scopes
 
     async def http(self, scope, receive, send) -> None:
         started = time.perf_counter()
 
         def counted(message: dict) -> dict:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = self.scopes.template(scope["method"], scope["path"]) or "unmatched"
             REQUESTS.labels(route, scope["method"], str(message["status"])).inc()
             LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
             for name, seconds in current_phases().items():

@@ -10,6 +10,8 @@ request that matches no route still needs a key before it learns that the route 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi.routing import APIRoute
 
@@ -28,13 +30,31 @@ def declared_scope(dependant) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class RouteEntry:
+    """A route as requests reach it: its full path (a router included under a prefix, maybe twice: the face
+    routes are), and the dependencies it declares."""
+
+    path: str
+    path_regex: re.Pattern
+    methods: frozenset[str]
+    dependant: Any
+
+
 def api_routes(routes):
-    """Every APIRoute, through included routers (FastAPI may nest them)."""
+    """Every APIRoute with its full path, through included routers: FastAPI includes a router lazily and keeps
+    what each inclusion makes of its routes (prefix, dependencies) as its effective candidates."""
     for route in routes:
         if isinstance(route, APIRoute):
-            yield route
-        elif hasattr(route, "original_router"):
-            yield from api_routes(route.original_router.routes)
+            yield RouteEntry(route.path, route.path_regex, frozenset(route.methods), route.dependant)
+        elif hasattr(route, "effective_candidates"):
+            for candidate in route.effective_candidates():
+                original = getattr(candidate, "original_route", None)
+                if isinstance(original, APIRoute):
+                    yield RouteEntry(candidate.path, candidate.path_regex, frozenset(candidate.methods),
+                                     original.dependant)
+                else:
+                    yield from api_routes([candidate])
 
 
 class ScopeTable:
@@ -44,13 +64,22 @@ class ScopeTable:
     def __init__(self, app) -> None:
         self.app = app
         self._table: list[tuple[re.Pattern, frozenset[str], str | None]] | None = None
+        self._routes: list[RouteEntry] = []
 
     @property
     def table(self) -> list[tuple[re.Pattern, frozenset[str], str | None]]:
         if self._table is None:
-            self._table = [(route.path_regex, frozenset(route.methods), declared_scope(route.dependant))
-                           for route in api_routes(self.app.routes)]
+            self._routes = list(api_routes(self.app.routes))
+            self._table = [(route.path_regex, route.methods, declared_scope(route.dependant))
+                           for route in self._routes]
         return self._table
+
+    def template(self, method: str, path: str) -> str | None:
+        """The path template of the route that takes this request (`/v1/identities/{identity}`), or None."""
+        for (pattern, methods, _), route in zip(self.table, self._routes, strict=True):
+            if method in methods and pattern.match(path):
+                return route.path
+        return None
 
     def required(self, method: str, path: str) -> str | None:
         """None for the open paths; else the declared scope of the route for this method and path; for a method

@@ -52,40 +52,27 @@ def galleries(args: argparse.Namespace) -> int:
 
 def _create(gallery, settings) -> int:
     from embedder.embed import open_embedder
-    from indexer.store import CollectionInfo
+    from jobs import gallery_admin
 
-    if gallery.serving() is not None:
+    if gallery.serving() is not None:  # before the model is loaded: the answer does not need it
         raise Conflict(f"gallery {gallery.gallery!r} exists already (`arcmatch galleries list`)")
     embedder = open_embedder(settings.require("model").model)
-    calibration = embedder.calibration
-    info = CollectionInfo.of_model(embedder.spec, calibration.threshold if calibration else None)
-    index = gallery.open(info, create=True)
+    index = gallery_admin.create(gallery.client, gallery.gallery, embedder)
     audit(settings, "gallery_create", gallery=gallery.gallery, collection=index.collection)
-    print(f"created gallery {gallery.gallery!r} (model {info.model_version}, collection {index.collection})")
+    print(f"created gallery {gallery.gallery!r} (model {embedder.spec.version}, collection {index.collection})")
     return EXIT_OK
 
 
 def _delete(gallery, settings, confirmed: int | None) -> int:
-    from indexer.archive import FaceArchive
-    from indexer.store import FaceIndex
+    from jobs import gallery_admin
 
-    collections = gallery.collections()
-    if not collections:
-        raise NotFound(f"no gallery {gallery.gallery!r} in this store (`arcmatch galleries list`)")
-    root = settings.archive_root()
-    archive = FaceArchive(root, gallery.gallery) if root is not None else None
-    archived = len(archive.live_versions()) if archive is not None else 0
-    # what it would lose: every collection counts, not only the one in service (an earlier model's, a re-embed's
-    # target, or all of them when the alias is gone), and the archive too
-    faces = max([FaceIndex(gallery.client, c.name).count() for c in collections] + [archived])
-    if faces and confirmed != faces:
-        raise BadInput(f"gallery {gallery.gallery!r} holds {faces} faces ({archived} archived images, "
-                       f"{len(collections)} collections): repeat with --erase {faces} to erase them all")
-    gallery.drop_all()
-    if archive is not None:
-        archive.drop()
-    audit(settings, "gallery_delete", gallery=gallery.gallery, faces=faces, archived=archived,
-          collections=[c.name for c in collections])
-    print(f"erased gallery {gallery.gallery!r}: {faces} faces, {archived} archived images, "
-          f"{len(collections)} collections")
+    try:
+        erased = gallery_admin.erase(gallery.client, gallery.gallery, settings.archive_root(), confirmed,
+                                     flag="--erase ")
+    except NotFound:
+        raise NotFound(f"no gallery {gallery.gallery!r} in this store (`arcmatch galleries list`)") from None
+    audit(settings, "gallery_delete", gallery=erased.gallery, faces=erased.faces, archived=erased.archived,
+          collections=erased.collections)
+    print(f"erased gallery {erased.gallery!r}: {erased.faces} faces, {erased.archived} archived images, "
+          f"{len(erased.collections)} collections")
     return EXIT_OK

@@ -33,7 +33,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("apikey", help="create an API key: prints the key once, and its ARCMATCH_API_KEYS entry")
     p.add_argument("name")
-    p.add_argument("--scopes", default="read", help="comma separated: read, write (default %(default)s)")
+    p.add_argument("--scopes", default="read",
+                   help="comma separated: read, write, admin (create and erase galleries) (default %(default)s)")
+    p.add_argument("--galleries", default="*",
+                   help="comma separated: the galleries the key reaches; `*` for all (default %(default)s)")
     p.set_defaults(run=apikey)
 
     p = sub.add_parser("audit", help="read the API's audit trail (who enrolled, deleted or searched what)")
@@ -86,7 +89,10 @@ def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:
 def apikey(args: argparse.Namespace) -> int:
     from jobs.api.keys import new_key
 
-    key, entry = new_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+    def listed(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    key, entry = new_key(args.name, listed(args.scopes), listed(args.galleries))
     print(f"key (shown once, give it to the client): {key}")
     print(f"add to ARCMATCH_API_KEYS (comma separated): {entry}")
     return EXIT_OK

@@ -12,7 +12,7 @@ from jobs.api.deps import ReadKey, ServiceDep, WriteKey
 from jobs.api.errors import responses
 from jobs.api.schemas import CalibrateIn, CalibrationOut, GalleryCalibrationOut
 
-router = APIRouter(prefix="/v1/calibration", tags=["calibration"], responses=responses(401, 403, 503))
+router = APIRouter(prefix="/calibration", tags=["calibration"], responses=responses(401, 403, 503))
 
 
 def _out(found) -> GalleryCalibrationOut | None:

@@ -12,7 +12,7 @@ from jobs.api.deps import CuratorDep, ReadKey, WriteKey
 from jobs.api.errors import responses
 from jobs.api.schemas import ClusterOut, ClusterPage, MergeIn, Promoted, PromoteIn, SplitIn
 
-router = APIRouter(prefix="/v1/clusters", tags=["clusters"], responses=responses(401, 403, 404, 503))
+router = APIRouter(prefix="/clusters", tags=["clusters"], responses=responses(401, 403, 404, 503))
 ClusterId = Annotated[int, Path(ge=0, le=2**63 - 1, description="a cluster id as a listing gave it")]
 
 

@@ -12,7 +12,7 @@ from jobs.api.deps import CuratorDep, ReadKey, ServiceDep, WriteKey
 from jobs.api.errors import responses
 from jobs.api.schemas import DistinctIn, DistinctOut, HealthReport
 
-router = APIRouter(prefix="/v1/gallery", tags=["gallery"], responses=responses(401, 403, 503))
+router = APIRouter(prefix="/gallery", tags=["gallery"], responses=responses(401, 403, 503))
 
 
 @router.get("/check")

@@ -36,7 +36,7 @@ Cursor = Annotated[str | None, Query(json_schema_extra={**IDENTITY_RULES, "patte
 Photos = Annotated[list[UploadFile], File(min_length=1, description="photos: " + FORMATS, json_schema_extra={
     "items": {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}})]
 FaceId = Annotated[int, Path(ge=0, le=INT64[1], description="a face id as enrollment returned it")]
-router = APIRouter(prefix="/v1/identities", tags=["identities"], responses=responses(401, 403, 503))
+router = APIRouter(prefix="/identities", tags=["identities"], responses=responses(401, 403, 503))
 
 
 @router.post("/{identity}/faces", status_code=201, responses=responses(400, 409, 413, 415, 422))
@@ -123,7 +123,7 @@ def list_identities(_: ReadKey, service: ServiceDep, cursor: Cursor = None,
     return IdentityPage(identities=[{"identity": name, "faces": n} for name, n in page], next_cursor=next_cursor)
 
 
-faces_router = APIRouter(prefix="/v1/faces", tags=["identities"], responses=responses(401, 403, 503))
+faces_router = APIRouter(prefix="/faces", tags=["identities"], responses=responses(401, 403, 503))
 
 
 @faces_router.get("/{face}/image", responses={**responses(404, 422), 200: {"content": {"image/jpeg": {}}}},

@@ -15,7 +15,7 @@ from jobs.api.schemas import FORMATS, FPIR_QUERY, DecisionOut, EmbeddingQuery, F
 from jobs.api.uploads import read_upload
 from jobs.service import FaceMatch
 
-router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(401, 403, 404, 409, 503))
+router = APIRouter(prefix="/search", tags=["search"], responses=responses(401, 403, 404, 409, 503))
 
 
 # a single UploadFile cannot take File(min_length=1) (FastAPI applies it to the file object): documented instead

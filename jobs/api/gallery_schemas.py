@@ -1,0 +1,44 @@
+"""What the galleries resource takes and answers (jobs/api/routes/galleries.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path
+from pydantic import BaseModel, Field
+
+from jobs.api.schemas import Ready
+
+NAME_RULES = {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"}
+NAME_HELP = "letters, digits and single underscores, starting with a letter or underscore, at most 100 characters"
+GalleryName = Annotated[str, Path(json_schema_extra=NAME_RULES, description="a gallery's name: " + NAME_HELP)]
+
+
+class GalleryIn(BaseModel):
+    name: str = Field(json_schema_extra=NAME_RULES, description=NAME_HELP)
+    model: str | None = Field(None, description="the model version the gallery is served by; the service's own if "
+                              "left out, and the only one it accepts: a gallery of another model is made by a service "
+                              "running that model (`arcmatch galleries create NAME --model DIR`)")
+
+
+class GalleryOut(BaseModel):
+    name: str
+    model_version: str
+    faces: int = Field(description="faces held, unlabelled ones included")
+    default: bool = Field(description="the service's default gallery: the one its routes outside "
+                          "/v1/galleries/{gallery} serve")
+
+
+class GalleryDetail(GalleryOut):
+    ready: Ready = Field(description="what the service serves of this gallery, as /v1/ready says for the default")
+
+
+class GalleryList(BaseModel):
+    galleries: list[GalleryOut] = Field(description="the galleries this key reaches, by name")
+
+
+class GalleryErased(BaseModel):
+    name: str
+    faces: int
+    archived: int = Field(description="archived face images erased with it")
+    collections: list[str]

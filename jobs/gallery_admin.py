@@ -1,0 +1,62 @@
+"""Making and erasing a whole gallery: the one rule the CLI (`arcmatch galleries`) and the API (`/v1/galleries`)
+both follow, so neither can erase faces the other would have counted.
+
+Making one before its first face fixes the model it is served by. Erasing one is the only way every face of a
+gallery goes, archive included: the faces are counted first, in every collection of the gallery (an earlier
+model's, a re-embed's target, all of them when the alias is gone) and in the archive, and nothing is erased unless
+the caller repeats that count, so a wrong name never costs a gallery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.errors import BadInput, Conflict, NotFound
+from indexer.archive import FaceArchive
+from indexer.galleries import Galleries, check_gallery
+from indexer.store import CollectionInfo, FaceIndex
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What erasing a gallery loses: faces (the most any of its collections or its archive holds)."""
+
+    gallery: str
+    faces: int
+    archived: int
+    collections: list[str]
+
+
+def create(client, gallery: str, embedder) -> FaceIndex:
+    """The gallery, empty, served by `embedder`'s model (its threshold recorded as the model's); Conflict when a
+    gallery of that name exists."""
+    galleries = Galleries(client, check_gallery(gallery))
+    if galleries.serving() is not None or galleries.collections():
+        raise Conflict(f"gallery {gallery!r} exists already")
+    calibration = embedder.calibration
+    info = CollectionInfo.of_model(embedder.spec, calibration.threshold if calibration else None)
+    return galleries.open(info, create=True)
+
+
+def count(client, gallery: str, archive_root: str | None) -> Erasure:
+    galleries = Galleries(client, check_gallery(gallery))
+    collections = galleries.collections()
+    if not collections:
+        raise NotFound(f"gallery {gallery!r} not found")
+    archive = FaceArchive(archive_root, gallery) if archive_root is not None else None
+    archived = len(archive.live_versions()) if archive is not None else 0
+    faces = max([FaceIndex(client, c.name).count() for c in collections] + [archived])
+    return Erasure(gallery, faces, archived, [c.name for c in collections])
+
+
+def erase(client, gallery: str, archive_root: str | None, confirmed: int | None, *, flag: str) -> Erasure:
+    """Erase the gallery when `confirmed` is the number of faces it holds (or it holds none); BadInput naming
+    that number otherwise (`flag` is how the caller says it: `--erase`, `erase=`)."""
+    found = count(client, gallery, archive_root)
+    if found.faces and confirmed != found.faces:
+        raise BadInput(f"gallery {gallery!r} holds {found.faces} faces ({found.archived} archived images, "
+                       f"{len(found.collections)} collections): repeat with {flag}{found.faces} to erase them all")
+    Galleries(client, gallery).drop_all()
+    if archive_root is not None:
+        FaceArchive(archive_root, gallery).drop()
+    return found
