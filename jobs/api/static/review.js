@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { key: sessionStorage.getItem("arcmatch-key") || "", clusterOffset: 0 };
+const state = { key: sessionStorage.getItem("arcmatch-key") || "", gallery: "", clusterOffset: 0 };
 const PAGE = 12;
 
 function say(text, error = false) {
@@ -12,9 +12,13 @@ function say(text, error = false) {
   $("status").style.color = error ? "#ff8a80" : "#ffd479";
 }
 
+// every face route of the chosen gallery is under /v1/galleries/{gallery}/ (the list of galleries is not)
+const inGallery = (path) => (state.gallery && path.startsWith("/v1/") && !path.startsWith("/v1/galleries")
+  ? `/v1/galleries/${encodeURIComponent(state.gallery)}/${path.slice(4)}` : path);
+
 async function api(path, options = {}) {
   const headers = { "X-API-Key": state.key, ...(options.headers || {}) };
-  const response = await fetch(path, { ...options, headers });
+  const response = await fetch(inGallery(path), { ...options, headers });
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
@@ -279,12 +283,31 @@ async function checkHealth() {
     (report.notes.length ? `; ${report.notes.join("; ")}` : "") + ")";
 }
 
+// the galleries this key reaches (and only those): ?gallery=NAME, else the service's default, else the first
+async function loadGalleries() {
+  const { galleries } = await json("/v1/galleries");
+  const wanted = new URLSearchParams(location.search).get("gallery");
+  const names = galleries.map((g) => g.name);
+  state.gallery = names.includes(state.gallery) ? state.gallery
+    : names.includes(wanted) ? wanted : (galleries.find((g) => g.default) || galleries[0] || {}).name || "";
+  const select = $("gallery");
+  select.replaceChildren(...galleries.map((g) => new Option(`${g.name} (${g.faces} faces)`, g.name)));
+  select.value = state.gallery;
+  $("gallery-choice").hidden = galleries.length < 2;
+  if (!state.gallery) throw new Error("this key reaches no gallery");
+}
+
 async function start() {
   if (!state.key) {
     say("enter an API key to begin");
     return;
   }
   try {
+    await loadGalleries();
+    state.clusterOffset = 0;
+    $("search-result").replaceChildren();
+    $("health-list").replaceChildren();
+    $("health-count").textContent = "";
     await Promise.all([loadClusters(), loadIdentities()]);
     say("");
   } catch (error) {
@@ -298,6 +321,10 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     state.key = $("key").value.trim();
     sessionStorage.setItem("arcmatch-key", state.key);
+    start();
+  });
+  $("gallery").addEventListener("change", () => {
+    state.gallery = $("gallery").value;
     start();
   });
   $("search-form").addEventListener("submit", (event) => {

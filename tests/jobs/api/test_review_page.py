@@ -157,5 +157,44 @@ def test_the_health_section_resolves_what_the_check_finds_in_the_browser(gallery
         playwright.expect(page.locator(pair)).to_have_count(0)  # the stray photo was what joined them
         browser.close()
     # never clustered: the page asks, hears 404 and says so (Chromium logs every 404 it hears); nothing else failed
-    assert all("/v1/clusters?" in url for url in missing) and len(missing) == 1
+    assert all("/v1/galleries/faces/clusters?" in url for url in missing) and len(missing) == 1
     assert [m for m in problems if "404" not in m] == []
+
+
+def test_the_page_shows_the_galleries_the_key_reaches_and_only_theirs(tmp_path, tiny_model_dir):
+    from jobs.api.keys import new_key
+
+    every, every_entry = new_key("root", ["read", "write", "admin"])
+    shop, shop_entry = new_key("shop", ["read", "write"], ["shop"])
+    settings = Settings(model=tiny_model_dir, api_keys=f"{every_entry},{shop_entry}",
+                        milvus_uri=str(tmp_path / "two.db"), gallery="faces", archive_uri=str(tmp_path / "archive"))
+    with live_app(create_app(settings)) as site, httpx.Client(base_url=site, headers={"X-API-Key": every}) as api:
+        assert api.post("/v1/galleries", json={"name": "shop"}).status_code == 201
+        for path, name, person in (("/v1", "ann", 1), ("/v1/galleries/shop", "bob", 2)):
+            assert api.post(f"{path}/identities/{name}/faces", files=[("images", ("p.png", png(person)))]
+                            ).status_code == 201
+        problems: list[str] = []
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{site}/review")
+            page.fill("#key", every)
+            page.click("#key-form button")
+            page.wait_for_selector('.identity[data-identity="ann"]')  # the default gallery first
+            assert page.locator("#gallery-choice").is_visible()
+            assert page.locator("#gallery option").all_inner_texts() == ["faces (1 faces)", "shop (1 faces)"]
+            page.select_option("#gallery", "shop")
+            page.wait_for_selector('.identity[data-identity="bob"]')
+            assert page.locator('.identity[data-identity="ann"]').count() == 0
+
+            page.evaluate("sessionStorage.clear()")
+            page.goto(f"{site}/review")
+            page.fill("#key", shop)
+            page.click("#key-form button")
+            page.wait_for_selector('.identity[data-identity="bob"]')  # its one gallery, without a choice to make
+            assert not page.locator("#gallery-choice").is_visible()
+            assert page.locator("#gallery option").all_inner_texts() == ["shop (1 faces)"]
+            assert page.locator('.identity[data-identity="ann"]').count() == 0
+            browser.close()
+        assert problems == []
