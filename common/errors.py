@@ -7,6 +7,8 @@
     │   ├── embedder.ModelError       unknown, incomplete or inconsistent model
     │   ├── indexer.InvalidValue      a value Milvus cannot store as given
     │   └── PayloadTooLarge           a body over its size limit              HTTP 413
+    ├── Unauthorized          no API key, or an unknown one                   exit 2, HTTP 401
+    ├── Forbidden             a key without the scope a request needs         exit 2, HTTP 403
     ├── NotFound              a file, model, run, collection or identity      exit 4, HTTP 404
     │   └── indexer.CollectionNotFound
     ├── Conflict              the request contradicts what is stored          exit 6, HTTP 409
@@ -53,6 +55,22 @@ class PayloadTooLarge(BadInput):
 
     http_status = 413
     kind = "too large"
+
+
+class Unauthorized(ArcmatchError):
+    """No API key, or one the service does not know."""
+
+    exit_code = EXIT_BAD_INPUT
+    http_status = 401
+    kind = "unauthorized"
+
+
+class Forbidden(ArcmatchError):
+    """A known API key without the scope the request needs."""
+
+    exit_code = EXIT_BAD_INPUT
+    http_status = 403
+    kind = "forbidden"
 
 
 class NotFound(ArcmatchError):

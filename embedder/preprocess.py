@@ -59,7 +59,10 @@ def _open_rgb(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
             img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except UnidentifiedImageError:  # Pillow's text names its buffer object (a memory address): not for a caller
+        raise ImageError(f"not a readable image: its first bytes say {decoders[0]}, but it does not decode as "
+                         "one") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"not a readable image: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncated/corrupt data as these
         raise ImageError(f"corrupt image data: {exc}") from exc

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
 
     model: Path | None = None  # an arcmatch checkpoint directory or an ONNX model directory
     api_keys: SecretStr | None = None  # name:scopes:sha256 entries; see jobs/api/keys.py
+    # a client's side: the commands that can go through a running service (`--api URL`) and the key they send
+    api_url: str | None = None
+    api_key: SecretStr | None = None
     milvus_uri: str = "./arcmatch.db"  # a Milvus Lite file, or a server's http://host:19530
     milvus_token: SecretStr | None = None
     # the gallery's name: a Milvus alias over one collection per model (indexer/galleries.py); its old name,

@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader
 
-from common.errors import ArcmatchError
+from common.errors import ArcmatchError, Forbidden, Unauthorized
 from embedder.faces import NoFace, PreparedFace
 from indexer.cluster_store import ClusterStore
 from indexer.decision import Decision
@@ -29,20 +29,6 @@ from jobs.curation import Curator
 from jobs.service import PURGE_EVERY_S, IdentityService
 
 log = logging.getLogger("arcmatch.api")
-
-
-class Unauthorized(ArcmatchError):
-    """No key, or a key the service does not know."""
-
-    http_status = 401
-    kind = "unauthorized"
-
-
-class Forbidden(ArcmatchError):
-    """A known key without the scope the route needs."""
-
-    http_status = 403
-    kind = "forbidden"
 
 
 def gallery_name(request: Request) -> str:

@@ -25,6 +25,7 @@ from jobs.cli import (
     model,
     prepare,
     reembed,
+    remote,
     search,
     serve,
     storage,
@@ -33,8 +34,8 @@ from jobs.cli import (
 )
 from jobs.runtime import log_file, quiet_terminal
 
-GROUPS = (prepare, train, model, ingest, search, gallery, calibrate, cluster, reembed, storage, galleries, serve,
-          submit, demo)
+GROUPS = (prepare, train, model, ingest, search, remote, gallery, calibrate, cluster, reembed, storage, galleries,
+          serve, submit, demo)
 QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo", "reembed", "cluster"}
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
-from common.errors import EXIT_OK, NotFound
+from common.errors import EXIT_OK, BadInput, NotFound
 from jobs.cli.options import detector_flag, model_flag, search_flags, settings_from, store_flags
+from jobs.cli.remote import api_flag, client_for
 
 
 def register(sub) -> None:
@@ -28,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--faces", default="all", choices=["all", "largest"],
                    help="answer for every face in a photo, or only its largest (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON lines, one per face")
+    api_flag(p, required=False)
     p.set_defaults(run=search)
 
 
@@ -38,6 +41,9 @@ def search(args: argparse.Namespace) -> int:
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise NotFound(f"no such image: {', '.join(missing)}")
+    client = client_for(args)
+    if client is not None:
+        return _search_remote(client, args)
     service = IdentityService.open(settings_from(args))
     faceless = []
     try:
@@ -57,6 +63,30 @@ def search(args: argparse.Namespace) -> int:
         service.close()
     if faceless:
         raise NoFace("; ".join(faceless))
+    return EXIT_OK
+
+
+def _search_remote(client, args: argparse.Namespace) -> int:
+    """The same search through a running service (arcmatch_client): the same lines, the service's answers."""
+    from arcmatch_client.errors import BadInput as Refused
+
+    faceless = []
+    with client.http:
+        for path in args.images:
+            try:
+                faces = client.search(path, threshold=args.threshold, fpir=args.fpir, faces=args.faces)
+            except Refused as exc:  # this photo's (no face, unreadable); the others are still answered
+                faceless.append(f"{path}: {exc}")
+                continue
+            for n, face in enumerate(faces):
+                if args.json:
+                    print(json.dumps({"image": path, "face": n, **asdict(face)}))
+                    continue
+                where = f"\tface {n + 1}/{len(faces)} at {[round(v) for v in face.face.box]}" if len(faces) > 1 else ""
+                verdict = face.identity if face.match else "unknown"
+                print(f"{path}{where}\t{verdict}\tscore {face.score:.4f} (threshold {face.threshold:.4f})")
+    if faceless:
+        raise BadInput("; ".join(faceless))
     return EXIT_OK
 
 

@@ -11,10 +11,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from common.errors import BadInput, Conflict
+from common.errors import BadInput, Conflict, Forbidden
 from jobs import gallery_admin
 from jobs.api.auditing import note
-from jobs.api.deps import AdminKey, Forbidden, ReadKey
+from jobs.api.deps import AdminKey, ReadKey
 from jobs.api.errors import responses
 from jobs.api.gallery_schemas import GalleryDetail, GalleryErased, GalleryIn, GalleryList, GalleryName, GalleryOut
 from jobs.api.schemas import Ready

@@ -17,11 +17,13 @@ import httpx
 import pytest
 
 from jobs.api.app import create_app
+from jobs.api.keys import new_key
 from jobs.settings import Settings
-from tests.helpers import WRITE_ENTRY, WRITE_KEY, live_app, png
+from tests.helpers import live_app, png
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the test extra: pip install -e .[test]")
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402  (after the skip: hypothesis comes with it)
+from hypothesis import strategies as st  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.core.failures import FailureGroup  # noqa: E402
 
@@ -44,67 +46,87 @@ class Inexpressible:
             and re.search(self.detail, detail) is not None
 
 
-UPLOADS = r"^POST (/v1/search|/v1/identities/\{identity\}/faces)$"
+GALLERY = r"(/galleries/\{gallery\})?"  # every face route is also under /v1/galleries/{gallery}
+UPLOADS = rf"^POST /v1{GALLERY}(/search|/identities/\{{identity\}}/faces)$"
 INEXPRESSIBLE = (
     Inexpressible(UPLOADS, 415, r"^(images: )?unsupported image format", "a photo's bytes: OpenAPI has no type for "
                   "'an image in one of these formats', so any binary string is schema-valid"),
     Inexpressible(UPLOADS, 400, r"^(images: |image \d+: |[^:]*: )?(corrupt image data|not a readable image|"
                   r"image is \d+x\d+|no face|empty image)", "a photo's content: whether it decodes, to what size "
                   "and what it shows is known only once decoded"),
-    Inexpressible(r"^POST /v1/identities/\{identity\}/faces$", 400, r"^metadata ", "a JSON object inside a form "
-                  "field: JSON Schema's contentMediaType is an annotation, not a check"),
-    Inexpressible(r"\{identity\}|^POST /v1/clusters/\{cluster\}/promote$", 400,
+    Inexpressible(rf"^POST /v1{GALLERY}/identities/\{{identity\}}/faces$", 400, r"^metadata ", "a JSON object "
+                  "inside a form field: JSON Schema's contentMediaType is an annotation, not a check"),
+    Inexpressible(rf"\{{identity\}}|^POST /v1{GALLERY}/clusters/\{{cluster\}}/promote$", 400,
                   r"^identity is \d+ bytes in UTF-8, over the limit of 256$", "an identity holds at most 256 UTF-8 "
                   "bytes; JSON Schema's maxLength counts characters (256 are documented, and as many bytes)"),
-    Inexpressible(r"^POST /v1/calibration$", 400, r"^(an FPIR of \S+ needs at least \d+ unknown-person trials; "
-                  r"this gallery gave|calibration needs faces of at least two identities|a tail model needs at "
+    Inexpressible(rf"^POST /v1{GALLERY}/calibration$", 400, r"^(an FPIR of \S+ needs at least \d+ unknown-person "
+                  r"trials; this gallery gave|calibration needs faces of at least two identities|a tail model needs at "
                   r"least \d+ identities|no threshold keeps FPIR at)", "a calibration needs enough people in the "
                   "gallery, told apart by its model: the gallery's state, not the request's shape"),
-    Inexpressible(r"^POST /v1/identities/\{identity\}/(merge|faces/\{face\}/move)$", 400,
+    Inexpressible(rf"^POST /v1{GALLERY}/identities/\{{identity\}}/(merge|faces/\{{face\}}/move)$", 400,
                   r"^(merging an identity into itself|face \d+ is already )", "the body's identity must differ from "
                   "the path's: JSON Schema cannot compare a body field with a path parameter"),
-    Inexpressible(r"^POST /v1/search(/embedding)?$", 400, r"^(an FPIR needs the gallery's calibration|the "
+    Inexpressible(rf"^POST /v1{GALLERY}/search(/embedding)?$", 400, r"^(an FPIR needs the gallery's calibration|the "
                   r"gallery's calibration can answer an FPIR between|the gallery's calibration keeps no FPIR curve|"
                   r"give a threshold or an FPIR, not both)", "a rate is read from the gallery's calibration (its "
                   "state: whether there is one, and the rates it measured); threshold and fpir exclude each other "
                   "across form fields"),
 )
+# two galleries beside the default one, and the key the requests carry reaches the default and "shop" only
+SHOP, STAFF = "shop", "staff"
+KEY, ENTRY = new_key("contract", ["read", "write"], [f"contract_lite_{os.getpid()}", SHOP])
+ADMIN_KEY, ADMIN_ENTRY = new_key("contract_admin", ["read", "write", "admin"])
+STAFF_NAMES = ("staff_carol", "staff_dave")  # in no answer to the key, whatever it asks
+
+
 # the API on Milvus Lite: the store holds its contract on both stores (tests/indexer), "server" runs it there
 @pytest.fixture(scope="module", params=["lite"])
 def contract_api(request, tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("contract")
     uri = str(tmp / "contract.db") if request.param == "lite" else request.getfixturevalue("milvus_server_uri")
-    app_settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=uri,
+    app_settings = Settings(model=tiny_model_dir, api_keys=f"{ADMIN_ENTRY},{ENTRY}", milvus_uri=uri,
                             gallery=f"contract_{request.param}_{os.getpid()}", max_upload_bytes=200_000,
                             max_pixels=1_000_000, audit_dir=tmp / "audit")
     with live_app(create_app(app_settings)) as base:
-        with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": WRITE_KEY}) as client:
-            for name, seed in (("ann", 1), ("bob", 2)):  # faces for the reads to find
-                assert client.post(f"/v1/identities/{name}/faces", files=[("images", ("a.png", png(seed)))]
+        with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": ADMIN_KEY}) as client:
+            for gallery in (SHOP, STAFF):
+                assert client.post("/v1/galleries", json={"name": gallery}).status_code == 201
+            people = [("/v1", "ann", 1), ("/v1", "bob", 2), (f"/v1/galleries/{SHOP}", "ann", 1),
+                      (f"/v1/galleries/{STAFF}", STAFF_NAMES[0], 3), (f"/v1/galleries/{STAFF}", STAFF_NAMES[1], 4)]
+            for prefix, name, person in people:  # faces for the reads to find
+                assert client.post(f"{prefix}/identities/{name}/faces", files=[("images", ("a.png", png(person)))]
                                    ).status_code == 201
         config = schemathesis.Config.from_dict({
-            "auth": {"openapi": {"APIKeyHeader": {"api_key": WRITE_KEY}}},
+            "auth": {"openapi": {"APIKeyHeader": {"api_key": KEY}}},
             "generation": {"max-examples": EXAMPLES},
             "checks": {"enabled": True},
         })
         yield schemathesis.openapi.from_url(f"{base}/openapi.json", config=config)
 
 
-def test_every_operation_keeps_the_contract(contract_api):
+def test_every_operation_keeps_the_contract_and_no_answer_crosses_galleries(contract_api):
     failures, excused, operations = {}, set(), 0
     for result in contract_api.get_all_operations():
         operation = result.ok()
         operations += 1
         cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE)
 
-        @given(case=cases)
+        @given(case=cases, gallery=st.sampled_from([SHOP, STAFF, None]))
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def check(case) -> None:
+        def check(case, gallery) -> None:
+            if gallery is not None and "gallery" in (case.path_parameters or {}):
+                case.path_parameters["gallery"] = gallery  # a real gallery, reached or not; None: as drawn
             response = case.call(timeout=60)
+            label, detail = case.operation.label, _detail(response)
+            crossed = [n for n in STAFF_NAMES if n in response.text]
+            keyed = response.request.headers.get("x-api-key") == KEY  # a negative case may drop or change it
+            out_of_reach = gallery == STAFF and "gallery" in case.path_parameters and keyed
+            if crossed or (out_of_reach and response.status_code != 404):
+                failures.setdefault((label, "an answer about a gallery out of the key's reach", response.status_code),
+                                    f"{detail[:200]} | names {crossed}")
             try:
                 case.validate_response(response)
             except FailureGroup as group:  # collect every operation's failures, then report them all at once
-                label, detail = case.operation.label, _detail(response)
                 for failure in group.exceptions:
                     reason = next((i for i in INEXPRESSIBLE if failure.title == "Schema-valid request rejected"
                                    and i.excuses(label, response.status_code, detail)), None)
@@ -115,13 +137,14 @@ def test_every_operation_keeps_the_contract(contract_api):
                                             f"{detail[:200]} | {(failure.message or '')[:300]}")
 
         (check if SEED == "random" else seed(int(SEED))(check))()
-    assert operations >= 8
+    assert operations >= 40  # the default gallery's routes, the named galleries' and the galleries' own
     assert not failures, f"{len(failures)} kinds of contract failure:\n" + "\n".join(
         f"{label}: {title}: {status}: {example}" for (label, title, status), example in sorted(failures.items()))
 
 
 def _detail(response) -> str:
     try:
-        return str(response.json().get("detail", ""))
+        body = response.json()
     except ValueError:
         return ""
+    return str(body.get("detail", "")) if isinstance(body, dict) else ""

@@ -1,0 +1,190 @@
+"""Every operation of the API, written once as a `Call` (what to send, what the answer becomes); the sync and the
+async client differ only in how they send one (arcmatch_client/client.py).
+
+A client is scoped to a gallery (`client.gallery("shop")`) or to the service's default gallery; the calls about
+galleries themselves and the service's health are not scoped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from arcmatch_client import models as m
+
+Photo = bytes | str | Path  # the photo's bytes, or a path to it
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str  # under the gallery's prefix when `scoped`
+    params: dict | None = None
+    json: Any = None
+    data: dict | None = None
+    files: list | None = None
+    result: Any = None  # the answer's type (a generated model, list[...]), bytes for the raw body, None for JSON
+    pick: Callable[[Any], Any] | None = None  # what of the parsed answer to return
+    scoped: bool = True
+
+
+def _segment(value: str | int) -> str:
+    return quote(str(value), safe="")
+
+
+def _photo(photo: Photo, n: int = 0) -> tuple[str, bytes]:
+    if isinstance(photo, bytes):
+        return f"photo{n}", photo
+    path = Path(photo)
+    return path.name, path.read_bytes()
+
+
+def _given(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class Operations:
+    """The API, one method per route; `_run` sends a Call (returns the result, or an awaitable of it)."""
+
+    def __init__(self, gallery: str | None) -> None:
+        self.scope_gallery = gallery
+
+    def _run(self, call: Call):
+        raise NotImplementedError
+
+    def _path(self, call: Call) -> str:
+        if not call.scoped:
+            return call.path
+        prefix = f"/v1/galleries/{_segment(self.scope_gallery)}" if self.scope_gallery else "/v1"
+        return prefix + call.path
+
+    # the service and its galleries
+    def health(self):
+        return self._run(Call("GET", "/v1/health", result=m.Health, scoped=False))
+
+    def ready(self):
+        """What the service serves of this gallery (a read key); Unavailable while it cannot serve."""
+        if self.scope_gallery:
+            return self._run(Call("GET", f"/v1/galleries/{_segment(self.scope_gallery)}/ready", result=m.Ready,
+                                  scoped=False))
+        return self._run(Call("GET", "/v1/ready", result=m.Ready, scoped=False))
+
+    def galleries(self):
+        """The galleries this key reaches."""
+        return self._run(Call("GET", "/v1/galleries", result=m.GalleryList, pick=lambda page: page.galleries,
+                              scoped=False))
+
+    def create_gallery(self, name: str, model: str | None = None):
+        return self._run(Call("POST", "/v1/galleries", json=_given(name=name, model=model), result=m.Gallery,
+                              scoped=False))
+
+    def describe_gallery(self, name: str):
+        return self._run(Call("GET", f"/v1/galleries/{_segment(name)}", result=m.GalleryDetail, scoped=False))
+
+    def delete_gallery(self, name: str, erase: int | None = None):
+        """Erases every face of the gallery; BadInput (naming the count) unless `erase` is that count."""
+        return self._run(Call("DELETE", f"/v1/galleries/{_segment(name)}", params=_given(erase=erase),
+                              result=m.GalleryErased, scoped=False))
+
+    # searching
+    def search(self, photo: Photo, *, threshold: float | None = None, fpir: float | None = None,
+               k: int | None = None, top_n: int = 1, faces: str = "all"):
+        """A decision per face in the photo ("all") or for its largest face."""
+        form = _given(threshold=threshold, fpir=fpir, k=k, top_n=top_n, faces=faces)
+        return self._run(Call("POST", "/search", data={k: str(v) for k, v in form.items()},
+                              files=[("image", _photo(photo))], result=m.Search, pick=lambda a: a.faces))
+
+    def search_embeddings(self, embeddings: Sequence[Sequence[float]], *, threshold: float | None = None,
+                          fpir: float | None = None, k: int | None = None, top_n: int = 1):
+        body = _given(embeddings=[[float(x) for x in v] for v in embeddings], threshold=threshold, fpir=fpir, k=k,
+                      top_n=top_n)
+        return self._run(Call("POST", "/search/embedding", json=body, result=list[m.Decision]))
+
+    # identities and their faces
+    def enroll(self, identity: str, photos: Sequence[Photo], *, metadata: dict | None = None,
+               faces: str | None = None, override_quality: bool = False, proceed: bool = False):
+        """Conflict when a face matches someone else (or was rejected from `identity`), unless `proceed`."""
+        form = _given(metadata=json.dumps(metadata) if metadata is not None else None, faces=faces,
+                      override_quality=str(override_quality).lower(), proceed=str(proceed).lower())
+        files = [("images", _photo(p, n)) for n, p in enumerate(photos)]
+        return self._run(Call("POST", f"/identities/{_segment(identity)}/faces", data=form, files=files,
+                              result=m.Enrolled))
+
+    def identities(self, cursor: str | None = None, limit: int = 100):
+        """One page; its `next_cursor` asks for the next (None: the last page)."""
+        return self._run(Call("GET", "/identities", params=_given(cursor=cursor, limit=limit), result=m.IdentityPage))
+
+    def identity(self, identity: str):
+        return self._run(Call("GET", f"/identities/{_segment(identity)}", result=m.Identity))
+
+    def delete_identity(self, identity: str):
+        return self._run(Call("DELETE", f"/identities/{_segment(identity)}", result=m.IdentityDeleted))
+
+    def delete_face(self, identity: str, face_id: str | int):
+        return self._run(Call("DELETE", f"/identities/{_segment(identity)}/faces/{_segment(face_id)}",
+                              result=m.FaceDeleted))
+
+    def reject_face(self, identity: str, face_id: str | int):
+        """"Not this person": the face leaves `identity` and stays unlabelled."""
+        return self._run(Call("POST", f"/identities/{_segment(identity)}/faces/{_segment(face_id)}/reject",
+                              result=m.FaceRejected))
+
+    def move_face(self, identity: str, face_id: str | int, to: str):
+        return self._run(Call("POST", f"/identities/{_segment(identity)}/faces/{_segment(face_id)}/move",
+                              json={"identity": to}, result=m.FaceMoved))
+
+    def merge_identities(self, identity: str, other: str):
+        """Every face of `other` becomes `identity`'s (one person under two names)."""
+        return self._run(Call("POST", f"/identities/{_segment(identity)}/merge", json={"identity": other},
+                              result=m.Promoted))
+
+    def face_image(self, face_id: str | int):
+        """The archived image of a face (JPEG or PNG bytes)."""
+        return self._run(Call("GET", f"/faces/{_segment(face_id)}/image", result=bytes))
+
+    # the threshold
+    def calibration(self):
+        return self._run(Call("GET", "/calibration", result=m.Calibration))
+
+    def calibrate(self, fpir: float = 0.01, *, sample: int = 5000, dry_run: bool = False, method: str = "tail"):
+        body = {"fpir": fpir, "sample": sample, "dry_run": dry_run, "method": method}
+        return self._run(Call("POST", "/calibration", json=body, result=m.GalleryCalibration))
+
+    def clear_calibration(self):
+        return self._run(Call("DELETE", "/calibration", result=m.Calibration))
+
+    # faces nobody has named
+    def clusters(self, offset: int = 0, limit: int = 50, min_size: int = 2):
+        return self._run(Call("GET", "/clusters", params={"offset": offset, "limit": limit, "min_size": min_size},
+                              result=m.ClusterPage))
+
+    def cluster(self, cluster: int):
+        return self._run(Call("GET", f"/clusters/{int(cluster)}", result=m.Cluster))
+
+    def promote(self, cluster: int, identity: str, *, face_ids: Sequence[str | int] | None = None,
+                proceed: bool = False):
+        body = _given(identity=identity, face_ids=[str(f) for f in face_ids] if face_ids is not None else None,
+                      proceed=proceed)
+        return self._run(Call("POST", f"/clusters/{int(cluster)}/promote", json=body, result=m.Promoted))
+
+    def split_cluster(self, cluster: int, face_ids: Sequence[str | int]):
+        return self._run(Call("POST", f"/clusters/{int(cluster)}/split", json={"face_ids": [str(f) for f in face_ids]},
+                              result=m.Cluster))
+
+    def merge_clusters(self, clusters: Sequence[int]):
+        return self._run(Call("POST", "/clusters/merge", json={"clusters": [int(c) for c in clusters]},
+                              result=m.Cluster))
+
+    # the gallery's health
+    def check(self):
+        return self._run(Call("GET", "/gallery/check", result=m.HealthReport))
+
+    def distinct_pairs(self):
+        return self._run(Call("GET", "/gallery/distinct", result=m.Distinct))
+
+    def different_people(self, first: str, second: str):
+        return self._run(Call("POST", "/gallery/distinct", json={"identities": [first, second]}, result=m.Distinct))

@@ -1,0 +1,149 @@
+"""The sync and the async client: one set of operations (arcmatch_client/calls.py), two ways to send them.
+
+A 503 is what the service answers while a backend is out (Milvus restarting, a request past its deadline): it
+recovers by itself and says when to come back (Retry-After), so the client waits that long and tries again, up to
+`retries` times; a connection that fails is tried again the same way. Every operation may be repeated safely:
+enrolling a photo twice is one face (its id derives from identity and photo), searching reads. Past the retries,
+Unavailable. Every other error answer raises its own class at once (arcmatch_client/errors.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from arcmatch_client.calls import Call, Operations
+from arcmatch_client.errors import Unavailable, for_answer
+from arcmatch_client.parsing import parse
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def _wait_s(attempt: int, retry_after: str | None, most: float) -> float:
+    """The answer's Retry-After (seconds), else a doubling back-off from half a second; never past `most`."""
+    if retry_after is not None and retry_after.strip().isdigit():
+        return min(float(retry_after), most)
+    return min(0.5 * 2 ** attempt, most)
+
+
+def _request(call: Call, path: str) -> dict:
+    return {"method": call.method, "url": path, "params": call.params, "json": call.json, "data": call.data,
+            "files": call.files}
+
+
+def _finish(call: Call, response: httpx.Response):
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        raise for_answer(response.status_code, body if isinstance(body, dict) else None,
+                         response.headers.get("x-request-id"))
+    if call.result is bytes:
+        return response.content
+    data = response.json()
+    value = parse(call.result, data) if call.result is not None else data
+    return call.pick(value) if call.pick else value
+
+
+@dataclass(frozen=True)
+class _Retry:
+    seconds: float
+
+
+class _Sending:
+    """What both clients share: after each try, the result, an error, or how long to wait before the next."""
+
+    url: str
+    retries: int
+    max_wait_s: float
+
+    def _outcome(self, call: Call, attempt: int, answer: httpx.Response | httpx.TransportError):
+        last = attempt == self.retries
+        if isinstance(answer, httpx.TransportError):
+            if last:
+                raise Unavailable(f"the arcmatch service at {self.url} is out of reach "
+                                  f"({answer.__class__.__name__})") from None
+            return _Retry(_wait_s(attempt, None, self.max_wait_s))
+        if answer.status_code == 503 and not last:
+            return _Retry(_wait_s(attempt, answer.headers.get("retry-after"), self.max_wait_s))
+        return _finish(call, answer)
+
+
+class Client(_Sending, Operations):
+    """`Client(url, key)` for the service's default gallery; `.gallery(name)` for another one (the same
+    connection). Use as a context manager, or call close()."""
+
+    def __init__(self, url: str, key: str, *, gallery: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                 retries: int = 4, max_wait_s: float = 30.0, http: httpx.Client | None = None) -> None:
+        super().__init__(gallery)
+        self.url, self.retries, self.max_wait_s = url, retries, max_wait_s
+        self._owns_http = http is None
+        self.http = http or httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=timeout)
+
+    def gallery(self, name: str) -> Client:
+        scoped = Client(self.url, "", gallery=name, retries=self.retries, max_wait_s=self.max_wait_s, http=self.http)
+        scoped._owns_http = False
+        return scoped
+
+    def _run(self, call: Call):
+        for attempt in range(self.retries + 1):
+            try:
+                answer = self.http.request(**_request(call, self._path(call)))
+            except httpx.TransportError as exc:
+                answer = exc
+            outcome = self._outcome(call, attempt, answer)
+            if not isinstance(outcome, _Retry):
+                return outcome
+            time.sleep(outcome.seconds)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+class AsyncClient(_Sending, Operations):
+    """The same operations as Client, each returning an awaitable: `await client.search(photo)`."""
+
+    def __init__(self, url: str, key: str, *, gallery: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                 retries: int = 4, max_wait_s: float = 30.0, http: httpx.AsyncClient | None = None) -> None:
+        super().__init__(gallery)
+        self.url, self.retries, self.max_wait_s = url, retries, max_wait_s
+        self._owns_http = http is None
+        self.http = http or httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=timeout)
+
+    def gallery(self, name: str) -> AsyncClient:
+        scoped = AsyncClient(self.url, "", gallery=name, retries=self.retries, max_wait_s=self.max_wait_s,
+                             http=self.http)
+        scoped._owns_http = False
+        return scoped
+
+    async def _run(self, call: Call):
+        for attempt in range(self.retries + 1):
+            try:
+                answer = await self.http.request(**_request(call, self._path(call)))
+            except httpx.TransportError as exc:
+                answer = exc
+            outcome = self._outcome(call, attempt, answer)
+            if not isinstance(outcome, _Retry):
+                return outcome
+            await asyncio.sleep(outcome.seconds)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_) -> None:
+        await self.aclose()

@@ -1,0 +1,79 @@
+"""Batch enrollment through the client: 1,000 photos from a folder (one sub-folder per person) with a progress
+bar, a refused photo reported with its reason while the rest go in, and part of the batch again adding nothing."""
+
+import asyncio
+
+import pytest
+
+from arcmatch_client import AsyncClient, Client, enroll_batch, enroll_batch_async, photos_of
+from arcmatch_client.errors import BadInput, NotFound
+from jobs.api.app import create_app
+from jobs.api.keys import new_key
+from jobs.settings import Settings
+from tests.helpers import live_app, png
+
+KEY, ENTRY = new_key("batch", ["read", "write", "admin"])
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("batch")
+    settings = Settings(model=tiny_model_dir, milvus_uri=str(root / "b.db"), gallery="batch", api_keys=ENTRY,
+                        archive_uri=str(root / "archive"))
+    with live_app(create_app(settings)) as url:
+        yield url
+
+
+def test_a_thousand_photos_from_a_folder_then_part_of_them_again(base, tmp_path, capsys):
+    folder = tmp_path / "people"
+    for person in range(250):
+        (folder / f"person {person:03d}").mkdir(parents=True)
+        for n in range(4):
+            (folder / f"person {person:03d}" / f"{n}.png").write_bytes(png(1000 + person, n))
+    (folder / "person 000" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    assert len(photos_of(folder)) == 1001
+
+    with Client(base, KEY) as api:
+        report = enroll_batch(api, folder, workers=4, proceed=True)  # trusted labels: a bulk import
+        assert report.photos == 1000 and report.faces == 1000
+        assert [(f[1], f[2]) for f in report.failed] == [("person 000", "bad input")]
+        assert "broken.png" in report.failed[0][0] and "does not decode" in report.failed[0][3]
+        assert "1001/1001" in capsys.readouterr().err  # the progress bar went to the end
+
+        some = tmp_path / "again.csv"  # a tenth of the batch again (after a crash, say): nothing is added twice
+        some.write_text("identity,path\n" + "".join(f"person {p:03d},people/person {p:03d}/{n}.png\n"
+                                                    for p in range(25) for n in range(4)))
+        again = enroll_batch(api, some, workers=4, proceed=True, progress=False)
+        assert again.photos == 100 and not again.failed
+        listed, cursor = [], None
+        while True:
+            page = api.identities(cursor=cursor, limit=1000)
+            listed += page.identities
+            if (cursor := page.next_cursor) is None:
+                break
+        assert len(listed) == 250 and {i.faces for i in listed} == {4}  # every photo once, none twice
+
+
+def test_a_manifest_through_the_async_client_and_what_it_refuses(base, tmp_path):
+    (tmp_path / "photos").mkdir()
+    for n in range(4):
+        (tmp_path / "photos" / f"{n}.png").write_bytes(png(2000, n))
+    (tmp_path / "list.csv").write_text("identity,path\n" + "".join(f"zed,photos/{n}.png\n" for n in range(3)) +
+                                      "yan,photos/3.png\nzed,photos/missing.png\n")
+
+    async def run():  # a gallery of its own: the thousand people of the other test are not in it
+        async with AsyncClient(base, KEY) as api:
+            await api.create_gallery("manifest")
+            gallery = api.gallery("manifest")
+            await gallery.enroll("zed", [png(2000, 5)])  # zed is known before the batch: yan's photo is zed's
+            return await enroll_batch_async(gallery, tmp_path / "list.csv", concurrency=2, progress=False)
+
+    report = asyncio.run(run())
+    assert report.photos == 3
+    refused = {path.rsplit("/", 1)[1]: kind for path, _, kind, _ in report.failed}
+    assert refused == {"3.png": "conflict", "missing.png": "bad input"}  # someone else's face; no file
+    with pytest.raises(BadInput, match="columns identity and path"):
+        (tmp_path / "bad.csv").write_text("name,file\n")
+        photos_of(tmp_path / "bad.csv")
+    with pytest.raises(NotFound):
+        photos_of(tmp_path / "nowhere")

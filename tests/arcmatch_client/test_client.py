@@ -1,0 +1,174 @@
+"""The Python client against a live service (uvicorn on loopback) on both stores: every route through its typed
+methods, each kind of error answer as its own exception, and a 503 waited out as the answer's Retry-After says."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from arcmatch_client import AsyncClient, Client, models
+from arcmatch_client.errors import (
+    BadInput,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMedia,
+)
+from jobs.api.app import create_app
+from jobs.api.keys import new_key
+from jobs.settings import Settings
+from tests.helpers import READ_ENTRY, READ_KEY, live_app, png
+
+KEY, ENTRY = new_key("client", ["read", "write", "admin"])
+
+
+@pytest.fixture(scope="module", params=["lite", "server"])
+def service(request, tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("client")
+    uri = str(root / "c.db") if request.param == "lite" else request.getfixturevalue("milvus_server_uri")
+    settings = Settings(model=tiny_model_dir, milvus_uri=uri, gallery=f"client_{request.param}_{int(time.time())}",
+                        api_keys=f"{ENTRY},{READ_ENTRY}", archive_uri=str(root / "archive"),
+                        keep_unknown_faces=True, max_upload_bytes=100_000)
+    with live_app(create_app(settings)) as base:
+        yield base, settings
+
+
+def test_every_route_through_the_client(service, tmp_path):
+    base, settings = service
+    photo = tmp_path / "ann.png"
+    photo.write_bytes(png(1))
+    with Client(base, KEY) as api:
+        assert api.health() == models.Health(status="ok")
+        name = f"shop_{settings.gallery}"
+        made = api.create_gallery(name)
+        assert isinstance(made, models.Gallery) and made.faces == 0 and not made.default
+        assert name in [g.name for g in api.galleries()]
+        shop = api.gallery(name)
+        assert shop.describe_gallery(name).ready.gallery == name and shop.ready().gallery == name
+
+        enrolled = shop.enroll("ann", [photo, png(1, 1)], metadata={"team": "blue"})  # a path and bytes
+        assert isinstance(enrolled, models.Enrolled) and len(enrolled.face_ids) == 2
+        shop.enroll("bob", [png(2)])
+        shop.enroll("bobby", [png(3)])
+        [face] = shop.search(png(1, 3))
+        assert isinstance(face, models.FaceDecision) and face.match and face.identity == "ann"
+        assert isinstance(face.candidates[0], models.Candidate) and isinstance(face.face.quality, models.Quality)
+        [stranger] = shop.search(png(90))  # kept unlabelled (keep_unknown_faces): something to cluster
+        assert not stranger.match
+        shop.search(png(90, 1)), shop.search(png(90, 2))
+        [decision] = shop.search_embeddings([[1.0] + [0.0] * 63], threshold=0.99)
+        assert isinstance(decision, models.Decision) and not decision.match
+
+        page = shop.identities(limit=2)
+        assert [i.identity for i in page.identities] == ["ann", "bob"] and page.next_cursor == "bob"
+        assert [i.identity for i in shop.identities(cursor=page.next_cursor).identities] == ["bobby"]
+        ann = shop.identity("ann")
+        assert {f.metadata["team"] for f in ann.faces} == {"blue"}
+        assert shop.face_image(enrolled.face_ids[0])[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb")
+
+        assert shop.merge_identities("bob", "bobby").identity == "bob"
+        moved = shop.move_face("ann", enrolled.face_ids[1], "bob")
+        assert moved.identity == "bob" and "ann" in moved.rejected_from
+        assert "bob" in shop.reject_face("bob", enrolled.face_ids[1]).rejected_from
+        assert shop.different_people("ann", "bob").pairs == [["ann", "bob"]]
+        assert shop.distinct_pairs().pairs == [["ann", "bob"]]
+        assert shop.check().identities == 2
+        assert shop.calibration().source in ("model", "collection")
+        with pytest.raises(NotFound):  # never clustered
+            shop.clusters()
+
+        from jobs.pipelines.cluster import cluster
+
+        cluster(milvus=settings.milvus_uri, root=settings.archive_uri, gallery=name, k=6, threshold=0.5)
+        clusters = shop.clusters(min_size=1)
+        assert isinstance(clusters, models.ClusterPage) and clusters.total >= 1
+        first = clusters.clusters[0]
+        assert shop.cluster(first.cluster).face_ids
+        promoted = shop.promote(first.cluster, "carol", proceed=True)
+        assert promoted.identity == "carol" and promoted.face_ids
+
+        assert shop.delete_face("ann", enrolled.face_ids[0]).deleted_face == enrolled.face_ids[0]
+        assert shop.delete_identity("carol").deleted_faces == len(promoted.face_ids)
+        with pytest.raises(BadInput, match="repeat with erase="):
+            api.delete_gallery(name)
+        held = int(api.describe_gallery(name).faces)
+        erased = api.delete_gallery(name, erase=held)
+        assert isinstance(erased, models.GalleryErased) and erased.faces == held
+
+
+def test_each_error_answer_is_its_own_exception(service):
+    base, _ = service
+    with Client(base, KEY) as api, Client(base, READ_KEY) as reader, Client(base, "am_wrong") as stranger:
+        api.enroll("dan", [png(4)])
+        with pytest.raises(Unauthorized) as refused:
+            stranger.identities()
+        assert refused.value.status == 401 and refused.value.request_id
+        with pytest.raises(Forbidden):
+            reader.enroll("dan", [png(4)])
+        with pytest.raises(NotFound, match="no identity|not found"):
+            api.identity("nobody")
+        with pytest.raises(NotFound, match="gallery 'nowhere' not found"):
+            api.gallery("nowhere").search(png(4))
+        with pytest.raises(Conflict):  # dan's face under another name
+            api.enroll("not_dan", [png(4, 1)])
+        with pytest.raises(UnsupportedMedia):
+            api.search(b"%PDF-1.7" + b"\x00" * 64)
+        with pytest.raises(BadInput, match="first bytes say GIF, but it does not decode") as corrupt:
+            api.search(b"GIF89a" + b"\x00" * 64)  # a GIF that is not one
+        assert "0x" not in str(corrupt.value)
+        with pytest.raises(BadInput):  # 422: a value out of its range
+            api.search(png(4), top_n=0)
+        with pytest.raises(PayloadTooLarge):
+            api.search(b"\x89PNG" + b"\x00" * 200_000)
+    with pytest.raises(Unavailable, match="out of reach"):
+        with Client("http://127.0.0.1:9", KEY, retries=1, max_wait_s=0.01) as nowhere:
+            nowhere.health()
+
+
+class Outage(httpx.BaseTransport):
+    """The network in front of the live service: the first `down` requests are answered 503 with Retry-After, as
+    the service answers while its store is out; the rest reach the service."""
+
+    def __init__(self, down: int, retry_after: str = "1") -> None:
+        self.down, self.retry_after, self.seen = down, retry_after, 0
+        self.service = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen += 1
+        if self.seen <= self.down:
+            return httpx.Response(503, json={"error": "backend unavailable", "detail": "the store is restarting"},
+                                  headers={"Retry-After": self.retry_after})
+        return self.service.handle_request(request)
+
+
+def test_a_503_is_waited_out_as_retry_after_says_then_the_answer_comes(service):
+    base, _ = service
+    outage = Outage(down=2)
+    with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, transport=outage) as http:
+        started = time.perf_counter()
+        assert Client(base, KEY, http=http).health().status == "ok"
+        assert time.perf_counter() - started >= 2.0 and outage.seen == 3  # waited 1 s twice, then answered
+    outage = Outage(down=10, retry_after="0")
+    with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, transport=outage) as http:
+        with pytest.raises(Unavailable, match="restarting"):
+            Client(base, KEY, http=http, retries=2).health()
+        assert outage.seen == 3  # the first try and two retries, then the 503's own error
+
+
+def test_the_async_client_answers_as_the_sync_one(service):
+    base, _ = service
+
+    async def run():
+        async with AsyncClient(base, KEY) as api:
+            await api.enroll("erin", [png(5)])
+            answers = await asyncio.gather(*(api.search(png(5, n)) for n in range(1, 4)))
+            with pytest.raises(NotFound):
+                await api.identity("nobody")
+            return answers
+
+    for [face] in asyncio.run(run()):
+        assert face.identity == "erin"
