@@ -8,6 +8,7 @@ import pytest
 
 from embedder.embed import TorchEmbedder
 from embedder.preprocess import decode_image
+from jobs.api.keys import new_key
 from jobs.settings import Settings
 from tests.helpers import WRITE_ENTRY, W, free_port, png
 
@@ -19,7 +20,9 @@ def test_serve_deployment_batches_concurrent_searches(ray_local, tmp_path, tiny_
     from jobs.api.serve import build_application
 
     port = free_port()
-    settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=str(tmp_path / "serve.db"))
+    admin_key, admin_entry = new_key("serve_admin", ["read", "write", "admin"])
+    settings = Settings(model=tiny_model_dir, api_keys=f"{WRITE_ENTRY},{admin_entry}",
+                        milvus_uri=str(tmp_path / "serve.db"))
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(build_application(settings, max_batch_size=8, batch_wait_timeout_s=0.05, num_cpus=0.5),
@@ -47,5 +50,14 @@ def test_serve_deployment_batches_concurrent_searches(ray_local, tmp_path, tiny_
         assert [r.json()[0]["identity"] for r in responses[:16]] == [f"id{i % 4}" for i in range(16)]
         assert [r.json()["faces"][0]["identity"] for r in responses[16:]] == [f"id{i % 4}" for i in range(8)]
         assert np.allclose([r.json()["faces"][0]["score"] for r in responses[16:]], 1.0, atol=1e-4)
+
+        with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": admin_key}) as client:  # another gallery
+            assert client.post("/v1/galleries", json={"name": "second"}).status_code == 201
+            files = [("images", ("a.png", png(60), "image/png"))]
+            assert client.post("/v1/galleries/second/identities/zoe/faces", files=files).status_code == 201
+            found = client.post("/v1/galleries/second/search", files={"image": ("p.png", png(60, 1))}).json()
+            assert found["faces"][0]["identity"] == "zoe"
+            elsewhere = client.post("/v1/search", files={"image": ("p.png", png(60, 1))}).json()
+            assert elsewhere["faces"][0]["identity"] is None  # zoe is in the second gallery only
     finally:
         serve.shutdown()
