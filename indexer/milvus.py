@@ -109,15 +109,17 @@ def is_lite_uri(uri: str) -> bool:
 def connect(uri: str, token: str | None = None, timeout: float = 30.0):
     """A MilvusClient for a Milvus Lite file path (./faces.db) or a server URI (http://host:19530).
 
-    A server client gets a connection of its own, not pymilvus's one shared per URI: after a server restart the
-    shared one stays broken for over a minute, and every client made later in the process would get it back."""
+    Every client gets a connection of its own, not pymilvus's one shared per URI. A server's shared one stays broken
+    for over a minute after a server restart, and every client made later in the process would get it back. A
+    Lite file's shared one is health-checked after 30 s idle with a 5 s deadline: on a loaded machine the check
+    can miss, and pymilvus then "recovers" it by reconnecting to the old address, which failed a connect() for
+    30 s while the file's server was up."""
     pymilvus = library()
     lite = is_lite_uri(uri)
     if lite:  # its lock failure is turned into one clear error below; no traceback from its logger first
         logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
     try:
-        return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout,
-                                     **({} if lite else {"dedicated": True}))
+        return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout, dedicated=True)
     except pymilvus.MilvusException as exc:
         hint = " (Milvus Lite opens a file from one process only: is another process using it?)" if lite else ""
         raise BackendUnavailable(f"cannot open Milvus at {uri}: {exc}{hint}") from exc
