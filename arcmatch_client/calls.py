@@ -78,9 +78,10 @@ class Operations:
         return self._run(Call("GET", "/v1/galleries", result=m.GalleryList, pick=lambda page: page.galleries,
                               scoped=False))
 
-    def create_gallery(self, name: str, model: str | None = None):
-        return self._run(Call("POST", "/v1/galleries", json=_given(name=name, model=model), result=m.Gallery,
-                              scoped=False))
+    def create_gallery(self, name: str, model: str | None = None, fpir: float | None = None):
+        """An empty gallery of the service's model; `fpir`: what its calibrations aim at when none is given."""
+        return self._run(Call("POST", "/v1/galleries", json=_given(name=name, model=model, fpir=fpir),
+                              result=m.Gallery, scoped=False))
 
     def describe_gallery(self, name: str):
         return self._run(Call("GET", f"/v1/galleries/{_segment(name)}", result=m.GalleryDetail, scoped=False))
@@ -150,8 +151,11 @@ class Operations:
     def calibration(self):
         return self._run(Call("GET", "/calibration", result=m.Calibration))
 
-    def calibrate(self, fpir: float = 0.01, *, sample: int = 5000, dry_run: bool = False, method: str = "tail"):
-        body = {"fpir": fpir, "sample": sample, "dry_run": dry_run, "method": method}
+    def calibrate(self, fpir: float | None = None, *, sample: int = 5000, dry_run: bool = False,
+                  method: str = "tail"):
+        """The gallery's threshold for `fpir` (default: the gallery's own target) from its faces, kept unless
+        `dry_run`."""
+        body = _given(fpir=fpir, sample=sample, dry_run=dry_run, method=method)
         return self._run(Call("POST", "/calibration", json=body, result=m.GalleryCalibration))
 
     def clear_calibration(self):

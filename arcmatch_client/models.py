@@ -180,6 +180,8 @@ class GalleryCalibration:
 class GalleryDetail:
     name: str
     model_version: str
+    # the FPIR a calibration aims at when the request names none
+    target_fpir: float
     # faces held, unlabelled ones included
     faces: int
     # the service's default gallery: the one its routes outside /v1/galleries/{gallery} serve
@@ -207,6 +209,8 @@ class GalleryList:
 class Gallery:
     name: str
     model_version: str
+    # the FPIR a calibration aims at when the request names none
+    target_fpir: float
     # faces held, unlabelled ones included
     faces: int
     # the service's default gallery: the one its routes outside /v1/galleries/{gallery} serve

@@ -251,6 +251,25 @@ def stored(index) -> GalleryCalibration | None:
     return GalleryCalibration.from_json(index.properties().get(Property.CALIBRATION))
 
 
+DEFAULT_FPIR = 0.01
+
+
+def target_fpir(index) -> float:
+    """The FPIR a calibration of this gallery aims at when none is asked for: its calibration's target, else the
+    one it was made for (`set_target`), else DEFAULT_FPIR."""
+    properties = index.properties()
+    found = GalleryCalibration.from_json(properties.get(Property.CALIBRATION))
+    if found is not None:
+        return found.target_fpir
+    return float(properties.get(Property.TARGET) or DEFAULT_FPIR)
+
+
+def set_target(index, fpir: float) -> None:
+    if not MIN_FPIR <= fpir < 1.0:
+        raise InvalidValue(f"a target FPIR is between {MIN_FPIR} and 1, got {fpir}")
+    index.set_properties({Property.TARGET: repr(float(fpir))})
+
+
 def store(index, calibration: GalleryCalibration | None) -> None:
     """Keep `calibration` with the collection (None clears it: the model's threshold applies again)."""
     index.info()

@@ -244,6 +244,7 @@ class Property(str, Enum):
     PREVIOUS = "arcmatch.previous"  # where the gallery's alias pointed before it moved here (galleries.py)
     MIGRATION = "arcmatch.reembed"  # on a re-embed's target: {"source": collection, "snapshot_ns": ...}
     CALIBRATION = "arcmatch.gallery_calibration"  # calibration.GalleryCalibration
+    TARGET = "arcmatch.target_fpir"  # the FPIR the gallery was made for, before its first calibration
     DISTINCT = "arcmatch.distinct"  # pairs confirmed to be different people (distinct.py)
 
 

@@ -27,15 +27,20 @@ class Erasure:
     collections: list[str]
 
 
-def create(client, gallery: str, embedder) -> FaceIndex:
-    """The gallery, empty, served by `embedder`'s model (its threshold recorded as the model's); Conflict when a
-    gallery of that name exists."""
+def create(client, gallery: str, embedder, target_fpir: float | None = None) -> FaceIndex:
+    """The gallery, empty, served by `embedder`'s model (its threshold recorded as the model's), with the FPIR its
+    calibrations aim at when none is asked for; Conflict when a gallery of that name exists."""
+    from indexer import calibration
+
     galleries = Galleries(client, check_gallery(gallery))
     if galleries.serving() is not None or galleries.collections():
         raise Conflict(f"gallery {gallery!r} exists already")
-    calibration = embedder.calibration
-    info = CollectionInfo.of_model(embedder.spec, calibration.threshold if calibration else None)
-    return galleries.open(info, create=True)
+    model = embedder.calibration
+    info = CollectionInfo.of_model(embedder.spec, model.threshold if model else None)
+    index = galleries.open(info, create=True)
+    if target_fpir is not None:
+        calibration.set_target(index, target_fpir)
+    return index
 
 
 def count(client, gallery: str, archive_root: str | None) -> Erasure:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import BaseModel, Field
 
+from indexer.calibration import MIN_FPIR
 from jobs.api.schemas import Ready
 
 NAME_RULES = {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"}
@@ -19,11 +20,14 @@ class GalleryIn(BaseModel):
     model: str | None = Field(None, description="the model version the gallery is served by; the service's own if "
                               "left out, and the only one it accepts: a gallery of another model is made by a service "
                               "running that model (`arcmatch galleries create NAME --model DIR`)")
+    fpir: float | None = Field(None, ge=MIN_FPIR, lt=1.0, description="the FPIR its calibrations aim at when the "
+                               "request names none (POST .../calibration); default 0.01")
 
 
 class GalleryOut(BaseModel):
     name: str
     model_version: str
+    target_fpir: float = Field(description="the FPIR a calibration aims at when the request names none")
     faces: int = Field(description="faces held, unlabelled ones included")
     default: bool = Field(description="the service's default gallery: the one its routes outside "
                           "/v1/galleries/{gallery} serve")

@@ -232,7 +232,8 @@ class CalibrationOut(BaseModel):
 
 
 class CalibrateIn(BaseModel):
-    fpir: float = Field(0.01, ge=MIN_FPIR, lt=1.0, description="target false-positive identification rate")
+    fpir: float | None = Field(None, ge=MIN_FPIR, lt=1.0, description="target false-positive identification rate "
+                               "(default: the gallery's, as its calibration or its making set it; else 0.01)")
     sample: int = Field(5000, ge=2, le=100_000, description="faces drawn as trials")
     dry_run: bool = Field(False, description="report the threshold without keeping it")
     method: Literal["tail", "top1"] = Field("tail", description="tail: every cross-identity score modelled, "

@@ -20,8 +20,9 @@ def register(sub) -> None:
     p = sub.add_parser("calibrate", help="choose the gallery's threshold for a target false-positive "
                                          "identification rate, from its own faces")
     store_flags(p)
-    p.add_argument("--fpir", type=float, default=0.01,
-                   help="target share of unknown people answered as someone (default %(default)s)")
+    p.add_argument("--fpir", type=float,
+                   help="target share of unknown people answered as someone (default: the gallery's, as its last "
+                        "calibration or `galleries create --fpir` set it; else 0.01)")
     p.add_argument("--sample", type=int, default=5000, help="faces drawn as trials (default %(default)s)")
     p.add_argument("--method", choices=["tail", "top1"], default="tail",
                    help="tail: every cross-identity score with a model of the tail, duplicates set aside and named, "
@@ -70,6 +71,8 @@ def calibrate(args: argparse.Namespace) -> int:
         audit(settings, "calibration_clear", collection=name)
         print(f"{name}: gallery calibration cleared; the model's threshold {index.info().threshold} applies")
         return EXIT_OK
+    if args.fpir is None:
+        args.fpir = calibration.target_fpir(index)
     result = calibration.calibrate(index, args.fpir, model_threshold=index.info().threshold, sample=args.sample,
                                    method=args.method)
     if not args.dry_run:

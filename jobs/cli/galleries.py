@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("action", choices=["list", "create", "delete"])
     p.add_argument("name", nargs="?", help="create, delete: the gallery")
     p.add_argument("--model", help="create: the model it is served by (env ARCMATCH_MODEL)")
+    p.add_argument("--fpir", type=float, help="create: the FPIR its calibrations aim at when none is given "
+                                              "(default: 0.01)")
     p.add_argument("--erase", type=int, metavar="N", help="delete: the number of faces it holds, as a confirmation")
     p.add_argument("--milvus", help="Milvus Lite file or server URI (env ARCMATCH_MILVUS_URI; default ./arcmatch.db)")
     p.set_defaults(run=galleries)
@@ -44,20 +46,20 @@ def galleries(args: argparse.Namespace) -> int:
             return EXIT_OK
         gallery = Galleries(client, check_gallery(args.name))
         if args.action == "create":
-            return _create(gallery, settings)
+            return _create(gallery, settings, args.fpir)
         return _delete(gallery, settings, args.erase)
     finally:
         client.close()
 
 
-def _create(gallery, settings) -> int:
+def _create(gallery, settings, target_fpir: float | None) -> int:
     from embedder.embed import open_embedder
     from jobs import gallery_admin
 
     if gallery.serving() is not None:  # before the model is loaded: the answer does not need it
         raise Conflict(f"gallery {gallery.gallery!r} exists already (`arcmatch galleries list`)")
     embedder = open_embedder(settings.require("model").model)
-    index = gallery_admin.create(gallery.client, gallery.gallery, embedder)
+    index = gallery_admin.create(gallery.client, gallery.gallery, embedder, target_fpir)
     audit(settings, "gallery_create", gallery=gallery.gallery, collection=index.collection)
     print(f"created gallery {gallery.gallery!r} (model {embedder.spec.version}, collection {index.collection})")
     return EXIT_OK

@@ -36,6 +36,7 @@ from embedder.errors import ImageError, ModelError
 from embedder.faces import FacePolicy
 from indexer import distinct
 from indexer.archive import ArchivedFace, FaceArchive
+from indexer.calibration import set_target, target_fpir
 from indexer.errors import CollectionNotFound
 from indexer.galleries import Galleries, collection_name
 from indexer.milvus import Property
@@ -170,6 +171,7 @@ def reembed(
                               f"--allow-missing to switch without them", summary)
     if switch:
         distinct.copy(source_index, target)  # people confirmed different stay different whatever the model
+        set_target(target, target_fpir(source_index))  # the FPIR the gallery's calibrations aim at
         began = time.perf_counter()
         galleries.switch(target.collection)
         summary.switch_ms = (time.perf_counter() - began) * 1000

@@ -44,8 +44,8 @@ def test_every_route_through_the_client(service, tmp_path):
     with Client(base, KEY) as api:
         assert api.health() == models.Health(status="ok")
         name = f"shop_{settings.gallery}"
-        made = api.create_gallery(name)
-        assert isinstance(made, models.Gallery) and made.faces == 0 and not made.default
+        made = api.create_gallery(name, fpir=0.1)
+        assert isinstance(made, models.Gallery) and made.faces == 0 and not made.default and made.target_fpir == 0.1
         assert name in [g.name for g in api.galleries()]
         shop = api.gallery(name)
         assert shop.describe_gallery(name).ready.gallery == name and shop.ready().gallery == name
@@ -57,9 +57,10 @@ def test_every_route_through_the_client(service, tmp_path):
         [face] = shop.search(png(1, 3))
         assert isinstance(face, models.FaceDecision) and face.match and face.identity == "ann"
         assert isinstance(face.candidates[0], models.Candidate) and isinstance(face.face.quality, models.Quality)
-        [stranger] = shop.search(png(90))  # kept unlabelled (keep_unknown_faces): something to cluster
-        assert not stranger.match
-        shop.search(png(90, 1)), shop.search(png(90, 2))
+        for person in (90, 91):  # strangers' faces, kept unlabelled (keep_unknown_faces): something to cluster
+            for n in range(3):
+                [stranger] = shop.search(png(person, n))
+                assert not stranger.match
         [decision] = shop.search_embeddings([[1.0] + [0.0] * 63], threshold=0.99)
         assert isinstance(decision, models.Decision) and not decision.match
 
@@ -78,6 +79,11 @@ def test_every_route_through_the_client(service, tmp_path):
         assert shop.distinct_pairs().pairs == [["ann", "bob"]]
         assert shop.check().identities == 2
         assert shop.calibration().source in ("model", "collection")
+        for person in range(20):  # enough people for a calibration's trials
+            shop.enroll(f"extra {person:02d}", [png(100 + person)], proceed=True)
+        chosen = shop.calibrate(method="top1")  # at the gallery's own target, as it was made
+        assert isinstance(chosen, models.GalleryCalibration) and chosen.target_fpir == 0.1
+        assert shop.calibration().source == "gallery" and shop.clear_calibration().source != "gallery"
         with pytest.raises(NotFound):  # never clustered
             shop.clusters()
 
@@ -85,9 +91,13 @@ def test_every_route_through_the_client(service, tmp_path):
 
         cluster(milvus=settings.milvus_uri, root=settings.archive_uri, gallery=name, k=6, threshold=0.5)
         clusters = shop.clusters(min_size=1)
-        assert isinstance(clusters, models.ClusterPage) and clusters.total >= 1
-        first = clusters.clusters[0]
-        assert shop.cluster(first.cluster).face_ids
+        assert isinstance(clusters, models.ClusterPage) and clusters.total >= 2
+        first, second = clusters.clusters[:2]
+        faces = shop.cluster(first.cluster).face_ids
+        apart = shop.split_cluster(first.cluster, faces[:1])
+        assert apart.face_ids == faces[:1] and apart.cluster != first.cluster
+        assert sorted(shop.merge_clusters([first.cluster, apart.cluster]).face_ids) == sorted(faces)
+        assert shop.cluster(second.cluster).size == second.size
         promoted = shop.promote(first.cluster, "carol", proceed=True)
         assert promoted.identity == "carol" and promoted.face_ids
 

@@ -31,8 +31,11 @@ def current(_: ReadKey, service: ServiceDep) -> CalibrationOut:
 def calibrate(_: WriteKey, service: ServiceDep, request: Request, body: CalibrateIn) -> GalleryCalibrationOut:
     """Choose the threshold that answers `fpir` of unknown people as someone, from the gallery's stored faces,
     and (unless `dry_run`) keep it with the collection: every replica uses it within seconds."""
-    result = service.calibrate(body.fpir, sample=body.sample, save=not body.dry_run, method=body.method)
-    note(request, "calibrate", threshold=result.threshold, target_fpir=body.fpir, kept=not body.dry_run)
+    from indexer.calibration import target_fpir
+
+    fpir = body.fpir if body.fpir is not None else target_fpir(service.index)
+    result = service.calibrate(fpir, sample=body.sample, save=not body.dry_run, method=body.method)
+    note(request, "calibrate", threshold=result.threshold, target_fpir=fpir, kept=not body.dry_run)
     return _out(result)
 
 

@@ -27,13 +27,14 @@ def _client(request: Request):
 
 
 def _summary(request: Request, name: str) -> GalleryOut:
+    from indexer import calibration
     from indexer.galleries import Galleries
     from indexer.store import FaceIndex
 
     client = _client(request)
     index = FaceIndex(client, Galleries(client, name).serving())
-    return GalleryOut(name=name, model_version=index.info().model_version, faces=index.count(),
-                      default=name == request.app.state.settings.gallery)
+    return GalleryOut(name=name, model_version=index.info().model_version, target_fpir=calibration.target_fpir(index),
+                      faces=index.count(), default=name == request.app.state.settings.gallery)
 
 
 @router.get("")
@@ -56,7 +57,7 @@ def create(key: AdminKey, request: Request, body: GalleryIn) -> GalleryOut:
     if body.model is not None and body.model != embedder.spec.version:
         raise BadInput(f"this service runs model {embedder.spec.version}, not {body.model}: a gallery of another "
                        "model is made by a service running it (`arcmatch galleries create NAME --model DIR`)")
-    index = gallery_admin.create(_client(request), name, embedder)
+    index = gallery_admin.create(_client(request), name, embedder, body.fpir)
     note(request, "gallery_create", gallery=name, collection=index.collection)
     return _summary(request, name)
 

@@ -1,8 +1,9 @@
 """`arcmatch galleries list|create|delete` on a Milvus Lite store: galleries apart, made empty for a model, and
 erased only when told how many faces that erases."""
 
+from indexer.calibration import target_fpir
 from indexer.galleries import Galleries
-from indexer.store import CollectionInfo, connect
+from indexer.store import CollectionInfo, FaceIndex, connect
 from jobs.audit import read
 from jobs.cli import main
 from jobs.service import IdentityService
@@ -20,8 +21,12 @@ def test_galleries_are_listed_made_and_erased_only_when_the_count_is_confirmed(t
     service.enroll("ann", [("a.png", png(1)), ("b.png", png(1, 1))])
     service.close()
 
-    assert main(["galleries", "create", "visitors"]) == 0
+    assert main(["galleries", "create", "visitors", "--fpir", "0.05"]) == 0
     assert "created gallery 'visitors'" in capsys.readouterr().out
+    client = connect(uri)
+    index = FaceIndex(client, Galleries(client, "visitors").serving())
+    assert target_fpir(index) == 0.05  # what its calibrations aim at when none is named
+    client.close()
     assert main(["galleries", "create", "visitors"]) == 6  # a conflict: it exists
     assert main(["galleries", "create", "bad__name"]) == 2
     capsys.readouterr()
