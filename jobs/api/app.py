@@ -78,7 +78,8 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app.include_router(galleries.router)
     for router in (search.router, identities.router, identities.faces_router, clusters.router, calibration.router,
                    gallery.router):  # every face route: the default gallery's, and any gallery's by name
-        app.include_router(router, prefix="/v1")
+        # 404 on both: a key that does not reach the gallery (the default one included) is told it is not there
+        app.include_router(router, prefix="/v1", responses=errors.responses(404))
         app.include_router(router, prefix=PREFIX + "/{gallery}", dependencies=[Depends(_named_gallery)],
                            responses=errors.responses(404))
     app.include_router(page.router)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from jobs.api.app import create_app
+from jobs.api.gallery_schemas import NAME_RULES
 from jobs.api.keys import new_key
 from jobs.settings import Settings
 from tests.helpers import live_app, png
@@ -72,11 +73,27 @@ INEXPRESSIBLE = (
                   "state: whether there is one, and the rates it measured); threshold and fpir exclude each other "
                   "across form fields"),
 )
-# two galleries beside the default one, and the key the requests carry reaches the default and "shop" only
+# two galleries beside the default one, and two keys: one reaches the default gallery and "shop", the other
+# "staff" only; neither ever sees a name of a gallery it does not reach
 SHOP, STAFF = "shop", "staff"
-KEY, ENTRY = new_key("contract", ["read", "write"], [f"contract_lite_{os.getpid()}", SHOP])
+GALLERY_NAME = NAME_RULES["pattern"]
+DEFAULT = f"contract_lite_{os.getpid()}"
+NAMES = {DEFAULT: ("home_ann", "home_bob"), SHOP: ("shop_erin",), STAFF: ("staff_carol", "staff_dave")}
 ADMIN_KEY, ADMIN_ENTRY = new_key("contract_admin", ["read", "write", "admin"])
-STAFF_NAMES = ("staff_carol", "staff_dave")  # in no answer to the key, whatever it asks
+
+
+@dataclass(frozen=True)
+class Reach:
+    key: str
+    entry: str
+    galleries: tuple[str, ...]
+
+    def foreign(self) -> list[str]:
+        return [name for gallery, names in NAMES.items() if gallery not in self.galleries for name in names]
+
+
+KEYS = [Reach(*new_key("front", ["read", "write"], [DEFAULT, SHOP]), (DEFAULT, SHOP)),
+        Reach(*new_key("staff", ["read", "write"], [STAFF]), (STAFF,))]
 
 
 # the API on Milvus Lite: the store holds its contract on both stores (tests/indexer), "server" runs it there
@@ -84,62 +101,72 @@ STAFF_NAMES = ("staff_carol", "staff_dave")  # in no answer to the key, whatever
 def contract_api(request, tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("contract")
     uri = str(tmp / "contract.db") if request.param == "lite" else request.getfixturevalue("milvus_server_uri")
-    app_settings = Settings(model=tiny_model_dir, api_keys=f"{ADMIN_ENTRY},{ENTRY}", milvus_uri=uri,
-                            gallery=f"contract_{request.param}_{os.getpid()}", max_upload_bytes=200_000,
-                            max_pixels=1_000_000, audit_dir=tmp / "audit")
+    app_settings = Settings(model=tiny_model_dir, api_keys=",".join([ADMIN_ENTRY] + [k.entry for k in KEYS]),
+                            milvus_uri=uri, gallery=DEFAULT, max_upload_bytes=200_000, max_pixels=1_000_000,
+                            audit_dir=tmp / "audit")
     with live_app(create_app(app_settings)) as base:
         with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": ADMIN_KEY}) as client:
             for gallery in (SHOP, STAFF):
                 assert client.post("/v1/galleries", json={"name": gallery}).status_code == 201
-            people = [("/v1", "ann", 1), ("/v1", "bob", 2), (f"/v1/galleries/{SHOP}", "ann", 1),
-                      (f"/v1/galleries/{STAFF}", STAFF_NAMES[0], 3), (f"/v1/galleries/{STAFF}", STAFF_NAMES[1], 4)]
-            for prefix, name, person in people:  # faces for the reads to find
-                assert client.post(f"{prefix}/identities/{name}/faces", files=[("images", ("a.png", png(person)))]
-                                   ).status_code == 201
-        config = schemathesis.Config.from_dict({
-            "auth": {"openapi": {"APIKeyHeader": {"api_key": KEY}}},
+            person = 0
+            for gallery, names in NAMES.items():  # faces for the reads to find
+                prefix = "/v1" if gallery == DEFAULT else f"/v1/galleries/{gallery}"
+                for name in names:
+                    person += 1
+                    assert client.post(f"{prefix}/identities/{name}/faces",
+                                       files=[("images", ("a.png", png(person)))]).status_code == 201
+        yield {reach: schemathesis.openapi.from_url(f"{base}/openapi.json", config=schemathesis.Config.from_dict({
+            "auth": {"openapi": {"APIKeyHeader": {"api_key": reach.key}}},
             "generation": {"max-examples": EXAMPLES},
             "checks": {"enabled": True},
-        })
-        yield schemathesis.openapi.from_url(f"{base}/openapi.json", config=config)
+        })) for reach in KEYS}
 
 
 def test_every_operation_keeps_the_contract_and_no_answer_crosses_galleries(contract_api):
     failures, excused, operations = {}, set(), 0
-    for result in contract_api.get_all_operations():
-        operation = result.ok()
-        operations += 1
-        cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE)
-
-        @given(case=cases, gallery=st.sampled_from([SHOP, STAFF, None]))
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def check(case, gallery) -> None:
-            if gallery is not None and "gallery" in (case.path_parameters or {}):
-                case.path_parameters["gallery"] = gallery  # a real gallery, reached or not; None: as drawn
-            response = case.call(timeout=60)
-            label, detail = case.operation.label, _detail(response)
-            crossed = [n for n in STAFF_NAMES if n in response.text]
-            keyed = response.request.headers.get("x-api-key") == KEY  # a negative case may drop or change it
-            out_of_reach = gallery == STAFF and "gallery" in case.path_parameters and keyed
-            if crossed or (out_of_reach and response.status_code != 404):
-                failures.setdefault((label, "an answer about a gallery out of the key's reach", response.status_code),
-                                    f"{detail[:200]} | names {crossed}")
-            try:
-                case.validate_response(response)
-            except FailureGroup as group:  # collect every operation's failures, then report them all at once
-                for failure in group.exceptions:
-                    reason = next((i for i in INEXPRESSIBLE if failure.title == "Schema-valid request rejected"
-                                   and i.excuses(label, response.status_code, detail)), None)
-                    if reason is not None:
-                        excused.add(reason.why)
-                    else:  # one example of each kind of failure: (operation, check, status)
-                        failures.setdefault((label, failure.title, response.status_code),
-                                            f"{detail[:200]} | {(failure.message or '')[:300]}")
-
-        (check if SEED == "random" else seed(int(SEED))(check))()
-    assert operations >= 40  # the default gallery's routes, the named galleries' and the galleries' own
+    for reach, schema in contract_api.items():  # half the examples with each key: the same time as with one
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            operations += 1
+            _check_operation(operation, reach, failures, excused)
+    assert operations >= 80  # the default gallery's routes, the named galleries' and the galleries' own, twice
     assert not failures, f"{len(failures)} kinds of contract failure:\n" + "\n".join(
         f"{label}: {title}: {status}: {example}" for (label, title, status), example in sorted(failures.items()))
+
+
+def _check_operation(operation, reach: Reach, failures: dict, excused: set) -> None:
+    cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE)
+    foreign = reach.foreign()
+
+    @given(case=cases, gallery=st.sampled_from([SHOP, STAFF, None]))
+    @settings(max_examples=max(1, EXAMPLES // 2), deadline=None, suppress_health_check=list(HealthCheck),
+              database=None)
+    def check(case, gallery) -> None:
+        drawn = (case.path_parameters or {}).get("gallery")
+        if gallery is not None and drawn is not None and re.fullmatch(GALLERY_NAME, drawn):
+            case.path_parameters["gallery"] = gallery  # a real gallery, reached or not; a drawn invalid name stays
+        response = case.call(timeout=60)
+        label, detail = case.operation.label, _detail(response)
+        crossed = [n for n in foreign if n in response.text]
+        keyed = response.request.headers.get("x-api-key") == reach.key  # a negative case may drop or change it
+        out_of_reach = keyed and case.path_parameters and case.path_parameters.get("gallery") == gallery \
+            and gallery is not None and gallery not in reach.galleries
+        if crossed or (out_of_reach and response.status_code != 404):
+            failures.setdefault((label, f"{reach.entry.split(':')[0]}: an answer about a gallery out of reach",
+                                 response.status_code), f"{detail[:200]} | names {crossed}")
+        try:
+            case.validate_response(response)
+        except FailureGroup as group:  # collect every operation's failures, then report them all at once
+            for failure in group.exceptions:
+                reason = next((i for i in INEXPRESSIBLE if failure.title == "Schema-valid request rejected"
+                               and i.excuses(label, response.status_code, detail)), None)
+                if reason is not None:
+                    excused.add(reason.why)
+                else:  # one example of each kind of failure: (operation, check, status)
+                    failures.setdefault((label, failure.title, response.status_code),
+                                        f"{detail[:200]} | {(failure.message or '')[:300]}")
+
+    (check if SEED == "random" else seed(int(SEED))(check))()
 
 
 def _detail(response) -> str:
