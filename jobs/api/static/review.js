@@ -4,7 +4,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { key: sessionStorage.getItem("arcmatch-key") || "", gallery: "", clusterOffset: 0 };
+const state = { key: sessionStorage.getItem("arcmatch-key") || "", gallery: "", clusterOffset: 0,
+                galleriesKnown: Promise.resolve() };
 const PAGE = 12;
 
 function say(text, error = false) {
@@ -17,6 +18,8 @@ const inGallery = (path) => (state.gallery && path.startsWith("/v1/") && !path.s
   ? `/v1/galleries/${encodeURIComponent(state.gallery)}/${path.slice(4)}` : path);
 
 async function api(path, options = {}) {
+  // a face route waits until the key's galleries are known: a click before that would go to the wrong one
+  if (path.startsWith("/v1/") && !path.startsWith("/v1/galleries")) await state.galleriesKnown.catch(() => {});
   const headers = { "X-API-Key": state.key, ...(options.headers || {}) };
   const response = await fetch(inGallery(path), { ...options, headers });
   if (!response.ok) {
@@ -303,11 +306,8 @@ async function start() {
     return;
   }
   try {
-    await loadGalleries();
-    state.clusterOffset = 0;
-    $("search-result").replaceChildren();
-    $("health-list").replaceChildren();
-    $("health-count").textContent = "";
+    state.galleriesKnown = loadGalleries();
+    await state.galleriesKnown;
     await Promise.all([loadClusters(), loadIdentities()]);
     say("");
   } catch (error) {
@@ -323,8 +323,11 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem("arcmatch-key", state.key);
     start();
   });
-  $("gallery").addEventListener("change", () => {
+  $("gallery").addEventListener("change", () => {  // another gallery: nothing of the last one stays on the page
     state.gallery = $("gallery").value;
+    state.clusterOffset = 0;
+    for (const id of ["search-result", "health-list"]) $(id).replaceChildren();
+    $("health-count").textContent = "";
     start();
   });
   $("search-form").addEventListener("submit", (event) => {
