@@ -6,21 +6,26 @@ with one CPU each, every node a separate `ray start` (its own raylet, object sto
 group of its own). The job embeds a tree of synthetic photos with the suite's tiny model into a Milvus Lite file
 (Lite takes its writes from the driver, on the head). Each round:
 
-1. a clean run (no fault): its time sets when the fault comes;
-2. a faulted run into a fresh gallery: one worker node is SIGKILLed (raylet, workers, object store: the whole
-   process group, as a machine's death) at `--kill-at` of the clean run's time; a replacement node joins 5 s later;
+1. a clean run (no fault), for its time;
+2. a faulted run into a fresh gallery: the worker node that hosts one of the job's embedding actors (the
+   cluster's state API says where they are) is SIGKILLed (raylet, workers, object store: the whole process
+   group, as a machine's death) a few seconds after the actor came up (`--kill-after`, one round each); a
+   replacement node joins 5 s later; the state API then says how often each actor of the job was restarted;
 3. if the faulted run failed, the same command again (a user's re-run).
 
 After each run the gallery's rows are counted (lost: expected faces not in it; doubled: rows past the distinct
 face ids: a face id derives from the photo, so a doubled face would be two rows of one id or one photo under two).
 
-    .venv/bin/python bench/node_faults.py [--people 150 --photos 4] [--rounds 3] [--kill-at 0.4] [--out FILE]
+    .venv/bin/python bench/node_faults.py [--people 250 --photos 4] [--kill-after 0,1,2] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -42,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "tests" / "fixtures" / "tiny_model"
 RAY = Path(sys.executable).parent / "ray"
 ARCMATCH = Path(sys.executable).parent / "arcmatch"
+# Ray 2.60 turns token authentication on for `ray start --head`: every node and the job's driver carry the token
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 class Cluster:
@@ -52,15 +59,18 @@ class Cluster:
         self.port = listen_port()
         self.address = f"127.0.0.1:{self.port}"
         self.temp = Path(tempfile.mkdtemp(prefix="nf-"))  # short: Ray's socket paths must fit AF_UNIX
-        self.head = self._start(["--head", f"--port={self.port}", "--num-cpus=0", "--include-dashboard=false"],
-                                "head")
+        self.dashboard = listen_port()
+        self.head = self._start(["--head", f"--port={self.port}", "--num-cpus=0", "--include-dashboard=true",
+                                 "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard}"], "head")
         self.workers: list[subprocess.Popen] = []
+        self.started = 0
 
     def _start(self, args: list[str], name: str) -> subprocess.Popen:
         log = (self.scratch / f"{name}.log").open("w")
         node = subprocess.Popen([str(RAY), "start", "--block", "--node-ip-address=127.0.0.1", *args] +
                                 ([f"--temp-dir={self.temp}"] if "--head" in args else []),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **AUTH})
         deadline = time.time() + 120
         while "Ray runtime started" not in (self.scratch / f"{name}.log").read_text(errors="replace"):
             if node.poll() is not None or time.time() > deadline:
@@ -68,10 +78,39 @@ class Cluster:
             time.sleep(0.5)
         return node
 
+    def dead_actors(self) -> dict[str, str]:
+        """actor id -> its class and how often it was restarted, for every dead actor of the cluster (its state
+        API), asked from a process of its own: Ray reads its token settings once, when it is imported."""
+        query = ("import json; from ray.util.state import list_actors as a; print(json.dumps({x.actor_id: "
+                 "f'{x.class_name}, restarts {x.num_restarts}'[:300] for x in a(address='http://127.0.0.1:"
+                 f"{self.dashboard}', filters=[('state', '=', 'DEAD')], detail=True, limit=10000, "
+                 "raise_on_missing_output=False)}))")
+        answer = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, **AUTH})
+        return json.loads(answer.stdout.strip().splitlines()[-1]) if answer.returncode == 0 else {}
+
+    def data_log(self) -> Path:
+        return self.temp / "session_latest" / "logs" / "ray-data.log"
+
     def add_worker(self) -> subprocess.Popen:
-        worker = self._start([f"--address={self.address}", "--num-cpus=1"], f"worker{len(self.workers)}")
+        self.started += 1
+        name = f"worker{self.started}"
+        worker = self._start([f"--address={self.address}", "--num-cpus=1", f"--node-name={name}"], name)
+        worker.node_name = name
         self.workers.append(worker)
         return worker
+
+    def busy_worker(self) -> subprocess.Popen:
+        """A worker node that hosts one of the job's live embedding actors now (the state API says where each
+        actor is), else the first worker."""
+        query = ("from ray.util.state import list_actors as a, list_nodes as n; "
+                 f"d = 'http://127.0.0.1:{self.dashboard}'; names = {{x.node_id: x.node_name for x in n(address=d)}}; "
+                 "print(' '.join(names.get(x.node_id, '') for x in a(address=d, filters=[('state', '=', 'ALIVE')], "
+                 "detail=True) if 'EmbedBatch' in x.class_name))")
+        answer = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, **AUTH})
+        self.last_hosts = answer.stdout.split() if answer.returncode == 0 else [answer.stderr.strip()[-200:]]
+        return next((w for w in self.workers if w.node_name in self.last_hosts), self.workers[0])
 
     def kill(self, node: subprocess.Popen) -> None:
         """A machine's death: SIGKILL to the node's whole process group (raylet, its workers, its store)."""
@@ -100,26 +139,51 @@ def photo_tree(root: Path, people: int, photos: int) -> int:
 
 
 def ingest(cluster: Cluster, tree: Path, db: Path, gallery: str, kill_after_s: float | None) -> dict:
-    """One `arcmatch ingest` on the cluster; with `kill_after_s`, a worker node dies then, another joins 5 s later."""
+    """One `arcmatch ingest` on the cluster; with `kill_after_s`, a node hosting an embedding actor dies that long
+    after the actor came up, and another node joins 5 s later."""
+    logs = Path(tempfile.mkdtemp(prefix="nf-logs-"))
+    data_log = cluster.data_log()
+    data_log_start = data_log.stat().st_size if data_log.exists() else 0
     command = [str(ARCMATCH), "ingest", str(tree), "--model", str(MODEL), "--milvus", str(db), "--gallery", gallery,
                "--address", cluster.address, "--concurrency", "2", "--batch-size", "16", "--index", "FLAT"]
+    dead_before = cluster.dead_actors()
     started = time.perf_counter()
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "ARCMATCH_ARCHIVE": "false"})
-    killed_at = None
-    if kill_after_s is not None:
-        try:
-            job.wait(timeout=kill_after_s)
-        except subprocess.TimeoutExpired:
-            cluster.kill(cluster.workers[0])
+                           env={**os.environ, **AUTH, "ARCMATCH_ARCHIVE": "false", "ARCMATCH_LOG_DIR": str(logs)})
+    killed_at, killed_node = None, None
+    if kill_after_s is not None:  # once an embedding actor is up on a worker node, and `kill_after_s` later
+        victim = None
+        while job.poll() is None and victim is None:
+            found = cluster.busy_worker()
+            victim = found if found.node_name in cluster.last_hosts else None
+            time.sleep(0.3)
+        time.sleep(kill_after_s)
+        if victim is not None and job.poll() is None:
+            killed_node = (victim.node_name, cluster.busy_worker() and cluster.last_hosts)
+            cluster.kill(victim)
             killed_at = time.perf_counter() - started
             time.sleep(5)
             cluster.add_worker()
     out, err = job.communicate(timeout=900)
     seconds = time.perf_counter() - started
+    texts = [f.read_text(errors="replace") for f in logs.glob("*.log")]
+    if data_log.exists():  # Ray Data's own log, in the head's session (the driver runs there)
+        with data_log.open(errors="replace") as f:
+            f.seek(data_log_start)
+            texts.append(f.read())
+    seen = [line.strip() for text in texts for line in text.splitlines()
+            if re.search(r"died|Died|unexpectedly|retry|Retry|lost|Lost|dead|Dead|failed", line)
+            and "constructor arguments in the object store" not in line]  # a warning every run prints
+    shutil.rmtree(logs, ignore_errors=True)
     last = [line for line in err.strip().splitlines() if line.strip()][-1:] or [""]
+    ingest_s = re.search(r"over ([0-9.]+) s", out)
     return {"exit": job.returncode, "seconds": round(seconds, 1), "killed_at_s": killed_at and round(killed_at, 1),
-            "error_line": last[0][:300] if job.returncode else "", "report": out.strip().splitlines()[-2:]}
+            "ingest_s": float(ingest_s[1]) if ingest_s else None, "fault_lines_in_log": len(seen),
+            "killed_node_and_actor_hosts": killed_node,
+            "actors": [what for actor, what in cluster.dead_actors().items() if actor not in dead_before],
+            "fault_lines": [line[:240] for line in dict.fromkeys(seen)][:4],
+            "error_line": last[0][:300] if job.returncode else "",
+            "report": out.strip().splitlines()[-2:]}
 
 
 def count(db: Path, gallery: str) -> tuple[int, int]:
@@ -141,10 +205,10 @@ def count(db: Path, gallery: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--people", type=int, default=150)
+    parser.add_argument("--people", type=int, default=250)
     parser.add_argument("--photos", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--kill-at", type=float, default=0.4, help="share of the clean run's time")
+    parser.add_argument("--kill-after", default="0,1,2",
+                        help="seconds after an embedding actor is up that its node dies: one round each")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -154,23 +218,22 @@ def main() -> None:
     rounds = []
     try:
         cluster.add_worker(), cluster.add_worker()
-        for n in range(args.rounds):
+        for n, delay in enumerate(float(v) for v in args.kill_after.split(",")):
             clean = ingest(cluster, scratch / "tree", scratch / f"clean{n}.db", "faces", None)
             clean["rows"], clean["distinct"] = count(scratch / f"clean{n}.db", "faces")
-            faulted = ingest(cluster, scratch / "tree", scratch / f"fault{n}.db", "faces",
-                             clean["seconds"] * args.kill_at)
+            faulted = ingest(cluster, scratch / "tree", scratch / f"fault{n}.db", "faces", delay)
             faulted["rows"], faulted["distinct"] = count(scratch / f"fault{n}.db", "faces")
             rerun = None
             if faulted["exit"] != 0 or faulted["distinct"] != expected:
                 rerun = ingest(cluster, scratch / "tree", scratch / f"fault{n}.db", "faces", None)
                 rerun["rows"], rerun["distinct"] = count(scratch / f"fault{n}.db", "faces")
             final = rerun or faulted
-            rounds.append({"clean": clean, "faulted": faulted, "rerun": rerun,
+            rounds.append({"kill_after_s": delay, "clean": clean, "faulted": faulted, "rerun": rerun,
                            "lost": expected - final["distinct"], "doubled": final["rows"] - final["distinct"]})
             print(rounds[-1], flush=True)
     finally:
         cluster.stop()
-    emit({"bench": "node_faults", "expected_faces": expected, "kill_at": args.kill_at,
+    emit({"bench": "node_faults", "expected_faces": expected,
           "clean_s": sorted(r["clean"]["seconds"] for r in rounds),
           "faulted_finished": sum(r["faulted"]["exit"] in (0, 3) for r in rounds),
           "lost": [r["lost"] for r in rounds], "doubled": [r["doubled"] for r in rounds], "rounds": rounds},
