@@ -24,6 +24,9 @@ from tests.helpers import WRITE_KEY as KEY
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: apt-get install -y chromium (.ci/run does)")
+# a page of 40-odd people fetches well over a hundred thumbnails, six at a time (Chromium's limit per host): under the
+# full suite's load on two cores that outlasts Playwright's default 5 s for an expectation
+playwright.expect.set_options(timeout=30_000)
 
 
 def picture(data: bytes) -> np.ndarray:
@@ -141,7 +144,11 @@ def test_the_health_section_resolves_what_the_check_finds_in_the_browser(gallery
         twins = '.finding.duplicate[data-first="person 7"][data-second="person 7 again"]'
         page.wait_for_selector(twins)
         assert "findings in 42 people" in page.locator("#health-count").inner_text()
-        playwright.expect(page.locator(f'{twins} img[src^="blob:"]')).to_have_count(3)  # both names' faces
+        try:
+            playwright.expect(page.locator(f'{twins} img[src^="blob:"]')).to_have_count(3)  # both names' faces
+        except AssertionError as exc:  # what the page showed and which requests failed, for the one who reads it
+            rows = page.locator(f"{twins} .who").all_inner_texts()
+            raise AssertionError(f"{exc}\nrows: {rows}\nfailed requests: {missing}\nconsole: {problems}") from None
         page.screenshot(path=str(tmp_path / "health.png"), full_page=True)
 
         page.locator(f'{twins} button[data-distinct]').click()  # "different people"
