@@ -18,7 +18,8 @@ CONTRACT_EXAMPLES ?= 50
 # runs and the Milvus server (under 3 minutes on 2 cores); `make test` runs everything
 FAST_TESTS ?= tests/common tests/embedder tests/indexer tests/k8s tests/trainer tests/jobs/test_settings.py \
 	tests/jobs/test_audit.py tests/jobs/api/test_app.py tests/jobs/api/test_edge.py tests/deploy/test_prometheus_rules.py \
-	tests/jobs/api/test_scopes.py tests/jobs/api/test_metrics.py
+	tests/jobs/api/test_scopes.py tests/jobs/api/test_metrics.py tests/jobs/api/test_galleries.py \
+	tests/arcmatch_client/test_client.py tests/arcmatch_client/test_models.py
 
 .PHONY: setup demo test test-fast contract lint clean
 
