@@ -54,12 +54,23 @@ class _Retry:
     seconds: float
 
 
-class _Sending:
-    """What both clients share: after each try, the result, an error, or how long to wait before the next."""
+class _Sending(Operations):
+    """What both clients share: their settings, a copy scoped to another gallery over the same connection, and,
+    after each try, the result, an error, or how long to wait before the next."""
 
-    url: str
-    retries: int
-    max_wait_s: float
+    _http_class: type  # httpx.Client or httpx.AsyncClient
+
+    def __init__(self, url: str, key: str, *, gallery: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                 retries: int = 4, max_wait_s: float = 30.0, http=None) -> None:
+        super().__init__(gallery)
+        self.url, self.retries, self.max_wait_s = url, retries, max_wait_s
+        self._owns_http = http is None  # a scoped copy leaves the connection to the client it came from
+        self.http = http or self._http_class(base_url=url, headers={"X-API-Key": key}, timeout=timeout)
+
+    def gallery(self, name: str):
+        """The same service and connection, for gallery `name`."""
+        return type(self)(self.url, "", gallery=name, retries=self.retries, max_wait_s=self.max_wait_s,
+                          http=self.http)
 
     def _outcome(self, call: Call, attempt: int, answer: httpx.Response | httpx.TransportError):
         last = attempt == self.retries
@@ -73,21 +84,11 @@ class _Sending:
         return _finish(call, answer)
 
 
-class Client(_Sending, Operations):
-    """`Client(url, key)` for the service's default gallery; `.gallery(name)` for another one (the same
-    connection). Use as a context manager, or call close()."""
+class Client(_Sending):
+    """`Client(url, key)` for the service's default gallery (`gallery=` or `.gallery(name)` for another one). Use
+    as a context manager, or call close()."""
 
-    def __init__(self, url: str, key: str, *, gallery: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-                 retries: int = 4, max_wait_s: float = 30.0, http: httpx.Client | None = None) -> None:
-        super().__init__(gallery)
-        self.url, self.retries, self.max_wait_s = url, retries, max_wait_s
-        self._owns_http = http is None
-        self.http = http or httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=timeout)
-
-    def gallery(self, name: str) -> Client:
-        scoped = Client(self.url, "", gallery=name, retries=self.retries, max_wait_s=self.max_wait_s, http=self.http)
-        scoped._owns_http = False
-        return scoped
+    _http_class = httpx.Client
 
     def _run(self, call: Call):
         for attempt in range(self.retries + 1):
@@ -111,21 +112,10 @@ class Client(_Sending, Operations):
         self.close()
 
 
-class AsyncClient(_Sending, Operations):
+class AsyncClient(_Sending):
     """The same operations as Client, each returning an awaitable: `await client.search(photo)`."""
 
-    def __init__(self, url: str, key: str, *, gallery: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-                 retries: int = 4, max_wait_s: float = 30.0, http: httpx.AsyncClient | None = None) -> None:
-        super().__init__(gallery)
-        self.url, self.retries, self.max_wait_s = url, retries, max_wait_s
-        self._owns_http = http is None
-        self.http = http or httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=timeout)
-
-    def gallery(self, name: str) -> AsyncClient:
-        scoped = AsyncClient(self.url, "", gallery=name, retries=self.retries, max_wait_s=self.max_wait_s,
-                             http=self.http)
-        scoped._owns_http = False
-        return scoped
+    _http_class = httpx.AsyncClient
 
     async def _run(self, call: Call):
         for attempt in range(self.retries + 1):

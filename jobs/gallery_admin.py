@@ -18,6 +18,23 @@ from indexer.store import CollectionInfo, FaceIndex
 
 
 @dataclass(frozen=True)
+class Summary:
+    """What a listing says of a gallery: the model it is served by, its faces, its calibrations' target."""
+
+    gallery: str
+    model_version: str
+    faces: int
+    target_fpir: float
+
+
+def summary(client, gallery: str) -> Summary:
+    from indexer.calibration import target_fpir
+
+    index = FaceIndex(client, Galleries(client, gallery).serving())
+    return Summary(gallery, index.info().model_version, index.count(), target_fpir(index))
+
+
+@dataclass(frozen=True)
 class Erasure:
     """What erasing a gallery loses: faces (the most any of its collections or its archive holds)."""
 

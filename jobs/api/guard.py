@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 
-from jobs.api.access import GalleryNotFound, gallery_of
+from jobs.api.access import GalleryNotFound, check_reach, gallery_of
 from jobs.api.asgi import HttpMiddleware, at_start, with_headers
 from jobs.api.errors import RETRY_AFTER_S, error
 from jobs.api.keys import ApiKey, authenticate
@@ -74,9 +74,10 @@ class Guard:
         if key is None:
             return error(401, "unauthorized", "missing or unknown API key (header X-API-Key)")
         scope.setdefault("state", {})[KEY_STATE] = key
-        gallery = gallery_of(path, self.default_gallery)
-        if gallery is not None and not key.reaches(gallery):  # before the scope: 403 would say the gallery exists
-            return error(404, "not found", str(GalleryNotFound(gallery)))
+        try:  # before the scope: a 403 would say the gallery exists
+            check_reach(key, gallery_of(path, self.default_gallery))
+        except GalleryNotFound as exc:
+            return error(exc.http_status, exc.kind, str(exc))
         if scope_needed not in key.scopes:
             return error(403, "forbidden", f"API key {key.name!r} lacks the {scope_needed!r} scope")
         return None

@@ -63,21 +63,19 @@ class ScopeTable:
 
     def __init__(self, app) -> None:
         self.app = app
-        self._table: list[tuple[re.Pattern, frozenset[str], str | None]] | None = None
-        self._routes: list[RouteEntry] = []
+        self._table: list[tuple[RouteEntry, str | None]] | None = None
 
     @property
-    def table(self) -> list[tuple[re.Pattern, frozenset[str], str | None]]:
+    def table(self) -> list[tuple[RouteEntry, str | None]]:
+        """Every route with the scope it declares."""
         if self._table is None:
-            self._routes = list(api_routes(self.app.routes))
-            self._table = [(route.path_regex, route.methods, declared_scope(route.dependant))
-                           for route in self._routes]
+            self._table = [(route, declared_scope(route.dependant)) for route in api_routes(self.app.routes)]
         return self._table
 
     def template(self, method: str, path: str) -> str | None:
         """The path template of the route that takes this request (`/v1/identities/{identity}`), or None."""
-        for (pattern, methods, _), route in zip(self.table, self._routes, strict=True):
-            if method in methods and pattern.match(path):
+        for route, _ in self.table:
+            if method in route.methods and route.path_regex.match(path):
                 return route.path
         return None
 
@@ -88,9 +86,9 @@ class ScopeTable:
         if path in OPEN_PATHS:
             return None
         on_path = set()
-        for pattern, methods, scope in self.table:
-            if scope is not None and pattern.match(path):
-                if method in methods:
+        for route, scope in self.table:
+            if scope is not None and route.path_regex.match(path):
+                if method in route.methods:
                     return scope
                 on_path.add(scope)
         if on_path:

@@ -29,7 +29,8 @@ def register(sub) -> None:
 
 def galleries(args: argparse.Namespace) -> int:
     from indexer.galleries import Galleries, check_gallery, list_galleries
-    from indexer.store import FaceIndex, connect
+    from indexer.store import connect
+    from jobs import gallery_admin
 
     if args.action != "list" and not args.name:
         raise BadInput(f"galleries {args.action} needs the gallery's name")
@@ -39,10 +40,9 @@ def galleries(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for name in list_galleries(client):
-                gallery = Galleries(client, name)
-                index = FaceIndex(client, gallery.serving())
-                print(f"{name}\tmodel {index.info().model_version}\tfaces {index.count()}\t"
-                      f"collections {len(gallery.collections())}")
+                found = gallery_admin.summary(client, name)
+                print(f"{name}\tmodel {found.model_version}\tfaces {found.faces}\ttarget FPIR {found.target_fpir:g}\t"
+                      f"collections {len(Galleries(client, name).collections())}")
             return EXIT_OK
         gallery = Galleries(client, check_gallery(args.name))
         if args.action == "create":

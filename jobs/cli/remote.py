@@ -57,8 +57,7 @@ def client_for(args: argparse.Namespace, settings: Settings | None = None):
         return None
     if settings.api_key is None:
         raise BadInput("set ARCMATCH_API_KEY to the service's key (`arcmatch apikey NAME` makes one)")
-    client = Client(url, settings.api_key.get_secret_value())
-    return client.gallery(args.gallery) if getattr(args, "gallery", None) else client
+    return Client(url, settings.api_key.get_secret_value(), gallery=getattr(args, "gallery", None))
 
 
 def enroll(args: argparse.Namespace) -> int:
@@ -69,7 +68,7 @@ def enroll(args: argparse.Namespace) -> int:
         raise BadInput("enroll goes through a running service: give --api URL (a local bulk load is "
                        "`arcmatch ingest`)")
     options = {"faces": args.faces, "proceed": args.proceed}
-    with client.http:
+    with client:
         report = enroll_batch(client, args.source, workers=args.workers, **options)
     print(f"enrolled {report.photos} photos ({report.faces} faces); {len(report.failed)} refused")
     if report.failed:
@@ -83,7 +82,7 @@ def enroll(args: argparse.Namespace) -> int:
 def identities(args: argparse.Namespace) -> int:
     client = client_for(args)
     if client is not None:
-        with client.http:
+        with client:
             rows = list(_pages(lambda cursor, limit: _remote_page(client, cursor, limit)))
     else:
         from jobs.cli.options import settings_from

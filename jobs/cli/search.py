@@ -68,23 +68,20 @@ def search(args: argparse.Namespace) -> int:
 
 def _search_remote(client, args: argparse.Namespace) -> int:
     """The same search through a running service (arcmatch_client): the same lines, the service's answers."""
-    from arcmatch_client.errors import BadInput as Refused
-
     faceless = []
-    with client.http:
+    with client:
         for path in args.images:
             try:
                 faces = client.search(path, threshold=args.threshold, fpir=args.fpir, faces=args.faces)
-            except Refused as exc:  # this photo's (no face, unreadable); the others are still answered
+            except BadInput as exc:  # this photo's (no face, unreadable); the others are still answered
                 faceless.append(f"{path}: {exc}")
                 continue
             for n, face in enumerate(faces):
                 if args.json:
                     print(json.dumps({"image": path, "face": n, **asdict(face)}))
                     continue
-                where = f"\tface {n + 1}/{len(faces)} at {[round(v) for v in face.face.box]}" if len(faces) > 1 else ""
-                verdict = face.identity if face.match else "unknown"
-                print(f"{path}{where}\t{verdict}\tscore {face.score:.4f} (threshold {face.threshold:.4f})")
+                print(_line(path, n, len(faces), face.face.box, face.identity if face.match else None, face.score,
+                            face.threshold))
     if faceless:
         raise BadInput("; ".join(faceless))
     return EXIT_OK
@@ -97,6 +94,10 @@ def _print_match(path: str, n: int, match, count: int, face_record, *, as_json: 
                           "threshold": d.threshold, **face_record(match.face),
                           "candidates": [{"identity": c.identity, "score": c.score} for c in d.candidates[:5]]}))
         return
-    where = f"\tface {n + 1}/{count} at {[round(v) for v in match.face.face.box]}" if count > 1 else ""
-    verdict = d.identity if d.is_match else "unknown"
-    print(f"{path}{where}\t{verdict}\tscore {d.score:.4f} (threshold {d.threshold:.4f})")
+    print(_line(path, n, count, match.face.face.box, d.identity if d.is_match else None, d.score, d.threshold))
+
+
+def _line(path: str, n: int, count: int, box, identity: str | None, score: float, threshold: float) -> str:
+    """One face's answer as a line: where it is when the photo has several, who (or unknown), the score."""
+    where = f"\tface {n + 1}/{count} at {[round(v) for v in box]}" if count > 1 else ""
+    return f"{path}{where}\t{identity or 'unknown'}\tscore {score:.4f} (threshold {threshold:.4f})"

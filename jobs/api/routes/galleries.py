@@ -27,14 +27,9 @@ def _client(request: Request):
 
 
 def _summary(request: Request, name: str) -> GalleryOut:
-    from indexer import calibration
-    from indexer.galleries import Galleries
-    from indexer.store import FaceIndex
-
-    client = _client(request)
-    index = FaceIndex(client, Galleries(client, name).serving())
-    return GalleryOut(name=name, model_version=index.info().model_version, target_fpir=calibration.target_fpir(index),
-                      faces=index.count(), default=name == request.app.state.settings.gallery)
+    found = gallery_admin.summary(_client(request), name)
+    return GalleryOut(name=name, model_version=found.model_version, target_fpir=found.target_fpir, faces=found.faces,
+                      default=name == request.app.state.settings.gallery)
 
 
 @router.get("")
