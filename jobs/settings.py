@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []  # browsers' cross-origin access: off unless origins are listed
     log_format: Literal["text", "json"] = "text"  # `arcmatch serve`'s logs; json: one object a line, request ids
     metrics: bool = True  # GET /metrics for Prometheus (jobs/api/metrics.py); off: no route, nothing counted
+    # Ray Serve: each node also serves the sum of its replicas' metrics on this port (jobs/api/node_metrics.py)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
     # a long job's progress and final counts (jobs/job_metrics.py): served on a port while it runs, and/or pushed
     job_metrics_port: int | None = Field(None, ge=1, le=65535)
     pushgateway: str | None = None  # a Prometheus Pushgateway, e.g. http://pushgateway:9091
@@ -134,6 +136,21 @@ class Settings(BaseSettings):
         detector = (open_detector(self.detector, score_threshold=self.detector_score, threads=threads)
                     if self.detector else None)
         return FacePolicy(detector, quality, select or self.face_select, tuple(self.face_rotations))
+
+    def environment(self) -> dict[str, str]:
+        """The ARCMATCH_* variables that give another process these settings (the ones set, however they were
+        given): how `arcmatch serve --workers` hands its flags to the worker processes."""
+        import json
+
+        def text(value) -> str:
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, bool):
+                return "true" if value else "false"
+            return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+        return {_variable((name,)): text(getattr(self, name)) for name in sorted(self.model_fields_set)
+                if getattr(self, name) is not None}
 
     def token(self) -> str | None:
         return self.milvus_token.get_secret_value() if self.milvus_token else None

@@ -37,6 +37,11 @@ from jobs.settings import Settings
 Provider = Callable[[], tuple[IdentityService, Any]]
 
 
+def app_from_environment() -> FastAPI:
+    """The app of one `arcmatch serve --workers N` process: its settings are the ARCMATCH_* environment."""
+    return create_app(Settings.load())
+
+
 def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     """The app. `provider` returns (service, batcher or None); by default one service is built from the settings.
 

@@ -10,19 +10,31 @@ decisions and the best score of each searched face are the live view of the thre
 "unknown" and the median best score move when a camera, the lighting or the gallery changes, before anyone
 complains (alert rules: k8s/base/prometheus-rules.yaml).
 
-Under Ray Serve each replica is its own process with its own registry; /metrics there answers for the replica the
-proxy chose, so a scrape of a pod holding several replicas mixes their counters (docs/deploy.md, section 9).
+Several processes behind one address (`arcmatch serve --workers N`, the Ray Serve replicas of one node) would each
+answer a scrape with their own counters, and Prometheus would read every switch between them as a counter reset.
+So when PROMETHEUS_MULTIPROC_DIR is set, prometheus-client keeps every value in a file per process there, and a
+scrape answered by any of them sums them all (dead processes' counts included, so counters never go back). Both
+set it themselves: `serve --workers` to a fresh directory per run, a Serve deployment to one per application and
+node (jobs/api/serve.py, which also serves the node's sum on ARCMATCH_METRICS_PORT, out of the proxy's hands).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from common.errors import Unavailable
 from indexer.milvus import OBSERVERS
 from jobs.api.asgi import HttpMiddleware, at_start
 from jobs.api.timing import current_phases
+
+SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name: it reads it when first imported
+SHARED_DIR = os.environ.get(SHARED_DIR_VARIABLE) or None
+if SHARED_DIR:
+    os.makedirs(SHARED_DIR, exist_ok=True)  # before the first metric below: a value's file is made with it
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -39,7 +51,7 @@ DECISIONS = Counter("arcmatch_decisions", "Faces searched, by gallery and decisi
 BEST_SCORE = Histogram("arcmatch_best_score", "Best gallery score of each searched face", ["gallery"],
                        buckets=SCORE_BUCKETS, registry=REGISTRY)
 READY = Gauge("arcmatch_ready", "1 while the store answers and the collection is loaded, else 0", ["gallery"],
-              registry=REGISTRY)
+              registry=REGISTRY, multiprocess_mode="mostrecent")  # shared: the latest check of any process
 MILVUS_CALLS = Counter("arcmatch_milvus_calls", "Calls into Milvus (each try), by call and outcome (ok, or what "
                        "failed: unreachable, no answer in time, not loaded, ...)", ["call", "outcome"],
                        registry=REGISTRY)
@@ -72,8 +84,22 @@ def no_face(gallery: str) -> None:
     DECISIONS.labels(gallery, "no_face").inc()
 
 
+def observe_ready(service, gallery: str) -> None:
+    """Readiness as of this scrape (the service asks the store at most every few seconds: a scrape costs nothing)."""
+    try:
+        service.ready()
+        READY.labels(gallery).set(1)
+    except Unavailable:
+        READY.labels(gallery).set(0)
+
+
 def exposition() -> bytes:
-    return generate_latest(REGISTRY)
+    """This process's metrics, or with a shared directory every process's there, summed."""
+    if SHARED_DIR is None:
+        return generate_latest(REGISTRY)
+    summed = CollectorRegistry()
+    MultiProcessCollector(summed, path=SHARED_DIR)
+    return generate_latest(summed)
 
 
 class RequestMetrics(HttpMiddleware):

@@ -2,11 +2,15 @@
 
 Each replica builds its own service (model and Milvus client) in its constructor; nothing heavy is pickled from
 the driver. Requests inside a replica are batched (jobs/api/batching.py); replicas scale between min and max with
-the number of ongoing requests.
+the number of ongoing requests. The replicas of one node count into one shared metrics directory, named once per
+application here and made on each node by the replicas themselves (jobs/api/metrics.py).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import uuid
 from typing import Any
 
 from ray import serve
@@ -26,8 +30,10 @@ def _replica_provider() -> tuple[Any, Any]:
 
 def build_application(settings: Settings, *, min_replicas: int = 1, max_replicas: int = 1,
                       max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005,
-                      num_cpus: float = 1.0, num_gpus: float = 0.0, target_ongoing_requests: int = 8):
-    """A Serve application ready for serve.run(); autoscaling when max_replicas > min_replicas."""
+                      num_cpus: float = 1.0, num_gpus: float = 0.0, target_ongoing_requests: int = 8,
+                      metrics_dir: str | None = None):
+    """A Serve application ready for serve.run(); autoscaling when max_replicas > min_replicas. The replicas of a
+    node count into `metrics_dir` (default: a fresh name under each node's temporary directory)."""
     app = create_app(settings, provider=_replica_provider)
 
     if max_replicas > min_replicas:
@@ -36,7 +42,14 @@ def build_application(settings: Settings, *, min_replicas: int = 1, max_replicas
     else:
         scaling = {"num_replicas": min_replicas}
 
-    @serve.deployment(name="arcmatch", ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
+    actor_options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    if settings.metrics:
+        from jobs.api.metrics import SHARED_DIR_VARIABLE
+
+        shared = metrics_dir or os.path.join(tempfile.gettempdir(), f"arcmatch-metrics-{uuid.uuid4().hex[:12]}")
+        actor_options["runtime_env"] = {"env_vars": {SHARED_DIR_VARIABLE: shared}}
+
+    @serve.deployment(name="arcmatch", ray_actor_options=actor_options,
                       max_ongoing_requests=max(64, 4 * max_batch_size), **scaling)
     @serve.ingress(app)
     class ArcmatchAPI:
@@ -48,6 +61,11 @@ def build_application(settings: Settings, *, min_replicas: int = 1, max_replicas
             service = build_service(settings)
             batcher = Batcher(service, max_batch_size, batch_wait_timeout_s) if max_batch_size > 1 else None
             this_module._REPLICA["current"] = (service, batcher)
+            if settings.metrics and settings.metrics_port:
+                from jobs.api.metrics import observe_ready
+                from jobs.api.node_metrics import serve_node_metrics
+
+                serve_node_metrics(settings.metrics_port, lambda: observe_ready(service, settings.gallery))
 
     return ArcmatchAPI.bind()
 

@@ -105,11 +105,26 @@ class HeaderTimeoutProtocol(H11Protocol):
 
 
 def config(app, *, host: str, port: int, loop: str = "auto", log_level: str = "warning",
-           limit_concurrency: int | None = None, log_format: str = "text"):
+           limit_concurrency: int | None = None, log_format: str = "text", workers: int = 1):
+    """uvicorn's Config; with workers > 1, `app` is the import path of a factory each worker process calls."""
     import uvicorn
 
     from jobs.api.requests import log_config
 
     logs = log_config(log_format, log_level.upper())
     return uvicorn.Config(app, host=host, port=port, loop=loop, log_level=log_level, http=HeaderTimeoutProtocol,
-                          limit_concurrency=limit_concurrency, **({"log_config": logs} if logs else {}))
+                          limit_concurrency=limit_concurrency, workers=workers, factory=workers > 1,
+                          **({"log_config": logs} if logs else {}))
+
+
+def run(config) -> None:
+    """Serve until stopped: in this process, or with config.workers > 1 in that many processes sharing the socket
+    (uvicorn's supervisor, which restarts a worker that dies)."""
+    import uvicorn
+
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    else:
+        uvicorn.Server(config).run()

@@ -7,6 +7,10 @@ the API writes of who enrolled, deleted or searched what. (jobs/service.py is th
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
+import tempfile
 
 from common.errors import EXIT_OK, BadInput
 from jobs.cli.options import detector_flag, model_flag, ray_flag, settings_from, store_flags
@@ -22,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
                    help="uvicorn's event loop (default %(default)s: uvloop when installed)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes serving the port (a Milvus server only: Lite opens its file from one process)")
     p.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment with dynamic batching")
     p.add_argument("--replicas", type=int, default=1, help="--ray: (minimum) replicas")
     p.add_argument("--max-replicas", type=int, help="--ray: autoscale up to this many replicas")
@@ -56,15 +62,45 @@ def register(sub) -> None:
 def serve(args: argparse.Namespace) -> int:
     settings = settings_from(args).require("model", "api_keys")
     if args.ray:
+        if args.workers != 1:
+            raise BadInput("--workers is for one machine's processes; under --ray, give --replicas")
         return _serve_ray(args, settings)
-    import uvicorn
+    from jobs.api.server import config, run
 
-    from jobs.api.app import create_app
-    from jobs.api.server import config
+    if args.workers < 1:
+        raise BadInput(f"--workers must be 1 or more, not {args.workers}")
+    if args.workers == 1:
+        from jobs.api.app import create_app
 
-    uvicorn.Server(config(create_app(settings), host=args.host, port=args.port, loop=args.loop, log_level="info",
-                          limit_concurrency=settings.max_connections, log_format=settings.log_format)).run()
+        app = create_app(settings)
+    else:  # each worker builds its app from the environment: these settings go there, flags included
+        from indexer.store import is_lite_uri
+
+        if is_lite_uri(settings.milvus_uri):
+            raise BadInput("Milvus Lite opens its file from one process only: one worker, or a Milvus server")
+        os.environ.update(settings.environment())
+        app = "jobs.api.app:app_from_environment"
+    with shared_metrics(settings.metrics and args.workers > 1):
+        run(config(app, host=args.host, port=args.port, loop=args.loop, log_level="info", workers=args.workers,
+                   limit_concurrency=settings.max_connections, log_format=settings.log_format))
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def shared_metrics(needed: bool):
+    """A fresh directory the workers count into, so that /metrics answers for all of them (jobs/api/metrics.py),
+    removed when serving ends; one the operator set is used as it is."""
+    variable = "PROMETHEUS_MULTIPROC_DIR"  # jobs.api.metrics.SHARED_DIR_VARIABLE, without importing the app here
+    if not needed or os.environ.get(variable):
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="arcmatch-metrics-")
+    os.environ[variable] = made
+    try:
+        yield
+    finally:
+        os.environ.pop(variable, None)
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:

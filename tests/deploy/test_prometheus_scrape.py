@@ -6,9 +6,6 @@ queries."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +14,8 @@ import yaml
 
 from jobs.api.app import create_app
 from jobs.settings import Settings
-from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, free_port, live_app, png
+from tests.deploy.prometheus import query, running, until
+from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, live_app, png
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "arcmatch-rules.yml"
@@ -28,9 +26,6 @@ GALLERY = "scraped"  # its own gallery label: the metrics registry is the proces
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory, tiny_model_dir):
     """(API client, Prometheus client): the API on Milvus Lite, and a Prometheus scraping it every second."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus is not installed (Debian: apt-get install prometheus; .ci/run installs it)")
     work = tmp_path_factory.mktemp("prometheus")
     settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}",
                         milvus_uri=str(work / "m.db"), gallery=GALLERY, archive=False, audit_dir=str(work / "audit"))
@@ -40,52 +35,10 @@ def prometheus(tmp_path_factory, tiny_model_dir):
         group["interval"] = "1s"
     (work / "rules.yml").write_text(yaml.safe_dump(rules))
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as api:
-        (work / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(work / "rules.yml")],
-            "scrape_configs": [{"job_name": "arcmatch", "metrics_path": "/metrics",
-                                "static_configs": [{"targets": [base.removeprefix("http://")]}]}]}))
-        port = free_port()
-        log = (work / "prometheus.log").open("w")
-        process = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}",
-                                    f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                   stdout=log, stderr=subprocess.STDOUT)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom:
-                until(lambda: ready(prom), 30, lambda: (work / "prometheus.log").read_text()[-2000:])
-                yield api, prom
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-            log.close()
-
-
-def ready(prom: httpx.Client) -> bool:
-    try:
-        return prom.get("/-/ready").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def until(check, timeout_s: float, why=lambda: ""):
-    """Polls `check` every 0.2 s until it returns something true; fails after `timeout_s` with `why()`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout_s} s: {why()}")
-        time.sleep(0.2)
-
-
-def query(prom: httpx.Client, promql: str) -> float | None:
-    """The single value of an instant PromQL query, or None when it returns no series."""
-    answer = prom.get("/api/v1/query", params={"query": promql}).json()
-    assert answer["status"] == "success", answer
-    result = answer["data"]["result"]
-    assert len(result) <= 1, result
-    return float(result[0]["value"][1]) if result else None
+        scrape = [{"job_name": "arcmatch", "metrics_path": "/metrics",
+                   "static_configs": [{"targets": [base.removeprefix("http://")]}]}]
+        with running(work, scrape, (work / "rules.yml",)) as prom:
+            yield api, prom
 
 
 SEARCHES = 'arcmatch_http_requests_total{route="/v1/search", method="POST", status="200"}'

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.job_metrics import JobMetrics, counts
 from jobs.progress import Console
+from tests.deploy.prometheus import query, running, until
 from tests.helpers import free_port, run_cli
 from trainer.synthetic import write_dataset
 
@@ -114,6 +115,15 @@ def test_an_ingestion_pushes_its_progress_and_final_counts(ray_local, pushgatewa
     assert value("arcmatch_job_items_total", stage="ingest") == 7  # every file seen, the broken one included
     assert value("arcmatch_job_result", what="embedded") == 6 and value("arcmatch_job_result", what="skipped") == 1
     assert value("arcmatch_job_finished_timestamp_seconds", outcome="partial") > 0
+
+    # and through a real Prometheus scraping the gateway, as a dashboard reads them
+    scrape = [{"job_name": "pushgateway", "honor_labels": True,
+               "static_configs": [{"targets": [pushgateway.removeprefix("http://")]}]}]
+    with running(tmp_path, scrape) as prom:
+        selector = '{job="arcmatch", command="ingest", gallery="pushed"'
+        until(lambda: query(prom, f'arcmatch_job_result{selector}, what="embedded"}}') == 6, 30)
+        assert query(prom, f'arcmatch_job_result{selector}, what="skipped"}}') == 1
+        assert query(prom, f'sum(arcmatch_job_items_total{selector}}})') == 7
 
 
 def test_a_second_job_on_the_same_port_goes_on_without_its_endpoint(capsys):

@@ -149,9 +149,11 @@ def test_the_schema_check_catches_a_wrong_field():
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_pod_monitor_finds_the_api_pods_and_their_port(overlay):
-    """The PodMonitor selects by labels the RayService's API worker pods carry, on a port they name: a selector that
-    matches nothing scrapes nothing, silently. `ray.io/node-type` is KubeRay's own label on every Ray pod."""
+    """The PodMonitor selects by labels the RayService's API worker pods carry, on a port they name and the one
+    ARCMATCH_METRICS_PORT tells the replicas to serve on: a selector that matches nothing scrapes nothing, silently.
+    `ray.io/node-type` is KubeRay's own label on every Ray pod."""
     docs = render(overlay)
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     monitor = next(d for d in docs if d["kind"] == "PodMonitor" and d["metadata"]["name"].endswith("arcmatch-api"))
     wanted = monitor["spec"]["selector"]["matchLabels"]
     cluster = next(d for d in docs if d["kind"] == "RayService")["spec"]["rayClusterConfig"]
@@ -161,8 +163,10 @@ def test_the_pod_monitor_finds_the_api_pods_and_their_port(overlay):
         labels = {**template.get("metadata", {}).get("labels", {}), "ray.io/node-type": "worker"}
         if all(labels.get(k) == v for k, v in wanted.items()):
             matched.append(group["groupName"])
-            ports = {p.get("name") for c in template["spec"]["containers"] for p in c.get("ports", [])}
-            assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports, group["groupName"]
+            ports = {p.get("name"): p["containerPort"] for c in template["spec"]["containers"]
+                     for p in c.get("ports", [])}
+            [endpoint] = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+            assert ports.get(endpoint) == int(config["ARCMATCH_METRICS_PORT"]), group["groupName"]
     assert matched == ["api"]
 
 

@@ -1,13 +1,22 @@
 """/metrics: open, in Prometheus's text format, counting what the traffic did (requests by route template and
 status, phases, the decisions and best scores per gallery, readiness), and naming no identity or face."""
 
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import httpx
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.api.app import create_app
 from jobs.settings import Settings
-from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, live_app, png
+from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, free_port, live_app, png
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +28,8 @@ def api(tmp_path_factory, tiny_model_dir):
         yield client
 
 
-def samples(client) -> dict:
-    answer = client.get("/metrics")
+def samples(client, base: str | None = None) -> dict:
+    answer = client.get(f"{base}/metrics" if base else "/metrics")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(answer.text) for s in family.samples}
@@ -74,3 +83,77 @@ def test_metrics_can_be_turned_off(tmp_path, tiny_model_dir):
     with live_app(create_app(settings)) as base:
         assert httpx.get(f"{base}/metrics").status_code == 404
         assert httpx.get(f"{base}/v1/health").status_code == 200
+
+
+def counts_per_process(directory: Path, name: str, **labels) -> dict[str, float]:
+    """{pid: that process's count of one counter sample}, read from its file in the shared directory."""
+    found: dict[str, float] = {}
+    for path in directory.glob("counter_*.db"):
+        for key, number, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+            _, sample, sample_labels, _ = json.loads(key)
+            same = sample.removesuffix("_total") == name.removesuffix("_total")
+            if same and all(sample_labels.get(k) == v for k, v in labels.items()):
+                pid = path.stem.split("_", 1)[1]
+                found[pid] = found.get(pid, 0.0) + number
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.stores("server")  # Milvus Lite opens its file from one process only
+def test_several_worker_processes_answer_a_scrape_with_all_their_counts(tmp_path, tiny_model_dir, milvus_uri):
+    """`arcmatch serve --workers 2`: whichever worker a scrape reaches, it counts every worker's requests, so the
+    totals only grow and end at what was sent; the shared directory goes when the server does."""
+    port, scratch = free_port(), tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "ARCMATCH_MODEL": str(tiny_model_dir), "ARCMATCH_API_KEYS": f"{READ_ENTRY},{WRITE_ENTRY}",
+           "ARCMATCH_MILVUS_URI": milvus_uri, "ARCMATCH_GALLERY": "workers", "ARCMATCH_ARCHIVE": "false",
+           "ARCMATCH_AUDIT_DIR": str(tmp_path / "audit"), "TMPDIR": str(scratch)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    server = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--port", str(port), "--workers", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, server)
+        shared = next(scratch.glob("arcmatch-metrics-*"))
+        with httpx.Client(base_url=base, timeout=60) as client:
+            for person in (1, 2):
+                files = [("images", ("a.png", png(person), "image/png"))]
+                assert client.post(f"/v1/identities/p{person}/faces", files=files, headers=W).status_code == 201
+
+        def search(n: int) -> int:
+            with httpx.Client(base_url=base, timeout=60) as client:  # a connection of its own: any worker takes it
+                return client.post("/v1/search", files={"image": ("p.png", png(1 + n % 2, 1), "image/png")},
+                                   headers=R).status_code
+
+        sent, totals = 0, []
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for _ in range(10):  # until both workers have answered searches (the kernel chooses who accepts)
+                assert set(pool.map(search, range(16))) == {200}
+                sent += 16
+                totals += [value(samples(httpx, base), "arcmatch_http_requests_total", route="/v1/search",
+                                 method="POST", status="200") for _ in range(4)]
+                if len(counts_per_process(shared, "arcmatch_http_requests_total", route="/v1/search")) >= 2:
+                    break
+        by_process = counts_per_process(shared, "arcmatch_http_requests_total", route="/v1/search")
+        assert len(by_process) == 2 and sum(by_process.values()) == sent, by_process
+        assert totals == sorted(totals) and totals[-1] == sent  # never a step back, whoever answered
+        found = samples(httpx, base)
+        assert value(found, "arcmatch_decisions_total", gallery="workers", decision="identified") == sent
+        assert value(found, "arcmatch_ready", gallery="workers") == 1
+    finally:
+        server.terminate()
+        _, logs = server.communicate(timeout=60)
+    assert not list(scratch.glob("arcmatch-metrics-*")), logs[-2000:]
+
+
+def wait_until_healthy(base: str, server: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.poll() is None, server.communicate()[1][-2000:]
+        try:
+            if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no answer from {base} in {timeout_s} s")

@@ -1,6 +1,9 @@
 """`arcmatch serve --ray`: the app as a Ray Serve deployment with dynamic batching, over real HTTP."""
 
 import asyncio
+import os
+import signal
+import time
 
 import httpx
 import numpy as np
@@ -61,3 +64,79 @@ def test_serve_deployment_batches_concurrent_searches(ray_local, tmp_path, tiny_
             assert elsewhere["faces"][0]["identity"] is None  # zoe is in the second gallery only
     finally:
         serve.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.stores("server")  # two replicas: Milvus Lite opens its file from one process only
+def test_two_replicas_are_counted_together_and_the_node_port_survives_its_holder(ray_local, tmp_path,
+                                                                                 tiny_model_dir, milvus_uri):
+    """The node's metrics port sums both replicas (their own counts read from the shared directory say both
+    served), /metrics through the proxy says the same, and when the replica holding the port dies the other
+    takes it over with every count kept."""
+    from ray import serve
+
+    from jobs.api.serve import build_application
+    from tests.jobs.api.test_metrics import counts_per_process, samples, value
+
+    port, node_port, shared = free_port(), free_port(), tmp_path / "metrics"
+    settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=milvus_uri, gallery="replicas",
+                        archive=False, audit_dir=str(tmp_path / "audit"), metrics_port=node_port)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_application(settings, min_replicas=2, max_batch_size=1, num_cpus=0.25,
+                                    metrics_dir=str(shared)), name="arcmatch", route_prefix="/")
+        base, node = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{node_port}"
+        with httpx.Client(base_url=base, timeout=60) as client:
+            files = [("images", ("a.png", png(70), "image/png"))]
+            assert client.post("/v1/identities/ray/faces", files=files, headers=W).status_code == 201
+
+        async def searches(n: int) -> list[int]:
+            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+                answers = await asyncio.gather(*[client.post("/v1/search", headers=W, files={
+                    "image": ("p.png", png(70, 1), "image/png")}) for _ in range(n)])
+            return [a.status_code for a in answers]
+
+        def searched(at: str) -> float:
+            return value(samples(httpx, at), "arcmatch_http_requests_total", route="/v1/search", method="POST",
+                         status="200")
+
+        assert set(asyncio.run(searches(32))) == {200}
+        by_replica = counts_per_process(shared, "arcmatch_http_requests_total", route="/v1/search")
+        assert len(by_replica) == 2 and sum(by_replica.values()) == 32, by_replica
+        assert searched(node) == 32 and searched(base) == 32
+        assert value(samples(httpx, node), "arcmatch_ready", gallery="replicas") == 1
+
+        holder = int(next(line.split()[-1] for line in open_ports() if line.split()[0] == str(node_port)))
+        os.kill(holder, signal.SIGKILL)  # the replica process itself: Serve replaces it
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the other replica takes the port within its retry time
+            try:
+                if searched(node) == 32:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert searched(node) == 32  # the dead replica's counts kept
+        assert set(asyncio.run(searches(8))) == {200}
+        assert searched(node) == 40
+    finally:
+        serve.shutdown()
+
+
+def open_ports() -> list[str]:
+    """'port pid' of every listening TCP socket of this machine's processes (from /proc, no tool needed)."""
+    inodes = {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(path).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                inodes[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    found.append(f"{inodes[target[8:-1]]} {pid}")
+        except OSError:
+            continue
+    return found

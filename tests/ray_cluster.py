@@ -1,0 +1,134 @@
+"""A Ray cluster of several nodes on this one machine, for the node-fault tests and bench/node_faults.py: a head
+and worker nodes, each `ray start --block` (its own raylet, object store and workers) in a process group of its
+own, so that SIGKILL to the group is a machine's death.
+
+Every node gets ports of its own (another Ray on the machine, a test process's local one, holds the defaults) and
+the head a short temp dir (Ray's socket paths under it must fit AF_UNIX's 107 bytes). Ray 2.60 turns token
+authentication on for `ray start --head`: every node and every driver carries the token (AUTH).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.helpers import listen_port
+
+RAY = Path(sys.executable).parent / "ray"
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+STARTED = "Ray runtime started"
+STARTUP_TIMEOUT = "timed out during startup"  # `ray start`'s words when its raylet did not register within 30 s
+
+
+class Node(subprocess.Popen):
+    name: str
+    log: Path
+
+
+class Cluster:
+    """`Cluster(scratch, head_cpus=0)`, then `add_worker()` for each worker node; `kill(node)` is its death."""
+
+    def __init__(self, scratch: Path, head_cpus: int = 0) -> None:
+        self.scratch = scratch
+        self.temp = Path(tempfile.mkdtemp(prefix="rc-"))
+        self.port, self.dashboard = listen_port(), listen_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.jobs_api = f"http://127.0.0.1:{self.dashboard}"
+        self.workers: list[Node] = []
+        self.started = 0
+        self.head = self._start(["--head", f"--port={self.port}", f"--num-cpus={head_cpus}", f"--temp-dir={self.temp}",
+                                 "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                                 f"--dashboard-port={self.dashboard}"], "head")
+
+    def _start(self, args: list[str], name: str) -> Node:
+        """A node, up once `ray start` says so; started once more when Ray gave up on its raylet's registration
+        (a fixed 30 s in ray/_private/node.py, which a loaded machine can exceed)."""
+        for attempt in range(2):
+            node = self._spawn(args, name)
+            text = self._wait(node)
+            if STARTED in text:
+                return node
+            if STARTUP_TIMEOUT not in text or attempt:
+                self._stop(node)
+                raise RuntimeError(f"Ray node {name} did not start (exit {node.poll()}): {text[-3000:]}")
+        raise AssertionError("unreachable")
+
+    def _spawn(self, args: list[str], name: str) -> Node:
+        ports = [f"--dashboard-agent-listen-port={listen_port()}", f"--dashboard-agent-grpc-port={listen_port()}",
+                 f"--metrics-export-port={listen_port()}", f"--runtime-env-agent-port={listen_port()}"]
+        if "--head" in args:
+            ports.append(f"--ray-client-server-port={listen_port()}")
+        log = self.scratch / f"{name}.log"
+        # the cluster's `python` is the one with arcmatch's dependencies, as in its image
+        env = {**os.environ, **AUTH, "PATH": f"{RAY.parent}:{os.environ.get('PATH', '')}"}
+        with log.open("w") as out:
+            node = subprocess.Popen([str(RAY), "start", "--block", "--node-ip-address=127.0.0.1", *args, *ports],
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        node.__class__ = Node
+        node.name, node.log = name, log
+        return node
+
+    @staticmethod
+    def _wait(node: Node, timeout_s: float = 180) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = node.log.read_text(errors="replace")
+            if STARTED in text or node.poll() is not None or time.monotonic() > deadline:
+                return text
+            time.sleep(0.3)
+
+    def add_worker(self, cpus: int = 1) -> Node:
+        self.started += 1
+        name = f"worker{self.started}"
+        worker = self._start([f"--address={self.address}", f"--num-cpus={cpus}", f"--node-name={name}"], name)
+        self.workers.append(worker)
+        return worker
+
+    def hosting(self, marker: str) -> Node | None:
+        """A worker node one of whose processes has `marker` in its command line (Ray names an actor's process
+        after its class: `ray::MapWorker(MapBatches(EmbedBatch))`), read from /proc: instant, no Ray call."""
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                group = os.getpgid(int(pid))
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    command = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in command:
+                for worker in self.workers:
+                    if group == worker.pid:
+                        return worker
+        return None
+
+    def kill(self, node: Node) -> None:
+        """A machine's death: SIGKILL to the node's whole process group (raylet, its workers, its store)."""
+        self._stop(node)
+        self.workers.remove(node)
+
+    @staticmethod
+    def _stop(node: Node) -> None:
+        try:
+            os.killpg(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.wait()
+
+    def logs(self) -> str:
+        """The end of the nodes' own logs, for a failure's message."""
+        tails = [f"--- {p.name}\n{p.read_text(errors='replace')[-800:]}" for p in sorted(self.scratch.glob("*.log"))]
+        for name in ("raylet.out", "gcs_server.out"):
+            for path in self.temp.glob(f"session_latest/logs/{name}"):
+                tails.append(f"--- {name}\n" + path.read_text(errors="replace")[-1000:])
+        return "\n".join(tails)
+
+    def stop(self) -> None:
+        for node in [*self.workers, self.head]:
+            self._stop(node)
+        shutil.rmtree(self.temp, ignore_errors=True)
