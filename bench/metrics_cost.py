@@ -1,6 +1,8 @@
 """What /metrics costs a search: the API's POST /v1/search/embedding p50 and p99 with metrics on and off, measured
 side by side in alternating rounds, each in a process of its own (the metrics registry and the Milvus call
-observer are per process).
+observer are per process). A third mode, `shared`, is metrics on with a multiprocess directory
+(PROMETHEUS_MULTIPROC_DIR, as `arcmatch serve --workers` and the Serve replicas run): every observation is written
+to a memory-mapped file instead of a Python object.
 
 Each round: a Milvus Lite gallery of `--faces` random 128-d faces, the API on loopback (uvicorn in a thread, as
 jobs/api/local.py runs it) with the shared MobileFaceNet as its model (no image is decoded: searches send vectors),
@@ -64,7 +66,8 @@ def one_round(metrics: bool, faces: int, requests: int, warmup: int) -> dict:
                 seconds.append(time.perf_counter() - began)
             assert answer.status_code == 200, answer.text
         scraped = api.get("/metrics").status_code
-    return {"metrics": metrics, "metrics_route": scraped, **percentiles(seconds)}
+    mode = "off" if not metrics else "shared" if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else "on"
+    return {"mode": mode, "metrics_route": scraped, **percentiles(seconds)}
 
 
 def main() -> None:
@@ -73,25 +76,32 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--one", choices=["on", "off"], help=argparse.SUPPRESS)  # a round, in its own process
+    parser.add_argument("--one", choices=["on", "off", "shared"], help=argparse.SUPPRESS)  # a round, in its own process
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_round(args.one == "on", args.faces, args.requests, args.warmup)))
+        print(json.dumps(one_round(args.one != "off", args.faces, args.requests, args.warmup)))
         return
     rounds = []
     for _ in range(args.rounds):
-        for mode in ("on", "off"):
+        for mode in ("on", "off", "shared"):
+            env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+            if mode == "shared":
+                env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-cost-")
             done = subprocess.run([sys.executable, __file__, "--one", mode, "--faces", str(args.faces), "--requests",
                                    str(args.requests), "--warmup", str(args.warmup)], capture_output=True, text=True,
-                                  check=True, env=dict(os.environ))
+                                  check=True, env=env)
             rounds.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rounds[-1], file=sys.stderr)
-    on = [r for r in rounds if r["metrics"]]
-    off = [r for r in rounds if not r["metrics"]]
-    ratio = {q: round(float(np.median([a[q] for a in on]) / np.median([b[q] for b in off])), 3)
-             for q in ("p50_ms", "p99_ms")}
-    emit({"faces": args.faces, "requests": args.requests, "rounds": rounds, "on_over_off": ratio}, args.out)
+
+    def over_off(mode: str) -> dict:
+        def median(of: str, q: str) -> float:
+            return float(np.median([r[q] for r in rounds if r["mode"] == of]))
+
+        return {q: round(median(mode, q) / median("off", q), 3) for q in ("p50_ms", "p99_ms")}
+
+    emit({"faces": args.faces, "requests": args.requests, "rounds": rounds, "on_over_off": over_off("on"),
+          "shared_over_off": over_off("shared")}, args.out)
 
 
 if __name__ == "__main__":

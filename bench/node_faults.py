@@ -7,10 +7,11 @@ group of its own). The job embeds a tree of synthetic photos with the suite's ti
 (Lite takes its writes from the driver, on the head). Each round:
 
 1. a clean run (no fault), for its time;
-2. a faulted run into a fresh gallery: the worker node that hosts one of the job's embedding actors (the
-   cluster's state API says where they are) is SIGKILLed (raylet, workers, object store: the whole process
-   group, as a machine's death) a few seconds after the actor came up (`--kill-after`, one round each); a
-   replacement node joins 5 s later; the state API then says how often each actor of the job was restarted;
+2. a faulted run into a fresh gallery: the worker node that hosts one of the job's embedding actors (its process,
+   found among the node's processes) dies (raylet, workers, object store: every process of the node stopped and
+   killed at once, as a machine dies; tests/ray_cluster.py) `--kill-after` seconds after the actor's process
+   appeared (one round each); a replacement node joins 5 s later; the cluster's state API then says how often
+   each actor of the job was restarted;
 3. if the faulted run failed, the same command again (a user's re-run).
 
 After each run the gallery's rows are counted (lost: expected faces not in it; doubled: rows past the distinct
@@ -25,141 +26,57 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit  # noqa: E402
-from tests.helpers import listen_port  # noqa: E402
-from trainer.synthetic import make_identity, render  # noqa: E402
+from tests.helpers import gallery_rows, photo_tree  # noqa: E402
+from tests.ray_cluster import AUTH, Cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "tests" / "fixtures" / "tiny_model"
-RAY = Path(sys.executable).parent / "ray"
 ARCMATCH = Path(sys.executable).parent / "arcmatch"
-# Ray 2.60 turns token authentication on for `ray start --head`: every node and the job's driver carry the token
-AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
-class Cluster:
-    """A head and worker nodes, each `ray start --block` in a process group of its own."""
-
-    def __init__(self, scratch: Path) -> None:
-        self.scratch = scratch
-        self.port = listen_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.temp = Path(tempfile.mkdtemp(prefix="nf-"))  # short: Ray's socket paths must fit AF_UNIX
-        self.dashboard = listen_port()
-        self.head = self._start(["--head", f"--port={self.port}", "--num-cpus=0", "--include-dashboard=true",
-                                 "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard}"], "head")
-        self.workers: list[subprocess.Popen] = []
-        self.started = 0
-
-    def _start(self, args: list[str], name: str) -> subprocess.Popen:
-        log = (self.scratch / f"{name}.log").open("w")
-        node = subprocess.Popen([str(RAY), "start", "--block", "--node-ip-address=127.0.0.1", *args] +
-                                ([f"--temp-dir={self.temp}"] if "--head" in args else []),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **AUTH})
-        deadline = time.time() + 120
-        while "Ray runtime started" not in (self.scratch / f"{name}.log").read_text(errors="replace"):
-            if node.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"{name} did not start: {(self.scratch / f'{name}.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        return node
-
-    def dead_actors(self) -> dict[str, str]:
-        """actor id -> its class and how often it was restarted, for every dead actor of the cluster (its state
-        API), asked from a process of its own: Ray reads its token settings once, when it is imported."""
-        query = ("import json; from ray.util.state import list_actors as a; print(json.dumps({x.actor_id: "
-                 "f'{x.class_name}, restarts {x.num_restarts}'[:300] for x in a(address='http://127.0.0.1:"
-                 f"{self.dashboard}', filters=[('state', '=', 'DEAD')], detail=True, limit=10000, "
-                 "raise_on_missing_output=False)}))")
-        answer = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, **AUTH})
-        return json.loads(answer.stdout.strip().splitlines()[-1]) if answer.returncode == 0 else {}
-
-    def data_log(self) -> Path:
-        return self.temp / "session_latest" / "logs" / "ray-data.log"
-
-    def add_worker(self) -> subprocess.Popen:
-        self.started += 1
-        name = f"worker{self.started}"
-        worker = self._start([f"--address={self.address}", "--num-cpus=1", f"--node-name={name}"], name)
-        worker.node_name = name
-        self.workers.append(worker)
-        return worker
-
-    def busy_worker(self) -> subprocess.Popen:
-        """A worker node that hosts one of the job's live embedding actors now (the state API says where each
-        actor is), else the first worker."""
-        query = ("from ray.util.state import list_actors as a, list_nodes as n; "
-                 f"d = 'http://127.0.0.1:{self.dashboard}'; names = {{x.node_id: x.node_name for x in n(address=d)}}; "
-                 "print(' '.join(names.get(x.node_id, '') for x in a(address=d, filters=[('state', '=', 'ALIVE')], "
-                 "detail=True) if 'EmbedBatch' in x.class_name))")
-        answer = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, timeout=60,
-                                env={**os.environ, **AUTH})
-        self.last_hosts = answer.stdout.split() if answer.returncode == 0 else [answer.stderr.strip()[-200:]]
-        return next((w for w in self.workers if w.node_name in self.last_hosts), self.workers[0])
-
-    def kill(self, node: subprocess.Popen) -> None:
-        """A machine's death: SIGKILL to the node's whole process group (raylet, its workers, its store)."""
-        os.killpg(node.pid, signal.SIGKILL)
-        node.wait()
-        self.workers.remove(node)
-
-    def stop(self) -> None:
-        for node in [*self.workers, self.head]:
-            try:
-                os.killpg(node.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.temp, ignore_errors=True)
-
-
-def photo_tree(root: Path, people: int, photos: int) -> int:
-    for person in range(people):
-        folder = root / f"person {person:04d}"
-        folder.mkdir(parents=True)
-        identity = make_identity(0, 5000 + person)
-        for n in range(photos):
-            image = render(identity, np.random.default_rng([person, n]), 32, variation=0.2)
-            Image.fromarray(image).save(folder / f"{n}.png")
-    return people * photos
+def dead_actors(cluster: Cluster) -> dict[str, str]:
+    """actor id -> its class and how often it was restarted, for every dead actor of the cluster (its state API),
+    asked from a process of its own: Ray reads its token settings once, when it is imported."""
+    query = ("import json; from ray.util.state import list_actors as a; print(json.dumps({x.actor_id: "
+             "f'{x.class_name}, restarts {x.num_restarts}'[:300] for x in a(address="
+             f"{cluster.jobs_api!r}, filters=[('state', '=', 'DEAD')], detail=True, limit=10000, "
+             "raise_on_missing_output=False)}))")
+    answer = subprocess.run([sys.executable, "-c", query], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **AUTH})
+    return json.loads(answer.stdout.strip().splitlines()[-1]) if answer.returncode == 0 else {}
 
 
 def ingest(cluster: Cluster, tree: Path, db: Path, gallery: str, kill_after_s: float | None) -> dict:
     """One `arcmatch ingest` on the cluster; with `kill_after_s`, a node hosting an embedding actor dies that long
     after the actor came up, and another node joins 5 s later."""
     logs = Path(tempfile.mkdtemp(prefix="nf-logs-"))
-    data_log = cluster.data_log()
+    data_log = cluster.temp / "session_latest" / "logs" / "ray-data.log"
     data_log_start = data_log.stat().st_size if data_log.exists() else 0
     command = [str(ARCMATCH), "ingest", str(tree), "--model", str(MODEL), "--milvus", str(db), "--gallery", gallery,
                "--address", cluster.address, "--concurrency", "2", "--batch-size", "16", "--index", "FLAT"]
-    dead_before = cluster.dead_actors()
+    dead_before = dead_actors(cluster)
     started = time.perf_counter()
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, **AUTH, "ARCMATCH_ARCHIVE": "false", "ARCMATCH_LOG_DIR": str(logs)})
     killed_at, killed_node = None, None
-    if kill_after_s is not None:  # once an embedding actor is up on a worker node, and `kill_after_s` later
+    if kill_after_s is not None:  # once an embedding actor's process is up on a worker node, `kill_after_s` later
         victim = None
         while job.poll() is None and victim is None:
-            found = cluster.busy_worker()
-            victim = found if found.node_name in cluster.last_hosts else None
-            time.sleep(0.3)
+            victim = cluster.hosting("EmbedBatch")
+            time.sleep(0.05)
         time.sleep(kill_after_s)
         if victim is not None and job.poll() is None:
-            killed_node = (victim.node_name, cluster.busy_worker() and cluster.last_hosts)
+            killed_node = victim.name
             cluster.kill(victim)
             killed_at = time.perf_counter() - started
             time.sleep(5)
@@ -179,28 +96,11 @@ def ingest(cluster: Cluster, tree: Path, db: Path, gallery: str, kill_after_s: f
     ingest_s = re.search(r"over ([0-9.]+) s", out)
     return {"exit": job.returncode, "seconds": round(seconds, 1), "killed_at_s": killed_at and round(killed_at, 1),
             "ingest_s": float(ingest_s[1]) if ingest_s else None, "fault_lines_in_log": len(seen),
-            "killed_node_and_actor_hosts": killed_node,
-            "actors": [what for actor, what in cluster.dead_actors().items() if actor not in dead_before],
+            "killed_node": killed_node,
+            "actors": [what for actor, what in dead_actors(cluster).items() if actor not in dead_before],
             "fault_lines": [line[:240] for line in dict.fromkeys(seen)][:4],
             "error_line": last[0][:300] if job.returncode else "",
             "report": out.strip().splitlines()[-2:]}
-
-
-def count(db: Path, gallery: str) -> tuple[int, int]:
-    """(rows, distinct face ids) of the gallery."""
-    from indexer.galleries import Galleries
-    from indexer.store import FaceIndex, connect
-
-    client = connect(str(db))
-    try:
-        serving = Galleries(client, gallery).serving()
-        if serving is None:
-            return 0, 0
-        index = FaceIndex(client, serving)
-        ids = [face for face, _ in index.labelled_faces()]
-        return len(ids), len(set(ids))
-    finally:
-        client.close()
 
 
 def main() -> None:
@@ -220,13 +120,13 @@ def main() -> None:
         cluster.add_worker(), cluster.add_worker()
         for n, delay in enumerate(float(v) for v in args.kill_after.split(",")):
             clean = ingest(cluster, scratch / "tree", scratch / f"clean{n}.db", "faces", None)
-            clean["rows"], clean["distinct"] = count(scratch / f"clean{n}.db", "faces")
+            clean["rows"], clean["distinct"], _ = gallery_rows(scratch / f"clean{n}.db", "faces")
             faulted = ingest(cluster, scratch / "tree", scratch / f"fault{n}.db", "faces", delay)
-            faulted["rows"], faulted["distinct"] = count(scratch / f"fault{n}.db", "faces")
+            faulted["rows"], faulted["distinct"], _ = gallery_rows(scratch / f"fault{n}.db", "faces")
             rerun = None
             if faulted["exit"] != 0 or faulted["distinct"] != expected:
                 rerun = ingest(cluster, scratch / "tree", scratch / f"fault{n}.db", "faces", None)
-                rerun["rows"], rerun["distinct"] = count(scratch / f"fault{n}.db", "faces")
+                rerun["rows"], rerun["distinct"], _ = gallery_rows(scratch / f"fault{n}.db", "faces")
             final = rerun or faulted
             rounds.append({"kill_after_s": delay, "clean": clean, "faulted": faulted, "rerun": rerun,
                            "lost": expected - final["distinct"], "doubled": final["rows"] - final["distinct"]})

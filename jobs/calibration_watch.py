@@ -52,6 +52,14 @@ class CalibrationWatch:
         self.identities: int | None = None
         self._counted_at, self._count_began = -float("inf"), -float("inf")  # monotonic, wall clock
         self._busy = threading.Lock()
+        self._closed = False
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """No count from now on, and a running one waited for (up to `timeout_s`): its calls use the client that
+        the caller is about to close, and would otherwise fail against a closed channel, retried and logged."""
+        self._closed = True
+        if self._busy.acquire(timeout=timeout_s):
+            self._busy.release()
 
     def size(self, found: GalleryCalibration) -> int:
         """The gallery's identities by the newer of the last count and `found` (which counted them too)."""
@@ -67,6 +75,8 @@ class CalibrationWatch:
         """Count again (and re-calibrate if due): in a thread when the last count is older than every_s and none
         is running; with `wait`, now, in this thread, whatever the last count (after a running one finishes).
         `current` reads the calibration in use when the count is done."""
+        if self._closed:
+            return
         if wait:
             self._busy.acquire()
         elif time.monotonic() - self._counted_at < self.every_s or not self._busy.acquire(blocking=False):

@@ -95,6 +95,7 @@ class IdentityService:
         return service
 
     def close(self) -> None:
+        self.watch.close()  # its count in the background uses this client
         self.index.client.close()
 
     # searching

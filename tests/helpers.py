@@ -195,3 +195,34 @@ def untrained_model(directory: Path, spec, seed: int, threshold: float) -> Path:
     save_embedder(FaceEmbedder(spec), directory)
     Calibration(threshold=threshold, target_far=1e-3, measured_far=1e-3, tar=0.9, pairs=100).save(directory)
     return directory
+
+
+def photo_tree(root: Path, people: int, photos: int, first: int = 5000) -> int:
+    """A tree of `people` folders of `photos` synthetic photos each (32x32, a cooperative subject's variation),
+    people numbered from `first`; returns the number of photos."""
+    for person in range(people):
+        folder = root / f"person {person:04d}"
+        folder.mkdir(parents=True)
+        identity = make_identity(0, first + person)
+        for n in range(photos):
+            Image.fromarray(render(identity, np.random.default_rng([person, n]), 32, variation=0.2)).save(
+                folder / f"{n}.png")
+    return people * photos
+
+
+def gallery_rows(uri: str | Path, gallery: str) -> tuple[int, int, float | None]:
+    """(rows, distinct face ids, the collection's threshold) of the collection a gallery serves from: a face id
+    derives from the photo, so a doubled face shows as more rows than ids, or more ids than photos."""
+    from indexer.galleries import Galleries
+    from indexer.store import FaceIndex, connect
+
+    client = connect(str(uri))
+    try:
+        serving = Galleries(client, gallery).serving()
+        if serving is None:
+            return 0, 0, None
+        index = FaceIndex(client, serving)
+        ids = [face for face, _ in index.labelled_faces()]
+        return len(ids), len(set(ids)), index.info().threshold
+    finally:
+        client.close()

@@ -1,6 +1,7 @@
 """A Ray cluster of several nodes on this one machine, for the node-fault tests and bench/node_faults.py: a head
 and worker nodes, each `ray start --block` (its own raylet, object store and workers) in a process group of its
-own, so that SIGKILL to the group is a machine's death.
+own. A machine's death is SIGKILL to every process the node started: its group and its descendants (Ray gives
+some worker processes a process group of their own).
 
 Every node gets ports of its own (another Ray on the machine, a test process's local one, holds the defaults) and
 the head a short temp dir (Ray's socket paths under it must fit AF_UNIX's 107 bytes). Ray 2.60 turns token
@@ -94,26 +95,36 @@ class Cluster:
     def hosting(self, marker: str) -> Node | None:
         """A worker node one of whose processes has `marker` in its command line (Ray names an actor's process
         after its class: `ray::MapWorker(MapBatches(EmbedBatch))`), read from /proc: instant, no Ray call."""
-        for pid in filter(str.isdigit, os.listdir("/proc")):
+        parents = _parents()
+        for pid in parents:
             try:
-                group = os.getpgid(int(pid))
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     command = f.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
             if marker in command:
                 for worker in self.workers:
-                    if group == worker.pid:
+                    if _descends(pid, worker.pid, parents):
                         return worker
         return None
 
     def kill(self, node: Node) -> None:
-        """A machine's death: SIGKILL to the node's whole process group (raylet, its workers, its store)."""
+        """A machine's death: SIGKILL to all the node's processes (raylet, its workers, its store)."""
         self._stop(node)
         self.workers.remove(node)
 
     @staticmethod
     def _stop(node: Node) -> None:
+        """Every process of the node stopped (SIGSTOP), then killed: all at once, as a machine dies, where killing
+        one after the other would let a survivor (the node's agent) report the raylet's death to the drivers."""
+        parents = _parents()
+        doomed = [p for p in parents if _descends(p, node.pid, parents)]
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in doomed:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
         try:
             os.killpg(node.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -132,3 +143,23 @@ class Cluster:
         for node in [*self.workers, self.head]:
             self._stop(node)
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def _parents() -> dict[int, int]:
+    """{pid: parent pid} of every process of the machine, from /proc."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                found[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _descends(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = parents.get(pid, 0)
+    return False

@@ -62,3 +62,18 @@ def test_a_rate_asked_for_is_read_at_the_size_now(service):
     assert service.lookup.threshold(fpir=0.1) >= kept.threshold
     with pytest.raises(Exception, match="not both"):
         service.lookup.threshold(0.5, fpir=0.1)
+
+
+def test_closing_waits_for_a_running_count_and_starts_none(service, caplog):
+    """A count runs in the background on the service's client: closing the service waits for it, so no count
+    ever calls a closed client (each such call failed, was retried and logged), and no count starts after."""
+    enroll(service, range(20))
+    service.watch.every_s = 0
+    service.watch.poke(service.lookup.gallery_calibration)  # in a thread
+    service.close()
+    assert service.watch.identities == 20  # it finished before the client closed
+    service.watch.identities = None
+    service.watch.poke(service.lookup.gallery_calibration)
+    service.watch.poke(service.lookup.gallery_calibration, wait=True)
+    assert service.watch.identities is None
+    assert not [r for r in caplog.records if "Milvus" in r.getMessage()]

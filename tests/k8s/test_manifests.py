@@ -188,3 +188,33 @@ def test_the_jobs_pod_monitor_finds_every_jobs_driver_on_the_port_the_configmap_
         ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
         assert ports[port_name] == int(config["ARCMATCH_JOB_METRICS_PORT"]), job["metadata"]["name"]
 
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_cluster_is_set_to_survive_a_machine_and_its_head(overlay):
+    """What docs/deploy.md's survival table relies on: two API pods at least, kept on different machines; Serve's
+    health checks for the arcmatch deployment; the GCS kept in a Redis that the render holds, on the Service's port,
+    with the password from the Secret the Redis itself reads. (The dev overlay runs one API pod, by choice.)"""
+    docs = render(overlay)
+    service = next(d for d in docs if d["kind"] == "RayService")
+    cluster = service["spec"]["rayClusterConfig"]
+    [api] = cluster["workerGroupSpecs"]
+    assert api["minReplicas"] >= (1 if overlay == "dev" else 2)
+    terms = api["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    labels = api["template"]["metadata"]["labels"].items()
+    assert any(t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname" and
+               t["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels for t in terms)
+    [deployment] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["deployments"]
+    assert deployment["name"] == "arcmatch"
+    assert deployment["health_check_period_s"] <= deployment["health_check_timeout_s"]
+
+    store = cluster["gcsFaultToleranceOptions"]
+    host, port = store["redisAddress"].removeprefix("redis://").split(":")
+    redis_service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == host)
+    assert int(port) in [p["port"] for p in redis_service["spec"]["ports"]]
+    redis = next(d for d in docs if d["kind"] == "StatefulSet" and
+                 d["spec"]["template"]["metadata"]["labels"].items() >= redis_service["spec"]["selector"].items())
+    secret = store["redisPassword"]["valueFrom"]["secretKeyRef"]
+    read = [e["valueFrom"]["secretKeyRef"] for c in redis["spec"]["template"]["spec"]["containers"]
+            for e in c.get("env", []) if "valueFrom" in e]
+    assert secret in read

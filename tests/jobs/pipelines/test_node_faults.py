@@ -13,12 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from tests.helpers import gallery_rows, photo_tree
 from tests.ray_cluster import AUTH, Cluster
-from trainer.synthetic import make_identity, render
 
 ARCMATCH = [sys.executable, "-m", "jobs.cli"]
 EMBEDDING_ACTOR = "EmbedBatch"  # in the process title Ray gives an actor of Ray Data's map_batches(EmbedBatch)
@@ -35,38 +33,12 @@ def cluster(tmp_path_factory):
         made.stop()
 
 
-def photo_tree(root: Path, people: int, photos: int, first: int = 5000) -> int:
-    for person in range(people):
-        folder = root / f"person {person:04d}"
-        folder.mkdir(parents=True)
-        identity = make_identity(0, first + person)
-        for n in range(photos):
-            Image.fromarray(render(identity, np.random.default_rng([person, n]), 32, variation=0.2)).save(
-                folder / f"{n}.png")
-    return people * photos
-
-
-def rows(db: Path, gallery: str) -> tuple[int, int]:
-    """(rows, distinct face ids) in service: a face id derives from the photo, so a doubled face shows as more
-    rows than ids, or as more ids than photos."""
-    from indexer.galleries import Galleries
-    from indexer.store import FaceIndex, connect
-
-    client = connect(str(db))
-    try:
-        serving = Galleries(client, gallery).serving()
-        ids = [face for face, _ in FaceIndex(client, serving).labelled_faces()] if serving else []
-        return len(ids), len(set(ids))
-    finally:
-        client.close()
-
-
-def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool) -> tuple[int, str, str, bool]:
+def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool, **env: str) -> tuple[int, str, str, bool]:
     """(exit code, stdout, stderr, whether a node died under it): one command as a driver of the cluster; with
     `kill`, the node hosting an embedding actor dies as soon as the actor's process exists, and a replacement
     joins (while the job goes on)."""
     out, err = scratch / "out.txt", scratch / "err.txt"
-    env = {**os.environ, **AUTH, "RAY_ADDRESS": cluster.address, "ARCMATCH_ARCHIVE": "false"}
+    env = {**os.environ, **AUTH, "RAY_ADDRESS": cluster.address, "ARCMATCH_ARCHIVE": "false", **env}
     with out.open("w") as stdout, err.open("w") as stderr:
         job = subprocess.Popen([*ARCMATCH, *args], stdout=stdout, stderr=stderr, text=True, env=env)
         killed = False
@@ -99,4 +71,24 @@ def test_an_ingestion_survives_a_worker_node_death_with_every_face_once(cluster,
         assert one_line(err), err[-3000:]
         code, out, err, _ = run(cluster, args, tmp_path, kill=False)
     assert code == 0, err[-3000:] + cluster.logs()
-    assert rows(db, "faces") == (expected, expected)  # nothing lost, nothing doubled
+    assert "(raylet)" not in out + err  # the job's own lines only, not Ray's
+    assert gallery_rows(db, "faces")[:2] == (expected, expected)  # nothing lost, nothing doubled
+
+
+@pytest.mark.slow
+def test_a_reembed_survives_a_worker_node_death_and_switches_with_every_face(cluster, tmp_path, tiny_model_dir,
+                                                                              other_model_dir):
+    expected = photo_tree(tmp_path / "tree", 100, 2, first=7000)
+    db, archive = tmp_path / "g.db", {"ARCMATCH_ARCHIVE": "true", "ARCMATCH_ARCHIVE_URI": str(tmp_path / "archive")}
+    made = run(cluster, ["ingest", str(tmp_path / "tree"), "--model", str(tiny_model_dir), "--milvus", str(db),
+                         "--gallery", "faces", "--index", "FLAT"], tmp_path, kill=False, **archive)
+    assert made[0] == 0, made[2][-3000:]
+    args = ["reembed", "--model", str(other_model_dir), "--milvus", str(db), "--gallery", "faces",
+            "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
+    code, out, err, killed = run(cluster, args, tmp_path, kill=True, **archive)
+    assert killed, f"no embedding actor was seen on a worker node: {err[-2000:]}\n{cluster.logs()}"
+    if code != 0:
+        assert one_line(err), err[-3000:]
+        code, out, err, _ = run(cluster, args, tmp_path, kill=False, **archive)
+    assert code == 0, err[-3000:] + cluster.logs()
+    assert gallery_rows(db, "faces") == (expected, expected, 0.6)  # switched to the new model, every face once

@@ -179,24 +179,24 @@ def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_lo
     import sys
 
     from indexer.store import FaceIndex
+    from jobs.pipelines.ingest import ingest
+    from jobs.progress import Console
     from trainer.synthetic import write_dataset
 
     root = tmp_path / "gallery"
     write_dataset(root, range(20), 10, size=32)
-    uri = str(tmp_path / "g.db") if store == "lite" else request.getfixturevalue("milvus_server_uri")
+    uri = request.getfixturevalue("milvus_server_uri")
     archive = str(tmp_path / "archive")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ARCMATCH_ARCHIVE_URI": archive,
            "ARCMATCH_AUDIT_DIR": str(tmp_path / "audit")}
-    # every step in a process of its own (Milvus Lite's file stays held by a process that opened it), each a
-    # driver on the test's Ray rather than a Ray of its own (seconds to start instead of tens)
+    # the job in a process of its own (to be killed), a driver on the test's Ray rather than a Ray of its own
+    # (seconds to start instead of tens); the steps around it in this process (a server, unlike a Lite file, has
+    # no one process that holds it)
     env["RAY_ADDRESS"] = ray_local.get_runtime_context().gcs_address
-    cli = [sys.executable, "-m", "jobs.cli"]
-    made = subprocess.run(cli + ["ingest", str(root), "--model", str(tiny_model_dir), "--milvus", uri,
-                                 "--gallery", collection_name, "--index", "FLAT", "--errors",
-                                 str(tmp_path / "e.csv")], capture_output=True, text=True, env=env, timeout=600)
-    assert made.returncode == 0, made.stderr[-2000:]
-    command = cli + ["reembed", "--model", str(other_model_dir), "--milvus", uri, "--gallery", collection_name,
-                     "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
+    ingest(root, tiny_model_dir, milvus=uri, gallery=collection_name, index_type="FLAT", archive=archive,
+           errors_csv=tmp_path / "e.csv", console=Console(quiet=True, interactive=False))
+    command = [sys.executable, "-m", "jobs.cli", "reembed", "--model", str(other_model_dir), "--milvus", uri,
+               "--gallery", collection_name, "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
     job = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
                            start_new_session=True)
     said = []
@@ -208,12 +208,11 @@ def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_lo
     job.wait(timeout=120)
     assert job.returncode == -signal.SIGKILL, "".join(said)[-2000:]
 
-    delete = ("from jobs.service import IdentityService; from jobs.settings import Settings; "
-              f"s = IdentityService.open(Settings(model={str(tiny_model_dir)!r}, milvus_uri={uri!r}, "
-              f"gallery={collection_name!r})); assert s.ready()['in_service']; "  # the kill left the alias
-              "print(s.delete_identity('person_00003'))")
-    deleted = subprocess.run([sys.executable, "-c", delete], capture_output=True, text=True, env=env, timeout=300)
-    assert deleted.stdout.strip() == "10", deleted.stderr[-2000:]  # a delete while the job is down
+    down = IdentityService.open(Settings(model=tiny_model_dir, milvus_uri=uri, gallery=collection_name,
+                                         _env_file=None))
+    assert down.ready()["in_service"]  # the kill left the alias where it was
+    assert down.delete_identity("person_00003") == 10  # a delete while the job is down
+    down.close()
     rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "already there from an earlier run" in rerun.stdout, rerun.stdout
