@@ -80,7 +80,7 @@ def test_overlay_renders_and_custom_resources_validate(overlay):
     docs = render(overlay)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == ["ConfigMap", "Milvus", "PersistentVolumeClaim", "PodMonitor", "PodMonitor", "PrometheusRule",
-                     "RayJob", "RayJob", "RayJob", "RayService"]
+                     "RayJob", "RayJob", "RayJob", "RayService", "Service", "StatefulSet"]  # the last two: Redis
     checked = 0
     for doc in docs:
         key = (doc["apiVersion"], doc["kind"])
