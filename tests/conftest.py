@@ -107,14 +107,14 @@ def pytest_xdist_make_scheduler(config, log):
     return OneServer(config, log)
 
 
-EARLY = ("tests/jobs/pipelines/test_submit.py",)
+EARLY = ("tests/jobs/pipelines/test_submit.py", "tests/jobs/pipelines/test_node_faults.py")
 
 
 def pytest_collection_modifyitems(items):
     """Tests that stop the shared Milvus server run last, so that no other test meets its outage (under xdist: last
-    of the server's tests, which one process runs). The Ray head of `arcmatch submit`'s tests starts first, while
-    the machine is quiet: `ray start` gives its raylet a fixed 30 s to register (not configurable), and with the
-    suite's heaviest tests on both cores it has taken longer."""
+    of the server's tests, which one process runs). The Ray heads of `arcmatch submit`'s and the node faults' tests
+    start first, while the machine is quiet: `ray start` gives its raylet a fixed 30 s to register (not
+    configurable), and with the suite's heaviest tests on both cores it has taken longer."""
     items.sort(key=lambda item: (item.get_closest_marker("disruptive") is not None,
                                  not item.nodeid.startswith(EARLY)))
 

@@ -43,6 +43,7 @@ class Cluster:
         self.address = f"127.0.0.1:{self.port}"
         self.jobs_api = f"http://127.0.0.1:{self.dashboard}"
         self.workers: list[Node] = []
+        self.temps: list[Path] = []
         self.started = 0
         self.head = self._start(["--head", f"--port={self.port}", f"--num-cpus={head_cpus}", f"--temp-dir={self.temp}",
                                  "--include-dashboard=true", "--dashboard-host=127.0.0.1",
@@ -88,7 +89,12 @@ class Cluster:
     def add_worker(self, cpus: int = 1) -> Node:
         self.started += 1
         name = f"worker{self.started}"
-        worker = self._start([f"--address={self.address}", f"--num-cpus={cpus}", f"--node-name={name}"], name)
+        # a temp dir of its own, as a machine has: nodes sharing one would share runtime_resources/, and one node's
+        # clean-up of a job's working_dir would delete it under another node's processes (the job's driver)
+        temp = Path(tempfile.mkdtemp(prefix=f"rc-{self.started}-"))
+        self.temps.append(temp)
+        worker = self._start([f"--address={self.address}", f"--num-cpus={cpus}", f"--node-name={name}",
+                              f"--temp-dir={temp}"], name)
         self.workers.append(worker)
         return worker
 
@@ -142,7 +148,8 @@ class Cluster:
     def stop(self) -> None:
         for node in [*self.workers, self.head]:
             self._stop(node)
-        shutil.rmtree(self.temp, ignore_errors=True)
+        for temp in [self.temp, *self.temps]:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def _parents() -> dict[int, int]:

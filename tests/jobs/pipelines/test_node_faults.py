@@ -11,12 +11,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import gallery_rows, photo_tree
-from tests.ray_cluster import AUTH, Cluster
+from tests.ray_cluster import AUTH, Cluster, Node
 
 ARCMATCH = [sys.executable, "-m", "jobs.cli"]
 EMBEDDING_ACTOR = "EmbedBatch"  # in the process title Ray gives an actor of Ray Data's map_batches(EmbedBatch)
@@ -33,19 +34,21 @@ def cluster(tmp_path_factory):
         made.stop()
 
 
-def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool, **env: str) -> tuple[int, str, str, bool]:
+def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool,
+        victim: Callable[[], Node | None] | None = None, **env: str) -> tuple[int, str, str, bool]:
     """(exit code, stdout, stderr, whether a node died under it): one command as a driver of the cluster; with
-    `kill`, the node hosting an embedding actor dies as soon as the actor's process exists, and a replacement
-    joins (while the job goes on)."""
+    `kill`, the node `victim` names (by default one hosting an embedding actor) dies as soon as it names one, and a
+    replacement joins (while the job goes on)."""
+    victim = victim or (lambda: cluster.hosting(EMBEDDING_ACTOR))
     out, err = scratch / "out.txt", scratch / "err.txt"
     env = {**os.environ, **AUTH, "RAY_ADDRESS": cluster.address, "ARCMATCH_ARCHIVE": "false", **env}
     with out.open("w") as stdout, err.open("w") as stderr:
         job = subprocess.Popen([*ARCMATCH, *args], stdout=stdout, stderr=stderr, text=True, env=env)
         killed = False
         while kill and job.poll() is None:
-            victim = cluster.hosting(EMBEDDING_ACTOR)
-            if victim is not None:
-                cluster.kill(victim)
+            doomed = victim()
+            if doomed is not None:
+                cluster.kill(doomed)
                 killed = True
                 cluster.add_worker()
                 break
@@ -61,7 +64,7 @@ def one_line(stderr: str) -> bool:
 
 @pytest.mark.slow
 def test_an_ingestion_survives_a_worker_node_death_with_every_face_once(cluster, tmp_path, tiny_model_dir):
-    expected = photo_tree(tmp_path / "tree", 150, 2)
+    expected = photo_tree(tmp_path / "tree", 100, 2)
     db = tmp_path / "g.db"
     args = ["ingest", str(tmp_path / "tree"), "--model", str(tiny_model_dir), "--milvus", str(db),
             "--gallery", "faces", "--concurrency", "2", "--batch-size", "8", "--index", "FLAT"]
@@ -78,7 +81,7 @@ def test_an_ingestion_survives_a_worker_node_death_with_every_face_once(cluster,
 @pytest.mark.slow
 def test_a_reembed_survives_a_worker_node_death_and_switches_with_every_face(cluster, tmp_path, tiny_model_dir,
                                                                               other_model_dir):
-    expected = photo_tree(tmp_path / "tree", 100, 2, first=7000)
+    expected = photo_tree(tmp_path / "tree", 60, 2, first=7000)
     db, archive = tmp_path / "g.db", {"ARCMATCH_ARCHIVE": "true", "ARCMATCH_ARCHIVE_URI": str(tmp_path / "archive")}
     made = run(cluster, ["ingest", str(tmp_path / "tree"), "--model", str(tiny_model_dir), "--milvus", str(db),
                          "--gallery", "faces", "--index", "FLAT"], tmp_path, kill=False, **archive)
@@ -92,3 +95,52 @@ def test_a_reembed_survives_a_worker_node_death_and_switches_with_every_face(clu
         code, out, err, _ = run(cluster, args, tmp_path, kill=False, **archive)
     assert code == 0, err[-3000:] + cluster.logs()
     assert gallery_rows(db, "faces") == (expected, expected, 0.6)  # switched to the new model, every face once
+
+
+@pytest.mark.slow
+def test_a_submitted_ingestion_tells_the_truth_when_a_node_dies_under_it(cluster, tmp_path, tiny_model_dir):
+    """`arcmatch submit ingest` through the head's Jobs API (the job's driver on the head, its work on the
+    workers): the command's exit code and `arcmatch jobs status` say how the job ended, and what it says is so."""
+    expected = photo_tree(tmp_path / "tree", 60, 2, first=9000)
+    db = tmp_path / "g.db"
+    env = {"RAY_ADDRESS": cluster.jobs_api, "ARCMATCH_MODEL": str(tiny_model_dir)}
+    args = ["submit", "ingest", str(tmp_path / "tree"), "--milvus", str(db), "--gallery", "faces",
+            "--concurrency", "2", "--batch-size", "8", "--index", "FLAT"]
+    code, out, err, killed = run(cluster, args, tmp_path, kill=True, **env)
+    assert killed, f"no embedding actor was seen on a worker node: {out[-2000:]}{err[-2000:]}"
+    job_id = next(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("submitted "))
+    status = run(cluster, ["jobs", "status", job_id], tmp_path, kill=False, **env)[1].strip()
+    assert (code, status) in ((0, "SUCCEEDED"), (1, "FAILED")), out[-3000:] + err[-2000:]
+    if code == 0:  # it says it finished: every face is there once
+        assert gallery_rows(db, "faces")[:2] == (expected, expected)
+    else:  # it says it failed, with the job's own error and no traceback, and a re-run finishes
+        assert "Traceback" not in out + err, out[-3000:]
+        again = run(cluster, args, tmp_path, kill=False, **env)
+        assert again[0] == 0 and gallery_rows(db, "faces")[:2] == (expected, expected), again[1][-3000:]
+
+
+@pytest.mark.slow
+def test_training_on_two_nodes_goes_on_from_its_checkpoint_when_one_dies(cluster, tmp_path):
+    """`arcmatch train --workers 2`, a worker on each node; once a checkpoint is written, the node of a training
+    worker dies: Ray Train (FailureConfig) starts the workers again from that checkpoint when the replacement node
+    is there, and the run ends with the model it was asked for."""
+    from embedder.checkpoint import load_embedder
+    from trainer.synthetic import write_dataset
+
+    write_dataset(tmp_path / "data", range(6), 12, size=32)
+    runs, out = tmp_path / "runs", tmp_path / "model"
+    args = ["train", "--data", str(tmp_path / "data"), "--out", str(out), "--backbone", "test_resnet",
+            "--embedding-size", "16", "--input-size", "32", "--head", "arcface", "--scale", "16", "--epochs", "3",
+            "--batch-size", "8", "--workers", "2", "--cpus-per-worker", "1", "--checkpoint-every", "2",
+            "--log-every", "0", "--storage", str(runs), "--name", "nodes"]
+
+    def checkpointed_worker() -> Node | None:
+        if not any(p.is_dir() and p.name.startswith("checkpoint") for p in runs.rglob("checkpoint*")):
+            return None
+        return cluster.hosting("RayTrainWorker")
+
+    code, out_text, err, killed = run(cluster, args, tmp_path, kill=True, victim=checkpointed_worker)
+    assert killed, f"no checkpoint, or no training worker on a worker node: {err[-2000:]}"
+    assert code == 0, err[-3000:] + cluster.logs()
+    model = load_embedder(out)
+    assert (model.spec.backbone, model.spec.embedding_size) == ("test_resnet", 16)
