@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import sys
 import time
@@ -98,11 +99,13 @@ def submit(address: str | None, job: str, args: list[str], *, follow: bool = Tru
 
 def wait(jobs, job_id: str, *, log=print) -> int:
     """Stream the job's logs until it ends; the exit code says how it ended."""
+    last: list[str] = []
 
     async def tail() -> None:
         async for lines in jobs.tail_job_logs(job_id):
             sys.stdout.write(lines)
             sys.stdout.flush()
+            last[:] = (last + lines.splitlines())[-200:]
 
     asyncio.run(tail())
     status = str(jobs.get_job_status(job_id))
@@ -110,7 +113,23 @@ def wait(jobs, job_id: str, *, log=print) -> int:
         time.sleep(0.5)
         status = str(jobs.get_job_status(job_id))
     log(f"job {job_id} {status}")
+    hint = status == "FAILED" and wrong_python(last)
+    if hint:
+        print(f"arcmatch submit: {hint}", file=sys.stderr)
     return EXIT_BY_STATUS[status]
+
+
+def wrong_python(lines: list[str]) -> str | None:
+    """What to do when the job died because the cluster's `python` is not the one arcmatch is installed in (the
+    entrypoint runs `python` from the PATH the head was started with), or None."""
+    for line in reversed(lines):
+        missing = re.search(r"No module named '([^']+)'", line)
+        if missing or re.search(r"python: (command )?not found", line):
+            what = f"cannot import {missing[1]!r}" if missing else "is not there"
+            return (f"the cluster's `python` {what}: start Ray with the environment arcmatch is installed in first "
+                    "on its PATH (`source .venv/bin/activate` before `ray start`), or run the cluster from the "
+                    "image k8s/Dockerfile builds")
+    return None
 
 
 def manage(address: str | None, action: str, job_id: str | None, *, log=print) -> int:

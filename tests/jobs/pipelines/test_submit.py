@@ -151,3 +151,14 @@ def test_a_newcomers_submission_finds_the_token_and_carries_the_settings(ray_hea
     assert refused.returncode == 5, refused.stderr[-3000:]
     assert refused.stderr.strip().splitlines()[-1].startswith("arcmatch submit: backend unavailable: the Ray cluster")
     assert "Traceback" not in refused.stderr
+
+
+def test_a_job_that_died_for_the_clusters_python_says_what_to_do():
+    from jobs.pipelines.submit import wrong_python
+
+    died = ["Running entrypoint for job raysubmit_x: python -m jobs.cli ingest ...",
+            "Traceback (most recent call last):", '  File "jobs/progress.py", line 17, in <module>',
+            "ModuleNotFoundError: No module named 'tqdm'"]
+    assert "cannot import 'tqdm'" in wrong_python(died) and "ray start" in wrong_python(died)
+    assert "is not there" in wrong_python(["/bin/sh: 1: python: not found"])
+    assert wrong_python(["arcmatch ingest: bad input: /data/x does not exist"]) is None
