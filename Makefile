@@ -7,9 +7,9 @@ STAMP := $(VENV)/.arcmatch-installed
 # another platform, e.g. `make TORCH="torch==2.9.1 torchvision==0.24.1" demo` on aarch64.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
-# test processes (pytest-xdist): the suite mostly waits on Ray, servers and subprocesses, so four share 2 cores
+# test processes (pytest-xdist): the suite mostly waits on Ray, servers and subprocesses, so three share 2 cores
 # well; every test of the one Milvus server runs in one of them, every module's tests together (tests/conftest.py)
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 
 CONTRACT_RUNS ?= 20
 CONTRACT_EXAMPLES ?= 50

@@ -92,9 +92,10 @@ class Traffic:
                 else:
                     with self._lock:
                         self._enrolled += 1
-                        name = f"person{self._enrolled:05d}"
+                        number = self._enrolled
+                    name = f"person{number:05d}"
                     answer = client.post(f"/v1/identities/{name}/faces",
-                                         files=[("images", ("a.png", png(10 + self._enrolled), "image/png"))])
+                                         files=[("images", ("a.png", png(10 + number), "image/png"))])
                     if answer.status_code == 201:
                         with self._lock:
                             self.acknowledged.append(name)

@@ -102,18 +102,23 @@ def pytest_xdist_make_scheduler(config, log):
 
     class OneServer(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "milvus-server" if SERVER_ID in nodeid else nodeid.split("::", 1)[0]
+            if SERVER_ID in nodeid:
+                return "milvus-server"
+            module = nodeid.split("::", 1)[0]
+            return "ray-cluster" if module in RAY_CLUSTER else module
 
     return OneServer(config, log)
 
 
-EARLY = ("tests/jobs/pipelines/test_submit.py", "tests/jobs/pipelines/test_node_faults.py")
+# the modules that share one multi-node Ray cluster (tests/jobs/pipelines/conftest.py): one test process runs them
+RAY_CLUSTER = ("tests/jobs/pipelines/test_submit.py", "tests/jobs/pipelines/test_node_faults.py")
+EARLY = RAY_CLUSTER
 
 
 def pytest_collection_modifyitems(items):
     """Tests that stop the shared Milvus server run last, so that no other test meets its outage (under xdist: last
-    of the server's tests, which one process runs). The Ray heads of `arcmatch submit`'s and the node faults' tests
-    start first, while the machine is quiet: `ray start` gives its raylet a fixed 30 s to register (not
+    of the server's tests, which one process runs). The Ray cluster of `arcmatch submit`'s and the node faults'
+    tests starts first, while the machine is quiet: `ray start` gives its raylet a fixed 30 s to register (not
     configurable), and with the suite's heaviest tests on both cores it has taken longer."""
     items.sort(key=lambda item: (item.get_closest_marker("disruptive") is not None,
                                  not item.nodeid.startswith(EARLY)))

@@ -23,15 +23,12 @@ ARCMATCH = [sys.executable, "-m", "jobs.cli"]
 EMBEDDING_ACTOR = "EmbedBatch"  # in the process title Ray gives an actor of Ray Data's map_batches(EmbedBatch)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    made = Cluster(tmp_path_factory.mktemp("nodes"))
-    try:
-        made.add_worker()
-        made.add_worker()
-        yield made
-    finally:
-        made.stop()
+@pytest.fixture
+def cluster(ray_cluster):
+    """The run's cluster (tests/jobs/pipelines/conftest.py), with two worker nodes again after a test killed one."""
+    while len(ray_cluster.workers) < 2:
+        ray_cluster.add_worker()
+    return ray_cluster
 
 
 def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool,
@@ -63,38 +60,26 @@ def one_line(stderr: str) -> bool:
 
 
 @pytest.mark.slow
-def test_an_ingestion_survives_a_worker_node_death_with_every_face_once(cluster, tmp_path, tiny_model_dir):
+def test_an_ingestion_then_a_reembed_survive_a_worker_node_death_with_every_face_once(cluster, tmp_path,
+                                                                                       tiny_model_dir, other_model_dir):
     expected = photo_tree(tmp_path / "tree", 100, 2)
-    db = tmp_path / "g.db"
-    args = ["ingest", str(tmp_path / "tree"), "--model", str(tiny_model_dir), "--milvus", str(db),
-            "--gallery", "faces", "--concurrency", "2", "--batch-size", "8", "--index", "FLAT"]
-    code, out, err, killed = run(cluster, args, tmp_path, kill=True)
-    assert killed, f"no embedding actor was seen on a worker node: {err[-2000:]}\n{cluster.logs()}"
-    if code != 0:  # a failure says so in a line, and a re-run finishes what is left
-        assert one_line(err), err[-3000:]
-        code, out, err, _ = run(cluster, args, tmp_path, kill=False)
-    assert code == 0, err[-3000:] + cluster.logs()
-    assert "(raylet)" not in out + err  # the job's own lines only, not Ray's
-    assert gallery_rows(db, "faces")[:2] == (expected, expected)  # nothing lost, nothing doubled
-
-
-@pytest.mark.slow
-def test_a_reembed_survives_a_worker_node_death_and_switches_with_every_face(cluster, tmp_path, tiny_model_dir,
-                                                                              other_model_dir):
-    expected = photo_tree(tmp_path / "tree", 60, 2, first=7000)
     db, archive = tmp_path / "g.db", {"ARCMATCH_ARCHIVE": "true", "ARCMATCH_ARCHIVE_URI": str(tmp_path / "archive")}
-    made = run(cluster, ["ingest", str(tmp_path / "tree"), "--model", str(tiny_model_dir), "--milvus", str(db),
-                         "--gallery", "faces", "--index", "FLAT"], tmp_path, kill=False, **archive)
-    assert made[0] == 0, made[2][-3000:]
-    args = ["reembed", "--model", str(other_model_dir), "--milvus", str(db), "--gallery", "faces",
-            "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
-    code, out, err, killed = run(cluster, args, tmp_path, kill=True, **archive)
-    assert killed, f"no embedding actor was seen on a worker node: {err[-2000:]}\n{cluster.logs()}"
-    if code != 0:
-        assert one_line(err), err[-3000:]
-        code, out, err, _ = run(cluster, args, tmp_path, kill=False, **archive)
-    assert code == 0, err[-3000:] + cluster.logs()
-    assert gallery_rows(db, "faces") == (expected, expected, 0.6)  # switched to the new model, every face once
+    jobs = {"ingest": ["ingest", str(tmp_path / "tree"), "--model", str(tiny_model_dir), "--milvus", str(db),
+                       "--gallery", "faces", "--concurrency", "2", "--batch-size", "8", "--index", "FLAT"],
+            "reembed": ["reembed", "--model", str(other_model_dir), "--milvus", str(db), "--gallery", "faces",
+                        "--batch-size", "8", "--grace", "0", "--index", "FLAT"]}
+    for job, args in jobs.items():
+        code, out, err, killed = run(cluster, args, tmp_path, kill=True, **archive)
+        assert killed, f"{job}: no embedding actor was seen on a worker node: {err[-2000:]}\n{cluster.logs()}"
+        if code != 0:  # a failure says so in a line, and a re-run finishes what is left
+            assert one_line(err), err[-3000:]
+            code, out, err, _ = run(cluster, args, tmp_path, kill=False, **archive)
+        assert code == 0, f"{job}: {err[-3000:]}{cluster.logs()}"
+        assert "(raylet)" not in out + err  # the job's own lines only, not Ray's
+        while len(cluster.workers) < 2:
+            cluster.add_worker()
+    # nothing lost, nothing doubled, and the gallery serves from the new model's collection
+    assert gallery_rows(db, "faces") == (expected, expected, 0.6)
 
 
 @pytest.mark.slow

@@ -184,7 +184,7 @@ def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_lo
     from trainer.synthetic import write_dataset
 
     root = tmp_path / "gallery"
-    write_dataset(root, range(20), 10, size=32)
+    write_dataset(root, range(10), 10, size=32)
     uri = request.getfixturevalue("milvus_server_uri")
     archive = str(tmp_path / "archive")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ARCMATCH_ARCHIVE_URI": archive,
@@ -220,7 +220,7 @@ def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_lo
     galleries = Galleries(client, collection_name)
     new = FaceIndex(client, galleries.target())
     ids = list(new.iter_ids())
-    assert len(ids) == len(set(ids)) == 190 and new.faces_of("person_00003") == []
+    assert len(ids) == len(set(ids)) == 90 and new.faces_of("person_00003") == []
     assert len(galleries.collections()) == 2 and new.info().threshold == 0.6
     client.close()
 

@@ -1,103 +1,33 @@
-"""`arcmatch submit` and `arcmatch jobs` against a real Ray head started on loopback (`ray start --head`)."""
+"""`arcmatch submit` and `arcmatch jobs` against a real Ray cluster started on loopback (`ray start --head`, two
+worker nodes: tests/ray_cluster.py)."""
 
 import os
-import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import listen_port
+from tests.ray_cluster import AUTH
 
-TOKEN = secrets.token_hex(16)  # Ray's token authentication, as a cluster would run it
-AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
-
-
-STARTUP_TIMEOUT = "timed out during startup"  # `ray start`'s own words when its raylet did not register in time
+TOKEN = AUTH["RAY_AUTH_TOKEN"]  # Ray's token authentication, as a cluster would run it
 
 
-def _start_head() -> tuple[subprocess.Popen, str, Path]:
-    """`ray start --head --block` with ports and a temp dir of its own; returns once the node is up (the command
-    said so) and its Jobs API answers, or once the command has exited."""
-    ray = Path(sys.executable).parent / "ray"
-    # every port of its own: another Ray on this machine (the tests' local one) holds the defaults
-    # (bound by the head seconds later: outside the range outgoing connections take ports from, see listen_port)
-    ports: list[int] = []
-    while len(ports) < 7:
-        ports += [found] if (found := listen_port()) not in ports else []
-    port, dashboard, agent, agent_grpc, metrics, runtime_env, client = ports
-    # a short path: Ray's socket paths under it must stay within AF_UNIX's 107 bytes (pytest's own can be long)
-    temp = Path(tempfile.mkdtemp(prefix="rh-"))
-    log = temp / "head.log"
-    head = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=1",
-                             "--include-dashboard=true", f"--temp-dir={temp}",
-                             f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-                             f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
-                             f"--ray-client-server-port={client}"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                            # the cluster's `python` is the one with arcmatch's dependencies, as in its image
-                            env={**os.environ, **AUTH, "PATH": f"{ray.parent}:{os.environ['PATH']}"})
-    address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 120
-    while head.poll() is None and time.time() < deadline:
-        # the node first: the dashboard answers before `ray start` knows its raylet registered, and gives up after
-        if "Ray runtime started" in log.read_text(errors="replace"):
-            probe = subprocess.run([sys.executable, "-c", f"from ray.job_submission import JobSubmissionClient as "
-                                    f"C; C({address!r}).list_jobs()"], capture_output=True, env={**os.environ, **AUTH})
-            if probe.returncode == 0:
-                break
-        time.sleep(1)
-    return head, address, temp
-
-
-@pytest.fixture(scope="module")
-def ray_head():
-    head, address, temp = _start_head()
-    if head.poll() is not None and STARTUP_TIMEOUT in (temp / "head.log").read_text(errors="replace"):
-        # `ray start` waits a fixed 30 s for its raylet to register (ray/_private/node.py, not configurable); with
-        # the rest of the suite on both cores the raylet's agents can take longer to start, and the command then
-        # stops the node: starting it once more is the one remedy Ray leaves (the tests themselves run once).
-        shutil.rmtree(temp, ignore_errors=True)
-        head, address, temp = _start_head()
-    if head.poll() is not None or "Ray runtime started" not in (temp / "head.log").read_text(errors="replace"):
-        if head.poll() is None:
-            os.killpg(head.pid, signal.SIGTERM)
-        pytest.fail(f"the Ray head did not come up (exit {head.poll()}): "
-                    f"{(temp / 'head.log').read_text(errors='replace')[-3000:]}")
-    yield HeadAddress(address, temp)
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # Ray's graceful stop takes half a minute; the head's processes are its group
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=60)
-    shutil.rmtree(temp, ignore_errors=True)
+@pytest.fixture
+def ray_head(ray_cluster):
+    return HeadAddress(ray_cluster)
 
 
 class HeadAddress(str):
-    """The head's Jobs API address, which also knows where the head keeps its logs."""
+    """The head's Jobs API address, which also knows where the cluster keeps its logs."""
 
-    def __new__(cls, address: str, temp: Path):
-        made = super().__new__(cls, address)
-        made.temp = temp
+    def __new__(cls, cluster):
+        made = super().__new__(cls, cluster.jobs_api)
+        made.cluster = cluster
         return made
 
     def logs(self) -> str:
-        """The end of the head's own logs: what a failed submission's message needs to be understood."""
-        tails = []
-        for name in ("dashboard.log", "gcs_server.out", "raylet.out", "dashboard_agent.log"):
-            for path in self.temp.glob(f"session_latest/logs/{name}"):
-                tails.append(f"--- {name}\n" + path.read_text(errors="replace")[-1500:])
-        head_log = self.temp / "head.log"
-        if head_log.is_file():
-            tails.append("--- ray start\n" + head_log.read_text(errors="replace")[-1000:])
-        return "\n".join(tails)
+        """The end of the cluster's own logs: what a failed submission's message needs to be understood."""
+        return self.cluster.logs()
 
 
 def cli(*args, address, env=None):
