@@ -2,7 +2,9 @@
 
 A 503 is what the service answers while a backend is out (Milvus restarting, a request past its deadline): it
 recovers by itself and says when to come back (Retry-After), so the client waits that long and tries again, up to
-`retries` times; a connection that fails is tried again the same way. Every operation may be repeated safely:
+`retries` times; a connection that fails is tried again the same way, and so is a 5xx the service did not write
+(the proxy in front saying the process that had the request went away: Ray Serve answers a request whose replica
+died with a plain 500). Every operation may be repeated safely:
 enrolling a photo twice is one face (its id derives from identity and photo), searching reads. Past the retries,
 Unavailable. Every other error answer raises its own class at once (arcmatch_client/errors.py).
 """
@@ -79,9 +81,21 @@ class _Sending(Operations):
                 raise Unavailable(f"the arcmatch service at {self.url} is out of reach "
                                   f"({answer.__class__.__name__})") from None
             return _Retry(_wait_s(attempt, None, self.max_wait_s))
-        if answer.status_code == 503 and not last:
+        if (answer.status_code == 503 or _from_the_way_there(answer)) and not last:
             return _Retry(_wait_s(attempt, answer.headers.get("retry-after"), self.max_wait_s))
         return _finish(call, answer)
+
+
+def _from_the_way_there(answer: httpx.Response) -> bool:
+    """A 500, 502 or 504 the service did not write: its own errors are JSON with an "error" field, and its own 500
+    is a bug, not retried."""
+    if answer.status_code not in (500, 502, 504):
+        return False
+    try:
+        body = answer.json()
+    except ValueError:
+        return True
+    return not (isinstance(body, dict) and "error" in body)
 
 
 class Client(_Sending):

@@ -14,6 +14,7 @@ from arcmatch_client.errors import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    ServerError,
     Unauthorized,
     Unavailable,
     UnsupportedMedia,
@@ -141,17 +142,18 @@ def test_each_error_answer_is_its_own_exception(service):
 
 class Outage(httpx.BaseTransport):
     """The network in front of the live service: the first `down` requests are answered 503 with Retry-After, as
-    the service answers while its store is out; the rest reach the service."""
+    the service answers while its store is out (or with `answer`); the rest reach the service."""
 
-    def __init__(self, down: int, retry_after: str = "1") -> None:
-        self.down, self.retry_after, self.seen = down, retry_after, 0
+    def __init__(self, down: int, retry_after: str = "1", answer: httpx.Response | None = None) -> None:
+        self.down, self.retry_after, self.seen, self.answer = down, retry_after, 0, answer
         self.service = httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.seen += 1
         if self.seen <= self.down:
-            return httpx.Response(503, json={"error": "backend unavailable", "detail": "the store is restarting"},
-                                  headers={"Retry-After": self.retry_after})
+            return self.answer or httpx.Response(503, json={"error": "backend unavailable",
+                                                            "detail": "the store is restarting"},
+                                                 headers={"Retry-After": self.retry_after})
         return self.service.handle_request(request)
 
 
@@ -167,6 +169,20 @@ def test_a_503_is_waited_out_as_retry_after_says_then_the_answer_comes(service):
         with pytest.raises(Unavailable, match="restarting"):
             Client(base, KEY, http=http, retries=2).health()
         assert outage.seen == 3  # the first try and two retries, then the 503's own error
+
+
+def test_a_500_from_the_proxy_is_tried_again_and_the_services_own_is_not(service):
+    """Ray Serve's proxy answers a request whose replica died with a plain-text 500: tried again, as every call may
+    be; the service's own 500 (JSON, a bug) is raised at once."""
+    base, _ = service
+    died = Outage(down=1, answer=httpx.Response(500, text="The actor died unexpectedly before finishing this task."))
+    with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, transport=died) as http:
+        assert Client(base, KEY, http=http, max_wait_s=0.01).health().status == "ok" and died.seen == 2
+    bug = Outage(down=1, answer=httpx.Response(500, json={"error": "internal error", "detail": "request abc"}))
+    with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, transport=bug) as http:
+        with pytest.raises(ServerError):
+            Client(base, KEY, http=http, max_wait_s=0.01).health()
+        assert bug.seen == 1
 
 
 def test_the_async_client_answers_as_the_sync_one(service):
