@@ -66,6 +66,25 @@ def _close_log(handle, path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _keep_cluster_messages_in_log() -> None:
+    """Ray prints the cluster's error messages to a driver's stdout from a thread of its own ("the node ... has
+    been marked dead", the last lines of a dead raylet's log), with no setting to turn that off; a quiet job, which
+    goes on by itself after such a death, keeps them in its log file with Ray's other lines instead. The thread
+    looks the printer up in its module at each message, so replacing it there is enough; a Ray without it is left
+    as it is."""
+    import ray._private.worker as ray_worker
+
+    if not callable(getattr(ray_worker, "print_to_stdstream", None)):
+        return
+    log = logging.getLogger("ray")
+
+    def to_log(data: dict, ignore_prefix: bool = False) -> None:
+        for line in data.get("lines", []):
+            log.warning("%s", line)
+
+    ray_worker.print_to_stdstream = to_log
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> None:
     """A local Ray by default, a cluster when an address is given. Quiet: workers' logs stay in Ray's files."""
     import ray
@@ -85,6 +104,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
         if "timed out during startup" not in str(exc):
             raise
         raise Unavailable(f"the local Ray did not start in time (the machine may be overloaded): {exc}") from exc
+    if quiet:
+        _keep_cluster_messages_in_log()
     from ray.data import DataContext
 
     context = DataContext.get_current()

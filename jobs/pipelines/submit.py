@@ -136,7 +136,8 @@ def manage(address: str | None, action: str, job_id: str | None, *, log=print) -
     jobs = client(address)
     if action == "list":
         for info in sorted(jobs.list_jobs(), key=lambda j: j.start_time or 0):
-            log(f"{info.submission_id}\t{info.status}\t{info.entrypoint}")
+            if info.submission_id:  # submitted jobs; a driver that connected itself has no id to address it by
+                log(f"{info.submission_id}\t{info.status}\t{info.entrypoint}")
         return 0
     if job_id is None:
         raise BadInput(f"`arcmatch jobs {action}` needs a job id")

@@ -112,7 +112,7 @@ def test_training_on_two_nodes_goes_on_from_its_checkpoint_when_one_dies(cluster
     from embedder.checkpoint import load_embedder
     from trainer.synthetic import write_dataset
 
-    write_dataset(tmp_path / "data", range(6), 12, size=32)
+    write_dataset(tmp_path / "data", range(4), 8, size=32)  # two steps an epoch on each worker
     runs, out = tmp_path / "runs", tmp_path / "model"
     args = ["train", "--data", str(tmp_path / "data"), "--out", str(out), "--backbone", "test_resnet",
             "--embedding-size", "16", "--input-size", "32", "--head", "arcface", "--scale", "16", "--epochs", "3",

@@ -52,6 +52,7 @@ def test_submitted_job_runs_on_the_cluster_and_reports_its_status(ray_head, tmp_
 
     listed = cli("jobs", "list", address=ray_head)
     assert listed.returncode == 0 and listed.stdout.count("jobs.cli") >= 2
+    assert all(line.startswith("raysubmit_") for line in listed.stdout.splitlines())  # submitted jobs only
     job_id = listed.stdout.split("\t")[0]
     assert cli("jobs", "status", job_id, address=ray_head).stdout.strip() in ("SUCCEEDED", "FAILED")
 
