@@ -14,7 +14,9 @@ window from the kill to the last failure; when the first request answered by a r
 the kill came back (the replicas' own request counts, read from the metrics directory they share); and, at the
 end, whether every enrollment that was answered 201 is in the gallery (lost) and none more than once.
 
-    .venv/bin/python bench/serve_node_fault.py [--seconds 60 --kill-at 15] [--out FILE]
+    .venv/bin/python bench/serve_node_fault.py [--seconds 60 --kill-at 15] [--through-client] [--out FILE]
+
+`--through-client` sends the same requests through `arcmatch_client` (its retries on), as an application would.
 
 Needs the machine's one Milvus server slot free (not while the test suite runs).
 """
@@ -75,8 +77,8 @@ def deploy(cluster: Cluster, scratch: Path, uri: str, keys: str) -> tuple[str, P
 class Traffic:
     """Client threads, each request on a fresh connection; every outcome with its time since the start."""
 
-    def __init__(self, base: str, key: str) -> None:
-        self.base, self.headers = base, {"X-API-Key": key}
+    def __init__(self, base: str, key: str, through_client: bool = False) -> None:
+        self.base, self.headers, self.key, self.through_client = base, {"X-API-Key": key}, key, through_client
         self.outcomes: list[tuple[float, str, str]] = []  # (seconds, kind, outcome)
         self.acknowledged: list[str] = []
         self.stop = threading.Event()
@@ -85,6 +87,9 @@ class Traffic:
         self._enrolled = 0
 
     def _one(self, kind: str) -> None:
+        if self.through_client:
+            self._one_through_client(kind)
+            return
         try:
             with httpx.Client(base_url=self.base, headers=self.headers, timeout=30) as client:
                 if kind == "search":
@@ -104,6 +109,27 @@ class Traffic:
                 outcome = "503 retry-after"
         except httpx.TransportError as exc:
             outcome = f"connection: {type(exc).__name__}"
+        with self._lock:
+            self.outcomes.append((time.monotonic() - self.started, kind, outcome))
+
+    def _one_through_client(self, kind: str) -> None:
+        from arcmatch_client import Client
+        from arcmatch_client.errors import ArcmatchError
+
+        with self._lock:
+            self._enrolled += kind == "enroll"
+            number = self._enrolled
+        try:
+            with Client(self.base, self.key, timeout=30, max_wait_s=1.0) as client:
+                if kind == "search":
+                    client.search(png(1, 1))
+                else:
+                    client.enroll(f"person{number:05d}", [png(10 + number)])
+                    with self._lock:
+                        self.acknowledged.append(f"person{number:05d}")
+            outcome = "200"
+        except ArcmatchError as exc:
+            outcome = f"client: {type(exc).__name__}"
         with self._lock:
             self.outcomes.append((time.monotonic() - self.started, kind, outcome))
 
@@ -145,6 +171,7 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=15)
     parser.add_argument("--searchers", type=int, default=4)
     parser.add_argument("--enrollers", type=int, default=2)
+    parser.add_argument("--through-client", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -160,7 +187,7 @@ def main() -> None:
             files = [("images", ("a.png", png(1), "image/png"))]
             assert client.post("/v1/identities/searched/faces", files=files).status_code == 201
         before = set(replica_requests(metrics_dir))
-        traffic = Traffic(base, key)
+        traffic = Traffic(base, key, args.through_client)
         kinds = ["search"] * args.searchers + ["enroll"] * args.enrollers
         with concurrent.futures.ThreadPoolExecutor(len(kinds)) as pool:
             for kind in kinds:
@@ -189,7 +216,8 @@ def main() -> None:
     by_outcome: dict[str, int] = {}
     for _, _, outcome in failures:
         by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
-    emit({"bench": "serve_node_fault", "seconds": args.seconds, "clients": len(kinds), "killed_at_s": killed_at,
+    emit({"bench": "serve_node_fault", "through_client": args.through_client, "seconds": args.seconds,
+          "clients": len(kinds), "killed_at_s": killed_at,
           "requests": per_kind, "search_failed_share": round(per_kind["search"]["failed"] /
                                                            max(1, per_kind["search"]["sent"]), 4),
           "failures_by_outcome": by_outcome,
