@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import subprocess
 import sys
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit, start_milvus_server  # noqa: E402
 from jobs.api.keys import new_key  # noqa: E402
-from tests.helpers import listen_port, png  # noqa: E402
+from tests.helpers import counts_per_process, listen_port, png  # noqa: E402
 from tests.ray_cluster import AUTH, Cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,19 +137,6 @@ class Traffic:
             self._one(kind)
 
 
-def replica_requests(metrics_dir: Path) -> dict[str, float]:
-    """{replica pid: requests it answered}, from the replicas' shared metrics directory."""
-    from prometheus_client.mmap_dict import MmapedDict
-
-    found: dict[str, float] = {}
-    for path in metrics_dir.glob("counter_*.db"):
-        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
-            if json.loads(key)[1].startswith("arcmatch_http_requests"):
-                pid = path.stem.split("_", 1)[1]
-                found[pid] = found.get(pid, 0.0) + value
-    return found
-
-
 def in_gallery(uri: str, names: list[str]) -> tuple[int, int]:
     """(of `names`, how many have a face in the gallery; faces beyond one per name)."""
     from indexer.galleries import Galleries
@@ -186,7 +172,10 @@ def main() -> None:
         with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as client:
             files = [("images", ("a.png", png(1), "image/png"))]
             assert client.post("/v1/identities/searched/faces", files=files).status_code == 201
-        before = set(replica_requests(metrics_dir))
+        def answered() -> dict[str, float]:  # requests by replica pid
+            return counts_per_process(metrics_dir, "arcmatch_http_requests_total")
+
+        before = set(answered())
         traffic = Traffic(base, key, args.through_client)
         kinds = ["search"] * args.searchers + ["enroll"] * args.enrollers
         with concurrent.futures.ThreadPoolExecutor(len(kinds)) as pool:
@@ -200,8 +189,7 @@ def main() -> None:
             cluster.add_worker()
             replacement_at = None
             while time.monotonic() - traffic.started < args.seconds:
-                if replacement_at is None and any(pid not in before and n > 0
-                                                  for pid, n in replica_requests(metrics_dir).items()):
+                if replacement_at is None and any(pid not in before and n > 0 for pid, n in answered().items()):
                     replacement_at = time.monotonic() - traffic.started
                 time.sleep(0.2)
             traffic.stop.set()

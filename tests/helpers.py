@@ -226,3 +226,40 @@ def gallery_rows(uri: str | Path, gallery: str) -> tuple[int, int, float | None]
         return len(ids), len(set(ids)), index.info().threshold
     finally:
         client.close()
+
+
+def metric_samples(text: str) -> dict[tuple, float]:
+    """{(metric sample name, sorted labels): value} from Prometheus's text format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def scraped(client, base: str | None = None) -> dict[tuple, float]:
+    """A scrape of /metrics (of `base`, or of the client's own base URL), as metric_samples."""
+    answer = client.get(f"{base}/metrics" if base else "/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return metric_samples(answer.text)
+
+
+def metric_value(found: dict, name: str, **labels) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def counts_per_process(directory: Path, name: str, **labels) -> dict[str, float]:
+    """{pid: that process's count of one counter sample}, read from its file in a prometheus-client multiprocess
+    directory (PROMETHEUS_MULTIPROC_DIR)."""
+    import json
+
+    from prometheus_client.mmap_dict import MmapedDict
+
+    found: dict[str, float] = {}
+    for path in directory.glob("counter_*.db"):
+        for key, number, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+            _, sample, sample_labels, _ = json.loads(key)
+            same = sample.removesuffix("_total") == name.removesuffix("_total")
+            if same and all(sample_labels.get(k) == v for k, v in labels.items()):
+                pid = path.stem.split("_", 1)[1]
+                found[pid] = found.get(pid, 0.0) + number
+    return found

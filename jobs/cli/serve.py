@@ -90,7 +90,9 @@ def serve(args: argparse.Namespace) -> int:
 def shared_metrics(needed: bool):
     """A fresh directory the workers count into, so that /metrics answers for all of them (jobs/api/metrics.py),
     removed when serving ends; one the operator set is used as it is."""
-    variable = "PROMETHEUS_MULTIPROC_DIR"  # jobs.api.metrics.SHARED_DIR_VARIABLE, without importing the app here
+    from jobs.api.metrics import SHARED_DIR_VARIABLE as variable  # this process serves nothing: its own metrics
+    # are never shared, so importing them before the directory is set changes nothing
+
     if not needed or os.environ.get(variable):
         yield
         return

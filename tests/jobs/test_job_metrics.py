@@ -11,19 +11,12 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.job_metrics import JobMetrics, counts
 from jobs.progress import Console
 from tests.deploy.prometheus import query, running, until
-from tests.helpers import free_port, run_cli
+from tests.helpers import free_port, metric_samples, run_cli
 from trainer.synthetic import write_dataset
-
-
-def samples(text: str) -> dict[tuple, float]:
-    """{(metric sample name, sorted labels): value} from the text format."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 @dataclass
@@ -49,10 +42,10 @@ def test_a_running_job_serves_its_stages_progress_and_then_its_counts():
         with console.stage("ingest", total=10) as bar:
             bar.update(4)
             bar.skips(1)
-            during = samples(httpx.get(url).text)
+            during = metric_samples(httpx.get(url).text)
             bar.update(6)
         console.finish(Summary(), "partial")
-        after = samples(httpx.get(url).text)
+        after = metric_samples(httpx.get(url).text)
     assert during[("arcmatch_job_items_total", (("command", "ingest"), ("stage", "ingest")))] == 4
     assert during[("arcmatch_job_items_expected", (("command", "ingest"), ("stage", "ingest")))] == 10
     assert during[("arcmatch_job_skipped", (("command", "ingest"),))] == 1
@@ -68,7 +61,7 @@ def test_a_failed_job_says_so_and_a_gateway_that_is_down_costs_nothing_but_a_lin
     metrics = JobMetrics("cluster", pushgateway=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(RuntimeError), Console(quiet=True, interactive=False, metrics=metrics).job():
         raise RuntimeError("the job broke")
-    found = samples(metrics.registry_text())
+    found = metric_samples(metrics.registry_text())
     assert ("arcmatch_job_finished_timestamp_seconds", (("command", "cluster"), ("outcome", "failed"))) in found
     assert "could not push the job's metrics" in capsys.readouterr().err
 
@@ -106,7 +99,7 @@ def test_an_ingestion_pushes_its_progress_and_final_counts(ray_local, pushgatewa
     done = run_cli("ingest", str(root), "--model", str(tiny_model_dir), "--milvus", str(tmp_path / "g.db"),
                    "--index", "FLAT", "--errors", str(tmp_path / "e.csv"), env=env)
     assert done.returncode == 3, done.stderr[-2000:]  # finished, with the broken file skipped
-    found = samples(httpx.get(f"{pushgateway}/metrics").text)
+    found = metric_samples(httpx.get(f"{pushgateway}/metrics").text)
     group = (("command", "ingest"), ("gallery", "pushed"), ("instance", ""), ("job", "arcmatch"))
 
     def value(name: str, **labels) -> float:

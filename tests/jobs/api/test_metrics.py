@@ -2,21 +2,28 @@
 status, phases, the decisions and best scores per gallery, readiness), and naming no identity or face."""
 
 import concurrent.futures
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.api.app import create_app
 from jobs.settings import Settings
-from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, free_port, live_app, png
+from tests.helpers import (
+    READ_ENTRY,
+    WRITE_ENTRY,
+    R,
+    W,
+    counts_per_process,
+    free_port,
+    live_app,
+    metric_value,
+    png,
+    scraped,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +35,8 @@ def api(tmp_path_factory, tiny_model_dir):
         yield client
 
 
-def samples(client, base: str | None = None) -> dict:
-    answer = client.get(f"{base}/metrics" if base else "/metrics")
-    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(answer.text) for s in family.samples}
-
-
-def value(found: dict, name: str, **labels) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 def test_the_counters_move_as_the_traffic_does(api):
-    before = samples(api)
+    before = scraped(api)
     files = [("images", ("a.png", png(1), "image/png"))]
     assert api.post("/v1/identities/Ann Example/faces", files=files, headers=W).status_code == 201
     for _ in range(2):
@@ -49,10 +45,10 @@ def test_the_counters_move_as_the_traffic_does(api):
                       headers=R)
     assert strict.status_code == 200 and strict.json()["faces"][0]["match"] is False
     assert api.post("/v1/search", headers=R).status_code == 422  # no photo: a 4xx counted as such
-    after = samples(api)
+    after = scraped(api)
 
     def moved(name: str, **labels) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
     assert moved("arcmatch_decisions_total", gallery="watched", decision="identified") == 2
     assert moved("arcmatch_decisions_total", gallery="watched", decision="unknown") == 1
@@ -63,7 +59,7 @@ def test_the_counters_move_as_the_traffic_does(api):
                  status="201") == 1
     for phase in ("decode", "embed", "search"):
         assert moved("arcmatch_phase_duration_seconds_count", phase=phase) >= 3
-    assert value(after, "arcmatch_ready", gallery="watched") == 1
+    assert metric_value(after, "arcmatch_ready", gallery="watched") == 1
     assert moved("arcmatch_milvus_calls_total", call="search", outcome="ok") >= 3  # the store's side of it
     assert moved("arcmatch_milvus_call_duration_seconds_count", call="search") >= 3
 
@@ -83,19 +79,6 @@ def test_metrics_can_be_turned_off(tmp_path, tiny_model_dir):
     with live_app(create_app(settings)) as base:
         assert httpx.get(f"{base}/metrics").status_code == 404
         assert httpx.get(f"{base}/v1/health").status_code == 200
-
-
-def counts_per_process(directory: Path, name: str, **labels) -> dict[str, float]:
-    """{pid: that process's count of one counter sample}, read from its file in the shared directory."""
-    found: dict[str, float] = {}
-    for path in directory.glob("counter_*.db"):
-        for key, number, _, _ in MmapedDict.read_all_values_from_file(str(path)):
-            _, sample, sample_labels, _ = json.loads(key)
-            same = sample.removesuffix("_total") == name.removesuffix("_total")
-            if same and all(sample_labels.get(k) == v for k, v in labels.items()):
-                pid = path.stem.split("_", 1)[1]
-                found[pid] = found.get(pid, 0.0) + number
-    return found
 
 
 @pytest.mark.slow
@@ -130,16 +113,16 @@ def test_several_worker_processes_answer_a_scrape_with_all_their_counts(tmp_path
             for _ in range(10):  # until both workers have answered searches (the kernel chooses who accepts)
                 assert set(pool.map(search, range(16))) == {200}
                 sent += 16
-                totals += [value(samples(httpx, base), "arcmatch_http_requests_total", route="/v1/search",
-                                 method="POST", status="200") for _ in range(4)]
+                totals += [metric_value(scraped(httpx, base), "arcmatch_http_requests_total", route="/v1/search",
+                                        method="POST", status="200") for _ in range(4)]
                 if len(counts_per_process(shared, "arcmatch_http_requests_total", route="/v1/search")) >= 2:
                     break
         by_process = counts_per_process(shared, "arcmatch_http_requests_total", route="/v1/search")
         assert len(by_process) == 2 and sum(by_process.values()) == sent, by_process
         assert totals == sorted(totals) and totals[-1] == sent  # never a step back, whoever answered
-        found = samples(httpx, base)
-        assert value(found, "arcmatch_decisions_total", gallery="workers", decision="identified") == sent
-        assert value(found, "arcmatch_ready", gallery="workers") == 1
+        found = scraped(httpx, base)
+        assert metric_value(found, "arcmatch_decisions_total", gallery="workers", decision="identified") == sent
+        assert metric_value(found, "arcmatch_ready", gallery="workers") == 1
     finally:
         server.terminate()
         _, logs = server.communicate(timeout=60)

@@ -13,7 +13,7 @@ from embedder.embed import TorchEmbedder
 from embedder.preprocess import decode_image
 from jobs.api.keys import new_key
 from jobs.settings import Settings
-from tests.helpers import WRITE_ENTRY, W, free_port, png
+from tests.helpers import WRITE_ENTRY, W, counts_per_process, free_port, metric_value, png, scraped
 
 
 @pytest.mark.slow
@@ -76,7 +76,6 @@ def test_two_replicas_are_counted_together_and_the_node_port_survives_its_holder
     from ray import serve
 
     from jobs.api.serve import build_application
-    from tests.jobs.api.test_metrics import counts_per_process, samples, value
 
     port, node_port, shared = free_port(), free_port(), tmp_path / "metrics"
     settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=milvus_uri, gallery="replicas",
@@ -97,14 +96,14 @@ def test_two_replicas_are_counted_together_and_the_node_port_survives_its_holder
             return [a.status_code for a in answers]
 
         def searched(at: str) -> float:
-            return value(samples(httpx, at), "arcmatch_http_requests_total", route="/v1/search", method="POST",
-                         status="200")
+            return metric_value(scraped(httpx, at), "arcmatch_http_requests_total", route="/v1/search",
+                                method="POST", status="200")
 
         assert set(asyncio.run(searches(32))) == {200}
         by_replica = counts_per_process(shared, "arcmatch_http_requests_total", route="/v1/search")
         assert len(by_replica) == 2 and sum(by_replica.values()) == 32, by_replica
         assert searched(node) == 32 and searched(base) == 32
-        assert value(samples(httpx, node), "arcmatch_ready", gallery="replicas") == 1
+        assert metric_value(scraped(httpx, node), "arcmatch_ready", gallery="replicas") == 1
 
         holder = int(next(line.split()[-1] for line in open_ports() if line.split()[0] == str(node_port)))
         os.kill(holder, signal.SIGKILL)  # the replica process itself: Serve replaces it
