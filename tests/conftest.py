@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import pin_port
+from tests.ray_cluster import RAY_CLUSTER
 
 
 def _scratch_dir(variable: str, prefix: str) -> None:
@@ -110,8 +111,6 @@ def pytest_xdist_make_scheduler(config, log):
     return OneServer(config, log)
 
 
-# the modules that share one multi-node Ray cluster (tests/jobs/pipelines/conftest.py): one test process runs them
-RAY_CLUSTER = ("tests/jobs/pipelines/test_submit.py", "tests/jobs/pipelines/test_node_faults.py")
 EARLY = RAY_CLUSTER
 
 
@@ -119,8 +118,11 @@ def pytest_collection_modifyitems(items):
     """Tests that stop the shared Milvus server run last, so that no other test meets its outage (under xdist: last
     of the server's tests, which one process runs). The Ray cluster of `arcmatch submit`'s and the node faults'
     tests starts first, while the machine is quiet: `ray start` gives its raylet a fixed 30 s to register (not
-    configurable), and with the suite's heaviest tests on both cores it has taken longer."""
+    configurable), and with the suite's heaviest tests on both cores it has taken longer. A node-fault test of the
+    Milvus server (with a cluster of its own, in the server's test process) comes last of that process's tests that
+    leave the server up, when the shared cluster's tests are likely done: two clusters at once overload 2 cores."""
     items.sort(key=lambda item: (item.get_closest_marker("disruptive") is not None,
+                                 item.nodeid.startswith(EARLY) and SERVER_ID in item.nodeid,
                                  not item.nodeid.startswith(EARLY)))
 
 

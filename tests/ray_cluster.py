@@ -23,6 +23,9 @@ from pathlib import Path
 from tests.helpers import listen_port
 
 RAY = Path(sys.executable).parent / "ray"
+# the modules that share one cluster (tests/jobs/pipelines/conftest.py): one test process runs them, one after the
+# other (tests/conftest.py)
+RAY_CLUSTER = ("tests/jobs/pipelines/test_submit.py", "tests/jobs/pipelines/test_node_faults.py")
 AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 STARTED = "Ray runtime started"
 STARTUP_TIMEOUT = "timed out during startup"  # `ray start`'s words when its raylet did not register within 30 s

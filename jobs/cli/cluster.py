@@ -28,6 +28,10 @@ def register(sub) -> None:
     p.add_argument("--export", help="also write one Parquet row per face: its cluster, size, cohesion, "
                                     "representative face")
     p.add_argument("--concurrency", type=int, default=2, help="search actors (Milvus server only)")
+    p.add_argument("--ray-from", type=int, metavar="FACES",
+                   help="search with Ray actors from this many faces on (Milvus server only; below it the command "
+                        "searches by itself, as actors take longer to start than a small gallery takes to search; "
+                        "default 20,000)")
     ray_flag(p)
     p.set_defaults(run=cluster)
 
@@ -50,7 +54,7 @@ def cluster(args: argparse.Namespace) -> int:
         summary = run_cluster(milvus=settings.milvus_uri, token=settings.token(), gallery=settings.gallery,
                               root=archive_root(settings, CLUSTERS_BESIDE), k=args.k, threshold=args.threshold,
                               method=args.method, export_parquet=args.export, concurrency=args.concurrency,
-                              console=console)
+                              ray_from=args.ray_from, console=console)
         console.finish(summary)
     print("\n".join(summary.lines()))
     audit(settings, "cluster", collection=summary.collection, run=summary.run, clusters=summary.clusters)

@@ -96,10 +96,13 @@ def _edges_in_driver(index: FaceIndex, ids: np.ndarray, k: int, bar) -> tuple[np
 
 def _edges_with_ray(uri: str, token: str | None, collection: str, ids: np.ndarray, k: int, concurrency: int,
                     bar) -> tuple[np.ndarray, ...]:
+    import pyarrow as pa
     import ray.data
 
+    # the blocks go in as they are: a step between them and the actors (a rename, say) is a task of a whole CPU,
+    # which a cluster whose nodes the actors share can never place once a node's death makes it run again
     blocks = np.array_split(ids, max(1, min(len(ids) // SEARCH_BATCH, concurrency * 8)))  # work for every actor
-    ds = ray.data.from_numpy(blocks).rename_columns({"data": "face_id"})
+    ds = ray.data.from_arrow([pa.table({"face_id": block}) for block in blocks])
     actors = ray.data.ActorPoolStrategy(size=min(concurrency, len(blocks)))  # no idle actor for a small gallery
     ds = ds.map_batches(NeighbourSearch, fn_constructor_args=(uri, token, collection, k), batch_size=SEARCH_BATCH,
                         batch_format="numpy", compute=actors, num_cpus=0.5)
@@ -172,12 +175,12 @@ def cluster(
     method: str = METHODS[0],
     export_parquet: str | Path | None = None,
     concurrency: int = 2,
-    ray_from: int = RAY_FROM,
+    ray_from: int | None = None,
     seed: int = 0,
     console: Console | None = None,
 ) -> ClusterRunSummary:
     """Cluster the unlabelled faces of gallery `gallery` (the collection it serves); the run is kept under `root`
-    (the face archive's location)."""
+    (the face archive's location). Ray actors search from `ray_from` faces on (default RAY_FROM), on a server."""
     console = console or silent()
     client = connect(milvus, token)
     collection = Galleries(client, gallery).serving()
@@ -198,7 +201,7 @@ def cluster(
     started = time.perf_counter()
     with console.stage("neighbours", total=len(ids), unit="faces") as bar:
         src, dst, weight = neighbour_edges(index, ids, k, milvus=milvus, token=token, concurrency=concurrency,
-                                           ray_from=ray_from, bar=bar)
+                                           ray_from=RAY_FROM if ray_from is None else ray_from, bar=bar)
     scores = ranked_scores(len(ids), src, dst, weight, k) if given is None else None
     summary.threshold, summary.threshold_source = edge_threshold(index, given, scores)
     client.close()

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import gallery_rows, photo_tree
+from tests.helpers import gallery_rows, people, photo_tree
 from tests.ray_cluster import AUTH, Cluster, Node
 
 ARCMATCH = [sys.executable, "-m", "jobs.cli"]
 EMBEDDING_ACTOR = "EmbedBatch"  # in the process title Ray gives an actor of Ray Data's map_batches(EmbedBatch)
+SEARCH_ACTOR = "NeighbourSearch"  # `arcmatch cluster`'s, the same way
 
 
 @pytest.fixture
@@ -121,3 +122,44 @@ def test_training_on_two_nodes_goes_on_from_its_checkpoint_when_one_dies(cluster
     assert code == 0, err[-3000:] + cluster.logs()
     model = load_embedder(out)
     assert (model.spec.backbone, model.spec.embedding_size) == ("test_resnet", 16)
+
+
+@pytest.mark.slow
+@pytest.mark.stores("server")
+def test_a_clustering_survives_a_worker_node_death(milvus_uri, new_collection, tmp_path):
+    """`arcmatch cluster` on the Milvus server, its neighbour searches in Ray Data actors on the worker nodes
+    (`--ray-from 0`: however few the faces), the node of a search actor dying: the run either finishes with every
+    unlabelled face in exactly one cluster and the people found, or fails in one line and a re-run does. Its own
+    cluster: the Milvus server's tests run in a test process of their own (tests/conftest.py)."""
+    from indexer.cluster_store import ClusterStore
+    from indexer.clustering import bcubed
+    from indexer.ids import UNLABELLED
+    from indexer.store import FaceRow
+
+    gallery = new_collection(32, 0.6)
+    crowd = people(250, 4, spread=0.4, dim=32)
+    gallery.upsert([FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in crowd])
+    gallery.flush()
+    archive = tmp_path / "archive"
+    env = {"ARCMATCH_ARCHIVE": "true", "ARCMATCH_ARCHIVE_URI": str(archive)}
+    args = ["cluster", "--milvus", milvus_uri, "--gallery", gallery.collection, "--k", "8", "--ray-from", "0"]
+    (tmp_path / "nodes").mkdir()
+    nodes = Cluster(tmp_path / "nodes")
+    try:
+        nodes.add_worker()
+        nodes.add_worker()
+        code, out, err, killed = run(nodes, args, tmp_path, kill=True, victim=lambda: nodes.hosting(SEARCH_ACTOR),
+                                     **env)
+        assert killed, f"no search actor was seen on a worker node: {err[-2000:]}\n{nodes.logs()}"
+        if code != 0:
+            assert one_line(err), err[-3000:]
+            code, out, err, _ = run(nodes, args, tmp_path, kill=False, **env)
+        assert code == 0, err[-3000:] + nodes.logs()
+    finally:
+        nodes.stop()
+    assert "(raylet)" not in out + err
+    latest = ClusterStore(str(archive), gallery.collection, gallery.collection).latest()
+    faces = latest.face_ids.tolist()
+    assert sorted(faces) == sorted(r.face_id for r in crowd)  # each face once
+    truth = {r.face_id: r.identity for r in crowd}
+    assert bcubed([truth[f] for f in faces], latest.cluster_of)[:2] == (1.0, 1.0)
