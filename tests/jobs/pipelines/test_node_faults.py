@@ -7,6 +7,7 @@ over several rounds: bench/node_faults.py, docs/BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,44 +56,54 @@ def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool,
     return job.returncode, out.read_text(), err.read_text(), killed
 
 
+def rows_apart(db: Path) -> list:
+    """gallery_rows of gallery "faces", read by a process of its own: Milvus Lite's file stays held by the process
+    that opened it, and the next job must open it."""
+    code = f"import json; from tests.helpers import gallery_rows; print(json.dumps(gallery_rows({str(db)!r}, 'faces')))"
+    answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[3])
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    return json.loads(answer.stdout.strip().splitlines()[-1])
+
+
 def one_line(stderr: str) -> bool:
     lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(("\r", " "))]
     return "Traceback" not in stderr and len(lines[-1:]) == 1
 
 
 @pytest.mark.slow
-def test_an_ingestion_then_a_submitted_reembed_survive_a_worker_node_death(cluster, tmp_path, tiny_model_dir,
-                                                                           other_model_dir):
-    """`arcmatch ingest` as a driver of the cluster, then `arcmatch submit reembed` through the head's Jobs API (its
-    driver on the head, its work on the workers), a node dying under each. Each finishes with every face once, or
+def test_a_submitted_ingestion_then_a_reembed_survive_a_worker_node_death(cluster, tmp_path, tiny_model_dir,
+                                                                          other_model_dir):
+    """`arcmatch submit ingest` through the head's Jobs API (its driver on the head, its work on the workers), then
+    `arcmatch reembed` as a driver of the cluster, a node dying under each. Each finishes with every face once, or
     fails (in one line; for the submitted job, exit 1 and `arcmatch jobs status` FAILED) and a re-run finishes; the
     submitted job's exit code and status agree, and what they say is so."""
     expected = photo_tree(tmp_path / "tree", 100, 2)
     db = tmp_path / "g.db"
     env = {"ARCMATCH_ARCHIVE": "true", "ARCMATCH_ARCHIVE_URI": str(tmp_path / "archive")}
-    ingest = ["ingest", str(tmp_path / "tree"), "--model", str(tiny_model_dir), "--milvus", str(db),
-              "--gallery", "faces", "--concurrency", "2", "--batch-size", "8", "--index", "FLAT"]
-    code, out, err, killed = run(cluster, ingest, tmp_path, kill=True, **env)
-    assert killed, f"ingest: no embedding actor was seen on a worker node: {err[-2000:]}\n{cluster.logs()}"
-    if code != 0:  # a failure says so in a line, and a re-run finishes what is left
-        assert one_line(err), err[-3000:]
-        code, out, err, _ = run(cluster, ingest, tmp_path, kill=False, **env)
-    assert code == 0, f"ingest: {err[-3000:]}{cluster.logs()}"
-    assert "(raylet)" not in out + err  # the job's own lines only, not Ray's
-    assert f"embedded {expected}, skipped 0" in out  # the file itself is read at the end: Lite is one process's
-
     submitted = {**env, "RAY_ADDRESS": cluster.jobs_api}  # the ARCMATCH_* settings travel with the job
-    reembed = ["submit", "reembed", "--model", str(other_model_dir), "--milvus", str(db), "--gallery", "faces",
-               "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
-    code, out, err, killed = run(cluster, reembed, tmp_path, kill=True, **submitted)
-    assert killed, f"reembed: no embedding actor was seen on a worker node: {out[-2000:]}{err[-2000:]}"
+    ingest = ["submit", "ingest", str(tmp_path / "tree"), "--model", str(tiny_model_dir), "--milvus", str(db),
+              "--gallery", "faces", "--concurrency", "2", "--batch-size", "8", "--index", "FLAT"]
+    code, out, err, killed = run(cluster, ingest, tmp_path, kill=True, **submitted)
+    assert killed, f"ingest: no embedding actor was seen on a worker node: {out[-2000:]}{err[-2000:]}"
     job_id = next(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("submitted "))
     status = run(cluster, ["jobs", "status", job_id], tmp_path, kill=False, **submitted)[1].strip()
     assert (code, status) in ((0, "SUCCEEDED"), (1, "FAILED")), out[-3000:] + err[-2000:]
     if code != 0:  # it says it failed, with the job's own error and no traceback, and a re-run finishes
         assert "Traceback" not in out + err, out[-3000:]
-        code, out, err, _ = run(cluster, reembed, tmp_path, kill=False, **submitted)
-        assert code == 0, out[-3000:] + err[-2000:]
+        code, out, err, _ = run(cluster, ingest, tmp_path, kill=False, **submitted)
+        assert code == 0, out[-3000:] + err[-2000:] + cluster.logs()
+    assert rows_apart(db)[:2] == [expected, expected]  # nothing lost, nothing doubled
+
+    reembed = ["reembed", "--model", str(other_model_dir), "--milvus", str(db), "--gallery", "faces",
+               "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
+    code, out, err, killed = run(cluster, reembed, tmp_path, kill=True, **env)
+    assert killed, f"reembed: no embedding actor was seen on a worker node: {err[-2000:]}\n{cluster.logs()}"
+    if code != 0:  # a failure says so in a line, and a re-run finishes what is left
+        assert one_line(err), err[-3000:]
+        code, out, err, _ = run(cluster, reembed, tmp_path, kill=False, **env)
+    assert code == 0, f"reembed: {err[-3000:]}{cluster.logs()}"
+    assert "(raylet)" not in out + err  # the job's own lines only, not Ray's
     # nothing lost, nothing doubled, and the gallery serves from the new model's collection
     assert gallery_rows(db, "faces") == (expected, expected, 0.6)
 
