@@ -15,24 +15,30 @@ import sys
 import traceback
 
 from common.errors import EXIT_INTERNAL, ArcmatchError, exit_code
-from jobs.cli import (
-    calibrate,
-    cluster,
-    demo,
-    galleries,
-    gallery,
-    ingest,
-    model,
-    prepare,
-    reembed,
-    remote,
-    search,
-    serve,
-    storage,
-    submit,
-    train,
-)
-from jobs.runtime import log_file, quiet_terminal
+
+try:
+    from jobs.cli import (
+        calibrate,
+        cluster,
+        demo,
+        galleries,
+        gallery,
+        ingest,
+        model,
+        prepare,
+        reembed,
+        remote,
+        search,
+        serve,
+        storage,
+        submit,
+        train,
+    )
+    from jobs.runtime import log_file, quiet_terminal
+except ModuleNotFoundError as missing:  # a Python without arcmatch's dependencies: one line, not a traceback
+    from jobs.environment import missing_module
+
+    raise SystemExit(missing_module(missing)) from None
 
 GROUPS = (prepare, train, model, ingest, search, remote, gallery, calibrate, cluster, reembed, storage, galleries,
           serve, submit, demo)

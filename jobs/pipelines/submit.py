@@ -2,12 +2,16 @@
 
 The project's code travels as the job's runtime environment (its working_dir), and the entrypoint is the same
 CLI (`python -m jobs.cli train ...`), so a job on the cluster runs exactly what `arcmatch train ...` runs here.
-Paths in the job's arguments are paths on the cluster (a shared volume or an s3:// URI), not on this machine.
+Paths in the job's arguments are paths on the cluster (a shared volume or an s3:// URI), not on this machine; the
+job starts in its copy of the project, so a relative path (with a slash: `./photos`) into a folder here outside
+that copy is sent absolute (what a shared volume mounted at the same place needs; without one, no
+relative path could be found).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
 import re
 import shlex
@@ -56,6 +60,11 @@ def client(address: str | None):
     from ray.job_submission import JobSubmissionClient
 
     logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per packaged file
+    # these set INFO themselves ("Uploading package", "WebSocket closed"), or warn that the directories
+    # SHIPPED_EXCLUDES leaves out are now left out by default too
+    for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
+                 "ray._private.runtime_env.working_dir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return JobSubmissionClient(address)
     except AuthenticationError as exc:
@@ -76,7 +85,7 @@ def submit(address: str | None, job: str, args: list[str], *, follow: bool = Tru
         runtime_env["pip"] = pip
     if env:
         runtime_env["env_vars"] = dict(env)
-    entrypoint = " ".join(["python", "-m", "jobs.cli", job, *map(shlex.quote, args)])
+    entrypoint = " ".join(["python", "-m", "jobs.cli", job, *map(shlex.quote, on_the_cluster(args))])
     from ray.exceptions import AuthenticationError
 
     deadline = time.monotonic() + 120
@@ -95,6 +104,30 @@ def submit(address: str | None, job: str, args: list[str], *, follow: bool = Tru
     if not follow:
         return 0
     return wait(jobs, job_id, log=log)
+
+
+def on_the_cluster(args: list[str], here: Path | None = None) -> list[str]:
+    """`args` with every relative path (a value with a slash) whose folder exists here (`here`: the working
+    directory) but is not in the job's copy of the project (outside it, or left out by SHIPPED_EXCLUDES) made absolute,
+    `--flag=path` too."""
+    here = here or Path.cwd()
+
+    def shipped(path: Path) -> bool:
+        if not path.is_relative_to(PROJECT):
+            return False
+        parts = path.relative_to(PROJECT).parts
+        return not any(fnmatch.fnmatch(part, pattern) for part in parts for pattern in SHIPPED_EXCLUDES)
+
+    def one(arg: str) -> str:
+        flag, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if "/" not in value or "://" in value or value.startswith("-") or Path(value).is_absolute():
+            return arg  # a bare word may be a gallery's or a person's name that a file here happens to have
+        path = (here / value).resolve()
+        if not path.parent.exists() or shipped(path):  # the parent: an output not written yet (a new Lite file)
+            return arg
+        return f"{flag}{equals}{path}"
+
+    return [one(arg) for arg in args]
 
 
 def wait(jobs, job_id: str, *, log=print) -> int:
@@ -121,14 +154,17 @@ def wait(jobs, job_id: str, *, log=print) -> int:
 
 def wrong_python(lines: list[str]) -> str | None:
     """What to do when the job died because the cluster's `python` is not the one arcmatch is installed in (the
-    entrypoint runs `python` from the PATH the head was started with), or None."""
+    entrypoint runs `python` from the PATH the head was started with), or None; None too where the job's own last
+    line already said so (jobs/environment.py)."""
+    from jobs.environment import CLUSTER_ADVICE
+
     for line in reversed(lines):
+        if CLUSTER_ADVICE in line:
+            return None
         missing = re.search(r"No module named '([^']+)'", line)
         if missing or re.search(r"python: (command )?not found", line):
             what = f"cannot import {missing[1]!r}" if missing else "is not there"
-            return (f"the cluster's `python` {what}: start Ray with the environment arcmatch is installed in first "
-                    "on its PATH (`source .venv/bin/activate` before `ray start`), or run the cluster from the "
-                    "image k8s/Dockerfile builds")
+            return f"the cluster's `python` {what}: {CLUSTER_ADVICE}"
     return None
 
 

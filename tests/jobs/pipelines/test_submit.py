@@ -84,6 +84,19 @@ def test_a_newcomers_submission_finds_the_token_and_carries_the_settings(ray_hea
     assert "Traceback" not in refused.stderr
 
 
+def test_relative_paths_that_the_jobs_copy_of_the_project_lacks_are_sent_absolute(tmp_path):
+    from jobs.pipelines.submit import PROJECT, on_the_cluster
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "model").mkdir()
+    args = ["./photos", "--model=model/", "--gallery", "model", "--milvus", "./new.db", "/data/x", "a/b"]
+    assert on_the_cluster(args, tmp_path) == [str(tmp_path / "photos"), f"--model={tmp_path / 'model'}",
+                                              "--gallery", "model", "--milvus", str(tmp_path / "new.db"), "/data/x",
+                                              "a/b"]
+    # in the shipped copy: as given (the job starts there); left out of it (tests/): absolute
+    assert on_the_cluster(["jobs/cli", "tests/fixtures"], PROJECT) == ["jobs/cli", str(PROJECT / "tests/fixtures")]
+
+
 def test_a_job_that_died_for_the_clusters_python_says_what_to_do():
     from jobs.pipelines.submit import wrong_python
 
@@ -93,3 +106,25 @@ def test_a_job_that_died_for_the_clusters_python_says_what_to_do():
     assert "cannot import 'tqdm'" in wrong_python(died) and "ray start" in wrong_python(died)
     assert "is not there" in wrong_python(["/bin/sh: 1: python: not found"])
     assert wrong_python(["arcmatch ingest: bad input: /data/x does not exist"]) is None
+
+
+def test_the_entrypoint_in_a_python_without_the_dependencies_says_so_in_one_line(tmp_path):
+    """The job's own side: `python -m jobs.cli` where nothing but the standard library imports (-S: no
+    site-packages) ends with one line naming the module and what to do, and the submitter adds nothing to it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from jobs.pipelines.submit import wrong_python
+
+    root = Path(__file__).resolve().parents[3]
+    as_job = {"PATH": "/usr/bin:/bin", "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}
+    died = subprocess.run([sys.executable, "-S", "-m", "jobs.cli", "ingest", "x"], capture_output=True, text=True,
+                          cwd=root, env=as_job, timeout=60)
+    lines = died.stderr.strip().splitlines()
+    assert died.returncode == 1 and len(lines) == 1, died.stderr
+    assert lines[0].startswith("arcmatch: the cluster's `python` (") and "cannot import '" in lines[0]
+    assert "ray start" in lines[0] and wrong_python(lines) is None
+    here = subprocess.run([sys.executable, "-S", "-m", "jobs.cli", "--help"], capture_output=True, text=True,
+                          cwd=root, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert here.returncode == 1 and "this Python" in here.stderr and "make setup" in here.stderr
