@@ -14,7 +14,13 @@ import numpy as np
 
 from indexer.tail import MIN_IDENTITIES, Pairs, fit_scores, identity_scores, suspected_duplicates
 
-REVIEW_ALPHA = 1.0  # a pair more extreme than the most extreme one strangers would give is worth a person's look
+# A pair is listed when fewer than this many pairs of strangers would be as far out in the tail by chance. Two
+# strictnesses: a pair that one of its photos backs (a photo nearer the other name's faces than its own
+# identity's other faces: a mislabel, or one person under two names) is worth a look from REVIEW_ALPHA; a pair
+# only near in score, whose photos all sit with their own identity, from STRICT_ALPHA, as strangers' chance
+# pairs look like that. Measured on LFW-gray (bench/gallery_check.py, docs/BENCHMARKS.md).
+REVIEW_ALPHA = 1.0
+STRICT_ALPHA = 0.1
 
 
 @dataclass(frozen=True)
@@ -53,36 +59,47 @@ class Health:
 
 
 def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed: np.ndarray | None = None,
-          distinct: Pairs = frozenset()) -> Health:
+          distinct: Pairs = frozenset(), strict_alpha: float = STRICT_ALPHA) -> Health:
     """The findings for faces (ids, unit vectors, identities, and whether each passed the quality gate when it
     was enrolled: None where nothing was judged, as for box-crop models). `distinct`: pairs of identity names a
     person has confirmed are different people; they are not listed again (nor their photos as misfits), and
-    their scores stay in the evidence of what strangers score."""
+    their scores stay in the evidence of what strangers score. `strict_alpha`: the level for a pair no photo
+    backs (REVIEW_ALPHA lists every pair at the review level)."""
     labels = np.asarray(labels).astype(str)
     names = np.unique(labels)
     health = Health(len(names), len(face_ids))
     if not len(face_ids):
         return health
     scores, names, own = identity_scores(vectors, labels)  # once: the duplicates and the misfits both read them
+    # each photo's best score with the other photos of its identity (NaN where it has none to compare with) and
+    # the identity it scores best against otherwise
+    own_best = np.full(len(face_ids), np.nan)
+    for name in range(len(names)):
+        members = np.flatnonzero(own == name)
+        if len(members) >= 2:
+            within = vectors[members] @ vectors[members].T
+            np.fill_diagonal(within, -np.inf)
+            own_best[members] = within.max(axis=1)
+    best_other = np.nanargmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
+    other_best = scores[np.arange(len(scores)), best_other]
+    astray = other_best > own_best  # False where NaN: a photo alone in its identity backs nothing
+    backing = {frozenset((int(own[f]), int(best_other[f]))) for f in np.flatnonzero(astray)}
     if len(names) >= MIN_IDENTITIES:  # looser than calibration's: a person looks, nothing is decided
         model = fit_scores(scores, names, own, distinct=distinct)[0]
-        health.duplicates = suspected_duplicates(scores, names, own, model, REVIEW_ALPHA, distinct)
+        index = {str(n): i for i, n in enumerate(names)}
+        health.duplicates = [d for d in suspected_duplicates(scores, names, own, model, REVIEW_ALPHA, distinct)
+                             if d.expected_among_strangers < strict_alpha
+                             or frozenset((index[d.first], index[d.second])) in backing]
     else:
         health.notes.append(f"duplicates are looked for from {MIN_IDENTITIES} identities on")
     # a photo is a misfit when it is nearer another identity than its own, and that nearness is beyond what
     # strangers give (the pair is listed): a hard photo of its own person is not
     alike = {frozenset((d.first, d.second)) for d in health.duplicates}
-    for name in names:
-        members = np.flatnonzero(labels == name)
-        if len(members) < 2:
-            continue
-        within = vectors[members] @ vectors[members].T
-        np.fill_diagonal(within, -np.inf)
-        for row, face in zip(within, members, strict=True):
-            best_other = int(np.nanargmax(scores[face]))
-            if scores[face, best_other] > row.max() and frozenset((str(name), str(names[best_other]))) in alike:
-                health.misfits.append(Misfit(int(face_ids[face]), str(name), float(row.max()),
-                                             str(names[best_other]), float(scores[face, best_other])))
+    for face in np.flatnonzero(astray):
+        name, other = str(names[own[face]]), str(names[best_other[face]])
+        if frozenset((name, other)) in alike:
+            health.misfits.append(Misfit(int(face_ids[face]), name, float(own_best[face]), other,
+                                         float(other_best[face])))
     if passed is not None:
         judged = np.asarray(passed, dtype=object)
         health.below_gate = [str(n) for n in names if all(judged[labels == n] == False)]  # noqa: E712

@@ -56,3 +56,23 @@ def test_a_gallery_too_small_to_model_says_so():
     vectors, labels, _ = gallery(10, np.random.default_rng(3))
     found = check(np.arange(len(labels)), vectors, labels)
     assert found.duplicates == [] and "from 20 identities on" in found.notes[0]
+
+
+def test_strangers_alike_by_chance_are_seldom_listed_when_their_photos_sit_with_their_own():
+    """A clean gallery with heavy-tailed identities (some strangers come close): a pair none of whose photos is
+    nearer the other name than its own identity's other photo needs the strict level, so few are listed, where
+    the review level alone (the rule before) listed
+    about four a gallery."""
+    import indexer.health as health
+
+    def listed(strict: float) -> int:
+        total = 0
+        for seed in range(8):
+            rng = np.random.default_rng(seed)
+            centres = rng.standard_t(3, size=(300, DIM))
+            vectors = np.stack([photo(c, rng) for c in centres for _ in range(2)])
+            labels = np.repeat([f"p{i}" for i in range(300)], 2)
+            total += len(check(np.arange(len(labels)), vectors, labels, strict_alpha=strict).duplicates)
+        return total
+
+    assert listed(health.STRICT_ALPHA) <= 12 < 20 <= listed(health.REVIEW_ALPHA)  # 7 and 27 when written
