@@ -34,10 +34,11 @@ def cluster(ray_cluster):
 
 
 def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool,
-        victim: Callable[[], Node | None] | None = None, **env: str) -> tuple[int, str, str, bool]:
+        victim: Callable[[], Node | None] | None = None, replace: bool = True,
+        **env: str) -> tuple[int, str, str, bool]:
     """(exit code, stdout, stderr, whether a node died under it): one command as a driver of the cluster; with
-    `kill`, the node `victim` names (by default one hosting an embedding actor) dies as soon as it names one, and a
-    replacement joins (while the job goes on)."""
+    `kill`, the node `victim` names (by default one hosting an embedding actor) dies as soon as it names one, and
+    with `replace` a replacement joins (while the job goes on)."""
     victim = victim or (lambda: cluster.hosting(EMBEDDING_ACTOR))
     out, err = scratch / "out.txt", scratch / "err.txt"
     env = {**os.environ, **AUTH, "RAY_ADDRESS": cluster.address, "ARCMATCH_ARCHIVE": "false", **env}
@@ -49,7 +50,8 @@ def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool,
             if doomed is not None:
                 cluster.kill(doomed)
                 killed = True
-                cluster.add_worker()
+                if replace:
+                    cluster.add_worker()
                 break
             time.sleep(0.05)
         job.wait(timeout=600)
@@ -139,7 +141,8 @@ def test_training_on_two_nodes_goes_on_from_its_checkpoint_when_one_dies(cluster
 @pytest.mark.stores("server")
 def test_a_clustering_survives_a_worker_node_death(milvus_uri, new_collection, tmp_path):
     """`arcmatch cluster` on the Milvus server, its neighbour searches in Ray Data actors on the worker nodes
-    (`--ray-from 0`: however few the faces), the node of a search actor dying: the run either finishes with every
+    (`--ray-from 0`: however few the faces), the node of a search actor dying and none joining: the run either
+    finishes with every
     unlabelled face in exactly one cluster and the people found, or fails in one line and a re-run does. Its own
     cluster: the Milvus server's tests run in a test process of their own (tests/conftest.py)."""
     from indexer.cluster_store import ClusterStore
@@ -155,12 +158,14 @@ def test_a_clustering_survives_a_worker_node_death(milvus_uri, new_collection, t
     env = {"ARCMATCH_ARCHIVE": "true", "ARCMATCH_ARCHIVE_URI": str(archive)}
     args = ["cluster", "--milvus", milvus_uri, "--gallery", gallery.collection, "--k", "8", "--ray-from", "0"]
     (tmp_path / "nodes").mkdir()
-    nodes = Cluster(tmp_path / "nodes")
+    nodes = Cluster(tmp_path / "nodes", quick_checks=True)
     try:
         nodes.add_worker()
         nodes.add_worker()
+        # no replacement: the other node takes the lost work (its search actor takes half of its CPU), and a
+        # node started while this process's neighbours load both cores has timed out registering
         code, out, err, killed = run(nodes, args, tmp_path, kill=True, victim=lambda: nodes.hosting(SEARCH_ACTOR),
-                                     **env)
+                                     replace=False, **env)
         assert killed, f"no search actor was seen on a worker node: {err[-2000:]}\n{nodes.logs()}"
         if code != 0:
             assert one_line(err), err[-3000:]
