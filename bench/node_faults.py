@@ -114,10 +114,9 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="node-faults-"))
     expected = photo_tree(scratch / "tree", args.people, args.photos)
-    cluster = Cluster(scratch)
+    cluster = Cluster(scratch, workers=2)
     rounds = []
     try:
-        cluster.add_worker(), cluster.add_worker()
         for n, delay in enumerate(float(v) for v in args.kill_after.split(",")):
             clean = ingest(cluster, scratch / "tree", scratch / f"clean{n}.db", "faces", None)
             clean["rows"], clean["distinct"], _ = gallery_rows(scratch / f"clean{n}.db", "faces")

@@ -164,10 +164,12 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="serve-fault-"))
     key, entry = new_key("bench", ["read", "write"])
     server, uri = start_milvus_server(scratch / "milvus", **{"common.session.ttl": 10})
-    cluster = Cluster(scratch)
     try:
-        cluster.add_worker()
-        cluster.add_worker()
+        cluster = Cluster(scratch, workers=2)
+    except BaseException:
+        server.stop()
+        raise
+    try:
         base, metrics_dir = deploy(cluster, scratch, uri, entry)
         with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as client:
             files = [("images", ("a.png", png(1), "image/png"))]

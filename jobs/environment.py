@@ -22,6 +22,5 @@ def in_submitted_job() -> bool:
 
 def missing_module(exc: ModuleNotFoundError) -> str:
     """The one line for a dependency that cannot be imported."""
-    where = "the cluster's `python`" if in_submitted_job() else "this Python"
-    advice = CLUSTER_ADVICE if in_submitted_job() else LOCAL_ADVICE
+    where, advice = ("the cluster's `python`", CLUSTER_ADVICE) if in_submitted_job() else ("this Python", LOCAL_ADVICE)
     return f"arcmatch: {where} ({sys.executable}) cannot import {exc.name!r}: {advice}"

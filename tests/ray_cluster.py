@@ -41,11 +41,13 @@ class Node(subprocess.Popen):
 
 
 class Cluster:
-    """`Cluster(scratch, head_cpus=0, quick_checks=False)`, then `add_worker()` for each worker node; `kill(node)`
-    is its death."""
+    """`Cluster(scratch, workers=2)`: a head (`head_cpus`) and that many one-CPU worker nodes; `add_worker()` for
+    another, `kill(node)` is its death, `stop()` the end of them all (also of the ones started when a later one
+    failed to start)."""
 
-    def __init__(self, scratch: Path, head_cpus: int = 0, quick_checks: bool = False) -> None:
+    def __init__(self, scratch: Path, workers: int = 0, head_cpus: int = 0, quick_checks: bool = False) -> None:
         self.scratch = scratch
+        scratch.mkdir(parents=True, exist_ok=True)
         self.checks = HEALTH_CHECKS if quick_checks else {}
         self.temp = Path(tempfile.mkdtemp(prefix="rc-"))
         self.port, self.dashboard = listen_port(), listen_port()
@@ -57,6 +59,12 @@ class Cluster:
         self.head = self._start(["--head", f"--port={self.port}", f"--num-cpus={head_cpus}", f"--temp-dir={self.temp}",
                                  "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                                  f"--dashboard-port={self.dashboard}"], "head")
+        try:
+            for _ in range(workers):
+                self.add_worker()
+        except BaseException:
+            self.stop()
+            raise
 
     def _start(self, args: list[str], name: str) -> Node:
         """A node, up once `ray start` says so; started once more when Ray gave up on its raylet's registration

@@ -14,10 +14,7 @@ _running: dict[str, Cluster] = {}
 def ray_cluster(tmp_path_factory):
     """A head with no CPUs (the Jobs API, the drivers of submitted jobs) and two one-CPU worker nodes."""
     if "shared" not in _running:
-        made = Cluster(tmp_path_factory.mktemp("nodes"), quick_checks=True)
-        _running["shared"] = made
-        made.add_worker()
-        made.add_worker()
+        _running["shared"] = Cluster(tmp_path_factory.mktemp("nodes"), workers=2, quick_checks=True)
     return _running["shared"]
 
 

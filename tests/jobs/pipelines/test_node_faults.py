@@ -58,6 +58,20 @@ def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool,
     return job.returncode, out.read_text(), err.read_text(), killed
 
 
+def finishes_through_a_death(cluster: Cluster, args: list[str], scratch: Path, what: str,
+                             victim: Callable[[], Node | None] | None = None, replace: bool = True,
+                             **env: str) -> tuple[str, str]:
+    """(stdout, stderr) of a command a node died under, as a driver of the cluster: it finished, or it failed in
+    one line and the same command again finished what was left."""
+    code, out, err, killed = run(cluster, args, scratch, kill=True, victim=victim, replace=replace, **env)
+    assert killed, f"{what}: the node to kill was never seen: {err[-2000:]}\n{cluster.logs()}"
+    if code != 0:  # a failure says so in a line, and a re-run finishes what is left
+        assert one_line(err), err[-3000:]
+        code, out, err, _ = run(cluster, args, scratch, kill=False, **env)
+    assert code == 0, f"{what}: {err[-3000:]}{cluster.logs()}"
+    return out, err
+
+
 def rows_apart(db: Path) -> list:
     """gallery_rows of gallery "faces", read by a process of its own: Milvus Lite's file stays held by the process
     that opened it, and the next job must open it."""
@@ -99,12 +113,7 @@ def test_a_submitted_ingestion_then_a_reembed_survive_a_worker_node_death(cluste
 
     reembed = ["reembed", "--model", str(other_model_dir), "--milvus", str(db), "--gallery", "faces",
                "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
-    code, out, err, killed = run(cluster, reembed, tmp_path, kill=True, **env)
-    assert killed, f"reembed: no embedding actor was seen on a worker node: {err[-2000:]}\n{cluster.logs()}"
-    if code != 0:  # a failure says so in a line, and a re-run finishes what is left
-        assert one_line(err), err[-3000:]
-        code, out, err, _ = run(cluster, reembed, tmp_path, kill=False, **env)
-    assert code == 0, f"reembed: {err[-3000:]}{cluster.logs()}"
+    out, err = finishes_through_a_death(cluster, reembed, tmp_path, "reembed", **env)
     assert "(raylet)" not in out + err  # the job's own lines only, not Ray's
     # nothing lost, nothing doubled, and the gallery serves from the new model's collection
     assert gallery_rows(db, "faces") == (expected, expected, 0.6)
@@ -142,9 +151,9 @@ def test_training_on_two_nodes_goes_on_from_its_checkpoint_when_one_dies(cluster
 def test_a_clustering_survives_a_worker_node_death(milvus_uri, new_collection, tmp_path):
     """`arcmatch cluster` on the Milvus server, its neighbour searches in Ray Data actors on the worker nodes
     (`--ray-from 0`: however few the faces), the node of a search actor dying and none joining: the run either
-    finishes with every
-    unlabelled face in exactly one cluster and the people found, or fails in one line and a re-run does. Its own
-    cluster: the Milvus server's tests run in a test process of their own (tests/conftest.py)."""
+    finishes with every unlabelled face in exactly one cluster and the people found, or fails in one line and a
+    re-run does. Its own cluster: the Milvus server's tests run in a test process of their own
+    (tests/conftest.py)."""
     from indexer.cluster_store import ClusterStore
     from indexer.clustering import bcubed
     from indexer.ids import UNLABELLED
@@ -157,20 +166,12 @@ def test_a_clustering_survives_a_worker_node_death(milvus_uri, new_collection, t
     archive = tmp_path / "archive"
     env = {"ARCMATCH_ARCHIVE": "true", "ARCMATCH_ARCHIVE_URI": str(archive)}
     args = ["cluster", "--milvus", milvus_uri, "--gallery", gallery.collection, "--k", "8", "--ray-from", "0"]
-    (tmp_path / "nodes").mkdir()
-    nodes = Cluster(tmp_path / "nodes", quick_checks=True)
+    nodes = Cluster(tmp_path / "nodes", workers=2, quick_checks=True)
     try:
-        nodes.add_worker()
-        nodes.add_worker()
         # no replacement: the other node takes the lost work (its search actor takes half of its CPU), and a
         # node started while this process's neighbours load both cores has timed out registering
-        code, out, err, killed = run(nodes, args, tmp_path, kill=True, victim=lambda: nodes.hosting(SEARCH_ACTOR),
-                                     replace=False, **env)
-        assert killed, f"no search actor was seen on a worker node: {err[-2000:]}\n{nodes.logs()}"
-        if code != 0:
-            assert one_line(err), err[-3000:]
-            code, out, err, _ = run(nodes, args, tmp_path, kill=False, **env)
-        assert code == 0, err[-3000:] + nodes.logs()
+        out, err = finishes_through_a_death(nodes, args, tmp_path, "cluster",
+                                            victim=lambda: nodes.hosting(SEARCH_ACTOR), replace=False, **env)
     finally:
         nodes.stop()
     assert "(raylet)" not in out + err
