@@ -6,9 +6,11 @@ second-highest of 150 numbers, so one pair of photos decides it, and a duplicate
 names) is exactly such a pair. Every probe face is scored here against every other identity instead (its best
 face there), N-1 numbers per probe instead of one, and the threshold is read from a model of where they lie:
 
-- per probe, the location and spread of its scores (median and MAD, the spread drawn towards the gallery's by
-  SPREAD_PRIOR): some faces score high against everyone, and a stranger's probe is as likely to be one of them
-  as a gallery face is;
+- per probe, the location and spread of its scores (median and MAD): some faces score high against everyone, and
+  a stranger's probe is as likely to be one of them as a gallery face is. The spread is the gallery's median MAD
+  times (the probe's MAD / that median) to the power `spread_power`: n / (n + SPREAD_PRIOR) for n scores per
+  probe by default (a small gallery's MAD is noisy and drawn towards the gallery's), lower where the gallery's
+  own trials say the probes' best scores do not follow their bulk's spread (indexer/gallery_tail.py);
 - pooled over probes, the standardised scores' upper tail: empirical where the evidence is dense, a generalised
   Pareto tail fitted by probability-weighted moments (Hosking and Wallis, 1987) beyond it, where a gallery of N
   people needs it (a per-identity rate near target / N; at 100 people and FPIR 1% a rate near 1e-4, about the
@@ -115,17 +117,21 @@ class TailModel:
     k: float
     alpha: float
     identities: int
+    spread_power: float = 1.0
     suspects: list[Suspect] = field(default_factory=list)
 
     @classmethod
-    def fit(cls, scores: np.ndarray) -> TailModel:
-        """From identity_scores' matrix (NaN where a probe meets its own identity or excluded evidence)."""
+    def fit(cls, scores: np.ndarray, power: float | None = None) -> TailModel:
+        """From identity_scores' matrix (NaN where a probe meets its own identity or excluded evidence). `power`:
+        how much of each probe's own spread is taken (default: n / (n + SPREAD_PRIOR), n its scores)."""
         location = np.nanmedian(scores, axis=1)
-        spread = np.maximum(1.4826 * np.nanmedian(np.abs(scores - location[:, None]), axis=1), _FLOOR)
-        # a probe's own spread, from its N-1 scores, is noisy in a small gallery: drawn towards the gallery's
-        # (the noise would otherwise count twice, in the pooled tail and again when it is applied)
-        weight = np.isfinite(scores).sum(axis=1) / (np.isfinite(scores).sum(axis=1) + SPREAD_PRIOR)
-        spread = weight * spread + (1 - weight) * np.median(spread)
+        mad = np.log(np.maximum(1.4826 * np.nanmedian(np.abs(scores - location[:, None]), axis=1), _FLOOR))
+        if power is None:  # a probe's own spread, from its N-1 scores, is noisy in a small gallery (the noise
+            # would otherwise count twice, in the pooled tail and again when it is applied)
+            n = float(np.median(np.isfinite(scores).sum(axis=1)))
+            power = n / (n + SPREAD_PRIOR)
+        centre = np.median(mad)
+        spread = np.exp(centre + power * (mad - centre))
         z = (scores - location[:, None]) / spread[:, None]
         pooled = np.sort(z[np.isfinite(z)].astype(np.float64))
         if len(pooled) < MIN_SCORES:
@@ -133,7 +139,7 @@ class TailModel:
         tail = max(int(TAIL_FRACTION * len(pooled)), min(MIN_TAIL, len(pooled) // 10))
         u = float(pooled[-tail - 1])
         k, alpha = _pwm_gpd(pooled[-tail:] - u)
-        return cls(location, spread, pooled, u, tail / len(pooled), k, alpha, scores.shape[1])
+        return cls(location, spread, pooled, u, tail / len(pooled), k, alpha, scores.shape[1], float(power))
 
     def survival(self, z: np.ndarray) -> np.ndarray:
         """P(a standardised non-mated score >= z): empirical up to u, the fitted tail beyond."""
@@ -218,7 +224,8 @@ def fit_scores(scores: np.ndarray, names: np.ndarray, own: np.ndarray, rounds: i
     return replace(model, suspects=suspects), evidence, names, own
 
 
-def resampled(evidence: np.ndarray, own: np.ndarray, rounds: int = 100, seed: int = 0) -> list[TailModel]:
+def resampled(evidence: np.ndarray, own: np.ndarray, rounds: int = 100, seed: int = 0,
+              power: float | None = None) -> list[TailModel]:
     """Tail models of `rounds` galleries drawn from this one's identities with replacement, on both sides of the
     scores: an identity drawn comes with its probes' rows and with its column (the gallery face strangers meet),
     strangers' rows are drawn on their own. How much the model would move with other people of the same kind,
@@ -236,15 +243,15 @@ def resampled(evidence: np.ndarray, own: np.ndarray, rounds: int = 100, seed: in
         sample = evidence[rows][:, drawn]
         sample[own[rows][:, None] == drawn[None, :]] = np.nan
         try:
-            models.append(TailModel.fit(sample))
+            models.append(TailModel.fit(sample, power))
         except InvalidValue:
             continue
     return models
 
 
 def interval(evidence: np.ndarray, own: np.ndarray, threshold: float, size: int, rounds: int = 100,
-             seed: int = 0) -> tuple[float, float]:
+             seed: int = 0, power: float | None = None) -> tuple[float, float]:
     """A 95% interval of the modelled FPIR at `threshold`, resampling identities (their probes' rows)."""
-    values = [m.fpir(threshold, size) for m in resampled(evidence, own, rounds, seed)]
+    values = [m.fpir(threshold, size) for m in resampled(evidence, own, rounds, seed, power)]
     low, high = np.percentile(values, [2.5, 97.5]) if values else (np.nan, np.nan)
     return float(low), float(high)
