@@ -214,7 +214,8 @@ class GalleryCalibrationOut(BaseModel):
     strangers: int = Field(0, description="tail: unlabelled faces counted as more strangers")
     tail_check: dict | None = Field(None, description="tail: at `threshold` (where the gallery's own trials are "
                                     "dense) the FPIR the model predicts (`modelled`) and the gallery's faces give "
-                                    "(`observed`): far apart, the model does not fit this gallery")
+                                    "(`observed`): far apart, the model does not fit this gallery; `modelled_before` "
+                                    "and `spread_power` where it was refitted to them")
     strangers_dropped: int = Field(0, description="tail: unlabelled faces left out as they look like someone "
                                    "enrolled")
     points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "

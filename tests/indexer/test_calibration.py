@@ -186,3 +186,9 @@ def test_a_tail_model_that_does_not_fit_the_gallery_says_so():
     off = replace(base, tail_check={"threshold": 0.85, "observed": 0.033, "modelled": 0.1})
     assert "the tail model does not fit this gallery: at 0.8500 it predicts FPIR 0.100 where the gallery's own " \
            "faces give 0.033" in "\n".join(off.lines())
+    refitted = replace(base, tail_check={"threshold": 0.85, "observed": 0.033, "modelled": 0.04,
+                                         "modelled_before": 0.1, "spread_power": 0.12})
+    said = "\n".join(refitted.lines())
+    assert "does not fit" not in said
+    assert "the tail model was refitted to this gallery's own faces: at 0.8500 it predicted FPIR 0.100 where they " \
+           "give 0.033 (each face's own spread now counts to the power 0.12)" in said
