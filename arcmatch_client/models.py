@@ -166,7 +166,8 @@ class GalleryCalibration:
     # tail: unlabelled faces counted as more strangers
     strangers: int = 0
     # tail: at `threshold` (where the gallery's own trials are dense) the FPIR the model predicts (`modelled`) and the
-    # gallery's faces give (`observed`): far apart, the model does not fit this gallery
+    # gallery's faces give (`observed`): far apart, the model does not fit this gallery; `modelled_before` and
+    # `spread_power` where it was refitted to them
     tail_check: dict | None = None
     # tail: unlabelled faces left out as they look like someone enrolled
     strangers_dropped: int = 0
