@@ -2,17 +2,19 @@
 (indexer/tail.py), with and without strangers as extra evidence, on galleries of one photo per person, clean and
 with planted duplicates; and whether the tail model's 95% interval holds the FPIR really reached.
 
-For each domain, gallery size and draw: enrolled people are drawn from those with two or more photos (one photo
-each in the gallery; their other photos are the known probes); with `--duplicates`, that share of the gallery's
-names are a second photo of an enrolled person under a name of its own. Of the people never enrolled, one photo
-each of up to `--strangers` of them are the strangers (faces known to be nobody enrolled, for the "tail +
-strangers" rule); up to 10 photos of each of the rest are the unknown probes, which say which FPIR a threshold
-really reaches (each person weighted once: the share of people a threshold answers as someone, with more than
-one trial per person where there are more photos, which 0.1% needs). Each rule chooses the threshold for
-the target FPIR from the gallery's vectors alone; the known probes say how many are identified there, against
-the best possible at that same FPIR (the highest threshold that accepts as large a share of the unknown). "oracle"
-is one fixed threshold for all draws of a row, the one whose median reached FPIR is the target: the spread it
-still has is what the draw of people adds, which no estimate from the gallery can take away.
+For each domain, gallery size and draw: enrolled people are drawn from those with two or more photos (one photo each
+in the gallery; their other photos are the known probes); with `--duplicates`, that share of the gallery's names are
+a second photo of an enrolled person under a name of its own. Of the people never enrolled, one photo each of up to
+`--strangers` of them are the strangers (faces known to be nobody enrolled, for the "tail + strangers" rule); up to
+10 photos of each of the rest are the unknown probes, which say which FPIR a threshold really reaches (each person
+weighted once: the share of people a threshold answers as someone, with more than one trial per person where there
+are more photos, which 0.1% needs; also among those with two or more photos only, the population the enrolled are
+drawn from). On LFW-gray a never-enrolled name that is an enrolled person under another name (bench/harness.py,
+lfw_person) is neither a stranger nor an unknown probe. Each rule chooses the threshold for the target FPIR from the
+gallery's vectors alone; the known probes say how many are identified there, against the best possible at that same
+FPIR (the highest threshold that accepts as large a share of the unknown). "oracle" is one fixed threshold for all
+draws of a row, the one whose median reached FPIR is the target: the spread it still has is what the draw of people
+adds, which no estimate from the gallery can take away.
 
     .venv/bin/python bench/calibrate_tail.py [--domain lfw|orl|synthetic] [--sizes 100 300 1000] [--draws 10]
         [--fpir 0.01] [--strangers 500] [--model DIR | --vectors NPZ (synthetic)] [--out FILE]
@@ -36,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import CACHE, SHARED, embed_cached, emit, onnx_model_dir  # noqa: E402
+from bench.harness import CACHE, SHARED, embed_cached, emit, lfw_person, onnx_model_dir  # noqa: E402
 from indexer.calibration import MISFIT, Trials  # noqa: E402
 from indexer.gallery_tail import matched  # noqa: E402
 from indexer.tail import fit_gallery, identity_scores, resampled  # noqa: E402
@@ -102,12 +104,17 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
         rows = [r for r in by_person[name] if r not in gallery]
         gallery.append(rows[0])
         labels.append(f"{name} (second name)")
-    others = rng.permutation([n for n in by_person if n not in set(enrolled)])
+    # never enrolled, and not an enrolled person under another LFW name (harness.lfw_person)
+    known_people = {lfw_person(n) for n in enrolled}
+    others = rng.permutation([n for n in by_person if n not in set(enrolled) and lfw_person(n) not in known_people])
     stranger_rows = [rng.choice(by_person[n]) for n in others[:strangers]]
     unknown = np.concatenate([by_person[n][:MAX_PHOTOS] for n in others[strangers:]])
     weight = np.concatenate([np.full(min(len(by_person[n]), MAX_PHOTOS), 1 / min(len(by_person[n]), MAX_PHOTOS))
                              for n in others[strangers:]])
     weight /= weight.sum()  # each never-enrolled person counts once, however many photos LFW has of them
+    # the enrolled are drawn from people with two or more photos; LFW's people with one are another population
+    single = np.concatenate([np.full(min(len(by_person[n]), MAX_PHOTOS), len(by_person[n]) == 1)
+                             for n in others[strangers:]])
     gallery, labels = np.asarray(gallery), np.asarray(labels)
     g = vectors[gallery]
 
@@ -137,7 +144,10 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
         # the best threshold at that FPIR: the highest that accepts as large a share of the unknown probes
         at = int(np.searchsorted(accepted_share, reached - 1e-12))
         ideal = stranger_best[order[at]] if reached > 0 else stranger_best[order[0]] + 1e-6
+        crossed = stranger_best >= threshold
+        like_enrolled = float(weight[crossed & ~single].sum() / max(weight[~single].sum(), 1e-12))
         return {"threshold": round(threshold, 4), "fpir": round(reached, 5),
+                "fpir_people_with_several_photos": round(like_enrolled, 5),
                 "identified": round(float((right & (best >= threshold)).mean()), 4),
                 "best_identified_at_that_fpir": round(float((right & (best >= ideal)).mean()), 4)}
 
@@ -156,6 +166,8 @@ def summary(draws: list[dict], rule: str, target: float) -> dict:
     return {"fpir_median": round(float(np.median(reached)), 5),
             "fpir_range": [round(float(reached.min()), 5), round(float(reached.max()), 5)],
             "within_factor_2": int(((reached >= target / 2) & (reached <= target * 2)).sum()),
+            "fpir_people_with_several_photos_median": round(float(np.median(
+                [d[rule]["fpir_people_with_several_photos"] for d in draws])), 5),
             "identified_median": round(float(np.median([d[rule]["identified"] for d in draws])), 4),
             "gap_to_best_median": round(float(np.median(gap)), 4), "gap_to_best_max": round(float(gap.max()), 4)}
 

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.calibrate_tail import load  # noqa: E402
-from bench.harness import emit  # noqa: E402
+from bench.harness import emit, lfw_person  # noqa: E402
 from indexer.health import check  # noqa: E402
 
 
@@ -56,8 +56,7 @@ def one_draw(vectors, people, size: int, share: float, rng) -> dict:
 def lfw_same_person(pair) -> bool:
     """A listed pair nobody planted that is one person all the same: LFW's own duplicates (near-identical images,
     cosine above 0.9, or one name written two ways, Choi_Sung-hong and Sung_Hong_Choi)."""
-    tokens = [frozenset(name.replace("-", "_").lower().split("_")) for name in (pair.first, pair.second)]
-    return pair.score > 0.9 or tokens[0] == tokens[1]
+    return pair.score > 0.9 or lfw_person(pair.first) == lfw_person(pair.second)
 
 
 def main() -> None:

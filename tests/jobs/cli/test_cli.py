@@ -17,6 +17,15 @@ def test_every_subcommand_has_help(command):
     assert exc.value.code == 0
 
 
+def test_cluster_help_gives_the_default_the_job_uses(capsys):
+    """The help names the default as text (importing the job to read it costs a second at every start)."""
+    from jobs.pipelines.cluster import RAY_FROM
+
+    with pytest.raises(SystemExit):
+        main(["cluster", "--help"])
+    assert f"default {RAY_FROM:,}" in " ".join(capsys.readouterr().out.split())
+
+
 def test_prepare_parquet_without_a_source_says_so_in_one_line():
     result = run_cli("prepare", "--parquet", "out")
     assert result.returncode == 2
