@@ -156,8 +156,9 @@ class GalleryCalibration:
         check = self.tail_check
         if check and "modelled_before" in check:
             out.append(f"the tail model was refitted to this gallery's own faces: at {check['threshold']:.4f} it "
-                       f"predicted FPIR {check['modelled_before']:.3f} where they give {check['observed']:.3f} (each "
-                       f"face's own spread now counts to the power {check['spread_power']:.2f})")
+                       f"predicted FPIR {check['modelled_before']:.3f} where they give {check['observed']:.3f}, now "
+                       f"{check['modelled']:.3f} (each face's own spread counts to the power "
+                       f"{check['spread_power']:.2f})")
         if check and not 1 / MISFIT <= check["modelled"] / max(check["observed"], 1e-12) <= MISFIT:
             out.append(f"the tail model does not fit this gallery: at {check['threshold']:.4f} it predicts FPIR "
                        f"{check['modelled']:.3f} where the gallery's own faces give {check['observed']:.3f}; its "
