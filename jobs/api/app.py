@@ -29,6 +29,7 @@ from jobs.api.metrics import RequestMetrics, observe_milvus
 from jobs.api.requests import RequestIds
 from jobs.api.routes import calibration, clusters, galleries, gallery, health, identities, metrics, page, search
 from jobs.api.scopes import ScopeTable
+from jobs.api.slashes import EncodedSlashes
 from jobs.api.timing import ServerTiming
 from jobs.audit import AuditLog
 from jobs.service import IdentityService
@@ -78,7 +79,8 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
                            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"],
                            expose_headers=["Server-Timing", "Retry-After", "X-Request-ID"])
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(RequestIds)  # outermost: every answer carries its id, refusals by the Guard included
+    app.add_middleware(RequestIds)  # every answer carries its id, refusals by the Guard included
+    app.add_middleware(EncodedSlashes)  # outermost: the Guard, the audit and the metrics route the path it gives
     app.include_router(health.router)
     app.include_router(galleries.router)
     for router in (search.router, identities.router, identities.faces_router, clusters.router, calibration.router,

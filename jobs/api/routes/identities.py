@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
+from pydantic import AfterValidator
 
 from common.errors import BadInput, NotFound
 from indexer.ids import INT64, MAX_IDENTITY_LENGTH
@@ -26,11 +27,14 @@ from jobs.api.schemas import (
     IdentityRef,
     Promoted,
 )
+from jobs.api.slashes import restored
 from jobs.api.uploads import parse_metadata, read_upload
 
-# documented only (json_schema_extra): validate_identity still answers 400 with its own reason
-Identity = Annotated[str, Path(json_schema_extra=IDENTITY_RULES, description="free text without control characters; "
-                               f"at most {MAX_IDENTITY_LENGTH} characters and as many UTF-8 bytes")]
+# documented only (json_schema_extra): validate_identity still answers 400 with its own reason; a "/" in a name is
+# sent as %2F (jobs/api/slashes.py)
+Identity = Annotated[str, Path(json_schema_extra=IDENTITY_RULES, description="free text without control characters "
+                               f"(a slash sent as %2F); at most {MAX_IDENTITY_LENGTH} characters and as many UTF-8 "
+                               "bytes"), AfterValidator(restored)]
 Cursor = Annotated[str | None, Query(json_schema_extra={**IDENTITY_RULES, "pattern": "^$|" + IDENTITY_RULES["pattern"]},
                                      description="the next_cursor of the previous page")]
 Photos = Annotated[list[UploadFile], File(min_length=1, description="photos: " + FORMATS, json_schema_extra={

@@ -110,6 +110,25 @@ def test_pagination_and_deletes(api):
     assert faces["p1"] not in live and faces["p3"] not in live and faces["p2"] in live
 
 
+def test_a_name_with_a_slash_is_addressed_by_path_with_it_encoded(api):
+    """"AC/DC" is sent as AC%2FDC (as arcmatch_client does); every identity route reads it whole."""
+    name, path = "AC/DC", "/v1/identities/AC%2FDC"
+    assert api.post(f"{path}/faces", files=[("images", ("a.png", png(40), "image/png"))], headers=W).json()[
+        "identity"] == name
+    answer = api.get(path, headers=R).json()
+    assert answer["identity"] == name
+    face = answer["faces"][0]["face_id"]
+    assert api.get("/v1/identities/AC", headers=R).status_code == 404  # not the name cut at its slash
+    assert enroll(api, "ACDC", png(41)).status_code == 201
+    merged = api.post("/v1/identities/ACDC/merge", json={"identity": name}, headers=W)
+    assert merged.status_code == 200, merged.text
+    moved = api.post(f"/v1/identities/ACDC/faces/{face}/move", json={"identity": "AC/DC/2"}, headers=W)
+    assert moved.json()["identity"] == "AC/DC/2"
+    assert api.delete(f"/v1/identities/AC%2fDC%2F2/faces/{face}", headers=W).json()["deleted_face"] == face
+    assert api.get("/v1/identities/AC%2FDC%2F2", headers=R).status_code == 404
+    assert api.delete("/v1/identities/ACDC", headers=W).json()["deleted_faces"] == 1
+
+
 @pytest.mark.parametrize("payload", ['" or 1==1 or "', 'x" || identity != "', "a\\", "') or ('1'=='1"])
 def test_filter_injection_deletes_and_leaks_nothing(api, payload):
     enroll(api, "victim", png(30))
