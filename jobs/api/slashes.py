@@ -24,8 +24,12 @@ class EncodedSlashes(HttpMiddleware):
     async def http(self, scope, receive, send) -> None:
         raw = scope.get("raw_path")  # as received: percent-encoded (some servers leave the query on it)
         if raw and _SLASH.search(raw):
-            path = _SLASH.sub(b"%1F", raw.split(b"?", 1)[0]).decode("ascii", "replace")
-            scope = {**scope, "path": unquote(path)}
+            kept = unquote(_SLASH.sub(b"%1F", raw.split(b"?", 1)[0]).decode("ascii", "replace"))
+            # the same path as the server's, but for the kept slashes; where a proxy took a prefix off the path
+            # (Serve's route prefix), the same part comes off
+            decoded, path = kept.replace(ENCODED_SLASH, "/"), scope.get("path", "")
+            if decoded.endswith(path):
+                scope = {**scope, "path": kept[len(kept) - len(path):] if path else kept}
         await self.app(scope, receive, send)
 
 
