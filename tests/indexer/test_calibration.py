@@ -192,3 +192,15 @@ def test_a_tail_model_that_does_not_fit_the_gallery_says_so():
     assert "does not fit" not in said
     assert "the tail model was refitted to this gallery's own faces: at 0.8500 it predicted FPIR 0.100 where they " \
            "give 0.033, now 0.040 (each face's own spread counts to the power 0.12)" in said
+
+
+def test_the_fnir_is_said_to_read_high_where_people_have_two_faces():
+    from dataclasses import replace
+
+    point = {"label": "chosen", "threshold": 0.5, "fpir": 0.01, "fpir_low": 0.005, "fpir_high": 0.015, "fnir": 0.15}
+    two = GalleryCalibration(threshold=0.5, target_fpir=0.01, fpir=0.01, fnir=0.15, model_threshold=None,
+                             at_model_threshold=None, identities=300, faces=600, nonmated_trials=600,
+                             mated_trials=600, model_version="m", points=[point])
+    assert "FNIR reads high" in "\n".join(two.lines())
+    five = replace(two, faces=1500, nonmated_trials=1500, mated_trials=1500)
+    assert "FNIR reads high" not in "\n".join(five.lines())
