@@ -166,7 +166,7 @@ def test_a_clustering_survives_a_worker_node_death(milvus_uri, new_collection, t
     archive = tmp_path / "archive"
     env = {"ARCMATCH_ARCHIVE": "true", "ARCMATCH_ARCHIVE_URI": str(archive)}
     args = ["cluster", "--milvus", milvus_uri, "--gallery", gallery.collection, "--k", "8", "--ray-from", "0"]
-    nodes = Cluster(tmp_path / "nodes", workers=2, quick_checks=True)
+    nodes = Cluster(tmp_path / "nodes", workers=2, quick_checks=True, dashboard=False)
     try:
         # no replacement: the other node takes the lost work (its search actor takes half of its CPU), and a
         # node started while this process's neighbours load both cores has timed out registering
