@@ -33,8 +33,8 @@ AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
 STARTED = "Ray runtime started"
 STARTUP_TIMEOUT = "timed out during startup"  # `ray start`'s words when its raylet did not register within 30 s
-# starts of a node before giving up: Ray's 30 s is fixed, and a fresh-clone run of the suite saw it pass twice
-# running (a worker node of the clustering fault test, started while the suite's Ray Train test ran beside it)
+# starts of a node before giving up: Ray's 30 s is fixed, and a fresh-clone run of the suite saw it run out twice
+# in a row (a worker node of the clustering fault test, started while the suite's Ray Train test ran beside it)
 STARTS = 3
 
 
