@@ -59,7 +59,7 @@ def tail_check(model, evidence: np.ndarray, own: np.ndarray, identities: int, an
             "modelled": float(model.fpir(threshold, max(identities - 1, 1)))}
 
 
-def matched(model, evidence: np.ndarray, own: np.ndarray, identities: int):
+def matched(model: TailModel, evidence: np.ndarray, own: np.ndarray, identities: int) -> tuple[TailModel, dict | None]:
     """(the model, its tail_check): where the check finds the model off by more than MISFIT, refitted with the
     share of each probe's own spread (`spread_power`, bisected in [0, 1]) at which it meets the gallery's own
     trials, the suspects kept. Why the spread: on the demo's synthetic faces a probe's best scores do not follow
