@@ -164,7 +164,7 @@ class GalleryCalibration:
                        f"predicted FPIR {check['modelled_before']:.3f} where they give {check['observed']:.3f}, now "
                        f"{check['modelled']:.3f} (each face's own spread counts to the power "
                        f"{check['spread_power']:.2f})")
-        if check and not 1 / MISFIT <= check["modelled"] / max(check["observed"], 1e-12) <= MISFIT:
+        if check and not fits(check):
             out.append(f"the tail model does not fit this gallery: at {check['threshold']:.4f} it predicts FPIR "
                        f"{check['modelled']:.3f} where the gallery's own faces give {check['observed']:.3f}; its "
                        f"threshold may be far off: compare `--method top1 --dry-run`, or use a labelled hold-out")
@@ -209,6 +209,11 @@ class Trials:
         reject = scores[allowed] + SAME_SCORE  # scores this close are one score (a pair's two trials often are)
         above = scores[scores > reject]
         return float((reject + (above.min() if len(above) else reject + SAME_SCORE)) / 2)
+
+
+def fits(check: dict) -> bool:
+    """Whether a tail_check (indexer/gallery_tail.py) finds the model within MISFIT of the gallery's own trials."""
+    return 1 / MISFIT <= check["modelled"] / max(check["observed"], 1e-12) <= MISFIT
 
 
 def held_out_trials(vectors: np.ndarray, labels: np.ndarray, *, gallery_identities: int, photos: int,

@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from indexer.calibration import MISFIT, TAIL_IDENTITIES, labelled_faces
+from indexer.calibration import TAIL_IDENTITIES, fits, labelled_faces
 from indexer.rates import Modelled
 from indexer.tail import TailModel
 
@@ -60,7 +60,7 @@ def tail_check(model, evidence: np.ndarray, own: np.ndarray, identities: int, an
 
 
 def matched(model: TailModel, evidence: np.ndarray, own: np.ndarray, identities: int) -> tuple[TailModel, dict | None]:
-    """(the model, its tail_check): where the check finds the model off by more than MISFIT, refitted with the
+    """(the model, its tail_check): where the check finds the model does not fit (calibration.fits), refitted with the
     share of each probe's own spread (`spread_power`, bisected in [0, 1]) at which it meets the gallery's own
     trials, the suspects kept. Why the spread: on the demo's synthetic faces a probe's best scores do not follow
     its bulk's spread (their correlation with its MAD was 0.0, 0.23 on LFW-gray), and taking each probe's spread
@@ -68,7 +68,7 @@ def matched(model: TailModel, evidence: np.ndarray, own: np.ndarray, identities:
     rate and its threshold identified 6% of 300 enrolled where 73% was possible (docs/BENCHMARKS.md). The check
     keeps saying so where no power fits (the sum over identities can overstate on its own)."""
     check = tail_check(model, evidence, own, identities)
-    if check is None or 1 / MISFIT <= check["modelled"] / max(check["observed"], 1e-12) <= MISFIT:
+    if check is None or fits(check):
         return model, check
     size = max(identities - 1, 1)
     low, high = 0.0, 1.0  # the modelled rate rises with the power: more of the probes' spreads mixed in
