@@ -28,6 +28,10 @@ _scratch_dir("ARCMATCH_ARCHIVE_URI", "arcmatch-test-archive-")
 # Ray Train's controller polls its workers every 2 s by default: a two-epoch run of the tiny model then waits more
 # than it trains. Read by the controller actor, so set before the tests' Ray starts.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# a fresh Ray's GCS gets 30 s to publish its port, and on 2 cores with the suite's other Rays, servers and clusters
+# starting at the same moment a local Ray has run out of it (every test of that process then failed at set-up); the
+# nodes of tests/ray_cluster.py inherit it
+os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
 # gRPC's C core writes the server's keepalive complaints ("too_many_pings") straight to stderr, past pytest's capture
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.helpers import listen_port
@@ -53,16 +54,23 @@ class Cluster:
         self.scratch = scratch
         scratch.mkdir(parents=True, exist_ok=True)
         self.checks = HEALTH_CHECKS if quick_checks else {}
-        self.temp = Path(tempfile.mkdtemp(prefix="rc-"))
-        self.port, self.dashboard = listen_port(), listen_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.jobs_api = f"http://127.0.0.1:{self.dashboard}"
         self.workers: list[Node] = []
         self.temps: list[Path] = []
         self.started = 0
-        self.head = self._start(["--head", f"--port={self.port}", f"--num-cpus={head_cpus}", f"--temp-dir={self.temp}",
-                                 f"--include-dashboard={str(dashboard).lower()}", "--dashboard-host=127.0.0.1",
-                                 f"--dashboard-port={self.dashboard}"], "head")
+
+        def head() -> list[str]:
+            """The head's arguments, with ports and a temp dir of their own on every try: a try that timed out
+            may leave its GCS port held or its session half-written, and the next must not meet either."""
+            self.temp = Path(tempfile.mkdtemp(prefix="rc-"))
+            self.temps.append(self.temp)
+            self.port, self.dashboard = listen_port(), listen_port()
+            self.address = f"127.0.0.1:{self.port}"
+            self.jobs_api = f"http://127.0.0.1:{self.dashboard}"
+            return ["--head", f"--port={self.port}", f"--num-cpus={head_cpus}", f"--temp-dir={self.temp}",
+                    f"--include-dashboard={str(dashboard).lower()}", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={self.dashboard}"]
+
+        self.head = self._start(head, "head")
         try:
             for _ in range(workers):
                 self.add_worker()
@@ -70,11 +78,12 @@ class Cluster:
             self.stop()
             raise
 
-    def _start(self, args: list[str], name: str) -> Node:
-        """A node, up once `ray start` says so; started again (up to STARTS times in all) when Ray gave up on its
-        raylet's registration (a fixed 30 s in ray/_private/node.py, which a loaded machine can exceed)."""
+    def _start(self, args: Callable[[], list[str]], name: str) -> Node:
+        """A node, up once `ray start` says so; started again (up to STARTS times in all, `args()` each time)
+        when Ray gave up on its raylet's registration (a fixed 30 s in ray/_private/node.py, which a loaded
+        machine can exceed)."""
         for attempt in range(STARTS):
-            node = self._spawn(args, name)
+            node = self._spawn(args(), name)
             text = self._wait(node)
             if STARTED in text:
                 return node
@@ -112,10 +121,12 @@ class Cluster:
         name = f"worker{self.started}"
         # a temp dir of its own, as a machine has: nodes sharing one would share runtime_resources/, and one node's
         # clean-up of a job's working_dir would delete it under another node's processes (the job's driver)
-        temp = Path(tempfile.mkdtemp(prefix=f"rc-{self.started}-"))
-        self.temps.append(temp)
-        worker = self._start([f"--address={self.address}", f"--num-cpus={cpus}", f"--node-name={name}",
-                              f"--temp-dir={temp}"], name)
+        def worker_args() -> list[str]:
+            temp = Path(tempfile.mkdtemp(prefix=f"rc-{self.started}-"))
+            self.temps.append(temp)
+            return [f"--address={self.address}", f"--num-cpus={cpus}", f"--node-name={name}", f"--temp-dir={temp}"]
+
+        worker = self._start(worker_args, name)
         self.workers.append(worker)
         return worker
 
@@ -169,7 +180,7 @@ class Cluster:
     def stop(self) -> None:
         for node in [*self.workers, self.head]:
             self._stop(node)
-        for temp in [self.temp, *self.temps]:
+        for temp in self.temps:
             shutil.rmtree(temp, ignore_errors=True)
 
 
