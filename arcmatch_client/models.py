@@ -171,6 +171,10 @@ class GalleryCalibration:
     tail_check: dict | None = None
     # tail: unlabelled faces left out as they look like someone enrolled
     strangers_dropped: int = 0
+    # tail, with 100 or more unlabelled faces: at `threshold` the share of them whose best score is as high
+    # (`observed`) and the model's sum over identities (`modelled`); their ratio (`clustering`) scales the modelled
+    # rates
+    strangers_check: dict | None = None
     # the chosen threshold, those for half and twice the target, and the model's
     points: list[Point] = field(default_factory=list)
     # [threshold, fpir, fnir] rows, thresholds rising: what a search's `fpir` is read from

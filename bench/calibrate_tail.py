@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import CACHE, SHARED, embed_cached, emit, lfw_person, onnx_model_dir  # noqa: E402
 from indexer.calibration import MISFIT, Trials  # noqa: E402
 from indexer.gallery_tail import matched  # noqa: E402
-from indexer.tail import fit_gallery, identity_scores, resampled  # noqa: E402
+from indexer.strangers import fit_with_strangers  # noqa: E402
+from indexer.tail import clustered, fit_gallery, identity_scores, resampled  # noqa: E402
 
 LFW = SHARED / "data" / "lfw_gray"
 ORL = SHARED / "data" / "orl_att_faces"
@@ -126,8 +127,11 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
     model, check = matched(model, evidence, own, len(set(labels)))
     thresholds["tail"] = model.threshold_for(target)
     if stranger_rows:
-        with_strangers, more, _, whose = fit_gallery(g, labels, strangers=vectors[stranger_rows])
-        thresholds["tail_strangers"] = matched(with_strangers, more, whose, len(set(labels)))[0].threshold_for(target)
+        # as `calibrate`: strangers that look enrolled dropped, their own best scores read (tail.clustered)
+        with_strangers, more, _, whose, _ = fit_with_strangers(g, labels, np.arange(len(g)), frozenset(),
+                                                               vectors[stranger_rows])
+        fitted = matched(with_strangers, more, whose, len(set(labels)))[0]
+        thresholds["tail_strangers"] = clustered(fitted, more, whose)[0].threshold_for(target)
     modelled = [m.fpir(thresholds["tail"]) for m in resampled(evidence, own, rounds, power=model.spread_power)]
     misfit = check["modelled"] / check["observed"] if check else None
     refitted = bool(check and "modelled_before" in check)

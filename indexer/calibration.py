@@ -90,6 +90,7 @@ class GalleryCalibration:
     strangers: int = 0  # tail: unlabelled faces taken as more strangers (indexer/strangers.py)
     strangers_dropped: int = 0  # tail: unlabelled faces left out, as they looked like someone enrolled
     tail_check: dict | None = None  # tail: the model against the gallery's own trials where they are dense
+    strangers_check: dict | None = None  # tail: the strangers' own best scores against the model (tail.clustered)
 
     def to_json(self) -> str:
         return json.dumps({"arcmatch": 1, **asdict(self)}, separators=(",", ":"))
@@ -158,6 +159,11 @@ class GalleryCalibration:
             out.append(f"{self.strangers} unlabelled faces counted as strangers too"
                        + (f" ({self.strangers_dropped} left out: they look like someone enrolled)"
                           if self.strangers_dropped else ""))
+        crossing = self.strangers_check
+        if crossing:
+            out.append(f"at {crossing['threshold']:.4f}, {crossing['observed']:.3f} of them score as high against "
+                       f"someone, where the sum over identities says {crossing['modelled']:.3f}: the modelled "
+                       f"rates are scaled by {crossing['clustering']:.2f}")
         check = self.tail_check
         if check and "modelled_before" in check:
             out.append(f"the tail model was refitted to this gallery's own faces: at {check['threshold']:.4f} it "

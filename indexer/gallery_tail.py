@@ -21,12 +21,13 @@ CHECK_AT = 10  # the tail model is checked where the gallery's own trials have t
 def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[Modelled, dict]:
     """The tail method's estimator (indexer/tail.py), from the vectors of up to TAIL_IDENTITIES random
     identities (probes: up to `sample` of their faces) and the gallery's ingested unlabelled faces as strangers
-    (indexer/strangers.py); also what it set aside: suspected duplicates, strangers that looked enrolled. Pairs a
+    (indexer/strangers.py), whose own best scores then scale the model's sum over identities (tail.clustered);
+    also what it set aside: suspected duplicates, strangers that looked enrolled. Pairs a
     person confirmed are different people (indexer/distinct.py) are never set aside: they are the strongest
     impostor evidence there is."""
     from indexer.distinct import pairs
     from indexer.strangers import fit_with_strangers, ingested_unlabelled
-    from indexer.tail import resampled
+    from indexer.tail import clustered, resampled
 
     ids, names = labelled_faces(index)
     rng = np.random.default_rng(seed)
@@ -40,9 +41,10 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     model, evidence, _, own, dropped = fit_with_strangers(matrix, names[chosen].astype(str), probes, pairs(index),
                                                           strangers)
     model, check = matched(model, evidence, own, identities)
+    model, strangers_check = clustered(model, evidence, own)
     return Modelled(model, resampled(evidence, own, seed=seed, power=model.spread_power), identities), {
         "suspects": [asdict(s) for s in model.suspects], "strangers": len(strangers) - dropped,
-        "strangers_dropped": dropped, "tail_check": check}
+        "strangers_dropped": dropped, "tail_check": check, "strangers_check": strangers_check}
 
 
 def tail_check(model, evidence: np.ndarray, own: np.ndarray, identities: int, anchor: int = CHECK_AT) -> dict | None:

@@ -218,6 +218,10 @@ class GalleryCalibrationOut(BaseModel):
                                     "and `spread_power` where it was refitted to them")
     strangers_dropped: int = Field(0, description="tail: unlabelled faces left out as they look like someone "
                                    "enrolled")
+    strangers_check: dict | None = Field(None, description="tail, with 100 or more unlabelled faces: at `threshold` "
+                                         "the share of them whose best score is as high (`observed`) and the model's "
+                                         "sum over identities (`modelled`); their ratio (`clustering`) scales the "
+                                         "modelled rates")
     points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "
                                    "and the model's")
     curve: list[list[float | None]] = Field([], description="[threshold, fpir, fnir] rows, thresholds rising: "

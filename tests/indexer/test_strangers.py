@@ -41,3 +41,20 @@ def test_faces_kept_from_searches_are_not_strangers(index):
     found = ingested_unlabelled(index, np.random.default_rng(0))
     kept = {tuple(np.round(r.vector, 5)) for n, r in enumerate(rows) if n % 2 == 0}
     assert len(found) == 10 and {tuple(np.round(v, 5)) for v in found} == kept
+
+
+def test_enough_unlabelled_faces_scale_the_calibration_and_it_says_by_how_much(index):
+    """From MIN_STRANGERS unlabelled faces on, their own best scores scale the modelled rates (tail.clustered); the
+    calibration keeps what they were read from and prints it."""
+    from indexer.calibration import calibrate
+    from indexer.tail import MIN_STRANGERS
+
+    strangers = [FaceRow(f"u{n}", UNLABELLED, r.vector, face_id(f"u{n}"))
+                 for n, r in enumerate(people(MIN_STRANGERS + 20, 1, spread=0.3, seed=7, first=1000))]
+    index.upsert(people(40, 2, spread=0.3) + strangers)
+    index.flush()
+    result = calibrate(index, 0.05, sample=80)
+    check = result.strangers_check
+    assert result.strangers == MIN_STRANGERS + 20 and check is not None
+    assert check["strangers"] == MIN_STRANGERS + 20 and check["clustering"] == check["observed"] / check["modelled"]
+    assert any(f"scaled by {check['clustering']:.2f}" in line for line in result.lines())
