@@ -171,9 +171,9 @@ class GalleryCalibration:
     tail_check: dict | None = None
     # tail: unlabelled faces left out as they look like someone enrolled
     strangers_dropped: int = 0
-    # tail, with 100 or more unlabelled faces: at `threshold` the share of them whose best score is as high
-    # (`observed`) and the model's sum over identities (`modelled`); their ratio (`clustering`) scales the modelled
-    # rates
+    # tail, with 100 or more unlabelled faces: the rates follow the share of them whose best score crosses; at
+    # `threshold`, the highest where they are counted, that share (`observed`) and the model's sum over identities
+    # (`modelled`), whose ratio (`factor`) scales the rates beyond it
     strangers_check: dict | None = None
     # the chosen threshold, those for half and twice the target, and the model's
     points: list[Point] = field(default_factory=list)

@@ -130,8 +130,10 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
         # as `calibrate`: strangers that look enrolled dropped, their own best scores read (tail.clustered)
         with_strangers, more, _, whose, _ = fit_with_strangers(g, labels, np.arange(len(g)), frozenset(),
                                                                vectors[stranger_rows])
-        fitted = matched(with_strangers, more, whose, len(set(labels)))[0]
-        thresholds["tail_strangers"] = clustered(fitted, more, whose)[0].threshold_for(target)
+        fitted = clustered(matched(with_strangers, more, whose, len(set(labels)))[0], more, whose)[0]
+        thresholds["tail_strangers"] = fitted.threshold_for(target)
+        strangers_modelled = [m.fpir(thresholds["tail_strangers"]) for m in
+                              resampled(more, whose, rounds, power=fitted.spread_power, reading=fitted)]
     modelled = [m.fpir(thresholds["tail"]) for m in resampled(evidence, own, rounds, power=model.spread_power)]
     misfit = check["modelled"] / check["observed"] if check else None
     refitted = bool(check and "modelled_before" in check)
@@ -157,10 +159,19 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
 
     reached = float(weight[stranger_best >= thresholds["tail"]].sum())
     low, high = np.percentile(modelled, [2.5, 97.5])
+
+    def covers(values: list[float], threshold: float, point: float) -> bool:
+        """Whether the interval `calibrate` prints (the resampled models' 95%, stretched to hold the point) holds
+        the FPIR reached."""
+        low, high = np.percentile(values, [2.5, 97.5])
+        return bool(min(low, point) <= float(weight[stranger_best >= threshold].sum()) <= max(high, point))
+
     return {**{rule: judged(t) for rule, t in thresholds.items()}, "suspects": len(model.suspects),
             "planted": planted, "unknown_probes": len(unknown), "interval": [float(low), float(high)],
             "misfit": misfit, "refitted": refitted,
             "covered": bool(low <= reached <= high), "judge": judged, "stranger_best": stranger_best,
+            "strangers_covered": covers(strangers_modelled, thresholds["tail_strangers"], target)
+                                  if stranger_rows else None,
             "weight": weight}
 
 
@@ -212,6 +223,8 @@ def main() -> None:
                    "unknown_probes_median": int(np.median([d["unknown_probes"] for d in draws]))}
             row.update({rule: summary(draws, rule, args.fpir) for rule in RULES if rule in draws[0]})
             row["tail_interval_covers"] = int(sum(d["covered"] for d in draws))
+            if draws[0]["strangers_covered"] is not None:
+                row["tail_strangers_interval_covers"] = int(sum(d["strangers_covered"] for d in draws))
             row["tail_interval_median"] = [round(float(np.median([d["interval"][i] for d in draws])), 5)
                                            for i in (0, 1)]
             row["suspects_median"] = float(np.median([d["suspects"] for d in draws]))

@@ -161,9 +161,9 @@ class GalleryCalibration:
                           if self.strangers_dropped else ""))
         crossing = self.strangers_check
         if crossing:
-            out.append(f"at {crossing['threshold']:.4f}, {crossing['observed']:.3f} of them score as high against "
-                       f"someone, where the sum over identities says {crossing['modelled']:.3f}: the modelled "
-                       f"rates are scaled by {crossing['clustering']:.2f}")
+            out.append(f"the rates follow what they give: at {crossing['threshold']:.4f}, {crossing['observed']:.3f} "
+                       f"of them score as high against someone, where the sum over identities says "
+                       f"{crossing['modelled']:.3f}, so rates beyond it are scaled by {crossing['factor']:.2f}")
         check = self.tail_check
         if check and "modelled_before" in check:
             out.append(f"the tail model was refitted to this gallery's own faces: at {check['threshold']:.4f} it "

@@ -42,7 +42,8 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
                                                           strangers)
     model, check = matched(model, evidence, own, identities)
     model, strangers_check = clustered(model, evidence, own)
-    return Modelled(model, resampled(evidence, own, seed=seed, power=model.spread_power), identities), {
+    models = resampled(evidence, own, seed=seed, power=model.spread_power, reading=model)
+    return Modelled(model, models, identities), {
         "suspects": [asdict(s) for s in model.suspects], "strangers": len(strangers) - dropped,
         "strangers_dropped": dropped, "tail_check": check, "strangers_check": strangers_check}
 

@@ -120,9 +120,11 @@ class TailModel:
     alpha: float
     identities: int
     spread_power: float = 1.0
-    # the share of the summed per-identity rates that is distinct strangers crossing (an extremal index): read off
-    # strangers' own best scores where there are enough of them (clustered), 1 where there are not
-    clustering: float = 1.0
+    # strangers' own best scores (sorted) and their rows, where there are enough of them (clustered): see crossing
+    strangers: np.ndarray | None = None
+    stranger_best: np.ndarray | None = None
+    anchor: float = np.inf  # the highest threshold at which they are read: where STRANGERS_ANCHOR of them cross
+    read_by: TailModel | None = None  # a resampled model takes its gallery's reading of them (resampled)
     suspects: list[Suspect] = field(default_factory=list)
 
     @classmethod
@@ -161,7 +163,22 @@ class TailModel:
     def fpir(self, threshold: float, size: int | None = None) -> float:
         """The share of strangers a gallery of `size` identities (default: this one's) answers as someone."""
         q = self.survival((threshold - self.location) / self.spread)
-        return float(min(self.clustering * np.mean(1.0 - (1.0 - q) ** (size or self.identities)), 1.0))
+        return float(min(self.crossing(threshold) * np.mean(1.0 - (1.0 - q) ** (size or self.identities)), 1.0))
+
+    def crossing(self, threshold: float) -> float:
+        """The share of the summed per-identity rates that is distinct strangers crossing (1 without strangers):
+        their own best scores at or above the threshold against the model's sum over the same rows, read at the
+        threshold itself up to the anchor and at the anchor beyond it, where too few of them cross to count."""
+        if self.read_by is not None:
+            return self.read_by.crossing(threshold)
+        if self.stranger_best is None or self.strangers is None:
+            return 1.0
+        at = min(float(threshold), self.anchor)
+        rows = self.strangers
+        q = self.survival((at - self.location[rows]) / self.spread[rows])
+        summed = float(np.mean(1.0 - (1.0 - q) ** self.identities))
+        crossed = 1.0 - np.searchsorted(self.stranger_best, at, side="left") / len(self.stranger_best)
+        return float(crossed / summed) if summed > 0 else 1.0
 
     def threshold_for(self, target: float, size: int | None = None) -> float:
         """The lowest threshold whose modelled FPIR is at most `target` (bisection: FPIR falls as t rises)."""
@@ -230,34 +247,37 @@ def fit_scores(scores: np.ndarray, names: np.ndarray, own: np.ndarray, rounds: i
 
 
 def clustered(model: TailModel, evidence: np.ndarray, own: np.ndarray) -> tuple[TailModel, dict | None]:
-    """(the model with its `clustering`, what it was read from) where the evidence holds MIN_STRANGERS strangers'
-    rows or more; (the model, None) where it does not. Why: the model sums each identity's chance of meeting a
-    stranger's best as if identities were met independently, but a face that resembles one enrolled person
-    resembles that person's look-alikes too, so crossings come in clusters and fewer distinct strangers cross
-    than the sum says. A stranger's own best score is a direct trial of that: at the threshold the
-    STRANGERS_ANCHOR-th highest of them sets, the share crossing against the model's sum over the same rows is the
-    factor. On LFW-gray with 500 strangers (docs/BENCHMARKS.md) it was 0.72-0.78 in the median draw, and it took
-    FPIR 1% within 2x from 15 to 18 of 20 draws at 100 people and 17 to 19 at 300."""
+    """(the model reading strangers' own best scores, what they say at the anchor) where the evidence holds
+    MIN_STRANGERS strangers' rows or more; (the model, None) where it does not. Why: the model sums each identity's
+    chance of meeting a stranger's best as if identities were met independently, but a face that resembles one
+    enrolled person resembles that person's look-alikes too, so crossings come in clusters and fewer distinct
+    strangers cross than the sum says. A stranger's own best score is a direct trial of that, so the model's rate
+    is scaled by what the strangers give against its sum over their rows (TailModel.crossing): at each threshold
+    where STRANGERS_ANCHOR or more of them cross, and beyond, by the factor at the last such threshold. On LFW-gray
+    with 500 strangers (docs/BENCHMARKS.md) that factor was 0.5-0.8, and FPIR 1% was met within 2x in 18 of 20
+    draws at 100 people (15 before) and 19 of 20 at 300 (17)."""
     rows = np.flatnonzero(own < 0)
     if len(rows) < MIN_STRANGERS:
         return model, None
-    best = np.sort(np.nanmax(evidence[rows], axis=1))[::-1]
-    threshold = float(best[STRANGERS_ANCHOR - 1])
-    q = model.survival((threshold - model.location[rows]) / model.spread[rows])
-    summed = float(np.mean(1.0 - (1.0 - q) ** evidence.shape[1]))
-    observed = STRANGERS_ANCHOR / len(rows)
-    factor = observed / summed if summed > 0 else 1.0
-    return replace(model, clustering=factor), {"threshold": threshold, "observed": observed, "modelled": summed,
-                                               "clustering": factor, "strangers": len(rows)}
+    best = np.sort(np.nanmax(evidence[rows], axis=1))
+    anchor = float(best[-STRANGERS_ANCHOR])
+    scaled = replace(model, strangers=rows, stranger_best=best, anchor=anchor)
+    factor = scaled.crossing(anchor)
+    return scaled, {"threshold": anchor, "observed": STRANGERS_ANCHOR / len(rows), "modelled":
+                    STRANGERS_ANCHOR / len(rows) / factor, "factor": factor, "strangers": len(rows)}
 
 
 def resampled(evidence: np.ndarray, own: np.ndarray, rounds: int = 100, seed: int = 0,
-              power: float | None = None) -> list[TailModel]:
+              power: float | None = None, reading: TailModel | None = None) -> list[TailModel]:
     """Tail models of `rounds` galleries drawn from this one's identities with replacement, on both sides of the
     scores: an identity drawn comes with its probes' rows and with its column (the gallery face strangers meet),
     strangers' rows are drawn on their own. How much the model would move with other people of the same kind,
     for intervals at any threshold. Rows alone miss part of it: at 100 LFW-gray people and FPIR 1%, their 95%
-    interval held the FPIR really reached in 17 of 20 draws, both sides in 20 of 20."""
+    interval held the FPIR really reached in 17 of 20 draws, both sides in 20 of 20. `reading`: the gallery's
+    model whose reading of the strangers' own best scores (clustered) each takes, with the strangers drawn again
+    but against the gallery's own identities: a drawn gallery repeats identities, fewer distinct faces for a
+    stranger to meet, which the sum over identities counts as more chances, so a reading of its own would set that
+    against the strangers (a factor biased low)."""
     rng = np.random.default_rng(seed)
     columns = evidence.shape[1]
     rows_of = [np.flatnonzero(own == i) for i in range(columns)]
@@ -265,15 +285,25 @@ def resampled(evidence: np.ndarray, own: np.ndarray, rounds: int = 100, seed: in
     models = []
     for _ in range(rounds):
         drawn = rng.integers(columns, size=columns)
-        rows = np.concatenate([rows_of[i] for i in drawn] + [rng.choice(strangers, len(strangers))])
+        picked = rng.choice(strangers, len(strangers))
+        rows = np.concatenate([rows_of[i] for i in drawn] + [picked])
         # a row meets its own identity wherever that was drawn: NaN, as in the gallery
         sample = evidence[rows][:, drawn]
         sample[own[rows][:, None] == drawn[None, :]] = np.nan
         try:
-            models.append(clustered(TailModel.fit(sample, power), sample, own[rows])[0])
+            models.append(replace(TailModel.fit(sample, power), read_by=_read_again(reading, evidence, picked)))
         except InvalidValue:
             continue
     return models
+
+
+def _read_again(reading: TailModel | None, evidence: np.ndarray, picked: np.ndarray) -> TailModel | None:
+    """The gallery's reading of the strangers with the strangers drawn again (`picked`, rows of `evidence`), so
+    that an interval holds the reading's own noise (it rests on STRANGERS_ANCHOR crossings)."""
+    if reading is None or reading.strangers is None or len(picked) < MIN_STRANGERS:
+        return reading
+    best = np.sort(np.nanmax(evidence[picked], axis=1))
+    return replace(reading, strangers=picked, stranger_best=best, anchor=float(best[-STRANGERS_ANCHOR]))
 
 
 def interval(evidence: np.ndarray, own: np.ndarray, threshold: float, size: int, rounds: int = 100,

@@ -218,10 +218,11 @@ class GalleryCalibrationOut(BaseModel):
                                     "and `spread_power` where it was refitted to them")
     strangers_dropped: int = Field(0, description="tail: unlabelled faces left out as they look like someone "
                                    "enrolled")
-    strangers_check: dict | None = Field(None, description="tail, with 100 or more unlabelled faces: at `threshold` "
-                                         "the share of them whose best score is as high (`observed`) and the model's "
-                                         "sum over identities (`modelled`); their ratio (`clustering`) scales the "
-                                         "modelled rates")
+    strangers_check: dict | None = Field(None, description="tail, with 100 or more unlabelled faces: the rates "
+                                         "follow the share of them whose best score crosses; at `threshold`, the "
+                                         "highest where they are counted, that share (`observed`) and the model's "
+                                         "sum over identities (`modelled`), whose ratio (`factor`) scales the rates "
+                                         "beyond it")
     points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "
                                    "and the model's")
     curve: list[list[float | None]] = Field([], description="[threshold, fpir, fnir] rows, thresholds rising: "
