@@ -41,6 +41,7 @@ from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED
 from indexer.milvus import Property
 from indexer.rates import Empirical, at_size, curve, points, threshold_for_rate
+from indexer.tail import MIN_STRANGERS
 
 METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
 TAIL_METHOD = "gallery cross-identity scores, modelled non-mated tail"
@@ -158,7 +159,9 @@ class GalleryCalibration:
         if self.strangers or self.strangers_dropped:
             out.append(f"{self.strangers} unlabelled faces counted as strangers too"
                        + (f" ({self.strangers_dropped} left out: they look like someone enrolled)"
-                          if self.strangers_dropped else ""))
+                          if self.strangers_dropped else "")
+                       + ("" if self.strangers_check or self.strangers == 0 else
+                          f"; from {MIN_STRANGERS} on, the rates would follow what their own best scores give"))
         crossing = self.strangers_check
         if crossing:
             out.append(f"the rates follow what they give: at {crossing['threshold']:.4f}, {crossing['observed']:.3f} "

@@ -59,3 +59,16 @@ def test_enough_unlabelled_faces_scale_the_calibration_and_it_says_by_how_much(i
     assert check["strangers"] == MIN_STRANGERS + 20
     assert check["factor"] == pytest.approx(check["observed"] / check["modelled"])
     assert any(f"scaled by {check['factor']:.2f}" in line for line in result.lines())
+
+
+def test_a_few_unlabelled_faces_are_counted_and_the_calibration_says_more_would_do_more(index):
+    from indexer.calibration import calibrate
+    from indexer.tail import MIN_STRANGERS
+
+    strangers = [FaceRow(f"u{n}", UNLABELLED, r.vector, face_id(f"u{n}"))
+                 for n, r in enumerate(people(30, 1, spread=0.3, seed=7, first=1000))]
+    index.upsert(people(40, 2, spread=0.3) + strangers)
+    index.flush()
+    result = calibrate(index, 0.05, sample=80)
+    assert result.strangers == 30 and result.strangers_check is None
+    assert any(f"from {MIN_STRANGERS} on, the rates would follow" in line for line in result.lines())
