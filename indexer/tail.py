@@ -259,12 +259,16 @@ def clustered(model: TailModel, evidence: np.ndarray, own: np.ndarray) -> tuple[
     rows = np.flatnonzero(own < 0)
     if len(rows) < MIN_STRANGERS:
         return model, None
-    best = np.sort(np.nanmax(evidence[rows], axis=1))
-    anchor = float(best[-STRANGERS_ANCHOR])
-    scaled = replace(model, strangers=rows, stranger_best=best, anchor=anchor)
-    factor = scaled.crossing(anchor)
-    return scaled, {"threshold": anchor, "observed": STRANGERS_ANCHOR / len(rows), "modelled":
+    scaled = _reading(model, evidence, rows)
+    factor = scaled.crossing(scaled.anchor)
+    return scaled, {"threshold": scaled.anchor, "observed": STRANGERS_ANCHOR / len(rows), "modelled":
                     STRANGERS_ANCHOR / len(rows) / factor, "factor": factor, "strangers": len(rows)}
+
+
+def _reading(model: TailModel, evidence: np.ndarray, rows: np.ndarray) -> TailModel:
+    """`model` reading the strangers of `rows` (of `evidence`): their best scores, and the anchor they set."""
+    best = np.sort(np.nanmax(evidence[rows], axis=1))
+    return replace(model, strangers=rows, stranger_best=best, anchor=float(best[-STRANGERS_ANCHOR]))
 
 
 def resampled(evidence: np.ndarray, own: np.ndarray, rounds: int = 100, seed: int = 0,
@@ -302,8 +306,7 @@ def _read_again(reading: TailModel | None, evidence: np.ndarray, picked: np.ndar
     that an interval holds the reading's own noise (it rests on STRANGERS_ANCHOR crossings)."""
     if reading is None or reading.strangers is None or len(picked) < MIN_STRANGERS:
         return reading
-    best = np.sort(np.nanmax(evidence[picked], axis=1))
-    return replace(reading, strangers=picked, stranger_best=best, anchor=float(best[-STRANGERS_ANCHOR]))
+    return _reading(reading, evidence, picked)
 
 
 def interval(evidence: np.ndarray, own: np.ndarray, threshold: float, size: int, rounds: int = 100,

@@ -120,8 +120,6 @@ def test_the_interval_resamples_the_gallery_faces_too():
     assert low < model.fpir(t) < high
 
 
-
-
 def test_strangers_own_best_scores_correct_a_sum_over_look_alike_identities():
     """Identities in families of look-alikes (a family's direction plus each member's own): a stranger of a family
     is like several of its members at once, so the model's sum over identities overstates how many strangers
