@@ -112,7 +112,7 @@ def test_a_submitted_ingestion_then_a_reembed_survive_a_worker_node_death(cluste
     assert rows_apart(db)[:2] == [expected, expected]  # nothing lost, nothing doubled
 
     reembed = ["reembed", "--model", str(other_model_dir), "--milvus", str(db), "--gallery", "faces",
-               "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
+               "--batch-size", "8", "--grace", "0", "--index", "FLAT", "--errors", str(tmp_path / "reembed.csv")]
     out, err = finishes_through_a_death(cluster, reembed, tmp_path, "reembed", **env)
     assert "(raylet)" not in out + err  # the job's own lines only, not Ray's
     # nothing lost, nothing doubled, and the gallery serves from the new model's collection

@@ -196,7 +196,8 @@ def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_lo
     ingest(root, tiny_model_dir, milvus=uri, gallery=collection_name, index_type="FLAT", archive=archive,
            errors_csv=tmp_path / "e.csv", console=Console(quiet=True, interactive=False))
     command = [sys.executable, "-m", "jobs.cli", "reembed", "--model", str(other_model_dir), "--milvus", uri,
-               "--gallery", collection_name, "--batch-size", "8", "--grace", "0", "--index", "FLAT"]
+               "--gallery", collection_name, "--batch-size", "8", "--grace", "0", "--index", "FLAT",
+               "--errors", str(tmp_path / "reembed.csv")]
     job = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
                            start_new_session=True)
     said = []
