@@ -23,7 +23,7 @@ def trained_module(spec, rank: int, world: int, full: torch.Tensor):
     return module, optimizer
 
 
-def test_head_blocks_saved_on_three_workers_load_on_two(tiny_spec, tmp_path):
+def test_head_blocks_saved_on_three_workers_load_on_two_and_on_one(tiny_spec, tmp_path):
     full = torch.randn(CLASSES, 16)
     saved = [trained_module(tiny_spec, rank, 3, full) for rank in range(3)]
     with torch.no_grad():
@@ -35,8 +35,8 @@ def test_head_blocks_saved_on_three_workers_load_on_two(tiny_spec, tmp_path):
     expected_weight = torch.cat([m.head.weight.detach() for m, _ in saved])
     expected_avg = torch.cat([o.state[m.head.weight]["exp_avg"] for m, o in saved])
 
-    for rank in range(2):
-        module, optimizer = trained_module(tiny_spec, rank, 2, torch.zeros(CLASSES, 16))
+    for rank, world in [(0, 2), (1, 2), (0, 1)]:  # split across two, and joined on one
+        module, optimizer = trained_module(tiny_spec, rank, world, torch.zeros(CLASSES, 16))
         position, history = load_state(tmp_path, module, optimizer)
         head = module.head
         assert position == Position(1, 64) and history == [{"epoch": 1}]
