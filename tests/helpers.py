@@ -70,6 +70,18 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, **kwargs)
                           timeout=timeout, env=env if env is not None else dict(os.environ), **kwargs)
 
 
+def cli_here(capsys, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `arcmatch ARGS` through its entry point in this process, on the test's Ray:
+    a process of its own costs seconds of imports and starts Ray's workers again (tens of core-seconds a test in
+    the suite). Settings come from this process's environment (monkeypatch it)."""
+    from jobs.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 # ---- photos built from LFW-gray (250x250, the face centred), for the detection and alignment paths ----
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,6 @@ to a real Prometheus Pushgateway (Debian's prometheus-pushgateway, which .ci/run
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -15,7 +14,7 @@ import pytest
 from jobs.job_metrics import JobMetrics, counts
 from jobs.progress import Console
 from tests.deploy.prometheus import query, running, until
-from tests.helpers import free_port, metric_samples, run_cli
+from tests.helpers import cli_here, free_port, metric_samples
 from trainer.synthetic import write_dataset
 
 
@@ -90,15 +89,16 @@ def pushgateway(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_ingestion_pushes_its_progress_and_final_counts(ray_local, pushgateway, tmp_path, tiny_model_dir):
+def test_an_ingestion_pushes_its_progress_and_final_counts(ray_local, pushgateway, tmp_path, tiny_model_dir,
+                                                           monkeypatch, capsys):
     root = tmp_path / "gallery"
     write_dataset(root, range(3), 2, size=32)
     (root / "person_00001" / "broken.png").write_bytes(b"not an image")
-    env = {**os.environ, "ARCMATCH_PUSHGATEWAY": pushgateway, "ARCMATCH_GALLERY": "pushed",
-           "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    done = run_cli("ingest", str(root), "--model", str(tiny_model_dir), "--milvus", str(tmp_path / "g.db"),
-                   "--index", "FLAT", "--errors", str(tmp_path / "e.csv"), env=env)
-    assert done.returncode == 3, done.stderr[-2000:]  # finished, with the broken file skipped
+    monkeypatch.setenv("ARCMATCH_PUSHGATEWAY", pushgateway)
+    monkeypatch.setenv("ARCMATCH_GALLERY", "pushed")
+    code, _, err = cli_here(capsys, "ingest", str(root), "--model", str(tiny_model_dir), "--milvus",
+                            str(tmp_path / "g.db"), "--index", "FLAT", "--errors", str(tmp_path / "e.csv"))
+    assert code == 3, err[-2000:]  # finished, with the broken file skipped
     found = metric_samples(httpx.get(f"{pushgateway}/metrics").text)
     group = (("command", "ingest"), ("gallery", "pushed"), ("instance", ""), ("job", "arcmatch"))
 

@@ -260,14 +260,13 @@ def test_an_upgrade_that_would_lose_faces_refuses_to_switch_and_says_which(ray_l
                                                                           tiny_spec, monkeypatch, capsys):
     """The CLI as a user runs it: photos archived for a box-crop model, a five-point model and no detector. The
     dry run and the run agree on every face, the run exits non-zero, the alias stays, the CSV names the faces.
-    Each step is `arcmatch`'s own entry point in this process, on the test's Ray: a process each cost a minute of
-    both cores in the suite, mostly imports and Ray workers started again."""
+    Each step is `arcmatch`'s own entry point in this process (tests/helpers.py, cli_here)."""
     import csv
     from dataclasses import replace
+    from functools import partial
 
     from indexer.store import FaceIndex
-    from jobs.cli import main
-    from tests.helpers import untrained_model
+    from tests.helpers import cli_here, untrained_model
     from trainer.synthetic import write_dataset
 
     root, uri, archive = tmp_path / "gallery", str(tmp_path / "g.db"), str(tmp_path / "archive")
@@ -276,12 +275,7 @@ def test_an_upgrade_that_would_lose_faces_refuses_to_switch_and_says_which(ray_l
                                  threshold=0.6)
     monkeypatch.delenv("ARCMATCH_DETECTOR", raising=False)
     monkeypatch.setenv("ARCMATCH_ARCHIVE_URI", archive)
-
-    def arcmatch(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
+    arcmatch = partial(cli_here, capsys)
 
     made = arcmatch("ingest", str(root), "--model", str(tiny_model_dir), "--milvus", uri, "--index", "FLAT",
                     "--errors", str(tmp_path / "ingest.csv"))
