@@ -88,6 +88,23 @@ def load_synthetic(model: Path) -> tuple[np.ndarray, np.ndarray]:
     return data["vectors"], data["labels"].astype(str)
 
 
+def never_enrolled(by_person: dict, enrolled, strangers: int, rng) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """(one photo each of up to `strangers` people never enrolled, the unknown probes: up to MAX_PHOTOS photos of
+    each of the others, their weights (each person once), whether each is of a person with one photo). Never
+    enrolled excludes an enrolled person under another LFW name (harness.lfw_person)."""
+    known_people = {lfw_person(n) for n in enrolled}
+    others = rng.permutation([n for n in by_person if n not in set(enrolled) and lfw_person(n) not in known_people])
+    stranger_rows = [rng.choice(by_person[n]) for n in others[:strangers]]
+    unknown = np.concatenate([by_person[n][:MAX_PHOTOS] for n in others[strangers:]])
+    weight = np.concatenate([np.full(min(len(by_person[n]), MAX_PHOTOS), 1 / min(len(by_person[n]), MAX_PHOTOS))
+                             for n in others[strangers:]])
+    weight /= weight.sum()  # each never-enrolled person counts once, however many photos LFW has of them
+    # the enrolled are drawn from people with two or more photos; LFW's people with one are another population
+    single = np.concatenate([np.full(min(len(by_person[n]), MAX_PHOTOS), len(by_person[n]) == 1)
+                             for n in others[strangers:]])
+    return stranger_rows, unknown, weight, single
+
+
 def one_draw(vectors, people, size: int, duplicates: float, target: float, strangers: int, rounds: int,
              rng) -> dict:
     by_person = {name: np.flatnonzero(people == name) for name in np.unique(people)}
@@ -105,17 +122,7 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
         rows = [r for r in by_person[name] if r not in gallery]
         gallery.append(rows[0])
         labels.append(f"{name} (second name)")
-    # never enrolled, and not an enrolled person under another LFW name (harness.lfw_person)
-    known_people = {lfw_person(n) for n in enrolled}
-    others = rng.permutation([n for n in by_person if n not in set(enrolled) and lfw_person(n) not in known_people])
-    stranger_rows = [rng.choice(by_person[n]) for n in others[:strangers]]
-    unknown = np.concatenate([by_person[n][:MAX_PHOTOS] for n in others[strangers:]])
-    weight = np.concatenate([np.full(min(len(by_person[n]), MAX_PHOTOS), 1 / min(len(by_person[n]), MAX_PHOTOS))
-                             for n in others[strangers:]])
-    weight /= weight.sum()  # each never-enrolled person counts once, however many photos LFW has of them
-    # the enrolled are drawn from people with two or more photos; LFW's people with one are another population
-    single = np.concatenate([np.full(min(len(by_person[n]), MAX_PHOTOS), len(by_person[n]) == 1)
-                             for n in others[strangers:]])
+    stranger_rows, unknown, weight, single = never_enrolled(by_person, enrolled, strangers, rng)
     gallery, labels = np.asarray(gallery), np.asarray(labels)
     g = vectors[gallery]
 

@@ -1,0 +1,131 @@
+"""How far a gallery's unlabelled faces (strangers) can carry a calibration, read four ways, on LFW-gray.
+
+Why: at FPIR 0.1% on 1,000 people the tail model, with the strangers' factor read where 10 of them cross and
+carried beyond, lets 0.30% through whether it is given 500 strangers or 2,000 (bench/calibrate_tail.py). This
+measures where that comes from, on the same draws as calibrate_tail.py (its `one_draw` people and strangers):
+
+- "calibrate": what `arcmatch calibrate` does (fit_with_strangers, matched, clustered);
+- "calibrate, none dropped": the same with no stranger dropped for looking like someone enrolled;
+- "falling beyond": none dropped, and beyond the anchor the strangers' crossing falls as a GPD fitted to their
+  STRANGERS_TAIL highest best scores instead of keeping the anchor's factor;
+- "direct": the strangers' best scores alone, a GPD on the DIRECT_TAIL highest (no gallery model at all), from all
+  strangers and from those `calibrate` keeps.
+
+    .venv/bin/python bench/strangers_tail.py [--sizes 1000] [--strangers 2000] [--fpir 0.001] [--draws 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.calibrate_tail import load, never_enrolled  # noqa: E402
+from bench.harness import emit  # noqa: E402
+from indexer.gallery_tail import matched  # noqa: E402
+from indexer.strangers import fit_with_strangers  # noqa: E402
+from indexer.tail import _pwm_gpd, clustered  # noqa: E402
+
+STRANGERS_TAIL = 30  # "falling beyond": the strangers' highest best scores its GPD is fitted to
+DIRECT_TAIL = 50  # "direct": the same, for the threshold read off the strangers alone
+READINGS = ("calibrate", "calibrate_none_dropped", "falling_beyond", "direct_all", "direct_kept")
+
+
+def gpd(best: np.ndarray, top: int) -> tuple[float, float, float, float]:
+    """(u, k, alpha, share above u) of a GPD on the `top` highest of `best`."""
+    ranked = np.sort(best)
+    u = float(ranked[-top - 1])
+    return (u, *_pwm_gpd(ranked[-top:] - u), top / len(ranked))
+
+
+def survival(t: float, u: float, k: float, alpha: float) -> float:
+    excess = max(float(t) - u, 0.0)
+    return float(np.exp(-excess / alpha)) if abs(k) < 1e-9 else float(max(1.0 - k * excess / alpha, 0.0) ** (1 / k))
+
+
+def summed(model, t: float) -> float:
+    """The model's rate summed over identities on its strangers' rows (as TailModel.crossing)."""
+    rows = model.strangers
+    q = model.survival((t - model.location[rows]) / model.spread[rows])
+    return float(np.mean(1.0 - (1.0 - q) ** model.identities))
+
+
+def lowest(fpir, target: float) -> float:
+    """The lowest threshold whose `fpir` is at most `target` (bisection, as TailModel.threshold_for)."""
+    low, high = -1.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if fpir(middle) > target else (low, middle)
+    return high
+
+
+def one_draw(vectors, people, size: int, strangers: int, target: float, rng) -> dict:
+    by_person = {name: np.flatnonzero(people == name) for name in np.unique(people)}
+    several = [n for n, rows in by_person.items() if len(rows) >= 2]
+    enrolled = rng.choice(several, size, replace=False)
+    gallery = [rng.permutation(by_person[name])[0] for name in enrolled]
+    stranger_rows, unknown, weight, _ = never_enrolled(by_person, enrolled, strangers, rng)
+    g, labels = vectors[gallery], np.asarray(enrolled)
+    reached_best = (vectors[unknown] @ g.T).max(axis=1)
+
+    def reached(threshold: float) -> float:
+        return float(weight[reached_best >= threshold].sum())
+
+    fitted, dropped = {}, 0
+    for name, rounds in (("calibrate", 3), ("calibrate_none_dropped", 0)):
+        model, more, _, whose, gone = fit_with_strangers(g, labels, np.arange(len(g)), frozenset(),
+                                                         vectors[stranger_rows], rounds=rounds)
+        fitted[name] = clustered(matched(model, more, whose, len(labels))[0], more, whose)[0]
+        dropped = dropped or gone
+    thresholds = {name: model.threshold_for(target) for name, model in fitted.items()}
+
+    model = fitted["calibrate_none_dropped"]
+    u, k, alpha, _ = gpd(model.stranger_best, STRANGERS_TAIL)
+
+    def falling(t: float) -> float:
+        """The model's rate, beyond the anchor with what crosses there falling as the strangers' GPD, not as the
+        model's sum over their rows (which the factor kept at the anchor assumes)."""
+        if t <= model.anchor:
+            return model.fpir(t)
+        return (model.fpir(t) * summed(model, model.anchor) / max(summed(model, t), 1e-300)
+                * survival(t, u, k, alpha) / survival(model.anchor, u, k, alpha))
+
+    thresholds["falling_beyond"] = lowest(falling, target)
+    all_best = (vectors[stranger_rows] @ g.T).max(axis=1)
+    kept_best = fitted["calibrate"].stranger_best
+    for name, best in (("direct_all", all_best), ("direct_kept", kept_best)):
+        u, k, alpha, share = gpd(best, DIRECT_TAIL)
+        thresholds[name] = lowest(lambda t, u=u, k=k, a=alpha, s=share: s * survival(t, u, k, a), target)
+    return {"dropped": dropped, **{name: round(reached(t), 5) for name, t in thresholds.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000])
+    parser.add_argument("--strangers", type=int, default=2000)
+    parser.add_argument("--fpir", type=float, default=0.001)
+    parser.add_argument("--draws", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    vectors, people = load()
+    result = {"strangers": args.strangers, "target_fpir": args.fpir, "draws": args.draws, "rows": []}
+    for size in args.sizes:
+        draws = [one_draw(vectors, people, size, args.strangers, args.fpir, np.random.default_rng(seed))
+                 for seed in range(args.draws)]
+        row = {"size": size, "dropped_median": float(np.median([d["dropped"] for d in draws]))}
+        for name in READINGS:
+            reached = np.array([d[name] for d in draws])
+            row[name] = {"fpir_median": round(float(np.median(reached)), 5),
+                         "fpir_range": [round(float(reached.min()), 5), round(float(reached.max()), 5)],
+                         "within_factor_2": int(((reached >= args.fpir / 2) & (reached <= args.fpir * 2)).sum())}
+        result["rows"].append(row)
+        print(row, file=sys.stderr)
+    emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
