@@ -12,6 +12,10 @@ measures where that comes from, on the same draws as calibrate_tail.py (its `one
   strangers and from those `calibrate` keeps.
 
     .venv/bin/python bench/strangers_tail.py [--sizes 1000] [--strangers 2000] [--fpir 0.001] [--draws 10]
+        [--vectors NPZ]
+
+`--vectors`: other faces than LFW-gray's, the vectors and labels a bench/calibrate_tail.py run kept (its synthetic
+faces through a demo model, in /tmp/arcmatch-bench-cache).
 """
 
 from __future__ import annotations
@@ -109,9 +113,14 @@ def main() -> None:
     parser.add_argument("--strangers", type=int, default=2000)
     parser.add_argument("--fpir", type=float, default=0.001)
     parser.add_argument("--draws", type=int, default=10)
+    parser.add_argument("--vectors", type=Path, help="vectors and labels kept by bench/calibrate_tail.py")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    vectors, people = load()
+    if args.vectors is not None:
+        kept = np.load(args.vectors)
+        vectors, people = kept["vectors"], kept["labels"].astype(str)
+    else:
+        vectors, people = load()
     result = {"strangers": args.strangers, "target_fpir": args.fpir, "draws": args.draws, "rows": []}
     for size in args.sizes:
         draws = [one_draw(vectors, people, size, args.strangers, args.fpir, np.random.default_rng(seed))
