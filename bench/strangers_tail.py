@@ -79,12 +79,12 @@ def one_draw(vectors, people, size: int, strangers: int, target: float, rng) -> 
     def reached(threshold: float) -> float:
         return float(weight[reached_best >= threshold].sum())
 
-    fitted, dropped = {}, 0
+    fitted, dropped = {}, {}
     for name, rounds in (("calibrate", 3), ("calibrate_none_dropped", 0)):
         model, more, _, whose, gone = fit_with_strangers(g, labels, np.arange(len(g)), frozenset(),
                                                          vectors[stranger_rows], rounds=rounds)
         fitted[name] = clustered(matched(model, more, whose, len(labels))[0], more, whose)[0]
-        dropped = dropped or gone
+        dropped[name] = gone
     thresholds = {name: model.threshold_for(target) for name, model in fitted.items()}
 
     model = fitted["calibrate_none_dropped"]
@@ -104,7 +104,7 @@ def one_draw(vectors, people, size: int, strangers: int, target: float, rng) -> 
     for name, best in (("direct_all", all_best), ("direct_kept", kept_best)):
         u, k, alpha, share = gpd(best, DIRECT_TAIL)
         thresholds[name] = lowest(lambda t, u=u, k=k, a=alpha, s=share: s * survival(t, u, k, a), target)
-    return {"dropped": dropped, **{name: round(reached(t), 5) for name, t in thresholds.items()}}
+    return {"dropped": dropped["calibrate"], **{name: round(reached(t), 5) for name, t in thresholds.items()}}
 
 
 def main() -> None:
