@@ -20,7 +20,7 @@ from indexer.archive import FaceArchive
 from indexer.errors import ModelMismatch
 from indexer.store import CollectionInfo, FaceIndex, connect
 from jobs.pipelines.ingest import ingest
-from tests.helpers import TINY_THRESHOLD
+from tests.helpers import TINY_THRESHOLD, cli_here
 from trainer.synthetic import write_dataset
 
 
@@ -185,8 +185,9 @@ def _rows_written(uri: str, collection: str) -> int:
 # the default's one writer here; a killed job's parallel write tasks on the server: the re-embed's (test_reembed.py)
 @pytest.mark.parametrize("store", ["lite"])
 def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, ray_local, tmp_path, tiny_model_dir,
-                                                        collection_name):
-    """SIGKILL half-way, then the same command again: Lite's single writer and the server's parallel Datasink."""
+                                                        collection_name, capsys):
+    """SIGKILL half-way, then the same command again (in this process: tests/helpers.py, cli_here): Lite's single
+    writer and the server's parallel Datasink."""
     root = tmp_path / "big"
     write_dataset(root, range(60), 10, size=32)
     (root / "person_00007" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
@@ -212,10 +213,10 @@ def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, ray_loc
     assert job.returncode == -signal.SIGKILL
     if written_before_kill is not None:
         assert 0 < written_before_kill < 600, written_before_kill  # killed half-way, not before or after
-    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert rerun.returncode == 3, rerun.stderr[-2000:]  # finished, with one file skipped
+    code, out, err = cli_here(capsys, *command[3:])
+    assert code == 3, err[-2000:]  # finished, with one file skipped
     assert "person_00007/broken.jpg" in (tmp_path / "e.csv").read_text()
-    assert "images seen 601, embedded 600, skipped 1" in rerun.stdout
+    assert "images seen 601, embedded 600, skipped 1" in out
     ids = rows_of(uri, collection_name)
     assert len(ids) == len(set(ids)) == 600
     archived = [e.face_id for e in FaceArchive(os.environ["ARCMATCH_ARCHIVE_URI"], collection_name).entries()]

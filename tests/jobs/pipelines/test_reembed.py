@@ -15,7 +15,7 @@ from indexer.store import connect
 from jobs.pipelines.reembed import MissingFromArchive, reembed
 from jobs.service import IdentityService
 from jobs.settings import Settings
-from tests.helpers import png
+from tests.helpers import cli_here, png
 
 
 def settings(model, milvus_uri, gallery, archive, **extra) -> Settings:
@@ -171,8 +171,9 @@ def test_searches_never_fail_and_writes_during_the_job_are_neither_lost_nor_resu
 @pytest.mark.slow
 @pytest.mark.parametrize("store", ["server"])  # where parallel writers meet a kill (Lite's one writer: ingestion's)
 def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_local, tmp_path, tiny_model_dir,
-                                                          other_model_dir, collection_name):
-    """SIGKILL half-way through the copy, a delete while it is down, the same command again."""
+                                                          other_model_dir, collection_name, monkeypatch, capsys):
+    """SIGKILL half-way through the copy, a delete while it is down, the same command again (in this process:
+    tests/helpers.py, cli_here)."""
     import os
     import signal
     import subprocess
@@ -214,9 +215,11 @@ def test_a_killed_reembed_rerun_ends_with_every_face_once(store, request, ray_lo
     assert down.ready()["in_service"]  # the kill left the alias where it was
     assert down.delete_identity("person_00003") == 10  # a delete while the job is down
     down.close()
-    rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "already there from an earlier run" in rerun.stdout, rerun.stdout
+    for name in ("ARCMATCH_ARCHIVE_URI", "ARCMATCH_AUDIT_DIR"):
+        monkeypatch.setenv(name, env[name])
+    code, out, err = cli_here(capsys, *command[3:])
+    assert code == 0, err[-2000:]
+    assert "already there from an earlier run" in out, out
     client = connect(uri)
     galleries = Galleries(client, collection_name)
     new = FaceIndex(client, galleries.target())
@@ -266,7 +269,7 @@ def test_an_upgrade_that_would_lose_faces_refuses_to_switch_and_says_which(ray_l
     from functools import partial
 
     from indexer.store import FaceIndex
-    from tests.helpers import cli_here, untrained_model
+    from tests.helpers import untrained_model
     from trainer.synthetic import write_dataset
 
     root, uri, archive = tmp_path / "gallery", str(tmp_path / "g.db"), str(tmp_path / "archive")
