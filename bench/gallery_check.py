@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.calibrate_tail import load  # noqa: E402
 from bench.harness import emit, lfw_person  # noqa: E402
 from indexer.health import check  # noqa: E402
+from indexer.tail import identity_scores  # noqa: E402
 
 
 def one_draw(vectors, people, size: int, share: float, rng) -> dict:
@@ -58,12 +59,9 @@ def oracle_cut(vectors: np.ndarray, labels: np.ndarray, twins: set, joined: set,
     """What one cutoff on the identity pairs' best cross score can do, chosen knowing the answers: the lowest cutoff
     whose listed pairs are still `precision` planted, and the twins and moved photos' pairs it lists. A bound for
     any rule that ranks pairs by their score alone; the check also weighs which photos back a pair."""
-    names, own = np.unique(labels, return_inverse=True)
-    order = np.argsort(own, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(own[order]) != 0])
-    scores = vectors[order] @ vectors[order].T
-    per_row = np.maximum.reduceat(scores, starts, axis=1)  # each photo's best score with each identity
-    pair = np.maximum.reduceat(per_row, starts, axis=0)  # each identity pair's best photo pair
+    scores, names, own = identity_scores(vectors, labels)  # each photo's best score with each other identity
+    pair = np.full((len(names), len(names)), -np.inf, np.float32)
+    np.fmax.at(pair, own, scores)  # each identity pair's best photo pair
     first, second = np.triu_indices(len(names), k=1)
     ranked = np.argsort(pair[first, second])[::-1]
     key = [tuple(sorted((str(names[a]), str(names[b])))) for a, b in zip(first[ranked], second[ranked], strict=True)]

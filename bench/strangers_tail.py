@@ -32,7 +32,7 @@ from bench.calibrate_tail import load, never_enrolled  # noqa: E402
 from bench.harness import emit  # noqa: E402
 from indexer.gallery_tail import matched  # noqa: E402
 from indexer.strangers import fit_with_strangers  # noqa: E402
-from indexer.tail import _pwm_gpd, clustered  # noqa: E402
+from indexer.tail import _pwm_gpd, clustered, gpd_survival, lowest_threshold  # noqa: E402
 
 STRANGERS_TAIL = 30  # "falling beyond": the strangers' highest best scores its GPD is fitted to
 DIRECT_TAIL = 50  # "direct": the same, for the threshold read off the strangers alone
@@ -47,24 +47,8 @@ def gpd(best: np.ndarray, top: int) -> tuple[float, float, float, float]:
 
 
 def survival(t: float, u: float, k: float, alpha: float) -> float:
-    excess = max(float(t) - u, 0.0)
-    return float(np.exp(-excess / alpha)) if abs(k) < 1e-9 else float(max(1.0 - k * excess / alpha, 0.0) ** (1 / k))
-
-
-def summed(model, t: float) -> float:
-    """The model's rate summed over identities on its strangers' rows (as TailModel.crossing)."""
-    rows = model.strangers
-    q = model.survival((t - model.location[rows]) / model.spread[rows])
-    return float(np.mean(1.0 - (1.0 - q) ** model.identities))
-
-
-def lowest(fpir, target: float) -> float:
-    """The lowest threshold whose `fpir` is at most `target` (bisection, as TailModel.threshold_for)."""
-    low, high = -1.0, 1.0
-    for _ in range(60):
-        middle = (low + high) / 2
-        low, high = (middle, high) if fpir(middle) > target else (low, middle)
-    return high
+    """The GPD's survival at threshold `t` (1 at or below u), as a share of the scores above u."""
+    return float(gpd_survival(max(float(t) - u, 0.0), k, alpha))
 
 
 def one_draw(vectors, people, size: int, strangers: int, target: float, rng) -> dict:
@@ -95,15 +79,16 @@ def one_draw(vectors, people, size: int, strangers: int, target: float, rng) -> 
         model's sum over their rows (which the factor kept at the anchor assumes)."""
         if t <= model.anchor:
             return model.fpir(t)
-        return (model.fpir(t) * summed(model, model.anchor) / max(summed(model, t), 1e-300)
+        rows = model.strangers
+        return (model.fpir(t) * model.summed(model.anchor, rows) / max(model.summed(t, rows), 1e-300)
                 * survival(t, u, k, alpha) / survival(model.anchor, u, k, alpha))
 
-    thresholds["falling_beyond"] = lowest(falling, target)
+    thresholds["falling_beyond"] = lowest_threshold(falling, target)
     all_best = (vectors[stranger_rows] @ g.T).max(axis=1)
     kept_best = fitted["calibrate"].stranger_best
     for name, best in (("direct_all", all_best), ("direct_kept", kept_best)):
         u, k, alpha, share = gpd(best, DIRECT_TAIL)
-        thresholds[name] = lowest(lambda t, u=u, k=k, a=alpha, s=share: s * survival(t, u, k, a), target)
+        thresholds[name] = lowest_threshold(lambda t, u=u, k=k, a=alpha, s=share: s * survival(t, u, k, a), target)
     return {"dropped": dropped["calibrate"], **{name: round(reached(t), 5) for name, t in thresholds.items()}}
 
 

@@ -33,6 +33,7 @@ strangers are resampled as probes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -152,12 +153,7 @@ class TailModel:
         """P(a standardised non-mated score >= z): empirical up to u, the fitted tail beyond."""
         z = np.asarray(z, np.float64)
         empirical = 1.0 - np.searchsorted(self.pooled, z, side="left") / len(self.pooled)
-        excess = np.maximum(z - self.u, 0.0)
-        if abs(self.k) < 1e-9:
-            fitted = np.exp(-excess / self.alpha)
-        else:
-            base = np.maximum(1.0 - self.k * excess / self.alpha, 0.0)
-            fitted = base ** (1.0 / self.k)
+        fitted = gpd_survival(np.maximum(z - self.u, 0.0), self.k, self.alpha)
         return np.where(z > self.u, self.above_u * fitted, empirical)
 
     def fpir(self, threshold: float, size: int | None = None) -> float:
@@ -174,22 +170,38 @@ class TailModel:
         if self.stranger_best is None or self.strangers is None:
             return 1.0
         at = min(float(threshold), self.anchor)
-        rows = self.strangers
-        q = self.survival((at - self.location[rows]) / self.spread[rows])
-        summed = float(np.mean(1.0 - (1.0 - q) ** self.identities))
+        summed = self.summed(at, self.strangers)
         crossed = 1.0 - np.searchsorted(self.stranger_best, at, side="left") / len(self.stranger_best)
         return float(crossed / summed) if summed > 0 else 1.0
 
+    def summed(self, threshold: float, rows: np.ndarray) -> float:
+        """The model's per-identity rates summed over this gallery's identities, averaged over the probes `rows`."""
+        q = self.survival((threshold - self.location[rows]) / self.spread[rows])
+        return float(np.mean(1.0 - (1.0 - q) ** self.identities))
+
     def threshold_for(self, target: float, size: int | None = None) -> float:
-        """The lowest threshold whose modelled FPIR is at most `target` (bisection: FPIR falls as t rises)."""
-        low, high = -1.0, 1.0
-        for _ in range(60):
-            middle = (low + high) / 2
-            if self.fpir(middle, size) > target:
-                low = middle
-            else:
-                high = middle
-        return high
+        """The lowest threshold whose modelled FPIR is at most `target`."""
+        return lowest_threshold(lambda t: self.fpir(t, size), target)
+
+
+def gpd_survival(excess: np.ndarray, k: float, alpha: float) -> np.ndarray:
+    """P(an excess over the GPD's threshold >= `excess`), for the GPD (k, alpha) of _pwm_gpd."""
+    if abs(k) < 1e-9:
+        return np.exp(-excess / alpha)
+    return np.maximum(1.0 - k * excess / alpha, 0.0) ** (1.0 / k)
+
+
+def lowest_threshold(rate: Callable[[float], float], target: float) -> float:
+    """The lowest cosine threshold whose `rate` is at most `target` (bisection: a rate of strangers falls as the
+    threshold rises)."""
+    low, high = -1.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        if rate(middle) > target:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def suspected_duplicates(scores: np.ndarray, names: np.ndarray, own: np.ndarray, model: TailModel,
