@@ -17,7 +17,10 @@ draws of a row, the one whose median reached FPIR is the target: the spread it s
 adds, which no estimate from the gallery can take away.
 
     .venv/bin/python bench/calibrate_tail.py [--domain lfw|orl|synthetic] [--sizes 100 300 1000] [--draws 10]
-        [--fpir 0.01] [--strangers 500] [--model DIR | --vectors NPZ (synthetic)] [--out FILE]
+        [--fpir 0.01] [--strangers 500] [--staff 0.05] [--model DIR | --vectors NPZ (synthetic)] [--out FILE]
+
+`--staff`: that share of the strangers are instead another photo of an enrolled person each (an event's photos
+with the staff in them), taken out of the known probes: how well the strangers that look enrolled are dropped.
 
 Vectors: LFW-gray and ORL through the shared MobileFaceNet (ORL behind the crop box of bench/calibrate_domains.py),
 embedded once and cached (bench/harness.py); synthetic faces: fresh identities (trainer/synthetic.py, indices
@@ -106,7 +109,7 @@ def never_enrolled(by_person: dict, enrolled, strangers: int, rng) -> tuple[list
 
 
 def one_draw(vectors, people, size: int, duplicates: float, target: float, strangers: int, rounds: int,
-             rng) -> dict:
+             rng, staff: float = 0.0) -> dict:
     by_person = {name: np.flatnonzero(people == name) for name in np.unique(people)}
     several = [n for n, rows in by_person.items() if len(rows) >= 2]
     planted = int(round(duplicates * size))
@@ -123,6 +126,12 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
         gallery.append(rows[0])
         labels.append(f"{name} (second name)")
     stranger_rows, unknown, weight, single = never_enrolled(by_person, enrolled, strangers, rng)
+    planted_staff = int(round(staff * len(stranger_rows)))
+    if planted_staff:  # the last of the "strangers" are enrolled people's photos, no longer known probes
+        photo = {name: known[known_labels.index(name)] for name in rng.choice(enrolled, planted_staff, replace=False)}
+        stranger_rows = list(stranger_rows[:len(stranger_rows) - planted_staff]) + list(photo.values())
+        kept = [i for i, r in enumerate(known) if r not in set(photo.values())]
+        known, known_labels = [known[i] for i in kept], [known_labels[i] for i in kept]
     gallery, labels = np.asarray(gallery), np.asarray(labels)
     g = vectors[gallery]
 
@@ -204,6 +213,8 @@ def main() -> None:
     parser.add_argument("--fpir", type=float, default=0.01)
     parser.add_argument("--duplicates", type=float, nargs="+", default=[0.0, 0.02])
     parser.add_argument("--strangers", type=int, default=500, help="never-enrolled faces given as strangers")
+    parser.add_argument("--staff", type=float, default=0.0,
+                        help="share of the strangers that are enrolled people's other photos (an event's staff)")
     parser.add_argument("--rounds", type=int, default=50, help="resampled models behind each interval")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -215,11 +226,11 @@ def main() -> None:
     else:
         vectors, people = {"lfw": load, "orl": load_orl}.get(args.domain, lambda: load_synthetic(args.model))()
     result = {"domain": args.domain, "target_fpir": args.fpir, "draws": args.draws, "strangers": args.strangers,
-              "rows": []}
+              "staff": args.staff, "rows": []}
     for size in args.sizes:
         for share in args.duplicates:
             draws = [one_draw(vectors, people, size, share, args.fpir, args.strangers, args.rounds,
-                              np.random.default_rng(seed)) for seed in range(args.draws)]
+                              np.random.default_rng(seed), args.staff) for seed in range(args.draws)]
             # the oracle: one threshold for every draw, the one whose median reached FPIR is the target
             grid = np.linspace(-0.2, 1.0, 2401)
             curves = np.array([[d["weight"][d["stranger_best"] >= t].sum() for t in grid] for d in draws])

@@ -44,8 +44,8 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     model, strangers_check = clustered(model, evidence, own)
     models = resampled(evidence, own, seed=seed, power=model.spread_power, reading=model)
     return Modelled(model, models, identities), {
-        "suspects": [asdict(s) for s in model.suspects], "strangers": len(strangers) - dropped,
-        "strangers_dropped": dropped, "tail_check": check, "strangers_check": strangers_check}
+        "suspects": [asdict(s) for s in model.suspects], "strangers": int(len(strangers) - dropped.sum()),
+        "strangers_dropped": int(dropped.sum()), "tail_check": check, "strangers_check": strangers_check}
 
 
 def tail_check(model, evidence: np.ndarray, own: np.ndarray, identities: int, anchor: int = CHECK_AT) -> dict | None:

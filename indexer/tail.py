@@ -121,6 +121,7 @@ class TailModel:
     alpha: float
     identities: int
     spread_power: float = 1.0
+    centre: float = 0.0  # the probes' median log MAD, towards which each one's spread is drawn
     # strangers' own best scores (sorted) and their rows, where there are enough of them (clustered): see crossing
     strangers: np.ndarray | None = None
     stranger_best: np.ndarray | None = None
@@ -132,13 +133,12 @@ class TailModel:
     def fit(cls, scores: np.ndarray, power: float | None = None) -> TailModel:
         """From identity_scores' matrix (NaN where a probe meets its own identity or excluded evidence). `power`:
         how much of each probe's own spread is taken (default: n / (n + SPREAD_PRIOR), n its scores)."""
-        location = np.nanmedian(scores, axis=1)
-        mad = np.log(np.maximum(1.4826 * np.nanmedian(np.abs(scores - location[:, None]), axis=1), _FLOOR))
+        location, mad = _location_and_log_mad(scores)
         if power is None:  # a probe's own spread, from its N-1 scores, is noisy in a small gallery (the noise
             # would otherwise count twice, in the pooled tail and again when it is applied)
             n = float(np.median(np.isfinite(scores).sum(axis=1)))
             power = n / (n + SPREAD_PRIOR)
-        centre = np.median(mad)
+        centre = float(np.median(mad))
         spread = np.exp(centre + power * (mad - centre))
         z = (scores - location[:, None]) / spread[:, None]
         pooled = np.sort(z[np.isfinite(z)].astype(np.float64))
@@ -147,7 +147,14 @@ class TailModel:
         tail = max(int(TAIL_FRACTION * len(pooled)), min(MIN_TAIL, len(pooled) // 10))
         u = float(pooled[-tail - 1])
         k, alpha = _pwm_gpd(pooled[-tail:] - u)
-        return cls(location, spread, pooled, u, tail / len(pooled), k, alpha, scores.shape[1], float(power))
+        return cls(location, spread, pooled, u, tail / len(pooled), k, alpha, scores.shape[1], float(power), centre)
+
+    def standardised(self, scores: np.ndarray) -> np.ndarray:
+        """Other probes' scores (rows against this gallery's identities) standardised as this model's own probes
+        were, so that its tail can judge them without them being part of it."""
+        location, mad = _location_and_log_mad(scores)
+        spread = np.exp(self.centre + self.spread_power * (mad - self.centre))
+        return (scores - location[:, None]) / spread[:, None]
 
     def survival(self, z: np.ndarray) -> np.ndarray:
         """P(a standardised non-mated score >= z): empirical up to u, the fitted tail beyond."""
@@ -182,6 +189,13 @@ class TailModel:
     def threshold_for(self, target: float, size: int | None = None) -> float:
         """The lowest threshold whose modelled FPIR is at most `target`."""
         return lowest_threshold(lambda t: self.fpir(t, size), target)
+
+
+def _location_and_log_mad(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's median and the log of its MAD (floored: identical gallery faces have none)."""
+    location = np.nanmedian(scores, axis=1)
+    mad = np.log(np.maximum(1.4826 * np.nanmedian(np.abs(scores - location[:, None]), axis=1), _FLOOR))
+    return location, mad
 
 
 def gpd_survival(excess: np.ndarray, k: float, alpha: float) -> np.ndarray:
