@@ -17,10 +17,13 @@ draws of a row, the one whose median reached FPIR is the target: the spread it s
 adds, which no estimate from the gallery can take away.
 
     .venv/bin/python bench/calibrate_tail.py [--domain lfw|orl|synthetic] [--sizes 100 300 1000] [--draws 10]
-        [--fpir 0.01] [--strangers 500] [--staff 0.05] [--model DIR | --vectors NPZ (synthetic)] [--out FILE]
+        [--fpir 0.01] [--strangers 500] [--confirmed | --staff 0.05] [--model DIR | --vectors NPZ (synthetic)]
+        [--out FILE]
 
-`--staff`: that share of the strangers are instead another photo of an enrolled person each (an event's photos
-with the staff in them), taken out of the known probes: how well the strangers that look enrolled are dropped.
+`--confirmed`: the strangers are confirmed strangers (`ingest --strangers`): none dropped, and from MIN_DIRECT of
+them the rate at the gallery's size read off them (tail.directly). `--staff`: that share of the strangers are
+instead another photo of an enrolled person each (an event's photos with the staff in them), taken out of the
+known probes: how well the strangers that look enrolled are dropped.
 
 Vectors: LFW-gray and ORL through the shared MobileFaceNet (ORL behind the crop box of bench/calibrate_domains.py),
 embedded once and cached (bench/harness.py); synthetic faces: fresh identities (trainer/synthetic.py, indices
@@ -45,7 +48,7 @@ from bench.harness import CACHE, SHARED, embed_cached, emit, lfw_person, onnx_mo
 from indexer.calibration import MISFIT, Trials  # noqa: E402
 from indexer.gallery_tail import matched  # noqa: E402
 from indexer.strangers import fit_with_strangers  # noqa: E402
-from indexer.tail import clustered, fit_gallery, identity_scores, resampled  # noqa: E402
+from indexer.tail import clustered, directly, fit_gallery, identity_scores, resampled  # noqa: E402
 
 LFW = SHARED / "data" / "lfw_gray"
 ORL = SHARED / "data" / "orl_att_faces"
@@ -109,7 +112,7 @@ def never_enrolled(by_person: dict, enrolled, strangers: int, rng) -> tuple[list
 
 
 def one_draw(vectors, people, size: int, duplicates: float, target: float, strangers: int, rounds: int,
-             rng, staff: float = 0.0) -> dict:
+             rng, staff: float = 0.0, confirmed: bool = False) -> dict:
     by_person = {name: np.flatnonzero(people == name) for name in np.unique(people)}
     several = [n for n, rows in by_person.items() if len(rows) >= 2]
     planted = int(round(duplicates * size))
@@ -144,9 +147,11 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
     thresholds["tail"] = model.threshold_for(target)
     if stranger_rows:
         # as `calibrate`: strangers that look enrolled dropped, their own best scores read (tail.clustered)
+        flags = np.full(len(stranger_rows), confirmed)
         with_strangers, more, _, whose, _ = fit_with_strangers(g, labels, np.arange(len(g)), frozenset(),
-                                                               vectors[stranger_rows])
+                                                               vectors[stranger_rows], confirmed=flags)
         fitted = clustered(matched(with_strangers, more, whose, len(set(labels)))[0], more, whose)[0]
+        fitted = directly(fitted, more, whose, flags)[0]  # from MIN_DIRECT confirmed on, as `calibrate` does
         thresholds["tail_strangers"] = fitted.threshold_for(target)
         strangers_modelled = [m.fpir(thresholds["tail_strangers"]) for m in
                               resampled(more, whose, rounds, power=fitted.spread_power, reading=fitted)]
@@ -215,6 +220,8 @@ def main() -> None:
     parser.add_argument("--strangers", type=int, default=500, help="never-enrolled faces given as strangers")
     parser.add_argument("--staff", type=float, default=0.0,
                         help="share of the strangers that are enrolled people's other photos (an event's staff)")
+    parser.add_argument("--confirmed", action="store_true",
+                        help="the strangers are confirmed (`ingest --strangers`): never dropped, read directly")
     parser.add_argument("--rounds", type=int, default=50, help="resampled models behind each interval")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -226,11 +233,11 @@ def main() -> None:
     else:
         vectors, people = {"lfw": load, "orl": load_orl}.get(args.domain, lambda: load_synthetic(args.model))()
     result = {"domain": args.domain, "target_fpir": args.fpir, "draws": args.draws, "strangers": args.strangers,
-              "staff": args.staff, "rows": []}
+              "staff": args.staff, "confirmed": args.confirmed, "rows": []}
     for size in args.sizes:
         for share in args.duplicates:
             draws = [one_draw(vectors, people, size, share, args.fpir, args.strangers, args.rounds,
-                              np.random.default_rng(seed), args.staff) for seed in range(args.draws)]
+                              np.random.default_rng(seed), args.staff, args.confirmed) for seed in range(args.draws)]
             # the oracle: one threshold for every draw, the one whose median reached FPIR is the target
             grid = np.linspace(-0.2, 1.0, 2401)
             curves = np.array([[d["weight"][d["stranger_best"] >= t].sum() for t in grid] for d in draws])

@@ -26,6 +26,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tif
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 RESERVED = {"uri", "path", "identity", "face_id", "metadata"}
 UNLABELLED = ""  # a face nobody has named yet; the same value as indexer.ids.UNLABELLED (embedder imports no indexer)
+# metadata of a face its owner says is nobody who will be enrolled (`ingest --strangers`); the same key as
+# indexer.strangers.CONFIRMED
+STRANGER = "stranger"
 
 
 @dataclass(frozen=True)
@@ -123,19 +126,31 @@ def _manifest_rows(path: Path, unlabelled: bool) -> list[dict]:
     return rows
 
 
-def list_source(source: str | Path, *, unlabelled: bool = False) -> list[dict]:
+def list_source(source: str | Path, *, unlabelled: bool = False, strangers: bool = False) -> list[dict]:
     """Rows with uri, identity, source (what is stored), face_key (what the id derives from), metadata (JSON).
 
     `unlabelled`: a tree is every image under it, none named (identity UNLABELLED); a manifest may lack the
-    identity column, and its rows without one are faces nobody has named (without the flag they are errors)."""
+    identity column, and its rows without one are faces nobody has named (without the flag they are errors).
+    `strangers`: the same, each face marked as nobody who will be enrolled (metadata STRANGER); a manifest row
+    with an identity is then an error, as a stranger has none."""
     path = Path(source)
     if path.is_dir():
-        return _unlabelled_tree_rows(path.resolve()) if unlabelled else _tree_rows(path.resolve())
-    if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
-        return _manifest_rows(path.resolve(), unlabelled)
-    if not path.exists():
+        rows = _unlabelled_tree_rows(path.resolve()) if unlabelled or strangers else _tree_rows(path.resolve())
+    elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+        rows = _manifest_rows(path.resolve(), unlabelled or strangers)
+    elif not path.exists():
         raise NotFound(f"{source} does not exist")
-    raise BadInput(f"{source} is neither an image tree (a directory) nor a manifest (.csv or .parquet)")
+    else:
+        raise BadInput(f"{source} is neither an image tree (a directory) nor a manifest (.csv or .parquet)")
+    return [_as_stranger(row, path) for row in rows] if strangers else rows
+
+
+def _as_stranger(row: dict, source: Path) -> dict:
+    if row["identity"]:
+        raise BadInput(f"{source}: {row['source']} is named {row['identity']!r}, but --strangers takes faces of "
+                       f"nobody who will be enrolled: leave the identity empty")
+    return {**row, "metadata": json.dumps({**json.loads(row["metadata"]), STRANGER: True}, ensure_ascii=False,
+                                          default=str)}
 
 
 def list_images(source: str | Path) -> list[LabelledImage]:

@@ -157,13 +157,21 @@ class GalleryCalibration:
                        "with two faces is found against one, where a new photo meets both (300 LFW-gray people with "
                        "two: 15% printed, 7.5% of their other photos missed)")
         if self.strangers or self.strangers_dropped:
+            confirmed = (self.strangers_check or {}).get("confirmed")
             out.append(f"{self.strangers} unlabelled faces counted as strangers too"
+                       + (f", {confirmed} of them confirmed" if confirmed else "")
                        + (f" ({self.strangers_dropped} left out: they look like someone enrolled)"
                           if self.strangers_dropped else "")
                        + ("" if self.strangers_check or self.strangers == 0 else
                           f"; from {MIN_STRANGERS} on, the rates would follow what their own best scores give"))
         crossing = self.strangers_check
-        if crossing:
+        if crossing and crossing.get("direct"):
+            out.append(f"the rate at this size is read off the {crossing['strangers']} confirmed strangers (`ingest "
+                       f"--strangers`): counted down to {crossing['threshold']:.4f}, where {crossing['observed']:.3f} "
+                       f"of them score as high against someone (the sum over identities says "
+                       f"{crossing['modelled']:.3f}), a tail fitted to their highest beyond it; the model carries it "
+                       f"to other sizes")
+        elif crossing:
             out.append(f"the rates follow what they give: at {crossing['threshold']:.4f}, {crossing['observed']:.3f} "
                        f"of them score as high against someone, where the sum over identities says "
                        f"{crossing['modelled']:.3f}, so rates beyond it are scaled by {crossing['factor']:.2f}")

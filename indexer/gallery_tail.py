@@ -21,13 +21,14 @@ CHECK_AT = 10  # the tail model is checked where the gallery's own trials have t
 def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[Modelled, dict]:
     """The tail method's estimator (indexer/tail.py), from the vectors of up to TAIL_IDENTITIES random
     identities (probes: up to `sample` of their faces) and the gallery's ingested unlabelled faces as strangers
-    (indexer/strangers.py), whose own best scores then scale the model's sum over identities (tail.clustered);
+    (indexer/strangers.py), whose own best scores then scale the model's sum over identities (tail.clustered),
+    or, from MIN_DIRECT confirmed ones on, give the rate at the gallery's size themselves (tail.directly);
     also what it set aside: suspected duplicates, strangers that looked enrolled. Pairs a
     person confirmed are different people (indexer/distinct.py) are never set aside: they are the strongest
     impostor evidence there is."""
     from indexer.distinct import pairs
     from indexer.strangers import fit_with_strangers, ingested_unlabelled
-    from indexer.tail import clustered, resampled
+    from indexer.tail import clustered, directly, resampled
 
     ids, names = labelled_faces(index)
     rng = np.random.default_rng(seed)
@@ -37,11 +38,15 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     chosen = np.asarray([c for c in chosen if int(ids[c]) in vectors], dtype=np.int64)  # deleted since the scan
     matrix = np.stack([vectors[int(ids[c])] for c in chosen])
     probes = rng.permutation(len(chosen))[:sample]
-    strangers = ingested_unlabelled(index, rng)
+    strangers, confirmed = ingested_unlabelled(index, rng)
     model, evidence, _, own, dropped = fit_with_strangers(matrix, names[chosen].astype(str), probes, pairs(index),
-                                                          strangers)
+                                                          strangers, confirmed=confirmed)
     model, check = matched(model, evidence, own, identities)
     model, strangers_check = clustered(model, evidence, own)
+    model, direct = directly(model, evidence, own, confirmed)
+    strangers_check = direct or strangers_check
+    if strangers_check is not None:
+        strangers_check["confirmed"] = int(confirmed.sum())
     models = resampled(evidence, own, seed=seed, power=model.spread_power, reading=model)
     return Modelled(model, models, identities), {
         "suspects": [asdict(s) for s in model.suspects], "strangers": int(len(strangers) - dropped.sum()),

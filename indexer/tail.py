@@ -51,6 +51,8 @@ DUPLICATE_ALPHA = 0.1  # expected number of such extreme pairs among strangers b
 MIN_IDENTITIES = 20
 MIN_STRANGERS = 100  # strangers' rows from which their own best scores correct the sum over identities (clustered)
 STRANGERS_ANCHOR = 10  # ... read where this many of them cross
+MIN_DIRECT = 500  # confirmed strangers from which the rate at the gallery's size is read off them (directly)
+DIRECT_TAIL = 50  # ... counted down to their this-many-th highest best score, a GPD fitted to those beyond
 SPREAD_PRIOR = 100  # scores' worth of the gallery's spread in each probe's (LFW-gray: bench/calibrate_tail.py)
 _FLOOR = 1e-6  # the smallest spread a probe's scores may have (identical gallery faces)
 
@@ -127,6 +129,7 @@ class TailModel:
     stranger_best: np.ndarray | None = None
     anchor: float = np.inf  # the highest threshold at which they are read: where STRANGERS_ANCHOR of them cross
     read_by: TailModel | None = None  # a resampled model takes its gallery's reading of them (resampled)
+    direct: tuple[float, float, float] | None = None  # (u, k, alpha) of the confirmed strangers' GPD (directly)
     suspects: list[Suspect] = field(default_factory=list)
 
     @classmethod
@@ -164,9 +167,27 @@ class TailModel:
         return np.where(z > self.u, self.above_u * fitted, empirical)
 
     def fpir(self, threshold: float, size: int | None = None) -> float:
-        """The share of strangers a gallery of `size` identities (default: this one's) answers as someone."""
+        """The share of strangers a gallery of `size` identities (default: this one's) answers as someone: read
+        off confirmed strangers at this size and carried to others by the model where there are enough of them
+        (directly), else the model's."""
         q = self.survival((threshold - self.location) / self.spread)
-        return float(min(self.crossing(threshold) * np.mean(1.0 - (1.0 - q) ** (size or self.identities)), 1.0))
+        at_size = float(np.mean(1.0 - (1.0 - q) ** (size or self.identities)))
+        reader = self.read_by or self
+        if reader.direct is None:
+            return float(min(self.crossing(threshold) * at_size, 1.0))
+        now = float(np.mean(1.0 - (1.0 - q) ** self.identities))
+        grown = at_size / now if now > 0 else (size or self.identities) / self.identities
+        return float(min(reader.read_directly(threshold) * grown, 1.0))
+
+    def read_directly(self, threshold: float) -> float:
+        """The share of the confirmed strangers whose best score reaches `threshold`: counted down to their
+        DIRECT_TAIL-th highest, the GPD fitted to those beyond it."""
+        assert self.direct is not None and self.stranger_best is not None
+        u, k, alpha = self.direct
+        best = self.stranger_best
+        if threshold <= u:
+            return float(1.0 - np.searchsorted(best, threshold, side="left") / len(best))
+        return float(DIRECT_TAIL / len(best) * gpd_survival(np.float64(threshold - u), k, alpha))
 
     def crossing(self, threshold: float) -> float:
         """The share of the summed per-identity rates that is distinct strangers crossing (1 without strangers):
@@ -291,6 +312,34 @@ def clustered(model: TailModel, evidence: np.ndarray, own: np.ndarray) -> tuple[
                     STRANGERS_ANCHOR / len(rows) / factor, "factor": factor, "strangers": len(rows)}
 
 
+def directly(model: TailModel, evidence: np.ndarray, own: np.ndarray, confirmed: np.ndarray
+             ) -> tuple[TailModel, dict | None]:
+    """(the model reading the FPIR at the gallery's size off the strangers its owner confirmed (`confirmed`, one
+    flag per stranger), what they say) where MIN_DIRECT or more of them are in the evidence; (the model, None)
+    where fewer are. Why: the model's rate beyond where STRANGERS_ANCHOR strangers cross is the sum over
+    identities scaled by the factor there (clustered), and at FPIR 0.1% on 1,000 LFW-gray people that let 0.30%
+    through with 2,000 strangers; their own best scores, counted and a GPD fitted to their 50 highest, gave
+    0.11% (10 of 10 draws within 2x). Only strangers nobody will enroll may be read so: one enrolled person's
+    photo among them is a stranger crossing at that person's own score, which is why unconfirmed unlabelled faces
+    are dropped when they look enrolled (indexer/strangers.py) and their look-alikes with them."""
+    rows = np.flatnonzero(own < 0)
+    rows = rows[confirmed[-1 - own[rows]]]  # a stranger's row carries -1 - its index (identity_scores)
+    if len(rows) < MIN_DIRECT:
+        return model, None
+    read = _direct_reading(model, evidence, rows)
+    u = read.direct[0]  # type: ignore[index]
+    return read, {"direct": True, "strangers": len(rows), "threshold": u, "observed": read.read_directly(u),
+                  "modelled": replace(model, strangers=None, stranger_best=None).fpir(u)}
+
+
+def _direct_reading(model: TailModel, evidence: np.ndarray, rows: np.ndarray) -> TailModel:
+    best = np.sort(np.nanmax(evidence[rows], axis=1))
+    u = float(best[-DIRECT_TAIL - 1])
+    k, alpha = _pwm_gpd(best[-DIRECT_TAIL:] - u)
+    return replace(model, strangers=rows, stranger_best=best, anchor=float(best[-STRANGERS_ANCHOR]),
+                   direct=(u, k, alpha))
+
+
 def _reading(model: TailModel, evidence: np.ndarray, rows: np.ndarray) -> TailModel:
     """`model` reading the strangers of `rows` (of `evidence`): their best scores, and the anchor they set."""
     best = np.sort(np.nanmax(evidence[rows], axis=1))
@@ -321,15 +370,20 @@ def resampled(evidence: np.ndarray, own: np.ndarray, rounds: int = 100, seed: in
         sample = evidence[rows][:, drawn]
         sample[own[rows][:, None] == drawn[None, :]] = np.nan
         try:
-            models.append(replace(TailModel.fit(sample, power), read_by=_read_again(reading, evidence, picked)))
+            models.append(replace(TailModel.fit(sample, power),
+                                  read_by=_read_again(reading, evidence, picked, rng)))
         except InvalidValue:
             continue
     return models
 
 
-def _read_again(reading: TailModel | None, evidence: np.ndarray, picked: np.ndarray) -> TailModel | None:
-    """The gallery's reading of the strangers with the strangers drawn again (`picked`, rows of `evidence`), so
-    that an interval holds the reading's own noise (it rests on STRANGERS_ANCHOR crossings)."""
+def _read_again(reading: TailModel | None, evidence: np.ndarray, picked: np.ndarray,
+                rng: np.random.Generator) -> TailModel | None:
+    """The gallery's reading of the strangers with the strangers drawn again (`picked`, rows of `evidence`; the
+    confirmed ones drawn among themselves where the reading is direct), so that an interval holds the reading's
+    own noise (it rests on STRANGERS_ANCHOR crossings, or DIRECT_TAIL)."""
+    if reading is not None and reading.direct is not None and reading.strangers is not None:
+        return _direct_reading(reading, evidence, rng.choice(reading.strangers, len(reading.strangers)))
     if reading is None or reading.strangers is None or len(picked) < MIN_STRANGERS:
         return reading
     return _reading(reading, evidence, picked)

@@ -30,6 +30,10 @@ def register(sub) -> None:
     p.add_argument("--unlabelled", action="store_true",
                    help="faces nobody has named: every image of a tree (any folders), or a manifest's rows without "
                         "an identity; kept for `arcmatch cluster`, never a search's answer (faces default: all)")
+    p.add_argument("--strangers", action="store_true",
+                   help="as --unlabelled, and these are people who will never be enrolled (a public photo set of "
+                        "the same kind, visitors): `arcmatch calibrate` counts them as strangers without asking "
+                        "whether they look like someone enrolled, and from 500 of them reads the rate off them")
     p.add_argument("--errors", default="ingest_errors.csv", help="CSV report of skipped files")
     p.add_argument("--export-parquet", help="also write the embeddings to this Parquet file")
     p.add_argument("--batch-size", type=int, default=64)
@@ -62,9 +66,9 @@ def ingest(args: argparse.Namespace) -> int:
                              threads_per_actor=args.threads_per_actor, gpus_per_actor=args.gpus_per_actor,
                              write_concurrency=args.write_concurrency, index_type=args.index,
                              errors_csv=args.errors, export_parquet=args.export_parquet, console=console,
-                             policy=settings.face_policy(args.faces or ("all" if args.unlabelled else None),
-                                                         threads=1),
-                             archive=settings.archive_root(), unlabelled=args.unlabelled)
+                             policy=settings.face_policy(args.faces or ("all" if args.unlabelled or args.strangers
+                                                                        else None), threads=1),
+                             archive=settings.archive_root(), unlabelled=args.unlabelled, strangers=args.strangers)
         console.finish(summary, "partial" if summary.skipped else "ok")
     print("\n".join(summary.lines() + follow_growth(settings)))
     if summary.skipped:

@@ -149,6 +149,7 @@ def ingest(
     policy: FacePolicy | None = None,
     archive: str | None = None,
     unlabelled: bool = False,
+    strangers: bool = False,
     console: Console | None = None,
 ) -> IngestSummary:
     """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into gallery `gallery` at `milvus`
@@ -159,7 +160,8 @@ def ingest(
     URI) keeps every face's image in the gallery's face archive (indexer/archive.py), written before its
     vector, so that the next model can embed the gallery again. `unlabelled` takes faces nobody has named (a tree
     of any shape, or a manifest's rows without an identity): stored with identity UNLABELLED, never a search's
-    answer, grouped by `arcmatch cluster`."""
+    answer, grouped by `arcmatch cluster`. `strangers`: the same, each marked as nobody who will be enrolled (a
+    public photo set, visitors): calibration takes them as strangers as they are (indexer/strangers.py)."""
     import ray
     import ray.data
 
@@ -173,8 +175,8 @@ def ingest(
     index = Galleries(connect(milvus, token), gallery).open(  # the collection of this model behind the alias
         CollectionInfo.of_model(spec, calibration.threshold if calibration else None), create=True,
         index_type=index_type)
-    items = list_source(source, unlabelled=unlabelled)
-    rows_of = partial(rows_from_batch, unlabelled=unlabelled)
+    items = list_source(source, unlabelled=unlabelled, strangers=strangers)
+    rows_of = partial(rows_from_batch, unlabelled=unlabelled or strangers)
     summary = IngestSummary(seen=len(items))
     if gpus_per_actor is None:  # embed on GPUs whenever the cluster has them
         gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0

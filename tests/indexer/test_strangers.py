@@ -41,19 +41,50 @@ def test_many_enrolled_photos_among_the_strangers_are_still_dropped():
     assert (own < 0).sum() == 500 - dropped.sum()
 
 
+def test_confirmed_strangers_are_never_dropped_and_enough_of_them_give_the_rate_themselves():
+    """Faces their owner confirmed are nobody enrolled (`ingest --strangers`) stay, even one that looks enrolled,
+    and from MIN_DIRECT of them the FPIR at the gallery's size is their own share crossing; the model carries it
+    to other sizes."""
+    from indexer.tail import DIRECT_TAIL, MIN_DIRECT, directly
+
+    rows = people(100, 1, spread=0.3, dim=64)
+    vectors, labels = np.stack([r.vector for r in rows]), np.array([r.identity for r in rows])
+    others = np.stack([r.vector for r in people(MIN_DIRECT, 1, spread=0.3, dim=64, seed=50)])
+    alike = unit(vectors[:1] + 0.1 * np.random.default_rng(1).normal(size=(1, 64)))
+    strangers = np.vstack([others, alike])
+    everyone = np.ones(len(strangers), bool)
+    assert fit_with_strangers(vectors, labels, np.arange(100), frozenset(), strangers)[4][-1]
+    model, evidence, _, own, dropped = fit_with_strangers(vectors, labels, np.arange(100), frozenset(), strangers,
+                                                          confirmed=everyone)
+    assert not dropped.any() and (own < 0).sum() == MIN_DIRECT + 1
+    read, said = directly(model, evidence, own, everyone)
+    assert said is not None and said["direct"] and said["strangers"] == MIN_DIRECT + 1
+    best = np.sort((strangers @ vectors.T).max(axis=1))
+    for t in best[-DIRECT_TAIL - 1 :: -40]:  # counted where they are dense: exactly their share
+        assert read.fpir(float(t)) == pytest.approx(np.mean(best >= t), abs=1e-6)
+    beyond = float(best[-5])
+    assert 0 < read.fpir(beyond) < read.fpir(beyond, size=1000) < 1
+    few = everyone.copy()
+    few[:2] = False  # MIN_DIRECT - 1 confirmed: the model's own reading stays
+    assert directly(model, evidence, own, few) == (model, None)
+
+
 @pytest.fixture
 def index(new_collection):
     return new_collection(16, 0.3)
 
 
-def test_faces_kept_from_searches_are_not_strangers(index):
-    rows = [FaceRow(f"u{n}", UNLABELLED, r.vector, face_id(f"u{n}"), {"expires_at": 2_000_000_000} if n % 2 else {})
+def test_faces_kept_from_searches_are_not_strangers_and_confirmed_ones_are_told_apart(index):
+    rows = [FaceRow(f"u{n}", UNLABELLED, r.vector, face_id(f"u{n}"),
+                    {"expires_at": 2_000_000_000} if n % 2 else {"stranger": True} if n % 4 == 0 else {})
             for n, r in enumerate(people(20, 1, spread=0.3, seed=3))]
     index.upsert(rows + people(5, 1, spread=0.3))
     index.flush()
-    found = ingested_unlabelled(index, np.random.default_rng(0))
+    found, confirmed = ingested_unlabelled(index, np.random.default_rng(0))
     kept = {tuple(np.round(r.vector, 5)) for n, r in enumerate(rows) if n % 2 == 0}
     assert len(found) == 10 and {tuple(np.round(v, 5)) for v in found} == kept
+    marked = {tuple(np.round(r.vector, 5)) for n, r in enumerate(rows) if n % 4 == 0}
+    assert {tuple(np.round(v, 5)) for v in found[confirmed]} == marked
 
 
 def test_enough_unlabelled_faces_scale_the_calibration_and_it_says_by_how_much(index):
@@ -85,3 +116,20 @@ def test_a_few_unlabelled_faces_are_counted_and_the_calibration_says_more_would_
     result = calibrate(index, 0.05, sample=80)
     assert result.strangers == 30 and result.strangers_check is None
     assert any(f"from {MIN_STRANGERS} on, the rates would follow" in line for line in result.lines())
+
+
+def test_confirmed_strangers_give_the_calibration_its_rate_and_it_says_so(index):
+    from indexer.calibration import calibrate
+    from indexer.tail import MIN_DIRECT
+
+    strangers = [FaceRow(f"u{n}", UNLABELLED, r.vector, face_id(f"u{n}"), {"stranger": True})
+                 for n, r in enumerate(people(MIN_DIRECT + 20, 1, spread=0.3, seed=7, first=1000))]
+    index.upsert(people(40, 2, spread=0.3) + strangers)
+    index.flush()
+    result = calibrate(index, 0.01, sample=80)
+    check = result.strangers_check
+    assert result.strangers == MIN_DIRECT + 20 and result.strangers_dropped == 0
+    assert check is not None and check["direct"] and check["confirmed"] == MIN_DIRECT + 20
+    assert any(f"read off the {MIN_DIRECT + 20} confirmed strangers" in line for line in result.lines())
+    assert any(f"{MIN_DIRECT + 20} unlabelled faces counted as strangers too, {MIN_DIRECT + 20} of them confirmed"
+               in line for line in result.lines())

@@ -145,21 +145,36 @@ def test_unlabelled_sources_list_every_image_without_a_name(tmp_path, gallery):
     assert [r["identity"] for r in list_source(tmp_path / "plain.csv", unlabelled=True)] == [""]
 
 
+def test_strangers_are_unlabelled_faces_marked_as_nobody_who_will_be_enrolled(tmp_path, gallery):
+    rows = list_source(gallery, strangers=True)
+    assert len(rows) == 15 and {r["identity"] for r in rows} == {""}
+    assert all(json.loads(r["metadata"]) == {"stranger": True} for r in rows)
+    (tmp_path / "photos.csv").write_text('uri,metadata\na.jpg,"{""event"": 3}"\n')
+    assert json.loads(list_source(tmp_path / "photos.csv", strangers=True)[0]["metadata"]) == {"event": 3,
+                                                                                              "stranger": True}
+    (tmp_path / "named.csv").write_text("uri,identity\na.jpg,ann\nb.jpg,\n")
+    with pytest.raises(BadInput, match="named 'ann'"):
+        list_source(tmp_path / "named.csv", strangers=True)
+
+
 @pytest.mark.slow
 def test_unlabelled_ingestion_stores_faces_nobody_is_answered_as(ray_local, tmp_path, tiny_model_dir, gallery):
     db, archive = str(tmp_path / "u.db"), str(tmp_path / "archive")
     ingest(gallery, tiny_model_dir, milvus=db, index_type="FLAT", archive=archive)
-    summary = ingest(gallery, tiny_model_dir, milvus=db, index_type="FLAT", unlabelled=True, archive=archive)
+    # as strangers: unlabelled faces with a mark (calibration takes them as they are)
+    summary = ingest(gallery, tiny_model_dir, milvus=db, index_type="FLAT", strangers=True, archive=archive)
     assert summary.embedded == 12 and len(summary.skipped) == 3
     assert summary.rows_in_collection == 24  # the same photos again, as faces of their own: no name is lost
     client = connect(db)
     index = FaceIndex(client, "faces")
     identities = [i for _, i in index.labelled_faces()]
+    marks = index.stored_metadata([f for f, _ in index.unlabelled_faces()])
     unnamed = index.search(np.stack(list(index.vectors(list(index.iter_ids())[:1]).values())), k=30,
                            among="unlabelled")[0]
     named = index.search(np.stack([index.vectors([unnamed[0].face_id])[unnamed[0].face_id]]), k=30)[0]
     client.close()
     assert len(identities) == 12 and len(unnamed) == 12 and {h.identity for h in unnamed} == {""}
+    assert len(marks) == 12 and all(m.get("stranger") is True for m in marks.values())
     assert len(named) == 12 and "" not in {h.identity for h in named}
     assert len(FaceArchive(archive, "faces").live_versions()) == 24
 
