@@ -173,7 +173,9 @@ class GalleryCalibration:
     strangers_dropped: int = 0
     # tail, with 100 or more unlabelled faces: the rates follow the share of them whose best score crosses; at
     # `threshold`, the highest where they are counted, that share (`observed`) and the model's sum over identities
-    # (`modelled`), whose ratio (`factor`) scales the rates beyond it
+    # (`modelled`), whose ratio (`factor`) scales the rates beyond it; from 500 confirmed strangers (`ingest
+    # --strangers`; `direct`) the rate at this size is their own share, counted down to `threshold` and fitted beyond;
+    # `confirmed`: how many there were
     strangers_check: dict | None = None
     # the chosen threshold, those for half and twice the target, and the model's
     points: list[Point] = field(default_factory=list)

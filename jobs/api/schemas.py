@@ -222,7 +222,9 @@ class GalleryCalibrationOut(BaseModel):
                                          "follow the share of them whose best score crosses; at `threshold`, the "
                                          "highest where they are counted, that share (`observed`) and the model's "
                                          "sum over identities (`modelled`), whose ratio (`factor`) scales the rates "
-                                         "beyond it")
+                                         "beyond it; from 500 confirmed strangers (`ingest --strangers`; `direct`) "
+                                         "the rate at this size is their own share, counted down to `threshold` and "
+                                         "fitted beyond; `confirmed`: how many there were")
     points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "
                                    "and the model's")
     curve: list[list[float | None]] = Field([], description="[threshold, fpir, fnir] rows, thresholds rising: "
