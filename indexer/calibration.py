@@ -41,7 +41,7 @@ from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED
 from indexer.milvus import Property
 from indexer.rates import Empirical, at_size, curve, points, threshold_for_rate
-from indexer.tail import MIN_STRANGERS
+from indexer.tail import MIN_DIRECT, MIN_STRANGERS
 
 METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
 TAIL_METHOD = "gallery cross-identity scores, modelled non-mated tail"
@@ -53,6 +53,9 @@ WIDE = 2.0  # an interval reaching past this times the target is said to be wide
 FEW_FACES = 3  # under this many faces per identity on average, the printed FNIR is said to read high
 MISFIT = 2.5  # a model off by more than this factor where the trials are dense is said not to fit (gallery_tail)
 STALE_FACTOR = 1.25  # a threshold whose FPIR at the size now is past this times its target no longer meets it
+# confirmed strangers crossing at the target from which their direct reading held it: FPIR 0.1% on 1,000 LFW-gray
+# people within 2x in 10 of 10 draws with 2,000 of them, 6 of 10 with 1,000 (docs/BENCHMARKS.md)
+STRICT_CROSSINGS = 2
 TOP_K = 16  # hits read per sampled face; only faces whose 16 nearest are all their own identity's search again
 
 
@@ -136,6 +139,22 @@ class GalleryCalibration:
                        "ARCMATCH_RECALIBRATE_ON_GROWTH=true)")
         return out
 
+    def strict_target_hint(self) -> str | None:
+        """Where the target asks for more confirmed strangers than the gallery's calibration read (about
+        STRICT_CROSSINGS / target, and more than MIN_DIRECT), what such a promise needs: the model alone reads
+        rates that far out loose, and nothing in its own interval shows it."""
+        if self.method != TAIL_METHOD:
+            return None
+        needed = math.ceil(STRICT_CROSSINGS / self.target_fpir)
+        check = self.strangers_check or {}
+        have = int(check.get("strangers", 0)) if check.get("direct") else 0
+        if needed <= max(MIN_DIRECT, have):
+            return None
+        return (f"FPIR {self.target_fpir} needs about {needed} confirmed strangers (`ingest --strangers`: "
+                f"{STRICT_CROSSINGS} of them crossing at it){f', {have} here' if have else ''}: from the gallery and "
+                f"its unlabelled faces alone a 0.1% target on 1,000 LFW-gray people let 0.26-0.30% through, from "
+                f"2,000 confirmed strangers 0.11%; a labelled hold-out (`arcmatch eval --fpir --gallery`) counts it")
+
     def lines(self) -> list[str]:
         out = [f"gallery: {self.identities} identities, {self.faces} faces; {self.nonmated_trials} unknown-person "
                f"trials, {self.mated_trials} known-person trials; method: {self.method}"]
@@ -185,11 +204,13 @@ class GalleryCalibration:
             out.append(f"the tail model does not fit this gallery: at {check['threshold']:.4f} it predicts FPIR "
                        f"{check['modelled']:.3f} where the gallery's own faces give {check['observed']:.3f}; its "
                        f"threshold may be far off: compare `--method top1 --dry-run`, or use a labelled hold-out")
+        if (hint := self.strict_target_hint()) is not None:
+            out.append(hint)
         if self.fpir_interval and self.fpir_interval[1] > WIDE * self.target_fpir:
             out.append(f"the interval is wide: at {self.identities} identities the gallery cannot tell FPIR "
                        f"{self.target_fpir} from {self.fpir_interval[1]:.2g}; more people, unlabelled faces of "
-                       f"people not enrolled (`ingest --unlabelled`), or a labelled hold-out (`arcmatch eval "
-                       f"--fpir --gallery`) narrow it")
+                       f"people not enrolled (`ingest --strangers`, or `--unlabelled` where some may be), or a "
+                       f"labelled hold-out (`arcmatch eval --fpir --gallery`) narrow it")
         if self.top1_threshold is not None:
             out.append(f"the top-1 rule would choose {self.top1_threshold:.4f}")
         if self.suspects:

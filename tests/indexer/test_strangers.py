@@ -133,3 +133,9 @@ def test_confirmed_strangers_give_the_calibration_its_rate_and_it_says_so(index)
     assert any(f"read off the {MIN_DIRECT + 20} confirmed strangers" in line for line in result.lines())
     assert any(f"{MIN_DIRECT + 20} unlabelled faces counted as strangers too, {MIN_DIRECT + 20} of them confirmed"
                in line for line in result.lines())
+    assert result.strict_target_hint() is None  # 520 confirmed strangers are 5 crossings at 1%
+    strict = calibrate(index, 0.001, sample=80)
+    hint = strict.strict_target_hint()
+    assert "needs about 2000 confirmed strangers (`ingest --strangers`: 2 of them crossing at it), " \
+           f"{MIN_DIRECT + 20} here" in hint
+    assert hint in strict.lines()
