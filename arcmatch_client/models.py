@@ -177,6 +177,10 @@ class GalleryCalibration:
     # --strangers`; `direct`) the rate at this size is their own share, counted down to `threshold` and fitted beyond;
     # `confirmed`: how many there were
     strangers_check: dict | None = None
+    # tail: unlabelled faces left out as they look like someone enrolled, the most alike first (at most 20): `source`,
+    # the identity it looks like (`like`) and the `score`; `arcmatch gallery stranger SOURCE` confirms one that is
+    # nobody enrolled
+    strangers_set_aside: list[dict] = field(default_factory=list)
     # the chosen threshold, those for half and twice the target, and the model's
     points: list[Point] = field(default_factory=list)
     # [threshold, fpir, fnir] rows, thresholds rising: what a search's `fpir` is read from

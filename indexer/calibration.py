@@ -95,6 +95,8 @@ class GalleryCalibration:
     strangers_dropped: int = 0  # tail: unlabelled faces left out, as they looked like someone enrolled
     tail_check: dict | None = None  # tail: the model against the gallery's own trials where they are dense
     strangers_check: dict | None = None  # tail: the strangers' own best scores against the model (tail.clustered)
+    # tail: unlabelled faces left out as looking enrolled, the most alike first (indexer.strangers.set_aside)
+    strangers_set_aside: list[dict] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({"arcmatch": 1, **asdict(self)}, separators=(",", ":"))
@@ -183,6 +185,13 @@ class GalleryCalibration:
                           if self.strangers_dropped else "")
                        + ("" if self.strangers_check or self.strangers == 0 else
                           f"; from {MIN_STRANGERS} on, the rates would follow what their own best scores give"))
+        if self.strangers_set_aside:
+            listed = "; ".join(f"{f['source']} like {f['like']!r} ({f['score']:.3f})"
+                               for f in self.strangers_set_aside[:5])
+            out.append(f"left out as looking enrolled: {listed}"
+                       + (" ..." if self.strangers_dropped > 5 else "")
+                       + " (one that is nobody enrolled counts again once confirmed: `arcmatch gallery stranger "
+                         "SOURCE`)")
         crossing = self.strangers_check
         if crossing and crossing.get("direct"):
             out.append(f"the rate at this size is read off the {crossing['strangers']} confirmed strangers (`ingest "

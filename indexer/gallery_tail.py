@@ -27,7 +27,7 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     person confirmed are different people (indexer/distinct.py) are never set aside: they are the strongest
     impostor evidence there is."""
     from indexer.distinct import pairs
-    from indexer.strangers import fit_with_strangers, ingested_unlabelled
+    from indexer.strangers import fit_with_strangers, ingested_unlabelled, set_aside
     from indexer.tail import clustered, directly, resampled
 
     ids, names = labelled_faces(index)
@@ -38,9 +38,10 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     chosen = np.asarray([c for c in chosen if int(ids[c]) in vectors], dtype=np.int64)  # deleted since the scan
     matrix = np.stack([vectors[int(ids[c])] for c in chosen])
     probes = rng.permutation(len(chosen))[:sample]
-    strangers, confirmed = ingested_unlabelled(index, rng)
+    unlabelled = ingested_unlabelled(index, rng)
+    confirmed = unlabelled.confirmed
     model, evidence, _, own, dropped = fit_with_strangers(matrix, names[chosen].astype(str), probes, pairs(index),
-                                                          strangers, confirmed=confirmed)
+                                                          unlabelled.vectors, confirmed=confirmed)
     model, check = matched(model, evidence, own, identities)
     model, strangers_check = clustered(model, evidence, own)
     model, direct = directly(model, evidence, own, confirmed)
@@ -49,8 +50,9 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
         strangers_check["confirmed"] = int(confirmed.sum())
     models = resampled(evidence, own, seed=seed, power=model.spread_power, reading=model)
     return Modelled(model, models, identities), {
-        "suspects": [asdict(s) for s in model.suspects], "strangers": int(len(strangers) - dropped.sum()),
-        "strangers_dropped": int(dropped.sum()), "tail_check": check, "strangers_check": strangers_check}
+        "suspects": [asdict(s) for s in model.suspects], "strangers": int(len(confirmed) - dropped.sum()),
+        "strangers_dropped": int(dropped.sum()), "tail_check": check, "strangers_check": strangers_check,
+        "strangers_set_aside": set_aside(unlabelled, dropped, matrix, names[chosen].astype(str))}
 
 
 def tail_check(model, evidence: np.ndarray, own: np.ndarray, identities: int, anchor: int = CHECK_AT) -> dict | None:

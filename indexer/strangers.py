@@ -24,10 +24,11 @@ Which ones:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from common.errors import NotFound
 from indexer.tail import DUPLICATE_ALPHA, Pairs, TailModel, fit_scores, identity_scores
 
 CONFIRMED = "stranger"  # metadata of a face that is nobody who will be enrolled (embedder.sources.STRANGER)
@@ -36,22 +37,66 @@ CONFIRMED = "stranger"  # metadata of a face that is nobody who will be enrolled
 # strangers in a draw, capped at 0 (an exponential tail) they kept 90% of the enrolled's photos, at 0.2 they found
 # 88% and dropped 3 true strangers in the median draw (docs/BENCHMARKS.md)
 JUDGE_SHAPE = 0.2
+SHOWN = 20  # unlabelled faces set aside that a calibration lists
 STRANGERS = 2000  # unlabelled faces drawn at most: beyond a few hundred they add little (the gallery's own spread)
 
 
-def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS) -> tuple[np.ndarray, np.ndarray]:
-    """(unit vectors of up to `limit` random unlabelled faces that were ingested, not kept from searches; whether
-    each is a confirmed stranger: metadata CONFIRMED, `ingest --strangers`)."""
-    ids = np.fromiter((f for f, _ in index.unlabelled_faces()), dtype=np.int64)
+@dataclass(frozen=True)
+class Unlabelled:
+    """Unlabelled faces drawn as strangers: unit vectors, whether each is confirmed (metadata CONFIRMED, `ingest
+    --strangers`), and where each came from (what a person needs to tell whether one set aside is a stranger)."""
+
+    vectors: np.ndarray
+    confirmed: np.ndarray
+    sources: list[str]
+
+
+def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
+    """Up to `limit` random unlabelled faces that were ingested, not kept from searches."""
+    source = dict(index.unlabelled_faces())
+    ids = np.fromiter(source, dtype=np.int64, count=len(source))
     drawn = [int(i) for i in rng.permutation(ids)[: 2 * limit]]
     metadata = index.stored_metadata(drawn) if drawn else {}
     ingested = [i for i in drawn if "expires_at" not in (metadata.get(i) or {})][:limit]
     vectors = index.vectors(ingested) if ingested else {}
     kept = [i for i in ingested if i in vectors]  # deleted since the scan: not there
     confirmed = np.array([(metadata.get(i) or {}).get(CONFIRMED) is True for i in kept], dtype=bool)
-    if not kept:
-        return np.zeros((0, index.info().dim), np.float32), confirmed
-    return np.stack([vectors[i] for i in kept]), confirmed
+    stacked = np.stack([vectors[i] for i in kept]) if kept else np.zeros((0, index.info().dim), np.float32)
+    return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept])
+
+
+def confirm(index, sources: list[str]) -> list[int]:
+    """Mark the unlabelled faces that came from `sources` as confirmed strangers (metadata CONFIRMED), in place:
+    what `ingest --strangers` does at ingestion, for faces a calibration set aside (set_aside) that a person knows
+    are nobody enrolled. Returns their face ids; NotFound, with nothing marked, where a source is no unlabelled
+    face."""
+    wanted = set(sources)
+    ids = {face: source for face, source in index.unlabelled_faces() if source in wanted}
+    missing = wanted - set(ids.values())
+    if missing:
+        raise NotFound(f"no unlabelled face comes from {', '.join(repr(s) for s in sorted(missing)[:3])}"
+                       + (f" (and {len(missing) - 3} more)" if len(missing) > 3 else "")
+                       + ": nothing marked (the sources `arcmatch calibrate` lists)")
+    rows = index.rows(list(ids))
+    index.upsert([replace(row, metadata={**(row.metadata or {}), CONFIRMED: True}) for row in rows.values()])
+    index.flush()
+    return sorted(rows)
+
+
+def set_aside(unlabelled: Unlabelled, dropped: np.ndarray, vectors: np.ndarray, labels: np.ndarray,
+              shown: int = SHOWN) -> list[dict]:
+    """The unlabelled faces dropped as looking enrolled, the most alike first (at most `shown`): where each came
+    from, whom it looks like and how much. Either that person's photo (name it) or a stranger who resembles
+    them (ingest it again with --strangers): only a person can tell, and the look-alikes are what a strict
+    promise is made of."""
+    rows = np.flatnonzero(dropped)
+    if not len(rows):
+        return []
+    scores = unlabelled.vectors[rows] @ vectors.T
+    best = scores.argmax(axis=1)
+    found = [{"source": unlabelled.sources[r], "like": str(labels[b]), "score": round(float(scores[i, b]), 4)}
+             for i, (r, b) in enumerate(zip(rows, best, strict=True))]
+    return sorted(found, key=lambda f: -f["score"])[:shown]
 
 
 def fit_with_strangers(vectors: np.ndarray, labels: np.ndarray, probes: np.ndarray, distinct: Pairs,

@@ -225,6 +225,10 @@ class GalleryCalibrationOut(BaseModel):
                                          "beyond it; from 500 confirmed strangers (`ingest --strangers`; `direct`) "
                                          "the rate at this size is their own share, counted down to `threshold` and "
                                          "fitted beyond; `confirmed`: how many there were")
+    strangers_set_aside: list[dict] = Field([], description="tail: unlabelled faces left out as they look like "
+                                            "someone enrolled, the most alike first (at most 20): `source`, the "
+                                            "identity it looks like (`like`) and the `score`; `arcmatch gallery "
+                                            "stranger SOURCE` confirms one that is nobody enrolled")
     points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "
                                    "and the model's")
     curve: list[list[float | None]] = Field([], description="[threshold, fpir, fnir] rows, thresholds rising: "

@@ -2,6 +2,7 @@
 page does. `check` lists one person under two names, photos more like another identity than their own and identities
 with no face past the quality gate, reading every labelled face's vector; `merge`, `move` and `distinct` resolve
 them through the same curation the API's routes use, and are written to the audit trail as the API's writes are.
+`stranger` confirms unlabelled faces a calibration left out as looking enrolled (indexer/strangers.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from jobs.cli.options import audit, model_flag, open_gallery, settings_from, sto
 def register(sub) -> None:
     p = sub.add_parser("gallery", help="what is wrong with the gallery's labels (one person under two names, "
                                        "photos of someone else, identities below the quality gate), and fixing it")
-    actions = p.add_subparsers(dest="action", required=True, metavar="check|merge|move|distinct")
+    actions = p.add_subparsers(dest="action", required=True, metavar="check|merge|move|distinct|stranger")
     q = actions.add_parser("check", help="list what looks wrong, with faces and scores")
     store_flags(q)
     q.add_argument("--json", action="store_true", help="print the findings as JSON")
@@ -42,6 +43,28 @@ def register(sub) -> None:
     model_flag(q, "the gallery's model")
     store_flags(q)
     q.set_defaults(run=gallery_fix)
+    q = actions.add_parser("stranger", help="these unlabelled faces (by source, as `arcmatch calibrate` lists those "
+                                            "it left out) are nobody who will be enrolled: calibration counts them "
+                                            "as strangers as they are")
+    q.add_argument("sources", nargs="+", metavar="SOURCE")
+    store_flags(q)
+    q.set_defaults(run=gallery_stranger)
+
+
+def gallery_stranger(args: argparse.Namespace) -> int:
+    from indexer.store import FaceIndex
+    from indexer.strangers import confirm
+
+    settings = settings_from(args)
+    galleries = open_gallery(settings)
+    name = galleries.serving()
+    if name is None:
+        raise NotFound(f"gallery {settings.gallery!r} does not exist; ingest or enroll faces first")
+    marked = confirm(FaceIndex(galleries.client, name), args.sources)
+    audit(settings, "confirm_strangers", face_ids=[str(f) for f in marked])
+    print(f"{len(marked)} unlabelled face(s) confirmed as strangers: the next `arcmatch calibrate` counts them as "
+          f"they are")
+    return EXIT_OK
 
 
 def gallery_check(args: argparse.Namespace) -> int:

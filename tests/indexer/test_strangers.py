@@ -4,9 +4,10 @@ that look like someone enrolled are dropped."""
 import numpy as np
 import pytest
 
+from common.errors import NotFound
 from indexer.ids import UNLABELLED, face_id
 from indexer.store import FaceRow
-from indexer.strangers import fit_with_strangers, ingested_unlabelled
+from indexer.strangers import confirm, fit_with_strangers, ingested_unlabelled
 from tests.helpers import people
 
 pytestmark = pytest.mark.stores("lite")  # the calibration's logic; the store's contract holds on both
@@ -80,11 +81,12 @@ def test_faces_kept_from_searches_are_not_strangers_and_confirmed_ones_are_told_
             for n, r in enumerate(people(20, 1, spread=0.3, seed=3))]
     index.upsert(rows + people(5, 1, spread=0.3))
     index.flush()
-    found, confirmed = ingested_unlabelled(index, np.random.default_rng(0))
+    found = ingested_unlabelled(index, np.random.default_rng(0))
     kept = {tuple(np.round(r.vector, 5)) for n, r in enumerate(rows) if n % 2 == 0}
-    assert len(found) == 10 and {tuple(np.round(v, 5)) for v in found} == kept
+    assert len(found.vectors) == 10 and {tuple(np.round(v, 5)) for v in found.vectors} == kept
     marked = {tuple(np.round(r.vector, 5)) for n, r in enumerate(rows) if n % 4 == 0}
-    assert {tuple(np.round(v, 5)) for v in found[confirmed]} == marked
+    assert {tuple(np.round(v, 5)) for v in found.vectors[found.confirmed]} == marked
+    assert sorted(found.sources) == sorted(f"u{n}" for n in range(0, 20, 2))
 
 
 def test_enough_unlabelled_faces_scale_the_calibration_and_it_says_by_how_much(index):
@@ -139,3 +141,31 @@ def test_confirmed_strangers_give_the_calibration_its_rate_and_it_says_so(index)
     assert "needs about 2000 confirmed strangers (`ingest --strangers`: 2 of them crossing at it), " \
            f"{MIN_DIRECT + 20} here" in hint
     assert hint in strict.lines()
+
+
+def test_faces_left_out_as_looking_enrolled_are_listed_and_a_person_can_confirm_them(new_collection):
+    """The calibration names where each face it left out came from and whom it looks like; `confirm` marks the
+    ones a person knows are strangers, and the next calibration keeps them."""
+    from indexer.calibration import calibrate
+
+    index = new_collection(64, 0.3)  # people apart enough for an enrolled person's photo to stand out
+    enrolled = people(40, 2, spread=0.3, dim=64)
+    staff = [FaceRow(f"event/{n}.jpg", UNLABELLED, r.vector, face_id(f"event/{n}.jpg"))  # enrolled people's photos
+             for n, r in enumerate(enrolled[:6:2])]
+    others = [FaceRow(f"u{n}", UNLABELLED, r.vector, face_id(f"u{n}"))
+              for n, r in enumerate(people(150, 1, spread=0.3, seed=7, first=1000, dim=64))]
+    index.upsert(enrolled + staff + others)
+    index.flush()
+    first = calibrate(index, 0.05, sample=80)
+    aside = {f["source"]: f for f in first.strangers_set_aside}
+    assert first.strangers_dropped >= 3 and {"event/0.jpg", "event/1.jpg", "event/2.jpg"} <= set(aside)
+    assert aside["event/1.jpg"]["like"] == enrolled[2].identity and aside["event/1.jpg"]["score"] > 0.99
+    assert any("left out as looking enrolled: " in line and "event/" in line for line in first.lines())
+    with pytest.raises(NotFound, match="'nowhere.jpg'"):
+        confirm(index, ["event/0.jpg", "nowhere.jpg"])
+    assert index.stored_metadata([staff[0].face_id])[staff[0].face_id] == {}  # nothing marked
+    assert confirm(index, ["event/0.jpg"]) == [staff[0].face_id]
+    assert index.stored_metadata([staff[0].face_id])[staff[0].face_id] == {"stranger": True}
+    again = calibrate(index, 0.05, sample=80)
+    assert "event/0.jpg" not in {f["source"] for f in again.strangers_set_aside}
+    assert again.strangers_dropped == first.strangers_dropped - 1

@@ -153,3 +153,22 @@ def test_gallery_merge_move_and_distinct_resolve_the_findings(tmp_path, monkeypa
     assert [r["action"] for r in read(tmp_path / "audit")] == ["distinct", "move_face", "merge_identity"]
     assert main(["gallery", "merge", "person 9", "nobody"]) == 4  # not found: one line, nothing changed
     assert "no identity 'nobody'" in capsys.readouterr().err
+
+
+def test_gallery_stranger_confirms_unlabelled_faces_by_source(gallery, capsys, tmp_path):
+    from indexer.ids import UNLABELLED, face_id
+    from indexer.store import FaceRow
+    from jobs.audit import read
+
+    rows = [FaceRow(f"visitors/{n}.jpg", UNLABELLED, r.vector, face_id(f"visitors/{n}.jpg"))
+            for n, r in enumerate(people(3, 1, spread=0.3, seed=9, first=500))]
+    gallery.upsert(rows)
+    gallery.flush()
+    assert main(["gallery", "stranger", "visitors/0.jpg", "visitors/2.jpg"]) == 0
+    assert "2 unlabelled face(s) confirmed as strangers" in capsys.readouterr().out
+    marks = gallery.stored_metadata([r.face_id for r in rows])
+    assert [marks[r.face_id].get("stranger") for r in rows] == [True, None, True]
+    assert main(["gallery", "stranger", "visitors/1.jpg", "elsewhere.jpg"]) == 4  # one line, nothing marked
+    assert "no unlabelled face comes from 'elsewhere.jpg'" in capsys.readouterr().err
+    assert gallery.stored_metadata([rows[1].face_id])[rows[1].face_id] == {}
+    assert [r["action"] for r in read(tmp_path / "audit")] == ["confirm_strangers"]
