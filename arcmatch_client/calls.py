@@ -192,3 +192,7 @@ class Operations:
 
     def different_people(self, first: str, second: str):
         return self._run(Call("POST", "/gallery/distinct", json={"identities": [first, second]}, result=m.Distinct))
+
+    def confirm_strangers(self, sources: Sequence[str]):
+        """These unlabelled faces (by source) are nobody who will be enrolled: calibration counts them as they are."""
+        return self._run(Call("POST", "/gallery/strangers", json={"sources": list(sources)}, result=m.Strangers))

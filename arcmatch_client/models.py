@@ -354,6 +354,12 @@ class Search:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Strangers:
+    # the unlabelled faces now confirmed strangers (strings: int64 is beyond JSON's safe integers)
+    face_ids: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Suspect:
     first: str
     second: str

@@ -343,6 +343,24 @@ class DistinctOut(BaseModel):
     pairs: list[list[str]] = Field(description="every pair confirmed as different people, each sorted")
 
 
+class StrangersIn(BaseModel):
+    sources: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        min_length=1, max_length=1000, description="where unlabelled faces came from (as the calibration lists those "
+        "it left out): each is nobody who will be enrolled", json_schema_extra={"uniqueItems": True})
+
+    @field_validator("sources")
+    @classmethod
+    def once_each(cls, sources: list[str]) -> list[str]:
+        if len(set(sources)) != len(sources):
+            raise ValueError("each source once")
+        return sources
+
+
+class StrangersOut(BaseModel):
+    face_ids: list[str] = Field(description="the unlabelled faces now confirmed strangers (strings: int64 is beyond "
+                                "JSON's safe integers)")
+
+
 class MisfitOut(BaseModel):
     face_id: str = Field(description="a face id (a string: int64 is beyond JSON's safe integers)")
     identity: str

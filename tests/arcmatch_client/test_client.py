@@ -78,6 +78,8 @@ def test_every_route_through_the_client(service, tmp_path):
         assert "bob" in shop.reject_face("bob", enrolled.face_ids[1]).rejected_from
         assert shop.different_people("ann", "bob").pairs == [["ann", "bob"]]
         assert shop.distinct_pairs().pairs == [["ann", "bob"]]
+        with pytest.raises(NotFound, match="no unlabelled face comes from 'visitors/1.jpg'"):
+            shop.confirm_strangers(["visitors/1.jpg"])  # the route is the gallery's; tests/jobs/api has it mark faces
         assert shop.check().identities == 2
         assert shop.calibration().source in ("model", "collection")
         for person in range(20):  # enough people for a calibration's trials

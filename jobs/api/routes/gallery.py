@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from jobs.api.auditing import note
 from jobs.api.deps import CuratorDep, ReadKey, ServiceDep, WriteKey
 from jobs.api.errors import responses
-from jobs.api.schemas import DistinctIn, DistinctOut, HealthReport
+from jobs.api.schemas import DistinctIn, DistinctOut, HealthReport, StrangersIn, StrangersOut
 
 router = APIRouter(prefix="/gallery", tags=["gallery"], responses=responses(401, 403, 503))
 
@@ -45,3 +45,15 @@ def different_people(_: WriteKey, curator: CuratorDep, request: Request, body: D
     found = curator.different_people(*body.identities)
     note(request, "distinct", body.identities[0], other=body.identities[1])
     return _sorted(found)
+
+
+@router.post("/strangers", responses=responses(404, 422))
+async def confirm_strangers(_: WriteKey, service: ServiceDep, request: Request, body: StrangersIn) -> StrangersOut:
+    """These unlabelled faces (by source) are nobody who will be enrolled: the next calibration counts them as
+    strangers as they are, never left out as looking like someone enrolled (`arcmatch gallery stranger`). A source
+    that is no unlabelled face is a 404, and nothing is marked."""
+    from indexer.strangers import confirm
+
+    marked = await asyncio.to_thread(confirm, service.index, body.sources)
+    note(request, "confirm_strangers", face_ids=[str(f) for f in marked])
+    return StrangersOut(face_ids=[str(f) for f in marked])

@@ -44,7 +44,7 @@ def api(request, tmp_path_factory, tiny_model_dir):
         files = [("images", ("o.png", png(99), "image/png"))]
         assert client.post("/v1/identities/owner/faces", files=files, headers=W).status_code == 201
         planted = planted_gallery(uri, gallery)
-        yield client, planted
+        yield client, {**planted, "uri": uri, "gallery": gallery}
 
 
 def pairs(client) -> set:
@@ -65,6 +65,25 @@ def test_different_people_are_never_listed_again_and_kept_as_a_pair(api):
     assert result["method"].startswith("gallery cross-identity scores") and result["top1_threshold"] is not None
     assert result["fpir_interval"][0] <= result["fpir"] <= result["fpir_interval"][1]
     assert all({s["first"], s["second"]} != {"person 7", "person 7 again"} for s in result["suspects"])
+
+
+def test_unlabelled_faces_are_confirmed_strangers_by_source(api):
+    client, planted = api
+    store = connect(planted["uri"])
+    index = FaceIndex(store, Galleries(store, planted["gallery"]).serving())
+    visitors = [FaceRow(f"visitors/{n}.jpg", "", r.vector, face_id(f"visitors/{n}.jpg"))
+                for n, r in enumerate(people(2, 1, spread=0.3, seed=5, first=900, dim=TINY_DIM))]
+    index.upsert(visitors)
+    index.flush()
+    refused = client.post("/v1/gallery/strangers", json={"sources": ["visitors/0.jpg", "elsewhere.jpg"]}, headers=W)
+    assert refused.status_code == 404 and "'elsewhere.jpg'" in refused.json()["detail"]
+    assert client.post("/v1/gallery/strangers", json={"sources": ["visitors/0.jpg"]}, headers=R).status_code == 403
+    said = client.post("/v1/gallery/strangers", json={"sources": ["visitors/0.jpg"]}, headers=W)
+    assert said.status_code == 200, said.text
+    assert said.json() == {"face_ids": [str(visitors[0].face_id)]}
+    marks = index.stored_metadata([v.face_id for v in visitors])
+    store.close()
+    assert [marks[v.face_id].get("stranger") for v in visitors] == [True, None]
 
 
 def test_a_stray_photo_is_moved_to_the_person_it_shows(api):
