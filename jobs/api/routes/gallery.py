@@ -47,7 +47,7 @@ def different_people(_: WriteKey, curator: CuratorDep, request: Request, body: D
     return _sorted(found)
 
 
-@router.post("/strangers", responses=responses(404, 422))
+@router.post("/strangers", responses=responses(400, 404, 422))
 async def confirm_strangers(_: WriteKey, service: ServiceDep, request: Request, body: StrangersIn) -> StrangersOut:
     """These unlabelled faces (by source) are nobody who will be enrolled: the next calibration counts them as
     strangers as they are, never left out as looking like someone enrolled (`arcmatch gallery stranger`). A source

@@ -121,7 +121,12 @@ def test_several_worker_processes_answer_a_scrape_with_all_their_counts(tmp_path
         assert len(by_process) == 2 and sum(by_process.values()) == sent, by_process
         assert totals == sorted(totals) and totals[-1] == sent  # never a step back, whoever answered
         found = scraped(httpx, base)
-        assert metric_value(found, "arcmatch_decisions_total", gallery="workers", decision="identified") == sent
+        # every decision counted once, whichever worker made it: at the default Session consistency a worker sees
+        # the other's enrollments within moments, not at once (docs/deploy.md), so under load a few of these
+        # searches sent right after the enrollments were answered unknown (2 of 16 once)
+        decided = [metric_value(found, "arcmatch_decisions_total", gallery="workers", decision=d)
+                   for d in ("identified", "unknown")]
+        assert sum(decided) == sent and decided[0] > 0
         assert metric_value(found, "arcmatch_ready", gallery="workers") == 1
     finally:
         server.terminate()
