@@ -87,8 +87,8 @@ def set_aside(unlabelled: Unlabelled, dropped: np.ndarray, vectors: np.ndarray, 
               shown: int = SHOWN) -> list[dict]:
     """The unlabelled faces dropped as looking enrolled, the most alike first (at most `shown`): where each came
     from, whom it looks like and how much. Either that person's photo (name it) or a stranger who resembles
-    them (ingest it again with --strangers): only a person can tell, and the look-alikes are what a strict
-    promise is made of."""
+    them (confirm it: `arcmatch gallery stranger`): only a person can tell, and the look-alikes are what a
+    strict promise is made of."""
     rows = np.flatnonzero(dropped)
     if not len(rows):
         return []
