@@ -50,7 +50,7 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
         strangers_check["confirmed"] = int(confirmed.sum())
     models = resampled(evidence, own, seed=seed, power=model.spread_power, reading=model)
     return Modelled(model, models, identities), {
-        "suspects": [asdict(s) for s in model.suspects], "strangers": int(len(confirmed) - dropped.sum()),
+        "suspects": [asdict(s) for s in model.suspects], "strangers": int(len(unlabelled.vectors) - dropped.sum()),
         "strangers_dropped": int(dropped.sum()), "tail_check": check, "strangers_check": strangers_check,
         "strangers_set_aside": set_aside(unlabelled, dropped, matrix, names[chosen].astype(str))}
 

@@ -303,6 +303,14 @@ class SplitIn(BaseModel):
     face_ids: FaceIds = Field(min_length=1, description="faces of the cluster that become a cluster of their own")
 
 
+def _each_once(values: list, what: str) -> list:
+    """`values` as they are, or a ValueError (a 422) when one repeats: JSON Schema's uniqueItems, which pydantic
+    does not enforce."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"each {what} once")
+    return values
+
+
 class MergeIn(BaseModel):
     clusters: list[int] = Field(min_length=2, max_length=1000, description="merged under the first one's id",
                                 json_schema_extra={"uniqueItems": True})
@@ -310,9 +318,7 @@ class MergeIn(BaseModel):
     @field_validator("clusters")
     @classmethod
     def distinct(cls, clusters: list[int]) -> list[int]:
-        if len(set(clusters)) != len(clusters):
-            raise ValueError("each cluster once")
-        return clusters
+        return _each_once(clusters, "cluster")
 
 
 class IdentityRef(BaseModel):
@@ -351,9 +357,7 @@ class StrangersIn(BaseModel):
     @field_validator("sources")
     @classmethod
     def once_each(cls, sources: list[str]) -> list[str]:
-        if len(set(sources)) != len(sources):
-            raise ValueError("each source once")
-        return sources
+        return _each_once(sources, "source")
 
 
 class StrangersOut(BaseModel):

@@ -51,16 +51,22 @@ def register(sub) -> None:
     q.set_defaults(run=gallery_stranger)
 
 
-def gallery_stranger(args: argparse.Namespace) -> int:
+def _serving_index(settings):
+    """The collection serving the gallery, read directly (no model loaded); NotFound when there is none."""
     from indexer.store import FaceIndex
-    from indexer.strangers import confirm
 
-    settings = settings_from(args)
     galleries = open_gallery(settings)
     name = galleries.serving()
     if name is None:
         raise NotFound(f"gallery {settings.gallery!r} does not exist; ingest or enroll faces first")
-    marked = confirm(FaceIndex(galleries.client, name), args.sources)
+    return FaceIndex(galleries.client, name)
+
+
+def gallery_stranger(args: argparse.Namespace) -> int:
+    from indexer.strangers import confirm
+
+    settings = settings_from(args)
+    marked = confirm(_serving_index(settings), args.sources)
     audit(settings, "confirm_strangers", face_ids=[str(f) for f in marked])
     print(f"{len(marked)} unlabelled face(s) confirmed as strangers: the next `arcmatch calibrate` counts them as "
           f"they are")
@@ -70,14 +76,8 @@ def gallery_stranger(args: argparse.Namespace) -> int:
 def gallery_check(args: argparse.Namespace) -> int:
     """Every labelled face's vector is read: the findings are the gallery's, not a sample's."""
     from indexer.health import check_index
-    from indexer.store import FaceIndex
 
-    settings = settings_from(args)
-    galleries = open_gallery(settings)
-    name = galleries.serving()
-    if name is None:
-        raise NotFound(f"gallery {settings.gallery!r} does not exist; ingest or enroll faces first")
-    found = check_index(FaceIndex(galleries.client, name))
+    found = check_index(_serving_index(settings_from(args)))
     print(json.dumps(asdict(found), default=str) if args.json else "\n".join(found.lines()))
     return EXIT_OK
 

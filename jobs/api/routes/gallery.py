@@ -54,6 +54,6 @@ async def confirm_strangers(_: WriteKey, service: ServiceDep, request: Request, 
     that is no unlabelled face is a 404, and nothing is marked."""
     from indexer.strangers import confirm
 
-    marked = await asyncio.to_thread(confirm, service.index, body.sources)
-    note(request, "confirm_strangers", face_ids=[str(f) for f in marked])
-    return StrangersOut(face_ids=[str(f) for f in marked])
+    marked = [str(f) for f in await asyncio.to_thread(confirm, service.index, body.sources)]
+    note(request, "confirm_strangers", face_ids=marked)
+    return StrangersOut(face_ids=marked)
