@@ -39,18 +39,24 @@ from bench.calibrate_tail import load, never_enrolled  # noqa: E402
 from bench.harness import emit  # noqa: E402
 from indexer.gallery_tail import matched  # noqa: E402
 from indexer.strangers import fit_with_strangers  # noqa: E402
-from indexer.tail import DUPLICATE_ALPHA, _pwm_gpd, clustered, fit_gallery, fit_scores, gpd_survival, lowest_threshold  # noqa: E402,E501
+from indexer.tail import (  # noqa: E402
+    DIRECT_TAIL,  # "direct": the strangers' highest best scores its GPD is fitted to, as tail.directly's
+    DUPLICATE_ALPHA,
+    clustered,
+    fit_gallery,
+    fit_scores,
+    gpd_survival,
+    lowest_threshold,
+    top_gpd,
+)
 
 STRANGERS_TAIL = 30  # "falling beyond": the strangers' highest best scores its GPD is fitted to
-DIRECT_TAIL = 50  # "direct": the same, for the threshold read off the strangers alone
 READINGS = ("calibrate", "judged_with_them", "calibrate_none_dropped", "falling_beyond", "direct_all", "direct_kept")
 
 
 def gpd(best: np.ndarray, top: int) -> tuple[float, float, float, float]:
     """(u, k, alpha, share above u) of a GPD on the `top` highest of `best`."""
-    ranked = np.sort(best)
-    u = float(ranked[-top - 1])
-    return (u, *_pwm_gpd(ranked[-top:] - u), top / len(ranked))
+    return (*top_gpd(np.sort(best), top), top / len(best))
 
 
 def survival(t: float, u: float, k: float, alpha: float) -> float:

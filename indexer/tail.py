@@ -332,12 +332,16 @@ def directly(model: TailModel, evidence: np.ndarray, own: np.ndarray, confirmed:
                   "modelled": replace(model, strangers=None, stranger_best=None).fpir(u)}
 
 
+def top_gpd(ranked: np.ndarray, top: int) -> tuple[float, float, float]:
+    """(u, k, alpha): a GPD on the `top` highest of `ranked` (sorted), beyond the next one, u."""
+    u = float(ranked[-top - 1])
+    return (u, *_pwm_gpd(ranked[-top:] - u))
+
+
 def _direct_reading(model: TailModel, evidence: np.ndarray, rows: np.ndarray) -> TailModel:
     best = np.sort(np.nanmax(evidence[rows], axis=1))
-    u = float(best[-DIRECT_TAIL - 1])
-    k, alpha = _pwm_gpd(best[-DIRECT_TAIL:] - u)
     return replace(model, strangers=rows, stranger_best=best, anchor=float(best[-STRANGERS_ANCHOR]),
-                   direct=(u, k, alpha))
+                   direct=top_gpd(best, DIRECT_TAIL))
 
 
 def _reading(model: TailModel, evidence: np.ndarray, rows: np.ndarray) -> TailModel:
