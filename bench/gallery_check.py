@@ -1,12 +1,16 @@
-"""How much of what is wrong with a gallery `arcmatch gallery check` finds (indexer/health.py), on LFW-gray.
+"""How much of what is wrong with a gallery `arcmatch gallery check` finds (indexer/health.py), on LFW-gray, ORL or
+the demo's synthetic faces.
 
-Each draw: people with three or more photos, two photos each in the gallery; then 2% of the names get a twin (a
-third photo of the same person under a name of its own: one person, two names) and 2% of the photos are moved to
-another identity (a mislabel). Recall: planted twins listed as a pair, moved photos listed as misfits. Precision of
-the pairs: listed pairs that are a planted twin or the two identities a moved photo joins; and counting as right
-the pairs that are LFW's own duplicates too (one person under two names in LFW itself: see lfw_same_person).
+Each draw: people with three or more photos, two photos each in the gallery (`--photos 1`: people with two or more,
+one photo each); then 2% of the names get a twin (another photo of the same person under a name of its own: one
+person, two names) and, with two photos each, 2% of the photos are moved to another identity (a mislabel; with one
+photo each a moved photo is a wrong name, which no score can tell from a right one). Recall: planted twins listed
+as a pair, moved photos listed as misfits. Precision of the pairs: listed pairs that are a planted twin or the two
+identities a moved photo joins; and counting as right the pairs that are LFW's own duplicates too (one person under
+two names in LFW itself: see lfw_same_person).
 
-    .venv/bin/python bench/gallery_check.py [--sizes 300 1000] [--draws 5] [--out FILE]
+    .venv/bin/python bench/gallery_check.py [--sizes 300 1000] [--draws 5] [--photos 1|2]
+        [--domain lfw|orl|synthetic] [--vectors NPZ (synthetic)] [--out FILE]
 """
 
 from __future__ import annotations
@@ -19,26 +23,26 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.calibrate_tail import load  # noqa: E402
+from bench.calibrate_tail import load, load_orl  # noqa: E402
 from bench.harness import emit, lfw_person  # noqa: E402
 from indexer.health import check  # noqa: E402
 from indexer.tail import identity_scores  # noqa: E402
 
 
-def one_draw(vectors, people, size: int, share: float, rng) -> dict:
+def one_draw(vectors, people, size: int, share: float, rng, photos: int = 2) -> dict:
     by_person = {n: rng.permutation(np.flatnonzero(people == n)) for n in np.unique(people)}
-    three = [n for n, rows in by_person.items() if len(rows) >= 3]
-    enrolled = list(rng.choice(three, size, replace=False))
-    rows = [r for n in enrolled for r in by_person[n][:2]]
-    labels = [n for n in enrolled for _ in range(2)]
+    enough = [n for n, rows in by_person.items() if len(rows) > photos]
+    enrolled = list(rng.choice(enough, size, replace=False))
+    rows = [r for n in enrolled for r in by_person[n][:photos]]
+    labels = [n for n in enrolled for _ in range(photos)]
     planted = max(1, int(round(share * size)))
     twins = set()
     for name in rng.choice(enrolled, planted, replace=False):
-        rows.append(by_person[name][2])
+        rows.append(by_person[name][photos])
         labels.append(f"{name} (twin)")
         twins.add(tuple(sorted((name, f"{name} (twin)"))))
     moved, joined = set(), set()
-    for at in rng.choice(len(enrolled) * 2, planted, replace=False):
+    for at in rng.choice(len(enrolled) * photos, planted if photos > 1 else 0, replace=False):
         others = [n for n in enrolled if n != labels[at]]
         target = others[int(rng.integers(len(others)))]
         joined.add(tuple(sorted((labels[at], target))))
@@ -52,7 +56,7 @@ def one_draw(vectors, people, size: int, share: float, rng) -> dict:
     return {**best_cut, "twins_found": len(pairs & twins) / len(twins), "pair_precision": len(pairs & (twins | joined))
             / max(len(pairs), 1), "pair_precision_with_lfw_own": len(pairs & (twins | joined | lfw_own))
             / max(len(pairs), 1), "pairs_listed": len(pairs), "lfw_own_pairs": len(lfw_own),
-            "moved_found": len(misfits & moved) / len(moved), "misfits_listed": len(misfits)}
+            "moved_found": len(misfits & moved) / max(len(moved), 1), "misfits_listed": len(misfits)}
 
 
 def oracle_cut(vectors: np.ndarray, labels: np.ndarray, twins: set, joined: set, precision: float = 0.8) -> dict:
@@ -69,7 +73,7 @@ def oracle_cut(vectors: np.ndarray, labels: np.ndarray, twins: set, joined: set,
     fine = np.flatnonzero(hits / np.arange(1, len(key) + 1) >= precision)
     listed = set(key[: fine[-1] + 1]) if len(fine) else set()
     return {"oracle_twins_found": len(listed & twins) / len(twins),
-            "oracle_moved_found": len(listed & joined) / len(joined)}
+            "oracle_moved_found": len(listed & joined) / max(len(joined), 1)}
 
 
 def lfw_same_person(pair) -> bool:
@@ -83,12 +87,22 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--share", type=float, default=0.02)
+    parser.add_argument("--photos", type=int, choices=(1, 2), default=2, help="photos per person in the gallery")
+    parser.add_argument("--domain", choices=("lfw", "orl", "synthetic"), default="lfw")
+    parser.add_argument("--vectors", type=Path, help="--domain synthetic: the .npz bench/calibrate_tail.py kept")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    vectors, people = load()
-    result = {"share": args.share, "draws": args.draws, "rows": []}
+    if args.domain == "synthetic":
+        if args.vectors is None:
+            parser.error("--domain synthetic needs --vectors (the .npz a bench/calibrate_tail.py run kept)")
+        kept = np.load(args.vectors)
+        vectors, people = kept["vectors"], kept["labels"].astype(str)
+    else:
+        vectors, people = {"lfw": load, "orl": load_orl}[args.domain]()
+    result = {"domain": args.domain, "photos": args.photos, "share": args.share, "draws": args.draws, "rows": []}
     for size in args.sizes:
-        draws = [one_draw(vectors, people, size, args.share, np.random.default_rng(seed)) for seed in range(args.draws)]
+        draws = [one_draw(vectors, people, size, args.share, np.random.default_rng(seed), args.photos)
+                 for seed in range(args.draws)]
         row = {"size": size, **{k: round(float(np.median([d[k] for d in draws])), 3) for k in draws[0]}}
         result["rows"].append(row)
         print(row, file=sys.stderr)
