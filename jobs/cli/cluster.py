@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, default=20, help="neighbours searched per face (default %(default)s)")
     p.add_argument("--threshold", type=float,
                    help="cosine similarity an edge needs (default: read from the faces' own neighbour scores, "
-                        "where strangers end and the same person begins; with too few faces for that, the "
+                        "where strangers end and the same person begins, and for connected and leiden raised to "
+                        "where their clusters agree best with chinese-whispers'; with too few faces for that, the "
                         "gallery's calibration, else the model's threshold)")
     p.add_argument("--method", default=METHODS[0], choices=METHODS,
                    help="graph clustering (default %(default)s; docs/BENCHMARKS.md compares them)")

@@ -4,12 +4,14 @@
 2. Their k nearest unlabelled neighbours, by batched searches of the store itself: on a Milvus server, Ray Data
    actors (each with its own client) split the work; Milvus Lite opens its file from one process, so there the
    driver searches. The graph comes back as three NumPy arrays; nothing all-pairs is ever formed.
-3. The graph clustered (Leiden by default) from the graph alone, the ids made stable against the previous run,
-   the run written to the cluster store (indexer/cluster_store.py) and, if asked, exported as Parquet (one row per
-   face with its cluster's size, cohesion and representative face).
+3. The graph clustered (Chinese whispers by default) from the graph alone, the ids made stable against the
+   previous run, the run written to the cluster store (indexer/cluster_store.py) and, if asked, exported as Parquet
+   (one row per face with its cluster's size, cohesion and representative face).
 
 Edges count from a threshold: the caller's, else one read from the gallery's own neighbour scores
-(indexer/edge_threshold.py), else the gallery's calibration, else the model's (edge_threshold says why).
+(indexer/edge_threshold.py), else the gallery's calibration, else the model's (edge_threshold says why). A method
+that chains (connected components, Leiden) raises the neighbours' threshold to where its clusters agree best with
+Chinese whispers' (indexer/method_threshold.py).
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ from embedder.errors import ModelError
 from indexer.calibration import stored as stored_calibration
 from indexer.cluster_store import ClusterInfo, ClusterStore
 from indexer.clustering import METHODS, Graph, cluster_graph, stable_ids, summarize
-from indexer.edge_threshold import fit_neighbours, ranked_scores
+from indexer.edge_threshold import NeighbourFit, fit_neighbours, ranked_scores
 from indexer.galleries import Galleries
+from indexer.method_threshold import clusterings, raised_threshold
 from indexer.store import FaceIndex, connect, is_lite_uri
 from jobs.progress import Console, silent
 
 SEARCH_BATCH = 256
 THRESHOLD_FROM = {"given": "threshold given", "neighbours": "the gallery's own neighbour statistics",
+                  "raised": "the gallery's own neighbour statistics, raised to where the method's clusters agree "
+                            "best with Chinese whispers'",
                   "gallery": "the gallery's calibration", "model": "the model's threshold"}
 RAY_FROM = 20_000  # faces: fewer are searched from the driver (a second of searching vs ~10 s of actor start-up)
 
@@ -48,13 +53,15 @@ class ClusterRunSummary:
     method: str = ""
     threshold: float = 0.0
     threshold_source: str = ""
+    agreement: float | None = None  # with Chinese whispers' clusters, where the threshold was raised for the method
     k: int = 0
     run: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
+        agreed = f", BCubed F {self.agreement:.3f}" if self.agreement is not None else ""
         return [f"{self.collection}: {self.faces} unlabelled faces, {self.edges} edges at or above {self.threshold:.4f}"
-                f" ({THRESHOLD_FROM[self.threshold_source]}; k {self.k})",
+                f" ({THRESHOLD_FROM[self.threshold_source]}{agreed}; k {self.k})",
                 f"{self.method}: {self.clusters} clusters of two faces or more (largest {self.largest}), "
                 f"{self.singletons} faces alone; {self.kept_ids} clusters kept their id from the previous run",
                 "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())]
@@ -139,8 +146,9 @@ def neighbour_graph(index: FaceIndex, ids: np.ndarray, k: int, threshold: float,
     return Graph.from_edges(len(ids), src, dst, weight, threshold)
 
 
-def edge_threshold(index: FaceIndex, given: float | None, scores: np.ndarray | None = None) -> tuple[float, str]:
-    """(threshold, where it comes from), first found of:
+def edge_threshold(index: FaceIndex, given: float | None, scores: np.ndarray | None = None
+                   ) -> tuple[float, str, NeighbourFit | None]:
+    """(threshold, where it comes from, the neighbours' fit where it gave the threshold), first found of:
     - "given": the caller's;
     - "neighbours": read from the gallery's own k-NN scores (`scores`, one ranked row per face), where the
       strangers' and the same person's parts can be told apart (indexer/edge_threshold.py);
@@ -152,16 +160,16 @@ def edge_threshold(index: FaceIndex, given: float | None, scores: np.ndarray | N
     for Leiden and Chinese whispers, and the FPIR-1% calibration of the same faces did not. The model's threshold
     (a pair FAR) chains people together at 13k faces; it is the last resort."""
     if given is not None:
-        return given, "given"
+        return given, "given", None
     fitted = fit_neighbours(scores) if scores is not None else None
     if fitted is not None:
-        return fitted.threshold, "neighbours"
+        return fitted.threshold, "neighbours", fitted
     own = stored_calibration(index)
     if own is not None:
-        return own.threshold, "gallery"
+        return own.threshold, "gallery", None
     if index.info().threshold is None:
         raise ModelError("the collection's model has no calibrated threshold: pass --threshold")
-    return index.info().threshold, "model"
+    return index.info().threshold, "model", None
 
 
 def cluster(
@@ -203,10 +211,8 @@ def cluster(
         src, dst, weight = neighbour_edges(index, ids, k, milvus=milvus, token=token, concurrency=concurrency,
                                            ray_from=RAY_FROM if ray_from is None else ray_from, bar=bar)
     scores = ranked_scores(len(ids), src, dst, weight, k) if given is None else None
-    summary.threshold, summary.threshold_source = edge_threshold(index, given, scores)
+    summary.threshold, summary.threshold_source, fitted = edge_threshold(index, given, scores)
     client.close()
-    graph = Graph.from_edges(len(ids), src, dst, weight, summary.threshold)
-    summary.edges = graph.edges
     summary.seconds["neighbours"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -214,13 +220,27 @@ def cluster(
     previous_run = store.latest()
     previous = previous_run.previous_labels(ids) if previous_run else np.full(len(ids), -1, np.int64)
     next_id = 1 + max((c.cluster for c in previous_run.clusters), default=-1) if previous_run else 0
+    labels = None
+    if fitted is not None and method != "chinese-whispers":
+        with console.stage(f"threshold for {method}", total=clusterings(fitted.threshold, fitted.same_mean),
+                           unit="clusterings") as bar:
+            raised = raised_threshold(Graph.from_edges(len(ids), src, dst, weight, fitted.threshold),
+                                      fitted.threshold, fitted.same_mean, method, seed=seed,
+                                      each=lambda t: bar.update(1, note=f"{t:.3f}"))
+        summary.threshold, summary.threshold_source, labels = raised.threshold, "raised", raised.labels
+        summary.agreement = raised.agreement
+        summary.seconds["threshold"] = time.perf_counter() - started
+        started = time.perf_counter()
     with console.timed("cluster"):  # from the graph alone; the previous run only lends its ids
-        labels = cluster_graph(graph, method, seed=seed)
+        graph = Graph.from_edges(len(ids), src, dst, weight, summary.threshold)
+        summary.edges = graph.edges
+        if labels is None:
+            labels = cluster_graph(graph, method, seed=seed)
         cluster_of = stable_ids(labels, previous, next_id)
         infos = [ClusterInfo(c.cluster, c.size, c.cohesion, int(ids[c.representative]))
                  for c in summarize(graph, cluster_of)]
     summary.run = store.write(ids, cluster_of, infos)
-    summary.seconds["cluster"] = time.perf_counter() - started
+    summary.seconds["cluster"] = time.perf_counter() - started  # with writing the run
     sizes = np.array([c.size for c in infos])
     summary.clusters, summary.singletons = int((sizes >= 2).sum()), int((sizes == 1).sum())
     summary.largest = int(sizes.max())
