@@ -143,6 +143,12 @@ class Operations:
         return self._run(Call("POST", f"/identities/{_segment(identity)}/merge", json={"identity": other},
                               result=m.Promoted))
 
+    def name_faces(self, identity: str, face_ids: Sequence[str | int], *, proceed: bool = False):
+        """Unlabelled faces become `identity`'s enrolled faces (e.g. one the calibration set aside as looking like
+        them that is their photo after all)."""
+        return self._run(Call("POST", f"/identities/{_segment(identity)}/name",
+                              json={"face_ids": [str(f) for f in face_ids], "proceed": proceed}, result=m.Promoted))
+
     def face_image(self, face_id: str | int):
         """The archived image of a face (JPEG or PNG bytes)."""
         return self._run(Call("GET", f"/faces/{_segment(face_id)}/image", result=bytes))

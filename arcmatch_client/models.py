@@ -178,8 +178,9 @@ class GalleryCalibration:
     # `confirmed`: how many there were
     strangers_check: dict | None = None
     # tail: unlabelled faces left out as they look like someone enrolled, the most alike first (at most 20): `source`,
-    # the identity it looks like (`like`) and the `score`; `arcmatch gallery stranger SOURCE` confirms one that is
-    # nobody enrolled
+    # `face_id`, the identity it looks like (`like`), the `score`, and what it is `now`: unlabelled (to judge),
+    # stranger (confirmed since: POST /v1/gallery/strangers), named (with `identity`: POST
+    # /v1/identities/{identity}/name) or gone
     strangers_set_aside: list[dict] = field(default_factory=list)
     # the chosen threshold, those for half and twice the target, and the model's
     points: list[Point] = field(default_factory=list)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from common.errors import NotFound
+from indexer.ids import UNLABELLED
 from indexer.tail import DUPLICATE_ALPHA, Pairs, TailModel, fit_scores, identity_scores
 
 CONFIRMED = "stranger"  # metadata of a face that is nobody who will be enrolled (embedder.sources.STRANGER)
@@ -49,6 +50,7 @@ class Unlabelled:
     vectors: np.ndarray
     confirmed: np.ndarray
     sources: list[str]
+    face_ids: list[int]  # what the review page shows each by (its archived picture)
 
 
 def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
@@ -62,7 +64,7 @@ def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS)
     kept = [i for i in ingested if i in vectors]  # deleted since the scan: not there
     confirmed = np.array([(metadata.get(i) or {}).get(CONFIRMED) is True for i in kept], dtype=bool)
     stacked = np.stack([vectors[i] for i in kept]) if kept else np.zeros((0, index.info().dim), np.float32)
-    return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept])
+    return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept], kept)
 
 
 def confirm(index, sources: list[str]) -> list[int]:
@@ -94,9 +96,28 @@ def set_aside(unlabelled: Unlabelled, dropped: np.ndarray, vectors: np.ndarray, 
         return []
     scores = unlabelled.vectors[rows] @ vectors.T
     best = scores.argmax(axis=1)
-    found = [{"source": unlabelled.sources[r], "like": str(labels[b]), "score": round(float(scores[i, b]), 4)}
-             for i, (r, b) in enumerate(zip(rows, best, strict=True))]
+    found = [{"source": unlabelled.sources[r], "face_id": int(unlabelled.face_ids[r]), "like": str(labels[b]),
+              "score": round(float(scores[i, b]), 4)} for i, (r, b) in enumerate(zip(rows, best, strict=True))]
     return sorted(found, key=lambda f: -f["score"])[:shown]
+
+
+def now(index, set_aside_faces: list[dict]) -> list[dict]:
+    """The faces a calibration set aside as they are now, each with `now`: "unlabelled" (still to be judged),
+    "stranger" (confirmed since), "named" (with `identity`: it was that person's photo after all) or "gone"
+    (erased). A stored calibration keeps its list until the next one; a person judging it should see only what is
+    left to judge."""
+    ids = [int(f["face_id"]) for f in set_aside_faces if f.get("face_id") is not None]
+    rows = index.rows(ids) if ids else {}
+    out = []
+    for found in set_aside_faces:
+        row = rows.get(int(found["face_id"])) if found.get("face_id") is not None else None
+        if row is None:
+            out.append({**found, "now": "gone" if found.get("face_id") is not None else "unlabelled"})
+        elif row.identity != UNLABELLED:
+            out.append({**found, "now": "named", "identity": row.identity})
+        else:
+            out.append({**found, "now": "stranger" if (row.metadata or {}).get(CONFIRMED) is True else "unlabelled"})
+    return out
 
 
 def fit_with_strangers(vectors: np.ndarray, labels: np.ndarray, probes: np.ndarray, distinct: Pairs,

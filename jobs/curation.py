@@ -26,6 +26,7 @@ from indexer.cluster_store import ClusterInfo, ClusterStore, Run
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED, validate_face_id, validate_identity
 from indexer.store import FaceRow
+from indexer.strangers import CONFIRMED
 from indexer.writer import rejected_from
 
 SAMPLE = 8  # face ids shown per cluster in a listing
@@ -149,7 +150,9 @@ class Curator:
         return named
 
     def name_faces(self, face_ids: list[int], identity: str, *, proceed: bool = False) -> Named:
-        """Unlabelled faces become `identity`'s: archive first, then the store (as every enrollment)."""
+        """Unlabelled faces become `identity`'s: archive first, then the store (as every enrollment). A face
+        confirmed a stranger loses that mark: it was this person's photo after all."""
+        identity, face_ids = validate_identity(identity), [validate_face_id(f) for f in face_ids]
         service = self.service
         service.writer.in_service()
         rows = service.index.rows(face_ids)
@@ -169,7 +172,8 @@ class Curator:
                            + "; ".join(f"{s['face_id']}: {s['reason']}" for s in skipped[:3]))
         if service.conflict_check and not proceed:
             service.lookup.check_conflicts(np.stack([r.vector for r in chosen]), identity)
-        renamed = [replace(r, identity=identity) for r in chosen]
+        renamed = [replace(r, identity=identity, metadata={k: v for k, v in (r.metadata or {}).items()
+                                                           if k != CONFIRMED}) for r in chosen]
         service.writer.rename(renamed)
         return Named(identity, [r.face_id for r in renamed], skipped)
 

@@ -226,9 +226,11 @@ class GalleryCalibrationOut(BaseModel):
                                          "the rate at this size is their own share, counted down to `threshold` and "
                                          "fitted beyond; `confirmed`: how many there were")
     strangers_set_aside: list[dict] = Field([], description="tail: unlabelled faces left out as they look like "
-                                            "someone enrolled, the most alike first (at most 20): `source`, the "
-                                            "identity it looks like (`like`) and the `score`; `arcmatch gallery "
-                                            "stranger SOURCE` confirms one that is nobody enrolled")
+                                            "someone enrolled, the most alike first (at most 20): `source`, "
+                                            "`face_id`, the identity it looks like (`like`), the `score`, and what "
+                                            "it is `now`: unlabelled (to judge), stranger (confirmed since: POST "
+                                            "/v1/gallery/strangers), named (with `identity`: POST "
+                                            "/v1/identities/{identity}/name) or gone")
     points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "
                                    "and the model's")
     curve: list[list[float | None]] = Field([], description="[threshold, fpir, fnir] rows, thresholds rising: "
@@ -284,6 +286,12 @@ FaceIds = Annotated[list[Annotated[str, Field(pattern=r"^[0-9]{1,19}$")]], Field
 class PromoteIn(BaseModel):
     identity: str = Field(min_length=1, max_length=MAX_IDENTITY_LENGTH, json_schema_extra=IDENTITY_RULES)
     face_ids: FaceIds | None = Field(None, description="only these faces of the cluster (default: all)")
+    proceed: bool = Field(False, description="name faces that match another identity, or were rejected from this")
+
+
+class NameIn(BaseModel):
+    face_ids: FaceIds = Field(min_length=1, description="unlabelled faces that are this person's (those the "
+                              "calibration set aside as looking like them, or any others)")
     proceed: bool = Field(False, description="name faces that match another identity, or were rejected from this")
 
 

@@ -15,8 +15,17 @@ from jobs.api.schemas import CalibrateIn, CalibrationOut, GalleryCalibrationOut
 router = APIRouter(prefix="/calibration", tags=["calibration"], responses=responses(401, 403, 503))
 
 
-def _out(found) -> GalleryCalibrationOut | None:
-    return GalleryCalibrationOut(**asdict(found)) if found is not None else None
+def _out(found, index) -> GalleryCalibrationOut | None:
+    """The calibration as the API gives it: the faces it set aside as they are now (indexer.strangers.now), face
+    ids as strings (int64 is beyond JSON's safe integers)."""
+    if found is None:
+        return None
+    from indexer.strangers import now
+
+    fields = asdict(found)
+    fields["strangers_set_aside"] = [{**f, "face_id": str(f["face_id"])} if f.get("face_id") is not None else f
+                                     for f in now(index, fields["strangers_set_aside"])]
+    return GalleryCalibrationOut(**fields)
 
 
 @router.get("")
@@ -24,7 +33,8 @@ def current(_: ReadKey, service: ServiceDep) -> CalibrationOut:
     threshold, source = service.lookup.threshold_in_use()
     found = service.lookup.gallery_calibration()
     service.watch.poke(service.lookup.gallery_calibration)
-    return CalibrationOut(threshold=threshold, source=source, gallery=_out(found), status=service.watch.status(found))
+    return CalibrationOut(threshold=threshold, source=source, gallery=_out(found, service.index),
+                          status=service.watch.status(found))
 
 
 @router.post("", responses=responses(400, 422))
@@ -36,7 +46,7 @@ def calibrate(_: WriteKey, service: ServiceDep, request: Request, body: Calibrat
     fpir = body.fpir if body.fpir is not None else target_fpir(service.index)
     result = service.calibrate(fpir, sample=body.sample, save=not body.dry_run, method=body.method)
     note(request, "calibrate", threshold=result.threshold, target_fpir=fpir, kept=not body.dry_run)
-    return _out(result)
+    return _out(result, service.index)
 
 
 @router.delete("")

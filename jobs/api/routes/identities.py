@@ -25,6 +25,7 @@ from jobs.api.schemas import (
     IdentityOut,
     IdentityPage,
     IdentityRef,
+    NameIn,
     Promoted,
 )
 from jobs.api.slashes import restored
@@ -99,6 +100,17 @@ def reject_face(_: WriteKey, curator: CuratorDep, request: Request, identity: Id
     freed = curator.reject(identity, face)
     note(request, "reject_face", identity, face_ids=[str(face)])
     return FaceRejected(identity=identity, face_id=str(face), rejected_from=freed.metadata["rejected_from"])
+
+
+@router.post("/{identity}/name", responses=responses(400, 409, 422))
+def name_faces(_: WriteKey, curator: CuratorDep, request: Request, identity: Identity, body: NameIn) -> Promoted:
+    """Unlabelled faces become this identity's enrolled faces (new or existing): a face the calibration set aside
+    as looking like them that is their photo after all, or any other. A face named since, erased, or rejected from
+    this identity is listed in `skipped`; none left answers 409, as does a face that matches another identity
+    (naming it) unless `proceed`."""
+    named = curator.name_faces([int(f) for f in body.face_ids], identity, proceed=body.proceed)
+    note(request, "name_faces", named.identity, face_ids=[str(f) for f in named.face_ids])
+    return Promoted.of(named)
 
 
 @router.post("/{identity}/merge", responses=responses(400, 404, 422))

@@ -1,5 +1,6 @@
 // The review page: search by photo, name the clusters of unnamed faces, take a face out of a person, and resolve
-// what the gallery check finds (merge two names, move a face, "different people").
+// what the gallery check finds (merge two names, move a face, "different people") and the faces the calibration
+// left out as looking enrolled (name them, or confirm them as strangers).
 // Plain JavaScript against the same /v1 API every client uses; the API key stays in this tab (sessionStorage).
 "use strict";
 
@@ -270,8 +271,39 @@ function misfitCard(m) {
   return card;
 }
 
+// a face the last calibration left out as looking like someone enrolled: their photo (name it), or a stranger who
+// resembles them (confirm it: the next calibration counts it, and strict targets are made of such faces)
+function setAsideCard(f) {
+  const card = findingCard("set-aside", `left out of the calibration: looks like ${f.like} (${f.score.toFixed(2)})`);
+  card.dataset.face = f.face_id;
+  const faces = document.createElement("div");
+  faces.className = "faces";
+  faces.append(faceTile(f.face_id));
+  const where = document.createElement("p");
+  where.className = "who";
+  where.textContent = `from ${f.source}`;
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  actions.append(
+    button(`It is ${f.like}`, { name: f.like }, async () => {
+      await post(`/v1/identities/${enc(f.like)}/name`, { face_ids: [f.face_id] });
+      await resolved(`face ${f.face_id} is now ${f.like}'s`);
+    }),
+    button("Nobody enrolled", { stranger: f.face_id }, async () => {
+      await post("/v1/gallery/strangers", { sources: [f.source] });
+      await resolved(`face ${f.face_id} counts as a stranger from the next calibration`);
+    }));
+  card.append(faces, where, personRow(f.like), actions);
+  return card;
+}
+
+async function setAside() {
+  const { gallery } = await json("/v1/calibration");
+  return ((gallery && gallery.strangers_set_aside) || []).filter((f) => f.now === "unlabelled" && f.face_id);
+}
+
 async function checkHealth() {
-  const report = await json("/v1/gallery/check");
+  const [report, aside] = await Promise.all([json("/v1/gallery/check"), setAside()]);
   const list = $("health-list");
   list.replaceChildren();
   for (const d of report.duplicates) list.append(duplicateCard(d));
@@ -281,7 +313,8 @@ async function checkHealth() {
     card.append(personRow(name));
     list.append(card);
   }
-  const n = report.duplicates.length + report.misfits.length + report.below_gate.length;
+  for (const f of aside) list.append(setAsideCard(f));
+  const n = report.duplicates.length + report.misfits.length + report.below_gate.length + aside.length;
   $("health-count").textContent = `(${n} ${n === 1 ? "finding" : "findings"} in ${report.identities} people` +
     (report.notes.length ? `; ${report.notes.join("; ")}` : "") + ")";
 }

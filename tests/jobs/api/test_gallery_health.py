@@ -121,3 +121,51 @@ def test_what_cannot_be_resolved_says_why(api, method, path, body, status, says)
     answer = client.request(method, path, json=body, headers=W)
     assert answer.status_code == status and says in answer.text
     assert client.request(method, path, json=body, headers=R).status_code == 403  # writes, all of them
+
+
+def set_aside_gallery(uri: str, gallery: str) -> dict:
+    """40 people with two photos each and 152 unlabelled faces: 150 strangers and a photo each of person 0 and
+    person 1 (an event's staff), which a calibration leaves out as looking enrolled. Returns the two by source."""
+    client = connect(uri)
+    index = FaceIndex(client, Galleries(client, gallery).serving())
+    enrolled = people(40, 2, spread=0.3, dim=TINY_DIM)
+    staff = [FaceRow(f"event/{n}.jpg", "", enrolled[2 * n].vector, face_id(f"event/{n}.jpg")) for n in range(2)]
+    others = [FaceRow(f"u{n}", "", r.vector, face_id(f"u{n}"))
+              for n, r in enumerate(people(150, 1, spread=0.3, seed=7, first=1000, dim=TINY_DIM))]
+    index.upsert(enrolled + staff + others)
+    index.flush()
+    client.close()
+    return {s.source: {"face_id": str(s.face_id), "like": f"person {n}"} for n, s in enumerate(staff)}
+
+
+def test_faces_the_calibration_left_out_are_named_or_confirmed_and_it_says_what_each_is_now(tmp_path, tiny_model_dir):
+    uri = str(tmp_path / "aside.db")
+    settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=uri,
+                        gallery="aside", archive_uri=str(tmp_path / "archive"))
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        files = [("images", ("o.png", png(99), "image/png"))]
+        assert client.post("/v1/identities/owner/faces", files=files, headers=W).status_code == 201
+        staff = set_aside_gallery(uri, "aside")
+        calibrated = client.post("/v1/calibration", json={"fpir": 0.05, "method": "tail"}, headers=W)
+        assert calibrated.status_code == 200, calibrated.text
+        aside = {f["source"]: f for f in calibrated.json()["strangers_set_aside"]}
+        for source, found in staff.items():
+            assert aside[source]["face_id"] == found["face_id"] and aside[source]["like"] == found["like"]
+            assert aside[source]["now"] == "unlabelled"
+
+        first, second = staff["event/0.jpg"], staff["event/1.jpg"]
+        body = {"face_ids": [first["face_id"]]}
+        assert client.post("/v1/identities/person 0/name", json=body, headers=R).status_code == 403
+        named = client.post("/v1/identities/person 0/name", json=body, headers=W)
+        assert named.status_code == 200, named.text
+        assert named.json() == {"identity": "person 0", "face_ids": [first["face_id"]], "skipped": []}
+        again = client.post("/v1/identities/person 0/name", json=body, headers=W)
+        assert again.status_code == 409 and "already named 'person 0'" in again.json()["detail"]
+        assert client.post("/v1/gallery/strangers", json={"sources": ["event/1.jpg"]}, headers=W).status_code == 200
+
+        stored = client.get("/v1/calibration", headers=R).json()["gallery"]
+        now = {f["source"]: f for f in stored["strangers_set_aside"]}
+        assert (now["event/0.jpg"]["now"], now["event/0.jpg"]["identity"]) == ("named", "person 0")
+        assert now["event/1.jpg"]["now"] == "stranger" and now["event/1.jpg"]["face_id"] == second["face_id"]
+        person = client.get("/v1/identities/person 0", headers=R).json()
+        assert first["face_id"] in {f["face_id"] for f in person["faces"]} and len(person["faces"]) == 3

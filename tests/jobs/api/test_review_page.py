@@ -205,3 +205,53 @@ def test_the_page_shows_the_galleries_the_key_reaches_and_only_theirs(tmp_path, 
             assert page.locator('.identity[data-identity="ann"]').count() == 0
             browser.close()
         assert problems == []
+
+
+def test_faces_the_calibration_left_out_are_named_or_confirmed_in_the_browser(tmp_path, tiny_model_dir):
+    from tests.jobs.api.test_gallery_health import set_aside_gallery
+
+    uri, archive_root = str(tmp_path / "aside.db"), str(tmp_path / "archive")
+    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=uri, gallery="faces",
+                        archive_uri=archive_root)
+    with live_app(create_app(settings)) as site:
+        with httpx.Client(base_url=site, headers={"X-API-Key": KEY}, timeout=60) as api:
+            assert api.post("/v1/identities/owner/faces", files=[("images", ("o.png", png(99), "image/png"))]
+                            ).status_code == 201
+            staff = set_aside_gallery(uri, "faces")
+            client = connect(uri)
+            index = FaceIndex(client, Galleries(client, "faces").serving())
+            shown = [int(s["face_id"]) for s in staff.values()] + [
+                f for f, name in index.labelled_faces() if name in ("person 0", "person 1")]
+            FaceArchive(archive_root, "faces").write([  # the pictures a person looks at
+                ArchivedFace(r.face_id, r.identity, r.source, "{}", "photo", encode(picture(png(n % 40, n))))
+                for n, r in enumerate(index.rows(shown).values())])
+            client.close()
+            assert api.post("/v1/calibration", json={"fpir": 0.05, "method": "tail"}).status_code == 200
+        first, second = staff["event/0.jpg"], staff["event/1.jpg"]
+        problems: list[str] = []
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{site}/review")
+            page.fill("#key", KEY)
+            page.click("#key-form button")
+            page.click("#health-check")
+            card = f'.finding.set-aside[data-face="{first["face_id"]}"]'
+            page.wait_for_selector(card)
+            assert "looks like person 0" in page.locator(card).inner_text()
+            playwright.expect(page.locator(f'{card} img[src^="blob:"]')).to_have_count(3)  # it, and person 0's two
+            page.screenshot(path=str(tmp_path / "set-aside.png"), full_page=True)
+
+            page.locator(f'{card} button[data-name="person 0"]').click()  # "It is person 0"
+            playwright.expect(page.locator(card)).to_have_count(0)
+            assert "is now person 0's" in page.locator("#status").inner_text()
+            page.wait_for_selector('.identity[data-identity="person 0"] h3:has-text("3 faces")')
+
+            other = f'.finding.set-aside[data-face="{second["face_id"]}"]'
+            page.locator(f"{other} button[data-stranger]").click()  # "Nobody enrolled"
+            playwright.expect(page.locator(other)).to_have_count(0)
+            assert "counts as a stranger" in page.locator("#status").inner_text()
+            browser.close()
+    assert [m for m in problems if "404" not in m] == []  # never clustered: the page hears 404 for its clusters
