@@ -14,9 +14,11 @@ window from the kill to the last failure; when the first request answered by a r
 the kill came back (the replicas' own request counts, read from the metrics directory they share); and, at the
 end, whether every enrollment that was answered 201 is in the gallery (lost) and none more than once.
 
-    .venv/bin/python bench/serve_node_fault.py [--seconds 60 --kill-at 15] [--through-client] [--out FILE]
+    .venv/bin/python bench/serve_node_fault.py [--seconds 60 --kill-at 15] [--through-client] [--bare-proxy]
+        [--out FILE]
 
-`--through-client` sends the same requests through `arcmatch_client` (its retries on), as an application would.
+`--through-client` sends the same requests through `arcmatch_client` (its retries on), as an application would;
+`--bare-proxy` leaves out the middleware every node's Serve proxy runs (jobs/api/proxy.py), as before it.
 
 Needs the machine's one Milvus server slot free (not while the test suite runs).
 """
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit, start_milvus_server  # noqa: E402
 from jobs.api.keys import new_key  # noqa: E402
+from jobs.api.proxy import PROXY_CALLBACK, PROXY_ENV  # noqa: E402
 from tests.helpers import counts_per_process, listen_port, png  # noqa: E402
 from tests.ray_cluster import AUTH, Cluster  # noqa: E402
 
@@ -158,8 +161,14 @@ def main() -> None:
     parser.add_argument("--searchers", type=int, default=4)
     parser.add_argument("--enrollers", type=int, default=2)
     parser.add_argument("--through-client", action="store_true")
+    parser.add_argument("--bare-proxy", action="store_true", help="Serve's proxy without arcmatch's middleware "
+                        "(jobs/api/proxy.py): its own answer to a request whose replica died")
     parser.add_argument("--out")
     args = parser.parse_args()
+    if args.bare_proxy:
+        os.environ.pop(PROXY_CALLBACK, None)
+    else:  # every node's proxy reads it from the environment `ray start` gives it, as k8s/ sets it
+        os.environ.update(PROXY_ENV)
 
     scratch = Path(tempfile.mkdtemp(prefix="serve-fault-"))
     key, entry = new_key("bench", ["read", "write"])
@@ -206,7 +215,8 @@ def main() -> None:
     by_outcome: dict[str, int] = {}
     for _, _, outcome in failures:
         by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
-    emit({"bench": "serve_node_fault", "through_client": args.through_client, "seconds": args.seconds,
+    emit({"bench": "serve_node_fault", "through_client": args.through_client, "bare_proxy": args.bare_proxy,
+          "seconds": args.seconds,
           "clients": len(kinds), "killed_at_s": killed_at,
           "requests": per_kind, "search_failed_share": round(per_kind["search"]["failed"] /
                                                            max(1, per_kind["search"]["sent"]), 4),

@@ -109,12 +109,15 @@ def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:
     from ray import serve
 
     from indexer.store import is_lite_uri
+    from jobs.api.proxy import PROXY_ENV
     from jobs.api.serve import build_application
     from jobs.runtime import init_ray
 
     max_replicas = args.max_replicas or args.replicas
     if is_lite_uri(settings.milvus_uri) and max_replicas > 1:
         raise BadInput("Milvus Lite opens its file from one process only: use one replica, or a Milvus server")
+    for name, value in PROXY_ENV.items():  # the proxies of a cluster started here read it (jobs/api/proxy.py)
+        os.environ.setdefault(name, value)
     init_ray(settings.ray_address, quiet=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     application = build_application(settings, min_replicas=args.replicas, max_replicas=max_replicas,

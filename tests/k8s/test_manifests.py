@@ -218,3 +218,16 @@ def test_the_api_cluster_is_set_to_survive_a_machine_and_its_head(overlay):
     read = [e["valueFrom"]["secretKeyRef"] for c in redis["spec"]["template"]["spec"]["containers"]
             for e in c.get("env", []) if "valueFrom" in e]
     assert secret in read
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_serve_proxy_answers_a_request_its_replica_died_on_503(overlay):
+    """Ray Serve's proxy reads its middleware's import path from the node's environment when it starts: every pod
+    of the API's cluster carries it, and it names the middleware the suite tests (tests/jobs/api/test_proxy.py)."""
+    from jobs.api.proxy import PROXY_ENV
+
+    service = next(d for d in render(overlay) if d["kind"] == "RayService")
+    cluster = service["spec"]["rayClusterConfig"]
+    for pod in [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]:
+        [container] = pod["template"]["spec"]["containers"]
+        assert PROXY_ENV.items() <= {e["name"]: e.get("value") for e in container.get("env", [])}.items()
