@@ -285,16 +285,25 @@ function setAsideCard(f) {
   const actions = document.createElement("div");
   actions.className = "actions";
   actions.append(
-    button(`It is ${f.like}`, { name: f.like }, async () => {
-      await post(`/v1/identities/${enc(f.like)}/name`, { face_ids: [f.face_id] });
-      await resolved(`face ${f.face_id} is now ${f.like}'s`);
-    }),
+    button(`It is ${f.like}`, { name: f.like }, () => nameAsideFace(f)),
     button("Nobody enrolled", { stranger: f.face_id }, async () => {
       await post("/v1/gallery/strangers", { sources: [f.source] });
       await resolved(`face ${f.face_id} counts as a stranger from the next calibration`);
     }));
   card.append(faces, where, personRow(f.like), actions);
   return card;
+}
+
+async function nameAsideFace(f, proceed = false) {
+  try {
+    await post(`/v1/identities/${enc(f.like)}/name`, { face_ids: [f.face_id], proceed });
+  } catch (error) {  // it also matches someone else: a person decides
+    if (error.status === 409 && !proceed && confirm(`${error.message}\n\nName it ${f.like} anyway?`)) {
+      return nameAsideFace(f, true);
+    }
+    throw error;
+  }
+  await resolved(`face ${f.face_id} is now ${f.like}'s`);
 }
 
 async function setAside() {
