@@ -59,7 +59,7 @@ class ClusterRunSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
-        agreed = f", BCubed F {self.agreement:.3f}" if self.agreement is not None else ""
+        agreed = f" (BCubed F {self.agreement:.3f} between the two)" if self.agreement is not None else ""
         return [f"{self.collection}: {self.faces} unlabelled faces, {self.edges} edges at or above {self.threshold:.4f}"
                 f" ({THRESHOLD_FROM[self.threshold_source]}{agreed}; k {self.k})",
                 f"{self.method}: {self.clusters} clusters of two faces or more (largest {self.largest}), "
