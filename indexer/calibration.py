@@ -191,7 +191,7 @@ class GalleryCalibration:
             out.append(f"left out as looking enrolled: {listed}"
                        + (" ..." if self.strangers_dropped > 5 else "")
                        + " (one that is nobody enrolled counts again once confirmed: `arcmatch gallery stranger "
-                         "SOURCE`)")
+                         "SOURCE`; one that is that person's photo: `arcmatch gallery name IDENTITY SOURCE`)")
         crossing = self.strangers_check
         if crossing and crossing.get("direct"):
             out.append(f"the rate at this size is read off the {crossing['strangers']} confirmed strangers (`ingest "

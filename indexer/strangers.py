@@ -67,19 +67,25 @@ def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS)
     return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept], kept)
 
 
-def confirm(index, sources: list[str]) -> list[int]:
-    """Mark the unlabelled faces that came from `sources` as confirmed strangers (metadata CONFIRMED), in place:
-    what `ingest --strangers` does at ingestion, for faces a calibration set aside (set_aside) that a person knows
-    are nobody enrolled. Returns their face ids; NotFound, with nothing marked, where a source is no unlabelled
-    face."""
+def unlabelled_from(index, sources: list[str], nothing: str) -> dict[int, str]:
+    """The unlabelled faces that came from `sources` (face id: source): what a person names or confirms from the
+    list `calibrate` gives. NotFound, saying `nothing` was done, where a source is no unlabelled face."""
     wanted = set(sources)
     ids = {face: source for face, source in index.unlabelled_faces() if source in wanted}
     missing = wanted - set(ids.values())
     if missing:
         raise NotFound(f"no unlabelled face comes from {', '.join(repr(s) for s in sorted(missing)[:3])}"
                        + (f" (and {len(missing) - 3} more)" if len(missing) > 3 else "")
-                       + ": nothing marked (the sources `arcmatch calibrate` lists)")
-    rows = index.rows(list(ids))
+                       + f": {nothing} (the sources `arcmatch calibrate` lists)")
+    return ids
+
+
+def confirm(index, sources: list[str]) -> list[int]:
+    """Mark the unlabelled faces that came from `sources` as confirmed strangers (metadata CONFIRMED), in place:
+    what `ingest --strangers` does at ingestion, for faces a calibration set aside (set_aside) that a person knows
+    are nobody enrolled. Returns their face ids; NotFound, with nothing marked, where a source is no unlabelled
+    face."""
+    rows = index.rows(list(unlabelled_from(index, sources, "nothing marked")))
     index.upsert([replace(row, metadata={**(row.metadata or {}), CONFIRMED: True}) for row in rows.values()])
     index.flush()
     return sorted(rows)
@@ -88,9 +94,9 @@ def confirm(index, sources: list[str]) -> list[int]:
 def set_aside(unlabelled: Unlabelled, dropped: np.ndarray, vectors: np.ndarray, labels: np.ndarray,
               shown: int = SHOWN) -> list[dict]:
     """The unlabelled faces dropped as looking enrolled, the most alike first (at most `shown`): where each came
-    from, whom it looks like and how much. Either that person's photo (name it) or a stranger who resembles
-    them (confirm it: `arcmatch gallery stranger`): only a person can tell, and the look-alikes are what a
-    strict promise is made of."""
+    from, whom it looks like and how much. Either that person's photo (name it: `arcmatch gallery name`) or a
+    stranger who resembles them (confirm it: `arcmatch gallery stranger`): only a person can tell, and the
+    look-alikes are what a strict promise is made of."""
     rows = np.flatnonzero(dropped)
     if not len(rows):
         return []

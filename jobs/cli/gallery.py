@@ -18,7 +18,7 @@ from jobs.cli.options import audit, model_flag, open_gallery, settings_from, sto
 def register(sub) -> None:
     p = sub.add_parser("gallery", help="what is wrong with the gallery's labels (one person under two names, "
                                        "photos of someone else, identities below the quality gate), and fixing it")
-    actions = p.add_subparsers(dest="action", required=True, metavar="check|merge|move|distinct|stranger")
+    actions = p.add_subparsers(dest="action", required=True, metavar="check|merge|move|distinct|stranger|name")
     q = actions.add_parser("check", help="list what looks wrong, with faces and scores")
     store_flags(q)
     q.add_argument("--json", action="store_true", help="print the findings as JSON")
@@ -49,6 +49,16 @@ def register(sub) -> None:
     q.add_argument("sources", nargs="+", metavar="SOURCE")
     store_flags(q)
     q.set_defaults(run=gallery_stranger)
+    q = actions.add_parser("name", help="these unlabelled faces (by source, as `arcmatch calibrate` lists those it "
+                                        "left out as looking like someone enrolled) are IDENTITY's photos: they "
+                                        "become its enrolled faces")
+    q.add_argument("identity")
+    q.add_argument("sources", nargs="+", metavar="SOURCE")
+    q.add_argument("--proceed", action="store_true", help="name faces that also match another identity, or were "
+                                                          "rejected from this one")
+    model_flag(q, "the gallery's model")
+    store_flags(q)
+    q.set_defaults(run=gallery_fix)
 
 
 def _serving_index(settings):
@@ -83,7 +93,7 @@ def gallery_check(args: argparse.Namespace) -> int:
 
 
 def gallery_fix(args: argparse.Namespace) -> int:
-    """merge, move and distinct: what the review page's health section does, audited as the API's are."""
+    """merge, move, distinct and name: what the review page's health section does, audited as the API's are."""
     from jobs.curation import Curator
     from jobs.service import IdentityService
 
@@ -101,6 +111,14 @@ def gallery_fix(args: argparse.Namespace) -> int:
             moved = curator.move_face(args.identity, args.face, args.to)
             audit(settings, "move_face", identity=args.identity, moved_to=args.to, face_ids=[str(args.face)])
             print(f"face {args.face} is now {moved.identity!r}'s (and not {args.identity!r})")
+        elif args.action == "name":
+            from indexer.strangers import unlabelled_from
+
+            faces = sorted(unlabelled_from(service.index, args.sources, "nothing named"))
+            named = curator.name_faces(faces, args.identity, proceed=args.proceed)
+            audit(settings, "name_faces", identity=named.identity, face_ids=[str(f) for f in named.face_ids])
+            print(f"{len(named.face_ids)} face(s) named {named.identity!r}"
+                  + "".join(f"\n  left: face {s['face_id']}: {s['reason']}" for s in named.skipped))
         else:
             found = curator.different_people(args.first, args.second)
             audit(settings, "distinct", identity=args.first, other=args.second)

@@ -155,6 +155,38 @@ def test_gallery_merge_move_and_distinct_resolve_the_findings(tmp_path, monkeypa
     assert "no identity 'nobody'" in capsys.readouterr().err
 
 
+def test_gallery_name_makes_unlabelled_faces_someone_s_by_source(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    from indexer.ids import UNLABELLED, face_id
+    from indexer.store import FaceRow
+    from jobs.audit import read
+    from jobs.service import IdentityService
+    from jobs.settings import Settings
+    from tests.helpers import TINY_DIM, png
+
+    uri = str(tmp_path / "name.db")
+    for name, value in {"MILVUS_URI": uri, "COLLECTION": "named", "MODEL": str(tiny_model_dir),
+                        "AUDIT_DIR": str(tmp_path / "audit"), "ARCHIVE": "false"}.items():
+        monkeypatch.setenv(f"ARCMATCH_{name}", value)
+    service = IdentityService.open(Settings(), create=True)
+    service.enroll("owner", [("o.png", png(99))])
+    index = service.index
+    staff = [FaceRow(f"event/{n}.jpg", UNLABELLED, r.vector, face_id(f"event/{n}.jpg"))
+             for n, r in enumerate(people(2, 1, spread=0.3, seed=3, first=700, dim=TINY_DIM))]
+    index.upsert(staff)
+    index.flush()
+    service.close()
+
+    assert main(["gallery", "name", "Ann Lee", "event/0.jpg", "elsewhere.jpg"]) == 4  # one line, nothing named
+    assert "no unlabelled face comes from 'elsewhere.jpg': nothing named" in capsys.readouterr().err
+    assert main(["gallery", "name", "Ann Lee", "event/0.jpg"]) == 0
+    assert "1 face(s) named 'Ann Lee'" in capsys.readouterr().out
+    client = connect(uri)
+    rows = FaceIndex(client, "named").rows([r.face_id for r in staff])
+    client.close()
+    assert [rows[r.face_id].identity for r in staff] == ["Ann Lee", UNLABELLED]
+    assert [r["action"] for r in read(tmp_path / "audit")] == ["name_faces"]
+
+
 def test_gallery_stranger_confirms_unlabelled_faces_by_source(gallery, capsys, tmp_path):
     from indexer.ids import UNLABELLED, face_id
     from indexer.store import FaceRow
