@@ -10,7 +10,16 @@ import argparse
 
 from common.errors import EXIT_OK, BadInput, NotFound
 from indexer.clustering import METHODS
-from jobs.cli.options import archive_root, audit, job_console, open_gallery, ray_flag, settings_from, store_flags
+from jobs.cli.options import (
+    archive_root,
+    audit,
+    job_console,
+    model_flag,
+    open_gallery,
+    ray_flag,
+    settings_from,
+    store_flags,
+)
 
 CLUSTERS_BESIDE = "clustering keeps its runs beside it"
 
@@ -36,9 +45,14 @@ def register(sub) -> None:
     ray_flag(p)
     p.set_defaults(run=cluster)
 
-    p = sub.add_parser("clusters", help="the last clustering's clusters: list (largest first) or show one")
-    p.add_argument("action", choices=["list", "show"])
-    p.add_argument("cluster", nargs="?", type=int, help="show: the cluster id")
+    p = sub.add_parser("clusters", help="the last clustering's clusters: list (largest first), show one, or name "
+                                        "one (its faces become an identity's)")
+    p.add_argument("action", choices=["list", "show", "name"])
+    p.add_argument("cluster", nargs="?", type=int, help="show, name: the cluster id")
+    p.add_argument("identity", nargs="?", help="name: who the cluster's faces are (new or enrolled)")
+    p.add_argument("--proceed", action="store_true", help="name: also faces that match another identity, or were "
+                                                          "rejected from this one")
+    model_flag(p, "name: the gallery's model")
     store_flags(p)
     p.add_argument("--min-size", type=int, default=2, help="list: smallest cluster shown (default %(default)s)")
     p.add_argument("--limit", type=int, default=50, help="list: clusters shown (default %(default)s)")
@@ -72,6 +86,8 @@ def clusters(args: argparse.Namespace) -> int:
     run = ClusterStore(archive_root(settings, CLUSTERS_BESIDE), settings.gallery, name).latest()
     if run is None:
         raise NotFound(f"gallery {settings.gallery!r} has not been clustered yet: run `arcmatch cluster`")
+    if args.action == "name":
+        return _name(args, settings, name)
     if args.action == "show":
         if args.cluster is None:
             raise BadInput("clusters show needs a cluster id (see `arcmatch clusters list`)")
@@ -87,4 +103,25 @@ def clusters(args: argparse.Namespace) -> int:
         print(f"{c.cluster}\t{c.size} faces\tcohesion {c.cohesion:.3f}\trepresentative {c.representative}")
     total = sum(1 for c in run.clusters if c.size >= args.min_size)
     print(f"({len(shown)} of {total} clusters of {args.min_size} faces or more; run {run.name})")
+    return EXIT_OK
+
+
+def _name(args: argparse.Namespace, settings, collection: str) -> int:
+    """The cluster's faces become `identity`'s, as the review page's "name this group" does (jobs/curation.py):
+    faces rejected from that identity or named since the run are left, and said."""
+    from indexer.cluster_store import ClusterStore
+    from jobs.curation import Curator
+    from jobs.service import IdentityService
+
+    if args.cluster is None or not args.identity:
+        raise BadInput("clusters name needs a cluster id and a name: `arcmatch clusters name 12 \"Ann Lee\"`")
+    service = IdentityService.open(settings)
+    try:
+        store = ClusterStore(archive_root(settings, CLUSTERS_BESIDE), settings.gallery, collection)
+        named = Curator(service, store).promote(args.cluster, args.identity, proceed=args.proceed)
+    finally:
+        service.close()
+    audit(settings, "promote", identity=named.identity, cluster=args.cluster, face_ids=[str(f) for f in named.face_ids])
+    print(f"{len(named.face_ids)} face(s) of cluster {args.cluster} named {named.identity!r}"
+          + "".join(f"\n  left: face {s['face_id']}: {s['reason']}" for s in named.skipped))
     return EXIT_OK

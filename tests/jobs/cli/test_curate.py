@@ -5,6 +5,7 @@ import json
 import pytest
 
 from indexer.calibration import stored
+from indexer.galleries import Galleries
 from indexer.store import CollectionInfo, FaceIndex, connect
 from jobs.cli import main
 from tests.helpers import people
@@ -84,6 +85,42 @@ def test_cluster_then_list_and_show_clusters(gallery, capsys, tmp_path, monkeypa
     shown = capsys.readouterr().out.strip().splitlines()
     assert shown[0].startswith(f"cluster {first}: 3 faces") and len(shown) == 4
     assert main(["clusters", "show", "999999"]) == 4
+
+
+def test_clusters_name_makes_a_cluster_someone_s(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    from indexer.ids import UNLABELLED
+    from indexer.store import FaceRow
+    from jobs.audit import read
+    from jobs.pipelines.cluster import cluster
+    from jobs.service import IdentityService
+    from jobs.settings import Settings
+    from tests.helpers import TINY_DIM, png
+
+    uri = str(tmp_path / "named.db")
+    for name, value in {"MILVUS_URI": uri, "GALLERY": "crowd", "MODEL": str(tiny_model_dir),
+                        "AUDIT_DIR": str(tmp_path / "audit"), "ARCHIVE_URI": str(tmp_path / "archive")}.items():
+        monkeypatch.setenv(f"ARCMATCH_{name}", value)
+    service = IdentityService.open(Settings(), create=True)
+    service.enroll("owner", [("o.png", png(99))])
+    crowd = people(3, 3, spread=0.2, seed=4, first=50, dim=TINY_DIM)
+    service.index.upsert([FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in crowd])
+    service.index.flush()
+    service.close()
+    cluster(milvus=uri, root=str(tmp_path / "archive"), gallery="crowd", k=4, threshold=0.6)
+    assert main(["clusters", "list"]) == 0
+    first = capsys.readouterr().out.splitlines()[0].split("\t")[0]
+
+    assert main(["clusters", "name", first]) == 2  # no name: one line
+    assert "needs a cluster id and a name" in capsys.readouterr().err
+    assert main(["clusters", "name", first, "Ann Lee"]) == 0
+    assert f"3 face(s) of cluster {first} named 'Ann Lee'" in capsys.readouterr().out
+    client = connect(uri)
+    faces = [f for f, name in FaceIndex(client, Galleries(client, "crowd").serving()).labelled_faces()
+             if name == "Ann Lee"]
+    client.close()
+    assert len(faces) == 3
+    assert [r["action"] for r in read(tmp_path / "audit")] == ["promote"]
+    assert main(["clusters", "name", "999999", "Bob"]) == 4  # no such cluster: not found
 
 
 def test_gallery_check_names_a_duplicate_and_a_mislabelled_photo(tmp_path, monkeypatch, capsys):
