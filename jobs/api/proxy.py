@@ -16,7 +16,7 @@ environment (docs/deploy.md).
 
 from __future__ import annotations
 
-import json
+from jobs.api.asgi import HttpMiddleware
 
 PROXY_CALLBACK = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 PROXY_ENV = {PROXY_CALLBACK: "jobs.api.proxy.middlewares"}
@@ -24,17 +24,11 @@ RETRY_AFTER_S = 1  # the proxy stops routing to a dead replica within about two 
 UNANSWERED = "the replica serving this request stopped before it answered; try again"
 
 
-class UnansweredIs503:
+class UnansweredIs503(HttpMiddleware):
     """An ASGI middleware: an HTTP request the app behind it leaves without a response, or fails before one
-    started, is answered 503 with Retry-After and a JSON `detail`, as the API answers its own outages."""
+    started, is answered 503 with Retry-After and the API's error body, as the API answers its own outages."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope, receive, send) -> None:
         started = False
 
         async def watched(message) -> None:
@@ -48,12 +42,11 @@ class UnansweredIs503:
         except Exception:
             if started:
                 raise
-        if not started:
-            body = json.dumps({"detail": UNANSWERED}).encode()
-            headers = [(b"content-type", b"application/json"), (b"retry-after", str(RETRY_AFTER_S).encode()),
-                       (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+        if not started:  # the API's own error body (jobs/api/errors.py), as its Guard answers a request timed out
+            from jobs.api.errors import error
+
+            answer = error(503, "backend unavailable", UNANSWERED, {"Retry-After": str(RETRY_AFTER_S)})
+            await answer(scope, receive, send)
 
 
 def middlewares() -> list:
