@@ -33,7 +33,7 @@ from bench.harness import (  # noqa: E402
     milvus_store,
     onnx_model_dir,
 )
-from indexer.clustering import METHODS, Graph, bcubed, cluster_graph, pairwise  # noqa: E402
+from indexer.clustering import METHODS, bcubed, cluster_graph, pairwise  # noqa: E402
 from indexer.ids import UNLABELLED, face_id  # noqa: E402
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect  # noqa: E402
 from jobs.pipelines.cluster import cluster, neighbour_graph  # noqa: E402
@@ -117,8 +117,7 @@ def main() -> None:
         thresholds = sorted({round(model["threshold"], 4), 0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70})
         result["methods"] = []
         for t in thresholds:
-            keep = graph_all.weight >= t
-            graph = Graph(graph_all.n, graph_all.src[keep], graph_all.dst[keep], graph_all.weight[keep])
+            graph = graph_all.above(t)
             for method in METHODS:
                 labels, seconds, peak = traced(lambda g=graph, m=method: cluster_graph(g, m))
                 result["methods"].append({"method": method, "threshold": t, **scores(truth, labels),

@@ -117,9 +117,7 @@ def one_set(name: str, vectors: np.ndarray, people: np.ndarray, model: float, k:
     for method in METHODS:
         scored: dict[float, float] = {}
         for t in sorted({*SWEEP, *(v for v in chosen.values() if v is not None)}):
-            keep = everything.weight >= t
-            graph = Graph(n, everything.src[keep], everything.dst[keep], everything.weight[keep])
-            scored[t] = round(bcubed(people, cluster_graph(graph, method))[2], 4)
+            scored[t] = round(bcubed(people, cluster_graph(everything.above(t), method))[2], 4)
         best = max(SWEEP, key=lambda t: scored[t])
         chosen_for = {}
         if fit is not None:

@@ -65,6 +65,11 @@ class Graph:
         lo, hi, w = lo[first], hi[first], w[first]
         return cls(n, np.concatenate([lo, hi]), np.concatenate([hi, lo]), np.concatenate([w, w]))
 
+    def above(self, threshold: float) -> Graph:
+        """The same graph with only its edges at or above `threshold` (a stricter one than it was made with)."""
+        keep = self.weight >= threshold
+        return Graph(self.n, self.src[keep], self.dst[keep], self.weight[keep])
+
     def csr(self):
         from scipy.sparse import csr_matrix
 

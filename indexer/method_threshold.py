@@ -55,9 +55,7 @@ def raised_threshold(everything: Graph, start: float, same_mean: float, method: 
     `each` is called with the threshold of every clustering once it is done (a progress bar)."""
 
     def at(threshold: float, how: str) -> np.ndarray:
-        keep = everything.weight >= threshold
-        labels = cluster_graph(Graph(everything.n, everything.src[keep], everything.dst[keep],
-                                     everything.weight[keep]), how, seed=seed)
+        labels = cluster_graph(everything.above(threshold), how, seed=seed)
         if each is not None:
             each(threshold)
         return labels

@@ -220,20 +220,19 @@ def cluster(
     previous_run = store.latest()
     previous = previous_run.previous_labels(ids) if previous_run else np.full(len(ids), -1, np.int64)
     next_id = 1 + max((c.cluster for c in previous_run.clusters), default=-1) if previous_run else 0
-    labels = None
+    graph, labels = Graph.from_edges(len(ids), src, dst, weight, summary.threshold), None
     if fitted is not None and method != "chinese-whispers":
         with console.stage(f"threshold for {method}", total=clusterings(fitted.threshold, fitted.same_mean),
                            unit="clusterings") as bar:
-            raised = raised_threshold(Graph.from_edges(len(ids), src, dst, weight, fitted.threshold),
-                                      fitted.threshold, fitted.same_mean, method, seed=seed,
+            raised = raised_threshold(graph, fitted.threshold, fitted.same_mean, method, seed=seed,
                                       each=lambda t: bar.update(1, note=f"{t:.3f}"))
         summary.threshold, summary.threshold_source, labels = raised.threshold, "raised", raised.labels
         summary.agreement = raised.agreement
+        graph = graph.above(raised.threshold)
         summary.seconds["threshold"] = time.perf_counter() - started
         started = time.perf_counter()
+    summary.edges = graph.edges
     with console.timed("cluster"):  # from the graph alone; the previous run only lends its ids
-        graph = Graph.from_edges(len(ids), src, dst, weight, summary.threshold)
-        summary.edges = graph.edges
         if labels is None:
             labels = cluster_graph(graph, method, seed=seed)
         cluster_of = stable_ids(labels, previous, next_id)
