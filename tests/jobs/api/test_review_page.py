@@ -3,6 +3,7 @@ search by photo drawn over the photo, naming a cluster, "not this person"; and n
 
 import io
 import shutil
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -33,6 +34,20 @@ def picture(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
+@contextmanager
+def chromium(problems: list[str], height: int):
+    """A page in headless Chromium whose script errors and console errors are added to `problems`."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": height})
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
 @pytest.fixture
 def site(tmp_path, tiny_model_dir):
     uri, archive_root = str(tmp_path / "review.db"), str(tmp_path / "archive")
@@ -60,11 +75,7 @@ def test_search_name_a_cluster_and_reject_a_face_in_the_browser(site, tmp_path):
     probe = tmp_path / "probe.png"
     probe.write_bytes(png(1))
     problems: list[str] = []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
+    with chromium(problems, 900) as page:
         page.goto(f"{site}/review")
         assert page.locator("#status").inner_text() == "enter an API key to begin"
         page.fill("#key", KEY)
@@ -90,7 +101,6 @@ def test_search_name_a_cluster_and_reject_a_face_in_the_browser(site, tmp_path):
         page.locator('.identity[data-identity="zoe"] button[data-reject]').first.click()
         page.wait_for_selector('.identity[data-identity="zoe"] h3:has-text("3 faces")')
         page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
-        browser.close()
     assert problems == []
     assert (tmp_path / "review.png").stat().st_size > 10_000
 
@@ -129,11 +139,7 @@ def gallery_with_findings(tmp_path, tiny_model_dir):
 def test_the_health_section_resolves_what_the_check_finds_in_the_browser(gallery_with_findings, tmp_path):
     site, planted = gallery_with_findings
     problems: list[str] = []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 1400})
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
+    with chromium(problems, 1400) as page:
         page.on("dialog", lambda dialog: dialog.accept())  # the merge asks first
         missing: list[str] = []
         page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
@@ -162,7 +168,6 @@ def test_the_health_section_resolves_what_the_check_finds_in_the_browser(gallery
 
         pair = '.finding.duplicate[data-first="person 3"][data-second="person 5"]'
         playwright.expect(page.locator(pair)).to_have_count(0)  # the stray photo was what joined them
-        browser.close()
     # never clustered: the page asks, hears 404 and says so (Chromium logs every 404 it hears); nothing else failed
     assert all("/v1/galleries/faces/clusters?" in url for url in missing) and len(missing) == 1
     assert [m for m in problems if "404" not in m] == []
@@ -229,11 +234,7 @@ def test_faces_the_calibration_left_out_are_named_or_confirmed_in_the_browser(tm
             assert api.post("/v1/calibration", json={"fpir": 0.05, "method": "tail"}).status_code == 200
         first, second = staff["event/0.jpg"], staff["event/1.jpg"]
         problems: list[str] = []
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1200, "height": 1400})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
+        with chromium(problems, 1400) as page:
             page.goto(f"{site}/review")
             page.fill("#key", KEY)
             page.click("#key-form button")
@@ -253,5 +254,4 @@ def test_faces_the_calibration_left_out_are_named_or_confirmed_in_the_browser(tm
             page.locator(f"{other} button[data-stranger]").click()  # "Nobody enrolled"
             playwright.expect(page.locator(other)).to_have_count(0)
             assert "counts as a stranger" in page.locator("#status").inner_text()
-            browser.close()
     assert [m for m in problems if "404" not in m] == []  # never clustered: the page hears 404 for its clusters
