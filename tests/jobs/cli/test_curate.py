@@ -28,6 +28,27 @@ def gallery(tmp_path, monkeypatch):
     client.close()
 
 
+def tiny_model_gallery(tmp_path, monkeypatch, model_dir, gallery: str, rows=(), archive: str | None = None) -> str:
+    """A gallery of the suite's tiny model with its owner enrolled and `rows` written as they are, the ARCMATCH_*
+    variables the CLI reads pointing at it (the face archive at `archive`, off without one); its Milvus Lite URI."""
+    from jobs.service import IdentityService
+    from jobs.settings import Settings
+    from tests.helpers import png
+
+    uri = str(tmp_path / f"{gallery}.db")
+    env = {"MILVUS_URI": uri, "GALLERY": gallery, "MODEL": str(model_dir), "AUDIT_DIR": str(tmp_path / "audit"),
+           **({"ARCHIVE_URI": archive} if archive else {"ARCHIVE": "false"})}
+    for name, value in env.items():
+        monkeypatch.setenv(f"ARCMATCH_{name}", value)
+    service = IdentityService.open(Settings(), create=True)
+    service.enroll("owner", [("o.png", png(99))])
+    if rows:
+        service.index.upsert(list(rows))
+        service.index.flush()
+    service.close()
+    return uri
+
+
 def test_calibrate_reports_keeps_shows_and_clears(gallery, capsys, tmp_path):
     assert main(["calibrate", "--fpir", "0.05", "--dry-run", "--json"]) == 0
     dry = json.loads(capsys.readouterr().out)
@@ -92,20 +113,11 @@ def test_clusters_name_makes_a_cluster_someone_s(tmp_path, monkeypatch, capsys, 
     from indexer.store import FaceRow
     from jobs.audit import read
     from jobs.pipelines.cluster import cluster
-    from jobs.service import IdentityService
-    from jobs.settings import Settings
-    from tests.helpers import TINY_DIM, png
+    from tests.helpers import TINY_DIM
 
-    uri = str(tmp_path / "named.db")
-    for name, value in {"MILVUS_URI": uri, "GALLERY": "crowd", "MODEL": str(tiny_model_dir),
-                        "AUDIT_DIR": str(tmp_path / "audit"), "ARCHIVE_URI": str(tmp_path / "archive")}.items():
-        monkeypatch.setenv(f"ARCMATCH_{name}", value)
-    service = IdentityService.open(Settings(), create=True)
-    service.enroll("owner", [("o.png", png(99))])
-    crowd = people(3, 3, spread=0.2, seed=4, first=50, dim=TINY_DIM)
-    service.index.upsert([FaceRow(r.source, UNLABELLED, r.vector, r.face_id) for r in crowd])
-    service.index.flush()
-    service.close()
+    crowd = [FaceRow(r.source, UNLABELLED, r.vector, r.face_id)
+             for r in people(3, 3, spread=0.2, seed=4, first=50, dim=TINY_DIM)]
+    uri = tiny_model_gallery(tmp_path, monkeypatch, tiny_model_dir, "crowd", crowd, str(tmp_path / "archive"))
     cluster(milvus=uri, root=str(tmp_path / "archive"), gallery="crowd", k=4, threshold=0.6)
     assert main(["clusters", "list"]) == 0
     first = capsys.readouterr().out.splitlines()[0].split("\t")[0]
@@ -162,19 +174,9 @@ def test_gallery_check_names_a_duplicate_and_a_mislabelled_photo(tmp_path, monke
 
 def test_gallery_merge_move_and_distinct_resolve_the_findings(tmp_path, monkeypatch, capsys, tiny_model_dir):
     from jobs.audit import read
-    from jobs.service import IdentityService
-    from jobs.settings import Settings
-    from tests.helpers import png
     from tests.jobs.api.test_gallery_health import planted_gallery
 
-    uri = str(tmp_path / "fix.db")
-    for name, value in {"MILVUS_URI": uri, "COLLECTION": "fix", "MODEL": str(tiny_model_dir),
-                        "AUDIT_DIR": str(tmp_path / "audit"), "ARCHIVE": "false"}.items():
-        monkeypatch.setenv(f"ARCMATCH_{name}", value)
-    service = IdentityService.open(Settings(), create=True)
-    service.enroll("owner", [("o.png", png(99))])
-    service.close()
-    planted = planted_gallery(uri, "fix")
+    planted = planted_gallery(tiny_model_gallery(tmp_path, monkeypatch, tiny_model_dir, "fix"), "fix")
 
     assert main(["gallery", "distinct", "person 7", "person 7 again"]) == 0
     assert "are different people (1 such pair(s) kept)" in capsys.readouterr().out
@@ -196,22 +198,11 @@ def test_gallery_name_makes_unlabelled_faces_someone_s_by_source(tmp_path, monke
     from indexer.ids import UNLABELLED, face_id
     from indexer.store import FaceRow
     from jobs.audit import read
-    from jobs.service import IdentityService
-    from jobs.settings import Settings
-    from tests.helpers import TINY_DIM, png
+    from tests.helpers import TINY_DIM
 
-    uri = str(tmp_path / "name.db")
-    for name, value in {"MILVUS_URI": uri, "COLLECTION": "named", "MODEL": str(tiny_model_dir),
-                        "AUDIT_DIR": str(tmp_path / "audit"), "ARCHIVE": "false"}.items():
-        monkeypatch.setenv(f"ARCMATCH_{name}", value)
-    service = IdentityService.open(Settings(), create=True)
-    service.enroll("owner", [("o.png", png(99))])
-    index = service.index
     staff = [FaceRow(f"event/{n}.jpg", UNLABELLED, r.vector, face_id(f"event/{n}.jpg"))
              for n, r in enumerate(people(2, 1, spread=0.3, seed=3, first=700, dim=TINY_DIM))]
-    index.upsert(staff)
-    index.flush()
-    service.close()
+    uri = tiny_model_gallery(tmp_path, monkeypatch, tiny_model_dir, "named", staff)
 
     assert main(["gallery", "name", "Ann Lee", "event/0.jpg", "elsewhere.jpg"]) == 4  # one line, nothing named
     assert "no unlabelled face comes from 'elsewhere.jpg': nothing named" in capsys.readouterr().err
