@@ -139,17 +139,22 @@ async function loadClusters(append = false) {
   $("clusters-more").hidden = state.clusterOffset + PAGE >= page.total;
 }
 
-async function promote(cluster, identity, proceed = false) {
+// a naming that matches someone else, or was said not to be this person, answers 409: a person decides
+async function postOrAsk(path, body, question) {
   try {
-    const named = await post(`/v1/clusters/${cluster}/promote`, { identity, proceed });
-    say(`${named.face_ids.length} faces are now ${named.identity}` +
-        (named.skipped.length ? ` (${named.skipped.length} left out)` : ""));
+    return await post(path, { ...body, proceed: false });
   } catch (error) {
-    if (error.status === 409 && !proceed && confirm(`${error.message}\n\nName them ${identity} anyway?`)) {
-      return promote(cluster, identity, true);
+    if (error.status === 409 && confirm(`${error.message}\n\n${question}`)) {
+      return post(path, { ...body, proceed: true });
     }
     throw error;
   }
+}
+
+async function promote(cluster, identity) {
+  const named = await postOrAsk(`/v1/clusters/${cluster}/promote`, { identity }, `Name them ${identity} anyway?`);
+  say(`${named.face_ids.length} faces are now ${named.identity}` +
+      (named.skipped.length ? ` (${named.skipped.length} left out)` : ""));
   state.clusterOffset = 0;
   await Promise.all([loadClusters(), loadIdentities()]);
 }
@@ -294,15 +299,8 @@ function setAsideCard(f) {
   return card;
 }
 
-async function nameAsideFace(f, proceed = false) {
-  try {
-    await post(`/v1/identities/${enc(f.like)}/name`, { face_ids: [f.face_id], proceed });
-  } catch (error) {  // it also matches someone else: a person decides
-    if (error.status === 409 && !proceed && confirm(`${error.message}\n\nName it ${f.like} anyway?`)) {
-      return nameAsideFace(f, true);
-    }
-    throw error;
-  }
+async function nameAsideFace(f) {
+  await postOrAsk(`/v1/identities/${enc(f.like)}/name`, { face_ids: [f.face_id] }, `Name it ${f.like} anyway?`);
   await resolved(`face ${f.face_id} is now ${f.like}'s`);
 }
 
