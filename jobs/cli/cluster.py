@@ -14,6 +14,7 @@ from jobs.cli.options import (
     archive_root,
     audit,
     job_console,
+    left_out,
     model_flag,
     open_gallery,
     ray_flag,
@@ -123,5 +124,5 @@ def _name(args: argparse.Namespace, settings, collection: str) -> int:
         service.close()
     audit(settings, "promote", identity=named.identity, cluster=args.cluster, face_ids=[str(f) for f in named.face_ids])
     print(f"{len(named.face_ids)} face(s) of cluster {args.cluster} named {named.identity!r}"
-          + "".join(f"\n  left: face {s['face_id']}: {s['reason']}" for s in named.skipped))
+          + left_out(named.skipped))
     return EXIT_OK

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 
 from common.errors import EXIT_OK, NotFound
-from jobs.cli.options import audit, model_flag, open_gallery, settings_from, store_flags
+from jobs.cli.options import audit, left_out, model_flag, open_gallery, settings_from, store_flags
 
 
 def register(sub) -> None:
@@ -105,8 +105,7 @@ def gallery_fix(args: argparse.Namespace) -> int:
             merged = curator.merge_identities(args.into, args.other)
             audit(settings, "merge_identity", identity=args.into, merged_from=args.other,
                   face_ids=[str(f) for f in merged.face_ids])
-            print(f"{len(merged.face_ids)} faces of {args.other!r} are now {args.into!r}'s"
-                  + "".join(f"\n  left: face {s['face_id']}: {s['reason']}" for s in merged.skipped))
+            print(f"{len(merged.face_ids)} faces of {args.other!r} are now {args.into!r}'s" + left_out(merged.skipped))
         elif args.action == "move":
             moved = curator.move_face(args.identity, args.face, args.to)
             audit(settings, "move_face", identity=args.identity, moved_to=args.to, face_ids=[str(args.face)])
@@ -117,8 +116,7 @@ def gallery_fix(args: argparse.Namespace) -> int:
             faces = sorted(unlabelled_from(service.index, args.sources, "nothing named"))
             named = curator.name_faces(faces, args.identity, proceed=args.proceed)
             audit(settings, "name_faces", identity=named.identity, face_ids=[str(f) for f in named.face_ids])
-            print(f"{len(named.face_ids)} face(s) named {named.identity!r}"
-                  + "".join(f"\n  left: face {s['face_id']}: {s['reason']}" for s in named.skipped))
+            print(f"{len(named.face_ids)} face(s) named {named.identity!r}" + left_out(named.skipped))
         else:
             found = curator.different_people(args.first, args.second)
             audit(settings, "distinct", identity=args.first, other=args.second)

@@ -54,6 +54,11 @@ def archive_root(settings: Settings, needed_for: str) -> str:
     return root
 
 
+def left_out(skipped: list[dict]) -> str:
+    """The faces a naming or a merge left where they were, one line each under its summary (jobs.curation.Named)."""
+    return "".join(f"\n  left: face {s['face_id']}: {s['reason']}" for s in skipped)
+
+
 def audit(settings: Settings, action: str, **details) -> None:
     """One record in the audit trail (jobs/audit.py), as the API writes for its changes; the key is the login."""
     from jobs.audit import AuditLog
