@@ -339,9 +339,9 @@ def top_gpd(ranked: np.ndarray, top: int) -> tuple[float, float, float]:
 
 
 def _direct_reading(model: TailModel, evidence: np.ndarray, rows: np.ndarray) -> TailModel:
-    best = np.sort(np.nanmax(evidence[rows], axis=1))
-    return replace(model, strangers=rows, stranger_best=best, anchor=float(best[-STRANGERS_ANCHOR]),
-                   direct=top_gpd(best, DIRECT_TAIL))
+    """_reading, and the GPD of the strangers' DIRECT_TAIL highest best scores that read_directly takes."""
+    read = _reading(model, evidence, rows)
+    return replace(read, direct=top_gpd(read.stranger_best, DIRECT_TAIL))
 
 
 def _reading(model: TailModel, evidence: np.ndarray, rows: np.ndarray) -> TailModel:
