@@ -87,9 +87,10 @@ class Cluster:
             text = self._wait(node)
             if STARTED in text:
                 return node
+            self._stop(node)
             if STARTUP_TIMEOUT not in text or attempt == STARTS - 1:
-                self._stop(node)
-                raise RuntimeError(f"Ray node {name} did not start (exit {node.poll()}): {text[-3000:]}")
+                raise RuntimeError(f"Ray node {name} did not start (exit {node.poll()}): {text[-3000:]}\n"
+                                   f"{_session_logs(self.temps[-1])}")
         raise AssertionError("unreachable")
 
     def _spawn(self, args: list[str], name: str) -> Node:
@@ -182,6 +183,16 @@ class Cluster:
             self._stop(node)
         for temp in self.temps:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _session_logs(temp: Path) -> str:
+    """The end of a node's raylet and GCS logs (a worker has no GCS), for a start that failed: why its raylet
+    did not register is written there, not in `ray start`'s output."""
+    tails = []
+    for name in ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err"):
+        for path in temp.glob(f"session_*/logs/{name}"):
+            tails.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-1500:])
+    return "\n".join(tails)
 
 
 def _parents() -> dict[int, int]:

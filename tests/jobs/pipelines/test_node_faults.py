@@ -148,9 +148,6 @@ def test_training_on_two_nodes_goes_on_from_its_checkpoint_when_one_dies(cluster
 
 @pytest.mark.slow
 @pytest.mark.stores("server")
-@pytest.mark.skipif(os.environ.get("ARCMATCH_TEST_CLUSTERING_FAULT") != "1",
-                    reason="by hand (ARCMATCH_TEST_CLUSTERING_FAULT=1): its own three-node cluster, started at the end "
-                           "of the Milvus server's tests, failed to register with Ray in 2 of 4 fresh-clone runs")
 def test_a_clustering_survives_a_worker_node_death(milvus_uri, new_collection, tmp_path):
     """`arcmatch cluster` on the Milvus server, its neighbour searches in Ray Data actors on the worker nodes
     (`--ray-from 0`: however few the faces), the node of a search actor dying and none joining: the run either
