@@ -73,9 +73,10 @@ class Operations:
                                   scoped=False))
         return self._run(Call("GET", "/v1/ready", result=m.Ready, scoped=False))
 
-    def galleries(self):
-        """The galleries this key reaches."""
-        return self._run(Call("GET", "/v1/galleries", result=m.GalleryList, pick=lambda page: page.galleries,
+    def galleries(self, cursor: str | None = None, limit: int | None = None):
+        """The galleries this key reaches, one page (100 unless `limit` says, at most 1000); its `next_cursor`
+        asks for the next (None: the last page)."""
+        return self._run(Call("GET", "/v1/galleries", params=_given(cursor=cursor, limit=limit), result=m.GalleryList,
                               scoped=False))
 
     def create_gallery(self, name: str, model: str | None = None, fpir: float | None = None):

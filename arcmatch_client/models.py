@@ -213,8 +213,10 @@ class GalleryErased:
 
 @dataclass(frozen=True, kw_only=True)
 class GalleryList:
-    # the galleries this key reaches, by name
+    # the galleries this key reaches, in name order
     galleries: list[Gallery]
+    # where the next page starts (the `cursor` to send); null on the last page
+    next_cursor: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

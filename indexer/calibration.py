@@ -319,7 +319,11 @@ DEFAULT_FPIR = 0.01
 def target_fpir(index) -> float:
     """The FPIR a calibration of this gallery aims at when none is asked for: its calibration's target, else the
     one it was made for (`set_target`), else DEFAULT_FPIR."""
-    properties = index.properties()
+    return target_fpir_in(index.properties())
+
+
+def target_fpir_in(properties: dict) -> float:
+    """`target_fpir` from a collection's properties already read (a listing of galleries reads them once)."""
     found = GalleryCalibration.from_json(properties.get(Property.CALIBRATION))
     if found is not None:
         return found.target_fpir

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from indexer.errors import CollectionNotFound, InvalidValue, ModelMismatch
@@ -40,12 +41,39 @@ def check_gallery(gallery: str) -> str:
     return gallery
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A gallery as a listing found it: its name (an alias, or a plain collection), arcmatch's record of the model
+    its collection holds, and that collection's other properties (the calibration, the target)."""
+
+    name: str
+    info: CollectionInfo
+    properties: dict
+
+
 def list_galleries(client) -> list[str]:
     """The galleries one store holds: every alias over a collection of faces, and every plain collection of faces
     named like a gallery (made before aliases). An alias or collection without arcmatch's record is left out."""
+    return [found.name for found in galleries_page(client)[0]]
+
+
+def galleries_page(client, after: str | None = None, limit: int | None = None,
+                   keep: Callable[[str], bool] = lambda name: True) -> tuple[list[Listed], str | None]:
+    """The galleries named after `after`, in name order, at most `limit` of those `keep` accepts (an API key's
+    reach), and where the next page starts (None: this is the last). Why pages: each gallery listed costs the
+    store a call, and a deployment of hundreds of galleries should not pay for all of them to show a few."""
     milvus = Milvus(client)
     names = set(milvus("list_aliases").get("aliases", [])) | {n for n in milvus("list_collections") if "__" not in n}
-    return sorted(name for name in names if Property.INFO in milvus.properties(name))  # not another program's
+    found: list[Listed] = []
+    for name in sorted(n for n in names if (after is None or n > after) and keep(n)):
+        properties = milvus.properties(name)
+        info = CollectionInfo.from_json(properties.get(Property.INFO, ""))
+        if info is None:
+            continue  # another program's
+        if limit is not None and len(found) == limit:
+            return found, found[-1].name
+        found.append(Listed(name, info, properties))
+    return found, None
 
 
 @dataclass(frozen=True)

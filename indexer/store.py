@@ -54,7 +54,8 @@ class FaceIndex:
     """
 
     def __init__(self, client, collection: str, *, consistency: str = "Strong", search_ef: int = DEFAULT_EF,
-                 retry_s: float = 3.0, reconnect: Callable[[], Any] | None = None) -> None:
+                 retry_s: float = 3.0, reconnect: Callable[[], Any] | None = None,
+                 info: CollectionInfo | None = None) -> None:
         if consistency not in ("Strong", "Session", "Bounded", "Eventually"):
             raise InvalidValue(f"consistency must be Strong, Session, Bounded or Eventually, got {consistency!r}")
         if not 1 <= search_ef <= 32768:
@@ -63,7 +64,9 @@ class FaceIndex:
         self.consistency = consistency
         self.search_ef = search_ef
         self.milvus = Milvus(client, retry_s=retry_s, reconnect=reconnect, loads=collection)
-        self._info: CollectionInfo | None = None
+        # given where the caller has just read the collection's record (a listing of galleries): not read again, and
+        # the collection is loaded when a call finds it unloaded (`loads`), not before
+        self._info: CollectionInfo | None = info
 
     @property
     def client(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import BaseModel, Field
 
 from indexer.calibration import MIN_FPIR
@@ -13,6 +13,8 @@ from jobs.api.schemas import Ready
 NAME_RULES = {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"}
 NAME_HELP = "letters, digits and single underscores, starting with a letter or underscore, at most 100 characters"
 GalleryName = Annotated[str, Path(json_schema_extra=NAME_RULES, description="a gallery's name: " + NAME_HELP)]
+GalleryCursor = Annotated[str | None, Query(pattern="^$|" + NAME_RULES["pattern"],
+                                            description="the next_cursor of the previous page")]
 
 
 class GalleryIn(BaseModel):
@@ -38,7 +40,9 @@ class GalleryDetail(GalleryOut):
 
 
 class GalleryList(BaseModel):
-    galleries: list[GalleryOut] = Field(description="the galleries this key reaches, by name")
+    galleries: list[GalleryOut] = Field(description="the galleries this key reaches, in name order")
+    next_cursor: str | None = Field(None, description="where the next page starts (the `cursor` to send); null on "
+                                    "the last page")
 
 
 class GalleryErased(BaseModel):

@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def galleries(args: argparse.Namespace) -> int:
-    from indexer.galleries import Galleries, check_gallery, list_galleries
+    from indexer.galleries import Galleries, check_gallery
     from indexer.store import connect
     from jobs import gallery_admin
 
@@ -39,10 +39,10 @@ def galleries(args: argparse.Namespace) -> int:
     client = connect(settings.milvus_uri, settings.token())
     try:
         if args.action == "list":
-            for name in list_galleries(client):
-                found = gallery_admin.summary(client, name)
-                print(f"{name}\tmodel {found.model_version}\tfaces {found.faces}\ttarget FPIR {found.target_fpir:g}\t"
-                      f"collections {len(Galleries(client, name).collections())}")
+            for found in gallery_admin.summaries(client)[0]:
+                collections = len(Galleries(client, found.gallery).collections())
+                print(f"{found.gallery}\tmodel {found.model_version}\tfaces {found.faces}\t"
+                      f"target FPIR {found.target_fpir:g}\tcollections {collections}")
             return EXIT_OK
         gallery = Galleries(client, check_gallery(args.name))
         if args.action == "create":

@@ -47,7 +47,12 @@ def test_every_route_through_the_client(service, tmp_path):
         name = f"shop_{settings.gallery}"
         made = api.create_gallery(name, fpir=0.1)
         assert isinstance(made, models.Gallery) and made.faces == 0 and not made.default and made.target_fpir == 0.1
-        assert name in [g.name for g in api.galleries()]
+        listed = api.galleries()
+        assert name in [g.name for g in listed.galleries] and listed.next_cursor is None
+        first = api.galleries(limit=1)  # the service's default gallery and this one: two pages of one
+        assert len(first.galleries) == 1 and first.next_cursor == first.galleries[0].name
+        rest = api.galleries(cursor=first.next_cursor, limit=1)
+        assert [g.name for g in first.galleries + rest.galleries] == [g.name for g in listed.galleries]
         shop = api.gallery(name)
         assert shop.describe_gallery(name).ready.gallery == name and shop.ready().gallery == name
 

@@ -16,7 +16,15 @@ from jobs import gallery_admin
 from jobs.api.auditing import note
 from jobs.api.deps import AdminKey, ReadKey
 from jobs.api.errors import responses
-from jobs.api.gallery_schemas import GalleryDetail, GalleryErased, GalleryIn, GalleryList, GalleryName, GalleryOut
+from jobs.api.gallery_schemas import (
+    GalleryCursor,
+    GalleryDetail,
+    GalleryErased,
+    GalleryIn,
+    GalleryList,
+    GalleryName,
+    GalleryOut,
+)
 from jobs.api.schemas import Ready
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"], responses=responses(401, 403, 503))
@@ -26,18 +34,22 @@ def _client(request: Request):
     return request.app.state.galleries.default()[0].galleries.client
 
 
+def _out(request: Request, found: gallery_admin.Summary) -> GalleryOut:
+    return GalleryOut(name=found.gallery, model_version=found.model_version, target_fpir=found.target_fpir,
+                      faces=found.faces, default=found.gallery == request.app.state.settings.gallery)
+
+
 def _summary(request: Request, name: str) -> GalleryOut:
-    found = gallery_admin.summary(_client(request), name)
-    return GalleryOut(name=name, model_version=found.model_version, target_fpir=found.target_fpir, faces=found.faces,
-                      default=name == request.app.state.settings.gallery)
+    return _out(request, gallery_admin.summary(_client(request), name))
 
 
-@router.get("")
-def list_galleries(key: ReadKey, request: Request) -> GalleryList:
-    """The galleries of the store that this key reaches."""
-    from indexer.galleries import list_galleries as listed
-
-    return GalleryList(galleries=[_summary(request, name) for name in listed(_client(request)) if key.reaches(name)])
+@router.get("", responses=responses(422))
+def list_galleries(key: ReadKey, request: Request,
+                   cursor: GalleryCursor = None,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> GalleryList:
+    """The galleries of the store that this key reaches, a page at a time."""
+    page, next_cursor = gallery_admin.summaries(_client(request), cursor or None, limit, key.reaches)
+    return GalleryList(galleries=[_out(request, found) for found in page], next_cursor=next_cursor)
 
 
 @router.post("", status_code=201, responses=responses(400, 409, 422))

@@ -328,7 +328,12 @@ async function checkHealth() {
 
 // the galleries this key reaches (and only those): ?gallery=NAME, else the service's default, else the first
 async function loadGalleries() {
-  const { galleries } = await json("/v1/galleries");
+  const galleries = [];
+  for (let cursor = ""; cursor !== null;) {  // every page: the list is one choice
+    const page = await json(`/v1/galleries?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    galleries.push(...page.galleries);
+    cursor = page.next_cursor;
+  }
   const wanted = new URLSearchParams(location.search).get("gallery");
   const names = galleries.map((g) => g.name);
   state.gallery = names.includes(state.gallery) ? state.gallery

@@ -58,6 +58,15 @@ def test_galleries_are_made_listed_and_read_by_the_keys_that_reach_them(api):
     assert [g["name"] for g in listed] == ["home", "shop", "staff"]
     assert [g["default"] for g in listed] == [True, False, False]
     assert [g["name"] for g in api.get("/v1/galleries", headers=A).json()["galleries"]] == ["shop"]
+    # a page at a time, of the galleries the key reaches: the one after a key's last is not a next page for it
+    first = api.get("/v1/galleries", params={"limit": 2}, headers=ADMIN).json()
+    assert [g["name"] for g in first["galleries"]] == ["home", "shop"] and first["next_cursor"] == "shop"
+    rest = api.get("/v1/galleries", params={"cursor": "shop", "limit": 2}, headers=ADMIN).json()
+    assert [g["name"] for g in rest["galleries"]] == ["staff"] and rest["next_cursor"] is None
+    assert api.get("/v1/galleries", params={"limit": 1}, headers=A).json() == {
+        "galleries": [g for g in listed if g["name"] == "shop"], "next_cursor": None}
+    assert api.get("/v1/galleries", params={"limit": 0}, headers=ADMIN).status_code == 422
+    assert api.get("/v1/galleries", params={"cursor": "a b"}, headers=ADMIN).status_code == 422
     detail = api.get("/v1/galleries/shop", headers=A).json()
     assert detail["name"] == "shop" and detail["ready"]["gallery"] == "shop" and detail["ready"]["collection"]
     assert api.get("/v1/galleries/shop/ready", headers=A).json()["gallery"] == "shop"
