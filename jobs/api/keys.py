@@ -8,6 +8,11 @@ holds a plain key.
 Scopes: `read` (search, list, look), `write` (enroll, delete, name, calibrate) and `admin` (create and erase whole
 galleries). A key that may not reach a gallery is told the gallery does not exist (jobs/api/access.py), so it
 cannot learn which other galleries there are.
+
+`metrics` is Prometheus's: /metrics is open (counts and timings, the probes' kind of route) until a key with that
+scope is configured; from then on only such a key reads it, sent as Prometheus sends one (`Authorization: Bearer`)
+or as X-API-Key. Its labels name the galleries, which a deployment shared by several owners may not want to show
+to whoever reaches the port. A metrics key reads nothing else.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from dataclasses import dataclass
 
 from common.errors import BadInput
 
-SCOPES = ("read", "write", "admin")
+SCOPES = ("read", "write", "admin", "metrics")
+METRICS = "metrics"
 ALL_GALLERIES = "*"
 
 
@@ -90,3 +96,22 @@ def authenticate(presented: str | None, keys: list[ApiKey]) -> ApiKey | None:
         if hmac.compare_digest(wanted, key.digest):
             match = key
     return match
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The key in an `Authorization: Bearer KEY` header, or None."""
+    kind, _, value = (authorization or "").partition(" ")
+    return (value.strip() or None) if kind.lower() == "bearer" else None
+
+
+def scrape_refusal(keys: list[ApiKey], presented: str | None) -> tuple[int, str] | None:
+    """Why a scrape of /metrics presenting this key is refused ((401 or 403, the reason)), or None: every scrape
+    is welcome while no key has the metrics scope."""
+    if not any(METRICS in key.scopes for key in keys):
+        return None
+    key = authenticate(presented, keys)
+    if key is None:
+        return 401, "missing or unknown metrics key (header Authorization: Bearer KEY, or X-API-Key)"
+    if METRICS not in key.scopes:
+        return 403, f"API key {key.name!r} lacks the 'metrics' scope"
+    return None

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from jobs.api.keys import ApiKey, bearer, scrape_refusal
 from jobs.api.metrics import exposition
 
 RETRY_S = 5.0
@@ -27,6 +28,15 @@ class _Scrape(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path.split("?", 1)[0] != "/metrics":
             self.send_error(404, "only /metrics is served here")
+            return
+        refusal = scrape_refusal(self.server.keys, self.headers.get("X-API-Key") or bearer(self.headers.get(
+            "Authorization")))
+        if refusal is not None:
+            self.send_response(refusal[0])
+            self.send_header("WWW-Authenticate", "Bearer")
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(refusal[1].encode())
             return
         self.server.before_scrape()
         body = exposition()
@@ -43,18 +53,20 @@ class _Scrape(BaseHTTPRequestHandler):
 class _NodeServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, before_scrape: Callable[[], None]) -> None:
+    def __init__(self, port: int, before_scrape: Callable[[], None], keys: list[ApiKey]) -> None:
         super().__init__(("0.0.0.0", port), _Scrape)  # noqa: S104 (Prometheus scrapes it from another pod)
-        self.before_scrape = before_scrape
+        self.before_scrape, self.keys = before_scrape, keys
 
 
-def serve_node_metrics(port: int, before_scrape: Callable[[], None], retry_s: float = RETRY_S) -> threading.Thread:
-    """Hold `port` for this node as soon as it is free (a daemon thread: it ends with the replica)."""
+def serve_node_metrics(port: int, before_scrape: Callable[[], None], keys: list[ApiKey],
+                       retry_s: float = RETRY_S) -> threading.Thread:
+    """Hold `port` for this node as soon as it is free (a daemon thread: it ends with the replica). `keys`: the
+    service's, which say whether a scrape needs a metrics key (jobs/api/keys.py), as for the API's /metrics."""
 
     def hold() -> None:
         while True:
             try:
-                server = _NodeServer(port, before_scrape)
+                server = _NodeServer(port, before_scrape, keys)
             except OSError:  # another replica of this node holds it
                 time.sleep(retry_s)
                 continue

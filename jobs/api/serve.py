@@ -62,10 +62,12 @@ def build_application(settings: Settings, *, min_replicas: int = 1, max_replicas
             batcher = Batcher(service, max_batch_size, batch_wait_timeout_s) if max_batch_size > 1 else None
             this_module._REPLICA["current"] = (service, batcher)
             if settings.metrics and settings.metrics_port:
+                from jobs.api.keys import parse_keys
                 from jobs.api.metrics import observe_ready
                 from jobs.api.node_metrics import serve_node_metrics
 
-                serve_node_metrics(settings.metrics_port, lambda: observe_ready(service, settings.gallery))
+                serve_node_metrics(settings.metrics_port, lambda: observe_ready(service, settings.gallery),
+                                   parse_keys(settings.api_keys.get_secret_value() if settings.api_keys else ""))
 
     return ArcmatchAPI.bind()
 

@@ -40,7 +40,8 @@ def register(sub) -> None:
     p = sub.add_parser("apikey", help="create an API key: prints the key once, and its ARCMATCH_API_KEYS entry")
     p.add_argument("name")
     p.add_argument("--scopes", default="read",
-                   help="comma separated: read, write, admin (create and erase galleries) (default %(default)s)")
+                   help="comma separated: read, write, admin (create and erase galleries), metrics (Prometheus: "
+                        "once a key has it, /metrics answers only such keys) (default %(default)s)")
     p.add_argument("--galleries", default="*",
                    help="comma separated: the galleries the key reaches; `*` for all (default %(default)s)")
     p.set_defaults(run=apikey)

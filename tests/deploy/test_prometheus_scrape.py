@@ -1,7 +1,7 @@
-"""A real Prometheus (Debian's /usr/bin/prometheus) on loopback scraping a live API on Milvus Lite every second:
-what it stores moves as the traffic did, PromQL over it answers (a histogram quantile included), and the alert
-rules load into it and evaluate against the real series without an error, and so do the Grafana dashboard's
-queries."""
+"""A real Prometheus (Debian's /usr/bin/prometheus) on loopback scraping a live API on Milvus Lite every second,
+with a metrics key as its bearer token: what it stores moves as the traffic did, PromQL over it answers (a
+histogram quantile included), and the alert rules load into it and evaluate against the real series without an
+error, and so do the Grafana dashboard's queries."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from jobs.api.app import create_app
+from jobs.api.keys import new_key
 from jobs.settings import Settings
 from tests.deploy.prometheus import query, running, until
 from tests.helpers import READ_ENTRY, WRITE_ENTRY, R, W, live_app, png
@@ -27,7 +28,10 @@ GALLERY = "scraped"  # its own gallery label: the metrics registry is the proces
 def prometheus(tmp_path_factory, tiny_model_dir):
     """(API client, Prometheus client): the API on Milvus Lite, and a Prometheus scraping it every second."""
     work = tmp_path_factory.mktemp("prometheus")
-    settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}",
+    # with the metrics key Prometheus is given, as a deployment that keeps its gallery names to itself runs
+    scrape_key, scrape_entry = new_key("prometheus", ["metrics"])
+    (work / "scrape-key").write_text(scrape_key)
+    settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{WRITE_ENTRY},{scrape_entry}",
                         milvus_uri=str(work / "m.db"), gallery=GALLERY, archive=False, audit_dir=str(work / "audit"))
     # the shipped rules, every group evaluated each second, so that a test sees every rule's health in seconds
     rules = yaml.safe_load(RULES.read_text())
@@ -36,6 +40,7 @@ def prometheus(tmp_path_factory, tiny_model_dir):
     (work / "rules.yml").write_text(yaml.safe_dump(rules))
     with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as api:
         scrape = [{"job_name": "arcmatch", "metrics_path": "/metrics",
+                   "authorization": {"credentials_file": str(work / "scrape-key")},
                    "static_configs": [{"targets": [base.removeprefix("http://")]}]}]
         with running(work, scrape, (work / "rules.yml",)) as prom:
             yield api, prom

@@ -1,5 +1,6 @@
-"""/metrics: open, in Prometheus's text format, counting what the traffic did (requests by route template and
-status, phases, the decisions and best scores per gallery, readiness), and naming no identity or face."""
+"""/metrics: open (until a metrics key is configured), in Prometheus's text format, counting what the traffic did
+(requests by route template and status, phases, the decisions and best scores per gallery, readiness), and naming no
+identity or face."""
 
 import concurrent.futures
 import os
@@ -71,6 +72,38 @@ def test_nothing_names_a_person_or_a_face_and_no_key_is_needed(api):
     text = httpx.get(str(api.base_url).rstrip("/") + "/metrics").text  # no key
     assert "Bea" not in text and "Private" not in text and enrolled["face_ids"][0] not in text
     assert 'route="/v1/identities/{identity}"' in text
+
+
+def test_once_a_metrics_key_is_configured_only_it_reads_the_metrics_and_nothing_else(tmp_path, tiny_model_dir):
+    """A metrics key, sent as Prometheus sends it (Authorization: Bearer) or as X-API-Key, reads /metrics and the
+    node port; no key, a wrong one or a read key do not; the metrics key reads nothing else."""
+    from jobs.api.keys import new_key, parse_keys
+    from jobs.api.node_metrics import serve_node_metrics
+
+    scrape_key, scrape_entry = new_key("prometheus", ["metrics"])
+    settings = Settings(model=tiny_model_dir, api_keys=f"{READ_ENTRY},{scrape_entry}", archive=False,
+                        milvus_uri=str(tmp_path / "m.db"), gallery="guarded", audit_dir=str(tmp_path / "audit"))
+    node_port = free_port()
+    serve_node_metrics(node_port, lambda: None, parse_keys(settings.api_keys.get_secret_value()))
+    with live_app(create_app(settings)) as base:
+        for url in (f"{base}/metrics", f"http://127.0.0.1:{node_port}/metrics"):
+            deadline = time.monotonic() + 10  # the node port is taken by a thread of its own
+            while True:
+                try:
+                    assert httpx.get(url, headers={"Authorization": f"Bearer {scrape_key}"}).status_code == 200
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, f"nothing listens at {url}"
+                    time.sleep(0.1)
+            assert httpx.get(url, headers={"X-API-Key": scrape_key}).status_code == 200
+            assert "arcmatch_http_requests" in httpx.get(url, headers={"Authorization": f"bearer {scrape_key}"}).text
+            for refused, status in (({}, 401), ({"Authorization": "Bearer am_wrong"}, 401),
+                                    ({"Authorization": f"Basic {scrape_key}"}, 401), (R, 403)):
+                answer = httpx.get(url, headers=refused)
+                assert answer.status_code == status, (url, refused)
+                assert "arcmatch_" not in answer.text
+        assert httpx.get(f"{base}/v1/identities", headers={"X-API-Key": scrape_key}).status_code == 403
+        assert httpx.get(f"{base}/v1/ready").status_code == 200  # the probes stay open
 
 
 def test_metrics_can_be_turned_off(tmp_path, tiny_model_dir):
