@@ -159,9 +159,13 @@ class FaceIndex:
     def flush(self) -> None:
         self.milvus("flush", self.collection)
 
-    def count(self) -> int:
+    def count(self, *, consistency: str | None = None) -> int:
+        """The faces held. `consistency`: the collection's own (Strong) unless said; a listing of many galleries
+        says "Session" (this client's writes seen at once, others' within moments), as each Strong count waits
+        about 200 ms on the 2.3 server (docs/BENCHMARKS.md)."""
         self.info()
-        result = self.milvus("query", self.collection, filter="", output_fields=["count(*)"])
+        level = {"consistency_level": consistency} if consistency else {}
+        result = self.milvus("query", self.collection, filter="", output_fields=["count(*)"], **level)
         return int(result[0]["count(*)"])
 
     def search(self, vectors: np.ndarray, k: int = 10, ef: int | None = None, *, among: str = "labelled",
