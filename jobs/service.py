@@ -146,8 +146,10 @@ class IdentityService:
         photo = self.photos.load(data) if self.archive is not None else None
         for n in chosen:
             face = faces[n]
+            # the threshold it was answered unknown under: a kept face is a stranger whose best score is cut off
+            # there (or an enrolled person missed), which a calibration that reads them must know (indexer/strangers.py)
             extra = {"kept_from": "search", "sha256": digest, "kept_at": int(now),
-                     "expires_at": int(now + retention_days * 86400)}
+                     "expires_at": int(now + retention_days * 86400), "below": round(decisions[n].threshold, 6)}
             if self.photos.aligned:
                 extra["face"] = face_record(face)
             key = f"search\x00{digest}\x00{n}"

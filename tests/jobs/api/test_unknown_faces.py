@@ -51,6 +51,7 @@ def test_unknown_faces_are_kept_only_when_enabled(milvus_uri, collection_name, t
     kept = unlabelled(settings)
     assert len(kept) == 2 and all(r["source"].startswith("search:") for r in kept)
     assert all(r["metadata"]["expires_at"] - r["metadata"]["kept_at"] == 86400 for r in kept)
+    assert all(r["metadata"]["below"] == 0.99 for r in kept)  # the threshold the search answered unknown under
     archive = FaceArchive(str(tmp_path / "archive"), collection_name)
     assert {r["id"] for r in kept} <= set(archive.live_versions())
 
