@@ -22,7 +22,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from common.errors import BadInput
+from common.errors import BadInput, Forbidden, Unauthorized
 
 SCOPES = ("read", "write", "admin", "metrics")
 METRICS = "metrics"
@@ -104,14 +104,14 @@ def bearer(authorization: str | None) -> str | None:
     return (value.strip() or None) if kind.lower() == "bearer" else None
 
 
-def scrape_refusal(keys: list[ApiKey], presented: str | None) -> tuple[int, str] | None:
-    """Why a scrape of /metrics presenting this key is refused ((401 or 403, the reason)), or None: every scrape
+def scrape_refusal(keys: list[ApiKey], presented: str | None) -> Unauthorized | Forbidden | None:
+    """Why a scrape of /metrics presenting this key is refused (the error to answer with), or None: every scrape
     is welcome while no key has the metrics scope."""
     if not any(METRICS in key.scopes for key in keys):
         return None
     key = authenticate(presented, keys)
     if key is None:
-        return 401, "missing or unknown metrics key (header Authorization: Bearer KEY, or X-API-Key)"
+        return Unauthorized("missing or unknown metrics key (header Authorization: Bearer KEY, or X-API-Key)")
     if METRICS not in key.scopes:
-        return 403, f"API key {key.name!r} lacks the 'metrics' scope"
+        return Forbidden(f"API key {key.name!r} lacks the 'metrics' scope")
     return None

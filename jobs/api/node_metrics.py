@@ -32,11 +32,11 @@ class _Scrape(BaseHTTPRequestHandler):
         refusal = scrape_refusal(self.server.keys, self.headers.get("X-API-Key") or bearer(self.headers.get(
             "Authorization")))
         if refusal is not None:
-            self.send_response(refusal[0])
+            self.send_response(refusal.http_status)
             self.send_header("WWW-Authenticate", "Bearer")
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.end_headers()
-            self.wfile.write(refusal[1].encode())
+            self.wfile.write(str(refusal).encode())
             return
         self.server.before_scrape()
         body = exposition()

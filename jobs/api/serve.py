@@ -35,6 +35,7 @@ def build_application(settings: Settings, *, min_replicas: int = 1, max_replicas
     """A Serve application ready for serve.run(); autoscaling when max_replicas > min_replicas. The replicas of a
     node count into `metrics_dir` (default: a fresh name under each node's temporary directory)."""
     app = create_app(settings, provider=_replica_provider)
+    keys = app.state.keys  # what the node metrics port admits, as the app's /metrics does
 
     if max_replicas > min_replicas:
         scaling: dict[str, Any] = {"autoscaling_config": {"min_replicas": min_replicas, "max_replicas": max_replicas,
@@ -62,12 +63,10 @@ def build_application(settings: Settings, *, min_replicas: int = 1, max_replicas
             batcher = Batcher(service, max_batch_size, batch_wait_timeout_s) if max_batch_size > 1 else None
             this_module._REPLICA["current"] = (service, batcher)
             if settings.metrics and settings.metrics_port:
-                from jobs.api.keys import parse_keys
                 from jobs.api.metrics import observe_ready
                 from jobs.api.node_metrics import serve_node_metrics
 
-                serve_node_metrics(settings.metrics_port, lambda: observe_ready(service, settings.gallery),
-                                   parse_keys(settings.api_keys.get_secret_value() if settings.api_keys else ""))
+                serve_node_metrics(settings.metrics_port, lambda: observe_ready(service, settings.gallery), keys)
 
     return ArcmatchAPI.bind()
 

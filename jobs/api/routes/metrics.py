@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from common.errors import Forbidden, Unauthorized
 from jobs.api.deps import ServiceDep
 from jobs.api.keys import bearer, scrape_refusal
 from jobs.api.metrics import exposition, observe_ready
@@ -22,7 +21,6 @@ def metrics(service: ServiceDep, request: Request, x_api_key: Annotated[str | No
             authorization: Annotated[str | None, Header()] = None) -> Response:
     refusal = scrape_refusal(request.app.state.keys, x_api_key or bearer(authorization))
     if refusal is not None:
-        status, detail = refusal
-        raise (Unauthorized if status == 401 else Forbidden)(detail)
+        raise refusal
     observe_ready(service, request.app.state.settings.gallery)
     return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
