@@ -173,10 +173,7 @@ class Cluster:
     def logs(self) -> str:
         """The end of the nodes' own logs, for a failure's message."""
         tails = [f"--- {p.name}\n{p.read_text(errors='replace')[-800:]}" for p in sorted(self.scratch.glob("*.log"))]
-        for name in ("raylet.out", "gcs_server.out"):
-            for path in self.temp.glob(f"session_latest/logs/{name}"):
-                tails.append(f"--- {name}\n" + path.read_text(errors="replace")[-1000:])
-        return "\n".join(tails)
+        return "\n".join([*tails, _session_logs(self.temp)])
 
     def stop(self) -> None:
         for node in [*self.workers, self.head]:
@@ -186,12 +183,12 @@ class Cluster:
 
 
 def _session_logs(temp: Path) -> str:
-    """The end of a node's raylet and GCS logs (a worker has no GCS), for a start that failed: why its raylet
-    did not register is written there, not in `ray start`'s output."""
+    """The end of a node's raylet and GCS logs (a worker has no GCS), for a failure's message: why a raylet did
+    not register is written there, not in `ray start`'s output."""
     tails = []
     for name in ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err"):
-        for path in temp.glob(f"session_*/logs/{name}"):
-            tails.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-1500:])
+        for path in temp.glob(f"session_latest/logs/{name}"):
+            tails.append(f"--- {name}\n" + path.read_text(errors="replace")[-1500:])
     return "\n".join(tails)
 
 
