@@ -32,7 +32,7 @@ def summary(client, gallery: str) -> Summary:
     from indexer.calibration import target_fpir
 
     index = FaceIndex(client, Galleries(client, gallery).serving())
-    return Summary(gallery, index.info().model_version, index.count(), target_fpir(index))
+    return Summary(gallery, index.info().model_version, index.count(consistency="Session"), target_fpir(index))
 
 
 def summaries(client, after: str | None = None, limit: int | None = None,
