@@ -114,7 +114,7 @@ def keep_and_audit(keep: Callable[[GalleryCalibration], None], settings) -> Call
 
     def kept(fresh: GalleryCalibration) -> None:
         keep(fresh)
-        trail = AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days)
+        trail = AuditLog(settings.audit_root(), retention_days=settings.audit_retention_days)
         try:
             trail.append({"key": "arcmatch:growth", "method": "internal", "path": "calibration watch",
                           "action": "calibrate", "status": 200, "threshold": fresh.threshold,

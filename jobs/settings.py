@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.errors import BadInput
 from indexer.store import DEFAULT_EF
 
+OLD_AUDIT_DIR = "./arcmatch-audit"  # the audit trail's default for a server, and for every store before
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ARCMATCH_", env_file=".env", extra="ignore", populate_by_name=True)
@@ -54,7 +56,9 @@ class Settings(BaseSettings):
     archive: bool = True
     archive_uri: str | None = None  # default: beside a Lite file (faces.db -> faces.archive), else ./arcmatch-archive
     # the audit trail (jobs/audit.py): every write, and searches when audit_searches is on
-    audit_dir: str = "./arcmatch-audit"  # a directory, or a pyarrow filesystem URI (s3://bucket/audit)
+    # a directory, or a pyarrow filesystem URI (s3://bucket/audit); default: beside a Lite file (faces.db ->
+    # faces.audit), so one gallery's trail is in one place whatever directory a command runs from; else ./arcmatch-audit
+    audit_dir: str | None = None
     audit_retention_days: int = Field(365, ge=1)
     audit_searches: bool = False
     # a face enrolled or named that matches another identity above the threshold is a 409 unless `proceed`
@@ -119,6 +123,14 @@ class Settings(BaseSettings):
         if "://" not in self.milvus_uri:
             return str(Path(self.milvus_uri).with_suffix(".archive"))
         return "./arcmatch-archive"
+
+    def audit_root(self) -> str:
+        """Where the audit trail is written and read (audit_dir, or its default beside a Lite file)."""
+        if self.audit_dir:
+            return self.audit_dir
+        if "://" not in self.milvus_uri:
+            return str(Path(self.milvus_uri).with_suffix(".audit"))
+        return OLD_AUDIT_DIR
 
     @property
     def model_dir(self) -> Path:

@@ -21,7 +21,8 @@ def _scratch_dir(variable: str, prefix: str) -> None:
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
 
 
-# the API's audit trail (jobs/audit.py) defaults to ./arcmatch-audit: tests keep theirs out of the checkout
+# the API's audit trail (jobs/audit.py) defaults to beside a Lite file or ./arcmatch-audit: tests keep theirs in
+# a scratch directory unless they say where
 _scratch_dir("ARCMATCH_AUDIT_DIR", "arcmatch-test-audit-")
 # and the face archive (default ./arcmatch-archive for a server) too; most tests get one of their own below
 _scratch_dir("ARCMATCH_ARCHIVE_URI", "arcmatch-test-archive-")

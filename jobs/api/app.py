@@ -68,7 +68,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     scopes = ScopeTable(app)  # each route's scope, from its own key dependency (jobs/api/scopes.py)
     app.add_middleware(Guard, keys=keys, scopes=scopes, limits=limits, timeout_s=settings.request_timeout_s,
                        default_gallery=settings.gallery)
-    app.add_middleware(Audit, audit_log=AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days),
+    app.add_middleware(Audit, audit_log=AuditLog(settings.audit_root(), retention_days=settings.audit_retention_days),
                        scopes=scopes, searches=settings.audit_searches, gallery=settings.gallery)
     if settings.metrics:
         app.add_middleware(RequestMetrics, scopes=scopes)  # inside ServerTiming: it reads the phases collected there

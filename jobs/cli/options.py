@@ -63,7 +63,7 @@ def audit(settings: Settings, action: str, **details) -> None:
     """One record in the audit trail (jobs/audit.py), as the API writes for its changes; the key is the login."""
     from jobs.audit import AuditLog
 
-    log = AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days)
+    log = AuditLog(settings.audit_root(), retention_days=settings.audit_retention_days)
     log.append({"key": f"cli:{getpass.getuser()}", "gallery": settings.gallery, "method": "CLI",
                 "path": f"arcmatch {action}", "action": action, "status": 200, **details})
     log.close()

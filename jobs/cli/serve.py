@@ -10,11 +10,12 @@ import argparse
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 
 from common.errors import EXIT_OK, BadInput
 from jobs.cli.options import detector_flag, model_flag, ray_flag, settings_from, store_flags
-from jobs.settings import Settings
+from jobs.settings import OLD_AUDIT_DIR, Settings
 
 
 def register(sub) -> None:
@@ -47,8 +48,11 @@ def register(sub) -> None:
     p.set_defaults(run=apikey)
 
     p = sub.add_parser("audit", help="read the API's audit trail (who enrolled, deleted or searched what)")
-    p.add_argument("--dir", help=("the audit directory, or a URI such as s3://bucket/audit "
-                                   "(env ARCMATCH_AUDIT_DIR; default ./arcmatch-audit)"))
+    p.add_argument("--dir", help=("the audit directory, or a URI such as s3://bucket/audit (env ARCMATCH_AUDIT_DIR; "
+                                   "default: beside the Lite file, arcmatch.db -> arcmatch.audit; for a server "
+                                   "./arcmatch-audit)"))
+    p.add_argument("--milvus", help="the Lite file whose trail to read (env ARCMATCH_MILVUS_URI; "
+                                    "default ./arcmatch.db)")
     p.add_argument("--since", help="from this ISO date or time (UTC unless it says otherwise)")
     p.add_argument("--until", help="up to this ISO date (that whole day) or time")
     p.add_argument("--key", help="only requests made with the API key of this name")
@@ -146,7 +150,7 @@ def audit(args: argparse.Namespace) -> int:
 
     from jobs.audit import read
 
-    directory = args.dir or Settings.load().audit_dir
+    directory = args.dir or settings_from(args).audit_root()
     records = deque(read(directory, since=args.since, until=args.until, key=args.key, identity=args.identity,
                          action=args.action, failed=True if args.failed else None), maxlen=max(1, args.limit))
     for record in records:
@@ -159,4 +163,7 @@ def audit(args: argparse.Namespace) -> int:
               f"{','.join(map(str, faces))[:60]}")
     if not args.json:
         print(f"{len(records)} record(s) in {directory}")
+    if not args.dir and directory != OLD_AUDIT_DIR and os.path.isdir(OLD_AUDIT_DIR):
+        print(f"older records may be in {OLD_AUDIT_DIR} (the default before a Lite file kept its trail beside it): "
+              f"arcmatch audit --dir {OLD_AUDIT_DIR}", file=sys.stderr)
     return EXIT_OK

@@ -113,6 +113,32 @@ def test_the_face_archive_lives_beside_a_lite_file_unless_told(monkeypatch):
     assert Settings(_env_file=None).archive_root() is None
 
 
+def test_the_audit_trail_lives_beside_a_lite_file_unless_told(monkeypatch):
+    monkeypatch.delenv("ARCMATCH_AUDIT_DIR", raising=False)
+    assert Settings(milvus_uri="/data/faces.db", _env_file=None).audit_root() == "/data/faces.audit"
+    assert Settings(milvus_uri="http://milvus:19530", _env_file=None).audit_root() == "./arcmatch-audit"
+    monkeypatch.setenv("ARCMATCH_AUDIT_DIR", "s3://bucket/audit")
+    assert Settings(milvus_uri="/data/faces.db", _env_file=None).audit_root() == "s3://bucket/audit"
+
+
+def test_a_commands_record_is_read_back_from_beside_its_lite_file_wherever_it_ran(monkeypatch, tmp_path, capsys):
+    from jobs.cli import main
+    from jobs.cli.options import audit
+
+    monkeypatch.delenv("ARCMATCH_AUDIT_DIR", raising=False)
+    store = tmp_path / "data" / "faces.db"
+    store.parent.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "arcmatch-audit").mkdir(parents=True)  # a trail the old default left in this directory
+    monkeypatch.chdir(elsewhere)
+    audit(Settings(milvus_uri=str(store), _env_file=None), "calibrate", threshold=0.5)
+    assert (tmp_path / "data" / "faces.audit").is_dir()
+    assert main(["audit", "--milvus", str(store), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["action"] for line in out.splitlines()] == ["calibrate"]
+    assert "arcmatch audit --dir ./arcmatch-audit" in err  # older records are pointed at, not hidden
+
+
 def test_the_enrollment_conflict_check_is_on_unless_turned_off(monkeypatch):
     monkeypatch.delenv("ARCMATCH_ENROLL_CONFLICT_CHECK", raising=False)
     assert Settings().enroll_conflict_check is True
