@@ -119,9 +119,20 @@ class GalleryCalibration:
         return at_size(self.fpir, self.identities, identities)
 
     def threshold_for_fpir(self, fpir: float, identities: int | None = None) -> float:
-        """The threshold that gives `fpir` at `identities` (default: the size calibrated), read from the curve."""
-        at_calibration = at_size(fpir, identities or self.identities, self.identities)
-        return threshold_for_rate(self.curve, at_calibration)
+        """The threshold that gives `fpir` at `identities` (default: the size calibrated), read from the curve.
+        The range the curve answers is said at that size, the caller's, not at the one calibrated."""
+        check_fpir(fpir, "an FPIR")
+        size = identities or self.identities
+        try:
+            return threshold_for_rate(self.curve, at_size(fpir, size, self.identities))
+        except InvalidValue:
+            rates = [f for _, f, _ in self.curve if f > 0]
+            if not rates:
+                raise
+            low, high = (at_size(r, self.identities, size) for r in (min(rates), max(rates)))
+            raise InvalidValue(f"the gallery's calibration can answer an FPIR between {low:.2g} and {high:.2g} at "
+                               f"its {size} identities, not {fpir}: give a threshold instead, or calibrate a larger "
+                               "gallery") from None
 
     def status(self, identities: int) -> dict:
         """Whether the threshold still keeps its promise at the gallery's size now."""
@@ -330,9 +341,15 @@ def target_fpir_in(properties: dict) -> float:
     return float(properties.get(Property.TARGET) or DEFAULT_FPIR)
 
 
+def check_fpir(fpir: float, what: str = "a target FPIR") -> float:
+    """An FPIR a caller gives: a share of strangers, from MIN_FPIR up to (not including) 1."""
+    if not MIN_FPIR <= fpir < 1.0:  # NaN fails too
+        raise InvalidValue(f"{what} is between {MIN_FPIR} and 1, got {fpir}")
+    return float(fpir)
+
+
 def set_target(index, fpir: float) -> None:
-    if not MIN_FPIR <= fpir < 1.0:
-        raise InvalidValue(f"a target FPIR is between {MIN_FPIR} and 1, got {fpir}")
+    check_fpir(fpir)
     index.set_properties({Property.TARGET: repr(float(fpir))})
 
 
@@ -382,8 +399,7 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
     """The gallery's threshold for `target_fpir` (0 < target < 1), measured on up to `sample` of its faces, by
     `method` ("top1": the leave-one-identity-out quantile; "tail": the modelled tail, indexer/tail.py), with the
     rates at the thresholds beside it and the curve a search's `fpir=` is answered from."""
-    if not MIN_FPIR <= target_fpir < 1.0:
-        raise InvalidValue(f"the target FPIR must be between {MIN_FPIR} and 1, got {target_fpir}")
+    check_fpir(target_fpir)
     if sample < 2:
         raise InvalidValue(f"the sample must be at least 2 faces, got {sample}")
     if method not in METHODS:

@@ -61,6 +61,15 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def validate_threshold(threshold: float) -> float:
+    """A cosine threshold: between -1 and 1. One beyond answers every search "unknown" (or, below -1, everyone as
+    someone) without a word, which is a gallery lost to its users, not a setting."""
+    value = float(threshold)
+    if not -1.0 <= value <= 1.0:  # NaN fails too
+        raise InvalidValue(f"a threshold is a cosine similarity, between -1 and 1; got {threshold}")
+    return value
+
+
 def validate_face_id(face: int) -> int:
     """A face id as Milvus stores it: a non-negative int64 (face_id() makes 63-bit ones)."""
     if isinstance(face, bool) or not isinstance(face, int) or not 0 <= face <= INT64[1]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from indexer.ids import validate_threshold
+
 
 @dataclass(frozen=True)
 class CollectionInfo:
@@ -28,8 +30,10 @@ class CollectionInfo:
     @classmethod
     def of_model(cls, spec, threshold: float | None) -> CollectionInfo:
         """What a collection records of the model whose vectors it holds: its ModelSpec (embedder/spec.py, taken
-        as it comes: the indexer imports no model code) and calibrated threshold."""
-        return cls(spec.version, spec.embedding_size, threshold, spec.to_dict())
+        as it comes: the indexer imports no model code) and calibrated threshold (None: none yet; else a cosine,
+        checked: a collection kept with one beyond [-1, 1] would answer every search "unknown")."""
+        return cls(spec.version, spec.embedding_size, None if threshold is None else validate_threshold(threshold),
+                   spec.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> CollectionInfo | None:

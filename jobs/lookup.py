@@ -19,7 +19,7 @@ from indexer import calibration
 from indexer.calibration import GalleryCalibration
 from indexer.decision import Decision, decide
 from indexer.errors import BackendUnavailable, InvalidValue
-from indexer.ids import FLOAT32_MAX
+from indexer.ids import FLOAT32_MAX, validate_threshold
 from indexer.store import FaceIndex, Hit
 from jobs.calibration_watch import CalibrationWatch
 
@@ -66,7 +66,7 @@ class Lookup:
         if threshold is not None and fpir is not None:
             raise InvalidValue("give a threshold or an FPIR, not both")
         if threshold is not None:
-            return threshold
+            return validate_threshold(threshold)
         if fpir is not None:
             found = self.gallery_calibration()
             if found is None:

@@ -13,14 +13,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import audit, open_gallery, settings_from, store_flags
+from jobs.cli.options import audit, open_gallery, settings_from, share, store_flags
 
 
 def register(sub) -> None:
     p = sub.add_parser("calibrate", help="choose the gallery's threshold for a target false-positive "
                                          "identification rate, from its own faces")
     store_flags(p)
-    p.add_argument("--fpir", type=float,
+    p.add_argument("--fpir", type=share,
                    help="target share of unknown people answered as someone (default: the gallery's, as its last "
                         "calibration or `galleries create --fpir` set it; else 0.01)")
     p.add_argument("--sample", type=int, default=5000, help="faces drawn as trials (default %(default)s)")

@@ -13,6 +13,7 @@ from indexer.clustering import METHODS
 from jobs.cli.options import (
     archive_root,
     audit,
+    cosine,
     job_console,
     left_out,
     model_flag,
@@ -29,7 +30,7 @@ def register(sub) -> None:
     p = sub.add_parser("cluster", help="group the gallery's unlabelled faces into candidate people (a Ray job)")
     store_flags(p)
     p.add_argument("--k", type=int, default=20, help="neighbours searched per face (default %(default)s)")
-    p.add_argument("--threshold", type=float,
+    p.add_argument("--threshold", type=cosine,
                    help="cosine similarity an edge needs (default: read from the faces' own neighbour scores, "
                         "where strangers end and the same person begins, and for connected and leiden raised to "
                         "where their clusters agree best with chinese-whispers'; with too few faces for that, the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK
+from jobs.cli.options import share
 from jobs.progress import Console
 
 
@@ -13,8 +14,8 @@ def register(sub) -> None:
     p.add_argument("--data", help="a real identity/image tree instead of synthetic faces")
     p.add_argument("--workdir", default="./demo-work")
     p.add_argument("--size", default="default", choices=["default", "tiny"])
-    p.add_argument("--far", type=float, help="pair false accept rate for the threshold (default: from --fpir)")
-    p.add_argument("--fpir", type=float, default=0.02,
+    p.add_argument("--far", type=share, help="pair false accept rate for the threshold (default: from --fpir)")
+    p.add_argument("--fpir", type=share, default=0.02,
                    help="target rate of unknown probes accepted, measured on galleries of the demo's shape "
                         "made from the calibration identities (default %(default)g)")
     p.add_argument("--seed", type=int, default=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK, BadInput, Conflict, NotFound
-from jobs.cli.options import audit, settings_from
+from jobs.cli.options import audit, settings_from, share
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("action", choices=["list", "create", "delete"])
     p.add_argument("name", nargs="?", help="create, delete: the gallery")
     p.add_argument("--model", help="create: the model it is served by (env ARCMATCH_MODEL)")
-    p.add_argument("--fpir", type=float, help="create: the FPIR its calibrations aim at when none is given "
+    p.add_argument("--fpir", type=share, help="create: the FPIR its calibrations aim at when none is given "
                                               "(default: 0.01)")
     p.add_argument("--erase", type=int, metavar="N", help="delete: the number of faces it holds, as a confirmation")
     p.add_argument("--milvus", help="Milvus Lite file or server URI (env ARCMATCH_MILVUS_URI; default ./arcmatch.db)")

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from common.errors import EXIT_OK, BadInput
-from jobs.cli.options import detector_flag, model_flag, settings_from
+from jobs.cli.options import detector_flag, model_flag, settings_from, share
 
 
 def register(sub) -> None:
@@ -21,8 +21,8 @@ def register(sub) -> None:
     p.add_argument("--pairs", help="an LFW-style pairs file over --data (10 folds); default: sampled pairs")
     p.add_argument("--flip-tta", action="store_true", help="embed each image with its mirror image")
     p.add_argument("--roc", help="write the ROC curve to this PNG")
-    p.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default %(default)g)")
-    p.add_argument("--fpir", type=float,
+    p.add_argument("--far", type=share, default=1e-3, help="target false accept rate (default %(default)g)")
+    p.add_argument("--fpir", type=share,
                    help="instead of --far: the threshold that lets this share of strangers match someone in galleries "
                         "shaped like --gallery-shape, made from the held-out identities (which must outnumber its "
                         "people)")

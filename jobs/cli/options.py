@@ -14,6 +14,30 @@ from common.errors import BadInput
 from jobs.settings import Settings
 
 
+def cosine(text: str) -> float:
+    """argparse type of a --threshold: a cosine similarity, refused at once beyond [-1, 1] (indexer.ids)."""
+    from indexer.errors import InvalidValue
+    from indexer.ids import validate_threshold
+
+    try:
+        return validate_threshold(float(text))
+    except (ValueError, InvalidValue) as exc:
+        raise argparse.ArgumentTypeError(str(exc) if isinstance(exc, InvalidValue)
+                                         else f"not a number: {text!r}") from None
+
+
+def share(text: str) -> float:
+    """argparse type of a rate (--fpir, --far): a share strictly between 0 and 1, refused before any work starts
+    (a demo would otherwise train for minutes first)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"a rate is a share between 0 and 1 (both excluded), got {text}")
+    return value
+
+
 def model_flag(p: argparse.ArgumentParser, what: str = "model directory") -> None:
     p.add_argument("--model", help=f"{what}: an arcmatch checkpoint or an ONNX model directory (env ARCMATCH_MODEL)")
 

@@ -14,6 +14,7 @@ from common.errors import EXIT_OK, EXIT_PARTIAL
 from jobs.cli.options import (
     archive_root,
     audit,
+    cosine,
     detector_flag,
     job_console,
     model_flag,
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p = sub.add_parser("reembed", help="embed a gallery's archived faces with a new model, then switch its alias")
     model_flag(p, "the new model")
     store_flags(p)
-    p.add_argument("--threshold", type=float, help="the new collection's threshold (default: the model's calibrated "
+    p.add_argument("--threshold", type=cosine, help="the new collection's threshold (default: the model's calibrated "
                                                    "one; a model without one needs this)")
     p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
     p.add_argument("--no-switch", action="store_true", help="fill the new collection, leave the alias where it is")

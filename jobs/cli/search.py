@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import detector_flag, model_flag, search_flags, settings_from, store_flags
+from jobs.cli.options import cosine, detector_flag, model_flag, search_flags, settings_from, share, store_flags
 from jobs.cli.remote import api_flag, client_for
 
 
@@ -23,9 +23,9 @@ def register(sub) -> None:
     store_flags(p)
     search_flags(p)
     rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--threshold", type=float,
+    rule.add_argument("--threshold", type=cosine,
                       help="cosine threshold (default: the gallery's calibrated one, else the model's)")
-    rule.add_argument("--fpir", type=float, help="instead of a threshold: the share of strangers that may be "
+    rule.add_argument("--fpir", type=share, help="instead of a threshold: the share of strangers that may be "
                                                  "answered as someone, read from the gallery's calibration")
     p.add_argument("--faces", default="all", choices=["all", "largest"],
                    help="answer for every face in a photo, or only its largest (default %(default)s)")

@@ -68,6 +68,12 @@ def test_calibrate_matches_brute_force_and_is_stored_with_the_collection(index):
     store(index, None)
     assert stored(index) is None
 
+    # a rate a search asks for: a share, and the range the curve answers said at the size asked
+    with pytest.raises(InvalidValue, match="an FPIR is between 1e-06 and 1, got 3"):
+        result.threshold_for_fpir(3)  # was a TypeError from a complex power
+    with pytest.raises(InvalidValue, match="at its 1600 identities, not 1e-05"):
+        result.threshold_for_fpir(1e-5, 1600)
+
 
 def test_an_identity_with_more_faces_than_k_still_gives_its_stranger_trial(index):
     crowd = people(1, TOP_K + 8, spread=0.05, seed=2)  # every one of its k nearest is its own

@@ -1,7 +1,7 @@
 import pytest
 
 from indexer.errors import InvalidValue
-from indexer.ids import face_id, quote, validate_identity
+from indexer.ids import face_id, quote, validate_identity, validate_threshold
 
 
 def test_face_id_is_stable_positive_and_distinct():
@@ -25,3 +25,21 @@ def test_invalid_identities(bad):
 
 def test_names_with_punctuation_are_fine():
     assert validate_identity("O'Brien, \"Jr.\" \\ 李") == "O'Brien, \"Jr.\" \\ 李"
+
+
+def test_a_threshold_is_a_cosine_and_nothing_beyond():
+    assert [validate_threshold(t) for t in (-1, 0.37, 1)] == [-1.0, 0.37, 1.0]
+    for bad in (1.0001, -3, 5, float("nan"), float("inf")):
+        with pytest.raises(InvalidValue, match="between -1 and 1"):
+            validate_threshold(bad)
+
+
+def test_a_collection_is_never_kept_with_a_threshold_no_cosine_reaches():
+    from types import SimpleNamespace
+
+    from indexer.records import CollectionInfo
+
+    spec = SimpleNamespace(version="m", embedding_size=4, to_dict=dict)
+    assert CollectionInfo.of_model(spec, None).threshold is None and CollectionInfo.of_model(spec, 0.4).threshold == 0.4
+    with pytest.raises(InvalidValue, match="between -1 and 1"):  # a re-embed given 5 answered every search "unknown"
+        CollectionInfo.of_model(spec, 5)

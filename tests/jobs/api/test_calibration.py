@@ -67,6 +67,7 @@ def test_choose_keep_use_and_clear_the_gallery_threshold(api):
     assert both.status_code == 400 and "not both" in both.json()["detail"]
     beyond = api.post("/v1/search/embedding", json={"embeddings": [AXIS], "fpir": 1e-5}, headers=R)
     assert beyond.status_code == 400 and "give a threshold instead" in beyond.json()["detail"]
+    assert "at its 30 identities, not 1e-05" in beyond.json()["detail"]  # the rate asked, at the size asked
 
     cleared = api.delete("/v1/calibration", headers=W)
     assert cleared.status_code == 200 and cleared.json()["source"] == "model"

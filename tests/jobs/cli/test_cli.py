@@ -26,6 +26,24 @@ def test_cluster_help_gives_the_default_the_job_uses(capsys):
     assert f"default {RAY_FROM:,}" in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.parametrize(("argv", "says"), [
+    (["search", "p.jpg", "--threshold", "3"], "between -1 and 1; got 3.0"),
+    (["search", "p.jpg", "--threshold", "nan"], "between -1 and 1; got nan"),
+    (["search", "p.jpg", "--fpir", "3"], "a rate is a share between 0 and 1"),
+    (["reembed", "--model", "m", "--threshold", "5"], "between -1 and 1"),  # would answer every search "unknown"
+    (["cluster", "--threshold", "7"], "between -1 and 1"),
+    (["demo", "--far", "3"], "a rate is a share between 0 and 1"),  # before minutes of training, not after
+    (["eval", "--data", "d", "--far", "7"], "a rate is a share between 0 and 1"),
+    (["calibrate", "--fpir", "0"], "a rate is a share between 0 and 1"),
+    (["galleries", "create", "g", "--fpir", "x"], "not a number: 'x'"),
+], ids=["search-threshold", "search-nan", "search-fpir", "reembed", "cluster", "demo", "eval", "calibrate",
+        "galleries"])
+def test_a_rate_or_threshold_out_of_range_is_refused_before_any_work(argv, says, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+
+
 def test_prepare_parquet_without_a_source_says_so_in_one_line():
     result = run_cli("prepare", "--parquet", "out")
     assert result.returncode == 2
