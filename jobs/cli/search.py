@@ -38,6 +38,9 @@ def search(args: argparse.Namespace) -> int:
     from embedder.faces import NoFace
     from jobs.service import IdentityService, face_record
 
+    folders = [p for p in args.images if Path(p).is_dir()]
+    if folders:
+        raise BadInput(f"{', '.join(folders)}: a folder, not a photo; name its photos ({folders[0].rstrip('/')}/*.jpg)")
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise NotFound(f"no such image: {', '.join(missing)}")

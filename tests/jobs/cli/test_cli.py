@@ -44,6 +44,13 @@ def test_a_rate_or_threshold_out_of_range_is_refused_before_any_work(argv, says,
     assert exc.value.code == 2 and says in capsys.readouterr().err
 
 
+def test_search_given_a_folder_says_to_name_its_photos(tmp_path, capsys):
+    (tmp_path / "probes").mkdir()
+    assert main(["search", str(tmp_path / "probes")]) == 2
+    assert f"{tmp_path / 'probes'}: a folder, not a photo; name its photos ({tmp_path / 'probes'}/*.jpg)" in \
+        capsys.readouterr().err
+
+
 def test_prepare_parquet_without_a_source_says_so_in_one_line():
     result = run_cli("prepare", "--parquet", "out")
     assert result.returncode == 2
