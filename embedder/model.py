@@ -110,6 +110,18 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         )
 
 
+def check_backbone(name: str) -> None:
+    """ModelError, naming timm's nearest names, unless timm knows `name`: a job checks before it starts workers,
+    where the same mistake would surface as a worker's failure after Ray's start-up."""
+    if timm.is_model(name):
+        return
+    import difflib
+
+    near = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    raise ModelError(f"timm has no backbone {name!r}" + (f"; nearest: {', '.join(near)}" if near else
+                                                          " (`timm.list_models('*name*')` lists its names)"))
+
+
 def with_output_stride(spec: ModelSpec, stride: int) -> tuple[ModelSpec, str]:
     """The spec with timm's `output_stride` set, where the backbone takes it; returns (spec, what was done).
 

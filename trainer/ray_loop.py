@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, WorkerGroupError
 from ray.train.torch import TorchTrainer, prepare_model
 from torch import nn
 
-from common.errors import BadInput
+from common.errors import ArcmatchError, BadInput
 from embedder.checkpoint import load_embedder, save_embedder
-from embedder.model import with_output_stride
+from embedder.model import check_backbone, with_output_stride
 from embedder.sources import list_images
 from trainer.average import WeightAverage
 from trainer.config import TrainConfig
@@ -186,6 +186,31 @@ def stream_dataset(config: TrainConfig):
     return decoded, rows
 
 
+def enough_to_train(items: list, config: TrainConfig) -> None:
+    """BadInput where an image tree or manifest cannot make a run: one identity (a face model learns to tell
+    people apart), or too few images for one batch on each worker (unreadable ones, skipped later, are checked
+    again by the workers)."""
+    identities = len({item.identity for item in items})
+    if identities < 2:
+        raise BadInput(f"{config.data} holds {identities} identit{'y' if identities == 1 else 'ies'}: training "
+                       "learns to tell people apart and needs two or more")
+    if len(items) // config.workers // config.batch_size == 0:
+        raise BadInput(f"{len(items)} images cannot fill one batch of {config.batch_size} on each of "
+                       f"{config.workers} worker(s): lower --batch-size")
+
+
+def worker_error(exc: WorkerGroupError) -> ArcmatchError | None:
+    """The first of the workers' failures that is one of arcmatch's own errors (a BadInput a worker raised on
+    reading the data, say), else None: Ray wraps it in a WorkerGroupError, which would be reported as a bug."""
+    for failure in exc.worker_failures.values():
+        seen: BaseException | None = failure
+        while seen is not None:
+            if isinstance(seen, ArcmatchError) and not hasattr(seen, "cause"):  # Ray's wrappers carry .cause
+                return seen
+            seen = getattr(seen, "cause", None) or seen.__cause__
+    return None
+
+
 @dataclass(frozen=True)
 class TrainResult:
     model_dir: Path
@@ -205,6 +230,7 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
     """
     started = time.perf_counter()
     notes = []
+    check_backbone(config.spec.backbone)
     if config.output_stride:
         spec, built = with_output_stride(config.spec, config.output_stride)
         config = replace(config, spec=spec)
@@ -221,7 +247,8 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
     if is_shard_dir(config.data):
         datasets["train"], rows = stream_dataset(config)
     else:
-        list_images(config.data)  # a missing tree or bad manifest fails here, in one line, not inside a worker
+        # a missing tree, a bad manifest or too little in it fails here, in one line, not inside a worker
+        enough_to_train(list_images(config.data), config)
     name = name or f"arcmatch-train-{time.strftime('%Y%m%d-%H%M%S')}"
     resources = {"CPU": config.cpus_per_worker} | ({"GPU": 1} if config.gpu else {})
     trainer = TorchTrainer(
@@ -236,10 +263,13 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
             failure_config=FailureConfig(max_failures=config.max_failures),
         ),
     )
-    if on_progress is None:
-        result = trainer.fit()
-    else:
-        result = run_with_progress(trainer.fit, board, on_progress)
+    try:
+        result = trainer.fit() if on_progress is None else run_with_progress(trainer.fit, board, on_progress)
+    except WorkerGroupError as exc:
+        found = worker_error(exc)  # a worker's refusal of the input is the caller's, said as such
+        if found is None:
+            raise
+        raise found from None
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:

@@ -38,6 +38,17 @@ def share(text: str) -> float:
     return value
 
 
+def positive(text: str) -> int:
+    """argparse type of a count or a size: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def model_flag(p: argparse.ArgumentParser, what: str = "model directory") -> None:
     p.add_argument("--model", help=f"{what}: an arcmatch checkpoint or an ONNX model directory (env ARCMATCH_MODEL)")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
-from jobs.cli.options import detector_flag, settings_from
+from jobs.cli.options import detector_flag, positive, settings_from
 from jobs.pipelines.report import write_error_report
 
 
@@ -17,17 +17,17 @@ def register(sub) -> None:
     p = sub.add_parser("prepare", help="Parquet training shards from a tree or manifest, or synthetic faces")
     p.add_argument("--source", help="identity/image tree or manifest (CSV/Parquet: path, identity) to pack")
     p.add_argument("--parquet", metavar="OUT", help="write Parquet shards (image bytes, label, identity, path) to OUT")
-    p.add_argument("--rows-per-shard", type=int, default=5000)
+    p.add_argument("--rows-per-shard", type=positive, default=5000)
     p.add_argument("--errors", default="prepare_errors.csv", help="CSV report of files that could not be read")
     p.add_argument("--synthetic", metavar="OUT", help="draw a synthetic identity/image tree into OUT")
-    p.add_argument("--identities", type=int, default=100)
-    p.add_argument("--images", type=int, default=10, help="images per identity")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels")
+    p.add_argument("--identities", type=positive, default=100)
+    p.add_argument("--images", type=positive, default=10, help="images per identity")
+    p.add_argument("--size", type=positive, default=64, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--align", action="store_true",
                    help="--parquet: store each photo's face detected and aligned to the five-point template "
                         "(needs --detector); a model trained on them aligns photos the same way")
-    p.add_argument("--align-size", type=int, default=112, help="side of the aligned faces (default %(default)s)")
+    p.add_argument("--align-size", type=positive, default=112, help="side of the aligned faces (default %(default)s)")
     detector_flag(p)
     p.set_defaults(run=prepare)
 
