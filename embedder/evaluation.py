@@ -163,6 +163,10 @@ def calibrate_vectors(
         raise BadInput("calibration takes a target FAR or a threshold to measure, not both or neither")
     rng = np.random.default_rng(seed)
     pairs, same = sample_pairs(labels, 3000, 3000, rng)
+    if same.all() or not same.any():  # the readable photos, after any the decoder skipped
+        raise BadInput(f"verification needs two or more readable photos of some person and two or more people; "
+                       f"the data gives {len(labels)} photo(s) of {len(np.unique(labels))} identities, "
+                       f"{int(same.sum())} same-person pair(s)")
     scores = pair_scores(vectors, pairs)
     verification = _verify(scores, same, rng.permutation(len(scores)) % 10)
     all_pairs, all_same = sample_pairs(labels, 10**6, 200_000, rng)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import BadInput
+from common.errors import BadInput, NotFound
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class PairList:
 
 def read_pairs(pairs_file: str | Path, root: str | Path, suffix: str = ".jpg") -> PairList:
     pairs_file, root = Path(pairs_file), Path(root)
+    if not pairs_file.is_file():
+        raise NotFound(f"pairs file {pairs_file} does not exist")
     lines = [line.split() for line in pairs_file.read_text().splitlines() if line.strip()]
     if not lines or len(lines[0]) != 2:
         raise BadInput(f"{pairs_file}: the first line must be `folds pairs_per_half`")

@@ -97,3 +97,12 @@ def test_calibration_at_a_given_threshold_measures_the_pairs_there():
     for far, threshold in ((None, None), (1e-2, 0.5)):
         with pytest.raises(BadInput):
             calibrate_vectors(vectors, labels, far, threshold=threshold)
+
+
+@pytest.mark.parametrize(("labels", "same"), [(["a", "b", "c"], 0), (["a", "a", "a"], 3)],
+                         ids=["one-photo-each", "one-person"])
+def test_calibration_without_both_kinds_of_pair_says_what_the_data_lacks(labels, same):
+    vectors = np.eye(3, dtype=np.float32)
+    with pytest.raises(BadInput, match=f"the data gives 3 photo\\(s\\) of {len(set(labels))} identities, {same} "
+                                       "same-person pair"):
+        calibrate_vectors(vectors, np.asarray(labels), 1e-3)

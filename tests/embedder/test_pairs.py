@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from common.errors import BadInput
+from common.errors import BadInput, NotFound
 from embedder.pairs import read_pairs
 
 
@@ -32,3 +32,8 @@ def test_official_file_when_present(shared_data):
     pairs = read_pairs(shared_data / "lfw_pairs.txt", shared_data / "lfw_gray")
     assert len(pairs.same) == 6000 and pairs.same.sum() == 3000
     assert np.bincount(pairs.fold).tolist() == [600] * 10
+
+
+def test_a_missing_pairs_file_is_not_found_naming_it(tmp_path):
+    with pytest.raises(NotFound, match="pairs file .*nothere.txt does not exist"):
+        read_pairs(tmp_path / "nothere.txt", tmp_path)
