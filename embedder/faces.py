@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from common.errors import BadInput
 from embedder.align import align_face, template_for
 from embedder.detect import ROTATIONS, Detector, Face, rotate
 from embedder.errors import ImageError, ModelError
@@ -27,6 +28,16 @@ from embedder.quality import FaceQuality, QualityGate, measure
 from embedder.spec import ModelSpec
 
 SELECTIONS = ("one", "largest", "all")
+NAMED_SELECTIONS = ("one", "largest")  # photos filed under a person's name: "all" would file everyone in them there
+
+
+def check_named(select: str | None) -> None:
+    """BadInput where faces taken under a person's name would be every face of the photo: a group photo in Ann's
+    folder (or enrolled as Ann) would make everyone in it Ann, the mislabel the gallery check hunts for."""
+    if select == "all":
+        raise BadInput("every face of a photo ('all') is taken only for faces nobody has named (--unlabelled, "
+                       "--strangers): under a person's name take the one face ('one', photos with several are "
+                       "refused) or the largest ('largest')")
 
 
 class NoFace(ImageError):

@@ -18,7 +18,7 @@ import numpy as np
 
 from common.errors import Conflict, Unavailable
 from embedder.embed import Embedder
-from embedder.faces import FacePolicy, NoFace, PreparedFace, face_record  # noqa: F401  (re-exported)
+from embedder.faces import FacePolicy, NoFace, PreparedFace, check_named, face_record  # noqa: F401  (re-exported)
 from indexer.archive import FaceArchive
 from indexer.calibration import GalleryCalibration
 from indexer.decision import Decision
@@ -176,6 +176,7 @@ class IdentityService:
         Unless `proceed`: a face that matches another identity, or a photo whose face was rejected from this
         identity ("not this person"), is a Conflict."""
         identity = validate_identity(identity)
+        check_named(select or self.photos.policy.select)
         # the fence before the photos are decoded and embedded, so a process left behind answers at once; the
         # writer checks it again when it writes, since a switch may come while the faces are embedded
         self.writer.in_service()

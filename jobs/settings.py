@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     # faces in raw photos (models whose spec has alignment "five_point"; see embedder/faces.py)
     detector: Path | None = None  # a YuNet .onnx file
     detector_score: float = Field(0.7, gt=0, le=1)  # detections below this score are not faces
-    face_select: Literal["one", "largest", "all"] = "one"  # enrollment and ingestion: faces taken per photo
+    # enrollment and labelled ingestion: faces taken per photo ("all" only for unlabelled faces: `ingest --faces`)
+    face_select: Literal["one", "largest"] = "one"
     face_rotations: list[Literal[90, 180, 270]] = [90, 180, 270]  # turns tried when a photo shows no face
     min_face_px: int = Field(32, ge=0)  # quality gate: the face box's shorter side
     min_face_score: float = Field(0.75, ge=0, le=1)  # quality gate: detection score

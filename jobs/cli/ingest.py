@@ -45,8 +45,9 @@ def register(sub) -> None:
     p.add_argument("--write-concurrency", type=int, help="parallel write tasks (Milvus server only)")
     p.add_argument("--faces", choices=["one", "largest", "all"],
                    help="faces taken from each photo, for models that want aligned faces: exactly one (else the "
-                        "photo is skipped with the reason), the largest, or all (env ARCMATCH_FACE_SELECT; "
-                        "default one)")
+                        "photo is skipped with the reason), the largest, or all (only with --unlabelled or "
+                        "--strangers, their default: a named photo's other faces are not that person) (env "
+                        "ARCMATCH_FACE_SELECT; default one)")
     p.add_argument("--index", default="HNSW", choices=["HNSW", "IVF_FLAT", "DISKANN", "FLAT", "AUTOINDEX"],
                    help="vector index type for a new collection (default %(default)s)")
     ray_flag(p)

@@ -32,7 +32,7 @@ def register(sub) -> None:
     api_flag(p, required=True)
     gallery_flag(p)
     p.add_argument("--workers", type=int, default=4, help="requests in flight (default %(default)s)")
-    p.add_argument("--faces", choices=["one", "largest", "all"], help="which faces of a photo (default: exactly one)")
+    p.add_argument("--faces", choices=["one", "largest"], help="which face of a photo (default: exactly one)")
     p.add_argument("--proceed", action="store_true",
                    help="enroll faces that match another identity too (a bulk import of trusted labels)")
     p.add_argument("--errors", default="enroll_errors.csv", help="CSV report of the photos refused")

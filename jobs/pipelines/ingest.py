@@ -20,7 +20,7 @@ import numpy as np
 
 from embedder.archiving import kept_face
 from embedder.errors import ImageError, ModelError
-from embedder.faces import FacePolicy, face_record
+from embedder.faces import FacePolicy, check_named, face_record
 from embedder.preprocess import crop_and_resize
 from embedder.sources import decode_or_skip, faces_or_skip, list_source, photo_or_skip
 from embedder.spec import ModelSpec
@@ -168,6 +168,8 @@ def ingest(
     from embedder.embed import open_embedder
 
     started, console = time.perf_counter(), console or silent()
+    if not (unlabelled or strangers):
+        check_named(policy.select if policy is not None else None)
     embedder = open_embedder(model)  # on the driver too: a bad model fails here, not in every actor
     spec, calibration = embedder.spec, embedder.calibration
     if spec.alignment != "none" and (policy is None or policy.detector is None):

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import BadInput
 from embedder.align import TEMPLATE_112
 from embedder.detect import Face
 from embedder.errors import ImageError, ModelError
-from embedder.faces import FacePolicy, NoFace, TooManyFaces
+from embedder.faces import FacePolicy, NoFace, TooManyFaces, check_named
 from embedder.preprocess import decode_image, load_rgb
 from embedder.quality import QualityGate
 from embedder.spec import ModelSpec
@@ -164,3 +165,10 @@ def test_a_photo_on_its_side_is_found_turned_back(yunet, lfw_image):
     assert np.abs(found.chip.astype(int) - expected.chip).mean() < 3
     with pytest.raises(NoFace):
         FacePolicy(yunet, rotations=()).prepare(sideways, ALIGNED)
+
+
+def test_every_face_of_a_photo_is_never_filed_under_one_name():
+    for select in (None, "one", "largest"):
+        check_named(select)
+    with pytest.raises(BadInput, match="'all'.* only for faces nobody has named"):
+        check_named("all")

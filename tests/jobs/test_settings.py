@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from common.errors import BadInput
 from jobs.cli import build_parser
 from jobs.cli.options import settings_from
 from jobs.settings import Settings
@@ -142,3 +143,9 @@ def test_a_commands_record_is_read_back_from_beside_its_lite_file_wherever_it_ra
 def test_the_enrollment_conflict_check_is_on_unless_turned_off(monkeypatch):
     monkeypatch.delenv("ARCMATCH_ENROLL_CONFLICT_CHECK", raising=False)
     assert Settings().enroll_conflict_check is True
+
+
+def test_every_face_of_a_photo_is_no_default_for_named_photos(monkeypatch):
+    monkeypatch.setenv("ARCMATCH_FACE_SELECT", "all")
+    with pytest.raises(BadInput, match="ARCMATCH_FACE_SELECT"):
+        Settings.load()

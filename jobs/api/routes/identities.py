@@ -48,7 +48,7 @@ router = APIRouter(prefix="/identities", tags=["identities"], responses=response
 async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: Identity, images: Photos,
                  metadata: Annotated[str, Form(json_schema_extra={"contentMediaType": "application/json"},
                                                description="a JSON object kept with each face")] = None,
-                 faces: Annotated[Literal["one", "largest", "all"], Form()] = None,
+                 faces: Annotated[Literal["one", "largest"], Form()] = None,
                  override_quality: Annotated[bool, Form()] = False,
                  proceed: Annotated[bool, Form()] = False) -> Enrolled:
     """Each photo must show exactly one face that passes the quality gate, unless `faces` says largest or all;

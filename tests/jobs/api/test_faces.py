@@ -73,6 +73,8 @@ def test_enrolling_a_group_photo_needs_a_choice(api, group):
     response = enroll(api, "crowd", group)
     assert response.status_code == 422
     assert response.json()["error"] == "too many faces" and "3 faces" in response.json()["detail"]
+    everyone = enroll(api, "crowd", group, faces="all")  # three people under one name: never a choice
+    assert everyone.status_code == 422 and "body.faces" in everyone.json()["detail"]
     try:
         known = enroll(api, "crowd", group, faces="largest")  # the largest face is someone enrolled already
         assert known.status_code == 409 and any(f"'{name}'" in known.json()["detail"] for name in PEOPLE)

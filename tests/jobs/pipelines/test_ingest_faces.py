@@ -1,12 +1,14 @@
 """Ingestion of raw photos (LFW-gray) with YuNet and the shared MobileFaceNet, with real Ray Data into Milvus Lite:
-photos become faces on the decode tasks, skipped photos say why, a group photo gives a row per face with `all`,
-and the stored vectors are those of direct inference. Skipped when ../shared is absent."""
+photos become faces on the decode tasks, skipped photos say why, a group photo gives a row per face with `all`
+(faces nobody has named; under a name it is refused), and the stored vectors are those of direct inference.
+Skipped when ../shared is absent."""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from common.errors import BadInput
 from embedder.embed import open_embedder
 from embedder.faces import FacePolicy
 from embedder.preprocess import load_rgb
@@ -43,23 +45,27 @@ def test_raw_photos_become_faces(ray_local, photos, tmp_path, mobilefacenet_alig
     assert any("skipped (no face" in line for line in summary.lines())
     assert "3 faces" in (tmp_path / "e.csv").read_text()
 
-    everyone = ingest(photos, mobilefacenet_aligned, gallery="all", policy=replace(one, select="all"), **kwargs)
+    with pytest.raises(BadInput, match="only for faces nobody has named"):  # the group would all be 'crowd'
+        ingest(photos, mobilefacenet_aligned, gallery="all", policy=replace(one, select="all"), **kwargs)
+    everyone = ingest(photos, mobilefacenet_aligned, gallery="all", policy=replace(one, select="all"),
+                      unlabelled=True, **kwargs)
     assert everyone.embedded == 9 and everyone.rows_in_collection == 9  # the group photo gives three rows
 
     embedder = open_embedder(mobilefacenet_aligned)
     client = connect(uri)
     try:
         index = FaceIndex(client, "all")
-        group_ids = [face_id(f"crowd/group.png#{n}") for n in range(3)]
-        stored = index.vectors([*group_ids, face_id("Colin_Powell/2.jpg")])
-        assert set(stored) == {*group_ids, face_id("Colin_Powell/2.jpg")}
-        [row] = [r for r in index.faces_of("Colin_Powell") if r["source"] == "Colin_Powell/2.jpg"]
+        group_ids = [face_id(f"unlabelled:crowd/group.png#{n}") for n in range(3)]  # keyed apart from named ones
+        colin = face_id("unlabelled:Colin_Powell/2.jpg")
+        stored = index.vectors([*group_ids, colin])
+        assert set(stored) == {*group_ids, colin}
+        [row] = [r for r in FaceIndex(client, "one").faces_of("Colin_Powell") if r["source"] == "Colin_Powell/2.jpg"]
         record = row["metadata"]["face"]
         assert len(record["box"]) == 4 and record["detection_score"] > 0.75 and record["rotation"] == 0
         assert record["quality"]["passed"] and len(record["landmarks"]) == 5
         # the stored vectors are direct inference through the same policy and model
         [face] = one.prepare(load_rgb((photos / "Colin_Powell" / "2.jpg").read_bytes()), embedder.spec)
-        assert float(embedder.embed(face.chip[None])[0] @ stored[face_id("Colin_Powell/2.jpg")]) > 0.999
+        assert float(embedder.embed(face.chip[None])[0] @ stored[colin]) > 0.999
         faces = replace(one, select="all").prepare(load_rgb((photos / "crowd" / "group.png").read_bytes()),
                                                    embedder.spec)
         direct = embedder.embed(np.stack([f.chip for f in faces]))
