@@ -11,6 +11,7 @@ never stop the job.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -100,6 +101,16 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
                 kept_face(photo, face, spec, policy) if archive else None)
     out = {k: np.asarray(v, dtype=object) for k, v in columns.items() if k != "image"}
     return {**out, "image": np.stack(columns["image"]) if columns["image"] else blank[None][:0]}
+
+
+def photos_in(batch: dict) -> int:
+    """The photos a batch of faces came from, for a bar counted in photos: a photo that gave several faces has
+    them keyed `#0`, `#1`, ... (decode_batch), and counts once, by its first."""
+    return sum(1 for key in batch["face_key"] if (found := _FACE_SUFFIX.search(str(key))) is None
+               or found.group(1) == "0")
+
+
+_FACE_SUFFIX = re.compile(r"#(\d+)$")
 
 
 def prepare_or_skip(photo: np.ndarray, spec: ModelSpec, policy: FacePolicy) -> tuple[list, str]:
@@ -226,7 +237,7 @@ def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch
             summary.write_seconds += time.perf_counter() - write_started
             if export is not None:
                 export.write(rows)
-            bar.update(len(batch["source"]), note=f"{summary.embedded} written")
+            bar.update(photos_in(batch), note=f"{summary.embedded} written")
             bar.skips(len(summary.skipped))
     finally:
         if export is not None:

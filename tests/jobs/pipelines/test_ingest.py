@@ -19,7 +19,7 @@ from embedder.sources import list_source
 from indexer.archive import FaceArchive
 from indexer.errors import ModelMismatch
 from indexer.store import CollectionInfo, FaceIndex, connect
-from jobs.pipelines.ingest import ingest
+from jobs.pipelines.ingest import ingest, photos_in
 from tests.helpers import TINY_THRESHOLD, cli_here
 from trainer.synthetic import write_dataset
 
@@ -292,3 +292,8 @@ def test_an_upsert_carries_a_faces_rejections(tmp_path):
     client.close()
     assert [r.face_id for r in kept] == [2, 3] and [s[0] for s in skipped] == ["a.png", "d.png"]
     assert kept[0].metadata == {"w": 1, "rejected_from": ["cy"]} and kept[1].metadata == {}
+
+
+def test_the_bar_counts_photos_not_the_faces_a_group_photo_gives():
+    keys = np.asarray(["ann/1.jpg", "crowd/group.png#0", "crowd/group.png#1", "crowd/group.png#2", "x#y.jpg"])
+    assert photos_in({"face_key": keys}) == 3
