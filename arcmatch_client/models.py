@@ -244,6 +244,9 @@ class HealthReport:
     duplicates: list[Suspect]
     # photos that look more like another identity than their own
     misfits: list[Misfit]
+    # photos that look like no one else of their identity (someone else's photo under this name): its other photos
+    # score no higher with it than one stranger in ten would
+    strays: list[Stray]
     # identities with no face that passed the quality gate
     below_gate: list[str]
     notes: list[str]
@@ -360,6 +363,17 @@ class Search:
 class Strangers:
     # the unlabelled faces now confirmed strangers (strings: int64 is beyond JSON's safe integers)
     face_ids: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stray:
+    # a face id (a string: int64 is beyond JSON's safe integers)
+    face_id: str
+    identity: str
+    # its best score against the other faces of its identity
+    own_best: float
+    # the share of strangers' identities that would score as high with it
+    chance: float
 
 
 @dataclass(frozen=True, kw_only=True)

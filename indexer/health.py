@@ -1,5 +1,7 @@
 """What is wrong with a gallery's labels, read off its own vectors: one person under two names, photos that look
-like someone other than the rest of their identity, identities with no face that passes the quality gate.
+like someone other than the rest of their identity, photos that look like no one else of their identity (a
+stranger's photo filed under a name, or a photo moved there whose person the pair test does not single out),
+identities with no face that passes the quality gate.
 
 Why: every such finding is a false match waiting to happen (two names for one face), or a miss (a photo that is
 someone else), and each of them also bends a threshold calibrated on the gallery. People fix them best; this says
@@ -21,6 +23,12 @@ from indexer.tail import MIN_IDENTITIES, Pairs, fit_scores, identity_scores, sus
 # pairs look like that. Measured on LFW-gray (bench/gallery_check.py, docs/BENCHMARKS.md).
 REVIEW_ALPHA = 1.0
 STRICT_ALPHA = 0.1
+# A photo is listed as unlike its identity when one stranger's identity in ten, or more, would score as high with it
+# as the rest of its identity does (the tail model's chance for one identity; its identity has two or more other
+# photos, which then speak for who the person is). On LFW-gray with two photos each, 2% moved and 2% strangers'
+# photos filed under names, 800 people: moved photos listed 87.5% -> 100%, strangers' photos 0 -> 100%, about 3
+# more photos listed that nobody planted (bench/gallery_check.py --outsiders, docs/BENCHMARKS.md)
+STRAY_CHANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -35,12 +43,24 @@ class Misfit:
     other_best: float
 
 
+@dataclass(frozen=True)
+class Stray:
+    """A face its own identity's other photos score no higher with than one stranger in `chance` would: someone
+    else's photo under this name (a stranger's, or a photo moved here from someone the other findings miss)."""
+
+    face_id: int
+    identity: str
+    own_best: float  # its best score against the other faces of its identity
+    chance: float  # the share of strangers' identities that would score as high with it (the tail model)
+
+
 @dataclass
 class Health:
     identities: int
     faces: int
     duplicates: list = field(default_factory=list)  # indexer.tail.Suspect
     misfits: list[Misfit] = field(default_factory=list)
+    strays: list[Stray] = field(default_factory=list)
     below_gate: list[str] = field(default_factory=list)  # identities with no face that passed the gate
     notes: list[str] = field(default_factory=list)
 
@@ -53,6 +73,9 @@ class Health:
         out.append(f"photos more like someone else than like the rest of their identity: {len(self.misfits)}")
         out += [f"  face {m.face_id} of {m.identity!r}: {m.own_best:.3f} with its own, {m.other_best:.3f} with "
                 f"{m.other!r}" for m in self.misfits]
+        out.append(f"photos that look like no one else of their identity: {len(self.strays)}")
+        out += [f"  face {s.face_id} of {s.identity!r}: {s.own_best:.3f} with its own, as high as "
+                f"{s.chance:.0%} of strangers would score" for s in self.strays]
         out.append(f"identities with no face that passed the quality gate: {len(self.below_gate)}")
         out += [f"  {name!r}" for name in self.below_gate]
         return out
@@ -74,16 +97,19 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
     # each photo's best score with the other photos of its identity (NaN where it has none to compare with) and
     # the identity it scores best against otherwise
     own_best = np.full(len(face_ids), np.nan)
+    several = np.zeros(len(face_ids), bool)  # two or more other photos: they, not this one, say who it is
     for name in range(len(names)):
         members = np.flatnonzero(own == name)
         if len(members) >= 2:
             within = vectors[members] @ vectors[members].T
             np.fill_diagonal(within, -np.inf)
             own_best[members] = within.max(axis=1)
+            several[members] = len(members) >= 3
     best_other = np.nanargmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
     other_best = scores[np.arange(len(scores)), best_other]
     astray = other_best > own_best  # False where NaN: a photo alone in its identity backs nothing
     backing = {frozenset((int(own[f]), int(best_other[f]))) for f in np.flatnonzero(astray)}
+    model = None
     if len(names) >= MIN_IDENTITIES:  # looser than calibration's: a person looks, nothing is decided
         model = fit_scores(scores, names, own, distinct=distinct)[0]
         index = {str(n): i for i, n in enumerate(names)}
@@ -91,7 +117,8 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
                              if d.expected_among_strangers < strict_alpha
                              or frozenset((index[d.first], index[d.second])) in backing]
     else:
-        health.notes.append(f"duplicates are looked for from {MIN_IDENTITIES} identities on")
+        health.notes.append(f"duplicates, and photos unlike their identity, are looked for from {MIN_IDENTITIES} "
+                            "identities on")
     # a photo is a misfit when it is nearer another identity than its own, and that nearness is beyond what
     # strangers give (the pair is listed): a hard photo of its own person is not
     alike = {frozenset((d.first, d.second)) for d in health.duplicates}
@@ -100,6 +127,14 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
         if frozenset((name, other)) in alike:
             health.misfits.append(Misfit(int(face_ids[face]), name, float(own_best[face]), other,
                                          float(other_best[face])))
+    if model is not None:
+        listed = {m.face_id for m in health.misfits}  # said already, with whom it looks like
+        chance = model.survival((np.nan_to_num(own_best, nan=np.inf) - model.location) / model.spread)
+        for face in np.flatnonzero(several & (chance >= STRAY_CHANCE)):
+            if int(face_ids[face]) not in listed:
+                health.strays.append(Stray(int(face_ids[face]), str(names[own[face]]), float(own_best[face]),
+                                           float(chance[face])))
+        health.strays.sort(key=lambda s: -s.chance)
     if passed is not None:
         judged = np.asarray(passed, dtype=object)
         health.below_gate = [str(n) for n in names if all(judged[labels == n] == False)]  # noqa: E712

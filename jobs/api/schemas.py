@@ -381,11 +381,21 @@ class MisfitOut(BaseModel):
     other_best: float = Field(description="its best score against `other`")
 
 
+class StrayOut(BaseModel):
+    face_id: str = Field(description="a face id (a string: int64 is beyond JSON's safe integers)")
+    identity: str
+    own_best: float = Field(description="its best score against the other faces of its identity")
+    chance: float = Field(description="the share of strangers' identities that would score as high with it")
+
+
 class HealthReport(BaseModel):
     identities: int
     faces: int
     duplicates: list[SuspectOut] = Field(description="pairs of names that look like one person")
     misfits: list[MisfitOut] = Field(description="photos that look more like another identity than their own")
+    strays: list[StrayOut] = Field(description="photos that look like no one else of their identity (someone else's "
+                                   "photo under this name): its other photos score no higher with it than one "
+                                   "stranger in ten would")
     below_gate: list[str] = Field(description="identities with no face that passed the quality gate")
     notes: list[str]
 

@@ -1,6 +1,6 @@
 """`arcmatch gallery check` (indexer/health.py) on synthetic identities: a person under two names is listed as a
-pair, a photo moved to another identity as a misfit, and a pair a person confirmed to be two people is not
-listed again."""
+pair, a photo moved to another identity as a misfit, a stranger's photo under a name as unlike its identity, and
+a pair a person confirmed to be two people is not listed again."""
 
 from __future__ import annotations
 
@@ -52,10 +52,28 @@ def test_a_pair_confirmed_as_two_people_is_not_listed_again():
     assert ("p8", "p8 twin") in pairs and ("p3", "p3 twin") not in pairs
 
 
+def test_a_strangers_photo_filed_under_a_name_is_unlike_its_identity():
+    """Three photos each for half the people; the third of p0-p5 is someone enrolled nowhere, and p9's a photo of
+    p30 (a misfit, said once, as such). A stranger's best score with an identity is a draw from the strangers' own,
+    so one in ten of them falls under the listing's 10%; no one else's photo is listed."""
+    rng = np.random.default_rng(4)
+    vectors, labels, centres = gallery(80, rng)
+    thirds = [photo(centres[i], rng) for i in range(40)]
+    thirds[:6] = [photo(rng.normal(size=DIM), rng) for _ in range(6)]  # nobody in the gallery
+    thirds[9] = photo(centres[30], rng)
+    vectors, labels = np.vstack([vectors, thirds]), np.append(labels, [f"p{i}" for i in range(40)])
+    found = check(np.arange(len(labels)), vectors, labels)
+    strays = {s.face_id: s for s in found.strays}
+    assert set(strays) <= set(range(160, 166)) and len(strays) >= 4
+    assert all(s.chance >= 0.1 and s.own_best < 0.5 and s.identity == f"p{s.face_id - 160}" for s in strays.values())
+    assert [m.face_id for m in found.misfits] == [169]
+    assert f"photos that look like no one else of their identity: {len(strays)}" in "\n".join(found.lines())
+
+
 def test_a_gallery_too_small_to_model_says_so():
     vectors, labels, _ = gallery(10, np.random.default_rng(3))
     found = check(np.arange(len(labels)), vectors, labels)
-    assert found.duplicates == [] and "from 20 identities on" in found.notes[0]
+    assert found.duplicates == [] and found.strays == [] and "from 20 identities on" in found.notes[0]
 
 
 def test_strangers_alike_by_chance_are_seldom_listed_when_their_photos_sit_with_their_own():

@@ -17,12 +17,14 @@ router = APIRouter(prefix="/gallery", tags=["gallery"], responses=responses(401,
 
 @router.get("/check")
 async def check(_: ReadKey, service: ServiceDep) -> HealthReport:
-    """Pairs of names that look like one person, photos more like another identity than their own, identities
-    with no face past the quality gate. Reads every labelled face: seconds on a large gallery."""
+    """Pairs of names that look like one person, photos more like another identity than their own, photos like
+    no one else of their identity, identities with no face past the quality gate. Reads every labelled face:
+    seconds on a large gallery."""
     from indexer.health import check_index
 
     found = asdict(await asyncio.to_thread(check_index, service.index))
-    found["misfits"] = [{**m, "face_id": str(m["face_id"])} for m in found["misfits"]]
+    for kind in ("misfits", "strays"):
+        found[kind] = [{**m, "face_id": str(m["face_id"])} for m in found[kind]]
     return HealthReport(**found)
 
 

@@ -276,6 +276,28 @@ function misfitCard(m) {
   return card;
 }
 
+// a photo its identity's other photos score no higher with than one stranger in ten would: someone else's photo
+// under this name (shown beside the identity's faces), or a hard one of the right person
+function strayCard(s) {
+  const card = findingCard("stray", `filed under ${s.identity}, looks like no one else of ${s.identity}`);
+  card.dataset.face = s.face_id;
+  const faces = document.createElement("div");
+  faces.className = "faces";
+  faces.append(faceTile(s.face_id));
+  const scores = document.createElement("p");
+  scores.className = "who";
+  scores.textContent = `best with ${s.identity}'s other photos: ${s.own_best.toFixed(2)}, as high as ` +
+    `${Math.round(100 * s.chance)}% of strangers would score`;
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  actions.append(button(`Not ${s.identity}`, { reject: s.face_id }, async () => {
+    await post(`/v1/identities/${enc(s.identity)}/faces/${s.face_id}/reject`, {});
+    await resolved(`face ${s.face_id} is no longer ${s.identity}`);
+  }));
+  card.append(faces, scores, personRow(s.identity), actions);
+  return card;
+}
+
 // a face the last calibration left out as looking like someone enrolled: their photo (name it), or a stranger who
 // resembles them (confirm it: the next calibration counts it, and strict targets are made of such faces)
 function setAsideCard(f) {
@@ -315,13 +337,15 @@ async function checkHealth() {
   list.replaceChildren();
   for (const d of report.duplicates) list.append(duplicateCard(d));
   for (const m of report.misfits) list.append(misfitCard(m));
+  for (const s of report.strays) list.append(strayCard(s));
   for (const name of report.below_gate) {
     const card = findingCard("below-gate", `${name}: no face past the quality gate`);
     card.append(personRow(name));
     list.append(card);
   }
   for (const f of aside) list.append(setAsideCard(f));
-  const n = report.duplicates.length + report.misfits.length + report.below_gate.length + aside.length;
+  const n = report.duplicates.length + report.misfits.length + report.strays.length + report.below_gate.length +
+    aside.length;
   $("health-count").textContent = `(${n} ${n === 1 ? "finding" : "findings"} in ${report.identities} people` +
     (report.notes.length ? `; ${report.notes.join("; ")}` : "") + ")";
 }

@@ -17,8 +17,9 @@ from tests.helpers import READ_ENTRY, TINY_DIM, WRITE_ENTRY, R, W, live_app, peo
 
 
 def planted_gallery(uri: str, gallery: str) -> dict:
-    """40 people with two photos each, a twin ("person 7 again": person 7's face under a second name) and a stray
-    (person 3's first photo filed under person 5), written beside one enrolled face (the collection's owner)."""
+    """40 people with two photos each, a twin ("person 7 again": person 7's face under a second name), a stray
+    (person 3's first photo filed under person 5) and an outsider (a third photo of person 20 that is nobody
+    enrolled), written beside one enrolled face (the collection's owner)."""
     client = connect(uri)
     index = FaceIndex(client, Galleries(client, gallery).serving())
     rows = people(40, 2, spread=0.3, seed=1, dim=TINY_DIM)
@@ -26,10 +27,12 @@ def planted_gallery(uri: str, gallery: str) -> dict:
     rows.append(FaceRow("twin", "person 7 again", (twin / np.linalg.norm(twin)).astype(np.float32), face_id("twin")))
     stray = rows[6]
     rows[6] = FaceRow(stray.source, "person 5", stray.vector, stray.face_id)
+    nobody = np.random.default_rng(3).normal(size=TINY_DIM).astype(np.float32)
+    rows.append(FaceRow("outsider", "person 20", nobody / np.linalg.norm(nobody), face_id("outsider")))
     index.upsert(rows)
     index.flush()
     client.close()
-    return {"stray": str(stray.face_id)}
+    return {"stray": str(stray.face_id), "outsider": str(face_id("outsider"))}
 
 
 # the API on Milvus Lite: the store holds its contract on both stores (tests/indexer), "server" runs it there
@@ -97,6 +100,17 @@ def test_a_stray_photo_is_moved_to_the_person_it_shows(api):
     faces = {f["face_id"] for f in client.get("/v1/identities/person 3", headers=R).json()["faces"]}
     assert planted["stray"] in faces and len(faces) == 2
     assert planted["stray"] not in {m["face_id"] for m in client.get("/v1/gallery/check", headers=R).json()["misfits"]}
+
+
+def test_a_photo_like_no_one_else_of_its_identity_is_listed_and_rejected(api):
+    client, planted = api
+    report = client.get("/v1/gallery/check", headers=R).json()
+    [stray] = report["strays"]  # the misfit is said as such, once
+    assert stray["face_id"] == planted["outsider"] and stray["identity"] == "person 20" and stray["chance"] >= 0.1
+    rejected = client.post(f"/v1/identities/person 20/faces/{planted['outsider']}/reject", json={}, headers=W)
+    assert rejected.status_code == 200, rejected.text
+    assert client.get("/v1/gallery/check", headers=R).json()["strays"] == []
+    assert len(client.get("/v1/identities/person 20", headers=R).json()["faces"]) == 2
 
 
 def test_two_names_of_one_person_are_merged(api):

@@ -168,6 +168,12 @@ def test_the_health_section_resolves_what_the_check_finds_in_the_browser(gallery
 
         pair = '.finding.duplicate[data-first="person 3"][data-second="person 5"]'
         playwright.expect(page.locator(pair)).to_have_count(0)  # the stray photo was what joined them
+
+        outsider = f'.finding.stray[data-face="{planted["outsider"]}"]'
+        playwright.expect(page.locator(f'{outsider} img[src^="blob:"]')).to_have_count(4)  # it, and person 20's
+        page.locator(f'{outsider} button[data-reject="{planted["outsider"]}"]').click()  # "Not person 20"
+        playwright.expect(page.locator(outsider)).to_have_count(0)
+        page.wait_for_selector('.identity[data-identity="person 20"] h3:has-text("2 faces")')
     # never clustered: the page asks, hears 404 and says so (Chromium logs every 404 it hears); nothing else failed
     assert all("/v1/galleries/faces/clusters?" in url for url in missing) and len(missing) == 1
     assert [m for m in problems if "404" not in m] == []

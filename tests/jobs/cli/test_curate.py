@@ -172,7 +172,8 @@ def test_gallery_check_names_a_duplicate_and_a_mislabelled_photo(tmp_path, monke
     assert "'person 7' and 'person 7 again'" in capsys.readouterr().out
 
 
-def test_gallery_merge_move_and_distinct_resolve_the_findings(tmp_path, monkeypatch, capsys, tiny_model_dir):
+def test_gallery_merge_move_reject_and_distinct_resolve_the_findings(tmp_path, monkeypatch, capsys,
+                                                                      tiny_model_dir):
     from jobs.audit import read
     from tests.jobs.api.test_gallery_health import planted_gallery
 
@@ -184,12 +185,18 @@ def test_gallery_merge_move_and_distinct_resolve_the_findings(tmp_path, monkeypa
     assert f"face {planted['stray']} is now 'person 3'" in capsys.readouterr().out
     assert main(["gallery", "merge", "person 9", "person 8"]) == 0
     assert "2 faces of 'person 8' are now 'person 9'" in capsys.readouterr().out
+    assert main(["gallery", "check"]) == 0
+    assert f"face {planted['outsider']} of 'person 20'" in capsys.readouterr().out  # like no one else of theirs
+    assert main(["gallery", "reject", planted["outsider"], "--from", "person 20"]) == 0
+    assert f"face {planted['outsider']} is not 'person 20'" in capsys.readouterr().out
     assert main(["gallery", "check", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
+    assert found["strays"] == []
     pairs = {(d["first"], d["second"]) for d in found["duplicates"]}
     assert found["identities"] == 41 and ("person 7", "person 7 again") not in pairs
     assert planted["stray"] not in {str(m["face_id"]) for m in found["misfits"]}
-    assert [r["action"] for r in read(tmp_path / "audit")] == ["distinct", "move_face", "merge_identity"]
+    assert [r["action"] for r in read(tmp_path / "audit")] == ["distinct", "move_face", "merge_identity",
+                                                                "reject_face"]
     assert main(["gallery", "merge", "person 9", "nobody"]) == 4  # not found: one line, nothing changed
     assert "no identity 'nobody'" in capsys.readouterr().err
 
