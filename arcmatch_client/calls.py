@@ -135,6 +135,11 @@ class Operations:
         return self._run(Call("POST", f"/identities/{_segment(identity)}/faces/{_segment(face_id)}/reject",
                               result=m.FaceRejected))
 
+    def confirm_face(self, identity: str, face_id: str | int):
+        """"It is this person": a face the gallery check listed stays, and is not listed again."""
+        return self._run(Call("POST", f"/identities/{_segment(identity)}/faces/{_segment(face_id)}/confirm",
+                              result=m.FaceConfirmed))
+
     def move_face(self, identity: str, face_id: str | int, to: str):
         return self._run(Call("POST", f"/identities/{_segment(identity)}/faces/{_segment(face_id)}/move",
                               json={"identity": to}, result=m.FaceMoved))

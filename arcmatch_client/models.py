@@ -85,6 +85,12 @@ class Enrolled:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FaceConfirmed:
+    identity: str
+    face_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class FaceDecision:
     match: bool
     identity: str | None

@@ -29,6 +29,7 @@ STRICT_ALPHA = 0.1
 # photos filed under names, 800 people: moved photos listed 87.5% -> 100%, strangers' photos 0 -> 100%, about 3
 # more photos listed that nobody planted (bench/gallery_check.py --outsiders, docs/BENCHMARKS.md)
 STRAY_CHANCE = 0.1
+CONFIRMED_IN = "confirmed_in"  # a face's metadata: the identity a person confirmed it shows ("It is NAME")
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,14 @@ class Health:
 
 
 def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed: np.ndarray | None = None,
-          distinct: Pairs = frozenset(), strict_alpha: float = STRICT_ALPHA) -> Health:
+          distinct: Pairs = frozenset(), strict_alpha: float = STRICT_ALPHA,
+          confirmed: np.ndarray | None = None) -> Health:
     """The findings for faces (ids, unit vectors, identities, and whether each passed the quality gate when it
     was enrolled: None where nothing was judged, as for box-crop models). `distinct`: pairs of identity names a
     person has confirmed are different people; they are not listed again (nor their photos as misfits), and
     their scores stay in the evidence of what strangers score. `strict_alpha`: the level for a pair no photo
-    backs (REVIEW_ALPHA lists every pair at the review level)."""
+    backs (REVIEW_ALPHA lists every pair at the review level). `confirmed`: per face, whether a person said it
+    shows its identity (a hard photo of the right person): never listed as a misfit or a stray again."""
     labels = np.asarray(labels).astype(str)
     names = np.unique(labels)
     health = Health(len(names), len(face_ids))
@@ -108,6 +111,7 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
     best_other = np.nanargmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
     other_best = scores[np.arange(len(scores)), best_other]
     astray = other_best > own_best  # False where NaN: a photo alone in its identity backs nothing
+    kept = np.zeros(len(face_ids), bool) if confirmed is None else np.asarray(confirmed, bool)
     backing = {frozenset((int(own[f]), int(best_other[f]))) for f in np.flatnonzero(astray)}
     model = None
     if len(names) >= MIN_IDENTITIES:  # looser than calibration's: a person looks, nothing is decided
@@ -122,7 +126,7 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
     # a photo is a misfit when it is nearer another identity than its own, and that nearness is beyond what
     # strangers give (the pair is listed): a hard photo of its own person is not
     alike = {frozenset((d.first, d.second)) for d in health.duplicates}
-    for face in np.flatnonzero(astray):
+    for face in np.flatnonzero(astray & ~kept):
         name, other = str(names[own[face]]), str(names[best_other[face]])
         if frozenset((name, other)) in alike:
             health.misfits.append(Misfit(int(face_ids[face]), name, float(own_best[face]), other,
@@ -130,7 +134,7 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
     if model is not None:
         listed = {m.face_id for m in health.misfits}  # said already, with whom it looks like
         chance = model.survival((np.nan_to_num(own_best, nan=np.inf) - model.location) / model.spread)
-        for face in np.flatnonzero(several & (chance >= STRAY_CHANCE)):
+        for face in np.flatnonzero(several & (chance >= STRAY_CHANCE) & ~kept):
             if int(face_ids[face]) not in listed:
                 health.strays.append(Stray(int(face_ids[face]), str(names[own[face]]), float(own_best[face]),
                                            float(chance[face])))
@@ -145,7 +149,7 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
 def check_index(index) -> Health:
     """`check` over every labelled face a FaceIndex holds: their vectors, and the quality verdict their metadata
     recorded at enrollment (five-point models record one), with the pairs a person confirmed are different people
-    (indexer/distinct.py) never listed."""
+    (indexer/distinct.py) and the faces a person confirmed show their identity (CONFIRMED_IN) never listed."""
     from indexer.calibration import labelled_faces
     from indexer.distinct import pairs
 
@@ -155,6 +159,7 @@ def check_index(index) -> Health:
     ids, names = ids[keep], names[keep]
     metadata = index.stored_metadata([int(i) for i in ids])
     passed = [metadata.get(int(i), {}).get("face", {}).get("quality", {}).get("passed") for i in ids]
+    confirmed = [metadata.get(int(i), {}).get(CONFIRMED_IN) == str(n) for i, n in zip(ids, names, strict=True)]
     matrix = np.stack([vectors[int(i)] for i in ids]) if len(ids) else np.zeros((0, index.info().dim), np.float32)
-    return check(ids, matrix, names, passed, distinct=pairs(index))
+    return check(ids, matrix, names, passed, distinct=pairs(index), confirmed=np.asarray(confirmed, bool))
 

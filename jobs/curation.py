@@ -24,6 +24,7 @@ import numpy as np
 from common.errors import BadInput, Conflict, NotFound
 from indexer.cluster_store import ClusterInfo, ClusterStore, Run
 from indexer.errors import InvalidValue
+from indexer.health import CONFIRMED_IN
 from indexer.ids import UNLABELLED, validate_face_id, validate_identity
 from indexer.store import FaceRow
 from indexer.strangers import CONFIRMED
@@ -189,6 +190,19 @@ class Curator:
         freed = replace(row, identity=UNLABELLED, metadata=metadata)
         service.writer.rename([freed])
         return freed
+
+    def confirm(self, identity: str, face: int) -> FaceRow:
+        """"It is this person": a face the gallery check listed as unlike its identity (or nearer another) is kept
+        where it is, and never listed again while it is there (metadata CONFIRMED_IN; a move elsewhere ends it)."""
+        identity, face = validate_identity(identity), validate_face_id(face)
+        service = self.service
+        service.writer.in_service()
+        row = service.index.rows([face]).get(face)
+        if row is None or row.identity != identity:
+            raise NotFound(f"identity {identity!r} has no face {face}")
+        kept = replace(row, metadata={**(row.metadata or {}), CONFIRMED_IN: identity})
+        service.writer.rename([kept])
+        return kept
 
     def merge_identities(self, identity: str, other: str) -> Named:
         """Every face of `other` becomes `identity`'s (one person enrolled under two names): archive first, then

@@ -261,6 +261,11 @@ class FaceRejected(BaseModel):
     rejected_from: list[str] = Field(description="every identity this face has been rejected from")
 
 
+class FaceConfirmed(BaseModel):
+    identity: str
+    face_id: str
+
+
 class ClusterOut(BaseModel):
     cluster: int
     size: int

@@ -1,9 +1,9 @@
 """`arcmatch gallery`: what is wrong with the gallery's labels, and fixing it from the command line as the review
 page does. `check` lists one person under two names, photos more like another identity than their own, photos like
 no one else of their identity and identities with no face past the quality gate, reading every labelled face's
-vector; `merge`, `move`, `reject` and `distinct` resolve them through the same curation the API's routes use, and
-are written to the audit trail as the API's writes are. `stranger` confirms unlabelled faces a calibration left
-out as looking enrolled (indexer/strangers.py).
+vector; `merge`, `move`, `reject`, `confirm` and `distinct` resolve them through the same curation the API's
+routes use, and are written to the audit trail as the API's writes are. `stranger` confirms unlabelled faces a
+calibration left out as looking enrolled (indexer/strangers.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def register(sub) -> None:
     p = sub.add_parser("gallery", help="what is wrong with the gallery's labels (one person under two names, "
                                        "photos of someone else, identities below the quality gate), and fixing it")
     actions = p.add_subparsers(dest="action", required=True,
-                               metavar="check|merge|move|reject|distinct|stranger|name")
+                               metavar="check|merge|move|reject|confirm|distinct|stranger|name")
     q = actions.add_parser("check", help="list what looks wrong, with faces and scores")
     store_flags(q)
     q.add_argument("--json", action="store_true", help="print the findings as JSON")
@@ -42,6 +42,13 @@ def register(sub) -> None:
                                           "identity, unlabelled, and is never put back without --proceed")
     q.add_argument("face", type=int)
     q.add_argument("--from", dest="identity", required=True, help="the identity it is filed under")
+    model_flag(q, "the gallery's model")
+    store_flags(q)
+    q.set_defaults(run=gallery_fix)
+    q = actions.add_parser("confirm", help="a listed face is this person after all (a hard photo): it stays, and "
+                                           "is not listed again while it is there")
+    q.add_argument("face", type=int)
+    q.add_argument("--in", dest="identity", required=True, help="the identity it is filed under, and shows")
     model_flag(q, "the gallery's model")
     store_flags(q)
     q.set_defaults(run=gallery_fix)
@@ -102,7 +109,8 @@ def gallery_check(args: argparse.Namespace) -> int:
 
 
 def gallery_fix(args: argparse.Namespace) -> int:
-    """merge, move, reject, distinct and name: what the review page's health section does, audited as the API's are."""
+    """merge, move, reject, confirm, distinct and name: what the review page's health section does, audited as the
+    API's are."""
     from jobs.curation import Curator
     from jobs.service import IdentityService
 
@@ -119,6 +127,10 @@ def gallery_fix(args: argparse.Namespace) -> int:
             moved = curator.move_face(args.identity, args.face, args.to)
             audit(settings, "move_face", identity=args.identity, moved_to=args.to, face_ids=[str(args.face)])
             print(f"face {args.face} is now {moved.identity!r}'s (and not {args.identity!r})")
+        elif args.action == "confirm":
+            curator.confirm(args.identity, args.face)
+            audit(settings, "confirm_face", identity=args.identity, face_ids=[str(args.face)])
+            print(f"face {args.face} is {args.identity!r}'s: not listed again while it is there")
         elif args.action == "reject":
             curator.reject(args.identity, args.face)
             audit(settings, "reject_face", identity=args.identity, face_ids=[str(args.face)])

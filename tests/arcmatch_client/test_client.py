@@ -83,6 +83,7 @@ def test_every_route_through_the_client(service, tmp_path):
         assert "bob" in shop.reject_face("bob", enrolled.face_ids[1]).rejected_from
         back = shop.name_faces("bob", [enrolled.face_ids[1]], proceed=True)  # unlabelled now; rejected, so proceed
         assert back.identity == "bob" and back.face_ids == [str(enrolled.face_ids[1])] and back.skipped == []
+        assert shop.confirm_face("bob", enrolled.face_ids[1]).face_id == str(enrolled.face_ids[1])
         assert shop.different_people("ann", "bob").pairs == [["ann", "bob"]]
         assert shop.distinct_pairs().pairs == [["ann", "bob"]]
         with pytest.raises(NotFound, match="no unlabelled face comes from 'visitors/1.jpg'"):

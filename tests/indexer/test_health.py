@@ -68,6 +68,9 @@ def test_a_strangers_photo_filed_under_a_name_is_unlike_its_identity():
     assert all(s.chance >= 0.1 and s.own_best < 0.5 and s.identity == f"p{s.face_id - 160}" for s in strays.values())
     assert [m.face_id for m in found.misfits] == [169]
     assert f"photos that look like no one else of their identity: {len(strays)}" in "\n".join(found.lines())
+    said = np.isin(np.arange(len(labels)), [*strays, 169])  # "It is them": hard photos of the right people
+    again = check(np.arange(len(labels)), vectors, labels, confirmed=said)
+    assert again.strays == [] and again.misfits == []
 
 
 def test_a_gallery_too_small_to_model_says_so():

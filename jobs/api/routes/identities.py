@@ -17,6 +17,7 @@ from jobs.api.schemas import (
     FORMATS,
     IDENTITY_RULES,
     Enrolled,
+    FaceConfirmed,
     FaceDeleted,
     FaceMoved,
     FaceOut,
@@ -100,6 +101,16 @@ def reject_face(_: WriteKey, curator: CuratorDep, request: Request, identity: Id
     freed = curator.reject(identity, face)
     note(request, "reject_face", identity, face_ids=[str(face)])
     return FaceRejected(identity=identity, face_id=str(face), rejected_from=freed.metadata["rejected_from"])
+
+
+@router.post("/{identity}/faces/{face}/confirm", responses=responses(400, 404, 422))
+def confirm_face(_: WriteKey, curator: CuratorDep, request: Request, identity: Identity, face: FaceId
+                 ) -> FaceConfirmed:
+    """"It is this person": a face the gallery check listed as unlike its identity, or as nearer another, is kept
+    where it is and never listed again while it is there (a hard photo of the right person)."""
+    curator.confirm(identity, face)
+    note(request, "confirm_face", identity, face_ids=[str(face)])
+    return FaceConfirmed(identity=identity, face_id=str(face))
 
 
 @router.post("/{identity}/name", responses=responses(400, 409, 422))

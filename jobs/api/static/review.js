@@ -252,6 +252,14 @@ function duplicateCard(d) {
   return card;
 }
 
+// "It is NAME": a hard photo of the right person stays where it is and is not listed again
+function confirmButton(identity, face) {
+  return button(`It is ${identity}`, { confirm: face }, async () => {
+    await post(`/v1/identities/${enc(identity)}/faces/${face}/confirm`, {});
+    await resolved(`face ${face} is ${identity}'s: not listed again`);
+  });
+}
+
 function misfitCard(m) {
   const card = findingCard("misfit", `filed under ${m.identity}, looks like ${m.other}`);
   card.dataset.face = m.face_id;
@@ -271,7 +279,8 @@ function misfitCard(m) {
     button(`Not ${m.identity}`, { reject: m.face_id }, async () => {
       await post(`/v1/identities/${enc(m.identity)}/faces/${m.face_id}/reject`, {});
       await resolved(`face ${m.face_id} is no longer ${m.identity}`);
-    }));
+    }),
+    confirmButton(m.identity, m.face_id));
   card.append(faces, scores, actions);
   return card;
 }
@@ -293,7 +302,7 @@ function strayCard(s) {
   actions.append(button(`Not ${s.identity}`, { reject: s.face_id }, async () => {
     await post(`/v1/identities/${enc(s.identity)}/faces/${s.face_id}/reject`, {});
     await resolved(`face ${s.face_id} is no longer ${s.identity}`);
-  }));
+  }), confirmButton(s.identity, s.face_id));
   card.append(faces, scores, personRow(s.identity), actions);
   return card;
 }

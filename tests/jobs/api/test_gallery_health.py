@@ -102,11 +102,18 @@ def test_a_stray_photo_is_moved_to_the_person_it_shows(api):
     assert planted["stray"] not in {m["face_id"] for m in client.get("/v1/gallery/check", headers=R).json()["misfits"]}
 
 
-def test_a_photo_like_no_one_else_of_its_identity_is_listed_and_rejected(api):
+def test_a_photo_like_no_one_else_of_its_identity_is_listed_kept_when_confirmed_or_rejected(api):
     client, planted = api
     report = client.get("/v1/gallery/check", headers=R).json()
     [stray] = report["strays"]  # the misfit is said as such, once
     assert stray["face_id"] == planted["outsider"] and stray["identity"] == "person 20" and stray["chance"] >= 0.1
+    wrong = client.post(f"/v1/identities/person 21/faces/{planted['outsider']}/confirm", json={}, headers=W)
+    assert wrong.status_code == 404 and "has no face" in wrong.json()["detail"]
+    kept = client.post(f"/v1/identities/person 20/faces/{planted['outsider']}/confirm", json={}, headers=W)
+    assert kept.status_code == 200 and kept.json() == {"identity": "person 20", "face_id": planted["outsider"]}
+    assert client.get("/v1/gallery/check", headers=R).json()["strays"] == []  # a hard photo, said once
+    faces = client.get("/v1/identities/person 20", headers=R).json()["faces"]
+    assert [f["metadata"]["confirmed_in"] for f in faces if f["face_id"] == planted["outsider"]] == ["person 20"]
     rejected = client.post(f"/v1/identities/person 20/faces/{planted['outsider']}/reject", json={}, headers=W)
     assert rejected.status_code == 200, rejected.text
     assert client.get("/v1/gallery/check", headers=R).json()["strays"] == []

@@ -171,6 +171,8 @@ def test_the_health_section_resolves_what_the_check_finds_in_the_browser(gallery
 
         outsider = f'.finding.stray[data-face="{planted["outsider"]}"]'
         playwright.expect(page.locator(f'{outsider} img[src^="blob:"]')).to_have_count(4)  # it, and person 20's
+        assert page.locator(f'{outsider} button[data-confirm="{planted["outsider"]}"]').inner_text() == \
+            "It is person 20"
         page.locator(f'{outsider} button[data-reject="{planted["outsider"]}"]').click()  # "Not person 20"
         playwright.expect(page.locator(outsider)).to_have_count(0)
         page.wait_for_selector('.identity[data-identity="person 20"] h3:has-text("2 faces")')

@@ -187,6 +187,9 @@ def test_gallery_merge_move_reject_and_distinct_resolve_the_findings(tmp_path, m
     assert "2 faces of 'person 8' are now 'person 9'" in capsys.readouterr().out
     assert main(["gallery", "check"]) == 0
     assert f"face {planted['outsider']} of 'person 20'" in capsys.readouterr().out  # like no one else of theirs
+    assert main(["gallery", "confirm", planted["outsider"], "--in", "person 20"]) == 0  # "it is them": said once
+    assert main(["gallery", "check"]) == 0
+    assert "photos that look like no one else of their identity: 0" in capsys.readouterr().out
     assert main(["gallery", "reject", planted["outsider"], "--from", "person 20"]) == 0
     assert f"face {planted['outsider']} is not 'person 20'" in capsys.readouterr().out
     assert main(["gallery", "check", "--json"]) == 0
@@ -196,7 +199,7 @@ def test_gallery_merge_move_reject_and_distinct_resolve_the_findings(tmp_path, m
     assert found["identities"] == 41 and ("person 7", "person 7 again") not in pairs
     assert planted["stray"] not in {str(m["face_id"]) for m in found["misfits"]}
     assert [r["action"] for r in read(tmp_path / "audit")] == ["distinct", "move_face", "merge_identity",
-                                                                "reject_face"]
+                                                                "confirm_face", "reject_face"]
     assert main(["gallery", "merge", "person 9", "nobody"]) == 4  # not found: one line, nothing changed
     assert "no identity 'nobody'" in capsys.readouterr().err
 
