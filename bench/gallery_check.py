@@ -7,9 +7,12 @@ person, two names) and, with two photos each, 2% of the photos are moved to anot
 photo each a moved photo is a wrong name, which no score can tell from a right one). Recall: planted twins listed
 as a pair, moved photos listed as misfits. Precision of the pairs: listed pairs that are a planted twin or the two
 identities a moved photo joins; and counting as right the pairs that are LFW's own duplicates too (one person under
-two names in LFW itself: see lfw_same_person).
+two names in LFW itself: see lfw_same_person). A moved photo counts as found when it is listed at all: as a misfit
+(with the person it shows) or as unlike the rest of its identity (a stray). `--outsiders`: that share of the names
+also get a photo of someone never enrolled (a stranger's photo under a name), found when listed as a stray; strays
+listed that nobody planted are counted too.
 
-    .venv/bin/python bench/gallery_check.py [--sizes 300 1000] [--draws 5] [--photos 1|2]
+    .venv/bin/python bench/gallery_check.py [--sizes 300 1000] [--draws 5] [--photos 1|2|3] [--outsiders 0.02]
         [--domain lfw|orl|synthetic] [--vectors NPZ (synthetic)] [--out FILE]
 """
 
@@ -28,8 +31,10 @@ from bench.harness import emit, lfw_person  # noqa: E402
 from indexer.health import check  # noqa: E402
 from indexer.tail import identity_scores  # noqa: E402
 
+FOUND = ("twins_found", "moved_found", "outsiders_found", "pair_precision")
 
-def one_draw(vectors, people, size: int, share: float, rng, photos: int = 2) -> dict:
+
+def one_draw(vectors, people, size: int, share: float, rng, photos: int = 2, outsiders: float = 0.0) -> dict:
     by_person = {n: rng.permutation(np.flatnonzero(people == n)) for n in np.unique(people)}
     enough = [n for n, rows in by_person.items() if len(rows) > photos]
     enrolled = list(rng.choice(enough, size, replace=False))
@@ -48,15 +53,26 @@ def one_draw(vectors, people, size: int, share: float, rng, photos: int = 2) -> 
         joined.add(tuple(sorted((labels[at], target))))
         labels[at] = target
         moved.add(int(at))
+    strangers = [n for n in by_person if n not in set(enrolled) and lfw_person(n) not in {lfw_person(e) for e in
+                                                                                          enrolled}]
+    outside = set()
+    for name in rng.choice(strangers, int(round(outsiders * size)), replace=False):
+        rows.append(by_person[name][0])
+        labels.append(enrolled[int(rng.integers(len(enrolled)))])
+        outside.add(len(rows) - 1)
     found = check(np.arange(len(rows)), vectors[rows], np.asarray(labels))
     pairs = {tuple(sorted((d.first, d.second))) for d in found.duplicates}
     lfw_own = {tuple(sorted((d.first, d.second))) for d in found.duplicates if lfw_same_person(d)} - twins - joined
     misfits = {m.face_id for m in found.misfits}
+    strays = {s.face_id for s in found.strays}
     best_cut = oracle_cut(vectors[rows], np.asarray(labels), twins, joined)
     return {**best_cut, "twins_found": len(pairs & twins) / len(twins), "pair_precision": len(pairs & (twins | joined))
             / max(len(pairs), 1), "pair_precision_with_lfw_own": len(pairs & (twins | joined | lfw_own))
             / max(len(pairs), 1), "pairs_listed": len(pairs), "lfw_own_pairs": len(lfw_own),
-            "moved_found": len(misfits & moved) / max(len(moved), 1), "misfits_listed": len(misfits)}
+            "moved_found": len((misfits | strays) & moved) / max(len(moved), 1),
+            "moved_found_as_misfits": len(misfits & moved) / max(len(moved), 1), "misfits_listed": len(misfits),
+            "outsiders_found": len(strays & outside) / max(len(outside), 1), "strays_listed": len(strays),
+            "strays_unplanted": len(strays - moved - outside)}
 
 
 def oracle_cut(vectors: np.ndarray, labels: np.ndarray, twins: set, joined: set, precision: float = 0.8) -> dict:
@@ -87,7 +103,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--share", type=float, default=0.02)
-    parser.add_argument("--photos", type=int, choices=(1, 2), default=2, help="photos per person in the gallery")
+    parser.add_argument("--photos", type=int, choices=(1, 2, 3), default=2, help="photos per person in the gallery")
+    parser.add_argument("--outsiders", type=float, default=0.0, help="share of names given a stranger's photo too")
     parser.add_argument("--domain", choices=("lfw", "orl", "synthetic"), default="lfw")
     parser.add_argument("--vectors", type=Path, help="--domain synthetic: the .npz bench/calibrate_tail.py kept")
     parser.add_argument("--out", type=Path)
@@ -99,11 +116,16 @@ def main() -> None:
         vectors, people = kept["vectors"], kept["labels"].astype(str)
     else:
         vectors, people = {"lfw": load, "orl": load_orl}[args.domain]()
-    result = {"domain": args.domain, "photos": args.photos, "share": args.share, "draws": args.draws, "rows": []}
+    result = {"domain": args.domain, "photos": args.photos, "share": args.share, "outsiders": args.outsiders,
+              "draws": args.draws, "rows": []}
     for size in args.sizes:
-        draws = [one_draw(vectors, people, size, args.share, np.random.default_rng(seed), args.photos)
+        draws = [one_draw(vectors, people, size, args.share, np.random.default_rng(seed), args.photos, args.outsiders)
                  for seed in range(args.draws)]
-        row = {"size": size, **{k: round(float(np.median([d[k] for d in draws])), 3) for k in draws[0]}}
+        row = {"size": size, **{k: round(float(np.median([d[k] for d in draws])), 3) for k in draws[0]},
+               # a median of 100% can hide a bad draw: the mean and the worst draw of what is found
+               **{f"{k}_{how}": round(float(f([d[k] for d in draws])), 3) for k in FOUND
+                  for how, f in (("mean", np.mean), ("worst", np.min))},
+               "strays_unplanted_mean": round(float(np.mean([d["strays_unplanted"] for d in draws])), 2)}
         result["rows"].append(row)
         print(row, file=sys.stderr)
     emit(result, args.out)

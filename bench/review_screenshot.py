@@ -1,11 +1,16 @@
 """The review page on real faces, for docs/img/review.png: LFW-gray with the shared MobileFaceNet, through the API.
 
     .venv/bin/python bench/review_screenshot.py [--out docs/img/review.png]
+    .venv/bin/python bench/review_screenshot.py --health docs/img/health.png
 
 Six people are enrolled through the API (their first photo). The API keeps the faces it answers "unknown" for
 (ARCMATCH_KEEP_UNKNOWN_FACES), and is searched with four photos each of five other people; `arcmatch cluster`
 groups those kept faces. Then Chromium (Debian's, through Playwright) opens /review, searches with another photo of
 an enrolled person, and the page is photographed.
+
+`--health`: the "Gallery health" section instead, on 30 people enrolled with three photos each, where one more
+photo of the first is enrolled under a second name (one person, two names), the second's is filed under the third
+(a moved photo) and a photo of someone enrolled nowhere under the fourth (a stranger's photo).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ LFW = SHARED / "data" / "lfw_gray"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("docs/img/review.png"))
+    parser.add_argument("--health", type=Path, metavar="OUT", help="photograph the health section instead, to OUT")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -46,6 +52,8 @@ def main() -> None:
     settings = Settings(model=model, api_keys=entry, milvus_uri=str(workdir / "review.db"), gallery="faces",
                         archive_uri=str(workdir / "archive"), keep_unknown_faces=True)
     people = sorted((p for p in LFW.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 6), key=lambda p: p.name)
+    if args.health is not None:
+        return health_section(settings, key, people, args.health, sync_playwright)
     enrolled, strangers = people[:40:7][:6], people[3:60:11][:5]
     with serve_in_thread(create_app(settings), start_timeout_s=60) as base:
         with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as api:
@@ -74,6 +82,37 @@ def main() -> None:
             print(page.locator("#search-result").inner_text(), "->", probe.parent.name)
             browser.close()
     print(f"wrote {args.out}")
+
+
+def health_section(settings: Settings, key: str, people: list[Path], out: Path, sync_playwright) -> None:
+    """The health section's findings on real faces (see the module's docstring), photographed."""
+    enrolled, nobody = people[:30], people[40]
+    photos = {person.name: sorted(person.glob("*.jpg")) for person in enrolled}
+    planted = {  # name -> the photos enrolled under it
+        **{name: files[:3] for name, files in photos.items()},
+        f"{enrolled[0].name} (2)": [photos[enrolled[0].name][3]],
+    }
+    planted[enrolled[2].name] = [*planted[enrolled[2].name], photos[enrolled[1].name][4]]
+    planted[enrolled[3].name] = [*planted[enrolled[3].name], sorted(nobody.glob("*.jpg"))[0]]
+    with serve_in_thread(create_app(settings), start_timeout_s=60) as base:
+        with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as api:
+            for name, files in planted.items():
+                api.post(f"/v1/identities/{name}/faces", data={"proceed": "true"},
+                         files=[("images", (f.name, f.read_bytes())) for f in files]).raise_for_status()
+            print(api.get("/v1/gallery/check").json())
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{base}/review")
+            page.fill("#key", key)
+            page.click("#key-form button")
+            page.click("#health-check")
+            page.wait_for_selector(".finding.stray")
+            page.wait_for_timeout(2000)  # the thumbnails
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.locator("#health").screenshot(path=str(out))
+            browser.close()
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
