@@ -26,8 +26,9 @@ STRICT_ALPHA = 0.1
 # A photo is listed as unlike its identity when one stranger's identity in ten, or more, would score as high with it
 # as the rest of its identity does (the tail model's chance for one identity; its identity has two or more other
 # photos, which then speak for who the person is). On LFW-gray with two photos each, 2% moved and 2% strangers'
-# photos filed under names, 800 people: moved photos listed 87.5% -> 100%, strangers' photos 0 -> 100%, about 3
-# more photos listed that nobody planted (bench/gallery_check.py --outsiders, docs/BENCHMARKS.md)
+# photos filed under names, 800 people, 20 draws: moved photos listed 75% -> 100% (worst draw 87.5%), strangers'
+# photos 0 -> 84%, 0.5 photos nobody planted a gallery; with three photos each, 3 of 900 (bench/gallery_check.py
+# --outsiders, docs/BENCHMARKS.md). At 0.02-0.05 a few more strangers' photos, and more nobody planted
 STRAY_CHANCE = 0.1
 CONFIRMED_IN = "confirmed_in"  # a face's metadata: the identity a person confirmed it shows ("It is NAME")
 
