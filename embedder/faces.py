@@ -28,7 +28,6 @@ from embedder.quality import FaceQuality, QualityGate, measure
 from embedder.spec import ModelSpec
 
 SELECTIONS = ("one", "largest", "all")
-NAMED_SELECTIONS = ("one", "largest")  # photos filed under a person's name: "all" would file everyone in them there
 
 
 def check_named(select: str | None) -> None:
