@@ -168,13 +168,18 @@ class Galleries:
         index.ensure(info, index_type=index_type)
         return index
 
-    def switch(self, collection: str) -> str | None:
-        """Point the alias at `collection` in one call; returns where it pointed before."""
+    def switch(self, collection: str, *, lose: int | None = 0) -> str | None:
+        """Point the alias at `collection` in one call; returns where it pointed before. Refused where faces the
+        gallery serves now are not in `collection` (they would leave every search) unless `lose` is their number;
+        None: the caller has counted them itself (a re-embed verifies face by face before it switches)."""
         if collection not in {c.name for c in self.collections()}:
             raise CollectionNotFound(f"no collection {collection!r} in gallery {self.gallery!r}")
         before = self.target()
         if before == collection:
             return before
+        if before is not None and lose is not None:
+            self._refuse_loss(self.lacking(collection, before), lose, f"switching gallery {self.gallery!r} to "
+                              f"{collection!r} takes out of service", f"they stay in {before!r}")
         if before is not None:
             self.milvus.set_properties(collection, {Property.PREVIOUS: before})
             self.milvus("alter_alias", collection, self.gallery)
@@ -182,25 +187,50 @@ class Galleries:
             self.milvus("create_alias", collection, self.gallery)
         return before
 
-    def rollback(self) -> str:
-        """Point the alias back where it was before its last move; returns the collection it points at now."""
+    def rollback(self, *, lose: int = 0) -> str:
+        """Point the alias back where it was before its last move; returns the collection it points at now.
+        Refused, as a switch is, where faces served now are not in the earlier collection (enrolled since the
+        move, say) unless `lose` is their number."""
         target = self.target()
         summary = {c.name: c for c in self.collections()}.get(target or "")
         if summary is None or not summary.previous:
             raise CollectionNotFound(f"gallery {self.gallery!r} has no earlier collection to roll back to")
         if summary.previous not in {c.name for c in self.collections()}:
             raise CollectionNotFound(f"the earlier collection {summary.previous!r} was dropped; no rollback")
+        self._refuse_loss(self.lacking(summary.previous, summary.name), lose, f"rolling gallery {self.gallery!r} "
+                          f"back to {summary.previous!r} takes out of service", f"they stay in {summary.name!r}")
         self.milvus("alter_alias", summary.previous, self.gallery)
         return summary.previous
 
-    def drop(self, collection: str) -> None:
-        """Drop a collection of this gallery that the alias does not point at."""
+    def drop(self, collection: str, *, archived: set[int] | None = None, lose: int = 0) -> None:
+        """Drop a collection of this gallery that the alias does not point at. Refused where it holds faces that
+        neither the collection in service nor the face archive (`archived`: the ids it holds, None when it is off)
+        has, as they would be gone for good, unless `lose` is their number."""
         names = {c.name: c for c in self.collections()}
         if collection not in names:
             raise CollectionNotFound(f"no collection {collection!r} in gallery {self.gallery!r}")
         if names[collection].serving:
             raise InvalidValue(f"{collection!r} serves gallery {self.gallery!r}: switch the alias first")
+        serving = self.target()
+        only_here = self.lacking(serving, collection) if serving is not None else \
+            sorted(FaceIndex(self.client, collection).iter_ids())
+        self._refuse_loss(sorted(set(only_here) - (archived or set())), lose, f"dropping {collection!r} loses",
+                          "neither the collection in service nor the face archive holds them")
         self.milvus("drop_collection", collection)
+
+    def lacking(self, collection: str, other: str) -> list[int]:
+        """The face ids `other` holds that `collection` does not (a scan of the ids of both)."""
+        held = set(FaceIndex(self.client, collection).iter_ids())
+        return sorted(set(FaceIndex(self.client, other).iter_ids()) - held)
+
+    @staticmethod
+    def _refuse_loss(faces: list[int], lose: int, doing: str, where: str) -> None:
+        """InvalidValue, naming a few, where `faces` would be lost and `lose` is not their number: the count told
+        back is the confirmation (as `galleries delete --erase N`)."""
+        if faces and lose != len(faces):
+            shown = ", ".join(str(f) for f in faces[:3]) + (", ..." if len(faces) > 3 else "")
+            raise InvalidValue(f"{doing} {len(faces)} face(s) ({shown}; {where}): repeat with --lose "
+                               f"{len(faces)} if that is meant")
 
     def drop_all(self) -> None:
         """The alias and every collection of the gallery (a demo's fresh start)."""

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import audit, open_gallery, settings_from, share, store_flags
+from jobs.cli.options import PICTURES, audit, open_gallery, settings_from, share, store_flags, writable
 
 
 def register(sub) -> None:
@@ -34,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--show", action="store_true", help="print the calibration in use, change nothing")
     p.add_argument("--clear", action="store_true", help="forget the gallery's calibration: the model's applies")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--plot", type=Path, metavar="FILE", help="save the FNIR-vs-FPIR curve as a PNG")
+    p.add_argument("--plot", type=writable(*PICTURES), metavar="FILE",
+                   help="save the FNIR-vs-FPIR curve as a picture (.png, .svg or .pdf)")
     p.set_defaults(run=calibrate)
 
 

@@ -18,6 +18,7 @@ from jobs.cli.options import (
     ray_flag,
     settings_from,
     store_flags,
+    writable,
 )
 
 
@@ -34,8 +35,8 @@ def register(sub) -> None:
                    help="as --unlabelled, and these are people who will never be enrolled (a public photo set of "
                         "the same kind, visitors): `arcmatch calibrate` counts them as strangers without asking "
                         "whether they look like someone enrolled, and from 500 of them reads the rate off them")
-    p.add_argument("--errors", default="ingest_errors.csv", help="CSV report of skipped files")
-    p.add_argument("--export-parquet", help="also write the embeddings to this Parquet file")
+    p.add_argument("--errors", default="ingest_errors.csv", type=writable(), help="CSV report of skipped files")
+    p.add_argument("--export-parquet", type=writable(), help="also write the embeddings to this Parquet file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=1, help="embedding actors")
     p.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray CPUs reserved by each embedding actor")

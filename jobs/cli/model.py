@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from common.errors import EXIT_OK, BadInput
-from jobs.cli.options import detector_flag, model_flag, settings_from, share
+from jobs.cli.options import PICTURES, detector_flag, model_flag, settings_from, share, writable
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, help="identity/image tree or manifest of held-out identities")
     p.add_argument("--pairs", help="an LFW-style pairs file over --data (10 folds); default: sampled pairs")
     p.add_argument("--flip-tta", action="store_true", help="embed each image with its mirror image")
-    p.add_argument("--roc", help="write the ROC curve to this PNG")
+    p.add_argument("--roc", type=writable(*PICTURES), help="write the ROC curve to this picture (.png, .svg, .pdf)")
     p.add_argument("--far", type=share, default=1e-3, help="target false accept rate (default %(default)g)")
     p.add_argument("--fpir", type=share,
                    help="instead of --far: the threshold that lets this share of strangers match someone in galleries "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+from pathlib import Path
 
 from common.errors import BadInput
 from jobs.settings import Settings
@@ -47,6 +49,30 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+PICTURES = (".png", ".svg", ".pdf")  # what a --plot or --roc may be written as (matplotlib, by the suffix)
+
+
+def writable(*suffixes: str):
+    """argparse type of a file a command writes (a report, a picture, an export): refused at once where it could
+    not be written (a folder that does not exist, or that this user cannot write in; a suffix the writer does not
+    know), not after the job's work is done. Paths of a submitted job are checked where the job runs."""
+
+    def check(text: str) -> str:
+        path = Path(text)
+        folder = path.parent
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text}: write it as {', '.join(suffixes)}")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder: name a file in it")
+        if not folder.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise argparse.ArgumentTypeError(f"{text}: this user cannot write in {folder}")
+        return text
+
+    return check
 
 
 def model_flag(p: argparse.ArgumentParser, what: str = "model directory") -> None:

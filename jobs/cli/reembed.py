@@ -21,6 +21,7 @@ from jobs.cli.options import (
     ray_flag,
     settings_from,
     store_flags,
+    writable,
 )
 from jobs.cli.storage import NOTHING_TO_READ
 
@@ -36,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--allow-missing", action="store_true",
                    help="switch even if faces in service cannot be embedded again (never archived, or no face "
                         "found in their photo): they are left behind")
-    p.add_argument("--errors", default="reembed_errors.csv",
+    p.add_argument("--errors", default="reembed_errors.csv", type=writable(),
                    help="CSV report of the faces that cannot be embedded again, with the reasons")
     detector_flag(p)
     p.add_argument("--grace", type=float, default=None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from common.errors import EXIT_OK, BadInput
+from common.errors import EXIT_OK, BadInput, NotFound
 from jobs.cli.options import archive_root, audit, open_gallery, settings_from, store_flags
 
 NOTHING_TO_READ = "there is nothing to re-embed from"  # the archive is what a re-embed reads
@@ -20,12 +20,16 @@ def register(sub) -> None:
     p = sub.add_parser("alias", help="which collection a gallery serves: show, switch, rollback")
     p.add_argument("action", choices=["show", "switch", "rollback"])
     p.add_argument("target", nargs="?", help="switch: the collection to serve")
+    lose_flag(p, "switch, rollback: the number of faces served now that the other collection lacks, which leave "
+                 "every search")
     store_flags(p)
     p.set_defaults(run=alias)
 
     p = sub.add_parser("collections", help="a gallery's collections, one per model: list, drop")
     p.add_argument("action", choices=["list", "drop"])
     p.add_argument("target", nargs="?", help="drop: the collection (never the one in service)")
+    lose_flag(p, "drop: the number of faces only this collection holds (neither the one in service nor the "
+                 "archive), gone for good")
     store_flags(p)
     p.set_defaults(run=collections)
 
@@ -35,19 +39,24 @@ def register(sub) -> None:
     p.set_defaults(run=archive)
 
 
+def lose_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--lose", type=int, default=0, metavar="N",
+                   help=f"{what}: told back as the confirmation; refused while it is not zero and not told")
+
+
 def alias(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     galleries = open_gallery(settings)
     if args.action == "switch":
         if not args.target:
             raise BadInput("alias switch needs the collection to serve (see `arcmatch collections list`)")
-        before = galleries.switch(args.target)
-        audit(settings, "alias_switch", collection=args.target, previous=before)
+        before = galleries.switch(args.target, lose=args.lose)
+        audit(settings, "alias_switch", collection=args.target, previous=before, lost=args.lose)
         print(f"{settings.gallery} -> {args.target} (was {before})")
     elif args.action == "rollback":
         before = galleries.target()
-        now = galleries.rollback()
-        audit(settings, "alias_rollback", collection=now, previous=before)
+        now = galleries.rollback(lose=args.lose)
+        audit(settings, "alias_rollback", collection=now, previous=before, lost=args.lose)
         print(f"{settings.gallery} -> {now} (was {before})")
     else:
         serving = galleries.serving()
@@ -56,18 +65,25 @@ def alias(args: argparse.Namespace) -> int:
 
 
 def collections(args: argparse.Namespace) -> int:
+    from indexer.archive import FaceArchive
+
     settings = settings_from(args)
     galleries = open_gallery(settings)
     if args.action == "drop":
         if not args.target:
             raise BadInput("collections drop needs the collection's name (see `arcmatch collections list`)")
-        galleries.drop(args.target)
-        audit(settings, "collection_drop", collection=args.target)
+        root = settings.archive_root()
+        archived = FaceArchive(root, settings.gallery).archived_ids() if root is not None else None
+        galleries.drop(args.target, archived=archived, lose=args.lose)
+        audit(settings, "collection_drop", collection=args.target, lost=args.lose)
         print(f"dropped {args.target}")
         return EXIT_OK
     from indexer.store import FaceIndex
 
-    for c in galleries.collections():
+    found = galleries.collections()
+    if not found:
+        raise NotFound(f"gallery {settings.gallery!r} has no collections: it does not exist")
+    for c in found:
         faces = FaceIndex(galleries.client, c.name).count()
         mark = "*" if c.serving else " "
         print(f"{mark} {c.name}  model {c.model_version}  dim {c.dim}  threshold {c.threshold}  faces {faces}"

@@ -173,7 +173,7 @@ def reembed(
         distinct.copy(source_index, target)  # people confirmed different stay different whatever the model
         set_target(target, target_fpir(source_index))  # the FPIR the gallery's calibrations aim at
         began = time.perf_counter()
-        galleries.switch(target.collection)
+        galleries.switch(target.collection, lose=None)  # verified face by face above
         summary.switch_ms = (time.perf_counter() - began) * 1000
         summary.switched = True
         with console.timed("after the switch"):

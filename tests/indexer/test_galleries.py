@@ -56,10 +56,28 @@ def test_a_gallery_is_an_alias_that_moves_and_rolls_back(galleries):
         galleries.drop(b.collection)
     summaries = {c.name: c for c in galleries.collections()}
     assert summaries[b.collection].serving and summaries[b.collection].previous == a.collection
-    assert galleries.rollback() == a.collection
+    with pytest.raises(InvalidValue, match=r"takes out of service 1 face\(s\) \(2; they stay in .*--lose 1"):
+        galleries.rollback()  # bob was only ever in B
+    assert galleries.rollback(lose=1) == a.collection
     assert FaceIndex(galleries.client, gallery).info().model_version == "model-a/1"
-    galleries.drop(b.collection)
+    with pytest.raises(InvalidValue, match=r"dropping .* loses 1 face\(s\) \(2; neither"):
+        galleries.drop(b.collection)
+    with pytest.raises(InvalidValue, match="--lose 1"):
+        galleries.drop(b.collection, lose=2)  # the count told back must be the count
+    galleries.drop(b.collection, archived={2})  # bob's photo is in the archive: a re-embed brings him back
     assert [c.name for c in galleries.collections()] == [a.collection]
+
+
+def test_a_switch_that_would_take_faces_out_of_service_is_refused_unless_counted(galleries):
+    a = galleries.open(A, create=True, index_type="FLAT")
+    a.upsert([FaceRow("s", "ann", unit(1, 0, 0, 0), 1), FaceRow("t", "bob", unit(0, 0, 1, 0), 2)])
+    b = galleries.prepare(B, index_type="FLAT")
+    b.upsert([FaceRow("s", "ann", unit(0, 1, 0, 0), 1)])  # bob never made it into B
+    with pytest.raises(InvalidValue, match=r"to .* takes out of service 1 face\(s\) \(2; they stay in"):
+        galleries.switch(b.collection)
+    assert galleries.target() == a.collection  # nothing moved
+    assert galleries.switch(b.collection, lose=1) == a.collection
+    assert galleries.switch(a.collection) == b.collection  # back: A holds everything B does
 
 
 def test_a_plain_collection_from_before_aliases_is_adopted(galleries):

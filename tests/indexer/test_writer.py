@@ -69,7 +69,7 @@ def test_a_process_left_behind_by_a_switch_takes_no_writes(gallery):
     row, kept = face(1)
     gallery.write([row], kept)
     new = gallery.galleries.prepare(B, index_type="FLAT")
-    gallery.galleries.switch(new.collection)
+    gallery.galleries.switch(new.collection, lose=1)  # to an empty collection: face 1 stays in the old one
     gallery.refresh(max_age_s=0)
     with pytest.raises(GalleryMoved, match="served by another model"):
         gallery.write([face(2)[0]])

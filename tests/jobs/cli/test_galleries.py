@@ -55,3 +55,28 @@ def test_galleries_are_listed_made_and_erased_only_when_the_count_is_confirmed(t
     assert main(["galleries", "list"]) == 0 and capsys.readouterr().out == ""
     actions = [(r["action"], r.get("gallery")) for r in read(tmp_path / "audit")]
     assert ("gallery_create", "visitors") in actions and ("gallery_delete", "staff") in actions
+
+
+def test_a_switch_rollback_or_drop_that_loses_faces_is_refused_until_their_number_is_told(tmp_path, monkeypatch,
+                                                                                          capsys):
+    for name, value in {"MILVUS_URI": str(tmp_path / "two.db"), "GALLERY": "staff",
+                        "AUDIT_DIR": str(tmp_path / "audit"), "ARCHIVE_URI": str(tmp_path / "archive")}.items():
+        monkeypatch.setenv(f"ARCMATCH_{name}", value)
+    client = connect(str(tmp_path / "two.db"))
+    galleries = Galleries(client, "staff")
+    a = galleries.open(CollectionInfo("model-a", TINY_DIM, 0.5), create=True, index_type="FLAT")
+    a.upsert(people(2, 1, spread=0.1, dim=TINY_DIM))  # person 0 and person 1
+    b = galleries.prepare(CollectionInfo("model-b", TINY_DIM, 0.5), index_type="FLAT")
+    b.upsert(people(1, 1, spread=0.1, dim=TINY_DIM))  # person 0 only, and no archive to bring person 1 back
+    client.close()
+
+    assert main(["alias", "switch", b.collection]) == 2
+    assert "takes out of service 1 face(s)" in capsys.readouterr().err
+    assert main(["alias", "switch", b.collection, "--lose", "1"]) == 0
+    assert main(["collections", "drop", a.collection]) == 2  # person 1 is only there
+    said = capsys.readouterr().err
+    assert "loses 1 face(s)" in said and "repeat with --lose 1" in said
+    assert main(["alias", "rollback"]) == 0  # B holds nothing A lacks
+    assert main(["collections", "drop", b.collection]) == 0
+    assert main(["collections", "list", "--gallery", "nobody"]) == 4
+    assert [r["action"] for r in read(tmp_path / "audit")] == ["alias_switch", "alias_rollback", "collection_drop"]
