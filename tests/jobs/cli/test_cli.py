@@ -44,6 +44,20 @@ def test_a_rate_or_threshold_out_of_range_is_refused_before_any_work(argv, says,
     assert exc.value.code == 2 and says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "says"), [
+    (["calibrate", "--plot", "/nonexistent/c.png"], "the folder /nonexistent does not exist"),
+    (["calibrate", "--plot", "curve.txt"], "write it as .png, .svg, .pdf"),
+    (["eval", "--data", "d", "--roc", "."], ". is a folder: name a file in it"),
+    (["ingest", "photos/", "--errors", "/nonexistent/e.csv"], "the folder /nonexistent does not exist"),
+    (["ingest", "photos/", "--export-parquet", "/nonexistent/v.parquet"], "the folder /nonexistent does not exist"),
+], ids=["plot-folder", "plot-format", "roc-folder", "errors", "export"])
+def test_a_file_a_command_cannot_write_is_refused_before_its_work(argv, says, capsys):
+    """Before, `ingest --errors /missing/e.csv` ingested every photo and then ended on an internal error."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+
+
 def test_search_given_a_folder_says_to_name_its_photos(tmp_path, capsys):
     (tmp_path / "probes").mkdir()
     assert main(["search", str(tmp_path / "probes")]) == 2
