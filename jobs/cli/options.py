@@ -62,10 +62,10 @@ def writable(*suffixes: str):
     def check(text: str) -> str:
         path = Path(text)
         folder = path.parent
-        if suffixes and path.suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError(f"{text}: write it as {', '.join(suffixes)}")
         if path.is_dir():
             raise argparse.ArgumentTypeError(f"{text} is a folder: name a file in it")
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text}: write it as {', '.join(suffixes)}")
         if not folder.is_dir():
             raise argparse.ArgumentTypeError(f"{text}: the folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
