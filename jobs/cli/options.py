@@ -57,9 +57,12 @@ PICTURES = (".png", ".svg", ".pdf")  # what a --plot or --roc may be written as 
 def writable(*suffixes: str):
     """argparse type of a file a command writes (a report, a picture, an export): refused at once where it could
     not be written (a folder that does not exist, or that this user cannot write in; a suffix the writer does not
-    know), not after the job's work is done. Paths of a submitted job are checked where the job runs."""
+    know), not after the job's work is done. Paths of a submitted job are checked where the job runs; a URI
+    (s3://...) is left to the filesystem that writes it."""
 
     def check(text: str) -> str:
+        if "://" in text:
+            return text
         path = Path(text)
         folder = path.parent
         if path.is_dir():

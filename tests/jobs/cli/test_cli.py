@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jobs.cli import COMMANDS, main
+from jobs.cli.options import writable
 from tests.helpers import run_cli
 
 
@@ -56,6 +57,7 @@ def test_a_file_a_command_cannot_write_is_refused_before_its_work(argv, says, ca
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and says in capsys.readouterr().err
+    assert writable()("s3://bucket/vectors.parquet") == "s3://bucket/vectors.parquet"  # its filesystem's to judge
 
 
 def test_search_given_a_folder_says_to_name_its_photos(tmp_path, capsys):
