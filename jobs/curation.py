@@ -181,28 +181,29 @@ class Curator:
     def reject(self, identity: str, face: int) -> FaceRow:
         """"Not this person": the face leaves `identity` and becomes unlabelled, remembering whom it is not."""
         identity, face = validate_identity(identity), validate_face_id(face)
-        service = self.service
-        service.writer.in_service()
-        row = service.index.rows([face]).get(face)
-        if row is None or row.identity != identity:
-            raise NotFound(f"identity {identity!r} has no face {face}")
+        row = self._face_of(identity, face)
         metadata = {**(row.metadata or {}), "rejected_from": sorted({*rejected_from(row.metadata), identity})}
         freed = replace(row, identity=UNLABELLED, metadata=metadata)
-        service.writer.rename([freed])
+        self.service.writer.rename([freed])
         return freed
 
     def confirm(self, identity: str, face: int) -> FaceRow:
         """"It is this person": a face the gallery check listed as unlike its identity (or nearer another) is kept
         where it is, and never listed again while it is there (metadata CONFIRMED_IN; a move elsewhere ends it)."""
         identity, face = validate_identity(identity), validate_face_id(face)
-        service = self.service
-        service.writer.in_service()
-        row = service.index.rows([face]).get(face)
+        row = self._face_of(identity, face)
+        kept = replace(row, metadata={**(row.metadata or {}), CONFIRMED_IN: identity})
+        self.service.writer.rename([kept])
+        return kept
+
+    def _face_of(self, identity: str, face: int) -> FaceRow:
+        """The stored row of `identity`'s face `face`, once the writer is in service; NotFound where that identity
+        has no such face. What a curation of one face (reject, confirm, move) starts from."""
+        self.service.writer.in_service()
+        row = self.service.index.rows([face]).get(face)
         if row is None or row.identity != identity:
             raise NotFound(f"identity {identity!r} has no face {face}")
-        kept = replace(row, metadata={**(row.metadata or {}), CONFIRMED_IN: identity})
-        service.writer.rename([kept])
-        return kept
+        return row
 
     def merge_identities(self, identity: str, other: str) -> Named:
         """Every face of `other` becomes `identity`'s (one person enrolled under two names): archive first, then
@@ -229,10 +230,7 @@ class Curator:
         identity, to, face = validate_identity(identity), validate_identity(to), validate_face_id(face)
         if identity == to:
             raise InvalidValue(f"face {face} is already {identity!r}'s")
-        self.service.writer.in_service()
-        row = self.service.index.rows([face]).get(face)
-        if row is None or row.identity != identity:
-            raise NotFound(f"identity {identity!r} has no face {face}")
+        row = self._face_of(identity, face)
         metadata = {**(row.metadata or {}), "rejected_from": sorted({*rejected_from(row.metadata), identity} - {to})}
         moved = replace(row, identity=to, metadata=metadata)
         self.service.writer.rename([moved])
