@@ -31,27 +31,13 @@ def register(sub) -> None:
     model_flag(q, "the gallery's model")
     store_flags(q)
     q.set_defaults(run=gallery_fix)
-    q = actions.add_parser("move", help="a face filed under the wrong person goes to another")
-    q.add_argument("face", type=int)
-    q.add_argument("--from", dest="identity", required=True, help="the identity it is filed under")
+    q = face_action(actions, "move", "a face filed under the wrong person goes to another", "--from",
+                    "the identity it is filed under")
     q.add_argument("--to", required=True, help="the identity it shows")
-    model_flag(q, "the gallery's model")
-    store_flags(q)
-    q.set_defaults(run=gallery_fix)
-    q = actions.add_parser("reject", help="a face is not this person (someone enrolled nowhere): it leaves the "
-                                          "identity, unlabelled, and is never put back without --proceed")
-    q.add_argument("face", type=int)
-    q.add_argument("--from", dest="identity", required=True, help="the identity it is filed under")
-    model_flag(q, "the gallery's model")
-    store_flags(q)
-    q.set_defaults(run=gallery_fix)
-    q = actions.add_parser("confirm", help="a listed face is this person after all (a hard photo): it stays, and "
-                                           "is not listed again while it is there")
-    q.add_argument("face", type=int)
-    q.add_argument("--in", dest="identity", required=True, help="the identity it is filed under, and shows")
-    model_flag(q, "the gallery's model")
-    store_flags(q)
-    q.set_defaults(run=gallery_fix)
+    face_action(actions, "reject", "a face is not this person (someone enrolled nowhere): it leaves the identity, "
+                "unlabelled, and is never put back without --proceed", "--from", "the identity it is filed under")
+    face_action(actions, "confirm", "a listed face is this person after all (a hard photo): it stays, and is not "
+                "listed again while it is there", "--in", "the identity it is filed under, and shows")
     q = actions.add_parser("distinct", help="FIRST and SECOND are different people: never listed as one again, "
                                             "and their scores count as a non-match when calibrating")
     q.add_argument("first")
@@ -97,6 +83,17 @@ def gallery_stranger(args: argparse.Namespace) -> int:
     print(f"{len(marked)} unlabelled face(s) confirmed as strangers: the next `arcmatch calibrate` counts them as "
           f"they are")
     return EXIT_OK
+
+
+def face_action(actions, name: str, what: str, flag: str, where: str) -> argparse.ArgumentParser:
+    """`gallery NAME FACE --from|--in IDENTITY`: the actions on one face of one identity (move, reject, confirm)."""
+    q = actions.add_parser(name, help=what)
+    q.add_argument("face", type=int)
+    q.add_argument(flag, dest="identity", required=True, help=where)
+    model_flag(q, "the gallery's model")
+    store_flags(q)
+    q.set_defaults(run=gallery_fix)
+    return q
 
 
 def gallery_check(args: argparse.Namespace) -> int:
