@@ -239,16 +239,13 @@ function duplicateCard(d) {
   const card = findingCard("duplicate", `one person under two names? (score ${d.score.toFixed(2)})`);
   card.dataset.first = d.first;
   card.dataset.second = d.second;
-  const actions = document.createElement("div");
-  actions.className = "actions";
-  actions.append(
+  card.append(personRow(d.first), personRow(d.second), actionRow(
     button(`Merge into ${d.first}`, { merge: d.first }, () => merge(d.first, d.second)),
     button(`Merge into ${d.second}`, { merge: d.second }, () => merge(d.second, d.first)),
     button("Different people", { distinct: "" }, async () => {
       await post("/v1/gallery/distinct", { identities: [d.first, d.second] });
       await resolved(`${d.first} and ${d.second} are kept apart from now on`);
-    }));
-  card.append(personRow(d.first), personRow(d.second), actions);
+    })));
   return card;
 }
 
@@ -260,73 +257,70 @@ function confirmButton(identity, face) {
   });
 }
 
-function misfitCard(m) {
-  const card = findingCard("misfit", `filed under ${m.identity}, looks like ${m.other}`);
-  card.dataset.face = m.face_id;
+// "Not NAME": the face leaves the identity, unlabelled, remembering whom it is not
+function rejectButton(identity, face) {
+  return button(`Not ${identity}`, { reject: face }, async () => {
+    await post(`/v1/identities/${enc(identity)}/faces/${face}/reject`, {});
+    await resolved(`face ${face} is no longer ${identity}`);
+  });
+}
+
+// a finding about one photo: its card with the photo and a line of scores (the caller adds the rest)
+function photoCard(kind, title, face, said) {
+  const card = findingCard(kind, title);
+  card.dataset.face = face;
   const faces = document.createElement("div");
   faces.className = "faces";
-  faces.append(faceTile(m.face_id));
+  faces.append(faceTile(face));
   const scores = document.createElement("p");
   scores.className = "who";
-  scores.textContent = `best with ${m.identity}: ${m.own_best.toFixed(2)} · with ${m.other}: ${m.other_best.toFixed(2)}`;
+  scores.textContent = said;
+  card.append(faces, scores);
+  return card;
+}
+
+function actionRow(...buttons) {
   const actions = document.createElement("div");
   actions.className = "actions";
-  actions.append(
+  actions.append(...buttons);
+  return actions;
+}
+
+function misfitCard(m) {
+  const card = photoCard("misfit", `filed under ${m.identity}, looks like ${m.other}`, m.face_id,
+    `best with ${m.identity}: ${m.own_best.toFixed(2)} · with ${m.other}: ${m.other_best.toFixed(2)}`);
+  card.append(actionRow(
     button(`Move to ${m.other}`, { move: m.other }, async () => {
       await post(`/v1/identities/${enc(m.identity)}/faces/${m.face_id}/move`, { identity: m.other });
       await resolved(`face ${m.face_id} is now ${m.other}'s`);
     }),
-    button(`Not ${m.identity}`, { reject: m.face_id }, async () => {
-      await post(`/v1/identities/${enc(m.identity)}/faces/${m.face_id}/reject`, {});
-      await resolved(`face ${m.face_id} is no longer ${m.identity}`);
-    }),
-    confirmButton(m.identity, m.face_id));
-  card.append(faces, scores, actions);
+    rejectButton(m.identity, m.face_id),
+    confirmButton(m.identity, m.face_id)));
   return card;
 }
 
 // a photo its identity's other photos score no higher with than one stranger in ten would: someone else's photo
 // under this name (shown beside the identity's faces), or a hard one of the right person
 function strayCard(s) {
-  const card = findingCard("stray", `filed under ${s.identity}, looks like no one else of ${s.identity}`);
-  card.dataset.face = s.face_id;
-  const faces = document.createElement("div");
-  faces.className = "faces";
-  faces.append(faceTile(s.face_id));
-  const scores = document.createElement("p");
-  scores.className = "who";
-  scores.textContent = `best with ${s.identity}'s other photos: ${s.own_best.toFixed(2)}, as high as ` +
-    `${Math.round(100 * s.chance)}% of strangers would score`;
-  const actions = document.createElement("div");
-  actions.className = "actions";
-  actions.append(button(`Not ${s.identity}`, { reject: s.face_id }, async () => {
-    await post(`/v1/identities/${enc(s.identity)}/faces/${s.face_id}/reject`, {});
-    await resolved(`face ${s.face_id} is no longer ${s.identity}`);
-  }), confirmButton(s.identity, s.face_id));
-  card.append(faces, scores, personRow(s.identity), actions);
+  const card = photoCard("stray", `filed under ${s.identity}, looks like no one else of ${s.identity}`, s.face_id,
+    `best with ${s.identity}'s other photos: ${s.own_best.toFixed(2)}, as high as ` +
+    `${Math.round(100 * s.chance)}% of strangers would score`);
+  card.append(personRow(s.identity), actionRow(rejectButton(s.identity, s.face_id),
+    confirmButton(s.identity, s.face_id)));
   return card;
 }
 
 // a face the last calibration left out as looking like someone enrolled: their photo (name it), or a stranger who
 // resembles them (confirm it: the next calibration counts it, and strict targets are made of such faces)
 function setAsideCard(f) {
-  const card = findingCard("set-aside", `left out of the calibration: looks like ${f.like} (${f.score.toFixed(2)})`);
-  card.dataset.face = f.face_id;
-  const faces = document.createElement("div");
-  faces.className = "faces";
-  faces.append(faceTile(f.face_id));
-  const where = document.createElement("p");
-  where.className = "who";
-  where.textContent = `from ${f.source}`;
-  const actions = document.createElement("div");
-  actions.className = "actions";
-  actions.append(
+  const card = photoCard("set-aside", `left out of the calibration: looks like ${f.like} (${f.score.toFixed(2)})`,
+    f.face_id, `from ${f.source}`);
+  card.append(personRow(f.like), actionRow(
     button(`It is ${f.like}`, { name: f.like }, () => nameAsideFace(f)),
     button("Nobody enrolled", { stranger: f.face_id }, async () => {
       await post("/v1/gallery/strangers", { sources: [f.source] });
       await resolved(`face ${f.face_id} counts as a stranger from the next calibration`);
-    }));
-  card.append(faces, where, personRow(f.like), actions);
+    })));
   return card;
 }
 
