@@ -19,6 +19,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -41,7 +42,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/img/review.png"))
     parser.add_argument("--health", type=Path, metavar="OUT", help="photograph the health section instead, to OUT")
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
 
     workdir = Path(tempfile.mkdtemp(prefix="arcmatch-review-"))
     model = onnx_model_dir(workdir, "mobilefacenet.spec.json")
@@ -53,7 +53,7 @@ def main() -> None:
                         archive_uri=str(workdir / "archive"), keep_unknown_faces=True)
     people = sorted((p for p in LFW.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 6), key=lambda p: p.name)
     if args.health is not None:
-        return health_section(settings, key, people, args.health, sync_playwright)
+        return health_section(settings, key, people, args.health)
     enrolled, strangers = people[:40:7][:6], people[3:60:11][:5]
     with serve_in_thread(create_app(settings), start_timeout_s=60) as base:
         with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as api:
@@ -66,12 +66,7 @@ def main() -> None:
                     api.post("/v1/search", files={"image": (photo.name, photo.read_bytes())}).raise_for_status()
         cluster(milvus=settings.milvus_uri, root=settings.archive_root(), gallery="faces", k=10, threshold=0.5)
         probe = sorted(enrolled[2].glob("*.jpg"))[3]
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{base}/review")
-            page.fill("#key", key)
-            page.click("#key-form button")
+        with signed_in(base, key, 1000) as page:
             page.wait_for_selector(".cluster")
             page.set_input_files("#probe", str(probe))
             page.click("#search-form button")
@@ -80,11 +75,27 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out), full_page=True)
             print(page.locator("#search-result").inner_text(), "->", probe.parent.name)
-            browser.close()
     print(f"wrote {args.out}")
 
 
-def health_section(settings: Settings, key: str, people: list[Path], out: Path, sync_playwright) -> None:
+@contextmanager
+def signed_in(base: str, key: str, height: int):
+    """The review page in Debian's Chromium (through Playwright), the key given."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": height})
+            page.goto(f"{base}/review")
+            page.fill("#key", key)
+            page.click("#key-form button")
+            yield page
+        finally:
+            browser.close()
+
+
+def health_section(settings: Settings, key: str, people: list[Path], out: Path) -> None:
     """The health section's findings on real faces (see the module's docstring), photographed."""
     enrolled, nobody = people[:30], people[40]
     photos = {person.name: sorted(person.glob("*.jpg")) for person in enrolled}
@@ -100,18 +111,12 @@ def health_section(settings: Settings, key: str, people: list[Path], out: Path, 
                 api.post(f"/v1/identities/{name}/faces", data={"proceed": "true"},
                          files=[("images", (f.name, f.read_bytes())) for f in files]).raise_for_status()
             print(api.get("/v1/gallery/check").json())
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"{base}/review")
-            page.fill("#key", key)
-            page.click("#key-form button")
+        with signed_in(base, key, 900) as page:
             page.click("#health-check")
             page.wait_for_selector(".finding.stray")
             page.wait_for_timeout(2000)  # the thumbnails
             out.parent.mkdir(parents=True, exist_ok=True)
             page.locator("#health").screenshot(path=str(out))
-            browser.close()
     print(f"wrote {out}")
 
 
