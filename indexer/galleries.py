@@ -212,9 +212,9 @@ class Galleries:
         if names[collection].serving:
             raise InvalidValue(f"{collection!r} serves gallery {self.gallery!r}: switch the alias first")
         serving = self.target()
-        only_here = self.lacking(serving, collection) if serving is not None else \
-            sorted(FaceIndex(self.client, collection).iter_ids())
-        self._refuse_loss(sorted(set(only_here) - (archived or set())), lose, f"dropping {collection!r} loses",
+        held = set(FaceIndex(self.client, serving).iter_ids()) if serving is not None else set()
+        only_here = set(FaceIndex(self.client, collection).iter_ids()) - held - (archived or set())
+        self._refuse_loss(sorted(only_here), lose, f"dropping {collection!r} loses",
                           "neither the collection in service nor the face archive holds them")
         self.milvus("drop_collection", collection)
 
