@@ -188,6 +188,10 @@ class GalleryCalibration:
     # stranger (confirmed since: POST /v1/gallery/strangers), named (with `identity`: POST
     # /v1/identities/{identity}/name) or gone
     strangers_set_aside: list[dict] = field(default_factory=list)
+    # tail, a gallery alone below 300 people whose model kept a tail reference (`arcmatch eval --calibrate`): the
+    # model's held-out `identities`, and the threshold the gallery's own tail (`own_threshold`) and the reference's
+    # shape beyond it (`reference_threshold`) each give for the target; the stricter holds at every threshold
+    reference: dict | None = None
     # the chosen threshold, those for half and twice the target, and the model's
     points: list[Point] = field(default_factory=list)
     # [threshold, fpir, fnir] rows, thresholds rising: what a search's `fpir` is read from

@@ -18,7 +18,12 @@ adds, which no estimate from the gallery can take away.
 
     .venv/bin/python bench/calibrate_tail.py [--domain lfw|orl|synthetic] [--sizes 100 300 1000] [--draws 10]
         [--fpir 0.01] [--strangers 500] [--confirmed | --staff 0.05] [--model DIR | --vectors NPZ (synthetic)]
-        [--out FILE]
+        [--reference PEOPLE [--reference-from lfw]] [--out FILE]
+
+`--reference`: also "tail_reference", the tail model with a model's reference tail (indexer/reference.py, what
+`arcmatch eval --calibrate` keeps and `calibrate` then uses below 300 people), measured on that many more
+never-enrolled people (held out of the unknown probes), or with `--reference-from lfw` on LFW-gray people (a
+reference from another kind of photo than the gallery's, as a model evaluated on LFW meets a studio's gallery).
 
 `--confirmed`: the strangers are confirmed strangers (`ingest --strangers`): none dropped, and from MIN_DIRECT of
 them the rate at the gallery's size read off them (tail.directly). `--staff`: that share of the strangers are
@@ -47,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import CACHE, SHARED, embed_cached, emit, lfw_person, onnx_model_dir  # noqa: E402
 from indexer.calibration import MISFIT, Trials  # noqa: E402
 from indexer.gallery_tail import matched  # noqa: E402
+from indexer.reference import Stricter, TailReference  # noqa: E402
 from indexer.strangers import fit_with_strangers  # noqa: E402
 from indexer.tail import clustered, directly, fit_gallery, identity_scores, resampled  # noqa: E402
 
@@ -54,7 +60,7 @@ LFW = SHARED / "data" / "lfw_gray"
 ORL = SHARED / "data" / "orl_att_faces"
 ORL_CROP = (0.0, 0.1, 1.0, 0.92)  # as bench/calibrate_domains.py
 SYNTHETIC_FIRST, SYNTHETIC_PEOPLE, SYNTHETIC_PHOTOS = 40_000, 1200, 4
-RULES = ("top1", "tail", "tail_strangers", "oracle")
+RULES = ("top1", "tail", "tail_reference", "tail_strangers", "oracle")
 MAX_PHOTOS = 10  # unknown probes per never-enrolled person (LFW has 530 of one man; each person counts once)
 
 
@@ -94,25 +100,28 @@ def load_synthetic(model: Path) -> tuple[np.ndarray, np.ndarray]:
     return data["vectors"], data["labels"].astype(str)
 
 
-def never_enrolled(by_person: dict, enrolled, strangers: int, rng) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+def never_enrolled(by_person: dict, enrolled, strangers: int, rng, reference: int = 0
+                   ) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(one photo each of up to `strangers` people never enrolled, the unknown probes: up to MAX_PHOTOS photos of
-    each of the others, their weights (each person once), whether each is of a person with one photo). Never
-    enrolled excludes an enrolled person under another LFW name (harness.lfw_person)."""
+    each of the others, their weights (each person once), whether each is of a person with one photo, and every
+    photo of `reference` more people after the strangers, neither strangers nor unknown: a model's held-out
+    identities). Never enrolled excludes an enrolled person under another LFW name (harness.lfw_person)."""
     known_people = {lfw_person(n) for n in enrolled}
     others = rng.permutation([n for n in by_person if n not in set(enrolled) and lfw_person(n) not in known_people])
     stranger_rows = [rng.choice(by_person[n]) for n in others[:strangers]]
-    unknown = np.concatenate([by_person[n][:MAX_PHOTOS] for n in others[strangers:]])
+    held = [r for n in others[strangers:strangers + reference] for r in by_person[n]]
+    rest = others[strangers + reference:]
+    unknown = np.concatenate([by_person[n][:MAX_PHOTOS] for n in rest])
     weight = np.concatenate([np.full(min(len(by_person[n]), MAX_PHOTOS), 1 / min(len(by_person[n]), MAX_PHOTOS))
-                             for n in others[strangers:]])
+                             for n in rest])
     weight /= weight.sum()  # each never-enrolled person counts once, however many photos LFW has of them
     # the enrolled are drawn from people with two or more photos; LFW's people with one are another population
-    single = np.concatenate([np.full(min(len(by_person[n]), MAX_PHOTOS), len(by_person[n]) == 1)
-                             for n in others[strangers:]])
-    return stranger_rows, unknown, weight, single
+    single = np.concatenate([np.full(min(len(by_person[n]), MAX_PHOTOS), len(by_person[n]) == 1) for n in rest])
+    return stranger_rows, unknown, weight, single, np.asarray(held, np.int64)
 
 
 def one_draw(vectors, people, size: int, duplicates: float, target: float, strangers: int, rounds: int,
-             rng, staff: float = 0.0, confirmed: bool = False) -> dict:
+             rng, staff: float = 0.0, confirmed: bool = False, reference: int = 0, elsewhere=None) -> dict:
     by_person = {name: np.flatnonzero(people == name) for name in np.unique(people)}
     several = [n for n, rows in by_person.items() if len(rows) >= 2]
     planted = int(round(duplicates * size))
@@ -128,7 +137,12 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
         rows = [r for r in by_person[name] if r not in gallery]
         gallery.append(rows[0])
         labels.append(f"{name} (second name)")
-    stranger_rows, unknown, weight, single = never_enrolled(by_person, enrolled, strangers, rng)
+    # a model's held-out identities: other people of this domain, held out of the unknown, or of another domain
+    held = reference if elsewhere is None else 0
+    stranger_rows, unknown, weight, single, rows = never_enrolled(by_person, enrolled, strangers, rng, held)
+    if reference:
+        measured = TailReference.measure(*((vectors[rows], people[rows]) if held else elsewhere),
+                                         seed=int(rng.integers(1 << 30)))
     planted_staff = int(round(staff * len(stranger_rows)))
     if planted_staff:  # the last of the "strangers" are enrolled people's photos, no longer known probes
         photo = {name: known[known_labels.index(name)] for name in rng.choice(enrolled, planted_staff, replace=False)}
@@ -145,6 +159,8 @@ def one_draw(vectors, people, size: int, duplicates: float, target: float, stran
     # as `calibrate`: checked against the gallery's own trials, refitted where it does not fit
     model, check = matched(model, evidence, own, len(set(labels)))
     thresholds["tail"] = model.threshold_for(target)
+    if reference:  # as `calibrate` with the model's reference (eval --calibrate) and no strangers
+        thresholds["tail_reference"] = Stricter(model, measured).threshold_for(target)
     if stranger_rows:
         # as `calibrate`: strangers that look enrolled dropped, their own best scores read (tail.clustered)
         flags = np.full(len(stranger_rows), confirmed)
@@ -222,6 +238,12 @@ def main() -> None:
                         help="share of the strangers that are enrolled people's other photos (an event's staff)")
     parser.add_argument("--confirmed", action="store_true",
                         help="the strangers are confirmed (`ingest --strangers`): never dropped, read directly")
+    parser.add_argument("--reference", type=int, default=0, metavar="PEOPLE",
+                        help="also the tail with a model's reference (indexer/reference.py) measured on this many "
+                             "never-enrolled people, held out of the unknown probes")
+    parser.add_argument("--reference-from", choices=("lfw",),
+                        help="measure the reference on LFW-gray people instead (a model's held-out set of another "
+                             "kind of photo than the gallery's)")
     parser.add_argument("--rounds", type=int, default=50, help="resampled models behind each interval")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -232,12 +254,18 @@ def main() -> None:
         vectors, people = kept["vectors"], kept["labels"].astype(str)
     else:
         vectors, people = {"lfw": load, "orl": load_orl}.get(args.domain, lambda: load_synthetic(args.model))()
-    result = {"domain": args.domain, "target_fpir": args.fpir, "draws": args.draws, "strangers": args.strangers,
+    elsewhere = None
+    if args.reference and args.reference_from:
+        ref_vectors, ref_people = load()
+        elsewhere = (ref_vectors, ref_people)
+    result = {"domain": args.domain, "reference": args.reference, "reference_from": args.reference_from,
+              "target_fpir": args.fpir, "draws": args.draws, "strangers": args.strangers,
               "staff": args.staff, "confirmed": args.confirmed, "rows": []}
     for size in args.sizes:
         for share in args.duplicates:
             draws = [one_draw(vectors, people, size, share, args.fpir, args.strangers, args.rounds,
-                              np.random.default_rng(seed), args.staff, args.confirmed) for seed in range(args.draws)]
+                              np.random.default_rng(seed), args.staff, args.confirmed, args.reference, elsewhere)
+                     for seed in range(args.draws)]
             # the oracle: one threshold for every draw, the one whose median reached FPIR is the target
             grid = np.linspace(-0.2, 1.0, 2401)
             curves = np.array([[d["weight"][d["stranger_best"] >= t].sum() for t in grid] for d in draws])

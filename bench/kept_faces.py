@@ -37,7 +37,7 @@ def one_draw(vectors, people, by_person, size: int, target: float, genuine_share
     enrolled = rng.choice(several, size, replace=False)
     photos = {name: rng.permutation(by_person[name]) for name in enrolled}
     g, labels = vectors[[photos[name][0] for name in enrolled]], np.asarray(enrolled)
-    strangers, unknown, weight, _ = never_enrolled(by_person, enrolled, STREAM_STRANGERS, rng)
+    strangers, unknown, weight, _, _ = never_enrolled(by_person, enrolled, STREAM_STRANGERS, rng)
     unknown_best = (vectors[unknown] @ g.T).max(axis=1)
 
     def reached(threshold: float) -> float:

@@ -87,7 +87,7 @@ def one_draw(vectors, people, size: int, strangers: int, target: float, share: f
     enrolled = rng.choice(several, size, replace=False)
     photos = {name: rng.permutation(by_person[name]) for name in enrolled}
     gallery = [photos[name][0] for name in enrolled]
-    stranger_rows, unknown, weight, _ = never_enrolled(by_person, enrolled, strangers, rng)
+    stranger_rows, unknown, weight, _, _ = never_enrolled(by_person, enrolled, strangers, rng)
     staff = int(round(share * len(stranger_rows)))  # the last `staff` "strangers" are enrolled people's photos
     if staff:
         stranger_rows = list(stranger_rows[:len(stranger_rows) - staff]) + [

@@ -143,14 +143,15 @@ def _verify(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> Verifica
 
 def calibrate(
     embedder: Embedder, items: list[LabelledImage], target_far: float, seed: int = 0, policy=None
-) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
+) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Embed held-out identities; 10-fold accuracy on balanced pairs, and the threshold at target_far.
 
     The threshold uses every impostor pair there is (up to 200k): a FAR of 1e-3 needs thousands to be resolved.
-    Returns (verification, calibration, (scores, same) of the balanced pairs).
+    Returns (verification, calibration, (scores, same) of the balanced pairs, (vectors, labels) embedded).
     """
     data = decode_items(items, embedder.spec, policy=policy)
-    return calibrate_vectors(embedder.embed(data.images), data.labels, target_far, seed)
+    vectors, labels = embedder.embed(data.images), np.asarray(data.labels)
+    return *calibrate_vectors(vectors, labels, target_far, seed), (vectors, labels)
 
 
 def calibrate_vectors(
@@ -180,10 +181,11 @@ def calibrate_vectors(
 
 def evaluate_pairs(
     embedder: Embedder, pairs_file: str | Path, root: str | Path, target_far: float, policy=None
-) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray]]:
+) -> tuple[Verification, Calibration, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The LFW protocol on a pairs file: each fold's threshold chosen on the other folds; calibration on all.
     Every image of the pairs must be usable (the protocol has no place for a missing one): a file that cannot be
-    read, or a raw photo in which the policy finds no face, is an error naming it."""
+    read, or a raw photo in which the policy finds no face, is an error naming it. Also returns the pairs' images
+    embedded, labelled by their folder (the identity, in an identity/image tree)."""
     from embedder.pairs import read_pairs
 
     pairs = read_pairs(pairs_file, root)
@@ -198,4 +200,5 @@ def evaluate_pairs(
     scores = pair_scores(vectors, index)
     threshold, far, tar = threshold_at_far(scores, pairs.same, target_far)
     calibration = Calibration(threshold, target_far, far, tar, len(scores))
-    return _verify(scores, pairs.same, pairs.fold), calibration, (scores, pairs.same)
+    labels = np.asarray([Path(p).parent.name for p in paths])
+    return _verify(scores, pairs.same, pairs.fold), calibration, (scores, pairs.same), (vectors, labels)

@@ -27,6 +27,9 @@ class Calibration:
     pairs: int
     target_fpir: float | None = None
     trials: int = 0
+    # the non-mated tail of the held-out identities (indexer.reference.TailReference.to_dict), which small
+    # galleries' calibrations take as a second opinion; None where too few identities were held out
+    tail_reference: dict | None = None
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")

@@ -97,6 +97,9 @@ class GalleryCalibration:
     strangers_check: dict | None = None  # tail: the strangers' own best scores against the model (tail.clustered)
     # tail: unlabelled faces left out as looking enrolled, the most alike first (indexer.strangers.set_aside)
     strangers_set_aside: list[dict] = field(default_factory=list)
+    # tail, a gallery alone below indexer.reference.REFERENCE_BELOW people with a model that kept a tail reference:
+    # the model's held-out identities and the threshold each opinion gives for the target (Stricter.opinions)
+    reference: dict | None = None
 
     def to_json(self) -> str:
         return json.dumps({"arcmatch": 1, **asdict(self)}, separators=(",", ":"))
@@ -231,6 +234,11 @@ class GalleryCalibration:
                        f"{self.target_fpir} from {self.fpir_interval[1]:.2g}; more people, unlabelled faces of "
                        f"people not enrolled (`ingest --strangers`, or `--unlabelled` where some may be), or a "
                        f"labelled hold-out (`arcmatch eval --fpir --gallery`) narrow it")
+        if self.reference:
+            r = self.reference
+            out.append(f"a second opinion, the tail of the model's {r['identities']} held-out identities beyond this "
+                       f"gallery's own: {r['reference_threshold']:.4f} for FPIR {self.target_fpir}, where the "
+                       f"gallery's tail alone gives {r['own_threshold']:.4f}; the stricter holds at each threshold")
         if self.top1_threshold is not None:
             out.append(f"the top-1 rule would choose {self.top1_threshold:.4f}")
         if self.suspects:
@@ -416,6 +424,10 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
         from indexer.gallery_tail import tail_estimator
 
         estimator, aside = tail_estimator(index, identities, sample=sample, seed=seed)
+        from indexer.reference import Stricter
+
+        if isinstance(estimator.model, Stricter):
+            aside["reference"] = estimator.model.opinions(target_fpir, identities)
         top1 = trials.threshold_for(target_fpir) if len(trials.nonmated) else None
     else:
         needed = math.ceil(1.0 / target_fpir)

@@ -13,6 +13,7 @@ import numpy as np
 
 from indexer.calibration import TAIL_IDENTITIES, fits, labelled_faces
 from indexer.rates import Modelled
+from indexer.reference import REFERENCE_BELOW, Stricter, TailReference
 from indexer.tail import TailModel
 
 CHECK_AT = 10  # the tail model is checked where the gallery's own trials have this many above the threshold
@@ -23,9 +24,10 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     identities (probes: up to `sample` of their faces) and the gallery's ingested unlabelled faces as strangers
     (indexer/strangers.py), whose own best scores then scale the model's sum over identities (tail.clustered),
     or, from MIN_DIRECT confirmed ones on, give the rate at the gallery's size themselves (tail.directly);
-    also what it set aside: suspected duplicates, strangers that looked enrolled. Pairs a
-    person confirmed are different people (indexer/distinct.py) are never set aside: they are the strongest
-    impostor evidence there is."""
+    with neither, below REFERENCE_BELOW identities, the stricter of the model and the one with the tail reference
+    of the model's held-out identities (indexer/reference.py), where its evaluation kept one. Also returns what it
+    set aside: suspected duplicates, strangers that looked enrolled. Pairs a person confirmed are different people
+    (indexer/distinct.py) are never set aside: they are the strongest impostor evidence there is."""
     from indexer.distinct import pairs
     from indexer.strangers import fit_with_strangers, ingested_unlabelled, set_aside
     from indexer.tail import clustered, directly, resampled
@@ -49,8 +51,13 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     if strangers_check is not None:
         strangers_check["confirmed"] = int(confirmed.sum())
     models = resampled(evidence, own, seed=seed, power=model.spread_power, reading=model)
+    suspects = [asdict(s) for s in model.suspects]
+    reference = TailReference.from_dict(index.info().reference)
+    if reference is not None and strangers_check is None and identities < REFERENCE_BELOW:
+        # the gallery alone, too small to know its own tail far out: the model's reference says too
+        model, models = Stricter(model, reference), [Stricter(m, reference) for m in models]
     return Modelled(model, models, identities), {
-        "suspects": [asdict(s) for s in model.suspects], "strangers": int(len(unlabelled.vectors) - dropped.sum()),
+        "suspects": suspects, "strangers": int(len(unlabelled.vectors) - dropped.sum()),
         "strangers_dropped": int(dropped.sum()), "tail_check": check, "strangers_check": strangers_check,
         "strangers_set_aside": set_aside(unlabelled, dropped, matrix, names[chosen].astype(str))}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,9 @@ class FaceIndex:
                     f"(dim {existing.dim}), not {info.model_version} (dim {info.dim}); "
                     f"use another collection or re-ingest into a new one"
                 )
+            if info.reference and not existing.reference:  # the same model, evaluated since the collection was made
+                self.set_properties({Property.INFO: replace(existing, reference=info.reference).to_json()})
+                self._info = None
             return
         if index_type not in INDEX_PARAMS:
             raise InvalidValue(f"index type must be one of {sorted(INDEX_PARAMS)}, got {index_type!r}")

@@ -82,7 +82,7 @@ class IdentityService:
         reconnect = None if is_lite_uri(uri) else (lambda: connect(uri, token, timeout=2.0))
         spec, calibration = embedder.spec, embedder.calibration
         galleries = Galleries(client or connect(uri, token), settings.gallery)
-        index = galleries.open(CollectionInfo.of_model(spec, calibration.threshold if calibration else None),
+        index = galleries.open(CollectionInfo.of_calibrated(spec, calibration),
                                create=create, consistency=settings.search_consistency,
                                search_ef=settings.search_ef, reconnect=reconnect)
         root = settings.archive_root()

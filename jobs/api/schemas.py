@@ -231,6 +231,11 @@ class GalleryCalibrationOut(BaseModel):
                                             "it is `now`: unlabelled (to judge), stranger (confirmed since: POST "
                                             "/v1/gallery/strangers), named (with `identity`: POST "
                                             "/v1/identities/{identity}/name) or gone")
+    reference: dict | None = Field(None, description="tail, a gallery alone below 300 people whose model kept a "
+                                   "tail reference (`arcmatch eval --calibrate`): the model's held-out "
+                                   "`identities`, and the threshold the gallery's own tail (`own_threshold`) and "
+                                   "the reference's shape beyond it (`reference_threshold`) each give for the "
+                                   "target; the stricter holds at every threshold")
     points: list[PointOut] = Field([], description="the chosen threshold, those for half and twice the target, "
                                    "and the model's")
     curve: list[list[float | None]] = Field([], description="[threshold, fpir, fnir] rows, thresholds rising: "

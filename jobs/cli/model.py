@@ -49,6 +49,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from embedder.embed import open_embedder
     from embedder.evaluation import calibrate, evaluate_pairs
     from embedder.sources import list_images
+    from jobs.thresholds import with_reference
 
     settings = settings_from(args)
     model = settings.require("model").model
@@ -63,11 +64,13 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.fpir is not None and args.pairs:
         raise BadInput("--fpir makes its own galleries from the held-out identities; it takes no --pairs file")
     if args.pairs:
-        verification, calibration, scores = evaluate_pairs(embedder, args.pairs, args.data, args.far, policy)
+        verification, calibration, scores, held = evaluate_pairs(embedder, args.pairs, args.data, args.far, policy)
     elif args.fpir is not None:
-        verification, calibration, scores = _fpir(embedder, args, policy)
+        verification, calibration, scores, held = _fpir(embedder, args, policy)
     else:
-        verification, calibration, scores = calibrate(embedder, list_images(args.data), args.far, args.seed, policy)
+        verification, calibration, scores, held = calibrate(embedder, list_images(args.data), args.far, args.seed,
+                                                            policy)
+    calibration, reference = with_reference(calibration, *held, seed=args.seed)
     print(f"verification: {100 * verification.accuracy_mean:.2f}% +- {100 * verification.accuracy_std:.2f} "
           f"({verification.folds}-fold), ROC AUC {verification.auc:.4f}")
     for far, tar in verification.tar_at_far.items():
@@ -80,9 +83,10 @@ def evaluate(args: argparse.Namespace) -> int:
         from embedder.evaluation import plot_roc
 
         print(f"ROC curve in {plot_roc(*scores, args.roc, title=f'arcmatch eval: {Path(model).name}')}")
+    print(reference)
     if args.calibrate:
         calibration.save(model)
-        print(f"stored the threshold in {model}")
+        print(f"stored the threshold{' and the tail reference' if calibration.tail_reference else ''} in {model}")
     return EXIT_OK
 
 
@@ -109,7 +113,7 @@ def _fpir(embedder, args: argparse.Namespace, policy):
     chosen = fpir_threshold(embedder.embed(data.images), np.asarray(data.labels), args.fpir,
                             gallery_identities=people, photos=photos, seed=args.seed)
     print(f"rank-1 in those galleries at the threshold: {chosen.rank1:.3f}")
-    return chosen.verification, chosen.calibration, chosen.scores
+    return chosen.verification, chosen.calibration, chosen.scores, chosen.held_out
 
 
 def export(args: argparse.Namespace) -> int:

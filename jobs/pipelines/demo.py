@@ -37,7 +37,7 @@ from jobs.pipelines.demo_report import DemoReport
 from jobs.pipelines.ingest import ingest
 from jobs.progress import Console, silent
 from jobs.service import IdentityService
-from jobs.thresholds import fpir_threshold
+from jobs.thresholds import fpir_threshold, with_reference
 from trainer.config import TrainConfig, read_config_file
 from trainer.synthetic import identity_name, write_dataset
 
@@ -219,15 +219,16 @@ def _calibrate(embedder, split: Split, size: DemoSize, target_far: float | None,
     if target_far is not None:
         console.say(f"calibrating the threshold on held-out identities for a pair FAR of {target_far:.2g}")
         report.verification, report.calibration, _ = calibrate_vectors(vectors, labels, target_far, seed)
-        return
-    identities = len(np.unique(labels))
-    enrolled = min(len({i.identity for i in split.gallery}), identities // 2)  # the tiny size has few of them
-    console.say(f"calibrating the threshold on {identities} held-out identities for an FPIR of {100 * target_fpir:g}% "
-                f"in galleries of {enrolled} people")
-    chosen = fpir_threshold(vectors, labels, target_fpir, gallery_identities=enrolled, photos=size.gallery_images,
-                            seed=seed)
-    report.verification, report.calibration = chosen.verification, chosen.calibration
-    report.expected_rank1 = chosen.rank1
+    else:
+        identities = len(np.unique(labels))
+        enrolled = min(len({i.identity for i in split.gallery}), identities // 2)  # the tiny size has few of them
+        console.say(f"calibrating the threshold on {identities} held-out identities for an FPIR of "
+                    f"{100 * target_fpir:g}% in galleries of {enrolled} people")
+        chosen = fpir_threshold(vectors, labels, target_fpir, gallery_identities=enrolled,
+                                photos=size.gallery_images, seed=seed)
+        report.verification, report.calibration = chosen.verification, chosen.calibration
+        report.expected_rank1 = chosen.rank1
+    report.calibration = with_reference(report.calibration, vectors, labels, seed)[0]  # for `calibrate` later
 
 
 def _train(config: TrainConfig, workdir: Path, report: DemoReport, console: Console) -> None:

@@ -186,7 +186,7 @@ def ingest(
     if spec.alignment != "none" and (policy is None or policy.detector is None):
         raise ModelError(f"the model wants {spec.alignment} aligned faces: give a face detector (ARCMATCH_DETECTOR)")
     index = Galleries(connect(milvus, token), gallery).open(  # the collection of this model behind the alias
-        CollectionInfo.of_model(spec, calibration.threshold if calibration else None), create=True,
+        CollectionInfo.of_calibrated(spec, calibration), create=True,
         index_type=index_type)
     items = list_source(source, unlabelled=unlabelled, strangers=strangers)
     rows_of = partial(rows_from_batch, unlabelled=unlabelled or strangers)

@@ -136,7 +136,7 @@ def reembed(
         source = summary.source = galleries.adopt()
         source_index = FaceIndex(client, source)
 
-    info = CollectionInfo.of_model(spec, threshold)
+    info = CollectionInfo.of_model(spec, threshold, calibration.tail_reference if calibration else None)
     target = galleries.prepare(info, index_type=index_type)
     target.set_properties({  # who filled it, from what
         Property.MIGRATION: json.dumps({"source": source, "snapshot_ns": snapshot})})

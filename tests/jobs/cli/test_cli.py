@@ -130,6 +130,26 @@ def test_eval_calibrates_into_the_checkpoint(tmp_path, tiny_model_dir):
                  "--calibrate"]) == 0
     calibration = Calibration.load(model)
     assert calibration.target_far == 0.1 and calibration.measured_far <= 0.1
+    assert calibration.tail_reference is None  # five people say nothing of a tail far out
+
+
+def test_eval_keeps_the_tail_reference_of_enough_held_out_identities(tmp_path, tiny_model_dir, capsys):
+    """From MIN_REFERENCE identities on, the model keeps their non-mated tail, and a gallery made with it takes
+    the reference into its collection's record for small galleries' calibrations (indexer/reference.py)."""
+    import shutil
+
+    from embedder.checkpoint import Calibration
+    from indexer.reference import MIN_REFERENCE
+    from trainer.synthetic import write_dataset
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    write_dataset(tmp_path / "held", range(MIN_REFERENCE), 2, size=32)
+    assert main(["eval", "--model", str(model), "--data", str(tmp_path / "held"), "--calibrate"]) == 0
+    kept = Calibration.load(model).tail_reference
+    assert kept["identities"] == MIN_REFERENCE and len(kept["tables"]) == 5
+    out = capsys.readouterr().out
+    assert f"tail reference: {MIN_REFERENCE} held-out identities" in out and "and the tail reference" in out
 
 
 def test_eval_calibrates_for_an_fpir_in_a_planned_gallery(tmp_path, tiny_model_dir, capsys):
