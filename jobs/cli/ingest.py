@@ -11,6 +11,7 @@ import sys
 from common.errors import EXIT_OK, EXIT_PARTIAL
 from jobs.cli.options import (
     audit,
+    default_report,
     detector_flag,
     job_console,
     model_flag,
@@ -35,7 +36,8 @@ def register(sub) -> None:
                    help="as --unlabelled, and these are people who will never be enrolled (a public photo set of "
                         "the same kind, visitors): `arcmatch calibrate` counts them as strangers without asking "
                         "whether they look like someone enrolled, and from 500 of them reads the rate off them")
-    p.add_argument("--errors", default="ingest_errors.csv", type=writable(), help="CSV report of skipped files")
+    p.add_argument("--errors", default=default_report("ingest_errors.csv"), type=writable(),
+                   help="CSV report of skipped files (default: %(default)s)")
     p.add_argument("--export-parquet", type=writable(), help="also write the embeddings to this Parquet file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=1, help="embedding actors")

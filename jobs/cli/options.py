@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import tempfile
 from pathlib import Path
 
 from common.errors import BadInput
@@ -76,6 +77,13 @@ def writable(*suffixes: str):
         return text
 
     return check
+
+
+def default_report(name: str) -> Path:
+    """Where a command's report goes when no path is given: `name` in the working folder, or in the temp folder
+    where this user cannot write here (a read-only checkout). A Path, not a string, so that argparse does not
+    check it as if given: a default no one asked for must not refuse a run that skips nothing."""
+    return Path(name) if os.access(".", os.W_OK) else Path(tempfile.gettempdir()) / name
 
 
 def model_flag(p: argparse.ArgumentParser, what: str = "model directory") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
-from jobs.cli.options import detector_flag, positive, settings_from, writable
+from jobs.cli.options import default_report, detector_flag, positive, settings_from, writable
 from jobs.pipelines.report import write_error_report
 
 
@@ -18,8 +18,8 @@ def register(sub) -> None:
     p.add_argument("--source", help="identity/image tree or manifest (CSV/Parquet: path, identity) to pack")
     p.add_argument("--parquet", metavar="OUT", help="write Parquet shards (image bytes, label, identity, path) to OUT")
     p.add_argument("--rows-per-shard", type=positive, default=5000)
-    p.add_argument("--errors", default="prepare_errors.csv", type=writable(),
-                   help="CSV report of files that could not be read")
+    p.add_argument("--errors", default=default_report("prepare_errors.csv"), type=writable(),
+                   help="CSV report of files that could not be read (default: %(default)s)")
     p.add_argument("--synthetic", metavar="OUT", help="draw a synthetic identity/image tree into OUT")
     p.add_argument("--identities", type=positive, default=100)
     p.add_argument("--images", type=positive, default=10, help="images per identity")

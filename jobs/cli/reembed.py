@@ -15,6 +15,7 @@ from jobs.cli.options import (
     archive_root,
     audit,
     cosine,
+    default_report,
     detector_flag,
     job_console,
     model_flag,
@@ -37,8 +38,9 @@ def register(sub) -> None:
     p.add_argument("--allow-missing", action="store_true",
                    help="switch even if faces in service cannot be embedded again (never archived, or no face "
                         "found in their photo): they are left behind")
-    p.add_argument("--errors", default="reembed_errors.csv", type=writable(),
-                   help="CSV report of the faces that cannot be embedded again, with the reasons")
+    p.add_argument("--errors", default=default_report("reembed_errors.csv"), type=writable(),
+                   help="CSV report of the faces that cannot be embedded again, with the reasons (default: "
+                        "%(default)s)")
     detector_flag(p)
     p.add_argument("--grace", type=float, default=None,
                    help="seconds the old model's processes may finish writes after the switch (default: the "

@@ -11,7 +11,7 @@ import argparse
 import json
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
-from jobs.cli.options import writable
+from jobs.cli.options import default_report, writable
 from jobs.settings import Settings
 
 
@@ -36,7 +36,8 @@ def register(sub) -> None:
     p.add_argument("--faces", choices=["one", "largest"], help="which face of a photo (default: exactly one)")
     p.add_argument("--proceed", action="store_true",
                    help="enroll faces that match another identity too (a bulk import of trusted labels)")
-    p.add_argument("--errors", default="enroll_errors.csv", type=writable(), help="CSV report of the photos refused")
+    p.add_argument("--errors", default=default_report("enroll_errors.csv"), type=writable(),
+                   help="CSV report of the photos refused (default: %(default)s)")
     p.set_defaults(run=enroll)
 
     p = sub.add_parser("identities", help="the gallery's identities and their face counts")

@@ -2,6 +2,8 @@
 
 
 import argparse
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,6 +60,25 @@ def test_a_file_a_command_cannot_write_is_refused_before_its_work(argv, says, ca
         main(argv)
     assert exc.value.code == 2 and says in capsys.readouterr().err
     assert writable()("s3://bucket/vectors.parquet") == "s3://bucket/vectors.parquet"  # its filesystem's to judge
+
+
+@pytest.mark.parametrize(("argv", "name"), [(["ingest", "photos/"], "ingest_errors.csv"),
+                                            (["prepare", "--source", "s"], "prepare_errors.csv"),
+                                            (["reembed", "--model", "m"], "reembed_errors.csv"),
+                                            (["enroll", "photos/"], "enroll_errors.csv")],
+                         ids=["ingest", "prepare", "reembed", "enroll"])
+def test_a_report_nobody_named_goes_to_the_temp_folder_where_this_one_is_read_only(argv, name, tmp_path,
+                                                                                   monkeypatch):
+    """Before, the default report was checked as if given, so a run in a read-only folder was refused at once
+    even when it would skip nothing. This user is root here and may write anywhere, so "not here" is os.access's
+    answer for the working folder."""
+    from jobs.cli import build_parser
+
+    assert build_parser().parse_args(argv).errors == Path(name)  # where one can write: here, as before
+    access = os.access
+    monkeypatch.setattr("jobs.cli.options.os.access", lambda path, mode: path != "." and access(path, mode))
+    monkeypatch.setattr("jobs.cli.options.tempfile.gettempdir", lambda: str(tmp_path))
+    assert build_parser().parse_args(argv).errors == tmp_path / name
 
 
 def test_search_given_a_folder_says_to_name_its_photos(tmp_path, capsys):
