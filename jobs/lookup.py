@@ -78,13 +78,15 @@ class Lookup:
     def threshold_in_use(self) -> tuple[float, str]:
         """(threshold, where it comes from: "gallery", "model" or "collection")."""
         gallery = self.gallery_calibration()
-        if gallery is not None:
-            return gallery.threshold, "gallery"
-        if self.model is not None:
-            return self.model.threshold, "model"
-        stored = self.index.info().threshold
-        if stored is not None:
-            return stored, "collection"
+        found = ((gallery.threshold, "gallery") if gallery is not None else
+                 (self.model.threshold, "model") if self.model is not None else
+                 (self.index.info().threshold, "collection"))
+        if found[0] is not None:
+            if not -1.0 <= found[0] <= 1.0:  # kept before thresholds were checked, or a file edited by hand: every
+                # search would be "unknown" (or everyone someone) without a word
+                raise ModelError(f"the {found[1]}'s threshold {found[0]} is not a cosine between -1 and 1: run "
+                                 f"`arcmatch calibrate` (the gallery's own wins), or pass --threshold")
+            return found
         raise ModelError("the model has no calibrated threshold: run `arcmatch eval --calibrate` or "
                          "`arcmatch calibrate`, or pass --threshold")
 

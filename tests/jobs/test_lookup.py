@@ -1,0 +1,33 @@
+"""The threshold a search uses (jobs/lookup.py): a stored one that is no cosine is an error that says what to do,
+never a gallery that answers every search "unknown" without a word."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedder.errors import ModelError
+from embedder.layout import Calibration
+from indexer.store import CollectionInfo, FaceIndex, connect
+from jobs.lookup import Lookup
+
+pytestmark = pytest.mark.stores("lite")
+
+
+@pytest.mark.parametrize(("stored", "model", "says"), [
+    (5.0, None, "the collection's threshold 5.0 is not a cosine"),  # kept before thresholds were checked
+    (0.4, Calibration(-3.0, 1e-3, 1e-3, 0.9, 100), "the model's threshold -3.0 is not a cosine"),  # edited by hand
+], ids=["collection", "model"])
+def test_a_stored_threshold_that_is_no_cosine_is_refused_in_words(milvus_uri, collection_name, stored, model, says):
+    index = FaceIndex(connect(milvus_uri), collection_name)
+    index.ensure(CollectionInfo("model-a", 8, stored), index_type="FLAT")
+    lookup = Lookup(index, 8, model)
+    with pytest.raises(ModelError, match=says + ".*arcmatch calibrate"):
+        lookup.threshold()
+    assert lookup.threshold(0.5) == 0.5  # a caller's own threshold still answers
+
+
+def test_a_good_stored_threshold_is_used_and_said_where_it_comes_from(milvus_uri, collection_name):
+    index = FaceIndex(connect(milvus_uri), collection_name)
+    index.ensure(CollectionInfo("model-a", 8, 0.42), index_type="FLAT")
+    assert Lookup(index, 8, None).threshold_in_use() == (0.42, "collection")
+    assert Lookup(index, 8, Calibration(0.37, 1e-3, 1e-3, 0.9, 100)).threshold_in_use() == (0.37, "model")
