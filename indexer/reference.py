@@ -15,9 +15,9 @@ for a 1% promise (an experiment), where the stricter of the two stays with the g
 of 100 people the stricter of the two met 1% within 2x in 16 of 20 draws, where the gallery's tail alone did in
 10-13, and never let more than 1.84% through (7.74% alone). On the demo's synthetic faces, whose own tail is already
 too strict, it is stricter still: at 100 people the 2 of 10 draws within 2x became none, the median identified
-unchanged (bench/calibrate_tail.py --reference, docs/BENCHMARKS.md). From REFERENCE_BELOW
-people on the gallery's own tail is left alone: at 300 the stricter of the two met 2x in 12 of 20 draws where the
-tail alone did in 13, a little stricter for nothing, and at 1,000 in the same 10 of 10.
+unchanged (bench/calibrate_tail.py --reference, docs/BENCHMARKS.md). From REFERENCE_BELOW people on the
+gallery's own tail is left alone: at 300 the stricter of the two met 2x in 12 of 20 draws where the tail alone did
+in 13, a little stricter for nothing, and at 1,000 in the same 10 of 10.
 """
 
 from __future__ import annotations
