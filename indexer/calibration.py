@@ -233,7 +233,7 @@ class GalleryCalibration:
             from indexer.reference import MIN_REFERENCE, REFERENCE_BELOW
 
             reference = (f"; a model evaluated on {MIN_REFERENCE} or more held-out people (`arcmatch eval "
-                         f"--calibrate`, then a command that opens the gallery with it) also lends its tail"
+                         f"--calibrate`, then `calibrate --model`) also lends its tail"
                          if self.reference is None and not self.strangers and self.identities < REFERENCE_BELOW
                          and self.method == TAIL_METHOD else "")
             out.append(f"the interval is wide: at {self.identities} identities the gallery cannot tell FPIR "

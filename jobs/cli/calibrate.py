@@ -1,8 +1,9 @@
 """`arcmatch calibrate`: the gallery's own threshold for a target false-positive identification rate, chosen from
-the vectors in the store (no model, no images), because a model's threshold is the right one only for galleries
-like those it was calibrated on. The result is kept with the collection the gallery serves (a collection property),
-so every process searching it (the API's replicas, the CLI's search) uses it within seconds, and a re-embed's new
-collection starts from its own model's calibration again; `--show` reads it back, `--clear` forgets it.
+the vectors in the store (no images; a model named only lends the tail reference its evaluation kept), because a
+model's threshold is the right one only for galleries like those it was calibrated on. The result is kept with the
+collection the gallery serves (a collection property), so every process searching it (the API's replicas, the
+CLI's search) uses it within seconds, and a re-embed's new collection starts from its own model's calibration
+again; `--show` reads it back, `--clear` forgets it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from dataclasses import asdict
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import PICTURES, audit, open_gallery, settings_from, share, store_flags, writable
+from jobs.cli.options import PICTURES, audit, model_flag, open_gallery, settings_from, share, store_flags, writable
 
 
 def register(sub) -> None:
@@ -27,6 +28,8 @@ def register(sub) -> None:
                    help="tail: every cross-identity score with a model of the tail, duplicates set aside and named, "
                         "unlabelled faces as more strangers, an FPIR interval; top1: the quantile of each trial's "
                         "best non-mated score, which one duplicate enrollment decides (default %(default)s)")
+    model_flag(p, "the gallery's model: where the gallery's record lacks the tail reference its `eval --calibrate` "
+                  "kept since, the calibration takes it")
     p.add_argument("--target", help="a collection of the gallery other than the one in service (a re-embed's, "
                                     "before its switch)")
     p.add_argument("--dry-run", action="store_true", help="report the threshold, keep nothing")
@@ -36,6 +39,20 @@ def register(sub) -> None:
     p.add_argument("--plot", type=writable(*PICTURES), metavar="FILE",
                    help="save the FNIR-vs-FPIR curve as a picture (.png, .svg or .pdf)")
     p.set_defaults(run=calibrate)
+
+
+def take_reference(index, model) -> None:
+    """The model's tail reference (indexer/reference.py) into the collection's record where the record lacks it:
+    a model evaluated (`eval --calibrate`) after the gallery was made. Only the collection's own model lends it;
+    another model's says nothing of these vectors."""
+    from embedder.embed import open_embedder
+    from indexer.store import CollectionInfo
+
+    embedder = open_embedder(model)
+    reference = embedder.calibration.tail_reference if embedder.calibration else None
+    info = index.info()
+    if reference and not info.reference and embedder.spec.version == info.model_version:
+        index.ensure(CollectionInfo(info.model_version, info.dim, info.threshold, info.model_spec, reference))
 
 
 def calibrate(args: argparse.Namespace) -> int:
@@ -55,6 +72,8 @@ def calibrate(args: argparse.Namespace) -> int:
         raise NotFound(f"{args.target!r} is not a collection of gallery {settings.gallery!r} "
                        f"(see `arcmatch collections list`)")
     index = FaceIndex(galleries.client, name)
+    if settings.model is not None and not (args.show or args.clear):
+        take_reference(index, settings.model)
     if args.show:
         found = calibration.stored(index)
         if found is not None and args.plot:

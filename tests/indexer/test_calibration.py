@@ -177,7 +177,7 @@ def test_a_twenty_person_gallery_is_calibrated_with_its_wide_interval_said_plain
     said = "\n".join(found.lines())
     assert "the interval is wide: at 20 identities the gallery cannot tell FPIR 0.01 from" in said
     assert "unlabelled faces of people not enrolled" in said
-    assert "`arcmatch eval --calibrate`, then a command that opens the gallery with it) also lends its tail" in said
+    assert "(`arcmatch eval --calibrate`, then `calibrate --model`) also lends its tail" in said
 
 
 def test_a_tail_model_that_does_not_fit_the_gallery_says_so():

@@ -242,3 +242,30 @@ def test_gallery_stranger_confirms_unlabelled_faces_by_source(gallery, capsys, t
     assert "no unlabelled face comes from 'elsewhere.jpg'" in capsys.readouterr().err
     assert gallery.stored_metadata([rows[1].face_id])[rows[1].face_id] == {}
     assert [r["action"] for r in read(tmp_path / "audit")] == ["confirm_strangers"]
+
+
+def test_calibrate_takes_the_tail_reference_its_model_kept_after_the_gallery_was_made(tmp_path, monkeypatch,
+                                                                                       tiny_model_dir, capsys):
+    """The gallery was made before `eval --calibrate` kept the model's tail reference: `calibrate --model` (or
+    ARCMATCH_MODEL) gives it to the gallery's record, and the small gallery's calibration takes its opinion."""
+    import shutil
+    from dataclasses import replace
+
+    import numpy as np
+
+    from embedder.layout import Calibration
+    from indexer.reference import TailReference
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    tiny_model_gallery(tmp_path, monkeypatch, model, "late", rows=people(100, 1, spread=0.3, dim=64))
+    held = people(300, 1, spread=0.3, dim=64, seed=7, first=1000)
+    reference = TailReference.measure(np.stack([r.vector for r in held]), np.array([r.identity for r in held]))
+    replace(Calibration.load(model), tail_reference=reference.to_dict()).save(model)  # eval --calibrate, since
+    monkeypatch.delenv("ARCMATCH_MODEL")
+    assert main(["calibrate", "--fpir", "0.01", "--dry-run"]) == 0
+    assert "a second opinion" not in capsys.readouterr().out  # no model named: the record has none
+    assert main(["calibrate", "--fpir", "0.01", "--dry-run", "--model", str(model)]) == 0
+    assert "a second opinion, the tail of the model's 300 held-out identities" in capsys.readouterr().out
+    assert main(["calibrate", "--fpir", "0.01", "--dry-run"]) == 0  # kept in the record from then on
+    assert "a second opinion" in capsys.readouterr().out
