@@ -11,7 +11,6 @@ never stop the job.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -60,10 +59,13 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
     `kept` / `kept_kind`, for the face archive (for a box-crop model with a detector in the policy, with the face
     located in its box, so that a five-point model can take the gallery over without detecting it again)."""
     columns: dict[str, list] = {k: [] for k in ("identity", "source", "face_key", "metadata", "image", "error",
-                                                "kept", "kept_kind")}
+                                                "kept", "kept_kind", "first_face")}
     blank = np.zeros((*spec.input_size, 3), dtype=np.uint8)
+    photos: set[int] = set()
 
     def add(i: int, image: np.ndarray | None, error: str, key: str, metadata: str, kept=None) -> None:
+        columns["first_face"].append(i not in photos)  # the row a photo is counted by (photos_in)
+        photos.add(i)
         for name in ("identity", "source"):
             columns[name].append(batch[name][i])
         columns["face_key"].append(key)
@@ -104,13 +106,9 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
 
 
 def photos_in(batch: dict) -> int:
-    """The photos a batch of faces came from, for a bar counted in photos: a photo that gave several faces has
-    them keyed `#0`, `#1`, ... (decode_batch), and counts once, by its first."""
-    return sum(1 for key in batch["face_key"] if (found := _FACE_SUFFIX.search(str(key))) is None
-               or found.group(1) == "0")
-
-
-_FACE_SUFFIX = re.compile(r"#(\d+)$")
+    """The photos a batch of faces came from, for a bar counted in photos: a photo that gave several faces counts
+    once, by its first row (decode_batch's `first_face`; not by its key's `#0`, which a source may end with too)."""
+    return int(np.asarray(batch["first_face"], bool).sum())
 
 
 def prepare_or_skip(photo: np.ndarray, spec: ModelSpec, policy: FacePolicy) -> tuple[list, str]:

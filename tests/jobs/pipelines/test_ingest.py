@@ -294,6 +294,19 @@ def test_an_upsert_carries_a_faces_rejections(tmp_path):
     assert kept[0].metadata == {"w": 1, "rejected_from": ["cy"]} and kept[1].metadata == {}
 
 
-def test_the_bar_counts_photos_not_the_faces_a_group_photo_gives():
-    keys = np.asarray(["ann/1.jpg", "crowd/group.png#0", "crowd/group.png#1", "crowd/group.png#2", "x#y.jpg"])
-    assert photos_in({"face_key": keys}) == 3
+def test_the_bar_counts_every_photo_once_whatever_its_name(tmp_path, tiny_spec):
+    """A photo counts by its first row: one whose name ends like a face's key (`#3`: before, it was not counted)
+    and one that cannot be read count too."""
+    from jobs.pipelines.ingest import decode_batch
+    from tests.helpers import png
+
+    for name in ("ann.png", "x#3.png"):
+        (tmp_path / name).write_bytes(png(1))
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    names = ["ann.png", "x#3.png", "broken.png"]
+    batch = {"uri": np.asarray([str(tmp_path / n) for n in names], dtype=object),
+             "face_key": np.asarray(names, dtype=object), "identity": np.asarray(["ann", "x", "y"], dtype=object),
+             "source": np.asarray(names, dtype=object), "metadata": np.asarray(["{}"] * 3, dtype=object)}
+    decoded = decode_batch(batch, tiny_spec)
+    assert list(decoded["first_face"]) == [True, True, True] and photos_in(decoded) == 3  # a group photo's faces:
+    # tests/jobs/pipelines/test_ingest_faces.py

@@ -73,3 +73,17 @@ def test_raw_photos_become_faces(ray_local, photos, tmp_path, mobilefacenet_alig
         np.testing.assert_allclose(cosines, 1.0, atol=1e-3)
     finally:
         client.close()
+
+
+def test_a_group_photo_counts_once_in_the_bar_by_its_first_face(photos, mobilefacenet_aligned, yunet):
+    from jobs.pipelines.ingest import decode_batch, photos_in
+
+    spec = open_embedder(mobilefacenet_aligned).spec
+    names = ["crowd/group.png", "Colin_Powell/1.jpg"]
+    batch = {"uri": np.asarray([str(photos / n) for n in names], dtype=object),
+             "face_key": np.asarray(names, dtype=object), "identity": np.asarray(["", ""], dtype=object),
+             "source": np.asarray(names, dtype=object), "metadata": np.asarray(["{}", "{}"], dtype=object)}
+    decoded = decode_batch(batch, spec, FacePolicy(yunet, select="all"))
+    assert list(decoded["face_key"]) == ["crowd/group.png#0", "crowd/group.png#1", "crowd/group.png#2",
+                                         "Colin_Powell/1.jpg"]
+    assert list(decoded["first_face"]) == [True, False, False, True] and photos_in(decoded) == 2
