@@ -123,3 +123,33 @@ def test_the_gallery_check_over_http_reads_every_face_for_a_read_key(api):
     assert (report["identities"], report["faces"]) == (30, 40) and report["below_gate"] == []
     assert all(set(d) == {"first", "second", "score", "expected_among_strangers"} for d in report["duplicates"])
     assert all(isinstance(m["face_id"], str) for m in report["misfits"])
+
+
+def test_a_small_gallery_calibrated_over_http_gives_both_opinions_of_a_model_that_kept_a_reference(
+        tmp_path, tiny_model_dir):
+    """The model's `eval --calibrate` kept a tail reference: the service's collection records it, and the tail
+    calibration of a gallery under 300 people answers with the threshold of each opinion (indexer/reference.py)."""
+    import shutil
+    from dataclasses import replace
+
+    import numpy as np
+
+    from embedder.layout import Calibration
+    from indexer.reference import TailReference
+    from tests.helpers import people
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    held = people(300, 1, spread=0.3, dim=TINY_DIM, seed=7)
+    reference = TailReference.measure(np.stack([r.vector for r in held]), np.array([r.identity for r in held]))
+    replace(Calibration.load(model), tail_reference=reference.to_dict()).save(model)
+    settings = Settings(model=model, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", milvus_uri=str(tmp_path / "r.db"),
+                        gallery="referenced", archive=False)
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        for person in range(30):
+            files = [("images", ("0.png", png(person, 0), "image/png"))]
+            assert client.post(f"/v1/identities/p{person}/faces", files=files, headers=W).status_code == 201
+        result = client.post("/v1/calibration", json={"fpir": 0.1, "dry_run": True}, headers=W).json()
+    said = result["reference"]
+    assert said["identities"] == 300 and result["threshold"] == pytest.approx(
+        max(said["own_threshold"], said["reference_threshold"]), abs=2e-3)
