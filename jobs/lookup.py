@@ -82,11 +82,12 @@ class Lookup:
                  (self.model.threshold, "model") if self.model is not None else
                  (self.index.info().threshold, "collection"))
         if found[0] is not None:
-            if not -1.0 <= found[0] <= 1.0:  # kept before thresholds were checked, or a file edited by hand: every
-                # search would be "unknown" (or everyone someone) without a word
+            try:
+                return validate_threshold(found[0]), found[1]
+            except InvalidValue:  # kept before thresholds were checked, or a file edited by hand: every search
+                # would be "unknown" (or everyone someone) without a word
                 raise ModelError(f"the {found[1]}'s threshold {found[0]} is not a cosine between -1 and 1: run "
-                                 f"`arcmatch calibrate` (the gallery's own wins), or pass --threshold")
-            return found
+                                 f"`arcmatch calibrate` (the gallery's own wins), or pass --threshold") from None
         raise ModelError("the model has no calibrated threshold: run `arcmatch eval --calibrate` or "
                          "`arcmatch calibrate`, or pass --threshold")
 
