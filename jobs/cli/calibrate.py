@@ -45,14 +45,14 @@ def take_reference(index, model) -> None:
     """The model's tail reference (indexer/reference.py) into the collection's record where the record lacks it:
     a model evaluated (`eval --calibrate`) after the gallery was made. Only the collection's own model lends it;
     another model's says nothing of these vectors."""
-    from embedder.embed import open_embedder
-    from indexer.store import CollectionInfo
+    from dataclasses import replace
 
-    embedder = open_embedder(model)
-    reference = embedder.calibration.tail_reference if embedder.calibration else None
-    info = index.info()
-    if reference and not info.reference and embedder.spec.version == info.model_version:
-        index.ensure(CollectionInfo(info.model_version, info.dim, info.threshold, info.model_spec, reference))
+    from embedder.embed import open_embedder
+
+    embedder, info = open_embedder(model), index.info()
+    if embedder.calibration is not None and embedder.spec.version == info.model_version:
+        # ensure() writes it where the record has none, as when the model opens the gallery (ingest, the API)
+        index.ensure(replace(info, reference=embedder.calibration.tail_reference))
 
 
 def calibrate(args: argparse.Namespace) -> int:
