@@ -19,9 +19,10 @@ class UnsupportedFormat(ImageError):
     kind = "unsupported media type"
 
 
-# the decoders Pillow may use for each format we recognise (MPO: the multi-picture JPEG many phones write)
+# the decoders Pillow may use for each format we recognise; Pillow's JPEG opener also reads MPO, the multi-picture
+# JPEG many phones write (naming "MPO" here made a JPEG that does not decode a KeyError: Pillow has no opener so called)
 ALLOWED = {
-    "JPEG": ("JPEG", "MPO"),
+    "JPEG": ("JPEG",),
     "PNG": ("PNG",),
     "WEBP": ("WEBP",),
     "BMP": ("BMP",),

@@ -66,10 +66,19 @@ def test_crop_box_is_fractional():
     (b"not an image at all", "unsupported image format"),
     (encode(Image.new("RGB", (40, 40)))[:60], "corrupt"),
     (encode(Image.new("RGB", (8, 40))), "smaller than"),
+    (b"\xff\xd8\xff", "say JPEG, but it does not decode"),
+    (encode(Image.new("RGB", (40, 40)), "JPEG")[:20], "JPEG"),
 ])
 def test_bad_input_raises_image_error(data, reason):
     with pytest.raises(ImageError, match=reason):
         decode_image(data, SPEC)
+
+
+def test_a_multi_picture_jpeg_decodes_its_first_picture():
+    first, second = Image.new("RGB", (40, 40), (200, 0, 0)), Image.new("RGB", (40, 40), (0, 0, 200))
+    data = encode(first, "MPO", save_all=True, append_images=[second])
+    out = decode_image(data, SPEC)
+    assert out[..., 0].mean() > 150 and out[..., 2].mean() < 50
 
 
 def test_pixel_limit_refuses_bombs_before_decoding():
