@@ -22,6 +22,11 @@ FLOAT32_MAX = 3.4028234663852886e38  # vectors are stored as float32: a larger m
 MAX_SOURCE_BYTES = 2048
 MAX_METADATA_BYTES = 16 * 1024  # a face's metadata as compact JSON
 MAX_METADATA_DEPTH = 8
+# the metadata keys arcmatch writes itself: what a face's photo was (sha256, face), what people decided of it
+# (rejected_from, indexer.health's confirmed_in, indexer.strangers' stranger) and a kept unknown face's retention; a
+# caller's own metadata may not set them
+OWN_METADATA = frozenset({"sha256", "face", "rejected_from", "confirmed_in", "stranger", "kept_from", "kept_at",
+                          "expires_at", "below"})
 INT64 = (-(2**63), 2**63 - 1)
 _IDENTITY = re.compile(r"^[^\x00-\x1f\x7f]+$")
 

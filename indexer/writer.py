@@ -37,11 +37,15 @@ def rejected_from(metadata: dict | None) -> list[str]:
     return list((metadata or {}).get("rejected_from") or [])
 
 
-def carry_rejections(row: FaceRow, stored: dict | None) -> FaceRow:
+def carry_rejections(row: FaceRow, stored: dict | None, *, keep: bool = False) -> FaceRow:
     """The row about to overwrite a stored face, keeping the face's rejections (`stored` is its metadata) other
-    than the row's own identity in its metadata, so the upsert does not erase a person's "not this person"."""
+    than the row's own identity in its metadata, so the upsert does not erase a person's "not this person".
+    `keep`: the stored face's other keys that the row does not set stay too (a photo enrolled again keeps what
+    its first enrollment said of it, and a person's "It is NAME")."""
     others = [name for name in rejected_from(stored) if name != row.identity]
-    return replace(row, metadata={**row.metadata, "rejected_from": others}) if others else row
+    kept = {k: v for k, v in (stored or {}).items() if k != "rejected_from"} if keep else {}
+    metadata = {**kept, **row.metadata, **({"rejected_from": others} if others else {})}
+    return replace(row, metadata=metadata) if metadata != row.metadata else row
 
 
 class FaceImage(NamedTuple):
@@ -83,13 +87,14 @@ class GalleryWriter:
                                f"takes no writes until it is replaced: retry shortly")
 
     # "not this person"
-    def check_rejections(self, rows: list[FaceRow], *, strong: bool = True) -> list[tuple[FaceRow, bool]]:
-        """Each row as it may overwrite its stored face (carrying the face's other rejections), and whether a person
-        took that face out of the row's own identity. One read of the rows' ids, without vectors (`strong`: one
-        that sees every write acknowledged before it)."""
+    def check_rejections(self, rows: list[FaceRow], *, strong: bool = True,
+                         keep: bool = False) -> list[tuple[FaceRow, bool]]:
+        """Each row as it may overwrite its stored face (carrying the face's other rejections; with `keep` its other
+        metadata too), and whether a person took that face out of the row's own identity. One read of the rows'
+        ids, without vectors (`strong`: one that sees every write acknowledged before it)."""
         stored = self.index.stored_metadata([r.face_id for r in rows], strong=strong) if rows else {}
-        return [(carry_rejections(row, stored.get(row.face_id)), row.identity in rejected_from(stored.get(row.face_id)))
-                for row in rows]
+        return [(carry_rejections(row, stored.get(row.face_id), keep=keep),
+                 row.identity in rejected_from(stored.get(row.face_id))) for row in rows]
 
     # writing
     def write(self, rows: list[FaceRow], images: Mapping[int, FaceImage] | None = None, *,

@@ -11,6 +11,7 @@ twice is one face, not two, and a retried request is harmless.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass
 
@@ -66,6 +67,7 @@ class IdentityService:
         self.watch = self.lookup.watch  # the gallery's size, for its calibration
         self._ready_checked, self._not_ready = -READY_CACHE_S, None
         self._purged_at = -float("inf")
+        self._enrolling = threading.Lock()
 
     @classmethod
     def open(cls, settings, *, create: bool = False, embedder: Embedder | None = None,
@@ -182,33 +184,40 @@ class IdentityService:
         self.writer.in_service()
         prepared, kept = self.photos.enrollment(images, select=select, gate=gate, keep=self.archive is not None)
         embedded = self.photos.embed_faces([f for _, _, faces in prepared for f in faces])
-        vectors = iter(embedded)
-        rows = []
+        vectors, images = iter(embedded), iter(kept)
+        rows, archived = {}, {}
         for name, data, faces in prepared:
             digest = hashlib.sha256(data).hexdigest()
             for n, face in enumerate(faces):
                 key = f"{identity}\x00{digest}" + (f"\x00{n}" if len(faces) > 1 else "")
+                vector, image = next(vectors), next(images, None)
+                if face_id(key) in rows:  # the same photo twice in one request: one face, named once
+                    continue
+                if image is not None:  # none without an archive
+                    archived[face_id(key)] = FaceImage(image[1], image[0])
                 extra = {**(metadata or {}), "sha256": digest}
                 if self.photos.aligned:
                     # the record judges the face by the service's gate even when the caller overrode it, so a
                     # face enrolled below the gate says so (passed false, its reasons) and that it was overridden
                     judged = self.photos.judged(face)
                     extra["face"] = {**face_record(judged), **({} if gate else {"quality_override": True})}
-                rows.append(FaceRow(f"api:{name[:200]}", identity, next(vectors), face_id(key), extra))
-        rows = self._keep_rejections(rows, identity, proceed)  # first: "not this person" is the more exact reason
-        if self.conflict_check and not proceed:
-            self.lookup.check_conflicts(embedded, identity)
-        archived = ({r.face_id: FaceImage(kind, image) for r, (image, kind) in zip(rows, kept, strict=True)}
-                    if kept else None)  # none without an archive
-        self.writer.write(rows, archived)
+                rows[face_id(key)] = FaceRow(f"api:{name[:200]}", identity, vector, face_id(key), extra)
+        # the checks and the write as one step: two requests enrolling one person under two names at once would
+        # otherwise both pass the conflict check before either had written (the photos are embedded outside it)
+        with self._enrolling:
+            rows = self._keep_rejections(list(rows.values()), identity, proceed)  # first: the more exact reason
+            if self.conflict_check and not proceed:
+                self.lookup.check_conflicts(embedded, identity)
+            self.writer.write(rows, archived or None)
         self.watch.poke(self.lookup.gallery_calibration)  # the gallery grew: is its calibration still right?
         return Enrolled(identity, [r.face_id for r in rows])
 
     def _keep_rejections(self, rows: list[FaceRow], identity: str, proceed: bool) -> list[FaceRow]:
         """A photo's face id derives from the identity and the photo, so enrolling a photo again reaches the face
         stored for it. If a person said that face is not `identity`, it is a Conflict unless `proceed`, whatever
-        the face is named since (as promotion and ingestion do); the face's other rejections stay with it."""
-        checked = self.writer.check_rejections(rows)
+        the face is named since (as promotion and ingestion do); the face's other rejections stay with it, and
+        the metadata it was stored with where this request does not set a key again."""
+        checked = self.writer.check_rejections(rows, keep=True)
         refused = next((row for row, rejected in checked if rejected), None)
         if refused is not None and not proceed:
             raise Conflict(f"{refused.source.removeprefix('api:')}: this face was rejected from {identity!r} "

@@ -7,7 +7,7 @@ import json
 from fastapi import UploadFile
 
 from common.errors import BadInput, PayloadTooLarge
-from indexer.ids import MAX_METADATA_DEPTH, validate_metadata
+from indexer.ids import MAX_METADATA_DEPTH, OWN_METADATA, validate_metadata
 
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -28,4 +28,9 @@ def parse_metadata(text: str | None) -> dict | None:
         raise BadInput(f"metadata is not JSON: {exc.msg} at position {exc.pos}") from None
     except RecursionError:
         raise BadInput(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels") from None
-    return validate_metadata(value)
+    value = validate_metadata(value)
+    taken = sorted(OWN_METADATA.intersection(value))
+    if taken:
+        raise BadInput(f"metadata may not set {', '.join(taken)}: arcmatch keeps its own record of each face "
+                       "under these keys; name yours otherwise")
+    return value

@@ -48,13 +48,15 @@ router = APIRouter(prefix="/identities", tags=["identities"], responses=response
 @router.post("/{identity}/faces", status_code=201, responses=responses(400, 409, 413, 415, 422))
 async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: Identity, images: Photos,
                  metadata: Annotated[str, Form(json_schema_extra={"contentMediaType": "application/json"},
-                                               description="a JSON object kept with each face")] = None,
+                                               description="a JSON object kept with each face; a photo "
+                                               "enrolled again keeps the keys this one does not set")] = None,
                  faces: Annotated[Literal["one", "largest"], Form()] = None,
                  override_quality: Annotated[bool, Form()] = False,
                  proceed: Annotated[bool, Form()] = False) -> Enrolled:
     """Each photo must show exactly one face that passes the quality gate, unless `faces` says largest or all;
     `override_quality` enrolls faces below the gate too. A face that matches another identity above the threshold,
-    or one rejected from this identity, answers 409 naming it, unless `proceed`."""
+    or one rejected from this identity, answers 409 naming it, unless `proceed`; enrollments into one gallery are
+    checked and written one at a time, so one person sent under two names at once is still refused once."""
     settings = request.app.state.settings
     if len(images) > settings.max_images_per_request:
         raise BadInput(f"at most {settings.max_images_per_request} images per enrollment, got {len(images)}")

@@ -55,8 +55,10 @@ def test_health_and_ready_are_open_everything_else_needs_a_key(api):
 def test_enroll_then_search_by_image_and_by_embedding(api, tiny_model_dir):
     response = enroll(api, "ann", png(1), png(1, 1), metadata='{"team": "blue"}')
     assert response.status_code == 201 and len(response.json()["face_ids"]) == 2
-    again = enroll(api, "ann", png(1))  # the same photo again is the same face
+    again = enroll(api, "ann", png(1), metadata='{"seat": 4}')  # the same photo again is the same face
     assert again.json()["face_ids"][0] == response.json()["face_ids"][0]
+    twice = enroll(api, "ann", png(1, 1), png(1, 1))  # and twice in one request, one face named once
+    assert twice.json()["face_ids"] == response.json()["face_ids"][1:]
     enroll(api, "bob", png(2))
 
     found = api.post("/v1/search", files={"image": ("p.png", png(1), "image/png")}, headers=R).json()["faces"][0]
@@ -78,8 +80,11 @@ def test_enroll_then_search_by_image_and_by_embedding(api, tiny_model_dir):
     assert answers[0]["identity"] == "bob"
     identity = api.get("/v1/identities/ann", headers=R).json()
     assert len(identity["faces"]) == 2
-    # re-enrolling a photo replaces its row, metadata included; the other photo keeps what it was given
-    assert sorted(f["metadata"].get("team", "-") for f in identity["faces"]) == ["-", "blue"]
+    # a photo enrolled again keeps the metadata it was given before, where the new request does not set a key
+    again_id = again.json()["face_ids"][0]
+    kept = {f["face_id"]: f["metadata"] for f in identity["faces"]}
+    assert kept[again_id]["team"] == "blue" and kept[again_id]["seat"] == 4 and "sha256" in kept[again_id]
+    assert [m.get("seat") for i, m in kept.items() if i != again_id] == [None]
 
 
 def test_pagination_and_deletes(api):
@@ -170,6 +175,9 @@ BAD_REQUESTS = {
                                                                 + "}" * 12)),
     "metadata integer beyond int64": (400, lambda api: enroll(api, "ann", png(1),
                                                               metadata='{"n": 18446744073709551616}')),
+    "metadata setting arcmatch's own key": (400, lambda api: enroll(api, "ann", png(1), metadata='{"sha256": "x"}')),
+    "JPEG that does not decode": (400, lambda api: api.post("/v1/search", headers=R,
+                                                            files={"image": ("x.jpg", b"\xff\xd8\xff", "image/jpeg")})),
     "identity of 65 emoji": (400, lambda api: enroll(api, "\U0001F600" * 65, png(1))),
     "face id beyond int64": (422, lambda api: api.delete(f"/v1/identities/ann/faces/{2**64}", headers=W)),
     "EPS upload": (415, lambda api: api.post("/v1/search", files={"image": ("x.eps", EPS, "image/png")}, headers=R)),

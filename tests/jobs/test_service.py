@@ -1,0 +1,65 @@
+"""The service in process (Milvus Lite): enrollments of one person under several names at once, and what a photo
+enrolled again keeps."""
+
+import threading
+import time
+
+import pytest
+
+from common.errors import Conflict
+from indexer import health, strangers
+from indexer.ids import OWN_METADATA
+from jobs.service import IdentityService
+from jobs.settings import Settings
+from tests.helpers import png
+
+
+@pytest.fixture
+def service(tmp_path, tiny_model_dir):
+    settings = Settings(model=tiny_model_dir, milvus_uri=str(tmp_path / "g.db"), gallery="race", archive=False,
+                        audit_dir=str(tmp_path / "audit"), recalibrate_on_growth=False)
+    service = IdentityService.open(settings, create=True)
+    yield service
+    service.close()
+
+
+def test_one_person_enrolled_under_several_names_at_once_is_enrolled_once(service):
+    write = service.writer.write
+
+    def slow_write(*args, **kwargs):  # widens the window between the conflict check and the write
+        time.sleep(0.3)
+        return write(*args, **kwargs)
+
+    service.writer.write = slow_write
+    start, outcomes = threading.Barrier(4), []
+
+    def enroll(n: int) -> None:
+        start.wait()
+        try:
+            outcomes.append(service.enroll(f"twin{n}", [(f"{n}.png", png(5, n))]).identity)
+        except Conflict as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=enroll, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    enrolled = [o for o in outcomes if o.startswith("twin")]
+    assert len(enrolled) == 1, outcomes
+    assert all(f"matches {enrolled[0]!r}" in o for o in outcomes if o not in enrolled)
+    assert [n for n, _ in service.list_identities(None, 10)[0]] == enrolled
+
+
+def test_a_photo_enrolled_again_keeps_what_people_said_of_it(service):
+    [face] = service.enroll("ann", [("a.png", png(1))], {"team": "blue"}).face_ids
+    row = service.index.rows([face])[face]
+    service.index.upsert([type(row)(row.source, row.identity, row.vector, face,
+                                    {**row.metadata, health.CONFIRMED_IN: "ann"})])  # "It is ann", as curation keeps it
+    assert service.enroll("ann", [("a.png", png(1))], {"seat": 4}).face_ids == [face]
+    metadata = service.index.rows([face])[face].metadata
+    assert metadata["team"] == "blue" and metadata["seat"] == 4 and metadata[health.CONFIRMED_IN] == "ann"
+
+
+def test_the_keys_arcmatch_writes_are_its_own():
+    assert {health.CONFIRMED_IN, strangers.CONFIRMED, "rejected_from", "sha256", "face"} <= OWN_METADATA
