@@ -44,20 +44,31 @@ class Audit:
             await self.app(scope, receive, send)
             return
 
+        recorded = False
+
+        async def record(status: int) -> None:
+            nonlocal recorded
+            recorded = True
+            state = scope.get("state", {})
+            key = state.get(KEY_STATE)
+            entry = {"key": key.name if key else None, "gallery": gallery_of(scope["path"], self.gallery),
+                     "request_id": state.get(REQUEST_STATE),
+                     "method": scope["method"], "path": scope["path"],
+                     "client": (scope.get("client") or ("",))[0], "status": status, **state.get(NOTE_STATE, {})}
+            try:
+                await asyncio.to_thread(self.log.append, entry)
+            except OSError as exc:  # the gallery may have changed; answer, and say loudly that the trail has a gap
+                AUDIT_FAILURES.inc()
+                log.error("audit log write failed (%s): %s", exc.__class__.__name__, entry)
+
         async def send_recorded(message) -> None:
             if message["type"] == "http.response.start":
-                state = scope.get("state", {})
-                key = state.get(KEY_STATE)
-                record = {"key": key.name if key else None, "gallery": gallery_of(scope["path"], self.gallery),
-                          "request_id": state.get(REQUEST_STATE),
-                          "method": scope["method"], "path": scope["path"],
-                          "client": (scope.get("client") or ("",))[0], "status": message["status"],
-                          **state.get(NOTE_STATE, {})}
-                try:
-                    await asyncio.to_thread(self.log.append, record)
-                except OSError as exc:  # the gallery already changed; answer, and say loudly that the trail has a gap
-                    AUDIT_FAILURES.inc()
-                    log.error("audit log write failed (%s): %s", exc.__class__.__name__, record)
+                await record(message["status"])
             await send(message)
 
-        await self.app(scope, receive, send_recorded)
+        try:
+            await self.app(scope, receive, send_recorded)
+        except Exception:  # a bug: the 500 is answered further out, past this middleware; the trail still has it
+            if not recorded:
+                await record(500)
+            raise

@@ -45,6 +45,21 @@ def test_every_answer_carries_an_id_and_the_audit_record_the_same(api):
     assert denied["gallery"] == "ids" and denied["method"] == "DELETE"
 
 
+def test_a_write_that_fails_on_a_bug_is_in_the_trail_as_a_500(api, monkeypatch):
+    from jobs.service import IdentityService
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug in enrollment")
+
+    monkeypatch.setattr(IdentityService, "enroll", bug)
+    client, audit = api
+    answer = client.post("/v1/identities/bea/faces", files=[("images", ("b.png", png(2), "image/png"))],
+                         headers={**W, "X-Request-ID": "bug-1"})
+    assert answer.status_code == 500 and "a bug" not in answer.text  # no internals to the caller
+    [record] = [r for r in read(audit) if r["request_id"] == "bug-1"]
+    assert record["status"] == 500 and record["method"] == "POST" and record["path"] == "/v1/identities/bea/faces"
+
+
 def test_a_json_line_carries_the_request_id_and_the_traceback_as_one_string():
     token = REQUEST_ID.set("abc")
     try:
