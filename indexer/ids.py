@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 
 from indexer.errors import InvalidValue
 
@@ -29,6 +30,7 @@ OWN_METADATA = frozenset({"sha256", "face", "rejected_from", "confirmed_in", "st
                           "expires_at", "below"})
 INT64 = (-(2**63), 2**63 - 1)
 _IDENTITY = re.compile(r"^[^\x00-\x1f\x7f]+$")
+_INVISIBLE = {"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"}  # controls, format and bidi marks, lone accents, spaces
 
 
 def face_id(source_id: str) -> int:
@@ -41,9 +43,18 @@ UNLABELLED = ""  # the identity of a face nobody has named yet: stored, clustere
 
 
 def validate_identity(identity: str) -> str:
-    """Identity ids are free text (names, employee numbers) but never empty, huge or with control characters."""
+    """Identity ids are free text (names, employee numbers) but never empty, huge or with control characters.
+    Returned in Unicode NFC, so a name typed with "é" as one character or as "e" and an accent is one identity,
+    not two that look the same; one made only of invisible characters, or holding U+FFFD (what bytes that were
+    not UTF-8 decode to, so two different such names would become one), is refused."""
     if not isinstance(identity, str) or not identity.strip():
         raise InvalidValue("identity must be a non-empty string")
+    identity = unicodedata.normalize("NFC", identity)
+    if "\ufffd" in identity:
+        raise InvalidValue("identity holds U+FFFD, the mark of bytes that were not valid UTF-8: send the name as "
+                           "UTF-8 text")
+    if all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in identity):
+        raise InvalidValue("identity must hold a visible character (it is only spaces, format or bidi controls)")
     if len(identity) > MAX_IDENTITY_LENGTH:
         raise InvalidValue(f"identity is {len(identity)} characters, over the limit of {MAX_IDENTITY_LENGTH}")
     size = _utf8_size(identity, "identity")

@@ -23,6 +23,20 @@ def test_invalid_identities(bad):
         validate_identity(bad)
 
 
+def test_a_name_is_one_identity_however_its_accents_are_typed():
+    assert validate_identity("Zoe\u0308 Cafe\u0301") == validate_identity("Zo\u00eb Caf\u00e9") == "Zo\u00eb Caf\u00e9"
+    assert validate_identity("\u0622\u200c\u0645") == "\u0622\u200c\u0645"  # a joiner inside a name is part of it
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("\u200b", "visible"), ("\ufeff \u202e", "visible"), ("\u0301", "visible"),
+    ("\ufffd", "U\\+FFFD"), ("Jos\ufffd", "U\\+FFFD"),
+])
+def test_invisible_names_and_names_that_were_not_utf8_are_refused(name, reason):
+    with pytest.raises(InvalidValue, match=reason):
+        validate_identity(name)
+
+
 def test_names_with_punctuation_are_fine():
     assert validate_identity("O'Brien, \"Jr.\" \\ 李") == "O'Brien, \"Jr.\" \\ 李"
 
