@@ -55,14 +55,26 @@ def validate_identity(identity: str) -> str:
                            "UTF-8 text")
     if all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in identity):
         raise InvalidValue("identity must hold a visible character (it is only spaces, format or bidi controls)")
-    if len(identity) > MAX_IDENTITY_LENGTH:
-        raise InvalidValue(f"identity is {len(identity)} characters, over the limit of {MAX_IDENTITY_LENGTH}")
-    size = _utf8_size(identity, "identity")
+    return _filter_text(identity, "identity")
+
+
+def validate_cursor(after: str) -> str:
+    """A page's cursor: any text in name order (the last identity of the page before), so only what a filter's
+    string literal cannot hold, or an identity could not be, is refused."""
+    if not isinstance(after, str) or not after:
+        raise InvalidValue("a cursor must be a non-empty string")
+    return _filter_text(after, "cursor")
+
+
+def _filter_text(text: str, what: str) -> str:
+    if len(text) > MAX_IDENTITY_LENGTH:
+        raise InvalidValue(f"{what} is {len(text)} characters, over the limit of {MAX_IDENTITY_LENGTH}")
+    size = _utf8_size(text, what)
     if size > MAX_IDENTITY_LENGTH:
-        raise InvalidValue(f"identity is {size} bytes in UTF-8, over the limit of {MAX_IDENTITY_LENGTH}")
-    if not _IDENTITY.match(identity):
-        raise InvalidValue("identity must not contain control characters")
-    return identity
+        raise InvalidValue(f"{what} is {size} bytes in UTF-8, over the limit of {MAX_IDENTITY_LENGTH}")
+    if not _IDENTITY.match(text):
+        raise InvalidValue(f"{what} must not contain control characters")
+    return text
 
 
 def validate_stored_identity(identity: str) -> str:

@@ -20,6 +20,7 @@ from indexer.ids import (
     UNLABELLED,
     clip_utf8,
     quote,
+    validate_cursor,
     validate_face_id,
     validate_identity,
     validate_metadata,
@@ -273,7 +274,7 @@ class FaceIndex:
         Milvus has no ORDER BY or DISTINCT, so this scans the identity field of the faces past the cursor; the
         cost grows with the gallery, which is fine for administration, not for a hot path.
         """
-        expr = f"identity > {quote(validate_identity(after))}" if after else SEARCH_AMONG["labelled"]
+        expr = f"identity > {quote(validate_cursor(after))}" if after else SEARCH_AMONG["labelled"]
         counts: dict[str, int] = {}
         for row in self._scan(expr, ["identity"]):
             counts[row["identity"]] = counts.get(row["identity"], 0) + 1

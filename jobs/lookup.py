@@ -75,12 +75,20 @@ class Lookup:
             return found.threshold_for_fpir(fpir, self.watch.size(found))
         return self.threshold_in_use()[0]
 
+    def _threshold_found(self) -> tuple[float | None, str]:
+        gallery = self.gallery_calibration()
+        return ((gallery.threshold, "gallery") if gallery is not None else
+                (self.model.threshold, "model") if self.model is not None else
+                (self.index.info().threshold, "collection"))
+
+    def has_threshold(self) -> bool:
+        """Whether any threshold is set (valid or not): a gallery being built for a model nobody calibrated has
+        none until `arcmatch calibrate` reads its faces."""
+        return self._threshold_found()[0] is not None
+
     def threshold_in_use(self) -> tuple[float, str]:
         """(threshold, where it comes from: "gallery", "model" or "collection")."""
-        gallery = self.gallery_calibration()
-        found = ((gallery.threshold, "gallery") if gallery is not None else
-                 (self.model.threshold, "model") if self.model is not None else
-                 (self.index.info().threshold, "collection"))
+        found = self._threshold_found()
         if found[0] is not None:
             try:
                 return validate_threshold(found[0]), found[1]
@@ -132,7 +140,11 @@ class Lookup:
 
     def check_conflicts(self, vectors: np.ndarray, identity: str) -> None:
         """Conflict (409) when any of these faces matches another named identity above the threshold: enrolling
-        it as `identity` would make two people one, or a typo a second person."""
+        it as `identity` would make two people one, or a typo a second person. With no threshold at all there is
+        no match to judge by: the gallery of an uncalibrated model is enrolled first, then calibrated from its
+        own faces (`arcmatch gallery check` finds one person under two names without a threshold)."""
+        if not self.has_threshold():
+            return
         for decision in self.search_vectors(vectors):
             if decision.is_match and decision.identity != identity:
                 raise Conflict(f"a face matches {decision.identity!r} (score {decision.score:.3f}, threshold "

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from indexer.calibration import MIN_FPIR
 from jobs.api.schemas import Ready
+from jobs.api.slashes import restored
 
 NAME_RULES = {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"}
 NAME_HELP = "letters, digits and single underscores, starting with a letter or underscore, at most 100 characters"
-GalleryName = Annotated[str, Path(json_schema_extra=NAME_RULES, description="a gallery's name: " + NAME_HELP)]
+# restored: a refusal quotes the name as sent, "/" and all, not as routing carried it (jobs/api/slashes.py)
+GalleryName = Annotated[str, Path(json_schema_extra=NAME_RULES, description="a gallery's name: " + NAME_HELP),
+                        AfterValidator(restored)]
 GalleryCursor = Annotated[str | None, Query(pattern="^$|" + NAME_RULES["pattern"],
                                             description="the next_cursor of the previous page")]
 

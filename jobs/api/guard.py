@@ -64,12 +64,16 @@ class Guard:
         if declared is not None and (not declared.isdigit() or int(declared) > cap):
             await _too_large(cap)(scope, receive, send)
             return
-        await self._run_with_deadline(scope, _capped(receive, cap), send)
+        body = _Body(receive, cap, expected=declared not in (None, b"0") or b"transfer-encoding" in headers)
+        await self._run_with_deadline(scope, body.receive, send, body)
 
     def _refusal(self, scope, method: str, path: str, headers: dict):
         scope_needed = self.scopes.required(method, path)
         if scope_needed is None:
             return None
+        sent = {value for name, value in scope["headers"] if name == b"x-api-key"}
+        if len(sent) > 1:  # which one the caller meant is anyone's guess: never the one that happens to pass
+            return error(400, "bad request", f"{len(sent)} different X-API-Key headers: send one")
         key = authenticate(headers.get(b"x-api-key", b"").decode("latin-1"), self.keys)
         if key is None:
             return error(401, "unauthorized", "missing or unknown API key (header X-API-Key)")
@@ -82,7 +86,7 @@ class Guard:
             return error(403, "forbidden", f"API key {key.name!r} lacks the {scope_needed!r} scope")
         return None
 
-    async def _run_with_deadline(self, scope, receive, send) -> None:
+    async def _run_with_deadline(self, scope, receive, send, body: _Body) -> None:
         started = False
 
         async def send_tracked(message) -> None:
@@ -95,9 +99,12 @@ class Guard:
         except asyncio.TimeoutError:
             if started:  # the answer is under way; all that is left is to end it
                 raise
-            # the work itself (a thread in a model or store call) cannot be interrupted; the caller is answered
-            answer = error(503, "backend unavailable", f"the request took longer than {self.timeout_s:g} s")
-            answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+            if not body.complete:  # the caller's body never all came: nothing here is down
+                answer = error(408, "request timeout", f"the request body did not all arrive within "
+                                                       f"{self.timeout_s:g} s")
+            else:  # the work itself (a thread in a model or store call) cannot be interrupted; the caller is answered
+                answer = error(503, "backend unavailable", f"the request took longer than {self.timeout_s:g} s")
+                answer.headers["Retry-After"] = str(RETRY_AFTER_S)
             await answer(scope, receive, send)
 
 
@@ -105,20 +112,22 @@ def _too_large(cap: int):
     return error(413, "too large", f"the request body is over this route's limit of {cap} bytes")
 
 
-def _capped(receive, cap: int):
-    """`receive` that stops a body streaming past `cap` bytes (a chunked upload has no Content-Length)."""
-    seen = 0
+class _Body:
+    """The request body as it is received: stopped when it streams past `cap` bytes (a chunked upload has no
+    Content-Length), and `complete` once its last part came, so a deadline can tell a caller that never finished
+    sending from work that took too long. A request that declares no body is complete from the start."""
 
-    async def receive_capped():
-        nonlocal seen
-        message = await receive()
+    def __init__(self, receive, cap: int, *, expected: bool) -> None:
+        self._receive, self.cap, self.seen, self.complete = receive, cap, 0, not expected
+
+    async def receive(self):
+        message = await self._receive()
         if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > cap:
-                raise HTTPException(413, f"the request body is over this route's limit of {cap} bytes")
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.cap:
+                raise HTTPException(413, f"the request body is over this route's limit of {self.cap} bytes")
+            self.complete = self.complete or not message.get("more_body", False)
         return message
-
-    return receive_capped
 
 
 _LOCKED_DOWN = "default-src 'none'; frame-ancestors 'none'"

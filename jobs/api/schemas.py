@@ -66,7 +66,7 @@ class SearchOut(BaseModel):
 
 JsonFloat = Annotated[float, Strict()]  # a strict float still takes integers, never booleans or strings
 # an identity as validate_identity takes it (documented; the service answers 400 with its own reason)
-IDENTITY_RULES = {"pattern": r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
+IDENTITY_RULES = {"pattern": r"^[^\x00-\x1f\x7f\ufffd]*[^\s\x00-\x1f\x7f\ufffd][^\x00-\x1f\x7f\ufffd]*$",
                   "maxLength": MAX_IDENTITY_LENGTH}
 
 

@@ -31,3 +31,24 @@ def test_a_good_stored_threshold_is_used_and_said_where_it_comes_from(milvus_uri
     index.ensure(CollectionInfo("model-a", 8, 0.42), index_type="FLAT")
     assert Lookup(index, 8, None).threshold_in_use() == (0.42, "collection")
     assert Lookup(index, 8, Calibration(0.37, 1e-3, 1e-3, 0.9, 100)).threshold_in_use() == (0.37, "model")
+
+
+def test_enrollment_into_the_gallery_of_an_uncalibrated_model_is_not_judged_by_a_threshold_nobody_set(
+        milvus_uri, collection_name):
+    import numpy as np
+
+    from common.errors import Conflict
+    from indexer.store import FaceRow
+
+    index = FaceIndex(connect(milvus_uri), collection_name)
+    index.ensure(CollectionInfo("model-a", 8, None), index_type="FLAT")
+    face = np.eye(8, dtype=np.float32)[:1]
+    index.upsert([FaceRow("a.png", "ann", face[0], 1)])
+    index.flush()
+    unset = Lookup(index, 8, None)
+    assert not unset.has_threshold()
+    unset.check_conflicts(face, "anne")  # nothing to judge by: the gallery is calibrated from its faces later
+    with pytest.raises(ModelError, match="no calibrated threshold"):
+        unset.threshold()
+    with pytest.raises(Conflict, match="'ann'"):
+        Lookup(index, 8, Calibration(0.37, 1e-3, 1e-3, 0.9, 100)).check_conflicts(face, "anne")

@@ -34,8 +34,8 @@ from jobs.api.uploads import parse_metadata, read_upload
 
 # documented only (json_schema_extra): validate_identity still answers 400 with its own reason; a "/" in a name is
 # sent as %2F (jobs/api/slashes.py)
-Identity = Annotated[str, Path(json_schema_extra=IDENTITY_RULES, description="free text without control characters "
-                               f"(a slash sent as %2F), kept in Unicode NFC; at most {MAX_IDENTITY_LENGTH} "
+Identity = Annotated[str, Path(json_schema_extra=IDENTITY_RULES, description="free text without control characters, "
+                               f"one visible (a slash sent as %2F), kept in Unicode NFC; at most {MAX_IDENTITY_LENGTH} "
                                "characters and as many UTF-8 bytes"), AfterValidator(restored)]
 Cursor = Annotated[str | None, Query(json_schema_extra={**IDENTITY_RULES, "pattern": "^$|" + IDENTITY_RULES["pattern"]},
                                      description="the next_cursor of the previous page")]

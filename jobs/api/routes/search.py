@@ -30,6 +30,9 @@ async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image:
                        top_n: Annotated[int, Form(ge=1, le=100)] = 1,
                        faces: Annotated[Literal["all", "largest"], Form()] = "all") -> SearchOut:
     settings = request.app.state.settings
+    sent = len((await request.form()).getlist("image"))  # the form as FastAPI already parsed it
+    if sent > 1:  # answering for the first alone would read as an answer for every photo sent
+        raise BadInput(f"one image per search, got {sent}: send each photo in a request of its own")
     threshold = await searcher.threshold(threshold, fpir)
     data = await read_upload(image, settings.max_upload_bytes)
     found = await searcher.faces(data, faces)

@@ -176,6 +176,8 @@ BAD_REQUESTS = {
     "metadata integer beyond int64": (400, lambda api: enroll(api, "ann", png(1),
                                                               metadata='{"n": 18446744073709551616}')),
     "metadata setting arcmatch's own key": (400, lambda api: enroll(api, "ann", png(1), metadata='{"sha256": "x"}')),
+    "two images to one search": (400, lambda api: api.post("/v1/search", headers=R, files=[
+        ("image", ("a.png", png(1), "image/png")), ("image", ("b.png", png(2), "image/png"))])),
     "JPEG that does not decode": (400, lambda api: api.post("/v1/search", headers=R,
                                                             files={"image": ("x.jpg", b"\xff\xd8\xff", "image/jpeg")})),
     "identity not UTF-8": (400, lambda api: api.post("/v1/identities/%FF/faces", files=[("images", ("a.png", png(1)))],

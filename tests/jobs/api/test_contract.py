@@ -57,9 +57,14 @@ INEXPRESSIBLE = (
                   "and what it shows is known only once decoded"),
     Inexpressible(rf"^POST /v1{GALLERY}/identities/\{{identity\}}/faces$", 400, r"^metadata ", "a JSON object "
                   "inside a form field: JSON Schema's contentMediaType is an annotation, not a check"),
-    Inexpressible(rf"\{{identity\}}|^POST /v1{GALLERY}/clusters/\{{cluster\}}/promote$", 400,
-                  r"^identity is \d+ bytes in UTF-8, over the limit of 256$", "an identity holds at most 256 UTF-8 "
-                  "bytes; JSON Schema's maxLength counts characters (256 are documented, and as many bytes)"),
+    Inexpressible(rf"\{{identity\}}|^POST /v1{GALLERY}/clusters/\{{cluster\}}/promote$|^GET /v1{GALLERY}/identities$",
+                  400, r"^cursor is \d+ bytes in UTF-8, over the limit of 256$|^identity (is \d+ bytes in UTF-8, "
+                  r"over the limit of 256$|is \d+ characters, over the limit of 256$|must hold a visible character)",
+                  "an identity holds at most 256 UTF-8 bytes, and as many characters in Unicode NFC, and one visible "
+                  "character: JSON Schema's maxLength counts the "
+                  "characters sent, and a pattern has no Unicode categories (all three are documented)"),
+    Inexpressible(r"", 400, r"^a face id is an integer from 0 to 9223372036854775807, got \d{19}$", "a face id in "
+                  "a body is a decimal string of a 64-bit integer: the pattern caps its 19 digits, not its value"),
     Inexpressible(rf"^POST /v1{GALLERY}/calibration$", 400, r"^(an FPIR of \S+ needs at least \d+ unknown-person "
                   r"trials; this gallery gave|calibration needs faces of at least two identities|a tail model needs at "
                   r"least \d+ identities|no threshold keeps FPIR at)", "a calibration needs enough people in the "

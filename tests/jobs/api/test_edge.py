@@ -141,6 +141,25 @@ def test_a_request_past_its_deadline_is_a_503_with_retry_after(tmp_path, tiny_mo
         assert client.get("/v1/health").status_code == 200
 
 
+def test_a_body_that_never_all_arrives_is_a_408_not_an_outage(tmp_path, tiny_model_dir):
+    with live_app(create_app(settings_for(tmp_path, tiny_model_dir, request_timeout_s=0.5))) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(f"POST /v1/search/embedding HTTP/1.1\r\nHost: x\r\nX-API-Key: {READ_KEY}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"embeddings\": [".encode())
+            answer = conn.recv(65536).decode("latin-1")
+        assert answer.split()[1] == "408" and "did not all arrive" in answer and "retry-after" not in answer.lower()
+
+
+def test_two_different_keys_are_refused_whichever_comes_last(edge):
+    base, _ = edge
+    for keys in ((READ_KEY, "wrong"), ("wrong", READ_KEY)):
+        head = "GET /v1/identities HTTP/1.1\nHost: x\n" + "".join(f"X-API-Key: {k}\n" for k in keys)
+        assert raw_request(base, head)[0].split()[1] == "400"
+    assert raw_request(base, f"GET /v1/identities HTTP/1.1\nHost: x\nX-API-Key: {READ_KEY}\n"
+                             f"X-API-Key: {READ_KEY}\n")[0].split()[1] == "200"  # the same key twice is one key
+
+
 def test_writes_are_audited_with_the_key_name_never_the_key(edge):
     base, directory = edge
     with httpx.Client(base_url=base, timeout=60) as client:

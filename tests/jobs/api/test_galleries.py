@@ -48,6 +48,8 @@ def test_galleries_are_made_listed_and_read_by_the_keys_that_reach_them(api):
     made = api.post("/v1/galleries", json={"name": "shop"}, headers=ADMIN)
     assert made.status_code == 409 and "exists" in made.json()["detail"]
     assert api.post("/v1/galleries", json={"name": "bad__name"}, headers=ADMIN).status_code == 400
+    slashed = api.delete("/v1/galleries/..%2F", params={"erase": 0}, headers=ADMIN)  # quoted as sent
+    assert slashed.status_code in (400, 404, 422) and "../" in slashed.text and "\\u001f" not in slashed.text
     other_model = api.post("/v1/galleries", json={"name": "x", "model": "someone-else:1"}, headers=ADMIN)
     assert other_model.status_code == 400 and "this service runs model" in other_model.json()["detail"]
     assert api.post("/v1/galleries", json={"name": "x"}, headers=A).status_code == 403  # no admin scope
