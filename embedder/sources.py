@@ -37,44 +37,62 @@ class LabelledImage:
     identity: str
 
 
+def _is_image(path: Path, under: Path) -> bool:
+    return (path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+            and not any(part.startswith(".") for part in path.relative_to(under).parts))
+
+
 def list_image_tree(root: str | Path) -> list[LabelledImage]:
-    """Every image file under root/<identity>/, sorted; hidden files and other suffixes are ignored."""
+    """Every image file under root/<identity>/, at any depth below it (a person's photos filed by year are still
+    theirs), sorted; hidden files and other suffixes are ignored. A folder name that is not UTF-8 is kept with
+    its bytes written as escapes (`printable`)."""
     root = Path(root)
     if not root.is_dir():
         raise NotFound(f"image tree {root} does not exist or is not a directory")
     items = [
         LabelledImage(str(path), folder.name)
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for path in sorted(folder.iterdir())
-        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+        for path in sorted(folder.rglob("*"))
+        if _is_image(path, folder)
     ]
     if not items:
         raise NotFound(f"no images found under {root} (expected {root}/<identity>/<image>)")
     return items
 
 
-def _row(uri: str, identity: str, source: str, face_key: str, metadata: dict) -> dict:
+def printable(text: str) -> str:
+    """A file name as text: bytes that were not UTF-8 (kept by Python as lone surrogates, which no store, hash or
+    report can encode) written as \\xNN escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _row(uri: str, identity: str, source: str, face_key: str, metadata: dict, skip: str = "") -> dict:
+    """`skip`: why the row is reported and not read (decode_batch), where the listing already knows."""
     return {"uri": uri, "identity": identity, "source": source, "face_key": face_key,
-            "metadata": json.dumps(metadata, ensure_ascii=False, default=str)}
+            "metadata": json.dumps(metadata, ensure_ascii=False, default=str), "skip": skip}
 
 
 def _tree_rows(root: Path) -> list[dict]:
     rows = []
     for item in list_image_tree(root):
-        relative = Path(item.path).relative_to(root).as_posix()  # stable if the tree moves
-        rows.append(_row(item.path, item.identity, relative, relative, {}))
+        relative = printable(Path(item.path).relative_to(root).as_posix())  # stable if the tree moves
+        name = printable(item.identity)
+        skip = "" if name == item.identity else "folder name is not valid UTF-8, so it cannot be a name: rename it"
+        rows.append(_row(item.path, name, relative, relative, {}, skip))
+    rows += [_row(str(path), "", printable(path.name), printable(path.name), {},
+                  f"not in a person's folder ({root.name}/<identity>/<image>)")
+             for path in sorted(root.iterdir()) if _is_image(path, root)]
     return rows
 
 
 def _unlabelled_tree_rows(root: Path) -> list[dict]:
     """Every image anywhere under root, none of them named: folders are albums or days, not people."""
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    paths = sorted(p for p in root.rglob("*") if _is_image(p, root))
     if not paths:
         raise NotFound(f"no images found under {root}")
     # keyed apart from the same file in a named tree: taking a folder in as unnamed never drops a name
-    return [_row(str(p), UNLABELLED, p.relative_to(root).as_posix(), "unlabelled:" + p.relative_to(root).as_posix(),
-                 {}) for p in paths]
+    return [_row(str(p), UNLABELLED, printable(p.relative_to(root).as_posix()),
+                 "unlabelled:" + printable(p.relative_to(root).as_posix()), {}) for p in paths]
 
 
 def _manifest_table(path: Path) -> list[dict]:
@@ -155,7 +173,7 @@ def _as_stranger(row: dict, source: Path) -> dict:
 
 def list_images(source: str | Path) -> list[LabelledImage]:
     """An image tree or a manifest as (path, identity) items, for training and evaluation."""
-    return [LabelledImage(row["uri"], row["identity"]) for row in list_source(source)]
+    return [LabelledImage(row["uri"], row["identity"]) for row in list_source(source) if not row["skip"]]
 
 
 def write_manifest(path: str | Path, items: list[LabelledImage]) -> None:

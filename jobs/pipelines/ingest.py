@@ -77,6 +77,9 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
 
     for i, uri in enumerate(batch["uri"]):
         key, metadata = str(batch["face_key"][i]), str(batch["metadata"][i])
+        if "skip" in batch and batch["skip"][i]:  # the listing knew already (sources._row)
+            add(i, None, str(batch["skip"][i]), key, metadata)
+            continue
         if policy is None or spec.alignment == "none":
             if not archive:
                 image, reason = decode_or_skip(str(uri), spec)

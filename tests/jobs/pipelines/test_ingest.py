@@ -49,18 +49,21 @@ def test_ingest_skips_bad_files_and_reruns_without_duplicates(ray_local, milvus_
     report = tmp_path / "errors.csv"
     kwargs = {"milvus": milvus_uri, "gallery": collection_name, "batch_size": 4, "index_type": "FLAT",
               "archive": str(tmp_path / "archive")}
+    photo = (gallery / "person_00000" / "000.png").read_bytes()
+    with open(os.fsencode(gallery / "person_00000") + b"/caf\xe9.png", "wb") as handle:  # a Latin-1 file name
+        handle.write(photo)
     first = ingest(gallery, tiny_model_dir, errors_csv=report, **kwargs)
-    assert first.seen == 15 and first.embedded == 12 and len(first.skipped) == 3
-    assert first.rows_in_collection == 12
+    assert first.seen == 16 and first.embedded == 13 and len(first.skipped) == 3
+    assert first.rows_in_collection == 13
     with open(report) as handle:
         rows = list(csv.DictReader(handle))
     assert {r["file"] for r in rows} == {"person_00001/empty.jpg", "person_00002/text.png", "person_00003/cut.png"}
     assert all(r["reason"] for r in rows)
 
     second = ingest(gallery, tiny_model_dir, **kwargs)
-    assert second.rows_in_collection == 12  # upserted by stable ids, not appended
+    assert second.rows_in_collection == 13  # upserted by stable ids, not appended
     ids = rows_of(milvus_uri, collection_name)
-    assert len(ids) == len(set(ids)) == 12
+    assert len(ids) == len(set(ids)) == 13
 
     # every face's image is in the archive once, and embeds again to the vector the store holds
     from embedder.archiving import model_input
@@ -68,7 +71,7 @@ def test_ingest_skips_bad_files_and_reruns_without_duplicates(ray_local, milvus_
 
     archive = FaceArchive(kwargs["archive"], collection_name)
     entries = list(archive.entries())
-    assert sorted(e.face_id for e in entries) == sorted(ids) and archive.stats().dead == 12  # the re-run's
+    assert sorted(e.face_id for e in entries) == sorted(ids) and archive.stats().dead == 13  # the re-run's
     embedder = TorchEmbedder.from_checkpoint(tiny_model_dir)
     again = embedder.embed(np.stack([model_input(e.image, e.kind, embedder.spec) for e in entries]))
     client = connect(milvus_uri)
@@ -117,6 +120,28 @@ def test_manifest_with_face_ids_metadata_and_parquet_export(ray_local, tmp_path,
     table = pq.read_table(export)
     assert sorted(table["identity"].to_pylist()) == ["ann", "bob"]
     assert np.allclose(np.linalg.norm(np.stack(table["vector"].to_numpy(zero_copy_only=False)), axis=1), 1.0)
+
+
+def test_a_tree_lists_a_persons_photos_at_any_depth_and_reports_what_it_cannot_name(gallery, tiny_spec):
+    from jobs.pipelines.ingest import decode_batch
+
+    photo = (gallery / "person_00000" / "000.png").read_bytes()
+    (gallery / "person_00000" / "2019" / "june").mkdir(parents=True)
+    (gallery / "person_00000" / "2019" / "june" / "beach.png").write_bytes(photo)  # still theirs
+    (gallery / "loose.png").write_bytes(photo)  # in nobody's folder
+    os.mkdir(os.fsencode(gallery) + b"/Jos\xe9")  # a folder name that is not UTF-8
+    with open(os.fsencode(gallery) + b"/Jos\xe9/a.png", "wb") as handle:
+        handle.write(photo)
+    rows = {r["source"]: r for r in list_source(gallery)}
+    assert rows["person_00000/2019/june/beach.png"]["identity"] == "person_00000"
+    assert "not in a person's folder" in rows["loose.png"]["skip"]
+    named = rows["Jos\\xe9/a.png"]
+    assert named["identity"] == "Jos\\xe9" and "not valid UTF-8" in named["skip"]
+    assert json.dumps(list(rows)).encode()  # every name is text a report and a store can hold
+    picked = [rows[k] for k in ("person_00000/2019/june/beach.png", "loose.png", "Jos\\xe9/a.png")]
+    batch = {k: np.asarray([r[k] for r in picked], dtype=object) for k in picked[0]}
+    decoded = decode_batch(batch, tiny_spec)
+    assert [bool(e) for e in decoded["error"]] == [False, True, True]
 
 
 def test_csv_manifest_rows(tmp_path):
