@@ -35,7 +35,7 @@ def register(sub) -> None:
 
 
 def search(args: argparse.Namespace) -> int:
-    from embedder.faces import NoFace
+    from embedder.errors import ImageError
     from jobs.service import IdentityService, face_record
 
     folders = [p for p in args.images if Path(p).is_dir()]
@@ -57,7 +57,7 @@ def search(args: argparse.Namespace) -> int:
         for path in args.images:
             try:
                 [matches] = service.identify([Path(path).read_bytes()], threshold, select=args.faces)
-            except NoFace as exc:
+            except ImageError as exc:  # this photo's (no face, unreadable); the others are still answered
                 faceless.append(f"{path}: {exc}")
                 continue
             for n, match in enumerate(matches):
@@ -65,7 +65,7 @@ def search(args: argparse.Namespace) -> int:
     finally:
         service.close()
     if faceless:
-        raise NoFace("; ".join(faceless))
+        raise ImageError("; ".join(faceless))
     return EXIT_OK
 
 

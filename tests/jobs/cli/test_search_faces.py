@@ -42,9 +42,11 @@ def test_a_group_photo_prints_a_line_per_face(gallery):
     assert [line.split("\t")[2] for line in by_position] == list(PEOPLE)
 
 
-def test_a_photo_without_a_face_is_exit_2_naming_it(gallery):
+def test_a_photo_without_a_face_or_unreadable_is_exit_2_naming_it(gallery):
     folder, env = gallery
-    result = run_cli("search", "group.png", "empty.png", env=env, cwd=folder)
+    (folder / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    result = run_cli("search", "empty.png", "cut.jpg", "group.png", env=env, cwd=folder)
     assert result.returncode == 2
     assert "empty.png" in result.stderr and "no face" in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stdout.splitlines()) == 3  # the other photo is still answered
+    assert "cut.jpg: corrupt image data" in result.stderr
+    assert len(result.stdout.splitlines()) == 3  # the photo after them is still answered
