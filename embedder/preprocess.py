@@ -52,7 +52,8 @@ def _open_rgb(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
             img = Image.open(io.BytesIO(data), formats=decoders)
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageError(f"image is {width}x{height}, over the limit of {max_pixels} pixels")
+                raise ImageError(f"image is {width}x{height}, over the limit of {max_pixels} pixels "
+                                 "(ARCMATCH_MAX_PIXELS)")
             if min(width, height) < min_side:
                 raise ImageError(f"image is {width}x{height}, smaller than {min_side} px on a side")
             img.load()
@@ -62,8 +63,9 @@ def _open_rgb(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
     except UnidentifiedImageError:  # Pillow's text names its buffer object (a memory address): not for a caller
         raise ImageError(f"not a readable image: its first bytes say {decoders[0]}, but it does not decode as "
                          "one") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"not a readable image: {exc}") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's own ceiling, met first
+        raise ImageError(f"image is over {Image.MAX_IMAGE_PIXELS} pixels, more than the decoder opens (the limit "
+                         f"set, ARCMATCH_MAX_PIXELS, is {max_pixels})") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncated/corrupt data as these
         raise ImageError(f"corrupt image data: {exc}") from exc
     return _to_rgb(img)

@@ -36,8 +36,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
+from common.errors import NotFound
 from indexer.errors import BackendUnavailable, CollectionNotFound, IndexerError, InvalidValue
 
 log = logging.getLogger("arcmatch.milvus")
@@ -118,6 +120,9 @@ def connect(uri: str, token: str | None = None, timeout: float = 30.0):
     lite = is_lite_uri(uri)
     if lite:  # its lock failure is turned into one clear error below; no traceback from its logger first
         logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
+        folder = Path(uri).expanduser().parent
+        if not folder.is_dir():  # the caller's path, not an outage: said before Milvus Lite says it its own way
+            raise NotFound(f"cannot open Milvus Lite at {uri}: the folder {folder} does not exist")
     try:
         return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout, dedicated=True)
     except pymilvus.MilvusException as exc:

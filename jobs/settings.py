@@ -91,6 +91,11 @@ class Settings(BaseSettings):
             values.setdefault("gallery", values.pop("collection"))
         return values
 
+    @field_validator("model", "detector", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value):  # ARCMATCH_DETECTOR= is no detector, not the working folder as Path("")
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("audit_dir", mode="before")
     @classmethod
     def _location(cls, value):  # a Path is welcome; the field stays a string so that s3://... keeps its slashes

@@ -72,7 +72,8 @@ def ingest(args: argparse.Namespace) -> int:
                              errors_csv=args.errors, export_parquet=args.export_parquet, console=console,
                              policy=settings.face_policy(args.faces or ("all" if args.unlabelled or args.strangers
                                                                         else None), threads=1),
-                             archive=settings.archive_root(), unlabelled=args.unlabelled, strangers=args.strangers)
+                             archive=settings.archive_root(), unlabelled=args.unlabelled, strangers=args.strangers,
+                             max_pixels=settings.max_pixels)
         console.finish(summary, "partial" if summary.skipped else "ok")
     print("\n".join(summary.lines() + follow_growth(settings)))
     if summary.skipped:

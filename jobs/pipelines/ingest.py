@@ -51,7 +51,7 @@ class IngestSummary:
 
 
 def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePolicy | None = None,
-                 archive: bool = False) -> dict[str, np.ndarray]:
+                 archive: bool = False, max_pixels: int | None = None) -> dict[str, np.ndarray]:
     """CPU stage: read each photo and turn it into the model's input; a failure becomes an `error` string and a
     blank image. With a FacePolicy (models that want aligned faces) a photo becomes its face(s): one row per face,
     keyed `<face_key>#<n>` when one photo gives several, with where the face is and its quality in the metadata.
@@ -62,6 +62,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
                                                 "kept", "kept_kind", "first_face")}
     blank = np.zeros((*spec.input_size, 3), dtype=np.uint8)
     photos: set[int] = set()
+    limits = {} if max_pixels is None else {"max_pixels": max_pixels}  # ARCMATCH_MAX_PIXELS, as a search reads it
 
     def add(i: int, image: np.ndarray | None, error: str, key: str, metadata: str, kept=None) -> None:
         columns["first_face"].append(i not in photos)  # the row a photo is counted by (photos_in)
@@ -82,22 +83,22 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
             continue
         if policy is None or spec.alignment == "none":
             if not archive:
-                image, reason = decode_or_skip(str(uri), spec)
+                image, reason = decode_or_skip(str(uri), spec, **limits)
                 add(i, image, reason, key, metadata)
                 continue
-            photo, reason = photo_or_skip(str(uri))
+            photo, reason = photo_or_skip(str(uri), **limits)
             if photo is None:
                 add(i, None, reason, key, metadata)
             else:
                 add(i, crop_and_resize(photo, spec), "", key, metadata, kept_face(photo, None, spec, policy))
             continue
-        photo, reason = photo_or_skip(str(uri)) if archive else (None, "")
+        photo, reason = photo_or_skip(str(uri), **limits) if archive else (None, "")
         if archive and photo is None:
             faces = []
         elif archive:
             faces, reason = prepare_or_skip(photo, spec, policy)
         else:
-            faces, reason = faces_or_skip(str(uri), spec, policy)
+            faces, reason = faces_or_skip(str(uri), spec, policy, **limits)
         if not faces:
             add(i, None, reason, key, metadata)
         for n, face in enumerate(faces):
@@ -162,6 +163,7 @@ def ingest(
     archive: str | None = None,
     unlabelled: bool = False,
     strangers: bool = False,
+    max_pixels: int | None = None,
     console: Console | None = None,
 ) -> IngestSummary:
     """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into gallery `gallery` at `milvus`
@@ -195,7 +197,8 @@ def ingest(
     if gpus_per_actor is None:  # embed on GPUs whenever the cluster has them
         gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     ds = ray.data.from_items(items)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec, "policy": policy, "archive": archive is not None},
+    ds = ds.map_batches(decode_batch, fn_kwargs={"spec": spec, "policy": policy, "archive": archive is not None,
+                                                 "max_pixels": max_pixels},
                         batch_size=batch_size,
                         batch_format="numpy")
     ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model), threads_per_actor), batch_size=batch_size,

@@ -149,3 +149,18 @@ def test_every_face_of_a_photo_is_no_default_for_named_photos(monkeypatch):
     monkeypatch.setenv("ARCMATCH_FACE_SELECT", "all")
     with pytest.raises(BadInput, match="ARCMATCH_FACE_SELECT"):
         Settings.load()
+
+
+def test_an_empty_model_or_detector_variable_is_unset(monkeypatch):
+    monkeypatch.setenv("ARCMATCH_DETECTOR", "")
+    monkeypatch.setenv("ARCMATCH_MODEL", " ")
+    settings = Settings()
+    assert settings.detector is None and settings.model is None
+
+
+def test_a_lite_file_in_a_folder_that_does_not_exist_is_not_an_outage(tmp_path):
+    from common.errors import NotFound
+    from indexer.milvus import connect
+
+    with pytest.raises(NotFound, match="folder .*nowhere does not exist"):
+        connect(str(tmp_path / "nowhere" / "faces.db"))

@@ -335,3 +335,16 @@ def test_the_bar_counts_every_photo_once_whatever_its_name(tmp_path, tiny_spec):
     decoded = decode_batch(batch, tiny_spec)
     assert list(decoded["first_face"]) == [True, True, True] and photos_in(decoded) == 3  # a group photo's faces:
     # tests/jobs/pipelines/test_ingest_faces.py
+
+
+def test_ingestion_takes_the_pixel_limit_a_search_takes(tmp_path, tiny_spec):
+    from jobs.pipelines.ingest import decode_batch
+    from tests.helpers import png
+
+    (tmp_path / "ann.png").write_bytes(png(1))  # 32x32
+    batch = {"uri": np.asarray([str(tmp_path / "ann.png")], dtype=object), "face_key": np.asarray(["a"], dtype=object),
+             "identity": np.asarray(["ann"], dtype=object), "source": np.asarray(["ann.png"], dtype=object),
+             "metadata": np.asarray(["{}"], dtype=object)}
+    assert decode_batch(batch, tiny_spec)["error"][0] == ""
+    refused = decode_batch(batch, tiny_spec, max_pixels=1000)["error"][0]
+    assert "over the limit of 1000 pixels (ARCMATCH_MAX_PIXELS)" in refused
