@@ -83,11 +83,13 @@ def collections(args: argparse.Namespace) -> int:
     found = galleries.collections()
     if not found:
         raise NotFound(f"gallery {settings.gallery!r} has no collections: it does not exist")
+    names = {c.name for c in found}
     for c in found:
         faces = FaceIndex(galleries.client, c.name).count()
         mark = "*" if c.serving else " "
+        gone = "" if c.previous in names else ", dropped: no rollback"  # as `alias rollback` would find it
         print(f"{mark} {c.name}  model {c.model_version}  dim {c.dim}  threshold {c.threshold}  faces {faces}"
-              + (f"  (previous: {c.previous})" if c.previous else ""))
+              + (f"  (previous: {c.previous}{gone})" if c.previous else ""))
     return EXIT_OK
 
 

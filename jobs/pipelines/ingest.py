@@ -44,8 +44,9 @@ class IngestSummary:
 
     def lines(self) -> list[str]:
         rate = self.embedded / self.seconds if self.seconds else 0.0
-        out = [f"images seen {self.seen}, embedded {self.embedded}, skipped {len(self.skipped)}",
-               f"rows in collection {self.rows_in_collection}, {rate:.1f} images/s over {self.seconds:.1f} s"]
+        # a photo may give several faces (a group photo, unlabelled): faces are what is embedded and stored
+        out = [f"images seen {self.seen}, faces embedded {self.embedded}, skipped {len(self.skipped)}",
+               f"rows in collection {self.rows_in_collection}, {rate:.1f} faces/s over {self.seconds:.1f} s"]
         out += [f"  skipped ({reason}): {n}" for reason, n in reasons(self.skipped).most_common()]
         return out
 

@@ -78,5 +78,14 @@ def test_a_switch_rollback_or_drop_that_loses_faces_is_refused_until_their_numbe
     assert "loses 1 face(s)" in said and "repeat with --lose 1" in said
     assert main(["alias", "rollback"]) == 0  # B holds nothing A lacks
     assert main(["collections", "drop", b.collection]) == 0
+    client = connect(str(tmp_path / "two.db"))
+    c = Galleries(client, "staff").prepare(CollectionInfo("model-c", TINY_DIM, 0.5), index_type="FLAT")
+    c.upsert(people(2, 1, spread=0.1, dim=TINY_DIM))  # the same two faces: A can go
+    client.close()
+    assert main(["alias", "switch", c.collection]) == 0 and main(["collections", "drop", a.collection]) == 0
+    capsys.readouterr()
+    assert main(["collections", "list"]) == 0
+    assert f"(previous: {a.collection}, dropped: no rollback)" in capsys.readouterr().out
     assert main(["collections", "list", "--gallery", "nobody"]) == 4
-    assert [r["action"] for r in read(tmp_path / "audit")] == ["alias_switch", "alias_rollback", "collection_drop"]
+    assert [r["action"] for r in read(tmp_path / "audit")] == ["alias_switch", "alias_rollback", "collection_drop",
+                                                               "alias_switch", "collection_drop"]

@@ -256,7 +256,7 @@ def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, ray_loc
     code, out, err = cli_here(capsys, *command[3:])
     assert code == 3, err[-2000:]  # finished, with one file skipped
     assert "person_00007/broken.jpg" in (tmp_path / "e.csv").read_text()
-    assert "images seen 601, embedded 600, skipped 1" in out
+    assert "images seen 601, faces embedded 600, skipped 1" in out
     ids = rows_of(uri, collection_name)
     assert len(ids) == len(set(ids)) == 600
     archived = [e.face_id for e in FaceArchive(os.environ["ARCMATCH_ARCHIVE_URI"], collection_name).entries()]
