@@ -96,6 +96,26 @@ class GalleryWriter:
         return [(carry_rejections(row, stored.get(row.face_id), keep=keep),
                  row.identity in rejected_from(stored.get(row.face_id))) for row in rows]
 
+    def archived_as(self, rows: list[FaceRow], images: Mapping[int, FaceImage]) -> set[int]:
+        """The faces among `rows` whose archive entry already holds exactly this row and image (a tree ingested
+        again): written again, each would add its image to the archive once more. Only faces the store already
+        holds with the same metadata are looked up, so a first ingestion reads nothing from the archive."""
+        if self.archive is None or not images:
+            return set()
+        ids = [r.face_id for r in rows if r.face_id in images]
+        stored = self.index.stored_metadata(ids) if ids else {}
+        rows_by_id = {r.face_id: r for r in rows if r.face_id in images and stored.get(r.face_id) == r.metadata}
+        if not rows_by_id:
+            return set()
+        same = set()
+        for entry in self.archive.entries(set(rows_by_id)):
+            row, image = rows_by_id[entry.face_id], images[entry.face_id]
+            if (entry.identity, entry.source, entry.kind, entry.image) == (row.identity, row.source, image.kind,
+                                                                          image.image) \
+                    and json.loads(entry.metadata) == row.metadata:
+                same.add(entry.face_id)
+        return same
+
     # writing
     def write(self, rows: list[FaceRow], images: Mapping[int, FaceImage] | None = None, *,
               skipped: list[tuple[str, str]] | None = None) -> int:

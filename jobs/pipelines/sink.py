@@ -68,6 +68,9 @@ def write_rows(writer: GalleryWriter, batch: dict[str, np.ndarray], rows: list[F
     if curated:
         rows = keep_rejections(writer, rows, skipped)
     kept = images_from_batch(batch, rows) if writer.archive is not None else None
+    if kept:  # a tree ingested again: its unchanged faces are in the archive already, as they are
+        same = writer.archived_as(rows, kept)
+        kept = {face: image for face, image in kept.items() if face not in same}
     return rows, writer.write(rows, kept, skipped=skipped)
 
 

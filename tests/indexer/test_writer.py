@@ -78,3 +78,13 @@ def test_a_process_left_behind_by_a_switch_takes_no_writes(gallery):
     assert gallery.index.rows([1]) and {e.face_id for e in gallery.archive.entries()} == {1}  # nothing lost
     new_writer = GalleryWriter(new, gallery.archive, gallery.galleries)
     assert new_writer.write([FaceRow("b.png", "bob", V, 2, {})]) == 1  # the collection in service takes them
+
+
+def test_a_face_written_again_as_it_is_is_known_archived_and_a_changed_one_is_not(gallery):
+    (one, kept_one), (two, kept_two), (three, kept_three) = face(1, team="a"), face(2), face(3)
+    gallery.write([one, two], kept_one | kept_two)
+    gallery.index.flush()
+    again = [one, FaceRow(two.source, "bob", V, 2, {}), three]  # 2 renamed, 3 new
+    assert gallery.archived_as(again, kept_one | kept_two | kept_three) == {1}
+    assert gallery.archived_as([one], {1: FaceImage("photo", b"another photo")}) == set()
+    assert gallery.archived_as([FaceRow(one.source, "ann", V, 1, {"team": "b"})], kept_one) == set()
