@@ -208,7 +208,8 @@ class IdentityService:
             rows = self._keep_rejections(list(rows.values()), identity, proceed)  # first: the more exact reason
             if self.conflict_check and not proceed:
                 self.lookup.check_conflicts(embedded, identity)
-            self.writer.write(rows, archived or None)
+            same = self.writer.archived_as(rows, archived)  # a photo enrolled again as it was: archived already
+            self.writer.write(rows, {face: image for face, image in archived.items() if face not in same} or None)
         self.watch.poke(self.lookup.gallery_calibration)  # the gallery grew: is its calibration still right?
         return Enrolled(identity, [r.face_id for r in rows])
 

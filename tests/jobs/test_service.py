@@ -16,8 +16,9 @@ from tests.helpers import png
 
 @pytest.fixture
 def service(tmp_path, tiny_model_dir):
-    settings = Settings(model=tiny_model_dir, milvus_uri=str(tmp_path / "g.db"), gallery="race", archive=False,
-                        audit_dir=str(tmp_path / "audit"), recalibrate_on_growth=False)
+    settings = Settings(model=tiny_model_dir, milvus_uri=str(tmp_path / "g.db"), gallery="race",
+                        archive_uri=str(tmp_path / "archive"), audit_dir=str(tmp_path / "audit"),
+                        recalibrate_on_growth=False)
     service = IdentityService.open(settings, create=True)
     yield service
     service.close()
@@ -59,6 +60,9 @@ def test_a_photo_enrolled_again_keeps_what_people_said_of_it(service):
     assert service.enroll("ann", [("a.png", png(1))], {"seat": 4}).face_ids == [face]
     metadata = service.index.rows([face])[face].metadata
     assert metadata["team"] == "blue" and metadata["seat"] == 4 and metadata[health.CONFIRMED_IN] == "ann"
+    before = service.archive.stats()
+    assert service.enroll("ann", [("a.png", png(1))]).face_ids == [face]  # the same again: nothing new to keep
+    assert service.archive.stats().parts == before.parts
 
 
 def test_the_keys_arcmatch_writes_are_its_own():
