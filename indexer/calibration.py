@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from common.names import shown
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED
 from indexer.milvus import Property
@@ -200,7 +201,7 @@ class GalleryCalibration:
                        + ("" if self.strangers_check or self.strangers == 0 else
                           f"; from {MIN_STRANGERS} on, the rates would follow what their own best scores give"))
         if self.strangers_set_aside:
-            listed = "; ".join(f"{f['source']} like {f['like']!r} ({f['score']:.3f})"
+            listed = "; ".join(f"{f['source']} like {shown(f['like'])} ({f['score']:.3f})"
                                for f in self.strangers_set_aside[:5])
             out.append(f"left out as looking enrolled: {listed}"
                        + (" ..." if self.strangers_dropped > 5 else "")
@@ -248,7 +249,8 @@ class GalleryCalibration:
         if self.top1_threshold is not None:
             out.append(f"the top-1 rule would choose {self.top1_threshold:.4f}")
         if self.suspects:
-            named = "; ".join(f"{s['first']!r} and {s['second']!r} ({s['score']:.3f})" for s in self.suspects[:5])
+            named = "; ".join(f"{shown(s['first'])} and {shown(s['second'])} ({s['score']:.3f})"
+                              for s in self.suspects[:5])
             out.append(f"set aside as one person under two names: {len(self.suspects)} pair(s): {named}"
                        + (" ..." if len(self.suspects) > 5 else "") + " (`arcmatch gallery check` lists them)")
         return out

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.names import shown
 from indexer.tail import MIN_IDENTITIES, Pairs, fit_scores, identity_scores, suspected_duplicates
 
 # A pair is listed when fewer than this many pairs of strangers would be as far out in the tail by chance. Two
@@ -70,16 +71,16 @@ class Health:
         out = [f"gallery: {self.identities} identities, {self.faces} faces"]
         out += [f"  {n}" for n in self.notes]
         out.append(f"one person under two names? {len(self.duplicates)} pair(s)")
-        out += [f"  {s.first!r} and {s.second!r}: best cross score {s.score:.3f} (strangers would give "
+        out += [f"  {shown(s.first)} and {shown(s.second)}: best cross score {s.score:.3f} (strangers would give "
                 f"{s.expected_among_strangers:.2g} such pairs)" for s in self.duplicates]
         out.append(f"photos more like someone else than like the rest of their identity: {len(self.misfits)}")
-        out += [f"  face {m.face_id} of {m.identity!r}: {m.own_best:.3f} with its own, {m.other_best:.3f} with "
-                f"{m.other!r}" for m in self.misfits]
+        out += [f"  face {m.face_id} of {shown(m.identity)}: {m.own_best:.3f} with its own, {m.other_best:.3f} with "
+                f"{shown(m.other)}" for m in self.misfits]
         out.append(f"photos that look like no one else of their identity: {len(self.strays)}")
-        out += [f"  face {s.face_id} of {s.identity!r}: {s.own_best:.3f} with its own, as high as "
+        out += [f"  face {s.face_id} of {shown(s.identity)}: {s.own_best:.3f} with its own, as high as "
                 f"{s.chance:.0%} of strangers would score" for s in self.strays]
         out.append(f"identities with no face that passed the quality gate: {len(self.below_gate)}")
-        out += [f"  {name!r}" for name in self.below_gate]
+        out += [f"  {shown(name)}" for name in self.below_gate]
         return out
 
 

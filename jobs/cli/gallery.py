@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict
 
 from common.errors import EXIT_OK, NotFound
+from common.names import shown
 from jobs.cli.options import audit, left_out, model_flag, open_gallery, settings_from, store_flags
 
 
@@ -119,19 +120,20 @@ def gallery_fix(args: argparse.Namespace) -> int:
             merged = curator.merge_identities(args.into, args.other)
             audit(settings, "merge_identity", identity=args.into, merged_from=args.other,
                   face_ids=[str(f) for f in merged.face_ids])
-            print(f"{len(merged.face_ids)} faces of {args.other!r} are now {args.into!r}'s" + left_out(merged.skipped))
+            print(f"{len(merged.face_ids)} faces of {shown(args.other)} are now under {shown(args.into)}"
+                  + left_out(merged.skipped))
         elif args.action == "move":
             moved = curator.move_face(args.identity, args.face, args.to)
             audit(settings, "move_face", identity=args.identity, moved_to=args.to, face_ids=[str(args.face)])
-            print(f"face {args.face} is now {moved.identity!r}'s (and not {args.identity!r})")
+            print(f"face {args.face} is now under {shown(moved.identity)} (and not {shown(args.identity)})")
         elif args.action == "confirm":
             curator.confirm(args.identity, args.face)
             audit(settings, "confirm_face", identity=args.identity, face_ids=[str(args.face)])
-            print(f"face {args.face} is {args.identity!r}'s: not listed again while it is there")
+            print(f"face {args.face} is {shown(args.identity)}: not listed again while it is there")
         elif args.action == "reject":
             curator.reject(args.identity, args.face)
             audit(settings, "reject_face", identity=args.identity, face_ids=[str(args.face)])
-            print(f"face {args.face} is not {args.identity!r}: unlabelled now, and never put back there without "
+            print(f"face {args.face} is not {shown(args.identity)}: unlabelled now, and never put back there without "
                   "--proceed")
         elif args.action == "name":
             from indexer.strangers import unlabelled_from
@@ -139,11 +141,11 @@ def gallery_fix(args: argparse.Namespace) -> int:
             faces = sorted(unlabelled_from(service.index, args.sources, "nothing named"))
             named = curator.name_faces(faces, args.identity, proceed=args.proceed)
             audit(settings, "name_faces", identity=named.identity, face_ids=[str(f) for f in named.face_ids])
-            print(f"{len(named.face_ids)} face(s) named {named.identity!r}" + left_out(named.skipped))
+            print(f"{len(named.face_ids)} face(s) named {shown(named.identity)}" + left_out(named.skipped))
         else:
             found = curator.different_people(args.first, args.second)
             audit(settings, "distinct", identity=args.first, other=args.second)
-            print(f"{args.first!r} and {args.second!r} are different people ({len(found)} such pair(s) kept)")
+            print(f"{shown(args.first)} and {shown(args.second)} are different people ({len(found)} such pair(s) kept)")
     finally:
         service.close()
     return EXIT_OK

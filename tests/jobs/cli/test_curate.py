@@ -182,9 +182,9 @@ def test_gallery_merge_move_reject_and_distinct_resolve_the_findings(tmp_path, m
     assert main(["gallery", "distinct", "person 7", "person 7 again"]) == 0
     assert "are different people (1 such pair(s) kept)" in capsys.readouterr().out
     assert main(["gallery", "move", planted["stray"], "--from", "person 5", "--to", "person 3"]) == 0
-    assert f"face {planted['stray']} is now 'person 3'" in capsys.readouterr().out
+    assert f"face {planted['stray']} is now under 'person 3'" in capsys.readouterr().out
     assert main(["gallery", "merge", "person 9", "person 8"]) == 0
-    assert "2 faces of 'person 8' are now 'person 9'" in capsys.readouterr().out
+    assert "2 faces of 'person 8' are now under 'person 9'" in capsys.readouterr().out
     assert main(["gallery", "check"]) == 0
     assert f"face {planted['outsider']} of 'person 20'" in capsys.readouterr().out  # like no one else of theirs
     assert main(["gallery", "confirm", planted["outsider"], "--in", "person 20"]) == 0  # "it is them": said once
