@@ -33,7 +33,10 @@ class Call:
 
 
 def _segment(value: str | int) -> str:
-    return quote(str(value), safe="")
+    """A path segment; "." and ".." encoded too, which a URL would otherwise resolve as "here" and "up" (a
+    delete of identity ".." would then address the gallery)."""
+    text = quote(str(value), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
 
 
 def _photo(photo: Photo, n: int = 0) -> tuple[str, bytes]:

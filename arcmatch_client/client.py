@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from arcmatch_client.calls import Call, Operations
-from arcmatch_client.errors import Unavailable, for_answer
+from arcmatch_client.errors import ServerError, Unavailable, for_answer
 from arcmatch_client.parsing import parse
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -46,9 +46,17 @@ def _finish(call: Call, response: httpx.Response):
                          response.headers.get("x-request-id"))
     if call.result is bytes:
         return response.content
-    data = response.json()
-    value = parse(call.result, data) if call.result is not None else data
-    return call.pick(value) if call.pick else value
+    try:
+        data = response.json()
+        value = parse(call.result, data) if call.result is not None else data
+        return call.pick(value) if call.pick else value
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not the service's answer (a proxy's login
+        # page, another service at this address): one of the client's own errors, not a library's
+        error = ServerError(f"HTTP {response.status_code} with a body that is not this API's answer "
+                            f"({exc.__class__.__name__}): is {response.url} an arcmatch service?")
+        error.status, error.detail = response.status_code, str(error)
+        error.request_id = response.headers.get("x-request-id")
+        raise error from None
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ class _Sending(Operations):
     def __init__(self, url: str, key: str, *, gallery: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
                  retries: int = 4, max_wait_s: float = 30.0, http=None) -> None:
         super().__init__(gallery)
+        if retries < 0 or max_wait_s < 0:
+            raise ValueError(f"retries and max_wait_s must be 0 or more, got {retries} and {max_wait_s}")
         self.url, self.retries, self.max_wait_s = url, retries, max_wait_s
         self._owns_http = http is None  # a scoped copy leaves the connection to the client it came from
         self.http = http or self._http_class(base_url=url, headers={"X-API-Key": key}, timeout=timeout)

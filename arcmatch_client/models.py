@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, kw_only=True)
 class Calibration:
-    # the threshold searches use when the request gives none
-    threshold: float
+    # the threshold searches use when the request gives none (null: none yet, so a search must give one until the
+    # gallery is calibrated)
+    threshold: float | None
     # where it comes from: gallery (`arcmatch calibrate` or POST /v1/calibration), model (its checkpoint's
-    # calibration) or collection
-    source: str
+    # calibration) or collection; null with no threshold
+    source: str | None
     gallery: GalleryCalibration | None
     # the gallery calibration at the size now
     status: CalibrationStatus | None = None

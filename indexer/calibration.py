@@ -41,7 +41,7 @@ from common.names import shown
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED
 from indexer.milvus import Property
-from indexer.rates import Empirical, at_size, curve, points, threshold_for_rate
+from indexer.rates import Empirical, at_size, curve, points, rate_span, threshold_for_rate
 from indexer.tail import MIN_DIRECT, MIN_STRANGERS
 
 METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
@@ -134,7 +134,7 @@ class GalleryCalibration:
             if not rates:
                 raise
             low, high = (at_size(r, self.identities, size) for r in (min(rates), max(rates)))
-            raise InvalidValue(f"the gallery's calibration can answer an FPIR between {low:.2g} and {high:.2g} at "
+            raise InvalidValue(f"the gallery's calibration can answer an FPIR {rate_span(low, high)} at "
                                f"its {size} identities, not {fpir}: give a threshold instead, or calibrate a larger "
                                "gallery") from None
 

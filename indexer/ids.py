@@ -55,6 +55,8 @@ def validate_identity(identity: str) -> str:
                            "UTF-8 text")
     if all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in identity):
         raise InvalidValue("identity must hold a visible character (it is only spaces, format or bidi controls)")
+    if identity in (".", ".."):  # a URL's path takes them as "here" and "up": no address could reach the identity
+        raise InvalidValue(f"identity may not be {identity!r}: a URL path cannot address it")
     return _filter_text(identity, "identity")
 
 

@@ -15,6 +15,7 @@ stranger to match.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -117,6 +118,16 @@ def curve(estimator, fnir: Callable[[float], float | None], points: int = CURVE_
     return [[t, float(r[0]), fnir(t)] for t, r in zip(thresholds, rates, strict=True)]
 
 
+def rate_span(lowest: float, highest: float) -> str:
+    """"between A and B", each to two significant digits rounded inward, so that both ends it names are rates it
+    can answer (0.49999964 is "0.49", not "0.5")."""
+    def inward(value: float, up: bool) -> float:
+        step = 10.0 ** (math.floor(math.log10(value)) - 1)
+        return (math.ceil if up else math.floor)(value / step * (1 - 1e-12 if up else 1 + 1e-12)) * step
+
+    return f"between {inward(lowest, True):.2g} and {inward(highest, False):.2g}"
+
+
 def threshold_for_rate(rows: list[list], fpir: float) -> float:
     """The threshold the curve gives `fpir` at (log-linear between its rows); InvalidValue outside its range."""
     usable = [(t, f) for t, f, _ in rows if f > 0]
@@ -126,7 +137,7 @@ def threshold_for_rate(rows: list[list], fpir: float) -> float:
     rates = np.asarray([f for _, f in usable])
     lowest, highest = rates.min(), rates.max()
     if not lowest * (1 - 1e-9) <= fpir <= highest * (1 + 1e-9):
-        raise InvalidValue(f"the gallery's calibration can answer an FPIR between {lowest:.2g} and {highest:.2g} "
+        raise InvalidValue(f"the gallery's calibration can answer an FPIR {rate_span(lowest, highest)} "
                            f"(at its current size), not {fpir}: give a threshold instead, or calibrate a larger "
                            f"gallery")
     order = np.argsort(rates)  # FPIR falls as the threshold rises; interpolate in log-rate

@@ -28,6 +28,9 @@ CALIBRATION_CACHE_S = 10.0  # how long the gallery's calibration stands before i
 Query = tuple[float | None, int | None, int]  # (threshold, k, top_n): None takes the lookup's own
 
 
+GIVE_ONE = "give a threshold (--threshold; a request's threshold field)"  # the CLI's words and the API's
+
+
 class Lookup:
     """Searches one collection (`index`) with the vectors of a model of `dim` values whose own calibration is
     `model` (None: uncalibrated); `watch` follows the gallery's size for its calibration."""
@@ -95,9 +98,9 @@ class Lookup:
             except InvalidValue:  # kept before thresholds were checked, or a file edited by hand: every search
                 # would be "unknown" (or everyone someone) without a word
                 raise ModelError(f"the {found[1]}'s threshold {found[0]} is not a cosine between -1 and 1: run "
-                                 f"`arcmatch calibrate` (the gallery's own wins), or pass --threshold") from None
+                                 f"`arcmatch calibrate` (the gallery's own wins), or {GIVE_ONE}") from None
         raise ModelError("the model has no calibrated threshold: run `arcmatch eval --calibrate` or "
-                         "`arcmatch calibrate`, or pass --threshold")
+                         f"`arcmatch calibrate` (POST /v1/calibration), or {GIVE_ONE}")
 
     def gallery_calibration(self) -> GalleryCalibration | None:
         """The collection's own calibration, read again every CALIBRATION_CACHE_S (another process, or another

@@ -243,9 +243,11 @@ class GalleryCalibrationOut(BaseModel):
 
 
 class CalibrationOut(BaseModel):
-    threshold: float = Field(description="the threshold searches use when the request gives none")
-    source: str = Field(description="where it comes from: gallery (`arcmatch calibrate` or POST /v1/calibration), "
-                                    "model (its checkpoint's calibration) or collection")
+    threshold: float | None = Field(description="the threshold searches use when the request gives none (null: "
+                                    "none yet, so a search must give one until the gallery is calibrated)")
+    source: str | None = Field(description="where it comes from: gallery (`arcmatch calibrate` or POST "
+                                           "/v1/calibration), model (its checkpoint's calibration) or collection; "
+                                           "null with no threshold")
     gallery: GalleryCalibrationOut | None
     status: CalibrationStatus | None = Field(None, description="the gallery calibration at the size now")
 

@@ -128,7 +128,7 @@ def test_every_route_through_the_client(service, tmp_path):
 
 
 def test_each_error_answer_is_its_own_exception(service):
-    base, _ = service
+    base, settings = service
     with Client(base, KEY) as api, Client(base, READ_KEY) as reader, Client(base, "am_wrong") as stranger:
         api.enroll("dan", [png(4)])
         with pytest.raises(Unauthorized) as refused:
@@ -142,6 +142,10 @@ def test_each_error_answer_is_its_own_exception(service):
             api.gallery("nowhere").search(png(4))
         with pytest.raises(Conflict):  # dan's face under another name
             api.enroll("not_dan", [png(4, 1)])
+        for dots in (".", ".."):  # sent as the name, never resolved as "here" or "up" (the gallery, for a delete)
+            with pytest.raises(BadInput, match="a URL path cannot address it"):
+                api.gallery(settings.gallery).delete_identity(dots)
+        assert api.gallery(settings.gallery).identity("dan").identity == "dan"
         with pytest.raises(UnsupportedMedia):
             api.search(b"%PDF-1.7" + b"\x00" * 64)
         with pytest.raises(BadInput, match="first bytes say GIF, but it does not decode") as corrupt:
@@ -199,6 +203,17 @@ def test_a_500_from_the_proxy_is_tried_again_and_the_services_own_is_not(service
         with pytest.raises(ServerError):
             Client(base, KEY, http=http, max_wait_s=0.01).health()
         assert bug.seen == 1
+
+
+def test_an_answer_that_is_not_this_apis_is_the_clients_own_error(service):
+    base, _ = service
+    for answer in (httpx.Response(200, text="<html>sign in to the proxy</html>"), httpx.Response(200, json=[1, 2])):
+        proxy = Outage(down=1, answer=answer)
+        with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, transport=proxy) as http:
+            with pytest.raises(ServerError, match="not this API's answer"):
+                Client(base, KEY, http=http).identities()
+    with pytest.raises(ValueError, match="0 or more"):
+        Client(base, KEY, retries=-1)
 
 
 def test_the_async_client_answers_as_the_sync_one(service):

@@ -30,7 +30,7 @@ def test_a_name_is_one_identity_however_its_accents_are_typed():
 
 @pytest.mark.parametrize("name, reason", [
     ("\u200b", "visible"), ("\ufeff \u202e", "visible"), ("\u0301", "visible"),
-    ("\ufffd", "U\\+FFFD"), ("Jos\ufffd", "U\\+FFFD"),
+    ("\ufffd", "U\\+FFFD"), ("Jos\ufffd", "U\\+FFFD"), (".", "a URL path"), ("..", "a URL path"),
 ])
 def test_invisible_names_and_names_that_were_not_utf8_are_refused(name, reason):
     with pytest.raises(InvalidValue, match=reason):

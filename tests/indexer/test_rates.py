@@ -50,3 +50,10 @@ def test_a_rate_is_read_back_from_the_curve_within_the_range_the_trials_support(
         assert float((t.nonmated >= chosen).mean()) == pytest.approx(target, rel=0.35)
     with pytest.raises(InvalidValue, match="between 0.001 and 0.5"):
         threshold_for_rate(rows, 1e-4)  # below one trial in a thousand
+
+
+def test_the_span_of_rates_said_holds_only_rates_it_answers():
+    from indexer.rates import rate_span
+
+    assert rate_span(0.00567, 0.49999964) == "between 0.0057 and 0.49"
+    assert rate_span(0.0057, 0.5) == "between 0.0057 and 0.5"

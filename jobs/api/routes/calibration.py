@@ -30,7 +30,9 @@ def _out(found, index) -> GalleryCalibrationOut | None:
 
 @router.get("")
 def current(_: ReadKey, service: ServiceDep) -> CalibrationOut:
-    threshold, source = service.lookup.threshold_in_use()
+    """The threshold in use and where it comes from: null for a gallery of a model nobody calibrated (what it
+    needs is a calibration, not a different request). A stored threshold that is no cosine is still an error."""
+    threshold, source = service.lookup.threshold_in_use() if service.lookup.has_threshold() else (None, None)
     found = service.lookup.gallery_calibration()
     service.watch.poke(service.lookup.gallery_calibration)
     return CalibrationOut(threshold=threshold, source=source, gallery=_out(found, service.index),

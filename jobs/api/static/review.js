@@ -174,7 +174,7 @@ async function loadIdentities() {
     faces.className = "faces";
     card.append(title, faces);
     list.append(card);
-    json(`/v1/identities/${encodeURIComponent(identity)}`).then((person) => {
+    json(`/v1/identities/${enc(identity)}`).then((person) => {
       const n = person.faces.length;
       title.textContent = `${identity} · ${n} ${n === 1 ? "face" : "faces"}`;
       faces.append(...person.faces.slice(0, 12).map((f) => faceTile(f.face_id, (id) => reject(identity, id))));
@@ -183,13 +183,17 @@ async function loadIdentities() {
 }
 
 async function reject(identity, faceId) {
-  await post(`/v1/identities/${encodeURIComponent(identity)}/faces/${faceId}/reject`, {});
+  await post(`/v1/identities/${enc(identity)}/faces/${faceId}/reject`, {});
   say(`face ${faceId} is no longer ${identity}`);
   await loadIdentities();
 }
 
 // gallery health: what `arcmatch gallery check` lists, each with the actions that resolve it
-const enc = encodeURIComponent;
+// a path segment; "." and ".." encoded too, which a URL would otherwise resolve as "here" and "up"
+const enc = (value) => {
+  const text = encodeURIComponent(value);
+  return text === "." || text === ".." ? text.replaceAll(".", "%2E") : text;
+};
 
 function button(text, data, action) {
   const b = document.createElement("button");
@@ -372,6 +376,16 @@ async function loadGalleries() {
   if (!state.gallery) throw new Error("this key reaches no gallery");
 }
 
+// what the page shows of a gallery, gone: on another gallery, and on another key (a key that fails must not leave
+// the last key's people, clusters and findings on the screen)
+function clearPage() {
+  for (const id of ["search-result", "health-list", "cluster-list", "identity-list"]) $(id).replaceChildren();
+  for (const id of ["health-count", "clusters-count"]) $(id).textContent = "";
+  $("canvas").hidden = true;
+  $("clusters-more").hidden = true;
+  state.clusterOffset = 0;
+}
+
 async function start() {
   if (!state.key) {
     say("enter an API key to begin");
@@ -393,13 +407,12 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     state.key = $("key").value.trim();
     sessionStorage.setItem("arcmatch-key", state.key);
+    clearPage();
     start();
   });
   $("gallery").addEventListener("change", () => {  // another gallery: nothing of the last one stays on the page
     state.gallery = $("gallery").value;
-    state.clusterOffset = 0;
-    for (const id of ["search-result", "health-list"]) $(id).replaceChildren();
-    $("health-count").textContent = "";
+    clearPage();
     start();
   });
   $("search-form").addEventListener("submit", (event) => {

@@ -153,3 +153,29 @@ def test_a_small_gallery_calibrated_over_http_gives_both_opinions_of_a_model_tha
     said = result["reference"]
     assert said["identities"] == 300 and result["threshold"] == pytest.approx(
         max(said["own_threshold"], said["reference_threshold"]), abs=2e-3)
+
+
+def test_a_gallery_of_a_model_nobody_calibrated_is_enrolled_then_calibrated(tmp_path, tiny_model_dir):
+    import shutil
+
+    from embedder.layout import CALIBRATION_FILE
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / CALIBRATION_FILE).unlink()
+    settings = Settings(model=model, api_keys=f"{READ_ENTRY},{WRITE_ENTRY}", archive=False,
+                        milvus_uri=str(tmp_path / "bare.db"))
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        shown = client.get("/v1/calibration", headers=R)  # what the review page reads before its health section
+        assert shown.status_code == 200 and shown.json()["threshold"] is None and shown.json()["source"] is None
+        for name in ("ann", "anne"):  # no threshold to judge a conflict by: both are enrolled, the check finds them
+            files = [("images", ("0.png", png(1, 0 if name == "ann" else 1), "image/png"))]
+            assert client.post(f"/v1/identities/{name}/faces", files=files, headers=W).status_code == 201
+        probe = {"image": ("p.png", png(1, 2), "image/png")}
+        refused = client.post("/v1/search", files=probe, headers=R)
+        assert refused.status_code == 400 and "a request's threshold field" in refused.json()["detail"]
+        assert client.post("/v1/search", files=probe, data={"threshold": "0.5"}, headers=R).status_code == 200
+        assert client.get("/v1/identities/..", headers=R).status_code in (404, 405)  # the path's, never a name
+        dots = client.post("/v1/identities/%2E%2E/faces", files=[("images", ("0.png", png(2), "image/png"))],
+                           headers=W)
+        assert dots.status_code == 400 and "a URL path cannot address it" in dots.json()["detail"]

@@ -105,6 +105,33 @@ def test_search_name_a_cluster_and_reject_a_face_in_the_browser(site, tmp_path):
     assert (tmp_path / "review.png").stat().st_size > 10_000
 
 
+def test_a_key_that_fails_leaves_nothing_of_the_last_one_and_a_long_name_wraps(site, tmp_path):
+    long_name = "L" + "o" * 250 + "ng"  # within the 256 a name may have, and no space to break at
+    with httpx.Client(base_url=site, headers={"X-API-Key": KEY}) as api:
+        assert api.post(f"/v1/identities/{long_name}/faces", files=[("images", ("b.png", png(2), "image/png"))]
+                        ).status_code == 201
+    probe = tmp_path / "probe.png"
+    probe.write_bytes(png(1))
+    problems: list[str] = []
+    with chromium(problems, 900) as page:
+        page.goto(f"{site}/review")
+        page.fill("#key", KEY)
+        page.click("#key-form button")
+        page.wait_for_selector(f'.identity[data-identity="{long_name}"]')
+        page.wait_for_selector(".cluster")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1200  # the page is no wider than the window
+        page.set_input_files("#probe", str(probe))
+        page.click("#search-form button")
+        page.wait_for_selector("#search-result li")
+
+        page.fill("#key", "am_wrong")
+        page.click("#key-form button")
+        page.wait_for_selector("#status:has-text('401')")
+        assert page.locator(".cluster, .identity, #search-result li").count() == 0
+        assert not page.locator("#canvas").is_visible()
+    assert [p for p in problems if "401" not in p] == []
+
+
 def test_the_page_is_open_but_its_data_is_not(site):
     with httpx.Client(base_url=site) as anonymous:
         page = anonymous.get("/review")
