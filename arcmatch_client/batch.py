@@ -41,10 +41,13 @@ class BatchReport:
 def photos_of(source: str | Path) -> list[Photo]:
     """The photos a folder or a CSV manifest names, in a stable order."""
     source = Path(source)
-    if source.is_dir():
+    if source.is_dir():  # a person's photos at any depth of their folder; one in nobody's folder is reported
         found = [Photo(person.name, photo) for person in sorted(source.iterdir())
                  if person.is_dir() and not person.name.startswith(".")
-                 for photo in sorted(person.iterdir()) if photo.is_file() and not photo.name.startswith(".")]
+                 for photo in sorted(person.rglob("*")) if photo.is_file()
+                 and not any(part.startswith(".") for part in photo.relative_to(person).parts)]
+        found += [Photo("", loose) for loose in sorted(source.iterdir())
+                  if loose.is_file() and not loose.name.startswith(".")]
     elif source.is_file():
         with open(source, newline="") as rows:
             reader = csv.DictReader(rows)
@@ -72,7 +75,14 @@ def _count(report: BatchReport, photo: Photo, outcome) -> None:
         report.faces += len(outcome.face_ids)
 
 
+def _not_in_a_folder(photo: Photo) -> BadInput | None:
+    return (None if photo.identity else
+            BadInput(f"not in a person's folder ({photo.path.parent.name}/<identity>/<photo>): whose is it?"))
+
+
 def _enroll_one(client, photo: Photo, options: dict):
+    if (loose := _not_in_a_folder(photo)) is not None:
+        return loose
     try:
         return client.enroll(photo.identity, [photo.path.read_bytes()], **options)
     except OSError as exc:
@@ -99,6 +109,8 @@ async def enroll_batch_async(client, source: str | Path, *, concurrency: int = 8
     slots = asyncio.Semaphore(concurrency)
 
     async def one(photo: Photo):
+        if (loose := _not_in_a_folder(photo)) is not None:
+            return loose
         async with slots:
             try:
                 data = await asyncio.to_thread(photo.path.read_bytes)

@@ -31,18 +31,22 @@ def test_a_thousand_photos_from_a_folder_then_part_of_them_again(base, tmp_path,
         for n in range(4):
             (folder / f"person {person:03d}" / f"{n}.png").write_bytes(png(1000 + person, n))
     (folder / "person 000" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    assert len(photos_of(folder)) == 1001
+    (folder / "person 001" / "2019").mkdir()
+    (folder / "person 001" / "3.png").rename(folder / "person 001" / "2019" / "3.png")  # still theirs
+    (folder / "loose.png").write_bytes(png(1001))  # in nobody's folder: reported, not sent
+    assert len(photos_of(folder)) == 1002
 
     with Client(base, KEY) as api:
         report = enroll_batch(api, folder, workers=4, proceed=True)  # trusted labels: a bulk import
         assert report.photos == 1000 and report.faces == 1000
-        assert [(f[1], f[2]) for f in report.failed] == [("person 000", "bad input")]
+        assert [(f[1], f[2]) for f in report.failed] == [("person 000", "bad input"), ("", "bad input")]
         assert "broken.png" in report.failed[0][0] and "does not decode" in report.failed[0][3]
-        assert "1001/1001" in capsys.readouterr().err  # the progress bar went to the end
+        assert "loose.png" in report.failed[1][0] and "not in a person's folder" in report.failed[1][3]
+        assert "1002/1002" in capsys.readouterr().err  # the progress bar went to the end
 
         some = tmp_path / "again.csv"  # a tenth of the batch again (after a crash, say): nothing is added twice
         some.write_text("identity,path\n" + "".join(f"person {p:03d},people/person {p:03d}/{n}.png\n"
-                                                    for p in range(25) for n in range(4)))
+                                                    for p in range(2, 27) for n in range(4)))
         again = enroll_batch(api, some, workers=4, proceed=True, progress=False)
         assert again.photos == 100 and not again.failed
         listed, cursor = [], None
