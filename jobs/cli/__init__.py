@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import traceback
 
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("arcmatch: interrupted", file=sys.stderr)
         return exit_code(KeyboardInterrupt())
+    except BrokenPipeError:  # the reader left (`| head`): nothing more to say, as every Unix tool goes quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush of stdout must not fail again
+        return 128 + signal.SIGPIPE  # what a tool the signal ended would exit with
     except ArcmatchError as exc:  # the edge: our own errors are one line and their exit code
         if os.environ.get("ARCMATCH_DEBUG"):
             traceback.print_exc()

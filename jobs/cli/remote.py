@@ -87,19 +87,42 @@ def identities(args: argparse.Namespace) -> int:
         with client:
             rows = list(_pages(lambda cursor, limit: _remote_page(client, cursor, limit)))
     else:
-        from jobs.cli.options import settings_from
-        from jobs.service import IdentityService
-
-        service = IdentityService.open(settings_from(args))
-        try:
-            rows = list(_pages(service.list_identities))
-        finally:
-            service.close()
+        rows = _local_identities(args)
     for name, faces in rows:
         print(json.dumps({"identity": name, "faces": faces}) if args.json else f"{name}\t{faces}")
     if not args.json:
         print(f"{len(rows)} identities, {sum(f for _, f in rows)} faces")
     return EXIT_OK
+
+
+def _local_identities(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The names and face counts of the collection the gallery serves, or of a given model's (`--model`): a
+    listing embeds nothing, so it needs no detector, and no model at all for the gallery as served."""
+    from common.errors import NotFound
+    from indexer.store import FaceIndex
+    from jobs.cli.options import open_gallery, settings_from
+
+    settings = settings_from(args)
+    galleries = open_gallery(settings)
+    try:
+        if settings.model is not None:
+            from embedder.embed import open_embedder
+
+            version = open_embedder(settings.model).spec.version
+            collection = galleries.collection_for(version)
+            if collection is None:
+                raise NotFound(f"gallery {settings.gallery!r} has no collection of model {version}")
+        elif (collection := galleries.serving()) is None:
+            raise NotFound(f"gallery {settings.gallery!r} does not exist; ingest or enroll faces first")
+        index = FaceIndex(galleries.client, collection)
+
+        def page(cursor: str | None, limit: int) -> tuple[list[tuple[str, int]], str | None]:
+            found = index.list_identities(cursor, limit + 1)
+            return found[:limit], (found[limit - 1][0] if len(found) > limit else None)
+
+        return list(_pages(page))
+    finally:
+        galleries.client.close()
 
 
 def _remote_page(client, cursor: str | None, limit: int) -> tuple[list[tuple[str, int]], str | None]:

@@ -60,7 +60,9 @@ def alias(args: argparse.Namespace) -> int:
         print(f"{settings.gallery} -> {now} (was {before})")
     else:
         serving = galleries.serving()
-        print(f"{settings.gallery} -> {serving}" if serving else f"gallery {settings.gallery!r} does not exist")
+        if serving is None:
+            raise NotFound(f"gallery {settings.gallery!r} does not exist")
+        print(f"{settings.gallery} -> {serving}")
     return EXIT_OK
 
 
@@ -99,5 +101,8 @@ def archive(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     kept = FaceArchive(archive_root(settings, NOTHING_TO_READ), settings.gallery)
     stats = kept.compact() if args.action == "compact" else kept.stats()
+    if not stats.parts and not stats.tombstones and open_gallery(settings).serving() is None:
+        # an archive outlives its store (it is how a lost one is rebuilt), so only a name found in neither is wrong
+        raise NotFound(f"gallery {settings.gallery!r} does not exist: no faces in its archive or its store")
     print("\n".join(stats.lines()))
     return EXIT_OK

@@ -25,6 +25,7 @@ from embedder.preprocess import crop_and_resize
 from embedder.sources import decode_or_skip, faces_or_skip, list_source, photo_or_skip
 from embedder.spec import ModelSpec
 from indexer.archive import FaceArchive
+from indexer.errors import ModelMismatch
 from indexer.galleries import Galleries
 from indexer.store import CollectionInfo, FaceIndex, connect, is_lite_uri
 from indexer.writer import GalleryWriter
@@ -189,9 +190,11 @@ def ingest(
     spec, calibration = embedder.spec, embedder.calibration
     if spec.alignment != "none" and (policy is None or policy.detector is None):
         raise ModelError(f"the model wants {spec.alignment} aligned faces: give a face detector (ARCMATCH_DETECTOR)")
-    index = Galleries(connect(milvus, token), gallery).open(  # the collection of this model behind the alias
+    galleries = Galleries(connect(milvus, token), gallery)
+    index = galleries.open(  # the collection of this model behind the alias
         CollectionInfo.of_calibrated(spec, calibration), create=True,
         index_type=index_type)
+    _check_served(GalleryWriter(index, None, galleries), spec.version)
     items = list_source(source, unlabelled=unlabelled, strangers=strangers)
     rows_of = partial(rows_from_batch, unlabelled=unlabelled or strangers)
     summary = IngestSummary(seen=len(items))
@@ -208,7 +211,7 @@ def ingest(
     if export_parquet is not None or is_lite_uri(milvus):
         kept = FaceArchive(archive, gallery) if archive is not None else None
         with console.stage("ingest", total=summary.seen) as bar:
-            _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept, rows_of)
+            _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept, rows_of, galleries)
     else:
         index.client.close()
         sink = MilvusDatasink(milvus, token, index.collection, archive, gallery=gallery, rows=rows_of,
@@ -227,11 +230,24 @@ def ingest(
     return summary
 
 
+def _check_served(fence: GalleryWriter, version: str) -> None:
+    """Refuse, before anything is embedded, to write a model's collection that the gallery no longer serves (a
+    re-embed moved it to another model): its faces would be answered by no search, and no later command would
+    bring them over. A re-embed's own target, while the old collection still serves, takes writes."""
+    fence.refresh(max_age_s=0.0)
+    if not fence.writable:
+        other = FaceIndex(fence.index.client, fence.serving).info().model_version
+        raise ModelMismatch(f"gallery {fence.galleries.gallery!r} is served by model {other} since a re-embed, not "
+                            f"{version}: faces ingested with this model would be answered by no search; ingest "
+                            f"with the model it serves (--model), or `arcmatch alias rollback` first")
+
+
 def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch: int,
-                       export_parquet: str | Path | None, bar, archive: FaceArchive | None, rows_of) -> None:
+                       export_parquet: str | Path | None, bar, archive: FaceArchive | None, rows_of,
+                       galleries: Galleries | None = None) -> None:
     """The single-writer path (Milvus Lite, or when the vectors are also exported to Parquet)."""
     export = ParquetExport(export_parquet) if export_parquet is not None else None
-    writer = GalleryWriter(index, archive)
+    writer = GalleryWriter(index, archive, galleries)  # the fence holds through the run: a switch stops it
     try:
         for batch in ds.iter_batches(batch_size=write_batch, batch_format="numpy"):
             rows, skipped = rows_of(batch)

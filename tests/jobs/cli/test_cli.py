@@ -3,6 +3,7 @@
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,20 @@ def test_eval_align_finds_the_faces_of_raw_photos(tmp_path, tiny_model_dir, shar
     code = main(["eval", "--model", str(tiny_model_dir), "--data", str(shared_data / "lfw_gray"), "--pairs",
                  str(tmp_path / "pairs.txt"), "--align"])
     assert code == 2 and "ARCMATCH_DETECTOR" in capsys.readouterr().err
+
+
+def test_a_listing_piped_into_head_ends_quietly(tmp_path):
+    import subprocess
+
+    db = str(tmp_path / "many.db")
+    write = ("from indexer.galleries import Galleries\nfrom indexer.store import CollectionInfo, connect\n"
+             "from tests.helpers import TINY_DIM, people\n"
+             f"index = Galleries(connect({db!r}), 'faces').open(CollectionInfo('tiny', TINY_DIM, 0.5), create=True,"
+             " index_type='FLAT')\n"
+             "index.upsert(people(4000, 1, spread=0.1, dim=TINY_DIM))\nindex.flush()\n")  # more than a pipe holds
+    subprocess.run([sys.executable, "-c", write], check=True, timeout=300, cwd=Path(__file__).parents[3])
+    env = {**os.environ, "ARCMATCH_MILVUS_URI": db, "ARCMATCH_GALLERY": "faces"}
+    env.pop("ARCMATCH_MODEL", None)  # a listing needs no model
+    done = subprocess.run(f"{sys.executable} -m jobs.cli identities --json | head -n 2", shell=True,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert len(done.stdout.splitlines()) == 2 and done.stderr == "", done.stderr

@@ -87,5 +87,8 @@ def test_a_switch_rollback_or_drop_that_loses_faces_is_refused_until_their_numbe
     assert main(["collections", "list"]) == 0
     assert f"(previous: {a.collection}, dropped: no rollback)" in capsys.readouterr().out
     assert main(["collections", "list", "--gallery", "nobody"]) == 4
+    assert main(["alias", "show", "--gallery", "nobody"]) == 4
+    assert main(["archive", "stats", "--gallery", "nobody"]) == 4
+    assert main(["alias", "show"]) == 0 and main(["archive", "stats"]) == 0
     assert [r["action"] for r in read(tmp_path / "audit")] == ["alias_switch", "alias_rollback", "collection_drop",
                                                                "alias_switch", "collection_drop"]

@@ -214,6 +214,27 @@ def test_ingesting_another_model_is_refused(tmp_path, tiny_model_dir, gallery):
         ingest(gallery, tiny_model_dir, milvus=db)
 
 
+def test_ingesting_with_a_model_the_gallery_moved_away_from_is_refused(tmp_path, tiny_model_dir, gallery):
+    """After a re-embed's switch the old model's collection is still there (for a rollback); faces written to it
+    would be answered by no search, so ingesting with the old model is refused before anything is embedded."""
+    from embedder.embed import open_embedder
+    from indexer.galleries import Galleries
+
+    db = str(tmp_path / "moved.db")
+    client = connect(db)
+    galleries = Galleries(client, "faces")
+    old = galleries.open(CollectionInfo(open_embedder(tiny_model_dir).spec.version, 16), create=True,
+                         index_type="FLAT")
+    new = galleries.prepare(CollectionInfo("the-next-model", 16), index_type="FLAT")
+    galleries.switch(new.collection, lose=None)
+    client.close()
+    with pytest.raises(ModelMismatch, match="served by model the-next-model since a re-embed.*no search"):
+        ingest(gallery, tiny_model_dir, milvus=db)
+    client = connect(db)
+    assert FaceIndex(client, old.collection).count() == 0
+    client.close()
+
+
 def _rows_written(uri: str, collection: str) -> int:
     client = connect(uri)
     try:
