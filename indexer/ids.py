@@ -26,8 +26,8 @@ MAX_METADATA_DEPTH = 8
 # the metadata keys arcmatch writes itself: what a face's photo was (sha256, face), what people decided of it
 # (rejected_from, indexer.health's confirmed_in, indexer.strangers' stranger) and a kept unknown face's retention; a
 # caller's own metadata may not set them
-OWN_METADATA = frozenset({"sha256", "face", "rejected_from", "confirmed_in", "stranger", "kept_from", "kept_at",
-                          "expires_at", "below"})
+OWN_METADATA = frozenset({"sha256", "face", "rejected_from", "merged_from", "confirmed_in", "stranger", "kept_from",
+                          "kept_at", "expires_at", "below"})
 INT64 = (-(2**63), 2**63 - 1)
 _IDENTITY = re.compile(r"^[^\x00-\x1f\x7f]+$")
 _INVISIBLE = {"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"}  # controls, format and bidi marks, lone accents, spaces

@@ -221,8 +221,13 @@ class FaceIndex:
         (about 200 ms a read, 7x the upsert it guards; bench/rejection_check.py), and what a bulk writer checks (a
         person's "not this person") was written long before, not in the last few seconds. `strong` is for a
         person's own request, which may follow their previous one within a second."""
-        rows = self._get(ids, ["metadata"], batch, consistency_level="Strong" if strong else "Bounded")
-        return {int(r["id"]): r["metadata"] or {} for r in rows}
+        return {face: metadata for face, (_, metadata) in self.stored_records(ids, batch, strong=strong).items()}
+
+    def stored_records(self, ids: list[int], batch: int = 1000, *, strong: bool = False) -> dict[int, tuple[str, dict]]:
+        """(identity, metadata) of these faces, read as stored_metadata reads: a writer that must know whom a face
+        is filed under now (a person may have merged or moved it since it was written)."""
+        rows = self._get(ids, ["identity", "metadata"], batch, consistency_level="Strong" if strong else "Bounded")
+        return {int(r["id"]): (r["identity"], r["metadata"] or {}) for r in rows}
 
     def delete_identity(self, identity: str) -> int:
         """Delete every face of one identity; returns how many there were."""

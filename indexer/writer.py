@@ -32,9 +32,17 @@ from indexer.store import FaceIndex, FaceRow
 FENCE_CACHE_S = 1.0  # how long the answer to "which collection is in service" stands before the alias is read
 
 
+MERGED_FROM = "merged_from"
+
+
 def rejected_from(metadata: dict | None) -> list[str]:
     """The identities a face was taken out of ("not this person"), from its metadata."""
     return list((metadata or {}).get("rejected_from") or [])
+
+
+def merged_from(metadata: dict | None) -> list[str]:
+    """The names a face was filed under before a person merged that name into another (the same person)."""
+    return list((metadata or {}).get(MERGED_FROM) or [])
 
 
 def carry_rejections(row: FaceRow, stored: dict | None, *, keep: bool = False) -> FaceRow:
@@ -44,7 +52,9 @@ def carry_rejections(row: FaceRow, stored: dict | None, *, keep: bool = False) -
     its first enrollment said of it, and a person's "It is NAME")."""
     others = [name for name in rejected_from(stored) if name != row.identity]
     kept = {k: v for k, v in (stored or {}).items() if k != "rejected_from"} if keep else {}
-    metadata = {**kept, **row.metadata, **({"rejected_from": others} if others else {})}
+    merged = {MERGED_FROM: merged_from(stored)} if merged_from(stored) and row.identity not in merged_from(stored) \
+        else {}
+    metadata = {**kept, **row.metadata, **({"rejected_from": others} if others else {}), **merged}
     return replace(row, metadata=metadata) if metadata != row.metadata else row
 
 
@@ -92,9 +102,20 @@ class GalleryWriter:
         """Each row as it may overwrite its stored face (carrying the face's other rejections; with `keep` its other
         metadata too), and whether a person took that face out of the row's own identity. One read of the rows'
         ids, without vectors (`strong`: one that sees every write acknowledged before it)."""
-        stored = self.index.stored_metadata([r.face_id for r in rows], strong=strong) if rows else {}
-        return [(carry_rejections(row, stored.get(row.face_id), keep=keep),
-                 row.identity in rejected_from(stored.get(row.face_id))) for row in rows]
+        return [(row, rejected) for row, rejected, _ in self.check_records(rows, strong=strong, keep=keep)]
+
+    def check_records(self, rows: list[FaceRow], *, strong: bool = True,
+                      keep: bool = False) -> list[tuple[FaceRow, bool, str | None]]:
+        """check_rejections, and for a face a person merged out of the row's identity since, the identity it was
+        merged into (else None): a tree ingested again must not split what a person joined."""
+        stored = self.index.stored_records([r.face_id for r in rows], strong=strong) if rows else {}
+        out = []
+        for row in rows:
+            identity, metadata = stored.get(row.face_id, (None, None))
+            merged_into = identity if identity != row.identity and row.identity in merged_from(metadata) else None
+            out.append((carry_rejections(row, metadata, keep=keep), row.identity in rejected_from(metadata),
+                        merged_into))
+        return out
 
     def archived_as(self, rows: list[FaceRow], images: Mapping[int, FaceImage]) -> set[int]:
         """The faces among `rows` whose archive entry already holds exactly this row and image (a tree ingested

@@ -28,7 +28,7 @@ from indexer.health import CONFIRMED_IN
 from indexer.ids import UNLABELLED, validate_face_id, validate_identity
 from indexer.store import FaceRow
 from indexer.strangers import CONFIRMED
-from indexer.writer import rejected_from
+from indexer.writer import MERGED_FROM, merged_from, rejected_from
 
 SAMPLE = 8  # face ids shown per cluster in a listing
 
@@ -219,8 +219,9 @@ class Curator:
         for row in self.service.index.rows(faces).values():
             if identity in rejected_from(row.metadata):
                 skipped.append({"face_id": row.face_id, "reason": f"rejected from {identity!r} (not this person)"})
-            else:
-                moved.append(replace(row, identity=identity))
+            else:  # remembering the name it leaves, so that ingesting that name's folder again does not split them
+                was = sorted({*merged_from(row.metadata), other})
+                moved.append(replace(row, identity=identity, metadata={**(row.metadata or {}), MERGED_FROM: was}))
         self.service.writer.rename(moved)
         return Named(identity, [r.face_id for r in moved], skipped)
 

@@ -52,10 +52,13 @@ def keep_rejections(writer: GalleryWriter, rows: list[FaceRow], skipped: list[tu
     reason (enrolling the photo with `proceed` is how to put it back); every other row carries the face's stored
     rejections, so the upsert does not erase them."""
     kept = []
-    for row, rejected in writer.check_rejections(rows, strong=False):
+    for row, rejected, merged_into in writer.check_records(rows, strong=False):
         if rejected:
             skipped.append((row.source, f"rejected from {row.identity!r} (not this person): enroll the photo "
                                         "with proceed to put it back"))
+        elif merged_into is not None:
+            skipped.append((row.source, f"{row.identity!r} was merged into {merged_into!r} (one person): kept "
+                                        f"there; `arcmatch gallery move` puts a face back"))
         else:
             kept.append(row)
     return kept

@@ -287,8 +287,8 @@ def test_killed_job_rerun_leaves_every_face_exactly_once(store, request, ray_loc
 
 @pytest.mark.slow
 @pytest.mark.stores("server")  # the check in Ray Data's write tasks (the driver's is the same function)
-def test_ingesting_a_named_tree_again_keeps_not_this_person(ray_local, milvus_uri, collection_name, tmp_path,
-                                                           tiny_model_dir):
+def test_ingesting_a_named_tree_again_keeps_not_this_person_and_a_merge(ray_local, milvus_uri, collection_name,
+                                                                       tmp_path, tiny_model_dir):
     from embedder.embed import open_embedder
     from indexer.ids import UNLABELLED
     from jobs.curation import Curator
@@ -305,14 +305,20 @@ def test_ingesting_a_named_tree_again_keeps_not_this_person(ray_local, milvus_ur
                               archive=FaceArchive(archive_uri, collection_name))
     face = service.identity("person_00001")[0]["id"]
     Curator(service, None).reject("person_00001", int(face))
+    Curator(service, None).merge_identities("person_00000", "person_00002")  # one person under two names
     client.close()
 
     again = ingest(root, tiny_model_dir, **kwargs)
-    assert again.embedded == 8 and len(again.skipped) == 1
-    source, reason = again.skipped[0]
-    assert "person_00001" in source and "rejected from 'person_00001' (not this person)" in reason
+    assert again.embedded == 5 and len(again.skipped) == 4
+    reasons = dict(again.skipped)
+    [(source, reason)] = [(s, r) for s, r in reasons.items() if "person_00001" in s]
+    assert "rejected from 'person_00001' (not this person)" in reason
+    merged = [r for s, r in reasons.items() if "person_00002" in s]
+    assert len(merged) == 3 and all("'person_00002' was merged into 'person_00000'" in r for r in merged)
     client = connect(uri)
-    row = FaceIndex(client, collection_name).rows([int(face)])[int(face)]
+    index = FaceIndex(client, collection_name)
+    row = index.rows([int(face)])[int(face)]
+    assert dict(index.list_identities()) == {"person_00000": 6, "person_00001": 2}  # the merge holds
     client.close()
     assert row.identity == UNLABELLED and row.metadata["rejected_from"] == ["person_00001"]
     archived = next(FaceArchive(archive_uri, collection_name).entries({int(face)}))
