@@ -178,8 +178,9 @@ class Galleries:
         if before == collection:
             return before
         if before is not None and lose is not None:
-            self._refuse_loss(self.lacking(collection, before), lose, f"switching gallery {self.gallery!r} to "
-                              f"{collection!r} takes out of service", f"they stay in {before!r}")
+            self._refuse_loss(self.lacking(collection, before, names=True), lose,
+                              f"switching gallery {self.gallery!r} to {collection!r} takes out of service, or to "
+                              f"another name,", f"they stay as they are in {before!r}")
         if before is not None:
             self.milvus.set_properties(collection, {Property.PREVIOUS: before})
             self.milvus("alter_alias", collection, self.gallery)
@@ -197,8 +198,9 @@ class Galleries:
             raise CollectionNotFound(f"gallery {self.gallery!r} has no earlier collection to roll back to")
         if summary.previous not in {c.name for c in self.collections()}:
             raise CollectionNotFound(f"the earlier collection {summary.previous!r} was dropped; no rollback")
-        self._refuse_loss(self.lacking(summary.previous, summary.name), lose, f"rolling gallery {self.gallery!r} "
-                          f"back to {summary.previous!r} takes out of service", f"they stay in {summary.name!r}")
+        self._refuse_loss(self.lacking(summary.previous, summary.name, names=True), lose,
+                          f"rolling gallery {self.gallery!r} back to {summary.previous!r} takes out of service, or "
+                          f"back to another name,", f"they stay as they are in {summary.name!r}")
         self.milvus("alter_alias", summary.previous, self.gallery)
         return summary.previous
 
@@ -218,10 +220,15 @@ class Galleries:
                           "neither the collection in service nor the face archive holds them")
         self.milvus("drop_collection", collection)
 
-    def lacking(self, collection: str, other: str) -> list[int]:
-        """The face ids `other` holds that `collection` does not (a scan of the ids of both)."""
-        held = set(FaceIndex(self.client, collection).iter_ids())
-        return sorted(set(FaceIndex(self.client, other).iter_ids()) - held)
+    def lacking(self, collection: str, other: str, *, names: bool = False) -> list[int]:
+        """The face ids `other` holds that `collection` does not (a scan of the ids of both). With `names`, also
+        the faces `collection` files under another name than `other` does (named, merged or moved since a switch:
+        going back to it undoes that work as surely as it drops a face)."""
+        if not names:
+            held = set(FaceIndex(self.client, collection).iter_ids())
+            return sorted(set(FaceIndex(self.client, other).iter_ids()) - held)
+        filed = dict(FaceIndex(self.client, collection).identities())
+        return sorted(face for face, name in FaceIndex(self.client, other).identities() if filed.get(face) != name)
 
     @staticmethod
     def _refuse_loss(faces: list[int], lose: int, doing: str, where: str) -> None:

@@ -317,6 +317,11 @@ class FaceIndex:
         expr = f"{SEARCH_AMONG['unlabelled']} and metadata[\"expires_at\"] < {int(now)}"
         return [int(r["id"]) for r in self._scan(expr, ["id"])]
 
+    def identities(self) -> Iterator[tuple[int, str]]:
+        """(face id, identity) of every face, unlabelled ones (UNLABELLED) too."""
+        for row in self._scan("id >= 0", ["id", "identity"]):
+            yield int(row["id"]), row["identity"]
+
     def iter_ids(self) -> Iterator[int]:
         """Every primary key, for checks that each face is present exactly once."""
         yield from (int(r["id"]) for r in self._scan("id >= 0", ["id"]))

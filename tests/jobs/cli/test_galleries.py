@@ -3,7 +3,7 @@ erased only when told how many faces that erases."""
 
 from indexer.calibration import target_fpir
 from indexer.galleries import Galleries
-from indexer.store import CollectionInfo, FaceIndex, connect
+from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
 from jobs.audit import read
 from jobs.cli import main
 from jobs.service import IdentityService
@@ -71,12 +71,18 @@ def test_a_switch_rollback_or_drop_that_loses_faces_is_refused_until_their_numbe
     client.close()
 
     assert main(["alias", "switch", b.collection]) == 2
-    assert "takes out of service 1 face(s)" in capsys.readouterr().err
+    assert "to another name, 1 face(s)" in capsys.readouterr().err
     assert main(["alias", "switch", b.collection, "--lose", "1"]) == 0
     assert main(["collections", "drop", a.collection]) == 2  # person 1 is only there
     said = capsys.readouterr().err
     assert "loses 1 face(s)" in said and "repeat with --lose 1" in said
-    assert main(["alias", "rollback"]) == 0  # B holds nothing A lacks
+    client = connect(str(tmp_path / "two.db"))  # person 0 named otherwise since the switch (a merge, say)
+    [row] = FaceIndex(client, b.collection).rows(list(FaceIndex(client, b.collection).iter_ids())).values()
+    FaceIndex(client, b.collection).upsert([FaceRow(row.source, "person 0 renamed", row.vector, row.face_id)])
+    client.close()
+    assert main(["alias", "rollback"]) == 2  # going back undoes that name: counted as a face lost
+    assert "back to another name, 1 face(s)" in capsys.readouterr().err
+    assert main(["alias", "rollback", "--lose", "1"]) == 0
     assert main(["collections", "drop", b.collection]) == 0
     client = connect(str(tmp_path / "two.db"))
     c = Galleries(client, "staff").prepare(CollectionInfo("model-c", TINY_DIM, 0.5), index_type="FLAT")
