@@ -147,10 +147,11 @@ class Operations:
         return self._run(Call("POST", f"/identities/{_segment(identity)}/faces/{_segment(face_id)}/move",
                               json={"identity": to}, result=m.FaceMoved))
 
-    def merge_identities(self, identity: str, other: str):
-        """Every face of `other` becomes `identity`'s (one person under two names)."""
-        return self._run(Call("POST", f"/identities/{_segment(identity)}/merge", json={"identity": other},
-                              result=m.Promoted))
+    def merge_identities(self, identity: str, other: str, *, proceed: bool = False):
+        """Every face of `other` becomes `identity`'s (one person under two names); Conflict where a person said
+        they are different people, unless `proceed`."""
+        return self._run(Call("POST", f"/identities/{_segment(identity)}/merge",
+                              json={"identity": other, "proceed": proceed}, result=m.Promoted))
 
     def name_faces(self, identity: str, face_ids: Sequence[str | int], *, proceed: bool = False):
         """Unlabelled faces become `identity`'s enrolled faces (e.g. one the calibration set aside as looking like

@@ -49,6 +49,13 @@ def add(index, first: str, second: str) -> Pairs:
     return found
 
 
+def forget(index, first: str, second: str) -> None:
+    """`first` and `second` are one person after all (a merge a person insisted on): their pair is kept no more."""
+    found = pairs(index)
+    if frozenset((first, second)) in found:
+        _keep(index, found - {frozenset((first, second))})
+
+
 def copy(source, target) -> int:
     """The source collection's pairs onto the target's (a re-embed's switch); returns how many."""
     found = pairs(source)

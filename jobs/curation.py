@@ -205,13 +205,22 @@ class Curator:
             raise NotFound(f"identity {identity!r} has no face {face}")
         return row
 
-    def merge_identities(self, identity: str, other: str) -> Named:
+    def merge_identities(self, identity: str, other: str, *, proceed: bool = False) -> Named:
         """Every face of `other` becomes `identity`'s (one person enrolled under two names): archive first, then
-        the store. A face rejected from `identity` ("not this person") stays `other`'s, listed in `skipped`."""
+        the store. A face rejected from `identity` ("not this person") stays `other`'s, listed in `skipped`. Two
+        names a person said are different people (`different_people`) are a Conflict unless `proceed`, which
+        forgets that pair."""
+        from indexer import distinct
+
         identity, other = validate_identity(identity), validate_identity(other)
         if identity == other:
             raise InvalidValue("merging an identity into itself changes nothing")
         self.service.writer.in_service()
+        if frozenset((identity, other)) in distinct.pairs(self.service.index):
+            if not proceed:
+                raise Conflict(f"{identity!r} and {other!r} were said to be different people: say proceed to merge "
+                               "them anyway")
+            distinct.forget(self.service.index, identity, other)
         faces = [int(f["id"]) for f in self.service.index.faces_of(other, limit=16384)]
         if not faces:
             raise NotFound(f"no identity {other!r}")

@@ -345,6 +345,10 @@ class IdentityRef(BaseModel):
     identity: str = Field(min_length=1, max_length=MAX_IDENTITY_LENGTH, json_schema_extra=IDENTITY_RULES)
 
 
+class IdentityMergeIn(IdentityRef):
+    proceed: bool = Field(False, description="merge two names a person said are different people (409 without)")
+
+
 class FaceMoved(BaseModel):
     identity: str = Field(description="whose face it is now")
     face_id: str

@@ -29,6 +29,7 @@ def register(sub) -> None:
     q = actions.add_parser("merge", help="every face of OTHER becomes INTO's (one person under two names)")
     q.add_argument("into")
     q.add_argument("other")
+    q.add_argument("--proceed", action="store_true", help="merge two names said to be different people (`distinct`)")
     model_flag(q, "the gallery's model")
     store_flags(q)
     q.set_defaults(run=gallery_fix)
@@ -117,7 +118,7 @@ def gallery_fix(args: argparse.Namespace) -> int:
     try:
         curator = Curator(service, None)
         if args.action == "merge":
-            merged = curator.merge_identities(args.into, args.other)
+            merged = curator.merge_identities(args.into, args.other, proceed=args.proceed)
             audit(settings, "merge_identity", identity=args.into, merged_from=args.other,
                   face_ids=[str(f) for f in merged.face_ids])
             print(f"{len(merged.face_ids)} faces of {shown(args.other)} are now under {shown(args.into)}"

@@ -23,6 +23,7 @@ from jobs.api.schemas import (
     FaceOut,
     FaceRejected,
     IdentityDeleted,
+    IdentityMergeIn,
     IdentityOut,
     IdentityPage,
     IdentityRef,
@@ -126,12 +127,13 @@ def name_faces(_: WriteKey, curator: CuratorDep, request: Request, identity: Ide
     return Promoted.of(named)
 
 
-@router.post("/{identity}/merge", responses=responses(400, 404, 422))
+@router.post("/{identity}/merge", responses=responses(400, 404, 409, 422))
 def merge_identity(_: WriteKey, curator: CuratorDep, request: Request, identity: Identity,
-                   other: IdentityRef) -> Promoted:
+                   other: IdentityMergeIn) -> Promoted:
     """Every face of `other.identity` becomes this identity's (one person enrolled under two names); a face once
-    rejected from this identity stays where it is, listed in `skipped`."""
-    merged = curator.merge_identities(identity, other.identity)
+    rejected from this identity stays where it is, listed in `skipped`. Two names said to be different people
+    answer 409 unless `proceed`."""
+    merged = curator.merge_identities(identity, other.identity, proceed=other.proceed)
     note(request, "merge_identity", identity, merged_from=other.identity, face_ids=[str(f) for f in merged.face_ids])
     return Promoted.of(merged)
 

@@ -234,7 +234,7 @@ async function resolved(text) {
 
 async function merge(into, other) {
   if (!confirm(`Every face of ${other} becomes ${into}'s. Merge?`)) return;
-  const merged = await post(`/v1/identities/${enc(into)}/merge`, { identity: other });
+  const merged = await postOrAsk(`/v1/identities/${enc(into)}/merge`, { identity: other }, "Merge them anyway?");
   await resolved(`${merged.face_ids.length} faces of ${other} are now ${into}'s` +
                  (merged.skipped.length ? ` (${merged.skipped.length} left: rejected from ${into})` : ""));
 }

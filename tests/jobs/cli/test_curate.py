@@ -202,6 +202,11 @@ def test_gallery_merge_move_reject_and_distinct_resolve_the_findings(tmp_path, m
                                                                 "confirm_face", "reject_face"]
     assert main(["gallery", "merge", "person 9", "nobody"]) == 4  # not found: one line, nothing changed
     assert "no identity 'nobody'" in capsys.readouterr().err
+    assert main(["gallery", "merge", "person 7", "person 7 again"]) == 6  # said to be two people: asks first
+    assert "were said to be different people: say proceed" in capsys.readouterr().err
+    assert main(["gallery", "merge", "person 7", "person 7 again", "--proceed"]) == 0
+    assert main(["gallery", "distinct", "person 7", "person 9"]) == 0
+    assert "(1 such pair(s) kept)" in capsys.readouterr().out  # the merged pair is kept no more
 
 
 def test_gallery_name_makes_unlabelled_faces_someone_s_by_source(tmp_path, monkeypatch, capsys, tiny_model_dir):
