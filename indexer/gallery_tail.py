@@ -43,7 +43,8 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     unlabelled = ingested_unlabelled(index, rng)
     confirmed = unlabelled.confirmed
     model, evidence, _, own, dropped = fit_with_strangers(matrix, names[chosen].astype(str), probes, pairs(index),
-                                                          unlabelled.vectors, confirmed=confirmed)
+                                                          unlabelled.vectors, confirmed=confirmed,
+                                                          rejected=unlabelled.rejected)
     model, check = matched(model, evidence, own, identities)
     model, strangers_check = clustered(model, evidence, own)
     model, direct = directly(model, evidence, own, confirmed)

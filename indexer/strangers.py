@@ -54,6 +54,7 @@ class Unlabelled:
     confirmed: np.ndarray
     sources: list[str]
     face_ids: list[int]  # what the review page shows each by (its archived picture)
+    rejected: list[frozenset[str]] | None = None  # whom a person said each is not ("not this person")
 
 
 def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
@@ -67,7 +68,8 @@ def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS)
     kept = [i for i in ingested if i in vectors]  # deleted since the scan: not there
     confirmed = np.array([(metadata.get(i) or {}).get(CONFIRMED) is True for i in kept], dtype=bool)
     stacked = np.stack([vectors[i] for i in kept]) if kept else np.zeros((0, index.info().dim), np.float32)
-    return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept], kept)
+    rejected = [frozenset((metadata.get(i) or {}).get("rejected_from") or ()) for i in kept]
+    return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept], kept, rejected)
 
 
 def unlabelled_from(index, sources: list[str], nothing: str) -> dict[int, str]:
@@ -130,12 +132,14 @@ def now(index, set_aside_faces: list[dict]) -> list[dict]:
 
 
 def fit_with_strangers(vectors: np.ndarray, labels: np.ndarray, probes: np.ndarray, distinct: Pairs,
-                       strangers: np.ndarray, drop: bool = True, confirmed: np.ndarray | None = None
+                       strangers: np.ndarray, drop: bool = True, confirmed: np.ndarray | None = None,
+                       rejected: list[frozenset[str]] | None = None
                        ) -> tuple[TailModel, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """fit_gallery with the strangers, those that look like an enrolled identity dropped first (`drop`), never
-    one `confirmed` (a flag per stranger); also returns which strangers were dropped. They are judged by the
-    gallery's model without them (lookalike): judged by a model fitted with them, enrolled people's photos among
-    them widen the very tail that should expose them."""
+    one `confirmed` (a flag per stranger), nor one a person took out of the very identity it looks like
+    (`rejected`: "not this person", so a look-alike, the evidence a strict threshold needs); also returns which
+    strangers were dropped. They are judged by the gallery's model without them (lookalike): judged by a model
+    fitted with them, enrolled people's photos among them widen the very tail that should expose them."""
     scores, names, own = identity_scores(vectors, labels, probes, strangers=strangers)
     rows = np.flatnonzero(own < 0)
     dropped = np.zeros(len(rows), bool)
@@ -143,6 +147,9 @@ def fit_with_strangers(vectors: np.ndarray, labels: np.ndarray, probes: np.ndarr
         dropped = lookalike(fit_scores(scores[own >= 0], names, own[own >= 0], distinct=distinct)[0], scores[rows])
         if confirmed is not None:
             dropped &= ~np.asarray(confirmed, bool)
+        if rejected is not None and dropped.any():
+            like = np.asarray(names)[np.nanargmax(np.where(np.isnan(scores[rows]), -np.inf, scores[rows]), axis=1)]
+            dropped &= ~np.array([str(n) in r for n, r in zip(like, rejected, strict=True)], dtype=bool)
         keep = ~np.isin(np.arange(len(own)), rows[dropped])
         scores, own = scores[keep], own[keep]
     model, evidence, names, own = fit_scores(scores, names, own, distinct=distinct)

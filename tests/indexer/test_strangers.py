@@ -40,6 +40,11 @@ def test_many_enrolled_photos_among_the_strangers_are_still_dropped():
     _, _, _, own, dropped = fit_with_strangers(vectors, labels, np.arange(100), frozenset(), np.vstack([others, staff]))
     assert dropped[475:].all() and dropped[:475].sum() <= 5
     assert (own < 0).sum() == 500 - dropped.sum()
+    # a person took the first of them out of the identity it looks like ("not this person"): a look-alike, kept
+    said = [frozenset()] * 475 + [frozenset({str(labels[0])})] + [frozenset({"someone else"})] * 24
+    kept = fit_with_strangers(vectors, labels, np.arange(100), frozenset(), np.vstack([others, staff]),
+                              rejected=said)[4]
+    assert not kept[475] and kept[476:].all()
 
 
 def test_confirmed_strangers_are_never_dropped_and_enough_of_them_give_the_rate_themselves():
