@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 const state = { key: sessionStorage.getItem("arcmatch-key") || "", gallery: "", clusterOffset: 0,
                 galleriesKnown: Promise.resolve() };
 const PAGE = 12;
+const PEOPLE = 50;
 
 function say(text, error = false) {
   $("status").textContent = text;
@@ -159,11 +160,16 @@ async function promote(cluster, identity) {
   await Promise.all([loadClusters(), loadIdentities()]);
 }
 
-// people: their faces, and "not this person"
-async function loadIdentities() {
-  const page = await json("/v1/identities?limit=50");
+// people: their faces, and "not this person"; a page at a time, in name order (More: the next, by its cursor)
+async function loadIdentities(append = false) {
+  const cursor = append ? state.identityCursor : null;
+  const page = await json(`/v1/identities?limit=${PEOPLE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
   const list = $("identity-list");
-  list.replaceChildren();
+  if (!append) list.replaceChildren();
+  state.identityCursor = page.next_cursor;
+  $("identities-more").hidden = page.next_cursor === null;
+  const shown = list.children.length + page.identities.length;
+  $("identities-count").textContent = `(${shown}${page.next_cursor === null ? "" : " shown, more to come"})`;
   for (const { identity } of page.identities) {
     const card = document.createElement("div");
     card.className = "card identity";
@@ -380,9 +386,10 @@ async function loadGalleries() {
 // the last key's people, clusters and findings on the screen)
 function clearPage() {
   for (const id of ["search-result", "health-list", "cluster-list", "identity-list"]) $(id).replaceChildren();
-  for (const id of ["health-count", "clusters-count"]) $(id).textContent = "";
+  for (const id of ["health-count", "clusters-count", "identities-count"]) $(id).textContent = "";
   $("canvas").hidden = true;
   $("clusters-more").hidden = true;
+  $("identities-more").hidden = true;
   state.clusterOffset = 0;
 }
 
@@ -420,6 +427,7 @@ document.addEventListener("DOMContentLoaded", () => {
     search($("probe").files[0]).catch((e) => say(e.message, true));
   });
   $("health-check").addEventListener("click", () => checkHealth().catch((e) => say(e.message, true)));
+  $("identities-more").addEventListener("click", () => loadIdentities(true).catch((e) => say(e.message, true)));
   $("clusters-more").addEventListener("click", () => {
     state.clusterOffset += PAGE;
     loadClusters(true).catch((e) => say(e.message, true));

@@ -132,6 +132,24 @@ def test_a_key_that_fails_leaves_nothing_of_the_last_one_and_a_long_name_wraps(s
     assert [p for p in problems if "401" not in p] == []
 
 
+def test_people_beyond_the_first_page_are_a_click_away(site):
+    with httpx.Client(base_url=site, headers={"X-API-Key": KEY}, timeout=60) as api:
+        for n in range(52):  # 53 people with ann: a page of 50, then 3
+            assert api.post(f"/v1/identities/p{n:03d}/faces", files=[("images", ("a.png", png(300 + n), "image/png"))],
+                            data={"proceed": "true"}).status_code == 201
+    problems: list[str] = []
+    with chromium(problems, 900) as page:
+        page.goto(f"{site}/review")
+        page.fill("#key", KEY)
+        page.click("#key-form button")
+        playwright.expect(page.locator(".identity")).to_have_count(50)
+        assert "more to come" in page.locator("#identities-count").inner_text()
+        page.click("#identities-more")
+        playwright.expect(page.locator(".identity")).to_have_count(53)
+        assert page.locator("#identities-more").is_hidden() and page.locator("#identities-count").inner_text() == "(53)"
+    assert problems == []
+
+
 def test_the_page_is_open_but_its_data_is_not(site):
     with httpx.Client(base_url=site) as anonymous:
         page = anonymous.get("/review")
