@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK, BadInput, NotFound
+from common.names import shown
 from indexer.clustering import METHODS
 from jobs.cli.options import (
     archive_root,
@@ -78,6 +79,18 @@ def cluster(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _members(settings, collection: str, faces: list[int]) -> None:
+    """A cluster's faces, each with the photo it came from (what a person needs to say who it is), and what became
+    of those named or deleted since the run."""
+    from indexer.store import FaceIndex
+
+    rows = FaceIndex(open_gallery(settings).client, collection).rows(faces)
+    for face in faces:
+        row = rows.get(face)
+        now = "deleted since" if row is None else f"named {shown(row.identity)} since" if row.identity else ""
+        print(f"{face}\t{row.source if row is not None else ''}" + (f"\t({now})" if now else ""))
+
+
 def clusters(args: argparse.Namespace) -> int:
     from indexer.cluster_store import ClusterStore
 
@@ -98,7 +111,7 @@ def clusters(args: argparse.Namespace) -> int:
             raise NotFound(f"no cluster {args.cluster} in the last run")
         print(f"cluster {info.cluster}: {info.size} faces, cohesion {info.cohesion:.3f}, "
               f"representative face {info.representative}")
-        print("\n".join(str(f) for f in run.members(info.cluster)))
+        _members(settings, name, [int(f) for f in run.members(info.cluster)])
         return EXIT_OK
     shown = [c for c in run.clusters if c.size >= args.min_size][: args.limit]
     for c in shown:

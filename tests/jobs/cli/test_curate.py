@@ -105,6 +105,8 @@ def test_cluster_then_list_and_show_clusters(gallery, capsys, tmp_path, monkeypa
     assert main(["clusters", "show", first]) == 0
     shown = capsys.readouterr().out.strip().splitlines()
     assert shown[0].startswith(f"cluster {first}: 3 faces") and len(shown) == 4
+    sources = {r.face_id: r.source for r in rows}
+    assert all(sources[int(line.split("\t")[0])] == line.split("\t")[1] for line in shown[1:])  # the photo of each
     assert main(["clusters", "show", "999999"]) == 4
 
 
