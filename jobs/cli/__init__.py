@@ -59,10 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The command line, with a command's flags taken between its positionals too (`search a.jpg --json b.jpg`),
+    as people type them: argparse alone ends a `nargs="+"` list at the first flag and refuses what follows."""
+    args, extra = parser.parse_known_args(argv)
+    command = parser._subparsers._group_actions[0].choices[args.command]
+    if not extra or any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in command._actions):
+        return parser.parse_args(argv)  # nothing left over, or a command that passes its rest on: as argparse says
+    ours = command.parse_intermixed_args(argv[argv.index(args.command) + 1:])
+    return argparse.Namespace(**{**vars(args), **vars(ours)})
+
+
 def main(argv: list[str] | None = None) -> int:
     """The CLI. Called without argv it owns the process (the `arcmatch` script) and keeps library logs off the
     terminal; called with argv (tests, scripts) it leaves the process's stderr alone."""
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), sys.argv[1:] if argv is None else list(argv))
     if argv is None and args.command in QUIET_COMMANDS and not args.verbose:
         quiet_terminal(args.command)
     try:

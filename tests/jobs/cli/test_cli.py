@@ -270,3 +270,12 @@ def test_a_listing_piped_into_head_ends_quietly(tmp_path):
     done = subprocess.run(f"{sys.executable} -m jobs.cli identities --json | head -n 2", shell=True,
                           capture_output=True, text=True, env=env, timeout=300)
     assert len(done.stdout.splitlines()) == 2 and done.stderr == "", done.stderr
+
+
+def test_a_commands_flags_may_come_between_its_photos():
+    from jobs.cli import _parse, build_parser
+
+    args = _parse(build_parser(), ["-v", "search", "a.jpg", "--json", "b.jpg", "--faces", "largest", "c.jpg"])
+    assert args.images == ["a.jpg", "b.jpg", "c.jpg"] and args.json and args.faces == "largest" and args.verbose
+    with pytest.raises(SystemExit):  # a flag no command has is still refused
+        _parse(build_parser(), ["search", "a.jpg", "--bogus", "b.jpg"])
