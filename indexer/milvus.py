@@ -274,6 +274,7 @@ class Milvus:
         self.retry_s = retry_s
         self.loads = loads
         self._reconnect, self._renewed_at = reconnect, -1.0
+        self._owns_client = False  # the client given may be shared (a service's galleries, its alias): never closed
 
     def __call__(self, what: str, *args, retry: bool = True, fn: Callable | None = None, **kwargs):
         """The client's method `what` (or `fn`, named `what` in the log), with its errors translated; each try is
@@ -316,10 +317,13 @@ class Milvus:
             _log_failure("reconnect", UNREACHABLE.words, exc)
             return
         stale, self.client = self.client, fresh
-        try:
-            stale.close()
-        except Exception:  # noqa: BLE001  (a broken client may fail to close; it is dropped either way)
-            pass
+        if self._owns_client:  # one this wrapper made. The one it was given may serve others (the API's galleries
+            # and alias share it): closed, each of their calls failed "should create connection first" for good
+            try:
+                stale.close()
+            except Exception:  # noqa: BLE001  (a broken client may fail to close; it is dropped either way)
+                pass
+        self._owns_client = True
 
     def _reload(self) -> None:
         if self.loads is None:
