@@ -15,6 +15,9 @@ from common.errors import BadInput
 from embedder.spec import ModelSpec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# the plain field types a JSON config can get wrong, and how a refusal names them (an int is a float's value too)
+_KINDS = {"int": (int, "a whole number"), "float": ((int, float), "a number"), "bool": (bool, "true or false"),
+          "str": (str, "text")}
 
 
 def _opt(default, help: str, **extra):  # noqa: A002  (argparse's own word)
@@ -59,6 +62,12 @@ class TrainConfig:
     backbone_weights: str | None = _opt(None, "local file with initial backbone weights")
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a config file's "two" for epochs: one line here, not a TypeError in a worker
+            kind, value = _KINDS.get(f.type.removesuffix(" | None")), getattr(self, f.name)
+            if kind is None or (value is None and f.type.endswith(" | None")):
+                continue
+            if not isinstance(value, kind[0]) or (kind[1] != "true or false" and isinstance(value, bool)):
+                raise BadInput(f"{f.name} must be {kind[1]}, got {value!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise BadInput(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         if self.optimizer not in ("sgd", "adamw"):
@@ -76,6 +85,9 @@ class TrainConfig:
             raise BadInput(f"average_decay must be in [0, 1), got {self.average_decay}")
         if self.lr <= 0:
             raise BadInput(f"lr must be positive, got {self.lr}")
+        for name in ("weight_decay", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise BadInput(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.output_stride < 0:
             raise BadInput(f"output_stride must be 0 (the model's own) or positive, got {self.output_stride}")
 

@@ -58,9 +58,13 @@ def test_a_config_file_of_ones_own(tmp_path):
     assert config.lr == 0.01 and config.spec.embedding_size == 16 and config.margins == {"m2": 0.2, "m3": 0.1}
 
 
-@pytest.mark.parametrize("content, message", [('{"epochz": 3}', "unknown fields"), ("[1]", "JSON object"),
-                                              ("{", "not valid JSON")], ids=["misspelt field", "not an object",
-                                                                             "not JSON"])
+@pytest.mark.parametrize("content, message", [
+    ('{"epochz": 3}', "unknown fields"), ("[1]", "JSON object"), ("{", "not valid JSON"),
+    ('{"epochs": "two"}', "epochs must be a whole number, got 'two'"), ('{"lr": "0.1"}', "lr must be a number"),
+    ('{"epochs": 2.5}', "epochs must be a whole number"), ('{"weight_decay": -1}', "weight_decay must be 0 or more"),
+    ('{"warmup_epochs": -1}', "warmup_epochs must be 0 or more"),
+], ids=["misspelt field", "not an object", "not JSON", "text for a count", "text for a number", "a fraction of an "
+        "epoch count", "negative weight decay", "negative warm-up"])
 def test_a_bad_config_file_is_one_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
