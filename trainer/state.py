@@ -61,7 +61,8 @@ def save_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.
     if head is not None:
         weights.pop(HEAD_KEY)
         optimizer_state["state"].pop(_param_index(optimizer, head.weight), None)
-    state = {"module": weights, "optimizer": optimizer_state, "position": asdict(position)}
+    state = {"module": weights, "optimizer": optimizer_state, "position": asdict(position),
+             "classes": _classes(module)}
     if average is not None:
         state["average"] = average.state_dict()
     torch.save(state, directory / STATE_FILE)
@@ -74,6 +75,25 @@ def load_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.
     (position, history). A checkpoint written without an average starts the average at its weights."""
     directory = Path(directory)
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+    if state.get("classes") not in (None, _classes(module)):  # each class's centre is a row: others' rows for these
+        raise BadInput(f"the run was trained on {state['classes']} identities and this data holds {_classes(module)}: "
+                       "a run resumes on the data it started with (start a new run, or warm-start one with "
+                       "--backbone-weights)")
+    try:
+        return _load(directory, state, module, optimizer, average)
+    except RuntimeError as exc:  # torch's size mismatch: another backbone or embedding size than the run's
+        first = (str(exc).strip().splitlines() or [""])[-1].strip()[:200]
+        raise BadInput(f"checkpoint {directory} does not fit this model (the run was made with another backbone "
+                       f"or embedding size): {first}") from None
+
+
+def _classes(module: nn.Module) -> int | None:
+    head = getattr(module, "head", None)
+    return getattr(head, "num_classes", None)
+
+
+def _load(directory: Path, state: dict, module: nn.Module, optimizer: torch.optim.Optimizer,
+          average: WeightAverage | None) -> tuple[Position, list]:
     head = _sharded_head(module)
     if head is not None and HEAD_KEY not in state["module"]:
         result = module.load_state_dict(state["module"], strict=False)  # the centres come from their blocks

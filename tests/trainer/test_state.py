@@ -71,3 +71,21 @@ def test_a_checkpoint_missing_a_layer_is_an_error(tiny_spec, tmp_path):
     fresh, fresh_optimizer = trained_module(tiny_spec, 0, 2, torch.zeros(CLASSES, 16))
     with pytest.raises(BadInput, match=f"does not fit this model: missing .*{lost}"):
         load_state(tmp_path, fresh, fresh_optimizer)
+
+
+def test_a_run_resumes_only_on_its_own_classes_and_model(tiny_spec, tmp_path):
+    import pytest
+
+    module, optimizer = trained_module(tiny_spec, 0, 1, torch.randn(CLASSES, 16))
+    save_state(tmp_path, module, optimizer, Position(1, 0), [], rank=0)
+    other = TrainModule(FaceEmbedder(tiny_spec), build_head("arcface", 16, CLASSES + 2))
+    other_optimizer = build_optimizer(other, TrainConfig(data="unused", spec=tiny_spec, optimizer="adamw", lr=1e-3))
+    with pytest.raises(BadInput, match=f"trained on {CLASSES} identities and this data holds {CLASSES + 2}"):
+        load_state(tmp_path, other, other_optimizer)  # other people's centres for these
+    from dataclasses import replace
+
+    wider = replace(tiny_spec, embedding_size=32)
+    bigger = TrainModule(FaceEmbedder(wider), build_head("arcface", 32, CLASSES))
+    bigger_optimizer = build_optimizer(bigger, TrainConfig(data="unused", spec=wider, optimizer="adamw", lr=1e-3))
+    with pytest.raises(BadInput, match="does not fit this model"):
+        load_state(tmp_path, bigger, bigger_optimizer)
