@@ -21,6 +21,7 @@ from PIL import Image
 
 from common.errors import BadInput, Conflict, NotFound
 from embedder.errors import ImageError
+from embedder.formats import decoders_for
 from embedder.preprocess import decode_image
 from embedder.sources import LabelledImage, faces_or_skip, read_bytes
 from embedder.spec import ModelSpec
@@ -72,7 +73,8 @@ def write_shards(items: list[LabelledImage], out: str | Path, rows_per_shard: in
     """Pack image files into Parquet shards, in item order. Missing or unreadable files are skipped and reported.
 
     Images are stored as their original bytes, not decoded: the shards stay small, and a corrupt image is found
-    (and skipped) at training time by the same decoder as everything else uses. With a FacePolicy (`prepare
+    (and skipped) at training time by the same decoder as everything else uses; a file whose first bytes are no
+    image format read here is reported now. With a FacePolicy (`prepare
     --align`) each photo's face is found, aligned to the five-point template at `aligned_size` and stored as a
     PNG instead; a photo without a usable face is skipped with the reason. A model trained on such shards carries
     alignment "five_point" in its spec, so every serving path aligns photos the same way.
@@ -105,8 +107,12 @@ def write_shards(items: list[LabelledImage], out: str | Path, rows_per_shard: in
         else:
             try:
                 data = read_bytes(item.path)
+                decoders_for(data)  # its first bytes: a text file or garbage is reported now, not packed
             except OSError as exc:
                 summary.skipped.append((item.path, f"unreadable: {exc.strerror or exc}"))
+                continue
+            except ImageError as exc:
+                summary.skipped.append((item.path, str(exc)))
                 continue
         rows.append({"image": data, "label": label[item.identity], "identity": item.identity, "path": item.path})
         if len(rows) == rows_per_shard:

@@ -14,10 +14,13 @@ from trainer.synthetic import write_dataset
 
 def test_shards_hold_bytes_labels_and_a_fixed_class_list(tmp_path, tiny_spec):
     write_dataset(tmp_path / "data", range(3), 4, size=32)
-    items = list_images(tmp_path / "data") + [LabelledImage(str(tmp_path / "gone.jpg"), "person_00001")]
+    (tmp_path / "notes.png").write_text("not a picture")
+    items = list_images(tmp_path / "data") + [LabelledImage(str(tmp_path / "gone.jpg"), "person_00001"),
+                                              LabelledImage(str(tmp_path / "notes.png"), "person_00002")]
     summary = write_shards(items, tmp_path / "shards", rows_per_shard=5)
     assert (summary.rows, summary.shards, summary.classes) == (12, 3, 3)
     assert summary.skipped[0][0].endswith("gone.jpg") and "unreadable" in summary.skipped[0][1]
+    assert summary.skipped[1][0].endswith("notes.png") and "unsupported image format" in summary.skipped[1][1]
     assert is_shard_dir(tmp_path / "shards")
     assert read_classes(tmp_path / "shards") == sorted({i.identity for i in items})
     table = pq.read_table(sorted((tmp_path / "shards").glob("*.parquet")))
