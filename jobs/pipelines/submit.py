@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.errors import BadInput, Unavailable
+from common.errors import BadInput, NotFound, Unavailable
 
 PROJECT = Path(__file__).resolve().parents[2]
 SHIPPED_EXCLUDES = [".venv", ".git", "demo-work", "runs", "*.db", "*.db.lock", "__pycache__", ".pytest_cache",
@@ -69,8 +69,12 @@ def client(address: str | None):
         return JobSubmissionClient(address)
     except AuthenticationError as exc:
         raise refused(address, exc) from None
-    except (ConnectionError, RuntimeError) as exc:
-        raise Unavailable(f"cannot reach the Ray Jobs API at {address}: {exc}") from exc
+    except ValueError as exc:  # not an address at all (requests' InvalidURL is one too)
+        raise BadInput(f"{address!r} is no address of a Ray cluster: http://HEAD:8265 (its dashboard), or the "
+                       f"head's host:port ({' '.join(str(exc).split())[:200]})") from None
+    except Exception as exc:  # noqa: BLE001  (Ray raises ConnectionError, RuntimeError or a gRPC error here)
+        raise Unavailable(f"cannot reach the Ray Jobs API at {address}: "
+                          f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
 
 
 def submit(address: str | None, job: str, args: list[str], *, follow: bool = True, pip: list[str] | None = None,
@@ -177,12 +181,17 @@ def manage(address: str | None, action: str, job_id: str | None, *, log=print) -
         return 0
     if job_id is None:
         raise BadInput(f"`arcmatch jobs {action}` needs a job id")
-    if action == "status":
-        log(str(jobs.get_job_status(job_id)))
-    elif action == "logs":
-        sys.stdout.write(jobs.get_job_logs(job_id))
-    elif action == "stop":
-        log(f"stop requested: {jobs.stop_job(job_id)}")
-    else:
-        raise BadInput(f"unknown jobs action {action!r}")
+    try:
+        if action == "status":
+            log(str(jobs.get_job_status(job_id)))
+        elif action == "logs":
+            sys.stdout.write(jobs.get_job_logs(job_id))
+        elif action == "stop":
+            log(f"stop requested: {jobs.stop_job(job_id)}")
+        else:
+            raise BadInput(f"unknown jobs action {action!r}")
+    except RuntimeError as exc:  # the Jobs API's answers, all RuntimeError: a 404 for an id it does not know
+        if "404" in str(exc) or "does not exist" in str(exc):
+            raise NotFound(f"no job {job_id!r} on the cluster at {address}: `arcmatch jobs list` lists them") from None
+        raise Unavailable(f"the Ray Jobs API at {address} failed: {' '.join(str(exc).split())[:300]}") from exc
     return 0

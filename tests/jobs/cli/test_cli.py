@@ -279,3 +279,10 @@ def test_a_commands_flags_may_come_between_its_photos():
     assert args.images == ["a.jpg", "b.jpg", "c.jpg"] and args.json and args.faces == "largest" and args.verbose
     with pytest.raises(SystemExit):  # a flag no command has is still refused
         _parse(build_parser(), ["search", "a.jpg", "--bogus", "b.jpg"])
+
+
+@pytest.mark.parametrize("address", ["notaurl", "http://127.0.0.1:99999"])
+def test_an_address_that_is_no_clusters_is_one_line(address, capsys):
+    assert main(["jobs", "list", "--address", address]) == 2
+    err = capsys.readouterr().err
+    assert "is no address of a Ray cluster" in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -55,6 +55,9 @@ def test_submitted_job_runs_on_the_cluster_and_reports_its_status(ray_head, tmp_
     assert all(line.startswith("raysubmit_") for line in listed.stdout.splitlines())  # submitted jobs only
     job_id = listed.stdout.split("\t")[0]
     assert cli("jobs", "status", job_id, address=ray_head).stdout.strip() in ("SUCCEEDED", "FAILED")
+    unknown = cli("jobs", "status", "raysubmit_nope", address=ray_head)  # one line, not found: not a traceback
+    assert unknown.returncode == 4 and "no job 'raysubmit_nope'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
 
 
 @pytest.mark.slow
