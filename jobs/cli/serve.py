@@ -57,7 +57,9 @@ def register(sub) -> None:
     p.add_argument("--until", help="up to this ISO date (that whole day) or time")
     p.add_argument("--key", help="only requests made with the API key of this name")
     p.add_argument("--identity", help="only records about this identity")
-    p.add_argument("--action", help="enroll, delete_identity, delete_face, search, search_embedding")
+    p.add_argument("--action", help="enroll, delete_identity, delete_face, merge_identity, move_face, search, "
+                                    "calibrate, gallery_create, alias_switch, ... (a name found nowhere lists those "
+                                    "the trail holds)")
     p.add_argument("--failed", action="store_true", help="only requests that were refused or failed (status >= 400)")
     p.add_argument("--json", action="store_true", help="JSON lines as stored, instead of a table")
     p.add_argument("--limit", type=int, default=1000, help="the latest N records (default %(default)s)")
@@ -150,19 +152,26 @@ def audit(args: argparse.Namespace) -> int:
 
     from jobs.audit import read
 
+    if args.limit < 1:
+        raise BadInput(f"--limit is the number of latest records shown, at least 1, got {args.limit}")
     directory = args.dir or settings_from(args).audit_root()
     records = deque(read(directory, since=args.since, until=args.until, key=args.key, identity=args.identity,
-                         action=args.action, failed=True if args.failed else None), maxlen=max(1, args.limit))
+                         action=args.action, failed=True if args.failed else None), maxlen=args.limit)
     for record in records:
         if args.json:
             print(json.dumps(record, ensure_ascii=False))
             continue
         faces = record.get("face_ids") or [m["identity"] for m in record.get("matches") or [] if m]
         print(f"{record.get('time', '')[:23]}  {record.get('status', ''):>3}  {record.get('key') or '-':<12}  "
-              f"{record.get('action') or record.get('method', ''):<16}  {record.get('identity') or '-':<24}  "
-              f"{','.join(map(str, faces))[:60]}")
+              f"{record.get('gallery') or '-':<12}  {record.get('action') or record.get('method', ''):<16}  "
+              f"{record.get('identity') or '-':<24}  {','.join(map(str, faces))[:60]}")
     if not args.json:
         print(f"{len(records)} record(s) in {directory}")
+    if args.action and not records:  # a misspelt action finds nothing, which reads as "nothing happened"
+        kept = sorted({r["action"] for r in read(directory, since=args.since, until=args.until) if r.get("action")})
+        if args.action not in kept:
+            print(f"no record has the action {args.action!r}; those in this trail: {', '.join(kept) or 'none'}",
+                  file=sys.stderr)
     if not args.dir and directory != OLD_AUDIT_DIR and os.path.isdir(OLD_AUDIT_DIR):
         print(f"older records may be in {OLD_AUDIT_DIR} (the default before a Lite file kept its trail beside it): "
               f"arcmatch audit --dir {OLD_AUDIT_DIR}", file=sys.stderr)

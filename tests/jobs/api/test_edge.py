@@ -173,7 +173,8 @@ def test_writes_are_audited_with_the_key_name_never_the_key(edge):
                or r["path"].endswith("nobody")]
     summary = [(r.get("action"), r["status"], r["key"]) for r in records]
     assert summary == [("enroll", 201, "admin"), ("delete_face", 200, "admin"), ("delete_identity", 404, "admin"),
-                       (None, 401, None)]
+                       ("delete_identity", 401, None)]  # refused before its route: what it meant, from the path
+    assert records[-1]["identity"] == "carol"
     assert records[0]["face_ids"] == [face] and records[1]["face_ids"] == [face]
     assert not [r for r in read(directory) if r["path"].startswith("/v1/search")]
     text = "".join(p.read_text() for p in directory.glob("audit-*.jsonl"))
@@ -196,6 +197,10 @@ def test_searches_are_audited_when_enabled_and_the_cli_reads_the_trail(tmp_path,
     assert main(["audit", "--dir", str(settings.audit_dir), "--failed"]) == 0
     assert "1 record(s)" in capsys.readouterr().out
     assert main(["audit", "--dir", str(settings.audit_dir), "--since", "yesterday"]) == 2
+    assert main(["audit", "--dir", str(settings.audit_dir), "--limit", "0"]) == 2
+    assert main(["audit", "--dir", str(settings.audit_dir), "--action", "serach"]) == 0
+    said = capsys.readouterr()
+    assert "0 record(s)" in said.out and "those in this trail: enroll, search, search_embedding" in said.err
 
 
 def test_a_client_that_never_finishes_its_headers_is_disconnected(tmp_path, tiny_model_dir, monkeypatch):
