@@ -180,3 +180,19 @@ def test_properties_are_read_and_written_through_one_table_by_collection_or_alia
         assert faces.milvus.properties(alias)[Property.DISTINCT] == "[]"
     finally:
         faces.client.drop_alias(alias)
+
+
+def test_pymilvus_does_not_repeat_a_failure_arcmatch_logs_itself():
+    import logging
+
+    from indexer.milvus import _SaidByUs, library
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("pymilvus.decorators", logging.ERROR, __file__, 1, message, (), None)
+
+    said = _SaidByUs()
+    assert not said.filter(record("RPC error: [search], <MilvusException: (code=2)>, <elapsed:3.6ms>"))
+    assert not said.filter(record("Connection recovery failed"))
+    assert said.filter(record("the collection's schema changed"))  # anything else pymilvus says still passes
+    library()
+    assert all(any(isinstance(f, _SaidByUs) for f in h.filters) for h in logging.getLogger("pymilvus").handlers)
