@@ -57,7 +57,8 @@ def test_a_run_streams_parquet_shards_and_resumes_on_other_numbers_of_workers(ra
     tests/trainer/test_state.py). A worker's death mid-run, its node with it:
     tests/jobs/pipelines/test_node_faults.py."""
     write_dataset(tmp_path / "data", range(5), 8, size=32)
-    (tmp_path / "data" / "person_00001" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    # a JPEG cut short: its first bytes pass the packing, its decoding fails at training
+    (tmp_path / "data" / "person_00001" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     summary = write_shards(list_images(tmp_path / "data"), tmp_path / "shards", rows_per_shard=7)
     assert summary.rows == 41 and summary.shards == 6
     spec = ModelSpec("test_resnet", embedding_size=16, input_size=(32, 32))
