@@ -6,10 +6,13 @@ Each draw: a gallery of one photo per person; its threshold from the gallery alo
 service runs with before any stranger is known). Then a stream of searches: one photo each of 500 never-enrolled
 people and, making up `--genuine-share` of the stream, other photos of the enrolled. What was answered unknown at
 that threshold (strangers below it, and enrolled people it missed) is what ARCMATCH_KEEP_UNKNOWN_FACES keeps.
-The calibration is then made again three ways, as `calibrate` reads unlabelled faces (indexer/strangers.py):
-from the gallery alone, with the kept faces as strangers, and with all 500 strangers' photos ingested as
+The calibration is then made again four ways, as `calibrate` reads unlabelled faces (indexer/strangers.py):
+from the gallery alone; with every kept face as a stranger, as if whole; with the kept faces a person confirmed
+(the enrolled among them named, the rest `gallery stranger --kept`), read below the threshold they were answered
+unknown under (`calibrate`'s reading of them, tail.truncated); and with all 500 strangers' photos ingested as
 unlabelled faces instead. Cells: the FPIR reached on the other never-enrolled people's photos (each person once),
-as bench/calibrate_tail.py measures it. Writes a JSON line of figures.
+as bench/calibrate_tail.py measures it, and the share of the enrolled's other photos identified (all of them, the
+searched ones too). Writes a JSON line of figures.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from bench.calibrate_tail import load, never_enrolled  # noqa: E402
 from bench.harness import emit  # noqa: E402
 from indexer.gallery_tail import matched  # noqa: E402
 from indexer.strangers import fit_with_strangers  # noqa: E402
-from indexer.tail import clustered, fit_gallery  # noqa: E402
+from indexer.tail import clustered, fit_gallery, truncated  # noqa: E402
 
 STREAM_STRANGERS = 500
-RULES = ("gallery_alone", "kept_faces", "all_strangers_ingested")
+RULES = ("gallery_alone", "kept_faces", "kept_confirmed_cut", "all_strangers_ingested")
 
 
 def one_draw(vectors, people, by_person, size: int, target: float, genuine_share: float, rng) -> dict:
@@ -52,14 +55,23 @@ def one_draw(vectors, people, by_person, size: int, target: float, genuine_share
     scores = vectors[stream] @ g.T
     kept = stream[scores.max(axis=1) < first]  # answered unknown: nobody at or above the threshold
 
-    def again(faces: np.ndarray) -> float:
-        fitted, more, _, whose, _ = fit_with_strangers(g, labels, np.arange(size), frozenset(), vectors[faces])
-        return clustered(matched(fitted, more, whose, size)[0], more, whose)[0].threshold_for(target)
+    def again(faces: np.ndarray, cut: float | None = None) -> float:
+        fitted, more, _, whose, _ = fit_with_strangers(g, labels, np.arange(size), frozenset(), vectors[faces],
+                                                       confirmed=np.full(len(faces), cut is not None))
+        fitted = matched(fitted, more, whose, size)[0]
+        read = clustered(fitted, more, whose) if cut is None else truncated(fitted, more, whose, cut)
+        return read[0].threshold_for(target)
 
     thresholds = {"gallery_alone": first, "kept_faces": again(kept),
+                  "kept_confirmed_cut": again(kept[~np.isin(kept, genuine)], first),
                   "all_strangers_ingested": again(np.asarray(strangers, int))}
+    whose = np.asarray([i for i, name in enumerate(enrolled) for _ in photos[name][1:]])
+    known = vectors[others] @ g.T
+    right, known_best = known.argmax(axis=1) == whose, known.max(axis=1)
     return {"kept": len(kept), "kept_enrolled": int(np.isin(kept, genuine).sum()),
-            **{rule: round(reached(t), 5) for rule, t in thresholds.items()}}
+            **{rule: round(reached(t), 5) for rule, t in thresholds.items()},
+            **{f"{rule}_identified": round(float(np.mean(right & (known_best >= t))), 4)
+               for rule, t in thresholds.items()}}
 
 
 def main() -> None:
@@ -84,7 +96,8 @@ def main() -> None:
             reached = np.asarray([d[rule] for d in draws])
             row[rule] = {"median": round(float(np.median(reached)), 5),
                          "range": [round(float(reached.min()), 5), round(float(reached.max()), 5)],
-                         "within_2x": int(((reached >= args.fpir / 2) & (reached <= 2 * args.fpir)).sum())}
+                         "within_2x": int(((reached >= args.fpir / 2) & (reached <= 2 * args.fpir)).sum()),
+                         "identified": round(float(np.median([d[f"{rule}_identified"] for d in draws])), 4)}
         result["sizes"][str(size)] = row
     emit(result, args.out)
 

@@ -194,8 +194,9 @@ class GalleryCalibration:
                        "two: 15% printed, 7.5% of their other photos missed)")
         if self.strangers or self.strangers_dropped:
             confirmed = (self.strangers_check or {}).get("confirmed")
-            out.append(f"{self.strangers} unlabelled faces counted as strangers too"
-                       + (f", {confirmed} of them confirmed" if confirmed else "")
+            kept = "cut" in (self.strangers_check or {})
+            out.append(f"{self.strangers} {'faces kept from searches' if kept else 'unlabelled faces'} counted as "
+                       f"strangers too" + (f", {confirmed} of them confirmed" if confirmed and not kept else "")
                        + (f" ({self.strangers_dropped} left out: they look like someone enrolled)"
                           if self.strangers_dropped else "")
                        + ("" if self.strangers_check or self.strangers == 0 else
@@ -214,6 +215,12 @@ class GalleryCalibration:
                        f"of them score as high against someone (the sum over identities says "
                        f"{crossing['modelled']:.3f}), a tail fitted to their highest beyond it; the model carries it "
                        f"to other sizes")
+        elif crossing and "cut" in crossing:
+            out.append(f"they were answered unknown below {crossing['cut']:.4f}, so the others of their searches "
+                       f"crossed unseen (about {crossing['beyond']:.0f}, reckoned): between "
+                       f"{crossing['threshold']:.4f} and that cut {crossing['observed']:.3f} of them score against "
+                       f"someone, where the sum over identities says {crossing['modelled']:.3f}, so rates beyond "
+                       f"it are scaled by {crossing['factor']:.2f}")
         elif crossing:
             out.append(f"the rates follow what they give: at {crossing['threshold']:.4f}, {crossing['observed']:.3f} "
                        f"of them score as high against someone, where the sum over identities says "

@@ -23,14 +23,15 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     """The tail method's estimator (indexer/tail.py), from the vectors of up to TAIL_IDENTITIES random
     identities (probes: up to `sample` of their faces) and the gallery's ingested unlabelled faces as strangers
     (indexer/strangers.py), whose own best scores then scale the model's sum over identities (tail.clustered),
-    or, from MIN_DIRECT confirmed ones on, give the rate at the gallery's size themselves (tail.directly);
+    or, from MIN_DIRECT confirmed ones on, give the rate at the gallery's size themselves (tail.directly); with
+    too few of them, the faces kept from searches that a person confirmed, read below their cut (tail.truncated);
     with neither, below REFERENCE_BELOW identities, the stricter of the model and the one with the tail reference
     of the model's held-out identities (indexer/reference.py), where its evaluation kept one. Also returns what it
     set aside: suspected duplicates, strangers that looked enrolled. Pairs a person confirmed are different people
     (indexer/distinct.py) are never set aside: they are the strongest impostor evidence there is."""
     from indexer.distinct import pairs
-    from indexer.strangers import fit_with_strangers, ingested_unlabelled, set_aside
-    from indexer.tail import clustered, directly, resampled
+    from indexer.strangers import fit_with_strangers, ingested_unlabelled, kept_strangers, set_aside
+    from indexer.tail import MIN_STRANGERS, clustered, directly, resampled, truncated
 
     ids, names = labelled_faces(index)
     rng = np.random.default_rng(seed)
@@ -41,14 +42,20 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     matrix = np.stack([vectors[int(ids[c])] for c in chosen])
     probes = rng.permutation(len(chosen))[:sample]
     unlabelled = ingested_unlabelled(index, rng)
+    if len(unlabelled.vectors) < MIN_STRANGERS:  # too few to read: the faces kept from searches, if confirmed
+        kept = kept_strangers(index, rng)
+        unlabelled = kept if len(kept.vectors) >= MIN_STRANGERS else unlabelled
     confirmed = unlabelled.confirmed
     model, evidence, _, own, dropped = fit_with_strangers(matrix, names[chosen].astype(str), probes, pairs(index),
                                                           unlabelled.vectors, confirmed=confirmed,
                                                           rejected=unlabelled.rejected)
     model, check = matched(model, evidence, own, identities)
-    model, strangers_check = clustered(model, evidence, own)
-    model, direct = directly(model, evidence, own, confirmed)
-    strangers_check = direct or strangers_check
+    if unlabelled.cut is not None:
+        model, strangers_check = truncated(model, evidence, own, unlabelled.cut)
+    else:
+        model, strangers_check = clustered(model, evidence, own)
+        model, direct = directly(model, evidence, own, confirmed)
+        strangers_check = direct or strangers_check
     if strangers_check is not None:
         strangers_check["confirmed"] = int(confirmed.sum())
     models = resampled(evidence, own, seed=seed, power=model.spread_power, reading=model)

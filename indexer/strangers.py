@@ -6,12 +6,14 @@ FPIR reached at 100 LFW-gray people from 0.10-7.78% to 0.18-1.83% (docs/BENCHMAR
 pair cannot move"). A gallery often has such faces: photos ingested with `--unlabelled`.
 
 Which ones:
-- Faces kept from searches (ARCMATCH_KEEP_UNKNOWN_FACES; they carry `expires_at`) are left out: each was kept
-  because it scored below the threshold of its day (their metadata's `below`), so they are strangers with their
-  highest scores cut off, and a tail read from them would place the next threshold too low (1.2-1.6% reached for
-  a 1% target on LFW-gray where only strangers searched); the enrolled people it missed are kept too and pull the
-  other way (bench/kept_faces.py, docs/BENCHMARKS.md). Read as truncated there, they could speak for thresholds
-  below it; that is not done yet.
+- Faces kept from searches (ARCMATCH_KEEP_UNKNOWN_FACES; they carry `expires_at`) are not read as ingested ones:
+  each was kept because it scored below the threshold of its day (their metadata's `below`), so they are strangers
+  with their highest scores cut off, and read as if whole they place the next threshold too low (1.2-1.9% reached
+  for a 1% target on LFW-gray where only strangers searched); the enrolled people it missed are kept too and pull
+  the other way (0.3-0.5% reached, read with the cut, where half the searches were theirs). So they are read only
+  once a person has named the enrolled among them and confirmed the rest (`arcmatch gallery stranger --kept`),
+  with the cut taken into account (tail.truncated), and only where fewer than MIN_STRANGERS ingested unlabelled
+  faces are at hand (bench/kept_faces.py, docs/BENCHMARKS.md).
 - An unlabelled face may be an enrolled person's photo (an event's photos include the staff). One whose best
   score against some identity is so far out in the tail of the gallery's own faces that fewer than
   DUPLICATE_ALPHA such stranger-identity pairs are expected by chance is taken for that person and dropped: the
@@ -35,6 +37,8 @@ from common.errors import NotFound
 from indexer.ids import UNLABELLED
 from indexer.tail import DUPLICATE_ALPHA, Pairs, TailModel, fit_scores, identity_scores
 
+KEPT = "expires_at"  # metadata of a face kept from a search (jobs/service.py keep_unknown)
+BELOW = "below"  # ... the threshold it was answered unknown under
 CONFIRMED = "stranger"  # metadata of a face that is nobody who will be enrolled (embedder.sources.STRANGER)
 # the most the tail judging them may be bounded (GPD shape). At 100 LFW-gray people with 500 strangers, 5% of them
 # enrolled people's other photos, the gallery's own fits ran k = 0.08-0.34: uncapped they dropped up to 57 true
@@ -55,21 +59,38 @@ class Unlabelled:
     sources: list[str]
     face_ids: list[int]  # what the review page shows each by (its archived picture)
     rejected: list[frozenset[str]] | None = None  # whom a person said each is not ("not this person")
+    cut: float | None = None  # kept from searches: the threshold below which they all scored (kept_strangers)
 
 
 def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
     """Up to `limit` random unlabelled faces that were ingested, not kept from searches."""
+    return _drawn(index, rng, limit, lambda metadata: KEPT not in metadata)[0]
+
+
+def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
+    """Up to `limit` random faces kept from searches that a person confirmed are strangers, with `cut`: the
+    lowest threshold any of them was answered unknown under (their `below`). Read with that cut taken into
+    account (tail.truncated). Unconfirmed ones are not read: the enrolled people a threshold missed are kept too,
+    and where half the searches were theirs a reading of every kept face reached 0.3-0.5% for a 1% target."""
+    drawn, metadata = _drawn(index, rng, limit, lambda metadata: KEPT in metadata and metadata.get(CONFIRMED) is True
+                             and isinstance(metadata.get(BELOW), (int, float)))
+    cuts = [float(metadata[i][BELOW]) for i in drawn.face_ids]
+    return replace(drawn, cut=min(cuts) if cuts else None)
+
+
+def _drawn(index, rng: np.random.Generator, limit: int, wanted) -> tuple[Unlabelled, dict[int, dict]]:
+    """Up to `limit` random unlabelled faces whose metadata is `wanted`, and the metadata read."""
     source = dict(index.unlabelled_faces())
     ids = np.fromiter(source, dtype=np.int64, count=len(source))
     drawn = [int(i) for i in rng.permutation(ids)[: 2 * limit]]
     metadata = index.stored_metadata(drawn) if drawn else {}
-    ingested = [i for i in drawn if "expires_at" not in (metadata.get(i) or {})][:limit]
-    vectors = index.vectors(ingested) if ingested else {}
-    kept = [i for i in ingested if i in vectors]  # deleted since the scan: not there
+    chosen = [i for i in drawn if wanted(metadata.get(i) or {})][:limit]
+    vectors = index.vectors(chosen) if chosen else {}
+    kept = [i for i in chosen if i in vectors]  # deleted since the scan: not there
     confirmed = np.array([(metadata.get(i) or {}).get(CONFIRMED) is True for i in kept], dtype=bool)
     stacked = np.stack([vectors[i] for i in kept]) if kept else np.zeros((0, index.info().dim), np.float32)
     rejected = [frozenset((metadata.get(i) or {}).get("rejected_from") or ()) for i in kept]
-    return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept], kept, rejected)
+    return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept], kept, rejected), metadata
 
 
 def unlabelled_from(index, sources: list[str], nothing: str) -> dict[int, str]:
@@ -91,6 +112,20 @@ def confirm(index, sources: list[str]) -> list[int]:
     are nobody enrolled. Returns their face ids; NotFound, with nothing marked, where a source is no unlabelled
     face."""
     rows = index.rows(list(unlabelled_from(index, sources, "nothing marked")))
+    index.upsert([replace(row, metadata={**(row.metadata or {}), CONFIRMED: True}) for row in rows.values()])
+    index.flush()
+    return sorted(rows)
+
+
+def confirm_kept(index) -> list[int]:
+    """Mark every face kept from searches that is still unlabelled as a confirmed stranger: what a person says
+    once the enrolled people among them are named (the review page, `arcmatch gallery name`). Returns their ids."""
+    ids = [face for face, _ in index.unlabelled_faces()]
+    metadata = index.stored_metadata(ids) if ids else {}
+    kept = [i for i in ids if KEPT in (metadata.get(i) or {}) and (metadata.get(i) or {}).get(CONFIRMED) is not True]
+    if not kept:
+        return []
+    rows = index.rows(kept)
     index.upsert([replace(row, metadata={**(row.metadata or {}), CONFIRMED: True}) for row in rows.values()])
     index.flush()
     return sorted(rows)

@@ -12,7 +12,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from common.errors import EXIT_OK, NotFound
+from common.errors import EXIT_OK, BadInput, NotFound
 from common.names import shown
 from jobs.cli.options import audit, left_out, model_flag, open_gallery, settings_from, store_flags
 
@@ -50,7 +50,10 @@ def register(sub) -> None:
     q = actions.add_parser("stranger", help="these unlabelled faces (by source, as `arcmatch calibrate` lists those "
                                             "it left out) are nobody who will be enrolled: calibration counts them "
                                             "as strangers as they are")
-    q.add_argument("sources", nargs="+", metavar="SOURCE")
+    q.add_argument("sources", nargs="*", metavar="SOURCE")
+    q.add_argument("--kept", action="store_true", help="every face kept from searches (ARCMATCH_KEEP_UNKNOWN_FACES) "
+                   "that is still unnamed: say it once the enrolled people among them are named; calibration then "
+                   "reads them as strangers answered unknown below the threshold of their day")
     store_flags(q)
     q.set_defaults(run=gallery_stranger)
     q = actions.add_parser("name", help="these unlabelled faces (by source, as `arcmatch calibrate` lists those it "
@@ -77,13 +80,21 @@ def _serving_index(settings):
 
 
 def gallery_stranger(args: argparse.Namespace) -> int:
-    from indexer.strangers import confirm
+    from indexer.strangers import confirm, confirm_kept
 
+    if bool(args.sources) == bool(args.kept):
+        raise BadInput("give the sources of unlabelled faces, or --kept for the faces kept from searches (not both)")
     settings = settings_from(args)
-    marked = confirm(_serving_index(settings), args.sources)
+    index = _serving_index(settings)
+    marked = confirm_kept(index) if args.kept else confirm(index, args.sources)
     audit(settings, "confirm_strangers", face_ids=[str(f) for f in marked])
-    print(f"{len(marked)} unlabelled face(s) confirmed as strangers: the next `arcmatch calibrate` counts them as "
-          f"they are")
+    if args.kept:
+        print(f"{len(marked)} face(s) kept from searches confirmed as strangers: the next `arcmatch calibrate` reads "
+              f"them below the threshold they were answered unknown under, where fewer than 100 unlabelled faces "
+              f"were ingested")
+    else:
+        print(f"{len(marked)} unlabelled face(s) confirmed as strangers: the next `arcmatch calibrate` counts them as "
+              f"they are")
     return EXIT_OK
 
 

@@ -1,5 +1,5 @@
-"""Unlabelled faces as more strangers for the tail calibration: those kept from searches are left out, and those
-that look like someone enrolled are dropped."""
+"""Unlabelled faces as more strangers for the tail calibration: those kept from searches are read only once
+confirmed, below the threshold they were answered under, and those that look like someone enrolled are dropped."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from common.errors import NotFound
 from indexer.ids import UNLABELLED, face_id
 from indexer.store import FaceRow
-from indexer.strangers import confirm, fit_with_strangers, ingested_unlabelled
+from indexer.strangers import confirm, confirm_kept, fit_with_strangers, ingested_unlabelled, kept_strangers
 from tests.helpers import people
 
 pytestmark = pytest.mark.stores("lite")  # the calibration's logic; the store's contract holds on both
@@ -174,3 +174,39 @@ def test_faces_left_out_as_looking_enrolled_are_listed_and_a_person_can_confirm_
     again = calibrate(index, 0.05, sample=80)
     assert "event/0.jpg" not in {f["source"] for f in again.strangers_set_aside}
     assert again.strangers_dropped == first.strangers_dropped - 1
+
+
+def test_kept_faces_confirmed_are_read_below_their_cut_and_only_where_few_were_ingested(index):
+    """Faces kept from searches (metadata `expires_at`, `below`) are strangers only once a person says so
+    (`gallery stranger --kept`, after naming the enrolled among them); then a calibration with too few ingested
+    unlabelled faces reads them with their cut, the lowest threshold they were answered unknown under."""
+    from indexer.calibration import calibrate
+    from indexer.tail import MIN_STRANGERS
+
+    index.upsert(people(40, 2, spread=0.3))
+    index.flush()
+    enrolled = np.stack([r.vector for r in people(40, 2, spread=0.3)])
+    searched = [r.vector for r in people(MIN_STRANGERS + 40, 1, spread=0.3, seed=7, first=1000)]
+    best = np.max(np.stack(searched) @ enrolled.T, axis=1)
+    cut = float(np.quantile(best, 0.97))
+    below = [v for v, b in zip(searched, best, strict=True) if b < cut][: MIN_STRANGERS + 10]
+    kept = [FaceRow(f"search:{n:016x}#0", UNLABELLED, v, face_id(f"search{n}"),
+                    {"expires_at": 2_000_000_000, "below": cut + 0.01 * (n % 3)}) for n, v in enumerate(below)]
+    ingested = [FaceRow(f"u{n}", UNLABELLED, r.vector, face_id(f"u{n}"))
+                for n, r in enumerate(people(3, 1, spread=0.3, seed=9, first=3000))]
+    index.upsert(kept + ingested)
+    index.flush()
+    assert len(kept_strangers(index, np.random.default_rng(0)).vectors) == 0  # nobody confirmed them yet
+    assert calibrate(index, 0.05, sample=80).strangers == 3
+    marked = confirm_kept(index)
+    assert marked == sorted(r.face_id for r in kept) and confirm_kept(index) == []  # the ingested ones untouched
+    assert [f for f, m in index.stored_metadata([r.face_id for r in ingested]).items() if m] == []
+    found = kept_strangers(index, np.random.default_rng(0))
+    assert len(found.vectors) == len(kept) and found.cut == pytest.approx(cut, abs=1e-6) and found.confirmed.all()
+    assert len(ingested_unlabelled(index, np.random.default_rng(0)).vectors) == 3
+    result = calibrate(index, 0.05, sample=80)
+    check = result.strangers_check
+    assert result.strangers == len(kept) and check is not None and check["cut"] == pytest.approx(cut, abs=1e-6)
+    assert check["beyond"] > 0 and check["threshold"] < cut
+    assert any(f"{len(kept)} faces kept from searches counted as strangers too" in line for line in result.lines())
+    assert any(f"answered unknown below {cut:.4f}" in line for line in result.lines())

@@ -146,3 +146,42 @@ def test_strangers_own_best_scores_correct_a_sum_over_look_alike_identities():
         corrected.append(reached(scaled.threshold_for(0.01), gallery, fresh))
         plain.append(reached(model.threshold_for(0.01), gallery, fresh))
     assert 0.005 <= np.median(corrected) <= 0.02 and np.median(corrected) > 1.2 * np.median(plain), (corrected, plain)
+
+
+def test_strangers_cut_off_at_a_threshold_are_read_as_if_whole():
+    """A service keeps the faces it answered unknown, so the strangers that crossed its threshold are missing.
+    Read as if whole, the cut-off strangers say fewer cross than do and the next threshold lets more through;
+    read below their cut (tail.truncated) they give what the whole set gives. Look-alike families, as above, so
+    that the factor matters; 2.5% of the strangers cut off; medians over five galleries."""
+    from indexer.tail import clustered, truncated
+
+    whole, cut_read, as_if_whole = [], [], []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        directions = rng.normal(size=(60, DIM))
+
+        def members(family: np.ndarray, directions=directions, rng=rng) -> np.ndarray:
+            vectors = directions[family] + 2.0 * rng.normal(size=(len(family), DIM))
+            return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+        gallery = members(np.repeat(np.arange(60), 5))
+        labels = np.array([f"p{i}" for i in range(len(gallery))])
+        searched = members(rng.integers(60, size=600))
+        best = (searched @ gallery.T).max(axis=1)
+        cut = float(np.quantile(best, 0.975))
+        kept = searched[best < cut]
+        fresh = members(rng.integers(60, size=20_000))
+        model, evidence, _, own = fit_gallery(gallery, labels, strangers=searched)
+        whole.append(reached(clustered(model, evidence, own)[0].threshold_for(0.01), gallery, fresh))
+        model, evidence, _, own = fit_gallery(gallery, labels, strangers=kept)
+        read, said = truncated(model, evidence, own, cut)
+        assert said is not None and said["cut"] == cut and said["strangers"] == len(kept)
+        assert 0.4 * 0.025 * 600 < said["beyond"] < 2.5 * 0.025 * 600  # the cut-off ones, reckoned
+        cut_read.append(reached(read.threshold_for(0.01), gallery, fresh))
+        as_if_whole.append(reached(clustered(model, evidence, own)[0].threshold_for(0.01), gallery, fresh))
+        assert truncated(model, evidence[own >= 0], own[own >= 0], cut) == (model, None)  # none: the model's own
+        intervals = [m.fpir(read.threshold_for(0.01)) for m in resampled(evidence, own, 40, reading=read)]
+        assert np.percentile(intervals, 2.5) < 0.01 < np.percentile(intervals, 97.5)
+    assert 0.005 <= np.median(cut_read) <= 0.02, cut_read
+    assert abs(np.median(cut_read) - np.median(whole)) < 0.3 * np.median(whole), (cut_read, whole)
+    assert np.median(as_if_whole) > 1.2 * np.median(cut_read), (as_if_whole, cut_read)

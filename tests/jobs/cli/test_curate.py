@@ -251,6 +251,29 @@ def test_gallery_stranger_confirms_unlabelled_faces_by_source(gallery, capsys, t
     assert [r["action"] for r in read(tmp_path / "audit")] == ["confirm_strangers"]
 
 
+def test_gallery_stranger_kept_confirms_every_face_kept_from_searches(gallery, capsys, tmp_path):
+    from indexer.ids import UNLABELLED, face_id
+    from indexer.store import FaceRow
+    from jobs.audit import read
+
+    vectors = [r.vector for r in people(3, 1, spread=0.3, seed=9, first=500)]
+    search = {"expires_at": 2_000_000_000, "below": 0.5}  # kept from a search, answered unknown below 0.5
+    kept = [FaceRow(f"search:{n:016x}#0", UNLABELLED, v, face_id(f"k{n}"), search) for n, v in enumerate(vectors[:2])]
+    ingested = FaceRow("visitors/0.jpg", UNLABELLED, vectors[2], face_id("visitors/0.jpg"))
+    gallery.upsert([*kept, ingested])
+    gallery.flush()
+    assert main(["gallery", "stranger", "--kept", "visitors/0.jpg"]) == 2  # one or the other
+    assert main(["gallery", "stranger"]) == 2
+    assert "give the sources of unlabelled faces, or --kept" in capsys.readouterr().err
+    assert main(["gallery", "stranger", "--kept"]) == 0
+    assert "2 face(s) kept from searches confirmed as strangers" in capsys.readouterr().out
+    marks = gallery.stored_metadata([r.face_id for r in [*kept, ingested]])
+    assert [marks[r.face_id].get("stranger") for r in [*kept, ingested]] == [True, True, None]
+    assert main(["gallery", "stranger", "--kept"]) == 0
+    assert "0 face(s) kept from searches" in capsys.readouterr().out
+    assert [r["action"] for r in read(tmp_path / "audit")] == ["confirm_strangers", "confirm_strangers"]
+
+
 def test_calibrate_takes_the_tail_reference_its_model_kept_after_the_gallery_was_made(tmp_path, monkeypatch,
                                                                                        tiny_model_dir, capsys):
     """The gallery was made before `eval --calibrate` kept the model's tail reference: `calibrate --model` (or
