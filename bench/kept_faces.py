@@ -6,13 +6,13 @@ Each draw: a gallery of one photo per person; its threshold from the gallery alo
 service runs with before any stranger is known). Then a stream of searches: one photo each of 500 never-enrolled
 people and, making up `--genuine-share` of the stream, other photos of the enrolled. What was answered unknown at
 that threshold (strangers below it, and enrolled people it missed) is what ARCMATCH_KEEP_UNKNOWN_FACES keeps.
-The calibration is then made again four ways, as `calibrate` reads unlabelled faces (indexer/strangers.py):
-from the gallery alone; with every kept face as a stranger, as if whole; with the kept faces a person confirmed
-(the enrolled among them named, the rest `gallery stranger --kept`), read below the threshold they were answered
-unknown under (`calibrate`'s reading of them, tail.truncated); and with all 500 strangers' photos ingested as
-unlabelled faces instead. Cells: the FPIR reached on the other never-enrolled people's photos (each person once),
-as bench/calibrate_tail.py measures it, and the share of the enrolled's other photos identified (all of them, the
-searched ones too). Writes a JSON line of figures.
+The calibration is then made again five ways, as `calibrate` reads unlabelled faces (indexer/strangers.py):
+from the gallery alone; with every kept face as a stranger, read as if whole, and read below the threshold they
+were answered unknown under (tail.truncated); with only the kept faces a person confirmed (the enrolled among them
+named, the rest `gallery stranger --kept`), read below it (what `calibrate` does with them); and with all 500
+strangers' photos ingested as unlabelled faces instead. Cells: the FPIR reached on the
+other never-enrolled people's photos (each person once), as bench/calibrate_tail.py measures it, and the share of
+the enrolled's other photos identified (all of them, the searched ones too). Writes a JSON line of figures.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from indexer.strangers import fit_with_strangers  # noqa: E402
 from indexer.tail import clustered, fit_gallery, truncated  # noqa: E402
 
 STREAM_STRANGERS = 500
-RULES = ("gallery_alone", "kept_faces", "kept_confirmed_cut", "all_strangers_ingested")
+RULES = ("gallery_alone", "kept_faces", "kept_all_cut", "kept_confirmed_cut", "all_strangers_ingested")
 
 
 def one_draw(vectors, people, by_person, size: int, target: float, genuine_share: float, rng) -> dict:
@@ -63,6 +63,7 @@ def one_draw(vectors, people, by_person, size: int, target: float, genuine_share
         return read[0].threshold_for(target)
 
     thresholds = {"gallery_alone": first, "kept_faces": again(kept),
+                  "kept_all_cut": again(kept, first),
                   "kept_confirmed_cut": again(kept[~np.isin(kept, genuine)], first),
                   "all_strangers_ingested": again(np.asarray(strangers, int))}
     whose = np.asarray([i for i, name in enumerate(enrolled) for _ in photos[name][1:]])
