@@ -212,3 +212,8 @@ class Operations:
     def confirm_strangers(self, sources: Sequence[str]):
         """These unlabelled faces (by source) are nobody who will be enrolled: calibration counts them as they are."""
         return self._run(Call("POST", "/gallery/strangers", json={"sources": list(sources)}, result=m.Strangers))
+
+    def confirm_kept_strangers(self):
+        """Every face kept from searches that is still unnamed is a stranger: say it once the enrolled among them are
+        named; calibration reads them below the threshold they were answered unknown under."""
+        return self._run(Call("POST", "/gallery/strangers/kept", result=m.Strangers))

@@ -182,7 +182,9 @@ class GalleryCalibration:
     # `threshold`, the highest where they are counted, that share (`observed`) and the model's sum over identities
     # (`modelled`), whose ratio (`factor`) scales the rates beyond it; from 500 confirmed strangers (`ingest
     # --strangers`; `direct`) the rate at this size is their own share, counted down to `threshold` and fitted beyond;
-    # `confirmed`: how many there were
+    # `confirmed`: how many there were; from 100 faces kept from searches and confirmed strangers, where fewer
+    # unlabelled faces were ingested: `cut`, the threshold they were answered unknown below, `beyond`, how many others
+    # are reckoned to have crossed it unseen, and `observed` the share of them between `threshold` and the cut
     strangers_check: dict | None = None
     # tail: unlabelled faces left out as they look like someone enrolled, the most alike first (at most 20): `source`,
     # `face_id`, the identity it looks like (`like`), the `score`, and what it is `now`: unlabelled (to judge),

@@ -10,7 +10,7 @@ Which ones:
   each was kept because it scored below the threshold of its day (their metadata's `below`), so they are strangers
   with their highest scores cut off, and read as if whole they place the next threshold too low (1.2-1.9% reached
   for a 1% target on LFW-gray where only strangers searched); the enrolled people it missed are kept too and pull
-  the other way (0.3-0.5% reached, read with the cut, where half the searches were theirs). So they are read only
+  the other way (0.28-0.53% reached, read with the cut, where half the searches were theirs). So they are read only
   once a person has named the enrolled among them and confirmed the rest (`arcmatch gallery stranger --kept`),
   with the cut taken into account (tail.truncated), and only where fewer than MIN_STRANGERS ingested unlabelled
   faces are at hand (bench/kept_faces.py, docs/BENCHMARKS.md).
@@ -71,7 +71,7 @@ def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS) -> U
     """Up to `limit` random faces kept from searches that a person confirmed are strangers, with `cut`: the
     lowest threshold any of them was answered unknown under (their `below`). Read with that cut taken into
     account (tail.truncated). Unconfirmed ones are not read: the enrolled people a threshold missed are kept too,
-    and where half the searches were theirs a reading of every kept face reached 0.3-0.5% for a 1% target."""
+    and where half the searches were theirs a reading of every kept face reached 0.28-0.53% for a 1% target."""
     drawn, metadata = _drawn(index, rng, limit, lambda metadata: KEPT in metadata and metadata.get(CONFIRMED) is True
                              and isinstance(metadata.get(BELOW), (int, float)))
     cuts = [float(metadata[i][BELOW]) for i in drawn.face_ids]

@@ -53,7 +53,8 @@ MIN_STRANGERS = 100  # strangers' rows from which their own best scores correct 
 STRANGERS_ANCHOR = 10  # ... read where this many of them cross
 # faces kept from searches and confirmed strangers, cut off at the threshold of their day (truncated): the rate is
 # read where this many of them score above a threshold below that cut. Strangers only, 20 draws of 100 and 300
-# LFW-gray people, FPIR 1%: at 10, 18 and 18 within 2x; at 30, 20 and 19; at 50, 20 and 18 (bench/kept_faces.py)
+# LFW-gray people, FPIR 1%: at 10, 18 and 18 within 2x; at 30, 20 and 19; at 50, 20 and 18 (bench/kept_faces.py's
+# draws, the count varied by hand)
 KEPT_ANCHOR = 30
 MIN_DIRECT = 500  # confirmed strangers from which the rate at the gallery's size is read off them (directly)
 DIRECT_TAIL = 50  # ... counted down to their this-many-th highest best score, a GPD fitted to those beyond

@@ -40,6 +40,8 @@ _ROUTES = [(method, re.compile(pattern), action) for method, pattern, action in 
     ("POST", r"^/search/embedding$", "search_embedding"),
     ("POST", r"^/calibration$", "calibrate"),
     ("DELETE", r"^/calibration$", "calibration_clear"),
+    ("POST", r"^/gallery/distinct$", "distinct"),
+    ("POST", r"^/gallery/strangers(?:/kept)?$", "confirm_strangers"),
 )]
 _IN_GALLERY = re.compile(r"^/v1(?:/galleries/[^/]+)?(/.*)$")
 

@@ -94,6 +94,8 @@ def test_every_route_through_the_client(service, tmp_path):
         assert shop.distinct_pairs().pairs == [["ann", "bob"]]
         with pytest.raises(NotFound, match="no unlabelled face comes from 'visitors/1.jpg'"):
             shop.confirm_strangers(["visitors/1.jpg"])  # the route is the gallery's; tests/jobs/api has it mark faces
+        assert shop.confirm_kept_strangers().face_ids  # the strangers searched above were kept
+        assert shop.confirm_kept_strangers().face_ids == []  # and are confirmed now
         assert shop.check().identities == 2
         assert shop.calibration().source in ("model", "collection")
         for person in range(20):  # enough people for a calibration's trials

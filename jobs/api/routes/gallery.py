@@ -59,3 +59,16 @@ async def confirm_strangers(_: WriteKey, service: ServiceDep, request: Request, 
     marked = [str(f) for f in await asyncio.to_thread(confirm, service.index, body.sources)]
     note(request, "confirm_strangers", face_ids=marked)
     return StrangersOut(face_ids=marked)
+
+
+@router.post("/strangers/kept", responses=responses(400, 404))
+async def confirm_kept_strangers(_: WriteKey, service: ServiceDep, request: Request) -> StrangersOut:
+    """Every face kept from searches (ARCMATCH_KEEP_UNKNOWN_FACES) that is still unnamed is nobody who will be
+    enrolled: say it once the enrolled people among them are named (`arcmatch gallery stranger --kept`). The next
+    calibration, where fewer than 100 unlabelled faces were ingested, reads them as strangers answered unknown
+    below the threshold of their day."""
+    from indexer.strangers import confirm_kept
+
+    marked = [str(f) for f in await asyncio.to_thread(confirm_kept, service.index)]
+    note(request, "confirm_strangers", face_ids=marked)
+    return StrangersOut(face_ids=marked)

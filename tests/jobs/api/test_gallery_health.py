@@ -89,6 +89,28 @@ def test_unlabelled_faces_are_confirmed_strangers_by_source(api):
     assert [marks[v.face_id].get("stranger") for v in visitors] == [True, None]
 
 
+def test_faces_kept_from_searches_are_confirmed_strangers_at_once(api):
+    client, planted = api
+    store = connect(planted["uri"])
+    index = FaceIndex(store, Galleries(store, planted["gallery"]).serving())
+    vectors = [r.vector for r in people(3, 1, spread=0.3, seed=6, first=950, dim=TINY_DIM)]
+    kept = [FaceRow(f"search:{n:016x}#0", "", v, face_id(f"kept {n}"), {"expires_at": 2_000_000_000, "below": 0.5})
+            for n, v in enumerate(vectors[:2])]
+    ingested = FaceRow("walk-ins/0.jpg", "", vectors[2], face_id("walk-ins/0.jpg"))
+    index.upsert([*kept, ingested])
+    index.flush()
+    assert client.post("/v1/gallery/strangers/kept", headers=R).status_code == 403
+    said = client.post("/v1/gallery/strangers/kept", headers=W)
+    assert said.status_code == 200, said.text
+    assert said.json() == {"face_ids": [str(f) for f in sorted(r.face_id for r in kept)]}
+    marks = index.stored_metadata([r.face_id for r in [*kept, ingested]])
+    assert [marks[r.face_id].get("stranger") for r in [*kept, ingested]] == [True, True, None]
+    assert client.post("/v1/gallery/strangers/kept", headers=W).json() == {"face_ids": []}
+    index.delete_ids([r.face_id for r in [*kept, ingested]])  # the module's other tests see the gallery as it was
+    index.flush()
+    store.close()
+
+
 def test_a_stray_photo_is_moved_to_the_person_it_shows(api):
     client, planted = api
     misfits = client.get("/v1/gallery/check", headers=R).json()["misfits"]
