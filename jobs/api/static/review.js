@@ -160,6 +160,14 @@ async function promote(cluster, identity) {
   await Promise.all([loadClusters(), loadIdentities()]);
 }
 
+// the faces kept from searches that nobody named: strangers, once the people among them are named
+async function keptStrangers() {
+  if (!confirm("Every face kept from searches that nobody has named becomes a confirmed stranger. Name the people " +
+               "you know among them first. Go on?")) return;
+  const marked = await post("/v1/gallery/strangers/kept", {});
+  say(`${marked.face_ids.length} faces kept from searches are confirmed strangers: the next calibration counts them`);
+}
+
 // people: their faces, and "not this person"; a page at a time, in name order (More: the next, by its cursor)
 async function loadIdentities(append = false) {
   const cursor = append ? state.identityCursor : null;
@@ -428,6 +436,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("health-check").addEventListener("click", () => checkHealth().catch((e) => say(e.message, true)));
   $("identities-more").addEventListener("click", () => loadIdentities(true).catch((e) => say(e.message, true)));
+  $("kept-strangers").addEventListener("click", () => keptStrangers().catch((e) => say(e.message, true)));
   $("clusters-more").addEventListener("click", () => {
     state.clusterOffset += PAGE;
     loadClusters(true).catch((e) => say(e.message, true));

@@ -105,6 +105,41 @@ def test_search_name_a_cluster_and_reject_a_face_in_the_browser(site, tmp_path):
     assert (tmp_path / "review.png").stat().st_size > 10_000
 
 
+def test_the_faces_kept_from_searches_are_confirmed_strangers_in_the_browser(site, tmp_path):
+    """Once the people among them are named, one button says the rest of the faces kept from searches are
+    strangers; it asks first, and the faces ingested as unlabelled are left as they are."""
+    client = connect(str(tmp_path / "review.db"))
+    index = FaceIndex(client, Galleries(client, "faces").serving())
+    kept = [FaceRow(f"search:{n:016x}#0", UNLABELLED, r.vector, r.face_id + 1000, {"expires_at": 2_000_000_000,
+                                                                                  "below": 0.6})
+            for n, r in enumerate(people(2, 1, spread=0.2, seed=11, dim=TINY_DIM))]
+    index.upsert(kept)
+    index.flush()
+    client.close()
+    problems: list[str] = []
+    with chromium(problems, 900) as page:
+        page.goto(f"{site}/review")
+        page.fill("#key", KEY)
+        page.click("#key-form button")
+        page.wait_for_selector(".cluster")
+        asked: list[str] = []
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+        page.click("#kept-strangers")
+        playwright.expect(page.locator("#kept-strangers")).to_be_enabled()
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.click("#kept-strangers")
+        playwright.expect(page.locator("#status")).to_have_text(
+            "2 faces kept from searches are confirmed strangers: the next calibration counts them")
+        assert asked and "Name the people you know among them first" in asked[0]
+    assert problems == []
+    client = connect(str(tmp_path / "review.db"))
+    index = FaceIndex(client, Galleries(client, "faces").serving())
+    marks = index.stored_metadata([r.face_id for r in kept] + [r.face_id for r in people(2, 4, spread=0.2, seed=8,
+                                                                                         dim=TINY_DIM)])
+    client.close()
+    assert sorted(m.get("stranger") is True for m in marks.values()) == [False] * 8 + [True] * 2
+
+
 def test_a_key_that_fails_leaves_nothing_of_the_last_one_and_a_long_name_wraps(site, tmp_path):
     long_name = "L" + "o" * 250 + "ng"  # within the 256 a name may have, and no space to break at
     with httpx.Client(base_url=site, headers={"X-API-Key": KEY}) as api:
