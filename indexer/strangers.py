@@ -69,13 +69,21 @@ def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS)
 
 def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
     """Up to `limit` random faces kept from searches that a person confirmed are strangers, with `cut`: the
-    lowest threshold any of them was answered unknown under (their `below`). Read with that cut taken into
-    account (tail.truncated). Unconfirmed ones are not read: the enrolled people a threshold missed are kept too,
-    and where half the searches were theirs a reading of every kept face reached 0.28-0.53% for a 1% target."""
+    threshold most of them were answered unknown under (their `below`). Those answered under a lower one (a
+    caller's own threshold) are left out: the others of those searches that scored between it and the cut were
+    never kept. Read with the cut taken into account (tail.truncated). Unconfirmed ones are not read: the enrolled
+    people a threshold missed are kept too, and where half the searches were theirs a reading of every kept face
+    reached 0.28-0.53% for a 1% target."""
     drawn, metadata = _drawn(index, rng, limit, lambda metadata: KEPT in metadata and metadata.get(CONFIRMED) is True
                              and isinstance(metadata.get(BELOW), (int, float)))
-    cuts = [float(metadata[i][BELOW]) for i in drawn.face_ids]
-    return replace(drawn, cut=min(cuts) if cuts else None)
+    if not drawn.face_ids:
+        return drawn
+    below = np.array([float(metadata[i][BELOW]) for i in drawn.face_ids])
+    values, counts = np.unique(below, return_counts=True)
+    cut = float(values[np.argmax(counts)])
+    picked = np.flatnonzero(below >= cut)
+    return Unlabelled(drawn.vectors[picked], drawn.confirmed[picked], [drawn.sources[i] for i in picked],
+                      [drawn.face_ids[i] for i in picked], [(drawn.rejected or [])[i] for i in picked], cut=cut)
 
 
 def _drawn(index, rng: np.random.Generator, limit: int, wanted) -> tuple[Unlabelled, dict[int, dict]]:
