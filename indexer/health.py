@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.names import shown
+from indexer.ids import CONFIRMED_IN  # a face's metadata: the identity a person confirmed it shows ("It is NAME")
 from indexer.tail import MIN_IDENTITIES, Pairs, fit_scores, identity_scores, suspected_duplicates
 
 # A pair is listed when fewer than this many pairs of strangers would be as far out in the tail by chance. Two
@@ -31,7 +32,6 @@ STRICT_ALPHA = 0.1
 # photos 0 -> 84%, 0.5 photos nobody planted a gallery; with three photos each, 3 of 900 (bench/gallery_check.py
 # --outsiders, docs/BENCHMARKS.md). At 0.02-0.05 a few more strangers' photos, and more nobody planted
 STRAY_CHANCE = 0.1
-CONFIRMED_IN = "confirmed_in"  # a face's metadata: the identity a person confirmed it shows ("It is NAME")
 
 
 @dataclass(frozen=True)

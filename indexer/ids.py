@@ -23,11 +23,15 @@ FLOAT32_MAX = 3.4028234663852886e38  # vectors are stored as float32: a larger m
 MAX_SOURCE_BYTES = 2048
 MAX_METADATA_BYTES = 16 * 1024  # a face's metadata as compact JSON
 MAX_METADATA_DEPTH = 8
-# the metadata keys arcmatch writes itself: what a face's photo was (sha256, face), what people decided of it
-# (rejected_from, indexer.health's confirmed_in, indexer.strangers' stranger) and a kept unknown face's retention; a
-# caller's own metadata may not set them
-OWN_METADATA = frozenset({"sha256", "face", "rejected_from", "merged_from", "confirmed_in", "stranger", "kept_from",
-                          "kept_at", "expires_at", "below"})
+# the metadata keys arcmatch writes itself, which a caller's own metadata may not set: what a face's photo was,
+SHA256, FACE = "sha256", "face"
+# what people decided of it (indexer/writer.py; indexer/health.py's "It is NAME"; indexer/strangers.py, which
+# embedder.sources.STRANGER writes at ingestion),
+REJECTED_FROM, MERGED_FROM, CONFIRMED_IN, STRANGER = "rejected_from", "merged_from", "confirmed_in", "stranger"
+# and a face kept from a search: when, until when, and the threshold it was answered unknown under (jobs/service.py)
+KEPT_FROM, KEPT_AT, EXPIRES_AT, BELOW = "kept_from", "kept_at", "expires_at", "below"
+OWN_METADATA = frozenset({SHA256, FACE, REJECTED_FROM, MERGED_FROM, CONFIRMED_IN, STRANGER, KEPT_FROM, KEPT_AT,
+                          EXPIRES_AT, BELOW})
 INT64 = (-(2**63), 2**63 - 1)
 _IDENTITY = re.compile(r"^[^\x00-\x1f\x7f]+$")
 _INVISIBLE = {"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"}  # controls, format and bidi marks, lone accents, spaces

@@ -34,12 +34,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from common.errors import NotFound
-from indexer.ids import UNLABELLED
+from indexer.ids import BELOW, EXPIRES_AT, REJECTED_FROM, STRANGER, UNLABELLED
 from indexer.tail import DUPLICATE_ALPHA, Pairs, TailModel, fit_scores, identity_scores
 
-KEPT = "expires_at"  # metadata of a face kept from a search (jobs/service.py keep_unknown)
-BELOW = "below"  # ... the threshold it was answered unknown under
-CONFIRMED = "stranger"  # metadata of a face that is nobody who will be enrolled (embedder.sources.STRANGER)
+KEPT = EXPIRES_AT  # metadata of a face kept from a search (jobs/service.py keep_unknown)
+CONFIRMED = STRANGER  # metadata of a face that is nobody who will be enrolled
 # the most the tail judging them may be bounded (GPD shape). At 100 LFW-gray people with 500 strangers, 5% of them
 # enrolled people's other photos, the gallery's own fits ran k = 0.08-0.34: uncapped they dropped up to 57 true
 # strangers in a draw, capped at 0 (an exponential tail) they kept 90% of the enrolled's photos, at 0.2 they found
@@ -97,7 +96,7 @@ def _drawn(index, rng: np.random.Generator, limit: int, wanted) -> tuple[Unlabel
     kept = [i for i in chosen if i in vectors]  # deleted since the scan: not there
     confirmed = np.array([(metadata.get(i) or {}).get(CONFIRMED) is True for i in kept], dtype=bool)
     stacked = np.stack([vectors[i] for i in kept]) if kept else np.zeros((0, index.info().dim), np.float32)
-    rejected = [frozenset((metadata.get(i) or {}).get("rejected_from") or ()) for i in kept]
+    rejected = [frozenset((metadata.get(i) or {}).get(REJECTED_FROM) or ()) for i in kept]
     return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept], kept, rejected), metadata
 
 

@@ -26,18 +26,22 @@ from typing import NamedTuple
 from indexer.archive import ArchivedFace, FaceArchive
 from indexer.errors import GalleryMoved, InvalidValue
 from indexer.galleries import Galleries
-from indexer.ids import validate_face_id, validate_identity, validate_metadata, validate_stored_identity
+from indexer.ids import (
+    MERGED_FROM,
+    REJECTED_FROM,
+    validate_face_id,
+    validate_identity,
+    validate_metadata,
+    validate_stored_identity,
+)
 from indexer.store import FaceIndex, FaceRow
 
 FENCE_CACHE_S = 1.0  # how long the answer to "which collection is in service" stands before the alias is read
 
 
-MERGED_FROM = "merged_from"
-
-
 def rejected_from(metadata: dict | None) -> list[str]:
     """The identities a face was taken out of ("not this person"), from its metadata."""
-    return list((metadata or {}).get("rejected_from") or [])
+    return list((metadata or {}).get(REJECTED_FROM) or [])
 
 
 def merged_from(metadata: dict | None) -> list[str]:
@@ -51,10 +55,10 @@ def carry_rejections(row: FaceRow, stored: dict | None, *, keep: bool = False) -
     `keep`: the stored face's other keys that the row does not set stay too (a photo enrolled again keeps what
     its first enrollment said of it, and a person's "It is NAME")."""
     others = [name for name in rejected_from(stored) if name != row.identity]
-    kept = {k: v for k, v in (stored or {}).items() if k != "rejected_from"} if keep else {}
+    kept = {k: v for k, v in (stored or {}).items() if k != REJECTED_FROM} if keep else {}
     merged = {MERGED_FROM: merged_from(stored)} if merged_from(stored) and row.identity not in merged_from(stored) \
         else {}
-    metadata = {**kept, **row.metadata, **({"rejected_from": others} if others else {}), **merged}
+    metadata = {**kept, **row.metadata, **({REJECTED_FROM: others} if others else {}), **merged}
     return replace(row, metadata=metadata) if metadata != row.metadata else row
 
 

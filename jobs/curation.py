@@ -24,11 +24,17 @@ import numpy as np
 from common.errors import BadInput, Conflict, NotFound
 from indexer.cluster_store import ClusterInfo, ClusterStore, Run
 from indexer.errors import InvalidValue
-from indexer.health import CONFIRMED_IN
-from indexer.ids import UNLABELLED, validate_face_id, validate_identity
+from indexer.ids import (
+    CONFIRMED_IN,
+    MERGED_FROM,
+    REJECTED_FROM,
+    STRANGER,
+    UNLABELLED,
+    validate_face_id,
+    validate_identity,
+)
 from indexer.store import FaceRow
-from indexer.strangers import CONFIRMED
-from indexer.writer import MERGED_FROM, merged_from, rejected_from
+from indexer.writer import merged_from, rejected_from
 
 SAMPLE = 8  # face ids shown per cluster in a listing
 
@@ -174,7 +180,7 @@ class Curator:
         if service.conflict_check and not proceed:
             service.lookup.check_conflicts(np.stack([r.vector for r in chosen]), identity)
         renamed = [replace(r, identity=identity, metadata={k: v for k, v in (r.metadata or {}).items()
-                                                           if k != CONFIRMED}) for r in chosen]
+                                                           if k != STRANGER}) for r in chosen]
         service.writer.rename(renamed)
         return Named(identity, [r.face_id for r in renamed], skipped)
 
@@ -182,7 +188,7 @@ class Curator:
         """"Not this person": the face leaves `identity` and becomes unlabelled, remembering whom it is not."""
         identity, face = validate_identity(identity), validate_face_id(face)
         row = self._face_of(identity, face)
-        metadata = {**(row.metadata or {}), "rejected_from": sorted({*rejected_from(row.metadata), identity})}
+        metadata = {**(row.metadata or {}), REJECTED_FROM: sorted({*rejected_from(row.metadata), identity})}
         freed = replace(row, identity=UNLABELLED, metadata=metadata)
         self.service.writer.rename([freed])
         return freed
@@ -241,7 +247,7 @@ class Curator:
         if identity == to:
             raise InvalidValue(f"face {face} is already {identity!r}'s")
         row = self._face_of(identity, face)
-        metadata = {**(row.metadata or {}), "rejected_from": sorted({*rejected_from(row.metadata), identity} - {to})}
+        metadata = {**(row.metadata or {}), REJECTED_FROM: sorted({*rejected_from(row.metadata), identity} - {to})}
         moved = replace(row, identity=to, metadata=metadata)
         self.service.writer.rename([moved])
         return moved

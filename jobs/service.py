@@ -25,7 +25,7 @@ from indexer.calibration import GalleryCalibration
 from indexer.decision import Decision
 from indexer.errors import BackendUnavailable, ModelMismatch
 from indexer.galleries import Galleries
-from indexer.ids import UNLABELLED, face_id, validate_identity
+from indexer.ids import BELOW, EXPIRES_AT, KEPT_AT, KEPT_FROM, SHA256, UNLABELLED, face_id, validate_identity
 from indexer.store import FaceIndex, FaceRow
 from indexer.writer import FaceImage, GalleryWriter
 from jobs.calibration_watch import CalibrationWatch, keep_and_audit
@@ -150,8 +150,8 @@ class IdentityService:
             face = faces[n]
             # the threshold it was answered unknown under: a kept face is a stranger whose best score is cut off
             # there (or an enrolled person missed), which a calibration that reads them must know (indexer/strangers.py)
-            extra = {"kept_from": "search", "sha256": digest, "kept_at": int(now),
-                     "expires_at": int(now + retention_days * 86400), "below": round(decisions[n].threshold, 6)}
+            extra = {KEPT_FROM: "search", SHA256: digest, KEPT_AT: int(now),
+                     EXPIRES_AT: int(now + retention_days * 86400), BELOW: round(decisions[n].threshold, 6)}
             if self.photos.aligned:
                 extra["face"] = face_record(face)
             key = f"search\x00{digest}\x00{n}"
@@ -195,7 +195,7 @@ class IdentityService:
                     continue
                 if image is not None:  # none without an archive
                     archived[face_id(key)] = FaceImage(image[1], image[0])
-                extra = {**(metadata or {}), "sha256": digest}
+                extra = {**(metadata or {}), SHA256: digest}
                 if self.photos.aligned:
                     # the record judges the face by the service's gate even when the caller overrode it, so a
                     # face enrolled below the gate says so (passed false, its reasons) and that it was overridden
