@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 from fastapi import Request
 
@@ -18,47 +17,17 @@ from jobs.api.guard import KEY_STATE
 from jobs.api.metrics import AUDIT_FAILURES
 from jobs.api.requests import STATE_KEY as REQUEST_STATE
 from jobs.api.scopes import ScopeTable
-from jobs.api.slashes import restored
 from jobs.audit import AuditLog
 
 NOTE_STATE = "audit"
 log = logging.getLogger("arcmatch.api")
 
 
-# what a request was meant to do, read off its route, for the record of one refused before its route noted it (a
-# 401, a 503 while the store is out): (method, path after /v1 and any /galleries/NAME) -> action; group 1 the identity
-_ROUTES = [(method, re.compile(pattern), action) for method, pattern, action in (
-    ("POST", r"^/identities/([^/]+)/faces$", "enroll"),
-    ("DELETE", r"^/identities/([^/]+)$", "delete_identity"),
-    ("DELETE", r"^/identities/([^/]+)/faces/\d+$", "delete_face"),
-    ("POST", r"^/identities/([^/]+)/faces/\d+/reject$", "reject_face"),
-    ("POST", r"^/identities/([^/]+)/faces/\d+/move$", "move_face"),
-    ("POST", r"^/identities/([^/]+)/faces/\d+/confirm$", "confirm_face"),
-    ("POST", r"^/identities/([^/]+)/merge$", "merge_identity"),
-    ("POST", r"^/identities/([^/]+)/name$", "name_faces"),
-    ("POST", r"^/search$", "search"),
-    ("POST", r"^/search/embedding$", "search_embedding"),
-    ("POST", r"^/calibration$", "calibrate"),
-    ("DELETE", r"^/calibration$", "calibration_clear"),
-    ("POST", r"^/gallery/distinct$", "distinct"),
-    ("POST", r"^/gallery/strangers(?:/kept)?$", "confirm_strangers"),
-)]
-_IN_GALLERY = re.compile(r"^/v1(?:/galleries/[^/]+)?(/.*)$")
-
-
-def meant(method: str, path: str) -> dict:
-    """The action (and identity) a request's route stands for; {} for one not known here."""
-    found = _IN_GALLERY.match(path)
-    for route_method, pattern, action in _ROUTES if found else ():
-        matched = pattern.match(found.group(1)) if route_method == method else None
-        if matched:
-            return {"action": action, **({"identity": restored(matched.group(1))} if matched.groups() else {})}
-    return {}
-
-
-def note(request: Request, action: str, identity: str | None = None, **details) -> None:
-    """What a route did, for its audit record: the action's name, the identity, face ids or results."""
-    setattr(request.state, NOTE_STATE, {"action": action, "identity": identity, **details})
+def note(request: Request, identity: str | None = None, **details) -> None:
+    """What a route did, for its audit record: the identity, face ids or results; the action is the route's name
+    (its function's, or the `name` its decorator gives), the same that a refused request's record takes from the
+    route its path would have reached (ScopeTable.meant)."""
+    setattr(request.state, NOTE_STATE, {"action": request.scope["route"].name, "identity": identity, **details})
 
 
 class Audit:
@@ -88,7 +57,7 @@ class Audit:
                      "request_id": state.get(REQUEST_STATE),
                      "method": scope["method"], "path": scope["path"],
                      "client": (scope.get("client") or ("",))[0], "status": status,
-                     **(state.get(NOTE_STATE) or meant(scope["method"], scope["path"]))}
+                     **(state.get(NOTE_STATE) or self.scopes.meant(scope["method"], scope["path"]))}
             try:
                 await asyncio.to_thread(self.log.append, entry)
             except OSError as exc:  # the gallery may have changed; answer, and say loudly that the trail has a gap

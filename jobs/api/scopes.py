@@ -15,6 +15,8 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 
+from jobs.api.slashes import restored
+
 OPEN_PATHS = frozenset({"/v1/health", "/v1/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
                         "/review", "/review/review.js", "/review/review.css",  # the page holds no data
                         "/metrics"})  # counts and timings only (jobs/api/metrics.py)
@@ -39,6 +41,7 @@ class RouteEntry:
     path_regex: re.Pattern
     methods: frozenset[str]
     dependant: Any
+    name: str  # what the audit trail calls what it does (jobs/api/auditing.py)
 
 
 def api_routes(routes):
@@ -46,13 +49,13 @@ def api_routes(routes):
     what each inclusion makes of its routes (prefix, dependencies) as its effective candidates."""
     for route in routes:
         if isinstance(route, APIRoute):
-            yield RouteEntry(route.path, route.path_regex, frozenset(route.methods), route.dependant)
+            yield RouteEntry(route.path, route.path_regex, frozenset(route.methods), route.dependant, route.name)
         elif hasattr(route, "effective_candidates"):
             for candidate in route.effective_candidates():
                 original = getattr(candidate, "original_route", None)
                 if isinstance(original, APIRoute):
                     yield RouteEntry(candidate.path, candidate.path_regex, frozenset(candidate.methods),
-                                     original.dependant)
+                                     original.dependant, original.name)
                 else:
                     yield from api_routes([candidate])
 
@@ -71,6 +74,16 @@ class ScopeTable:
         if self._table is None:
             self._table = [(route, declared_scope(route.dependant)) for route in api_routes(self.app.routes)]
         return self._table
+
+    def meant(self, method: str, path: str) -> dict:
+        """The action (the route's name) and identity a request's route stands for, for the audit record of one
+        refused before its route noted what it did (a 401, a 503 while the store is out); {} for no route."""
+        for route, _ in self.table:
+            found = route.path_regex.match(path) if method in route.methods else None
+            if found:
+                identity = found.groupdict().get("identity")
+                return {"action": route.name, **({"identity": restored(identity)} if identity is not None else {})}
+        return {}
 
     def template(self, method: str, path: str) -> str | None:
         """The path template of the route that takes this request (`/v1/identities/{identity}`), or None."""

@@ -47,13 +47,13 @@ def calibrate(_: WriteKey, service: ServiceDep, request: Request, body: Calibrat
 
     fpir = body.fpir if body.fpir is not None else target_fpir(service.index)
     result = service.calibrate(fpir, sample=body.sample, save=not body.dry_run, method=body.method)
-    note(request, "calibrate", threshold=result.threshold, target_fpir=fpir, kept=not body.dry_run)
+    note(request, threshold=result.threshold, target_fpir=fpir, kept=not body.dry_run)
     return _out(result, service.index)
 
 
-@router.delete("")
+@router.delete("", name="calibration_clear")
 def clear(_: WriteKey, service: ServiceDep, request: Request) -> CalibrationOut:
     """Forget the gallery's calibration: the model's threshold applies again."""
     service.set_gallery_calibration(None)
-    note(request, "calibration_clear")
+    note(request)
     return current(_, service)

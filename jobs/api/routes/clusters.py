@@ -37,20 +37,20 @@ def promote(_: WriteKey, curator: CuratorDep, request: Request, cluster: Cluster
     faces. A face that matches another identity answers 409 naming it, unless `proceed`."""
     ids = [int(f) for f in body.face_ids] if body.face_ids is not None else None
     named = curator.promote(cluster, body.identity, ids, proceed=body.proceed)
-    note(request, "promote", named.identity, cluster=cluster, face_ids=[str(f) for f in named.face_ids])
+    note(request, named.identity, cluster=cluster, face_ids=[str(f) for f in named.face_ids])
     return Promoted.of(named)
 
 
-@router.post("/{cluster:int}/split", responses=responses(400, 422))
+@router.post("/{cluster:int}/split", name="split_cluster", responses=responses(400, 422))
 def split(_: WriteKey, curator: CuratorDep, request: Request, cluster: ClusterId, body: SplitIn) -> ClusterOut:
     """These faces leave the cluster as a cluster of their own (answered: the new one)."""
     view = curator.split(cluster, [int(f) for f in body.face_ids])
-    note(request, "split_cluster", cluster=cluster, new_cluster=view.cluster, face_ids=body.face_ids)
+    note(request, cluster=cluster, new_cluster=view.cluster, face_ids=body.face_ids)
     return ClusterOut.of(view)
 
 
-@router.post("/merge", responses=responses(400, 422))
+@router.post("/merge", name="merge_clusters", responses=responses(400, 422))
 def merge(_: WriteKey, curator: CuratorDep, request: Request, body: MergeIn) -> ClusterOut:
     view = curator.merge(body.clusters)
-    note(request, "merge_clusters", clusters=body.clusters)
+    note(request, clusters=body.clusters)
     return ClusterOut.of(view)

@@ -52,7 +52,7 @@ def list_galleries(key: ReadKey, request: Request,
     return GalleryList(galleries=[_out(request, found) for found in page], next_cursor=next_cursor)
 
 
-@router.post("", status_code=201, responses=responses(400, 409, 422))
+@router.post("", name="gallery_create", status_code=201, responses=responses(400, 409, 422))
 def create(key: AdminKey, request: Request, body: GalleryIn) -> GalleryOut:
     """An empty gallery served by this service's model; enroll into it under /v1/galleries/{gallery}/."""
     from indexer.galleries import check_gallery
@@ -65,7 +65,7 @@ def create(key: AdminKey, request: Request, body: GalleryIn) -> GalleryOut:
         raise BadInput(f"this service runs model {embedder.spec.version}, not {body.model}: a gallery of another "
                        "model is made by a service running it (`arcmatch galleries create NAME --model DIR`)")
     index = gallery_admin.create(_client(request), name, embedder, body.fpir)
-    note(request, "gallery_create", gallery=name, collection=index.collection)
+    note(request, gallery=name, collection=index.collection)
     return _summary(request, name)
 
 
@@ -81,7 +81,7 @@ def ready(_: ReadKey, request: Request, gallery: GalleryName) -> Ready:
     return Ready(status="ready", **request.app.state.galleries.get(gallery)[0].ready())
 
 
-@router.delete("/{gallery}", responses=responses(400, 404, 409))
+@router.delete("/{gallery}", name="gallery_delete", responses=responses(400, 404, 409))
 def erase(_: AdminKey, request: Request, gallery: GalleryName,
           erase: Annotated[int | None, Query(ge=0, description="the number of faces the gallery holds: nothing is "
                                              "erased unless it is repeated here (a 400 says the number)")] = None
@@ -95,6 +95,6 @@ def erase(_: AdminKey, request: Request, gallery: GalleryName,
     request.app.state.galleries.forget(gallery)
     for stored in [k for k in request.app.state.cluster_stores if k[1] == gallery]:
         del request.app.state.cluster_stores[stored]
-    note(request, "gallery_delete", gallery=gallery, faces=erased.faces, archived=erased.archived,
+    note(request, gallery=gallery, faces=erased.faces, archived=erased.archived,
          collections=erased.collections)
     return GalleryErased(name=gallery, faces=erased.faces, archived=erased.archived, collections=erased.collections)

@@ -40,12 +40,12 @@ def distinct_pairs(_: ReadKey, service: ServiceDep) -> DistinctOut:
     return _sorted(distinct.pairs(service.index))
 
 
-@router.post("/distinct", responses=responses(400, 404, 422))
+@router.post("/distinct", name="distinct", responses=responses(400, 404, 422))
 def different_people(_: WriteKey, curator: CuratorDep, request: Request, body: DistinctIn) -> DistinctOut:
     """"Different people": the two are no longer listed as one person under two names, and their scores count as
     a confirmed non-match in the next calibration."""
     found = curator.different_people(*body.identities)
-    note(request, "distinct", body.identities[0], other=body.identities[1])
+    note(request, body.identities[0], other=body.identities[1])
     return _sorted(found)
 
 
@@ -57,11 +57,11 @@ async def confirm_strangers(_: WriteKey, service: ServiceDep, request: Request, 
     from indexer.strangers import confirm
 
     marked = [str(f) for f in await asyncio.to_thread(confirm, service.index, body.sources)]
-    note(request, "confirm_strangers", face_ids=marked)
+    note(request, face_ids=marked)
     return StrangersOut(face_ids=marked)
 
 
-@router.post("/strangers/kept", responses=responses(400, 404))
+@router.post("/strangers/kept", name="confirm_strangers", responses=responses(400, 404))
 async def confirm_kept_strangers(_: WriteKey, service: ServiceDep, request: Request) -> StrangersOut:
     """Every face kept from searches (ARCMATCH_KEEP_UNKNOWN_FACES) that is still unnamed is nobody who will be
     enrolled: say it once the enrolled people among them are named (`arcmatch gallery stranger --kept`). The next
@@ -70,5 +70,5 @@ async def confirm_kept_strangers(_: WriteKey, service: ServiceDep, request: Requ
     from indexer.strangers import confirm_kept
 
     marked = [str(f) for f in await asyncio.to_thread(confirm_kept, service.index)]
-    note(request, "confirm_strangers", face_ids=marked)
+    note(request, face_ids=marked)
     return StrangersOut(face_ids=marked)

@@ -67,7 +67,7 @@ async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: I
     async with request.app.state.decode_slots:
         done = await asyncio.to_thread(service.enroll, identity, uploads, extra, select=faces,
                                        gate=not override_quality, proceed=proceed)
-    note(request, "enroll", done.identity, face_ids=[str(f) for f in done.face_ids])
+    note(request, done.identity, face_ids=[str(f) for f in done.face_ids])
     return Enrolled(identity=done.identity, face_ids=[str(f) for f in done.face_ids])
 
 
@@ -82,7 +82,7 @@ def get_identity(_: ReadKey, service: ServiceDep, identity: Identity) -> Identit
 @router.delete("/{identity}", responses=responses(400, 404, 422))
 def delete_identity(_: WriteKey, service: ServiceDep, request: Request, identity: Identity) -> IdentityDeleted:
     deleted = service.delete_identity(identity)
-    note(request, "delete_identity", identity, deleted_faces=deleted)
+    note(request, identity, deleted_faces=deleted)
     if not deleted:
         raise NotFound(f"no identity {identity!r}")
     return IdentityDeleted(identity=identity, deleted_faces=deleted)
@@ -91,7 +91,7 @@ def delete_identity(_: WriteKey, service: ServiceDep, request: Request, identity
 @router.delete("/{identity}/faces/{face}", responses=responses(400, 404, 422))
 def delete_face(_: WriteKey, service: ServiceDep, request: Request, identity: Identity, face: FaceId) -> FaceDeleted:
     deleted = service.delete_face(identity, face)
-    note(request, "delete_face", identity, face_ids=[str(face)] if deleted else [])
+    note(request, identity, face_ids=[str(face)] if deleted else [])
     if not deleted:
         raise NotFound(f"identity {identity!r} has no face {face}")
     return FaceDeleted(identity=identity, deleted_face=str(face))
@@ -102,7 +102,7 @@ def reject_face(_: WriteKey, curator: CuratorDep, request: Request, identity: Id
     """"Not this person": the face leaves the identity and becomes unlabelled (clustered again), remembering whom
     it is not, so neither a promotion nor an enrollment of the same photo puts it back without `proceed`."""
     freed = curator.reject(identity, face)
-    note(request, "reject_face", identity, face_ids=[str(face)])
+    note(request, identity, face_ids=[str(face)])
     return FaceRejected(identity=identity, face_id=str(face), rejected_from=freed.metadata["rejected_from"])
 
 
@@ -112,7 +112,7 @@ def confirm_face(_: WriteKey, curator: CuratorDep, request: Request, identity: I
     """"It is this person": a face the gallery check listed as unlike its identity, or as nearer another, is kept
     where it is and never listed again while it is there (a hard photo of the right person)."""
     curator.confirm(identity, face)
-    note(request, "confirm_face", identity, face_ids=[str(face)])
+    note(request, identity, face_ids=[str(face)])
     return FaceConfirmed(identity=identity, face_id=str(face))
 
 
@@ -123,7 +123,7 @@ def name_faces(_: WriteKey, curator: CuratorDep, request: Request, identity: Ide
     this identity is listed in `skipped`; none left answers 409, as does a face that matches another identity
     (naming it) unless `proceed`."""
     named = curator.name_faces([int(f) for f in body.face_ids], identity, proceed=body.proceed)
-    note(request, "name_faces", named.identity, face_ids=[str(f) for f in named.face_ids])
+    note(request, named.identity, face_ids=[str(f) for f in named.face_ids])
     return Promoted.of(named)
 
 
@@ -134,7 +134,7 @@ def merge_identity(_: WriteKey, curator: CuratorDep, request: Request, identity:
     rejected from this identity stays where it is, listed in `skipped`. Two names said to be different people
     answer 409 unless `proceed`."""
     merged = curator.merge_identities(identity, other.identity, proceed=other.proceed)
-    note(request, "merge_identity", identity, merged_from=other.identity, face_ids=[str(f) for f in merged.face_ids])
+    note(request, identity, merged_from=other.identity, face_ids=[str(f) for f in merged.face_ids])
     return Promoted.of(merged)
 
 
@@ -143,7 +143,7 @@ def move_face(_: WriteKey, curator: CuratorDep, request: Request, identity: Iden
               to: IdentityRef) -> FaceMoved:
     """A face filed under the wrong person goes to `to.identity`, remembering it is not this one."""
     moved = curator.move_face(identity, face, to.identity)
-    note(request, "move_face", identity, moved_to=to.identity, face_ids=[str(face)])
+    note(request, identity, moved_to=to.identity, face_ids=[str(face)])
     return FaceMoved(identity=moved.identity, face_id=str(face), rejected_from=moved.metadata["rejected_from"])
 
 

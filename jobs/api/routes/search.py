@@ -22,7 +22,7 @@ router = APIRouter(prefix="/search", tags=["search"], responses=responses(401, 4
 Image = Annotated[UploadFile, File(json_schema_extra={"minLength": 1}, description="a photo: " + FORMATS)]
 
 
-@router.post("", responses=responses(400, 413, 415, 422))
+@router.post("", name="search", responses=responses(400, 413, 415, 422))
 async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image: Image,
                        threshold: Annotated[float, Form(ge=-1.0, le=1.0)] = None,
                        fpir: Annotated[float, Form(gt=0.0, lt=1.0, description=FPIR_QUERY)] = None,
@@ -39,7 +39,7 @@ async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image:
     vectors = await searcher.embed(found)
     decisions = await searcher.search(vectors, threshold, k, top_n)
     kept = await searcher.keep_unknown(data, found, vectors, decisions) if settings.keep_unknown_faces else []
-    note(request, "search", matches=_matches(decisions), **({"kept_unknown": [str(f) for f in kept]} if kept else {}))
+    note(request, matches=_matches(decisions), **({"kept_unknown": [str(f) for f in kept]} if kept else {}))
     return SearchOut(faces=[FaceDecisionOut.of_match(FaceMatch(f, d)) for f, d in zip(found, decisions, strict=True)])
 
 
@@ -51,7 +51,7 @@ async def search_embedding(_: ReadKey, searcher: SearchDep, request: Request,
         raise BadInput(f"at most {limit} embeddings per request")
     threshold = await searcher.threshold(query.threshold, query.fpir)
     decisions = await searcher.search(query.embeddings, threshold, query.k, query.top_n)
-    note(request, "search_embedding", matches=_matches(decisions))
+    note(request, matches=_matches(decisions))
     return [DecisionOut.of(d) for d in decisions]
 
 

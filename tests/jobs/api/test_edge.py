@@ -177,6 +177,14 @@ def test_writes_are_audited_with_the_key_name_never_the_key(edge):
     assert records[-1]["identity"] == "carol"
     assert records[0]["face_ids"] == [face] and records[1]["face_ids"] == [face]
     assert not [r for r in read(directory) if r["path"].startswith("/v1/search")]
+    with httpx.Client(base_url=base, timeout=60) as client:  # every write route's refusal names its action
+        for method, path in (("POST", "/v1/clusters/3/promote"), ("POST", "/v1/galleries"),
+                             ("POST", "/v1/gallery/strangers/kept"), ("DELETE", "/v1/galleries/x/calibration")):
+            assert client.request(method, path, headers={"X-API-Key": "am_stolen"}).status_code == 401
+    refused = {r["path"]: r.get("action") for r in read(directory) if r["status"] == 401}
+    assert refused["/v1/clusters/3/promote"] == "promote" and refused["/v1/galleries"] == "gallery_create"
+    assert refused["/v1/gallery/strangers/kept"] == "confirm_strangers"
+    assert refused["/v1/galleries/x/calibration"] == "calibration_clear"
     text = "".join(p.read_text() for p in directory.glob("audit-*.jsonl"))
     assert WRITE_KEY not in text and READ_KEY not in text
 

@@ -95,7 +95,8 @@ def test_each_gallery_answers_from_its_own_faces_only(api):
     records = list(read_audit(api.audit_dir))
     enrolled = {(r["gallery"], r["identity"]) for r in records if r.get("action") == "enroll"}
     assert {("shop", "ann"), ("staff", "bob"), ("staff", "ann_in_staff")} <= enrolled
-    assert {r["gallery"] for r in records if r.get("action") == "gallery_create"} == {"shop", "staff"}
+    assert {r["gallery"] for r in records if r.get("action") == "gallery_create" and r["status"] == 201} == {"shop",
+                                                                                                           "staff"}
 
 
 def test_every_route_answers_a_gallery_out_of_reach_as_one_that_does_not_exist(api):
@@ -135,4 +136,6 @@ def test_a_gallery_is_erased_only_with_its_count_and_then_gone_everywhere(api):
     assert "temp" not in [g["name"] for g in api.get("/v1/galleries", headers=ADMIN).json()["galleries"]]
     assert api.delete("/v1/galleries/home", headers=ADMIN).status_code == 409  # the service's default: not here
     erasures = [r for r in read_audit(api.audit_dir) if r.get("action") == "gallery_delete"]
-    assert [(r["gallery"], r["faces"], r["status"]) for r in erasures] == [("temp", 2, 200)]
+    assert [(r["gallery"], r["faces"], r["status"]) for r in erasures if r["status"] == 200] == [("temp", 2, 200)]
+    assert [(r["gallery"], r["status"]) for r in erasures][-4:] == [("temp", 400), ("temp", 400), ("temp", 200),
+                                                                     ("home", 409)]  # refusals too, by their action
