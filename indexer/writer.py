@@ -36,6 +36,8 @@ from indexer.ids import (
 )
 from indexer.store import FaceIndex, FaceRow
 
+Stored = dict[int, tuple[str, dict]]  # face id -> (identity, metadata) as stored
+
 FENCE_CACHE_S = 1.0  # how long the answer to "which collection is in service" stands before the alias is read
 
 
@@ -108,11 +110,12 @@ class GalleryWriter:
         ids, without vectors (`strong`: one that sees every write acknowledged before it)."""
         return [(row, rejected) for row, rejected, _ in self.check_records(rows, strong=strong, keep=keep)]
 
-    def check_records(self, rows: list[FaceRow], *, strong: bool = True,
-                      keep: bool = False) -> list[tuple[FaceRow, bool, str | None]]:
+    def check_records(self, rows: list[FaceRow], *, strong: bool = True, keep: bool = False,
+                      stored: Stored | None = None) -> list[tuple[FaceRow, bool, str | None]]:
         """check_rejections, and for a face a person merged out of the row's identity since, the identity it was
-        merged into (else None): a tree ingested again must not split what a person joined."""
-        stored = self.index.stored_records([r.face_id for r in rows], strong=strong) if rows else {}
+        merged into (else None): a tree ingested again must not split what a person joined. `stored`: the rows'
+        records already read (stored), so that one read serves this and archived_as."""
+        stored = self.stored(rows, strong=strong) if stored is None else stored
         out = []
         for row in rows:
             identity, metadata = stored.get(row.face_id, (None, None))
@@ -121,15 +124,21 @@ class GalleryWriter:
                         merged_into))
         return out
 
-    def archived_as(self, rows: list[FaceRow], images: Mapping[int, FaceImage]) -> set[int]:
+    def stored(self, rows: list[FaceRow], *, strong: bool = True) -> Stored:
+        """(identity, metadata) of the rows' faces as the store holds them: one read, without vectors."""
+        return self.index.stored_records([r.face_id for r in rows], strong=strong) if rows else {}
+
+    def archived_as(self, rows: list[FaceRow], images: Mapping[int, FaceImage], stored: Stored | None = None
+                    ) -> set[int]:
         """The faces among `rows` whose archive entry already holds exactly this row and image (a tree ingested
         again): written again, each would add its image to the archive once more. Only faces the store already
-        holds with the same metadata are looked up, so a first ingestion reads nothing from the archive."""
+        holds with the same metadata are looked up, so a first ingestion reads nothing from the archive.
+        `stored`: the rows' records already read (stored)."""
         if self.archive is None or not images:
             return set()
-        ids = [r.face_id for r in rows if r.face_id in images]
-        stored = self.index.stored_metadata(ids) if ids else {}
-        rows_by_id = {r.face_id: r for r in rows if r.face_id in images and stored.get(r.face_id) == r.metadata}
+        held = self.stored([r for r in rows if r.face_id in images], strong=False) if stored is None else stored
+        rows_by_id = {r.face_id: r for r in rows if r.face_id in images and r.face_id in held
+                      and held[r.face_id][1] == r.metadata}
         if not rows_by_id:
             return set()
         same = set()

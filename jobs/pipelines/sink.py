@@ -11,7 +11,7 @@ import numpy as np
 from indexer.archive import FaceArchive
 from indexer.ids import face_id
 from indexer.store import FaceIndex, FaceRow, connect
-from indexer.writer import FaceImage, GalleryWriter
+from indexer.writer import FaceImage, GalleryWriter, Stored
 
 try:  # the sink subclasses Ray's Datasink; the rest of this module (and its tests) work without Ray
     from ray.data import Datasink
@@ -44,15 +44,16 @@ def images_from_batch(batch: dict[str, np.ndarray], rows: list[FaceRow]) -> dict
             for row in rows if batch["kept_kind"][n := by_id[row.face_id]]}
 
 
-def keep_rejections(writer: GalleryWriter, rows: list[FaceRow], skipped: list[tuple[str, str]]) -> list[FaceRow]:
+def keep_rejections(writer: GalleryWriter, rows: list[FaceRow], skipped: list[tuple[str, str]],
+                    stored: Stored | None = None) -> list[FaceRow]:
     """The rows an ingestion may write without undoing a person's "not this person" (indexer/writer.py).
 
     Why: a face's id derives from its photo, so ingesting the same named tree again meets the faces a person has
     since taken out of that identity (unlabelled now, or named someone else since). Such a row is skipped with the
     reason (enrolling the photo with `proceed` is how to put it back); every other row carries the face's stored
-    rejections, so the upsert does not erase them."""
+    rejections, so the upsert does not erase them. `stored`: the rows' records already read (GalleryWriter.stored)."""
     kept = []
-    for row, rejected, merged_into in writer.check_records(rows, strong=False):
+    for row, rejected, merged_into in writer.check_records(rows, strong=False, stored=stored):
         if rejected:
             skipped.append((row.source, f"rejected from {row.identity!r} (not this person): enroll the photo "
                                         "with proceed to put it back"))
@@ -68,11 +69,12 @@ def write_rows(writer: GalleryWriter, batch: dict[str, np.ndarray], rows: list[F
                 skipped: list[tuple[str, str]], *, curated: bool) -> tuple[list[FaceRow], int]:
     """One batch through the gallery's writer (archive, then the store), by both ingestion paths; returns the rows
     it tried and how many were written. `curated`: keep the faces' "not this person" (keep_rejections)."""
+    stored = writer.stored(rows, strong=False) if curated else None  # one read for both checks
     if curated:
-        rows = keep_rejections(writer, rows, skipped)
+        rows = keep_rejections(writer, rows, skipped, stored)
     kept = images_from_batch(batch, rows) if writer.archive is not None else None
     if kept:  # a tree ingested again: its unchanged faces are in the archive already, as they are
-        same = writer.archived_as(rows, kept)
+        same = writer.archived_as(rows, kept, stored)
         kept = {face: image for face, image in kept.items() if face not in same}
     return rows, writer.write(rows, kept, skipped=skipped)
 
