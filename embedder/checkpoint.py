@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from common.errors import NotFound
 from embedder.errors import ModelError
 from embedder.layout import CALIBRATION_FILE, WEIGHTS_FILE, Calibration  # noqa: F401  (re-exported)
 from embedder.model import FaceEmbedder
@@ -45,6 +46,8 @@ def save_embedder(model: FaceEmbedder, directory: str | Path) -> ModelSpec:
 
 def load_embedder(directory: str | Path) -> FaceEmbedder:
     directory = Path(directory)
+    if not directory.exists():
+        raise NotFound(f"model {directory} does not exist")  # as embedder.embed says it: exit 4, not bad input
     spec = ModelSpec.load(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():

@@ -86,6 +86,15 @@ def test_weights_that_do_not_fit_the_spec_are_refused(tmp_path, tiny_spec):
         load_embedder(tmp_path)
 
 
+def test_a_model_folder_that_does_not_exist_is_not_found_and_one_without_a_spec_is_bad_input(tmp_path):
+    from common.errors import NotFound
+
+    with pytest.raises(NotFound, match="does not exist"):  # exit 4, as every other command says it
+        load_embedder(tmp_path / "nowhere")
+    with pytest.raises(ModelError, match="not an arcmatch model directory"):
+        load_embedder(tmp_path)
+
+
 def test_output_stride_16_where_the_backbone_takes_it():
     spec, note = with_output_stride(ModelSpec("test_resnet", embedding_size=16, input_size=(112, 112)), 16)
     assert spec.backbone_args == {"output_stride": 16} and "built with output_stride 16" in note
