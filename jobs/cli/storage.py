@@ -90,7 +90,8 @@ def collections(args: argparse.Namespace) -> int:
         faces = FaceIndex(galleries.client, c.name).count()
         mark = "*" if c.serving else " "
         gone = "" if c.previous in names else ", dropped: no rollback"  # as `alias rollback` would find it
-        print(f"{mark} {c.name}  model {c.model_version}  dim {c.dim}  threshold {c.threshold}  faces {faces}"
+        threshold = "none (not calibrated)" if c.threshold is None else f"{c.threshold:.4f}"
+        print(f"{mark} {c.name}  model {c.model_version}  dim {c.dim}  threshold {threshold}  faces {faces}"
               + (f"  (previous: {c.previous}{gone})" if c.previous else ""))
     return EXIT_OK
 

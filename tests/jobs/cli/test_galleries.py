@@ -91,7 +91,8 @@ def test_a_switch_rollback_or_drop_that_loses_faces_is_refused_until_their_numbe
     assert main(["alias", "switch", c.collection]) == 0 and main(["collections", "drop", a.collection]) == 0
     capsys.readouterr()
     assert main(["collections", "list"]) == 0
-    assert f"(previous: {a.collection}, dropped: no rollback)" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert f"(previous: {a.collection}, dropped: no rollback)" in listed and "threshold 0.5000" in listed
     assert main(["collections", "list", "--gallery", "nobody"]) == 4
     assert main(["alias", "show", "--gallery", "nobody"]) == 4
     assert main(["archive", "stats", "--gallery", "nobody"]) == 4
