@@ -20,6 +20,11 @@ class ModelMismatch(IndexerError, Conflict):
     """The collection holds vectors of another model: mixing them would make every score meaningless."""
 
 
+class FacesAtStake(IndexerError, Conflict):
+    """An alias move or a drop would take faces out of service or undo names, and the caller has not told their
+    number back (`--lose N`): refused, as a re-embed's switch that leaves faces behind is (exit 6)."""
+
+
 class CollectionNotFound(IndexerError, NotFound):
     """The collection does not exist (nothing ingested yet, or a wrong name)."""
 

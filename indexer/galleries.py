@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from indexer.errors import CollectionNotFound, InvalidValue, ModelMismatch
+from indexer.errors import CollectionNotFound, FacesAtStake, InvalidValue, ModelMismatch
 from indexer.milvus import Milvus, Property
 from indexer.store import CollectionInfo, FaceIndex
 
@@ -232,11 +232,11 @@ class Galleries:
 
     @staticmethod
     def _refuse_loss(faces: list[int], lose: int, doing: str, where: str) -> None:
-        """InvalidValue, naming a few, where `faces` would be lost and `lose` is not their number: the count told
+        """FacesAtStake, naming a few, where `faces` would be lost and `lose` is not their number: the count told
         back is the confirmation (as `galleries delete --erase N`)."""
         if faces and lose != len(faces):
             shown = ", ".join(str(f) for f in faces[:3]) + (", ..." if len(faces) > 3 else "")
-            raise InvalidValue(f"{doing} {len(faces)} face(s) ({shown}; {where}): repeat with --lose "
+            raise FacesAtStake(f"{doing} {len(faces)} face(s) ({shown}; {where}): repeat with --lose "
                                f"{len(faces)} if that is meant")
 
     def drop_all(self) -> None:

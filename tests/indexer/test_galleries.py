@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.errors import CollectionNotFound, InvalidValue, ModelMismatch
+from indexer.errors import CollectionNotFound, FacesAtStake, InvalidValue, ModelMismatch
 from indexer.galleries import Galleries, collection_name
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
 
@@ -56,14 +56,14 @@ def test_a_gallery_is_an_alias_that_moves_and_rolls_back(galleries):
         galleries.drop(b.collection)
     summaries = {c.name: c for c in galleries.collections()}
     assert summaries[b.collection].serving and summaries[b.collection].previous == a.collection
-    with pytest.raises(InvalidValue, match=r"takes out of service, or (back )?to another name, 1 face\(s\) \(2; they "
+    with pytest.raises(FacesAtStake, match=r"takes out of service, or (back )?to another name, 1 face\(s\) \(2; they "
                                            r"stay as they are in .*--lose 1"):
         galleries.rollback()  # bob was only ever in B
     assert galleries.rollback(lose=1) == a.collection
     assert FaceIndex(galleries.client, gallery).info().model_version == "model-a/1"
-    with pytest.raises(InvalidValue, match=r"dropping .* loses 1 face\(s\) \(2; neither"):
+    with pytest.raises(FacesAtStake, match=r"dropping .* loses 1 face\(s\) \(2; neither"):
         galleries.drop(b.collection)
-    with pytest.raises(InvalidValue, match="--lose 1"):
+    with pytest.raises(FacesAtStake, match="--lose 1"):
         galleries.drop(b.collection, lose=2)  # the count told back must be the count
     galleries.drop(b.collection, archived={2})  # bob's photo is in the archive: a re-embed brings him back
     assert [c.name for c in galleries.collections()] == [a.collection]
@@ -74,7 +74,7 @@ def test_a_switch_that_would_take_faces_out_of_service_is_refused_unless_counted
     a.upsert([FaceRow("s", "ann", unit(1, 0, 0, 0), 1), FaceRow("t", "bob", unit(0, 0, 1, 0), 2)])
     b = galleries.prepare(B, index_type="FLAT")
     b.upsert([FaceRow("s", "ann", unit(0, 1, 0, 0), 1)])  # bob never made it into B
-    with pytest.raises(InvalidValue, match=r"to .* takes out of service, or (back )?to another name, 1 face\(s\) "
+    with pytest.raises(FacesAtStake, match=r"to .* takes out of service, or (back )?to another name, 1 face\(s\) "
                                            r"\(2; they stay as they are in"):
         galleries.switch(b.collection)
     assert galleries.target() == a.collection  # nothing moved

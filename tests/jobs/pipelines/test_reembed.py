@@ -9,7 +9,7 @@ from common.errors import Conflict
 from embedder.errors import ModelError
 from indexer import distinct
 from indexer.archive import FaceArchive
-from indexer.errors import GalleryMoved, InvalidValue
+from indexer.errors import FacesAtStake, GalleryMoved
 from indexer.galleries import Galleries
 from indexer.store import connect
 from jobs.pipelines.reembed import MissingFromArchive, reembed
@@ -251,7 +251,7 @@ def test_a_new_model_started_before_the_switch_writes_into_its_collection_and_lo
     assert names == {"ann", "bob", "cat"} and new.index.faces_of("bob")[0]["id"] == bob
     galleries = Galleries(new.index.client, gallery)
     # bob was only ever in B
-    with pytest.raises(InvalidValue, match=r"takes out of service, or (back )?to another name, 1 face\(s\)"):
+    with pytest.raises(FacesAtStake, match=r"takes out of service, or (back )?to another name, 1 face\(s\)"):
         galleries.rollback()
     assert galleries.rollback(lose=1) == first.source
     new.ready(max_age_s=0)
