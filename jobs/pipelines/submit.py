@@ -65,6 +65,7 @@ def client(address: str | None):
     for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
                  "ray._private.runtime_env.working_dir"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    head_reachable(address)
     try:
         return JobSubmissionClient(address)
     except AuthenticationError as exc:
@@ -75,6 +76,22 @@ def client(address: str | None):
     except Exception as exc:  # noqa: BLE001  (Ray raises ConnectionError, RuntimeError or a gRPC error here)
         raise Unavailable(f"cannot reach the Ray Jobs API at {address}: "
                           f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
+
+
+def head_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Unavailable at once where `address` is a head's host:port that takes no connection. Why: Ray reads such an
+    address as the cluster's GCS and waits 40 s for it, logging a line of its own, before it says it is not
+    there; a URL (the dashboard) fails at once by itself, and "auto" is Ray's to find."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise Unavailable(f"cannot reach the Ray Jobs API at {address}: nothing answers there "
+                          f"({exc.strerror or type(exc).__name__})") from None
 
 
 def submit(address: str | None, job: str, args: list[str], *, follow: bool = True, pip: list[str] | None = None,

@@ -131,3 +131,24 @@ def test_the_entrypoint_in_a_python_without_the_dependencies_says_so_in_one_line
     here = subprocess.run([sys.executable, "-S", "-m", "jobs.cli", "--help"], capture_output=True, text=True,
                           cwd=root, env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert here.returncode == 1 and "this Python" in here.stderr and "make setup" in here.stderr
+
+
+def test_a_head_address_nothing_answers_at_is_unavailable_at_once():
+    """Ray reads host:port as the cluster's GCS and waited 40 s for it, logging a line of its own; a URL and
+    "auto" are left to Ray."""
+    import socket
+
+    from common.errors import Unavailable
+    from jobs.pipelines.submit import head_reachable
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: nothing answers there
+        with pytest.raises(Unavailable, match=f"127.0.0.1:{port}: nothing answers there"):
+            head_reachable(f"127.0.0.1:{port}", timeout_s=2)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        head_reachable(f"127.0.0.1:{listening.getsockname()[1]}")
+    for left_to_ray in ("http://127.0.0.1:1", "auto", "nonsense"):
+        head_reachable(left_to_ray)
