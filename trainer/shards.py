@@ -36,6 +36,7 @@ class ShardSummary:
     shards: int = 0
     classes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): files that could not be read
+    emptied: list[str] = field(default_factory=list)  # identities none of whose files were kept: no label
 
 
 def is_shard_dir(path: str | Path) -> bool:
@@ -89,6 +90,7 @@ def write_shards(items: list[LabelledImage], out: str | Path, rows_per_shard: in
     label = {name: i for i, name in enumerate(classes)}
     summary = ShardSummary(classes=len(classes))
     rows: list[dict] = []
+    held: set[str] = set()  # identities with a row written
 
     def flush() -> None:
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out / f"part-{summary.shards:05d}.parquet")
@@ -115,13 +117,34 @@ def write_shards(items: list[LabelledImage], out: str | Path, rows_per_shard: in
                 summary.skipped.append((item.path, str(exc)))
                 continue
         rows.append({"image": data, "label": label[item.identity], "identity": item.identity, "path": item.path})
+        held.add(item.identity)
         if len(rows) == rows_per_shard:
             flush()
     if rows:
         flush()
+    if len(held) < len(classes):
+        classes = _relabelled(out, classes, held)
+        summary.emptied = sorted(set(label) - held)
+        summary.classes = len(classes)
     aligned = {"size": list(aligned_size)} if policy is not None else None
     (out / CLASSES_FILE).write_text(json.dumps({"classes": classes, "rows": summary.rows, "aligned": aligned}))
     return summary
+
+
+def _relabelled(out: Path, classes: list[str], held: set[str]) -> list[str]:
+    """The classes that kept a row, labelled 0..n-1 again in every shard written: an identity whose every photo
+    was skipped (no face found by `--align`, all unreadable) would otherwise be a label the head trains a centre
+    for with no photo of it. Rewrites the shards only where some identity was emptied."""
+    kept = [name for name in classes if name in held]
+    new = {name: n for n, name in enumerate(kept)}
+    mapping = np.array([new.get(name, -1) for name in classes], dtype=np.int64)  # -1: no row carries it
+    for part in sorted(out.glob("part-*.parquet")):
+        table = pq.read_table(part)
+        index = table.schema.get_field_index("label")
+        column = table.schema.field(index)
+        labels = pa.array(mapping[table.column("label").to_numpy()], column.type)
+        pq.write_table(table.set_column(index, column, labels), part)
+    return kept
 
 
 def decode_rows(batch: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, np.ndarray]:

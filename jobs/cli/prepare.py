@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
+from common.names import shown
 from jobs.cli.options import default_report, detector_flag, positive, settings_from, writable
 from jobs.pipelines.report import write_error_report
 
@@ -60,5 +61,9 @@ def _prepare_parquet(args: argparse.Namespace) -> int:
     if summary.skipped:
         write_error_report(args.errors, summary.skipped)
         print(f"{len(summary.skipped)} file(s) skipped; see {args.errors}")
+    if summary.emptied:
+        print(f"{len(summary.emptied)} identit{'y' if len(summary.emptied) == 1 else 'ies'} left out, none of their "
+              f"files kept: {', '.join(shown(n) for n in summary.emptied[:5])}"
+              + (" ..." if len(summary.emptied) > 5 else ""))
         return EXIT_PARTIAL
     return EXIT_OK

@@ -29,6 +29,22 @@ def test_shards_hold_bytes_labels_and_a_fixed_class_list(tmp_path, tiny_spec):
     assert json.loads((tmp_path / "shards" / "classes.json").read_text())["rows"] == 12
 
 
+def test_an_identity_whose_every_file_was_skipped_gets_no_label(tmp_path):
+    """Its label would be a class centre trained with no photo of it: the labels are made 0..n-1 again over the
+    identities that kept a row, in every shard, and the summary names the ones left out."""
+    write_dataset(tmp_path / "data", range(3), 3, size=32)
+    items = list_images(tmp_path / "data")
+    (tmp_path / "a.png").write_text("not a picture")
+    gone = [LabelledImage(str(tmp_path / "a.png"), "aaa first"), LabelledImage(str(tmp_path / "b.jpg"), "mmm")]
+    summary = write_shards(gone + items, tmp_path / "shards", rows_per_shard=4)
+    assert summary.classes == 3 and summary.emptied == ["aaa first", "mmm"]
+    names = read_classes(tmp_path / "shards")
+    assert names == sorted({i.identity for i in items})
+    table = pq.read_table(sorted((tmp_path / "shards").glob("*.parquet")))
+    assert [names[label] for label in table["label"].to_pylist()] == table["identity"].to_pylist()
+    assert sorted(set(table["label"].to_pylist())) == [0, 1, 2]
+
+
 def test_writing_into_a_non_empty_directory_is_refused(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x").write_text("x")
