@@ -191,6 +191,11 @@ class GalleryCalibration:
     # stranger (confirmed since: POST /v1/gallery/strangers), named (with `identity`: POST
     # /v1/identities/{identity}/name) or gone
     strangers_set_aside: list[dict] = field(default_factory=list)
+    # tail, where faces were kept from searches (ARCMATCH_KEEP_UNKNOWN_FACES): how many were looked at (`kept`),
+    # `confirmed` strangers and `read` or not (from 100, with fewer than 100 unlabelled faces `ingested`), at the
+    # `cut`; left out: `unconfirmed` (to judge: POST /v1/gallery/strangers/kept once the people among them are named),
+    # `expired`, answered under another model (`other_model`) or a laxer threshold (`laxer`)
+    kept_faces: dict | None = None
     # tail, a gallery alone below 300 people whose model kept a tail reference (`arcmatch eval --calibrate`): the
     # model's held-out `identities`, and the threshold the gallery's own tail (`own_threshold`) and the reference's
     # shape beyond it (`reference_threshold`) each give for the target; the stricter holds at every threshold

@@ -98,6 +98,9 @@ class GalleryCalibration:
     strangers_check: dict | None = None  # tail: the strangers' own best scores against the model (tail.clustered)
     # tail: unlabelled faces left out as looking enrolled, the most alike first (indexer.strangers.set_aside)
     strangers_set_aside: list[dict] = field(default_factory=list)
+    # tail, where faces were kept from searches: how many were looked at, confirmed, left out and why, and whether
+    # they were read (indexer.strangers.kept_strangers)
+    kept_faces: dict | None = None
     # tail, a gallery alone below indexer.reference.REFERENCE_BELOW people with a model that kept a tail reference:
     # the model's held-out identities and the threshold each opinion gives for the target (Stricter.opinions)
     reference: dict | None = None
@@ -172,6 +175,30 @@ class GalleryCalibration:
                 f"its unlabelled faces alone a 0.1% target on 1,000 LFW-gray people let 0.26-0.30% through, from "
                 f"2,000 confirmed strangers 0.11%; a labelled hold-out (`arcmatch eval --fpir --gallery`) counts it")
 
+    def _kept_lines(self) -> list[str]:
+        """What became of the faces kept from searches (kept_faces): read, or why not, and what waits."""
+        kept = self.kept_faces
+        if not kept:
+            return []
+        said = []
+        if kept["read"] and kept["laxer"]:
+            said.append(f"{kept['laxer']} of them answered under a laxer threshold than {kept['cut']:.4f} (a caller's "
+                        f"own) left out: the others of those searches above it were never kept")
+        elif not kept["read"] and kept["confirmed"] and kept["ingested"] >= MIN_STRANGERS:
+            said.append(f"{kept['confirmed']} confirmed faces kept from searches not read: the {kept['ingested']} "
+                        f"ingested unlabelled faces are, whole")
+        elif not kept["read"] and kept["confirmed"]:
+            said.append(f"{kept['confirmed']} confirmed faces kept from searches: too few to read (from "
+                        f"{MIN_STRANGERS} on, with fewer than {MIN_STRANGERS} unlabelled faces ingested)")
+        if kept["unconfirmed"]:
+            said.append(f"{kept['unconfirmed']} faces kept from searches wait to be judged: name the people among "
+                        f"them, then `arcmatch gallery stranger --kept` counts the rest")
+        if kept["expired"] or kept["other_model"]:
+            said.append("faces kept from searches left out: " + ", ".join(
+                f"{n} {why}" for n, why in ((kept["expired"], "past their retention"),
+                                            (kept["other_model"], "answered under another model")) if n))
+        return said
+
     def lines(self) -> list[str]:
         out = [f"gallery: {self.identities} identities, {self.faces} faces; {self.nonmated_trials} unknown-person "
                f"trials, {self.mated_trials} known-person trials; method: {self.method}"]
@@ -201,6 +228,7 @@ class GalleryCalibration:
                           if self.strangers_dropped else "")
                        + ("" if self.strangers_check or self.strangers == 0 else
                           f"; from {MIN_STRANGERS} on, the rates would follow what their own best scores give"))
+        out += self._kept_lines()
         if self.strangers_set_aside:
             listed = "; ".join(f"{f['source']} like {shown(f['like'])} ({f['score']:.3f})"
                                for f in self.strangers_set_aside[:5])

@@ -42,9 +42,11 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     matrix = np.stack([vectors[int(ids[c])] for c in chosen])
     probes = rng.permutation(len(chosen))[:sample]
     unlabelled = ingested_unlabelled(index, rng)
-    if len(unlabelled.vectors) < MIN_STRANGERS:  # too few to read: the faces kept from searches, if confirmed
-        kept = kept_strangers(index, rng)
-        unlabelled = kept if len(kept.vectors) >= MIN_STRANGERS else unlabelled
+    kept = kept_strangers(index, rng)
+    kept_faces = {**(kept.counts or {}), "cut": kept.cut, "ingested": len(unlabelled.vectors),
+                  "read": len(unlabelled.vectors) < MIN_STRANGERS <= len(kept.vectors)}
+    if kept_faces["read"]:  # too few ingested to read: the faces kept from searches a person confirmed
+        unlabelled = kept
     confirmed = unlabelled.confirmed
     model, evidence, _, own, dropped = fit_with_strangers(matrix, names[chosen].astype(str), probes, pairs(index),
                                                           unlabelled.vectors, confirmed=confirmed,
@@ -67,6 +69,7 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     return Modelled(model, models, identities), {
         "suspects": suspects, "strangers": int(len(unlabelled.vectors) - dropped.sum()),
         "strangers_dropped": int(dropped.sum()), "tail_check": check, "strangers_check": strangers_check,
+        "kept_faces": kept_faces if kept_faces["kept"] else None,
         "strangers_set_aside": set_aside(unlabelled, dropped, matrix, names[chosen].astype(str))}
 
 

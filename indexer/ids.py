@@ -28,10 +28,11 @@ SHA256, FACE = "sha256", "face"
 # what people decided of it (indexer/writer.py; indexer/health.py's "It is NAME"; indexer/strangers.py, which
 # embedder.sources.STRANGER writes at ingestion),
 REJECTED_FROM, MERGED_FROM, CONFIRMED_IN, STRANGER = "rejected_from", "merged_from", "confirmed_in", "stranger"
-# and a face kept from a search: when, until when, and the threshold it was answered unknown under (jobs/service.py)
-KEPT_FROM, KEPT_AT, EXPIRES_AT, BELOW = "kept_from", "kept_at", "expires_at", "below"
+# and a face kept from a search: when, until when, and the threshold it was answered unknown under, with the model
+# whose cosine that is (jobs/service.py)
+KEPT_FROM, KEPT_AT, EXPIRES_AT, BELOW, BELOW_MODEL = "kept_from", "kept_at", "expires_at", "below", "below_model"
 OWN_METADATA = frozenset({SHA256, FACE, REJECTED_FROM, MERGED_FROM, CONFIRMED_IN, STRANGER, KEPT_FROM, KEPT_AT,
-                          EXPIRES_AT, BELOW})
+                          EXPIRES_AT, BELOW, BELOW_MODEL})
 INT64 = (-(2**63), 2**63 - 1)
 _IDENTITY = re.compile(r"^[^\x00-\x1f\x7f]+$")
 _INVISIBLE = {"Cc", "Cf", "Mn", "Me", "Zs", "Zl", "Zp"}  # controls, format and bidi marks, lone accents, spaces

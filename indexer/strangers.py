@@ -29,15 +29,18 @@ Which ones:
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from common.errors import NotFound
-from indexer.ids import BELOW, EXPIRES_AT, REJECTED_FROM, STRANGER, UNLABELLED
+from indexer.ids import BELOW, BELOW_MODEL, EXPIRES_AT, REJECTED_FROM, STRANGER, UNLABELLED
 from indexer.tail import DUPLICATE_ALPHA, Pairs, TailModel, fit_scores, identity_scores
 
 KEPT = EXPIRES_AT  # metadata of a face kept from a search (jobs/service.py keep_unknown)
+KEPT_SOURCE = re.compile(r"^search:[0-9a-f]{16}#\d+$")  # ... and its source
 CONFIRMED = STRANGER  # metadata of a face that is nobody who will be enrolled
 # the most the tail judging them may be bounded (GPD shape). At 100 LFW-gray people with 500 strangers, 5% of them
 # enrolled people's other photos, the gallery's own fits ran k = 0.08-0.34: uncapped they dropped up to 57 true
@@ -59,45 +62,67 @@ class Unlabelled:
     face_ids: list[int]  # what the review page shows each by (its archived picture)
     rejected: list[frozenset[str]] | None = None  # whom a person said each is not ("not this person")
     cut: float | None = None  # kept from searches: the threshold below which they all scored (kept_strangers)
+    counts: dict | None = None  # ... and how many were looked at, left out and why (kept_strangers)
 
 
 def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
     """Up to `limit` random unlabelled faces that were ingested, not kept from searches."""
-    return _drawn(index, rng, limit, lambda metadata: KEPT not in metadata)[0]
+    return _drawn(index, rng, limit, kept=False, wanted=lambda metadata: KEPT not in metadata)[0]
 
 
-def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
+def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS, now: float | None = None
+                   ) -> Unlabelled:
     """Up to `limit` random faces kept from searches that a person confirmed are strangers, with `cut`: the
-    threshold most of them were answered unknown under (their `below`). Those answered under a lower one (a
-    caller's own threshold) are left out: the others of those searches that scored between it and the cut were
-    never kept. Read with the cut taken into account (tail.truncated). Unconfirmed ones are not read: the enrolled
-    people a threshold missed are kept too, and where half the searches were theirs a reading of every kept face
-    reached 0.28-0.53% for a 1% target."""
-    drawn, metadata = _drawn(index, rng, limit, lambda metadata: KEPT in metadata and metadata.get(CONFIRMED) is True
-                             and isinstance(metadata.get(BELOW), (int, float)))
-    if not drawn.face_ids:
-        return drawn
-    below = np.array([float(metadata[i][BELOW]) for i in drawn.face_ids])
-    values, counts = np.unique(below, return_counts=True)
-    cut = float(values[np.argmax(counts)])
-    picked = np.flatnonzero(below >= cut)
-    return Unlabelled(drawn.vectors[picked], drawn.confirmed[picked], [drawn.sources[i] for i in picked],
-                      [drawn.face_ids[i] for i in picked], [(drawn.rejected or [])[i] for i in picked], cut=cut)
+    threshold most of them were answered unknown under (their `below`), and `counts` of what was left out and
+    why. Left out: faces past their retention (the service deletes them only now and then), faces answered under
+    another model (a cosine of the model before a re-embed), and those answered under a lower threshold than the
+    cut (a caller's own), as the others of those searches that scored between it and the cut were never kept.
+    Read with the cut taken into account (tail.truncated). Unconfirmed ones are not read: the enrolled people a
+    threshold missed are kept too, and where half the searches were theirs a reading of every kept face reached
+    0.28-0.53% for a 1% target."""
+    now = time.time() if now is None else now
+    model = index.info().model_version
+    drawn, metadata = _drawn(index, rng, limit, kept=True, wanted=lambda m: KEPT in m)
+    counts = {"kept": len(drawn.face_ids), "expired": 0, "unconfirmed": 0, "other_model": 0, "laxer": 0}
+    usable = []
+    for n, face in enumerate(drawn.face_ids):
+        held = metadata[face]
+        if not isinstance(held.get(KEPT), (int, float)) or held[KEPT] < now:
+            counts["expired"] += 1
+        elif held.get(CONFIRMED) is not True:
+            counts["unconfirmed"] += 1
+        elif held.get(BELOW_MODEL, model) != model or not isinstance(held.get(BELOW), (int, float)):
+            counts["other_model"] += 1
+        else:
+            usable.append(n)
+    below = np.array([float(metadata[drawn.face_ids[n]][BELOW]) for n in usable])
+    cut = None
+    if len(usable):
+        values, times = np.unique(below, return_counts=True)
+        cut = float(values[np.argmax(times)])
+        counts["laxer"] = int((below < cut).sum())
+        usable = [n for n, b in zip(usable, below, strict=True) if b >= cut]
+    counts["confirmed"] = len(usable)
+    return Unlabelled(drawn.vectors[usable], drawn.confirmed[usable], [drawn.sources[n] for n in usable],
+                      [drawn.face_ids[n] for n in usable], [(drawn.rejected or [])[n] for n in usable], cut=cut,
+                      counts=counts)
 
 
-def _drawn(index, rng: np.random.Generator, limit: int, wanted) -> tuple[Unlabelled, dict[int, dict]]:
-    """Up to `limit` random unlabelled faces whose metadata is `wanted`, and the metadata read."""
-    source = dict(index.unlabelled_faces())
+def _drawn(index, rng: np.random.Generator, limit: int, *, kept: bool, wanted) -> tuple[Unlabelled, dict[int, dict]]:
+    """Up to `limit` random unlabelled faces whose metadata is `wanted`, and the metadata read; among those kept
+    from searches (`kept`, told by their source first, so that thousands of them do not crowd out a hundred
+    ingested ones in the draw) or the others."""
+    source = {face: name for face, name in index.unlabelled_faces() if bool(KEPT_SOURCE.match(name)) == kept}
     ids = np.fromiter(source, dtype=np.int64, count=len(source))
     drawn = [int(i) for i in rng.permutation(ids)[: 2 * limit]]
     metadata = index.stored_metadata(drawn) if drawn else {}
     chosen = [i for i in drawn if wanted(metadata.get(i) or {})][:limit]
     vectors = index.vectors(chosen) if chosen else {}
-    kept = [i for i in chosen if i in vectors]  # deleted since the scan: not there
-    confirmed = np.array([(metadata.get(i) or {}).get(CONFIRMED) is True for i in kept], dtype=bool)
-    stacked = np.stack([vectors[i] for i in kept]) if kept else np.zeros((0, index.info().dim), np.float32)
-    rejected = [frozenset((metadata.get(i) or {}).get(REJECTED_FROM) or ()) for i in kept]
-    return Unlabelled(stacked, confirmed, [str(source[i]) for i in kept], kept, rejected), metadata
+    chosen = [i for i in chosen if i in vectors]  # deleted since the scan: not there
+    confirmed = np.array([(metadata.get(i) or {}).get(CONFIRMED) is True for i in chosen], dtype=bool)
+    stacked = np.stack([vectors[i] for i in chosen]) if chosen else np.zeros((0, index.info().dim), np.float32)
+    rejected = [frozenset((metadata.get(i) or {}).get(REJECTED_FROM) or ()) for i in chosen]
+    return Unlabelled(stacked, confirmed, [str(source[i]) for i in chosen], chosen, rejected), metadata
 
 
 def unlabelled_from(index, sources: list[str], nothing: str) -> dict[int, str]:
@@ -113,28 +138,34 @@ def unlabelled_from(index, sources: list[str], nothing: str) -> dict[int, str]:
     return ids
 
 
-def confirm(index, sources: list[str]) -> list[int]:
-    """Mark the unlabelled faces that came from `sources` as confirmed strangers (metadata CONFIRMED), in place:
-    what `ingest --strangers` does at ingestion, for faces a calibration set aside (set_aside) that a person knows
-    are nobody enrolled. Returns their face ids; NotFound, with nothing marked, where a source is no unlabelled
+def confirm(writer, sources: list[str]) -> list[int]:
+    """Mark the unlabelled faces that came from `sources` as confirmed strangers (metadata CONFIRMED): what `ingest
+    --strangers` does at ingestion, for faces a calibration set aside (set_aside) that a person knows are nobody
+    enrolled. Through the gallery's writer (indexer.writer.GalleryWriter): the archive keeps the mark, so a
+    re-embed carries it. Returns their face ids; NotFound, with nothing marked, where a source is no unlabelled
     face."""
-    rows = index.rows(list(unlabelled_from(index, sources, "nothing marked")))
-    index.upsert([replace(row, metadata={**(row.metadata or {}), CONFIRMED: True}) for row in rows.values()])
-    index.flush()
-    return sorted(rows)
+    return _marked(writer, list(unlabelled_from(writer.index, sources, "nothing marked")))
 
 
-def confirm_kept(index) -> list[int]:
-    """Mark every face kept from searches that is still unlabelled as a confirmed stranger: what a person says
-    once the enrolled people among them are named (the review page, `arcmatch gallery name`). Returns their ids."""
-    ids = [face for face, _ in index.unlabelled_faces()]
+def confirm_kept(writer, now: float | None = None) -> tuple[list[int], int]:
+    """Mark every face kept from searches that is still unlabelled, and within its retention, as a confirmed
+    stranger: what a person says once the enrolled people among them are named (the review page, `arcmatch
+    gallery name`). Returns their ids, and how many were confirmed already."""
+    now = time.time() if now is None else now
+    index = writer.index
+    ids = [face for face, source in index.unlabelled_faces() if KEPT_SOURCE.match(source)]
     metadata = index.stored_metadata(ids) if ids else {}
-    kept = [i for i in ids if KEPT in (metadata.get(i) or {}) and (metadata.get(i) or {}).get(CONFIRMED) is not True]
-    if not kept:
-        return []
-    rows = index.rows(kept)
-    index.upsert([replace(row, metadata={**(row.metadata or {}), CONFIRMED: True}) for row in rows.values()])
-    index.flush()
+    live = [i for i in ids if isinstance((metadata.get(i) or {}).get(KEPT), (int, float)) and metadata[i][KEPT] >= now]
+    fresh = [i for i in live if metadata[i].get(CONFIRMED) is not True]
+    return _marked(writer, fresh), len(live) - len(fresh)
+
+
+def _marked(writer, faces: list[int]) -> list[int]:
+    """`faces` (unlabelled) confirmed strangers, archive and store."""
+    rows = writer.index.rows(faces) if faces else {}
+    if rows:
+        writer.rename([replace(row, metadata={**(row.metadata or {}), CONFIRMED: True}) for row in rows.values()])
+        writer.index.flush()
     return sorted(rows)
 
 

@@ -25,7 +25,19 @@ from indexer.calibration import GalleryCalibration
 from indexer.decision import Decision
 from indexer.errors import BackendUnavailable, ModelMismatch
 from indexer.galleries import Galleries
-from indexer.ids import BELOW, EXPIRES_AT, KEPT_AT, KEPT_FROM, SHA256, UNLABELLED, face_id, validate_identity
+from indexer.ids import (
+    BELOW,
+    BELOW_MODEL,
+    EXPIRES_AT,
+    KEPT_AT,
+    KEPT_FROM,
+    REJECTED_FROM,
+    SHA256,
+    STRANGER,
+    UNLABELLED,
+    face_id,
+    validate_identity,
+)
 from indexer.store import FaceIndex, FaceRow
 from indexer.writer import FaceImage, GalleryWriter
 from jobs.calibration_watch import CalibrationWatch, keep_and_audit
@@ -138,28 +150,41 @@ class IdentityService:
         """Keep the faces of a probe photo that were answered unknown and pass the quality gate, unlabelled, for
         `arcmatch cluster` (ARCMATCH_KEEP_UNKNOWN_FACES, off by default: this is personal data). Each is
         keyed by the photo's content and the face's place in it, so a photo searched twice is kept once, and
-        carries `expires_at` (purge_expired deletes it then). Returns the face ids kept."""
+        carries `expires_at` (purge_expired deletes it then). A photo searched again keeps what a person said of
+        its faces (confirmed a stranger, "not this person"), and a face named since is left as it is. Returns the
+        face ids kept."""
         chosen = [n for n, (face, d) in enumerate(zip(faces, decisions, strict=True)) if not d.is_match and face.passed]
         if not chosen:
             return []
         self.writer.in_service()
         digest, now = hashlib.sha256(data).hexdigest(), time.time()
+        ids = {n: face_id(f"search\x00{digest}\x00{n}") for n in chosen}
+        stored = self.index.stored_records(list(ids.values()))  # bounded: a Strong read would cost a search 200 ms
+        model = self.embedder.spec.version
         rows, kept = [], {}
         photo = self.photos.load(data) if self.archive is not None else None
         for n in chosen:
             face = faces[n]
-            # the threshold it was answered unknown under: a kept face is a stranger whose best score is cut off
-            # there (or an enrolled person missed), which a calibration that reads them must know (indexer/strangers.py)
-            extra = {KEPT_FROM: "search", SHA256: digest, KEPT_AT: int(now),
-                     EXPIRES_AT: int(now + retention_days * 86400), BELOW: round(decisions[n].threshold, 6)}
+            identity, before = stored.get(ids[n], (UNLABELLED, {}))
+            if identity != UNLABELLED:
+                continue  # named since it was kept: a person's work
+            # the threshold it was answered unknown under, and the model's whose cosine it is: a kept face is a
+            # stranger whose best score is cut off there (or an enrolled person missed), which a calibration that
+            # reads them must know (indexer/strangers.py); searched before under this model, the higher of the two
+            below = round(decisions[n].threshold, 6)
+            if before.get(BELOW_MODEL, model) == model and isinstance(before.get(BELOW), (int, float)):
+                below = max(below, float(before[BELOW]))
+            extra = {**{k: before[k] for k in (STRANGER, REJECTED_FROM) if k in before}, KEPT_FROM: "search",
+                     SHA256: digest, KEPT_AT: int(now), EXPIRES_AT: int(now + retention_days * 86400), BELOW: below,
+                     BELOW_MODEL: model}
             if self.photos.aligned:
                 extra["face"] = face_record(face)
-            key = f"search\x00{digest}\x00{n}"
-            rows.append(FaceRow(f"search:{digest[:16]}#{n}", UNLABELLED, vectors[n], face_id(key), extra))
+            rows.append(FaceRow(f"search:{digest[:16]}#{n}", UNLABELLED, vectors[n], ids[n], extra))
             if photo is not None:
                 image, kind = self.photos.kept(photo, face)
                 kept[rows[-1].face_id] = FaceImage(kind, image)
-        self.writer.write(rows, kept)
+        if rows:
+            self.writer.write(rows, kept)
         return [r.face_id for r in rows]
 
     def purge_expired(self, now: float | None = None, every_s: float = 0.0) -> int:

@@ -235,6 +235,12 @@ class GalleryCalibrationOut(BaseModel):
                                             "it is `now`: unlabelled (to judge), stranger (confirmed since: POST "
                                             "/v1/gallery/strangers), named (with `identity`: POST "
                                             "/v1/identities/{identity}/name) or gone")
+    kept_faces: dict | None = Field(None, description="tail, where faces were kept from searches "
+                                    "(ARCMATCH_KEEP_UNKNOWN_FACES): how many were looked at (`kept`), `confirmed` "
+                                    "strangers and `read` or not (from 100, with fewer than 100 unlabelled faces "
+                                    "`ingested`), at the `cut`; left out: `unconfirmed` (to judge: POST "
+                                    "/v1/gallery/strangers/kept once the people among them are named), `expired`, "
+                                    "answered under another model (`other_model`) or a laxer threshold (`laxer`)")
     reference: dict | None = Field(None, description="tail, a gallery alone below 300 people whose model kept a "
                                    "tail reference (`arcmatch eval --calibrate`): the model's held-out "
                                    "`identities`, and the threshold the gallery's own tail (`own_threshold`) and "

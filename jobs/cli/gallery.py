@@ -80,18 +80,25 @@ def _serving_index(settings):
 
 
 def gallery_stranger(args: argparse.Namespace) -> int:
+    from indexer.archive import FaceArchive
     from indexer.strangers import confirm, confirm_kept
+    from indexer.tail import MIN_STRANGERS
+    from indexer.writer import GalleryWriter
 
     if bool(args.sources) == bool(args.kept):
         raise BadInput("give the sources of unlabelled faces, or --kept for the faces kept from searches (not both)")
     settings = settings_from(args)
     index = _serving_index(settings)
-    marked = confirm_kept(index) if args.kept else confirm(index, args.sources)
-    audit(settings, "confirm_strangers", face_ids=[str(f) for f in marked])
-    if args.kept:
-        print(f"{len(marked)} face(s) kept from searches confirmed as strangers: the next `arcmatch calibrate` reads "
-              f"them below the threshold they were answered unknown under, where fewer than 100 unlabelled faces "
-              f"were ingested")
+    root = settings.archive_root()  # the mark goes into the archive too: a re-embed carries it
+    writer = GalleryWriter(index, FaceArchive(root, settings.gallery) if root else None, open_gallery(settings))
+    marked, before = confirm_kept(writer) if args.kept else (confirm(writer, args.sources), 0)
+    audit(settings, "confirm_strangers", face_ids=[str(f) for f in marked], **({"kept": True} if args.kept else {}))
+    if args.kept and not marked:
+        print(f"no face kept from searches left to confirm ({before} confirmed before)")
+    elif args.kept:
+        print(f"{len(marked)} face(s) kept from searches confirmed as strangers ({before} before): the next `arcmatch "
+              f"calibrate` reads them below the threshold they were answered unknown under, from {MIN_STRANGERS} on "
+              f"and where fewer than {MIN_STRANGERS} unlabelled faces were ingested")
     else:
         print(f"{len(marked)} unlabelled face(s) confirmed as strangers: the next `arcmatch calibrate` counts them as "
               f"they are")

@@ -8,6 +8,7 @@ from common.errors import NotFound
 from indexer.ids import UNLABELLED, face_id
 from indexer.store import FaceRow
 from indexer.strangers import confirm, confirm_kept, fit_with_strangers, ingested_unlabelled, kept_strangers
+from indexer.writer import GalleryWriter
 from tests.helpers import people
 
 pytestmark = pytest.mark.stores("lite")  # the calibration's logic; the store's contract holds on both
@@ -167,9 +168,9 @@ def test_faces_left_out_as_looking_enrolled_are_listed_and_a_person_can_confirm_
     assert aside["event/1.jpg"]["like"] == enrolled[2].identity and aside["event/1.jpg"]["score"] > 0.99
     assert any("left out as looking enrolled: " in line and "event/" in line for line in first.lines())
     with pytest.raises(NotFound, match="'nowhere.jpg'"):
-        confirm(index, ["event/0.jpg", "nowhere.jpg"])
+        confirm(GalleryWriter(index), ["event/0.jpg", "nowhere.jpg"])
     assert index.stored_metadata([staff[0].face_id])[staff[0].face_id] == {}  # nothing marked
-    assert confirm(index, ["event/0.jpg"]) == [staff[0].face_id]
+    assert confirm(GalleryWriter(index), ["event/0.jpg"]) == [staff[0].face_id]
     assert index.stored_metadata([staff[0].face_id])[staff[0].face_id] == {"stranger": True}
     again = calibrate(index, 0.05, sample=80)
     assert "event/0.jpg" not in {f["source"] for f in again.strangers_set_aside}
@@ -179,40 +180,66 @@ def test_faces_left_out_as_looking_enrolled_are_listed_and_a_person_can_confirm_
 def test_kept_faces_confirmed_are_read_below_their_cut_and_only_where_few_were_ingested(index):
     """Faces kept from searches (metadata `expires_at`, `below`) are strangers only once a person says so
     (`gallery stranger --kept`, after naming the enrolled among them); then a calibration with too few ingested
-    unlabelled faces reads them with their cut, the lowest threshold they were answered unknown under."""
+    unlabelled faces reads them with their cut, the threshold most were answered unknown under. Left out, and
+    said: those past their retention, those answered under another model or a laxer threshold."""
     from indexer.calibration import calibrate
     from indexer.tail import MIN_STRANGERS
 
     index.upsert(people(40, 2, spread=0.3))
     index.flush()
+    model = index.info().model_version
     enrolled = np.stack([r.vector for r in people(40, 2, spread=0.3)])
-    searched = [r.vector for r in people(MIN_STRANGERS + 40, 1, spread=0.3, seed=7, first=1000)]
+    searched = [r.vector for r in people(MIN_STRANGERS + 60, 1, spread=0.3, seed=7, first=1000)]
     best = np.max(np.stack(searched) @ enrolled.T, axis=1)
     cut = float(np.quantile(best, 0.97))
-    below = [v for v, b in zip(searched, best, strict=True) if b < cut][: MIN_STRANGERS + 20]
-    # most answered under the service's threshold; some under a caller's stricter one, some under a laxer one,
-    # whose searches' faces between it and the cut were never kept: those are left out
+    below = [v for v, b in zip(searched, best, strict=True) if b < cut][: MIN_STRANGERS + 40]
+    # most answered under the service's threshold; some under a caller's stricter one, some under a laxer one
+    # (their searches' faces between it and the cut were never kept), some under the model before a re-embed,
+    # some past their retention
     under = [cut + 0.02 if n % 10 == 0 else cut - 0.05 if n % 10 == 5 else cut for n in range(len(below))]
-    kept = [FaceRow(f"search:{n:016x}#0", UNLABELLED, v, face_id(f"search{n}"), {"expires_at": 2_000_000_000,
-                                                                                 "below": t})
-            for n, (v, t) in enumerate(zip(below, under, strict=True))]
-    read = [r for r, t in zip(kept, under, strict=True) if t >= cut]
+    meta = [{"expires_at": 100 if n % 20 == 7 else 2_000_000_000, "below": t,
+             "below_model": "another/1" if n % 20 == 3 else model} for n, t in enumerate(under)]
+    kept = [FaceRow(f"search:{n:016x}#0", UNLABELLED, v, face_id(f"search{n}"), m)
+            for n, (v, m) in enumerate(zip(below, meta, strict=True))]
+    read = [r for r, m in zip(kept, meta, strict=True) if m["below"] >= cut and m["expires_at"] > 1000
+            and m["below_model"] == model]
     ingested = [FaceRow(f"u{n}", UNLABELLED, r.vector, face_id(f"u{n}"))
                 for n, r in enumerate(people(3, 1, spread=0.3, seed=9, first=3000))]
     index.upsert(kept + ingested)
     index.flush()
     assert len(kept_strangers(index, np.random.default_rng(0)).vectors) == 0  # nobody confirmed them yet
-    assert calibrate(index, 0.05, sample=80).strangers == 3
-    marked = confirm_kept(index)
-    assert marked == sorted(r.face_id for r in kept) and confirm_kept(index) == []  # the ingested ones untouched
-    assert [f for f, m in index.stored_metadata([r.face_id for r in ingested]).items() if m] == []
+    waiting = calibrate(index, 0.05, sample=80)
+    assert waiting.strangers == 3 and waiting.kept_faces["unconfirmed"] == len(kept) - 7
+    assert any(f"{len(kept) - 7} faces kept from searches wait to be judged" in line for line in waiting.lines())
+    marked, before = confirm_kept(GalleryWriter(index))
+    alive = sorted(r.face_id for r, m in zip(kept, meta, strict=True) if m["expires_at"] > 1000)
+    assert (marked, before) == (alive, 0) and confirm_kept(GalleryWriter(index)) == ([], len(alive))
+    assert [f for f, m in index.stored_metadata([r.face_id for r in ingested]).items() if m] == []  # untouched
     found = kept_strangers(index, np.random.default_rng(0))
     assert sorted(found.face_ids) == sorted(r.face_id for r in read) and found.confirmed.all()
     assert found.cut == pytest.approx(cut, abs=1e-6)
+    assert found.counts == {"kept": len(kept), "expired": 7, "unconfirmed": 0, "other_model": 7,
+                            "laxer": len(kept) - 14 - len(read), "confirmed": len(read)}
     assert len(ingested_unlabelled(index, np.random.default_rng(0)).vectors) == 3
     result = calibrate(index, 0.05, sample=80)
     check = result.strangers_check
     assert result.strangers == len(read) and check is not None and check["cut"] == pytest.approx(cut, abs=1e-6)
-    assert check["beyond"] > 0 and check["threshold"] < cut
-    assert any(f"{len(read)} faces kept from searches counted as strangers too" in line for line in result.lines())
-    assert any(f"answered unknown below {cut:.4f}" in line for line in result.lines())
+    assert check["beyond"] > 0 and check["threshold"] < cut and result.kept_faces["read"]
+    lines = "\n".join(result.lines())
+    assert f"{len(read)} faces kept from searches counted as strangers too" in lines
+    assert f"answered unknown below {cut:.4f}" in lines and "answered under a laxer threshold" in lines
+    assert "left out: 7 past their retention, 7 answered under another model" in lines
+
+
+def test_kept_faces_do_not_crowd_ingested_ones_out_of_the_draw(index):
+    """Told apart by their source before the draw: thousands kept from searches leave the ingested ones whole."""
+    from indexer.strangers import STRANGERS
+
+    rows = [FaceRow(f"search:{n:016x}#0", UNLABELLED, r.vector, face_id(f"k{n}"), {"expires_at": 2_000_000_000,
+                                                                                   "below": 0.9})
+            for n, r in enumerate(people(2 * STRANGERS + 200, 1, spread=0.3, seed=4, first=5000))]
+    ingested = [FaceRow(f"walk-ins/{n}.jpg", UNLABELLED, r.vector, face_id(f"w{n}"))
+                for n, r in enumerate(people(50, 1, spread=0.3, seed=5, first=9000))]
+    index.upsert(rows + ingested)
+    index.flush()
+    assert len(ingested_unlabelled(index, np.random.default_rng(0)).vectors) == 50

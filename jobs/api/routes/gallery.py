@@ -56,7 +56,7 @@ async def confirm_strangers(_: WriteKey, service: ServiceDep, request: Request, 
     that is no unlabelled face is a 404, and nothing is marked."""
     from indexer.strangers import confirm
 
-    marked = [str(f) for f in await asyncio.to_thread(confirm, service.index, body.sources)]
+    marked = [str(f) for f in await asyncio.to_thread(confirm, service.writer, body.sources)]
     note(request, face_ids=marked)
     return StrangersOut(face_ids=marked)
 
@@ -69,6 +69,7 @@ async def confirm_kept_strangers(_: WriteKey, service: ServiceDep, request: Requ
     below the threshold of their day."""
     from indexer.strangers import confirm_kept
 
-    marked = [str(f) for f in await asyncio.to_thread(confirm_kept, service.index)]
-    note(request, face_ids=marked)
+    found, _ = await asyncio.to_thread(confirm_kept, service.writer)
+    marked = [str(f) for f in found]
+    note(request, face_ids=marked, kept=True)
     return StrangersOut(face_ids=marked)

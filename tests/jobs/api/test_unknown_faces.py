@@ -60,3 +60,39 @@ def test_unknown_faces_are_kept_only_when_enabled(milvus_uri, collection_name, t
     assert service.purge_expired(now=time.time() + 2 * 86400) == 2
     service.close()
     assert unlabelled(settings) == [] and not {r["id"] for r in kept} & set(archive.live_versions())
+
+
+@pytest.mark.stores("lite")
+def test_a_photo_searched_again_keeps_what_a_person_said_of_its_faces(milvus_uri, collection_name, tiny_model_dir,
+                                                                      tmp_path):
+    """Confirmed a stranger through the API, a kept face stays confirmed when its photo is searched again (a retry,
+    a client sending it twice), with the higher of the two thresholds it was answered under; the archive holds the
+    mark too, for a re-embed to carry. A face named since is never made unlabelled again."""
+    settings = Settings(model=tiny_model_dir, api_keys=ENTRY, milvus_uri=milvus_uri, gallery=collection_name,
+                        archive_uri=str(tmp_path / "archive"), keep_unknown_faces=True)
+    with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60) as api:
+        assert api.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))],
+                        headers=H).status_code == 201
+
+        def search(data, threshold):
+            found = api.post("/v1/search", files={"image": ("p.png", data, "image/png")},
+                             data={"threshold": threshold}, headers=H)
+            assert found.status_code == 200 and found.json()["faces"][0]["identity"] is None
+
+        search(png(7), "0.99")
+        search(png(8), "0.99")
+        confirmed = api.post("/v1/gallery/strangers/kept", headers=H).json()["face_ids"]
+        assert len(confirmed) == 2
+        named = api.post("/v1/identities/bob/name", json={"face_ids": [confirmed[1]], "proceed": True}, headers=H)
+        assert named.status_code == 200, named.text
+        search(png(7), "0.995")
+        search(png(7), "0.98")
+        assert api.post("/v1/search", files={"image": ("p.png", png(8), "image/png")}, data={"threshold": "1"},
+                        headers=H).status_code == 200  # bob's own photo, at a threshold it may miss by a rounding
+        assert api.get("/v1/identities/bob", headers=H).json()["faces"][0]["face_id"] == confirmed[1]
+    kept = {r["id"]: r["metadata"] for r in unlabelled(settings)}
+    [(face, metadata)] = kept.items()
+    assert metadata["stranger"] is True and metadata["below"] == 0.995
+    assert metadata["below_model"] == IdentityService.open(settings).embedder.spec.version
+    [entry] = FaceArchive(str(tmp_path / "archive"), collection_name).entries({face})
+    assert '"stranger": true' in entry.metadata

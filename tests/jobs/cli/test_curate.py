@@ -266,12 +266,12 @@ def test_gallery_stranger_kept_confirms_every_face_kept_from_searches(gallery, c
     assert main(["gallery", "stranger"]) == 2
     assert "give the sources of unlabelled faces, or --kept" in capsys.readouterr().err
     assert main(["gallery", "stranger", "--kept"]) == 0
-    assert "2 face(s) kept from searches confirmed as strangers" in capsys.readouterr().out
+    assert "2 face(s) kept from searches confirmed as strangers (0 before)" in capsys.readouterr().out
     marks = gallery.stored_metadata([r.face_id for r in [*kept, ingested]])
     assert [marks[r.face_id].get("stranger") for r in [*kept, ingested]] == [True, True, None]
     assert main(["gallery", "stranger", "--kept"]) == 0
-    assert "0 face(s) kept from searches" in capsys.readouterr().out
-    assert [r["action"] for r in read(tmp_path / "audit")] == ["confirm_strangers", "confirm_strangers"]
+    assert "no face kept from searches left to confirm (2 confirmed before)" in capsys.readouterr().out
+    assert [(r["action"], r.get("kept")) for r in read(tmp_path / "audit")] == [("confirm_strangers", True)] * 2
 
 
 def test_calibrate_takes_the_tail_reference_its_model_kept_after_the_gallery_was_made(tmp_path, monkeypatch,
