@@ -307,6 +307,11 @@ class FaceIndex:
         for row in self._scan(SEARCH_AMONG["labelled"], ["id", "identity"]):
             yield int(row["id"]), row["identity"]
 
+    def labelled_sources(self) -> Iterator[tuple[int, str, str]]:
+        """(face id, identity, source) of every face that has an identity."""
+        for row in self._scan(SEARCH_AMONG["labelled"], ["id", "identity", "source"]):
+            yield int(row["id"]), row["identity"], row["source"]
+
     def unlabelled_faces(self) -> Iterator[tuple[int, str]]:
         """(face id, source) of every face nobody has named yet."""
         for row in self._scan(SEARCH_AMONG["unlabelled"], ["id", "source"]):

@@ -211,3 +211,20 @@ def test_the_fnir_is_said_to_read_high_where_people_have_two_faces():
     assert "FNIR reads high" in "\n".join(two.lines())
     five = replace(two, faces=1500, nonmated_trials=1500, mated_trials=1500)
     assert "FNIR reads high" not in "\n".join(five.lines())
+
+
+def test_faces_named_from_searches_are_no_known_person_trials(index):
+    """A face named from those a search kept was kept because a threshold missed it: as a known-person trial it
+    would count that miss again. Here each person has two ordinary photos and one named from a search that looks
+    like nobody: the misses are left out, and the known-person trials are the ordinary photos' own."""
+    from dataclasses import replace
+
+    plain = people(30, 2, spread=0.2, dim=16)
+    rng = np.random.default_rng(5)
+    odd = [FaceRow(f"search:{n:016x}#0", row.identity, (v := rng.normal(size=16)) / np.linalg.norm(v),
+                   face_id(f"searched {n}")) for n, row in enumerate(plain[::2])]
+    index.upsert(plain + [replace(r, vector=r.vector.astype(np.float32)) for r in odd])
+    index.flush()
+    result = calibrate(index, 0.05, sample=200, method="top1")
+    assert result.mated_trials == 60 and result.fnir < 0.1  # 30 of 90 misses, counted, would read 1/3 or more
+    assert result.nonmated_trials == 90
