@@ -101,6 +101,9 @@ class GalleryCalibration:
     # tail, where faces were kept from searches: how many were looked at, confirmed, left out and why, and whether
     # they were read (indexer.strangers.kept_strangers)
     kept_faces: dict | None = None
+    # tail: the faces kept from searches nobody has judged, those most like someone enrolled first, as
+    # strangers_set_aside gives its faces (indexer.strangers.unjudged_nearest)
+    kept_nearest: list[dict] = field(default_factory=list)
     # tail, a gallery alone below indexer.reference.REFERENCE_BELOW people with a model that kept a tail reference:
     # the model's held-out identities and the threshold each opinion gives for the target (Stricter.opinions)
     reference: dict | None = None
@@ -192,7 +195,12 @@ class GalleryCalibration:
                         f"{MIN_STRANGERS} on, with fewer than {MIN_STRANGERS} unlabelled faces ingested)")
         if kept["unconfirmed"]:
             said.append(f"{kept['unconfirmed']} faces kept from searches wait to be judged: name the people among "
-                        f"them, then `arcmatch gallery stranger --kept` counts the rest")
+                        f"them (`arcmatch gallery name IDENTITY SOURCE`), then `arcmatch gallery stranger --kept` "
+                        f"counts the rest")
+        if self.kept_nearest:
+            said.append("the most like someone enrolled: " + "; ".join(
+                f"{f['source']} like {shown(f['like'])} ({f['score']:.3f})" for f in self.kept_nearest[:5])
+                + (" ..." if len(self.kept_nearest) > 5 else ""))
         if kept["expired"] or kept["other_model"]:
             said.append("faces kept from searches left out: " + ", ".join(
                 f"{n} {why}" for n, why in ((kept["expired"], "past their retention"),

@@ -30,7 +30,7 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     set aside: suspected duplicates, strangers that looked enrolled. Pairs a person confirmed are different people
     (indexer/distinct.py) are never set aside: they are the strongest impostor evidence there is."""
     from indexer.distinct import pairs
-    from indexer.strangers import fit_with_strangers, ingested_unlabelled, kept_strangers, set_aside
+    from indexer.strangers import fit_with_strangers, ingested_unlabelled, kept_strangers, set_aside, unjudged_nearest
     from indexer.tail import MIN_STRANGERS, clustered, directly, resampled, truncated
 
     ids, names = labelled_faces(index)
@@ -70,6 +70,8 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
         "suspects": suspects, "strangers": int(len(unlabelled.vectors) - dropped.sum()),
         "strangers_dropped": int(dropped.sum()), "tail_check": check, "strangers_check": strangers_check,
         "kept_faces": kept_faces if kept_faces["kept"] else None,
+        "kept_nearest": unjudged_nearest(index, rng, matrix, names[chosen].astype(str))
+        if kept_faces["unconfirmed"] else [],
         "strangers_set_aside": set_aside(unlabelled, dropped, matrix, names[chosen].astype(str))}
 
 

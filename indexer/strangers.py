@@ -169,6 +169,20 @@ def _marked(writer, faces: list[int]) -> list[int]:
     return sorted(rows)
 
 
+def unjudged_nearest(index, rng: np.random.Generator, vectors: np.ndarray, labels: np.ndarray, now: float | None = None,
+                     shown: int = SHOWN) -> list[dict]:
+    """The faces kept from searches that nobody has judged yet (unconfirmed, within their retention), those most
+    like someone enrolled first (at most `shown`), as set_aside gives its faces: where the enrolled people a
+    threshold missed are, for a person to name before confirming the rest (`gallery stranger --kept`). Without
+    this list they hide among hundreds of one-face clusters that the review page does not show."""
+    now = time.time() if now is None else now
+    unjudged, _ = _drawn(index, rng, STRANGERS, kept=True, wanted=lambda m: isinstance(m.get(KEPT), (int, float))
+                         and m[KEPT] >= now and m.get(CONFIRMED) is not True)
+    if not len(unjudged.vectors) or not len(vectors):
+        return []
+    return set_aside(unjudged, np.ones(len(unjudged.vectors), bool), vectors, labels, shown)
+
+
 def set_aside(unlabelled: Unlabelled, dropped: np.ndarray, vectors: np.ndarray, labels: np.ndarray,
               shown: int = SHOWN) -> list[dict]:
     """The unlabelled faces dropped as looking enrolled, the most alike first (at most `shown`): where each came

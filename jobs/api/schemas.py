@@ -241,6 +241,10 @@ class GalleryCalibrationOut(BaseModel):
                                     "`ingested`), at the `cut`; left out: `unconfirmed` (to judge: POST "
                                     "/v1/gallery/strangers/kept once the people among them are named), `expired`, "
                                     "answered under another model (`other_model`) or a laxer threshold (`laxer`)")
+    kept_nearest: list[dict] = Field([], description="tail: faces kept from searches that nobody has judged, the "
+                                     "most like someone enrolled first (at most 20), as `strangers_set_aside` "
+                                     "gives its faces: the enrolled people a threshold missed are among them; name "
+                                     "them, then confirm the rest (POST /v1/gallery/strangers/kept)")
     reference: dict | None = Field(None, description="tail, a gallery alone below 300 people whose model kept a "
                                    "tail reference (`arcmatch eval --calibrate`): the model's held-out "
                                    "`identities`, and the threshold the gallery's own tail (`own_threshold`) and "

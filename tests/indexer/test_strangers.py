@@ -211,6 +211,13 @@ def test_kept_faces_confirmed_are_read_below_their_cut_and_only_where_few_were_i
     waiting = calibrate(index, 0.05, sample=80)
     assert waiting.strangers == 3 and waiting.kept_faces["unconfirmed"] == len(kept) - 7
     assert any(f"{len(kept) - 7} faces kept from searches wait to be judged" in line for line in waiting.lines())
+    nearest = waiting.kept_nearest  # where the people a threshold missed would be: the most like someone first
+    assert len(nearest) == 20 and all(f["source"].startswith("search:") for f in nearest)
+    assert [f["score"] for f in nearest] == sorted((f["score"] for f in nearest), reverse=True)
+    alive = [v for v, m in zip(below, meta, strict=True) if m["expires_at"] > 1000]
+    assert nearest[0]["score"] == pytest.approx(float(np.max(np.stack(alive) @ enrolled.T)), abs=1e-4)
+    assert all(f["like"].startswith("person ") for f in nearest)
+    assert any(line.startswith("the most like someone enrolled: search:") for line in waiting.lines())
     marked, before = confirm_kept(GalleryWriter(index))
     alive = sorted(r.face_id for r, m in zip(kept, meta, strict=True) if m["expires_at"] > 1000)
     assert (marked, before) == (alive, 0) and confirm_kept(GalleryWriter(index)) == ([], len(alive))

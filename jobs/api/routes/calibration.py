@@ -23,8 +23,9 @@ def _out(found, index) -> GalleryCalibrationOut | None:
     from indexer.strangers import now
 
     fields = asdict(found)
-    fields["strangers_set_aside"] = [{**f, "face_id": str(f["face_id"])} if f.get("face_id") is not None else f
-                                     for f in now(index, fields["strangers_set_aside"])]
+    for listed in ("strangers_set_aside", "kept_nearest"):
+        fields[listed] = [{**f, "face_id": str(f["face_id"])} if f.get("face_id") is not None else f
+                          for f in now(index, fields[listed])]
     return GalleryCalibrationOut(**fields)
 
 

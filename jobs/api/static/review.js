@@ -331,8 +331,8 @@ function strayCard(s) {
 // a face the last calibration left out as looking like someone enrolled: their photo (name it), or a stranger who
 // resembles them (confirm it: the next calibration counts it, and strict targets are made of such faces)
 function setAsideCard(f) {
-  const card = photoCard("set-aside", `left out of the calibration: looks like ${f.like} (${f.score.toFixed(2)})`,
-    f.face_id, `from ${f.source}`);
+  const card = photoCard(f.kept ? "kept-nearest" : "set-aside", (f.kept ? "kept from a search, not judged yet" :
+    "left out of the calibration") + `: looks like ${f.like} (${f.score.toFixed(2)})`, f.face_id, `from ${f.source}`);
   card.append(personRow(f.like), actionRow(
     button(`It is ${f.like}`, { name: f.like }, () => nameAsideFace(f)),
     button("Nobody enrolled", { stranger: f.face_id }, async () => {
@@ -347,9 +347,13 @@ async function nameAsideFace(f) {
   await resolved(`face ${f.face_id} is now ${f.like}'s`);
 }
 
+// ... and the faces kept from searches nobody has judged, the most like someone enrolled first: the people a
+// threshold missed are among them, to name before the rest are confirmed strangers
 async function setAside() {
   const { gallery } = await json("/v1/calibration");
-  return ((gallery && gallery.strangers_set_aside) || []).filter((f) => f.now === "unlabelled" && f.face_id);
+  const open = (list, kept) => (list || []).filter((f) => f.now === "unlabelled" && f.face_id)
+    .map((f) => ({ ...f, kept }));
+  return gallery ? [...open(gallery.strangers_set_aside, false), ...open(gallery.kept_nearest, true)] : [];
 }
 
 async function checkHealth() {

@@ -313,7 +313,12 @@ def test_faces_the_calibration_left_out_are_named_or_confirmed_in_the_browser(tm
             staff = set_aside_gallery(uri, "faces")
             client = connect(uri)
             index = FaceIndex(client, Galleries(client, "faces").serving())
-            shown = [int(s["face_id"]) for s in staff.values()] + [
+            near = index.rows([f for f, name in index.labelled_faces() if name == "person 2"])
+            missed = FaceRow("search:00000000000000aa#0", UNLABELLED, next(iter(near.values())).vector,
+                             9_000_001, {"expires_at": 2_000_000_000, "below": 0.99})  # kept: a miss, not judged
+            index.upsert([missed])
+            index.flush()
+            shown = [int(s["face_id"]) for s in staff.values()] + [missed.face_id] + [
                 f for f, name in index.labelled_faces() if name in ("person 0", "person 1")]
             FaceArchive(archive_root, "faces").write([  # the pictures a person looks at
                 ArchivedFace(r.face_id, r.identity, r.source, "{}", "photo", encode(picture(png(n % 40, n))))
@@ -342,4 +347,10 @@ def test_faces_the_calibration_left_out_are_named_or_confirmed_in_the_browser(tm
             page.locator(f"{other} button[data-stranger]").click()  # "Nobody enrolled"
             playwright.expect(page.locator(other)).to_have_count(0)
             assert "counts as a stranger" in page.locator("#status").inner_text()
+
+            kept = f'.finding.kept-nearest[data-face="{missed.face_id}"]'  # the person a threshold missed
+            assert "kept from a search, not judged yet: looks like person 2" in page.locator(kept).inner_text()
+            page.locator(f'{kept} button[data-name="person 2"]').click()
+            playwright.expect(page.locator(kept)).to_have_count(0)
+            page.wait_for_selector('.identity[data-identity="person 2"] h3:has-text("3 faces")')
     assert [m for m in problems if "404" not in m] == []  # never clustered: the page hears 404 for its clusters
