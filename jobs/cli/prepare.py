@@ -65,5 +65,4 @@ def _prepare_parquet(args: argparse.Namespace) -> int:
         print(f"{len(summary.emptied)} identit{'y' if len(summary.emptied) == 1 else 'ies'} left out, none of their "
               f"files kept: {', '.join(shown(n) for n in summary.emptied[:5])}"
               + (" ..." if len(summary.emptied) > 5 else ""))
-        return EXIT_PARTIAL
-    return EXIT_OK
+    return EXIT_PARTIAL if summary.skipped else EXIT_OK
