@@ -37,6 +37,8 @@ SEARCH_BATCH = 256
 THRESHOLD_FROM = {"given": "threshold given", "neighbours": "the gallery's own neighbour statistics",
                   "raised": "the gallery's own neighbour statistics, raised to where the method's clusters agree "
                             "best with Chinese whispers'",
+                  "kept": "the gallery's own neighbour statistics, where the method's clusters agree best with "
+                          "Chinese whispers' already",
                   "gallery": "the gallery's calibration", "model": "the model's threshold"}
 RAY_FROM = 20_000  # faces: fewer are searched from the driver (a second of searching vs ~10 s of actor start-up)
 
@@ -226,7 +228,8 @@ def cluster(
                            unit="clusterings") as bar:
             raised = raised_threshold(graph, fitted.threshold, fitted.same_mean, method, seed=seed,
                                       each=lambda t: bar.update(1, note=f"{t:.3f}"))
-        summary.threshold, summary.threshold_source, labels = raised.threshold, "raised", raised.labels
+        source = "raised" if raised.threshold > fitted.threshold else "kept"  # it may stay where it was
+        summary.threshold, summary.threshold_source, labels = raised.threshold, source, raised.labels
         summary.agreement = raised.agreement
         graph = graph.above(raised.threshold)
         summary.seconds["threshold"] = time.perf_counter() - started

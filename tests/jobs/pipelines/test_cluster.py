@@ -93,7 +93,8 @@ def test_edges_count_from_the_given_threshold_then_the_neighbours_then_the_calib
     assert enough.threshold_source == "neighbours" and 0.3 < enough.threshold < 0.8
     assert "the gallery's own neighbour statistics" in enough.lines()[0]
     chaining = cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection, k=8, method="connected")
-    assert chaining.threshold_source == "raised" and chaining.threshold >= enough.threshold
+    assert chaining.threshold >= enough.threshold  # raised, or kept where it agrees best already: said which
+    assert chaining.threshold_source == ("raised" if chaining.threshold > enough.threshold else "kept")
     assert "agree best with Chinese whispers'" in chaining.lines()[0] and chaining.agreement is not None
 
 
