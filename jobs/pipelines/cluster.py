@@ -52,6 +52,7 @@ class ClusterRunSummary:
     singletons: int = 0
     largest: int = 0
     kept_ids: int = 0  # clusters whose id the previous run already had
+    expired: int = 0  # faces kept from searches past their retention, left out (the service deletes them now and then)
     method: str = ""
     threshold: float = 0.0
     threshold_source: str = ""
@@ -62,8 +63,9 @@ class ClusterRunSummary:
 
     def lines(self) -> list[str]:
         agreed = f" (BCubed F {self.agreement:.3f} between the two)" if self.agreement is not None else ""
-        return [f"{self.collection}: {self.faces} unlabelled faces, {self.edges} edges at or above {self.threshold:.4f}"
-                f" ({THRESHOLD_FROM[self.threshold_source]}{agreed}; k {self.k})",
+        past = f" ({self.expired} kept from searches past their retention left out)" if self.expired else ""
+        return [f"{self.collection}: {self.faces} unlabelled faces{past}, {self.edges} edges at or above "
+                f"{self.threshold:.4f} ({THRESHOLD_FROM[self.threshold_source]}{agreed}; k {self.k})",
                 f"{self.method}: {self.clusters} clusters of two faces or more (largest {self.largest}), "
                 f"{self.singletons} faces alone; {self.kept_ids} clusters kept their id from the previous run",
                 "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())]
@@ -202,7 +204,9 @@ def cluster(
     started = time.perf_counter()
     with console.stage("scan", unit="faces", bar=False):
         ids = np.fromiter((f for f, _ in index.unlabelled_faces()), dtype=np.int64)
-    ids.sort()
+        expired = np.fromiter(index.expired_unlabelled(int(time.time())), dtype=np.int64)
+    ids = np.sort(ids[~np.isin(ids, expired)])  # personal data past its retention is no one's cluster
+    summary.expired = len(expired)
     if not len(ids):
         raise NotFound(f"gallery {gallery!r} has no unlabelled faces (ingest some with --unlabelled)")
     summary.faces = len(ids)

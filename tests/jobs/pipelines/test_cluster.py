@@ -66,6 +66,18 @@ def test_cluster_groups_unnamed_faces_and_keeps_ids_when_faces_arrive(ray_local,
 
 
 @pytest.mark.stores("lite")
+def test_faces_kept_from_searches_past_their_retention_are_no_ones_cluster(gallery, milvus_uri, tmp_path):
+    from dataclasses import replace
+
+    rows = unnamed(people(3, 3, spread=0.2, dim=DIM))
+    past = {"expires_at": 100, "kept_from": "search"}  # the service deletes them only now and then
+    write(gallery, rows[:6] + [replace(r, metadata=past) for r in rows[6:]])
+    summary = cluster(milvus=milvus_uri, root=str(tmp_path), gallery=gallery.collection, k=4, threshold=0.5)
+    assert (summary.faces, summary.expired) == (6, 3)
+    assert "(3 kept from searches past their retention left out)" in summary.lines()[0]
+
+
+@pytest.mark.stores("lite")
 def test_cluster_says_what_is_missing(gallery, milvus_uri, tmp_path):
     write(gallery, people(2, 2, spread=0.4, dim=DIM))
     with pytest.raises(NotFound, match="no unlabelled faces"):
