@@ -70,6 +70,12 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return argparse.Namespace(**{**vars(args), **vars(ours)})
 
 
+def _said_by(args: argparse.Namespace) -> str:
+    """Who speaks in an error line: the command, and its action where it has one (`arcmatch gallery stranger`)."""
+    action = getattr(args, "action", None)
+    return f"arcmatch {args.command}" + (f" {action}" if isinstance(action, str) else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The CLI. Called without argv it owns the process (the `arcmatch` script) and keeps library logs off the
     terminal; called with argv (tests, scripts) it leaves the process's stderr alone."""
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except ArcmatchError as exc:  # the edge: our own errors are one line and their exit code
         if os.environ.get("ARCMATCH_DEBUG"):
             traceback.print_exc()
-        print(f"arcmatch {args.command}: {exc.kind}: {exc}", file=sys.stderr)
+        print(f"{_said_by(args)}: {exc.kind}: {exc}", file=sys.stderr)
         return exit_code(exc)
     except Exception as exc:  # a bug, or a foreign error not yet mapped: its first line, the details in the log
         logging.getLogger("arcmatch").error("arcmatch %s failed", args.command, exc_info=exc)
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         where = f" (traceback in {log_file()})" if log_file() else ""
-        print(f"arcmatch {args.command}: internal error: {type(exc).__name__}: {first}{where}", file=sys.stderr)
+        print(f"{_said_by(args)}: internal error: {type(exc).__name__}: {first}{where}", file=sys.stderr)
         return EXIT_INTERNAL
 
 
