@@ -71,6 +71,15 @@ class CalibrationWatch:
         """The stored calibration's status at the gallery's size now (None without a calibration)."""
         return None if found is None else found.status(self.size(found))
 
+    def count_now(self) -> int:
+        """Count the gallery's identities now, in this thread, and never re-calibrate: what a read (a search that
+        asks for a rate at the size now) may do. Returns the count."""
+        with self._busy:
+            began = time.time()
+            self.identities, self._count_began = count_identities(self.index), began
+            self._counted_at = time.monotonic()
+        return self.identities
+
     def poke(self, current: Callable[[], GalleryCalibration | None], *, wait: bool = False) -> None:
         """Count again (and re-calibrate if due): in a thread when the last count is older than every_s and none
         is running; with `wait`, now, in this thread, whatever the last count (after a running one finishes).

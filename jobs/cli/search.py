@@ -52,7 +52,7 @@ def search(args: argparse.Namespace) -> int:
     try:
         threshold = args.threshold
         if args.fpir is not None:
-            service.watch.poke(service.lookup.gallery_calibration, wait=True)  # the size now: the rate is at that size
+            service.watch.count_now()  # the size now: the rate is at that size (a search never re-calibrates)
             threshold = service.lookup.threshold(fpir=args.fpir)
         for path in args.images:
             try:

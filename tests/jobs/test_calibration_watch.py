@@ -64,6 +64,18 @@ def test_a_rate_asked_for_is_read_at_the_size_now(service):
         service.lookup.threshold(0.5, fpir=0.1)
 
 
+def test_a_search_that_asks_for_a_rate_counts_the_gallery_and_never_calibrates_it(service, tmp_path):
+    """`search --fpir` reads the rate at the size now: it counts, and leaves re-calibrating to the service's watch
+    and to ingestion, even where re-calibrating on growth is on (a read that wrote, and said nothing, was found)."""
+    enroll(service, range(30))
+    kept = service.calibrate(0.1)
+    enroll(service, range(30, 75))
+    service.watch.recalibrate = True
+    assert service.watch.count_now() == 75
+    assert service.lookup.gallery_calibration() == kept and not (tmp_path / "audit").exists()  # nothing written
+    assert service.lookup.threshold(fpir=0.1) > kept.threshold  # the same rate among more people: stricter
+
+
 def test_closing_waits_for_a_running_count_and_starts_none(service, caplog):
     """A count runs in the background on the service's client: closing the service waits for it, so no count
     ever calls a closed client (each such call failed, was retried and logged), and no count starts after."""
