@@ -74,6 +74,14 @@ def writable(*suffixes: str):
             raise argparse.ArgumentTypeError(f"{text}: the folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise argparse.ArgumentTypeError(f"{text}: this user cannot write in {folder}")
+        existed = path.exists()
+        try:  # where the folder's permissions do not tell (/proc, a read-only mount), trying does
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"{text}: cannot be written ({exc.strerror or exc})") from None
+        if not existed:
+            path.unlink(missing_ok=True)
         return text
 
     return check

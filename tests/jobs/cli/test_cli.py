@@ -54,7 +54,8 @@ def test_a_rate_or_threshold_out_of_range_is_refused_before_any_work(argv, says,
     (["eval", "--data", "d", "--roc", "."], ". is a folder: name a file in it"),
     (["ingest", "photos/", "--errors", "/nonexistent/e.csv"], "the folder /nonexistent does not exist"),
     (["ingest", "photos/", "--export-parquet", "/nonexistent/v.parquet"], "the folder /nonexistent does not exist"),
-], ids=["plot-folder", "plot-format", "roc-folder", "errors", "export"])
+    (["calibrate", "--plot", "/proc/curve.png"], "/proc/curve.png: cannot be written"),  # permissions say yes
+], ids=["plot-folder", "plot-format", "roc-folder", "errors", "export", "plot-unwritable"])
 def test_a_file_a_command_cannot_write_is_refused_before_its_work(argv, says, capsys):
     """Before, `ingest --errors /missing/e.csv` ingested every photo and then ended on an internal error."""
     with pytest.raises(SystemExit) as exc:
