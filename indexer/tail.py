@@ -251,7 +251,8 @@ def suspected_duplicates(scores: np.ndarray, names: np.ndarray, own: np.ndarray,
                          alpha: float = DUPLICATE_ALPHA, distinct: Pairs = frozenset()) -> list[Suspect]:
     """Identity pairs whose best cross score is so far out that fewer than `alpha` such pairs would be expected
     among all of the gallery's pairs by chance; never a pair in `distinct` (confirmed to be different people),
-    nor a stranger's row (it is known to be nobody enrolled)."""
+    nor a stranger's row (it is known to be nobody enrolled). A pair is judged by its most extreme score as each
+    probe's spread standardises it, and reported with its highest raw score (which may be another photo's)."""
     z = (scores - model.location[:, None]) / model.spread[:, None]
     pairs = len(names) * (len(names) - 1) / 2
     found: dict[tuple[int, int], Suspect] = {}
@@ -264,7 +265,10 @@ def suspected_duplicates(scores: np.ndarray, names: np.ndarray, own: np.ndarray,
             key = tuple(sorted((int(own[r]), int(c))))
             if key not in found or expected < found[key].expected_among_strangers:
                 found[key] = Suspect(str(names[key[0]]), str(names[key[1]]), float(scores[r, c]), expected)
-    return sorted(found.values(), key=lambda s: s.expected_among_strangers)
+    highest = {key: float(np.nanmax(np.concatenate([scores[own == key[0], key[1]], scores[own == key[1], key[0]]])))
+               for key in found}
+    return sorted((replace(s, score=max(s.score, highest[key])) for key, s in found.items()),
+                  key=lambda s: s.expected_among_strangers)
 
 
 def fit_gallery(vectors: np.ndarray, labels: np.ndarray, probes: np.ndarray | None = None, rounds: int = 2,
