@@ -83,12 +83,12 @@ def calibrate(args: argparse.Namespace) -> int:
         elif found is not None:
             print("\n".join(found.lines() + found.growth_lines(count_identities(index))))
         else:
-            print(f"{name}: no gallery calibration; the model's threshold {index.info().threshold} applies")
+            print(f"{name}: no gallery calibration; {_fallback(index)}")
         return EXIT_OK
     if args.clear:
         calibration.store(index, None)
         audit(settings, "calibration_clear", collection=name)
-        print(f"{name}: gallery calibration cleared; the model's threshold {index.info().threshold} applies")
+        print(f"{name}: gallery calibration cleared; {_fallback(index)}")
         return EXIT_OK
     if args.fpir is None:
         args.fpir = calibration.target_fpir(index)
@@ -105,3 +105,12 @@ def calibrate(args: argparse.Namespace) -> int:
         print("\n".join([f"{name}:", *result.lines(),
                          "(dry run: nothing kept)" if args.dry_run else "kept with the collection: searches use it"]))
     return EXIT_OK
+
+
+def _fallback(index) -> str:
+    """What a search of the gallery takes without its calibration: the model's threshold, or none at all."""
+    threshold = index.info().threshold
+    if threshold is None:
+        return ("its model was never calibrated either: a search needs a threshold (--threshold) until "
+                "`arcmatch calibrate` makes one")
+    return f"the model's threshold {threshold:.4f} applies"

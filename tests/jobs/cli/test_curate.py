@@ -75,7 +75,7 @@ def test_calibrate_reports_keeps_shows_and_clears(gallery, capsys, tmp_path):
     assert "the gallery has 400 identities, 80 when calibrated" in grown
     assert "no longer meets its target: run `arcmatch calibrate` again" in grown
     assert main(["calibrate", "--clear"]) == 0
-    assert stored(gallery) is None and "model's threshold 0.2 applies" in capsys.readouterr().out
+    assert stored(gallery) is None and "model's threshold 0.2000 applies" in capsys.readouterr().out
 
 
 def test_calibrate_says_what_is_wrong_in_one_line(gallery, capsys):
