@@ -491,7 +491,8 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
 
         if isinstance(estimator.model, Stricter):
             aside["reference"] = estimator.model.opinions(target_fpir, identities)
-        top1 = trials.threshold_for(target_fpir) if len(trials.nonmated) else None
+        # what `--method top1` would choose, where it would choose (it refuses fewer trials than 1 / target)
+        top1 = trials.threshold_for(target_fpir) if len(trials.nonmated) >= math.ceil(1.0 / target_fpir) else None
     else:
         needed = math.ceil(1.0 / target_fpir)
         if len(trials.nonmated) < needed:

@@ -178,6 +178,8 @@ def test_a_twenty_person_gallery_is_calibrated_with_its_wide_interval_said_plain
     assert "the interval is wide: at 20 identities the gallery cannot tell FPIR 0.01 from" in said
     assert "unlabelled faces of people not enrolled" in said
     assert "(`arcmatch eval --calibrate`, then `calibrate --model`) also lends its tail" in said
+    assert found.top1_threshold is None and "top-1 rule" not in said  # 40 trials: `--method top1` refuses 0.01
+    assert calibrate(index, 0.05).top1_threshold is not None  # 40 trials are enough for 1 in 20
 
 
 def test_a_tail_model_that_does_not_fit_the_gallery_says_so():
