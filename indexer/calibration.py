@@ -156,7 +156,8 @@ class GalleryCalibration:
             return []
         status = self.status(identities)
         out = [f"the gallery has {identities} identities, {self.identities} when calibrated: at this threshold "
-               f"about {status['fpir_now']:.4f} of strangers match now (estimated; target {self.target_fpir})"]
+               f"about {status['fpir_now']:.4f} of strangers match now (estimated; target {self.target_fpir}, met "
+               f"up to {STALE_FACTOR:g} times it, as a calibration's own estimate is no closer)"]
         if not status["meets_target"]:
             out.append("the threshold no longer meets its target: run `arcmatch calibrate` again (or set "
                        "ARCMATCH_RECALIBRATE_ON_GROWTH=true)")
@@ -176,7 +177,8 @@ class GalleryCalibration:
         return (f"FPIR {self.target_fpir} needs about {needed} confirmed strangers (`ingest --strangers`: "
                 f"{STRICT_CROSSINGS} of them crossing at it){f', {have} here' if have else ''}: from the gallery and "
                 f"its unlabelled faces alone a 0.1% target on 1,000 LFW-gray people let 0.26-0.30% through, from "
-                f"2,000 confirmed strangers 0.11%; a labelled hold-out (`arcmatch eval --fpir --gallery`) counts it")
+                f"2,000 confirmed strangers 0.11%; a labelled hold-out (`arcmatch eval --fpir --gallery-shape`) "
+                f"counts it")
 
     def _kept_lines(self) -> list[str]:
         """What became of the faces kept from searches (kept_faces): read, or why not, and what waits."""
@@ -283,7 +285,7 @@ class GalleryCalibration:
             out.append(f"the interval is wide: at {self.identities} identities the gallery cannot tell FPIR "
                        f"{self.target_fpir} from {self.fpir_interval[1]:.2g}; more people, unlabelled faces of "
                        f"people not enrolled (`ingest --strangers`, or `--unlabelled` where some may be), or a "
-                       f"labelled hold-out (`arcmatch eval --fpir --gallery`) narrow it{reference}")
+                       f"labelled hold-out (`arcmatch eval --fpir --gallery-shape`) narrow it{reference}")
         if self.reference:
             r = self.reference
             out.append(f"a second opinion, the tail of the model's {r['identities']} held-out identities beyond this "

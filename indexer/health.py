@@ -72,7 +72,7 @@ class Health:
         out += [f"  {n}" for n in self.notes]
         out.append(f"one person under two names? {len(self.duplicates)} pair(s)")
         out += [f"  {shown(s.first)} and {shown(s.second)}: best cross score {s.score:.3f} (strangers would give "
-                f"{s.expected_among_strangers:.2g} such pairs)" for s in self.duplicates]
+                f"{_expected(s.expected_among_strangers)} such pairs)" for s in self.duplicates]
         out.append(f"photos more like someone else than like the rest of their identity: {len(self.misfits)}")
         out += [f"  face {m.face_id} of {shown(m.identity)}: {m.own_best:.3f} with its own, {m.other_best:.3f} with "
                 f"{shown(m.other)}" for m in self.misfits]
@@ -165,3 +165,8 @@ def check_index(index) -> Health:
     matrix = np.stack([vectors[int(i)] for i in ids]) if len(ids) else np.zeros((0, index.info().dim), np.float32)
     return check(ids, matrix, names, passed, distinct=pairs(index), confirmed=np.asarray(confirmed, bool))
 
+
+def _expected(count: float) -> str:
+    """How many pairs strangers would give, as said: a fitted tail with an end gives exactly 0 beyond it, which is
+    the model's word, not a count of nothing."""
+    return f"{count:.2g}" if count >= 1e-3 else "fewer than 0.001"
