@@ -428,7 +428,7 @@ def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256) ->
 
     A face named from those a search kept (its source a kept face's) is no known-person trial, as a probe or as the
     face it should find: it was kept because the threshold of its day missed it, so counted it would count that
-    miss again (a QA gallery of 150 people, every second photo named from a search, read FNIR 0.83 where 8.4% of
+    miss again (a gallery of 150 LFW-gray people, every second photo named from a search, read FNIR 0.83 where 8.4% of
     new photos were missed). It is a non-mated trial like any other face."""
     from indexer.strangers import KEPT_SOURCE
 
