@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -57,7 +58,14 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         def provider() -> tuple[IdentityService, Any]:
             return built
 
-    app = FastAPI(title="arcmatch", version="1", description="One-shot face identity lookup.")
+    audit_log = AuditLog(settings.audit_root(), retention_days=settings.audit_retention_days)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        audit_log.close()  # its day's file, open for appends; a write after this opens it again
+
+    app = FastAPI(title="arcmatch", version="1", description="One-shot face identity lookup.", lifespan=lifespan)
     app.state.settings, app.state.keys, app.state.provider = settings, keys, provider
     app.state.galleries = GalleryServices(settings, provider)
     app.state.decode_slots = asyncio.Semaphore(settings.decode_concurrency)  # see Searcher.faces
@@ -68,7 +76,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     scopes = ScopeTable(app)  # each route's scope, from its own key dependency (jobs/api/scopes.py)
     app.add_middleware(Guard, keys=keys, scopes=scopes, limits=limits, timeout_s=settings.request_timeout_s,
                        default_gallery=settings.gallery)
-    app.add_middleware(Audit, audit_log=AuditLog(settings.audit_root(), retention_days=settings.audit_retention_days),
+    app.add_middleware(Audit, audit_log=audit_log,
                        scopes=scopes, searches=settings.audit_searches, gallery=settings.gallery)
     if settings.metrics:
         app.add_middleware(RequestMetrics, scopes=scopes)  # inside ServerTiming: it reads the phases collected there
