@@ -70,8 +70,7 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
         "suspects": suspects, "strangers": int(len(unlabelled.vectors) - dropped.sum()),
         "strangers_dropped": int(dropped.sum()), "tail_check": check, "strangers_check": strangers_check,
         "kept_faces": kept_faces if kept_faces["kept"] else None,
-        "kept_nearest": unjudged_nearest(index, rng, matrix, names[chosen].astype(str))
-        if kept_faces["unconfirmed"] else [],
+        "kept_nearest": unjudged_nearest(kept, matrix, names[chosen].astype(str)),
         "strangers_set_aside": set_aside(unlabelled, dropped, matrix, names[chosen].astype(str))}
 
 

@@ -63,6 +63,12 @@ class Unlabelled:
     rejected: list[frozenset[str]] | None = None  # whom a person said each is not ("not this person")
     cut: float | None = None  # kept from searches: the threshold below which they all scored (kept_strangers)
     counts: dict | None = None  # ... and how many were looked at, left out and why (kept_strangers)
+    unjudged: Unlabelled | None = None  # ... and those nobody has confirmed yet, within their retention
+
+    def subset(self, rows: list[int], **fields) -> Unlabelled:
+        """These rows of the faces (indices), with `fields` set."""
+        return Unlabelled(self.vectors[rows], self.confirmed[rows], [self.sources[n] for n in rows],
+                          [self.face_ids[n] for n in rows], [(self.rejected or [])[n] for n in rows], **fields)
 
 
 def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
@@ -79,18 +85,19 @@ def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS, now:
     cut (a caller's own), as the others of those searches that scored between it and the cut were never kept.
     Read with the cut taken into account (tail.truncated). Unconfirmed ones are not read: the enrolled people a
     threshold missed are kept too, and where half the searches were theirs a reading of every kept face reached
-    0.28-0.53% for a 1% target."""
+    0.28-0.53% for a 1% target. The unconfirmed ones come along as `unjudged` (unjudged_nearest)."""
     now = time.time() if now is None else now
     model = index.info().model_version
     drawn, metadata = _drawn(index, rng, limit, kept=True, wanted=lambda m: KEPT in m)
     counts = {"kept": len(drawn.face_ids), "expired": 0, "unconfirmed": 0, "other_model": 0, "laxer": 0}
-    usable = []
+    usable, unjudged = [], []
     for n, face in enumerate(drawn.face_ids):
         held = metadata[face]
         if not isinstance(held.get(KEPT), (int, float)) or held[KEPT] < now:
             counts["expired"] += 1
         elif held.get(CONFIRMED) is not True:
             counts["unconfirmed"] += 1
+            unjudged.append(n)
         elif held.get(BELOW_MODEL, model) != model or not isinstance(held.get(BELOW), (int, float)):
             counts["other_model"] += 1
         else:
@@ -103,9 +110,7 @@ def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS, now:
         counts["laxer"] = int((below < cut).sum())
         usable = [n for n, b in zip(usable, below, strict=True) if b >= cut]
     counts["confirmed"] = len(usable)
-    return Unlabelled(drawn.vectors[usable], drawn.confirmed[usable], [drawn.sources[n] for n in usable],
-                      [drawn.face_ids[n] for n in usable], [(drawn.rejected or [])[n] for n in usable], cut=cut,
-                      counts=counts)
+    return drawn.subset(usable, cut=cut, counts=counts, unjudged=drawn.subset(unjudged))
 
 
 def _drawn(index, rng: np.random.Generator, limit: int, *, kept: bool, wanted) -> tuple[Unlabelled, dict[int, dict]]:
@@ -169,16 +174,13 @@ def _marked(writer, faces: list[int]) -> list[int]:
     return sorted(rows)
 
 
-def unjudged_nearest(index, rng: np.random.Generator, vectors: np.ndarray, labels: np.ndarray, now: float | None = None,
-                     shown: int = SHOWN) -> list[dict]:
-    """The faces kept from searches that nobody has judged yet (unconfirmed, within their retention), those most
-    like someone enrolled first (at most `shown`), as set_aside gives its faces: where the enrolled people a
-    threshold missed are, for a person to name before confirming the rest (`gallery stranger --kept`). Without
-    this list they hide among hundreds of one-face clusters that the review page does not show."""
-    now = time.time() if now is None else now
-    unjudged, _ = _drawn(index, rng, STRANGERS, kept=True, wanted=lambda m: isinstance(m.get(KEPT), (int, float))
-                         and m[KEPT] >= now and m.get(CONFIRMED) is not True)
-    if not len(unjudged.vectors) or not len(vectors):
+def unjudged_nearest(kept: Unlabelled, vectors: np.ndarray, labels: np.ndarray, shown: int = SHOWN) -> list[dict]:
+    """The faces kept from searches that nobody has judged yet (kept_strangers' `unjudged`), those most like
+    someone enrolled first (at most `shown`), as set_aside gives its faces: where the enrolled people a threshold
+    missed are, for a person to name before confirming the rest (`gallery stranger --kept`). Without this list
+    they hide among hundreds of one-face clusters that the review page does not show."""
+    unjudged = kept.unjudged
+    if unjudged is None or not len(unjudged.vectors) or not len(vectors):
         return []
     return set_aside(unjudged, np.ones(len(unjudged.vectors), bool), vectors, labels, shown)
 
