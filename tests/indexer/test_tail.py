@@ -120,6 +120,20 @@ def test_the_interval_resamples_the_gallery_faces_too():
     assert low < model.fpir(t) < high
 
 
+def families(seed: int):
+    """(the generator, members(family indices) -> unit vectors, a gallery of 300 identities, their names):
+    identities in 60 families of look-alikes, a family's direction plus each member's own."""
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(60, DIM))
+
+    def members(family: np.ndarray) -> np.ndarray:
+        vectors = directions[family] + 2.0 * rng.normal(size=(len(family), DIM))
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    gallery = members(np.repeat(np.arange(60), 5))
+    return rng, members, gallery, np.array([f"p{i}" for i in range(len(gallery))])
+
+
 def test_strangers_own_best_scores_correct_a_sum_over_look_alike_identities():
     """Identities in families of look-alikes (a family's direction plus each member's own): a stranger of a family
     is like several of its members at once, so the model's sum over identities overstates how many strangers
@@ -129,15 +143,7 @@ def test_strangers_own_best_scores_correct_a_sum_over_look_alike_identities():
 
     corrected, plain = [], []
     for seed in range(5):
-        rng = np.random.default_rng(seed)
-        directions = rng.normal(size=(60, DIM))
-
-        def members(family: np.ndarray, directions=directions, rng=rng) -> np.ndarray:
-            vectors = directions[family] + 2.0 * rng.normal(size=(len(family), DIM))
-            return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-
-        gallery = members(np.repeat(np.arange(60), 5))
-        labels = np.array([f"p{i}" for i in range(len(gallery))])
+        rng, members, gallery, labels = families(seed)
         model, evidence, _, own = fit_gallery(gallery, labels, strangers=members(rng.integers(60, size=500)))
         scaled, check = clustered(model, evidence, own)
         assert check is not None and check["strangers"] == 500
@@ -157,15 +163,7 @@ def test_strangers_cut_off_at_a_threshold_are_read_as_if_whole():
 
     whole, cut_read, as_if_whole = [], [], []
     for seed in range(5):
-        rng = np.random.default_rng(seed)
-        directions = rng.normal(size=(60, DIM))
-
-        def members(family: np.ndarray, directions=directions, rng=rng) -> np.ndarray:
-            vectors = directions[family] + 2.0 * rng.normal(size=(len(family), DIM))
-            return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-
-        gallery = members(np.repeat(np.arange(60), 5))
-        labels = np.array([f"p{i}" for i in range(len(gallery))])
+        rng, members, gallery, labels = families(seed)
         searched = members(rng.integers(60, size=600))
         best = (searched @ gallery.T).max(axis=1)
         cut = float(np.quantile(best, 0.975))

@@ -48,6 +48,13 @@ def chromium(problems: list[str], height: int):
             browser.close()
 
 
+def signed_in(page, site: str) -> None:
+    """The review page opened, with the test's key given as a person types it."""
+    page.goto(f"{site}/review")
+    page.fill("#key", KEY)
+    page.click("#key-form button")
+
+
 @pytest.fixture
 def site(tmp_path, tiny_model_dir):
     uri, archive_root = str(tmp_path / "review.db"), str(tmp_path / "archive")
@@ -118,9 +125,7 @@ def test_the_faces_kept_from_searches_are_confirmed_strangers_in_the_browser(sit
     client.close()
     problems: list[str] = []
     with chromium(problems, 900) as page:
-        page.goto(f"{site}/review")
-        page.fill("#key", KEY)
-        page.click("#key-form button")
+        signed_in(page, site)
         page.wait_for_selector(".cluster")
         asked: list[str] = []
         page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
@@ -149,9 +154,7 @@ def test_a_key_that_fails_leaves_nothing_of_the_last_one_and_a_long_name_wraps(s
     probe.write_bytes(png(1))
     problems: list[str] = []
     with chromium(problems, 900) as page:
-        page.goto(f"{site}/review")
-        page.fill("#key", KEY)
-        page.click("#key-form button")
+        signed_in(page, site)
         page.wait_for_selector(f'.identity[data-identity="{long_name}"]')
         page.wait_for_selector(".cluster")
         assert page.evaluate("document.documentElement.scrollWidth") <= 1200  # the page is no wider than the window
@@ -174,9 +177,7 @@ def test_people_beyond_the_first_page_are_a_click_away(site):
                             data={"proceed": "true"}).status_code == 201
     problems: list[str] = []
     with chromium(problems, 900) as page:
-        page.goto(f"{site}/review")
-        page.fill("#key", KEY)
-        page.click("#key-form button")
+        signed_in(page, site)
         playwright.expect(page.locator(".identity")).to_have_count(50)
         assert "more to come" in page.locator("#identities-count").inner_text()
         page.click("#identities-more")
@@ -223,9 +224,7 @@ def test_the_health_section_resolves_what_the_check_finds_in_the_browser(gallery
         page.on("dialog", lambda dialog: dialog.accept())  # the merge asks first
         missing: list[str] = []
         page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
-        page.goto(f"{site}/review")
-        page.fill("#key", KEY)
-        page.click("#key-form button")
+        signed_in(page, site)
         page.click("#health-check")
         twins = '.finding.duplicate[data-first="person 7"][data-second="person 7 again"]'
         page.wait_for_selector(twins)
@@ -328,9 +327,7 @@ def test_faces_the_calibration_left_out_are_named_or_confirmed_in_the_browser(tm
         first, second = staff["event/0.jpg"], staff["event/1.jpg"]
         problems: list[str] = []
         with chromium(problems, 1400) as page:
-            page.goto(f"{site}/review")
-            page.fill("#key", KEY)
-            page.click("#key-form button")
+            signed_in(page, site)
             page.click("#health-check")
             card = f'.finding.set-aside[data-face="{first["face_id"]}"]'
             page.wait_for_selector(card)
