@@ -216,8 +216,9 @@ class GalleryDetail:
     model_version: str
     # the FPIR a calibration aims at when the request names none
     target_fpir: float
-    # faces held, unlabelled ones included
-    faces: int
+    # faces held, unlabelled ones included; null in a listing while the store cannot count this gallery (its
+    # collection loading after a restart): ask again shortly
+    faces: int | None
     # the service's default gallery: the one its routes outside /v1/galleries/{gallery} serve
     default: bool
     # what the service serves of this gallery, as /v1/ready says for the default
@@ -247,8 +248,9 @@ class Gallery:
     model_version: str
     # the FPIR a calibration aims at when the request names none
     target_fpir: float
-    # faces held, unlabelled ones included
-    faces: int
+    # faces held, unlabelled ones included; null in a listing while the store cannot count this gallery (its
+    # collection loading after a restart): ask again shortly
+    faces: int | None
     # the service's default gallery: the one its routes outside /v1/galleries/{gallery} serve
     default: bool
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from common.errors import BadInput, Conflict, NotFound
+from common.errors import BadInput, Conflict, NotFound, Unavailable
 from indexer.archive import FaceArchive
 from indexer.galleries import Galleries, check_gallery
 from indexer.store import CollectionInfo, FaceIndex
@@ -20,11 +20,12 @@ from indexer.store import CollectionInfo, FaceIndex
 
 @dataclass(frozen=True)
 class Summary:
-    """What a listing says of a gallery: the model it is served by, its faces, its calibrations' target."""
+    """What a listing says of a gallery: the model it is served by, its faces, its calibrations' target. `faces`
+    is None in a listing while the store cannot count that gallery (its collection loading again after a restart)."""
 
     gallery: str
     model_version: str
-    faces: int
+    faces: int | None
     target_fpir: float
 
 
@@ -44,10 +45,21 @@ def summaries(client, after: str | None = None, limit: int | None = None,
     from indexer.galleries import galleries_page
 
     page, next_cursor = galleries_page(client, after, limit, keep)
-    return [Summary(found.name, found.info.model_version,
-                    # through the alias (what it serves); Session, as a Strong count waits ~200 ms on a server
-                    FaceIndex(client, found.name, info=found.info).count(consistency="Session"),
-                    target_fpir_in(found.properties)) for found in page], next_cursor
+    counts = [_count(FaceIndex(client, found.name, info=found.info)) for found in page]  # through the alias
+    if page and all(isinstance(c, Unavailable) for c in counts):
+        raise counts[0]  # the store itself is out, not one gallery: the listing says so rather than list nothing
+    listed = [Summary(found.name, found.info.model_version, None if isinstance(faces, Unavailable) else faces,
+                      target_fpir_in(found.properties)) for found, faces in zip(page, counts, strict=True)]
+    return listed, next_cursor
+
+
+def _count(index: FaceIndex) -> int | Unavailable:
+    """A gallery's faces for a listing, or why they could not be counted: one gallery whose collection is still
+    loading must not fail the listing of every other. Session, as a Strong count waits ~200 ms on a server."""
+    try:
+        return index.count(consistency="Session")
+    except Unavailable as exc:
+        return exc
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ class GalleryOut(BaseModel):
     name: str
     model_version: str
     target_fpir: float = Field(description="the FPIR a calibration aims at when the request names none")
-    faces: int = Field(description="faces held, unlabelled ones included")
+    faces: int | None = Field(description="faces held, unlabelled ones included; null in a listing while the "
+                              "store cannot count this gallery (its collection loading after a restart): ask again "
+                              "shortly")
     default: bool = Field(description="the service's default gallery: the one its routes outside "
                           "/v1/galleries/{gallery} serve")
 

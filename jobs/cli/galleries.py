@@ -41,7 +41,9 @@ def galleries(args: argparse.Namespace) -> int:
         if args.action == "list":
             for found in gallery_admin.summaries(client)[0]:
                 collections = len(Galleries(client, found.gallery).collections())
-                print(f"{found.gallery}\tmodel {found.model_version}\tfaces {found.faces}\t"
+                faces = "not countable now (the store is loading it; try again)" if found.faces is None \
+                    else found.faces
+                print(f"{found.gallery}\tmodel {found.model_version}\tfaces {faces}\t"
                       f"target FPIR {found.target_fpir:g}\tcollections {collections}")
             return EXIT_OK
         gallery = Galleries(client, check_gallery(args.name))
