@@ -13,7 +13,20 @@ import json
 from dataclasses import asdict
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import PICTURES, audit, model_flag, open_gallery, settings_from, share, store_flags, writable
+from jobs.cli.options import (
+    PICTURES,
+    audit,
+    model_flag,
+    open_gallery,
+    positive,
+    settings_from,
+    share,
+    store_flags,
+    writable,
+)
+
+SAMPLE = 5000  # faces drawn as trials
+CALIBRATION_ONLY = {"fpir": "--fpir", "sample": "--sample", "method": "--method", "dry_run": "--dry-run"}
 
 
 def register(sub) -> None:
@@ -23,11 +36,11 @@ def register(sub) -> None:
     p.add_argument("--fpir", type=share,
                    help="target share of unknown people answered as someone (default: the gallery's, as its last "
                         "calibration or `galleries create --fpir` set it; else 0.01)")
-    p.add_argument("--sample", type=int, default=5000, help="faces drawn as trials (default %(default)s)")
-    p.add_argument("--method", choices=["tail", "top1"], default="tail",
+    p.add_argument("--sample", type=positive, help=f"faces drawn as trials (default {SAMPLE})")
+    p.add_argument("--method", choices=["tail", "top1"],
                    help="tail: every cross-identity score with a model of the tail, duplicates set aside and named, "
                         "unlabelled faces as more strangers, an FPIR interval; top1: the quantile of each trial's "
-                        "best non-mated score, which one duplicate enrollment decides (default %(default)s)")
+                        "best non-mated score, which one duplicate enrollment decides (default tail)")
     model_flag(p, "the gallery's model: where the gallery's record lacks the tail reference its `eval --calibrate` "
                   "kept since, the calibration takes it")
     p.add_argument("--target", help="a collection of the gallery other than the one in service (a re-embed's, "
@@ -63,6 +76,11 @@ def calibrate(args: argparse.Namespace) -> int:
 
     if args.show and args.clear:
         raise BadInput("--show and --clear do not go together")
+    unused = [flag for field, flag in CALIBRATION_ONLY.items() if getattr(args, field) not in (None, False)]
+    if (args.show or args.clear) and unused:  # a flag that does nothing must not look as if it did something
+        raise BadInput(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for a calibration run, not "
+                       f"--{'show' if args.show else 'clear'}: drop {'it' if len(unused) == 1 else 'them'}, or "
+                       "calibrate again with them")
     settings = settings_from(args)
     galleries = open_gallery(settings)
     name = args.target or galleries.serving()
@@ -92,8 +110,8 @@ def calibrate(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.fpir is None:
         args.fpir = calibration.target_fpir(index)
-    result = calibration.calibrate(index, args.fpir, model_threshold=index.info().threshold, sample=args.sample,
-                                   method=args.method)
+    result = calibration.calibrate(index, args.fpir, model_threshold=index.info().threshold,
+                                   sample=args.sample or SAMPLE, method=args.method or "tail")
     if not args.dry_run:
         calibration.store(index, result)
         audit(settings, "calibrate", collection=name, threshold=result.threshold, target_fpir=args.fpir)

@@ -70,6 +70,8 @@ def test_calibrate_reports_keeps_shows_and_clears(gallery, capsys, tmp_path):
     assert f"> {dry['threshold']:8.4f}" in shown and "when calibrated" not in shown
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gallery.upsert(people(320, 1, spread=1.0, seed=7, first=1000))  # the gallery grows fivefold
+    assert main(["calibrate", "--show", "--fpir", "0.001", "--dry-run"]) == 2  # flags --show would not use
+    assert "--fpir and --dry-run are for a calibration run, not --show" in capsys.readouterr().err
     assert main(["calibrate", "--show"]) == 0
     grown = capsys.readouterr().out
     assert "the gallery has 400 identities, 80 when calibrated" in grown
