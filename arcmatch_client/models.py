@@ -310,6 +310,8 @@ class Misfit:
     other: str
     # its best score against `other`
     other_best: float
+    # the photo it came from, as it was enrolled
+    source: str = ''
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -398,6 +400,8 @@ class Stray:
     own_best: float
     # the share of strangers' identities that would score as high with it
     chance: float
+    # the photo it came from, as it was enrolled
+    source: str = ''
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ where to look, with the faces and scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -44,6 +44,7 @@ class Misfit:
     own_best: float  # its best score against the other faces of its identity
     other: str
     other_best: float
+    source: str = ""  # the photo it came from, as enrolled (check_index fills it in)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Stray:
     identity: str
     own_best: float  # its best score against the other faces of its identity
     chance: float  # the share of strangers' identities that would score as high with it (the tail model)
+    source: str = ""  # the photo it came from, as enrolled (check_index fills it in)
 
 
 @dataclass
@@ -74,11 +76,11 @@ class Health:
         out += [f"  {shown(s.first)} and {shown(s.second)}: best cross score {s.score:.3f} (strangers would give "
                 f"{_expected(s.expected_among_strangers)} such pairs)" for s in self.duplicates]
         out.append(f"photos more like someone else than like the rest of their identity: {len(self.misfits)}")
-        out += [f"  face {m.face_id} of {shown(m.identity)}: {m.own_best:.3f} with its own, {m.other_best:.3f} with "
-                f"{shown(m.other)}" for m in self.misfits]
+        out += [f"  face {m.face_id}{_from(m.source)} of {shown(m.identity)}: {m.own_best:.3f} with its own, "
+                f"{m.other_best:.3f} with {shown(m.other)}" for m in self.misfits]
         out.append(f"photos that look like no one else of their identity: {len(self.strays)}")
-        out += [f"  face {s.face_id} of {shown(s.identity)}: {s.own_best:.3f} with its own, as high as "
-                f"{s.chance:.0%} of strangers would score" for s in self.strays]
+        out += [f"  face {s.face_id}{_from(s.source)} of {shown(s.identity)}: {s.own_best:.3f} with its own, as high "
+                f"as {s.chance:.0%} of strangers would score" for s in self.strays]
         out.append(f"identities with no face that passed the quality gate: {len(self.below_gate)}")
         out += [f"  {shown(name)}" for name in self.below_gate]
         return out
@@ -156,14 +158,22 @@ def check_index(index) -> Health:
     from indexer.distinct import pairs
 
     ids, names = labelled_faces(index)
-    vectors = index.vectors([int(i) for i in ids])
-    keep = np.asarray([int(i) in vectors for i in ids], bool)  # deleted since the scan
+    rows = index.rows([int(i) for i in ids])  # vector, metadata and source in one read
+    keep = np.asarray([int(i) in rows for i in ids], bool)  # deleted since the scan
     ids, names = ids[keep], names[keep]
-    metadata = index.stored_metadata([int(i) for i in ids])
-    passed = [metadata.get(int(i), {}).get("face", {}).get("quality", {}).get("passed") for i in ids]
-    confirmed = [metadata.get(int(i), {}).get(CONFIRMED_IN) == str(n) for i, n in zip(ids, names, strict=True)]
-    matrix = np.stack([vectors[int(i)] for i in ids]) if len(ids) else np.zeros((0, index.info().dim), np.float32)
-    return check(ids, matrix, names, passed, distinct=pairs(index), confirmed=np.asarray(confirmed, bool))
+    found = [rows[int(i)] for i in ids]
+    passed = [row.metadata.get("face", {}).get("quality", {}).get("passed") for row in found]
+    confirmed = [row.metadata.get(CONFIRMED_IN) == str(n) for row, n in zip(found, names, strict=True)]
+    matrix = np.stack([row.vector for row in found]) if found else np.zeros((0, index.info().dim), np.float32)
+    health = check(ids, matrix, names, passed, distinct=pairs(index), confirmed=np.asarray(confirmed, bool))
+    # a face id says nothing to the person who must find the photo: each listed face names its file
+    health.misfits = [replace(m, source=rows[m.face_id].source) for m in health.misfits]
+    health.strays = [replace(s, source=rows[s.face_id].source) for s in health.strays]
+    return health
+
+
+def _from(source: str) -> str:
+    return f" ({source})" if source else ""
 
 
 def _expected(count: float) -> str:

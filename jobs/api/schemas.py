@@ -409,6 +409,7 @@ class MisfitOut(BaseModel):
     own_best: float = Field(description="its best score against the other faces of its identity")
     other: str
     other_best: float = Field(description="its best score against `other`")
+    source: str = Field("", description="the photo it came from, as it was enrolled")
 
 
 class StrayOut(BaseModel):
@@ -416,6 +417,7 @@ class StrayOut(BaseModel):
     identity: str
     own_best: float = Field(description="its best score against the other faces of its identity")
     chance: float = Field(description="the share of strangers' identities that would score as high with it")
+    source: str = Field("", description="the photo it came from, as it was enrolled")
 
 
 class HealthReport(BaseModel):

@@ -169,11 +169,13 @@ def test_gallery_check_names_a_duplicate_and_a_mislabelled_photo(tmp_path, monke
     # may follow (listed where fewer than one such pair is expected among strangers)
     assert set(pairs[:2]) == {("person 7", "person 7 again"), ("person 3", "person 5")}
     assert all(d["expected_among_strangers"] < 1 for d in found["duplicates"])
-    assert [(m["face_id"], m["identity"], m["other"]) for m in found["misfits"]][0] == \
-        (stray.face_id, "person 5", "person 3")
+    assert [(m["face_id"], m["identity"], m["other"], m["source"]) for m in found["misfits"]][0] == \
+        (stray.face_id, "person 5", "person 3", stray.source)
     assert found["below_gate"] == []  # nothing was judged: no detector records
     assert main(["gallery", "check"]) == 0
-    assert "'person 7' and 'person 7 again'" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "'person 7' and 'person 7 again'" in said
+    assert f"face {stray.face_id} ({stray.source}) of 'person 5'" in said  # the photo to look at, by its file
 
 
 def test_gallery_merge_move_reject_and_distinct_resolve_the_findings(tmp_path, monkeypatch, capsys,
@@ -190,7 +192,8 @@ def test_gallery_merge_move_reject_and_distinct_resolve_the_findings(tmp_path, m
     assert main(["gallery", "merge", "person 9", "person 8"]) == 0
     assert "2 faces of 'person 8' are now under 'person 9'" in capsys.readouterr().out
     assert main(["gallery", "check"]) == 0
-    assert f"face {planted['outsider']} of 'person 20'" in capsys.readouterr().out  # like no one else of theirs
+    [line] = [n for n in capsys.readouterr().out.splitlines() if f"face {planted['outsider']} (" in n]
+    assert ") of 'person 20'" in line  # like no one else of theirs, named with its file
     assert main(["gallery", "confirm", planted["outsider"], "--in", "person 20"]) == 0  # "it is them": said once
     assert main(["gallery", "check"]) == 0
     assert "photos that look like no one else of their identity: 0" in capsys.readouterr().out
