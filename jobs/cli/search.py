@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 def search(args: argparse.Namespace) -> int:
     from embedder.errors import ImageError
-    from jobs.service import IdentityService, face_record
+    from jobs.service import IdentityService
 
     folders = [p for p in args.images if Path(p).is_dir()]
     if folders:
@@ -61,7 +61,7 @@ def search(args: argparse.Namespace) -> int:
                 faceless.append(f"{path}: {exc}")
                 continue
             for n, match in enumerate(matches):
-                _print_match(path, n, match, len(matches), face_record, as_json=args.json)
+                _print_match(path, n, match, len(matches), as_json=args.json)
     finally:
         service.close()
     if faceless:
@@ -81,7 +81,7 @@ def _search_remote(client, args: argparse.Namespace) -> int:
                 continue
             for n, face in enumerate(faces):
                 if args.json:
-                    print(json.dumps({"image": path, "face": n, **asdict(face)}))
+                    print(json.dumps(_json_line(path, n, asdict(face))))
                     continue
                 print(_line(path, n, len(faces), face.face.box, face.identity if face.match else None, face.score,
                             face.threshold))
@@ -90,14 +90,20 @@ def _search_remote(client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_match(path: str, n: int, match, count: int, face_record, *, as_json: bool) -> None:
+def _print_match(path: str, n: int, match, count: int, *, as_json: bool) -> None:
+    from jobs.api.schemas import FaceDecisionOut
+
     d = match.decision
     if as_json:
-        print(json.dumps({"image": path, "face": n, "identity": d.identity, "score": d.score,
-                          "threshold": d.threshold, **face_record(match.face),
-                          "candidates": [{"identity": c.identity, "score": c.score} for c in d.candidates[:5]]}))
+        print(json.dumps(_json_line(path, n, FaceDecisionOut.of_match(match).model_dump())))
         return
     print(_line(path, n, count, match.face.face.box, d.identity if d.is_match else None, d.score, d.threshold))
+
+
+def _json_line(path: str, n: int, decision: dict) -> dict:
+    """A face's answer as JSON, the same with or without --api: the API's answer for the face (match, identity,
+    score, threshold, candidates, face), the photo, and which face of it (1 for the first, as the lines say)."""
+    return {"image": path, "face_number": n + 1, **decision}
 
 
 def _line(path: str, n: int, count: int, box, identity: str | None, score: float, threshold: float) -> str:

@@ -1,6 +1,8 @@
 """`arcmatch enroll`, `arcmatch identities` and `arcmatch search --api URL`: the commands that go through a running
 service with the Python client, against a live one; and `identities` without --api, on the gallery itself."""
 
+import json
+
 from jobs.api.app import create_app
 from jobs.api.keys import new_key
 from jobs.cli import main
@@ -36,6 +38,11 @@ def test_enroll_identities_and_search_through_a_running_service(tmp_path, monkey
         assert capsys.readouterr().out.splitlines() == ["ann\t2", "bob\t2", "2 identities, 4 faces"]
         assert main(["search", "door.png", "--api", base]) == 0
         assert capsys.readouterr().out.startswith("door.png\tann\tscore ")
+        assert main(["search", "door.png", "--api", base, "--json"]) == 0
+        remote = json.loads(capsys.readouterr().out)
+        assert set(remote) == {"image", "face_number", "match", "identity", "score", "threshold", "candidates", "face"}
+        assert (remote["image"], remote["face_number"], remote["match"], remote["identity"]) == ("door.png", 1, True,
+                                                                                                  "ann")
         assert main(["identities", "--api", base, "--gallery", "elsewhere"]) == 4  # no such gallery
         assert "gallery 'elsewhere' not found" in capsys.readouterr().err
 
@@ -49,3 +56,10 @@ def test_identities_without_a_service_reads_the_gallery_itself(tmp_path, monkeyp
     service.close()
     assert main(["identities", "--gallery", "desk", "--json"]) == 0
     assert capsys.readouterr().out.strip() == '{"identity": "cat", "faces": 1}'
+    # the same answer as through the service, key for key
+    monkeypatch.setenv("ARCMATCH_GALLERY", "desk")
+    (tmp_path / "cat.png").write_bytes(png(3, 1))
+    assert main(["search", str(tmp_path / "cat.png"), "--json"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert set(local) == {"image", "face_number", "match", "identity", "score", "threshold", "candidates", "face"}
+    assert (local["face_number"], local["identity"], local["candidates"][0]["identity"]) == (1, "cat", "cat")
