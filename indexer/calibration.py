@@ -423,8 +423,10 @@ def store(index, calibration: GalleryCalibration | None) -> None:
     index.set_properties({Property.CALIBRATION: calibration.to_json() if calibration else "null"})
 
 
-def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256) -> tuple[Trials, int, int]:
+def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256,
+               faces: list[tuple[int, str, str]] | None = None) -> tuple[Trials, int, int]:
     """The trials of up to `sample` faces drawn at random; also returns the gallery's identities and faces.
+    `faces`: the labelled faces (id, identity, source), where the caller scanned them already.
 
     A face named from those a search kept (its source a kept face's) is no known-person trial, as a probe or as the
     face it should find: it was kept because the threshold of its day missed it, so counted it would count that
@@ -432,7 +434,7 @@ def run_trials(index, *, sample: int = 5000, seed: int = 0, batch: int = 256) ->
     new photos were missed). It is a non-mated trial like any other face."""
     from indexer.strangers import KEPT_SOURCE
 
-    faces = list(index.labelled_sources())
+    faces = list(index.labelled_sources()) if faces is None else faces
     ids = np.asarray([f for f, _, _ in faces], dtype=np.int64)
     names = np.asarray([n for _, n, _ in faces], dtype=object)
     searched = np.asarray([bool(KEPT_SOURCE.match(s)) for _, _, s in faces], dtype=bool)
@@ -477,7 +479,8 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
         raise InvalidValue(f"the sample must be at least 2 faces, got {sample}")
     if method not in METHODS:
         raise InvalidValue(f"the calibration method must be one of {METHODS}, got {method!r}")
-    trials, identities, faces = run_trials(index, sample=sample, seed=seed)
+    labelled = list(index.labelled_sources())  # one scan, for the trials and for the tail's draw
+    trials, identities, faces = run_trials(index, sample=sample, seed=seed, faces=labelled)
     aside, top1 = {}, None
     if method == "tail":
         from indexer.tail import MIN_IDENTITIES
@@ -488,7 +491,9 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
                                f"{len(trials.nonmated)} trials)")
         from indexer.gallery_tail import tail_estimator
 
-        estimator, aside = tail_estimator(index, identities, sample=sample, seed=seed)
+        estimator, aside = tail_estimator(index, identities, sample=sample, seed=seed, labelled=(
+            np.asarray([f for f, _, _ in labelled], dtype=np.int64),
+            np.asarray([n for _, n, _ in labelled], dtype=object)))
         from indexer.reference import Stricter
 
         if isinstance(estimator.model, Stricter):

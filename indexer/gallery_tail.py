@@ -19,7 +19,8 @@ from indexer.tail import TailModel
 CHECK_AT = 10  # the tail model is checked where the gallery's own trials have this many above the threshold
 
 
-def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[Modelled, dict]:
+def tail_estimator(index, identities: int, *, sample: int, seed: int,
+                   labelled: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Modelled, dict]:
     """The tail method's estimator (indexer/tail.py), from the vectors of up to TAIL_IDENTITIES random
     identities (probes: up to `sample` of their faces) and the gallery's ingested unlabelled faces as strangers
     (indexer/strangers.py), whose own best scores then scale the model's sum over identities (tail.clustered),
@@ -28,12 +29,13 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     with neither, below REFERENCE_BELOW identities, the stricter of the model and the one with the tail reference
     of the model's held-out identities (indexer/reference.py), where its evaluation kept one. Also returns what it
     set aside: suspected duplicates, strangers that looked enrolled. Pairs a person confirmed are different people
-    (indexer/distinct.py) are never set aside: they are the strongest impostor evidence there is."""
+    (indexer/distinct.py) are never set aside: they are the strongest impostor evidence there is. `labelled`: the
+    labelled faces' ids and identities, where the caller scanned them already (each scan reads every face's id)."""
     from indexer.distinct import pairs
     from indexer.strangers import fit_with_strangers, ingested_unlabelled, kept_strangers, set_aside, unjudged_nearest
     from indexer.tail import MIN_STRANGERS, clustered, directly, resampled, truncated
 
-    ids, names = labelled_faces(index)
+    ids, names = labelled if labelled is not None else labelled_faces(index)
     rng = np.random.default_rng(seed)
     kept = set(rng.permutation(np.unique(names.astype(str)))[:TAIL_IDENTITIES])
     chosen = np.flatnonzero([n in kept for n in names.astype(str)])
@@ -41,8 +43,9 @@ def tail_estimator(index, identities: int, *, sample: int, seed: int) -> tuple[M
     chosen = np.asarray([c for c in chosen if int(ids[c]) in vectors], dtype=np.int64)  # deleted since the scan
     matrix = np.stack([vectors[int(ids[c])] for c in chosen])
     probes = rng.permutation(len(chosen))[:sample]
-    unlabelled = ingested_unlabelled(index, rng)
-    kept = kept_strangers(index, rng)
+    scanned = dict(index.unlabelled_faces())  # once, for the ingested faces and for the kept ones
+    unlabelled = ingested_unlabelled(index, rng, faces=scanned)
+    kept = kept_strangers(index, rng, faces=scanned)
     kept_faces = {**(kept.counts or {}), "cut": kept.cut, "ingested": len(unlabelled.vectors),
                   "read": len(unlabelled.vectors) < MIN_STRANGERS <= len(kept.vectors)}
     if kept_faces["read"]:  # too few ingested to read: the faces kept from searches a person confirmed

@@ -71,13 +71,15 @@ class Unlabelled:
                           [self.face_ids[n] for n in rows], [(self.rejected or [])[n] for n in rows], **fields)
 
 
-def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS) -> Unlabelled:
-    """Up to `limit` random unlabelled faces that were ingested, not kept from searches."""
-    return _drawn(index, rng, limit, kept=False, wanted=lambda metadata: KEPT not in metadata)[0]
+def ingested_unlabelled(index, rng: np.random.Generator, limit: int = STRANGERS,
+                        faces: dict[int, str] | None = None) -> Unlabelled:
+    """Up to `limit` random unlabelled faces that were ingested, not kept from searches. `faces`: the gallery's
+    unlabelled faces (id: source) where the caller scanned them already."""
+    return _drawn(index, rng, limit, kept=False, wanted=lambda metadata: KEPT not in metadata, faces=faces)[0]
 
 
-def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS, now: float | None = None
-                   ) -> Unlabelled:
+def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS, now: float | None = None,
+                   faces: dict[int, str] | None = None) -> Unlabelled:
     """Up to `limit` random faces kept from searches that a person confirmed are strangers, with `cut`: the
     threshold most of them were answered unknown under (their `below`), and `counts` of what was left out and
     why. Left out: faces past their retention (the service deletes them only now and then), faces answered under
@@ -88,7 +90,7 @@ def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS, now:
     0.28-0.53% for a 1% target. The unconfirmed ones come along as `unjudged` (unjudged_nearest)."""
     now = time.time() if now is None else now
     model = index.info().model_version
-    drawn, metadata = _drawn(index, rng, limit, kept=True, wanted=lambda m: KEPT in m)
+    drawn, metadata = _drawn(index, rng, limit, kept=True, wanted=lambda m: KEPT in m, faces=faces)
     counts = {"kept": len(drawn.face_ids), "expired": 0, "unconfirmed": 0, "other_model": 0, "laxer": 0}
     usable, unjudged = [], []
     for n, face in enumerate(drawn.face_ids):
@@ -113,11 +115,13 @@ def kept_strangers(index, rng: np.random.Generator, limit: int = STRANGERS, now:
     return drawn.subset(usable, cut=cut, counts=counts, unjudged=drawn.subset(unjudged))
 
 
-def _drawn(index, rng: np.random.Generator, limit: int, *, kept: bool, wanted) -> tuple[Unlabelled, dict[int, dict]]:
+def _drawn(index, rng: np.random.Generator, limit: int, *, kept: bool, wanted,
+           faces: dict[int, str] | None = None) -> tuple[Unlabelled, dict[int, dict]]:
     """Up to `limit` random unlabelled faces whose metadata is `wanted`, and the metadata read; among those kept
     from searches (`kept`, told by their source first, so that thousands of them do not crowd out a hundred
-    ingested ones in the draw) or the others."""
-    source = {face: name for face, name in index.unlabelled_faces() if bool(KEPT_SOURCE.match(name)) == kept}
+    ingested ones in the draw) or the others. `faces`: the unlabelled faces (id: source), scanned here if None."""
+    scanned = faces.items() if faces is not None else index.unlabelled_faces()
+    source = {face: name for face, name in scanned if bool(KEPT_SOURCE.match(name)) == kept}
     ids = np.fromiter(source, dtype=np.int64, count=len(source))
     drawn = [int(i) for i in rng.permutation(ids)[: 2 * limit]]
     metadata = index.stored_metadata(drawn) if drawn else {}
