@@ -67,6 +67,10 @@ class OnnxEmbedder(Embedder):
         height, width = inputs[0].shape[2:]
         if isinstance(height, int) and (height, width) != tuple(spec.input_size):
             raise ModelError(f"{path} takes {height}x{width} inputs, its spec says {spec.input_size}")
+        # said here, not as a store's dimension error at the first write after a gallery was made for it
+        size = self.session.get_outputs()[0].shape[-1]
+        if isinstance(size, int) and size != spec.embedding_size:
+            raise ModelError(f"{path} gives {size}-d embeddings, its spec says embedding_size {spec.embedding_size}")
         self.spec = spec if spec.version else spec.with_version(file_version(path, spec))
         self.calibration = calibration
 

@@ -53,6 +53,12 @@ def test_wrong_input_size_is_refused(exported):
         OnnxEmbedder(exported / "model.onnx", spec)
 
 
+def test_a_spec_that_says_another_embedding_size_is_refused_when_the_model_opens(exported):
+    spec = ModelSpec.from_dict({**ModelSpec.load(exported).to_dict(), "embedding_size": 128})
+    with pytest.raises(ModelError, match="gives 64-d embeddings, its spec says embedding_size 128"):
+        OnnxEmbedder(exported / "model.onnx", spec)
+
+
 MOBILEFACENET_SPEC = {"backbone": "MobileFaceNet", "embedding_size": 128, "input_size": [112, 112],
                       "mean": [0.5, 0.5, 0.5], "std": [128 / 255] * 3, "crop_box": [0.22, 0.18, 0.78, 0.74],
                       "flip_tta": True}
