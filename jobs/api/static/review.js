@@ -388,7 +388,7 @@ async function loadGalleries() {
   state.gallery = names.includes(state.gallery) ? state.gallery
     : names.includes(wanted) ? wanted : (galleries.find((g) => g.default) || galleries[0] || {}).name || "";
   const select = $("gallery");
-  select.replaceChildren(...galleries.map((g) => new Option(`${g.name} (${g.faces} faces)`, g.name)));
+  select.replaceChildren(...galleries.map((g) => new Option(`${g.name} (${g.faces ?? "uncounted"} faces)`, g.name)));
   select.value = state.gallery;
   $("gallery-choice").hidden = galleries.length < 2;
   if (!state.gallery) throw new Error("this key reaches no gallery");
