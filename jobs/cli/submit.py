@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from common.errors import BadInput
 from jobs.cli.options import settings_from
 from jobs.pipelines.submit import SUBMITTABLE
 
@@ -29,9 +30,31 @@ def register(sub) -> None:
     p.set_defaults(run=manage)
 
 
+def own_flags(args: argparse.Namespace) -> argparse.Namespace:
+    """submit's own --address and --no-follow, wherever they were written: after the job's name argparse hands
+    everything to the job, and a job run on the cluster has no use for an address of its own (it would have sent
+    `arcmatch submit ingest photos --address http://head:8265` to the Ray of this machine)."""
+    rest, words = [], iter(args.args)
+    for word in words:
+        if word == "--address":
+            args.address = next(words, None)
+            if args.address is None:
+                raise BadInput("--address needs the Ray Jobs API address, http://HEAD:8265")
+        elif word.startswith("--address="):
+            args.address = word.split("=", 1)[1]
+        elif word == "--no-follow":
+            args.no_follow = True
+        else:
+            rest.append(word)
+    args.args = rest
+    return args
+
+
 def submit(args: argparse.Namespace) -> int:
     from jobs.pipelines.submit import submit as submit_job
     from jobs.settings import carried_environment
+
+    args = own_flags(args)
 
     carried, withheld = carried_environment(dict(os.environ))
     if withheld:

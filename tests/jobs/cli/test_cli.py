@@ -282,6 +282,17 @@ def test_a_commands_flags_may_come_between_its_photos():
         _parse(build_parser(), ["search", "a.jpg", "--bogus", "b.jpg"])
 
 
+def test_submit_takes_its_own_flags_after_the_jobs_arguments():
+    from jobs.cli import _parse, build_parser
+    from jobs.cli.submit import own_flags
+
+    args = own_flags(_parse(build_parser(), ["submit", "ingest", "photos", "--address", "http://head:8265",
+                                             "--unlabelled", "--no-follow"]))
+    assert (args.address, args.no_follow, args.args) == ("http://head:8265", True, ["photos", "--unlabelled"])
+    args = own_flags(_parse(build_parser(), ["submit", "--address=http://a:8265", "cluster", "--address=http://b:8265"]))
+    assert (args.address, args.no_follow, args.args) == ("http://b:8265", False, [])
+
+
 @pytest.mark.parametrize("address", ["notaurl", "http://127.0.0.1:99999"])
 def test_an_address_that_is_no_clusters_is_one_line(address, capsys, monkeypatch):
     # the jobs client sets RAY_AUTH_MODE where a Ray token is on hand (as Ray's CLI does): not for this process's
