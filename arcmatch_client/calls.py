@@ -7,6 +7,7 @@ galleries themselves and the service's health are not scoped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,9 +40,11 @@ def _segment(value: str | int) -> str:
     return text.replace(".", "%2E") if text in (".", "..") else text
 
 
-def _photo(photo: Photo, n: int = 0) -> tuple[str, bytes]:
+def _photo(photo: Photo) -> tuple[str, bytes]:
+    """A photo as a file to send: a path by its name; bytes by their digest, so the face's recorded source (what a
+    gallery check names it by) tells one such photo from another, where "photo0" was every request's first."""
     if isinstance(photo, bytes):
-        return f"photo{n}", photo
+        return f"photo-{hashlib.sha256(photo).hexdigest()[:12]}", photo
     path = Path(photo)
     return path.name, path.read_bytes()
 
@@ -115,7 +118,7 @@ class Operations:
         """Conflict when a face matches someone else (or was rejected from `identity`), unless `proceed`."""
         form = _given(metadata=json.dumps(metadata) if metadata is not None else None, faces=faces,
                       override_quality=str(override_quality).lower(), proceed=str(proceed).lower())
-        files = [("images", _photo(p, n)) for n, p in enumerate(photos)]
+        files = [("images", _photo(p)) for p in photos]
         return self._run(Call("POST", f"/identities/{_segment(identity)}/faces", data=form, files=files,
                               result=m.Enrolled))
 

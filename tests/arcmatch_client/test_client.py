@@ -3,6 +3,7 @@ methods, each kind of error answer as its own exception, and a 503 waited out as
 
 import asyncio
 import time
+from hashlib import sha256
 
 import httpx
 import pytest
@@ -81,6 +82,8 @@ def test_every_route_through_the_client(service, tmp_path):
         assert [i.identity for i in shop.identities(cursor=page.next_cursor).identities] == ["bobby"]
         ann = shop.identity("ann")
         assert {f.metadata["team"] for f in ann.faces} == {"blue"}
+        # a path by its name, bytes by their digest: each photo's source tells it apart
+        assert sorted(f.source for f in ann.faces) == ["api:ann.png", f"api:photo-{sha256(png(1, 1)).hexdigest()[:12]}"]
         assert shop.face_image(enrolled.face_ids[0])[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb")
 
         assert shop.merge_identities("bob", "bobby").identity == "bob"
