@@ -84,7 +84,7 @@ def _enroll_one(client, photo: Photo, options: dict):
     if (loose := _not_in_a_folder(photo)) is not None:
         return loose
     try:
-        return client.enroll(photo.identity, [photo.path.read_bytes()], **options)
+        return client.enroll(photo.identity, [photo.path], **options)  # by path: its name is the face's source
     except OSError as exc:
         return BadInput(f"unreadable: {exc.strerror or exc}")
     except ArcmatchError as exc:  # this photo's own failure; the batch goes on
@@ -113,8 +113,7 @@ async def enroll_batch_async(client, source: str | Path, *, concurrency: int = 8
             return loose
         async with slots:
             try:
-                data = await asyncio.to_thread(photo.path.read_bytes)
-                return await client.enroll(photo.identity, [data], **options)
+                return await client.enroll(photo.identity, [photo.path], **options)  # by path, as above
             except OSError as exc:
                 return BadInput(f"unreadable: {exc.strerror or exc}")
             except ArcmatchError as exc:

@@ -43,6 +43,7 @@ def test_a_thousand_photos_from_a_folder_then_part_of_them_again(base, tmp_path,
         assert "broken.png" in report.failed[0][0] and "does not decode" in report.failed[0][3]
         assert "loose.png" in report.failed[1][0] and "not in a person's folder" in report.failed[1][3]
         assert "1002/1002" in capsys.readouterr().err  # the progress bar went to the end
+        assert sorted(f.source for f in api.identity("person 001").faces) == [f"api:{n}.png" for n in range(4)]
 
         some = tmp_path / "again.csv"  # a tenth of the batch again (after a crash, say): nothing is added twice
         some.write_text("identity,path\n" + "".join(f"person {p:03d},people/person {p:03d}/{n}.png\n"
