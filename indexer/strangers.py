@@ -37,16 +37,11 @@ import numpy as np
 
 from common.errors import NotFound
 from indexer.ids import BELOW, BELOW_MODEL, EXPIRES_AT, REJECTED_FROM, STRANGER, UNLABELLED
-from indexer.tail import DUPLICATE_ALPHA, Pairs, TailModel, fit_scores, identity_scores
+from indexer.tail import DUPLICATE_ALPHA, JUDGE_SHAPE, Pairs, TailModel, fit_scores, identity_scores
 
 KEPT = EXPIRES_AT  # metadata of a face kept from a search (jobs/service.py keep_unknown)
 KEPT_SOURCE = re.compile(r"^search:[0-9a-f]{16}#\d+$")  # ... and its source
 CONFIRMED = STRANGER  # metadata of a face that is nobody who will be enrolled
-# the most the tail judging them may be bounded (GPD shape). At 100 LFW-gray people with 500 strangers, 5% of them
-# enrolled people's other photos, the gallery's own fits ran k = 0.08-0.34: uncapped they dropped up to 57 true
-# strangers in a draw, capped at 0 (an exponential tail) they kept 90% of the enrolled's photos, at 0.2 they found
-# 88% and dropped 3 true strangers in the median draw (docs/BENCHMARKS.md)
-JUDGE_SHAPE = 0.2
 SHOWN = 20  # unlabelled faces set aside that a calibration lists
 STRANGERS = 2000  # unlabelled faces drawn at most: beyond a few hundred they add little (the gallery's own spread)
 
