@@ -294,11 +294,15 @@ class GalleryCalibration:
         if self.top1_threshold is not None:
             out.append(f"the top-1 rule would choose {self.top1_threshold:.4f}")
         if self.suspects:
-            named = "; ".join(f"{shown(s['first'])} and {shown(s['second'])} ({s['score']:.3f})"
-                              for s in self.suspects[:5])
-            out.append(f"set aside as one person under two names: {len(self.suspects)} pair(s): {named}"
-                       + (" ..." if len(self.suspects) > 5 else "") + " (`arcmatch gallery check` lists them)")
+            out.append(self.set_aside_line())
         return out
+
+    def set_aside_line(self) -> str:
+        """The pairs this calibration set aside, as every report of it says them (a re-calibration on growth too:
+        a threshold that moved needs its reason beside it)."""
+        named = "; ".join(f"{shown(s['first'])} and {shown(s['second'])} ({s['score']:.3f})" for s in self.suspects[:5])
+        return (f"set aside as one person under two names: {len(self.suspects)} pair(s): {named}"
+                + (" ..." if len(self.suspects) > 5 else "") + " (`arcmatch gallery check` lists them)")
 
 
 @dataclass(frozen=True)

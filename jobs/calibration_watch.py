@@ -108,6 +108,8 @@ class CalibrationWatch:
                     log.warning("the gallery grew from %d to %d identities: calibrated again for FPIR %s, "
                                 "threshold %.4f -> %.4f", found.identities, fresh.identities, found.target_fpir,
                                 found.threshold, fresh.threshold)
+                    if fresh.suspects:
+                        log.warning("%s", fresh.set_aside_line())
         except ArcmatchError as exc:  # an outage, or a gallery calibrate refuses: the next poke tries again
             log.warning("calibration watch: %s", exc)
             self._counted_at = -float("inf") if self.identities is None else self._counted_at

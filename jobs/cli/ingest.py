@@ -109,4 +109,5 @@ def follow_growth(settings) -> list[str]:
     audit(settings, "calibrate", collection=name, threshold=fresh.threshold, target_fpir=fresh.target_fpir,
           by="growth")
     return [f"the gallery grew from {found.identities} to {now} identities: calibrated again for FPIR "
-            f"{found.target_fpir}, threshold {found.threshold:.4f} -> {fresh.threshold:.4f}"]
+            f"{found.target_fpir}, threshold {found.threshold:.4f} -> {fresh.threshold:.4f}",
+            *([fresh.set_aside_line()] if fresh.suspects else [])]

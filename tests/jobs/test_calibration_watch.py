@@ -3,7 +3,9 @@ same target and method once it no longer meets it (Milvus Lite, the service in p
 
 import pytest
 
+from indexer.ids import face_id
 from indexer.rates import at_size
+from indexer.store import FaceRow
 from jobs.audit import read
 from jobs.service import IdentityService
 from jobs.settings import Settings
@@ -27,7 +29,7 @@ def service(tmp_path, tiny_model_dir):
     service.close()
 
 
-def test_growth_past_the_calibrated_size_is_said_then_calibrated_again(service, tmp_path):
+def test_growth_past_the_calibrated_size_is_said_then_calibrated_again(service, tmp_path, caplog):
     enroll(service, range(30))
     kept = service.calibrate(0.1)
     service.watch.poke(service.lookup.gallery_calibration, wait=True)
@@ -43,13 +45,18 @@ def test_growth_past_the_calibrated_size_is_said_then_calibrated_again(service, 
     assert service.lookup.gallery_calibration() == kept  # said, not changed: re-calibrating is off here
     assert "no longer meets its target" in "\n".join(kept.growth_lines(75))
 
+    [first] = people(1, 1, spread=0.5, seed=5, first=5, dim=TINY_DIM)  # person 5 again, under another name
+    service.index.upsert([FaceRow("again", "person 5 again", first.vector, face_id("again"))])
+    service.index.flush()
     service.watch.recalibrate = True  # ARCMATCH_RECALIBRATE_ON_GROWTH
     service.watch.poke(service.lookup.gallery_calibration, wait=True)
+    # the threshold moved: the pair it set aside is said beside it
+    assert "set aside as one person under two names: 1 pair(s): 'person 5' and 'person 5 again'" in caplog.text
     again = service.lookup.gallery_calibration()
-    assert (again.identities, again.target_fpir, again.method) == (75, 0.1, kept.method)
+    assert (again.identities, again.target_fpir, again.method) == (76, 0.1, kept.method)
     assert again.fpir <= 0.1 + 1e-6 and service.ready()["calibration"]["meets_target"] is True
     [record] = read(tmp_path / "audit", action="calibrate")
-    assert record["key"] == "arcmatch:growth" and record["identities"] == 75
+    assert record["key"] == "arcmatch:growth" and record["identities"] == 76
 
 
 def test_a_rate_asked_for_is_read_at_the_size_now(service):
