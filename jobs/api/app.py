@@ -27,6 +27,7 @@ from jobs.api.gallery_schemas import GalleryName
 from jobs.api.guard import BodyLimits, Guard, SecurityHeaders
 from jobs.api.keys import parse_keys
 from jobs.api.metrics import RequestMetrics, observe_milvus
+from jobs.api.parameters import known_parameters
 from jobs.api.requests import RequestIds
 from jobs.api.routes import calibration, clusters, galleries, gallery, health, identities, metrics, page, search
 from jobs.api.scopes import ScopeTable
@@ -89,14 +90,15 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIds)  # every answer carries its id, refusals by the Guard included
     app.add_middleware(EncodedSlashes)  # outermost: the Guard, the audit and the metrics route the path it gives
-    app.include_router(health.router)
-    app.include_router(galleries.router)
+    checked = [Depends(known_parameters)]  # a parameter a route does not take is refused, never ignored
+    app.include_router(health.router, dependencies=checked, responses=errors.responses(400))
+    app.include_router(galleries.router, dependencies=checked, responses=errors.responses(400))
     for router in (search.router, identities.router, identities.faces_router, clusters.router, calibration.router,
                    gallery.router):  # every face route: the default gallery's, and any gallery's by name
         # 404 on both: a key that does not reach the gallery (the default one included) is told it is not there
-        app.include_router(router, prefix="/v1", responses=errors.responses(404))
-        app.include_router(router, prefix=PREFIX + "/{gallery}", dependencies=[Depends(_named_gallery)],
-                           responses=errors.responses(404))
+        app.include_router(router, prefix="/v1", dependencies=checked, responses=errors.responses(400, 404))
+        app.include_router(router, prefix=PREFIX + "/{gallery}", dependencies=[Depends(_named_gallery), *checked],
+                           responses=errors.responses(400, 404))
     app.include_router(page.router)
     if settings.metrics:
         app.include_router(metrics.router)
@@ -125,6 +127,8 @@ def _document_limits(app: FastAPI, settings: Settings) -> None:
             for name, part in parts.items():
                 if name.startswith("Body_enroll"):  # the default gallery's and the named galleries' routes
                     part["properties"]["images"]["maxItems"] = settings.max_images_per_request
+                if name.startswith("Body_"):  # a form's fields: one a route does not take is refused (parameters)
+                    part["additionalProperties"] = False
         return app.openapi_schema
 
     app.openapi = openapi

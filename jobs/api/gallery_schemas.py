@@ -8,7 +8,7 @@ from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, Field
 
 from indexer.calibration import MIN_FPIR
-from jobs.api.schemas import Ready
+from jobs.api.schemas import Ready, StrictBody
 from jobs.api.slashes import restored
 
 NAME_RULES = {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"}
@@ -20,7 +20,7 @@ GalleryCursor = Annotated[str | None, Query(pattern="^$|" + NAME_RULES["pattern"
                                             description="the next_cursor of the previous page")]
 
 
-class GalleryIn(BaseModel):
+class GalleryIn(StrictBody):
     name: str = Field(json_schema_extra=NAME_RULES, description=NAME_HELP)
     model: str | None = Field(None, description="the model version the gallery is served by; the service's own if "
                               "left out, and the only one it accepts: a gallery of another model is made by a service "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, Strict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from embedder.formats import ALLOWED
 from indexer.calibration import MIN_FPIR
@@ -13,6 +13,13 @@ from indexer.ids import MAX_IDENTITY_LENGTH
 
 FORMATS = ", ".join(ALLOWED) + " (told from the file's first bytes; anything else is refused with 415)"
 
+
+
+class StrictBody(BaseModel):
+    """A request body: a field it does not know is refused (422), never ignored, so a misspelt or misplaced
+    option ("far" in a calibration, "treshold") cannot silently leave the default in force."""
+
+    model_config = ConfigDict(extra="forbid")
 
 class CandidateOut(BaseModel):
     identity: str
@@ -74,7 +81,7 @@ FPIR_QUERY = ("instead of a threshold: the share of strangers that may be answer
               "size now; read from the gallery's calibration (400 without one, or beyond what it measured)")
 
 
-class EmbeddingQuery(BaseModel):
+class EmbeddingQuery(StrictBody):
     embeddings: list[list[JsonFloat]] = Field(min_length=1)
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
     fpir: float | None = Field(default=None, gt=0.0, lt=1.0, description=FPIR_QUERY)
@@ -266,7 +273,7 @@ class CalibrationOut(BaseModel):
     status: CalibrationStatus | None = Field(None, description="the gallery calibration at the size now")
 
 
-class CalibrateIn(BaseModel):
+class CalibrateIn(StrictBody):
     fpir: float | None = Field(None, ge=MIN_FPIR, lt=1.0, description="target false-positive identification rate "
                                "(default: the gallery's, as its calibration or its making set it; else 0.01)")
     sample: int = Field(5000, ge=2, le=100_000, description="faces drawn as trials")
@@ -309,13 +316,13 @@ class ClusterPage(BaseModel):
 FaceIds = Annotated[list[Annotated[str, Field(pattern=r"^[0-9]{1,19}$")]], Field(max_length=10_000)]
 
 
-class PromoteIn(BaseModel):
+class PromoteIn(StrictBody):
     identity: str = Field(min_length=1, max_length=MAX_IDENTITY_LENGTH, json_schema_extra=IDENTITY_RULES)
     face_ids: FaceIds | None = Field(None, description="only these faces of the cluster (default: all)")
     proceed: bool = Field(False, description="name faces that match another identity, or were rejected from this")
 
 
-class NameIn(BaseModel):
+class NameIn(StrictBody):
     face_ids: FaceIds = Field(min_length=1, description="unlabelled faces that are this person's (those the "
                               "calibration set aside as looking like them, or any others)")
     proceed: bool = Field(False, description="name faces that match another identity, or were rejected from this")
@@ -333,7 +340,7 @@ class Promoted(BaseModel):
                    skipped=[{"face_id": str(s["face_id"]), "reason": s["reason"]} for s in named.skipped])
 
 
-class SplitIn(BaseModel):
+class SplitIn(StrictBody):
     face_ids: FaceIds = Field(min_length=1, description="faces of the cluster that become a cluster of their own")
 
 
@@ -345,7 +352,7 @@ def _each_once(values: list, what: str) -> list:
     return values
 
 
-class MergeIn(BaseModel):
+class MergeIn(StrictBody):
     clusters: list[int] = Field(min_length=2, max_length=1000, description="merged under the first one's id",
                                 json_schema_extra={"uniqueItems": True})
 
@@ -369,7 +376,7 @@ class FaceMoved(BaseModel):
     rejected_from: list[str] = Field(description="identities it was said not to be, the one it left included")
 
 
-class DistinctIn(BaseModel):
+class DistinctIn(StrictBody):
     identities: list[Annotated[str, Field(min_length=1, max_length=MAX_IDENTITY_LENGTH,
                                           json_schema_extra=IDENTITY_RULES)]] = Field(
         min_length=2, max_length=2, description="two identities a person confirmed are different people",
@@ -387,7 +394,7 @@ class DistinctOut(BaseModel):
     pairs: list[list[str]] = Field(description="every pair confirmed as different people, each sorted")
 
 
-class StrangersIn(BaseModel):
+class StrangersIn(StrictBody):
     sources: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
         min_length=1, max_length=1000, description="where unlabelled faces came from (as the calibration lists those "
         "it left out): each is nobody who will be enrolled", json_schema_extra={"uniqueItems": True})

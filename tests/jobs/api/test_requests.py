@@ -98,3 +98,21 @@ def test_serve_with_json_logs_writes_json_lines_only(tmp_path, tiny_model_dir):
     lines = [json.loads(line) for line in logs.splitlines() if line.strip()]  # every line parses, or this fails
     assert any(line.get("request_id") == "trace-7" and "/v1/identities" in line["message"] for line in lines)
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+
+
+def test_a_parameter_a_route_does_not_take_is_refused_and_named(api):
+    """A search's threshold sent in its query string was ignored and the gallery's threshold answered: now a 400."""
+    client, _ = api
+    assert client.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1), "image/png"))],
+                       headers=W).status_code in (200, 201)
+    photo = {"image": ("q.png", png(1, 1), "image/png")}
+    misplaced = client.post("/v1/search", params={"threshold": "0.99"}, files=photo, headers=W)
+    assert misplaced.status_code == 400
+    assert "unknown query parameter 'threshold' (threshold is a form field here)" in misplaced.json()["detail"]
+    unknown = client.post("/v1/search", data={"top_k": "5"}, files=photo, headers=W)
+    assert unknown.status_code == 400 and "unknown form field 'top_k'; this route takes" in unknown.json()["detail"]
+    extra = client.post("/v1/calibration", json={"fpir": 0.01, "far": 0.01}, headers=W)
+    assert extra.status_code == 422 and "far" in extra.json()["detail"]
+    # what a route takes still goes through, in its place
+    assert client.post("/v1/search", data={"threshold": "0.99"}, files=photo, headers=W).status_code == 200
+    assert client.get("/v1/identities", params={"limit": 1}, headers=W).status_code == 200
