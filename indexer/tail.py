@@ -83,6 +83,9 @@ class Suspect:
     second: str
     score: float
     expected_among_strangers: float  # how many pairs this extreme all of the gallery's pairs would give by chance
+    # the gallery check's word: the one photo without which the pair would not be listed (a misfiled photo of one
+    # of them under the other's name), where there is one
+    misfiled: int | None = None
 
 
 Pairs = frozenset[frozenset[str]]  # pairs of identity names

@@ -25,6 +25,8 @@ async def check(_: ReadKey, service: ServiceDep) -> HealthReport:
     found = asdict(await asyncio.to_thread(check_index, service.index))
     for kind in ("misfits", "strays"):
         found[kind] = [{**m, "face_id": str(m["face_id"])} for m in found[kind]]
+    found["duplicates"] = [{**d, "misfiled": None if d["misfiled"] is None else str(d["misfiled"])}
+                           for d in found["duplicates"]]
     return HealthReport(**found)
 
 
@@ -49,14 +51,15 @@ def different_people(_: WriteKey, curator: CuratorDep, request: Request, body: D
     return _sorted(found)
 
 
-@router.post("/strangers", responses=responses(400, 404, 422))
+@router.post("/strangers", responses=responses(400, 404, 409, 422))
 async def confirm_strangers(_: WriteKey, service: ServiceDep, request: Request, body: StrangersIn) -> StrangersOut:
     """These unlabelled faces (by source) are nobody who will be enrolled: the next calibration counts them as
     strangers as they are, never left out as looking like someone enrolled (`arcmatch gallery stranger`). A source
     that is no unlabelled face is a 404, and nothing is marked."""
     from indexer.strangers import confirm
 
-    marked = [str(f) for f in await asyncio.to_thread(confirm, service.writer, body.sources)]
+    threshold = service.lookup.threshold_in_use()[0] if service.lookup.has_threshold() else None
+    marked = [str(f) for f in await asyncio.to_thread(confirm, service.writer, body.sources, threshold, body.proceed)]
     note(request, face_ids=marked)
     return StrangersOut(face_ids=marked)
 

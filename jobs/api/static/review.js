@@ -254,7 +254,9 @@ async function merge(into, other) {
 }
 
 function duplicateCard(d) {
-  const card = findingCard("duplicate", `one person under two names? (score ${d.score.toFixed(2)})`);
+  const card = findingCard("duplicate", d.misfiled
+    ? `made by one misfiled photo (score ${d.score.toFixed(2)}): move it, below, rather than merge`
+    : `one person under two names? (score ${d.score.toFixed(2)})`);
   card.dataset.first = d.first;
   card.dataset.second = d.second;
   card.append(personRow(d.first), personRow(d.second), actionRow(
@@ -336,7 +338,7 @@ function setAsideCard(f) {
   card.append(personRow(f.like), actionRow(
     button(`It is ${f.like}`, { name: f.like }, () => nameAsideFace(f)),
     button("Nobody enrolled", { stranger: f.face_id }, async () => {
-      await post("/v1/gallery/strangers", { sources: [f.source] });
+      await postOrAsk("/v1/gallery/strangers", { sources: [f.source] }, "Count it as a stranger anyway?");
       await resolved(`face ${f.face_id} counts as a stranger from the next calibration`);
     })));
   return card;
