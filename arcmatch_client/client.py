@@ -4,9 +4,10 @@ A 503 is what the service answers while a backend is out (Milvus restarting, a r
 recovers by itself and says when to come back (Retry-After), so the client waits that long and tries again, up to
 `retries` times; a connection that fails is tried again the same way, and so is a 5xx the service did not write
 (the proxy in front saying the process that had the request went away: Ray Serve answers a request whose replica
-died with a plain 500). Every operation may be repeated safely:
-enrolling a photo twice is one face (its id derives from identity and photo), searching reads. Past the retries,
-Unavailable. Every other error answer raises its own class at once (arcmatch_client/errors.py).
+died with a plain 500), and a 429 (a proxy limiting its callers; Retry-After as seconds or as an HTTP date). Every
+operation may be repeated safely: enrolling a photo twice is one face (its id derives from identity and photo),
+searching reads. Past the retries, Unavailable (RateLimited for a 429). Every other error answer raises its own class
+at once (arcmatch_client/errors.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -25,9 +28,17 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 def _wait_s(attempt: int, retry_after: str | None, most: float) -> float:
-    """The answer's Retry-After (seconds), else a doubling back-off from half a second; never past `most`."""
+    """The answer's Retry-After (seconds, or an HTTP date, as proxies write it), else a doubling back-off from half
+    a second; never past `most`."""
     if retry_after is not None and retry_after.strip().isdigit():
         return min(float(retry_after), most)
+    if retry_after:
+        try:
+            when = parsedate_to_datetime(retry_after)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return min(max((when - datetime.now(timezone.utc)).total_seconds(), 0.0), most)
     return min(0.5 * 2 ** attempt, most)
 
 
@@ -91,7 +102,7 @@ class _Sending(Operations):
                 raise Unavailable(f"the arcmatch service at {self.url} is out of reach "
                                   f"({answer.__class__.__name__})") from None
             return _Retry(_wait_s(attempt, None, self.max_wait_s))
-        if (answer.status_code == 503 or _from_the_way_there(answer)) and not last:
+        if (answer.status_code in (429, 503) or _from_the_way_there(answer)) and not last:
             return _Retry(_wait_s(attempt, answer.headers.get("retry-after"), self.max_wait_s))
         return _finish(call, answer)
 

@@ -10,6 +10,7 @@ from the status in one place (`for_answer`). Each carries the answer's status, d
     ├── NotFound            404: no such identity, face, cluster or gallery (or one the key does not reach)
     ├── Conflict            409: a face of someone else, a face rejected from this identity, a gallery that exists
     ├── Unavailable         503 after the retries, or the service out of reach
+    │   └── RateLimited         429 after the retries (a proxy in front of the service limits its callers)
     └── ServerError         500 and anything else unexpected
 """
 
@@ -26,13 +27,18 @@ from common.errors import (
     Unavailable,
 )
 
-__all__ = ["ArcmatchError", "BadInput", "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "ServerError",
-           "Unauthorized", "Unavailable", "UnsupportedMedia", "for_answer"]
+__all__ = ["ArcmatchError", "BadInput", "Conflict", "Forbidden", "NotFound", "PayloadTooLarge", "RateLimited",
+           "ServerError", "Unauthorized", "Unavailable", "UnsupportedMedia", "for_answer"]
 
 
 class UnsupportedMedia(BadInput):
     http_status = 415
     kind = "unsupported media type"
+
+
+class RateLimited(Unavailable):
+    http_status = 429
+    kind = "too many requests"
 
 
 class ServerError(ArcmatchError):
@@ -41,7 +47,7 @@ class ServerError(ArcmatchError):
 
 BY_STATUS: dict[int, type[ArcmatchError]] = {400: BadInput, 401: Unauthorized, 403: Forbidden, 404: NotFound,
                                              409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMedia,
-                                             422: BadInput, 503: Unavailable}
+                                             422: BadInput, 429: RateLimited, 503: Unavailable}
 
 
 def for_answer(status: int, body: dict | None, request_id: str | None) -> ArcmatchError:

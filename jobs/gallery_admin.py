@@ -9,10 +9,12 @@ the caller repeats that count, so a wrong name never costs a gallery.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from common.errors import BadInput, Conflict, NotFound, Unavailable
+from common.errors import ArcmatchError, BadInput, Conflict, NotFound, Unavailable
 from indexer.archive import FaceArchive
 from indexer.galleries import Galleries, check_gallery
 from indexer.store import CollectionInfo, FaceIndex
@@ -72,20 +74,43 @@ class Erasure:
     collections: list[str]
 
 
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _one_at_a_time(gallery: str) -> Iterator[None]:
+    """Making and erasing one gallery, one request at a time in this process: each is several store calls (look,
+    create the collection, create the alias; count, drop), and two at once met each other half-way (a QA pass:
+    six simultaneous creates of one name answered 201 once, then a 400 "refused a value of this has_collection"
+    and 503s from create_alias; four deletes, 404s naming describe_alias)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(gallery, threading.Lock())
+    with lock:
+        yield
+
+
 def create(client, gallery: str, embedder, target_fpir: float | None = None) -> FaceIndex:
     """The gallery, empty, served by `embedder`'s model (its threshold recorded as the model's), with the FPIR its
-    calibrations aim at when none is asked for; Conflict when a gallery of that name exists."""
+    calibrations aim at when none is asked for; Conflict when a gallery of that name exists (made by another
+    process meanwhile included)."""
     from indexer import calibration
 
     galleries = Galleries(client, check_gallery(gallery))
-    if galleries.serving() is not None or galleries.collections():
-        raise Conflict(f"gallery {gallery!r} exists already")
-    model = embedder.calibration
-    info = CollectionInfo.of_model(embedder.spec, model.threshold if model else None)
-    index = galleries.open(info, create=True)
-    if target_fpir is not None:
-        calibration.set_target(index, target_fpir)
-    return index
+    with _one_at_a_time(gallery):
+        if galleries.serving() is not None or galleries.collections():
+            raise Conflict(f"gallery {gallery!r} exists already")
+        model = embedder.calibration
+        info = CollectionInfo.of_model(embedder.spec, model.threshold if model else None)
+        try:
+            index = galleries.open(info, create=True)
+        except ArcmatchError:
+            if galleries.serving() is not None:  # another process made it between the look and the alias
+                raise Conflict(f"gallery {gallery!r} exists already") from None
+            raise
+        if target_fpir is not None:
+            calibration.set_target(index, target_fpir)
+        return index
 
 
 def count(client, gallery: str, archive_root: str | None) -> Erasure:
@@ -102,11 +127,12 @@ def count(client, gallery: str, archive_root: str | None) -> Erasure:
 def erase(client, gallery: str, archive_root: str | None, confirmed: int | None, *, flag: str) -> Erasure:
     """Erase the gallery when `confirmed` is the number of faces it holds (or it holds none); BadInput naming
     that number otherwise (`flag` is how the caller says it: `--erase`, `erase=`)."""
-    found = count(client, gallery, archive_root)
-    if found.faces and confirmed != found.faces:
-        raise BadInput(f"gallery {gallery!r} holds {found.faces} faces ({found.archived} archived images, "
-                       f"{len(found.collections)} collections): repeat with {flag}{found.faces} to erase them all")
-    Galleries(client, gallery).drop_all()
-    if archive_root is not None:
-        FaceArchive(archive_root, gallery).drop()
-    return found
+    with _one_at_a_time(gallery):
+        found = count(client, gallery, archive_root)
+        if found.faces and confirmed != found.faces:
+            raise BadInput(f"gallery {gallery!r} holds {found.faces} faces ({found.archived} archived images, "
+                           f"{len(found.collections)} collections): repeat with {flag}{found.faces} to erase them all")
+        Galleries(client, gallery).drop_all()
+        if archive_root is not None:
+            FaceArchive(archive_root, gallery).drop()
+        return found

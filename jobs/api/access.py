@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from common.errors import NotFound
 from jobs.api.keys import ApiKey
+from jobs.api.slashes import restored
 
 PREFIX = "/v1/galleries"
 
@@ -19,8 +20,8 @@ def gallery_of(path: str, default: str) -> str | None:
     galleries itself (/v1/galleries: listing and creating)."""
     if path == PREFIX or path == PREFIX + "/":
         return None
-    if path.startswith(PREFIX + "/"):
-        return path[len(PREFIX) + 1:].split("/", 1)[0]
+    if path.startswith(PREFIX + "/"):  # its encoded slashes back: the name as sent, in every answer about it
+        return restored(path[len(PREFIX) + 1:].split("/", 1)[0])
     return default
 
 

@@ -91,14 +91,14 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     app.add_middleware(RequestIds)  # every answer carries its id, refusals by the Guard included
     app.add_middleware(EncodedSlashes)  # outermost: the Guard, the audit and the metrics route the path it gives
     checked = [Depends(known_parameters)]  # a parameter a route does not take is refused, never ignored
-    app.include_router(health.router, dependencies=checked, responses=errors.responses(400))
-    app.include_router(galleries.router, dependencies=checked, responses=errors.responses(400))
+    app.include_router(health.router, dependencies=checked, responses=errors.responses(400, 415))
+    app.include_router(galleries.router, dependencies=checked, responses=errors.responses(400, 415))
     for router in (search.router, identities.router, identities.faces_router, clusters.router, calibration.router,
                    gallery.router):  # every face route: the default gallery's, and any gallery's by name
         # 404 on both: a key that does not reach the gallery (the default one included) is told it is not there
-        app.include_router(router, prefix="/v1", dependencies=checked, responses=errors.responses(400, 404))
+        app.include_router(router, prefix="/v1", dependencies=checked, responses=errors.responses(400, 404, 415))
         app.include_router(router, prefix=PREFIX + "/{gallery}", dependencies=[Depends(_named_gallery), *checked],
-                           responses=errors.responses(400, 404))
+                           responses=errors.responses(400, 404, 415))
     app.include_router(page.router)
     if settings.metrics:
         app.include_router(metrics.router)

@@ -79,7 +79,10 @@ class Guard:
             return error(401, "unauthorized", "missing or unknown API key (header X-API-Key)")
         scope.setdefault("state", {})[KEY_STATE] = key
         try:  # before the scope: a 403 would say the gallery exists
-            check_reach(key, gallery_of(path, self.default_gallery))
+            # a path no route takes is no gallery's: the router's 404 says so, where a key of other galleries was
+            # told the default gallery was not found (`/v1/identities/x/bogus`, a typo)
+            if self.scopes.routed(path):
+                check_reach(key, gallery_of(path, self.default_gallery))
         except GalleryNotFound as exc:
             return error(exc.http_status, exc.kind, str(exc))
         if scope_needed not in key.scopes:

@@ -6,7 +6,7 @@ themselves (schemas.StrictBody)."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Request, params
 
 from common.errors import BadInput
 
@@ -29,10 +29,38 @@ def _names(dependant, where: str) -> set[str]:
     return names
 
 
+class NotItsMediaType(BadInput):
+    """A body of another media type than the route's: a raw photo where it takes a form, a form where it takes
+    JSON (answered before as a 422 about a missing field)."""
+
+    http_status = 415
+    kind = "unsupported media type"
+
+
+def _forms(route) -> bool | None:
+    """True where the route's body is a form (a photo upload), False where it is JSON, None where it has none."""
+    if route.__dict__.get("_arcmatch_forms", "unset") == "unset":
+        fields = _fields(route.dependant)
+        route.__dict__["_arcmatch_forms"] = None if not fields else all(
+            isinstance(field.field_info, params.Form) for field in fields)
+    return route.__dict__["_arcmatch_forms"]
+
+
+def _fields(dependant) -> list:
+    return [*dependant.body_params, *(f for inner in dependant.dependencies for f in _fields(inner))]
+
+
 async def known_parameters(request: Request) -> None:
     route = request.scope.get("route")
     if route is None:
         return
+    sent = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    forms = _forms(route)
+    if forms and sent and sent not in FORMS:  # no body at all is a missing field (422), said as such
+        fields = ", ".join(sorted(_taken(route, "body_params")))
+        raise NotItsMediaType(f"this route takes multipart/form-data (fields {fields}), not {sent}")
+    if forms is False and sent in FORMS:
+        raise NotItsMediaType(f"this route takes application/json, not {sent}")
     _refuse("query parameter", set(request.query_params) - _taken(route, "query_params"), route, "query_params",
             _taken(route, "body_params"))
     if request.headers.get("content-type", "").split(";")[0].strip() in FORMS:

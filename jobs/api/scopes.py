@@ -92,6 +92,10 @@ class ScopeTable:
                 return route.path
         return None
 
+    def routed(self, path: str) -> bool:
+        """Whether any route that asks for a key takes this path (by any method)."""
+        return any(scope is not None and route.path_regex.match(path) for route, scope in self.table)
+
     def required(self, method: str, path: str) -> str | None:
         """None for the open paths; else the declared scope of the route for this method and path; for a method
         the path's routes do not take, the least of theirs (a key that may use the path learns it is a 405);

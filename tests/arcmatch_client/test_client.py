@@ -3,6 +3,8 @@ methods, each kind of error answer as its own exception, and a 503 waited out as
 
 import asyncio
 import time
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from hashlib import sha256
 
 import httpx
@@ -15,6 +17,7 @@ from arcmatch_client.errors import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     ServerError,
     Unauthorized,
     Unavailable,
@@ -86,7 +89,7 @@ def test_every_route_through_the_client(service, tmp_path):
         assert sorted(f.source for f in ann.faces) == ["api:ann.png", f"api:photo-{sha256(png(1, 1)).hexdigest()[:12]}"]
         assert shop.face_image(enrolled.face_ids[0])[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb")
 
-        assert shop.merge_identities("bob", "bobby").identity == "bob"
+        assert shop.merge_identities("bob", "bobby", proceed=True).identity == "bob"
         moved = shop.move_face("ann", enrolled.face_ids[1], "bob")
         assert moved.identity == "bob" and "ann" in moved.rejected_from
         assert "bob" in shop.reject_face("bob", enrolled.face_ids[1]).rejected_from
@@ -194,6 +197,16 @@ def test_a_503_is_waited_out_as_retry_after_says_then_the_answer_comes(service):
         with pytest.raises(Unavailable, match="restarting"):
             Client(base, KEY, http=http, retries=2).health()
         assert outage.seen == 3  # the first try and two retries, then the 503's own error
+    # a proxy's 429, its Retry-After an HTTP date: waited out the same way, and past the retries its own class
+    soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=1), usegmt=True)
+    limited = httpx.Response(429, text="slow down", headers={"Retry-After": soon})
+    outage = Outage(down=1, answer=limited)
+    with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, transport=outage) as http:
+        assert Client(base, KEY, http=http).health().status == "ok" and outage.seen == 2
+    outage = Outage(down=10, answer=httpx.Response(429, text="slow down", headers={"Retry-After": "0"}))
+    with httpx.Client(base_url=base, headers={"X-API-Key": KEY}, transport=outage) as http:
+        with pytest.raises(RateLimited):
+            Client(base, KEY, http=http, retries=1).health()
 
 
 def test_a_500_from_the_proxy_is_tried_again_and_the_services_own_is_not(service):

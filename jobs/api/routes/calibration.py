@@ -35,6 +35,10 @@ def current(_: ReadKey, service: ServiceDep) -> CalibrationOut:
     needs is a calibration, not a different request). A stored threshold that is no cosine is still an error."""
     threshold, source = service.lookup.threshold_in_use() if service.lookup.has_threshold() else (None, None)
     found = service.lookup.gallery_calibration()
+    if found is not None and service.watch.identities is None:
+        # never counted in this process (just started): the size at calibration would be read as the size now,
+        # and a gallery grown since as meeting its target
+        service.watch.count_now()
     service.watch.poke(service.lookup.gallery_calibration)
     return CalibrationOut(threshold=threshold, source=source, gallery=_out(found, service.index),
                           status=service.watch.status(found))

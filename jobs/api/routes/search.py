@@ -33,6 +33,7 @@ async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image:
     sent = len((await request.form()).getlist("image"))  # the form as FastAPI already parsed it
     if sent > 1:  # answering for the first alone would read as an answer for every photo sent
         raise BadInput(f"one image per search, got {sent}: send each photo in a request of its own")
+    source = await searcher.threshold_source(threshold, fpir)
     threshold = await searcher.threshold(threshold, fpir)
     data = await read_upload(image, settings.max_upload_bytes)
     found = await searcher.faces(data, faces)
@@ -40,7 +41,8 @@ async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image:
     decisions = await searcher.search(vectors, threshold, k, top_n)
     kept = await searcher.keep_unknown(data, found, vectors, decisions) if settings.keep_unknown_faces else []
     note(request, matches=_matches(decisions), **({"kept_unknown": [str(f) for f in kept]} if kept else {}))
-    return SearchOut(faces=[FaceDecisionOut.of_match(FaceMatch(f, d)) for f, d in zip(found, decisions, strict=True)])
+    return SearchOut(faces=[FaceDecisionOut.of_match(FaceMatch(f, d), source)
+                            for f, d in zip(found, decisions, strict=True)])
 
 
 @router.post("/embedding", responses=responses(400, 422))
@@ -49,10 +51,11 @@ async def search_embedding(_: ReadKey, searcher: SearchDep, request: Request,
     limit = request.app.state.settings.max_batch_vectors
     if len(query.embeddings) > limit:
         raise BadInput(f"at most {limit} embeddings per request")
+    source = await searcher.threshold_source(query.threshold, query.fpir)
     threshold = await searcher.threshold(query.threshold, query.fpir)
     decisions = await searcher.search(query.embeddings, threshold, query.k, query.top_n)
     note(request, matches=_matches(decisions))
-    return [DecisionOut.of(d) for d in decisions]
+    return [DecisionOut.of(d, source) for d in decisions]
 
 
 def _matches(decisions) -> list:

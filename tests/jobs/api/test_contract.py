@@ -57,12 +57,14 @@ INEXPRESSIBLE = (
                   "and what it shows is known only once decoded"),
     Inexpressible(rf"^POST /v1{GALLERY}/identities/\{{identity\}}/faces$", 400, r"^metadata ", "a JSON object "
                   "inside a form field: JSON Schema's contentMediaType is an annotation, not a check"),
-    Inexpressible(rf"\{{identity\}}|^POST /v1{GALLERY}/clusters/\{{cluster\}}/promote$|^GET /v1{GALLERY}/identities$",
+    Inexpressible(rf"\{{identity\}}|^POST /v1{GALLERY}/clusters/\{{cluster\}}/promote$|^GET /v1{GALLERY}/identities$"
+                  rf"|^POST /v1{GALLERY}/gallery/distinct$",
                   400, r"^cursor is \d+ bytes in UTF-8, over the limit of 256$|^identity (is \d+ bytes in UTF-8, "
-                  r"over the limit of 256$|is \d+ characters, over the limit of 256$|must hold a visible character)",
-                  "an identity holds at most 256 UTF-8 bytes, and as many characters in Unicode NFC, and one visible "
-                  "character: JSON Schema's maxLength counts the "
-                  "characters sent, and a pattern has no Unicode categories (all three are documented)"),
+                  r"over the limit of 256$|is \d+ characters, over the limit of 256$|must hold a visible character|"
+                  r"holds U\+FFFD)", "an identity holds at most 256 UTF-8 bytes, and as many characters in Unicode "
+                  "NFC, and one visible character: JSON Schema's maxLength counts the characters sent, and a pattern "
+                  "has no Unicode categories (all three are documented); a generated string may hold a lone "
+                  "surrogate, which no UTF-8 request can carry (it arrives as U+FFFD)"),
     Inexpressible(r"", 400, r"^a face id is an integer from 0 to 9223372036854775807, got \d{19}$", "a face id in "
                   "a body is a decimal string of a 64-bit integer: the pattern caps its 19 digits, not its value"),
     Inexpressible(rf"^POST /v1{GALLERY}/calibration$", 400, r"^(an FPIR of \S+ needs at least \d+ unknown-person "

@@ -118,6 +118,12 @@ def test_every_route_answers_a_gallery_out_of_reach_as_one_that_does_not_exist(a
     # the default gallery's routes are the default gallery's: a key for shop does not reach them either
     for method, path in (("GET", "/v1/identities"), ("POST", "/v1/search/embedding"), ("GET", "/v1/calibration")):
         assert api.request(method, path, headers=A).json()["detail"] == "gallery 'home' not found"
+    # a path no route takes is no gallery's: a typo is answered as one, whichever galleries the key reaches
+    for path in ("/nonexistent", "/v1/identities/x/bogus", "/v1/galleries/shop/bogus"):
+        answer = api.get(path, headers=A)
+        assert answer.status_code == 404 and "gallery" not in answer.json()["detail"], (path, answer.text)
+    sneaked = api.get("/v1/galleries/shop%2F..%2Fstaff/identities", headers=A)  # its name as sent, no encoding
+    assert sneaked.status_code == 404 and sneaked.json()["detail"] == "gallery 'shop/../staff' not found"
 
 
 def test_a_gallery_is_erased_only_with_its_count_and_then_gone_everywhere(api):
@@ -139,3 +145,20 @@ def test_a_gallery_is_erased_only_with_its_count_and_then_gone_everywhere(api):
     assert [(r["gallery"], r["faces"], r["status"]) for r in erasures if r["status"] == 200] == [("temp", 2, 200)]
     assert [(r["gallery"], r["status"]) for r in erasures][-4:] == [("temp", 400), ("temp", 400), ("temp", 200),
                                                                      ("home", 409)]  # refusals too, by their action
+
+
+def test_one_gallery_made_or_erased_by_several_requests_at_once_is_made_or_erased_once(api):
+    """Six creates of one name at once: one 201, five 409 "exists already" (they met each other half-way and
+    answered a 400 about a store call and 503s); then four deletes at once: one erases it, three are told it is
+    not there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        made = list(pool.map(lambda _: api.post("/v1/galleries", json={"name": "crowd"}, headers=ADMIN), range(6)))
+    assert sorted(r.status_code for r in made) == [201, 409, 409, 409, 409, 409]
+    assert all("exists already" in r.json()["detail"] for r in made if r.status_code == 409)
+    with ThreadPoolExecutor(4) as pool:
+        gone = list(pool.map(lambda _: api.delete("/v1/galleries/crowd", params={"erase": 0}, headers=ADMIN),
+                             range(4)))
+    assert sorted(r.status_code for r in gone) == [200, 404, 404, 404]
+    assert all(r.json()["detail"] == "gallery 'crowd' not found" for r in gone if r.status_code == 404)

@@ -114,5 +114,17 @@ def test_a_parameter_a_route_does_not_take_is_refused_and_named(api):
     extra = client.post("/v1/calibration", json={"fpir": 0.01, "far": 0.01}, headers=W)
     assert extra.status_code == 422 and "far" in extra.json()["detail"]
     # what a route takes still goes through, in its place
-    assert client.post("/v1/search", data={"threshold": "0.99"}, files=photo, headers=W).status_code == 200
+    given = client.post("/v1/search", data={"threshold": "0.99"}, files=photo, headers=W)
+    assert given.status_code == 200 and given.json()["faces"][0]["threshold_source"] == "given"  # the answer says
+    plain = client.post("/v1/search", files=photo, headers=W).json()["faces"][0]
+    assert plain["threshold_source"] == "model" and plain["threshold"] != 0.99
     assert client.get("/v1/identities", params={"limit": 1}, headers=W).status_code == 200
+
+
+def test_a_body_of_another_media_type_than_the_routes_is_a_415_that_says_which(api):
+    client, _ = api
+    raw = client.post("/v1/search", content=png(1, 2), headers={**W, "Content-Type": "image/png"})
+    assert raw.status_code == 415 and "takes multipart/form-data (fields " in raw.json()["detail"]
+    assert "image" in raw.json()["detail"] and "not image/png" in raw.json()["detail"]
+    form = client.post("/v1/calibration", data={"fpir": "0.01"}, headers=W)
+    assert form.status_code == 415 and "takes application/json" in form.json()["detail"]
