@@ -146,9 +146,11 @@ class Operations:
         return self._run(Call("POST", f"/identities/{_segment(identity)}/faces/{_segment(face_id)}/confirm",
                               result=m.FaceConfirmed))
 
-    def move_face(self, identity: str, face_id: str | int, to: str):
+    def move_face(self, identity: str, face_id: str | int, to: str, *, new: bool = False):
+        """The face goes to `to`, remembering it is not `identity`'s; NotFound where no face is `to`'s, unless
+        `new` (someone enrolled under no name yet)."""
         return self._run(Call("POST", f"/identities/{_segment(identity)}/faces/{_segment(face_id)}/move",
-                              json={"identity": to}, result=m.FaceMoved))
+                              json={"identity": to, "new": new}, result=m.FaceMoved))
 
     def merge_identities(self, identity: str, other: str, *, proceed: bool = False):
         """Every face of `other` becomes `identity`'s (one person under two names); Conflict where a person said
@@ -212,9 +214,11 @@ class Operations:
     def different_people(self, first: str, second: str):
         return self._run(Call("POST", "/gallery/distinct", json={"identities": [first, second]}, result=m.Distinct))
 
-    def confirm_strangers(self, sources: Sequence[str]):
-        """These unlabelled faces (by source) are nobody who will be enrolled: calibration counts them as they are."""
-        return self._run(Call("POST", "/gallery/strangers", json={"sources": list(sources)}, result=m.Strangers))
+    def confirm_strangers(self, sources: Sequence[str], *, proceed: bool = False):
+        """These unlabelled faces (by source) are nobody who will be enrolled: calibration counts them as they are.
+        Conflict where one matches someone enrolled at the gallery's threshold, unless `proceed`."""
+        return self._run(Call("POST", "/gallery/strangers", json={"sources": list(sources), "proceed": proceed},
+                              result=m.Strangers))
 
     def confirm_kept_strangers(self):
         """Every face kept from searches that is still unnamed is a stranger: say it once the enrolled among them are

@@ -71,6 +71,9 @@ class Decision:
     score: float
     threshold: float
     candidates: list[Candidate]
+    # where the threshold comes from: given (the caller's), fpir (the caller's rate, read from the gallery's
+    # calibration), gallery (its calibration), model (its calibration), collection (stored with it)
+    threshold_source: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +102,9 @@ class FaceDecision:
     score: float
     threshold: float
     candidates: list[Candidate]
+    # where the threshold comes from: given (the caller's), fpir (the caller's rate, read from the gallery's
+    # calibration), gallery (its calibration), model (its calibration), collection (stored with it)
+    threshold_source: str | None = None
     face: FoundFace
 
 
@@ -412,3 +418,6 @@ class Suspect:
     score: float
     # how many pairs this extreme strangers would give
     expected_among_strangers: float
+    # the gallery check's: the one photo (a face id) without which the pair would not be listed, a photo of one filed
+    # under the other's name (listed among the misfits): move it rather than merge the two
+    misfiled: str | None = None

@@ -64,8 +64,10 @@ def _open_rgb(data: bytes, max_pixels: int, min_side: int) -> Image.Image:
         raise ImageError(f"not a readable image: its first bytes say {decoders[0]}, but it does not decode as "
                          "one") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's own ceiling, met first
-        raise ImageError(f"image is over {Image.MAX_IMAGE_PIXELS} pixels, more than the decoder opens (the limit "
-                         f"set, ARCMATCH_MAX_PIXELS, is {max_pixels})") from None
+        # said as the limit it passed: ours where it is the lower (two numbers read as a contradiction)
+        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS)
+        whose = "ARCMATCH_MAX_PIXELS" if limit == max_pixels else "the decoder's own, below ARCMATCH_MAX_PIXELS"
+        raise ImageError(f"image is over the limit of {limit} pixels ({whose})") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncated/corrupt data as these
         raise ImageError(f"corrupt image data: {exc}") from exc
     return _to_rgb(img)

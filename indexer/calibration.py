@@ -41,7 +41,7 @@ from common.names import shown
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED
 from indexer.milvus import Property
-from indexer.rates import Empirical, at_size, curve, points, rate_span, threshold_for_rate
+from indexer.rates import HIGHEST, Empirical, at_size, curve, points, rate_span, threshold_for_rate
 from indexer.tail import MIN_DIRECT, MIN_STRANGERS
 
 METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
@@ -156,8 +156,8 @@ class GalleryCalibration:
             return []
         status = self.status(identities)
         out = [f"the gallery has {identities} identities, {self.identities} when calibrated: at this threshold "
-               f"about {status['fpir_now']:.4f} of strangers match now (estimated; target {self.target_fpir}, met "
-               f"up to {STALE_FACTOR:g} times it, as a calibration's own estimate is no closer)"]
+               f"about {status['fpir_now']:.4f} of strangers match now (estimated; target {self.target_fpir}, "
+               f"counted as met up to {STALE_FACTOR:g} times the target: no estimate is closer than that)"]
         if not status["meets_target"]:
             out.append("the threshold no longer meets its target: run `arcmatch calibrate` again (or set "
                        "ARCMATCH_RECALIBRATE_ON_GROWTH=true)")
@@ -292,7 +292,9 @@ class GalleryCalibration:
                        f"gallery's own: {r['reference_threshold']:.4f} for FPIR {self.target_fpir}, where the "
                        f"gallery's tail alone gives {r['own_threshold']:.4f}; the stricter holds at each threshold")
         if self.top1_threshold is not None:
-            out.append(f"the top-1 rule would choose {self.top1_threshold:.4f}")
+            out.append(f"the top-1 rule (`--method top1`: the target's quantile of each face's best score with "
+                       f"another identity, which one duplicate enrollment can decide) would choose "
+                       f"{self.top1_threshold:.4f}")
         if self.suspects:
             out.append(self.set_aside_line())
         return out
@@ -511,6 +513,13 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
                                f"gallery gave {len(trials.nonmated)} ({faces} faces): enroll more people, sample "
                                f"more faces, aim at a larger FPIR, or use --method tail")
         estimator = Empirical(trials.nonmated, trials.threshold_for)
+    if not estimator.lowest * (1 - 1e-9) <= target_fpir <= HIGHEST:
+        # the curve a search's `fpir=` is answered from spans these; a target beyond them was kept and then refused
+        # by every search asking for it (30 people calibrated for 1e-6: 0.494, where the curve reads from 1.1e-4)
+        raise InvalidValue(f"this gallery's calibration reads an FPIR {rate_span(estimator.lowest, HIGHEST)}, not "
+                           f"{target_fpir}: aim within it" + (" (below it a modelled tail is extrapolation no "
+                                                              "gallery's evidence can check)" if method == "tail"
+                                                              and target_fpir < estimator.lowest else ""))
     fnir = lambda t: trials.rates(t).fnir  # noqa: E731
     around = points(estimator, fnir, target_fpir, model_threshold)
     chosen = next(p for p in around if p.label == "chosen")

@@ -139,8 +139,9 @@ def connect(uri: str, token: str | None = None, timeout: float = 30.0):
     try:
         return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=timeout, dedicated=True)
     except pymilvus.MilvusException as exc:
+        said = getattr(exc, "message", None) or str(exc)  # its words, not pymilvus's "<ConnectionConfigException..."
         hint = " (Milvus Lite opens a file from one process only: is another process using it?)" if lite else ""
-        raise BackendUnavailable(f"cannot open Milvus at {uri}: {exc}{hint}") from exc
+        raise BackendUnavailable(f"cannot open Milvus at {uri}: {said}{hint}") from exc
 
 
 @dataclass(frozen=True)

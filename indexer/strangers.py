@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from common.errors import NotFound
+from common.errors import Conflict, NotFound
 from indexer.ids import BELOW, BELOW_MODEL, EXPIRES_AT, REJECTED_FROM, STRANGER, UNLABELLED
 from indexer.tail import DUPLICATE_ALPHA, JUDGE_SHAPE, Pairs, TailModel, fit_scores, identity_scores
 
@@ -142,13 +142,28 @@ def unlabelled_from(index, sources: list[str], nothing: str) -> dict[int, str]:
     return ids
 
 
-def confirm(writer, sources: list[str]) -> list[int]:
+def confirm(writer, sources: list[str], threshold: float | None = None, proceed: bool = False) -> list[int]:
     """Mark the unlabelled faces that came from `sources` as confirmed strangers (metadata CONFIRMED): what `ingest
     --strangers` does at ingestion, for faces a calibration set aside (set_aside) that a person knows are nobody
     enrolled. Through the gallery's writer (indexer.writer.GalleryWriter): the archive keeps the mark, so a
     re-embed carries it. Returns their face ids; NotFound, with nothing marked, where a source is no unlabelled
-    face."""
-    return _marked(writer, list(unlabelled_from(writer.index, sources, "nothing marked")))
+    face. Conflict, with nothing marked, where a face scores at or above `threshold` (the gallery's, where the
+    caller has one) with someone enrolled, unless `proceed`: searches answer it as that person, and a confirmed
+    stranger that is an enrolled person's photo would hold the next threshold above that person's own scores (a
+    QA pass: a photo of Kim Ryong-sung at 0.83 with his, confirmed by mistake, moved it from 0.499 to 0.506)."""
+    found = unlabelled_from(writer.index, sources, "nothing marked")
+    if threshold is not None and not proceed and found:
+        vectors = writer.index.vectors(list(found))
+        faces = [f for f in found if f in vectors]
+        hits = writer.index.search(np.stack([vectors[f] for f in faces]), k=1) if faces else []
+        matched = [(found[f], h[0]) for f, h in zip(faces, hits, strict=True) if h and h[0].score >= threshold]
+        if matched:
+            named = "; ".join(f"{source}: {hit.identity!r} at {hit.score:.3f}" for source, hit in matched[:5])
+            raise Conflict(f"{len(matched)} of these faces match someone enrolled at or above the threshold "
+                           f"{threshold:.3f} ({named}{' ...' if len(matched) > 5 else ''}): name them (`arcmatch "
+                           "gallery name`), or say proceed (`--proceed`, proceed=true) if they are strangers all "
+                           "the same; nothing marked")
+    return _marked(writer, list(found))
 
 
 def confirm_kept(writer, now: float | None = None) -> tuple[list[int], int]:

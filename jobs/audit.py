@@ -147,10 +147,12 @@ def _lines(location: str | Path, name: str) -> Iterator[str]:
 
 
 def read(location: str | Path, *, since: str | None = None, until: str | None = None, key: str | None = None,
-         identity: str | None = None, action: str | None = None, failed: bool | None = None) -> Iterator[dict]:
+         identity: str | None = None, action: str | None = None, failed: bool | None = None,
+         gallery: str | None = None) -> Iterator[dict]:
     """Records of every writer in time order, filtered: since/until are ISO times or dates (UTC), key the key's
     name, action one of the record's actions (enroll, delete_identity, delete_face, search, ...), failed True for
-    answers of 400 and above only. `location` is a directory or a pyarrow filesystem URI."""
+    answers of 400 and above only, gallery the gallery a record is about. `location` is a directory or a pyarrow
+    filesystem URI."""
     lower, upper = _time(since, "since"), _time(until, "until")
     names = [name for name, _ in _entries(location, must_exist=True)]
     if lower:
@@ -165,6 +167,8 @@ def read(location: str | Path, *, since: str | None = None, until: str | None = 
         if identity is not None and record.get("identity") != identity:
             continue
         if action is not None and record.get("action") != action:
+            continue
+        if gallery is not None and record.get("gallery") != gallery:
             continue
         if failed is not None and (int(record.get("status", 0)) >= 400) != failed:
             continue

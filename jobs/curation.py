@@ -175,8 +175,10 @@ class Curator:
             else:
                 chosen.append(row)
         if not chosen:
-            raise Conflict(f"none of these faces can be named {identity!r}: "
-                           + "; ".join(f"{s['face_id']}: {s['reason']}" for s in skipped[:3]))
+            # none of them in the gallery at all is a face not found, not a clash with what the gallery holds
+            refusal = NotFound if all(face not in rows for face in face_ids) else Conflict
+            raise refusal(f"none of these faces can be named {identity!r}: "
+                          + "; ".join(f"{s['face_id']}: {s['reason']}" for s in skipped[:3]))
         if service.conflict_check and not proceed:
             service.lookup.check_conflicts(np.stack([r.vector for r in chosen]), identity)
         renamed = [replace(r, identity=identity, metadata={k: v for k, v in (r.metadata or {}).items()
@@ -215,7 +217,7 @@ class Curator:
         """Every face of `other` becomes `identity`'s (one person enrolled under two names): archive first, then
         the store. A face rejected from `identity` ("not this person") stays `other`'s, listed in `skipped`. Two
         names a person said are different people (`different_people`) are a Conflict unless `proceed`, which
-        forgets that pair."""
+        forgets that pair; so are two names none of whose faces match at the gallery's threshold (_alike)."""
         from indexer import distinct
 
         identity, other = validate_identity(identity), validate_identity(other)
@@ -224,14 +226,17 @@ class Curator:
         self.service.writer.in_service()
         if frozenset((identity, other)) in distinct.pairs(self.service.index):
             if not proceed:
-                raise Conflict(f"{identity!r} and {other!r} were said to be different people: say proceed to merge "
-                               "them anyway")
+                raise Conflict(f"{identity!r} and {other!r} were said to be different people: say proceed "
+                               "(`--proceed`, proceed=true) to merge them anyway")
             distinct.forget(self.service.index, identity, other)
         faces = [int(f["id"]) for f in self.service.index.faces_of(other, limit=16384)]
         if not faces:
             raise NotFound(f"no identity {other!r}")
+        rows = self.service.index.rows(faces)
+        if not proceed:
+            self._alike(identity, other, list(rows.values()))
         moved, skipped = [], []
-        for row in self.service.index.rows(faces).values():
+        for row in rows.values():
             if identity in rejected_from(row.metadata):
                 skipped.append({"face_id": row.face_id, "reason": f"rejected from {identity!r} (not this person)"})
             else:  # remembering the name it leaves, so that ingesting that name's folder again does not split them
@@ -240,13 +245,34 @@ class Curator:
         self.service.writer.rename(moved)
         return Named(identity, [r.face_id for r in moved], skipped)
 
-    def move_face(self, identity: str, face: int, to: str) -> FaceRow:
+    def _alike(self, identity: str, other: str, theirs: list[FaceRow]) -> None:
+        """Conflict where no face of `other` matches `identity` at the gallery's threshold: a merge the gallery
+        check did not suggest (a QA pass merged Tony Blair into Paul Martin without a word, and every search for
+        Blair then answered Martin). Nothing to judge by where the gallery has no threshold yet."""
+        lookup = self.service.lookup
+        mine = [int(f["id"]) for f in self.service.index.faces_of(identity, limit=16384)]
+        if not mine or not theirs or not lookup.has_threshold():
+            return
+        threshold = lookup.threshold_in_use()[0]
+        ours = self.service.index.rows(mine)
+        best = float(np.max(np.stack([r.vector for r in ours.values()]) @ np.stack([r.vector for r in theirs]).T))
+        if best < threshold:
+            raise Conflict(f"no face of {other!r} matches {identity!r} (best score {best:.3f}, threshold "
+                           f"{threshold:.3f}): they look like two people; say proceed (`--proceed`, proceed=true) "
+                           "to merge them anyway")
+
+    def move_face(self, identity: str, face: int, to: str, *, new: bool = False) -> FaceRow:
         """A face filed under the wrong person goes to `to`, remembering it is not `identity` (as "not this
-        person" does), so enrolling the same photo under `identity` again asks first."""
+        person" does), so enrolling the same photo under `identity` again asks first. `to` must be someone the
+        gallery holds unless `new`: a mistyped name ("Jenifer_Aniston") would file the face as a second identity
+        of one person, which every search then answers by."""
         identity, to, face = validate_identity(identity), validate_identity(to), validate_face_id(face)
         if identity == to:
             raise InvalidValue(f"face {face} is already {identity!r}'s")
         row = self._face_of(identity, face)
+        if not new and not self.service.index.faces_of(to, limit=1):
+            raise NotFound(f"no identity {to!r} in the gallery: check the name, or say it is someone new (`--new`, "
+                           "new=true) to file the face under a name of its own")
         metadata = {**(row.metadata or {}), REJECTED_FROM: sorted({*rejected_from(row.metadata), identity} - {to})}
         moved = replace(row, identity=to, metadata=metadata)
         self.service.writer.rename([moved])

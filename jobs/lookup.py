@@ -151,4 +151,5 @@ class Lookup:
         for decision in self.search_vectors(vectors):
             if decision.is_match and decision.identity != identity:
                 raise Conflict(f"a face matches {decision.identity!r} (score {decision.score:.3f}, threshold "
-                               f"{decision.threshold:.3f}): say proceed to enroll it as {identity!r} anyway")
+                               f"{decision.threshold:.3f}): say proceed (`--proceed`, proceed=true) to enroll it as "
+                               f"{identity!r} anyway")

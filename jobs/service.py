@@ -247,7 +247,7 @@ class IdentityService:
         refused = next((row for row, rejected in checked if rejected), None)
         if refused is not None and not proceed:
             raise Conflict(f"{refused.source.removeprefix('api:')}: this face was rejected from {identity!r} "
-                           "(not this person); say proceed to enroll it anyway")
+                           "(not this person); say proceed (`--proceed`, proceed=true) to enroll it anyway")
         return [row for row, _ in checked]
 
     def identity(self, identity: str) -> list[dict]:

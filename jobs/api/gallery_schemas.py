@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, Field
 
-from indexer.calibration import MIN_FPIR
+from indexer.rates import HIGHEST, LOWEST_MODELLED
 from jobs.api.schemas import Ready, StrictBody
 from jobs.api.slashes import restored
 
@@ -25,8 +25,8 @@ class GalleryIn(StrictBody):
     model: str | None = Field(None, description="the model version the gallery is served by; the service's own if "
                               "left out, and the only one it accepts: a gallery of another model is made by a service "
                               "running that model (`arcmatch galleries create NAME --model DIR`)")
-    fpir: float | None = Field(None, ge=MIN_FPIR, lt=1.0, description="the FPIR its calibrations aim at when the "
-                               "request names none (POST .../calibration); default 0.01")
+    fpir: float | None = Field(None, ge=LOWEST_MODELLED, le=HIGHEST, description="the FPIR its calibrations aim "
+                               "at when the request names none (POST .../calibration); default 0.01")
 
 
 class GalleryOut(BaseModel):

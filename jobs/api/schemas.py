@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from embedder.formats import ALLOWED
-from indexer.calibration import MIN_FPIR
 from indexer.decision import Decision
 from indexer.ids import MAX_IDENTITY_LENGTH
+from indexer.rates import HIGHEST, LOWEST_MODELLED
 
 FORMATS = ", ".join(ALLOWED) + " (told from the file's first bytes; anything else is refused with 415)"
 
@@ -34,11 +34,15 @@ class DecisionOut(BaseModel):
     threshold: float
     candidates: list[CandidateOut]
 
+    threshold_source: str | None = Field(None, description="where the threshold comes from: given (the caller's), "
+                                         "fpir (the caller's rate, read from the gallery's calibration), gallery "
+                                         "(its calibration), model (its calibration), collection (stored with it)")
+
     @classmethod
-    def of(cls, d: Decision) -> DecisionOut:
+    def of(cls, d: Decision, source: str | None = None) -> DecisionOut:
         return cls(match=d.is_match, identity=d.identity, score=d.score, threshold=d.threshold,
                    candidates=[CandidateOut(identity=c.identity, score=c.score, face_ids=[str(f) for f in c.face_ids])
-                               for c in d.candidates])
+                               for c in d.candidates], threshold_source=source)
 
 
 class QualityOut(BaseModel):
@@ -61,10 +65,10 @@ class FaceDecisionOut(DecisionOut):
     face: FoundFace
 
     @classmethod
-    def of_match(cls, match) -> FaceDecisionOut:
+    def of_match(cls, match, source: str | None = None) -> FaceDecisionOut:
         from jobs.service import face_record
 
-        return cls(**DecisionOut.of(match.decision).model_dump(), face=FoundFace(**face_record(match.face)))
+        return cls(**DecisionOut.of(match.decision, source).model_dump(), face=FoundFace(**face_record(match.face)))
 
 
 class SearchOut(BaseModel):
@@ -190,6 +194,9 @@ class SuspectOut(BaseModel):
     second: str
     score: float = Field(description="their best cross score")
     expected_among_strangers: float = Field(description="how many pairs this extreme strangers would give")
+    misfiled: str | None = Field(None, description="the gallery check's: the one photo (a face id) without which the "
+                                 "pair would not be listed, a photo of one filed under the other's name (listed "
+                                 "among the misfits): move it rather than merge the two")
 
 
 class PointOut(BaseModel):
@@ -274,8 +281,9 @@ class CalibrationOut(BaseModel):
 
 
 class CalibrateIn(StrictBody):
-    fpir: float | None = Field(None, ge=MIN_FPIR, lt=1.0, description="target false-positive identification rate "
-                               "(default: the gallery's, as its calibration or its making set it; else 0.01)")
+    fpir: float | None = Field(None, ge=LOWEST_MODELLED, le=HIGHEST, description="target false-positive "
+                               "identification rate (default: the gallery's, as its calibration or its making set "
+                               "it; else 0.01)")
     sample: int = Field(5000, ge=2, le=100_000, description="faces drawn as trials")
     dry_run: bool = Field(False, description="report the threshold without keeping it")
     method: Literal["tail", "top1"] = Field("tail", description="tail: every cross-identity score modelled, "
@@ -362,8 +370,13 @@ class MergeIn(StrictBody):
         return _each_once(clusters, "cluster")
 
 
-class IdentityRef(BaseModel):
+class IdentityRef(StrictBody):
     identity: str = Field(min_length=1, max_length=MAX_IDENTITY_LENGTH, json_schema_extra=IDENTITY_RULES)
+
+
+class FaceMoveIn(IdentityRef):
+    new: bool = Field(False, description="`identity` is a person enrolled under no name yet: without it, a name no "
+                      "face has is a 404 (a mistyped name would make a second identity of one person)")
 
 
 class IdentityMergeIn(IdentityRef):
@@ -398,6 +411,8 @@ class StrangersIn(StrictBody):
     sources: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
         min_length=1, max_length=1000, description="where unlabelled faces came from (as the calibration lists those "
         "it left out): each is nobody who will be enrolled", json_schema_extra={"uniqueItems": True})
+    proceed: bool = Field(False, description="confirm them even where one matches someone enrolled at or above the "
+                          "gallery's threshold (409 without)")
 
     @field_validator("sources")
     @classmethod

@@ -90,12 +90,13 @@ def calibrate(args: argparse.Namespace) -> int:
         raise NotFound(f"{args.target!r} is not a collection of gallery {settings.gallery!r} "
                        f"(see `arcmatch collections list`)")
     index = FaceIndex(galleries.client, name)
+    titled = f"gallery {settings.gallery}" + (f" ({name})" if args.target else "")  # its name, not its collection's
     if settings.model is not None and not (args.show or args.clear):
         take_reference(index, settings.model)
     if args.show:
         found = calibration.stored(index)
         if found is not None and args.plot:
-            plot(found, args.plot, f"{name}: FPIR target {found.target_fpir}")
+            plot(found, args.plot, f"{titled}: FPIR target {found.target_fpir}")
         if args.json:
             print(json.dumps({**asdict(found), "status": found.status(count_identities(index))} if found else None))
         elif found is not None:
@@ -116,7 +117,7 @@ def calibrate(args: argparse.Namespace) -> int:
         calibration.store(index, result)
         audit(settings, "calibrate", collection=name, threshold=result.threshold, target_fpir=args.fpir)
     if args.plot:
-        plot(result, args.plot, f"{name}: FPIR target {args.fpir}")
+        plot(result, args.plot, f"{titled}: FPIR target {args.fpir}")
     if args.json:
         print(json.dumps(asdict(result)))
     else:

@@ -29,13 +29,16 @@ def register(sub) -> None:
     q = actions.add_parser("merge", help="every face of OTHER becomes INTO's (one person under two names)")
     q.add_argument("into")
     q.add_argument("other")
-    q.add_argument("--proceed", action="store_true", help="merge two names said to be different people (`distinct`)")
+    q.add_argument("--proceed", action="store_true", help="merge two names said to be different people (`distinct`), "
+                                                          "or none of whose faces match at the gallery's threshold")
     model_flag(q, "the gallery's model")
     store_flags(q)
     q.set_defaults(run=gallery_fix)
     q = face_action(actions, "move", "a face filed under the wrong person goes to another", "--from",
                     "the identity it is filed under")
     q.add_argument("--to", required=True, help="the identity it shows")
+    q.add_argument("--new", action="store_true", help="--to is someone enrolled under no name yet (without it, a "
+                                                      "name no face has is refused: a typo would make a new identity)")
     face_action(actions, "reject", "a face is not this person (someone enrolled nowhere): it leaves the identity, "
                 "unlabelled, and is never put back without --proceed", "--from", "the identity it is filed under")
     face_action(actions, "confirm", "a listed face is this person after all (a hard photo): it stays, and is not "
@@ -51,6 +54,8 @@ def register(sub) -> None:
                                             "it left out) are nobody who will be enrolled: calibration counts them "
                                             "as strangers as they are")
     q.add_argument("sources", nargs="*", metavar="SOURCE")
+    q.add_argument("--proceed", action="store_true", help="confirm them even where one matches someone enrolled at "
+                                                          "or above the gallery's threshold")
     q.add_argument("--kept", action="store_true", help="every face kept from searches (ARCMATCH_KEEP_UNKNOWN_FACES) "
                    "that is still unnamed: say it once the enrolled people among them are named; calibration then "
                    "reads them as strangers answered unknown below the threshold of their day")
@@ -80,6 +85,7 @@ def _serving_index(settings):
 
 
 def gallery_stranger(args: argparse.Namespace) -> int:
+    from indexer import calibration
     from indexer.archive import FaceArchive
     from indexer.strangers import confirm, confirm_kept
     from indexer.tail import MIN_STRANGERS
@@ -91,7 +97,9 @@ def gallery_stranger(args: argparse.Namespace) -> int:
     index = _serving_index(settings)
     root = settings.archive_root()  # the mark goes into the archive too: a re-embed carries it
     writer = GalleryWriter(index, FaceArchive(root, settings.gallery) if root else None, open_gallery(settings))
-    marked, before = confirm_kept(writer) if args.kept else (confirm(writer, args.sources), 0)
+    found = calibration.stored(index)
+    threshold = found.threshold if found is not None else index.info().threshold
+    marked, before = confirm_kept(writer) if args.kept else (confirm(writer, args.sources, threshold, args.proceed), 0)
     audit(settings, "confirm_strangers", face_ids=[str(f) for f in marked], **({"kept": True} if args.kept else {}))
     if args.kept and not marked:
         print(f"no face kept from searches left to confirm ({before} confirmed before)")
@@ -142,7 +150,7 @@ def gallery_fix(args: argparse.Namespace) -> int:
             print(f"{len(merged.face_ids)} faces of {shown(args.other)} are now under {shown(args.into)}"
                   + left_out(merged.skipped))
         elif args.action == "move":
-            moved = curator.move_face(args.identity, args.face, args.to)
+            moved = curator.move_face(args.identity, args.face, args.to, new=args.new)
             audit(settings, "move_face", identity=args.identity, moved_to=args.to, face_ids=[str(args.face)])
             print(f"face {args.face} is now under {shown(moved.identity)} (and not {shown(args.identity)})")
         elif args.action == "confirm":
@@ -165,6 +173,10 @@ def gallery_fix(args: argparse.Namespace) -> int:
             found = curator.different_people(args.first, args.second)
             audit(settings, "distinct", identity=args.first, other=args.second)
             print(f"{shown(args.first)} and {shown(args.second)} are different people ({len(found)} such pair(s) kept)")
+        stale = service.lookup.gallery_calibration()
+        if stale is not None and args.action != "confirm":  # a confirmed photo changes no score the threshold read
+            print(f"the gallery's threshold ({stale.threshold:.4f}) was calibrated before this: run `arcmatch "
+                  "calibrate` again for it to count")
     finally:
         service.close()
     return EXIT_OK

@@ -105,9 +105,9 @@ def store_flags(p: argparse.ArgumentParser) -> None:
 
 
 def search_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=int, help="faces retrieved per probe (env ARCMATCH_SEARCH_K; default 20)")
-    p.add_argument("--ef", type=int, help="HNSW search list size: higher is closer to exact search, and slower "
-                                          "(env ARCMATCH_SEARCH_EF; default 192)")
+    p.add_argument("--k", type=positive, help="faces retrieved per probe (env ARCMATCH_SEARCH_K; default 20)")
+    p.add_argument("--ef", type=positive, help="HNSW search list size: higher is closer to exact search, and "
+                                               "slower (env ARCMATCH_SEARCH_EF; default 192)")
 
 
 def detector_flag(p: argparse.ArgumentParser) -> None:

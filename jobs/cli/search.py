@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from common.errors import EXIT_OK, BadInput, NotFound
+from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput, NotFound
 from jobs.cli.options import cosine, detector_flag, model_flag, search_flags, settings_from, share, store_flags
 from jobs.cli.remote import api_flag, client_for
 
@@ -54,6 +55,7 @@ def search(args: argparse.Namespace) -> int:
         if args.fpir is not None:
             service.watch.count_now()  # the size now: the rate is at that size (a search never re-calibrates)
             threshold = service.lookup.threshold(fpir=args.fpir)
+        source = _source(args) or service.lookup.threshold_in_use()[1]
         for path in args.images:
             try:
                 [matches] = service.identify([Path(path).read_bytes()], threshold, select=args.faces)
@@ -61,21 +63,21 @@ def search(args: argparse.Namespace) -> int:
                 faceless.append(f"{path}: {exc}")
                 continue
             for n, match in enumerate(matches):
-                _print_match(path, n, match, len(matches), as_json=args.json)
+                _print_match(path, n, match, len(matches), source, as_json=args.json)
     finally:
         service.close()
-    if faceless:
-        raise ImageError("; ".join(faceless))
-    return EXIT_OK
+    return _done(faceless, len(args.images), ImageError)
 
 
 def _search_remote(client, args: argparse.Namespace) -> int:
     """The same search through a running service (arcmatch_client): the same lines, the service's answers."""
+    if args.ef is not None:
+        raise BadInput("--ef is the service's own setting (ARCMATCH_SEARCH_EF where it runs), not a request's")
     faceless = []
     with client:
         for path in args.images:
             try:
-                faces = client.search(path, threshold=args.threshold, fpir=args.fpir, faces=args.faces)
+                faces = client.search(path, threshold=args.threshold, fpir=args.fpir, k=args.k, faces=args.faces)
             except BadInput as exc:  # this photo's (no face, unreadable); the others are still answered
                 faceless.append(f"{path}: {exc}")
                 continue
@@ -84,20 +86,40 @@ def _search_remote(client, args: argparse.Namespace) -> int:
                     print(json.dumps(_json_line(path, n, asdict(face))))
                     continue
                 print(_line(path, n, len(faces), face.face.box, face.identity if face.match else None, face.score,
-                            face.threshold))
-    if faceless:
-        raise BadInput("; ".join(faceless))
-    return EXIT_OK
+                            face.threshold, face.threshold_source))
+    return _done(faceless, len(args.images), BadInput)
 
 
-def _print_match(path: str, n: int, match, count: int, *, as_json: bool) -> None:
+def _print_match(path: str, n: int, match, count: int, source: str, *, as_json: bool) -> None:
     from jobs.api.schemas import FaceDecisionOut
 
     d = match.decision
     if as_json:
-        print(json.dumps(_json_line(path, n, FaceDecisionOut.of_match(match).model_dump())))
+        print(json.dumps(_json_line(path, n, FaceDecisionOut.of_match(match, source).model_dump())))
         return
-    print(_line(path, n, count, match.face.face.box, d.identity if d.is_match else None, d.score, d.threshold))
+    print(_line(path, n, count, match.face.face.box, d.identity if d.is_match else None, d.score, d.threshold,
+                source))
+
+
+SOURCES = {"given": "yours", "fpir": "for your FPIR", "gallery": "the gallery's calibration",
+           "model": "the model's calibration", "collection": "stored with the collection"}
+
+
+def _done(faceless: list[str], photos: int, error) -> int:
+    """Exit 0 when every photo was answered; 3 (finished, some inputs skipped: each said on stderr) when some
+    were; the photos' own error (exit 2) when none was."""
+    if not faceless:
+        return EXIT_OK
+    if len(faceless) == photos:
+        raise error("; ".join(faceless))
+    for line in faceless:
+        print(f"skipped {line}", file=sys.stderr)
+    return EXIT_PARTIAL
+
+
+def _source(args: argparse.Namespace) -> str | None:
+    """Where the caller's threshold comes from, where they gave one (the answer says it: threshold_source)."""
+    return "given" if args.threshold is not None else "fpir" if args.fpir is not None else None
 
 
 def _json_line(path: str, n: int, decision: dict) -> dict:
@@ -106,7 +128,10 @@ def _json_line(path: str, n: int, decision: dict) -> dict:
     return {"image": path, "face_number": n + 1, **decision}
 
 
-def _line(path: str, n: int, count: int, box, identity: str | None, score: float, threshold: float) -> str:
-    """One face's answer as a line: where it is when the photo has several, who (or unknown), the score."""
+def _line(path: str, n: int, count: int, box, identity: str | None, score: float, threshold: float,
+          source: str | None) -> str:
+    """One face's answer as a line: where it is when the photo has several, who (or unknown), the score, and the
+    threshold with where it came from."""
     where = f"\tface {n + 1}/{count} at {[round(v) for v in box]}" if count > 1 else ""
-    return f"{path}{where}\t{identity or 'unknown'}\tscore {score:.4f} (threshold {threshold:.4f})"
+    said = f", {SOURCES.get(source, source)}" if source else ""
+    return f"{path}{where}\t{identity or 'unknown'}\tscore {score:.4f} (threshold {threshold:.4f}{said})"

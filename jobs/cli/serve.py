@@ -57,6 +57,7 @@ def register(sub) -> None:
     p.add_argument("--until", help="up to this ISO date (that whole day) or time")
     p.add_argument("--key", help="only requests made with the API key of this name")
     p.add_argument("--identity", help="only records about this identity")
+    p.add_argument("--gallery", help="only records about this gallery (a trail holds every gallery's)")
     p.add_argument("--action", help="enroll, delete_identity, delete_face, merge_identity, move_face, search, "
                                     "calibrate, gallery_create, alias_switch, ... (a name found nowhere lists those "
                                     "the trail holds)")
@@ -156,7 +157,8 @@ def audit(args: argparse.Namespace) -> int:
         raise BadInput(f"--limit is the number of latest records shown, at least 1, got {args.limit}")
     directory = args.dir or settings_from(args).audit_root()
     records = deque(read(directory, since=args.since, until=args.until, key=args.key, identity=args.identity,
-                         action=args.action, failed=True if args.failed else None), maxlen=args.limit)
+                         action=args.action, failed=True if args.failed else None, gallery=args.gallery),
+                    maxlen=args.limit)
     for record in records:
         if args.json:
             print(json.dumps(record, ensure_ascii=False))

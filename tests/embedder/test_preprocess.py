@@ -87,6 +87,17 @@ def test_pixel_limit_refuses_bombs_before_decoding():
         decode_image(data, SPEC, max_pixels=1_000_000)
 
 
+def test_a_photo_past_the_decoders_own_ceiling_is_said_with_one_limit(monkeypatch):
+    """Pillow refuses to open past its ceiling before our limit is read: the answer names the lower of the two,
+    where it named Pillow's and ours side by side ("over 89478485 pixels ... the limit set is 40000000")."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    data = encode(Image.new("L", (3000, 3000)))
+    with pytest.raises(ImageError, match=r"^image is over the limit of 500000 pixels \(ARCMATCH_MAX_PIXELS\)$"):
+        decode_image(data, SPEC, max_pixels=500_000)
+    with pytest.raises(ImageError, match="over the limit of 1000000 pixels .the decoder's own, below ARCMATCH"):
+        decode_image(data, SPEC, max_pixels=40_000_000)
+
+
 def test_normalize_batch_layout_and_bgr():
     spec = ModelSpec("r", input_size=(8, 8), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order="BGR")
     batch = np.zeros((1, 8, 8, 3), np.uint8)

@@ -180,6 +180,11 @@ def test_a_twenty_person_gallery_is_calibrated_with_its_wide_interval_said_plain
     assert "(`arcmatch eval --calibrate`, then `calibrate --model`) also lends its tail" in said
     assert found.top1_threshold is None and "top-1 rule" not in said  # 40 trials: `--method top1` refuses 0.01
     assert calibrate(index, 0.05).top1_threshold is not None  # 40 trials are enough for 1 in 20
+    # a target the curve cannot read, which every search asking for it would then refuse, is refused here
+    with pytest.raises(InvalidValue, match="reads an FPIR between 0.0001 and 0.5, not 1e-06: aim within it"):
+        calibrate(index, 1e-6)
+    with pytest.raises(InvalidValue, match="not 0.9"):
+        calibrate(index, 0.9)
 
 
 def test_a_tail_model_that_does_not_fit_the_gallery_says_so():

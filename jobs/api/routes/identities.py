@@ -20,13 +20,13 @@ from jobs.api.schemas import (
     FaceConfirmed,
     FaceDeleted,
     FaceMoved,
+    FaceMoveIn,
     FaceOut,
     FaceRejected,
     IdentityDeleted,
     IdentityMergeIn,
     IdentityOut,
     IdentityPage,
-    IdentityRef,
     NameIn,
     Promoted,
 )
@@ -140,9 +140,9 @@ def merge_identity(_: WriteKey, curator: CuratorDep, request: Request, identity:
 
 @router.post("/{identity}/faces/{face}/move", responses=responses(400, 404, 422))
 def move_face(_: WriteKey, curator: CuratorDep, request: Request, identity: Identity, face: FaceId,
-              to: IdentityRef) -> FaceMoved:
+              to: FaceMoveIn) -> FaceMoved:
     """A face filed under the wrong person goes to `to.identity`, remembering it is not this one."""
-    moved = curator.move_face(identity, face, to.identity)
+    moved = curator.move_face(identity, face, to.identity, new=to.new)
     note(request, identity, moved_to=to.identity, face_ids=[str(face)])
     return FaceMoved(identity=moved.identity, face_id=str(face), rejected_from=moved.metadata["rejected_from"])
 

@@ -125,9 +125,11 @@ def test_a_name_with_a_slash_is_addressed_by_path_with_it_encoded(api):
     face = answer["faces"][0]["face_id"]
     assert api.get("/v1/identities/AC", headers=R).status_code == 404  # not the name cut at its slash
     assert enroll(api, "ACDC", png(41)).status_code == 201
-    merged = api.post("/v1/identities/ACDC/merge", json={"identity": name}, headers=W)
+    merged = api.post("/v1/identities/ACDC/merge", json={"identity": name, "proceed": True}, headers=W)
     assert merged.status_code == 200, merged.text
-    moved = api.post(f"/v1/identities/ACDC/faces/{face}/move", json={"identity": "AC/DC/2"}, headers=W)
+    typo = api.post(f"/v1/identities/ACDC/faces/{face}/move", json={"identity": "AC/DC/2"}, headers=W)
+    assert typo.status_code == 404 and "no identity 'AC/DC/2' in the gallery" in typo.json()["detail"]
+    moved = api.post(f"/v1/identities/ACDC/faces/{face}/move", json={"identity": "AC/DC/2", "new": True}, headers=W)
     assert moved.json()["identity"] == "AC/DC/2"
     assert api.delete(f"/v1/identities/AC%2fDC%2F2/faces/{face}", headers=W).json()["deleted_face"] == face
     assert api.get("/v1/identities/AC%2FDC%2F2", headers=R).status_code == 404

@@ -79,6 +79,8 @@ def test_choose_keep_use_and_clear_the_gallery_threshold(api):
 @pytest.mark.parametrize(("body", "status", "says"), [
     ({"fpir": 0.001, "method": "top1"}, 400, "needs at least 1000 unknown-person trials"),
     ({"fpir": 1.5}, 422, "fpir"),
+    ({"fpir": 0.9}, 422, "less than or equal to 0.5"),  # no threshold at all: the curve reads up to half
+    ({"fpir": 1e-6}, 422, "greater than or equal to 0.0001"),  # below, a modelled tail is extrapolation
     ({"fpir": 0.1, "sample": 1}, 422, "sample"),
 ])
 def test_bad_calibration_requests_say_what_is_wrong(api, body, status, says):
@@ -121,7 +123,8 @@ def test_the_gallery_check_over_http_reads_every_face_for_a_read_key(api):
     assert answer.status_code == 200, answer.text
     report = answer.json()
     assert (report["identities"], report["faces"]) == (30, 40) and report["below_gate"] == []
-    assert all(set(d) == {"first", "second", "score", "expected_among_strangers"} for d in report["duplicates"])
+    assert all(set(d) == {"first", "second", "score", "expected_among_strangers", "misfiled"}
+               for d in report["duplicates"])
     assert all(isinstance(m["face_id"], str) for m in report["misfits"])
 
 

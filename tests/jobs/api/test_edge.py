@@ -204,6 +204,10 @@ def test_searches_are_audited_when_enabled_and_the_cli_reads_the_trail(tmp_path,
     assert [json.loads(line)["action"] for line in lines] == ["search"]
     assert main(["audit", "--dir", str(settings.audit_dir), "--failed"]) == 0
     assert "1 record(s)" in capsys.readouterr().out
+    assert main(["audit", "--dir", str(settings.audit_dir), "--gallery", settings.gallery]) == 0
+    assert "3 record(s)" in capsys.readouterr().out
+    assert main(["audit", "--dir", str(settings.audit_dir), "--gallery", "elsewhere"]) == 0
+    assert "0 record(s)" in capsys.readouterr().out
     assert main(["audit", "--dir", str(settings.audit_dir), "--since", "yesterday"]) == 2
     assert main(["audit", "--dir", str(settings.audit_dir), "--limit", "0"]) == 2
     assert main(["audit", "--dir", str(settings.audit_dir), "--action", "serach"]) == 0

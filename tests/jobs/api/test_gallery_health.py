@@ -142,9 +142,11 @@ def test_a_photo_like_no_one_else_of_its_identity_is_listed_kept_when_confirmed_
     assert len(client.get("/v1/identities/person 20", headers=R).json()["faces"]) == 2
 
 
-def test_two_names_of_one_person_are_merged(api):
+def test_two_names_are_merged_and_two_that_look_like_two_people_only_when_the_caller_insists(api):
     client, _ = api
-    merged = client.post("/v1/identities/person 9/merge", json={"identity": "person 8"}, headers=W)
+    unlike = client.post("/v1/identities/person 9/merge", json={"identity": "person 8"}, headers=W)
+    assert unlike.status_code == 409 and "they look like two people" in unlike.json()["detail"]
+    merged = client.post("/v1/identities/person 9/merge", json={"identity": "person 8", "proceed": True}, headers=W)
     assert merged.status_code == 200, merged.text
     assert len(merged.json()["face_ids"]) == 2 and merged.json()["skipped"] == []
     assert client.get("/v1/identities/person 8", headers=R).status_code == 404
@@ -204,7 +206,12 @@ def test_faces_the_calibration_left_out_are_named_or_confirmed_and_it_says_what_
         assert named.json() == {"identity": "person 0", "face_ids": [first["face_id"]], "skipped": []}
         again = client.post("/v1/identities/person 0/name", json=body, headers=W)
         assert again.status_code == 409 and "already named 'person 0'" in again.json()["detail"]
-        assert client.post("/v1/gallery/strangers", json={"sources": ["event/1.jpg"]}, headers=W).status_code == 200
+        nowhere = client.post("/v1/identities/person 0/name", json={"face_ids": ["123"]}, headers=W)
+        assert nowhere.status_code == 404 and "123: no longer in the gallery" in nowhere.json()["detail"]
+        # a staff member's photo, which searches may answer as them: a stranger only when the caller insists
+        confirmed = client.post("/v1/gallery/strangers", json={"sources": ["event/1.jpg"], "proceed": True},
+                                headers=W)
+        assert confirmed.status_code == 200
 
         stored = client.get("/v1/calibration", headers=R).json()["gallery"]
         now = {f["source"]: f for f in stored["strangers_set_aside"]}

@@ -34,13 +34,14 @@ def test_cluster_help_gives_the_default_the_job_uses(capsys):
     (["search", "p.jpg", "--threshold", "3"], "between -1 and 1; got 3.0"),
     (["search", "p.jpg", "--threshold", "nan"], "between -1 and 1; got nan"),
     (["search", "p.jpg", "--fpir", "3"], "a rate is a share between 0 and 1"),
+    (["search", "p.jpg", "--k", "0"], "must be at least 1, got 0"),
     (["reembed", "--model", "m", "--threshold", "5"], "between -1 and 1"),  # would answer every search "unknown"
     (["cluster", "--threshold", "7"], "between -1 and 1"),
     (["demo", "--far", "3"], "a rate is a share between 0 and 1"),  # before minutes of training, not after
     (["eval", "--data", "d", "--far", "7"], "a rate is a share between 0 and 1"),
     (["calibrate", "--fpir", "0"], "a rate is a share between 0 and 1"),
     (["galleries", "create", "g", "--fpir", "x"], "not a number: 'x'"),
-], ids=["search-threshold", "search-nan", "search-fpir", "reembed", "cluster", "demo", "eval", "calibrate",
+], ids=["search-threshold", "search-nan", "search-fpir", "search-k", "reembed", "cluster", "demo", "eval", "calibrate",
         "galleries"])
 def test_a_rate_or_threshold_out_of_range_is_refused_before_any_work(argv, says, capsys):
     with pytest.raises(SystemExit) as exc:

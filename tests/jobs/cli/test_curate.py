@@ -187,9 +187,13 @@ def test_gallery_merge_move_reject_and_distinct_resolve_the_findings(tmp_path, m
 
     assert main(["gallery", "distinct", "person 7", "person 7 again"]) == 0
     assert "are different people (1 such pair(s) kept)" in capsys.readouterr().out
+    assert main(["gallery", "move", planted["stray"], "--from", "person 5", "--to", "persn 3"]) == 4  # a typo
+    assert "no identity 'persn 3' in the gallery" in capsys.readouterr().err
     assert main(["gallery", "move", planted["stray"], "--from", "person 5", "--to", "person 3"]) == 0
     assert f"face {planted['stray']} is now under 'person 3'" in capsys.readouterr().out
-    assert main(["gallery", "merge", "person 9", "person 8"]) == 0
+    assert main(["gallery", "merge", "person 9", "person 8"]) == 6  # no face alike: asks first
+    assert "they look like two people" in capsys.readouterr().err
+    assert main(["gallery", "merge", "person 9", "person 8", "--proceed"]) == 0
     assert "2 faces of 'person 8' are now under 'person 9'" in capsys.readouterr().out
     assert main(["gallery", "check"]) == 0
     [line] = [n for n in capsys.readouterr().out.splitlines() if f"face {planted['outsider']} (" in n]
@@ -246,7 +250,8 @@ def test_gallery_stranger_confirms_unlabelled_faces_by_source(gallery, capsys, t
             for n, r in enumerate(people(3, 1, spread=0.3, seed=9, first=500))]
     gallery.upsert(rows)
     gallery.flush()
-    assert main(["gallery", "stranger", "visitors/0.jpg", "visitors/2.jpg"]) == 0
+    # this crowd scores 0.2 (the collection's threshold) with someone often: searches would answer them as someone
+    assert main(["gallery", "stranger", "visitors/0.jpg", "visitors/2.jpg", "--proceed"]) == 0
     assert "2 unlabelled face(s) confirmed as strangers" in capsys.readouterr().out
     marks = gallery.stored_metadata([r.face_id for r in rows])
     assert [marks[r.face_id].get("stranger") for r in rows] == [True, None, True]
@@ -254,6 +259,16 @@ def test_gallery_stranger_confirms_unlabelled_faces_by_source(gallery, capsys, t
     assert "no unlabelled face comes from 'elsewhere.jpg'" in capsys.readouterr().err
     assert gallery.stored_metadata([rows[1].face_id])[rows[1].face_id] == {}
     assert [r["action"] for r in read(tmp_path / "audit")] == ["confirm_strangers"]
+    # an enrolled person's photo among them: searches answer it as that person, so it is no stranger without a word
+    person = people(1, 1, spread=1.0, seed=0)[0]
+    gallery.upsert([FaceRow("visitors/3.jpg", UNLABELLED, person.vector, face_id("visitors/3.jpg"))])
+    gallery.flush()
+    assert main(["gallery", "stranger", "visitors/1.jpg", "visitors/3.jpg"]) == 6
+    said = capsys.readouterr().err
+    assert "match someone enrolled at or above the threshold 0.200 (" in said
+    assert "visitors/3.jpg: 'person 0' at 1.000" in said and "nothing marked" in said
+    assert gallery.stored_metadata([rows[1].face_id])[rows[1].face_id] == {}  # nothing marked
+    assert main(["gallery", "stranger", "visitors/1.jpg", "visitors/3.jpg", "--proceed"]) == 0
 
 
 def test_gallery_stranger_kept_confirms_every_face_kept_from_searches(gallery, capsys, tmp_path):

@@ -37,10 +37,12 @@ def test_enroll_identities_and_search_through_a_running_service(tmp_path, monkey
         assert main(["identities", "--api", base]) == 0
         assert capsys.readouterr().out.splitlines() == ["ann\t2", "bob\t2", "2 identities, 4 faces"]
         assert main(["search", "door.png", "--api", base]) == 0
-        assert capsys.readouterr().out.startswith("door.png\tann\tscore ")
+        line = capsys.readouterr().out
+        assert line.startswith("door.png\tann\tscore ") and line.rstrip().endswith(", the model's calibration)")
         assert main(["search", "door.png", "--api", base, "--json"]) == 0
         remote = json.loads(capsys.readouterr().out)
-        assert set(remote) == {"image", "face_number", "match", "identity", "score", "threshold", "candidates", "face"}
+        assert set(remote) == {"image", "face_number", "match", "identity", "score", "threshold", "candidates", "face",
+                                "threshold_source"}
         assert (remote["image"], remote["face_number"], remote["match"], remote["identity"]) == ("door.png", 1, True,
                                                                                                   "ann")
         assert main(["identities", "--api", base, "--gallery", "elsewhere"]) == 4  # no such gallery
@@ -61,5 +63,9 @@ def test_identities_without_a_service_reads_the_gallery_itself(tmp_path, monkeyp
     (tmp_path / "cat.png").write_bytes(png(3, 1))
     assert main(["search", str(tmp_path / "cat.png"), "--json"]) == 0
     local = json.loads(capsys.readouterr().out)
-    assert set(local) == {"image", "face_number", "match", "identity", "score", "threshold", "candidates", "face"}
+    assert set(local) == {"image", "face_number", "match", "identity", "score", "threshold", "candidates", "face",
+                                "threshold_source"}
     assert (local["face_number"], local["identity"], local["candidates"][0]["identity"]) == (1, "cat", "cat")
+    assert local["threshold_source"] == "model"
+    assert main(["search", str(tmp_path / "cat.png"), "--threshold", "0.99"]) == 0  # the caller's, said so
+    assert capsys.readouterr().out.rstrip().endswith("(threshold 0.9900, yours)")

@@ -42,11 +42,13 @@ def test_a_group_photo_prints_a_line_per_face(gallery):
     assert [line.split("\t")[2] for line in by_position] == list(PEOPLE)
 
 
-def test_a_photo_without_a_face_or_unreadable_is_exit_2_naming_it(gallery):
+def test_a_photo_without_a_face_or_unreadable_is_named_and_skipped(gallery):
     folder, env = gallery
     (folder / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     result = run_cli("search", "empty.png", "cut.jpg", "group.png", env=env, cwd=folder)
-    assert result.returncode == 2
+    assert result.returncode == 3  # finished, some photos skipped (each said)
     assert "empty.png" in result.stderr and "no face" in result.stderr and "Traceback" not in result.stderr
     assert "cut.jpg: corrupt image data" in result.stderr
     assert len(result.stdout.splitlines()) == 3  # the photo after them is still answered
+    alone = run_cli("search", "empty.png", env=env, cwd=folder)
+    assert alone.returncode == 2 and "empty.png" in alone.stderr and "no face" in alone.stderr  # nothing answered

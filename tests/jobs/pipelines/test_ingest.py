@@ -305,7 +305,7 @@ def test_ingesting_a_named_tree_again_keeps_not_this_person_and_a_merge(ray_loca
                               archive=FaceArchive(archive_uri, collection_name))
     face = service.identity("person_00001")[0]["id"]
     Curator(service, None).reject("person_00001", int(face))
-    Curator(service, None).merge_identities("person_00000", "person_00002")  # one person under two names
+    Curator(service, None).merge_identities("person_00000", "person_00002", proceed=True)  # said to be one person
     client.close()
 
     again = ingest(root, tiny_model_dir, **kwargs)
