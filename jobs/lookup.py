@@ -89,6 +89,13 @@ class Lookup:
         none until `arcmatch calibrate` reads its faces."""
         return self._threshold_found()[0] is not None
 
+    def threshold_source(self, threshold: float | None = None, fpir: float | None = None) -> str:
+        """Where the threshold a search with these arguments is answered at comes from, for its answer: "given",
+        "fpir", or threshold_in_use's word ("gallery", "model", "collection")."""
+        if threshold is not None:
+            return "given"
+        return "fpir" if fpir is not None else self.threshold_in_use()[1]
+
     def threshold_in_use(self) -> tuple[float, str]:
         """(threshold, where it comes from: "gallery", "model" or "collection")."""
         found = self._threshold_found()

@@ -93,13 +93,8 @@ class Searcher:
         return await asyncio.to_thread(self.service.lookup.threshold, threshold, fpir)
 
     async def threshold_source(self, threshold: float | None, fpir: float | None) -> str:
-        """Where a search's threshold comes from, for its answer (lookup.threshold_in_use's word where the caller
-        gave neither)."""
-        if threshold is not None:
-            return "given"
-        if fpir is not None:
-            return "fpir"
-        return (await asyncio.to_thread(self.service.lookup.threshold_in_use))[1]
+        """lookup.threshold_source, off the event loop (the gallery's calibration may be read from the store)."""
+        return await asyncio.to_thread(self.service.lookup.threshold_source, threshold, fpir)
 
     async def search(self, vectors, threshold: float | None, k: int | None, top_n: int) -> list[Decision]:
         vectors = self.service.lookup.check_vectors(vectors)

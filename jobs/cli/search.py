@@ -55,7 +55,7 @@ def search(args: argparse.Namespace) -> int:
         if args.fpir is not None:
             service.watch.count_now()  # the size now: the rate is at that size (a search never re-calibrates)
             threshold = service.lookup.threshold(fpir=args.fpir)
-        source = _source(args) or service.lookup.threshold_in_use()[1]
+        source = service.lookup.threshold_source(args.threshold, args.fpir)
         for path in args.images:
             try:
                 [matches] = service.identify([Path(path).read_bytes()], threshold, select=args.faces)
@@ -115,11 +115,6 @@ def _done(faceless: list[str], photos: int, error) -> int:
     for line in faceless:
         print(f"skipped {line}", file=sys.stderr)
     return EXIT_PARTIAL
-
-
-def _source(args: argparse.Namespace) -> str | None:
-    """Where the caller's threshold comes from, where they gave one (the answer says it: threshold_source)."""
-    return "given" if args.threshold is not None else "fpir" if args.fpir is not None else None
 
 
 def _json_line(path: str, n: int, decision: dict) -> dict:
