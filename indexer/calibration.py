@@ -278,14 +278,16 @@ class GalleryCalibration:
         if self.fpir_interval and self.fpir_interval[1] > WIDE * self.target_fpir:
             from indexer.reference import MIN_REFERENCE, REFERENCE_BELOW
 
-            reference = (f"; a model evaluated on {MIN_REFERENCE} or more held-out people (`arcmatch eval "
-                         f"--calibrate`, then `calibrate --model`) also lends its tail"
-                         if self.reference is None and not self.strangers and self.identities < REFERENCE_BELOW
-                         and self.method == TAIL_METHOD else "")
             out.append(f"the interval is wide: at {self.identities} identities the gallery cannot tell FPIR "
-                       f"{self.target_fpir} from {self.fpir_interval[1]:.2g}; more people, unlabelled faces of "
-                       f"people not enrolled (`ingest --strangers`, or `--unlabelled` where some may be), or a "
-                       f"labelled hold-out (`arcmatch eval --fpir --gallery-shape`) narrow it{reference}")
+                       f"{self.target_fpir} from {self.fpir_interval[1]:.2g}; any of these narrows it:")
+            out += ["  - more people enrolled",
+                    "  - unlabelled faces of people not enrolled (`ingest --strangers`, or `--unlabelled` where some "
+                    "may be)",
+                    "  - a labelled hold-out (`arcmatch eval --fpir --gallery-shape`)"]
+            if (self.reference is None and not self.strangers and self.identities < REFERENCE_BELOW
+                    and self.method == TAIL_METHOD):
+                out.append(f"  - a model evaluated on {MIN_REFERENCE} or more held-out people (`arcmatch eval "
+                           f"--calibrate`, then `calibrate --model`), which lends its tail")
         if self.reference:
             r = self.reference
             out.append(f"a second opinion, the tail of the model's {r['identities']} held-out identities beyond this "

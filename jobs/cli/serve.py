@@ -147,6 +147,19 @@ def apikey(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _who(record: dict) -> str:
+    """The identities a record is about, as the table shows them: both of a pair said to be different people, and
+    where a merge or a move took faces from and to (with the first alone, a `distinct` read as about one person)."""
+    who = record.get("identity") or "-"
+    if record.get("other"):
+        who = f"{who} / {record['other']}"
+    if record.get("merged_from"):
+        who = f"{record['merged_from']} -> {who}"
+    if record.get("moved_to"):
+        who = f"{who} -> {record['moved_to']}"
+    return who
+
+
 def audit(args: argparse.Namespace) -> int:
     import json
     from collections import deque
@@ -166,7 +179,7 @@ def audit(args: argparse.Namespace) -> int:
         faces = record.get("face_ids") or [m["identity"] for m in record.get("matches") or [] if m]
         print(f"{record.get('time', '')[:23]}  {record.get('status', ''):>3}  {record.get('key') or '-':<12}  "
               f"{record.get('gallery') or '-':<12}  {record.get('action') or record.get('method', ''):<16}  "
-              f"{record.get('identity') or '-':<24}  {','.join(map(str, faces))[:60]}")
+              f"{_who(record):<24}  {','.join(map(str, faces))[:60]}")
     if not args.json:
         print(f"{len(records)} record(s) in {directory}")
     if args.action and not records:  # a misspelt action finds nothing, which reads as "nothing happened"

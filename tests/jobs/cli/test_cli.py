@@ -302,3 +302,17 @@ def test_an_address_that_is_no_clusters_is_one_line(address, capsys, monkeypatch
     assert main(["jobs", "list", "--address", address]) == 2
     err = capsys.readouterr().err
     assert "is no address of a Ray cluster" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_the_audit_table_names_both_identities_of_a_pair_a_merge_and_a_move(tmp_path, capsys):
+    from jobs.audit import AuditLog
+
+    trail = AuditLog(tmp_path / "audit")
+    for record in ({"action": "distinct", "identity": "Ann", "other": "Anne"},
+                   {"action": "merge_identity", "identity": "Bob", "merged_from": "Robert"},
+                   {"action": "move_face", "identity": "Cy", "moved_to": "Di", "face_ids": ["7"]}):
+        trail.append({"status": 200, "key": "admin", "gallery": "staff", **record})
+    trail.close()
+    assert main(["audit", "--dir", str(tmp_path / "audit")]) == 0
+    shown = capsys.readouterr().out
+    assert "Ann / Anne" in shown and "Robert -> Bob" in shown and "Cy -> Di" in shown
