@@ -277,6 +277,9 @@ class HealthReport:
     # photos that look like no one else of their identity (someone else's photo under this name): its other photos
     # score no higher with it than one stranger in ten would
     strays: list[Stray]
+    # names whose photos look like two people or more (a wrong merge): groups of photos that match each other, and
+    # none of another group's as high as one stranger in a hundred would
+    splits: list[Split]
     # identities with no face that passed the quality gate
     below_gate: list[str]
     notes: list[str]
@@ -389,6 +392,20 @@ class Ready:
 class Search:
     # one decision per face found, the best detection first
     faces: list[FaceDecision]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Split:
+    identity: str
+    # face ids (strings: int64 is beyond JSON's safe integers), one list per person the photos look like, the largest
+    # group first
+    groups: list[list[str]]
+    # the best score between photos of two groups
+    cross_best: float
+    # the share of strangers' identities that would score as high
+    chance: float
+    # the photos of each group, as enrolled
+    sources: list[list[str]]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,10 +10,12 @@ identities a moved photo joins; and counting as right the pairs that are LFW's o
 two names in LFW itself: see lfw_same_person). A moved photo counts as found when it is listed at all: as a misfit
 (with the person it shows) or as unlike the rest of its identity (a stray). `--outsiders`: that share of the names
 also get a photo of someone never enrolled (a stranger's photo under a name), found when listed as a stray; strays
-listed that nobody planted are counted too.
+listed that nobody planted are counted too. `--merged`: that share of the names get another enrolled person's
+photos too (a wrong merge: two people under one name), found when the name is listed as two people; names listed so
+that nobody merged are counted too (`--photos 4`: one person's four photos, which should stay one group).
 
     .venv/bin/python bench/gallery_check.py [--sizes 300 1000] [--draws 5] [--photos 1|2|3] [--outsiders 0.02]
-        [--domain lfw|orl|synthetic] [--vectors NPZ (synthetic)] [--out FILE]
+        [--merged 0.02] [--domain lfw|orl|synthetic] [--vectors NPZ (synthetic)] [--out FILE]
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from bench.harness import emit, lfw_person  # noqa: E402
 from indexer.health import check  # noqa: E402
 from indexer.tail import identity_scores  # noqa: E402
 
-FOUND = ("twins_found", "moved_found", "outsiders_found", "pair_precision")
+FOUND = ("twins_found", "moved_found", "outsiders_found", "merged_found", "pair_precision")
 
 
-def one_draw(vectors, people, size: int, share: float, rng, photos: int = 2, outsiders: float = 0.0) -> dict:
+def one_draw(vectors, people, size: int, share: float, rng, photos: int = 2, outsiders: float = 0.0,
+             merged: float = 0.0) -> dict:
     by_person = {n: rng.permutation(np.flatnonzero(people == n)) for n in np.unique(people)}
     enough = [n for n, rows in by_person.items() if len(rows) > photos]
     enrolled = list(rng.choice(enough, size, replace=False))
@@ -46,8 +49,16 @@ def one_draw(vectors, people, size: int, share: float, rng, photos: int = 2, out
         rows.append(by_person[name][photos])
         labels.append(f"{name} (twin)")
         twins.add(tuple(sorted((name, f"{name} (twin)"))))
+    merges: set[str] = set()
+    if merged:
+        untwinned = [n for n in enrolled if not any(n in pair for pair in twins)]
+        chosen = rng.choice(untwinned, 2 * max(1, int(round(merged * size))), replace=False)
+        for into, other in zip(chosen[::2], chosen[1::2], strict=True):
+            labels = [into if label == other else label for label in labels]
+            merges.add(str(into))
+        enrolled = [n for n in enrolled if n not in set(chosen[1::2])]
     moved, joined = set(), set()
-    for at in rng.choice(len(enrolled) * photos, planted if photos > 1 else 0, replace=False):
+    for at in rng.choice(size * photos, planted if photos > 1 else 0, replace=False):
         others = [n for n in enrolled if n != labels[at]]
         target = others[int(rng.integers(len(others)))]
         joined.add(tuple(sorted((labels[at], target))))
@@ -65,6 +76,7 @@ def one_draw(vectors, people, size: int, share: float, rng, photos: int = 2, out
     lfw_own = {tuple(sorted((d.first, d.second))) for d in found.duplicates if lfw_same_person(d)} - twins - joined
     misfits = {m.face_id for m in found.misfits}
     strays = {s.face_id for s in found.strays}
+    splits = {s.identity for s in found.splits}
     best_cut = oracle_cut(vectors[rows], np.asarray(labels), twins, joined)
     return {**best_cut, "twins_found": len(pairs & twins) / len(twins), "pair_precision": len(pairs & (twins | joined))
             / max(len(pairs), 1), "pair_precision_with_lfw_own": len(pairs & (twins | joined | lfw_own))
@@ -72,7 +84,8 @@ def one_draw(vectors, people, size: int, share: float, rng, photos: int = 2, out
             "moved_found": len((misfits | strays) & moved) / max(len(moved), 1),
             "moved_found_as_misfits": len(misfits & moved) / max(len(moved), 1), "misfits_listed": len(misfits),
             "outsiders_found": len(strays & outside) / max(len(outside), 1), "strays_listed": len(strays),
-            "strays_unplanted": len(strays - moved - outside)}
+            "strays_unplanted": len(strays - moved - outside),
+            "merged_found": len(splits & merges) / max(len(merges), 1), "splits_unplanted": len(splits - merges)}
 
 
 def oracle_cut(vectors: np.ndarray, labels: np.ndarray, twins: set, joined: set, precision: float = 0.8) -> dict:
@@ -103,8 +116,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--share", type=float, default=0.02)
-    parser.add_argument("--photos", type=int, choices=(1, 2, 3), default=2, help="photos per person in the gallery")
+    parser.add_argument("--photos", type=int, choices=(1, 2, 3, 4), default=2, help="photos per person in the gallery")
     parser.add_argument("--outsiders", type=float, default=0.0, help="share of names given a stranger's photo too")
+    parser.add_argument("--merged", type=float, default=0.0, help="share of names given another's photos too")
     parser.add_argument("--domain", choices=("lfw", "orl", "synthetic"), default="lfw")
     parser.add_argument("--vectors", type=Path, help="--domain synthetic: the .npz bench/calibrate_tail.py kept")
     parser.add_argument("--out", type=Path)
@@ -117,15 +131,16 @@ def main() -> None:
     else:
         vectors, people = {"lfw": load, "orl": load_orl}[args.domain]()
     result = {"domain": args.domain, "photos": args.photos, "share": args.share, "outsiders": args.outsiders,
-              "draws": args.draws, "rows": []}
+              "merged": args.merged, "draws": args.draws, "rows": []}
     for size in args.sizes:
-        draws = [one_draw(vectors, people, size, args.share, np.random.default_rng(seed), args.photos, args.outsiders)
-                 for seed in range(args.draws)]
+        draws = [one_draw(vectors, people, size, args.share, np.random.default_rng(seed), args.photos, args.outsiders,
+                          args.merged) for seed in range(args.draws)]
         row = {"size": size, **{k: round(float(np.median([d[k] for d in draws])), 3) for k in draws[0]},
                # a median of 100% can hide a bad draw: the mean and the worst draw of what is found
                **{f"{k}_{how}": round(float(f([d[k] for d in draws])), 3) for k in FOUND
                   for how, f in (("mean", np.mean), ("worst", np.min))},
-               "strays_unplanted_mean": round(float(np.mean([d["strays_unplanted"] for d in draws])), 2)}
+               "strays_unplanted_mean": round(float(np.mean([d["strays_unplanted"] for d in draws])), 2),
+               "splits_unplanted_mean": round(float(np.mean([d["splits_unplanted"] for d in draws])), 2)}
         result["rows"].append(row)
         print(row, file=sys.stderr)
     emit(result, args.out)

@@ -1,7 +1,8 @@
 """What is wrong with a gallery's labels, read off its own vectors: one person under two names, photos that look
 like someone other than the rest of their identity, photos that look like no one else of their identity (a
-stranger's photo filed under a name, or a photo moved there whose person the pair test does not single out),
-identities with no face that passes the quality gate.
+stranger's photo filed under a name, or a photo moved there whose person the pair test does not single out), two
+people under one name (a wrong merge: each photo has a partner, so none of it looks astray), identities with no
+face that passes the quality gate.
 
 Why: every such finding is a false match waiting to happen (two names for one face), or a miss (a photo that is
 someone else), and each of them also bends a threshold calibrated on the gallery. People fix them best; this says
@@ -33,6 +34,12 @@ STRICT_ALPHA = 0.1
 # photos 0 -> 84%, 0.5 photos nobody planted a gallery; with three photos each, 3 of 900 (bench/gallery_check.py
 # --outsiders, docs/BENCHMARKS.md). At 0.02-0.05 a few more strangers' photos, and more nobody planted
 STRAY_CHANCE = 0.1
+# An identity is two people when its photos fall into groups of two or more whose photos each match one of their
+# own group's beyond what this share of strangers' identities would score, and none of another group's as high.
+# A wrong merge's two people then stay apart unless one of their cross pairs scores as high as one stranger in a
+# hundred would (each such pair's chance, read both ways); one person's photos stay one group unless a pair of its
+# photos matches no other of its photos at that level (bench/gallery_check.py --merged, docs/BENCHMARKS.md)
+SPLIT_LINK = 0.01
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,19 @@ class Stray:
     source: str = ""  # the photo it came from, as enrolled (check_index fills it in)
 
 
+@dataclass(frozen=True)
+class Split:
+    """An identity whose photos fall into groups, each of one person (its photos match each other as strangers
+    rarely do) and no group's photos matching another's as high: two people under one name (a wrong merge, or two
+    people enrolled under one name). Moving the smaller groups' faces to names of their own resolves it."""
+
+    identity: str
+    groups: tuple[tuple[int, ...], ...]  # face ids, the largest group first
+    cross_best: float  # the best score between photos of two groups
+    chance: float  # the share of strangers' identities that would score as high with one of that pair's photos
+    sources: tuple[tuple[str, ...], ...] = ()  # each group's photos, as enrolled (check_index fills them in)
+
+
 @dataclass
 class Health:
     identities: int
@@ -67,6 +87,7 @@ class Health:
     duplicates: list = field(default_factory=list)  # indexer.tail.Suspect
     misfits: list[Misfit] = field(default_factory=list)
     strays: list[Stray] = field(default_factory=list)
+    splits: list[Split] = field(default_factory=list)
     below_gate: list[str] = field(default_factory=list)  # identities with no face that passed the gate
     notes: list[str] = field(default_factory=list)
 
@@ -95,6 +116,17 @@ class Health:
             out.append(f"photos that look like no one else of their identity: {len(self.strays)}")
             out += [f"  face {s.face_id}{_from(s.source)} of {shown(s.identity)}: {s.own_best:.3f} with its own, as "
                     f"high as {s.chance:.0%} of strangers would score" for s in self.strays]
+            out.append(f"names whose photos look like two people or more: {len(self.splits)}")
+            for split in self.splits:
+                out.append(f"  {shown(split.identity)}: {len(split.groups)} groups, best score between them "
+                           f"{split.cross_best:.3f} (as high as {split.chance:.0%} of strangers would score)")
+                for number, group in enumerate(split.groups):
+                    sources = split.sources[number] if split.sources else ()
+                    faces = ", ".join(f"{face}{_from(source)}" for face, source in
+                                      zip(group, sources or [""] * len(group), strict=True))
+                    out.append(f"    group {number + 1}: {faces}")
+                out.append(f"    to give a group a name of its own: `arcmatch gallery move FACE --from "
+                               f"{quote(split.identity)} --to NAME --new` for each of its faces")
         out.append(f"identities with no face that passed the quality gate: {len(self.below_gate)}")
         out += [f"  {shown(name)}" for name in self.below_gate]
         return out
@@ -159,6 +191,7 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
                 health.strays.append(Stray(int(face_ids[face]), str(names[own[face]]), float(own_best[face]),
                                            float(chance[face])))
         health.strays.sort(key=lambda s: -s.chance)
+        health.splits = _splits(vectors, own, names, face_ids, model, kept)
     if passed is not None:
         judged = np.asarray(passed, dtype=object)
         health.below_gate = [str(n) for n in names if all(judged[labels == n] == False)]  # noqa: E712
@@ -209,6 +242,53 @@ def _one_photo_pairs(health: Health, vectors: np.ndarray, own: np.ndarray, names
     health.misfits = kept
 
 
+def _splits(vectors: np.ndarray, own: np.ndarray, names: np.ndarray, face_ids: np.ndarray, model,
+            kept: np.ndarray) -> list[Split]:
+    """The identities of four photos or more that are two people (Split): within each, its photos are linked where
+    a pair scores beyond what SPLIT_LINK of strangers' identities would (by either photo's own standardisation),
+    and the linked groups of two photos or more are its people. A photo linked to none is a stray's business, and
+    an identity none of whose smaller groups holds a photo a person has not confirmed is not listed."""
+    found = []
+    for name in range(len(names)):
+        members = np.flatnonzero(own == name)
+        if len(members) < 4:
+            continue
+        within = vectors[members] @ vectors[members].T
+        chance = model.survival((within - model.location[members, None]) / model.spread[members, None])
+        chance = np.minimum(chance, chance.T)
+        linked = chance < SPLIT_LINK
+        np.fill_diagonal(linked, False)
+        groups = sorted((g for g in _linked_groups(linked) if len(g) >= 2), key=lambda g: (-len(g), g[0]))
+        if len(groups) < 2 or all(kept[members[g]].all() for g in groups[1:]):
+            continue
+        group_of = np.full(len(members), -1)
+        for number, group in enumerate(groups):
+            group_of[group] = number
+        apart = (group_of[:, None] != group_of[None, :]) & (group_of[:, None] >= 0) & (group_of[None, :] >= 0)
+        best = np.unravel_index(np.argmax(np.where(apart, within, -np.inf)), within.shape)
+        found.append(Split(str(names[name]), tuple(tuple(int(face_ids[members[i]]) for i in g) for g in groups),
+                           float(within[best]), float(chance[best])))
+    return sorted(found, key=lambda split: split.cross_best)
+
+
+def _linked_groups(linked: np.ndarray) -> list[list[int]]:
+    """The connected groups of a symmetric link matrix, each a sorted list of row numbers."""
+    unseen, groups = set(range(len(linked))), []
+    while unseen:
+        frontier = [min(unseen)]
+        unseen.discard(frontier[0])
+        group = []
+        while frontier:
+            row = frontier.pop()
+            group.append(row)
+            for other in np.flatnonzero(linked[row]):
+                if int(other) in unseen:
+                    unseen.discard(int(other))
+                    frontier.append(int(other))
+        groups.append(sorted(group))
+    return groups
+
+
 def check_index(index) -> Health:
     """`check` over every labelled face a FaceIndex holds: their vectors, and the quality verdict their metadata
     recorded at enrollment (five-point models record one), with the pairs a person confirmed are different people
@@ -228,6 +308,8 @@ def check_index(index) -> Health:
     # a face id says nothing to the person who must find the photo: each listed face names its file
     health.misfits = [replace(m, source=rows[m.face_id].source) for m in health.misfits]
     health.strays = [replace(s, source=rows[s.face_id].source) for s in health.strays]
+    health.splits = [replace(s, sources=tuple(tuple(rows[f].source for f in group) for group in s.groups))
+                     for s in health.splits]
     return health
 
 

@@ -442,6 +442,15 @@ class StrayOut(BaseModel):
     source: str = Field("", description="the photo it came from, as it was enrolled")
 
 
+class SplitOut(BaseModel):
+    identity: str
+    groups: list[list[str]] = Field(description="face ids (strings: int64 is beyond JSON's safe integers), one list "
+                                    "per person the photos look like, the largest group first")
+    cross_best: float = Field(description="the best score between photos of two groups")
+    chance: float = Field(description="the share of strangers' identities that would score as high")
+    sources: list[list[str]] = Field(description="the photos of each group, as enrolled")
+
+
 class HealthReport(BaseModel):
     identities: int
     faces: int
@@ -450,6 +459,9 @@ class HealthReport(BaseModel):
     strays: list[StrayOut] = Field(description="photos that look like no one else of their identity (someone else's "
                                    "photo under this name): its other photos score no higher with it than one "
                                    "stranger in ten would")
+    splits: list[SplitOut] = Field(description="names whose photos look like two people or "
+                                   "more (a wrong merge): groups of photos that match each other, and none of "
+                                   "another group's as high as one stranger in a hundred would")
     below_gate: list[str] = Field(description="identities with no face that passed the quality gate")
     notes: list[str]
 

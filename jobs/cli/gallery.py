@@ -19,7 +19,8 @@ from jobs.cli.options import audit, left_out, model_flag, open_gallery, settings
 
 def register(sub) -> None:
     p = sub.add_parser("gallery", help="what is wrong with the gallery's labels (one person under two names, "
-                                       "photos of someone else, identities below the quality gate), and fixing it")
+                                       "photos of someone else, two people under one name, identities below the "
+                                       "quality gate), and fixing it")
     actions = p.add_subparsers(dest="action", required=True,
                                metavar="check|merge|move|reject|confirm|distinct|stranger|name")
     q = actions.add_parser("check", help="list what looks wrong, with faces and scores")

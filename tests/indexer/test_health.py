@@ -118,3 +118,25 @@ def test_strangers_alike_by_chance_are_seldom_listed_when_their_photos_sit_with_
         return total
 
     assert listed(health.STRICT_ALPHA) <= 12 < 20 <= listed(health.REVIEW_ALPHA)  # 7 and 27 when written
+
+
+def test_two_people_under_one_name_are_listed_in_their_groups_and_one_person_is_not():
+    """A wrong merge (p8's photos filed under p7): each photo still has a partner, so none looks astray; the
+    identity is listed as two groups, each one person's photos. One person's six photos are one group."""
+    rng = np.random.default_rng(5)
+    vectors, labels, centres = gallery(80, rng)
+    vectors = np.vstack([vectors, np.stack([photo(centres[20], rng) for _ in range(4)])])
+    labels = np.append(labels, ["p20"] * 4)  # p20 has six photos
+    labels[16:18] = "p7"  # p8's two photos, merged into p7
+    found = check(np.arange(len(labels)), vectors, labels)
+    assert [(s.identity, sorted(map(sorted, s.groups))) for s in found.splits] == [("p7", [[14, 15], [16, 17]])]
+    split = found.splits[0]
+    assert split.chance >= 0.01 and split.cross_best < min(vectors[14] @ vectors[15], vectors[16] @ vectors[17])
+    assert not found.misfits and not found.strays
+    said = "\n".join(found.lines())
+    assert "names whose photos look like two people or more: 1" in said and "group 2: " in said
+    assert "arcmatch gallery move FACE --from p7 --to NAME --new" in said
+    # a person confirmed the smaller group's photos are p7's: not listed again
+    confirmed = np.zeros(len(labels), bool)
+    confirmed[[14, 15, 16, 17]] = True
+    assert check(np.arange(len(labels)), vectors, labels, confirmed=confirmed).splits == []

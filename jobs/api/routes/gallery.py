@@ -18,13 +18,15 @@ router = APIRouter(prefix="/gallery", tags=["gallery"], responses=responses(401,
 @router.get("/check")
 async def check(_: ReadKey, service: ServiceDep) -> HealthReport:
     """Pairs of names that look like one person, photos more like another identity than their own, photos like
-    no one else of their identity, identities with no face past the quality gate. Reads every labelled face:
+    no one else of their identity, names whose photos look like two people, identities with no face past the
+    quality gate. Reads every labelled face:
     seconds on a large gallery."""
     from indexer.health import check_index
 
     found = asdict(await asyncio.to_thread(check_index, service.index))
     for kind in ("misfits", "strays"):
         found[kind] = [{**m, "face_id": str(m["face_id"])} for m in found[kind]]
+    found["splits"] = [{**s, "groups": [[str(f) for f in group] for group in s["groups"]]} for s in found["splits"]]
     found["duplicates"] = [{**d, "misfiled": None if d["misfiled"] is None else str(d["misfiled"])}
                            for d in found["duplicates"]]
     return HealthReport(**found)

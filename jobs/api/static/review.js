@@ -330,6 +330,41 @@ function strayCard(s) {
   return card;
 }
 
+// a name whose photos look like two people or more (a wrong merge): each group's photos; a group that is someone
+// else moves to a name of its own, and "one person" confirms the other groups' photos as the name's
+function splitCard(s) {
+  const card = findingCard("split", `${s.identity}: photos of ${s.groups.length} people? ` +
+    `(best score between the groups ${s.cross_best.toFixed(2)}, as high as ${Math.round(100 * s.chance)}% of ` +
+    "strangers would score)");
+  card.dataset.identity = s.identity;
+  s.groups.forEach((group, number) => {
+    const label = document.createElement("p");
+    label.className = "who";
+    label.textContent = `group ${number + 1} · ${group.length} faces`;
+    const faces = document.createElement("div");
+    faces.className = "faces";
+    faces.append(...group.slice(0, 8).map((face) => faceTile(face)));
+    card.append(label, faces, actionRow(button(`Group ${number + 1} is someone else`, { split: number },
+      () => nameGroup(s.identity, group))));
+  });
+  card.append(actionRow(button("All one person", { same: s.identity }, async () => {
+    for (const face of s.groups.slice(1).flat()) {
+      await post(`/v1/identities/${enc(s.identity)}/faces/${face}/confirm`, {});
+    }
+    await resolved(`${s.identity}'s photos are one person's: not listed again`);
+  })));
+  return card;
+}
+
+async function nameGroup(identity, faces) {
+  const name = (prompt(`Who is in these ${faces.length} photos? A name enrolled or a new one:`) || "").trim();
+  if (!name) return;
+  for (const face of faces) {
+    await post(`/v1/identities/${enc(identity)}/faces/${face}/move`, { identity: name, new: true });
+  }
+  await resolved(`${faces.length} faces moved from ${identity} to ${name}`);
+}
+
 // a face the last calibration left out as looking like someone enrolled: their photo (name it), or a stranger who
 // resembles them (confirm it: the next calibration counts it, and strict targets are made of such faces)
 function setAsideCard(f) {
@@ -365,14 +400,15 @@ async function checkHealth() {
   for (const d of report.duplicates) list.append(duplicateCard(d));
   for (const m of report.misfits) list.append(misfitCard(m));
   for (const s of report.strays) list.append(strayCard(s));
+  for (const s of report.splits) list.append(splitCard(s));
   for (const name of report.below_gate) {
     const card = findingCard("below-gate", `${name}: no face past the quality gate`);
     card.append(personRow(name));
     list.append(card);
   }
   for (const f of aside) list.append(setAsideCard(f));
-  const n = report.duplicates.length + report.misfits.length + report.strays.length + report.below_gate.length +
-    aside.length;
+  const n = report.duplicates.length + report.misfits.length + report.strays.length + report.splits.length +
+    report.below_gate.length + aside.length;
   $("health-count").textContent = `(${n} ${n === 1 ? "finding" : "findings"} in ${report.identities} people` +
     (report.notes.length ? `; ${report.notes.join("; ")}` : "") + ")";
 }

@@ -151,6 +151,9 @@ def test_two_names_are_merged_and_two_that_look_like_two_people_only_when_the_ca
     assert len(merged.json()["face_ids"]) == 2 and merged.json()["skipped"] == []
     assert client.get("/v1/identities/person 8", headers=R).status_code == 404
     assert len(client.get("/v1/identities/person 9", headers=R).json()["faces"]) == 4
+    [split] = client.get("/v1/gallery/check", headers=R).json()["splits"]  # two people under one name, said so
+    assert split["identity"] == "person 9" and sorted(map(len, split["groups"])) == [2, 2]
+    assert sorted(map(sorted, split["sources"])) == [["p8/f0", "p8/f1"], ["p9/f0", "p9/f1"]]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "says"), [
