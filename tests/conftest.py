@@ -33,6 +33,12 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 # starting at the same moment a local Ray has run out of it (ray_local then starts it again); the nodes of
 # tests/ray_cluster.py inherit it
 os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "60")
+# Ray runs its task and actor processes at nice 15 (its default, for a node shared with other work). In the suite
+# every other process (the other tests, their servers, Ray's own daemons) runs at 0, so on 2 saturated cores the
+# work a Ray test waits on got a sliver of a core: the node-fault tests took 4-6 times as long as alone, and the
+# suite as a whole waited on them. At 0 the tests share the cores alike; every Ray the tests start (ray_local, the
+# CLI's subprocesses, the nodes of tests/ray_cluster.py) inherits it
+os.environ.setdefault("RAY_worker_niceness", "0")
 # gRPC's C core writes the server's keepalive complaints ("too_many_pings") straight to stderr, past pytest's capture
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
@@ -121,6 +127,10 @@ def pytest_xdist_make_scheduler(config, log):
     module, whose fixtures it shares (a module's live API, its Prometheus and the traffic it saw)."""
     from xdist.scheduler import LoadScopeScheduling
 
+    # the order pytest_collection_modifyitems gives, not xdist's (most tests first: the shared cluster's nine came
+    # after a hundred quick ones, started a third of the way in, and the suite waited on it at the end)
+    config.option.loadscopereorder = False
+
     class OneServer(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             if SERVER_ID in nodeid:
@@ -150,10 +160,14 @@ def pytest_collection_modifyitems(items):
     tests starts first, while the machine is quiet: `ray start` gives its raylet a fixed 30 s to register (not
     configurable), and with the suite's heaviest tests on both cores it has taken longer. A node-fault test of the
     Milvus server (with a cluster of its own, in the server's test process) comes last of that process's tests that
-    leave the server up, when the shared cluster's tests are likely done: two clusters at once overload 2 cores."""
+    leave the server up, when the shared cluster's tests are likely done: two clusters at once overload 2 cores.
+    Then the modules with slow tests, and the quick ones last: under xdist, modules are handed out in this order,
+    and quick ones at the end keep every process busy until the end."""
+    slow = {item.nodeid.split("::", 1)[0] for item in items if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: (item.get_closest_marker("disruptive") is not None,
                                  item.nodeid.startswith(EARLY) and SERVER_ID in item.nodeid,
-                                 not item.nodeid.startswith(EARLY)))
+                                 not item.nodeid.startswith(EARLY),
+                                 item.nodeid.split("::", 1)[0] not in slow))
 
 
 def pytest_generate_tests(metafunc):

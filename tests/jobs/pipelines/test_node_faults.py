@@ -53,7 +53,7 @@ def run(cluster: Cluster, args: list[str], scratch: Path, *, kill: bool,
                 if replace:
                     cluster.add_worker()
                 break
-            time.sleep(0.05)
+            time.sleep(0.2)  # each look reads every process's /proc entry: a few ms, hundreds of processes
         job.wait(timeout=600)
     return job.returncode, out.read_text(), err.read_text(), killed
 
