@@ -436,5 +436,5 @@ class Suspect:
     # how many pairs this extreme strangers would give
     expected_among_strangers: float
     # the gallery check's: the one photo (a face id) without which the pair would not be listed, a photo of one filed
-    # under the other's name (listed among the misfits): move it rather than merge the two
+    # under the other's name (listed among the misfits): if it shows the other, move it rather than merge the two
     misfiled: str | None = None

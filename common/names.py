@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import shlex
 
+# what a double-quoted shell word still expands ($, `, \ and "; ! in an interactive bash): a name with one of these
+# and an apostrophe is quoted the long way
+_EXPANDED_IN_DOUBLE_QUOTES = frozenset('"$`\\!')
+
 
 def shown(name: str) -> str:
-    """The name as a shell word: bare where it is one (Mariah_Carey), else quoted ('Ann Lee', 'O'"'"'Brien')."""
+    """The name as a shell word: bare where it is one (Mariah_Carey), else quoted ('Ann Lee'); with an apostrophe in
+    double quotes ("Brad O'Brien"), which read as the name does, where single quotes would need '"'"' for it."""
+    if "'" in name and not _EXPANDED_IN_DOUBLE_QUOTES.intersection(name):
+        return f'"{name}"'
     return shlex.quote(name)

@@ -11,8 +11,7 @@ where to look, with the faces and scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from shlex import quote
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -97,9 +96,22 @@ class Health:
         photo = next((m for m in self.misfits if m.face_id == pair.misfiled), None)
         if photo is None:
             return f": made by one photo, face {pair.misfiled}; move it rather than merge the two"
-        move = f"arcmatch gallery move {photo.face_id} --from {quote(photo.identity)} --to {quote(photo.other)}"
-        return (f": made by one photo, face {photo.face_id}{_from(photo.source)} under {shown(photo.identity)}; "
-                f"move it (`{move}`) rather than merge the two")
+        move = f"arcmatch gallery move {photo.face_id} --from {shown(photo.identity)} --to {shown(photo.other)}"
+        return (f": made by one photo, face {photo.face_id}{_from(photo.source)} under {shown(photo.identity)}; if "
+                f"it shows {shown(photo.other)}, move it (`{move}`); merge the two only if the rest of "
+                f"{shown(photo.identity)} is that person too")
+
+    def as_json(self) -> dict:
+        """The findings as the API answers them (`GET /v1/gallery/check`) and `gallery check --json` prints them: face
+        ids as strings, as int64 ids are beyond the integers a JSON reader that holds numbers as doubles keeps."""
+        found = asdict(self)
+        for kind in ("misfits", "strays"):
+            found[kind] = [{**m, "face_id": str(m["face_id"])} for m in found[kind]]
+        found["duplicates"] = [{**d, "misfiled": None if d["misfiled"] is None else str(d["misfiled"])}
+                               for d in found["duplicates"]]
+        found["splits"] = [{**s, "groups": [[str(f) for f in group] for group in s["groups"]]}
+                           for s in found["splits"]]
+        return found
 
     def lines(self) -> list[str]:
         out = [f"gallery: {self.identities} identities, {self.faces} faces"]
@@ -114,19 +126,19 @@ class Health:
             out += [f"  face {m.face_id}{_from(m.source)} of {shown(m.identity)}: {m.own_best:.3f} with its own, "
                     f"{m.other_best:.3f} with {shown(m.other)}" for m in self.misfits]
             out.append(f"photos that look like no one else of their identity: {len(self.strays)}")
-            out += [f"  face {s.face_id}{_from(s.source)} of {shown(s.identity)}: {s.own_best:.3f} with its own, as "
-                    f"high as {s.chance:.0%} of strangers would score" for s in self.strays]
+            out += [f"  face {s.face_id}{_from(s.source)} of {shown(s.identity)}: {s.own_best:.3f} with its own "
+                    f"({s.chance:.0%} of strangers' identities score as high with it)" for s in self.strays]
             out.append(f"names whose photos look like two people or more: {len(self.splits)}")
             for split in self.splits:
                 out.append(f"  {shown(split.identity)}: {len(split.groups)} groups, best score between them "
-                           f"{split.cross_best:.3f} (as high as {split.chance:.0%} of strangers would score)")
+                           f"{split.cross_best:.3f} ({split.chance:.0%} of strangers' identities score as high)")
                 for number, group in enumerate(split.groups):
                     sources = split.sources[number] if split.sources else ()
                     faces = ", ".join(f"{face}{_from(source)}" for face, source in
                                       zip(group, sources or [""] * len(group), strict=True))
                     out.append(f"    group {number + 1}: {faces}")
                 out.append(f"    to give a group a name of its own: `arcmatch gallery move FACE --from "
-                               f"{quote(split.identity)} --to NAME --new` for each of its faces")
+                               f"{shown(split.identity)} --to NAME --new` for each of its faces")
         out.append(f"identities with no face that passed the quality gate: {len(self.below_gate)}")
         out += [f"  {shown(name)}" for name in self.below_gate]
         return out

@@ -196,7 +196,7 @@ class SuspectOut(BaseModel):
     expected_among_strangers: float = Field(description="how many pairs this extreme strangers would give")
     misfiled: str | None = Field(None, description="the gallery check's: the one photo (a face id) without which the "
                                  "pair would not be listed, a photo of one filed under the other's name (listed "
-                                 "among the misfits): move it rather than merge the two")
+                                 "among the misfits): if it shows the other, move it rather than merge the two")
 
 
 class PointOut(BaseModel):

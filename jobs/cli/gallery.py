@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 
 from common.errors import EXIT_OK, BadInput, NotFound
 from common.names import shown
@@ -130,7 +129,7 @@ def gallery_check(args: argparse.Namespace) -> int:
     from indexer.health import check_index
 
     found = check_index(_serving_index(settings_from(args)))
-    print(json.dumps(asdict(found), default=str) if args.json else "\n".join(found.lines()))
+    print(json.dumps(found.as_json()) if args.json else "\n".join(found.lines()))
     return EXIT_OK
 
 

@@ -41,7 +41,8 @@ def test_a_person_under_two_names_is_listed_and_a_moved_photo_is_a_misfit():
     # the moved photo alone makes its pair: marked so (move it), where the twins' pair is one person's
     assert {(d.first, d.second): d.misfiled for d in found.duplicates if {d.first, d.second} in (
         {"p3", "p3 twin"}, {"p5", "p40"})} == {("p3", "p3 twin"): None, ("p40", "p5"): 10}
-    assert any("made by one photo, face 10 under p40; move it (`arcmatch gallery move 10 --from p40 --to p5`)" in n
+    assert any("made by one photo, face 10 under p40; if it shows p5, move it (`arcmatch gallery move 10 --from p40 "
+               "--to p5`); merge the two only if the rest of p40 is that person too" in n
                for n in found.lines())
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
 
 from fastapi import APIRouter, Request
 
@@ -23,12 +22,7 @@ async def check(_: ReadKey, service: ServiceDep) -> HealthReport:
     seconds on a large gallery."""
     from indexer.health import check_index
 
-    found = asdict(await asyncio.to_thread(check_index, service.index))
-    for kind in ("misfits", "strays"):
-        found[kind] = [{**m, "face_id": str(m["face_id"])} for m in found[kind]]
-    found["splits"] = [{**s, "groups": [[str(f) for f in group] for group in s["groups"]]} for s in found["splits"]]
-    found["duplicates"] = [{**d, "misfiled": None if d["misfiled"] is None else str(d["misfiled"])}
-                           for d in found["duplicates"]]
+    found = (await asyncio.to_thread(check_index, service.index)).as_json()
     return HealthReport(**found)
 
 

@@ -323,8 +323,8 @@ function misfitCard(m) {
 // under this name (shown beside the identity's faces), or a hard one of the right person
 function strayCard(s) {
   const card = photoCard("stray", `filed under ${s.identity}, looks like no one else of ${s.identity}`, s.face_id,
-    `best with ${s.identity}'s other photos: ${s.own_best.toFixed(2)}, as high as ` +
-    `${Math.round(100 * s.chance)}% of strangers would score`);
+    `best with ${s.identity}'s other photos: ${s.own_best.toFixed(2)} ` +
+    `(${Math.round(100 * s.chance)}% of strangers' identities score as high with it)`);
   card.append(personRow(s.identity), actionRow(rejectButton(s.identity, s.face_id),
     confirmButton(s.identity, s.face_id)));
   return card;
@@ -334,8 +334,8 @@ function strayCard(s) {
 // else moves to a name of its own, and "one person" confirms the other groups' photos as the name's
 function splitCard(s) {
   const card = findingCard("split", `${s.identity}: photos of ${s.groups.length} people? ` +
-    `(best score between the groups ${s.cross_best.toFixed(2)}, as high as ${Math.round(100 * s.chance)}% of ` +
-    "strangers would score)");
+    `(best score between the groups ${s.cross_best.toFixed(2)}; ${Math.round(100 * s.chance)}% of ` +
+    "strangers' identities score as high)");
   card.dataset.identity = s.identity;
   s.groups.forEach((group, number) => {
     const label = document.createElement("p");
