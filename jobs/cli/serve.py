@@ -131,8 +131,32 @@ def _serve_ray(args: argparse.Namespace, settings: Settings) -> int:
     application = build_application(settings, min_replicas=args.replicas, max_replicas=max_replicas,
                                     max_batch_size=args.batch_size, batch_wait_timeout_s=args.batch_wait_ms / 1000,
                                     num_gpus=args.gpus_per_replica)
-    serve.run(application, name="arcmatch", route_prefix="/", blocking=True)
+    with _stopped_by_sigterm():
+        serve.run(application, name="arcmatch", route_prefix="/", blocking=True)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm():
+    """SIGTERM (Kubernetes, systemd, `kill`) ends serving as Ctrl-C does: the application and Ray stop, and one
+    line says so. Ray's own handler, installed when it starts, printed a C++ stack dump for it instead."""
+    import signal
+
+    import ray
+    from ray import serve
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("arcmatch serve: stopping", file=sys.stderr)
+        serve.shutdown()
+        ray.shutdown()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def apikey(args: argparse.Namespace) -> int:

@@ -150,3 +150,37 @@ def open_ports() -> list[str]:
         except OSError:
             continue
     return found
+
+
+@pytest.mark.slow
+def test_serving_on_ray_ends_on_sigterm_in_one_line(tmp_path, tiny_model_dir):
+    """`arcmatch serve --ray` stopped as Kubernetes or systemd stop it: SIGTERM ends the application and Ray, exit 0,
+    and one line says so, where Ray's own handler printed a C++ stack dump."""
+    import subprocess
+    import sys
+
+    port, log = free_port(), tmp_path / "serve.log"
+    env = {**os.environ, "ARCMATCH_API_KEYS": WRITE_ENTRY, "ARCMATCH_ARCHIVE": "false"}
+    with log.open("w") as err:
+        server = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--ray", "--model", str(tiny_model_dir),
+                                   "--milvus", str(tmp_path / "g.db"), "--port", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            deadline = time.monotonic() + 240
+            while server.poll() is None and time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1)
+            else:
+                pytest.fail(f"the service never answered: {log.read_text()[-3000:]}")
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=120)
+        finally:
+            if server.poll() is None:
+                server.kill()
+    said = log.read_text()
+    assert server.returncode == 0, said[-3000:]
+    assert "arcmatch serve: stopping" in said and "SIGTERM received" not in said, said[-3000:]
