@@ -41,7 +41,7 @@ from common.names import shown
 from indexer.errors import InvalidValue
 from indexer.ids import UNLABELLED
 from indexer.milvus import Property
-from indexer.rates import HIGHEST, Empirical, at_size, curve, points, rate_span, threshold_for_rate
+from indexer.rates import HIGHEST, LOWEST_MODELLED, Empirical, at_size, curve, points, rate_span, threshold_for_rate
 from indexer.tail import MIN_DIRECT, MIN_STRANGERS
 
 METHOD = "gallery leave-one-identity-out, top-1 non-mated score quantile"
@@ -49,7 +49,6 @@ TAIL_METHOD = "gallery cross-identity scores, modelled non-mated tail"
 METHODS = ("tail", "top1")  # the first is the default: one duplicate enrollment cannot move it
 TAIL_IDENTITIES = 20_000  # identities whose faces a tail calibration scores probes against (a random subset)
 SAME_SCORE = 1e-5  # float32 cosines of one pair differ by a few ulps (~1e-7) between stores and directions
-MIN_FPIR = 1e-6  # a million strangers' trials would be needed to show it; no sample here is larger
 WIDE = 2.0  # an interval reaching past this times the target is said to be wide
 FEW_FACES = 3  # under this many faces per identity on average, the printed FNIR is said to read high
 MISFIT = 2.5  # a model off by more than this factor where the trials are dense is said not to fit (gallery_tail)
@@ -57,6 +56,10 @@ STALE_FACTOR = 1.25  # a threshold whose FPIR at the size now is past this times
 # confirmed strangers crossing at the target from which their direct reading held it: FPIR 0.1% on 1,000 LFW-gray
 # people within 2x in 10 of 10 draws with 2,000 of them, 6 of 10 with 1,000 (docs/BENCHMARKS.md)
 STRICT_CROSSINGS = 2
+# fewer trials than this tell no FPIR, and the tail model's probes fell short of its identities: `--sample 5` gave a
+# threshold 0.08 below the default's, with NumPy's warnings about empty slices (a gallery smaller than this is
+# sampled whole)
+MIN_SAMPLE = 50
 TOP_K = 16  # hits read per sampled face; only faces whose 16 nearest are all their own identity's search again
 
 
@@ -131,7 +134,8 @@ class GalleryCalibration:
     def threshold_for_fpir(self, fpir: float, identities: int | None = None) -> float:
         """The threshold that gives `fpir` at `identities` (default: the size calibrated), read from the curve.
         The range the curve answers is said at that size, the caller's, not at the one calibrated."""
-        check_fpir(fpir, "an FPIR")
+        if not 0.0 < fpir < 1.0:  # NaN fails too; within a share, the curve says what it answers at this size
+            raise InvalidValue(f"an FPIR is a share between 0 and 1 (both excluded), got {fpir}")
         size = identities or self.identities
         try:
             return threshold_for_rate(self.curve, at_size(fpir, size, self.identities))
@@ -281,8 +285,9 @@ class GalleryCalibration:
             out.append(f"the interval is wide: at {self.identities} identities the gallery cannot tell FPIR "
                        f"{self.target_fpir} from {self.fpir_interval[1]:.2g}; any of these narrows it:")
             out += ["  - more people enrolled",
-                    "  - unlabelled faces of people not enrolled (`ingest --strangers`, or `--unlabelled` where some "
-                    "may be)",
+                    f"  - {'more ' if self.strangers else ''}unlabelled faces of people not enrolled (`ingest "
+                    f"--strangers`, or `--unlabelled` where some may be)"
+                    + (f": {self.strangers} counted now" if self.strangers else ""),
                     "  - a labelled hold-out (`arcmatch eval --fpir --gallery-shape`)"]
             if (self.reference is None and not self.strangers and self.identities < REFERENCE_BELOW
                     and self.method == TAIL_METHOD):
@@ -305,7 +310,8 @@ class GalleryCalibration:
         """The pairs this calibration set aside, as every report of it says them (a re-calibration on growth too:
         a threshold that moved needs its reason beside it)."""
         named = "; ".join(f"{shown(s['first'])} and {shown(s['second'])} ({s['score']:.3f})" for s in self.suspects[:5])
-        return (f"set aside as one person under two names: {len(self.suspects)} pair(s): {named}"
+        return (f"set aside, more alike than strangers are (one person under two names?): {len(self.suspects)} "
+                f"pair(s): {named}"
                 + (" ..." if len(self.suspects) > 5 else "") + " (`arcmatch gallery check` lists them)")
 
 
@@ -411,9 +417,10 @@ def target_fpir_in(properties: dict) -> float:
 
 
 def check_fpir(fpir: float, what: str = "a target FPIR") -> float:
-    """An FPIR a caller gives: a share of strangers, from MIN_FPIR up to (not including) 1."""
-    if not MIN_FPIR <= fpir < 1.0:  # NaN fails too
-        raise InvalidValue(f"{what} is between {MIN_FPIR} and 1, got {fpir}")
+    """A target a caller gives: the range the API's fields declare (indexer.rates), said in the same words, where
+    the CLI said 1e-06 to 1 and the API 0.0001 to 0.5 (a calibration then refused what its curve cannot read)."""
+    if not LOWEST_MODELLED <= fpir <= HIGHEST:  # NaN fails too
+        raise InvalidValue(f"{what} is {rate_span(LOWEST_MODELLED, HIGHEST)}, got {fpir}")
     return float(fpir)
 
 
@@ -483,8 +490,9 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
     `method` ("top1": the leave-one-identity-out quantile; "tail": the modelled tail, indexer/tail.py), with the
     rates at the thresholds beside it and the curve a search's `fpir=` is answered from."""
     check_fpir(target_fpir)
-    if sample < 2:
-        raise InvalidValue(f"the sample must be at least 2 faces, got {sample}")
+    if sample < MIN_SAMPLE:
+        raise InvalidValue(f"the sample is at least {MIN_SAMPLE} faces (a gallery with fewer gives all of its own), "
+                           f"got {sample}")
     if method not in METHODS:
         raise InvalidValue(f"the calibration method must be one of {METHODS}, got {method!r}")
     labelled = list(index.labelled_sources())  # one scan, for the trials and for the tail's draw

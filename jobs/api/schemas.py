@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from embedder.formats import ALLOWED
+from indexer.calibration import MIN_SAMPLE
 from indexer.decision import Decision
 from indexer.ids import MAX_IDENTITY_LENGTH
 from indexer.rates import HIGHEST, LOWEST_MODELLED
@@ -284,7 +285,8 @@ class CalibrateIn(StrictBody):
     fpir: float | None = Field(None, ge=LOWEST_MODELLED, le=HIGHEST, description="target false-positive "
                                "identification rate (default: the gallery's, as its calibration or its making set "
                                "it; else 0.01)")
-    sample: int = Field(5000, ge=2, le=100_000, description="faces drawn as trials")
+    sample: int = Field(5000, ge=MIN_SAMPLE, le=100_000, description="faces drawn as trials (a gallery with fewer "
+                        "gives all of its own)")
     dry_run: bool = Field(False, description="report the threshold without keeping it")
     method: Literal["tail", "top1"] = Field("tail", description="tail: every cross-identity score modelled, "
                                             "duplicates set aside, unlabelled faces as more strangers; top1: each "

@@ -63,7 +63,7 @@ def search(args: argparse.Namespace) -> int:
                 faceless.append(f"{path}: {exc}")
                 continue
             for n, match in enumerate(matches):
-                _print_match(path, n, match, len(matches), source, as_json=args.json)
+                _print_match(path, n, match, len(matches), source, as_json=args.json, fpir=args.fpir)
     finally:
         service.close()
     return _done(faceless, len(args.images), ImageError)
@@ -86,11 +86,11 @@ def _search_remote(client, args: argparse.Namespace) -> int:
                     print(json.dumps(_json_line(path, n, asdict(face))))
                     continue
                 print(_line(path, n, len(faces), face.face.box, face.identity if face.match else None, face.score,
-                            face.threshold, face.threshold_source))
+                            face.threshold, face.threshold_source, args.fpir))
     return _done(faceless, len(args.images), BadInput)
 
 
-def _print_match(path: str, n: int, match, count: int, source: str, *, as_json: bool) -> None:
+def _print_match(path: str, n: int, match, count: int, source: str, *, as_json: bool, fpir: float | None) -> None:
     from jobs.api.schemas import FaceDecisionOut
 
     d = match.decision
@@ -98,7 +98,7 @@ def _print_match(path: str, n: int, match, count: int, source: str, *, as_json: 
         print(json.dumps(_json_line(path, n, FaceDecisionOut.of_match(match, source).model_dump())))
         return
     print(_line(path, n, count, match.face.face.box, d.identity if d.is_match else None, d.score, d.threshold,
-                source))
+                source, fpir))
 
 
 SOURCES = {"given": "yours", "fpir": "for your FPIR", "gallery": "the gallery's calibration",
@@ -124,9 +124,11 @@ def _json_line(path: str, n: int, decision: dict) -> dict:
 
 
 def _line(path: str, n: int, count: int, box, identity: str | None, score: float, threshold: float,
-          source: str | None) -> str:
+          source: str | None, fpir: float | None = None) -> str:
     """One face's answer as a line: where it is when the photo has several, who (or unknown), the score, and the
     threshold with where it came from."""
     where = f"\tface {n + 1}/{count} at {[round(v) for v in box]}" if count > 1 else ""
     said = f", {SOURCES.get(source, source)}" if source else ""
+    if source == "fpir" and fpir is not None:  # the rate asked for, as the gallery's size now reads it
+        said = f", for your FPIR {fpir:g} at the gallery's size now"
     return f"{path}{where}\t{identity or 'unknown'}\tscore {score:.4f} (threshold {threshold:.4f}{said})"

@@ -69,7 +69,7 @@ def test_calibrate_matches_brute_force_and_is_stored_with_the_collection(index):
     assert stored(index) is None
 
     # a rate a search asks for: a share, and the range the curve answers said at the size asked
-    with pytest.raises(InvalidValue, match="an FPIR is between 1e-06 and 1, got 3"):
+    with pytest.raises(InvalidValue, match=r"an FPIR is a share between 0 and 1 \(both excluded\), got 3"):
         result.threshold_for_fpir(3)  # was a TypeError from a complex power
     with pytest.raises(InvalidValue, match="at its 1600 identities, not 1e-05"):
         result.threshold_for_fpir(1e-5, 1600)
@@ -90,7 +90,7 @@ def test_too_small_a_gallery_for_the_target_is_refused(index):
     index.flush()
     with pytest.raises(InvalidValue, match="needs at least 1000 unknown-person trials"):
         calibrate(index, 0.001, method="top1")
-    with pytest.raises(InvalidValue, match="between 1e-06 and 1"):
+    with pytest.raises(InvalidValue, match="a target FPIR is between 0.0001 and 0.5, got 1.5"):
         calibrate(index, 1.5)
 
 
@@ -159,7 +159,8 @@ def test_the_tail_method_sets_a_duplicate_enrollment_aside_names_it_and_keeps_it
     store(index, found)
     again = stored(index)
     assert again.suspects == found.suspects and again.method == found.method and again.fpir_interval == [low, high]
-    assert "set aside as one person under two names: 1 pair(s): 'person 7' and 'person 7 again'" in \
+    assert ("set aside, more alike than strangers are (one person under two names?): 1 pair(s): 'person 7' and "
+            "'person 7 again'") in \
         "\n".join(again.lines())
 
 
@@ -182,11 +183,14 @@ def test_a_twenty_person_gallery_is_calibrated_with_its_wide_interval_said_plain
     assert max(map(len, found.lines()[wide:wide + 5])) < 160  # each remedy a line of its own
     assert found.top1_threshold is None and "top-1 rule" not in said  # 40 trials: `--method top1` refuses 0.01
     assert calibrate(index, 0.05).top1_threshold is not None  # 40 trials are enough for 1 in 20
-    # a target the curve cannot read, which every search asking for it would then refuse, is refused here
-    with pytest.raises(InvalidValue, match="reads an FPIR between 0.0001 and 0.5, not 1e-06: aim within it"):
+    # a target the curve cannot read, which every search asking for it would then refuse, is refused here, in the
+    # words the API's fields say
+    with pytest.raises(InvalidValue, match="a target FPIR is between 0.0001 and 0.5, got 1e-06"):
         calibrate(index, 1e-6)
-    with pytest.raises(InvalidValue, match="not 0.9"):
+    with pytest.raises(InvalidValue, match="got 0.9"):
         calibrate(index, 0.9)
+    with pytest.raises(InvalidValue, match="the sample is at least 50 faces"):
+        calibrate(index, 0.05, sample=5)
 
 
 def test_a_tail_model_that_does_not_fit_the_gallery_says_so():

@@ -73,7 +73,8 @@ def test_growth_past_the_calibrated_size_is_said_then_calibrated_again(service, 
         watch_log.removeHandler(said)
         watch_log.setLevel(level)
     # the threshold moved: the pair it set aside is said beside it
-    assert any("set aside as one person under two names: 1 pair(s): 'person 5' and 'person 5 again'" in line
+    assert any(("set aside, more alike than strangers are (one person under two names?): 1 pair(s): 'person 5' and "
+               "'person 5 again'") in line
                for line in said.lines)
     again = service.lookup.gallery_calibration()
     assert (again.identities, again.target_fpir, again.method) == (76, 0.1, kept.method)

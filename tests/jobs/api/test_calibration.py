@@ -81,7 +81,7 @@ def test_choose_keep_use_and_clear_the_gallery_threshold(api):
     ({"fpir": 1.5}, 422, "fpir"),
     ({"fpir": 0.9}, 422, "less than or equal to 0.5"),  # no threshold at all: the curve reads up to half
     ({"fpir": 1e-6}, 422, "greater than or equal to 0.0001"),  # below, a modelled tail is extrapolation
-    ({"fpir": 0.1, "sample": 1}, 422, "sample"),
+    ({"fpir": 0.1, "sample": 49}, 422, "sample"),
 ])
 def test_bad_calibration_requests_say_what_is_wrong(api, body, status, says):
     response = api.post("/v1/calibration", json=body, headers=W)

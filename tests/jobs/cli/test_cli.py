@@ -316,3 +316,10 @@ def test_the_audit_table_names_both_identities_of_a_pair_a_merge_and_a_move(tmp_
     assert main(["audit", "--dir", str(tmp_path / "audit")]) == 0
     shown = capsys.readouterr().out
     assert "Ann / Anne" in shown and "Robert -> Bob" in shown and "Cy -> Di" in shown
+
+
+def test_a_search_line_says_the_rate_asked_for():
+    from jobs.cli.search import _line
+
+    said = _line("p.jpg", 0, 1, [0, 0, 9, 9], None, 0.31, 0.4578, "fpir", 0.001)
+    assert said.endswith("unknown\tscore 0.3100 (threshold 0.4578, for your FPIR 0.001 at the gallery's size now)")
