@@ -227,6 +227,11 @@ class GalleryCalibration:
             fnir = "   n/a" if p["fnir"] is None else f"{p['fnir']:.4f}"
             out.append(f"{'>' if p['label'] == 'chosen' else ' '} {p['threshold']:8.4f}  {p['fpir']:.4f} "
                        f"({p['fpir_low']:.4f}-{p['fpir_high']:.4f})  {fnir}  {said[p['label']]}")
+        allowed = math.floor(self.target_fpir * self.nonmated_trials + 1e-9)
+        if self.method == METHOD and round(self.fpir * self.nonmated_trials) < allowed:
+            out.append(f"the top-1 rule counts whole trials, and a pair of faces gives two at one score: no threshold "
+                       f"lets {allowed} of the {self.nonmated_trials} through and no more, so it lets "
+                       f"{round(self.fpir * self.nonmated_trials)}")
         if self.fnir is None:
             out.append("FNIR n/a: no identity has two faces")
         elif self.faces < FEW_FACES * self.identities:

@@ -241,3 +241,15 @@ def test_faces_named_from_searches_are_no_known_person_trials(index):
     result = calibrate(index, 0.05, sample=200, method="top1")
     assert result.mated_trials == 60 and result.fnir < 0.1  # 30 of 90 misses, counted, would read 1/3 or more
     assert result.nonmated_trials == 90
+
+
+def test_the_top1_rule_says_why_it_lets_fewer_through_than_asked(index):
+    """One person under two names gives the two highest trials, at one score: the top-1 rule cannot let one of them
+    through without the other, so it lets none, and says so where its FPIR reads 0 for a target of 0.01."""
+    rows = people(110, 1, spread=0.5, seed=4)
+    twin = rows[0].vector
+    index.upsert([*rows, FaceRow("twin", "person 0 again", twin, face_id("twin"))])
+    index.flush()
+    found = calibrate(index, 0.01, method="top1")
+    assert found.fpir == 0.0
+    assert "no threshold lets 1 of the 111 through and no more, so it lets 0" in "\n".join(found.lines())
