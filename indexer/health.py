@@ -138,7 +138,7 @@ class Health:
                                       zip(group, sources or [""] * len(group), strict=True))
                     out.append(f"    group {number + 1}: {faces}")
                 out.append(f"    to give a group a name of its own: `arcmatch gallery move FACE --from "
-                               f"{shown(split.identity)} --to NAME --new` for each of its faces")
+                           f"{shown(split.identity)} --to NAME --new` for each of its faces")
         out.append(f"identities with no face that passed the quality gate: {len(self.below_gate)}")
         out += [f"  {shown(name)}" for name in self.below_gate]
         return out

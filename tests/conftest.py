@@ -121,7 +121,7 @@ def pytest_itemcollected(item):
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs two processes (pytest-xdist): the suite mostly waits on Ray, servers and subprocesses. Every
+    """`make test` runs three processes (pytest-xdist): the suite mostly waits on Ray, servers and subprocesses. Every
     test of the Milvus server runs in one of them, in collection order: only one server can start on a machine (its
     embedded etcd's peer port is fixed), and the tests that stop it come last. Every other test stays with its
     module, whose fixtures it shares (a module's live API, its Prometheus and the traffic it saw)."""

@@ -39,6 +39,19 @@ STARTUP_TIMEOUT = "timed out during startup"  # `ray start`'s words when its ray
 STARTS = 3
 
 
+def cluster_turn():
+    """An open lock file, held until closed: one cluster of these tests at a time on the machine, across the test
+    processes of one run (xdist's run id names the lock). Two at once (the shared cluster's tests and a node-fault
+    test of the Milvus server with a cluster of its own) overload 2 cores: in a fresh-clone run each of their tests
+    took 2-3 times as long as in a run where they happened not to meet."""
+    import fcntl
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
+    handle = (Path(tempfile.gettempdir()) / f"arcmatch-test-clusters-{run}.lock").open("w")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
 class Node(subprocess.Popen):
     name: str
     log: Path

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import gallery_rows, people, photo_tree
-from tests.ray_cluster import AUTH, Cluster, Node
+from tests.ray_cluster import AUTH, Cluster, Node, cluster_turn
 
 ARCMATCH = [sys.executable, "-m", "jobs.cli"]
 EMBEDDING_ACTOR = "EmbedBatch"  # in the process title Ray gives an actor of Ray Data's map_batches(EmbedBatch)
@@ -166,14 +166,15 @@ def test_a_clustering_survives_a_worker_node_death(milvus_uri, new_collection, t
     archive = tmp_path / "archive"
     env = {"ARCMATCH_ARCHIVE": "true", "ARCMATCH_ARCHIVE_URI": str(archive)}
     args = ["cluster", "--milvus", milvus_uri, "--gallery", gallery.collection, "--k", "8", "--ray-from", "0"]
-    nodes = Cluster(tmp_path / "nodes", workers=2, quick_checks=True, dashboard=False)
-    try:
-        # no replacement: the other node takes the lost work (its search actor takes half of its CPU), and a
-        # node started while this process's neighbours load both cores has timed out registering
-        out, err = finishes_through_a_death(nodes, args, tmp_path, "cluster",
-                                            victim=lambda: nodes.hosting(SEARCH_ACTOR), replace=False, **env)
-    finally:
-        nodes.stop()
+    with cluster_turn():  # after the shared cluster's tests, never beside them
+        nodes = Cluster(tmp_path / "nodes", workers=2, quick_checks=True, dashboard=False)
+        try:
+            # no replacement: the other node takes the lost work (its search actor takes half of its CPU), and a
+            # node started while this process's neighbours load both cores has timed out registering
+            out, err = finishes_through_a_death(nodes, args, tmp_path, "cluster",
+                                                victim=lambda: nodes.hosting(SEARCH_ACTOR), replace=False, **env)
+        finally:
+            nodes.stop()
     assert "(raylet)" not in out + err
     latest = ClusterStore(str(archive), gallery.collection, gallery.collection).latest()
     faces = latest.face_ids.tolist()
