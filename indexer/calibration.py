@@ -507,9 +507,11 @@ def calibrate(index, target_fpir: float, *, model_threshold: float | None = None
         from indexer.tail import MIN_IDENTITIES
 
         if identities < MIN_IDENTITIES:
+            # the top-1 rule only where its trials can show the target: on 5 people it read a rate off 5 trials
+            top1_too = (f", or use --method top1 (the rate read off {len(trials.nonmated)} trials)"
+                        if len(trials.nonmated) * target_fpir >= 1 else "")
             raise InvalidValue(f"a tail model needs at least {MIN_IDENTITIES} identities; the gallery has "
-                               f"{identities}: enroll more people, or use --method top1 (the rate read off "
-                               f"{len(trials.nonmated)} trials)")
+                               f"{identities}: enroll more people{top1_too}")
         from indexer.gallery_tail import tail_estimator
 
         estimator, aside = tail_estimator(index, identities, sample=sample, seed=seed, labelled=(

@@ -253,3 +253,12 @@ def test_the_top1_rule_says_why_it_lets_fewer_through_than_asked(index):
     found = calibrate(index, 0.01, method="top1")
     assert found.fpir == 0.0
     assert "no threshold lets 1 of the 111 through and no more, so it lets 0" in "\n".join(found.lines())
+
+
+def test_a_gallery_too_small_for_the_tail_is_offered_the_top1_rule_only_where_its_trials_show_the_target(index):
+    index.upsert(people(5, 1, spread=0.5, seed=6))
+    index.flush()
+    with pytest.raises(InvalidValue, match="the gallery has 5: enroll more people$"):
+        calibrate(index, 0.01)  # 5 trials tell no 1%
+    with pytest.raises(InvalidValue, match=r"or use --method top1 \(the rate read off 5 trials\)"):
+        calibrate(index, 0.3)
