@@ -74,8 +74,17 @@ class Erasure:
     collections: list[str]
 
 
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
+class _Turn:
+    """One gallery's lock and how many requests hold it or wait for it: the last one out removes it, so a service
+    that makes and erases many galleries keeps none of theirs."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
+_TURNS: dict[str, _Turn] = {}
+_TURNS_GUARD = threading.Lock()
 
 
 @contextmanager
@@ -84,10 +93,17 @@ def _one_at_a_time(gallery: str) -> Iterator[None]:
     create the collection, create the alias; count, drop), and two at once met each other half-way (a QA pass:
     six simultaneous creates of one name answered 201 once, then a 400 "refused a value of this has_collection"
     and 503s from create_alias; four deletes, 404s naming describe_alias)."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.setdefault(gallery, threading.Lock())
-    with lock:
-        yield
+    with _TURNS_GUARD:
+        turn = _TURNS.setdefault(gallery, _Turn())
+        turn.users += 1
+    try:
+        with turn.lock:
+            yield
+    finally:
+        with _TURNS_GUARD:
+            turn.users -= 1
+            if turn.users == 0:
+                del _TURNS[gallery]
 
 
 def create(client, gallery: str, embedder, target_fpir: float | None = None) -> FaceIndex:

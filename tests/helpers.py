@@ -64,6 +64,29 @@ def live_app(app):
     return serve_in_thread(app, start_timeout_s=60)
 
 
+def wait_until_healthy(base: str, server: subprocess.Popen, said=None, timeout_s: float = 240) -> None:
+    """Returns once `arcmatch serve` at `base` answers /v1/health; fails with the end of what it said (`said()`,
+    by default its stderr pipe) if it exits first or never answers."""
+    import time
+
+    import httpx
+
+    def output() -> str:
+        return said() if said is not None else server.communicate()[1] or ""
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the service exited ({server.returncode}): {output()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/v1/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no answer from {base} in {timeout_s} s: {said()[-3000:] if said else ''}")
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`arcmatch ARGS` as a separate process, as a user runs it (stdout and stderr are pipes, not a terminal)."""
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True,

@@ -100,7 +100,7 @@ def calibrate(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({**asdict(found), "status": found.status(count_identities(index))} if found else None))
         elif found is not None:
-            print("\n".join(found.lines() + found.growth_lines(count_identities(index))))
+            print("\n".join([f"{name}:", *found.lines(), *found.growth_lines(count_identities(index))]))
         else:
             print(f"{name}: no gallery calibration; {_fallback(index)}")
         return EXIT_OK

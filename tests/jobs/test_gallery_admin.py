@@ -39,3 +39,29 @@ def test_a_gallery_that_cannot_be_counted_is_listed_without_a_count(milvus_uri, 
                 client.drop_collection(collection.name)
         assert not [n for n in client.list_collections() if n.startswith(collection_name)]
         client.close()
+
+
+def test_one_request_at_a_time_per_gallery_and_no_lock_outlives_its_requests():
+    """A service that makes and erases thousands of galleries keeps no lock of theirs once their requests end."""
+    import threading
+    import time
+
+    inside, most, guard = 0, 0, threading.Lock()
+
+    def request(gallery: str) -> None:
+        nonlocal inside, most
+        with gallery_admin._one_at_a_time(gallery):
+            if gallery == "same":
+                with guard:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.005)
+                with guard:
+                    inside -= 1
+
+    threads = [threading.Thread(target=request, args=(name,)) for name in ["same"] * 8 + [f"g{i}" for i in range(50)]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most == 1 and gallery_admin._TURNS == {}

@@ -24,6 +24,7 @@ from tests.helpers import (
     metric_value,
     png,
     scraped,
+    wait_until_healthy,
 )
 
 
@@ -165,16 +166,3 @@ def test_several_worker_processes_answer_a_scrape_with_all_their_counts(tmp_path
         server.terminate()
         _, logs = server.communicate(timeout=60)
     assert not list(scratch.glob("arcmatch-metrics-*")), logs[-2000:]
-
-
-def wait_until_healthy(base: str, server: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, server.communicate()[1][-2000:]
-        try:
-            if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"no answer from {base} in {timeout_s} s")

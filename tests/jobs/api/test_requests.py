@@ -6,7 +6,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from jobs.api.app import create_app
 from jobs.api.requests import REQUEST_ID, JsonLines
 from jobs.audit import read
 from jobs.settings import Settings
-from tests.helpers import WRITE_ENTRY, WRITE_KEY, W, free_port, live_app, png
+from tests.helpers import WRITE_ENTRY, WRITE_KEY, W, free_port, live_app, png, wait_until_healthy
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +81,7 @@ def test_serve_with_json_logs_writes_json_lines_only(tmp_path, tiny_model_dir):
     server = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_until_healthy(f"http://127.0.0.1:{port}", server)
         answer = httpx.get(f"http://127.0.0.1:{port}/v1/identities", headers={"X-API-Key": WRITE_KEY,
                                                                               "X-Request-ID": "trace-7"})
         assert answer.status_code == 200

@@ -13,7 +13,7 @@ from embedder.embed import TorchEmbedder
 from embedder.preprocess import decode_image
 from jobs.api.keys import new_key
 from jobs.settings import Settings
-from tests.helpers import WRITE_ENTRY, W, counts_per_process, free_port, metric_value, png, scraped
+from tests.helpers import WRITE_ENTRY, W, counts_per_process, free_port, metric_value, png, scraped, wait_until_healthy
 
 
 @pytest.mark.slow
@@ -166,16 +166,7 @@ def test_serving_on_ray_ends_on_sigterm_in_one_line(tmp_path, tiny_model_dir):
                                    "--milvus", str(tmp_path / "g.db"), "--port", str(port)],
                                   stdout=subprocess.DEVNULL, stderr=err, env=env)
         try:
-            deadline = time.monotonic() + 240
-            while server.poll() is None and time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(1)
-            else:
-                pytest.fail(f"the service never answered: {log.read_text()[-3000:]}")
+            wait_until_healthy(f"http://127.0.0.1:{port}", server, said=log.read_text)
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
         finally:

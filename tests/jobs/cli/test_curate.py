@@ -68,6 +68,7 @@ def test_calibrate_reports_keeps_shows_and_clears(gallery, capsys, tmp_path):
     assert main(["calibrate", "--show", "--plot", str(tmp_path / "curve.png")]) == 0
     shown = capsys.readouterr().out
     assert f"> {dry['threshold']:8.4f}" in shown and "when calibrated" not in shown
+    assert shown.splitlines()[0] == f"{gallery.collection}:"  # as the run says whose threshold it is
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gallery.upsert(people(320, 1, spread=1.0, seed=7, first=1000))  # the gallery grows fivefold
     assert main(["calibrate", "--show", "--fpir", "0.001", "--dry-run"]) == 2  # flags --show would not use
