@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from arcmatch_client import models as m
+from arcmatch_client.errors import BadInput
 
 Photo = bytes | str | Path  # the photo's bytes, or a path to it
 
@@ -51,6 +53,20 @@ def _photo(photo: Photo) -> tuple[str, bytes]:
 
 def _given(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _finite(embeddings: Sequence[Sequence[float]], **numbers: float | None) -> list[list[float]]:
+    """The rows as floats, or BadInput naming the first NaN or infinity: JSON cannot carry one, and the service
+    would refuse it anyway (where httpx's encoder raised a bare ValueError)."""
+    rows = [[float(x) for x in v] for v in embeddings]
+    for name, value in numbers.items():
+        if value is not None and not math.isfinite(value):
+            raise BadInput(f"{name} is {value!r}: it must be a finite number")
+    for i, row in enumerate(rows):
+        for j, x in enumerate(row):
+            if not math.isfinite(x):
+                raise BadInput(f"embeddings[{i}][{j}] is {x!r}: every value must be a finite number")
+    return rows
 
 
 class Operations:
@@ -108,8 +124,8 @@ class Operations:
 
     def search_embeddings(self, embeddings: Sequence[Sequence[float]], *, threshold: float | None = None,
                           fpir: float | None = None, k: int | None = None, top_n: int = 1):
-        body = _given(embeddings=[[float(x) for x in v] for v in embeddings], threshold=threshold, fpir=fpir, k=k,
-                      top_n=top_n)
+        body = _given(embeddings=_finite(embeddings, threshold=threshold, fpir=fpir), threshold=threshold, fpir=fpir,
+                      k=k, top_n=top_n)
         return self._run(Call("POST", "/search/embedding", json=body, result=list[m.Decision]))
 
     # identities and their faces

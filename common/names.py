@@ -17,3 +17,8 @@ def shown(name: str) -> str:
     if "'" in name and not _EXPANDED_IN_DOUBLE_QUOTES.intersection(name):
         return f'"{name}"'
     return shlex.quote(name)
+
+
+def counted(number: int, noun: str) -> str:
+    """"1 photo", "2 photos": a count as a sentence says it (nouns with a plain plural only)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -30,6 +30,8 @@ ALLOWED = {
     "GIF": ("GIF",),  # its first frame
     "PPM": ("PPM",),  # PBM, PGM and PPM (the ORL faces are PGM)
 }
+# the allowed formats as a person names them: Pillow's "PPM" opens the whole Netpbm family
+NAMED = ", ".join({"PPM": "PBM/PGM/PPM"}.get(name, name) for name in ALLOWED)
 # formats people send that we name in the refusal, so the caller knows what it sent
 _KNOWN_REFUSED = [
     (b"%!PS", "PostScript/EPS"),
@@ -83,5 +85,5 @@ def decoders_for(data: bytes) -> tuple[str, ...]:
         raise ImageError("empty file")
     found = sniff(data)
     if found is None:
-        raise UnsupportedFormat(f"unsupported image format ({_describe(data)}); send {', '.join(ALLOWED)}")
+        raise UnsupportedFormat(f"unsupported image format ({_describe(data)}); send {NAMED}")
     return ALLOWED[found]

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import BadInput, NotFound
+from common.photos import IMAGE_SUFFIXES
 from embedder.errors import ImageError
 from embedder.preprocess import decode_image
 from embedder.spec import ModelSpec
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp", ".gif"}
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 RESERVED = {"uri", "path", "identity", "face_id", "metadata"}
 UNLABELLED = ""  # a face nobody has named yet; the same value as indexer.ids.UNLABELLED (embedder imports no indexer)

@@ -25,6 +25,11 @@ class FacesAtStake(IndexerError, Conflict):
     number back (`--lose N`): refused, as a re-embed's switch that leaves faces behind is (exit 6)."""
 
 
+class NameTaken(IndexerError, Conflict):
+    """A gallery name that differs from an existing gallery's only in case: the two galleries' folders (archive,
+    clusters, Milvus Lite's files) would be one folder on a filesystem that ignores case (macOS, Windows)."""
+
+
 class CollectionNotFound(IndexerError, NotFound):
     """The collection does not exist (nothing ingested yet, or a wrong name)."""
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from indexer.errors import CollectionNotFound, FacesAtStake, InvalidValue, ModelMismatch
+from indexer.errors import CollectionNotFound, FacesAtStake, InvalidValue, ModelMismatch, NameTaken
 from indexer.milvus import Milvus, Property
 from indexer.store import CollectionInfo, FaceIndex
 
@@ -158,9 +158,21 @@ class Galleries:
                                 f"run `arcmatch reembed --model ...` to move it to this model")
         if not create:
             raise CollectionNotFound(f"gallery {self.gallery!r} does not exist; ingest or enroll faces first")
+        self._refuse_case_twin()
         index = self.prepare(info, index_type=index_type, **options)
         self.milvus("create_alias", index.collection, self.gallery)
         return index
+
+    def _refuse_case_twin(self) -> None:
+        """NameTaken where a gallery's name differs from this new one's only in case ("galB", "galb"): on a
+        filesystem that ignores case their archives would be one folder, and to a person they are one name."""
+        names = set(self.milvus("list_aliases").get("aliases", []))
+        names |= {name.split("__")[0] for name in self.milvus("list_collections")}
+        twin = next((name for name in sorted(names)
+                     if name != self.gallery and name.casefold() == self.gallery.casefold()), None)
+        if twin is not None:
+            raise NameTaken(f"gallery {self.gallery!r} differs from gallery {twin!r} only in case: use {twin!r}, "
+                            "or a name of its own")
 
     def prepare(self, info: CollectionInfo, *, index_type: str = "HNSW", **options) -> FaceIndex:
         """This model's collection (created empty if needed), without touching the alias: a re-embed's target."""

@@ -52,7 +52,7 @@ def validate_identity(identity: str) -> str:
     Returned in Unicode NFC, so a name typed with "é" as one character or as "e" and an accent is one identity,
     not two that look the same; one made only of invisible characters, or holding U+FFFD (what bytes that were
     not UTF-8 decode to, so two different such names would become one), is refused."""
-    if not isinstance(identity, str) or not identity.strip():
+    if not isinstance(identity, str) or not identity:
         raise InvalidValue("identity must be a non-empty string")
     identity = unicodedata.normalize("NFC", identity)
     if "\ufffd" in identity:

@@ -33,11 +33,13 @@ GIVE_ONE = "give a threshold (--threshold; a request's threshold field)"  # the 
 
 class Lookup:
     """Searches one collection (`index`) with the vectors of a model of `dim` values whose own calibration is
-    `model` (None: uncalibrated); `watch` follows the gallery's size for its calibration."""
+    `model` (None: uncalibrated); `watch` follows the gallery's size for its calibration. `gallery`, the name
+    behind the collection, is what its messages tell a person to calibrate."""
 
     def __init__(self, index: FaceIndex, dim: int, model: Calibration | None, *, k: int = 20,
-                 watch: CalibrationWatch | None = None) -> None:
+                 watch: CalibrationWatch | None = None, gallery: str | None = None) -> None:
         self.index, self.dim, self.model, self.k = index, dim, model, k
+        self.gallery = gallery
         self.watch = watch or CalibrationWatch(index, recalibrate=False)
         self._calibration, self._calibration_read = None, -CALIBRATION_CACHE_S
 
@@ -73,7 +75,7 @@ class Lookup:
         if fpir is not None:
             found = self.gallery_calibration()
             if found is None:
-                raise InvalidValue("an FPIR needs the gallery's calibration (`arcmatch calibrate`), which this "
+                raise InvalidValue(f"an FPIR needs the gallery's calibration ({self._calibrate()}), which this "
                                    "gallery has not got: give a threshold")
             return found.threshold_for_fpir(fpir, self.watch.size(found))
         return self.threshold_in_use()[0]
@@ -105,9 +107,15 @@ class Lookup:
             except InvalidValue:  # kept before thresholds were checked, or a file edited by hand: every search
                 # would be "unknown" (or everyone someone) without a word
                 raise ModelError(f"the {found[1]}'s threshold {found[0]} is not a cosine between -1 and 1: run "
-                                 f"`arcmatch calibrate` (the gallery's own wins), or {GIVE_ONE}") from None
-        raise ModelError("the model has no calibrated threshold: run `arcmatch eval --calibrate` or "
-                         f"`arcmatch calibrate` (POST /v1/calibration), or {GIVE_ONE}")
+                                 f"{self._calibrate()} (the gallery's own wins), or {GIVE_ONE}") from None
+        raise ModelError(f"the model has no calibrated threshold: run `arcmatch eval --calibrate` or "
+                         f"{self._calibrate()}, or {GIVE_ONE}")
+
+    def _calibrate(self) -> str:
+        """How this gallery is calibrated, in the CLI's words and the API's."""
+        if self.gallery is None:
+            return "`arcmatch calibrate` (POST /v1/calibration)"
+        return f"`arcmatch calibrate --gallery {self.gallery}` (POST /v1/galleries/{self.gallery}/calibration)"
 
     def gallery_calibration(self) -> GalleryCalibration | None:
         """The collection's own calibration, read again every CALIBRATION_CACHE_S (another process, or another

@@ -72,7 +72,8 @@ class IdentityService:
             raise ModelMismatch(f"gallery {index.collection!r} was built with model {info.model_version}, "
                                 f"but this model is {embedder.spec.version}")
         self.photos = PhotoFaces(embedder, policy, max_pixels)
-        self.lookup = Lookup(index, embedder.spec.embedding_size, embedder.calibration, k=k, watch=watch)
+        self.lookup = Lookup(index, embedder.spec.embedding_size, embedder.calibration, k=k, watch=watch,
+                             gallery=galleries.gallery if galleries is not None else None)
         self.writer = GalleryWriter(index, archive, galleries)
         self.embedder, self.index, self.archive, self.galleries = embedder, index, archive, galleries
         self.conflict_check = conflict_check  # a face matching another identity is refused unless `proceed`

@@ -54,7 +54,8 @@ def new_key(name: str, scopes: list[str], galleries: list[str] | None = None) ->
         raise BadInput("a key name must be non-empty and contain no ':' or ','")
     entry_galleries = _galleries_part(galleries)
     key = "am_" + secrets.token_urlsafe(32)
-    return key, f"{name}:{'+'.join(sorted(scopes))}:{digest(key)}" + (f":{entry_galleries}" if entry_galleries else "")
+    scoped = "+".join(sorted(set(scopes)))  # read,read is read
+    return key, f"{name}:{scoped}:{digest(key)}" + (f":{entry_galleries}" if entry_galleries else "")
 
 
 def _galleries_part(galleries: list[str] | None) -> str:

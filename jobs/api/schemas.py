@@ -6,13 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
-from embedder.formats import ALLOWED
+from embedder.formats import NAMED
 from indexer.calibration import MIN_SAMPLE
 from indexer.decision import Decision
 from indexer.ids import MAX_IDENTITY_LENGTH
 from indexer.rates import HIGHEST, LOWEST_MODELLED
 
-FORMATS = ", ".join(ALLOWED) + " (told from the file's first bytes; anything else is refused with 415)"
+FORMATS = NAMED + " (told from the file's first bytes; anything else is refused with 415)"
 
 
 
@@ -86,12 +86,19 @@ FPIR_QUERY = ("instead of a threshold: the share of strangers that may be answer
               "size now; read from the gallery's calibration (400 without one, or beyond what it measured)")
 
 
+THRESHOLD_QUERY = ("a cosine similarity: the best identity is answered at or above it, else unknown; without it (and "
+                   "without fpir) the gallery's calibrated threshold, else the model's")
+K_QUERY = "how many nearest faces are read (the service's ARCMATCH_SEARCH_K without it); the candidates come from them"
+TOP_N_QUERY = ("an identity's score is the mean of its best top_n faces among those read (1: its best face); not a "
+               "number of candidates")
+
+
 class EmbeddingQuery(StrictBody):
     embeddings: list[list[JsonFloat]] = Field(min_length=1)
-    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
-    fpir: float | None = Field(default=None, gt=0.0, lt=1.0, description=FPIR_QUERY)
-    k: int | None = Field(default=None, ge=1, le=1000)
-    top_n: int = Field(default=1, ge=1, le=100)
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0, allow_inf_nan=False, description=THRESHOLD_QUERY)
+    fpir: float | None = Field(default=None, gt=0.0, lt=1.0, allow_inf_nan=False, description=FPIR_QUERY)
+    k: int | None = Field(default=None, ge=1, le=1000, description=K_QUERY)
+    top_n: int = Field(default=1, ge=1, le=100, description=TOP_N_QUERY)
 
     @model_validator(mode="before")
     @classmethod

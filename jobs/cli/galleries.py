@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK, BadInput, Conflict, NotFound
+from common.names import counted
 from jobs.cli.options import audit, settings_from, share
 
 
@@ -77,6 +78,6 @@ def _delete(gallery, settings, confirmed: int | None) -> int:
         raise NotFound(f"no gallery {gallery.gallery!r} in this store (`arcmatch galleries list`)") from None
     audit(settings, "gallery_delete", gallery=erased.gallery, faces=erased.faces, archived=erased.archived,
           collections=erased.collections)
-    print(f"erased gallery {erased.gallery!r}: {erased.faces} faces, {erased.archived} archived images, "
-          f"{len(erased.collections)} collections")
+    print(f"erased gallery {erased.gallery!r}: {counted(erased.faces, 'face')}, "
+          f"{counted(erased.archived, 'archived image')}, {counted(len(erased.collections), 'collection')}")
     return EXIT_OK

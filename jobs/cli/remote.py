@@ -11,14 +11,14 @@ import argparse
 import json
 
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
+from common.names import counted
 from jobs.cli.options import default_report, writable
 from jobs.settings import Settings
 
 
 def api_flag(p: argparse.ArgumentParser, *, required: bool) -> None:
-    p.add_argument("--api", metavar="URL", help="a running arcmatch service (env ARCMATCH_API_URL)" +
-                   ("" if required else "; without it, the gallery is opened here") +
-                   ", with the key in ARCMATCH_API_KEY")
+    p.add_argument("--api", metavar="URL", help="a running arcmatch service (env ARCMATCH_API_URL), with the key "
+                   "in ARCMATCH_API_KEY" + ("" if required else "; without it, the gallery is opened here"))
 
 
 def gallery_flag(p: argparse.ArgumentParser) -> None:
@@ -72,7 +72,8 @@ def enroll(args: argparse.Namespace) -> int:
     options = {"faces": args.faces, "proceed": args.proceed}
     with client:
         report = enroll_batch(client, args.source, workers=args.workers, **options)
-    print(f"enrolled {report.photos} photos ({report.faces} faces); {len(report.failed)} refused")
+    print(f"enrolled {counted(report.photos, 'photo')} ({counted(report.faces, 'face')}); "
+          f"{len(report.failed)} refused")
     if report.failed:
         report.write_csv(args.errors)
         print(f"the refused photos and why: {args.errors} (run the same command again after fixing them: "

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from arcmatch_client import AsyncClient, Client, enroll_batch, enroll_batch_async, photos_of
-from arcmatch_client.errors import BadInput, NotFound
+from arcmatch_client.errors import BadInput, NotFound, Unauthorized
 from jobs.api.app import create_app
 from jobs.api.keys import new_key
 from jobs.settings import Settings
@@ -34,6 +34,7 @@ def test_a_thousand_photos_from_a_folder_then_part_of_them_again(base, tmp_path,
     (folder / "person 001" / "2019").mkdir()
     (folder / "person 001" / "3.png").rename(folder / "person 001" / "2019" / "3.png")  # still theirs
     (folder / "loose.png").write_bytes(png(1001))  # in nobody's folder: reported, not sent
+    (folder / "person 002" / "notes.txt").write_text("met at the fair")  # no photo: left alone, as ingest does
     assert len(photos_of(folder)) == 1002
 
     with Client(base, KEY) as api:
@@ -64,7 +65,7 @@ def test_a_manifest_through_the_async_client_and_what_it_refuses(base, tmp_path)
     for n in range(4):
         (tmp_path / "photos" / f"{n}.png").write_bytes(png(2000, n))
     (tmp_path / "list.csv").write_text("identity,path\n" + "".join(f"zed,photos/{n}.png\n" for n in range(3)) +
-                                      "yan,photos/3.png\nzed,photos/missing.png\n")
+                                      "yan,photos/3.png\nzed,photos/missing.png\n,photos/0.png\n")
 
     async def run():  # a gallery of its own: the thousand people of the other test are not in it
         async with AsyncClient(base, KEY) as api:
@@ -76,9 +77,43 @@ def test_a_manifest_through_the_async_client_and_what_it_refuses(base, tmp_path)
     report = asyncio.run(run())
     assert report.photos == 3
     refused = {path.rsplit("/", 1)[1]: kind for path, _, kind, _ in report.failed}
-    assert refused == {"3.png": "conflict", "missing.png": "bad input"}  # someone else's face; no file
+    # someone else's face, no file, no name
+    assert refused == {"3.png": "conflict", "missing.png": "bad input", "0.png": "bad input"}
+    assert [detail for _, who, _, detail in report.failed if not who] == ["line 7 of the manifest has no identity: "
+                                                                           "whose is it?"]
     with pytest.raises(BadInput, match="columns identity and path"):
         (tmp_path / "bad.csv").write_text("name,file\n")
         photos_of(tmp_path / "bad.csv")
     with pytest.raises(NotFound):
         photos_of(tmp_path / "nowhere")
+
+
+def test_a_wrong_key_or_a_gallery_not_there_stops_the_batch_in_one_error(base, tmp_path):
+    """Every photo would hear the same answer, each after its retries: the batch stops at the first, says how far
+    it got, and the CLI exits with that error's code (not 3, "finished with photos refused")."""
+    for person in range(10):
+        (tmp_path / "people" / f"p{person}").mkdir(parents=True)
+        (tmp_path / "people" / f"p{person}" / "a.png").write_bytes(png(3000 + person))
+
+    class Counted:  # the real client, its enrollments counted
+        def __init__(self, client) -> None:
+            self.client, self.calls = client, 0
+
+        def enroll(self, *args, **kwargs):
+            self.calls += 1
+            return self.client.enroll(*args, **kwargs)
+
+    with Client(base, "am_not_a_key") as api:
+        counted = Counted(api.gallery("batch"))
+        with pytest.raises(Unauthorized, match="the batch stopped: 0 photos enrolled, 0 refused, 10 left"):
+            enroll_batch(counted, tmp_path / "people", workers=2, progress=False)
+    assert counted.calls <= 3  # the two in flight, and at most one taken up as they failed
+
+    async def elsewhere():
+        async with AsyncClient(base, KEY) as api:
+            return await enroll_batch_async(api.gallery("nowhere"), tmp_path / "people", concurrency=2,
+                                            progress=False)
+
+    with pytest.raises(NotFound, match="gallery 'nowhere' not found.*the batch stopped") as stopped:
+        asyncio.run(elsewhere())
+    assert stopped.value.report.photos == 0

@@ -79,6 +79,8 @@ def test_every_route_through_the_client(service, tmp_path):
                 assert not stranger.match
         [decision] = shop.search_embeddings([[1.0] + [0.0] * 63], threshold=0.99)
         assert isinstance(decision, models.Decision) and not decision.match
+        with pytest.raises(BadInput, match=r"embeddings\[0\]\[1\] is nan: every value must be a finite number"):
+            shop.search_embeddings([[1.0, float("nan")] + [0.0] * 62])  # the client's own error, not JSON's
 
         page = shop.identities(limit=2)
         assert [i.identity for i in page.identities] == ["ann", "bob"] and page.next_cursor == "bob"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.errors import CollectionNotFound, FacesAtStake, InvalidValue, ModelMismatch
+from indexer.errors import CollectionNotFound, FacesAtStake, InvalidValue, ModelMismatch, NameTaken
 from indexer.galleries import Galleries, collection_name
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
 
@@ -32,6 +32,16 @@ def test_names_are_per_model_and_valid():
         collection_name("bad name", "x")
     with pytest.raises(InvalidValue, match="gallery name"):
         collection_name("a__b", "x")
+
+
+def test_a_new_gallery_whose_name_differs_from_one_only_in_case_is_refused(galleries):
+    """"galB" beside "galb": one folder on macOS's and Windows's filesystems, one name to a person."""
+    galleries.open(A, create=True)
+    twin = Galleries(galleries.client, galleries.gallery.upper())
+    with pytest.raises(NameTaken, match=f"differs from gallery {galleries.gallery!r} only in case"):
+        twin.open(A, create=True)
+    assert twin.serving() is None and not twin.collections()
+    galleries.open(A, create=False)  # the gallery itself opens as before
 
 
 def test_a_gallery_is_an_alias_that_moves_and_rolls_back(galleries):

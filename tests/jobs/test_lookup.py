@@ -50,5 +50,7 @@ def test_enrollment_into_the_gallery_of_an_uncalibrated_model_is_not_judged_by_a
     unset.check_conflicts(face, "anne")  # nothing to judge by: the gallery is calibrated from its faces later
     with pytest.raises(ModelError, match="no calibrated threshold"):
         unset.threshold()
+    with pytest.raises(ModelError, match=r"arcmatch calibrate --gallery shop` \(POST /v1/galleries/shop/calib"):
+        Lookup(index, 8, None, gallery="shop").threshold()  # the gallery it is, not the service's default
     with pytest.raises(Conflict, match="'ann'"):
         Lookup(index, 8, Calibration(0.37, 1e-3, 1e-3, 0.9, 100)).check_conflicts(face, "anne")

@@ -23,7 +23,7 @@ async def health() -> Health:  # on the event loop itself: it answers even when 
     return Health(status="ok")
 
 
-@router.get("/ready", responses=responses(404, 503), response_model_exclude_none=True)
+@router.get("/ready", responses=responses(404, 503), response_model_exclude_unset=True)
 def ready(service: ServiceDep, key: OptionalKey, request: Request) -> Ready:
     details = service.ready()  # BackendUnavailable (503) while the store cannot serve, key or not
     told = key is not None and "read" in key.scopes and key.reaches(request.app.state.settings.gallery)

@@ -11,7 +11,17 @@ from common.errors import BadInput
 from jobs.api.auditing import note
 from jobs.api.deps import ReadKey, SearchDep
 from jobs.api.errors import responses
-from jobs.api.schemas import FORMATS, FPIR_QUERY, DecisionOut, EmbeddingQuery, FaceDecisionOut, SearchOut
+from jobs.api.schemas import (
+    FORMATS,
+    FPIR_QUERY,
+    K_QUERY,
+    THRESHOLD_QUERY,
+    TOP_N_QUERY,
+    DecisionOut,
+    EmbeddingQuery,
+    FaceDecisionOut,
+    SearchOut,
+)
 from jobs.api.uploads import read_upload
 from jobs.service import FaceMatch
 
@@ -24,10 +34,11 @@ Image = Annotated[UploadFile, File(json_schema_extra={"minLength": 1}, descripti
 
 @router.post("", name="search", responses=responses(400, 413, 415, 422))
 async def search_image(_: ReadKey, searcher: SearchDep, request: Request, image: Image,
-                       threshold: Annotated[float, Form(ge=-1.0, le=1.0)] = None,
-                       fpir: Annotated[float, Form(gt=0.0, lt=1.0, description=FPIR_QUERY)] = None,
-                       k: Annotated[int, Form(ge=1, le=1000)] = None,
-                       top_n: Annotated[int, Form(ge=1, le=100)] = 1,
+                       threshold: Annotated[float, Form(ge=-1.0, le=1.0, allow_inf_nan=False,
+                                                        description=THRESHOLD_QUERY)] = None,
+                       fpir: Annotated[float, Form(gt=0.0, lt=1.0, allow_inf_nan=False, description=FPIR_QUERY)] = None,
+                       k: Annotated[int, Form(ge=1, le=1000, description=K_QUERY)] = None,
+                       top_n: Annotated[int, Form(ge=1, le=100, description=TOP_N_QUERY)] = 1,
                        faces: Annotated[Literal["all", "largest"], Form()] = "all") -> SearchOut:
     settings = request.app.state.settings
     sent = len((await request.form()).getlist("image"))  # the form as FastAPI already parsed it

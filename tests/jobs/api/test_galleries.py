@@ -47,6 +47,8 @@ def search(api, gallery, image, key):
 def test_galleries_are_made_listed_and_read_by_the_keys_that_reach_them(api):
     made = api.post("/v1/galleries", json={"name": "shop"}, headers=ADMIN)
     assert made.status_code == 409 and "exists" in made.json()["detail"]
+    twin = api.post("/v1/galleries", json={"name": "Shop"}, headers=ADMIN)
+    assert twin.status_code == 409 and "differs from gallery 'shop' only in case" in twin.json()["detail"]
     assert api.post("/v1/galleries", json={"name": "bad__name"}, headers=ADMIN).status_code == 400
     slashed = api.delete("/v1/galleries/..%2F", params={"erase": 0}, headers=ADMIN)  # quoted as sent
     assert slashed.status_code in (400, 404, 422) and "../" in slashed.text and "\\u001f" not in slashed.text
@@ -71,7 +73,10 @@ def test_galleries_are_made_listed_and_read_by_the_keys_that_reach_them(api):
     assert api.get("/v1/galleries", params={"cursor": "a b"}, headers=ADMIN).status_code == 422
     detail = api.get("/v1/galleries/shop", headers=A).json()
     assert detail["name"] == "shop" and detail["ready"]["gallery"] == "shop" and detail["ready"]["collection"]
-    assert api.get("/v1/galleries/shop/ready", headers=A).json()["gallery"] == "shop"
+    shops = api.get("/v1/galleries/shop/ready", headers=A).json()
+    assert shops["gallery"] == "shop"
+    default = api.get("/v1/ready", headers=ADMIN).json()  # the same fields for the default gallery, nulls and all
+    assert set(default) == set(shops) and default["calibration"] is None
     assert api.get("/v1/ready", headers=A).json() == {"status": "ready"}  # the default gallery is not shop's key's
 
 

@@ -112,6 +112,9 @@ def test_a_parameter_a_route_does_not_take_is_refused_and_named(api):
     plain = client.post("/v1/search", files=photo, headers=W).json()["faces"][0]
     assert plain["threshold_source"] == "model" and plain["threshold"] != 0.99
     assert client.get("/v1/identities", params={"limit": 1}, headers=W).status_code == 200
+    for odd in ("nan", "inf"):  # said as what it is, not as "should be less than or equal to 1"
+        refused = client.post("/v1/search", data={"threshold": odd}, files=photo, headers=W)
+        assert refused.status_code == 422 and "finite number" in refused.json()["detail"], refused.json()
 
 
 def test_a_body_of_another_media_type_than_the_routes_is_a_415_that_says_which(api):

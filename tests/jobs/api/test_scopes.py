@@ -58,3 +58,11 @@ def test_writes_are_the_routes_that_change_something(routes):
     assert all(m in ("POST", "DELETE") for m, _ in writes)
     assert ("POST", "/v1/identities/{identity}/merge") in writes and ("POST", "/v1/gallery/distinct") in writes
     assert ("POST", "/v1/search") not in writes  # a search reads, though it is a POST
+
+
+def test_a_scope_named_twice_is_one_scope_in_the_entry():
+    from jobs.api.keys import new_key, parse_keys
+
+    key, entry = new_key("dup", ["write", "read", "read"])
+    assert entry.split(":")[1] == "read+write"
+    assert parse_keys(entry)[0].scopes == {"read", "write"}

@@ -20,19 +20,24 @@ def test_enroll_identities_and_search_through_a_running_service(tmp_path, monkey
         (tmp_path / "people" / name).mkdir(parents=True)
         for n in range(2):
             (tmp_path / "people" / name / f"{n}.png").write_bytes(png(person, n))
-    (tmp_path / "people" / "bob" / "notes.txt").write_text("not a photo")
+    (tmp_path / "people" / "bob" / "notes.txt").write_text("not a photo")  # left alone, as ingest does
+    (tmp_path / "people" / "bob" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (tmp_path / "door.png").write_bytes(png(1, 5))
     monkeypatch.chdir(tmp_path)
     with live_app(create_app(settings)) as base:
         monkeypatch.delenv("ARCMATCH_API_KEY", raising=False)
         assert main(["enroll", "people", "--api", base]) == 2
         assert "set ARCMATCH_API_KEY" in capsys.readouterr().err
+        monkeypatch.setenv("ARCMATCH_API_KEY", "am_not_a_key")  # one line, and the batch's tally: not 4 refusals
+        assert main(["enroll", "people", "--api", base]) == 2
+        assert "unknown API key (header X-API-Key) (the batch stopped: 0 photos enrolled" in capsys.readouterr().err
         monkeypatch.setenv("ARCMATCH_API_KEY", KEY)
 
         assert main(["enroll", "people", "--api", base]) == 3  # finished, one file refused
         out = capsys.readouterr().out
         assert "enrolled 4 photos (4 faces); 1 refused" in out and "enroll_errors.csv" in out
-        assert "notes.txt" in (tmp_path / "enroll_errors.csv").read_text()
+        refused = (tmp_path / "enroll_errors.csv").read_text()
+        assert "broken.png" in refused and "notes.txt" not in refused
 
         assert main(["identities", "--api", base]) == 0
         assert capsys.readouterr().out.splitlines() == ["ann\t2", "bob\t2", "2 identities, 4 faces"]
