@@ -130,6 +130,13 @@ class Galleries:
         except (json.JSONDecodeError, AttributeError):
             return None
 
+    def left_behind(self, collection: str) -> bool:
+        """Whether `collection` is one the gallery's alias moved away from (a re-embed switched to another model's),
+        not the one in service nor a re-embed's target still being filled for the next model: what it answers is
+        the gallery as it was at the switch, without what was enrolled, moved or deleted since."""
+        serving = self.serving()
+        return serving is not None and collection != serving and self.migrating_from(collection) != serving
+
     def collection_for(self, model_version: str) -> str | None:
         """The collection holding this model's vectors: the alias's target when it is this model's, else the
         collection named after the model (a re-embed in progress, or one rolled back from), else None."""
@@ -245,7 +252,10 @@ class Galleries:
     @staticmethod
     def _refuse_loss(faces: list[int], lose: int, doing: str, where: str) -> None:
         """FacesAtStake, naming a few, where `faces` would be lost and `lose` is not their number: the count told
-        back is the confirmation (as `galleries delete --erase N`)."""
+        back is the confirmation (as `galleries delete --erase N`). A number told where nothing is at stake is
+        refused too: the audit trail records it as the faces lost."""
+        if lose and not faces:
+            raise InvalidValue(f"{doing} no face: --lose {lose} counts faces that are not at stake; drop it")
         if faces and lose != len(faces):
             shown = ", ".join(str(f) for f in faces[:3]) + (", ..." if len(faces) > 3 else "")
             raise FacesAtStake(f"{doing} {len(faces)} face(s) ({shown}; {where}): repeat with --lose "

@@ -100,6 +100,12 @@ class IdentityService:
         index = galleries.open(CollectionInfo.of_calibrated(spec, calibration),
                                create=create, consistency=settings.search_consistency,
                                search_ef=settings.search_ef, reconnect=reconnect)
+        if galleries.left_behind(index.collection):  # a process started with the model a re-embed replaced
+            other = FaceIndex(galleries.client, galleries.serving()).info().model_version
+            raise ModelMismatch(f"gallery {settings.gallery!r} is served by model {other} since a re-embed, not "
+                                f"{spec.version}: this model's collection is no longer in service (what was "
+                                "enrolled, moved or deleted since is not in it); use the model it serves (--model), "
+                                "or `arcmatch alias rollback` to serve this one again")
         root = settings.archive_root()
         archive = FaceArchive(root, settings.gallery) if root else None
         watch = CalibrationWatch(index, every_s=settings.calibration_check_s,

@@ -83,6 +83,31 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and args.command in QUIET_COMMANDS and not args.verbose:
         quiet_terminal(args.command)
     try:
+        return _run(args)
+    finally:
+        if argv is None:  # the process is ours: its Ray goes now, not in the interpreter's exit
+            _stop_ray()
+
+
+def _stop_ray() -> None:
+    """The local Ray a command started, shut down with Ctrl-C held off. Left to Ray's own exit handler, a Ctrl-C
+    that reached it mid-shutdown (the same Ctrl-C, sent to the process group) printed a KeyboardInterrupt
+    traceback after the command's last line, and a QA pass saw an interrupted re-embed end in a segfault."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ray.shutdown()
+    except Exception:  # noqa: BLE001  (the command has answered; a failed clean-up is for the log)
+        logging.getLogger("arcmatch").warning("Ray's shutdown failed", exc_info=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its errors turned into one line and an exit code."""
+    try:
         return args.run(args)
     except KeyboardInterrupt:
         print("arcmatch: interrupted", file=sys.stderr)

@@ -89,6 +89,8 @@ def test_a_switch_that_would_take_faces_out_of_service_is_refused_unless_counted
         galleries.switch(b.collection)
     assert galleries.target() == a.collection  # nothing moved
     assert galleries.switch(b.collection, lose=1) == a.collection
+    with pytest.raises(InvalidValue, match="no face: --lose 3 counts faces that are not at stake"):
+        galleries.switch(a.collection, lose=3)  # a number nothing backs would go into the audit trail as lost
     assert galleries.switch(a.collection) == b.collection  # back: A holds everything B does
 
 

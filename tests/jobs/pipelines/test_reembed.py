@@ -9,7 +9,7 @@ from common.errors import Conflict
 from embedder.errors import ModelError
 from indexer import distinct
 from indexer.archive import FaceArchive
-from indexer.errors import FacesAtStake, GalleryMoved
+from indexer.errors import FacesAtStake, GalleryMoved, ModelMismatch
 from indexer.galleries import Galleries
 from indexer.store import connect
 from jobs.pipelines.reembed import MissingFromArchive, reembed
@@ -62,6 +62,10 @@ def test_api_enrollments_survive_an_upgrade_and_deletes_stay_deleted(ray_local, 
         old.enroll("zed", [("z.png", png(4))])
     with pytest.raises(Conflict, match="already served"):
         reembed(str(other_model_dir), milvus=milvus_uri, gallery=collection_name, archive=str(archive))
+    # ... and a process started with the old model now (a search from the command line, a replica restarted) is
+    # refused: the collection it would read no longer takes the gallery's writes (zed above)
+    with pytest.raises(ModelMismatch, match="no longer in service"):
+        IdentityService.open(settings(tiny_model_dir, milvus_uri, collection_name, archive))
 
     galleries = Galleries(connect(milvus_uri), collection_name)
     assert galleries.rollback() == summary.source  # one call back; the old model is in service again
