@@ -9,3 +9,10 @@ class ImageError(BadInput):
 
 class ModelError(BadInput):
     """A model or checkpoint is unknown, incomplete, or does not match its ModelSpec."""
+
+
+class NoFace(ImageError):
+    """No face in the photo, or none that passes the quality gate (the message gives each rejected face's reasons)."""
+
+    http_status = 422  # the image is well formed; what it shows cannot be used
+    kind = "no face"

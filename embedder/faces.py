@@ -22,8 +22,8 @@ import numpy as np
 from common.errors import BadInput
 from embedder.align import align_face, template_for
 from embedder.detect import ROTATIONS, Detector, Face, rotate
-from embedder.errors import ImageError, ModelError
-from embedder.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, crop_and_resize, load_rgb
+from embedder.errors import ImageError, ModelError, NoFace  # noqa: F401  (NoFace: its home for callers)
+from embedder.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, crop_and_resize, load_rgb, refuse_flat
 from embedder.quality import FaceQuality, QualityGate, measure
 from embedder.spec import ModelSpec
 
@@ -37,13 +37,6 @@ def check_named(select: str | None) -> None:
         raise BadInput("every face of a photo ('all') is taken only for faces nobody has named (--unlabelled, "
                        "--strangers): under a person's name take the one face ('one', photos with several are "
                        "refused) or the largest ('largest')")
-
-
-class NoFace(ImageError):
-    """No face in the photo, or none that passes the quality gate (the message gives each rejected face's reasons)."""
-
-    http_status = 422  # the image is well formed; what it shows cannot be used
-    kind = "no face"
 
 
 class TooManyFaces(ImageError):
@@ -185,7 +178,7 @@ def _whole_image(image: np.ndarray, spec: ModelSpec) -> PreparedFace:
     height, width = image.shape[:2]
     left, top, right, bottom = spec.crop_box or (0.0, 0.0, 1.0, 1.0)
     x1, y1, x2, y2 = round(left * width), round(top * height), round(right * width), round(bottom * height)
-    chip = crop_and_resize(image, spec)
+    chip = refuse_flat(crop_and_resize(image, spec))
     out_h, out_w = spec.input_size
     scale = np.array([(x2 - x1) / out_w, (y2 - y1) / out_h])
     landmarks = (template_for(spec.input_size) + 0.5) * scale - 0.5 + (x1, y1)

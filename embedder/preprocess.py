@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from embedder.errors import ImageError, ModelError
+from embedder.errors import ImageError, ModelError, NoFace
 from embedder.formats import decoders_for
 from embedder.spec import ModelSpec
 
@@ -114,6 +114,20 @@ def decode_image(
         raise ModelError(f"spec alignment {spec.alignment!r} needs face detection: prepare images with "
                          "embedder.faces.FacePolicy (from embedder.preprocess.load_rgb), not decode_image")
     return crop_and_resize(_open_rgb(data, max_pixels, min_side), spec)
+
+
+# a crop whose pixels spread less than this (standard deviation, 0-255) is one colour: a blank frame, a lens cap,
+# a placeholder picture. A box-crop model has no detector to say "no face", and embedded it would be a face of
+# whoever it was filed under, near every other blank one (a QA pass: a grey 250x250 JPEG joined a gallery). The
+# crops of 2,000 LFW-gray photos spread 19 at the least (median 51); JPEG noise on a flat grey is far below.
+FLAT_SPREAD = 2.0
+
+
+def refuse_flat(chip: np.ndarray) -> np.ndarray:
+    """`chip`, or NoFace where it is one flat colour."""
+    if float(chip.std()) < FLAT_SPREAD:
+        raise NoFace(f"the crop is one flat colour (pixel spread {float(chip.std()):.1f} of 255): no face to embed")
+    return chip
 
 
 def normalize_batch(images: np.ndarray, spec: ModelSpec, *, channels_last: bool = False) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from common.errors import BadInput, NotFound
 from common.photos import IMAGE_SUFFIXES
 from embedder.errors import ImageError
-from embedder.preprocess import decode_image
+from embedder.preprocess import decode_image, refuse_flat
 from embedder.spec import ModelSpec
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
@@ -203,7 +203,7 @@ def decode_or_skip(uri: str, spec: ModelSpec, **limits) -> tuple[np.ndarray | No
 
     `limits` are decode_image's max_pixels / min_side."""
     try:
-        return decode_image(read_bytes(uri), spec, **limits), ""
+        return refuse_flat(decode_image(read_bytes(uri), spec, **limits)), ""
     except ImageError as exc:
         return None, str(exc)
     except OSError as exc:

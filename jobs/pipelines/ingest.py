@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from embedder.archiving import kept_face
-from embedder.errors import ImageError, ModelError
+from embedder.errors import ImageError, ModelError, NoFace
 from embedder.faces import FacePolicy, check_named, face_record
-from embedder.preprocess import crop_and_resize
+from embedder.preprocess import crop_and_resize, refuse_flat
 from embedder.sources import decode_or_skip, faces_or_skip, list_source, photo_or_skip
 from embedder.spec import ModelSpec
 from indexer.archive import FaceArchive
@@ -89,10 +89,14 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
                 add(i, image, reason, key, metadata)
                 continue
             photo, reason = photo_or_skip(str(uri), **limits)
-            if photo is None:
+            try:
+                chip = refuse_flat(crop_and_resize(photo, spec)) if photo is not None else None
+            except NoFace as exc:
+                chip, reason = None, str(exc)
+            if chip is None:
                 add(i, None, reason, key, metadata)
             else:
-                add(i, crop_and_resize(photo, spec), "", key, metadata, kept_face(photo, None, spec, policy))
+                add(i, chip, "", key, metadata, kept_face(photo, None, spec, policy))
             continue
         photo, reason = photo_or_skip(str(uri), **limits) if archive else (None, "")
         if archive and photo is None:

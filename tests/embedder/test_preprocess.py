@@ -119,3 +119,16 @@ def test_a_channels_last_batch_holds_the_same_values_laid_out_for_torch():
     x = batch[..., ::-1].astype(np.float32) / 255.0
     expected = ((x - np.float32([0.5, 0.4, 0.3])) / np.float32([0.2, 0.3, 0.4])).transpose(0, 3, 1, 2)
     assert np.array_equal(plain, expected)
+
+
+def test_a_flat_picture_is_no_face_for_a_box_crop_model(tmp_path):
+    """A box-crop model has no detector to say "no face": a blank grey frame was ingested as someone's face."""
+    from embedder.sources import decode_or_skip
+    from tests.helpers import png
+
+    (tmp_path / "grey.jpg").write_bytes(encode(Image.new("RGB", (250, 250), (128, 128, 128)), "JPEG", quality=70))
+    (tmp_path / "face.png").write_bytes(png(3))
+    image, reason = decode_or_skip(str(tmp_path / "grey.jpg"), SPEC)
+    assert image is None and "one flat colour" in reason
+    image, reason = decode_or_skip(str(tmp_path / "face.png"), SPEC)
+    assert image is not None and reason == ""
