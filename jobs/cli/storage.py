@@ -80,6 +80,7 @@ def collections(args: argparse.Namespace) -> int:
         audit(settings, "collection_drop", collection=args.target, lost=args.lose)
         print(f"dropped {args.target}")
         return EXIT_OK
+    from indexer import calibration
     from indexer.store import FaceIndex
 
     found = galleries.collections()
@@ -87,10 +88,14 @@ def collections(args: argparse.Namespace) -> int:
         raise NotFound(f"gallery {settings.gallery!r} has no collections: it does not exist")
     names = {c.name for c in found}
     for c in found:
-        faces = FaceIndex(galleries.client, c.name).count()
+        index = FaceIndex(galleries.client, c.name)
+        faces, calibrated = index.count(), calibration.stored(index)
         mark = "*" if c.serving else " "
         gone = "" if c.previous in names else ", dropped: no rollback"  # as `alias rollback` would find it
-        threshold = "none (not calibrated)" if c.threshold is None else f"{c.threshold:.4f}"
+        model = "none" if c.threshold is None else f"{c.threshold:.4f}"
+        # the one a search answers at first: a collection's own calibration wins over the model's
+        threshold = (f"{calibrated.threshold:.4f} (the gallery's calibration; the model's {model})" if calibrated
+                     else "none (not calibrated)" if c.threshold is None else f"{model} (the model's)")
         print(f"{mark} {c.name}  model {c.model_version}  dim {c.dim}  threshold {threshold}  faces {faces}"
               + (f"  (previous: {c.previous}{gone})" if c.previous else ""))
     return EXIT_OK

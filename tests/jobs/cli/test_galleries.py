@@ -1,6 +1,7 @@
 """`arcmatch galleries list|create|delete` on a Milvus Lite store: galleries apart, made empty for a model, and
 erased only when told how many faces that erases."""
 
+from indexer import calibration
 from indexer.calibration import target_fpir
 from indexer.galleries import Galleries
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect
@@ -92,7 +93,14 @@ def test_a_switch_rollback_or_drop_that_loses_faces_is_refused_until_their_numbe
     capsys.readouterr()
     assert main(["collections", "list"]) == 0
     listed = capsys.readouterr().out
-    assert f"(previous: {a.collection}, dropped: no rollback)" in listed and "threshold 0.5000" in listed
+    assert f"(previous: {a.collection}, dropped: no rollback)" in listed and "threshold 0.5000 (the model's)" in listed
+    c_index = FaceIndex(connect(str(tmp_path / "two.db")), c.collection)
+    c_index.upsert(people(60, 1, spread=0.1, dim=TINY_DIM, first=100))
+    c_index.flush()
+    calibration.store(c_index, calibration.calibrate(c_index, 0.05, model_threshold=0.5, method="top1"))
+    c_index.client.close()
+    assert main(["collections", "list"]) == 0  # the threshold a search takes first is the one listed
+    assert "(the gallery's calibration; the model's 0.5000)" in capsys.readouterr().out
     assert main(["collections", "list", "--gallery", "nobody"]) == 4
     assert main(["alias", "show", "--gallery", "nobody"]) == 4
     assert main(["archive", "stats", "--gallery", "nobody"]) == 4
