@@ -39,6 +39,7 @@ class IngestSummary:
     seen: int = 0
     embedded: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    apart: list[str] = field(default_factory=list)  # photos whose path another photo in the gallery had already
     rows_in_collection: int = 0
     seconds: float = 0.0
     write_seconds: float = 0.0  # time spent in Milvus upserts (driver-writer path)
@@ -49,6 +50,10 @@ class IngestSummary:
         out = [f"images seen {self.seen}, faces embedded {self.embedded}, skipped {len(self.skipped)}",
                f"rows in collection {self.rows_in_collection}, {rate:.1f} faces/s over {self.seconds:.1f} s"]
         out += [f"  skipped ({reason}): {n}" for reason, n in reasons(self.skipped).most_common()]
+        if self.apart:  # written, each as a face of its own: said, as a second tree may be a mistake
+            shown = ", ".join(self.apart[:3]) + (", ..." if len(self.apart) > 3 else "")
+            out.append(f"{len(self.apart)} photo(s) share their path in the tree with another photo already in the "
+                       f"gallery ({shown}): each kept as a face of its own, none overwritten")
         return out
 
 
@@ -223,7 +228,7 @@ def ingest(
         with console.timed("ingest"):
             console.say(f"ingest: embedding {summary.seen} images with parallel writers")
             ds.write_datasink(sink, concurrency=write_concurrency)
-        summary.embedded, summary.skipped = sink.embedded, sink.skipped
+        summary.embedded, summary.skipped, summary.apart = sink.embedded, sink.skipped, sink.apart
         index = FaceIndex(connect(milvus, token), index.collection)
     index.flush()
     summary.rows_in_collection = index.count()
@@ -257,7 +262,7 @@ def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch
             rows, skipped = rows_of(batch)
             summary.skipped += skipped
             write_started = time.perf_counter()
-            rows, written = write_rows(writer, batch, rows, summary.skipped, curated=True)
+            rows, written = write_rows(writer, batch, rows, summary.skipped, curated=True, apart=summary.apart)
             summary.embedded += written
             summary.write_seconds += time.perf_counter() - write_started
             if export is not None:

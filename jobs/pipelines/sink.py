@@ -4,6 +4,7 @@ server takes parallel upserts). Both skip a row Milvus refuses with its reason i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +66,65 @@ def keep_rejections(writer: GalleryWriter, rows: list[FaceRow], skipped: list[tu
     return kept
 
 
+# a face id that holds a face this close to the row's is the row's own photo, ingested before (the same model,
+# the same photo: cosines of 0.999 and more; aligned again from the archive after a re-embed, 0.98 and more), and
+# one below it another photo that only shares the path (two event folders that each hold IMG_0001.jpg)
+SAME_PHOTO = 0.95
+PROBES = 32  # ids tried for a photo whose path is taken: as many photos of one path as any tree would hold
+
+
+def apart_from_other_photos(writer: GalleryWriter, rows: list[FaceRow], stored: Stored,
+                            apart: list[str] | None = None) -> tuple[list[FaceRow], Stored]:
+    """The rows, each under an id of its own photo. A face's id derives from its path in the tree (so a tree
+    ingested again adds nothing twice), and a row whose id already holds another photo would overwrite that face:
+    a QA pass lost one of two unlabelled photos named alike in two folders. Such a row takes the first of a fixed
+    sequence of ids derived from its path's (the same on every run, whatever the model) that is free or holds
+    this photo, and its source goes to `apart`. Returns the rows and their stored records, read again for the
+    ids that changed."""
+    clashing = [r for r in rows if r.face_id in stored]
+    if not clashing:
+        return rows, stored
+    held = writer.index.vectors([r.face_id for r in clashing])
+    moved = {r.face_id: r for r in clashing if r.face_id in held and not _same_photo(r.vector, held[r.face_id])}
+    if not moved:
+        return rows, stored
+    chosen: dict[int, int] = {}
+    for probe in range(1, PROBES + 1):
+        waiting = [old for old in moved if old not in chosen]
+        if not waiting:
+            break
+        candidates = {old: face_id(f"{old}/{probe}") for old in waiting}
+        taken = writer.index.vectors(list(candidates.values()))
+        for old, new in candidates.items():
+            if new not in taken or _same_photo(moved[old].vector, taken[new]):
+                chosen[old] = new
+    if apart is not None:
+        apart += [moved[old].source for old in chosen]
+    rows = [replace(r, face_id=chosen[r.face_id]) if r.face_id in chosen else r for r in rows]
+    return rows, {**stored, **writer.stored([r for r in rows if r.face_id in chosen.values()], strong=False)}
+
+
+def _same_photo(a: np.ndarray, b: np.ndarray) -> bool:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)) >= SAME_PHOTO
+
+
 def write_rows(writer: GalleryWriter, batch: dict[str, np.ndarray], rows: list[FaceRow],
-                skipped: list[tuple[str, str]], *, curated: bool) -> tuple[list[FaceRow], int]:
+               skipped: list[tuple[str, str]], *, curated: bool,
+               apart: list[str] | None = None) -> tuple[list[FaceRow], int]:
     """One batch through the gallery's writer (archive, then the store), by both ingestion paths; returns the rows
-    it tried and how many were written. `curated`: keep the faces' "not this person" (keep_rejections)."""
+    it tried and how many were written. `curated` (an ingestion): each photo under an id of its own
+    (apart_from_other_photos, the sources moved into `apart`), and the faces' "not this person" kept
+    (keep_rejections)."""
+    kept = images_from_batch(batch, rows) if writer.archive is not None else None
     stored = writer.stored(rows, strong=False) if curated else None  # one read for both checks
     if curated:
+        before = [r.face_id for r in rows]
+        rows, stored = apart_from_other_photos(writer, rows, stored, apart)
+        if kept:  # the images follow their rows to the ids they took
+            kept = {new.face_id: kept[old] for old, new in zip(before, rows, strict=True) if old in kept}
         rows = keep_rejections(writer, rows, skipped, stored)
-    kept = images_from_batch(batch, rows) if writer.archive is not None else None
+        if kept:
+            kept = {r.face_id: kept[r.face_id] for r in rows if r.face_id in kept}
     if kept:  # a tree ingested again: its unchanged faces are in the archive already, as they are
         same = writer.archived_as(rows, kept, stored)
         kept = {face: image for face, image in kept.items() if face not in same}
@@ -92,25 +144,27 @@ class MilvusDatasink(Datasink):
         self.curated = curated  # an ingestion: keep the faces' "not this person" (keep_rejections)
         self.embedded = 0
         self.skipped: list[tuple[str, str]] = []
+        self.apart: list[str] = []  # sources kept apart from another photo of their path (apart_from_other_photos)
 
     def write(self, blocks, ctx) -> dict:
         from ray.data.block import BlockAccessor
 
         index = FaceIndex(connect(self.uri, self.token), self.collection)
         writer = GalleryWriter(index, FaceArchive(self.archive, self.gallery) if self.archive is not None else None)
-        embedded, skipped = 0, []
+        embedded, skipped, apart = 0, [], []
         for block in blocks:
             batch = BlockAccessor.for_block(block).to_numpy()
             rows, failed = self.rows(batch)
             skipped += failed
-            embedded += write_rows(writer, batch, rows, skipped, curated=self.curated)[1]
+            embedded += write_rows(writer, batch, rows, skipped, curated=self.curated, apart=apart)[1]
         index.client.close()
-        return {"embedded": embedded, "skipped": skipped}
+        return {"embedded": embedded, "skipped": skipped, "apart": apart}
 
     def on_write_complete(self, write_result) -> None:
         for result in write_result.write_returns:
             self.embedded += result["embedded"]
             self.skipped += [tuple(s) for s in result["skipped"]]
+            self.apart += result.get("apart", [])
 
 
 class ParquetExport:
