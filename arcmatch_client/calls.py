@@ -207,9 +207,10 @@ class Operations:
         return self._run(Call("GET", f"/clusters/{int(cluster)}", result=m.Cluster))
 
     def promote(self, cluster: int, identity: str, *, face_ids: Sequence[str | int] | None = None,
-                proceed: bool = False):
+                proceed: bool = False, members: str | None = None):
+        """`members`: the cluster's `members` as you read it; Conflict, nothing named, if it holds other faces now."""
         body = _given(identity=identity, face_ids=[str(f) for f in face_ids] if face_ids is not None else None,
-                      proceed=proceed)
+                      proceed=proceed, members=members)
         return self._run(Call("POST", f"/clusters/{int(cluster)}/promote", json=body, result=m.Promoted))
 
     def split_cluster(self, cluster: int, face_ids: Sequence[str | int]):

@@ -52,6 +52,9 @@ class Cluster:
     representative: str
     # a page: the representative and a few others; one cluster: all
     face_ids: list[str]
+    # a fingerprint of all the cluster's faces: send it back as a promote's `members`, and the promote is refused
+    # (409) if the cluster holds other faces by then
+    members: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,7 @@ What is recorded where, and why:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -46,6 +47,17 @@ class ClusterView:
     cohesion: float
     representative: int
     face_ids: list[int]  # a listing: the representative and a few others; one cluster: all
+    members: str = ""  # members_key of all its faces: what a promote may send back (Curator.promote's `seen`)
+
+
+def members_key(face_ids) -> str:
+    """A short fingerprint of a cluster's faces (all of them, in any order): a cluster id names whatever the last
+    run put under it, and a run between a look and a promote (a QA pass: a connected-components run at a low
+    threshold kept id 0 for ten people's 41 faces) would otherwise name faces nobody saw."""
+    digest = hashlib.blake2b(digest_size=8)
+    for face in sorted(int(f) for f in face_ids):
+        digest.update(face.to_bytes(8, "big"))
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ class Curator:
         rest = [int(f) for f in members if int(f) != info.representative]
         ids = [info.representative, *rest]
         return ClusterView(info.cluster, info.size, info.cohesion, info.representative,
-                           ids if limit is None else ids[:limit])
+                           ids if limit is None else ids[:limit], members_key(members))
 
     def clusters(self, offset: int = 0, limit: int = 50, min_size: int = 2) -> tuple[list[ClusterView], int, str]:
         """A page of clusters, largest first: (views, how many there are of min_size or more, the run's name)."""
@@ -146,11 +158,15 @@ class Curator:
 
     # names
     def promote(self, cluster: int, identity: str, face_ids: list[int] | None = None, *,
-                proceed: bool = False) -> Named:
+                proceed: bool = False, seen: str | None = None) -> Named:
         """Name a cluster's faces (or some of them) `identity`, new or existing. Faces rejected from that identity
-        and faces named since the clustering are left out (`skipped`, with the reason)."""
+        and faces named since the clustering are left out (`skipped`, with the reason). `seen`: the cluster's
+        `members` as the caller saw it; Conflict, nothing named, when its faces are other faces now."""
         identity = validate_identity(identity)
         run = self._run()
+        if seen is not None and (now := members_key(run.members(self._info(run, cluster).cluster))) != seen:
+            raise Conflict(f"cluster {cluster} holds other faces than when you looked ({seen} -> {now}: clustered "
+                           "again, or changed by someone else since): look at it again before naming it")
         named = self.name_faces(self._members(run, cluster, face_ids), identity, proceed=proceed)
         left = ~np.isin(run.face_ids, named.face_ids)
         self._rewrite(run, run.cluster_of, keep=left)

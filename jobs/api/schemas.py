@@ -317,11 +317,15 @@ class ClusterOut(BaseModel):
     cohesion: float = Field(description="mean cosine similarity of the cluster's own graph edges")
     representative: str = Field(description="the face most similar to the rest of its cluster")
     face_ids: list[str] = Field(description="a page: the representative and a few others; one cluster: all")
+    members: str = Field(description="a fingerprint of all the cluster's faces: send it back as a promote's "
+                                     "`members`, and the promote is refused (409) if the cluster holds other faces "
+                                     "by then")
 
     @classmethod
     def of(cls, view) -> ClusterOut:
         return cls(cluster=view.cluster, size=view.size, cohesion=view.cohesion,
-                   representative=str(view.representative), face_ids=[str(f) for f in view.face_ids])
+                   representative=str(view.representative), face_ids=[str(f) for f in view.face_ids],
+                   members=view.members)
 
 
 class ClusterPage(BaseModel):
@@ -337,6 +341,9 @@ class PromoteIn(StrictBody):
     identity: str = Field(min_length=1, max_length=MAX_IDENTITY_LENGTH, json_schema_extra=IDENTITY_RULES)
     face_ids: FaceIds | None = Field(None, description="only these faces of the cluster (default: all)")
     proceed: bool = Field(False, description="name faces that match another identity, or were rejected from this")
+    members: str | None = Field(None, pattern=r"^[0-9a-f]{16}$",
+                                description="the cluster's `members` as you saw it: a 409, nothing named, if it "
+                                            "holds other faces now (clustered again since)")
 
 
 class NameIn(StrictBody):

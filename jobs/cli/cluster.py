@@ -19,6 +19,7 @@ from jobs.cli.options import (
     left_out,
     model_flag,
     open_gallery,
+    positive,
     ray_flag,
     settings_from,
     store_flags,
@@ -55,10 +56,13 @@ def register(sub) -> None:
     p.add_argument("identity", nargs="?", help="name: who the cluster's faces are (new or enrolled)")
     p.add_argument("--proceed", action="store_true", help="name: also faces that match another identity, or were "
                                                           "rejected from this one")
+    p.add_argument("--members", metavar="KEY", help="name: the cluster's members as `list` or `show` printed them; "
+                                                    "refused if it holds other faces now (clustered again since)")
     model_flag(p, "name: the gallery's model")
     store_flags(p)
-    p.add_argument("--min-size", type=int, default=2, help="list: smallest cluster shown (default %(default)s)")
-    p.add_argument("--limit", type=int, default=50, help="list: clusters shown (default %(default)s)")
+    p.add_argument("--min-size", type=positive, default=2,
+                   help="list: smallest cluster shown (default %(default)s)")
+    p.add_argument("--limit", type=positive, default=50, help="list: clusters shown (default %(default)s)")
     p.set_defaults(run=clusters)
 
 
@@ -93,6 +97,7 @@ def _members(settings, collection: str, faces: list[int]) -> None:
 
 def clusters(args: argparse.Namespace) -> int:
     from indexer.cluster_store import ClusterStore
+    from jobs.curation import members_key
 
     settings = settings_from(args)
     name = open_gallery(settings).serving()
@@ -110,12 +115,13 @@ def clusters(args: argparse.Namespace) -> int:
         if info is None:
             raise NotFound(f"no cluster {args.cluster} in the last run")
         print(f"cluster {info.cluster}: {info.size} faces, cohesion {info.cohesion:.3f}, "
-              f"representative face {info.representative}")
+              f"representative face {info.representative}, members {members_key(run.members(info.cluster))}")
         _members(settings, name, [int(f) for f in run.members(info.cluster)])
         return EXIT_OK
     shown = [c for c in run.clusters if c.size >= args.min_size][: args.limit]
     for c in shown:
-        print(f"{c.cluster}\t{c.size} faces\tcohesion {c.cohesion:.3f}\trepresentative {c.representative}")
+        print(f"{c.cluster}\t{c.size} faces\tcohesion {c.cohesion:.3f}\trepresentative {c.representative}\t"
+              f"members {members_key(run.members(c.cluster))}")
     total = sum(1 for c in run.clusters if c.size >= args.min_size)
     print(f"({len(shown)} of {total} clusters of {args.min_size} faces or more; run {run.name})")
     return EXIT_OK
@@ -133,7 +139,8 @@ def _name(args: argparse.Namespace, settings, collection: str) -> int:
     service = IdentityService.open(settings)
     try:
         store = ClusterStore(archive_root(settings, CLUSTERS_BESIDE), settings.gallery, collection)
-        named = Curator(service, store).promote(args.cluster, args.identity, proceed=args.proceed)
+        named = Curator(service, store).promote(args.cluster, args.identity, proceed=args.proceed,
+                                                seen=args.members)
     finally:
         service.close()
     audit(settings, "promote", identity=named.identity, cluster=args.cluster, face_ids=[str(f) for f in named.face_ids])

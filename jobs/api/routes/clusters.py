@@ -34,9 +34,10 @@ def get_cluster(_: ReadKey, curator: CuratorDep, cluster: ClusterId) -> ClusterO
 @router.post("/{cluster:int}/promote", responses=responses(400, 409, 422))
 def promote(_: WriteKey, curator: CuratorDep, request: Request, cluster: ClusterId, body: PromoteIn) -> Promoted:
     """Name the cluster's faces (or `face_ids` of them) as an identity, new or existing: they become enrolled
-    faces. A face that matches another identity answers 409 naming it, unless `proceed`."""
+    faces. A face that matches another identity answers 409 naming it, unless `proceed`; so does a cluster whose
+    faces are not the `members` sent."""
     ids = [int(f) for f in body.face_ids] if body.face_ids is not None else None
-    named = curator.promote(cluster, body.identity, ids, proceed=body.proceed)
+    named = curator.promote(cluster, body.identity, ids, proceed=body.proceed, seen=body.members)
     note(request, named.identity, cluster=cluster, face_ids=[str(f) for f in named.face_ids])
     return Promoted.of(named)
 

@@ -132,7 +132,7 @@ async function loadClusters(append = false) {
     form.append(input, button);
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      promote(c.cluster, input.value.trim()).catch((e) => say(e.message, true));
+      promote(c.cluster, input.value.trim(), c.members).catch((e) => say(e.message, true));
     });
     card.append(title, faces, form);
     $("cluster-list").append(card);
@@ -140,20 +140,34 @@ async function loadClusters(append = false) {
   $("clusters-more").hidden = state.clusterOffset + PAGE >= page.total;
 }
 
-// a naming that matches someone else, or was said not to be this person, answers 409: a person decides
-async function postOrAsk(path, body, question) {
+// a naming that matches someone else, or was said not to be this person, answers 409: a person decides. A 409
+// that no "anyway" can answer (`final`: a cluster that holds other faces than the page showed) is only said
+async function postOrAsk(path, body, question, final = () => false) {
   try {
     return await post(path, { ...body, proceed: false });
   } catch (error) {
-    if (error.status === 409 && confirm(`${error.message}\n\n${question}`)) {
+    if (error.status === 409 && !final(error) && confirm(`${error.message}\n\n${question}`)) {
       return post(path, { ...body, proceed: true });
     }
     throw error;
   }
 }
 
-async function promote(cluster, identity) {
-  const named = await postOrAsk(`/v1/clusters/${cluster}/promote`, { identity }, `Name them ${identity} anyway?`);
+// `members`: the cluster's faces as this page showed them; clustered again since, the service refuses, and the
+// page shows the clusters as they are now
+async function promote(cluster, identity, members) {
+  const stale = (error) => error.message.includes("look at it again");
+  let named;
+  try {
+    named = await postOrAsk(`/v1/clusters/${cluster}/promote`, { identity, members }, `Name them ${identity} anyway?`,
+                            stale);
+  } catch (error) {
+    if (error.status === 409 && stale(error)) {
+      state.clusterOffset = 0;
+      await loadClusters();
+    }
+    throw error;
+  }
   say(`${named.face_ids.length} faces are now ${named.identity}` +
       (named.skipped.length ? ` (${named.skipped.length} left out)` : ""));
   state.clusterOffset = 0;

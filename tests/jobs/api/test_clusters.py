@@ -56,7 +56,14 @@ def test_clusters_are_listed_split_merged_and_named(api):
     merged = api.post("/v1/clusters/merge", json={"clusters": [big["cluster"], split.json()["cluster"]]}, headers=H)
     assert merged.json()["size"] == 4 and merged.json()["cluster"] == big["cluster"]
 
-    named = api.post(f"/v1/clusters/{big['cluster']}/promote", json={"identity": "bob"}, headers=H)
+    # the page's look was before the split and merge: the same faces again, so its fingerprint still holds; one
+    # taken before the split would not have
+    assert merged.json()["members"] == one["members"] == big["members"]
+    stale = api.post(f"/v1/clusters/{big['cluster']}/promote", json={"identity": "bob", "members": split.json()[
+        "members"]}, headers=H)
+    assert stale.status_code == 409 and "holds other faces than when you looked" in stale.json()["detail"]
+    named = api.post(f"/v1/clusters/{big['cluster']}/promote", json={"identity": "bob", "members": big["members"]},
+                     headers=H)
     assert named.status_code == 200, named.text
     assert sorted(named.json()["face_ids"]) == sorted(one["face_ids"]) and named.json()["skipped"] == []
     assert len(api.get("/v1/identities/bob", headers=R).json()["faces"]) == 4

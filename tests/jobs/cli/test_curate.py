@@ -125,11 +125,17 @@ def test_clusters_name_makes_a_cluster_someone_s(tmp_path, monkeypatch, capsys, 
     uri = tiny_model_gallery(tmp_path, monkeypatch, tiny_model_dir, "crowd", crowd, str(tmp_path / "archive"))
     cluster(milvus=uri, root=str(tmp_path / "archive"), gallery="crowd", k=4, threshold=0.6)
     assert main(["clusters", "list"]) == 0
-    first = capsys.readouterr().out.splitlines()[0].split("\t")[0]
+    first, *_, members = capsys.readouterr().out.splitlines()[0].split("\t")
+    assert members.startswith("members ")
 
+    assert main(["clusters", "name", first, "Ann Lee", "--members", "0123456789abcdef"]) == 6  # other faces now
+    assert "holds other faces than when you looked" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # a count, not a slice
+        main(["clusters", "list", "--limit", "-1"])
+    assert refused.value.code == 2 and "must be at least 1" in capsys.readouterr().err
     assert main(["clusters", "name", first]) == 2  # no name: one line
     assert "needs a cluster id and a name" in capsys.readouterr().err
-    assert main(["clusters", "name", first, "Ann Lee"]) == 0
+    assert main(["clusters", "name", first, "Ann Lee", "--members", members.split()[1]]) == 0
     assert f"3 face(s) of cluster {first} named 'Ann Lee'" in capsys.readouterr().out
     client = connect(uri)
     faces = [f for f, name in FaceIndex(client, Galleries(client, "crowd").serving()).labelled_faces()
