@@ -3,8 +3,11 @@ and faces taken out of an identity ("not this person").
 
 What is recorded where, and why:
 - A cluster's faces are those of the last `arcmatch cluster` run (indexer/cluster_store.py). Promoting, splitting and
-  merging write a new run with the change, so every reader (other replicas, the page) sees it, and the next
-  clustering run starts from it: a split stays split unless the faces' neighbours say otherwise.
+  merging write a new run with the change, so every reader (other replicas, the page) sees it. The next clustering
+  run starts again from the faces (the data, the method, its settings), and takes from the last run only the ids
+  of the clusters it finds again: a split or a merge holds until then, and a name is what lasts.
+- A cluster id names whatever the last run put under it, so a promote may say which faces it saw (`members`, a
+  fingerprint of them all), and is refused when the cluster holds others by then.
 - A name given changes the faces' identity in the store and in the archive, with the same vectors and images: a
   promoted face is an enrolled face, and it survives the next model's re-embed like any other.
 - "Not this person" is kept with the face itself (its metadata's `rejected_from`, in the store and the archive),
