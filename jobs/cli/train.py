@@ -7,13 +7,18 @@ once, in trainer/config.py; a file gives a whole run (trainer/configs/*.json), f
 from __future__ import annotations
 
 import argparse
+import csv
+import sys
+import time
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from common.errors import EXIT_OK, BadInput, NotFound
+from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput, NotFound
 from jobs.cli.options import job_console, ray_flag, settings_from
 from trainer.config import TrainConfig, read_config_file
+
+SKIPPED_REPORT = "skipped.csv"  # beside the model a run wrote: the images it could not read, and why
 
 DEFAULT_BACKBONE = "resnet10t"  # when neither a config file nor --backbone names one; ModelSpec has the rest
 SPECIAL = {"data", "spec", "margins"}  # fields with hand-made flags below
@@ -97,13 +102,19 @@ def train(args: argparse.Namespace) -> int:
     if args.resume and not (Path(args.storage) / args.resume).is_dir():
         raise NotFound(f"no run {args.resume!r} in {args.storage} to resume")
     settings = settings_from(args)
+    name = args.resume or args.name or f"arcmatch-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    resuming = (Path(args.storage) / name).is_dir()  # Ray Train goes on from its last checkpoint
     init_ray(settings.ray_address)
     with job_console(settings, "train") as console:
-        console.say(f"training {config.spec.backbone} ({config.head}) on {config.data} with {config.workers} "
-                    f"worker(s)")
-        with console.stage("train", unit="step") as bar:
-            result = fit(config, args.out, storage=args.storage, name=args.resume or args.name,
-                         on_progress=bar.show_training)
+        console.say(f"{'resuming run' if resuming else 'training run'} {name}: {config.spec.backbone} "
+                    f"({config.head}) on {config.data} with {config.workers} worker(s)")
+        try:
+            with console.stage("train", unit="step") as bar:
+                result = fit(config, args.out, storage=args.storage, name=name, on_progress=bar.show_training)
+        except KeyboardInterrupt:  # what to type to go on, where the run's name was nowhere on the screen
+            print(f"run {name} stopped: `arcmatch train ... --resume {name} --storage {args.storage}` with the same "
+                  "settings goes on from its last checkpoint", file=sys.stderr)
+            raise
         console.finish({"epochs": len(result.history), "steps": sum(h["steps"] for h in result.history),
                         "skipped": len(result.skipped), "seconds": result.seconds,
                         "loss": result.history[-1]["loss"]}, "partial" if result.skipped else "ok")
@@ -113,4 +124,10 @@ def train(args: argparse.Namespace) -> int:
     print(f"trained {config.spec.backbone}: loss {first['loss']:.3f} -> {last['loss']:.3f}, "
           f"{last['images_per_s']:.0f} img/s, {len(result.skipped)} images skipped, {result.seconds:.0f} s; "
           f"checkpoint in {args.out}")
-    return EXIT_OK
+    if not result.skipped:
+        return EXIT_OK
+    report = Path(args.out) / SKIPPED_REPORT  # as every command with skipped inputs: exit 3, and the list
+    with report.open("w", newline="") as out:
+        csv.writer(out).writerows([("file", "reason"), *result.skipped])
+    print(f"the skipped images and why: {report}")
+    return EXIT_PARTIAL

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import BadInput
 from embedder.checkpoint import load_embedder
 from embedder.sources import list_images
 from embedder.spec import ModelSpec
@@ -67,8 +68,11 @@ def test_a_run_streams_parquet_shards_and_resumes_on_other_numbers_of_workers(ra
                          sample_rate=0.7, random_shift=0.1, precision="bf16")  # bf16 as on GPUs: bf16 gathers
     first = fit(config, tmp_path / "model", storage=tmp_path / "runs", name="s")
     assert [h["epoch"] for h in first.history] == [1]
+    with pytest.raises(BadInput, match=r"lr 0.003 -> 0.01\)"):  # another run's setting: refused before it starts
+        fit(replace(config, epochs=2, lr=0.01), tmp_path / "model", storage=tmp_path / "runs", name="s")
     result = fit(replace(config, epochs=2, workers=2), tmp_path / "model", storage=tmp_path / "runs", name="s")
     assert [h["epoch"] for h in result.history] == [1, 2] and result.history[0] == first.history[0]
+    assert "planned for 1 epoch and goes on to 2" in result.note
     assert all(np.isfinite(h["loss"]) and 1 <= h["steps"] <= 10 for h in result.history)
     assert [path for path, _ in result.skipped] == [str(tmp_path / "data" / "person_00001" / "broken.jpg")]
     assert {h["precision"] for h in result.history} == {"bf16"} and "bf16" not in result.note  # asked for
