@@ -177,9 +177,11 @@ def stream_dataset(config: TrainConfig):
     read_classes(config.data)
     spare = ray.cluster_resources().get("CPU", 0) - config.workers * config.cpus_per_worker
     if spare < 1:
+        fewer = "lower --cpus-per-worker, " if config.cpus_per_worker > 1 else ""
+        fewer += "give fewer --workers, " if config.workers > 1 else ""
         raise BadInput(f"streaming shards needs a CPU for decoding beside the {config.workers} worker(s) x "
-                         f"{config.cpus_per_worker} CPU(s) training; the cluster has {spare:g} to spare: lower "
-                         f"--cpus-per-worker or add CPUs")
+                       f"{config.cpus_per_worker} CPU(s) training; the cluster has {max(spare, 0):g} to spare: "
+                       f"{fewer}or add CPUs")
     dataset = ray.data.read_parquet(config.data, columns=["image", "label", "path"])
     rows = dataset.count()  # from the Parquet footers, no data read
     decoded = dataset.randomize_block_order().map_batches(decode_rows, fn_kwargs={"spec": decode_spec(config.spec)},

@@ -7,8 +7,9 @@ files that could not be read; or a synthetic identity/image tree is drawn, for t
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput
+from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput, Conflict
 from common.names import shown
 from jobs.cli.options import default_report, detector_flag, positive, settings_from, writable
 from jobs.pipelines.report import write_error_report
@@ -35,12 +36,17 @@ def register(sub) -> None:
 
 
 def prepare(args: argparse.Namespace) -> int:
+    if args.synthetic and (args.parquet or args.source):  # one of them would be ignored without a word
+        raise BadInput("--synthetic OUT draws a data set; --source TREE --parquet OUT packs one: give one of them")
     if args.parquet:
         return _prepare_parquet(args)
     if not args.synthetic:
         raise BadInput("prepare needs --synthetic OUT, or --source TREE --parquet OUT")
     from trainer.synthetic import write_dataset
 
+    out = Path(args.synthetic)
+    if out.exists() and any(out.iterdir()):  # as --parquet refuses: a drawn set mixed into another's folders
+        raise Conflict(f"{out} is not empty: draw into a new folder (its people would mix with what is there)")
     paths = write_dataset(args.synthetic, range(args.identities), args.images, seed=args.seed, size=args.size)
     print(f"wrote {len(paths)} images of {args.identities} identities to {args.synthetic}")
     return EXIT_OK

@@ -138,6 +138,9 @@ def test_prepare_synthetic(tmp_path):
     assert main(["prepare", "--synthetic", str(tmp_path / "s"), "--identities", "2", "--images", "2",
                  "--size", "32"]) == 0
     assert len(list((tmp_path / "s").rglob("*.png"))) == 4
+    assert main(["prepare", "--synthetic", str(tmp_path / "s"), "--identities", "3"]) == 6  # not mixed in
+    assert main(["prepare", "--synthetic", str(tmp_path / "t"), "--source", str(tmp_path / "s")]) == 2  # which?
+    assert len(list((tmp_path / "s").rglob("*.png"))) == 4 and not (tmp_path / "t").exists()
 
 
 def test_eval_calibrates_into_the_checkpoint(tmp_path, tiny_model_dir):
