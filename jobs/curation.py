@@ -199,7 +199,7 @@ class Curator:
             raise refusal(f"none of these faces can be named {identity!r}: "
                           + "; ".join(f"{s['face_id']}: {s['reason']}" for s in skipped[:3]))
         if service.conflict_check and not proceed:
-            service.lookup.check_conflicts(np.stack([r.vector for r in chosen]), identity)
+            service.lookup.check_faces(np.stack([r.vector for r in chosen]), [r.face_id for r in chosen], identity)
         renamed = [replace(r, identity=identity, metadata={k: v for k, v in (r.metadata or {}).items()
                                                            if k != STRANGER}) for r in chosen]
         service.writer.rename(renamed)

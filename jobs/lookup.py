@@ -168,3 +168,18 @@ class Lookup:
                 raise Conflict(f"a face matches {decision.identity!r} (score {decision.score:.3f}, threshold "
                                f"{decision.threshold:.3f}): say proceed (`--proceed`, proceed=true) to enroll it as "
                                f"{identity!r} anyway")
+
+    def check_faces(self, vectors: np.ndarray, faces: list[int], identity: str) -> None:
+        """check_conflicts for stored faces about to be named `identity` (a cluster, the faces a calibration set
+        aside): the Conflict names every face that matches someone else, so that a person can leave those out
+        (`face_ids`) and name the rest, where one face's match alone said nothing of the others."""
+        if not self.has_threshold():
+            return
+        matches = [(face, d) for face, d in zip(faces, self.search_vectors(vectors), strict=True)
+                   if d.is_match and d.identity != identity]
+        if matches:
+            listed = "; ".join(f"face {face}: {d.identity!r} at {d.score:.3f}" for face, d in matches[:10])
+            raise Conflict(f"{len(matches)} of these {len(faces)} faces match someone else at the threshold "
+                           f"{matches[0][1].threshold:.3f} ({listed}{' ...' if len(matches) > 10 else ''}): leave "
+                           f"them out (face_ids), or say proceed (`--proceed`, proceed=true) to name them "
+                           f"{identity!r} anyway")

@@ -54,3 +54,8 @@ def test_enrollment_into_the_gallery_of_an_uncalibrated_model_is_not_judged_by_a
         Lookup(index, 8, None, gallery="shop").threshold()  # the gallery it is, not the service's default
     with pytest.raises(Conflict, match="'ann'"):
         Lookup(index, 8, Calibration(0.37, 1e-3, 1e-3, 0.9, 100)).check_conflicts(face, "anne")
+    # stored faces to be named (a cluster): every one that matches is named, so the rest can go in alone
+    with pytest.raises(Conflict, match=r"1 of these 2 faces match someone else at the threshold 0.370 \(face 11: "
+                                       r"'ann' at 1.000\): leave them out"):
+        Lookup(index, 8, Calibration(0.37, 1e-3, 1e-3, 0.9, 100)).check_faces(np.eye(8, dtype=np.float32)[:2],
+                                                                              [11, 12], "anne")
