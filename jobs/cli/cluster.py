@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from common.errors import EXIT_OK, BadInput, NotFound
-from common.names import shown
+from common.names import counted, shown
 from indexer.clustering import METHODS
 from jobs.cli.options import (
     archive_root,
@@ -92,7 +92,9 @@ def _members(settings, collection: str, faces: list[int]) -> None:
     for face in faces:
         row = rows.get(face)
         now = "deleted since" if row is None else f"named {shown(row.identity)} since" if row.identity else ""
-        print(f"{face}\t{row.source if row is not None else ''}" + (f"\t({now})" if now else ""))
+        box = ((row.metadata or {}).get("face") or {}).get("box") if row is not None else None
+        where = f"\tbox {','.join(str(round(v)) for v in box)}" if box else ""  # two faces of one photo apart
+        print(f"{face}\t{row.source if row is not None else ''}{where}" + (f"\t({now})" if now else ""))
 
 
 def clusters(args: argparse.Namespace) -> int:
@@ -114,13 +116,13 @@ def clusters(args: argparse.Namespace) -> int:
         info = next((c for c in run.clusters if c.cluster == args.cluster), None)
         if info is None:
             raise NotFound(f"no cluster {args.cluster} in the last run")
-        print(f"cluster {info.cluster}: {info.size} faces, cohesion {info.cohesion:.3f}, "
+        print(f"cluster {info.cluster}: {counted(info.size, 'face')}, cohesion {info.cohesion:.3f}, "
               f"representative face {info.representative}, members {members_key(run.members(info.cluster))}")
         _members(settings, name, [int(f) for f in run.members(info.cluster)])
         return EXIT_OK
     shown = [c for c in run.clusters if c.size >= args.min_size][: args.limit]
     for c in shown:
-        print(f"{c.cluster}\t{c.size} faces\tcohesion {c.cohesion:.3f}\trepresentative {c.representative}\t"
+        print(f"{c.cluster}\t{counted(c.size, 'face')}\tcohesion {c.cohesion:.3f}\trepresentative {c.representative}\t"
               f"members {members_key(run.members(c.cluster))}")
     total = sum(1 for c in run.clusters if c.size >= args.min_size)
     print(f"({len(shown)} of {total} clusters of {args.min_size} faces or more; run {run.name})")
