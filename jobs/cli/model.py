@@ -83,8 +83,8 @@ def evaluate(args: argparse.Namespace) -> int:
         from embedder.evaluation import plot_roc
 
         print(f"ROC curve in {plot_roc(*scores, args.roc, title=f'arcmatch eval: {Path(model).name}')}")
-    print(reference)
-    if args.calibrate:
+    if args.calibrate:  # what is kept with the threshold: said where something is kept
+        print(reference)
         calibration.save(model)
         print(f"stored the threshold{' and the tail reference' if calibration.tail_reference else ''} in {model}")
     return EXIT_OK

@@ -239,6 +239,7 @@ def test_eval_on_a_pairs_file_writes_a_roc_plot(tmp_path, tiny_model_dir, capsys
                  str(tmp_path / "pairs.txt"), "--flip-tta", "--roc", str(tmp_path / "roc.png"), "--far", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "(2-fold)" in out and "ROC curve in" in out
+    assert "tail reference" not in out  # nothing is kept without --calibrate: nothing said of it
     assert (tmp_path / "roc.png").stat().st_size > 1000
 
 
