@@ -85,14 +85,18 @@ def _bar(total: int, shown: bool):
     return tqdm(total=total, unit="photo", desc="enroll", disable=not shown, dynamic_ncols=True)
 
 
-def _count(report: BatchReport, photo: Photo, outcome) -> None:
+def _count(report: BatchReport, photo: Photo, outcome) -> ArcmatchError | None:
+    """One photo's outcome into the report; returns it instead where it stops the batch (every photo's answer)."""
     if outcome is None:  # not tried: the batch had stopped
-        return
+        return None
+    if isinstance(outcome, STOPS_THE_BATCH):
+        return outcome
     if isinstance(outcome, ArcmatchError):
         report.failed.append((str(photo.path), photo.identity, outcome.kind, str(outcome)))
     else:
         report.photos += 1
         report.faces += len(outcome.face_ids)
+    return None
 
 
 def _stopped(report: BatchReport, total: int, error: ArcmatchError) -> ArcmatchError:
@@ -139,10 +143,8 @@ def enroll_batch(client, source: str | Path, *, workers: int = 4, progress: bool
     with _bar(len(photos), progress) as bar, ThreadPoolExecutor(workers) as pool:
         for photo, outcome in zip(photos, pool.map(lambda p: _enroll_one(client, p, options, stop), photos),
                                   strict=True):
-            if isinstance(outcome, STOPS_THE_BATCH):
-                fatal = fatal or outcome
-            else:
-                _count(report, photo, outcome)
+            stopping = _count(report, photo, outcome)
+            fatal = fatal or stopping
             bar.update()
     if fatal is not None:
         raise _stopped(report, len(photos), fatal)
@@ -175,11 +177,8 @@ async def enroll_batch_async(client, source: str | Path, *, concurrency: int = 8
 
     with _bar(len(photos), progress) as bar:
         for photo, task in zip(photos, [asyncio.ensure_future(one(p)) for p in photos], strict=True):
-            outcome = await task
-            if isinstance(outcome, STOPS_THE_BATCH):
-                fatal = fatal or outcome
-            else:
-                _count(report, photo, outcome)
+            stopping = _count(report, photo, await task)
+            fatal = fatal or stopping
             bar.update()
     if fatal is not None:
         raise _stopped(report, len(photos), fatal)

@@ -23,7 +23,7 @@ from common.errors import BadInput
 from embedder.align import align_face, template_for
 from embedder.detect import ROTATIONS, Detector, Face, rotate
 from embedder.errors import ImageError, ModelError, NoFace  # noqa: F401  (NoFace: its home for callers)
-from embedder.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, crop_and_resize, load_rgb, refuse_flat
+from embedder.preprocess import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, box_face, load_rgb
 from embedder.quality import FaceQuality, QualityGate, measure
 from embedder.spec import ModelSpec
 
@@ -178,7 +178,7 @@ def _whole_image(image: np.ndarray, spec: ModelSpec) -> PreparedFace:
     height, width = image.shape[:2]
     left, top, right, bottom = spec.crop_box or (0.0, 0.0, 1.0, 1.0)
     x1, y1, x2, y2 = round(left * width), round(top * height), round(right * width), round(bottom * height)
-    chip = refuse_flat(crop_and_resize(image, spec))
+    chip = box_face(image, spec)
     out_h, out_w = spec.input_size
     scale = np.array([(x2 - x1) / out_w, (y2 - y1) / out_h])
     landmarks = (template_for(spec.input_size) + 0.5) * scale - 0.5 + (x1, y1)

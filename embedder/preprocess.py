@@ -125,9 +125,15 @@ FLAT_SPREAD = 2.0
 
 def refuse_flat(chip: np.ndarray) -> np.ndarray:
     """`chip`, or NoFace where it is one flat colour."""
-    if float(chip.std()) < FLAT_SPREAD:
-        raise NoFace(f"the crop is one flat colour (pixel spread {float(chip.std()):.1f} of 255): no face to embed")
+    spread = float(chip.std())
+    if spread < FLAT_SPREAD:
+        raise NoFace(f"the crop is one flat colour (pixel spread {spread:.1f} of 255): no face to embed")
     return chip
+
+
+def box_face(photo: Image.Image | np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """A box-crop model's face in a decoded photo: its crop box, resized, or NoFace where that is one flat colour."""
+    return refuse_flat(crop_and_resize(photo, spec))
 
 
 def normalize_batch(images: np.ndarray, spec: ModelSpec, *, channels_last: bool = False) -> np.ndarray:

@@ -161,22 +161,25 @@ class Lookup:
         it as `identity` would make two people one, or a typo a second person. With no threshold at all there is
         no match to judge by: the gallery of an uncalibrated model is enrolled first, then calibrated from its
         own faces (`arcmatch gallery check` finds one person under two names without a threshold)."""
+        matches = self._others(vectors, identity)
+        if matches:
+            decision = matches[0][1]
+            raise Conflict(f"a face matches {decision.identity!r} (score {decision.score:.3f}, threshold "
+                           f"{decision.threshold:.3f}): say proceed (`--proceed`, proceed=true) to enroll it as "
+                           f"{identity!r} anyway")
+
+    def _others(self, vectors: np.ndarray, identity: str) -> list[tuple[int, Decision]]:
+        """(row, decision) of each vector answered as another identity than `identity`; none without any
+        threshold."""
         if not self.has_threshold():
-            return
-        for decision in self.search_vectors(vectors):
-            if decision.is_match and decision.identity != identity:
-                raise Conflict(f"a face matches {decision.identity!r} (score {decision.score:.3f}, threshold "
-                               f"{decision.threshold:.3f}): say proceed (`--proceed`, proceed=true) to enroll it as "
-                               f"{identity!r} anyway")
+            return []
+        return [(n, d) for n, d in enumerate(self.search_vectors(vectors)) if d.is_match and d.identity != identity]
 
     def check_faces(self, vectors: np.ndarray, faces: list[int], identity: str) -> None:
         """check_conflicts for stored faces about to be named `identity` (a cluster, the faces a calibration set
         aside): the Conflict names every face that matches someone else, so that a person can leave those out
         (`face_ids`) and name the rest, where one face's match alone said nothing of the others."""
-        if not self.has_threshold():
-            return
-        matches = [(face, d) for face, d in zip(faces, self.search_vectors(vectors), strict=True)
-                   if d.is_match and d.identity != identity]
+        matches = [(faces[n], d) for n, d in self._others(vectors, identity)]
         if matches:
             listed = "; ".join(f"face {face}: {d.identity!r} at {d.score:.3f}" for face, d in matches[:10])
             raise Conflict(f"{len(matches)} of these {len(faces)} faces match someone else at the threshold "

@@ -31,7 +31,7 @@ from trainer.config import TrainConfig
 from trainer.feed import MemoryFeed, StreamFeed
 from trainer.heads import CombinedMarginHead
 from trainer.progress import ProgressBoard, run_with_progress
-from trainer.run_record import check_or_record
+from trainer.run_record import check_or_record, new_run_name
 from trainer.shards import decode_spec, is_shard_dir, shard_spec
 from trainer.state import Position, load_state, save_state
 from trainer.step import (
@@ -252,7 +252,7 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
     else:
         # a missing tree, a bad manifest or too little in it fails here, in one line, not inside a worker
         enough_to_train(list_images(config.data), config)
-    name = name or f"arcmatch-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = name or new_run_name()
     notes.append(check_or_record(Path(storage).resolve() / name, config))  # a resume keeps what it learns by
     resources = {"CPU": config.cpus_per_worker} | ({"GPU": 1} if config.gpu else {})
     trainer = TorchTrainer(

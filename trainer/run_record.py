@@ -10,6 +10,7 @@ checkpoints) and the number of epochs (a run taken further); everything that say
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from common.errors import BadInput
@@ -21,6 +22,12 @@ RECORD = "arcmatch-run.json"
 MACHINE = frozenset({"workers", "gpu", "channels_last", "precision", "cpus_per_worker", "log_every",
                      "checkpoint_every", "keep_checkpoints", "max_failures",
                      "average_decay"})  # the exported average's cap, from the next step: the weights are the run's
+
+
+def new_run_name() -> str:
+    """The name of a run not named by its caller: `arcmatch train` says it as the run starts, so that it can be
+    resumed by name."""
+    return f"arcmatch-train-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_or_record(run: Path, config: TrainConfig) -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import time
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput, NotFound
 from jobs.cli.options import job_console, ray_flag, settings_from
 from trainer.config import TrainConfig, read_config_file
+from trainer.run_record import new_run_name
 
 SKIPPED_REPORT = "skipped.csv"  # beside the model a run wrote: the images it could not read, and why
 
@@ -102,7 +102,7 @@ def train(args: argparse.Namespace) -> int:
     if args.resume and not (Path(args.storage) / args.resume).is_dir():
         raise NotFound(f"no run {args.resume!r} in {args.storage} to resume")
     settings = settings_from(args)
-    name = args.resume or args.name or f"arcmatch-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.resume or args.name or new_run_name()
     resuming = (Path(args.storage) / name).is_dir()  # Ray Train goes on from its last checkpoint
     init_ray(settings.ray_address)
     with job_console(settings, "train") as console:

@@ -21,7 +21,7 @@ import numpy as np
 from embedder.archiving import kept_face
 from embedder.errors import ImageError, ModelError, NoFace
 from embedder.faces import FacePolicy, check_named, face_record
-from embedder.preprocess import crop_and_resize, refuse_flat
+from embedder.preprocess import box_face
 from embedder.sources import decode_or_skip, faces_or_skip, list_source, photo_or_skip
 from embedder.spec import ModelSpec
 from indexer.archive import FaceArchive
@@ -95,7 +95,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: ModelSpec, policy: FacePoli
                 continue
             photo, reason = photo_or_skip(str(uri), **limits)
             try:
-                chip = refuse_flat(crop_and_resize(photo, spec)) if photo is not None else None
+                chip = box_face(photo, spec) if photo is not None else None
             except NoFace as exc:
                 chip, reason = None, str(exc)
             if chip is None:
