@@ -31,6 +31,7 @@ from trainer.config import TrainConfig
 from trainer.feed import MemoryFeed, StreamFeed
 from trainer.heads import CombinedMarginHead
 from trainer.progress import ProgressBoard, run_with_progress
+from trainer.resume import ahead, newest_complete, remove_unkept
 from trainer.run_record import check_or_record, new_run_name
 from trainer.shards import decode_spec, is_shard_dir, shard_spec
 from trainer.state import Position, load_state, save_state
@@ -73,9 +74,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     average = WeightAverage(train_module.embedder, config.average_decay) if config.average_decay and rank == 0 else None
     position, history = Position(0, 0), []
     restored = ray.train.get_checkpoint()
+    newest = loop_config.get("newest")  # a complete checkpoint on disk that Ray's snapshot may not list
     if restored is not None:  # a resumed run, or a restart after a worker died
         with restored.as_directory() as directory:
-            position, history = load_state(directory, train_module, optimizer, average)
+            if not ahead(newest, directory):
+                position, history = load_state(directory, train_module, optimizer, average)
+                newest = None
+    if newest is not None:
+        position, history = load_state(newest, train_module, optimizer, average)
     per_step = config.batch_size * world
     start_step = position.samples // per_step
     fast_forward(scheduler, position.epoch * steps_per_epoch + start_step)
@@ -253,11 +259,14 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
         # a missing tree, a bad manifest or too little in it fails here, in one line, not inside a worker
         enough_to_train(list_images(config.data), config)
     name = name or new_run_name()
-    notes.append(check_or_record(Path(storage).resolve() / name, config))  # a resume keeps what it learns by
+    run = Path(storage).resolve() / name
+    notes.append(check_or_record(run, config))  # a resume keeps what it learns by
+    newest = newest_complete(run)
     resources = {"CPU": config.cpus_per_worker} | ({"GPU": 1} if config.gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "stream_rows": rows, "board": board},
+        train_loop_config={"config": config.to_dict(), "stream_rows": rows, "board": board,
+                           "newest": str(newest.path) if newest else None},
         datasets=datasets,
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -276,6 +285,7 @@ def fit(config: TrainConfig, output: str | Path, *, storage: str | Path, name: s
         raise found from None
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} finished without a checkpoint")
+    remove_unkept(run, [Path(c.path) for c, _ in result.best_checkpoints or []])
     with result.checkpoint.as_directory() as directory:
         model = load_embedder(directory)
         record = json.loads((Path(directory) / HISTORY_FILE).read_text())

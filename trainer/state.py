@@ -66,7 +66,9 @@ def save_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.
     if average is not None:
         state["average"] = average.state_dict()
     torch.save(state, directory / STATE_FILE)
-    (directory / "position.json").write_text(json.dumps({**asdict(position), "history": history}))
+    # the class count lets a resume tell a checkpoint whose head blocks all landed (trainer/resume.py)
+    (directory / "position.json").write_text(json.dumps({**asdict(position), "history": history,
+                                                         "classes": _classes(module)}))
 
 
 def load_state(directory: str | Path, module: nn.Module, optimizer: torch.optim.Optimizer,

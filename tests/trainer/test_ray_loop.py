@@ -1,6 +1,7 @@
 """The Ray Train job on a real local Ray, with a tiny backbone and a few synthetic identities."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -70,8 +71,24 @@ def test_a_run_streams_parquet_shards_and_resumes_on_other_numbers_of_workers(ra
     assert [h["epoch"] for h in first.history] == [1]
     with pytest.raises(BadInput, match=r"lr 0.003 -> 0.01\)"):  # another run's setting: refused before it starts
         fit(replace(config, epochs=2, lr=0.01), tmp_path / "model", storage=tmp_path / "runs", name="s")
+    # an interrupted run: checkpoints on disk that Ray's snapshot never listed, one complete and further on (8
+    # samples into epoch 2), one further still whose state file was cut short: the run goes on from the first
+    run = tmp_path / "runs" / "s"
+    listed = max(p for p in run.glob("checkpoint_*") if p.is_dir())
+    orphan, cut = run / f"{listed.name}_a", run / f"{listed.name}_b"
+    for folder, samples in ((orphan, 8), (cut, 16)):
+        shutil.copytree(listed, folder)
+        state = torch.load(folder / STATE_FILE, weights_only=False)
+        state["position"] = {"epoch": 1, "samples": samples}
+        torch.save(state, folder / STATE_FILE)
+        saved = json.loads((folder / "position.json").read_text())
+        saved["history"][0]["marked"] = True
+        (folder / "position.json").write_text(json.dumps({**saved, "epoch": 1, "samples": samples}))
+    (cut / STATE_FILE).write_bytes((cut / STATE_FILE).read_bytes()[:-100])
     result = fit(replace(config, epochs=2, workers=2), tmp_path / "model", storage=tmp_path / "runs", name="s")
-    assert [h["epoch"] for h in result.history] == [1, 2] and result.history[0] == first.history[0]
+    assert [h["epoch"] for h in result.history] == [1, 2] and result.history[0] == {**first.history[0], "marked": True}
+    assert result.history[1]["resumed_at_step"] == 1  # 8 samples: one step of 4 on each of 2 workers
+    assert not orphan.exists() and not cut.exists()  # superseded, and not among the checkpoints Ray keeps
     assert "planned for 1 epoch and goes on to 2" in result.note
     assert all(np.isfinite(h["loss"]) and 1 <= h["steps"] <= 10 for h in result.history)
     assert [path for path, _ in result.skipped] == [str(tmp_path / "data" / "person_00001" / "broken.jpg")]
