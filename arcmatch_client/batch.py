@@ -92,7 +92,7 @@ def _count(report: BatchReport, photo: Photo, outcome) -> ArcmatchError | None:
     if isinstance(outcome, STOPS_THE_BATCH):
         return outcome
     if isinstance(outcome, ArcmatchError):
-        report.failed.append((str(photo.path), photo.identity, outcome.kind, str(outcome)))
+        report.failed.append((str(photo.path), photo.identity, getattr(outcome, "error", outcome.kind), str(outcome)))
     else:
         report.photos += 1
         report.faces += len(outcome.face_ids)
@@ -106,7 +106,7 @@ def _stopped(report: BatchReport, total: int, error: ArcmatchError) -> ArcmatchE
                           f"{len(report.failed)} refused, {total - done} left: the same command again once this is "
                           "put right)")
     stopped.status, stopped.detail = getattr(error, "status", None), str(stopped)
-    stopped.request_id = getattr(error, "request_id", None)
+    stopped.request_id, stopped.error = getattr(error, "request_id", None), getattr(error, "error", error.kind)
     stopped.report = report
     return stopped
 

@@ -8,18 +8,19 @@ galleries themselves and the service's health are not scoped.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from arcmatch_client import models as m
 from arcmatch_client.errors import BadInput
 
-Photo = bytes | str | Path  # the photo's bytes, or a path to it
+Photo = bytes | str | Path | BinaryIO  # the photo's bytes, a path to it, or a file opened for reading in binary
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,29 @@ def _segment(value: str | int) -> str:
 
 
 def _photo(photo: Photo) -> tuple[str, bytes]:
-    """A photo as a file to send: a path by its name; bytes by their digest, so the face's recorded source (what a
-    gallery check names it by) tells one such photo from another, where "photo0" was every request's first."""
-    if isinstance(photo, bytes):
-        return f"photo-{hashlib.sha256(photo).hexdigest()[:12]}", photo
+    """A photo as a file to send: a path or an open file by its name; bytes by their digest, so the face's
+    recorded source (what a gallery check names it by) tells one such photo from another, where "photo0" was every
+    request's first. A path that cannot be read is BadInput in one line, as the CLI says it."""
+    if isinstance(photo, bytes | bytearray | memoryview):
+        data = bytes(photo)
+        return f"photo-{hashlib.sha256(data).hexdigest()[:12]}", data
+    if hasattr(photo, "read"):
+        if isinstance(photo, io.TextIOBase):
+            raise BadInput(f"{getattr(photo, 'name', 'the file')} is open as text: open a photo with 'rb'")
+        data = photo.read()
+        name = Path(str(getattr(photo, "name", ""))).name
+        return (name, data) if name else _photo(data)
+    if not isinstance(photo, str | Path):
+        raise BadInput(f"a photo is its bytes, a path or a file opened with 'rb', not {type(photo).__name__}")
     path = Path(photo)
-    return path.name, path.read_bytes()
+    try:
+        return path.name, path.read_bytes()
+    except IsADirectoryError:
+        raise BadInput(f"{path} is a folder, not a photo (enroll_batch enrolls a folder of folders)") from None
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def _given(**values) -> dict:
@@ -132,6 +150,12 @@ class Operations:
     def enroll(self, identity: str, photos: Sequence[Photo], *, metadata: dict | None = None,
                faces: str | None = None, override_quality: bool = False, proceed: bool = False):
         """Conflict when a face matches someone else (or was rejected from `identity`), unless `proceed`."""
+        if not identity.strip():
+            raise BadInput("the identity's name is empty")
+        if isinstance(photos, bytes | str | Path) or hasattr(photos, "read"):  # one photo, not a list of them
+            photos = [photos]
+        if not photos:
+            raise BadInput(f"no photos to enroll as {identity!r}")
         form = _given(metadata=json.dumps(metadata) if metadata is not None else None, faces=faces,
                       override_quality=str(override_quality).lower(), proceed=str(proceed).lower())
         files = [("images", _photo(p)) for p in photos]

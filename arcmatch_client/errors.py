@@ -1,5 +1,6 @@
 """What the client raises: arcmatch's own error family (common/errors.py), one class per kind of answer, mapped
-from the status in one place (`for_answer`). Each carries the answer's status, detail and request id.
+from the status in one place (`for_answer`). Each carries the answer's status, detail, request id and `error`, the
+answer's own name for what went wrong ("no face", "too many faces", "bad request"), finer than the class.
 
     ArcmatchError
     ├── BadInput            400, 422: the request's values (the detail says which)
@@ -55,4 +56,5 @@ def for_answer(status: int, body: dict | None, request_id: str | None) -> Arcmat
     detail = (body or {}).get("detail") or f"HTTP {status}"
     error = BY_STATUS.get(status, BadInput if 400 <= status < 500 else ServerError)(detail)
     error.status, error.detail, error.request_id = status, detail, request_id
+    error.error = (body or {}).get("error") or error.kind
     return error

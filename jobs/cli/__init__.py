@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(build_parser(), sys.argv[1:] if argv is None else list(argv))
     if argv is None and args.command in QUIET_COMMANDS and not args.verbose:
         quiet_terminal(args.command)
+    if argv is None and not args.verbose:
+        # gRPC's C core writes its own complaints (Milvus Lite's "GOAWAY ... too_many_pings" under `serve`) straight
+        # to stderr, past every logger; it reads this before the first channel, and argparse has imported no gRPC
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         return _run(args)
     finally:

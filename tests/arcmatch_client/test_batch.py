@@ -4,6 +4,7 @@ bar, a refused photo reported with its reason while the rest go in, and part of 
 import asyncio
 
 import pytest
+from PIL import Image
 
 from arcmatch_client import AsyncClient, Client, enroll_batch, enroll_batch_async, photos_of
 from arcmatch_client.errors import BadInput, NotFound, Unauthorized
@@ -64,8 +65,10 @@ def test_a_manifest_through_the_async_client_and_what_it_refuses(base, tmp_path)
     (tmp_path / "photos").mkdir()
     for n in range(4):
         (tmp_path / "photos" / f"{n}.png").write_bytes(png(2000, n))
+    Image.new("L", (32, 32), 128).save(tmp_path / "photos" / "wall.png")  # one flat colour: no face in it
     (tmp_path / "list.csv").write_text("identity,path\n" + "".join(f"zed,photos/{n}.png\n" for n in range(3)) +
-                                      "yan,photos/3.png\nzed,photos/missing.png\n,photos/0.png\n")
+                                      "yan,photos/3.png\nzed,photos/missing.png\n,photos/0.png\n"
+                                      "yan,photos/wall.png\n")
 
     async def run():  # a gallery of its own: the thousand people of the other test are not in it
         async with AsyncClient(base, KEY) as api:
@@ -77,8 +80,10 @@ def test_a_manifest_through_the_async_client_and_what_it_refuses(base, tmp_path)
     report = asyncio.run(run())
     assert report.photos == 3
     refused = {path.rsplit("/", 1)[1]: kind for path, _, kind, _ in report.failed}
-    # someone else's face, no file, no name
-    assert refused == {"3.png": "conflict", "missing.png": "bad input", "0.png": "bad input"}
+    # someone else's face, no file, no name, no face (the answer's own name for it, finer than its status's)
+    assert refused == {"3.png": "conflict", "missing.png": "bad input", "0.png": "bad input", "wall.png": "no face"}
+    assert [detail for path, _, _, detail in report.failed if path.endswith("missing.png")] == [
+        f"{tmp_path / 'photos' / 'missing.png'}: no such file"]
     assert [detail for _, who, _, detail in report.failed if not who] == ["line 7 of the manifest has no identity: "
                                                                            "whose is it?"]
     with pytest.raises(BadInput, match="columns identity and path"):

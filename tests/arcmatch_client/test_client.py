@@ -72,6 +72,17 @@ def test_every_route_through_the_client(service, tmp_path):
         shop.enroll("bobby", [png(3)])
         [face] = shop.search(png(1, 3))
         assert isinstance(face, models.FaceDecision) and face.match and face.identity == "ann"
+        with open(photo, "rb") as opened:  # a file opened for reading, as well as a path and bytes
+            assert shop.search(opened)[0].identity == "ann"
+        # the client's own one-line errors, before anything is sent (an empty name was "Not Found", no photos
+        # "body.images: Field required", a folder a bare IsADirectoryError)
+        for wrong, said in ((lambda: shop.enroll(" ", [photo]), "name is empty"),
+                            (lambda: shop.enroll("ann", []), "no photos to enroll as 'ann'"),
+                            (lambda: shop.search(tmp_path), "is a folder, not a photo"),
+                            (lambda: shop.search(tmp_path / "gone.jpg"), "gone.jpg: no such file"),
+                            (lambda: shop.search(open(photo)), "open as text")):
+            with pytest.raises(BadInput, match=said):
+                wrong()
         assert isinstance(face.candidates[0], models.Candidate) and isinstance(face.face.quality, models.Quality)
         for person in (90, 91):  # strangers' faces, kept unlabelled (keep_unknown_faces): something to cluster
             for n in range(3):
