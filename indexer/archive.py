@@ -128,6 +128,17 @@ class FaceArchive:
             rows = {"face_id": ids, "identity": [identity] * len(ids), "written_ns": [now] * len(ids)}
             self._put("deleted", pa.table(rows, schema=_schemas()[1]), now)
 
+    def remember_deleted(self, deleted: dict[int, int]) -> None:
+        """Tombstones of face ids alone, each at the time its face was deleted (deleted_ids gives them): what a
+        compaction keeps, and what a gallery restored into another archive takes along."""
+        import pyarrow as pa
+
+        if deleted:
+            ids = sorted(deleted)
+            self._put("deleted", pa.table({"face_id": ids, "identity": [None] * len(ids),
+                                           "written_ns": [deleted[face] for face in ids]}, schema=_schemas()[1]),
+                      time.time_ns())
+
     def _put(self, folder: str, table, now: int) -> None:
         import pyarrow.parquet as pq
 
@@ -170,7 +181,12 @@ class FaceArchive:
 
     def _live(self, paths: list[str]) -> dict[int, tuple[int, str]]:
         """face id -> (written_ns, the part holding it) of each live entry among `paths`."""
-        dead_face, dead_identity = self._tombstones()
+        killed = self._killed()
+        return {face: (written, path) for face, (written, identity, path) in self._latest(paths).items()
+                if written > killed(face, identity)}
+
+    def _latest(self, paths: list[str]) -> dict[int, tuple[int, str, str]]:
+        """face id -> (written_ns, identity, part) of its newest entry among `paths`, live or not."""
         latest: dict[int, tuple[int, str, str]] = {}
         for path in paths:
             part = self._read([path], ["face_id", "identity", "written_ns"], _schemas()[0])
@@ -178,9 +194,26 @@ class FaceArchive:
                                                part["written_ns"].to_pylist(), strict=True):
                 if face not in latest or written >= latest[face][0]:
                     latest[face] = (written, identity, path)
-        return {face: (written, path) for face, (written, identity, path) in latest.items()
-                if written > max(dead_face.get((face, None), -1), dead_face.get((face, identity), -1),
-                                 dead_identity.get(identity, -1))}
+        return latest
+
+    def _killed(self):
+        """(face id, identity) -> the newest tombstone that applies to that face filed under that identity."""
+        dead_face, dead_identity = self._tombstones()
+        return lambda face, identity: max(dead_face.get((face, None), -1), dead_face.get((face, identity), -1),
+                                          dead_identity.get(identity, -1))
+
+    def deleted_ids(self) -> dict[int, int]:
+        """face id -> when it was deleted, for every face whose newest entry a tombstone (its own or its
+        identity's) hides: what ingesting its photo again would bring back. A face deleted before a compaction is
+        still known by its tombstone, which compaction keeps without the identity (compact)."""
+        dead_face = self._tombstones()[0]
+        killed, latest = self._killed(), self._latest(self.parts("faces"))
+        out = {face: killed(face, identity) for face, (written, identity, _) in latest.items()
+               if written <= killed(face, identity)}
+        for (face, _), when in dead_face.items():
+            if face not in latest:
+                out[face] = max(when, out.get(face, -1))
+        return out
 
     def _tombstones(self) -> tuple[dict[tuple[int, str | None], int], dict[str, int]]:
         """((face id, identity or None) -> newest tombstone, identity -> newest tombstone of all its faces)."""
@@ -284,10 +317,14 @@ class FaceArchive:
     def compact(self, part_rows: int = 4096) -> ArchiveStats:
         """Rewrite the entries that are live into new parts and remove the old parts and the tombstones read:
         deleted faces' images leave storage. Safe beside writers: parts and tombstones that appear while it runs
-        are not touched and keep their meaning (an entry written now is newer than every tombstone read)."""
+        are not touched and keep their meaning (an entry written now is newer than every tombstone read).
+
+        Each deleted face keeps a tombstone of its id alone, at the time it was deleted, with no name and no
+        image: so an ingestion of its photo again still knows it was deleted (deleted_ids)."""
         import pyarrow as pa
 
         faces, tombstones = self.parts("faces"), self.parts("deleted")
+        gone = self.deleted_ids()
         live = self.live_versions()
         keep: list[dict] = []
         schema = _schemas()[0]
@@ -301,6 +338,7 @@ class FaceArchive:
                     keep = []
         if keep:
             self._put("faces", pa.Table.from_pylist(keep, schema=schema), time.time_ns())
+        self.remember_deleted(gone)
         for path in faces + tombstones:
             self.fs.delete_file(path)
         return self.stats()

@@ -165,12 +165,12 @@ class Galleries:
                                 f"run `arcmatch reembed --model ...` to move it to this model")
         if not create:
             raise CollectionNotFound(f"gallery {self.gallery!r} does not exist; ingest or enroll faces first")
-        self._refuse_case_twin()
+        self.refuse_case_twin()
         index = self.prepare(info, index_type=index_type, **options)
         self.milvus("create_alias", index.collection, self.gallery)
         return index
 
-    def _refuse_case_twin(self) -> None:
+    def refuse_case_twin(self) -> None:
         """NameTaken where a gallery's name differs from this new one's only in case ("galB", "galb"): on a
         filesystem that ignores case their archives would be one folder, and to a person they are one name."""
         names = set(self.milvus("list_aliases").get("aliases", []))

@@ -43,7 +43,7 @@ except ModuleNotFoundError as missing:  # a Python without arcmatch's dependenci
 
 GROUPS = (prepare, train, model, ingest, search, remote, gallery, calibrate, cluster, reembed, storage, galleries,
           serve, submit, demo)
-QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo", "reembed", "cluster"}
+QUIET_COMMANDS = {"prepare", "train", "eval", "export", "ingest", "search", "demo", "reembed", "cluster", "archive"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,9 @@ def register(sub) -> None:
                    help="as --unlabelled, and these are people who will never be enrolled (a public photo set of "
                         "the same kind, visitors): `arcmatch calibrate` counts them as strangers without asking "
                         "whether they look like someone enrolled, and from 500 of them reads the rate off them")
+    p.add_argument("--include-deleted", action="store_true",
+                   help="take back photos whose faces were deleted from the gallery since they were ingested (by "
+                        "default they are skipped and listed: a deleted person stays deleted)")
     p.add_argument("--errors", default=default_report("ingest_errors.csv"), type=writable(),
                    help="CSV report of skipped files (default: %(default)s)")
     p.add_argument("--export-parquet", type=writable(), help="also write the embeddings to this Parquet file")
@@ -73,7 +76,7 @@ def ingest(args: argparse.Namespace) -> int:
                              policy=settings.face_policy(args.faces or ("all" if args.unlabelled or args.strangers
                                                                         else None), threads=1),
                              archive=settings.archive_root(), unlabelled=args.unlabelled, strangers=args.strangers,
-                             max_pixels=settings.max_pixels)
+                             max_pixels=settings.max_pixels, include_deleted=args.include_deleted)
         console.finish(summary, "partial" if summary.skipped else "ok")
     print("\n".join(summary.lines() + follow_growth(settings)))
     if summary.skipped:

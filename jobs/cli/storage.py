@@ -9,9 +9,23 @@ as the key name.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from common.errors import EXIT_OK, BadInput, NotFound
-from jobs.cli.options import archive_root, audit, open_gallery, settings_from, store_flags
+from common.errors import EXIT_OK, EXIT_PARTIAL, BadInput, NotFound
+from jobs.cli.options import (
+    archive_root,
+    audit,
+    cosine,
+    default_report,
+    detector_flag,
+    job_console,
+    model_flag,
+    open_gallery,
+    ray_flag,
+    settings_from,
+    store_flags,
+    writable,
+)
 
 NOTHING_TO_READ = "there is nothing to re-embed from"  # the archive is what a re-embed reads
 
@@ -33,10 +47,33 @@ def register(sub) -> None:
     store_flags(p)
     p.set_defaults(run=collections)
 
-    p = sub.add_parser("archive", help="the gallery's face archive: stats, compact (removes deleted faces' images)")
-    p.add_argument("action", choices=["stats", "compact"])
-    store_flags(p)
-    p.set_defaults(run=archive)
+    p = sub.add_parser("archive", help="the gallery's face archive: stats, compact (removes deleted faces' "
+                                       "images), restore (the gallery made again in a store from its archive)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, what in (("stats", "faces live and dead, parts, bytes"),
+                       ("compact", "rewrite the archive without deleted faces' images: gone from storage")):
+        q = actions.add_parser(name, help=what)
+        store_flags(q)
+        q.set_defaults(run=archive)
+    q = actions.add_parser("restore", help="embed the archive's live faces into this store's gallery (a lost "
+                                           "Milvus, or a gallery moved from a Lite file to a server): never "
+                                           "removes a face, and a re-run goes on where it stopped")
+    model_flag(q, "the model to embed them with (the gallery's own, for a move or a lost store)")
+    store_flags(q)
+    q.add_argument("--from-archive", metavar="URI",
+                   help="the archive to read (default: this store's, ARCMATCH_ARCHIVE_URI or beside a Lite file); "
+                        "another is copied into this store's first")
+    q.add_argument("--threshold", type=cosine, help="the collection's threshold (default: the model's calibrated "
+                                                   "one; a model without one needs this)")
+    q.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    q.add_argument("--errors", default=default_report("restore_errors.csv"), type=writable(),
+                   help="CSV report of the faces that cannot be embedded, with the reasons (default: %(default)s)")
+    detector_flag(q)
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--concurrency", type=int, default=1, help="embedding actors")
+    q.add_argument("--index", default="HNSW", choices=["HNSW", "IVF_FLAT", "DISKANN", "FLAT", "AUTOINDEX"])
+    ray_flag(q)
+    q.set_defaults(run=restore)
 
 
 def lose_flag(p: argparse.ArgumentParser, what: str) -> None:
@@ -112,3 +149,30 @@ def archive(args: argparse.Namespace) -> int:
         raise NotFound(f"gallery {settings.gallery!r} does not exist: no faces in its archive or its store")
     print("\n".join(stats.lines()))
     return EXIT_OK
+
+
+def restore(args: argparse.Namespace) -> int:
+    from jobs.pipelines.reading import SKIPPED_HEADER
+    from jobs.pipelines.report import write_error_report
+    from jobs.pipelines.restore import restore as run_restore
+    from jobs.runtime import init_ray
+
+    settings = settings_from(args).require("model")
+    own = settings.archive_root()
+    source = args.from_archive or archive_root(settings, "there is nothing to restore from (give --from-archive)")
+    init_ray(settings.ray_address)
+    with job_console(settings, "restore") as console:
+        summary = run_restore(str(settings.model), milvus=settings.milvus_uri, token=settings.token(),
+                              gallery=settings.gallery, archive=source, archive_to=own, threshold=args.threshold,
+                              policy=settings.face_policy(threads=1), dry_run=args.dry_run,
+                              batch_size=args.batch_size, embed_concurrency=args.concurrency, index_type=args.index,
+                              console=console)
+        console.finish(summary, "partial" if summary.skipped else "ok")
+    print("\n".join(summary.lines()))
+    write_error_report(args.errors, summary.skipped, SKIPPED_HEADER)
+    if summary.skipped:
+        print(f"faces that cannot be embedded and why are listed in {args.errors}", file=sys.stderr)
+    if not args.dry_run:
+        audit(settings, "archive_restore", collection=summary.collection, faces=summary.in_store,
+              embedded=summary.embedded, skipped=len(summary.skipped), source=source)
+    return EXIT_PARTIAL if summary.skipped else EXIT_OK

@@ -175,6 +175,7 @@ def ingest(
     unlabelled: bool = False,
     strangers: bool = False,
     max_pixels: int | None = None,
+    include_deleted: bool = False,
     console: Console | None = None,
 ) -> IngestSummary:
     """Embed `source` with `model` (an arcmatch checkpoint or an ONNX model) into gallery `gallery` at `milvus`
@@ -186,7 +187,9 @@ def ingest(
     vector, so that the next model can embed the gallery again. `unlabelled` takes faces nobody has named (a tree
     of any shape, or a manifest's rows without an identity): stored with identity UNLABELLED, never a search's
     answer, grouped by `arcmatch cluster`. `strangers`: the same, each marked as nobody who will be enrolled (a
-    public photo set, visitors): calibration takes them as strangers as they are (indexer/strangers.py)."""
+    public photo set, visitors): calibration takes them as strangers as they are (indexer/strangers.py).
+    A photo whose face was deleted from the gallery (the archive keeps its tombstone) is skipped with the reason
+    unless `include_deleted`: deleting a person must outlast the next run over the tree that held them."""
     import ray
     import ray.data
 
@@ -217,14 +220,16 @@ def ingest(
     ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(model), threads_per_actor), batch_size=batch_size,
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=embed_concurrency),
                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
+    kept = FaceArchive(archive, gallery) if archive is not None else None
+    deleted = kept.deleted_ids() if kept is not None and not include_deleted else None
     if export_parquet is not None or is_lite_uri(milvus):
-        kept = FaceArchive(archive, gallery) if archive is not None else None
         with console.stage("ingest", total=summary.seen) as bar:
-            _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept, rows_of, galleries)
+            _write_from_driver(ds, index, summary, write_batch, export_parquet, bar, kept, rows_of, galleries,
+                               deleted)
     else:
         index.client.close()
         sink = MilvusDatasink(milvus, token, index.collection, archive, gallery=gallery, rows=rows_of,
-                              curated=True)
+                              curated=True, deleted=deleted)
         with console.timed("ingest"):
             console.say(f"ingest: embedding {summary.seen} images with parallel writers")
             ds.write_datasink(sink, concurrency=write_concurrency)
@@ -253,7 +258,7 @@ def _check_served(fence: GalleryWriter, version: str) -> None:
 
 def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch: int,
                        export_parquet: str | Path | None, bar, archive: FaceArchive | None, rows_of,
-                       galleries: Galleries | None = None) -> None:
+                       galleries: Galleries | None = None, deleted: dict[int, int] | None = None) -> None:
     """The single-writer path (Milvus Lite, or when the vectors are also exported to Parquet)."""
     export = ParquetExport(export_parquet) if export_parquet is not None else None
     writer = GalleryWriter(index, archive, galleries)  # the fence holds through the run: a switch stops it
@@ -262,7 +267,8 @@ def _write_from_driver(ds, index: FaceIndex, summary: IngestSummary, write_batch
             rows, skipped = rows_of(batch)
             summary.skipped += skipped
             write_started = time.perf_counter()
-            rows, written = write_rows(writer, batch, rows, summary.skipped, curated=True, apart=summary.apart)
+            rows, written = write_rows(writer, batch, rows, summary.skipped, curated=True, apart=summary.apart,
+                                       deleted=deleted)
             summary.embedded += written
             summary.write_seconds += time.perf_counter() - write_started
             if export is not None:

@@ -78,10 +78,7 @@ def reembed(
     started, console = time.perf_counter(), console or silent()
     embedder = open_embedder(model)
     spec, calibration = embedder.spec, embedder.calibration
-    threshold = threshold if threshold is not None else (calibration.threshold if calibration else None)
-    if threshold is None:
-        raise ModelError(f"model {spec.version} has no calibrated threshold: calibrate it (`arcmatch eval "
-                         f"--calibrate`) or give --threshold, or every search after the switch would lack one")
+    threshold = threshold_of(embedder, threshold)
     client = connect(milvus, token)
     galleries = Galleries(client, gallery)
     source = galleries.serving()
@@ -141,8 +138,8 @@ def reembed(
     target.set_properties({  # who filled it, from what
         Property.MIGRATION: json.dumps({"source": source, "snapshot_ns": snapshot})})
     with console.stage("reembed", total=len(readable), unit="face") as bar:
-        summary.embedded, failed = _copy(kept, readable, embedder, reader, model, target, milvus, token,
-                                         batch_size, embed_concurrency, bar)
+        summary.embedded, failed = copy_archived(kept, readable, model, reader, target, milvus, token, batch_size,
+                                                 embed_concurrency, bar)
         summary.skipped += failed
     since = snapshot
     with console.timed("catch up"):
@@ -192,10 +189,23 @@ def reembed(
     return summary
 
 
-def _copy(kept: FaceArchive, pending: dict[int, int], embedder, reader: Reader, model: str, target: FaceIndex,
-          milvus: str, token: str | None, batch_size: int, embed_concurrency: int, bar) -> tuple[int, list[Skipped]]:
-    """The bulk pass through Ray Data: the faces read on CPU tasks (jobs/pipelines/reading.py), embedded on an
-    actor pool, written by the driver (Lite) or by write tasks (a server)."""
+def threshold_of(embedder, threshold: float | None) -> float:
+    """The threshold a collection filled from the archive is made with: the one given, else the model's
+    calibrated one; ModelError where there is neither, or every search of the gallery would lack one."""
+    calibration = embedder.calibration
+    threshold = threshold if threshold is not None else (calibration.threshold if calibration else None)
+    if threshold is None:
+        raise ModelError(f"model {embedder.spec.version} has no calibrated threshold: calibrate it (`arcmatch eval "
+                         f"--calibrate`) or give --threshold, or every search of the gallery would lack one")
+    return threshold
+
+
+def copy_archived(kept: FaceArchive, pending: dict[int, int], model: str, reader: Reader, target: FaceIndex,
+                  milvus: str, token: str | None, batch_size: int, embed_concurrency: int,
+                  bar) -> tuple[int, list[Skipped]]:
+    """The bulk pass through Ray Data (a re-embed's copy, a restore): the faces read on CPU tasks
+    (jobs/pipelines/reading.py), embedded on an actor pool, written by the driver (Lite) or by write tasks (a
+    server). Returns (faces written, faces skipped with the reason)."""
     if not pending:
         return 0, []
     import ray

@@ -4,6 +4,8 @@ server takes parallel upserts). Both skip a row Milvus refuses with its reason i
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,6 +68,27 @@ def keep_rejections(writer: GalleryWriter, rows: list[FaceRow], skipped: list[tu
     return kept
 
 
+def keep_deleted_out(rows: list[FaceRow], deleted: Mapping[int, int] | None,
+                     skipped: list[tuple[str, str]]) -> list[FaceRow]:
+    """The rows whose face was not deleted from the gallery. A face's id derives from its photo, so ingesting a
+    tree again reaches the faces deleted since (a person erased through the API, a wrong photo taken out): a QA
+    pass saw an erased person back in the gallery after the folder was ingested again. Such a row is skipped with
+    the reason; `deleted` (FaceArchive.deleted_ids, read once a job) is None where the caller asked to take them
+    back, or keeps no archive to know them by."""
+    if not deleted:
+        return rows
+    kept = []
+    for row in rows:
+        when = deleted.get(row.face_id)
+        if when is None:
+            kept.append(row)
+        else:
+            day = time.strftime("%Y-%m-%d", time.gmtime(when / 1e9))
+            skipped.append((row.source, f"deleted from the gallery (on {day}): not ingested again; "
+                                        "--include-deleted brings it back"))
+    return kept
+
+
 # a face id that holds a face this close to the row's is the row's own photo, ingested before, and one below it
 # another photo that only shares the path (two event folders that each hold IMG_0001.jpg). The same photo through
 # the same model gives the same vector, re-embedded from the archive too: 85 LFW-gray faces moved from a box-crop
@@ -111,11 +134,11 @@ def _same_photo(a: np.ndarray, b: np.ndarray) -> bool:
 
 def write_rows(writer: GalleryWriter, batch: dict[str, np.ndarray], rows: list[FaceRow],
                skipped: list[tuple[str, str]], *, curated: bool,
-               apart: list[str] | None = None) -> tuple[list[FaceRow], int]:
+               apart: list[str] | None = None, deleted: Mapping[int, int] | None = None) -> tuple[list[FaceRow], int]:
     """One batch through the gallery's writer (archive, then the store), by both ingestion paths; returns the rows
     it tried and how many were written. `curated` (an ingestion): each photo under an id of its own
-    (apart_from_other_photos, the sources moved into `apart`), and the faces' "not this person" kept
-    (keep_rejections)."""
+    (apart_from_other_photos, the sources moved into `apart`), the faces deleted from the gallery left out
+    (keep_deleted_out), and the faces' "not this person" kept (keep_rejections)."""
     kept = images_from_batch(batch, rows) if writer.archive is not None else None
     stored = writer.stored(rows, strong=False) if curated else None  # one read for both checks
     if curated:
@@ -123,7 +146,7 @@ def write_rows(writer: GalleryWriter, batch: dict[str, np.ndarray], rows: list[F
         rows, stored = apart_from_other_photos(writer, rows, stored, apart)
         if kept:  # the images follow their rows to the ids they took
             kept = {new.face_id: kept[old] for old, new in zip(before, rows, strict=True) if old in kept}
-        rows = keep_rejections(writer, rows, skipped, stored)
+        rows = keep_rejections(writer, keep_deleted_out(rows, deleted, skipped), skipped, stored)
         if kept:
             kept = {r.face_id: kept[r.face_id] for r in rows if r.face_id in kept}
     if kept:  # a tree ingested again: its unchanged faces are in the archive already, as they are
@@ -136,13 +159,15 @@ class MilvusDatasink(Datasink):
     """Upserts each write task's rows into a Milvus server; the driver sums what each task returns."""
 
     def __init__(self, uri: str, token: str | None, collection: str, archive: str | None = None, *,
-                 gallery: str | None = None, rows=None, curated: bool = False) -> None:
+                 gallery: str | None = None, rows=None, curated: bool = False,
+                 deleted: Mapping[int, int] | None = None) -> None:
         import pymilvus  # noqa: F401  (fail on the driver, before any task is scheduled)
 
         self.rows = rows or rows_from_batch  # batch -> (rows, skipped); a re-embed's batches carry face ids
         self.uri, self.token, self.collection, self.archive = uri, token, collection, archive
         self.gallery = gallery or collection  # the archive is the gallery's, whatever model's collection
         self.curated = curated  # an ingestion: keep the faces' "not this person" (keep_rejections)
+        self.deleted = deleted  # an ingestion: the faces deleted from the gallery (keep_deleted_out)
         self.embedded = 0
         self.skipped: list[tuple[str, str]] = []
         self.apart: list[str] = []  # sources kept apart from another photo of their path (apart_from_other_photos)
@@ -157,7 +182,8 @@ class MilvusDatasink(Datasink):
             batch = BlockAccessor.for_block(block).to_numpy()
             rows, failed = self.rows(batch)
             skipped += failed
-            embedded += write_rows(writer, batch, rows, skipped, curated=self.curated, apart=apart)[1]
+            embedded += write_rows(writer, batch, rows, skipped, curated=self.curated, apart=apart,
+                                   deleted=self.deleted)[1]
         index.client.close()
         return {"embedded": embedded, "skipped": skipped, "apart": apart}
 

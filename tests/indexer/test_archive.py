@@ -59,12 +59,19 @@ def test_compaction_removes_dead_bytes_and_keeps_every_live_face(archive):
     archive.forget(identity="ann")
     archive.write([face(20, "ann")])
     before = {f.face_id: f.image for f in archive.entries()}
+    deleted = archive.deleted_ids()
+    assert sorted(deleted) == [5, 6, 7, 8, 9]  # ann's; 0-4 were bob's since, 20 came after the tombstone
     stats = archive.compact(part_rows=4)
     after = {f.face_id: f.image for f in archive.entries()}
     assert after == before and sorted(after) == [0, 1, 2, 3, 4, 20]
-    assert (stats.live, stats.dead, stats.tombstones, stats.parts) == (6, 0, 0, 2)
+    # the deleted faces' bytes and name are gone; that they were deleted, and when, is not (ingestion asks)
+    assert (stats.live, stats.dead, stats.tombstones, stats.parts) == (6, 0, 1, 2)
+    assert archive.deleted_ids() == deleted and "ann" not in str(archive._tombstones())
+    archive.write([face(5, "ann")])  # enrolled again after the compaction: alive, no longer deleted
+    assert 5 in archive.live_versions() and 5 not in archive.deleted_ids()
     archive.forget(identity="ann")  # the tombstone from before compaction is gone; a new one still works
     assert sorted(archive.live_versions()) == [0, 1, 2, 3, 4]
+    assert sorted(archive.deleted_ids()) == [5, 6, 7, 8, 9, 20]
 
 
 def test_galleries_are_apart_and_a_bad_location_is_a_clear_error(tmp_path):

@@ -303,26 +303,37 @@ def test_ingesting_a_named_tree_again_keeps_not_this_person_and_a_merge(ray_loca
     client = connect(uri)
     service = IdentityService(open_embedder(tiny_model_dir), FaceIndex(client, collection_name),
                               archive=FaceArchive(archive_uri, collection_name))
-    face = service.identity("person_00001")[0]["id"]
+    face, erased = (f["id"] for f in service.identity("person_00001")[:2])
     Curator(service, None).reject("person_00001", int(face))
     Curator(service, None).merge_identities("person_00000", "person_00002", proceed=True)  # said to be one person
+    assert service.delete_face("person_00001", int(erased))  # a photo taken out of the gallery
     client.close()
 
     again = ingest(root, tiny_model_dir, **kwargs)
-    assert again.embedded == 5 and len(again.skipped) == 4
+    assert again.embedded == 4 and len(again.skipped) == 5
     reasons = dict(again.skipped)
-    [(source, reason)] = [(s, r) for s, r in reasons.items() if "person_00001" in s]
+    [reason] = [r for s, r in reasons.items() if "person_00001" in s and "rejected" in r]
     assert "rejected from 'person_00001' (not this person)" in reason
     merged = [r for s, r in reasons.items() if "person_00002" in s]
     assert len(merged) == 3 and all("'person_00002' was merged into 'person_00000'" in r for r in merged)
+    [reason] = [r for s, r in reasons.items() if "person_00001" in s and "rejected" not in r]
+    assert reason.startswith("deleted from the gallery (on 20") and "--include-deleted" in reason
     client = connect(uri)
     index = FaceIndex(client, collection_name)
     row = index.rows([int(face)])[int(face)]
-    assert dict(index.list_identities()) == {"person_00000": 6, "person_00001": 2}  # the merge holds
+    # the merge holds, the deleted face stays deleted
+    assert dict(index.list_identities()) == {"person_00000": 6, "person_00001": 1}
     client.close()
     assert row.identity == UNLABELLED and row.metadata["rejected_from"] == ["person_00001"]
     archived = next(FaceArchive(archive_uri, collection_name).entries({int(face)}))
     assert archived.identity == UNLABELLED  # a re-embed from the archive keeps it too
+
+    back = ingest(root, tiny_model_dir, include_deleted=True, **kwargs)  # asked for: the deleted photo returns
+    assert len(back.skipped) == 4 and not any("deleted" in r for _, r in back.skipped)
+    client = connect(uri)
+    assert dict(FaceIndex(client, collection_name).list_identities()) == {"person_00000": 6, "person_00001": 2}
+    client.close()
+    assert int(erased) in FaceArchive(archive_uri, collection_name).live_versions()
 
 
 def test_an_upsert_carries_a_faces_rejections(tmp_path):
