@@ -78,12 +78,12 @@ def reembed(
     started, console = time.perf_counter(), console or silent()
     embedder = open_embedder(model)
     spec, calibration = embedder.spec, embedder.calibration
-    threshold = threshold_of(embedder, threshold)
     client = connect(milvus, token)
     galleries = Galleries(client, gallery)
     source = galleries.serving()
-    if source is None:
+    if source is None:  # before the threshold: a gallery not in this store is the first thing to say
         raise CollectionNotFound(f"gallery {gallery!r} does not exist; nothing to re-embed")
+    threshold = threshold_of(embedder, threshold)
     source_index = FaceIndex(client, source)
     source_info = source_index.info()
     summary = ReembedSummary(gallery, source=source, source_model=source_info.model_version,
