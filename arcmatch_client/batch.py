@@ -23,7 +23,7 @@ from pathlib import Path
 
 from arcmatch_client.errors import ArcmatchError, BadInput, Forbidden, NotFound, Unauthorized, Unavailable
 from common.names import counted
-from common.photos import IMAGE_SUFFIXES
+from common.photos import is_photo, photos_under
 
 # what an enrollment answers for every photo alike: the batch stops at the first (a 404 of an enroll is the
 # gallery's: the identity is made by it)
@@ -55,11 +55,9 @@ def photos_of(source: str | Path) -> list[Photo]:
     source = Path(source)
     if source.is_dir():  # a person's photos at any depth of their folder; one in nobody's folder is reported
         found = [Photo(person.name, photo) for person in sorted(source.iterdir())
-                 if person.is_dir() and not person.name.startswith(".")
-                 for photo in sorted(person.rglob("*")) if _a_photo(photo)
-                 and not any(part.startswith(".") for part in photo.relative_to(person).parts)]
+                 if person.is_dir() and not person.name.startswith(".") for photo in photos_under(person)]
         found += [Photo("", loose) for loose in sorted(source.iterdir())
-                  if _a_photo(loose) and not loose.name.startswith(".")]
+                  if not loose.name.startswith(".") and is_photo(loose)]
     elif source.is_file():
         with open(source, newline="") as rows:
             reader = csv.DictReader(rows)
@@ -72,11 +70,6 @@ def photos_of(source: str | Path) -> list[Photo]:
     if not found:
         raise BadInput(f"{source} names no photos (a folder holds one sub-folder of photos per person)")
     return found
-
-
-def _a_photo(path: Path) -> bool:
-    """What `arcmatch ingest` takes from a folder (common/photos.py): a notes.txt is no refused photo."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
 def _bar(total: int, shown: bool):

@@ -9,6 +9,7 @@ type) is never trusted: only the magic bytes decide, and Pillow is then told to 
 
 from __future__ import annotations
 
+from common.photos import sniff as photo_format
 from embedder.errors import ImageError
 
 
@@ -49,23 +50,9 @@ _KNOWN_REFUSED = [
 
 
 def sniff(data: bytes) -> str | None:
-    """The allowed format these bytes start with, or None."""
-    head = data[:16]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    if head.startswith(b"BM"):
-        return "BMP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3] in b" \t\r\n#":
-        return "PPM"
-    return None
+    """The allowed format these bytes start with, or None (the magic numbers: common/photos.py, which lists a
+    folder's photos by them too)."""
+    return photo_format(data)
 
 
 def _describe(data: bytes) -> str:

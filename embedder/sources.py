@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from common.errors import BadInput, NotFound
-from common.photos import IMAGE_SUFFIXES
+from common.photos import is_photo, photos_under
 from embedder.errors import ImageError
 from embedder.preprocess import decode_image, refuse_flat
 from embedder.spec import ModelSpec
@@ -37,23 +38,18 @@ class LabelledImage:
     identity: str
 
 
-def _is_image(path: Path, under: Path) -> bool:
-    return (path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-            and not any(part.startswith(".") for part in path.relative_to(under).parts))
-
-
 def list_image_tree(root: str | Path) -> list[LabelledImage]:
-    """Every image file under root/<identity>/, at any depth below it (a person's photos filed by year are still
-    theirs), sorted; hidden files and other suffixes are ignored. A folder name that is not UTF-8 is kept with
-    its bytes written as escapes (`printable`)."""
+    """Every photo under root/<identity>/, at any depth below it (a person's photos filed by year are still
+    theirs), sorted, by common/photos.py's rule (a photo by its name or its first bytes; hidden files and other
+    files left alone; linked folders followed). A folder name that is not UTF-8 is kept with its bytes written
+    as escapes (`printable`)."""
     root = Path(root)
     if not root.is_dir():
         raise NotFound(f"image tree {root} does not exist or is not a directory")
     items = [
         LabelledImage(str(path), folder.name)
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for path in sorted(folder.rglob("*"))
-        if _is_image(path, folder)
+        for path in photos_under(folder)
     ]
     if not items:
         raise NotFound(f"no images found under {root} (expected {root}/<identity>/<image>)")
@@ -81,13 +77,13 @@ def _tree_rows(root: Path) -> list[dict]:
         rows.append(_row(item.path, name, relative, relative, {}, skip))
     rows += [_row(str(path), "", printable(path.name), printable(path.name), {},
                   f"not in a person's folder ({root.name}/<identity>/<image>)")
-             for path in sorted(root.iterdir()) if _is_image(path, root)]
+             for path in sorted(root.iterdir()) if not path.name.startswith(".") and is_photo(path)]
     return rows
 
 
 def _unlabelled_tree_rows(root: Path) -> list[dict]:
     """Every image anywhere under root, none of them named: folders are albums or days, not people."""
-    paths = sorted(p for p in root.rglob("*") if _is_image(p, root))
+    paths = photos_under(root)
     if not paths:
         raise NotFound(f"no images found under {root}")
     # keyed apart from the same file in a named tree: taking a folder in as unnamed never drops a name
@@ -198,6 +194,14 @@ def read_bytes(uri: str) -> bytes:
         return handle.read()
 
 
+def unreadable(uri: str, exc: OSError) -> str:
+    """Why a file could not be read, in a line; a link whose target is gone says so (a photo library moved)."""
+    path = Path(uri) if "://" not in uri else None
+    if path is not None and path.is_symlink() and not path.exists():
+        return f"unreadable file: a link to {os.readlink(path)}, which is not there"
+    return f"unreadable file: {exc.strerror or exc}"
+
+
 def decode_or_skip(uri: str, spec: ModelSpec, **limits) -> tuple[np.ndarray | None, str]:
     """(image, "") or (None, reason): a missing, unreadable or corrupt file is a reason to skip, never a crash.
 
@@ -207,7 +211,7 @@ def decode_or_skip(uri: str, spec: ModelSpec, **limits) -> tuple[np.ndarray | No
     except ImageError as exc:
         return None, str(exc)
     except OSError as exc:
-        return None, f"unreadable file: {exc.strerror or exc}"
+        return None, unreadable(uri, exc)
 
 
 def photo_or_skip(uri: str, **limits) -> tuple[np.ndarray | None, str]:
@@ -219,7 +223,7 @@ def photo_or_skip(uri: str, **limits) -> tuple[np.ndarray | None, str]:
     except ImageError as exc:
         return None, str(exc)
     except OSError as exc:
-        return None, f"unreadable file: {exc.strerror or exc}"
+        return None, unreadable(uri, exc)
 
 
 def faces_or_skip(uri: str, spec: ModelSpec, policy, **limits) -> tuple[list, str]:
@@ -232,7 +236,7 @@ def faces_or_skip(uri: str, spec: ModelSpec, policy, **limits) -> tuple[list, st
     except ImageError as exc:
         return [], str(exc)
     except OSError as exc:
-        return [], f"unreadable file: {exc.strerror or exc}"
+        return [], unreadable(uri, exc)
 
 
 @dataclass

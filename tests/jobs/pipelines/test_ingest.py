@@ -133,16 +133,28 @@ def test_a_tree_lists_a_persons_photos_at_any_depth_and_reports_what_it_cannot_n
     os.mkdir(os.fsencode(gallery) + b"/Jos\xe9")  # a folder name that is not UTF-8
     with open(os.fsencode(gallery) + b"/Jos\xe9/a.png", "wb") as handle:
         handle.write(photo)
+    # a photo without a suffix, a HEIC (listed, then refused by name), a link whose target is gone, a linked folder
+    (gallery / "person_00001" / "IMG_0001").write_bytes(photo)
+    (gallery / "person_00001" / "phone.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    (gallery / "person_00001" / "gone.jpg").symlink_to(gallery / "nowhere.jpg")
+    (gallery / "elsewhere").mkdir()
+    (gallery / "elsewhere" / "2020.png").write_bytes(photo)
+    (gallery / "person_00002" / "2020").symlink_to(gallery / "elsewhere", target_is_directory=True)
     rows = {r["source"]: r for r in list_source(gallery)}
+    assert {"person_00001/IMG_0001", "person_00001/phone.HEIC", "person_00001/gone.jpg",
+            "person_00002/2020/2020.png"} <= set(rows)
     assert rows["person_00000/2019/june/beach.png"]["identity"] == "person_00000"
     assert "not in a person's folder" in rows["loose.png"]["skip"]
     named = rows["Jos\\xe9/a.png"]
     assert named["identity"] == "Jos\\xe9" and "not valid UTF-8" in named["skip"]
     assert json.dumps(list(rows)).encode()  # every name is text a report and a store can hold
-    picked = [rows[k] for k in ("person_00000/2019/june/beach.png", "loose.png", "Jos\\xe9/a.png")]
+    picked = [rows[k] for k in ("person_00000/2019/june/beach.png", "loose.png", "Jos\\xe9/a.png",
+                                "person_00001/IMG_0001", "person_00001/phone.HEIC", "person_00001/gone.jpg")]
     batch = {k: np.asarray([r[k] for r in picked], dtype=object) for k in picked[0]}
     decoded = decode_batch(batch, tiny_spec)
-    assert [bool(e) for e in decoded["error"]] == [False, True, True]
+    assert [bool(e) for e in decoded["error"]] == [False, True, True, False, True, True]
+    assert "HEIC" in decoded["error"][4]  # said by name: what to convert
+    assert decoded["error"][5] == f"unreadable file: a link to {gallery / 'nowhere.jpg'}, which is not there"
 
 
 def test_csv_manifest_rows(tmp_path):
