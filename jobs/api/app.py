@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import threading
+import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from common.errors import BadInput
+from common.errors import BadInput, Unavailable
 from indexer.ids import FLOAT32_MAX
 from jobs.api import errors
 from jobs.api.access import PREFIX
@@ -38,6 +41,8 @@ from jobs.service import IdentityService
 from jobs.settings import Settings
 
 Provider = Callable[[], tuple[IdentityService, Any]]
+REOPEN_EVERY_S = 2.0  # how often a service that could not reach its store tries again (a request asks)
+log = logging.getLogger("arcmatch.api")
 
 
 def app_from_environment() -> FastAPI:
@@ -54,10 +59,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     if not keys:
         raise BadInput("ARCMATCH_API_KEYS holds no key: create one with `arcmatch apikey NAME`")
     if provider is None:
-        built = (build_service(settings), None)
-
-        def provider() -> tuple[IdentityService, Any]:
-            return built
+        provider = opened_when_reachable(settings)
 
     audit_log = AuditLog(settings.audit_root(), retention_days=settings.audit_retention_days)
 
@@ -132,6 +134,37 @@ def _document_limits(app: FastAPI, settings: Settings) -> None:
         return app.openapi_schema
 
     app.openapi = openapi
+
+
+def opened_when_reachable(settings: Settings, every_s: float = REOPEN_EVERY_S) -> Provider:
+    """The default gallery's service, opened now, or, where the store cannot be reached yet, on a later request:
+    a service started before its Milvus (a deployment's pods in any order, a Milvus restarting) answers /v1/health,
+    says 503 with Retry-After on the rest, and serves once the store answers, without a restart. A QA pass started
+    `arcmatch serve` with Milvus down: one worker exited, and two were started again and again, answering nothing.
+    Any other failure (a bad model, a bad setting) stops the start as before. Tried at most every `every_s`, by one
+    request at a time."""
+    lock, state = threading.Lock(), {"built": None, "tried": 0.0, "error": None}
+
+    def attempt() -> None:
+        try:
+            state["built"] = (build_service(settings), None)
+        except Unavailable as exc:
+            state["error"], state["tried"] = exc, time.monotonic()
+
+    attempt()
+    if state["built"] is None:
+        log.warning("the face store cannot be reached yet (%s): answering 503 until it can", state["error"])
+
+    def provider() -> tuple[IdentityService, Any]:
+        if state["built"] is None:
+            with lock:
+                if state["built"] is None and time.monotonic() - state["tried"] >= every_s:
+                    attempt()
+            if state["built"] is None:
+                raise state["error"]
+        return state["built"]
+
+    return provider
 
 
 def build_service(settings: Settings) -> IdentityService:

@@ -90,3 +90,39 @@ def test_an_outage_is_a_503_and_the_service_recovers_by_itself(store, tmp_path, 
     finally:
         if server.server_proc is None:  # leave it running for whatever the session does after
             server.start()
+
+
+def test_a_service_started_before_its_store_answers_503_then_serves_by_itself(tmp_path, tiny_model_dir):
+    """A deployment starts its pods in any order: started while the store cannot be opened (here a Milvus Lite file
+    another process holds, as a server not up yet), the service answers /v1/health, 503 with Retry-After on the
+    rest and arcmatch_ready 0 on /metrics, and serves once the store can be opened, without a restart (it exited,
+    or its workers were started again and again, answering nothing)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import scraped
+
+    ready = ("arcmatch_ready", (("gallery", "later"),))  # the sample itself: present, not only not 1
+
+    db = tmp_path / "held.db"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pymilvus import MilvusClient; "
+                               "MilvusClient(sys.argv[1]); print('held', flush=True); sys.stdin.read()", str(db)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        settings = Settings(model=tiny_model_dir, api_keys=WRITE_ENTRY, milvus_uri=str(db), gallery="later",
+                            audit_dir=tmp_path / "audit", _env_file=None)
+        with live_app(create_app(settings)) as base, httpx.Client(base_url=base, timeout=60, headers=W) as api:
+            assert api.get("/v1/health").status_code == 200
+            for answer in (api.get("/v1/ready"), api.post("/v1/search", files={"image": ("p.png", png(1))})):
+                assert answer.status_code == 503 and answer.headers["retry-after"]
+                assert "one process only" in answer.json()["detail"]
+            assert scraped(api)[ready] == 0
+            holder.stdin.close()  # the store answers from now on
+            holder.wait(timeout=30)
+            wait_for(lambda: api.get("/v1/ready").status_code == 200, 30)
+            assert api.post("/v1/identities/ann/faces", files=[("images", ("a.png", png(1)))]).status_code == 201
+            assert scraped(api)[ready] == 1
+    finally:
+        holder.kill()
+        holder.wait()
