@@ -441,3 +441,6 @@ class Suspect:
     # the gallery check's: the one photo (a face id) without which the pair would not be listed, a photo of one filed
     # under the other's name (listed among the misfits): if it shows the other, move it rather than merge the two
     misfiled: str | None = None
+    # one photo under both names (a score no two people's photos reach): looked for at any gallery size, the other
+    # pairs from 20 identities on
+    same_photo: bool = False

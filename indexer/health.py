@@ -17,7 +17,7 @@ import numpy as np
 
 from common.names import shown
 from indexer.ids import CONFIRMED_IN  # a face's metadata: the identity a person confirmed it shows ("It is NAME")
-from indexer.tail import MIN_IDENTITIES, Pairs, fit_scores, identity_scores, suspected_duplicates
+from indexer.tail import MIN_IDENTITIES, Pairs, Suspect, fit_scores, identity_scores, suspected_duplicates
 
 # A pair is listed when fewer than this many pairs of strangers would be as far out in the tail by chance. Two
 # strictnesses: a pair that one of its photos backs (a photo nearer the other name's faces than its own
@@ -39,6 +39,11 @@ STRAY_CHANCE = 0.1
 # hundred would (each such pair's chance, read both ways); one person's photos stay one group unless a pair of its
 # photos matches no other of its photos at that level (bench/gallery_check.py --merged, docs/BENCHMARKS.md)
 SPLIT_LINK = 0.01
+# Two names whose faces score this high share a photo (the same picture filed twice, or a copy of it): found at any
+# gallery size, with no tail to fit, as no two people's photos score so. The same photo through the same model
+# scores 1.0000 (jobs/pipelines/sink.py); the highest pair of different photos in all of LFW-gray under two names
+# that are one person scored 0.98, and the demo's weak synthetic model gives strangers 0.91 at most
+SAME_PHOTO = 0.98
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,11 @@ class Health:
                 f"it shows {shown(photo.other)}, move it (`{move}`); merge the two only if the rest of "
                 f"{shown(photo.identity)} is that person too")
 
+    def _pair(self, s) -> str:
+        said = ("one photo under both names" if s.same_photo else
+                f"strangers would give {_expected(s.expected_among_strangers)} such pairs")
+        return f"  {shown(s.first)} and {shown(s.second)}: best cross score {s.score:.3f} ({said})" + self._misfiled(s)
+
     def as_json(self) -> dict:
         """The findings as the API answers them (`GET /v1/gallery/check`) and `gallery check --json` prints them: face
         ids as strings, as int64 ids are beyond the integers a JSON reader that holds numbers as doubles keeps."""
@@ -117,11 +127,12 @@ class Health:
         out = [f"gallery: {self.identities} identities, {self.faces} faces"]
         out += [f"  {n}" for n in self.notes]
         if self.identities < MIN_IDENTITIES:  # the note above says why; "0 pair(s)" would read as looked for
-            out.append("one person under two names, photos unlike their identity: not looked for")
+            out.append(f"one photo under two names: {len(self.duplicates)} pair(s)")
+            out += [self._pair(s) for s in self.duplicates]
+            out.append("one person under two names (other photos), photos unlike their identity: not looked for")
         else:
             out.append(f"one person under two names? {len(self.duplicates)} pair(s)")
-            out += [f"  {shown(s.first)} and {shown(s.second)}: best cross score {s.score:.3f} (strangers would give "
-                    f"{_expected(s.expected_among_strangers)} such pairs)" + self._misfiled(s) for s in self.duplicates]
+            out += [self._pair(s) for s in self.duplicates]
             out.append(f"photos more like someone else than like the rest of their identity: {len(self.misfits)}")
             out += [f"  face {m.face_id}{_from(m.source)} of {shown(m.identity)}: {m.own_best:.3f} with its own, "
                     f"{m.other_best:.3f} with {shown(m.other)}" for m in self.misfits]
@@ -184,7 +195,11 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
                              or frozenset((index[d.first], index[d.second])) in backing]
     else:
         health.notes.append(f"duplicates, and photos unlike their identity, are looked for from {MIN_IDENTITIES} "
-                            "identities on")
+                            "identities on (one photo under two names at any size)")
+    listed = {frozenset((d.first, d.second)) for d in health.duplicates}
+    health.duplicates = [replace(d, same_photo=d.score >= SAME_PHOTO) for d in health.duplicates]
+    health.duplicates += [d for d in _same_photos(scores, names, own, distinct)
+                          if frozenset((d.first, d.second)) not in listed]
     # a photo is a misfit when it is nearer another identity than its own, and that nearness is beyond what
     # strangers give (the pair is listed): a hard photo of its own person is not
     alike = {frozenset((d.first, d.second)) for d in health.duplicates}
@@ -209,6 +224,17 @@ def check(face_ids: np.ndarray, vectors: np.ndarray, labels: np.ndarray, passed:
         health.below_gate = [str(n) for n in names if all(judged[labels == n] == False)]  # noqa: E712
     health.misfits.sort(key=lambda m: m.own_best - m.other_best)
     return health
+
+
+def _same_photos(scores: np.ndarray, names: np.ndarray, own: np.ndarray, distinct: Pairs) -> list[Suspect]:
+    """The pairs of names that share a photo (SAME_PHOTO), each with its best cross score, unless a person said
+    the two are different people."""
+    found: dict[frozenset[str], float] = {}
+    for face, other in np.argwhere(np.nan_to_num(scores, nan=-1.0) >= SAME_PHOTO):
+        pair = frozenset((str(names[own[face]]), str(names[other])))
+        found[pair] = max(found.get(pair, -1.0), float(scores[face, other]))
+    return [Suspect(*sorted(pair), score, 0.0, same_photo=True) for pair, score in sorted(
+        found.items(), key=lambda item: -item[1]) if pair not in distinct]
 
 
 def _one_photo_pairs(health: Health, vectors: np.ndarray, own: np.ndarray, names: np.ndarray, face_ids: np.ndarray,

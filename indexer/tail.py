@@ -86,6 +86,7 @@ class Suspect:
     # the gallery check's word: the one photo without which the pair would not be listed (a misfiled photo of one
     # of them under the other's name), where there is one
     misfiled: int | None = None
+    same_photo: bool = False  # the gallery check's: one photo under both names, found at any gallery size
 
 
 Pairs = frozenset[frozenset[str]]  # pairs of identity names

@@ -93,12 +93,20 @@ def test_a_strangers_photo_filed_under_a_name_is_unlike_its_identity():
     assert again.strays == [] and again.misfits == []
 
 
-def test_a_gallery_too_small_to_model_says_so():
+def test_a_gallery_too_small_to_model_says_so_and_still_finds_one_photo_under_two_names():
     vectors, labels, _ = gallery(10, np.random.default_rng(3))
     found = check(np.arange(len(labels)), vectors, labels)
     assert found.duplicates == [] and found.strays == [] and "from 20 identities on" in found.notes[0]
-    assert "one person under two names, photos unlike their identity: not looked for" in found.lines()
-    assert not any("pair(s)" in line for line in found.lines())  # not "0 pair(s)", as if they had been looked for
+    assert ("one person under two names (other photos), photos unlike their identity: not looked for"
+            in found.lines())
+    assert "one photo under two names: 0 pair(s)" in found.lines()
+    # the same photo filed again under another name (Tony_Blair and Blair_Tony): no tail needed to say so
+    copied = check(np.arange(len(labels) + 1), np.vstack([vectors, vectors[4]]), np.append(labels, "p2 again"))
+    [pair] = copied.duplicates
+    assert (pair.first, pair.second, pair.same_photo) == ("p2", "p2 again", True) and pair.score > 0.999
+    assert "  p2 and 'p2 again': best cross score 1.000 (one photo under both names)" in copied.lines()
+    assert check(np.arange(len(labels) + 1), np.vstack([vectors, vectors[4]]), np.append(labels, "p2 again"),
+                 distinct=frozenset({frozenset(("p2", "p2 again"))})).duplicates == []  # said to be two people
 
 
 def test_strangers_alike_by_chance_are_seldom_listed_when_their_photos_sit_with_their_own():

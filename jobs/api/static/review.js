@@ -270,7 +270,8 @@ async function merge(into, other) {
 function duplicateCard(d) {
   const card = findingCard("duplicate", d.misfiled
     ? `made by one misfiled photo (score ${d.score.toFixed(2)}): move it, below, rather than merge`
-    : `one person under two names? (score ${d.score.toFixed(2)})`);
+    : d.same_photo ? `one photo under both names (score ${d.score.toFixed(2)})`
+      : `one person under two names? (score ${d.score.toFixed(2)})`);
   card.dataset.first = d.first;
   card.dataset.second = d.second;
   card.append(personRow(d.first), personRow(d.second), actionRow(
