@@ -88,6 +88,18 @@ def decode(data: bytes) -> np.ndarray:
     return decode_with_face(data)[0]
 
 
+# two archived images are one picture when their pixels differ by less than this on average (of 255): a photo
+# saved again as JPEG moves them by one or two levels, another photo of the same moment by tens
+SAME_PICTURE_LEVELS = 3.0
+
+
+def same_picture(first: bytes, second: bytes) -> bool:
+    """Whether two archived images (of one kind) show one picture: the same size and nearly the same pixels. A
+    face model's vectors cannot say it alone: a weak model scores two photos of one person 0.995 and more."""
+    a, b = decode(first), decode(second)
+    return a.shape == b.shape and float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) < SAME_PICTURE_LEVELS
+
+
 def decode_with_face(data: bytes) -> tuple[np.ndarray, Face | None]:
     """The archived image, and the face located in it at archiving (None when none was)."""
     try:

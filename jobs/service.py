@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.errors import Conflict, Unavailable
+from embedder.archiving import same_picture
 from embedder.embed import Embedder
 from embedder.faces import FacePolicy, NoFace, PreparedFace, check_named, face_record  # noqa: F401  (re-exported)
 from indexer.archive import FaceArchive
@@ -52,6 +53,11 @@ READY_CACHE_S = 1.0  # how long a readiness answer stands before the store is as
 class Enrolled:
     identity: str
     face_ids: list[int]
+
+
+# a face of the identity this close to a new one may be the same photo (a copy, or the file saved again; the same
+# photo through the same model scores 1.0000, jobs/pipelines/sink.py): the archive's images of the two then decide
+SAME_PHOTO_NEAR = 0.99
 
 
 @dataclass(frozen=True)
@@ -240,10 +246,36 @@ class IdentityService:
             rows = self._keep_rejections(list(rows.values()), identity, proceed)  # first: the more exact reason
             if self.conflict_check and not proceed:
                 self.lookup.check_conflicts(embedded, identity)
+            order = [r.face_id for r in rows]
+            held = self._held_already(rows, identity, archived)
+            rows = [r for r in rows if r.face_id not in held]
             same = self.writer.archived_as(rows, archived)  # a photo enrolled again as it was: archived already
-            self.writer.write(rows, {face: image for face, image in archived.items() if face not in same} or None)
+            self.writer.write(rows, {face: image for face, image in archived.items()
+                                     if face not in same and face not in held} or None)
         self.watch.poke(self.lookup.gallery_calibration)  # the gallery grew: is its calibration still right?
-        return Enrolled(identity, [r.face_id for r in rows])
+        return Enrolled(identity, [held.get(face, face) for face in order])
+
+    def _held_already(self, rows: list[FaceRow], identity: str, images: dict[int, FaceImage]) -> dict[int, int]:
+        """{new face id: the face of `identity` that is the same picture} for the rows the identity holds already
+        under another id: the photo ingested from a folder (keyed by its path) and now enrolled (keyed by its
+        bytes), or a copy of it under another file name. A QA pass enrolled a folder it had ingested: every face
+        twice. Such a photo is answered with the face it already is, as the same bytes enrolled again are. A face
+        near in score (SAME_PHOTO_NEAR) is the same picture only if the archive's images of the two agree pixel
+        for pixel, near enough (embedder.archiving.same_picture); without an archive nothing is judged so."""
+        if not rows or self.archive is None:
+            return {}
+        held = {}
+        for row, hits in zip(rows, self.index.search(np.stack([r.vector for r in rows]), k=4), strict=True):
+            mine = images.get(row.face_id)
+            for hit in hits:
+                if hit.identity != identity or hit.face_id == row.face_id or hit.score < SAME_PHOTO_NEAR:
+                    continue
+                theirs = self.archive.image(hit.face_id)
+                if mine is not None and theirs is not None and theirs[0] == mine.kind \
+                        and same_picture(theirs[1], mine.image):
+                    held[row.face_id] = hit.face_id
+                    break
+        return held
 
     def _keep_rejections(self, rows: list[FaceRow], identity: str, proceed: bool) -> list[FaceRow]:
         """A photo's face id derives from the identity and the photo, so enrolling a photo again reaches the face

@@ -65,5 +65,23 @@ def test_a_photo_enrolled_again_keeps_what_people_said_of_it(service):
     assert service.archive.stats().parts == before.parts
 
 
+def test_a_photo_the_identity_holds_already_under_another_file_is_that_face(service):
+    """The same picture in other bytes (saved again; ingested from a folder, then enrolled from it) is answered
+    with the face it already is, not stored twice; another photo of the person, or the same one under another
+    name, is a face of its own."""
+    import io
+
+    from PIL import Image
+
+    [face] = service.enroll("cat", [("c.png", png(7))]).face_ids
+    saved_again = io.BytesIO()
+    Image.open(io.BytesIO(png(7))).save(saved_again, "PNG", compress_level=0)
+    assert saved_again.getvalue() != png(7)
+    again = service.enroll("cat", [("copy of c.png", saved_again.getvalue()), ("c2.png", png(7, 1))]).face_ids
+    assert again[0] == face and again[1] != face
+    assert len(service.identity("cat")) == 2
+    assert service.enroll("cat twin", [("c.png", png(7))], proceed=True).face_ids != [face]
+
+
 def test_the_keys_arcmatch_writes_are_its_own():
     assert {health.CONFIRMED_IN, strangers.CONFIRMED, "rejected_from", "sha256", "face"} <= OWN_METADATA

@@ -35,6 +35,10 @@ def test_a_gallery_moves_to_another_store_with_every_face_and_its_deletions(ray_
     service = IdentityService.open(Settings(model=tiny_model_dir, milvus_uri=dev, gallery="shop",
                                             archive_uri=dev_archive, _env_file=None))
     enrolled = service.enroll("ann", [("a1.png", png(11)), ("a2.png", png(11, 1))]).face_ids  # through the API only
+    # a photo of the tree enrolled through the API as well: the face it already is, not a second one
+    [ingested] = [face for face, (_, source) in faces_of(dev, "shop").items() if source == "person_00000/000.png"]
+    photo = (tree / "person_00000" / "000.png").read_bytes()
+    assert service.enroll("person_00000", [("000.png", photo)]).face_ids == [ingested]
     service.delete_face("ann", enrolled[1])
     service.delete_identity("person_00002")  # erased: must not come back anywhere
     service.close()
