@@ -109,6 +109,16 @@ def test_a_large_photo_is_shrunk_and_mapped_back(yunet, lfw_image):
     assert abs(big_face.score - face.score) < 0.02
 
 
+def test_a_face_on_a_panorama_is_found_where_shrinking_the_long_side_would_lose_it(yunet, lfw_image):
+    """A 250 px face on a 8000x250 strip: its long side shrunk to 640 would leave a face of 20 px; the short side
+    is kept at half of 640 or more instead. An ordinary photo is shrunk as before."""
+    strip = np.full((250, 8000, 3), 128, np.uint8)
+    strip[:, 5000:5250] = lfw_image("George_W_Bush")
+    [face] = yunet.detect(strip)
+    assert 5000 <= face.box[0] < face.box[2] <= 5250 and face.score > 0.8
+    assert yunet._scale_for(3000, 4000) == 640 / 4000 and yunet._scale_for(1000, 30000) == 320 / 1000
+
+
 def test_the_detector_wants_rgb_uint8(yunet):
     with pytest.raises(ImageError, match="uint8"):
         yunet.detect(np.zeros((64, 64), np.uint8))
