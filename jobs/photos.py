@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from common.errors import NotFound
+from common.errors import ArcmatchError, BadInput, NotFound
 from embedder.archiving import kept_face, thumbnail
 from embedder.embed import Embedder
 from embedder.errors import ImageError, ModelError
@@ -63,20 +63,25 @@ class PhotoFaces:
                    keep: bool = False) -> tuple[list[Prepared], list[tuple[bytes, str]]]:
         """Every photo's faces by the policy's rule (default: exactly one face that passes the quality gate;
         `gate=False` takes faces below it too), all checked before anything is written, and with `keep` what the
-        archive keeps of each face ((image, kind), in order). A bad photo raises naming it."""
+        archive keeps of each face ((image, kind), in order). Bad photos raise one error naming each with its
+        reason (a QA pass sent four photos, three of them bad, and was told of the first only): the kind of their
+        refusal where all share it (no face: 422), else a BadInput."""
         policy = replace(self.policy, select=select or self.policy.select)
         if not gate:
             policy = replace(policy, gate=QualityGate.open())
-        prepared, kept = [], []
+        prepared, kept, refused = [], [], []
         for name, data in images:
             try:
                 photo = self.load(data)
                 faces = policy.prepare(photo, self.spec)
             except ImageError as exc:  # the same kind (no face, too many, unreadable), naming the photo
-                raise type(exc)(f"{name}: {exc}") from None
+                refused.append((name, exc))
+                continue
             prepared.append((name, data, faces))
             if keep:
                 kept += [self.kept(photo, face) for face in faces]
+        if refused:
+            raise refusal(refused, len(images))
         return prepared, kept
 
     def kept(self, photo: np.ndarray, face: PreparedFace) -> tuple[bytes, str]:
@@ -94,3 +99,13 @@ class PhotoFaces:
         if kept is None:
             raise NotFound(f"no image is kept for face {face} (deleted, or enrolled before the face archive)")
         return thumbnail(kept[1], kept[0], self.spec.crop_box)
+
+
+def refusal(refused: list[tuple[str, ImageError]], sent: int) -> ArcmatchError:
+    """One error for the photos of a request that were refused, each named with its reason."""
+    kinds = {type(exc) for _, exc in refused}
+    said = "; ".join(f"{name}: {exc}" for name, exc in refused)
+    if len(refused) == 1:
+        return type(refused[0][1])(said)
+    kind = kinds.pop() if len(kinds) == 1 else BadInput
+    return kind(f"{len(refused)} of {sent} photos refused, nothing enrolled: {said}")

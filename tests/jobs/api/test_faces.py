@@ -63,6 +63,24 @@ def test_an_image_without_a_face_is_422(api):
     assert response.json()["error"] == "no face" and "no face" in response.json()["detail"]
 
 
+def test_every_refused_photo_of_an_enrollment_is_named_with_its_reason(api, lfw_image, group):
+    """Nothing is enrolled while one photo is bad, and the answer names each bad one (it named the first only, so a
+    caller found them one request at a time)."""
+    good = encode(lfw_image("Gerhard_Schroeder", 1), "JPEG")
+    files = [("images", (name, data, "image/png")) for name, data in
+             (("good.jpg", good), ("wall.png", encode(no_face())), ("group.png", group), ("cut.jpg", good[:200]))]
+    answer = api.post("/v1/identities/Gerhard_Schroeder/faces", files=files)
+    assert answer.status_code == 400, answer.text  # three kinds of refusal: bad input
+    detail = answer.json()["detail"]
+    assert detail.startswith("3 of 4 photos refused, nothing enrolled: wall.png: no face")
+    assert "group.png: 3 faces in the image" in detail and "cut.jpg: " in detail and "good.jpg" not in detail
+    assert api.get("/v1/identities/Gerhard_Schroeder").status_code == 404
+    walls = [("images", (f"wall{n}.png", encode(no_face()), "image/png")) for n in (1, 2)]
+    both = api.post("/v1/identities/Gerhard_Schroeder/faces", files=[files[0], *walls])
+    assert both.status_code == 422 and both.json()["error"] == "no face"  # one kind: its own status
+    assert both.json()["detail"].startswith("2 of 3 photos refused, nothing enrolled: wall1.png: no face")
+
+
 def test_a_photo_on_its_side_is_found_and_says_how_it_was_turned(api, lfw_image):
     [face] = search(api, encode(sideways(lfw_image("Colin_Powell", 3)))).json()["faces"]
     assert face["face"]["rotation"] == 270  # embedder/detect.py: turned 270 ccw, the sideways photo stands upright
