@@ -89,6 +89,9 @@ class Distinct:
 class Enrolled:
     identity: str
     face_ids: list[str]
+    # where each enrolled face is in its photo, in the order of face_ids: x1, y1, x2, y2 in pixels of the photo turned
+    # by its rotation (with faces=largest, the face chosen); null for a model that crops a fixed box
+    boxes: list[list[float] | None] = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -53,6 +53,7 @@ READY_CACHE_S = 1.0  # how long a readiness answer stands before the store is as
 class Enrolled:
     identity: str
     face_ids: list[int]
+    boxes: list[tuple[float, float, float, float] | None] | None = None  # where each face is in its photo
 
 
 # a face of the identity this close to a new one may be the same photo (a copy, or the file saved again; the same
@@ -223,7 +224,7 @@ class IdentityService:
         prepared, kept = self.photos.enrollment(images, select=select, gate=gate, keep=self.archive is not None)
         embedded = self.photos.embed_faces([f for _, _, faces in prepared for f in faces])
         vectors, images = iter(embedded), iter(kept)
-        rows, archived = {}, {}
+        rows, archived, boxes = {}, {}, {}
         for name, data, faces in prepared:
             digest = hashlib.sha256(data).hexdigest()
             for n, face in enumerate(faces):
@@ -240,6 +241,7 @@ class IdentityService:
                     judged = self.photos.judged(face)
                     extra["face"] = {**face_record(judged), **({} if gate else {"quality_override": True})}
                 rows[face_id(key)] = FaceRow(f"api:{name[:200]}", identity, vector, face_id(key), extra)
+                boxes[face_id(key)] = tuple(round(float(v), 1) for v in face.face.box) if self.photos.aligned else None
         # the checks and the write as one step: two requests enrolling one person under two names at once would
         # otherwise both pass the conflict check before either had written (the photos are embedded outside it)
         with self._enrolling:
@@ -253,7 +255,7 @@ class IdentityService:
             self.writer.write(rows, {face: image for face, image in archived.items()
                                      if face not in same and face not in held} or None)
         self.watch.poke(self.lookup.gallery_calibration)  # the gallery grew: is its calibration still right?
-        return Enrolled(identity, [held.get(face, face) for face in order])
+        return Enrolled(identity, [held.get(face, face) for face in order], [boxes[face] for face in order])
 
     def _held_already(self, rows: list[FaceRow], identity: str, images: dict[int, FaceImage]) -> dict[int, int]:
         """{new face id: the face of `identity` that is the same picture} for the rows the identity holds already

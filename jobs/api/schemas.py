@@ -114,6 +114,10 @@ class EmbeddingQuery(StrictBody):
 class Enrolled(BaseModel):
     identity: str
     face_ids: list[str]
+    boxes: list[list[float] | None] = Field(
+        default_factory=list, description="where each enrolled face is in its photo, in the order of face_ids: "
+        "x1, y1, x2, y2 in pixels of the photo turned by its rotation (with faces=largest, the face chosen); null "
+        "for a model that crops a fixed box")
 
 
 class FaceOut(BaseModel):

@@ -68,7 +68,8 @@ async def enroll(_: WriteKey, service: ServiceDep, request: Request, identity: I
         done = await asyncio.to_thread(service.enroll, identity, uploads, extra, select=faces,
                                        gate=not override_quality, proceed=proceed)
     note(request, done.identity, face_ids=[str(f) for f in done.face_ids])
-    return Enrolled(identity=done.identity, face_ids=[str(f) for f in done.face_ids])
+    return Enrolled(identity=done.identity, face_ids=[str(f) for f in done.face_ids],
+                    boxes=[list(b) if b is not None else None for b in done.boxes or []])
 
 
 @router.get("/{identity}", responses=responses(400, 404, 422))

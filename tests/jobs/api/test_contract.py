@@ -49,12 +49,14 @@ class Inexpressible:
 
 GALLERY = r"(/galleries/\{gallery\})?"  # every face route is also under /v1/galleries/{gallery}
 UPLOADS = rf"^POST /v1{GALLERY}(/search|/identities/\{{identity\}}/faces)$"
+REFUSED = r"(\d+ of \d+ photos refused, nothing enrolled: )?"  # an enrollment names each photo it refused
 INEXPRESSIBLE = (
-    Inexpressible(UPLOADS, 415, r"^(images: )?unsupported image format", "a photo's bytes: OpenAPI has no type for "
-                  "'an image in one of these formats', so any binary string is schema-valid"),
-    Inexpressible(UPLOADS, 400, r"^(images: |image \d+: |[^:]*: )?(corrupt image data|not a readable image|"
-                  r"image is \d+x\d+|no face|empty image)", "a photo's content: whether it decodes, to what size "
-                  "and what it shows is known only once decoded"),
+    Inexpressible(UPLOADS, 415, rf"^{REFUSED}(images: )?unsupported image format", "a photo's bytes: OpenAPI has no "
+                  "type for 'an image in one of these formats', so any binary string is schema-valid"),
+    Inexpressible(UPLOADS, 400, rf"^{REFUSED}(images: |image \d+: |[^:]*: )?(corrupt image data|not a readable "
+                  r"image|image is \d+x\d+|no face|empty image|unsupported image format)", "a photo's content: "
+                  "whether it decodes, to what size and what it shows is known only once decoded (several photos "
+                  "refused for different reasons are a 400)"),
     Inexpressible(rf"^POST /v1{GALLERY}/identities/\{{identity\}}/faces$", 400, r"^metadata ", "a JSON object "
                   "inside a form field: JSON Schema's contentMediaType is an annotation, not a check"),
     Inexpressible(rf"\{{identity\}}|^POST /v1{GALLERY}/clusters/\{{cluster\}}/promote$|^GET /v1{GALLERY}/identities$"

@@ -100,6 +100,8 @@ def test_enrolling_a_group_photo_needs_a_choice(api, group):
         assert chosen.status_code == 201 and len(chosen.json()["face_ids"]) == 1
         [stored] = api.get("/v1/identities/crowd").json()["faces"]
         assert stored["metadata"]["face"]["quality"]["passed"] and len(stored["metadata"]["face"]["box"]) == 4
+        # the answer says which face of the photo it took
+        assert chosen.json()["boxes"] == [[round(v, 1) for v in stored["metadata"]["face"]["box"]]]
     finally:
         api.delete("/v1/identities/crowd")
 
