@@ -114,6 +114,13 @@ class FacePolicy:
                 best, best_score = found, passing[0]
         return best
 
+    def none_found(self, image: np.ndarray) -> NoFace:
+        """NoFace for a photo the detector found nothing in; one smaller than a face the gate takes says so."""
+        small = min(image.shape[:2]) < self.gate.min_face_px
+        return NoFace("no face found in the image" + (f" (it is {image.shape[1]}x{image.shape[0]} pixels: a face "
+                                                      f"needs {self.gate.min_face_px:g} or more across)"
+                                                      if small else ""))
+
     def prepare(self, image: np.ndarray, spec: ModelSpec) -> list[PreparedFace]:
         """The faces to embed from one full-resolution RGB photo, by the selection rule. Raises NoFace when no
         face passes the gate, TooManyFaces when "one" finds several."""
@@ -121,7 +128,7 @@ class FacePolicy:
         accepted = [p for p in found if p.passed]
         if not accepted:
             if not found:
-                raise NoFace("no face found in the image")
+                raise self.none_found(image)
             why = "; ".join(", ".join(p.reasons) for p in found)
             count = f"{len(found)} face{'s' if len(found) > 1 else ''} found"
             raise NoFace(f"no face passes the quality gate ({count}: {why})")

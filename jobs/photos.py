@@ -16,7 +16,7 @@ from common.errors import ArcmatchError, BadInput, NotFound
 from embedder.archiving import kept_face, thumbnail
 from embedder.embed import Embedder
 from embedder.errors import ImageError, ModelError
-from embedder.faces import FacePolicy, NoFace, PreparedFace
+from embedder.faces import FacePolicy, PreparedFace
 from embedder.preprocess import load_rgb
 from embedder.quality import QualityGate
 from indexer.archive import FaceArchive
@@ -51,7 +51,7 @@ class PhotoFaces:
         below the quality gate included and marked) or "largest". NoFace when there is none."""
         found = self.policy.examine(photo, self.spec)
         if not found:
-            raise NoFace("no face found in the image")
+            raise self.policy.none_found(photo)
         if select == "largest":
             return [max(found, key=lambda f: f.face.area)]
         return found

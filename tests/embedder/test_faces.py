@@ -155,6 +155,12 @@ def test_no_face_in_a_blank_or_noisy_image(yunet, kind):
         FacePolicy(yunet).prepare(image, ALIGNED)
 
 
+def test_a_photo_too_small_for_a_face_says_so(yunet, lfw_image):
+    tiny = np.asarray(Image.fromarray(lfw_image("Colin_Powell")).resize((20, 20)))
+    with pytest.raises(NoFace, match=r"^no face found in the image \(it is 20x20 pixels: a face needs 32 or more"):
+        FacePolicy(yunet).prepare(tiny, ALIGNED)
+
+
 def test_a_photo_on_its_side_is_found_turned_back(yunet, lfw_image):
     upright = lfw_image("Colin_Powell")
     [expected] = FacePolicy(yunet, rotations=()).prepare(upright, ALIGNED)
