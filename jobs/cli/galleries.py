@@ -40,12 +40,19 @@ def galleries(args: argparse.Namespace) -> int:
     client = connect(settings.milvus_uri, settings.token())
     try:
         if args.action == "list":
+            from indexer import calibration
+            from indexer.store import FaceIndex
+
             for found in gallery_admin.summaries(client)[0]:
                 collections = len(Galleries(client, found.gallery).collections())
                 faces = "not countable now (the store is loading it; try again)" if found.faces is None \
                     else found.faces
-                print(f"{found.gallery}\tmodel {found.model_version}\tfaces {faces}\t"
-                      f"target FPIR {found.target_fpir:g}\tcollections {collections}")
+                # a target alone read like a calibration: say whether the gallery has one
+                calibrated = calibration.stored(FaceIndex(client, found.gallery))
+                said = (f"calibrated: threshold {calibrated.threshold:.4f} for FPIR {calibrated.target_fpir:g}"
+                        if calibrated else f"not calibrated (its target FPIR {found.target_fpir:g})")
+                print(f"{found.gallery}\tmodel {found.model_version}\tfaces {faces}\t{said}\t"
+                      f"collections {collections}")
             return EXIT_OK
         gallery = Galleries(client, check_gallery(args.name))
         if args.action == "create":

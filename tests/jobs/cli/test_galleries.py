@@ -34,6 +34,7 @@ def test_galleries_are_listed_made_and_erased_only_when_the_count_is_confirmed(t
     assert main(["galleries", "list"]) == 0
     listed = dict(line.split("\t", 1) for line in capsys.readouterr().out.strip().splitlines())
     assert set(listed) == {"staff", "visitors"} and "faces 2" in listed["staff"] and "faces 0" in listed["visitors"]
+    assert "not calibrated (its target FPIR 0.05)" in listed["visitors"]  # a target is no calibration
 
     assert (tmp_path / "archive" / "staff").is_dir()
     assert main(["galleries", "delete", "staff"]) == 2  # faces in it: refused, nothing erased
