@@ -98,6 +98,7 @@ class FaceArchive:
         self.uri = str(root)
         self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._located: tuple[float, tuple, dict[int, tuple[str, int]]] | None = None
+        self._tombs: tuple[tuple, dict[int, int]] | None = None  # tombstoned(): (the parts read, face -> time)
 
     # writing
     def write(self, faces: list[ArchivedFace]) -> None:
@@ -201,6 +202,18 @@ class FaceArchive:
         dead_face, dead_identity = self._tombstones()
         return lambda face, identity: max(dead_face.get((face, None), -1), dead_face.get((face, identity), -1),
                                           dead_identity.get(identity, -1))
+
+    def tombstoned(self, face_ids: list[int]) -> dict[int, int]:
+        """face id -> its newest tombstone of its own (whoever held it), for those of `face_ids` that have one.
+        Reads the tombstones only (a few small parts; every delete of a face or of an identity leaves one per face,
+        indexer/writer.py), kept while their parts stay the same: an enrollment asks on every request."""
+        key = tuple(self.parts("deleted"))
+        if self._tombs is None or self._tombs[0] != key:
+            by_face: dict[int, int] = {}
+            for (face, _), written in self._tombstones()[0].items():
+                by_face[face] = max(written, by_face.get(face, -1))
+            self._tombs = (key, by_face)
+        return {face: self._tombs[1][face] for face in face_ids if face in self._tombs[1]}
 
     def deleted_ids(self) -> dict[int, int]:
         """face id -> when it was deleted, for every face whose newest entry a tombstone (its own or its

@@ -249,7 +249,8 @@ class IdentityService:
             if self.conflict_check and not proceed:
                 self.lookup.check_conflicts(embedded, identity)
             order = [r.face_id for r in rows]
-            held = self._held_already(rows, identity, archived)
+            self._refuse_deleted(rows, identity, proceed)
+            held = self._held_already(rows, identity, archived, proceed)
             rows = [r for r in rows if r.face_id not in held]
             same = self.writer.archived_as(rows, archived)  # a photo enrolled again as it was: archived already
             self.writer.write(rows, {face: image for face, image in archived.items()
@@ -257,26 +258,48 @@ class IdentityService:
         self.watch.poke(self.lookup.gallery_calibration)  # the gallery grew: is its calibration still right?
         return Enrolled(identity, [held.get(face, face) for face in order], [boxes[face] for face in order])
 
-    def _held_already(self, rows: list[FaceRow], identity: str, images: dict[int, FaceImage]) -> dict[int, int]:
+    def _refuse_deleted(self, rows: list[FaceRow], identity: str, proceed: bool) -> None:
+        """Conflict, unless `proceed`, for a photo whose face was deleted from the gallery (it has a tombstone and
+        the store no longer holds it): a QA pass ran `arcmatch enroll FOLDER --api` again after deleting a person
+        through the API, and the person was back. Ingestion skips such photos the same way."""
+        if self.archive is None or proceed or not rows:
+            return
+        gone = self.archive.tombstoned([r.face_id for r in rows])
+        if gone:
+            gone = {face: when for face, when in gone.items() if face not in self.index.vectors(sorted(gone))}
+        row = next((r for r in rows if r.face_id in gone), None)
+        if row is not None:
+            day = time.strftime("%Y-%m-%d", time.gmtime(gone[row.face_id] / 1e9))
+            raise Conflict(f"{row.source.removeprefix('api:')}: this photo's face was deleted from {identity!r} (on "
+                           f"{day}): say proceed (`--proceed`, proceed=true) to enroll it again")
+
+    def _held_already(self, rows: list[FaceRow], identity: str, images: dict[int, FaceImage],
+                      proceed: bool) -> dict[int, int]:
         """{new face id: the face of `identity` that is the same picture} for the rows the identity holds already
         under another id: the photo ingested from a folder (keyed by its path) and now enrolled (keyed by its
         bytes), or a copy of it under another file name. A QA pass enrolled a folder it had ingested: every face
-        twice. Such a photo is answered with the face it already is, as the same bytes enrolled again are. A face
-        near in score (SAME_PHOTO_NEAR) is the same picture only if the archive's images of the two agree pixel
-        for pixel, near enough (embedder.archiving.same_picture); without an archive nothing is judged so."""
+        twice. Such a photo is answered with the face it already is, as the same bytes enrolled again are. The
+        same picture held by another identity is a Conflict unless `proceed` (one photo under two names), whether
+        or not the gallery has a threshold to judge matches by. A face near in score (SAME_PHOTO_NEAR) is the same
+        picture only if the archive's images of the two agree pixel for pixel, near enough
+        (embedder.archiving.same_picture); without an archive nothing is judged so."""
         if not rows or self.archive is None:
             return {}
         held = {}
         for row, hits in zip(rows, self.index.search(np.stack([r.vector for r in rows]), k=4), strict=True):
             mine = images.get(row.face_id)
             for hit in hits:
-                if hit.identity != identity or hit.face_id == row.face_id or hit.score < SAME_PHOTO_NEAR:
+                if hit.face_id == row.face_id or hit.score < SAME_PHOTO_NEAR or (hit.identity != identity and proceed):
                     continue
                 theirs = self.archive.image(hit.face_id)
-                if mine is not None and theirs is not None and theirs[0] == mine.kind \
-                        and same_picture(theirs[1], mine.image):
-                    held[row.face_id] = hit.face_id
-                    break
+                if mine is None or theirs is None or theirs[0] != mine.kind or not same_picture(theirs[1], mine.image):
+                    continue
+                if hit.identity != identity:
+                    raise Conflict(f"{row.source.removeprefix('api:')}: this photo is face {hit.face_id} of "
+                                   f"{hit.identity!r} already: say proceed (`--proceed`, proceed=true) to file it "
+                                   f"under {identity!r} too")
+                held[row.face_id] = hit.face_id
+                break
         return held
 
     def _keep_rejections(self, rows: list[FaceRow], identity: str, proceed: bool) -> list[FaceRow]:

@@ -80,7 +80,30 @@ def test_a_photo_the_identity_holds_already_under_another_file_is_that_face(serv
     again = service.enroll("cat", [("copy of c.png", saved_again.getvalue()), ("c2.png", png(7, 1))]).face_ids
     assert again[0] == face and again[1] != face
     assert len(service.identity("cat")) == 2
+    # the same picture under another name: one photo under two names, unless said; seen without a threshold's
+    # conflict check too (a gallery of a model not calibrated yet)
+    service.conflict_check = False
+    try:
+        with pytest.raises(Conflict, match=rf"copy of c.png: this photo is face {face} of 'cat' already"):
+            service.enroll("cat twin", [("copy of c.png", saved_again.getvalue())])
+    finally:
+        service.conflict_check = True
     assert service.enroll("cat twin", [("c.png", png(7))], proceed=True).face_ids != [face]
+
+
+def test_a_deleted_photo_enrolled_again_is_refused_unless_said(service):
+    """A batch enrolled again after a person or a photo was deleted through the API brought them back; now each
+    is a Conflict (proceed enrolls it again), as ingestion skips them."""
+    dan = service.enroll("dan", [("d1.png", png(8)), ("d2.png", png(8, 1))]).face_ids
+    assert service.delete_face("dan", dan[1])
+    with pytest.raises(Conflict, match=r"d2.png: this photo's face was deleted from 'dan' \(on 20"):
+        service.enroll("dan", [("d1.png", png(8)), ("d2.png", png(8, 1))])
+    assert service.enroll("dan", [("d1.png", png(8))]).face_ids == [dan[0]]  # the one still there: as before
+    assert service.delete_identity("dan") == 1
+    with pytest.raises(Conflict, match="d1.png: this photo's face was deleted from 'dan'"):
+        service.enroll("dan", [("d1.png", png(8))])
+    assert service.enroll("dan", [("d1.png", png(8))], proceed=True).face_ids == [dan[0]]
+    assert service.enroll("dan", [("d3.png", png(8, 2))]).face_ids  # a photo never deleted
 
 
 def test_the_keys_arcmatch_writes_are_its_own():
