@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,8 @@ def _photo(photo: Photo) -> tuple[str, bytes]:
     except IsADirectoryError:
         raise BadInput(f"{path} is a folder, not a photo (enroll_batch enrolls a folder of folders)") from None
     except FileNotFoundError:
+        if path.is_symlink():
+            raise BadInput(f"{path}: a link to {os.readlink(path)}, which is not there") from None
         raise BadInput(f"{path}: no such file") from None
     except OSError as exc:
         raise BadInput(f"{path}: cannot be read ({exc.strerror or exc})") from None

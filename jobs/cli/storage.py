@@ -64,7 +64,7 @@ def register(sub) -> None:
                    help="the archive to read (default: this store's, ARCMATCH_ARCHIVE_URI or beside a Lite file); "
                         "another is copied into this store's first")
     q.add_argument("--threshold", type=cosine, help="the collection's threshold (default: the model's calibrated "
-                                                   "one; a model without one needs this)")
+                                                   "one, or none, as ingest makes a gallery)")
     q.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
     q.add_argument("--errors", default=default_report("restore_errors.csv"), type=writable(),
                    help="CSV report of the faces that cannot be embedded, with the reasons (default: %(default)s)")

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from common.errors import Conflict, NotFound
 from embedder.faces import FacePolicy
 from indexer.archive import FaceArchive
 from indexer.galleries import Galleries, collection_name
-from indexer.store import CollectionInfo, FaceIndex, connect
+from indexer.store import CollectionInfo, FaceIndex, connect, is_lite_uri
 from jobs.pipelines.reading import Reader, Skipped, kind_counts, refused_kinds, unreadable, why
-from jobs.pipelines.reembed import copy_archived, threshold_of
+from jobs.pipelines.reembed import copy_archived
 from jobs.progress import Console, silent
 
 
@@ -101,32 +102,23 @@ def restore(
     started, console = time.perf_counter(), console or silent()
     embedder = open_embedder(model)
     spec, calibration = embedder.spec, embedder.calibration
-    threshold = threshold_of(embedder, threshold)
+    # a gallery is made again as it was: with the model's threshold, or none where the model has none (ingest made
+    # it so), not with one made up to satisfy the command
+    threshold = threshold if threshold is not None else (calibration.threshold if calibration else None)
     kept = FaceArchive(archive, gallery)
     live = kept.live_versions()
     if not live:
-        raise NotFound(f"the archive at {archive} holds no faces of gallery {gallery!r}: nothing to restore")
-    client = connect(milvus, token)
-    galleries = Galleries(client, gallery)
-    serving = galleries.serving()
-    summary = RestoreSummary(gallery, collection=serving or collection_name(gallery, spec.version),
-                             model=spec.version, threshold=threshold, dry_run=dry_run,
+        raise NotFound(_nothing_in(archive, gallery))
+    # a dry run into a Lite file not made yet looks at an empty store, and makes no file
+    client = None if dry_run and is_lite_uri(milvus) and not Path(milvus).exists() else connect(milvus, token)
+    galleries = Galleries(client, gallery) if client is not None else None
+    summary = RestoreSummary(gallery, model=spec.version, threshold=threshold, dry_run=dry_run,
                              archived_live=len(live))
-    if serving is not None:
-        there = FaceIndex(client, serving).info().model_version
-        if there != spec.version:
-            client.close()
-            raise Conflict(f"gallery {gallery!r} is served by model {there} in this store: restore with that "
-                           f"model (--model), or move the gallery to this one with `arcmatch reembed`")
-    else:
-        galleries.refuse_case_twin()
-        others = [c.name for c in galleries.collections() if c.name != summary.collection]
-        if others:
-            client.close()
-            raise Conflict(f"gallery {gallery!r} has collections of other models in this store ({', '.join(others)})"
-                           " and none in service: `arcmatch collections list` says what they hold")
-    exists = summary.collection in {c.name for c in galleries.collections()} or serving is not None
-    existing = set(FaceIndex(client, summary.collection).iter_ids()) if exists else set()
+    try:
+        serving, existing = _in_store(client, galleries, gallery, spec.version, summary)
+    except Conflict:
+        client.close()
+        raise
     pending = {face: ns for face, ns in live.items() if face not in existing}
     summary.already_there = len(live) - len(pending)
     described = kept.describe(pending)
@@ -148,7 +140,8 @@ def restore(
             summary.skipped += unreadable(kept, readable, reader, batch_size, bar)
         summary.embedded = len(pending) - len(summary.skipped)
         summary.seconds = time.perf_counter() - started
-        client.close()
+        if client is not None:
+            client.close()
         return summary
     if elsewhere is not None:  # archive before vector, as every writer
         with console.stage("archive", total=len(missing), unit="face") as bar:
@@ -171,6 +164,49 @@ def restore(
     client.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _in_store(client, galleries: Galleries | None, gallery: str, version: str,
+              summary: RestoreSummary) -> tuple[str | None, set[int]]:
+    """(the collection the gallery serves, or None; the face ids this model's collection holds already), with
+    summary.collection set; Conflict where the store serves the gallery by another model, or holds collections of
+    other models and none in service. No client: an empty store."""
+    summary.collection = collection_name(gallery, version)
+    if galleries is None:
+        return None, set()
+    serving = galleries.serving()
+    if serving is not None:
+        summary.collection = serving
+        there = FaceIndex(client, serving).info().model_version
+        if there != version:
+            raise Conflict(f"gallery {gallery!r} is served by model {there} in this store: restore with that "
+                           f"model (--model), or move the gallery to this one with `arcmatch reembed`")
+        return serving, set(FaceIndex(client, serving).iter_ids())
+    galleries.refuse_case_twin()
+    names = [c.name for c in galleries.collections()]
+    others = [name for name in names if name != summary.collection]
+    if others:
+        raise Conflict(f"gallery {gallery!r} has collections of other models in this store ({', '.join(others)}) "
+                       "and none in service: `arcmatch collections list` says what they hold")
+    return None, set(FaceIndex(client, summary.collection).iter_ids()) if names else set()
+
+
+def _nothing_in(archive: str, gallery: str) -> str:
+    """Why an archive gives nothing to restore, said for what the path is: nothing there, one gallery's own
+    folder of an archive (its parent is the archive), an archive of other galleries."""
+    if "://" in archive:
+        return f"the archive at {archive} holds no faces of gallery {gallery!r}: nothing to restore"
+    root = Path(archive)
+    if not root.exists():
+        return f"no archive at {archive}: nothing to restore (--from-archive names the folder of the archive)"
+    if (root / "faces").is_dir() and any((root / "faces").glob("part-*.parquet")):
+        return (f"{archive} is the folder of one gallery, {root.name!r}, inside an archive: give the archive, "
+                f"{root.parent}, with --gallery {root.name}")
+    held = sorted(child.name for child in root.iterdir() if (child / "faces").is_dir()) if root.is_dir() else []
+    if held:
+        return (f"the archive at {archive} holds no faces of gallery {gallery!r}; it holds "
+                f"{', '.join(repr(name) for name in held)} (--gallery)")
+    return f"{archive} is no face archive (no gallery's faces in it): nothing to restore"
 
 
 def _copy_entries(kept: FaceArchive, into: FaceArchive, faces: set[int], bar, batch: int = 256) -> None:

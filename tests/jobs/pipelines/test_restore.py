@@ -8,7 +8,6 @@ import pytest
 
 from common.errors import Conflict, NotFound
 from indexer.archive import FaceArchive
-from indexer.galleries import Galleries
 from indexer.store import FaceIndex, connect
 from jobs.pipelines.ingest import ingest
 from jobs.pipelines.restore import restore
@@ -48,15 +47,14 @@ def test_a_gallery_moves_to_another_store_with_every_face_and_its_deletions(ray_
 
     prod, prod_archive = str(tmp_path / "prod.db"), str(tmp_path / "prod.archive")
     kwargs = {"milvus": prod, "gallery": "shop", "archive": dev_archive, "archive_to": prod_archive,
-              "threshold": TINY_THRESHOLD, "index_type": "FLAT", "batch_size": 4}
+              "index_type": "FLAT", "batch_size": 4}
     dry = restore(str(tiny_model_dir), dry_run=True, **kwargs)
     assert (dry.archived_live, dry.embedded, dry.archived, dry.skipped) == (5, 5, 5, [])
-    client = connect(prod)
-    assert Galleries(client, "shop").collections() == []  # the dry run made nothing
-    client.close()
+    assert not (tmp_path / "prod.db").exists() and not (tmp_path / "prod.archive").exists()  # the dry run made nothing
 
     summary = restore(str(tiny_model_dir), **kwargs)
     assert (summary.embedded, summary.in_store, summary.made_alias, summary.skipped) == (5, 5, True, [])
+    assert summary.threshold == TINY_THRESHOLD  # the model's, as ingest gave the gallery
     assert faces_of(prod, "shop") == before  # every face, under its own id, identity and source
     moved = FaceArchive(prod_archive, "shop")
     assert moved.live_versions().keys() == before.keys()
@@ -83,5 +81,10 @@ def test_a_gallery_moves_to_another_store_with_every_face_and_its_deletions(ray_
     assert (healed.embedded, healed.in_store, healed.archive_to) == (1, 5, None) and faces_of(prod, "shop") == before
     with pytest.raises(Conflict, match="served by model"):  # another model: a re-embed's work, not a restore's
         restore(str(other_model_dir), **kwargs)
-    with pytest.raises(NotFound, match="holds no faces of gallery 'nobody'"):
+    with pytest.raises(NotFound, match="holds no faces of gallery 'nobody'; it holds 'shop' \\(--gallery\\)"):
         restore(str(tiny_model_dir), **{**kwargs, "gallery": "nobody"})
+    # an archive named wrong: nothing there, or one gallery's folder inside it
+    with pytest.raises(NotFound, match="no archive at"):
+        restore(str(tiny_model_dir), **{**kwargs, "archive": str(tmp_path / "nowhere")})
+    with pytest.raises(NotFound, match="is the folder of one gallery, 'shop', inside an archive: give the archive"):
+        restore(str(tiny_model_dir), **{**kwargs, "archive": f"{dev_archive}/shop"})
