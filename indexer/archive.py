@@ -99,6 +99,7 @@ class FaceArchive:
         self._writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._located: tuple[float, tuple, dict[int, tuple[str, int]]] | None = None
         self._tombs: tuple[tuple, dict[int, int]] | None = None  # tombstoned(): (the parts read, face -> time)
+        self._latest_seen: tuple[set[str], dict] = (set(), {})  # _locations(): the parts read, each face's newest
 
     # writing
     def write(self, faces: list[ArchivedFace]) -> None:
@@ -298,7 +299,19 @@ class FaceArchive:
         if self._located is not None and self._located[1] == key:
             self._located = (now, key, self._located[2])
             return self._located[2]
-        where = {face: (path, written) for face, (written, path) in self._live(list(key[0])).items()}
+        # parts are written once and never changed, so only the new ones are read (every enrollment adds one: read
+        # whole, the index made each enrollment that looked at a face cost the archive's size); all again after a
+        # compaction removed some
+        read, latest = self._latest_seen
+        if not read <= set(key[0]):
+            read, latest = set(), {}
+        for face, entry in self._latest([p for p in key[0] if p not in read]).items():
+            if face not in latest or entry[0] >= latest[face][0]:
+                latest[face] = entry
+        self._latest_seen = (set(key[0]), latest)
+        killed = self._killed()
+        where = {face: (path, written) for face, (written, identity, path) in latest.items()
+                 if written > killed(face, identity)}
         self._located = (now, key, where)
         return where
 

@@ -156,17 +156,20 @@ class Lookup:
         hits = self.index.search(vectors, k=max(k or self.k for _, k, _ in queries))
         return [self.decide(h, threshold, k, top_n) for h, (threshold, k, top_n) in zip(hits, queries, strict=True)]
 
-    def check_conflicts(self, vectors: np.ndarray, identity: str) -> None:
+    def check_conflicts(self, vectors: np.ndarray, identity: str) -> list[Decision] | None:
         """Conflict (409) when any of these faces matches another named identity above the threshold: enrolling
         it as `identity` would make two people one, or a typo a second person. With no threshold at all there is
         no match to judge by: the gallery of an uncalibrated model is enrolled first, then calibrated from its
-        own faces (`arcmatch gallery check` finds one person under two names without a threshold)."""
-        matches = self._others(vectors, identity)
+        own faces (`arcmatch gallery check` finds one person under two names without a threshold). Returns the
+        decisions its search made (None where it made none), for the enrollment's own look at them."""
+        decisions = self.search_vectors(vectors) if self.has_threshold() else None
+        matches = [(n, d) for n, d in enumerate(decisions or []) if d.is_match and d.identity != identity]
         if matches:
             decision = matches[0][1]
             raise Conflict(f"a face matches {decision.identity!r} (score {decision.score:.3f}, threshold "
                            f"{decision.threshold:.3f}): say proceed (`--proceed`, proceed=true) to enroll it as "
                            f"{identity!r} anyway")
+        return decisions
 
     def _others(self, vectors: np.ndarray, identity: str) -> list[tuple[int, Decision]]:
         """(row, decision) of each vector answered as another identity than `identity`; none without any

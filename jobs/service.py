@@ -223,15 +223,16 @@ class IdentityService:
         self.writer.in_service()
         prepared, kept = self.photos.enrollment(images, select=select, gate=gate, keep=self.archive is not None)
         embedded = self.photos.embed_faces([f for _, _, faces in prepared for f in faces])
-        vectors, images = iter(embedded), iter(kept)
-        rows, archived, boxes = {}, {}, {}
+        vectors, images, places = iter(embedded), iter(kept), iter(range(len(embedded)))
+        rows, archived, boxes, place = {}, {}, {}, {}
         for name, data, faces in prepared:
             digest = hashlib.sha256(data).hexdigest()
             for n, face in enumerate(faces):
                 key = f"{identity}\x00{digest}" + (f"\x00{n}" if len(faces) > 1 else "")
-                vector, image = next(vectors), next(images, None)
+                vector, image, at = next(vectors), next(images, None), next(places)
                 if face_id(key) in rows:  # the same photo twice in one request: one face, named once
                     continue
+                place[face_id(key)] = at  # its row of `embedded`
                 if image is not None:  # none without an archive
                     archived[face_id(key)] = FaceImage(image[1], image[0])
                 extra = {**(metadata or {}), SHA256: digest}
@@ -246,11 +247,14 @@ class IdentityService:
         # otherwise both pass the conflict check before either had written (the photos are embedded outside it)
         with self._enrolling:
             rows = self._keep_rejections(list(rows.values()), identity, proceed)  # first: the more exact reason
+            searched = None  # the conflict check's decisions, read again for the same picture held already
             if self.conflict_check and not proceed:
-                self.lookup.check_conflicts(embedded, identity)
+                searched = self.lookup.check_conflicts(embedded, identity)
             order = [r.face_id for r in rows]
             self._refuse_deleted(rows, identity, proceed)
-            held = self._held_already(rows, identity, archived, proceed)
+            near = ({r.face_id: [(c.face_ids[0], c.identity, c.score) for c in searched[place[r.face_id]].candidates]
+                     for r in rows} if searched is not None else None)
+            held = self._held_already(rows, identity, archived, proceed, near)
             rows = [r for r in rows if r.face_id not in held]
             same = self.writer.archived_as(rows, archived)  # a photo enrolled again as it was: archived already
             self.writer.write(rows, {face: image for face, image in archived.items()
@@ -273,8 +277,8 @@ class IdentityService:
             raise Conflict(f"{row.source.removeprefix('api:')}: this photo's face was deleted from {identity!r} (on "
                            f"{day}): say proceed (`--proceed`, proceed=true) to enroll it again")
 
-    def _held_already(self, rows: list[FaceRow], identity: str, images: dict[int, FaceImage],
-                      proceed: bool) -> dict[int, int]:
+    def _held_already(self, rows: list[FaceRow], identity: str, images: dict[int, FaceImage], proceed: bool,
+                      near: dict[int, list[tuple[int, str, float]]] | None = None) -> dict[int, int]:
         """{new face id: the face of `identity` that is the same picture} for the rows the identity holds already
         under another id: the photo ingested from a folder (keyed by its path) and now enrolled (keyed by its
         bytes), or a copy of it under another file name. A QA pass enrolled a folder it had ingested: every face
@@ -282,23 +286,28 @@ class IdentityService:
         same picture held by another identity is a Conflict unless `proceed` (one photo under two names), whether
         or not the gallery has a threshold to judge matches by. A face near in score (SAME_PHOTO_NEAR) is the same
         picture only if the archive's images of the two agree pixel for pixel, near enough
-        (embedder.archiving.same_picture); without an archive nothing is judged so."""
+        (embedder.archiving.same_picture); without an archive nothing is judged so. `near`: each row's nearest
+        faces (face id, identity, score) as a search found them already (the conflict check's), else searched."""
         if not rows or self.archive is None:
             return {}
+        if near is None:
+            hits = self.index.search(np.stack([r.vector for r in rows]), k=4)
+            near = {r.face_id: [(h.face_id, h.identity, h.score) for h in found]
+                    for r, found in zip(rows, hits, strict=True)}
         held = {}
-        for row, hits in zip(rows, self.index.search(np.stack([r.vector for r in rows]), k=4), strict=True):
+        for row in rows:
             mine = images.get(row.face_id)
-            for hit in hits:
-                if hit.face_id == row.face_id or hit.score < SAME_PHOTO_NEAR or (hit.identity != identity and proceed):
+            for face, whose, score in near[row.face_id]:
+                if face == row.face_id or score < SAME_PHOTO_NEAR or (whose != identity and proceed):
                     continue
-                theirs = self.archive.image(hit.face_id)
+                theirs = self.archive.image(face)
                 if mine is None or theirs is None or theirs[0] != mine.kind or not same_picture(theirs[1], mine.image):
                     continue
-                if hit.identity != identity:
-                    raise Conflict(f"{row.source.removeprefix('api:')}: this photo is face {hit.face_id} of "
-                                   f"{hit.identity!r} already: say proceed (`--proceed`, proceed=true) to file it "
-                                   f"under {identity!r} too")
-                held[row.face_id] = hit.face_id
+                if whose != identity:
+                    raise Conflict(f"{row.source.removeprefix('api:')}: this photo is face {face} of {whose!r} "
+                                   f"already: say proceed (`--proceed`, proceed=true) to file it under {identity!r} "
+                                   "too")
+                held[row.face_id] = face
                 break
         return held
 

@@ -133,3 +133,25 @@ def why(skipped: list[Skipped], never_archived: int = 0) -> str:
 
 def kind_counts(described: dict[int, tuple[str, str, str]]) -> dict[str, int]:
     return dict(Counter(kind for kind, _, _ in described.values()).most_common())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a pass over archived faces will read (a re-embed's copy, a restore): the faces by archived kind, the
+    kinds this model reads none of (kind -> why), those faces as skipped, and the faces to read (face -> version)."""
+
+    kinds: dict[str, int]
+    refused_kinds: dict[str, str]
+    skipped: list[Skipped]
+    readable: dict[int, int]
+
+
+def plan(kept: FaceArchive, pending: dict[int, int], reader: Reader) -> Plan:
+    """The Plan for the archived faces `pending` (face id -> the version to read), without reading an image
+    but one of each kind."""
+    described = kept.describe(pending)
+    refused = refused_kinds(kept, described, reader)
+    skipped = [(face, identity, source, refused[kind]) for face, (kind, identity, source) in sorted(described.items())
+               if kind in refused]
+    readable = {face: pending[face] for face, (kind, _, _) in described.items() if kind not in refused}
+    return Plan(kind_counts(described), refused, skipped, readable)

@@ -42,7 +42,7 @@ from indexer.galleries import Galleries, collection_name
 from indexer.milvus import Property
 from indexer.store import CollectionInfo, FaceIndex, FaceRow, connect, is_lite_uri
 from indexer.writer import GalleryWriter
-from jobs.pipelines.reading import Reader, Skipped, decoded, kind_counts, refused_kinds, rows_of, unreadable, why
+from jobs.pipelines.reading import Reader, Skipped, decoded, plan, rows_of, unreadable, why
 from jobs.pipelines.reembed_summary import FacesLeftBehind, MissingFromArchive, ReembedSummary  # noqa: F401
 from jobs.progress import Console, silent
 
@@ -107,13 +107,9 @@ def reembed(
     summary.already_there = len(existing & todo.keys())
     summary.to_embed = len(todo) - summary.already_there
     pending = {face: ns for face, ns in todo.items() if face not in existing}
-    described = kept.describe(pending)
-    summary.kinds = kind_counts(described)
-    summary.refused_kinds = refused_kinds(kept, described, reader)
-    summary.skipped = [(face, identity, source_name, summary.refused_kinds[kind])
-                       for face, (kind, identity, source_name) in sorted(described.items())
-                       if kind in summary.refused_kinds]
-    readable = {face: pending[face] for face, (kind, _, _) in described.items() if kind not in summary.refused_kinds}
+    planned = plan(kept, pending, reader)
+    summary.kinds, summary.refused_kinds, summary.skipped = planned.kinds, planned.refused_kinds, planned.skipped
+    readable = planned.readable
     if dry_run:
         with console.stage("read", total=len(readable), unit="face") as bar:
             summary.skipped += unreadable(kept, readable, reader, batch_size, bar)

@@ -27,7 +27,7 @@ from embedder.faces import FacePolicy
 from indexer.archive import FaceArchive
 from indexer.galleries import Galleries, collection_name
 from indexer.store import CollectionInfo, FaceIndex, connect, is_lite_uri
-from jobs.pipelines.reading import Reader, Skipped, kind_counts, refused_kinds, unreadable, why
+from jobs.pipelines.reading import Reader, Skipped, plan, unreadable, why
 from jobs.pipelines.reembed import copy_archived
 from jobs.progress import Console, silent
 
@@ -121,16 +121,12 @@ def restore(
         raise
     pending = {face: ns for face, ns in live.items() if face not in existing}
     summary.already_there = len(live) - len(pending)
-    described = kept.describe(pending)
-    summary.kinds = kind_counts(described)
     # the box of the model that archived the photos: for a model of its own kind, its own (a restore is
     # mostly with the model the gallery was made with)
     reader = Reader(spec, policy, tuple(spec.crop_box) if spec.crop_box else None)
-    summary.refused_kinds = refused_kinds(kept, described, reader)
-    summary.skipped = [(face, identity, source, summary.refused_kinds[kind])
-                       for face, (kind, identity, source) in sorted(described.items())
-                       if kind in summary.refused_kinds]
-    readable = {face: pending[face] for face, (kind, _, _) in described.items() if kind not in summary.refused_kinds}
+    planned = plan(kept, pending, reader)
+    summary.kinds, summary.refused_kinds, summary.skipped = planned.kinds, planned.refused_kinds, planned.skipped
+    readable = planned.readable
     elsewhere = FaceArchive(archive_to, gallery) if archive_to not in (None, archive) else None
     missing = set(live) - set(elsewhere.live_versions()) if elsewhere is not None else set()
     if elsewhere is not None:

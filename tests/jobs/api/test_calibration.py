@@ -123,7 +123,7 @@ def test_the_gallery_check_over_http_reads_every_face_for_a_read_key(api):
     assert answer.status_code == 200, answer.text
     report = answer.json()
     assert (report["identities"], report["faces"]) == (30, 40) and report["below_gate"] == []
-    assert all(set(d) == {"first", "second", "score", "expected_among_strangers", "misfiled"}
+    assert all(set(d) == {"first", "second", "score", "expected_among_strangers", "misfiled", "same_photo"}
                for d in report["duplicates"])
     assert all(isinstance(m["face_id"], str) for m in report["misfits"])
 
