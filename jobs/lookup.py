@@ -163,7 +163,7 @@ class Lookup:
         own faces (`arcmatch gallery check` finds one person under two names without a threshold). Returns the
         decisions its search made (None where it made none), for the enrollment's own look at them."""
         decisions = self.search_vectors(vectors) if self.has_threshold() else None
-        matches = [(n, d) for n, d in enumerate(decisions or []) if d.is_match and d.identity != identity]
+        matches = _answered_as_others(decisions or [], identity)
         if matches:
             decision = matches[0][1]
             raise Conflict(f"a face matches {decision.identity!r} (score {decision.score:.3f}, threshold "
@@ -176,7 +176,7 @@ class Lookup:
         threshold."""
         if not self.has_threshold():
             return []
-        return [(n, d) for n, d in enumerate(self.search_vectors(vectors)) if d.is_match and d.identity != identity]
+        return _answered_as_others(self.search_vectors(vectors), identity)
 
     def check_faces(self, vectors: np.ndarray, faces: list[int], identity: str) -> None:
         """check_conflicts for stored faces about to be named `identity` (a cluster, the faces a calibration set
@@ -189,3 +189,8 @@ class Lookup:
                            f"{matches[0][1].threshold:.3f} ({listed}{' ...' if len(matches) > 10 else ''}): leave "
                            f"them out (face_ids), or say proceed (`--proceed`, proceed=true) to name them "
                            f"{identity!r} anyway")
+
+
+def _answered_as_others(decisions: list[Decision], identity: str) -> list[tuple[int, Decision]]:
+    """(row, decision) of each decision that answers another identity than `identity`."""
+    return [(n, d) for n, d in enumerate(decisions) if d.is_match and d.identity != identity]

@@ -269,8 +269,9 @@ class IdentityService:
         if self.archive is None or proceed or not rows:
             return
         gone = self.archive.tombstoned([r.face_id for r in rows])
-        if gone:
-            gone = {face: when for face, when in gone.items() if face not in self.index.vectors(sorted(gone))}
+        if gone:  # one read of the store for all of them: those it holds were enrolled again since
+            held = self.index.vectors(sorted(gone))
+            gone = {face: when for face, when in gone.items() if face not in held}
         row = next((r for r in rows if r.face_id in gone), None)
         if row is not None:
             day = time.strftime("%Y-%m-%d", time.gmtime(gone[row.face_id] / 1e9))
